@@ -1,0 +1,50 @@
+"""The core is pure: it imports with the edge libraries blocked, and never imports the edges."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "gpuyield"
+BLOCKED = ["duckdb", "typer", "starlette", "uvicorn", "httpx", "rich", "ray", "torch", "pyarrow", "pandas"]
+
+
+def test_core_imports_with_edge_libraries_blocked() -> None:
+    code = textwrap.dedent(
+        f"""
+        import importlib, importlib.abc, pkgutil, sys
+        BLOCKED = {BLOCKED!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError("blocked in core: " + name)
+                return None
+        sys.meta_path.insert(0, Block())
+        import gpuyield.core as core
+        names = [m.name for m in pkgutil.walk_packages(core.__path__, "gpuyield.core.")]
+        for name in names:
+            importlib.import_module(name)
+        print(len(names))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_core_never_imports_edges() -> None:
+    offenders = []
+    for path in (SRC / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            mods: list[str] = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            for mod in mods:
+                if mod.startswith("gpuyield.edges"):
+                    offenders.append(f"{path.relative_to(SRC)} imports {mod}")
+    assert not offenders, offenders
