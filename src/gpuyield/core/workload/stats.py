@@ -1,0 +1,156 @@
+"""``inspect(workload) -> WorkloadStats``: the numbers that characterise a trace.
+
+Prefix reuse upper bound: with an unlimited cache that never evicts, a block can be served from cache iff the
+same block hash was seen in an earlier request (or earlier in the same request). ``prefix_reuse_block_frac`` is
+the fraction of all hashed blocks seen before; ``prefix_reuse_token_frac`` weighs the same hits by
+``block_size_tokens`` over all input tokens (the "cache ratio" papers report). ``prefix_hit_token_frac`` counts
+only each request's longest leading run of previously seen blocks -- what a prefix cache (vLLM, SGLang) can
+actually reuse, since a block after a miss is recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from gpuyield.core.workload.workload import Workload
+
+__all__ = ["LengthStats", "WorkloadStats", "inspect"]
+
+
+@dataclass(frozen=True, slots=True)
+class LengthStats:
+    """Token-length distribution (tokens)."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    min: int
+    max: int
+    total: int
+
+    @classmethod
+    def of(cls, a: npt.NDArray[np.int64]) -> LengthStats:
+        if len(a) == 0:
+            return cls(0.0, 0.0, 0.0, 0.0, 0, 0, 0)
+        p50, p90, p99 = np.percentile(a, [50, 90, 99])
+        return cls(float(a.mean()), float(p50), float(p90), float(p99), int(a.min()), int(a.max()), int(a.sum()))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStats:
+    name: str
+    source: str
+    licence: str
+    num_requests: int
+    duration_s: float  # first to last arrival
+    mean_rate_per_s: float  # num_requests / duration_s (requests per second)
+    window_s: float  # width of the rate_per_s windows
+    rate_per_s: tuple[float, ...]  # request rate in consecutive windows from the first arrival
+    peak_rate_per_s: float  # highest window rate
+    interarrival_cv: float  # std / mean of inter-arrival gaps (1 for Poisson); NaN for < 3 requests
+    input_tokens: LengthStats
+    output_tokens: LengthStats
+    block_size_tokens: int
+    num_requests_with_hashes: int
+    num_blocks: int  # hashed blocks over all requests
+    num_unique_blocks: int
+    prefix_reuse_block_frac: float | None  # None when the workload has no block hashes
+    prefix_reuse_token_frac: float | None
+    prefix_hit_token_frac: float | None
+    num_sessions: int
+    num_tenants: int
+    num_models: int
+    requests_per_model: dict[str, int]
+    requests_per_tenant: dict[str, int]
+    notes: tuple[str, ...]
+
+
+def _leading_hits(w: Workload, seen_before: npt.NDArray[np.bool_]) -> int:
+    """Sum over requests of the number of leading blocks that were seen before."""
+    off = w.hash_offsets
+    counts = np.diff(off)
+    has = counts > 0
+    if not np.any(has):
+        return 0
+    miss = ~seen_before
+    # position of the first miss within each request: cumulative count of misses per segment
+    miss_idx = np.flatnonzero(miss)
+    starts = off[:-1][has]
+    ends = off[1:][has]
+    first_miss = np.searchsorted(miss_idx, starts, side="left")
+    first_miss_pos = np.where(first_miss < len(miss_idx), miss_idx[np.minimum(first_miss, len(miss_idx) - 1)], ends)
+    first_miss_pos = np.minimum(first_miss_pos, ends)
+    return int((first_miss_pos - starts).sum())
+
+
+def _labels(table: tuple[str | None, ...], codes: npt.NDArray[np.int32], none_label: str) -> dict[str, int]:
+    counts = np.bincount(codes, minlength=len(table)) if len(codes) else np.zeros(len(table), dtype=np.int64)
+    return {(none_label if t is None else t): int(c) for t, c in zip(table, counts, strict=True) if c}
+
+
+def inspect(w: Workload, *, window_s: float | None = None) -> WorkloadStats:
+    """Characterise ``w``. ``window_s`` defaults to about 1/60 of the duration (at least 1 s, rounded)."""
+    n = len(w)
+    duration = w.duration_s
+    if window_s is None:
+        window_s = max(1.0, float(np.round(duration / 60.0))) if duration > 0 else 1.0
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s}")
+    if n:
+        rel = w.arrival_s - w.arrival_s[0]
+        num_windows = max(1, int(np.ceil(duration / window_s))) if duration > 0 else 1
+        idx = np.minimum((rel // window_s).astype(np.int64), num_windows - 1)
+        rates = tuple(float(x) / window_s for x in np.bincount(idx, minlength=num_windows))
+    else:
+        rates = ()
+    gaps = np.diff(w.arrival_s)
+    cv = float(gaps.std() / gaps.mean()) if len(gaps) >= 2 and gaps.mean() > 0 else float("nan")
+
+    hv = w.hash_values
+    num_blocks = len(hv)
+    if num_blocks:
+        _, first = np.unique(hv, return_index=True)
+        seen_before = np.ones(num_blocks, dtype=bool)
+        seen_before[first] = False
+        reused = int(seen_before.sum())
+        block_frac: float | None = reused / num_blocks
+        tok_total = int(w.input_tokens.sum())
+        token_frac: float | None = reused * w.block_size_tokens / tok_total if tok_total else 0.0
+        hit_frac: float | None = (
+            _leading_hits(w, seen_before) * w.block_size_tokens / tok_total if tok_total else 0.0
+        )
+        num_unique = num_blocks - reused
+    else:
+        block_frac = token_frac = hit_frac = None
+        num_unique = 0
+    return WorkloadStats(
+        name=w.meta.name,
+        source=w.meta.source,
+        licence=w.meta.licence,
+        num_requests=n,
+        duration_s=duration,
+        mean_rate_per_s=(n / duration) if duration > 0 else float("nan"),
+        window_s=float(window_s),
+        rate_per_s=rates,
+        peak_rate_per_s=max(rates) if rates else 0.0,
+        interarrival_cv=cv,
+        input_tokens=LengthStats.of(w.input_tokens),
+        output_tokens=LengthStats.of(w.output_tokens),
+        block_size_tokens=w.block_size_tokens,
+        num_requests_with_hashes=int(np.count_nonzero(np.diff(w.hash_offsets))),
+        num_blocks=num_blocks,
+        num_unique_blocks=num_unique,
+        prefix_reuse_block_frac=block_frac,
+        prefix_reuse_token_frac=token_frac,
+        prefix_hit_token_frac=hit_frac,
+        num_sessions=int(len(np.unique(w.session_codes[w.session_codes >= 0]))),
+        num_tenants=int(len(np.unique(w.tenant_codes))) if n else 0,
+        num_models=int(len(np.unique(w.model_codes))) if n else 0,
+        requests_per_model=_labels(w.models, w.model_codes, "(default)"),
+        requests_per_tenant=_labels(w.tenants, w.tenant_codes, "default"),
+        notes=w.meta.notes,
+    )
