@@ -1,0 +1,271 @@
+"""Calibration coefficients of the performance model, with provenance.
+
+A :class:`Calibration` holds, per accelerator, the efficiencies measured on real kernels (fraction of the
+datasheet roofline achieved by GEMMs as a function of the token count, by attention, by collectives) and,
+per engine family, the fitted end-to-end constants (per-step and per-sequence overheads, scheduler limits).
+The shipped one lives in ``core/perf/data/calibration.yaml``; ``gpuyield calibrate`` rebuilds it from raw
+kernel tables (AIConfigurator layout or the table format ``gpuyield profile`` writes) and, optionally,
+end-to-end measurements. Every number carries the source it was derived from.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from gpuyield.errors import ConfigError
+
+__all__ = [
+    "Calibration",
+    "EngineCoefficients",
+    "GpuCoefficients",
+    "LogCurve",
+    "calibration_from_dict",
+    "calibration_to_dict",
+    "default_calibration",
+]
+
+SCHEMA = "gpuyield.perf.calibration/1"
+
+
+@dataclass(frozen=True, slots=True)
+class LogCurve:
+    """A piecewise-linear curve in ``log2(x)``, clamped (and flagged) outside ``[xs[0], xs[-1]]``."""
+
+    xs: tuple[float, ...]  # ascending, > 0
+    ys: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.xs) != len(self.ys) or not self.xs:
+            raise ConfigError("LogCurve: xs and ys must be non-empty and of equal length")
+        if any(x <= 0 for x in self.xs) or any(b <= a for a, b in zip(self.xs, self.xs[1:], strict=False)):
+            raise ConfigError("LogCurve: xs must be positive and strictly ascending")
+
+    def __call__(self, x: float) -> float:
+        xs, ys = self.xs, self.ys
+        if x <= xs[0]:
+            return ys[0]
+        if x >= xs[-1]:
+            return ys[-1]
+        i = bisect.bisect_right(xs, x)
+        x0, x1 = xs[i - 1], xs[i]
+        w = (math.log2(x) - math.log2(x0)) / (math.log2(x1) - math.log2(x0))
+        return ys[i - 1] + w * (ys[i] - ys[i - 1])
+
+    def in_range(self, x: float) -> bool:
+        return self.xs[0] <= x <= self.xs[-1]
+
+
+def _const_curve(y: float) -> LogCurve:
+    return LogCurve((1.0, 1e9), (y, y))
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCoefficients:
+    """Measured efficiencies of one accelerator (fractions of its datasheet peaks)."""
+
+    mem_bw_eff: float = 0.80  # weight/KV streaming: achieved / datasheet HBM bandwidth
+    # GEMM compute efficiency vs tokens in the GEMM (M), per compute dtype (bf16, fp8, fp4)
+    gemm_eff: dict[str, LogCurve] = field(default_factory=dict)
+    attn_prefill_eff: float = 0.45  # prefill (context) attention FLOPs: achieved / bf16 dense peak
+    attn_decode_bw_eff: float = 0.60  # decode attention KV reads: achieved / HBM bandwidth
+    allreduce_latency_s: float = 10e-6  # per all-reduce call at small sizes
+    allreduce_bw_eff: float = 0.55  # bus bandwidth achieved / interconnect_gb_s at large sizes
+    source: str = "generic defaults (no measured tables for this accelerator)"
+
+    def gemm_curve(self, dtype: str) -> LogCurve:
+        if dtype in self.gemm_eff:
+            return self.gemm_eff[dtype]
+        for alt in ("fp8", "bf16"):
+            if alt in self.gemm_eff:
+                return self.gemm_eff[alt]
+        return LogCurve((1.0, 64.0, 512.0, 4096.0), (0.01, 0.35, 0.65, 0.70))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCoefficients:
+    """Per-engine-family constants: scheduler defaults and fitted overheads."""
+
+    step_overhead_s: float = 2.0e-3  # fixed per forward step (scheduling, launch, sampling setup)
+    per_seq_overhead_s: float = 10e-6  # per sequence in the batch (sampling, detokenise, bookkeeping)
+    per_layer_overhead_s: float = 10e-6  # per decoder layer per step (launch gaps not hidden by graphs)
+    max_num_batched_tokens: int = 8192  # token budget per step (chunked prefill)
+    max_num_seqs: int = 1024
+    block_size_tokens: int = 16
+    runtime_reserve_gb: float = 4.0  # activations, CUDA graphs, NCCL buffers, allocator slack per GPU
+    ttft_sync_weight: float = 0.5  # share of the synchronized-start prefill queue the mean TTFT sees
+    prefill_scale: float = 1.0  # fitted multiplier on prefill-token work
+    decode_scale: float = 1.0  # fitted multiplier on decode work
+    source: str = "generic defaults"
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """All coefficients, keyed by accelerator id and engine family."""
+
+    gpus: dict[str, GpuCoefficients] = field(default_factory=dict)
+    engines: dict[str, EngineCoefficients] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    # Extra accelerators described by the calibration itself (e.g. ``cpu`` from ``gpuyield profile``):
+    # id -> {memory_gb, memory_bandwidth_tb_s, bf16_dense_tflops, ...}
+    devices: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def gpu(self, gpu_id: str) -> GpuCoefficients:
+        key = _norm(gpu_id)
+        for k, v in self.gpus.items():
+            if _norm(k) == key:
+                return v
+        return self.gpus.get("generic", GpuCoefficients())
+
+    def has_gpu(self, gpu_id: str) -> bool:
+        key = _norm(gpu_id)
+        return any(_norm(k) == key for k in self.gpus)
+
+    def engine(self, name: str) -> EngineCoefficients:
+        key = name.strip().lower()
+        if key in self.engines:
+            return self.engines[key]
+        if "generic" in self.engines:
+            return self.engines["generic"]
+        return EngineCoefficients()
+
+
+def _norm(s: str) -> str:
+    return s.strip().lower().replace("-", "_")
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+def _curve_from(obj: Any, where: str) -> LogCurve:
+    if isinstance(obj, (int, float)):
+        return _const_curve(float(obj))
+    if not isinstance(obj, dict) or "tokens" not in obj or "eff" not in obj:
+        raise ConfigError(f"{where}: expected a number or {{tokens: [...], eff: [...]}}")
+    return LogCurve(tuple(float(x) for x in obj["tokens"]), tuple(float(y) for y in obj["eff"]))
+
+
+def _check_fraction(value: Any, where: str, hi: float = 1.5) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not 0.0 < v <= hi:
+        raise ConfigError(f"{where}: expected a value in (0, {hi}], got {v}")
+    return v
+
+
+def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> Calibration:
+    """Build a :class:`Calibration` from its YAML/JSON form, validating every field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    schema = data.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise ConfigError(f"{where}: schema '{schema}' is not supported; expected '{SCHEMA}'")
+    gpus: dict[str, GpuCoefficients] = {}
+    base = GpuCoefficients()
+    for gid, g in (data.get("gpus") or {}).items():
+        w = f"{where}: gpus.{gid}"
+        if not isinstance(g, dict):
+            raise ConfigError(f"{w}: expected a mapping")
+        unknown = set(g) - set(GpuCoefficients.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{w}: unknown field(s) {sorted(unknown)}")
+        curves = {str(k): _curve_from(v, f"{w}.gemm_eff.{k}") for k, v in (g.get("gemm_eff") or {}).items()}
+        gpus[str(gid)] = GpuCoefficients(
+            mem_bw_eff=_check_fraction(g.get("mem_bw_eff", base.mem_bw_eff), f"{w}.mem_bw_eff"),
+            gemm_eff=curves,
+            attn_prefill_eff=_check_fraction(
+                g.get("attn_prefill_eff", base.attn_prefill_eff), f"{w}.attn_prefill_eff"
+            ),
+            attn_decode_bw_eff=_check_fraction(
+                g.get("attn_decode_bw_eff", base.attn_decode_bw_eff), f"{w}.attn_decode_bw_eff"
+            ),
+            allreduce_latency_s=_check_fraction(
+                g.get("allreduce_latency_s", base.allreduce_latency_s), f"{w}.allreduce_latency_s", 1.0
+            ),
+            allreduce_bw_eff=_check_fraction(
+                g.get("allreduce_bw_eff", base.allreduce_bw_eff), f"{w}.allreduce_bw_eff"
+            ),
+            source=str(g.get("source", base.source)),
+        )
+    engines: dict[str, EngineCoefficients] = {}
+    ebase = EngineCoefficients()
+    for name, e in (data.get("engines") or {}).items():
+        w = f"{where}: engines.{name}"
+        if not isinstance(e, dict):
+            raise ConfigError(f"{w}: expected a mapping")
+        unknown = set(e) - set(EngineCoefficients.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"{w}: unknown field(s) {sorted(unknown)}")
+        kw: dict[str, Any] = {}
+        for fname in EngineCoefficients.__dataclass_fields__:
+            if fname not in e:
+                continue
+            default = getattr(ebase, fname)
+            if isinstance(default, str):
+                kw[fname] = str(e[fname])
+            elif isinstance(default, int):
+                try:
+                    kw[fname] = int(e[fname])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{w}.{fname}: expected an integer, got {e[fname]!r}") from None
+                if kw[fname] <= 0:
+                    raise ConfigError(f"{w}.{fname}: expected a positive integer, got {kw[fname]}")
+            else:
+                kw[fname] = _check_fraction(e[fname], f"{w}.{fname}", hi=1e3)
+        engines[str(name).lower()] = EngineCoefficients(**kw)
+    devices: dict[str, dict[str, float]] = {}
+    for did, d in (data.get("devices") or {}).items():
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: devices.{did}: expected a mapping")
+        devices[str(did)] = {str(k): float(v) for k, v in d.items() if isinstance(v, (int, float))}
+    return Calibration(
+        gpus=gpus, engines=engines, sources=tuple(str(s) for s in data.get("sources") or ()), devices=devices
+    )
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
+    """The YAML/JSON form of a calibration (inverse of :func:`calibration_from_dict`)."""
+    gpus: dict[str, Any] = {}
+    for gid, g in sorted(cal.gpus.items()):
+        gpus[gid] = {
+            "mem_bw_eff": _r(g.mem_bw_eff),
+            "gemm_eff": {
+                k: {"tokens": [_r(x) for x in c.xs], "eff": [_r(y) for y in c.ys]}
+                for k, c in sorted(g.gemm_eff.items())
+            },
+            "attn_prefill_eff": _r(g.attn_prefill_eff),
+            "attn_decode_bw_eff": _r(g.attn_decode_bw_eff),
+            "allreduce_latency_s": _r(g.allreduce_latency_s),
+            "allreduce_bw_eff": _r(g.allreduce_bw_eff),
+            "source": g.source,
+        }
+    engines: dict[str, Any] = {}
+    for name, e in sorted(cal.engines.items()):
+        engines[name] = {
+            f: (_r(getattr(e, f)) if isinstance(getattr(e, f), float) else getattr(e, f))
+            for f in EngineCoefficients.__dataclass_fields__
+        }
+    out: dict[str, Any] = {"schema": SCHEMA, "sources": list(cal.sources), "gpus": gpus, "engines": engines}
+    if cal.devices:
+        out["devices"] = {k: dict(sorted(v.items())) for k, v in sorted(cal.devices.items())}
+    return out
+
+
+@lru_cache(maxsize=1)
+def default_calibration() -> Calibration:
+    """The calibration shipped with the package (``core/perf/data/calibration.yaml``)."""
+    try:
+        text = resources.files("gpuyield.core.perf").joinpath("data/calibration.yaml").read_text()
+    except FileNotFoundError:  # pragma: no cover - packaging error
+        return Calibration()
+    return calibration_from_dict(yaml.safe_load(text) or {}, "gpuyield/core/perf/data/calibration.yaml")

@@ -1,0 +1,270 @@
+"""Closed-loop steady state of one replica at fixed concurrency: an analytic fixed point of the step model.
+
+This is the fast path ``gpuyield validate`` uses (thousands of rows in seconds). It models what the engine
+model does step by step, in expectation:
+
+- **Admission.** At most ``N = min(C, max_num_seqs, KV capacity / (isl + osl/2))`` requests run at once;
+  the other ``C - N`` wait in the queue (Little's law gives their wait).
+- **Continuous batching.** Every step carries the ``D`` decoding sequences; prompts are computed in chunks
+  of at most ``max_num_batched_tokens - D`` tokens mixed into those steps (chunked prefill).
+- **Interference.** While one request decodes, each of the other ``N - 1`` runs one prefill per lifetime;
+  that marginal prefill time lands on the decode steps: ``TPOT = t_decode + (N-1) φ Δprefill / (osl-1)``.
+- **TTFT** = own prefill steps + wait behind other prompts: the steady-state M/D/1 wait on the prefill
+  "server" plus, for a synchronised start (all ``C`` clients start together, as benchmarks do), a share
+  ``ttft_sync_weight`` (an engine-family constant fitted on measurements) of the ``(N-1)/2`` prompts ahead.
+- **Disaggregated** layouts: TTFT from the prefill pool (no decode interference), TPOT from the decode pool
+  (no prefill interference); KV transfer time is added to TTFT.
+
+The fixed point (lifetime ↔ batch size) converges in a few iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from gpuyield.core.perf.model import MemoryPlan, PerfModel
+from gpuyield.errors import ConfigError, DoesNotFitError
+
+__all__ = ["ClosedLoopResult", "estimate_closed_loop", "estimate_disaggregated", "prefill_time_s"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedLoopResult:
+    """Steady-state closed-loop metrics of one deployment (replica or P/D pair of pools)."""
+
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    throughput_tok_s: float  # output tokens/s of the deployment estimated
+    request_rate_per_s: float
+    concurrency: int  # clients (or requests, offline)
+    running_seqs: float  # sequences running at once per replica (admission limit applied)
+    queue_wait_ms: float
+    limited_by: str  # "concurrency" | "max_num_seqs" | "kv_cache"
+    memory: MemoryPlan
+    method: str = "analytic closed-loop fixed point (gpuyield.core.perf.closed_loop)"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _chunks(isl: int, budget: int) -> list[tuple[int, float]]:
+    """(new_tokens, attention work) of each prefill chunk of an ``isl``-token prompt."""
+    out: list[tuple[int, float]] = []
+    done = 0
+    budget = max(1, budget)
+    while done < isl:
+        n = min(budget, isl - done)
+        out.append((n, n * (done + n / 2.0)))
+        done += n
+    return out
+
+
+def prefill_time_s(
+    perf: PerfModel,
+    isl: int,
+    num_decode_seqs: float = 0.0,
+    decode_ctx_tokens: float = 0.0,
+    budget_tokens: int | None = None,
+) -> tuple[float, float]:
+    """(wall time, marginal time) of one prompt's prefill, chunked, mixed with a decode batch."""
+    ec = perf.engine_coeffs
+    budget = budget_tokens if budget_tokens is not None else ec.max_num_batched_tokens
+    d = int(round(num_decode_seqs))
+    s = int(round(decode_ctx_tokens))
+    base = perf.step_time_s(0, 0.0, d, s) if d > 0 else 0.0
+    wall = 0.0
+    marg = 0.0
+    for n, a in _chunks(isl, max(1, budget - d)):
+        t = perf.step_time_s(n, a, d, s)
+        wall += t
+        marg += t - base
+    return wall, marg
+
+
+def _check(isl: int, osl: int) -> None:
+    if isl < 1:
+        raise ConfigError(f"isl must be >= 1, got {isl}")
+    if osl < 1:
+        raise ConfigError(f"osl must be >= 1, got {osl}")
+
+
+def _admission(
+    perf: PerfModel, c: int, isl: int, osl: int, mem: MemoryPlan, max_num_seqs: int | None
+) -> tuple[int, str]:
+    if not mem.fits:
+        raise DoesNotFitError(mem.reason)
+    mns = max_num_seqs or perf.engine_coeffs.max_num_seqs
+    kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2))
+    if kv_seqs < 1:
+        raise DoesNotFitError(
+            f"KV cache holds {mem.kv_capacity_tokens} tokens, less than one sequence of isl+osl/2="
+            f"{isl + osl // 2} tokens"
+        )
+    n = min(c, mns, kv_seqs)
+    limited = "concurrency" if n == c else ("max_num_seqs" if n == mns else "kv_cache")
+    return n, limited
+
+
+def estimate_closed_loop(
+    perf: PerfModel,
+    isl: int,
+    osl: int,
+    concurrency: int | None,
+    *,
+    num_requests: int | None = None,
+    gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    num_replicas: int = 1,
+) -> ClosedLoopResult:
+    """TTFT/TPOT/throughput of ``num_replicas`` identical replicas at ``concurrency`` clients in total.
+
+    ``concurrency=None`` means offline: ``num_requests`` requests all queued at time zero.
+    """
+    _check(isl, osl)
+    offline = concurrency is None
+    if offline:
+        if not num_requests or num_requests < 1:
+            raise ConfigError("offline estimation needs num_requests >= 1")
+        c_total = num_requests
+    else:
+        assert concurrency is not None
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+        c_total = concurrency
+    if num_replicas < 1:
+        raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
+    c = max(1, math.ceil(c_total / num_replicas))
+    mem = perf.memory(gpu_memory_utilization, max_model_len=isl + osl)
+    n, limited = _admission(perf, c, isl, osl, mem, max_num_seqs)
+    ec = perf.engine_coeffs
+    budget = max_num_batched_tokens or ec.max_num_batched_tokens
+    ctx_avg = isl + osl / 2.0
+    sync_w = 1.0 if offline else ec.ttft_sync_weight
+
+    # fixed point on the fraction of running sequences that are decoding
+    frac = 1.0
+    tpot = ttft_active = wall = marg = t_dec = 0.0
+    for _ in range(30):
+        d = max(0.0, n * frac - 1.0) if n > 1 else 0.0  # decodes alongside a given request's prefill
+        wall, marg = prefill_time_s(perf, isl, d, d * ctx_avg, budget)
+        dd = max(1.0, n * frac)
+        t_dec = perf.step_time_s(0, 0.0, int(round(dd)), int(round(dd * ctx_avg)))
+        lifetime_guess = wall + (osl - 1) * max(tpot, t_dec)
+        phi = ((osl - 1) * max(tpot, t_dec) / lifetime_guess) if lifetime_guess > 0 else 1.0
+        tpot_new = t_dec + ((n - 1) * phi * marg / (osl - 1) if osl > 1 else 0.0)
+        # prefill server utilisation and its M/D/1 wait
+        lifetime = wall + (osl - 1) * tpot_new
+        rho = min(0.95, n * marg / lifetime) if lifetime > 0 else 0.0
+        wait_md1 = rho / (2.0 * (1.0 - rho)) * marg
+        wait_sync = sync_w * (n - 1) / 2.0 * marg
+        ttft_active = wall + max(wait_md1, wait_sync)
+        frac_new = ((osl - 1) * tpot_new) / (ttft_active + (osl - 1) * tpot_new) if osl > 1 else 0.0
+        converged = abs(tpot_new - tpot) <= 1e-9 + 1e-6 * tpot_new and abs(frac_new - frac) < 1e-6
+        tpot, frac = tpot_new, frac_new
+        if converged:
+            break
+    if osl <= 1:
+        tpot = 0.0
+    lifetime = ttft_active + (osl - 1) * tpot
+    rate = n / lifetime if lifetime > 0 else 0.0  # requests/s per replica
+    queue_wait = 0.0
+    if c > n:
+        # closed loop: c - n clients always waiting; Little's law. Offline: mean wait over the backlog.
+        queue_wait = (c - n) / rate if not offline else (c - n) / 2.0 / rate
+    ttft = ttft_active + queue_wait
+    e2e = ttft + (osl - 1) * tpot
+    notes: list[str] = list(perf.notes)
+    if limited != "concurrency":
+        notes.append(f"admission limited by {limited}: {n} of {c} sequences run at once per replica")
+    return ClosedLoopResult(
+        ttft_ms=ttft * 1e3,
+        tpot_ms=tpot * 1e3,
+        e2e_ms=e2e * 1e3,
+        throughput_tok_s=rate * osl * num_replicas,
+        request_rate_per_s=rate * num_replicas,
+        concurrency=c_total,
+        running_seqs=float(n),
+        queue_wait_ms=queue_wait * 1e3,
+        limited_by=limited,
+        memory=mem,
+        notes=tuple(notes),
+    )
+
+
+def estimate_disaggregated(
+    prefill: PerfModel,
+    decode: PerfModel,
+    isl: int,
+    osl: int,
+    concurrency: int,
+    *,
+    num_prefill: int | None,
+    num_decode: int | None,
+    kv_transfer_gb_s: float | None = None,
+    gpu_memory_utilization: float = 0.9,
+) -> ClosedLoopResult:
+    """P/D-disaggregated deployment: ``num_prefill`` prefill replicas feed ``num_decode`` decode replicas.
+
+    Worker counts of ``None`` (unknown, e.g. AIConfigurator's ``0x``) mean: as many prefill replicas as
+    keep the prefill pool's utilisation at the decode pool's request rate below one (the balanced
+    deployment a planner would pick), and one decode replica.
+    """
+    _check(isl, osl)
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    nd = num_decode or 1
+    c = max(1, math.ceil(concurrency / nd))
+    dmem = decode.memory(gpu_memory_utilization, max_model_len=isl + osl)
+    n, limited = _admission(decode, c, isl, osl, dmem, None)
+    pmem = prefill.memory(gpu_memory_utilization, max_model_len=isl + osl)
+    if not pmem.fits:
+        raise DoesNotFitError("prefill pool: " + pmem.reason)
+    ctx_avg = isl + osl / 2.0
+    t_dec = decode.step_time_s(0, 0.0, n, int(round(n * ctx_avg)))
+    tpot = t_dec
+    wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0)
+    # KV transfer of one prompt's cache from the prefill to the decode pool
+    kv_bytes = (
+        isl
+        * dmem.kv_bytes_per_token
+        * decode.pp
+        * max(1, min(decode.tp, getattr(decode.model, "num_kv_heads", 1)))
+    )
+    link = (kv_transfer_gb_s or float(getattr(decode.gpu, "inter_node_gb_s", 0) or 0) or 25.0) * 1e9
+    transfer = kv_bytes / link
+    lifetime = wall + transfer + (osl - 1) * tpot
+    rate = n * nd / lifetime  # requests/s across the decode pool
+    pe = prefill.engine_coeffs
+    batch_tok = max(1, pe.max_num_batched_tokens)
+    # batched prefill on the prefill pool: tokens/s capacity of one prefill replica
+    bw_wall, _ = prefill_time_s(prefill, min(batch_tok, max(isl, batch_tok)), 0.0, 0.0, batch_tok)
+    tok_per_s = min(batch_tok, max(isl, batch_tok)) / bw_wall
+    np_ = num_prefill or max(1, math.ceil(rate * isl / (0.8 * tok_per_s)))
+    rho = min(0.95, rate * isl / (np_ * tok_per_s))
+    wait = (
+        rho / (2.0 * (1.0 - rho)) * wall
+        + prefill.engine_coeffs.ttft_sync_weight * (c - 1) / 2.0 * isl / (np_ * tok_per_s) * nd
+    )
+    ttft = wall + transfer + wait
+    lifetime = ttft + (osl - 1) * tpot
+    rate = n * nd / lifetime
+    queue_wait = (c - n) * nd / rate if c > n else 0.0
+    ttft += queue_wait
+    notes = list(decode.notes)
+    if num_prefill is None or num_decode is None:
+        notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")
+    return ClosedLoopResult(
+        ttft_ms=ttft * 1e3,
+        tpot_ms=tpot * 1e3,
+        e2e_ms=(ttft + (osl - 1) * tpot) * 1e3,
+        throughput_tok_s=rate * osl,
+        request_rate_per_s=rate,
+        concurrency=concurrency,
+        running_seqs=float(n),
+        queue_wait_ms=queue_wait * 1e3,
+        limited_by=limited,
+        memory=dmem,
+        method="analytic disaggregated closed loop (gpuyield.core.perf.closed_loop)",
+        notes=tuple(notes),
+    )

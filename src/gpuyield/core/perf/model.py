@@ -1,0 +1,609 @@
+"""Step time and memory of one engine replica: roofline per op × measured efficiencies + fitted overheads.
+
+One *replica* is ``tp * pp * attention_dp`` GPUs. Per pipeline stage, attention and dense MLPs are split
+``tp`` ways and replicated over ``attention_dp`` ranks (each rank runs its share of the sequences); routed
+experts are spread over the ``tp * attention_dp`` GPUs of the stage, ``ep`` ways expert-parallel and
+``tp * attention_dp / ep`` ways tensor-parallel inside each expert.
+
+Each op is timed as ``max(FLOPs / (peak × eff_compute(M)), bytes / (bandwidth × eff_memory))`` where the
+efficiencies come from measured kernel tables (see :mod:`gpuyield.core.perf.calibration`) and ``M`` is the
+number of tokens the GEMM sees. Collectives are ``latency + bytes / (link bandwidth × eff)``. A fixed
+per-step, per-layer and per-sequence overhead (scheduler, launch gaps, sampling) is added.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients, LogCurve
+from gpuyield.errors import ConfigError
+
+__all__ = ["MemoryPlan", "PerfModel", "StepBreakdown", "compute_dtype_for", "OPS"]
+
+OPS = ("gemm", "moe", "attn_prefill", "attn_decode", "comm_tp", "comm_ep", "lm_head", "overhead")
+
+_GB = 1e9
+_GIB = 1024.0**3
+
+# Bytes per weight element (scales included); mirrors gpuyield.core.catalog.model.WEIGHT_PRECISIONS.
+_WEIGHT_BYTES = {
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "fp4": 0.5 + 1 / 16,
+    "nvfp4": 0.5 + 1 / 16,
+    "mxfp4": 0.5 + 1 / 32,
+    "int4": 0.5 + 2.5 / 128,
+}
+_KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp4": 0.5}
+ENGINES = ("vllm", "sglang", "trtllm")
+
+
+def compute_dtype_for(weight_precision: str, gpu: Any) -> str:
+    """The tensor-core dtype GEMMs run in: fp8 weights → fp8; fp4 → fp4 where the GPU has it, else the
+    weights are dequantised (W4A8 on fp8 GPUs, W4A16 otherwise); int4 is weight-only (bf16 compute)."""
+    p = weight_precision.lower()
+    if p in ("fp4", "nvfp4", "mxfp4"):
+        if _peak(gpu, "fp4") > 0:
+            return "fp4"
+        return "fp8" if _peak(gpu, "fp8") > 0 else "bf16"
+    if p in ("fp8", "int8"):
+        return "fp8" if _peak(gpu, "fp8") > 0 else "bf16"
+    return "bf16"
+
+
+def _peak(gpu: Any, dtype: str) -> float:
+    """Dense peak in FLOP/s for ``dtype`` (0 when the accelerator has none)."""
+    v = getattr(gpu, f"{dtype}_dense_tflops", None)
+    return float(v) * 1e12 if v else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepBreakdown:
+    """Seconds per op of one step; ``sum(ops.values()) == total_s`` (within float rounding)."""
+
+    total_s: float
+    ops: dict[str, float]  # op name (see OPS) -> seconds
+    out_of_range: tuple[str, ...] = ()  # lookups outside measured ranges (value clamped to the edge)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """Memory of one replica, per GPU unless stated. ``fits`` False comes with the reason."""
+
+    num_gpus: int  # GPUs in the replica (tp * pp * attention_dp)
+    gpu_memory_gb: float  # datasheet capacity per GPU (1e9 bytes)
+    gpu_memory_utilization: float  # fraction the engine may use
+    weights_gb: float  # weights resident per GPU
+    runtime_reserve_gb: float  # activations, CUDA graphs, NCCL buffers per GPU
+    kv_gb: float  # left for the KV cache per GPU (may be negative when it does not fit)
+    kv_bytes_per_token: float  # per GPU, per token of context (growing layers only)
+    kv_bytes_fixed_per_seq: float  # per GPU, per sequence (sliding windows, linear-attention state)
+    kv_capacity_tokens: int  # whole replica (all attention-DP ranks)
+    kv_capacity_blocks: int
+    block_size_tokens: int
+    max_model_len: int
+    fits: bool
+    reason: str
+    attention_dp: int = 1
+
+    def max_concurrent_seqs(self, context_tokens: int) -> int:
+        """Sequences of ``context_tokens`` tokens the replica's KV cache holds at once."""
+        if not self.fits or context_tokens <= 0:
+            return 0
+        blocks_per_seq = math.ceil(context_tokens / self.block_size_tokens)
+        per_seq = (
+            blocks_per_seq * self.block_size_tokens * self.kv_bytes_per_token + self.kv_bytes_fixed_per_seq
+        )
+        if per_seq <= 0:
+            return 1 << 30
+        per_rank = int(self.kv_gb * _GB // per_seq)
+        return max(0, per_rank * self.attention_dp)
+
+
+@dataclass(slots=True)
+class _Coeffs:
+    """Precomputed per-step constants (per GPU of one pipeline stage, times pp)."""
+
+    tp: int
+    pp: int
+    adp: int
+    ep: int
+    moe_tp: int
+    peak_c: float
+    peak_attn: float
+    bw: float
+    gemm_curve: LogCurve
+    mem_eff: float
+    # dense linear (attention projections, dense MLP, shared experts, router)
+    dense_flops_per_tok: float
+    dense_bytes: float
+    # routed experts
+    num_experts: int
+    experts_per_tok: int
+    expert_flops_per_assign: float  # per token-expert assignment, per GPU (all MoE layers)
+    expert_bytes_per_expert: float  # weights of one expert on one GPU (all MoE layers)
+    experts_local: float
+    # attention
+    attn_prefill_flops_per_sq: float  # per unit of prefill_attn_tokens_sq, per GPU
+    sliding_prefill_flops_per_tok: float
+    linear_attn_flops_per_tok: float
+    attn_prefill_eff: float
+    attn_decode_s_per_ctx: float  # per decode context token, per GPU
+    attn_decode_s_per_seq: float  # bounded layers (sliding windows, linear state) per decode sequence
+    # LM head
+    lm_flops_per_tok: float
+    lm_bytes: float
+    # comm
+    n_allreduce: int
+    ar_lat: float
+    ar_s_per_byte: float
+    ar_bytes_per_tok: float
+    n_a2a: int
+    a2a_s_per_byte: float
+    a2a_bytes_per_tok: float
+    # overheads
+    overhead_fixed_s: float
+    overhead_per_seq_s: float
+    prefill_scale: float
+    decode_scale: float
+    # measured ranges
+    gemm_range: tuple[float, float]
+
+
+def _layer_counts(model: Any) -> tuple[int, int, int]:
+    kinds = list(model.layer_kinds)
+    return (
+        sum(1 for k in kinds if k == "full_attention"),
+        sum(1 for k in kinds if k == "sliding_attention"),
+        sum(1 for k in kinds if k == "linear_attention"),
+    )
+
+
+class PerfModel:
+    """Step time (with per-op breakdown) and memory of one replica. Build with :meth:`build`."""
+
+    __slots__ = (
+        "model",
+        "gpu",
+        "tp",
+        "pp",
+        "ep",
+        "attention_dp",
+        "weight_precision",
+        "kv_dtype",
+        "engine",
+        "calibration",
+        "gpu_coeffs",
+        "engine_coeffs",
+        "compute_dtype",
+        "_c",
+        "_weights_bytes_per_gpu",
+        "_kv_per_tok_gpu",
+        "_kv_fixed_per_seq_gpu",
+        "gpu_id",
+        "notes",
+    )
+
+    def __init__(
+        self,
+        model: Any,
+        gpu: Any,
+        *,
+        tp: int,
+        pp: int,
+        ep: int,
+        attention_dp: int,
+        weight_precision: str,
+        kv_dtype: str,
+        engine: str,
+        calibration: Calibration,
+    ) -> None:
+        for name, v in (("tp", tp), ("pp", pp), ("ep", ep), ("attention_dp", attention_dp)):
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        wp = weight_precision.strip().lower()
+        if wp not in _WEIGHT_BYTES:
+            raise ConfigError(
+                f"weight precision '{weight_precision}' is not supported; expected one of {', '.join(_WEIGHT_BYTES)}"
+            )
+        kd = kv_dtype.strip().lower()
+        if kd not in _KV_BYTES:
+            raise ConfigError(
+                f"kv_dtype '{kv_dtype}' is not supported; expected one of {', '.join(_KV_BYTES)}"
+            )
+        eng = engine.strip().lower()
+        if pp > model.num_layers:
+            raise ConfigError(f"pp={pp} exceeds the model's {model.num_layers} layers")
+        stage = tp * attention_dp
+        if model.num_experts:
+            if ep > stage or stage % ep:
+                raise ConfigError(
+                    f"ep={ep} must divide tp*attention_dp={stage} (experts spread over the stage's GPUs)"
+                )
+            if ep > model.num_experts:
+                raise ConfigError(f"ep={ep} exceeds the model's {model.num_experts} experts")
+        self.model = model
+        self.gpu = gpu
+        self.gpu_id = str(getattr(gpu, "id", "gpu"))
+        self.tp, self.pp, self.ep, self.attention_dp = tp, pp, ep, attention_dp
+        self.weight_precision, self.kv_dtype, self.engine = wp, kd, eng
+        self.calibration = calibration
+        self.gpu_coeffs: GpuCoefficients = calibration.gpu(self.gpu_id)
+        self.engine_coeffs: EngineCoefficients = calibration.engine(eng)
+        self.compute_dtype = compute_dtype_for(wp, gpu)
+        self.notes: list[str] = []
+        if not calibration.has_gpu(self.gpu_id):
+            self.notes.append(f"no measured kernel tables for '{self.gpu_id}': generic efficiencies used")
+        self._c = self._precompute()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        model: Any,
+        gpu: Any,
+        tp: int = 1,
+        pp: int = 1,
+        ep: int = 1,
+        attention_dp: int = 1,
+        weight_precision: str = "bf16",
+        kv_dtype: str = "bf16",
+        engine: str = "vllm",
+        calibration: Calibration | None = None,
+    ) -> PerfModel:
+        """The performance model of ``model`` on ``tp*pp*attention_dp`` GPUs of type ``gpu``."""
+        from gpuyield.core.perf.calibration import default_calibration
+
+        return cls(
+            model,
+            gpu,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            attention_dp=attention_dp,
+            weight_precision=weight_precision,
+            kv_dtype=kv_dtype,
+            engine=engine,
+            calibration=calibration if calibration is not None else default_calibration(),
+        )
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp * self.attention_dp
+
+    def _precompute(self) -> _Coeffs:
+        m, g = self.model, self.gpu
+        tp, pp, adp, ep = self.tp, self.pp, self.attention_dp, self.ep
+        stage = tp * adp
+        moe_tp = max(1, stage // ep) if m.num_experts else 1
+        gc, ec = self.gpu_coeffs, self.engine_coeffs
+        peak_c = _peak(g, self.compute_dtype) or _peak(g, "bf16")
+        peak_attn = _peak(g, "bf16")
+        if peak_c <= 0 or peak_attn <= 0:
+            raise ConfigError(f"accelerator '{self.gpu_id}' has no bf16_dense_tflops; cannot time GEMMs")
+        bw = float(g.memory_bandwidth_tb_s) * 1e12
+        if bw <= 0:
+            raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
+        wb = _WEIGHT_BYTES[self.weight_precision]
+        gpt_oss = getattr(m, "architecture", "") == "gpt_oss"
+
+        dense_flops = 0.0
+        dense_bytes = 0.0
+        expert_params_per_expert = 0.0
+        lm_params = 0.0
+        for s in m.gemm_shapes:
+            if s.group == "lm_head":
+                lm_params += s.n * s.k
+                continue
+            if s.group == "moe_expert":
+                expert_params_per_expert += s.n * s.k * s.num_layers
+                continue
+            elem = 2.0 if s.group == "router" or (gpt_oss and s.group == "attention") else wb
+            # int4/fp4 checkpoints usually keep attention in 8/16 bit; engines quantise experts only
+            if self.weight_precision in ("int4",) and s.group == "attention":
+                elem = 2.0
+            p = s.n * s.k * s.num_layers
+            dense_flops += 2.0 * p / tp
+            dense_bytes += p * elem / tp
+        full, sliding, linear = _layer_counts(m)
+        # --- attention prefill FLOPs per unit of sum(new*(ctx+new/2)) on one GPU
+        if getattr(m, "uses_mla", False):
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            per_layer = 2.0 * m.num_attention_heads * (qk + m.v_head_dim)
+        else:
+            per_layer = 4.0 * m.num_attention_heads * m.head_dim
+        heads_shard = min(tp, m.num_attention_heads)
+        attn_prefill_flops_per_sq = per_layer * full / heads_shard / adp
+        window = float(getattr(m, "sliding_window", 0) or 0)
+        sliding_prefill_flops_per_tok = per_layer * sliding * window / heads_shard / adp
+        linear_attn_flops_per_tok = 0.0
+        if linear:
+            dk, dv, hv = m.linear_key_head_dim, m.linear_value_head_dim, m.linear_num_value_heads
+            linear_attn_flops_per_tok = 6.0 * hv * dk * dv * linear / min(tp, hv) / adp
+        # --- decode attention: KV bytes per context token on one GPU (and compute, for MLA)
+        kvb = _KV_BYTES[self.kv_dtype]
+        if getattr(m, "uses_mla", False):
+            kv_shard = 1
+            kv_per_tok_layer = (m.kv_lora_rank + m.qk_rope_head_dim) * kvb
+            if getattr(m, "index_head_dim", None):
+                kv_per_tok_layer += m.index_head_dim + 4
+            dec_flops_per_ctx = (
+                2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * full / heads_shard
+            )
+        else:
+            kv_shard = min(tp, m.num_kv_heads)
+            kv_per_tok_layer = 2.0 * m.num_kv_heads * m.head_dim * kvb
+            dec_flops_per_ctx = 4.0 * m.num_attention_heads * m.head_dim * full / heads_shard
+        kv_per_tok_gpu = kv_per_tok_layer * full / kv_shard / pp
+        kv_fixed_gpu = 0.0
+        if sliding:
+            kv_fixed_gpu += kv_per_tok_layer * sliding * window / kv_shard / pp
+        if linear:
+            kv_fixed_gpu += (
+                float(m.linear_state_bytes_per_sequence("bf16")) / min(tp, m.linear_num_value_heads) / pp
+            )
+        attn_bw = bw * gc.attn_decode_bw_eff
+        # decode attention is memory- or compute-bound; both terms are proportional to context (affine)
+        s_per_ctx = (
+            max(kv_per_tok_gpu * pp / attn_bw, dec_flops_per_ctx / (peak_attn * gc.attn_prefill_eff)) / adp
+        )
+        s_per_seq = kv_fixed_gpu * pp / attn_bw / adp
+        # --- experts
+        E = int(m.num_experts or 0)
+        k = int(m.num_experts_per_tok or 0)
+        experts_local = E / ep if E else 0.0
+        # per assignment the work lands on one expert's GPUs: moe_tp GPUs share it; spread over ep ranks
+        expert_flops_per_assign = 2.0 * expert_params_per_expert / moe_tp
+        expert_bytes_per_expert = expert_params_per_expert * wb / moe_tp
+        # --- LM head
+        lm_flops_per_tok = 2.0 * lm_params / tp
+        lm_bytes = lm_params * 2.0 / tp
+        # --- communication
+        hidden = m.hidden_size
+        per_node = int(getattr(g, "gpus_per_node", 0) or 8)
+        ic = float(getattr(g, "interconnect_gb_s", 0) or 0) * 1e9
+        inter = float(getattr(g, "inter_node_gb_s", 0) or 0) * 1e9
+        link = ic if stage <= per_node or not inter else min(ic, inter) if ic else inter
+        if link <= 0:
+            link = 32e9  # PCIe-class fallback; noted below
+            if stage > 1:
+                self.notes.append(
+                    "accelerator has no interconnect_gb_s: PCIe-class 32 GB/s assumed for collectives"
+                )
+        n_ar = 2 * m.num_layers // pp if tp > 1 else 0
+        ar_s_per_byte = 2.0 * (tp - 1) / tp / (link * gc.allreduce_bw_eff) if tp > 1 else 0.0
+        ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
+        n_moe = int(getattr(m, "num_moe_layers", 0) or 0)
+        n_a2a = 2 * n_moe // pp if (E and (ep > 1 or adp > 1)) else 0
+        a2a_s_per_byte = (stage - 1) / stage / (link * gc.allreduce_bw_eff) if stage > 1 else 0.0
+        a2a_bytes_per_tok = k * hidden * 1.5 / adp  # fp8 dispatch + bf16 combine, averaged
+        if n_a2a and moe_tp > 1 and adp == 1:
+            n_a2a = 0  # pure TP MoE: the all-reduce above already carries it
+        overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * m.num_layers
+        return _Coeffs(
+            tp=tp,
+            pp=pp,
+            adp=adp,
+            ep=ep,
+            moe_tp=moe_tp,
+            peak_c=peak_c,
+            peak_attn=peak_attn,
+            bw=bw,
+            gemm_curve=_sanitise(gc.gemm_curve(self.compute_dtype)),
+            mem_eff=gc.mem_bw_eff,
+            dense_flops_per_tok=dense_flops / pp,
+            dense_bytes=dense_bytes / pp,
+            num_experts=E,
+            experts_per_tok=k,
+            expert_flops_per_assign=expert_flops_per_assign / pp,
+            expert_bytes_per_expert=expert_bytes_per_expert / pp,
+            experts_local=experts_local,
+            attn_prefill_flops_per_sq=attn_prefill_flops_per_sq / pp,
+            sliding_prefill_flops_per_tok=sliding_prefill_flops_per_tok / pp,
+            linear_attn_flops_per_tok=linear_attn_flops_per_tok / pp,
+            attn_prefill_eff=gc.attn_prefill_eff,
+            attn_decode_s_per_ctx=s_per_ctx / pp,
+            attn_decode_s_per_seq=s_per_seq / pp,
+            lm_flops_per_tok=lm_flops_per_tok,
+            lm_bytes=lm_bytes,
+            n_allreduce=n_ar,
+            ar_lat=gc.allreduce_latency_s,
+            ar_s_per_byte=ar_s_per_byte,
+            ar_bytes_per_tok=ar_bytes_per_tok,
+            n_a2a=n_a2a,
+            a2a_s_per_byte=a2a_s_per_byte,
+            a2a_bytes_per_tok=a2a_bytes_per_tok,
+            overhead_fixed_s=overhead_fixed,
+            overhead_per_seq_s=ec.per_seq_overhead_s,
+            prefill_scale=ec.prefill_scale,
+            decode_scale=ec.decode_scale,
+            gemm_range=(gc.gemm_curve(self.compute_dtype).xs[0], gc.gemm_curve(self.compute_dtype).xs[-1]),
+        )
+
+    # ------------------------------------------------------------------ step time
+    def _ops(
+        self,
+        num_prefill_tokens: int,
+        prefill_attn_tokens_sq: float,
+        num_decode_seqs: int,
+        decode_ctx_tokens: int,
+    ) -> tuple[float, float, float, float, float, float, float, float]:
+        c = self._c
+        P = float(num_prefill_tokens)
+        D = float(num_decode_seqs)
+        T = P + D
+        if T <= 0:
+            return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c.overhead_fixed_s * 0.0)
+        pp = c.pp
+        Tr = T / c.adp  # tokens per attention-DP rank
+        eff = c.gemm_curve(Tr)
+        # dense linear layers
+        gemm = pp * max(c.dense_flops_per_tok * Tr / (c.peak_c * eff), c.dense_bytes / (c.bw * c.mem_eff))
+        # routed experts: expected distinct experts hit on one GPU; tokens per expert sets the efficiency
+        moe = 0.0
+        if c.num_experts:
+            assigns = T * c.experts_per_tok
+            hit = c.experts_local * (1.0 - (1.0 - c.experts_per_tok / c.num_experts) ** T)
+            per_expert = assigns / c.num_experts
+            eff_e = c.gemm_curve(max(per_expert, 1.0))
+            flops = c.expert_flops_per_assign * assigns / c.ep
+            moe = pp * max(flops / (c.peak_c * eff_e), hit * c.expert_bytes_per_expert / (c.bw * c.mem_eff))
+        # attention
+        attn_p = 0.0
+        if P > 0:
+            attn_p = (
+                pp
+                * c.prefill_scale
+                * (
+                    c.attn_prefill_flops_per_sq * prefill_attn_tokens_sq
+                    + (c.sliding_prefill_flops_per_tok + c.linear_attn_flops_per_tok) * P
+                )
+                / (c.peak_attn * c.attn_prefill_eff)
+            )
+        attn_d = pp * (c.attn_decode_s_per_ctx * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
+        # LM head: decode sequences plus (at most) one last prompt token per prefill step
+        lm_tok = (D + (1.0 if P > 0 else 0.0)) / c.adp
+        lm = max(
+            c.lm_flops_per_tok * lm_tok / (c.peak_c * c.gemm_curve(max(lm_tok, 1.0))),
+            c.lm_bytes / (c.bw * c.mem_eff),
+        )
+        comm_tp = (
+            c.n_allreduce * (c.ar_lat + c.ar_s_per_byte * c.ar_bytes_per_tok * T) * pp
+            if c.n_allreduce
+            else 0.0
+        )
+        comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * T) * pp if c.n_a2a else 0.0
+        s = c.decode_scale
+        overhead = c.overhead_fixed_s + c.overhead_per_seq_s * D
+        return (gemm * s, moe * s, attn_p * s, attn_d * s, comm_tp * s, comm_ep * s, lm * s, overhead)
+
+    def step_time_s(
+        self,
+        num_prefill_tokens: int,
+        prefill_attn_tokens_sq: float,
+        num_decode_seqs: int,
+        decode_ctx_tokens: int,
+    ) -> float:
+        """Seconds of one forward step (see the package docstring for the argument meanings)."""
+        return sum(self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+
+    def step_breakdown(
+        self,
+        num_prefill_tokens: int,
+        prefill_attn_tokens_sq: float,
+        num_decode_seqs: int,
+        decode_ctx_tokens: int,
+    ) -> StepBreakdown:
+        """Seconds per op for one step, and which lookups fell outside the measured ranges."""
+        vals = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        ops = dict(zip(OPS, vals, strict=True))
+        out: list[str] = []
+        tr = (num_prefill_tokens + num_decode_seqs) / self._c.adp
+        lo, hi = self._c.gemm_range
+        if tr > 0 and not lo <= tr <= hi:
+            out.append(f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]")
+        return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
+
+    # ------------------------------------------------------------------ memory
+    def weights_bytes_per_gpu(self) -> float:
+        m = self.model
+        wb = _WEIGHT_BYTES[self.weight_precision]
+        gpt_oss = getattr(m, "architecture", "") == "gpt_oss"
+        stage = self.tp * self.attention_dp
+        total = 0.0
+        for s in m.gemm_shapes:
+            p = float(s.n * s.k * s.num_layers * s.num_experts)
+            if s.group == "moe_expert":
+                total += p * wb / stage
+            elif s.group in ("lm_head", "router"):
+                if not (s.group == "lm_head" and m.tie_word_embeddings):
+                    total += p * 2.0 / self.tp
+            elif s.group == "attention" and (gpt_oss or self.weight_precision == "int4"):
+                total += p * 2.0 / self.tp
+            else:
+                total += p * wb / self.tp
+        total += m.vocab_size * m.hidden_size * 2.0 / self.tp  # embeddings (vocab-parallel)
+        return total / self.pp
+
+    def memory(self, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None) -> MemoryPlan:
+        """Weights, runtime reserve and KV capacity; ``fits`` False names the reason."""
+        if not 0.0 < gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
+        m = self.model
+        c = self._c
+        mem_gb = float(self.gpu.memory_gb)
+        weights_gb = self.weights_bytes_per_gpu() / _GB
+        reserve_gb = self.engine_coeffs.runtime_reserve_gb
+        kv_gb = mem_gb * gpu_memory_utilization - weights_gb - reserve_gb
+        full, sliding, linear = _layer_counts(m)
+        kvb = _KV_BYTES[self.kv_dtype]
+        if getattr(m, "uses_mla", False):
+            per_layer = (m.kv_lora_rank + m.qk_rope_head_dim) * kvb + (
+                (m.index_head_dim + 4) if getattr(m, "index_head_dim", None) else 0
+            )
+            shard = 1
+        else:
+            per_layer = 2.0 * m.num_kv_heads * m.head_dim * kvb
+            shard = min(self.tp, m.num_kv_heads)
+        kv_per_tok = per_layer * full / shard / self.pp
+        window = float(getattr(m, "sliding_window", 0) or 0)
+        fixed = per_layer * sliding * window / shard / self.pp
+        if linear:
+            fixed += (
+                float(m.linear_state_bytes_per_sequence("bf16"))
+                / min(self.tp, m.linear_num_value_heads)
+                / self.pp
+            )
+        mml = int(max_model_len or m.max_position_embeddings)
+        bs = self.engine_coeffs.block_size_tokens
+        fits, reason = True, "ok"
+        cap_tokens = 0
+        if kv_gb <= 0:
+            fits = False
+            reason = (
+                f"weights {weights_gb:.1f} GB + runtime reserve {reserve_gb:.1f} GB per GPU exceed "
+                f"{gpu_memory_utilization:.2f} × {mem_gb:.0f} GB on {self.gpu_id} (tp={self.tp}, pp={self.pp}, "
+                f"attention_dp={self.attention_dp}); use more GPUs or a lower precision"
+            )
+        else:
+            per_rank = int(kv_gb * _GB // kv_per_tok) if kv_per_tok > 0 else 1 << 40
+            cap_tokens = per_rank * c.adp
+            need = mml * kv_per_tok + fixed
+            if kv_gb * _GB < need:
+                fits = False
+                reason = (
+                    f"KV cache of {kv_gb:.2f} GB per GPU cannot hold one sequence of max_model_len={mml} "
+                    f"({need / _GB:.2f} GB); lower max_model_len or use more GPUs"
+                )
+        return MemoryPlan(
+            num_gpus=self.num_gpus,
+            gpu_memory_gb=mem_gb,
+            gpu_memory_utilization=gpu_memory_utilization,
+            weights_gb=weights_gb,
+            runtime_reserve_gb=reserve_gb,
+            kv_gb=kv_gb,
+            kv_bytes_per_token=kv_per_tok,
+            kv_bytes_fixed_per_seq=fixed,
+            kv_capacity_tokens=cap_tokens,
+            kv_capacity_blocks=cap_tokens // bs,
+            block_size_tokens=bs,
+            max_model_len=mml,
+            fits=fits,
+            reason=reason,
+            attention_dp=self.attention_dp,
+        )
+
+
+def _sanitise(curve: LogCurve) -> LogCurve:
+    """Make ``tokens / eff(tokens)`` non-decreasing under log-linear interpolation, so GEMM time never
+    decreases when tokens grow: between knots ``eff`` may grow at most by ``1 + ln(x2/x1)``."""
+    ys = list(curve.ys)
+    for i in range(1, len(ys)):
+        cap = ys[i - 1] * (1.0 + math.log(curve.xs[i] / curve.xs[i - 1]))
+        ys[i] = min(max(ys[i], 1e-6), cap)
+    ys[0] = max(ys[0], 1e-6)
+    return LogCurve(curve.xs, tuple(ys))
