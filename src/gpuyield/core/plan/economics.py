@@ -30,6 +30,7 @@ __all__ = [
     "FleetEconomics",
     "GpuPrice",
     "OwnedHardware",
+    "OwnedDefaults",
     "OwnedHardwareFile",
     "PoolCost",
     "api_economics",
@@ -58,19 +59,24 @@ class GpuPrice:
 
 
 class OwnedHardware(BaseModel):
-    """One owned accelerator type in an ``--owned FILE`` (all money in USD, per GPU)."""
+    """One owned accelerator type in an ``--owned FILE`` (money in USD, per GPU).
+
+    Every field but ``gpu`` may be left out; it then comes from the catalogue's defaults (owned-hardware
+    capex/amortisation/ops for that GPU, the GPU's TDP as average power, the default PUE and electricity
+    price), and the price's ``source`` names each default used.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpu: str = Field(description="catalogue GPU id, e.g. h100_sxm")
-    capex_usd_per_gpu: float = Field(gt=0, description="purchase price per GPU incl. its share of the server")
-    amortisation_years: float = Field(default=4.0, gt=0, description="straight-line depreciation period")
-    power_w_per_gpu: float = Field(gt=0, description="average wall power per GPU incl. its server share, W")
-    pue: float = Field(default=1.3, ge=1.0, le=3.0, description="data-centre power usage effectiveness")
-    usd_per_kwh: float = Field(ge=0, description="electricity price")
-    ops_usd_per_gpu_year: float = Field(default=0.0, ge=0, description="space, network, staff, support")
-    source: str = Field(min_length=1, description="where these numbers come from")
-    as_of: str = Field(min_length=4, description="date of the numbers, YYYY-MM-DD")
+    gpu: str = Field(min_length=1, description="catalogue GPU id, e.g. h100_sxm")
+    capex_usd_per_gpu: float | None = Field(None, gt=0, description="purchase price per GPU incl. server share")
+    amortisation_years: float | None = Field(None, gt=0, le=10, description="straight-line depreciation period")
+    power_w_per_gpu: float | None = Field(None, gt=0, description="average wall power per GPU incl. server share, W")
+    pue: float | None = Field(None, ge=1.0, le=3.0, description="data-centre power usage effectiveness")
+    usd_per_kwh: float | None = Field(None, ge=0, lt=2, description="electricity price")
+    ops_usd_per_gpu_year: float | None = Field(None, ge=0, description="space, network, staff, support (not power)")
+    source: str = Field("user --owned file", min_length=1, description="where the given numbers come from")
+    as_of: str | None = Field(None, description="date of the given numbers, YYYY-MM-DD")
 
 
 class OwnedHardwareFile(BaseModel):
@@ -97,16 +103,49 @@ def parse_owned_hardware(data: object, *, origin: str) -> list[OwnedHardware]:
     return list(doc.owned)
 
 
-def owned_gpu_price(hw: OwnedHardware, *, gpu_id: str | None = None) -> GpuPrice:
-    """Total cost of ownership of one GPU-hour: amortised capex + power x PUE x $/kWh + ops."""
-    capex = hw.capex_usd_per_gpu / (hw.amortisation_years * HOURS_PER_YEAR)
-    power = hw.power_w_per_gpu / 1000.0 * hw.pue * hw.usd_per_kwh
-    ops = hw.ops_usd_per_gpu_year / HOURS_PER_YEAR
+@dataclass(frozen=True, slots=True)
+class OwnedDefaults:
+    """Catalogue defaults for the fields an ``--owned`` entry leaves out, each with (value, source, as_of)."""
+
+    capex_usd_per_gpu: tuple[float, str, str] | None = None
+    amortisation_years: tuple[float, str, str] | None = None
+    ops_usd_per_gpu_year: tuple[float, str, str] | None = None
+    power_w_per_gpu: tuple[float, str, str] | None = None
+    pue: tuple[float, str, str] | None = None
+    usd_per_kwh: tuple[float, str, str] | None = None
+
+
+def owned_gpu_price(hw: OwnedHardware, defaults: OwnedDefaults | None = None, *, gpu_id: str | None = None) -> GpuPrice:
+    """Total cost of ownership of one GPU-hour: amortised capex + power x PUE x $/kWh + ops.
+
+    ``capex / (years * 8760) + power_w / 1000 * pue * usd_per_kwh + ops_per_year / 8760``.
+    """
+    d = defaults or OwnedDefaults()
+    used: list[str] = []
+    dates: list[str] = [hw.as_of] if hw.as_of else []
+
+    def pick(name: str) -> float:
+        given = getattr(hw, name)
+        if given is not None:
+            return float(given)
+        default = getattr(d, name)
+        if default is None:
+            raise ConfigError(f"--owned entry for {hw.gpu}: field {name} is missing and the catalogue has no default")
+        used.append(f"{name} from {default[1]}")
+        dates.append(default[2])
+        return float(default[0])
+
+    capex_total, years = pick("capex_usd_per_gpu"), pick("amortisation_years")
+    power_w, pue, kwh, ops_year = pick("power_w_per_gpu"), pick("pue"), pick("usd_per_kwh"), pick("ops_usd_per_gpu_year")
+    capex = capex_total / (years * HOURS_PER_YEAR)
+    power = power_w / 1000.0 * pue * kwh
+    ops = ops_year / HOURS_PER_YEAR
+    source = f"owned TCO: {hw.source}" + (f"; defaults: {'; '.join(used)}" if used else "")
     return GpuPrice(
         gpu_id=gpu_id or hw.gpu,
         usd_per_gpu_hour=capex + power + ops,
-        source=f"owned TCO: {hw.source}",
-        as_of=hw.as_of,
+        source=source,
+        as_of=max(dates) if dates else "unknown",
         kind="owned",
         breakdown_usd_per_gpu_hour={"capex": capex, "power": power, "ops": ops},
     )

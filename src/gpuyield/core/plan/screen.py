@@ -1,0 +1,336 @@
+"""The analytic screen: estimate every candidate's size, cost and p99 latencies without simulating.
+
+For an aggregated candidate with ``N`` replicas and the workload's sizing rate ``lam`` (requests/s):
+
+1. Per replica, steady-state continuous batching at concurrency ``B``: each step decodes ``B`` sequences
+   and prefills ``p(B) = B * isl_uncached / osl`` prompt tokens (each request needs ``isl_uncached`` prefill
+   tokens per ``osl`` decode steps). The step time ``T(B)`` comes from the performance model.
+2. ``B`` is capped by ``max_num_seqs``, by KV capacity (``B * (isl + osl/2) <= kv_capacity_tokens``) and by
+   the token budget (``B + p(B) <= max_num_batched_tokens``).
+3. The operating concurrency solves Little's law ``B = (lam / N) * osl * T(B)``; no solution under the cap
+   means overload. TPOT ~ ``T(B_op)``.
+4. TTFT p99 = queueing wait + own prefill. Wait for a free sequence slot: Erlang C (M/M/c with ``c`` = the
+   concurrency cap, service time ``osl * T``) with an exponential tail and Kingman's burst factor
+   ``(1 + c_a^2) / 2``. Wait behind other prefills: Kingman's G/G/1 on the prefill work. Own prefill: the
+   p99 prompt in chunks of the free token budget, each chunk a mixed step.
+
+Disaggregated ``xPyD`` candidates: the prefill pool is a token-throughput server (step time at the full
+token budget), TTFT adds the KV transfer of the prompt; the decode pool runs steps 1-3 without prefill.
+
+The screen only ranks; the simulator verifies. Estimates err towards optimism by design (a candidate the
+screen wrongly discards is lost; one it wrongly keeps only costs a simulation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gpuyield.core.plan.profile import WorkloadProfile
+from gpuyield.core.plan.space import Candidate, PoolShape, Rejection
+from gpuyield.core.plan.spec import Slo
+
+__all__ = [
+    "PerfFor",
+    "ReplicaPerf",
+    "ScreenEstimate",
+    "StepModel",
+    "UsdPerGpuHour",
+    "erlang_c",
+    "screen_candidate",
+    "select_for_verification",
+]
+
+_P99_TAIL = math.log(100.0)  # exponential tail: P(W > t) = P_wait * exp(-t / mean) -> p99 at ln(100/P_wait)
+_TPOT_P99_FACTOR = 1.15  # p99 of per-request mean step time over the mean step time at the sizing rate
+
+
+class StepModel(Protocol):
+    """The one call the screen makes on the performance model (seconds per engine step)."""
+
+    def step_time_s(
+        self, num_prefill_tokens: int, prefill_attn_tokens_sq: int, num_decode_seqs: int, decode_ctx_tokens: int
+    ) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPerf:
+    """What the screen needs about one replica shape."""
+
+    step: StepModel
+    kv_capacity_tokens: int  # KV cache capacity of one replica, tokens
+    kv_bytes_per_token: float  # for the P/D transfer time
+    kv_transfer_bytes_per_s: float  # prefill -> decode link bandwidth per replica
+
+
+# perf_for(pool) -> ReplicaPerf, or a one-line reason it does not fit.
+PerfFor = Callable[[PoolShape], "ReplicaPerf | str"]
+# price_for(gpu_id) -> USD per GPU-hour.
+UsdPerGpuHour = Callable[[str], float]
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenEstimate:
+    """The screen's verdict on one candidate."""
+
+    candidate: Candidate
+    feasible: bool
+    level: int  # first size to simulate (0 when infeasible)
+    num_gpus: int
+    usd_per_hour: float
+    ttft_p99_ms: float  # estimates at that size
+    tpot_p99_ms: float
+    batch_per_replica: float  # operating concurrency
+    utilisation: float  # estimated busy fraction of the limiting pool
+    prefill_time_share: float  # share of engine time spent on prefill
+    rejection: Rejection | None = None
+
+
+def erlang_c(servers: int, offered_load: float) -> float:
+    """Probability of waiting in M/M/c with ``servers`` servers and ``offered_load`` = lam * S (Erlangs)."""
+    if offered_load <= 0:
+        return 0.0
+    if offered_load >= servers:
+        return 1.0
+    # Erlang B by the stable recursion, then C from B.
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered_load * b / (k + offered_load * b)
+    rho = offered_load / servers
+    return b / (1 - rho + rho * b)
+
+
+def _attn_sq(new_tokens: float, ctx_tokens: float) -> int:
+    """Prefill attention work: new tokens attend to the context before them plus themselves (causal)."""
+    return int(new_tokens * (ctx_tokens - new_tokens) + new_tokens * new_tokens / 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Agg:
+    ok: bool
+    why: str
+    ttft_ms: float
+    tpot_ms: float
+    b_op: float
+    util: float
+    prefill_share: float
+
+
+def _aggregated_at(
+    pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hit: float, replicas: int, slo: Slo
+) -> _Agg:
+    lam = prof.sizing_rate_per_s / replicas
+    isl, osl = prof.input_mean_tokens, max(1.0, prof.output_mean_tokens)
+    isl_u = max(1.0, isl * (1.0 - hit))
+    ctx = isl + osl / 2.0
+    step = perf.step
+
+    def t_step(b: float) -> float:
+        p = b * isl_u / osl
+        # p prefill tokens per step are chunks of prompts of mean length isl with (1-hit) uncached.
+        num_chunks = max(1.0, p / max(1.0, isl_u))
+        attn = int(num_chunks * _attn_sq(min(p, isl_u), isl))
+        return step.step_time_s(int(round(p)), attn, max(1, int(round(b))), int(round(b * ctx)))
+
+    b_mem = perf.kv_capacity_tokens / ctx
+    b_budget = pool.max_num_batched_tokens / (1.0 + isl_u / osl)
+    b_max = max(1.0, min(float(pool.max_num_seqs), b_mem, b_budget))
+    if b_mem < 1.0:
+        return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f})",
+                    math.inf, math.inf, 0, 0, 0)
+    # Little's law fixed point B = lam * osl * T(B), monotone in B: bisection on B in [0, b_max].
+    if lam * osl * t_step(b_max) > b_max:
+        return _Agg(False, f"overload: {replicas} replicas carry < {prof.sizing_rate_per_s:.2f} req/s", math.inf,
+                    math.inf, b_max, 1.0, 0)
+    lo, hi = 0.0, b_max
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if lam * osl * t_step(max(mid, 1.0)) > mid:
+            lo = mid
+        else:
+            hi = mid
+    b_op = max(1.0, hi)
+    t_op = t_step(b_op)
+    tpot_ms = t_op * 1000.0 * _TPOT_P99_FACTOR
+    # Slot wait: M/M/c on sequence slots, service time osl * T(b_max) when the slots are full.
+    slots = max(1, int(b_max))
+    s_slot = osl * t_step(b_max)
+    pw = erlang_c(slots, lam * s_slot)
+    burst = (1.0 + prof.arrival_scv) / 2.0
+    wait_slot = 0.0
+    if pw > 0.01:
+        wait_slot = burst * s_slot / (slots - lam * s_slot) * math.log(pw / 0.01)
+    # Wait behind other prefills: G/G/1 on prefill work (Kingman), p99 by an exponential tail.
+    free_budget = max(1.0, pool.max_num_batched_tokens - b_op)
+    t_decode_only = step.step_time_s(0, 0, max(1, int(round(b_op))), int(round(b_op * ctx)))
+    prefill_s_per_token = max(0.0, (t_op - t_decode_only)) / max(1.0, b_op * isl_u / osl)
+    rho_p = lam * isl_u * prefill_s_per_token
+    if rho_p >= 1.0:
+        return _Agg(False, "overload: prefill saturates", math.inf, math.inf, b_op, 1.0, 1.0)
+    mean_prefill_s = isl_u * prefill_s_per_token
+    wait_prefill = burst * rho_p / (1.0 - rho_p) * mean_prefill_s * _P99_TAIL
+    # Own prefill of the p99 prompt, in chunks of the free budget, each a mixed step.
+    isl99_u = max(1.0, prof.input_p99_tokens * (1.0 - hit))
+    chunk = min(isl99_u, free_budget)
+    n_chunks = math.ceil(isl99_u / chunk)
+    t_chunk = step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), max(1, int(round(b_op))),
+                               int(round(b_op * ctx)))
+    ttft_ms = (wait_slot + wait_prefill + n_chunks * t_chunk) * 1000.0
+    util = min(1.0, b_op / b_max) if b_max > 0 else 1.0
+    share = (t_op - t_decode_only) / t_op if t_op > 0 else 0.0
+    return _Agg(True, "", ttft_ms, tpot_ms, b_op, util, min(1.0, max(0.0, share)))
+
+
+def _decode_pool_at(
+    pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, replicas: int
+) -> tuple[bool, float, float, float]:
+    """(ok, tpot_ms, b_op, util) of a decode-only pool."""
+    lam = prof.sizing_rate_per_s / replicas
+    isl, osl = prof.input_mean_tokens, max(1.0, prof.output_mean_tokens)
+    ctx = isl + osl / 2.0
+
+    def t_step(b: float) -> float:
+        return perf.step.step_time_s(0, 0, max(1, int(round(b))), int(round(b * ctx)))
+
+    b_max = max(1.0, min(float(pool.max_num_seqs), perf.kv_capacity_tokens / ctx))
+    if lam * osl * t_step(b_max) > b_max:
+        return False, math.inf, b_max, 1.0
+    lo, hi = 0.0, b_max
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if lam * osl * t_step(max(mid, 1.0)) > mid:
+            lo = mid
+        else:
+            hi = mid
+    b_op = max(1.0, hi)
+    return True, t_step(b_op) * 1000.0 * _TPOT_P99_FACTOR, b_op, b_op / b_max
+
+
+def _prefill_pool_at(
+    pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hit: float, replicas: int
+) -> tuple[bool, float, float]:
+    """(ok, ttft_ms without transfer, utilisation) of a prefill-only pool."""
+    lam = prof.sizing_rate_per_s / replicas
+    isl_u = max(1.0, prof.input_mean_tokens * (1.0 - hit))
+    budget = pool.max_num_batched_tokens
+    t_full = perf.step.step_time_s(budget, int(budget / max(1.0, isl_u)) * _attn_sq(min(isl_u, budget), prof.input_mean_tokens), 0, 0)
+    tokens_per_s = budget / t_full
+    s = isl_u / tokens_per_s
+    rho = lam * s
+    if rho >= 0.95:
+        return False, math.inf, 1.0
+    burst = (1.0 + prof.arrival_scv) / 2.0
+    wait = burst * rho / (1.0 - rho) * s * _P99_TAIL
+    isl99_u = max(1.0, prof.input_p99_tokens * (1.0 - hit))
+    chunk = min(isl99_u, float(budget))
+    n_chunks = math.ceil(isl99_u / chunk)
+    own = n_chunks * perf.step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), 0, 0)
+    return True, (wait + own) * 1000.0, rho
+
+
+def _hit_for(cand: Candidate, pool: PoolShape, prof: WorkloadProfile, replicas: int) -> float:
+    if not pool.enable_prefix_caching:
+        return 0.0
+    return prof.hit_fraction(replicas, affinity=cand.router in ("prefix_affinity", "cache_aware", "prefix_aware"))
+
+
+def screen_candidate(
+    cand: Candidate,
+    prof: WorkloadProfile,
+    slo: Slo,
+    perf_for: PerfFor,
+    price_for: UsdPerGpuHour,
+    *,
+    max_level: int = 64,
+    max_gpus: int | None = None,
+    budget_usd_per_hour: float | None = None,
+) -> ScreenEstimate:
+    """Smallest size at which the estimates meet ``slo``, with its cost; or why there is none."""
+    perfs: list[ReplicaPerf] = []
+    for pool in cand.pools:
+        p = perf_for(pool)
+        if isinstance(p, str):
+            return _reject(cand, "memory", p)
+        perfs.append(p)
+    ttft_lim = slo.ttft_p99_ms if slo.ttft_p99_ms is not None else math.inf
+    tpot_lim = slo.tpot_p99_ms if slo.tpot_p99_ms is not None else math.inf
+    last_why = "no size up to the cap meets the SLO"
+    for level in range(1, max_level + 1):
+        gpus = cand.num_gpus_at(level)
+        if max_gpus is not None and gpus > max_gpus:
+            return _reject(cand, "cost", f"needs more than --max-gpus {max_gpus} GPUs ({last_why})", gpus)
+        usd = sum(
+            n * pool.gpus_per_replica * price_for(pool.gpu_id)
+            for n, pool in zip(cand.replicas_at(level), cand.pools, strict=True)
+        )
+        if budget_usd_per_hour is not None and usd > budget_usd_per_hour:
+            return _reject(cand, "cost", f"over budget: ${usd:.2f}/h > ${budget_usd_per_hour:.2f}/h ({last_why})", gpus)
+        if not cand.disaggregated:
+            pool = cand.pools[0]
+            n = cand.replicas_at(level)[0]
+            a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n), n, slo)
+            if a.why.startswith("memory"):
+                return _reject(cand, "memory", a.why)
+            if not a.ok:
+                last_why = a.why
+                continue
+            if a.tpot_ms > tpot_lim and a.b_op <= 1.0:
+                return _reject(cand, "slo", f"tpot_p99_ms ~{a.tpot_ms:.0f} > {tpot_lim:g} even at batch 1")
+            if a.ttft_ms <= ttft_lim and a.tpot_ms <= tpot_lim:
+                return ScreenEstimate(cand, True, level, gpus, usd, a.ttft_ms, a.tpot_ms, a.b_op, a.util, a.prefill_share)
+            last_why = f"estimated ttft_p99_ms {a.ttft_ms:.0f} / tpot_p99_ms {a.tpot_ms:.0f} at {gpus} GPUs"
+        else:
+            pp, dp = cand.pools
+            n_p, n_d = cand.replicas_at(level)
+            ok_p, ttft_ms, util_p = _prefill_pool_at(pp, perfs[0], prof, _hit_for(cand, pp, prof, n_p), n_p)
+            ok_d, tpot_ms, b_op, util_d = _decode_pool_at(dp, perfs[1], prof, n_d)
+            if not ok_d and b_op <= 1.0 and n_d == 1 and math.isinf(tpot_ms):
+                last_why = "decode pool overloaded"
+            if not (ok_p and ok_d):
+                last_why = "prefill pool overloaded" if not ok_p else "decode pool overloaded"
+                continue
+            transfer_ms = prof.input_p99_tokens * perfs[1].kv_bytes_per_token / perfs[1].kv_transfer_bytes_per_s * 1000.0
+            d_step_ms = tpot_ms / _TPOT_P99_FACTOR
+            ttft_total = ttft_ms + transfer_ms + d_step_ms
+            if ttft_total <= ttft_lim and tpot_ms <= tpot_lim:
+                usd_p = n_p * pp.gpus_per_replica * price_for(pp.gpu_id)
+                return ScreenEstimate(cand, True, level, gpus, usd, ttft_total, tpot_ms, b_op,
+                                      max(util_p, util_d), usd_p / usd if usd > 0 else 0.5)
+            last_why = f"estimated ttft_p99_ms {ttft_total:.0f} / tpot_p99_ms {tpot_ms:.0f} at {gpus} GPUs"
+    return _reject(cand, "slo", f"{last_why} (screen, up to level {max_level})")
+
+
+def _reject(cand: Candidate, kind: str, why: str, gpus: int | None = None) -> ScreenEstimate:
+    rej = Rejection(cand.key(), kind, why, stage="screen", num_gpus=gpus)
+    return ScreenEstimate(cand, False, 0, gpus or 0, math.inf, math.inf, math.inf, 0.0, 0.0, 0.0, rej)
+
+
+def select_for_verification(estimates: list[ScreenEstimate], k: int) -> list[ScreenEstimate]:
+    """The ``k`` cheapest feasible estimates, kept diverse: at most one per structure (GPU types, parallelism,
+    layout) in a first pass, then two, and so on. Ties break on latency headroom, then on the key."""
+    feasible = sorted(
+        (e for e in estimates if e.feasible),
+        key=lambda e: (round(e.usd_per_hour, 6), e.ttft_p99_ms + 20.0 * e.tpot_p99_ms, e.candidate.key()),
+    )
+    chosen: list[ScreenEstimate] = []
+    taken: set[str] = set()
+    per_structure: dict[tuple[object, ...], int] = {}
+    cap = 1
+    while len(chosen) < k and len(taken) < len(feasible):
+        before = len(chosen)
+        for e in feasible:
+            if len(chosen) >= k:
+                break
+            key = e.candidate.key()
+            s = e.candidate.structure()
+            if key in taken or per_structure.get(s, 0) >= cap:
+                continue
+            chosen.append(e)
+            taken.add(key)
+            per_structure[s] = per_structure.get(s, 0) + 1
+        cap += 1
+        if len(chosen) == before and cap > len(feasible) + 1:
+            break
+    return chosen
