@@ -1,0 +1,188 @@
+"""Closed-loop and offline benchmarks of one replica, for ``gpuyield estimate`` / ``validate``.
+
+How to call it (performance engineer)::
+
+    from gpuyield.core.sim import EngineConfig, run_closed_loop
+    perf = PerfModel.build(model_spec, accelerator, tp=1, engine="vllm")
+    cfg = EngineConfig.for_family("vllm", max_num_seqs=256, max_num_batched_tokens=8192)
+    res = run_closed_loop(perf, cfg, isl=2000, osl=500, concurrency=32)             # C clients, closed loop
+    res = run_closed_loop(perf, cfg, isl=2000, osl=500, concurrency=64, offline=True)  # N requests at t=0
+    res.ttft_ms.p50, res.tpot_ms.mean, res.output_tok_s
+
+KV capacity comes from ``perf.memory(cfg.gpu_memory_utilization)`` (``kv_capacity_tokens`` and ``fits``)
+unless ``num_gpu_blocks`` is given. Prefix caching is irrelevant here (prompts share nothing).
+
+Closed loop: ``concurrency`` clients each send a request, and the next one the moment the previous finishes,
+until ``num_requests`` have been sent (default ``clamp(3 * concurrency, 16, 2048)``: enough to pass the cold
+start). Latencies are reported over the requests sent after the first ``concurrency`` (the cold-start burst)
+when there are at least twice as many requests as clients, else over all. Output throughput is measured over
+the steady window between the first completion and the last send, when concurrency is exactly C.
+
+Offline (``offline=True``): all ``num_requests`` (default ``concurrency``) are queued at time 0; throughput is
+total output tokens over the makespan, latencies cover every request.
+
+Deterministic: the requests are identical, there is no randomness; ``seed`` is accepted for interface
+stability and recorded in the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpuyield.core.sim.engine.config import EngineConfig
+from gpuyield.core.sim.engine.replica import ReplicaEngine
+from gpuyield.core.sim.engine.request import EngineRequest
+from gpuyield.core.sim.steptime import StepTimeModel
+from gpuyield.errors import ConfigError, DoesNotFitError
+
+__all__ = ["ClosedLoopResult", "LatencyStats", "kv_blocks_from_memory_plan", "run_closed_loop"]
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyStats:
+    """Distribution summary in milliseconds."""
+
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, values_ms: np.ndarray) -> LatencyStats:
+        if values_ms.size == 0:
+            nan = float("nan")
+            return cls(nan, nan, nan, nan)
+        p50, p90, p99 = np.percentile(values_ms, [50, 90, 99])
+        return cls(float(values_ms.mean()), float(p50), float(p90), float(p99))
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedLoopResult:
+    isl: int
+    osl: int
+    concurrency: int
+    offline: bool
+    num_requests: int  # requests simulated
+    num_measured: int  # requests the latency statistics cover
+    ttft_ms: LatencyStats
+    tpot_ms: LatencyStats  # (finish - first token) / (osl - 1); NaN stats when osl == 1
+    e2e_ms: LatencyStats
+    output_tok_s: float  # output tokens per second (steady window, or makespan when offline)
+    request_per_s: float
+    duration_s: float  # simulated time until the last request finished
+    num_preemptions: int
+    prefill_tok_s: float  # prompt tokens per second over the same window
+    seed: int
+
+
+def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
+    """KV blocks from a perf ``MemoryPlan`` (``fits``, ``reason``, ``kv_capacity_tokens``)."""
+    if not getattr(plan, "fits", True):
+        raise DoesNotFitError(str(getattr(plan, "reason", "the model does not fit in GPU memory")))
+    for name in ("kv_capacity_tokens", "kv_tokens", "kv_cache_tokens"):
+        tokens = getattr(plan, name, None)
+        if tokens is not None:
+            blocks = int(tokens) // block_size
+            if blocks < 1:
+                raise DoesNotFitError(f"KV capacity {tokens} tokens is less than one {block_size}-token block")
+            return blocks
+    raise ConfigError(f"memory plan {type(plan).__name__} has no kv_capacity_tokens")
+
+
+def run_closed_loop(
+    perf_model: StepTimeModel,
+    engine_config: EngineConfig,
+    isl: int,
+    osl: int,
+    concurrency: int,
+    num_requests: int | None = None,
+    seed: int = 0,
+    *,
+    offline: bool = False,
+    num_gpu_blocks: int | None = None,
+) -> ClosedLoopResult:
+    """Simulate C clients in a closed loop (or N requests queued at once) against one replica."""
+    if isl < 1 or osl < 1:
+        raise ConfigError(f"isl and osl must be >= 1, got isl={isl} osl={osl}")
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if num_requests is None:
+        num_requests = concurrency if offline else min(max(3 * concurrency, 16), 2048)
+    if num_requests < 1:
+        raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
+    if num_gpu_blocks is None:
+        memory = getattr(perf_model, "memory", None)
+        if memory is None:
+            raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
+        num_gpu_blocks = kv_blocks_from_memory_plan(memory(engine_config.gpu_memory_utilization), engine_config.block_size)
+    eng = ReplicaEngine(engine_config, perf_model, num_gpu_blocks)
+    reason = eng.can_ever_fit(isl, osl)
+    if reason is not None:
+        raise DoesNotFitError(f"isl={isl} osl={osl}: {reason}")
+
+    n = num_requests
+    arrival = np.zeros(n)
+    first = np.zeros(n)
+    finish = np.zeros(n)
+    clients = n if offline else min(concurrency, n)
+    for i in range(clients):
+        eng.add_request(EngineRequest(i, 0.0, isl, osl), 0.0)
+    issued = clients
+    completions: list[float] = []
+    while True:
+        t = eng.run_end_s
+        if t == float("inf"):
+            break
+        done, first_tok = eng.complete_run()
+        for r in first_tok:
+            r.first_token_s = t
+            first[r.idx] = t
+        for r in done:
+            finish[r.idx] = t
+            completions.append(t)
+            if issued < n:
+                arrival[issued] = t
+                eng.add_request(EngineRequest(issued, t, isl, osl), t)
+                issued += 1
+    duration_s = float(finish.max())
+    if offline:
+        lo = 0
+        window = (0.0, duration_s)
+        num_out = n * osl
+        num_in = n * isl
+    else:
+        lo = clients if n >= 2 * clients else 0
+        t0 = completions[0]
+        t1 = completions[n - clients - 1] if n > clients else duration_s
+        if t1 > t0:
+            in_win = sum(1 for c in completions if t0 < c <= t1)
+            window = (t0, t1)
+        else:
+            in_win, window = n, (0.0, duration_s)
+        num_out = in_win * osl
+        num_in = in_win * isl
+    span = window[1] - window[0]
+    sel = slice(lo, n)
+    ttft = (first[sel] - arrival[sel]) * 1e3
+    e2e = (finish[sel] - arrival[sel]) * 1e3
+    tpot = (finish[sel] - first[sel]) * 1e3 / (osl - 1) if osl > 1 else np.zeros(0)
+    return ClosedLoopResult(
+        isl=isl,
+        osl=osl,
+        concurrency=concurrency,
+        offline=offline,
+        num_requests=n,
+        num_measured=n - lo,
+        ttft_ms=LatencyStats.of(ttft),
+        tpot_ms=LatencyStats.of(tpot),
+        e2e_ms=LatencyStats.of(e2e),
+        output_tok_s=num_out / span if span > 0 else float("nan"),
+        request_per_s=(num_out / osl) / span if span > 0 else float("nan"),
+        duration_s=duration_s,
+        num_preemptions=eng.scheduler.num_preemptions,
+        prefill_tok_s=num_in / span if span > 0 else float("nan"),
+        seed=seed,
+    )

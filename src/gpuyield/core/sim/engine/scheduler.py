@@ -1,0 +1,372 @@
+"""One replica's scheduler, with vLLM v1 semantics and an aggregate fast path for decoding requests.
+
+vLLM's algorithm (``vllm/v1/core/sched/scheduler.py``): there is no separate prefill or decode phase. Each
+step has a token budget (``max_num_batched_tokens``). Running requests are served first, in admission order:
+each gets ``min(num_tokens - num_computed_tokens, budget)`` tokens (1 for a decoding request, a chunk for a
+partially prefilled one). When KV blocks run out, the most recently admitted running request is preempted
+(its blocks are freed, it goes back to the front of the waiting queue and will recompute). Only if nothing was
+preempted, waiting requests are admitted FCFS while the budget, ``max_num_seqs`` and free blocks allow; the
+head of the queue blocks the rest (strict FCFS). Without chunked prefill a prompt that does not fit in the
+remaining budget waits.
+
+Speed: decoding requests live in an aggregate *decode set*. A decode-step counter ``G`` advances for all of
+them at once; a request's computed tokens are ``c0 + (G - g0)``, its finish is a heap entry keyed by the
+counter value at which its output is complete, and block needs are computed from a histogram of
+``(tokens mod block_size)`` phases. When no prefill is scheduled, ``schedule()`` returns a *run* of
+``num_steps`` decode steps that ends exactly at the next completion or when blocks would run out; the replica
+may truncate it when a request arrives (the step in flight completes first, as in a real engine). With
+``max_decode_run_steps=1`` the same code steps one iteration at a time, which the tests use as the reference.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+from gpuyield.core.sim.engine.config import EngineConfig
+from gpuyield.core.sim.engine.kv_cache import KVCacheManager
+from gpuyield.core.sim.engine.output import SchedulerOutput
+from gpuyield.core.sim.engine.request import EngineRequest, RequestStatus
+
+__all__ = ["Scheduler"]
+
+_RUNNING = RequestStatus.RUNNING
+
+
+class Scheduler:
+    """Token scheduling and KV bookkeeping for one replica. No clock: the replica times the outputs."""
+
+    def __init__(self, config: EngineConfig, kv: KVCacheManager) -> None:
+        self.config = config
+        self.kv = kv
+        self.pool = kv.pool
+        self.block_size = kv.block_size
+        self.max_num_seqs = config.max_num_seqs
+        self.max_num_batched_tokens = config.max_num_batched_tokens
+        self.chunked = config.enable_chunked_prefill
+        self.max_run = config.max_decode_run_steps or (1 << 60)
+        self.reserve_output = config.kv_admission == "max_output"
+        self.waiting: deque[EngineRequest] = deque()
+        self.prefilling: list[EngineRequest] = []  # running, still computing their prompt (admission order)
+        self.decoding: dict[int, EngineRequest] = {}  # running, one token per step (admission order)
+        self.transferring: dict[int, EngineRequest] = {}  # P/D decode side: waiting for remote KV
+        self.G = 0  # decode steps taken by this replica's decode set
+        self._dec_s0 = 0  # sum over the decode set of (decode_c0 - decode_g0)
+        self._phase_cnt = [0] * self.block_size  # decode set: count per decode_phase
+        self._finish_heap: list[tuple[int, int, EngineRequest]] = []  # (g_finish, idx, req), lazy deletion
+        self._step_blocks_allocated = False  # the decode set's blocks for the current step are taken
+        self._final_blocks = 0  # kv_admission=max_output: sum of admitted requests' final block counts
+        # statistics
+        self.num_preemptions = 0
+        self.prefix_query_tokens = 0
+        self.prefix_hit_tokens = 0
+
+    # ------------------------------------------------------------------ state queries
+    @property
+    def num_running(self) -> int:
+        return len(self.prefilling) + len(self.decoding) + len(self.transferring)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self.waiting) + self.num_running
+
+    def decode_ctx_sum(self) -> int:
+        """Sum of computed tokens over the decode set."""
+        return self._dec_s0 + len(self.decoding) * self.G
+
+    def computed_tokens(self, req: EngineRequest) -> int:
+        """``num_computed_tokens`` of any request (materialised for decode-set members)."""
+        if req.status == _RUNNING and req.idx in self.decoding:
+            return req.decode_c0 + self.G - req.decode_g0
+        return req.num_computed_tokens
+
+    def decode_extra_blocks(self, k: int) -> int:
+        """Blocks the decode set needs on top of what it holds to run ``k`` more steps."""
+        bs = self.block_size
+        g = self.G
+        tot = 0
+        cnt = self._phase_cnt
+        for h in range(bs):
+            c = cnt[h]
+            if c:
+                p = (h + g) % bs
+                tot += c * ((p + k + bs - 1) // bs - (1 if p else 0))
+        return tot
+
+    # ------------------------------------------------------------------ queue operations
+    def add_request(self, req: EngineRequest) -> None:
+        req.status = RequestStatus.WAITING
+        self.waiting.append(req)
+
+    def final_blocks(self, req: EngineRequest) -> int:
+        return -(-(req.num_prompt_tokens + req.max_output_tokens) // self.block_size)
+
+    # ------------------------------------------------------------------ schedule
+    def schedule(self) -> SchedulerOutput | None:
+        """Decide the next step (or pure-decode run). ``None`` when there is nothing to run."""
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        pool = self.pool
+        decoding = self.decoding
+        preempted = out.preempted
+        self._step_blocks_allocated = False
+
+        # 1. Decoding requests: one token each. Take this step's blocks first; preempt from the tail if short.
+        step_blocks = 0
+        if decoding:
+            step_blocks = self.decode_extra_blocks(1)
+            while step_blocks > pool.num_free_uncached + pool.num_free_cached:
+                self._preempt(self._pick_victim(), preempted)
+                if not decoding:
+                    step_blocks = 0
+                    break
+                step_blocks = self.decode_extra_blocks(1)
+            if step_blocks:
+                pool.allocate(step_blocks)
+            self._step_blocks_allocated = True
+            budget -= len(decoding)
+
+        # 2. Running requests still prefilling, in admission order.
+        chunks_req = out.prefill_reqs
+        chunks_new = out.prefill_num_new_tokens
+        if self.prefilling:
+            for req in list(self.prefilling):
+                if budget <= 0:
+                    break
+                if req.status != _RUNNING:  # preempted earlier in this loop
+                    continue
+                num_new = req.num_tokens - req.num_computed_tokens
+                if num_new > budget:
+                    num_new = budget
+                ok = True
+                while not self.kv.allocate_running(req, num_new):
+                    victim = self._pick_victim()
+                    was_decoding = victim.idx in decoding
+                    self._preempt(victim, preempted)
+                    if was_decoding:
+                        budget += 1
+                    if victim is req:
+                        ok = False
+                        break
+                if ok:
+                    chunks_req.append(req)
+                    chunks_new.append(num_new)
+                    budget -= num_new
+
+        # 3. Waiting requests, FCFS, only if nothing was preempted this step.
+        if not preempted and self.waiting:
+            self._schedule_waiting(out, budget)
+
+        # 4. Shape the output.
+        n = len(decoding)
+        if not chunks_req and n == 0:
+            # nothing runs; give back nothing (no decode blocks were taken)
+            return None if not out.remote_started else out
+        num_prefill = 0
+        attn = 0.0
+        for req, new in zip(chunks_req, chunks_new, strict=True):
+            num_prefill += new
+            attn += new * (req.num_computed_tokens + new / 2.0)
+        out.num_prefill_tokens = num_prefill
+        out.prefill_attn_tokens_sq = attn
+        out.num_decode_seqs = n
+        out.decode_ctx_tokens = self.decode_ctx_sum() + n
+        out.num_scheduled_tokens = num_prefill + n
+        out.load_tokens = sum(r.load_tokens for r in chunks_req if r.load_tokens)
+        k = 1
+        if not chunks_req and n:
+            k = self._run_length(step_blocks)
+        out.num_steps = k
+        out.decode_blocks_allocated = step_blocks + (self._alloc_run_blocks(k, step_blocks) if k > 1 else 0)
+        return out
+
+    def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
+        kv = self.kv
+        waiting = self.waiting
+        max_seqs = self.max_num_seqs
+        while waiting and budget > 0:
+            if len(self.prefilling) + len(self.decoding) + len(self.transferring) >= max_seqs:
+                break
+            req = waiting[0]
+            if self.reserve_output:
+                fb = self.final_blocks(req)
+                if self._final_blocks + fb > self.pool.num_blocks:
+                    break
+            if req.remote_kv:  # P/D decode side: allocate for the prompt's KV, then it is pulled in
+                if not kv.allocate_blocks(req, req.num_prompt_tokens):
+                    break
+                waiting.popleft()
+                req.status = RequestStatus.WAITING_FOR_REMOTE_KVS
+                req.num_computed_tokens = req.num_prompt_tokens
+                self.transferring[req.idx] = req
+                out.remote_started.append(req)
+                if self.reserve_output:
+                    self._final_blocks += self.final_blocks(req)
+                continue
+            hits, num_load = kv.get_computed(req)
+            unit_tokens = req.unit_blocks * self.block_size
+            num_hit_tokens = (len(hits) + num_load) * unit_tokens
+            num_new = req.num_tokens - num_hit_tokens
+            if not self.chunked and num_new > budget:
+                break
+            if num_new > budget:
+                num_new = budget
+            if not kv.allocate_admit(req, hits, num_load, num_new):
+                break
+            waiting.popleft()
+            req.status = _RUNNING
+            if req.num_cached_tokens < 0:
+                req.num_cached_tokens = num_hit_tokens
+                self.prefix_query_tokens += req.num_tokens
+                self.prefix_hit_tokens += num_hit_tokens
+            if self.reserve_output:
+                self._final_blocks += self.final_blocks(req)
+            self.prefilling.append(req)
+            out.prefill_reqs.append(req)
+            out.prefill_num_new_tokens.append(num_new)
+            budget -= num_new
+
+    def _run_length(self, step_blocks: int) -> int:
+        """Pure-decode steps until the next completion, capped by free blocks and ``max_decode_run_steps``."""
+        heap = self._finish_heap
+        decoding = self.decoding
+        while heap and decoding.get(heap[0][1]) is not heap[0][2]:
+            heapq.heappop(heap)
+        k = heap[0][0] - self.G if heap else 1
+        if k > self.max_run:
+            k = self.max_run
+        if k <= 1:
+            return 1
+        pool = self.pool
+        free = pool.num_free_uncached + pool.num_free_cached + step_blocks
+        if self.decode_extra_blocks(k) <= free:
+            return k
+        lo, hi = 1, k  # extra(lo) fits, extra(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self.decode_extra_blocks(mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _alloc_run_blocks(self, k: int, step_blocks: int) -> int:
+        more = self.decode_extra_blocks(k) - step_blocks
+        if more > 0:
+            ok = self.pool.allocate(more)
+            assert ok, "run length was sized to the free blocks"
+            return more
+        return 0
+
+    # ------------------------------------------------------------------ preemption
+    def _pick_victim(self) -> EngineRequest:
+        """The most recently admitted running request (vLLM FCFS: ``self.running.pop()``)."""
+        if self.prefilling:
+            return self.prefilling[-1]
+        return self.decoding[next(reversed(self.decoding))]
+
+    def _preempt(self, req: EngineRequest, preempted: list[EngineRequest]) -> None:
+        if req.idx in self.decoding and req.status == _RUNNING:
+            c = self._leave_decode_set(req)
+            held = -(-c // self.block_size)
+            if self._step_blocks_allocated and (c % self.block_size) == 0:
+                held += 1  # the block taken for this step's token
+            req.num_anon_blocks = held - req.num_entry_blocks
+        else:
+            self.prefilling.remove(req)
+        self.kv.free(req)
+        if self.reserve_output:
+            self._final_blocks -= self.final_blocks(req)
+        req.num_computed_tokens = 0
+        req.status = RequestStatus.PREEMPTED
+        req.num_preemptions += 1
+        req.lookup_done = False
+        req.load_tokens = 0
+        req.remote_kv = False  # a preempted P/D request recomputes locally
+        self.num_preemptions += 1
+        self.waiting.appendleft(req)
+        preempted.append(req)
+
+    # ------------------------------------------------------------------ decode set
+    def _join_decode_set(self, req: EngineRequest) -> None:
+        g = self.G
+        c0 = req.num_computed_tokens
+        req.decode_c0 = c0
+        req.decode_g0 = g
+        req.decode_g_finish = g + (req.max_output_tokens - req.num_output_tokens)
+        phase = (c0 - g) % self.block_size
+        req.decode_phase = phase
+        self._phase_cnt[phase] += 1
+        self._dec_s0 += c0 - g
+        self.decoding[req.idx] = req
+        heapq.heappush(self._finish_heap, (req.decode_g_finish, req.idx, req))
+
+    def _leave_decode_set(self, req: EngineRequest) -> int:
+        """Remove ``req`` from the decode set; returns (and stores) its computed tokens."""
+        del self.decoding[req.idx]
+        self._phase_cnt[req.decode_phase] -= 1
+        self._dec_s0 -= req.decode_c0 - req.decode_g0
+        c = req.decode_c0 + self.G - req.decode_g0
+        req.num_computed_tokens = c
+        req.num_output_tokens = c - req.num_prompt_tokens + 1
+        return c
+
+    # ------------------------------------------------------------------ update
+    def update_from_output(self, out: SchedulerOutput, num_steps_done: int) -> tuple[list[EngineRequest], list[EngineRequest]]:
+        """Apply ``num_steps_done`` (<= out.num_steps) steps of ``out``.
+
+        Returns ``(finished, first_tokens)``: requests that generated their last token, and requests that
+        produced their first output token, at the end of the last applied step.
+        """
+        finished: list[EngineRequest] = []
+        first: list[EngineRequest] = []
+        if out.num_decode_seqs:
+            if num_steps_done < out.num_steps:
+                unused = out.decode_blocks_allocated - self.decode_extra_blocks(num_steps_done)
+                if unused > 0:
+                    self.pool.free(unused)
+            self.G += num_steps_done
+            g = self.G
+            heap = self._finish_heap
+            decoding = self.decoding
+            while heap and heap[0][0] <= g:
+                _gf, idx, req = heapq.heappop(heap)
+                if decoding.get(idx) is not req:
+                    continue
+                c = self._leave_decode_set(req)
+                req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks
+                self._finish(req)
+                finished.append(req)
+        self._step_blocks_allocated = False
+        for req, new in zip(out.prefill_reqs, out.prefill_num_new_tokens, strict=True):
+            if req.status != _RUNNING:
+                continue
+            req.num_computed_tokens += new
+            req.load_tokens = 0
+            if req.num_computed_tokens >= req.num_tokens:
+                self.prefilling.remove(req)
+                req.num_output_tokens += 1
+                if req.first_token_s < 0:
+                    first.append(req)
+                if req.num_output_tokens >= req.max_output_tokens:
+                    self._finish(req)
+                    finished.append(req)
+                else:
+                    self._join_decode_set(req)
+        return finished, first
+
+    def finish_transfer(self, req: EngineRequest) -> None:
+        """P/D decode side: the prompt's KV has arrived; the request starts decoding."""
+        del self.transferring[req.idx]
+        req.status = _RUNNING
+        if req.num_output_tokens >= req.max_output_tokens:
+            self.kv.free(req)
+            req.status = RequestStatus.FINISHED_STOPPED
+            return
+        self._join_decode_set(req)
+
+    def _finish(self, req: EngineRequest) -> None:
+        self.kv.free(req)
+        if self.reserve_output:
+            self._final_blocks -= self.final_blocks(req)
+        req.status = RequestStatus.FINISHED_STOPPED
