@@ -1,0 +1,65 @@
+"""``gpuyield engine-emulator``: an OpenAI-compatible engine replica timed by gpuyield's engine model."""
+
+from __future__ import annotations
+
+import typer
+
+from gpuyield.edges.cli.common import console, run_command
+
+__all__ = ["register"]
+
+_HELP = """Run an emulated engine replica: an OpenAI-compatible server whose timing follows the engine model.
+
+Continuous batching, prefix cache and KV limits in real time; vLLM-named /metrics; vLLM's sleep/wake API
+(/sleep?level=N, /wake_up, /is_sleeping). Output text is deterministic fake words.
+
+Examples:
+
+  gpuyield engine-emulator --model llama-3.1-8b --gpu h100-sxm --port 8001
+
+  gpuyield engine-emulator --model tiny --fixed-step-ms 5 --port 8002        # engine loop, fixed step time
+
+  gpuyield engine-emulator --model tiny --fixed-delay-ms 2 --port 8003       # fixed delay (router benchmarks)
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("engine-emulator", help=_HELP)
+    def engine_emulator(
+        model: str = typer.Option(..., "--model", help="Catalogue model id (or any name with --fixed-*)."),
+        gpu: str | None = typer.Option(None, "--gpu", help="Catalogue GPU id, e.g. h100-sxm."),
+        tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
+        engine: str = typer.Option("vllm", "--engine", help="Engine family whose scheduler is modelled: vllm, sglang, trtllm."),
+        port: int = typer.Option(8001, "--port", help="TCP port."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+        served_model_name: str | None = typer.Option(None, "--served-model-name", help="Model name clients send (default: --model)."),
+        max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="Max concurrent sequences in a batch."),
+        max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens", help="Token budget per step."),
+        block_size: int = typer.Option(16, "--block-size", help="Tokens per KV block."),
+        num_kv_blocks: int | None = typer.Option(None, "--num-kv-blocks", help="KV capacity in blocks (default: memory model, else 4096)."),
+        max_model_len: int = typer.Option(32768, "--max-model-len", help="Max prompt + output tokens."),
+        no_prefix_caching: bool = typer.Option(False, "--no-prefix-caching", help="Disable the prefix cache."),
+        gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", help="Fraction of GPU memory for weights + KV."),
+        mean_output_tokens: int = typer.Option(128, "--mean-output-tokens", help="Mean output length when ignore_eos is false."),
+        tokenizer: str | None = typer.Option(None, "--tokenizer", help="Local tokenizer.json (or its folder); default bytes/4."),
+        fixed_step_ms: float | None = typer.Option(None, "--fixed-step-ms", help="Engine loop with a fixed step time (not the fleet model)."),
+        fixed_delay_ms: float | None = typer.Option(None, "--fixed-delay-ms", help="No engine: fixed time to first token (router benchmarks)."),
+        fixed_itl_ms: float = typer.Option(0.0, "--fixed-itl-ms", help="With --fixed-delay-ms: time between tokens."),
+        log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    ) -> None:
+        def body() -> None:
+            from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator, run_uvicorn
+
+            spec = EmulatorSpec(
+                model=model, gpu=gpu, tp=tp, engine=engine, served_model_name=served_model_name,
+                max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                block_size_tokens=block_size, num_kv_blocks=num_kv_blocks, max_model_len=max_model_len,
+                enable_prefix_caching=not no_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
+                mean_output_tokens=mean_output_tokens, tokenizer=tokenizer, fixed_step_ms=fixed_step_ms,
+                fixed_delay_ms=fixed_delay_ms, fixed_itl_ms=fixed_itl_ms)
+            emu = build_emulator(spec)
+            console.print(f"[bold]engine-emulator[/bold] {emu.settings.served_model_name} on http://{host}:{port} "
+                          f"({emu.settings.description})", highlight=False)
+            run_uvicorn(emu, host, port, log_level)
+
+        run_command(body)
