@@ -48,7 +48,7 @@ class WorkloadStats:
     num_requests: int
     duration_s: float  # first to last arrival
     mean_rate_per_s: float  # num_requests / duration_s (requests per second)
-    window_s: float  # width of the rate_per_s windows
+    window_s: float  # width of the rate_per_s windows (the last one may be partial, see _window_rates)
     rate_per_s: tuple[float, ...]  # request rate in consecutive windows from the first arrival
     peak_rate_per_s: float  # highest window rate
     interarrival_cv: float  # std / mean of inter-arrival gaps (1 for Poisson); NaN for < 3 requests
@@ -92,21 +92,43 @@ def _labels(table: tuple[str | None, ...], codes: npt.NDArray[np.int32], none_la
     return {(none_label if t is None else t): int(c) for t, c in zip(table, counts, strict=True) if c}
 
 
+_NICE_WINDOWS_S = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0)
+
+
+def _nice_window(target_s: float) -> float:
+    """The round window length (1 s, 5 s, 1 min, 10 min, 1 h, ...) closest to ``target_s`` (in log scale)."""
+    if not target_s > 0:
+        return 1.0
+    return min(_NICE_WINDOWS_S, key=lambda x: abs(np.log(x / target_s)))
+
+
+def _window_rates(arrival_s: npt.NDArray[np.float64], duration: float, window_s: float) -> tuple[float, ...]:
+    """Request rate in consecutive windows from the first arrival. The last window is partial: its rate is
+    over its real width, and a last window shorter than a quarter window is folded into the one before."""
+    rel = arrival_s - arrival_s[0]
+    num_windows = max(1, int(np.ceil(duration / window_s))) if duration > 0 else 1
+    idx = np.minimum((rel // window_s).astype(np.int64), num_windows - 1)
+    counts = np.bincount(idx, minlength=num_windows).astype(np.float64)
+    widths = np.full(num_windows, window_s)
+    last = duration - (num_windows - 1) * window_s
+    if num_windows > 1 and last < 0.25 * window_s:
+        counts[-2] += counts[-1]
+        widths[-2] += last
+        counts, widths = counts[:-1], widths[:-1]
+    elif duration > 0:
+        widths[-1] = max(last, 1e-9)
+    return tuple(float(c / wd) for c, wd in zip(counts, widths, strict=True))
+
+
 def inspect(w: Workload, *, window_s: float | None = None) -> WorkloadStats:
-    """Characterise ``w``. ``window_s`` defaults to about 1/60 of the duration (at least 1 s, rounded)."""
+    """Characterise ``w``. ``window_s`` defaults to the round length (1 s, 5 s, 1 min, ...) nearest 1/60 of the duration."""
     n = len(w)
     duration = w.duration_s
     if window_s is None:
-        window_s = max(1.0, float(np.round(duration / 60.0))) if duration > 0 else 1.0
+        window_s = _nice_window(duration / 60.0)
     if window_s <= 0:
         raise ValueError(f"window_s must be > 0, got {window_s}")
-    if n:
-        rel = w.arrival_s - w.arrival_s[0]
-        num_windows = max(1, int(np.ceil(duration / window_s))) if duration > 0 else 1
-        idx = np.minimum((rel // window_s).astype(np.int64), num_windows - 1)
-        rates = tuple(float(x) / window_s for x in np.bincount(idx, minlength=num_windows))
-    else:
-        rates = ()
+    rates = _window_rates(w.arrival_s, duration, window_s) if n else ()
     gaps = np.diff(w.arrival_s)
     cv = float(gaps.std() / gaps.mean()) if len(gaps) >= 2 and gaps.mean() > 0 else float("nan")
 
