@@ -1,1 +1,27 @@
-"""core/policy"""
+"""Routing and admission policies, shared by the simulator and the live gateway."""
+
+from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
+from gpuyield.core.policy.routing import (
+    POLICY_NAMES,
+    CostPolicy,
+    LeastKvPolicy,
+    LeastOutstandingPolicy,
+    PrefixAffinityPolicy,
+    PrefixIndex,
+    RoundRobinPolicy,
+    make_policy,
+)
+
+__all__ = [
+    "POLICY_NAMES",
+    "CostPolicy",
+    "LeastKvPolicy",
+    "LeastOutstandingPolicy",
+    "PrefixAffinityPolicy",
+    "PrefixIndex",
+    "ReplicaSnapshot",
+    "RequestView",
+    "RoundRobinPolicy",
+    "RoutingPolicy",
+    "make_policy",
+]
