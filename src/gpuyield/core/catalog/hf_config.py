@@ -1,0 +1,248 @@
+"""Hugging Face ``config.json`` (already parsed into a dict) → :class:`ModelSpec`.
+
+Understands the dense decoders (llama, mistral, qwen2, qwen3 and look-alikes), Mixtral/Qwen-MoE/MiniMax-M2
+style MoE, DeepSeek-V2/V3/V3.2 / Kimi-K2 / GLM-5 (MLA + MoE, sparse-attention indexer), gpt-oss (sliding
+layers, biases, mxfp4) and Qwen3.5/Qwen3-Next (linear-attention layers, gated attention, shared expert).
+Multimodal configs are read from their ``text_config``; the vision tower is not counted.
+Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from gpuyield.core.catalog.model import ModelSpec
+from gpuyield.errors import CatalogError
+
+__all__ = ["UNKNOWN_AS_OF", "load_hf_config", "spec_fields_from_hf_config"]
+
+UNKNOWN_AS_OF = _dt.date(1970, 1, 1)  # used when the caller cannot date a config
+
+_LAYER_KINDS = {
+    "full_attention": "full_attention",
+    "attention": "full_attention",
+    "global": "full_attention",
+    "sliding_attention": "sliding_attention",
+    "sliding_window": "sliding_attention",
+    "local": "sliding_attention",
+    "linear_attention": "linear_attention",
+}
+_QK_NORM_PER_HEAD = {
+    "qwen3",
+    "qwen3_moe",
+    "qwen3_next",
+    "qwen3_5",
+    "qwen3_5_moe",
+    "qwen3_5_text",
+    "qwen3_5_moe_text",
+}
+_SHARED_GATE = {"qwen2_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text"}
+_QKV_BIAS = {"qwen2", "qwen2_moe"}
+
+
+def _first(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
+    for key in keys:
+        if key in cfg and cfg[key] is not None:
+            return cfg[key]
+    return default
+
+
+def _period(kinds: list[str]) -> tuple[str, ...]:
+    """Shortest pattern that, repeated, gives ``kinds``."""
+    n = len(kinds)
+    for p in range(1, n + 1):
+        if all(kinds[i] == kinds[i % p] for i in range(n)):
+            return tuple(kinds[:p])
+    return tuple(kinds)
+
+
+def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
+    quant = _first(cfg, "quantization_config") or _first(top, "quantization_config")
+    if isinstance(quant, Mapping):
+        method = str(quant.get("quant_method", "")).lower()
+        algo = str(quant.get("quant_algo", "")).lower()
+        if method == "fp8" or algo == "fp8" or "fp8" in str(quant.get("fmt", "")).lower():
+            return "fp8"
+        if method == "mxfp4":
+            return "mxfp4"
+        if "nvfp4" in algo or "nvfp4" in method:
+            return "nvfp4"
+        if method in ("awq", "gptq"):
+            return "int4"
+        if method == "compressed-tensors":
+            text = str(quant).lower()
+            if "'num_bits': 4" in text:
+                return "int4"
+            if "'num_bits': 8" in text and "float" in text:
+                return "fp8"
+    dtype = str(
+        _first(cfg, "torch_dtype", "dtype", default=_first(top, "torch_dtype", "dtype", default="bfloat16"))
+    )
+    return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, "bf16")
+
+
+def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :class:`ModelSpec` architecture fields for a HF config (no id/source/as_of)."""
+    if not isinstance(config, Mapping):
+        raise CatalogError(f"config.json must be a JSON object, got {type(config).__name__}")
+    top = config
+    cfg: Mapping[str, Any] = config
+    text_config = config.get("text_config")
+    if isinstance(text_config, Mapping) and "num_hidden_layers" in text_config:
+        cfg = text_config
+    arch = str(_first(cfg, "model_type", default=_first(top, "model_type", default="llama")))
+
+    missing = [
+        k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size") if k not in cfg
+    ]
+    if missing:
+        raise CatalogError(f"config.json ({arch}) lacks required field '{missing[0]}'")
+    layers = int(cfg["num_hidden_layers"])
+    hidden = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    kv_heads = int(_first(cfg, "num_key_value_heads", default=heads))
+    fields: dict[str, Any] = {
+        "architecture": arch,
+        "num_layers": layers,
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "num_kv_heads": kv_heads,
+        "head_dim": int(_first(cfg, "head_dim", default=hidden // heads)),
+        "intermediate_size": int(_first(cfg, "intermediate_size", default=0)),
+        "vocab_size": int(cfg["vocab_size"]),
+        "tie_word_embeddings": bool(
+            _first(cfg, "tie_word_embeddings", default=_first(top, "tie_word_embeddings", default=False))
+        ),
+        "max_position_embeddings": int(_first(cfg, "max_position_embeddings", "max_seq_len", default=4096)),
+        "native_dtype": _native_dtype(cfg, top),
+    }
+    attention_bias = bool(_first(cfg, "attention_bias", default=arch in _QKV_BIAS))
+    fields["attention_bias"] = attention_bias
+    if _first(cfg, "attn_output_gate", default=False):
+        fields["attention_output_gate"] = True
+    if arch in _QK_NORM_PER_HEAD:
+        fields["qk_norm"] = "per_head"
+    elif _first(cfg, "use_qk_norm", default=False):
+        fields["qk_norm"] = (
+            "per_layer" if _first(cfg, "qk_norm_type", default="per_head") == "per_layer" else "per_head"
+        )
+
+    # --- MoE
+    experts = int(_first(cfg, "n_routed_experts", "num_local_experts", "num_experts", default=0) or 0)
+    if experts:
+        fields["num_experts"] = experts
+        fields["num_experts_per_tok"] = int(
+            _first(cfg, "num_experts_per_tok", "experts_per_token", "moe_topk", default=0)
+        )
+        fields["moe_intermediate_size"] = int(_first(cfg, "moe_intermediate_size", "intermediate_size"))
+        shared_width = (
+            _first(cfg, "shared_expert_intermediate_size", "shared_intermediate_size", default=0) or 0
+        )
+        n_shared = int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0)
+        if shared_width and not n_shared:
+            n_shared = 1
+        if n_shared:
+            fields["num_shared_experts"] = n_shared
+            if shared_width:
+                fields["shared_expert_intermediate_size"] = int(shared_width)
+            if arch in _SHARED_GATE:
+                fields["shared_expert_gate"] = True
+        fields["first_dense_layers"] = int(_first(cfg, "first_k_dense_replace", default=0) or 0)
+        fields["moe_layer_step"] = int(_first(cfg, "decoder_sparse_step", "moe_layer_freq", default=1) or 1)
+        dense = _first(cfg, "mlp_only_layers", default=[]) or []
+        fields["dense_layers"] = tuple(int(i) for i in dense)
+        if (
+            arch == "gpt_oss"
+            or _first(cfg, "topk_method", default="") == "noaux_tc"
+            or _first(cfg, "use_routing_bias", default=False)
+        ):
+            fields["router_bias"] = True
+        if arch == "gpt_oss":
+            fields["mlp_bias"] = True
+        if arch in ("mixtral", "minimax_m2", "gpt_oss") and "moe_intermediate_size" not in cfg:
+            fields["intermediate_size"] = 0  # the only MLPs are experts
+
+    # --- MLA
+    if _first(cfg, "kv_lora_rank") is not None:
+        fields["q_lora_rank"] = _first(cfg, "q_lora_rank")
+        fields["kv_lora_rank"] = int(cfg["kv_lora_rank"])
+        fields["qk_rope_head_dim"] = int(cfg["qk_rope_head_dim"])
+        fields["qk_nope_head_dim"] = int(cfg["qk_nope_head_dim"])
+        fields["v_head_dim"] = int(cfg["v_head_dim"])
+        fields["head_dim"] = fields["qk_nope_head_dim"] + fields["qk_rope_head_dim"]
+        fields["num_kv_heads"] = heads
+        if _first(cfg, "index_n_heads") is not None and _first(cfg, "index_head_dim") is not None:
+            fields["index_num_heads"] = int(cfg["index_n_heads"])
+            fields["index_head_dim"] = int(cfg["index_head_dim"])
+
+    # --- attention layer pattern
+    window = _first(cfg, "sliding_window")
+    layer_types = _first(cfg, "layer_types")
+    if layer_types:
+        kinds = []
+        for i, kind in enumerate(layer_types):
+            mapped = _LAYER_KINDS.get(str(kind))
+            if mapped is None:
+                raise CatalogError(
+                    f"config.json layer_types[{i}] = '{kind}' is not supported; "
+                    "expected full_attention, sliding_attention or linear_attention"
+                )
+            kinds.append(mapped)
+        if len(kinds) != layers:
+            raise CatalogError(
+                f"config.json layer_types has {len(kinds)} entries but num_hidden_layers is {layers}"
+            )
+        fields["layer_pattern"] = _period(kinds)
+    elif window and (arch == "mistral" or _first(cfg, "use_sliding_window", default=False)):
+        first_sliding = int(_first(cfg, "max_window_layers", default=0) or 0) if arch != "mistral" else 0
+        kinds = ["full_attention" if i < first_sliding else "sliding_attention" for i in range(layers)]
+        fields["layer_pattern"] = _period(kinds)
+    if "sliding_attention" in fields.get("layer_pattern", ()):
+        fields["sliding_window"] = int(window) if window else None
+    if "linear_attention" in fields.get("layer_pattern", ()):
+        fields["linear_num_key_heads"] = _first(cfg, "linear_num_key_heads")
+        fields["linear_num_value_heads"] = _first(cfg, "linear_num_value_heads")
+        fields["linear_key_head_dim"] = _first(cfg, "linear_key_head_dim")
+        fields["linear_value_head_dim"] = _first(cfg, "linear_value_head_dim")
+        fields["linear_conv_kernel_dim"] = _first(cfg, "linear_conv_kernel_dim", default=4)
+
+    mtp = _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers", default=0) or 0
+    if not mtp and _first(cfg, "use_mtp", default=False):
+        mtp = _first(cfg, "num_mtp_modules", default=0) or 0
+    fields["num_mtp_layers"] = int(mtp)
+    return fields
+
+
+def load_hf_config(
+    config: Mapping[str, Any],
+    *,
+    model_id: str | None = None,
+    source: str | None = None,
+    as_of: _dt.date | None = None,
+    aliases: tuple[str, ...] = (),
+    notes: str = "",
+) -> ModelSpec:
+    """Build a :class:`ModelSpec` from a parsed Hugging Face ``config.json``.
+
+    ``model_id`` defaults to the config's ``_name_or_path`` (or ``"hf-config"``); ``source`` to
+    ``"config.json"``; ``as_of`` to :data:`UNKNOWN_AS_OF` (the edge passes the file's date).
+    """
+    fields = spec_fields_from_hf_config(config)
+    ident = model_id or str(config.get("_name_or_path") or "") or "hf-config"
+    try:
+        return ModelSpec(
+            id=ident,
+            aliases=aliases,
+            source=source or "config.json",
+            as_of=as_of or UNKNOWN_AS_OF,
+            notes=notes,
+            **fields,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(config)"
+        raise CatalogError(f"config.json for '{ident}': field '{loc}': {err.get('msg', 'invalid')}") from None

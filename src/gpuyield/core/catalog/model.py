@@ -1,0 +1,539 @@
+"""Model architectures: the fields an engine needs, and everything derived from them.
+
+A :class:`ModelSpec` stores only what a Hugging Face ``config.json`` says (layers, widths, heads, experts,
+MLA ranks, attention layer pattern). Parameter counts, KV-cache bytes, weight bytes and GEMM shapes are
+*computed* here, so the performance model, the planner and the catalogue CLI all use one piece of
+architecture arithmetic.
+
+Counting conventions (documented in ``docs/formats.md``):
+
+- ``params_total`` counts the decoder (embeddings, every layer, final norm, LM head unless tied). It does
+  not count multi-token-prediction (MTP / next-n) modules or vision encoders: published totals
+  (DeepSeek-V3 671 B, Qwen3.5-397B) count the language model without them.
+- ``params_active`` is ``params_total`` minus the routed experts a token does not use
+  (``num_experts - num_experts_per_tok`` of them in every MoE layer). Embeddings and LM head count as active,
+  which is how Mixtral's 12.9 B and DeepSeek-V3's 37 B are quoted.
+- ``kv_bytes_per_token(kv_dtype)`` is the cache that grows with context: every full-attention (or MLA) layer
+  stores each token. Sliding-window layers hold at most ``sliding_window`` tokens and linear-attention layers
+  hold a fixed recurrent state; both are bounded per sequence and reported by
+  :meth:`ModelSpec.kv_bytes_fixed_per_sequence` / :meth:`ModelSpec.kv_bytes_for_context`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gpuyield.errors import CatalogError
+
+__all__ = [
+    "BYTES_PER_KV_ELEMENT",
+    "AttentionKind",
+    "GemmShape",
+    "LayerKind",
+    "ModelSpec",
+    "WEIGHT_PRECISIONS",
+    "bytes_per_weight",
+    "kv_element_bytes",
+]
+
+LayerKind = Literal["full_attention", "sliding_attention", "linear_attention"]
+AttentionKind = Literal["gqa", "mla"]
+
+# Bytes per cached K/V element, by KV-cache dtype.
+BYTES_PER_KV_ELEMENT: dict[str, float] = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "auto": 2.0,
+    "fp8": 1.0,
+    "fp8_e4m3": 1.0,
+    "fp8_e5m2": 1.0,
+    "int8": 1.0,
+    "fp4": 0.5,
+    "nvfp4": 0.5,
+}
+
+# Bytes per quantised weight element, scales included:
+#   fp8   1 byte (block/channel scales add < 0.01 %, ignored)
+#   nvfp4 4-bit + one fp8 scale per 16 elements        = 0.5 + 1/16
+#   mxfp4 4-bit + one 8-bit exponent per 32 elements    = 0.5 + 1/32
+#   int4  4-bit + fp16 scale and 4-bit zero per 128     = 0.5 + 2.5/128 (AWQ/GPTQ, group 128)
+WEIGHT_PRECISIONS: dict[str, float] = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "fp8": 1.0,
+    "int8": 1.0,
+    "fp4": 0.5 + 1 / 16,
+    "nvfp4": 0.5 + 1 / 16,
+    "mxfp4": 0.5 + 1 / 32,
+    "int4": 0.5 + 2.5 / 128,
+}
+
+
+def kv_element_bytes(kv_dtype: str) -> float:
+    """Bytes per cached K/V element for ``kv_dtype`` (``bf16``, ``fp16``, ``fp8``, ``fp4``, ...)."""
+    key = kv_dtype.strip().lower()
+    if key not in BYTES_PER_KV_ELEMENT:
+        raise CatalogError(
+            f"unknown kv_dtype '{kv_dtype}'; expected one of {', '.join(BYTES_PER_KV_ELEMENT)}"
+        )
+    return BYTES_PER_KV_ELEMENT[key]
+
+
+def bytes_per_weight(precision: str) -> float:
+    """Bytes per weight element at ``precision`` (``bf16``, ``fp8``, ``fp4``/``nvfp4``, ``mxfp4``, ``int4``)."""
+    key = precision.strip().lower()
+    if key not in WEIGHT_PRECISIONS:
+        raise CatalogError(
+            f"unknown weight precision '{precision}'; expected one of {', '.join(WEIGHT_PRECISIONS)}"
+        )
+    return WEIGHT_PRECISIONS[key]
+
+
+@dataclass(frozen=True, slots=True)
+class GemmShape:
+    """One weight matrix of the model: ``y[tokens, n] = x[tokens, k] @ W[k, n]``.
+
+    The performance model multiplies by ``num_layers`` (how many decoder layers hold this matrix). Routed
+    experts have ``num_experts > 1``: each token goes through ``experts_per_token`` of them.
+    """
+
+    name: str  # e.g. "qkv_proj", "o_proj", "gate_up_proj", "down_proj", "expert_gate_up_proj", "lm_head"
+    n: int  # output features
+    k: int  # input features
+    num_layers: int  # decoder layers holding this matrix (1 for lm_head)
+    group: Literal["attention", "mlp", "moe_expert", "moe_shared", "router", "lm_head"]
+    num_experts: int = 1  # copies per layer (routed experts); 1 for dense matrices
+    experts_per_token: int = 1  # copies a token uses; == num_experts for dense matrices
+
+    @property
+    def params(self) -> int:
+        """Weights in this matrix over all its layers and copies."""
+        return self.n * self.k * self.num_layers * self.num_experts
+
+    @property
+    def params_active(self) -> int:
+        """Weights a single token touches."""
+        return self.n * self.k * self.num_layers * self.experts_per_token
+
+
+class ModelSpec(BaseModel):
+    """A model architecture from the catalogue or from a Hugging Face ``config.json``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="Hugging Face id, e.g. 'meta-llama/Llama-3.1-8B'")
+    aliases: tuple[str, ...] = ()
+    name: str | None = None
+    architecture: str = Field(min_length=1, description="HF model_type, e.g. 'llama', 'deepseek_v3'")
+    num_layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    intermediate_size: int = Field(ge=0, description="dense (non-expert) MLP width; 0 if there is none")
+    vocab_size: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # biases on q/k/v (and o for gpt-oss)
+    attention_output_gate: bool = False  # Qwen3.5/Qwen3-Next: q_proj also produces a sigmoid gate
+    qk_norm: Literal["none", "per_head", "per_layer"] = "none"
+    mlp_bias: bool = False  # gpt-oss experts carry biases
+    # MoE
+    num_experts: int = Field(0, ge=0, description="routed experts per MoE layer; 0 = dense model")
+    num_experts_per_tok: int = Field(0, ge=0)
+    moe_intermediate_size: int | None = Field(None, gt=0)
+    num_shared_experts: int = Field(0, ge=0)
+    shared_expert_intermediate_size: int | None = Field(
+        None, gt=0, description="width of each shared expert; default moe_intermediate_size"
+    )
+    shared_expert_gate: bool = False  # Qwen2-MoE/Qwen3.5 scalar gate on the shared expert
+    router_bias: bool = False  # gpt-oss router bias; DeepSeek's e_score_correction_bias
+    first_dense_layers: int = Field(0, ge=0, description="leading layers with a dense MLP (DeepSeek)")
+    moe_layer_step: int = Field(1, ge=1, description="layer i is MoE iff (i + 1) % step == 0 (Qwen)")
+    dense_layers: tuple[int, ...] = Field(
+        (), description="explicit dense-MLP layer indices (mlp_only_layers)"
+    )
+    # MLA (DeepSeek-V2/V3, Kimi-K2, GLM-5)
+    q_lora_rank: int | None = Field(None, gt=0)
+    kv_lora_rank: int | None = Field(None, gt=0)
+    qk_rope_head_dim: int | None = Field(None, gt=0)
+    qk_nope_head_dim: int | None = Field(None, gt=0)
+    v_head_dim: int | None = Field(None, gt=0)
+    # DeepSeek sparse attention indexer (DeepSeek-V3.2, GLM-5)
+    index_num_heads: int | None = Field(None, gt=0)
+    index_head_dim: int | None = Field(None, gt=0)
+    # Attention layer pattern, repeated cyclically over the layers; ("full_attention",) = all full.
+    layer_pattern: tuple[LayerKind, ...] = ("full_attention",)
+    sliding_window: int | None = Field(None, gt=0, description="tokens a sliding_attention layer keeps")
+    # Linear-attention (Gated DeltaNet) layers: fixed-size state per sequence
+    linear_num_key_heads: int | None = Field(None, gt=0)
+    linear_num_value_heads: int | None = Field(None, gt=0)
+    linear_key_head_dim: int | None = Field(None, gt=0)
+    linear_value_head_dim: int | None = Field(None, gt=0)
+    linear_conv_kernel_dim: int | None = Field(None, gt=0)
+    num_mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers (not in params_total)")
+    max_position_embeddings: int = Field(gt=0)
+    native_dtype: str = Field("bf16", description="checkpoint weight dtype: bf16, fp8, mxfp4, nvfp4, ...")
+    source: str = Field(min_length=1)
+    as_of: _dt.date
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        if self.num_experts:
+            if not 0 < self.num_experts_per_tok <= self.num_experts:
+                raise ValueError("num_experts_per_tok must be in [1, num_experts] for an MoE model")
+            if self.moe_intermediate_size is None:
+                raise ValueError("moe_intermediate_size is required when num_experts > 0")
+        elif self.num_experts_per_tok or self.num_shared_experts:
+            raise ValueError("num_experts_per_tok/num_shared_experts need num_experts > 0")
+        mla = (self.kv_lora_rank, self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
+        if any(v is not None for v in mla) and any(v is None for v in mla):
+            raise ValueError("MLA needs all of kv_lora_rank, qk_rope_head_dim, qk_nope_head_dim, v_head_dim")
+        if "sliding_attention" in self.layer_pattern and self.sliding_window is None:
+            raise ValueError("layer_pattern has sliding_attention layers but sliding_window is not set")
+        linear = (
+            self.linear_num_key_heads,
+            self.linear_num_value_heads,
+            self.linear_key_head_dim,
+            self.linear_value_head_dim,
+        )
+        if "linear_attention" in self.layer_pattern and any(v is None for v in linear):
+            raise ValueError(
+                "linear_attention layers need linear_num_key_heads, linear_num_value_heads, "
+                "linear_key_head_dim and linear_value_head_dim"
+            )
+        if not self.layer_pattern:
+            raise ValueError("layer_pattern must not be empty")
+        if any(i < 0 or i >= self.num_layers for i in self.dense_layers):
+            raise ValueError(f"dense_layers indices must be in [0, {self.num_layers})")
+        return self
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    @property
+    def uses_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+    @property
+    def layers(self) -> int:
+        """Alias of ``num_layers`` (the name the JSON output uses)."""
+        return self.num_layers
+
+    def layer_kind(self, index: int) -> LayerKind:
+        """Attention kind of decoder layer ``index``."""
+        return self.layer_pattern[index % len(self.layer_pattern)]
+
+    @cached_property
+    def layer_kinds(self) -> tuple[LayerKind, ...]:
+        return tuple(self.layer_kind(i) for i in range(self.num_layers))
+
+    def num_layers_of(self, kind: LayerKind) -> int:
+        return sum(1 for k in self.layer_kinds if k == kind)
+
+    def is_moe_layer(self, index: int) -> bool:
+        """True when layer ``index`` has routed experts rather than a dense MLP."""
+        if not self.is_moe or index < self.first_dense_layers or index in self.dense_layers:
+            return False
+        return (index + 1) % self.moe_layer_step == 0
+
+    @cached_property
+    def num_moe_layers(self) -> int:
+        return sum(1 for i in range(self.num_layers) if self.is_moe_layer(i))
+
+    @property
+    def num_dense_mlp_layers(self) -> int:
+        return self.num_layers - self.num_moe_layers
+
+    # ----------------------------------------------------------------- GEMMs
+    def _attention_gemms(self, n_layers: int) -> list[GemmShape]:
+        h, hd = self.hidden_size, self.head_dim
+        heads, kv = self.num_attention_heads, self.num_kv_heads
+        out: list[GemmShape] = []
+        if n_layers == 0:
+            return out
+        if self.uses_mla:
+            assert self.kv_lora_rank and self.qk_rope_head_dim and self.qk_nope_head_dim and self.v_head_dim
+            qk_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
+            if self.q_lora_rank:
+                out.append(GemmShape("q_a_proj", self.q_lora_rank, h, n_layers, "attention"))
+                out.append(GemmShape("q_b_proj", heads * qk_dim, self.q_lora_rank, n_layers, "attention"))
+            else:
+                out.append(GemmShape("q_proj", heads * qk_dim, h, n_layers, "attention"))
+            out.append(
+                GemmShape(
+                    "kv_a_proj_with_mqa", self.kv_lora_rank + self.qk_rope_head_dim, h, n_layers, "attention"
+                )
+            )
+            out.append(
+                GemmShape(
+                    "kv_b_proj",
+                    heads * (self.qk_nope_head_dim + self.v_head_dim),
+                    self.kv_lora_rank,
+                    n_layers,
+                    "attention",
+                )
+            )
+            out.append(GemmShape("o_proj", h, heads * self.v_head_dim, n_layers, "attention"))
+            if self.index_num_heads and self.index_head_dim:
+                q_in = self.q_lora_rank or h
+                out.append(
+                    GemmShape(
+                        "indexer_wq_b",
+                        self.index_num_heads * self.index_head_dim,
+                        q_in,
+                        n_layers,
+                        "attention",
+                    )
+                )
+                out.append(GemmShape("indexer_wk", self.index_head_dim, h, n_layers, "attention"))
+                out.append(GemmShape("indexer_weights_proj", self.index_num_heads, h, n_layers, "attention"))
+            return out
+        q_out = heads * hd * (2 if self.attention_output_gate else 1)
+        out.append(GemmShape("qkv_proj", q_out + 2 * kv * hd, h, n_layers, "attention"))
+        out.append(GemmShape("o_proj", h, heads * hd, n_layers, "attention"))
+        return out
+
+    def _linear_attention_gemms(self, n_layers: int) -> list[GemmShape]:
+        if n_layers == 0:
+            return []
+        assert self.linear_num_key_heads and self.linear_num_value_heads
+        assert self.linear_key_head_dim and self.linear_value_head_dim
+        h = self.hidden_size
+        key_dim = self.linear_num_key_heads * self.linear_key_head_dim
+        value_dim = self.linear_num_value_heads * self.linear_value_head_dim
+        return [
+            # q, k, v and the output gate z
+            GemmShape("in_proj_qkvz", 2 * key_dim + 2 * value_dim, h, n_layers, "attention"),
+            # per-head beta and decay a
+            GemmShape("in_proj_ba", 2 * self.linear_num_value_heads, h, n_layers, "attention"),
+            GemmShape("out_proj", h, value_dim, n_layers, "attention"),
+        ]
+
+    @cached_property
+    def gemm_shapes(self) -> tuple[GemmShape, ...]:
+        """Every weight matrix of the decoder, grouped by kind, with how many layers hold it.
+
+        Dense MLPs and experts are gated (SwiGLU): ``gate_up_proj`` is ``[2 * width, hidden]`` (gate and up
+        fused, as engines run them) and ``down_proj`` is ``[hidden, width]``.
+        """
+        h = self.hidden_size
+        attn_layers = sum(1 for k in self.layer_kinds if k != "linear_attention")
+        lin_layers = self.num_layers - attn_layers
+        out = self._attention_gemms(attn_layers) + self._linear_attention_gemms(lin_layers)
+        dense = self.num_dense_mlp_layers
+        if dense and self.intermediate_size:
+            out.append(GemmShape("gate_up_proj", 2 * self.intermediate_size, h, dense, "mlp"))
+            out.append(GemmShape("down_proj", h, self.intermediate_size, dense, "mlp"))
+        moe = self.num_moe_layers
+        if moe:
+            assert self.moe_intermediate_size is not None
+            e, k, w = self.num_experts, self.num_experts_per_tok, self.moe_intermediate_size
+            out.append(GemmShape("router", e, h, moe, "router"))
+            out.append(GemmShape("expert_gate_up_proj", 2 * w, h, moe, "moe_expert", e, k))
+            out.append(GemmShape("expert_down_proj", h, w, moe, "moe_expert", e, k))
+            if self.num_shared_experts:
+                sw = (self.shared_expert_intermediate_size or w) * self.num_shared_experts
+                out.append(GemmShape("shared_expert_gate_up_proj", 2 * sw, h, moe, "moe_shared"))
+                out.append(GemmShape("shared_expert_down_proj", h, sw, moe, "moe_shared"))
+                if self.shared_expert_gate:
+                    out.append(GemmShape("shared_expert_gate", 1, h, moe, "moe_shared"))
+        out.append(GemmShape("lm_head", self.vocab_size, h, 1, "lm_head"))
+        return tuple(out)
+
+    # ----------------------------------------------------------------- parameters
+    @cached_property
+    def _small_params(self) -> dict[str, int]:
+        """Non-GEMM parameters: embeddings, norms, biases, convolutions, per-head scalars."""
+        h, hd = self.hidden_size, self.head_dim
+        heads, kv = self.num_attention_heads, self.num_kv_heads
+        attn_layers = sum(1 for k in self.layer_kinds if k != "linear_attention")
+        lin_layers = self.num_layers - attn_layers
+        out = {"embed_tokens": self.vocab_size * h, "norms": (2 * self.num_layers + 1) * h}
+        per_attn = 0
+        if self.uses_mla:
+            assert self.kv_lora_rank is not None
+            per_attn += self.kv_lora_rank + (self.q_lora_rank or 0)  # kv_a / q_a layernorms
+            if self.index_head_dim:
+                per_attn += 2 * self.index_head_dim  # indexer k_norm (LayerNorm weight + bias)
+        else:
+            if self.attention_bias:
+                per_attn += heads * hd + 2 * kv * hd + h
+            if self.qk_norm == "per_head":
+                per_attn += 2 * hd
+            elif self.qk_norm == "per_layer":
+                per_attn += (heads + kv) * hd
+            if self.architecture == "gpt_oss":
+                per_attn += heads  # attention sinks
+        per_lin = 0
+        if lin_layers:
+            assert self.linear_num_key_heads and self.linear_num_value_heads
+            assert self.linear_key_head_dim and self.linear_value_head_dim
+            key_dim = self.linear_num_key_heads * self.linear_key_head_dim
+            value_dim = self.linear_num_value_heads * self.linear_value_head_dim
+            conv = (2 * key_dim + value_dim) * (self.linear_conv_kernel_dim or 4)
+            # conv1d weights, A_log and dt_bias per value head, gated RMSNorm over the value head dim
+            per_lin = conv + 2 * self.linear_num_value_heads + self.linear_value_head_dim
+        out["attention_extras"] = per_attn * attn_layers + per_lin * lin_layers
+        moe = self.num_moe_layers
+        extras = 0
+        if moe and self.router_bias:
+            extras += self.num_experts * moe
+        if self.mlp_bias:
+            if moe:
+                assert self.moe_intermediate_size is not None
+                extras += moe * self.num_experts * (2 * self.moe_intermediate_size + h)
+            extras += self.num_dense_mlp_layers * (2 * self.intermediate_size + h)
+        out["mlp_extras"] = extras
+        return out
+
+    @cached_property
+    def _active_small_params(self) -> int:
+        total = sum(self._small_params.values())
+        if self.mlp_bias and self.num_moe_layers:
+            assert self.moe_intermediate_size is not None
+            unused = self.num_experts - self.num_experts_per_tok
+            total -= self.num_moe_layers * unused * (2 * self.moe_intermediate_size + self.hidden_size)
+        return total
+
+    @cached_property
+    def params_total(self) -> int:
+        """All decoder parameters (see the module docstring for what is and is not counted)."""
+        gemm = sum(
+            g.params for g in self.gemm_shapes if not (g.group == "lm_head" and self.tie_word_embeddings)
+        )
+        return gemm + sum(self._small_params.values())
+
+    @cached_property
+    def params_active(self) -> int:
+        """Parameters one token touches: total minus the routed experts it does not use."""
+        gemm = sum(
+            g.params_active
+            for g in self.gemm_shapes
+            if not (g.group == "lm_head" and self.tie_word_embeddings)
+        )
+        return gemm + self._active_small_params
+
+    def param_breakdown(self) -> dict[str, int]:
+        """Parameters by group: attention, mlp, moe_expert, moe_shared, router, lm_head, embeddings, other."""
+        out: dict[str, int] = {}
+        for g in self.gemm_shapes:
+            if g.group == "lm_head" and self.tie_word_embeddings:
+                continue
+            out[g.group] = out.get(g.group, 0) + g.params
+        small = self._small_params
+        out["embed_tokens"] = small["embed_tokens"]
+        out["other"] = small["norms"] + small["attention_extras"] + small["mlp_extras"]
+        return out
+
+    # ----------------------------------------------------------------- KV cache
+    def _kv_elements_per_token_per_layer(self) -> float:
+        """Cached elements per token in one attention layer (K and V, or MLA latent + rope key)."""
+        if self.uses_mla:
+            assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
+            return float(self.kv_lora_rank + self.qk_rope_head_dim)
+        return float(2 * self.num_kv_heads * self.head_dim)
+
+    def _indexer_bytes_per_token_per_layer(self) -> float:
+        # DeepSeek sparse-attention indexer keys: vLLM keeps them in fp8 plus one fp32 scale per token.
+        return float(self.index_head_dim + 4) if self.index_head_dim else 0.0
+
+    def kv_bytes_per_token_per_layer(self, kv_dtype: str = "bf16") -> float:
+        """Bytes one token adds to one attention layer's cache."""
+        return self._kv_elements_per_token_per_layer() * kv_element_bytes(kv_dtype) + (
+            self._indexer_bytes_per_token_per_layer()
+        )
+
+    def kv_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
+        """Cache bytes per token of context in the layers whose cache grows with context.
+
+        Counts full-attention (and MLA) layers only; sliding-window and linear-attention layers are bounded
+        per sequence (see :meth:`kv_bytes_fixed_per_sequence`). Llama-3.1-8B in bf16:
+        32 layers x 8 KV heads x 128 x 2 (K and V) x 2 bytes = 131072.
+        """
+        full = self.num_layers_of("full_attention")
+        value = full * self.kv_bytes_per_token_per_layer(kv_dtype)
+        return int(value) if value.is_integer() else value
+
+    def linear_state_bytes_per_sequence(self, state_dtype: str = "bf16") -> float:
+        """Recurrent + convolution state of all linear-attention layers for one sequence."""
+        lin = self.num_layers_of("linear_attention")
+        if not lin:
+            return 0.0
+        assert self.linear_num_key_heads and self.linear_num_value_heads
+        assert self.linear_key_head_dim and self.linear_value_head_dim
+        key_dim = self.linear_num_key_heads * self.linear_key_head_dim
+        value_dim = self.linear_num_value_heads * self.linear_value_head_dim
+        recurrent = self.linear_num_value_heads * self.linear_key_head_dim * self.linear_value_head_dim
+        conv = (2 * key_dim + value_dim) * ((self.linear_conv_kernel_dim or 4) - 1)
+        return lin * (recurrent + conv) * kv_element_bytes(state_dtype)
+
+    def kv_bytes_fixed_per_sequence(self, kv_dtype: str = "bf16") -> float:
+        """Most a sequence can hold in bounded layers: sliding windows (full) plus linear-attention state."""
+        sliding = self.num_layers_of("sliding_attention")
+        window = self.sliding_window or 0
+        return sliding * window * self.kv_bytes_per_token_per_layer(kv_dtype) + (
+            self.linear_state_bytes_per_sequence(kv_dtype)
+        )
+
+    def kv_bytes_for_context(self, context_tokens: int, kv_dtype: str = "bf16") -> float:
+        """Cache bytes one sequence of ``context_tokens`` tokens holds, all layer kinds included."""
+        if context_tokens < 0:
+            raise CatalogError(f"context_tokens must be >= 0, got {context_tokens}")
+        per_layer = self.kv_bytes_per_token_per_layer(kv_dtype)
+        sliding = self.num_layers_of("sliding_attention") * min(context_tokens, self.sliding_window or 0)
+        return (
+            self.kv_bytes_per_token(kv_dtype) * context_tokens
+            + sliding * per_layer
+            + (self.linear_state_bytes_per_sequence(kv_dtype) if context_tokens else 0.0)
+        )
+
+    def kv_bytes_per_token_at(self, context_tokens: int, kv_dtype: str = "bf16") -> float:
+        """Average cache bytes per token for a sequence of ``context_tokens`` tokens."""
+        if context_tokens <= 0:
+            raise CatalogError(f"context_tokens must be > 0, got {context_tokens}")
+        return self.kv_bytes_for_context(context_tokens, kv_dtype) / context_tokens
+
+    # ----------------------------------------------------------------- weights
+    def weight_bytes(self, precision: str | None = None, *, attention_precision: str | None = None) -> float:
+        """Bytes of weights at ``precision`` (default: the checkpoint's ``native_dtype``).
+
+        ``precision`` applies to the linear layers inside the decoder layers (attention, MLP, experts);
+        ``attention_precision`` overrides it for attention projections (gpt-oss keeps attention in bf16
+        while experts are mxfp4). Embeddings, LM head, norms, routers, biases and convolutions stay 16-bit,
+        as engines keep them.
+        """
+        prec = precision or self.native_dtype
+        linear = bytes_per_weight(prec)
+        attn = bytes_per_weight(attention_precision) if attention_precision else linear
+        if precision is None and self.architecture == "gpt_oss" and attention_precision is None:
+            attn = 2.0  # the gpt-oss checkpoint quantises only the experts
+        total = 0.0
+        for g in self.gemm_shapes:
+            if g.group == "lm_head":
+                if not self.tie_word_embeddings:
+                    total += g.params * 2.0
+            elif g.group == "router":
+                total += g.params * 2.0
+            elif g.group == "attention":
+                total += g.params * attn
+            else:
+                total += g.params * linear
+        return total + sum(self._small_params.values()) * 2.0
+
+    def weight_gb(self, precision: str | None = None) -> float:
+        """:meth:`weight_bytes` in GB (1e9 bytes)."""
+        return self.weight_bytes(precision) / 1e9
