@@ -218,19 +218,20 @@ def enumerate_candidates(
             out.append(Candidate((pool,), router))
 
     if space.allow_disaggregated:
-        for (pg, pwp, pkv), (dg, dwp, dkv) in itertools.product(parallel.items(), repeat=2):
+        for (pkey, pshapes), (dkey, dshapes) in itertools.product(parallel.items(), repeat=2):
+            (pg, pwp, pkv), (dg, dwp, dkv) = pkey, dkey
             if (pwp, pkv) != (dwp, dkv):
                 continue  # KV handed from prefill to decode must keep its dtype
             for (ptp, ppp), (dtp, dpp), mns, ratio, router in itertools.product(
-                parallel[pg], parallel[dg], space.max_num_seqs_options, space.pd_ratios, space.pd_routers
+                pshapes, dshapes, space.max_num_seqs_options, space.pd_ratios, space.pd_routers
             ):
                 if ptp > 2 or dtp > 2:
                     continue  # P/D pays off for small-TP replicas of models that fit; keep the space tractable
                 pep = ptp * ppp if space.is_moe else 1
                 dep = dtp * dpp if space.is_moe else 1
                 prefill = PoolShape(
-                    "prefill", pg[0], ptp, ppp, pep, max(mns, 64), space.prefill_max_num_batched_tokens, True, "none", pwp, pkv
+                    "prefill", pg, ptp, ppp, pep, max(mns, 64), space.prefill_max_num_batched_tokens, True, "none", pwp, pkv
                 )
-                decode = PoolShape("decode", dg[0], dtp, dpp, dep, mns, max(2048, mns), True, "none", dwp, dkv)
+                decode = PoolShape("decode", dg, dtp, dpp, dep, mns, max(2048, mns), True, "none", dwp, dkv)
                 out.append(Candidate((prefill, decode), router, ratio))
     return out, rejections

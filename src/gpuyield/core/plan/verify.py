@@ -2,7 +2,7 @@
 
 :func:`verify_candidate` finds the smallest size (level) at which the simulator, on the actual workload,
 meets the SLO: it starts at the screen's level; if that passes it tries one level less (the screen is
-usually close) and then bisects down; if it fails it grows geometrically (x1.5) until a pass or a cap
+usually close) and then bisects down; if it fails it doubles until a pass or a cap
 (``max_level``, ``--max-gpus``, budget), then bisects between the last failure and the first pass. At most
 ``max_sims`` simulations per candidate. Every simulated point is kept (the Pareto set and the report use them).
 
@@ -141,7 +141,7 @@ def verify_candidate(task: VerifyTask, simulate: SimulateFn) -> VerifyOutcome:
     else:
         lo = level
         while len(points) < task.max_sims:
-            nxt = min(cap, max(lo + 1, math.ceil(lo * 1.5)))
+            nxt = min(cap, max(lo + 1, 2 * lo))
             if nxt <= lo:
                 break
             if run(nxt).meets_slo:

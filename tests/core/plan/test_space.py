@@ -1,0 +1,89 @@
+"""Candidate enumeration respects the flags; SLO parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuyield.core.plan.space import Candidate, PoolShape, SearchSpace, enumerate_candidates
+from gpuyield.core.plan.spec import PlanMode, PlanRequest, Slo, parse_slo
+from gpuyield.errors import ConfigError
+
+
+def fits_small(gpu: str, tp: int, pp: int, wp: str, kvd: str) -> str | None:
+    # "small" GPUs need TP >= 2 in bf16, TP >= 1 in fp8; "big" always fits
+    if gpu == "small" and tp * pp < (1 if wp == "fp8" else 2):
+        return f"weights {16 if wp == 'bf16' else 8} GB > {gpu} memory at tp{tp}"
+    return None
+
+
+def test_enumeration_counts_and_memory_rejections() -> None:
+    space = SearchSpace(gpu_ids=("big", "small"), allow_disaggregated=False)
+    cands, rej = enumerate_candidates(space, fits_small)
+    # big: 4 TPs, small: 3 TPs; knobs 4*3; pc/offload pairs (on,none),(on,cpu),(off,none); 3 routers
+    assert len(cands) == (4 + 3) * 4 * 3 * 3 * 3
+    assert all(c.pools[0].weight_precision == "bf16" and c.pools[0].kv_dtype == "bf16" for c in cands)
+    assert [r.candidate for r in rej] == ["small tp1 wbf16/kvbf16"] and rej[0].kind == "memory"
+    assert not any(c.pools[0].kv_offload == "cpu" and not c.pools[0].enable_prefix_caching for c in cands)
+    assert len({c.key() for c in cands}) == len(cands)
+
+
+def test_lower_precision_only_with_flag_and_native_support() -> None:
+    plain = SearchSpace.for_request(("big",), allow_lower_precision=False, allow_disaggregated=False, is_moe=False)
+    assert plain.weight_precisions == ("bf16",) and plain.kv_dtypes == ("bf16",)
+    low = SearchSpace.for_request(("big", "small"), allow_lower_precision=True, allow_disaggregated=False, is_moe=False)
+    cands, rej = enumerate_candidates(low, fits_small, lambda g, p: not (g == "small" and p == "fp8"))
+    assert {c.pools[0].weight_precision for c in cands if c.pools[0].gpu_id == "big"} == {"bf16", "fp8"}
+    assert {c.pools[0].weight_precision for c in cands if c.pools[0].gpu_id == "small"} == {"bf16"}
+    assert any(r.kind == "precision" and "small" in r.candidate for r in rej)
+
+
+def test_pp_only_when_no_single_node_tp_fits_and_ep_only_for_moe() -> None:
+    def fits_huge(gpu: str, tp: int, pp: int, wp: str, kvd: str) -> str | None:
+        return None if tp * pp >= 16 else "too big"
+
+    space = SearchSpace(gpu_ids=("g",), allow_disaggregated=False, is_moe=True)
+    cands, rej = enumerate_candidates(space, fits_huge)
+    assert {(c.pools[0].tp, c.pools[0].pp, c.pools[0].ep) for c in cands} == {(8, 2, 16)}
+    assert len(rej) == 4
+    dense, _ = enumerate_candidates(SearchSpace(gpu_ids=("g",), allow_disaggregated=False), lambda *a: None)
+    assert {c.pools[0].pp for c in dense} == {1} and {c.pools[0].ep for c in dense} == {1}
+
+
+def test_disaggregated_candidates_mix_gpu_types() -> None:
+    space = SearchSpace(gpu_ids=("a", "b"), tp_options=(1,), max_num_seqs_options=(128,), routers=("round_robin",),
+                        max_num_batched_tokens_options=(8192,), prefix_caching_options=(True,), kv_offload_options=("none",))
+    cands, _ = enumerate_candidates(space, lambda *a: None)
+    pd = [c for c in cands if c.disaggregated]
+    assert {(c.pools[0].gpu_id, c.pools[1].gpu_id) for c in pd} == {("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")}
+    c = pd[0]
+    assert c.pools[0].role == "prefill" and c.pools[1].role == "decode"
+    x, y = c.pd_ratio  # type: ignore[misc]
+    assert c.replicas_at(3) == (3 * x, 3 * y)
+    assert c.num_gpus_at(2) == 2 * x + 2 * y
+
+
+def test_candidate_sizes() -> None:
+    c = Candidate((PoolShape("mixed", "g", tp=2),), "round_robin")
+    assert c.replicas_at(5) == (5,) and c.num_gpus_at(5) == 10 and not c.disaggregated
+
+
+def test_parse_slo() -> None:
+    s = parse_slo("ttft_p99_ms=2000,tpot_p99_ms=100")
+    assert s.targets() == {"ttft_p99_ms": 2000.0, "tpot_p99_ms": 100.0}
+    assert parse_slo("ttft_p99=2s").ttft_p99_ms == 2000.0
+    assert s.violations({"ttft_p99_ms": 2500.0, "tpot_p99_ms": 50.0}) == [("ttft_p99_ms", 2500.0, 2000.0)]
+    assert s.violations({"ttft_p99_ms": 10.0}) [0][0] == "tpot_p99_ms"  # a missing metric is a miss
+    for bad, match in (("ttft_p99_ms", "KEY=VALUE"), ("latency=3", "expected one of"), ("ttft_p99_ms=-1", "positive"),
+                       ("ttft_p99_ms=abc", "number"), ("", "at least one")):
+        with pytest.raises(ConfigError, match=match):
+            parse_slo(bad)
+
+
+def test_plan_request_validation() -> None:
+    slo = Slo(ttft_p99_ms=1000)
+    with pytest.raises(ConfigError, match="--gpus"):
+        PlanRequest("m", slo, ())
+    with pytest.raises(ConfigError, match="budget"):
+        PlanRequest("m", slo, ("g",), mode=PlanMode.MAX_GOODPUT)
+    with pytest.raises(ConfigError, match="max-gpus"):
+        PlanRequest("m", slo, ("g",), mode=PlanMode.CAPACITY)

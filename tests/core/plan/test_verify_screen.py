@@ -1,0 +1,140 @@
+"""Replica-count search, capacity bisection, Pareto set, and the analytic screen on a toy step model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuyield.core.plan.profile import profile_workload
+from gpuyield.core.plan.screen import ReplicaPerf, erlang_c, screen_candidate, select_for_verification
+from gpuyield.core.plan.space import Candidate, PoolShape
+from gpuyield.core.plan.spec import Slo
+from gpuyield.core.plan.verify import (
+    SimOutcome,
+    SimPoint,
+    VerifyTask,
+    capacity_of,
+    pareto_front,
+    verify_candidate,
+)
+from gpuyield.core.workload.workload import Workload, WorkloadMeta
+
+CAND = Candidate((PoolShape("mixed", "g"),), "round_robin")
+SLO = Slo(ttft_p99_ms=1000, tpot_p99_ms=100)
+
+
+def threshold_sim(need: int, calls: list[int] | None = None):  # type: ignore[no-untyped-def]
+    def sim(cand: Candidate, level: int, scale: float) -> SimOutcome:
+        if calls is not None:
+            calls.append(level)
+        ttft = 500.0 if level * 1.0 / scale >= need else 5000.0
+        return SimOutcome({"ttft_p99_ms": ttft, "tpot_p99_ms": 50.0})
+
+    return sim
+
+
+@settings(max_examples=60, deadline=None)
+@given(need=st.integers(1, 40), start=st.integers(1, 40))
+def test_verify_finds_the_smallest_passing_level(need: int, start: int) -> None:
+    calls: list[int] = []
+    task = VerifyTask(CAND, start, SLO, (2.0,), max_level=64, max_sims=12)
+    out = verify_candidate(task, threshold_sim(need, calls))
+    assert out.best is not None and out.best.level >= need
+    if len(calls) < 12:  # within the simulation budget the search is exact
+        assert out.best.level == need
+    assert out.best.usd_per_hour == pytest.approx(2.0 * need)
+    assert len(calls) == len(set(calls)) <= 12  # never simulates a level twice
+
+
+def test_verify_rejection_names_metric_and_cap() -> None:
+    task = VerifyTask(CAND, 2, SLO, (2.0,), max_level=64, max_gpus=5, max_sims=10)
+    out = verify_candidate(task, threshold_sim(9))
+    assert out.best is None and out.rejection is not None
+    assert out.rejection.kind == "cost" and "ttft_p99_ms 5000 > 1000 at 5 GPUs" in out.rejection.reason
+    assert max(p.level for p in out.points) == 5
+
+
+def test_capacity_bisection() -> None:
+    scale, pts = capacity_of(CAND, 6, SLO, threshold_sim(2), usd_per_hour=12.0, max_sims=12)
+    # passes while 6 / scale >= 2, i.e. scale <= 3
+    assert 2.7 <= scale <= 3.0
+    assert all(p.meets_slo == (p.rate_scale <= 3.0) for p in pts)
+
+
+def _pt(usd: float, ttft: float, tpot: float, ok: bool = True) -> SimPoint:
+    return SimPoint("c", 1, (1,), 1, usd, 1.0, ok, (), SimOutcome({"ttft_p99_ms": ttft, "tpot_p99_ms": tpot}))
+
+
+def test_pareto_front() -> None:
+    pts = [_pt(1, 900, 90), _pt(2, 500, 50), _pt(2, 600, 60), _pt(3, 100, 95), _pt(0.5, 100, 10, ok=False)]
+    front = pareto_front(pts)
+    assert [(p.usd_per_hour, p.ttft_p99_ms) for p in front] == [(1, 900), (2, 500), (3, 100)]
+
+
+class ToyStep:
+    """10 ms + 0.05 ms per decode seq + 0.02 ms per prefill token."""
+
+    def step_time_s(self, num_prefill_tokens: int, prefill_attn_tokens_sq: float, num_decode_seqs: int,
+                    decode_ctx_tokens: int) -> float:
+        return 0.010 + 5e-5 * num_decode_seqs + 2e-5 * num_prefill_tokens + 1e-9 * decode_ctx_tokens
+
+
+def _workload(rate: float, n: int = 2000, seed: int = 0) -> Workload:
+    rng = np.random.default_rng(seed)
+    arr = np.cumsum(rng.exponential(1 / rate, n))
+    return Workload(arrival_s=arr, input_tokens=rng.integers(200, 1500, n), output_tokens=rng.integers(50, 300, n),
+                    meta=WorkloadMeta("toy"))
+
+
+def test_erlang_c_known_values() -> None:
+    assert erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: P(wait) = rho
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert erlang_c(4, 5.0) == 1.0 and erlang_c(4, 0.0) == 0.0
+
+
+def test_screen_sizes_grow_with_rate_and_reject_reasons() -> None:
+    perf = ReplicaPerf(ToyStep(), kv_capacity_tokens=200_000, kv_bytes_per_token=131072, kv_transfer_bytes_per_s=50e9)
+    levels = []
+    for rate in (5.0, 20.0, 80.0):
+        prof = profile_workload(_workload(rate))
+        est = screen_candidate(CAND, prof, SLO, lambda p: perf, lambda g: 2.0)
+        assert est.feasible, est.rejection
+        assert est.ttft_p99_ms <= 1000 and est.tpot_p99_ms <= 100
+        levels.append(est.level)
+    assert levels == sorted(levels) and levels[-1] > levels[0]
+    prof = profile_workload(_workload(80.0))
+    capped = screen_candidate(CAND, prof, SLO, lambda p: perf, lambda g: 2.0, max_gpus=1)
+    assert not capped.feasible and capped.rejection is not None and capped.rejection.kind == "cost"
+    nofit = screen_candidate(CAND, prof, SLO, lambda p: "weights 16 GB > 8 GB", lambda g: 2.0)
+    assert nofit.rejection is not None and nofit.rejection.kind == "memory" and "16 GB" in nofit.rejection.reason
+    tight = screen_candidate(CAND, prof, Slo(tpot_p99_ms=5), lambda p: perf, lambda g: 2.0)
+    assert tight.rejection is not None and tight.rejection.kind == "slo" and "tpot" in tight.rejection.reason
+
+
+def test_select_for_verification_is_diverse_and_cheapest_first() -> None:
+    perf = ReplicaPerf(ToyStep(), 200_000, 131072, 50e9)
+    prof = profile_workload(_workload(20.0))
+    cands = [Candidate((PoolShape("mixed", g, tp=tp, max_num_seqs=s),), r)
+             for g in ("a", "b") for tp in (1, 2) for s in (64, 256) for r in ("round_robin", "least_loaded")]
+    prices = {"a": 1.0, "b": 3.0}
+    ests = [screen_candidate(c, prof, SLO, lambda p: perf, lambda g: prices[g]) for c in cands]
+    top = select_for_verification(ests, 4)
+    assert len(top) == 4
+    assert len({e.candidate.structure() for e in top}) == 4  # one per (gpu, tp) first
+    assert top[0].usd_per_hour == min(e.usd_per_hour for e in ests)
+    assert all(math.isfinite(e.usd_per_hour) for e in top)
+
+
+def test_profile_prefix_hits() -> None:
+    # two requests share their first block; round-robin over 2 caches loses the hit, affinity keeps it
+    w = Workload(arrival_s=[0.0, 1.0, 2.0], input_tokens=[1024, 1024, 1024], output_tokens=[10, 10, 10],
+                 meta=WorkloadMeta("p"), block_size_tokens=512, hash_offsets=[0, 2, 4, 6],
+                 hash_values=[1, 2, 1, 3, 1, 2])
+    prof = profile_workload(w)
+    assert prof.shared_hit_fraction == pytest.approx((512 + 1023) / 3072)
+    assert prof.hit_fraction(2, affinity=False) == pytest.approx(1023 / 3072)
+    assert prof.hit_fraction(2, affinity=True) == prof.shared_hit_fraction
