@@ -153,7 +153,7 @@ class SampleBuffer:
         return len(self._val)
 
     def _series_id(self, key: SeriesKey, source: str) -> int:
-        text = key.name + "{" + ",".join(f"{k}={v!r}" for k, v in key.labels) + "}"
+        text = source + "\x00" + key.name + "{" + ",".join(f"{k}={v!r}" for k, v in key.labels) + "}"
         sid = self._ids.get(text)
         if sid is None:
             sid = len(self.series)
@@ -215,8 +215,14 @@ class SampleBuffer:
         source: str,
         default_ts_s: float,
         target_labels: dict[str, str] | None = None,
+        origin: str | None = None,
     ) -> ParseStats:
-        """Parse one exposition text; returns this text's stats (also merged into ``self.stats``)."""
+        """Parse one exposition text; returns this text's stats (also merged into ``self.stats``).
+
+        ``source`` names the series' origin group: series are distinct per source, so the scrapes of one
+        endpoint must share it (a directory of scrape files is one source). ``origin`` (default: source)
+        names the file or URL in malformed-line messages.
+        """
         stats = ParseStats()
         target = dict(target_labels or {})
         scrape_ts_ms = int(round(default_ts_s * 1000))
@@ -229,7 +235,7 @@ class SampleBuffer:
         def bad(lineno: int, line: str) -> None:
             stats.num_malformed += 1
             if len(stats.malformed_examples) < MAX_MALFORMED_EXAMPLES:
-                stats.malformed_examples.append(f"{source}:{lineno}: {line[:120]}")
+                stats.malformed_examples.append(f"{origin or source}:{lineno}: {line[:120]}")
 
         lines = text.splitlines()
         stats.num_lines = len(lines)
@@ -289,6 +295,17 @@ class SampleBuffer:
         stats.num_scrapes = scrapes if scrapes else (1 if num_samples else 0)
         self.stats.merge(stats)
         return stats
+
+    def add_series(
+        self, name: str, labels: dict[str, str], ts_ms: np.ndarray, values: np.ndarray, *, source: str
+    ) -> None:
+        """Append one already-parsed series (e.g. from the Prometheus HTTP API)."""
+        sid = self._series_id(SeriesKey(name, tuple(sorted(labels.items()))), source)
+        n = len(values)
+        self._sid.extend(array("i", [sid]) * n)
+        self._ts.extend(array("q", np.asarray(ts_ms, dtype=np.int64).tolist()))
+        self._val.extend(array("d", np.asarray(values, dtype=np.float64).tolist()))
+        self.stats.num_samples += n
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(series index int32, timestamp ms int64, value float64), in arrival order."""
