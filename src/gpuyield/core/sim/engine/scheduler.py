@@ -81,16 +81,21 @@ class Scheduler:
         return req.num_computed_tokens
 
     def decode_extra_blocks(self, k: int) -> int:
-        """Blocks the decode set needs on top of what it holds to run ``k`` more steps."""
+        """Blocks the decode set needs on top of what it holds to run ``k`` more steps.
+
+        A request with ``c`` computed tokens (phase ``p = c mod bs``) needs ``ceil((c+k)/bs) - ceil(c/bs)``
+        more blocks. With ``k = q*bs + r`` that is ``q`` plus one if ``p`` is among the ``r`` phases
+        ``0, bs-1, ..., bs-r+1`` (the ones that cross one more block boundary), so the total is
+        ``n*q`` plus the counts of ``r`` phase buckets: O(min(k, bs)) instead of O(n).
+        """
         bs = self.block_size
-        g = self.G
-        tot = 0
-        cnt = self._phase_cnt
-        for h in range(bs):
-            c = cnt[h]
-            if c:
-                p = (h + g) % bs
-                tot += c * ((p + k + bs - 1) // bs - (1 if p else 0))
+        q, r = divmod(k, bs)
+        tot = q * len(self.decoding)
+        if r:
+            cnt = self._phase_cnt
+            base = -self.G
+            for j in range(r):
+                tot += cnt[(base - j) % bs]
         return tot
 
     # ------------------------------------------------------------------ queue operations

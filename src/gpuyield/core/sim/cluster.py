@@ -1,0 +1,462 @@
+"""The fleet in simulated time: replicas in pools, a router, P/D hand-off over a modelled link.
+
+Event loop (SimPy-style heap from ``events.py`` semantics, inlined for speed): arrivals come from the
+workload's columns in order and are processed before replica events at the same time; a replica has at most one
+live "run end" event (a stale one is recognised by the replica's ``version``); P/D transfers end with a
+"transfer done" event. Routing policies see only :class:`ReplicaSnapshot` s, which the cluster refreshes after
+every change to a replica, and report back through ``on_dispatch``/``on_complete`` exactly as in the gateway.
+KV utilisation in a snapshot is the replica's state at its last event (during an analytic decode run it
+includes the blocks reserved for the run), like a gateway's view of scraped engine metrics.
+
+Several models: each replica serves one model (its catalogue id and ``served_model_names``); a request goes to
+the replicas of the model it names. :class:`ModelResidency` is the hook for replicas that host several
+models and sleep/wake them (filled in by the multiplexing work); the default keeps every model awake.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
+from gpuyield.core.sim.engine.config import EngineConfig
+from gpuyield.core.sim.engine.replica import ReplicaEngine
+from gpuyield.core.sim.engine.request import EngineRequest
+from gpuyield.core.sim.steptime import StepTimeModel
+from gpuyield.core.workload.workload import Workload
+from gpuyield.errors import ConfigError
+
+__all__ = [
+    "STATUS_COMPLETED",
+    "STATUS_REJECTED",
+    "Cluster",
+    "ClusterRecords",
+    "ModelResidency",
+    "ReplicaSetup",
+    "ReplicaStats",
+]
+
+STATUS_COMPLETED = 0
+STATUS_REJECTED = 1
+_INF = float("inf")
+
+
+class ModelResidency(Protocol):
+    """Hook for replicas hosting several models: the extra delay before ``model`` can run on a replica."""
+
+    def wake_delay_s(self, replica_id: str, model: str, now_s: float) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSetup:
+    """Everything the cluster needs to build one replica (plain data plus its step-time model)."""
+
+    replica_id: str
+    pool: str
+    role: str  # "mixed" | "prefill" | "decode"
+    gpu: str
+    model: str  # canonical model id
+    engine_config: EngineConfig
+    step_model: StepTimeModel
+    num_gpu_blocks: int
+    kv_bytes_per_token: float = 0.0  # whole model, all layers (transfer size / offload sizing)
+    num_gpus: int = 1
+    tp: int = 1
+    served_model_names: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class ReplicaStats:
+    replica_id: str
+    pool: str
+    role: str
+    gpu: str
+    model: str
+    num_gpus: int
+    busy_s: float
+    requests: int  # requests dispatched to it
+    output_tokens: int  # output tokens it generated
+    kv_used_block_s: float
+    num_gpu_blocks: int
+    num_steps: int
+    num_runs: int
+    preemptions: int
+    prefix_query_tokens: int
+    prefix_hit_tokens: int
+
+
+@dataclass(slots=True)
+class ClusterRecords:
+    """Per-request outcome columns (index = request index in the workload) and per-replica statistics."""
+
+    arrival_s: npt.NDArray[np.float64]
+    first_token_s: npt.NDArray[np.float64]  # NaN if rejected
+    finish_s: npt.NDArray[np.float64]  # NaN if rejected
+    input_tokens: npt.NDArray[np.int64]
+    output_tokens: npt.NDArray[np.int64]
+    cached_tokens: npt.NDArray[np.int64]  # prefix-cache hit tokens at first scheduling
+    replica: npt.NDArray[np.int32]  # replica index that produced the output (-1 if rejected)
+    prefill_replica: npt.NDArray[np.int32]  # P/D: replica that ran the prefill (-1 otherwise)
+    preemptions: npt.NDArray[np.int32]
+    status: npt.NDArray[np.int8]  # STATUS_COMPLETED | STATUS_REJECTED
+    reject_reason: npt.NDArray[np.int16]  # index into reasons, -1 if completed
+    reasons: list[str]
+    replicas: list[ReplicaStats]
+    end_s: float  # simulated time of the last event
+    num_events: int
+    replica_ids: list[str] = field(default_factory=list)
+
+
+class _Rt:
+    """A replica at run time: engine, router snapshot and counters."""
+
+    __slots__ = ("idx", "setup", "engine", "snap", "outstanding", "prefill_tokens", "requests", "output_tokens")
+
+    def __init__(self, idx: int, setup: ReplicaSetup) -> None:
+        self.idx = idx
+        self.setup = setup
+        self.engine = ReplicaEngine(setup.engine_config, setup.step_model, setup.num_gpu_blocks, setup.kv_bytes_per_token)
+        m = setup.step_model
+        per_tok = m.step_time_s(2048, 2048 * 1024.0, 0, 0) / 2048.0
+        self.snap = ReplicaSnapshot(
+            replica_id=setup.replica_id,
+            pool=setup.role,
+            models=(setup.model, *setup.served_model_names),
+            max_num_seqs=setup.engine_config.max_num_seqs,
+            prefill_s_per_token=per_tok,
+            decode_step_s=m.step_time_s(0, 0.0, 1, 1024),
+        )
+        self.outstanding = 0
+        self.prefill_tokens = 0
+        self.requests = 0
+        self.output_tokens = 0
+
+    def refresh(self) -> None:
+        s = self.snap
+        eng = self.engine
+        s.outstanding_requests = self.outstanding
+        s.num_waiting = len(eng.scheduler.waiting)
+        s.kv_util = eng.kv.pool.usage
+        s.outstanding_prefill_tokens = self.prefill_tokens
+        if eng.last_step_s:
+            s.decode_step_s = eng.last_step_s
+
+
+def _unit_view(hashes: tuple[int, ...], hash_block: int, engine_block: int, num_prompt: int) -> tuple[tuple[int, ...], int]:
+    """Cache units for a replica: (unit hashes over full units of the prompt, blocks per unit)."""
+    if hash_block % engine_block == 0:
+        n = min(len(hashes), num_prompt // hash_block)
+        return hashes[:n], hash_block // engine_block
+    if engine_block % hash_block == 0:
+        g = engine_block // hash_block
+        n = min(len(hashes) // g, num_prompt // engine_block)
+        return hashes[g - 1 : g * n : g], 1
+    raise ConfigError(
+        f"prefix hash block of {hash_block} tokens and engine block_size {engine_block} do not divide each other"
+    )
+
+
+class Cluster:
+    """Replicas, routers and the event loop."""
+
+    def __init__(
+        self,
+        replicas: Sequence[ReplicaSetup],
+        policy: RoutingPolicy,
+        *,
+        decode_policy: RoutingPolicy | None = None,
+        link_bandwidth_bytes_per_s: float = 50e9,
+        link_latency_s: float = 25e-6,
+        default_model: str | None = None,
+        model_resolver: Callable[[str], str | None] | None = None,
+        residency: ModelResidency | None = None,
+    ) -> None:
+        if not replicas:
+            raise ConfigError("a cluster needs at least one replica")
+        ids = [r.replica_id for r in replicas]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("replica ids must be unique")
+        self.rts = [_Rt(i, s) for i, s in enumerate(replicas)]
+        self.policy = policy
+        self.decode_policy = decode_policy
+        self.link_bandwidth_bytes_per_s = link_bandwidth_bytes_per_s
+        self.link_latency_s = link_latency_s
+        self.default_model = default_model or replicas[0].model
+        self.model_resolver = model_resolver
+        self.residency = residency
+        self._by_id = {rt.setup.replica_id: rt for rt in self.rts}
+
+    # ------------------------------------------------------------------ model -> replicas
+    def _targets(self, label: str | None) -> tuple[list[_Rt], list[_Rt]] | None:
+        """(entry replicas, decode replicas) for a request naming ``label``; None if no replica serves it."""
+        name = self.default_model if label is None else label
+        match = [rt for rt in self.rts if name == rt.setup.model or name in rt.setup.served_model_names]
+        if not match and self.model_resolver is not None:
+            canon = self.model_resolver(name)
+            if canon is not None:
+                match = [rt for rt in self.rts if rt.setup.model == canon]
+        if not match:
+            return None
+        entry = [rt for rt in match if rt.setup.role != "decode"]
+        decode = [rt for rt in match if rt.setup.role == "decode"]
+        if not entry:
+            return None
+        if any(rt.setup.role == "prefill" for rt in entry) and not decode:
+            return None
+        return entry, decode
+
+    # ------------------------------------------------------------------ run
+    def run(self, w: Workload, progress: Callable[[int], None] | None = None, progress_every: int = 2000) -> ClusterRecords:
+        n = len(w)
+        arrival = w.arrival_s
+        arr = arrival.tolist()
+        inp = w.input_tokens.tolist()
+        outl = w.output_tokens.tolist()
+        mcodes = w.model_codes.tolist()
+        has_hashes = bool(len(w.hash_values))
+        hoffs = w.hash_offsets.tolist() if has_hashes else None
+        hvals = w.hash_values
+        hb = w.block_size_tokens
+        first_tok = np.full(n, np.nan)
+        finish = np.full(n, np.nan)
+        cached = np.zeros(n, dtype=np.int64)
+        replica_col = np.full(n, -1, dtype=np.int32)
+        prefill_col = np.full(n, -1, dtype=np.int32)
+        preempt_col = np.zeros(n, dtype=np.int32)
+        status = np.full(n, STATUS_COMPLETED, dtype=np.int8)
+        reason_col = np.full(n, -1, dtype=np.int16)
+        reasons: list[str] = []
+        reason_idx: dict[str, int] = {}
+
+        def reject(i: int, why: str) -> None:
+            k = reason_idx.get(why)
+            if k is None:
+                k = reason_idx[why] = len(reasons)
+                reasons.append(why)
+            status[i] = STATUS_REJECTED
+            reason_col[i] = k
+
+        targets_by_code: dict[int, tuple[list[_Rt], list[_Rt]] | None] = {}
+        snaps_by_code: dict[int, tuple[list[ReplicaSnapshot], list[ReplicaSnapshot]]] = {}
+        for code in set(mcodes):
+            tg0 = self._targets(w.models[code])
+            targets_by_code[code] = tg0
+            if tg0 is not None:
+                snaps_by_code[code] = ([r.snap for r in tg0[0]], [r.snap for r in tg0[1]])
+        by_id = self._by_id
+        policy = self.policy
+        choose = policy.choose
+        on_dispatch = policy.on_dispatch
+        track_complete = type(policy).on_complete is not RoutingPolicy.on_complete
+        dpolicy = self.decode_policy or policy
+        views: dict[int, RequestView] = {}
+        bw = self.link_bandwidth_bytes_per_s
+        lat = self.link_latency_s
+        residency = self.residency
+
+        heap: list[tuple[float, int, int, _Rt, object]] = []
+        push = heapq.heappush
+        pop = heapq.heappop
+        seq = 0
+        now = 0.0
+        num_events = 0
+        prefill_rt_of: dict[int, _Rt] = {}
+
+        def after(rt: _Rt, t_end: float | None) -> None:
+            nonlocal seq
+            eng = rt.engine
+            if t_end is not None:
+                push(heap, (t_end, 0, seq, rt, eng.version))
+                seq += 1
+            if eng.new_transfers:
+                for er in eng.new_transfers:
+                    src = prefill_rt_of.get(er.idx)
+                    tp = min(rt.setup.tp, src.setup.tp) if src is not None else rt.setup.tp
+                    dt = lat + er.num_prompt_tokens * rt.setup.kv_bytes_per_token / (bw * tp)
+                    push(heap, (now + dt, 1, seq, rt, er))
+                    seq += 1
+                eng.new_transfers.clear()
+            rt.refresh()
+
+        i = 0
+        t_next = arr[0] if n else _INF
+        while True:
+            t_ev = heap[0][0] if heap else _INF
+            if t_next <= t_ev:
+                if t_next == _INF:
+                    break
+                # ---------------------------------------------------------------- arrival
+                if t_next < now:
+                    raise RuntimeError(f"simulated time went back: {t_next} < {now}")
+                now = t_next
+                num_events += 1
+                code = mcodes[i]
+                tg = targets_by_code[code]
+                p_tok = inp[i]
+                o_tok = outl[i]
+                if tg is None:
+                    label = w.models[code]
+                    reject(i, f"no replica serves model {label if label is not None else self.default_model!r}")
+                else:
+                    hashes: tuple[int, ...] = ()
+                    if hoffs is not None:
+                        a, b = hoffs[i], hoffs[i + 1]
+                        if b > a:
+                            hashes = tuple(hvals[a:b].tolist())
+                    view = RequestView(str(i), w.models[code] or self.default_model, p_tok, o_tok, hashes, hb)
+                    rid = choose(view, snaps_by_code[code][0], now)
+                    rt = by_id[rid]
+                    pd = rt.setup.role == "prefill"
+                    why = rt.engine.can_ever_fit(p_tok, 1 if pd else o_tok)
+                    if why is None and pd:
+                        dsnaps = snaps_by_code[code][1]
+                        # every decode replica of a pool is alike; check the first
+                        why = by_id[dsnaps[0].replica_id].engine.can_ever_fit(p_tok, o_tok)
+                    if why is not None:
+                        reject(i, why)
+                    else:
+                        on_dispatch(view, rid, now)
+                        if track_complete:
+                            views[i] = view
+                        eng_bs = rt.setup.engine_config.block_size
+                        uh, ub = _unit_view(hashes, hb, eng_bs, p_tok) if hashes else ((), 1)
+                        er = EngineRequest(i, now, p_tok, 1 if pd else o_tok, uh, ub)
+                        rt.outstanding += 1
+                        rt.requests += 1
+                        rt.prefill_tokens += p_tok
+                        wake = residency.wake_delay_s(rid, rt.setup.model, now) if residency is not None else 0.0
+                        if wake > 0:  # the model must be woken first: deliver the request later
+                            push(heap, (now + wake, 2, seq, rt, er))
+                            seq += 1
+                            rt.refresh()
+                        else:
+                            after(rt, rt.engine.add_request(er, now))
+                i += 1
+                if progress is not None and i % progress_every == 0:
+                    progress(progress_every)
+                t_next = arr[i] if i < n else _INF
+                continue
+            # -------------------------------------------------------------------- replica events
+            t, kind, _s, rt, obj = pop(heap)
+            if t < now:
+                raise RuntimeError(f"simulated time went back: {t} < {now}")
+            eng = rt.engine
+            if kind == 0:
+                if obj != eng.version:
+                    continue
+                now = t
+                num_events += 1
+                done, first = eng.complete_run()
+                for er in first:
+                    er.first_token_s = t
+                    first_tok[er.idx] = t
+                    rt.prefill_tokens -= er.num_prompt_tokens
+                for er in done:
+                    idx = er.idx
+                    if rt.setup.role == "prefill":
+                        rt.outstanding -= 1
+                        rt.output_tokens += 1
+                        cached[idx] = er.num_cached_tokens
+                        preempt_col[idx] = er.num_preemptions
+                        prefill_col[idx] = rt.idx
+                        if track_complete:
+                            policy.on_complete(views[idx], rt.setup.replica_id, t)
+                        o_tok = outl[idx]
+                        if o_tok <= 1:
+                            finish[idx] = t
+                            replica_col[idx] = rt.idx
+                            if track_complete:
+                                del views[idx]
+                            continue
+                        code = mcodes[idx]
+                        dsnaps = snaps_by_code[code][1]
+                        view = views.get(idx) or RequestView(str(idx), w.models[code] or self.default_model, er.num_prompt_tokens, o_tok)
+                        drid = dpolicy.choose(view, dsnaps, t)
+                        drt = by_id[drid]
+                        dpolicy.on_dispatch(view, drid, t)
+                        der = EngineRequest(idx, t, er.num_prompt_tokens, o_tok, remote_kv=True)
+                        der.num_output_tokens = 1
+                        der.first_token_s = t
+                        der.num_cached_tokens = er.num_cached_tokens
+                        prefill_rt_of[idx] = rt
+                        drt.outstanding += 1
+                        drt.requests += 1
+                        after(drt, drt.engine.add_request(der, t))
+                        continue
+                    finish[idx] = t
+                    replica_col[idx] = rt.idx
+                    preempt_col[idx] += er.num_preemptions
+                    if er.num_cached_tokens > 0 and prefill_col[idx] < 0:
+                        cached[idx] = er.num_cached_tokens
+                    rt.outstanding -= 1
+                    if prefill_col[idx] >= 0:
+                        prefill_rt_of.pop(idx, None)
+                        rt.output_tokens += er.max_output_tokens - 1
+                        if track_complete and dpolicy is not policy:
+                            dpolicy.on_complete(views[idx], rt.setup.replica_id, t)
+                    else:
+                        rt.output_tokens += er.max_output_tokens
+                        if track_complete:
+                            policy.on_complete(views[idx], rt.setup.replica_id, t)
+                    if track_complete:
+                        views.pop(idx, None)
+                after(rt, eng.run_end_s if eng.run is not None else None)
+            elif kind == 1:
+                now = t
+                num_events += 1
+                after(rt, eng.finish_transfer(obj, t))  # type: ignore[arg-type]
+            else:
+                now = t
+                num_events += 1
+                after(rt, eng.add_request(obj, t))  # type: ignore[arg-type]
+
+        stats = []
+        for rt in self.rts:
+            s = rt.setup
+            eng = rt.engine
+            sch = eng.scheduler
+            stats.append(
+                ReplicaStats(
+                    replica_id=s.replica_id,
+                    pool=s.pool,
+                    role=s.role,
+                    gpu=s.gpu,
+                    model=s.model,
+                    num_gpus=s.num_gpus,
+                    busy_s=eng.busy_s,
+                    requests=rt.requests,
+                    output_tokens=rt.output_tokens,
+                    kv_used_block_s=eng.kv_used_block_s,
+                    num_gpu_blocks=s.num_gpu_blocks,
+                    num_steps=eng.num_steps,
+                    num_runs=eng.num_runs,
+                    preemptions=sch.num_preemptions,
+                    prefix_query_tokens=sch.prefix_query_tokens,
+                    prefix_hit_tokens=sch.prefix_hit_tokens,
+                )
+            )
+            if sch.num_unfinished:
+                raise RuntimeError(f"replica {s.replica_id} ended with {sch.num_unfinished} unfinished requests")
+        return ClusterRecords(
+            arrival_s=np.asarray(arrival, dtype=np.float64),
+            first_token_s=first_tok,
+            finish_s=finish,
+            input_tokens=np.asarray(w.input_tokens, dtype=np.int64),
+            output_tokens=np.asarray(w.output_tokens, dtype=np.int64),
+            cached_tokens=cached,
+            replica=replica_col,
+            prefill_replica=prefill_col,
+            preemptions=preempt_col,
+            status=status,
+            reject_reason=reason_col,
+            reasons=reasons,
+            replicas=stats,
+            end_s=now,
+            num_events=num_events,
+            replica_ids=[rt.setup.replica_id for rt in self.rts],
+        )

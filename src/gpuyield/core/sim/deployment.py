@@ -1,0 +1,193 @@
+"""The deployment file: pools of replicas, their GPUs, model, parallelism, engine knobs, router and prices.
+
+Validated once with pydantic (``extra="forbid"``, frozen); the simulator never re-validates. The format is
+documented in ``docs/formats.md`` ("Deployment file"); examples are in ``examples/deployments/``. Loading a
+file from disk is the edge's job (:func:`parse_deployment` takes the already-parsed YAML document).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gpuyield.core.sim.engine.config import EngineConfig, OffloadTierConfig, engine_family_defaults
+from gpuyield.errors import ConfigError
+
+__all__ = [
+    "Deployment",
+    "EngineSpec",
+    "LinkSpec",
+    "OffloadSpec",
+    "PdSpec",
+    "PoolSpec",
+    "RouterSpec",
+    "link_spec",
+    "parse_deployment",
+]
+
+_CFG = ConfigDict(extra="forbid", frozen=True)
+_GB = 1e9
+_GIB = 1024**3
+
+
+class OffloadSpec(BaseModel):
+    """A KV offload tier per replica (CPU DRAM or local NVMe), like LMCache or vLLM's CPU offload."""
+
+    model_config = _CFG
+    kind: Literal["cpu", "nvme"] = "cpu"
+    capacity_gib: float = Field(gt=0, description="KV bytes the tier keeps per replica, GiB")
+    read_gb_s: float = Field(gt=0, description="reload bandwidth into GPU memory, GB/s")
+
+    def to_config(self) -> OffloadTierConfig:
+        return OffloadTierConfig(self.kind, int(self.capacity_gib * _GIB), self.read_gb_s * _GB)
+
+
+class EngineSpec(BaseModel):
+    """Engine family and scheduler knobs; unset knobs take the family's defaults."""
+
+    model_config = _CFG
+    family: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    block_size: int | None = Field(default=None, ge=1, le=1024)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    kv_admission: Literal["on_demand", "max_output"] | None = None
+    offload: OffloadSpec | None = None
+    max_decode_run_steps: int | None = Field(default=None, ge=1)
+
+    def to_config(self) -> EngineConfig:
+        base: dict[str, Any] = dict(engine_family_defaults(self.family))
+        for k in (
+            "block_size",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "enable_prefix_caching",
+            "enable_chunked_prefill",
+            "gpu_memory_utilization",
+            "max_model_len",
+            "kv_admission",
+            "max_decode_run_steps",
+        ):
+            v = getattr(self, k)
+            if v is not None:
+                base[k] = v
+        base["family"] = self.family
+        base["offload"] = self.offload.to_config() if self.offload is not None else None
+        return EngineConfig(**base)
+
+
+class RouterSpec(BaseModel):
+    model_config = _CFG
+    policy: str = "least_outstanding"
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class PoolSpec(BaseModel):
+    """A group of identical replicas."""
+
+    model_config = _CFG
+    name: str = Field(min_length=1)
+    role: Literal["mixed", "prefill", "decode"] = "mixed"
+    replicas: int = Field(ge=1, le=100_000)
+    gpu: str = Field(min_length=1, description="catalogue GPU id or alias")
+    model: str = Field(min_length=1, description="catalogue model id or alias")
+    served_model_names: list[str] = Field(default_factory=list, description="names requests may use")
+    tp: int = Field(default=1, ge=1)
+    pp: int = Field(default=1, ge=1)
+    ep: int = Field(default=1, ge=1)
+    weight_precision: str = "bf16"
+    kv_dtype: str = "bf16"
+    engine: EngineSpec = Field(default_factory=lambda: EngineSpec())
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+
+class LinkSpec(BaseModel):
+    model_config = _CFG
+    bandwidth_gb_s: float = Field(gt=0)
+    latency_us: float = Field(ge=0)
+
+
+class PdSpec(BaseModel):
+    """Prefill/decode disaggregation: the KV link and the decode pool's router."""
+
+    model_config = _CFG
+    link: str = "ib_ndr_400g"  # a name from sim/data/links.yaml
+    link_bandwidth_gb_s: float | None = Field(default=None, gt=0)  # overrides the named link's bandwidth
+    link_latency_us: float | None = Field(default=None, ge=0)
+    decode_router: RouterSpec = Field(default_factory=lambda: RouterSpec(policy="least_kv"))
+
+    def resolved_link(self) -> LinkSpec:
+        base = link_spec(self.link)
+        return LinkSpec(
+            bandwidth_gb_s=self.link_bandwidth_gb_s or base.bandwidth_gb_s,
+            latency_us=base.latency_us if self.link_latency_us is None else self.link_latency_us,
+        )
+
+
+class Deployment(BaseModel):
+    """A fleet: pools of replicas, how requests are routed, and optional price overrides."""
+
+    model_config = _CFG
+    name: str = "deployment"
+    description: str = ""
+    pools: list[PoolSpec] = Field(min_length=1)
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    pd: PdSpec | None = None
+    default_model: str | None = None  # for requests naming no model; default: the first pool's model
+    prices: dict[str, float] = Field(default_factory=dict, description="gpu id -> usd_per_gpu_hour override")
+
+    @model_validator(mode="after")
+    def _check(self) -> Deployment:
+        names = [p.name for p in self.pools]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"pool names must be unique; repeated: {sorted(dup)}")
+        roles = {p.role for p in self.pools}
+        if ("prefill" in roles) != ("decode" in roles):
+            raise ValueError("P/D needs both a 'prefill' and a 'decode' pool")
+        for gpu, price in self.prices.items():
+            if not 0 < price < 1000:
+                raise ValueError(f"prices.{gpu}: usd_per_gpu_hour must be in (0, 1000), got {price}")
+        return self
+
+    @property
+    def is_disaggregated(self) -> bool:
+        return any(p.role == "prefill" for p in self.pools)
+
+
+def parse_deployment(doc: Any, origin: str = "deployment") -> Deployment:
+    """Validate a parsed YAML/JSON document; errors name ``origin`` and the offending field."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{origin}: expected a mapping with 'pools', got {type(doc).__name__}")
+    try:
+        return Deployment.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise ConfigError(f"{origin}: {loc}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+@cache
+def _links() -> dict[str, Any]:
+    text = resources.files("gpuyield.core.sim").joinpath("data/links.yaml").read_text()
+    data: dict[str, Any] = yaml.safe_load(text)["links"]
+    return data
+
+
+def link_spec(name: str) -> LinkSpec:
+    """A named KV-transfer link from ``sim/data/links.yaml``."""
+    links = _links()
+    if name not in links:
+        raise ConfigError(f"pd.link: unknown link {name!r}; expected one of {', '.join(sorted(links))}")
+    d = links[name]
+    return LinkSpec(bandwidth_gb_s=float(d["bandwidth_gb_s"]), latency_us=float(d["latency_us"]))
