@@ -281,7 +281,7 @@ class Catalog:
                 self._merge_entry(
                     ModelSpec, models, origins, origin, "models", i, raw, _model_keys, _model_index_keys
                 )
-            gpu_ids = _Lookup(gpus, _gpu_keys, normalise_gpu_name)
+            gpu_ids = _Lookup(gpus, _gpu_keys, _gpu_keys)
             model_ids = _Lookup(models, _model_keys, _model_index_keys)
             for i, raw in enumerate(sections.get("gpu_prices", [])):
                 gp = _validate(GpuPrice, origin, "gpu_prices", i, raw)

@@ -32,11 +32,15 @@ from gpuyield.errors import (
 )
 
 __all__ = [
+    "CATALOG_ENV",
+    "CATALOG_OPTION_HELP",
     "JSON_OPTION_HELP",
     "console",
     "err_console",
     "emit_json",
     "fail",
+    "catalog_paths",
+    "load_catalog",
     "normalise_json_flag",
     "progress",
     "run_command",
@@ -46,6 +50,11 @@ __all__ = [
 console = Console()
 err_console = Console(stderr=True)
 
+CATALOG_ENV = "GPUYIELD_CATALOG"
+CATALOG_OPTION_HELP = (
+    "Extra catalogue YAML layered over the built-in GPUs/models/prices (repeatable; also "
+    "GPUYIELD_CATALOG=FILE[:FILE...]). Entries with an existing id or alias override it, new ids are added."
+)
 JSON_OPTION_HELP = "Machine output: '--json' prints JSON to stdout, '--json FILE' writes it to FILE."
 _JSON_FILE_SUFFIXES = (".json", ".jsonl")
 
@@ -156,3 +165,26 @@ def progress(description: str, total: int | None, *, enabled: bool = True) -> It
     ) as prog:
         task = prog.add_task(description, total=total)
         yield lambda n=1: prog.advance(task, n)
+
+
+def catalog_paths(paths: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """Override files in the order they apply: ``GPUYIELD_CATALOG`` (os.pathsep-separated), then ``paths``."""
+    import os
+
+    env = os.environ.get(CATALOG_ENV, "")
+    out = [p for p in env.split(os.pathsep) if p.strip()]
+    out.extend(p for p in (paths or ()) if p)
+    return out
+
+
+def load_catalog(paths: list[str] | tuple[str, ...] | None = None) -> Any:
+    """The built-in catalogue with ``GPUYIELD_CATALOG`` and ``--catalog`` files layered on top.
+
+    Raises :class:`~gpuyield.errors.CatalogError` (exit 2 via :func:`run_command`) naming the file and field
+    of a malformed override.
+    """
+    from gpuyield.core.catalog import default_catalog
+
+    files = catalog_paths(paths)
+    catalog = default_catalog()
+    return catalog.with_overrides(files) if files else catalog

@@ -1,0 +1,59 @@
+"""Model arguments at the edge: a catalogue id/alias, or a local Hugging Face ``config.json``.
+
+Every command that takes a model accepts either form; :func:`resolve_model` decides which it is.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from gpuyield.core.catalog import Catalog, ModelSpec, load_hf_config
+from gpuyield.errors import CatalogError
+
+__all__ = ["load_hf_config_file", "looks_like_path", "resolve_model"]
+
+
+def looks_like_path(text: str) -> bool:
+    """True when ``text`` names something on disk rather than a catalogue id.
+
+    Explicit paths (``*.json``, ``./``, ``/``, ``~``) always count; a bare name such as
+    ``meta-llama/Llama-3.1-8B`` counts only if it is a file or a directory that holds a ``config.json``.
+    """
+    if text.endswith(".json") or text.startswith(("./", "../", "/", "~")):
+        return True
+    p = Path(text)
+    return p.is_file() or (p.is_dir() and (p / "config.json").is_file())
+
+
+def load_hf_config_file(path: str | Path) -> ModelSpec:
+    """A :class:`ModelSpec` from a ``config.json`` file or a directory holding one.
+
+    The model id is the directory name (a HF snapshot directory is usually named after the model), the
+    source is the file path and ``as_of`` the file's modification date.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        raise CatalogError(f"model config '{path}' not found (expected a config.json or a directory containing one)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except OSError as exc:
+        raise CatalogError(f"{p}: cannot be read ({exc.strerror})") from None
+    as_of = _dt.datetime.fromtimestamp(p.stat().st_mtime, tz=_dt.UTC).date()
+    model_id = p.parent.name if p.name == "config.json" and p.parent.name else p.stem
+    try:
+        return load_hf_config(data, model_id=model_id, source=str(p), as_of=as_of)
+    except CatalogError as exc:
+        raise CatalogError(f"{p}: {exc}") from None
+
+
+def resolve_model(catalog: Catalog, text: str) -> ModelSpec:
+    """A catalogue model by id/alias, or a local ``config.json`` (file or directory) when ``text`` is a path."""
+    if looks_like_path(text):
+        return load_hf_config_file(text)
+    return catalog.model(text)
