@@ -1,0 +1,201 @@
+"""The gateway's YAML configuration, validated by pydantic at load (format documented in docs/formats.md).
+
+API keys are never stored in the file in clear: a tenant lists ``api_key_sha256`` digests (hex). Make one with
+``printf %s "$KEY" | sha256sum`` or ``gpuyield serve --hash-key KEY``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gpuyield.errors import ConfigError
+
+__all__ = [
+    "AdmissionConfig",
+    "AuthConfig",
+    "BackendConfig",
+    "GatewayConfig",
+    "HealthConfig",
+    "LimitsConfig",
+    "RequestLogConfig",
+    "RouterConfig",
+    "TenantConfig",
+    "hash_key",
+    "load_config",
+]
+
+BackendKind = Literal["vllm", "sglang", "llamacpp", "openai"]
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def hash_key(api_key: str) -> str:
+    """sha256 hex digest of an API key, as stored in ``tenants[].api_key_sha256``."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class BackendConfig(_Model):
+    name: str = Field(min_length=1)  # replica id: unique, used in metrics, logs and routing
+    url: str  # base URL, e.g. http://127.0.0.1:8001 (no /v1)
+    kind: BackendKind = "openai"
+    models: list[str] = Field(default_factory=list)  # served model names; empty = ask GET /v1/models
+    pool: Literal["mixed", "prefill", "decode"] = "mixed"
+    max_inflight: int = Field(64, ge=1)  # requests the gateway sends to this replica at once
+    api_key_env: str | None = None  # environment variable holding the backend's bearer token
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"must be an http(s) base URL like http://127.0.0.1:8001, got {v!r}")
+        return v.rstrip("/")
+
+
+class TenantConfig(_Model):
+    name: str = Field(min_length=1)
+    api_key_sha256: list[str] = Field(default_factory=list)  # hex sha256 digests of the tenant's API keys
+    allowed_models: list[str] = Field(default_factory=lambda: ["*"])  # "*" = every model
+    priority: int = 0
+    weight: float = Field(1.0, gt=0)
+    tokens_per_min: int | None = Field(None, ge=1)
+    tokens_per_day: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)
+    max_queued: int | None = Field(None, ge=1)
+
+    @field_validator("api_key_sha256")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        out = []
+        for d in v:
+            d2 = d.strip().lower()
+            if not _HEX64.match(d2):
+                raise ValueError(f"each entry must be a 64-character hex sha256 digest, got {d!r}")
+            out.append(d2)
+        return out
+
+    def allows(self, model: str) -> bool:
+        return "*" in self.allowed_models or model in self.allowed_models
+
+
+class AuthConfig(_Model):
+    allow_anonymous: bool = False  # requests without a key use ``anonymous_tenant``
+    anonymous_tenant: str = "default"
+
+
+class RouterConfig(_Model):
+    policy: str = "least_outstanding"  # a gpuyield.core.policy.routing name
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the policy
+    block_size_tokens: int = Field(16, ge=1)  # prefix-hash block size (match the engines' KV block size)
+    max_retries: int = Field(2, ge=0)  # other replicas tried when one fails before streaming
+
+
+class AdmissionConfig(_Model):
+    max_queued: int = Field(1024, ge=0)
+    max_queue_wait_s: float = Field(30.0, gt=0)
+    default_output_tokens: int = Field(256, ge=1)
+
+
+class LimitsConfig(_Model):
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    connect_timeout_s: float = Field(2.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0)  # whole backend request, including a stream
+
+
+class HealthConfig(_Model):
+    interval_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0)  # failing replicas are probed at interval * 2^k up to this
+    failure_threshold: int = Field(3, ge=1)  # consecutive failures that open the circuit
+    open_s: float = Field(5.0, gt=0)  # time an open circuit stays open before a half-open probe
+    scrape_metrics: bool = True  # read running/waiting/KV usage from the engine's /metrics
+
+
+class RequestLogConfig(_Model):
+    path: str | None = None  # JSON Lines; None = no request log
+    rotate_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    keep: int = Field(5, ge=0)  # rotated files kept: path.1 ... path.N
+
+
+class GatewayConfig(_Model):
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    backends: list[BackendConfig] = Field(min_length=1)
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    tokenizer: str | None = None  # local tokenizer.json (or folder); None = bytes/4 approximation
+
+    @model_validator(mode="after")
+    def _unique(self) -> GatewayConfig:
+        names = [b.name for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"backends: duplicate name(s) {sorted(dup)}")
+        tnames = [t.name for t in self.tenants]
+        dup = {n for n in tnames if tnames.count(n) > 1}
+        if dup:
+            raise ValueError(f"tenants: duplicate name(s) {sorted(dup)}")
+        seen: dict[str, str] = {}
+        for t in self.tenants:
+            for d in t.api_key_sha256:
+                if d in seen:
+                    raise ValueError(f"tenants: one API key is listed for both {seen[d]!r} and {t.name!r}")
+                seen[d] = t.name
+        if not self.tenants and not self.auth.allow_anonymous:
+            raise ValueError("tenants: none configured and auth.allow_anonymous is false, so nobody could call")
+        return self
+
+    def tenant(self, name: str) -> TenantConfig | None:
+        for t in self.tenants:
+            if t.name == name:
+                return t
+        return None
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{source}: {loc}: {err['msg']}{more}"
+
+
+def load_config(source: str | Path | dict[str, Any]) -> GatewayConfig:
+    """Load and validate a gateway config from a YAML file (or a dict); raises :class:`ConfigError`."""
+    import yaml
+
+    if isinstance(source, dict):
+        data: Any = source
+        name = "gateway config"
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the gateway config ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level (listen, backends, tenants, ...)")
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, name)) from None

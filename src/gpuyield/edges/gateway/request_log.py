@@ -1,0 +1,98 @@
+"""The request log writer: one JSON line per request, written off the data path, rotated by size.
+
+The data path calls :meth:`RequestLogWriter.write` with a plain dict (a ``put`` on an unbounded queue, no
+I/O, no validation). A daemon thread validates each record against
+:class:`gpuyield.core.workload.request_log.RequestLogRecord`, writes it as one line and flushes when the queue
+runs dry. When the file passes ``rotate_bytes`` it is renamed ``path.1`` (older ones shift to ``.2`` ... ``.keep``,
+the oldest is deleted) and a fresh file is started. A record that fails validation is counted in
+``num_invalid`` and logged to stderr once, never written half-formed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RequestLogWriter"]
+
+_STOP = object()
+
+
+class RequestLogWriter:
+    def __init__(self, path: str | Path, rotate_bytes: int = 256 * 1024 * 1024, keep: int = 5) -> None:
+        self.path = Path(path)
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self.num_written = 0
+        self.num_invalid = 0
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - owned by the thread
+        self._size = self._fh.tell()
+        self._thread = threading.Thread(target=self._run, name="gpuyield-request-log", daemon=True)
+        self._thread.start()
+        self._warned = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Queue one record (a dict of RequestLogRecord fields). Never blocks."""
+        self._q.put(record)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Write what is queued, then stop the thread and close the file."""
+        self._q.put(_STOP)
+        self._thread.join(timeout_s)
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Block until everything queued so far is on disk (for tests and shutdown)."""
+        ev = threading.Event()
+        self._q.put(ev)
+        ev.wait(timeout_s)
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        if self.keep <= 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for i in range(self.keep, 0, -1):
+                src = self.path if i == 1 else self.path.with_name(f"{self.path.name}.{i - 1}")
+                dst = self.path.with_name(f"{self.path.name}.{i}")
+                if src.exists():
+                    os.replace(src, dst)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._size = 0
+
+    def _run(self) -> None:
+        from gpuyield.core.workload.request_log import RequestLogRecord
+
+        q = self._q
+        while True:
+            item = q.get()
+            if item is _STOP:
+                self._fh.flush()
+                self._fh.close()
+                return
+            if isinstance(item, threading.Event):
+                self._fh.flush()
+                item.set()
+                continue
+            try:
+                rec = RequestLogRecord.model_validate(item)
+            except Exception as exc:  # a bug upstream; keep the log well-formed
+                self.num_invalid += 1
+                if not self._warned:
+                    self._warned = True
+                    print(f"gpuyield serve: request-log record dropped: {exc}".splitlines()[0], file=sys.stderr)
+                continue
+            line = json.dumps(rec.model_dump(mode="json", exclude_none=True), separators=(",", ":")) + "\n"
+            self._fh.write(line)
+            self._size += len(line)
+            self.num_written += 1
+            if self._size >= self.rotate_bytes:
+                self._rotate()
+            if q.empty():
+                self._fh.flush()

@@ -1,0 +1,59 @@
+"""Run the gateway under uvicorn (uvloop + httptools), with SIGHUP reloading the config file."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from gpuyield.edges.gateway.app import Gateway
+from gpuyield.edges.gateway.config import GatewayConfig, load_config
+from gpuyield.errors import ConfigError
+
+__all__ = ["build_gateway", "serve"]
+
+
+def build_gateway(config: GatewayConfig | str | Path) -> Gateway:
+    cfg = config if isinstance(config, GatewayConfig) else load_config(config)
+    return Gateway(cfg)
+
+
+def _install_sighup(gw: Gateway, path: Path) -> None:
+    import asyncio
+
+    def reload() -> None:
+        try:
+            cfg = load_config(path)
+            gw.reload(cfg)
+            print(f"gpuyield serve: reloaded {path}", file=sys.stderr)
+        except ConfigError as exc:
+            print(f"gpuyield serve: reload failed, keeping the running config: {exc}", file=sys.stderr)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
+        pass
+
+
+class _WithReload:
+    """Wraps the gateway's lifespan to install the SIGHUP handler once the loop runs."""
+
+    def __init__(self, gw: Gateway, path: Path | None) -> None:
+        self.gw = gw
+        self.path = path
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan" and self.path is not None:
+            _install_sighup(self.gw, self.path)
+        await self.gw(scope, receive, send)
+
+
+def serve(config_path: str | Path, host: str | None = None, port: int | None = None,
+          log_level: str = "warning") -> None:
+    from gpuyield.edges.emulator.server import run_uvicorn
+
+    path = Path(config_path)
+    gw = build_gateway(path)
+    h = host or gw.config.listen.host
+    p = port or gw.config.listen.port
+    run_uvicorn(_WithReload(gw, path), h, p, log_level)
