@@ -85,7 +85,7 @@ def content_key(namespace: str, *ids: int) -> int:
     """A 64-bit content key for synthetic content, e.g. ``content_key("sys", prompt_id, block_index)``."""
     h = hashlib.blake2b(namespace.encode("utf-8"), digest_size=8)
     for i in ids:
-        h.update(int(i).to_bytes(8, "little", signed=True))
+        h.update((int(i) & _M64).to_bytes(8, "little"))  # two's complement for negatives
     return int.from_bytes(h.digest(), "little")
 
 

@@ -24,6 +24,8 @@ traces whose lengths already include history and system prompts, such as Azure c
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -118,6 +120,57 @@ def _block_hashes(
     return tuple(out)
 
 
+class _SessionPicker:
+    """Open sessions ordered by their last turn's arrival, for O(1)-amortised expiry and uniform choice among
+    sessions idle for at least the think time. Entries are appended in time order; an entry is stale once its
+    session has a newer turn or is closed (lazy deletion)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.times: list[float] = []
+        self.codes: list[int] = []
+        self.head = 0
+        self.last: dict[int, float] = {}  # open session -> time of its valid entry
+        self.rng = rng  # for retries only, so the main stream stays aligned
+
+    def _valid(self, k: int) -> bool:
+        return self.last.get(self.codes[k]) == self.times[k]
+
+    def touch(self, code: int, t: float) -> None:
+        self.last[code] = t
+        self.times.append(t)
+        self.codes.append(code)
+
+    def close(self, code: int) -> None:
+        self.last.pop(code, None)
+
+    def expire(self, before_t: float) -> list[int]:
+        """Close sessions whose last turn is before ``before_t``; returns their codes."""
+        closed = []
+        while self.head < len(self.times) and self.times[self.head] < before_t:
+            if self._valid(self.head):
+                closed.append(self.codes[self.head])
+                del self.last[self.codes[self.head]]
+            self.head += 1
+        if self.head > 4096 and self.head > len(self.times) // 2:
+            del self.times[: self.head], self.codes[: self.head]
+            self.head = 0
+        return closed
+
+    def pick(self, latest_t: float, u: float) -> int | None:
+        """A uniformly random open session whose last turn is at or before ``latest_t``, or None."""
+        hi = bisect.bisect_right(self.times, latest_t, lo=self.head)
+        span = hi - self.head
+        if span <= 0:
+            return None
+        k = self.head + int(u * span)
+        for _ in range(64):  # rejection sampling over stale entries
+            if self._valid(k):
+                return self.codes[k]
+            k = self.head + int(self.rng.integers(span))
+        valid = [j for j in range(self.head, hi) if self._valid(j)]
+        return self.codes[valid[int(u * len(valid))]] if valid else None
+
+
 def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Workload:
     """A copy of ``w`` with synthetic block hashes (and, for sessions, session ids; input lengths grow unless
     ``spec.preserve_input_tokens``). Arrival times, output lengths, models and tenants are unchanged."""
@@ -145,6 +198,7 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
     # open sessions: code -> (last_arrival_s, segments, context_tokens, prompt_hashes, prompt_tokens)
     open_sessions: dict[int, tuple[float, list[Segment], int, tuple[int, ...], int]] = {}
     num_sessions = 0
+    picker = _SessionPicker(np.random.default_rng([seed, 1]))
 
     for i in range(n):
         t = float(w.arrival_s[i])
@@ -152,12 +206,10 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
         out_tokens = int(w.output_tokens[i])
         cont: int | None = None
         if ss is not None:
-            for code in [c for c, v in open_sessions.items() if t - v[0] > ss.max_idle_s]:
-                del open_sessions[code]
+            for code in picker.expire(t - ss.max_idle_s):
+                open_sessions.pop(code, None)
             if u_new[i] >= 1.0 / ss.mean_turns:
-                eligible = [c for c, v in open_sessions.items() if t - v[0] >= ss.min_think_s]
-                if eligible:
-                    cont = eligible[int(u_pick[i] * len(eligible))]
+                cont = picker.pick(t - ss.min_think_s, float(u_pick[i]))
         segments: list[Segment]
         prev_hashes: tuple[int, ...] = ()
         fixed = 0
@@ -173,6 +225,7 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
                 and ctx + own > ss.max_context_tokens
             ):
                 del open_sessions[cont]
+                picker.close(cont)
                 cont = None
         if cont is None:
             segments = []
@@ -209,6 +262,7 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
                 acc += take
             kept.append((uid("out", i), out_tokens))
             open_sessions[cont] = (t, kept, total + out_tokens, hashes, total)
+            picker.touch(cont, t)
 
     lens = np.fromiter((len(h) for h in all_hashes), dtype=np.int64, count=n)
     offsets = np.zeros(n + 1, dtype=np.int64)

@@ -5,7 +5,7 @@ int32 codes into small label tables; prefix block hashes are a CSR pair (``hash_
 ``workload[i]`` materialises one :class:`~gpuyield.core.workload.request.Request`; iterating yields them in
 arrival order. Consumers that care about speed (the simulator) read the columns directly.
 
-Memory: 40 bytes per request plus 8 bytes per prefix block (1 M requests without hashes: about 40 MB).
+Memory: 48 bytes per request plus 8 bytes per prefix block (1 M requests without hashes: 48 MB).
 """
 
 from __future__ import annotations

@@ -159,23 +159,40 @@ def _prefix_spec(
 
     if not system_prompts and sessions_mean_turns is None and not rag_docs:
         return None
-    try:
-        return PrefixSpec(
-            system_prompts=SystemPromptSpec(
-                count=system_prompts, tokens=system_prompt_tokens, zipf_s=zipf_s, fraction=system_prompt_share
-            )
-            if system_prompts
-            else None,
-            sessions=SessionSpec(mean_turns=sessions_mean_turns, min_think_s=think_s, max_context_tokens=max_context_tokens)
-            if sessions_mean_turns is not None
-            else None,
-            rag=RagSpec(num_docs=rag_docs, doc_tokens=rag_doc_tokens, zipf_s=zipf_s, fraction=rag_share) if rag_docs else None,
-            preserve_input_tokens=preserve_input_tokens,
-            block_size_tokens=block_size or 512,
-        )
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise WorkloadError(f"prefix option {'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+    def build(cls: Any, flags: dict[str, str], **kw: Any) -> Any:
+        try:
+            return cls(**kw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else ""
+            raise WorkloadError(f"{flags.get(field, field)} {kw.get(field)!r}: {err['msg']}") from None
+
+    return PrefixSpec(
+        system_prompts=build(
+            SystemPromptSpec,
+            {"count": "--system-prompts", "tokens": "--system-prompt-tokens", "zipf_s": "--zipf",
+             "fraction": "--system-prompt-share"},
+            count=system_prompts, tokens=system_prompt_tokens, zipf_s=zipf_s, fraction=system_prompt_share,
+        ) if system_prompts else None,
+        sessions=build(
+            SessionSpec,
+            {"mean_turns": "--sessions", "min_think_s": "--think-s", "max_context_tokens": "--max-context-tokens"},
+            mean_turns=sessions_mean_turns, min_think_s=think_s, max_context_tokens=max_context_tokens,
+        ) if sessions_mean_turns is not None else None,
+        rag=build(
+            RagSpec,
+            {"num_docs": "--rag-docs", "doc_tokens": "--rag-doc-tokens", "zipf_s": "--zipf", "fraction": "--rag-share"},
+            num_docs=rag_docs, doc_tokens=rag_doc_tokens, zipf_s=zipf_s, fraction=rag_share,
+        ) if rag_docs else None,
+        preserve_input_tokens=preserve_input_tokens,
+        block_size_tokens=block_size or 512,
+    )  # fmt: skip
+
+
+def _check_out(out: Path) -> None:
+    if not out.name.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson", ".parquet")):
+        raise WorkloadError(f"{out}: unknown request-log extension; expected .jsonl, .jsonl.gz or .parquet")
 
 
 def register(app: typer.Typer) -> None:
@@ -298,6 +315,7 @@ def convert_cmd(
         from gpuyield.core.workload.transforms import merge
         from gpuyield.edges.io.request_log import write_request_log
 
+        _check_out(out)
         kw: dict[str, Any] = dict(
             fmt=fmt, block_size=block_size, seed=seed, arrival=arrival, rate=rate, cv=cv, num_requests=None,
             start_s=start_s, duration_s=duration_s, lenient=lenient,
@@ -367,6 +385,9 @@ def synth_cmd(
         from gpuyield.edges.io.request_log import write_request_log
         from gpuyield.edges.io.traces import parse_arrival
 
+        _check_out(out)
+        if block_size < 1:
+            raise WorkloadError(f"--block-size must be >= 1 token, got {block_size}")
         if arrival in ("poisson", "gamma") and rate is None:
             raise WorkloadError(f"--arrival {arrival} needs --rate (requests per second)")
         prefix = _prefix_spec(

@@ -71,10 +71,11 @@ def write_records(records: Iterable[dict[str, Any] | RequestLogRecord], path: st
         table = pa.table({f: pa.array(v, type=types.get(f)) for f, v in cols.items() if any(x is not None for x in v)})
         pq.write_table(table, p, compression="zstd")
     elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson")):
-        raw = gzip.open(p, "wb", compresslevel=6, mtime=0) if name.endswith(".gz") else open(p, "wb")  # noqa: SIM115
-        with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as f:
-            for row in rows:
-                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+        with open(p, "wb") as fh:
+            raw: Any = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=fh, mtime=0) if name.endswith(".gz") else fh
+            with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as f:
+                for row in rows:
+                    f.write(json.dumps(row, separators=(",", ":")) + "\n")
     else:
         raise WorkloadError(f"{p}: unknown request-log extension; expected .jsonl, .jsonl.gz or .parquet")
     return len(rows)

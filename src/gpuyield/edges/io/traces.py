@@ -553,11 +553,20 @@ def _load_request_log(path: Path, meta: WorkloadMeta, lenient: bool, progress: P
 
 
 # --------------------------------------------------------------------------- ServeGen
+_PMF_KEY = re.compile(r"([{,]\s*)([-+0-9.eE]+)\s*:")
+
+
 def _parse_pmf(text: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        d = ast.literal_eval(text) if isinstance(text, str) else text
-    except (ValueError, SyntaxError):
-        raise WorkloadError(f"{where}: not a {{value: probability}} mapping") from None
+    """ServeGen stores each distribution as the text of a Python dict ``{value: probability, ...}``."""
+    d: Any = text
+    if isinstance(text, str):
+        try:  # fast path: quote the numeric keys and read it as JSON
+            d = json.loads(_PMF_KEY.sub(r'\1"\2":', text))
+        except json.JSONDecodeError:
+            try:
+                d = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise WorkloadError(f"{where}: not a {{value: probability}} mapping") from None
     if not isinstance(d, dict):
         raise WorkloadError(f"{where}: expected a {{value: probability}} mapping")
     if not d:
@@ -616,14 +625,23 @@ def _load_servegen(
             dataset = json.loads(ds_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise WorkloadError(f"{ds_path}: not valid JSON ({exc.msg})") from None
-        ds_ts = sorted(int(k) for k in dataset)
+        try:
+            ds_ts = sorted(int(k) for k in dataset)
+        except (TypeError, ValueError):
+            raise WorkloadError(f"{ds_path}: window keys must be integer seconds") from None
         pmfs: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-        for k in ds_ts:
-            fields = dataset[str(k)]
-            for fld in ("input_tokens", "output_tokens"):
-                if fld not in fields:
-                    raise WorkloadError(f"{ds_path}: window {k}: missing field {fld}")
-            pmfs[k] = {fld: _parse_pmf(fields[fld], f"{ds_path}: window {k}: field {fld}") for fld in ("input_tokens", "output_tokens")}
+
+        def pmf(k: int, ds_path: Path = ds_path, dataset: Any = dataset, pmfs: Any = pmfs) -> dict[str, Any]:
+            if k not in pmfs:  # parsed lazily: only the windows inside the span
+                fields = dataset[str(k)]
+                for fld in ("input_tokens", "output_tokens"):
+                    if not isinstance(fields, dict) or fld not in fields:
+                        raise WorkloadError(f"{ds_path}: window {k}: missing field {fld}")
+                pmfs[k] = {
+                    fld: _parse_pmf(fields[fld], f"{ds_path}: window {k}: field {fld}")
+                    for fld in ("input_tokens", "output_tokens")
+                }
+            return pmfs[k]  # type: ignore[no-any-return]
         if progress is not None:
             progress(ds_path.stat().st_size)
         tenant_code = len(tenants)
@@ -636,7 +654,7 @@ def _load_servegen(
             if a1 <= 0 or a2 <= 0:
                 raise WorkloadError(f"{tp}: window {ts}: {pat} parameters must be > 0, got {a1}, {a2}")
             ds_key = max((k for k in ds_ts if k <= ts), default=None)
-            if ds_key is None or pmfs[ds_key]["input_tokens"][0].size == 0 or pmfs[ds_key]["output_tokens"][0].size == 0:
+            if ds_key is None or pmf(ds_key)["input_tokens"][0].size == 0 or pmf(ds_key)["output_tokens"][0].size == 0:
                 skipped_windows += 1
                 continue
             expected = rate * width
@@ -651,8 +669,8 @@ def _load_servegen(
             t = t[(t >= lo) & (t < hi)]
             if t.size == 0:
                 continue
-            iv, ip = pmfs[ds_key]["input_tokens"]
-            ov, op = pmfs[ds_key]["output_tokens"]
+            iv, ip = pmf(ds_key)["input_tokens"]
+            ov, op = pmf(ds_key)["output_tokens"]
             arr_parts.append(t)
             isl_parts.append(np.maximum(1, rng.choice(iv, size=t.size, p=ip)).astype(np.int64))
             osl_parts.append(np.maximum(1, rng.choice(ov, size=t.size, p=op)).astype(np.int64))
