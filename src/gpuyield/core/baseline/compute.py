@@ -156,6 +156,8 @@ class _HistStats:
                     self.bucket_counts[bound] = self.bucket_counts.get(bound, 0.0) + v
         if self.count is None and float("inf") in self.bucket_counts:
             self.count = self.bucket_counts[float("inf")]
+        if self.bucket_counts and float("inf") not in self.bucket_counts and self.count is not None:
+            self.bucket_counts[float("inf")] = self.count  # captures that dropped the +Inf bucket keep _count
 
     @property
     def mean(self) -> float | None:
@@ -361,14 +363,14 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
         capacity: Achievable | None = None
         achievable_tokens = productivity = None
         method: str | None = None
-        if not gpus:
-            notes.append(f"deployment {dep.name}: no GPU joined to its engines; GPU-hours, $ and productivity not measured")
-        elif not window:
+        if not window:
             notes.append(
                 f"deployment {dep.name}: one scrape only, so window token counts are not measured "
                 "(lifetime totals since engine start are in lifetime_*); productivity needs ≥ 2 scrapes"
             )
-        else:
+        if not gpus:
+            notes.append(f"deployment {dep.name}: no GPU joined to its engines; GPU-hours, $ and productivity not measured")
+        elif window:
             answer = achievable_fn(mix)
             if isinstance(answer, Achievable):
                 capacity = answer

@@ -39,6 +39,7 @@ from gpuyield.edges.telemetry.families import (
     ENGINE_GAUGES,
     ENGINE_HISTOGRAMS,
     GATEWAY_COUNTERS,
+    GATEWAY_TOKEN_KINDS,
     GPU_COUNTERS,
     GPU_GAUGES,
     LEGACY_NAMES,
@@ -192,7 +193,12 @@ def assemble_inputs(
             continue
         if name in GATEWAY_COUNTERS:
             tenant = labels.get("tenant", "default")
-            tenants[(tenant, labels.get("model_name"))][GATEWAY_COUNTERS[name]].append(r.series)
+            if GATEWAY_COUNTERS[name] == "tokens":
+                canon = GATEWAY_TOKEN_KINDS.get(labels.get("kind", ""))
+            else:
+                canon = "requests" if labels.get("status", "200").startswith("2") else None
+            if canon is not None:
+                tenants[(tenant, labels.get("model_name"))][canon].append(r.series)
             continue
         kind = engine_kind(name)
         if kind is None:
@@ -223,6 +229,8 @@ def assemble_inputs(
                 eng.hist[base][variant][part].append(r.series)
             continue
         eng.raw[name][_variant(labels)].append(r.series)
+
+    _fold_engine_less(engines)
 
     gpu_list = []
     for gid, acc in sorted(gpus.items()):
@@ -302,6 +310,27 @@ def assemble_inputs(
         single_scrape_s=single_scrape_s,
         notes=tuple(notes_out),
     )
+
+
+def _fold_engine_less(engines: dict[tuple[tuple[str, str], ...], _EngineAcc]) -> None:
+    """Series without vLLM's ``engine`` label (e.g. ``vllm:admission_rejections_total``) belong to the one
+    engine of the same process: fold them in when exactly one engine-labelled key matches."""
+    for key in [k for k in engines if "engine" not in dict(k)]:
+        targets = [k for k in engines if "engine" in dict(k) and tuple(x for x in k if x[0] != "engine") == key]
+        if len(targets) != 1:
+            continue
+        src, dst = engines.pop(key), engines[targets[0]]
+        for name, variants in src.raw.items():
+            for variant, series in variants.items():
+                dst.raw[name][variant].extend(series)
+        for name, hvariants in src.hist.items():
+            for variant, parts in hvariants.items():
+                for part, series in parts.items():
+                    dst.hist[name][variant][part].extend(series)
+        if dst.prefix_caching is None:
+            dst.prefix_caching = src.prefix_caching
+        if "model_name" in src.labels:
+            dst.labels.setdefault("model_name", src.labels["model_name"])
 
 
 def _join(

@@ -15,6 +15,7 @@ __all__ = [
     "ENGINE_HISTOGRAMS",
     "ENGINE_KIND_PREFIXES",
     "GATEWAY_COUNTERS",
+    "GATEWAY_TOKEN_KINDS",
     "GPU_COUNTERS",
     "GPU_GAUGES",
     "LEGACY_NAMES",
@@ -80,13 +81,16 @@ ENGINE_HISTOGRAMS: dict[str, tuple[str, ...]] = {
 }
 LEGACY_NAMES = frozenset({"vllm:gpu_cache_usage_perc", "vllm:time_per_output_token_seconds"})
 
-# gpuyield's gateway (gpuyield serve): per-tenant counters, labels ``tenant`` and ``model``.
+# gpuyield's gateway (gpuyield serve, edges/gateway/metrics.py): per-tenant counters with labels
+# model, backend, tenant, and kind (tokens) or status (requests). prometheus_client adds "_total".
 GATEWAY_COUNTERS: dict[str, str] = {
-    "gpuyield_prompt_tokens_total": "prompt_tokens",
-    "gpuyield_cached_prompt_tokens_total": "cached_prompt_tokens",
-    "gpuyield_generation_tokens_total": "output_tokens",
-    "gpuyield_output_tokens_total": "output_tokens",
-    "gpuyield_requests_total": "requests",
+    "gpuyield_tokens_total": "tokens",  # kind = prompt | completion | cached
+    "gpuyield_requests_total": "requests",  # status = HTTP status; 2xx counted
+}
+GATEWAY_TOKEN_KINDS: dict[str, str] = {
+    "prompt": "prompt_tokens",
+    "completion": "output_tokens",
+    "cached": "cached_prompt_tokens",
 }
 
 # Labels that never identify an engine (variants of one engine's series).
