@@ -441,8 +441,9 @@ class PerfModel:
         pp = c.pp
         Tr = T / c.adp  # tokens per attention-DP rank
         eff = c.gemm_curve(Tr)
+        work = (P * c.prefill_scale + D) / c.adp  # prefill tokens weighted by the engine's fitted factor
         # dense linear layers
-        gemm = pp * max(c.dense_flops_per_tok * Tr / (c.peak_c * eff), c.dense_bytes / (c.bw * c.mem_eff))
+        gemm = pp * max(c.dense_flops_per_tok * work / (c.peak_c * eff), c.dense_bytes / (c.bw * c.mem_eff))
         # routed experts: expected distinct experts hit on one GPU; tokens per expert sets the efficiency
         moe = 0.0
         if c.num_experts:
@@ -450,7 +451,7 @@ class PerfModel:
             hit = c.experts_local * (1.0 - (1.0 - c.experts_per_tok / c.num_experts) ** T)
             per_expert = assigns / c.num_experts
             eff_e = c.gemm_curve(max(per_expert, 1.0))
-            flops = c.expert_flops_per_assign * assigns / c.ep
+            flops = c.expert_flops_per_assign * (P * c.prefill_scale + D) * c.experts_per_tok / c.ep
             moe = pp * max(flops / (c.peak_c * eff_e), hit * c.expert_bytes_per_expert / (c.bw * c.mem_eff))
         # attention
         attn_p = 0.0

@@ -1,0 +1,348 @@
+"""Scoring the performance model against measured end-to-end rows (``gpuyield validate``).
+
+Rows follow the measurement CSV schema
+``gpu,num_gpus,model,engine,precision,layout,tp,isl,osl,concurrency,num_requests,ttft_ms,tpot_ms,e2e_ms,
+throughput_tok_s,source`` (already parsed into dicts of strings by the edge). ``layout`` is ``agg tpT ppP
+adpA moe_tpM epE`` or AIConfigurator's disaggregated form ``disagg Nx prefill(tpT adpA epE) + Mx
+decode(tpT adpA epE)`` (``0x`` = worker count not recorded). Every row is either predicted or listed in
+``unsupported`` with its reason; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpuyield.core.perf.calibration import Calibration
+from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
+from gpuyield.core.perf.model import PerfModel
+from gpuyield.errors import ConfigError, GpuyieldError
+
+__all__ = [
+    "CSV_COLUMNS",
+    "METRICS",
+    "Layout",
+    "MeasurementRow",
+    "PoolLayout",
+    "error_summary",
+    "kv_dtype_for",
+    "parse_layout",
+    "predict_row",
+    "row_from_mapping",
+    "validate_rows",
+]
+
+CSV_COLUMNS = (
+    "gpu",
+    "num_gpus",
+    "model",
+    "engine",
+    "precision",
+    "layout",
+    "tp",
+    "isl",
+    "osl",
+    "concurrency",
+    "num_requests",
+    "ttft_ms",
+    "tpot_ms",
+    "e2e_ms",
+    "throughput_tok_s",
+    "source",
+)
+METRICS = ("ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLayout:
+    """Parallelism of one replica: attention ``tp`` × ``adp`` ranks, experts ``ep`` ways."""
+
+    count: int | None  # replicas of this pool (None = not recorded)
+    tp: int
+    pp: int = 1
+    adp: int = 1
+    ep: int = 1
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.adp
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    kind: str  # "agg" | "disagg"
+    replica: PoolLayout | None = None  # agg
+    prefill: PoolLayout | None = None  # disagg
+    decode: PoolLayout | None = None
+
+
+_AGG = re.compile(r"^agg\s+tp(\d+)\s+pp(\d+)\s+adp(\d+)\s+moe_tp(\d+)\s+ep(\d+)$")
+_POOL = r"(\d+)x\s+{name}\(tp(\d+)\s+adp(\d+)\s+ep(\d+)\)"
+_DISAGG = re.compile(
+    r"^disagg\s+" + _POOL.format(name="prefill") + r"\s*\+\s*" + _POOL.format(name="decode") + "$"
+)
+
+
+def parse_layout(text: str, tp_hint: int | None = None) -> Layout:
+    """Parse ``agg tp8 pp1 adp1 moe_tp8 ep1``, ``agg`` (with ``tp_hint``) or the disaggregated form."""
+    s = " ".join(text.strip().lower().split())
+    if s == "agg":
+        return Layout("agg", replica=PoolLayout(1, tp_hint or 1))
+    m = _AGG.match(s)
+    if m:
+        tp, pp, adp, _moe_tp, ep = (int(x) for x in m.groups())
+        if min(tp, pp, adp) < 1:
+            raise ConfigError(f"layout '{text}': tp, pp and adp must be >= 1")
+        return Layout("agg", replica=PoolLayout(1, tp, pp, adp, max(ep, 1)))
+    m = _DISAGG.match(s)
+    if m:
+        pc, ptp, padp, pep, dc, dtp, dadp, dep = (int(x) for x in m.groups())
+        if min(ptp, padp, dtp, dadp) < 1:
+            raise ConfigError(f"layout '{text}': tp and adp must be >= 1")
+        return Layout(
+            "disagg",
+            prefill=PoolLayout(pc or None, ptp, 1, padp, max(pep, 1)),
+            decode=PoolLayout(dc or None, dtp, 1, dadp, max(dep, 1)),
+        )
+    raise ConfigError(
+        f"layout '{text}' not understood; expected 'agg tpT ppP adpA moe_tpM epE' or "
+        "'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)'"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MeasurementRow:
+    index: int
+    gpu: str
+    num_gpus: int | None
+    model: str
+    engine: str
+    precision: str
+    layout: str
+    tp: int | None
+    isl: int
+    osl: int
+    concurrency: int | None  # None = offline
+    num_requests: int | None
+    measured: dict[str, float | None]
+    source: str
+
+
+def _opt_int(v: str | None, field: str, index: int) -> int | None:
+    if v is None or str(v).strip() == "":
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise ConfigError(f"row {index}: {field}='{v}' is not a number") from None
+    if not f.is_integer() or f < 0:
+        raise ConfigError(f"row {index}: {field}='{v}' is not a non-negative integer")
+    return int(f)
+
+
+def _opt_float(v: str | None, field: str, index: int) -> float | None:
+    if v is None or str(v).strip() == "":
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        raise ConfigError(f"row {index}: {field}='{v}' is not a number") from None
+    if not math.isfinite(f) or f <= 0:
+        return None
+    return f
+
+
+def row_from_mapping(d: Mapping[str, str], index: int) -> MeasurementRow:
+    """Validate one CSV row (strings) into a :class:`MeasurementRow`; raises ConfigError naming the field."""
+    isl = _opt_int(d.get("isl"), "isl", index)
+    osl = _opt_int(d.get("osl"), "osl", index)
+    if not isl or not osl:
+        raise ConfigError(
+            f"row {index}: isl and osl must be positive integers (got isl={d.get('isl')!r}, osl={d.get('osl')!r})"
+        )
+    conc_raw = str(d.get("concurrency") or "").strip().lower()
+    conc = None if conc_raw in ("offline", "") else _opt_int(conc_raw, "concurrency", index)
+    return MeasurementRow(
+        index=index,
+        gpu=str(d.get("gpu") or "").strip(),
+        num_gpus=_opt_int(d.get("num_gpus"), "num_gpus", index),
+        model=str(d.get("model") or "").strip(),
+        engine=str(d.get("engine") or "").strip().lower(),
+        precision=str(d.get("precision") or "").strip().lower(),
+        layout=str(d.get("layout") or "").strip(),
+        tp=_opt_int(d.get("tp"), "tp", index),
+        isl=isl,
+        osl=osl,
+        concurrency=conc,
+        num_requests=_opt_int(d.get("num_requests"), "num_requests", index),
+        measured={k: _opt_float(d.get(k), k, index) for k in METRICS},
+        source=str(d.get("source") or ""),
+    )
+
+
+def kv_dtype_for(precision: str) -> str:
+    """KV-cache dtype engines use by default with quantised checkpoints: fp8 with fp8/fp4 weights."""
+    return "fp8" if precision in ("fp8", "fp4", "nvfp4", "mxfp4") else "bf16"
+
+
+ModelLookup = Callable[[str], Any]
+GpuLookup = Callable[[str], Any]
+
+
+def _pool_model(model: Any, gpu: Any, pool: PoolLayout, row: MeasurementRow, cal: Calibration) -> PerfModel:
+    ep = pool.ep if getattr(model, "num_experts", 0) else 1
+    return PerfModel.build(
+        model,
+        gpu,
+        tp=pool.tp,
+        pp=pool.pp,
+        ep=ep,
+        attention_dp=pool.adp,
+        weight_precision=row.precision,
+        kv_dtype=kv_dtype_for(row.precision),
+        engine=row.engine,
+        calibration=cal,
+    )
+
+
+def predict_row(
+    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, cal: Calibration
+) -> ClosedLoopResult:
+    """Predict one row; raises a :class:`GpuyieldError` whose message is the 'unsupported' reason."""
+    model = model_of(row.model)
+    gpu = gpu_of(row.gpu)
+    layout = parse_layout(row.layout, row.tp)
+    if row.concurrency is None and not row.num_requests:
+        raise ConfigError("offline row without num_requests")
+    if layout.kind == "agg":
+        assert layout.replica is not None
+        perf = _pool_model(model, gpu, layout.replica, row, cal)
+        replicas = 1
+        if row.num_gpus and row.num_gpus > layout.replica.gpus and row.num_gpus % layout.replica.gpus == 0:
+            replicas = row.num_gpus // layout.replica.gpus
+        return estimate_closed_loop(
+            perf,
+            row.isl,
+            row.osl,
+            row.concurrency,
+            num_requests=row.num_requests,
+            num_replicas=replicas,
+        )
+    assert layout.prefill is not None and layout.decode is not None
+    pre = _pool_model(model, gpu, layout.prefill, row, cal)
+    dec = _pool_model(model, gpu, layout.decode, row, cal)
+    conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)
+    return estimate_disaggregated(
+        pre,
+        dec,
+        row.isl,
+        row.osl,
+        conc,
+        num_prefill=layout.prefill.count,
+        num_decode=layout.decode.count,
+    )
+
+
+def _ape(pred: float, meas: float) -> float:
+    return abs(pred - meas) / meas
+
+
+def error_summary(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int | None]:
+    """n, MAPE, median and p90 absolute percentage error, and bias (mean signed relative error)."""
+    n = len(pairs)
+    if n == 0:
+        return {"n": 0, "mape": None, "median_ape": None, "p90_ape": None, "bias": None}
+    apes = sorted(_ape(p, m) for p, m in pairs)
+    signed = [(p - m) / m for p, m in pairs]
+
+    def q(frac: float) -> float:
+        pos = frac * (n - 1)
+        lo = int(math.floor(pos))
+        hi = min(lo + 1, n - 1)
+        return apes[lo] + (apes[hi] - apes[lo]) * (pos - lo)
+
+    return {
+        "n": n,
+        "mape": sum(apes) / n,
+        "median_ape": q(0.5),
+        "p90_ape": q(0.9),
+        "bias": sum(signed) / n,
+    }
+
+
+def validate_rows(
+    rows: Iterable[MeasurementRow],
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Predict every row and score it: ``{"summary", "coverage", "unsupported", "rows"}`` (issue 3 shape)."""
+    out_rows: list[dict[str, Any]] = []
+    unsupported: list[dict[str, Any]] = []
+    pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
+    total = 0
+    cache: dict[tuple[Any, ...], ClosedLoopResult | str] = {}
+    for row in rows:
+        total += 1
+        key = (
+            row.gpu,
+            row.num_gpus,
+            row.model,
+            row.engine,
+            row.precision,
+            row.layout,
+            row.tp,
+            row.isl,
+            row.osl,
+            row.concurrency,
+            row.num_requests,
+        )
+        res = cache.get(key)
+        if res is None:
+            try:
+                res = predict_row(row, model_of, gpu_of, cal)
+            except GpuyieldError as exc:
+                res = str(exc)
+            cache[key] = res
+        rec: dict[str, Any] = {
+            "row": row.index,
+            "gpu": row.gpu,
+            "num_gpus": row.num_gpus,
+            "model": row.model,
+            "engine": row.engine,
+            "precision": row.precision,
+            "layout": row.layout,
+            "isl": row.isl,
+            "osl": row.osl,
+            "concurrency": row.concurrency if row.concurrency is not None else "offline",
+        }
+        if isinstance(res, str):
+            unsupported.append({"row": row.index, "reason": res})
+        else:
+            pred = {
+                "ttft_ms": res.ttft_ms,
+                "tpot_ms": res.tpot_ms,
+                "e2e_ms": res.e2e_ms,
+                "throughput_tok_s": res.throughput_tok_s,
+            }
+            for k in METRICS:
+                rec[f"predicted_{k}"] = pred[k]
+                rec[f"measured_{k}"] = row.measured[k]
+                meas = row.measured[k]
+                if meas is not None and pred[k] > 0:
+                    pairs[k].append((pred[k], meas))
+            rec["limited_by"] = res.limited_by
+            out_rows.append(rec)
+        if progress is not None:
+            progress(1)
+    return {
+        "summary": {k: error_summary(v) for k, v in pairs.items()},
+        "coverage": (len(out_rows) / total) if total else 0.0,
+        "num_rows": total,
+        "unsupported": unsupported,
+        "rows": out_rows,
+    }

@@ -1,0 +1,253 @@
+"""``gpuyield calibrate``: kernel tables (+ optional end-to-end measurements) → calibration YAML.
+
+Two stages:
+
+1. **Kernel stage** (:func:`kernel_calibration`): every device found under the ``--from`` roots becomes a
+   :class:`~gpuyield.core.perf.calibration.GpuCoefficients` (see :mod:`gpuyield.edges.perf.kernel_tables`).
+   Devices unknown to the catalogue are added to ``devices`` with their system YAML's datasheet numbers,
+   so ``estimate --gpu <device> --calibration FILE`` works for them (e.g. ``cpu`` from ``gpuyield profile``).
+2. **End-to-end stage** (:func:`fit_engines`, with ``--measurements``): per engine family, a handful of
+   physically meaningful constants (per-step and per-layer overhead, per-sequence overhead, the TTFT
+   share of a synchronised start, runtime memory reserve, multipliers on decode and prefill work) are fitted
+   by coordinate descent on the mean of TTFT and TPOT absolute percentage errors over every row of that
+   engine. Nothing is per model, per GPU or per row.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients
+from gpuyield.core.perf.validation import MeasurementRow, predict_row, row_from_mapping
+from gpuyield.edges.perf.kernel_tables import discover_devices, gpu_coefficients_from_tables, read_system_yaml
+from gpuyield.errors import CatalogError, ConfigError, GpuyieldError
+
+__all__ = [
+    "FIT_PARAMETERS",
+    "ENGINE_DEFAULTS",
+    "fit_engines",
+    "kernel_calibration",
+    "load_measurements",
+    "lookups",
+]
+
+# Starting points (documented engine defaults: vLLM v1 max_num_batched_tokens 8192 for online serving,
+# SGLang chunked_prefill_size 8192, TRT-LLM max_num_tokens 8192; block sizes 16/1/32 tokens).
+ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vllm": {"max_num_batched_tokens": 8192, "max_num_seqs": 1024, "block_size_tokens": 16},
+    "sglang": {"max_num_batched_tokens": 8192, "max_num_seqs": 4096, "block_size_tokens": 1},
+    "trtllm": {"max_num_batched_tokens": 8192, "max_num_seqs": 2048, "block_size_tokens": 32},
+}
+
+# name -> (min, max, log-scale?)
+FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
+    "step_overhead_s": (1e-4, 2e-2, True),
+    "per_layer_overhead_s": (1e-7, 1e-4, True),
+    "per_seq_overhead_s": (1e-7, 2e-4, True),
+    "decode_scale": (0.5, 2.0, True),
+    "prefill_scale": (0.5, 2.0, True),
+    "ttft_sync_weight": (0.01, 1.0, True),
+}
+
+
+def lookups(catalog: Any, cal: Calibration) -> tuple[Callable[[str], Any], Callable[[str], Any]]:
+    """(model_of, gpu_of) resolving ids through the catalogue, then the calibration's own devices."""
+
+    def model_of(name: str) -> Any:
+        return catalog.model(name)
+
+    def gpu_of(name: str) -> Any:
+        try:
+            return catalog.gpu(name)
+        except CatalogError:
+            spec = cal.devices.get(name)
+            if spec is None:
+                raise
+            return device_accelerator(name, spec)
+
+    return model_of, gpu_of
+
+
+def device_accelerator(device_id: str, spec: dict[str, float]) -> Any:
+    """An :class:`~gpuyield.core.catalog.Accelerator` for a device described only by a calibration."""
+    import datetime as _dt
+
+    from gpuyield.core.catalog import Accelerator
+
+    return Accelerator(
+        id=device_id,
+        name=device_id,
+        vendor="unknown",
+        form_factor="measured",
+        memory_gb=spec.get("memory_gb", 0.0) or 1.0,
+        memory_bandwidth_tb_s=spec["memory_bandwidth_tb_s"],
+        bf16_dense_tflops=spec["bf16_dense_tflops"],
+        fp8_dense_tflops=spec.get("fp8_dense_tflops") or None,
+        fp4_dense_tflops=spec.get("fp4_dense_tflops") or None,
+        interconnect_kind="measured",
+        interconnect_gb_s=spec.get("interconnect_gb_s") or 32.0,
+        inter_node_gb_s=spec.get("inter_node_gb_s") or None,
+        gpus_per_node=int(spec.get("gpus_per_node", 8) or 8),
+        source="gpuyield calibration devices entry (system YAML of the kernel tables)",
+        as_of=_dt.date(2026, 1, 1),
+    )
+
+
+def kernel_calibration(
+    roots: Sequence[Path],
+    catalog: Any,
+    base: Calibration | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Calibration:
+    """Per-device coefficients from every kernel-table root (later roots override earlier ones)."""
+    base = base or Calibration()
+    gpus = dict(base.gpus)
+    devices = dict(base.devices)
+    sources = list(base.sources)
+    for root in roots:
+        for dev in discover_devices(Path(root)):
+            spec: dict[str, float] | None = None
+            try:
+                a = catalog.gpu(dev.device)
+                spec = {
+                    "memory_bandwidth_tb_s": a.memory_bandwidth_tb_s,
+                    "bf16_dense_tflops": a.bf16_dense_tflops or 0.0,
+                    "fp8_dense_tflops": a.fp8_dense_tflops or 0.0,
+                    "fp4_dense_tflops": a.fp4_dense_tflops or 0.0,
+                    "interconnect_gb_s": a.interconnect_gb_s,
+                    "memory_gb": a.memory_gb,
+                }
+            except CatalogError:
+                if dev.system_yaml is None:
+                    if log:
+                        log(f"skip {dev.data_dir}: not in the catalogue and no {dev.device}.yaml system spec")
+                    continue
+                spec = read_system_yaml(dev.system_yaml)
+                devices[dev.device] = spec
+            if not spec.get("bf16_dense_tflops"):
+                if log:
+                    log(f"skip {dev.device}: no bf16 peak known")
+                continue
+            try:
+                gc, counts = gpu_coefficients_from_tables(dev, spec)
+            except ConfigError as exc:
+                if log:
+                    log(f"skip {dev.device}: {exc}")
+                continue
+            gpus[dev.device] = gc
+            if log:
+                log(f"{dev.device}: {counts}")
+        sources.append(f"kernel tables: {Path(root)}")
+    if "generic" not in gpus and gpus:
+        gpus["generic"] = _generic(list(gpus.values()))
+    return dataclasses.replace(base, gpus=gpus, devices=devices, sources=tuple(dict.fromkeys(sources)))
+
+
+def _generic(coeffs: list[GpuCoefficients]) -> GpuCoefficients:
+    """Median efficiencies over measured devices: used for accelerators without tables."""
+    import statistics
+
+    from gpuyield.core.perf.calibration import LogCurve
+
+    def med(attr: str) -> float:
+        return statistics.median(getattr(c, attr) for c in coeffs)
+
+    curves: dict[str, LogCurve] = {}
+    for dt in ("bf16", "fp8", "fp4"):
+        cs = [c.gemm_eff[dt] for c in coeffs if dt in c.gemm_eff]
+        if not cs:
+            continue
+        xs = sorted({x for c in cs for x in c.xs})
+        curves[dt] = LogCurve(tuple(xs), tuple(statistics.median(c(x) for c in cs) for x in xs))
+    return GpuCoefficients(
+        mem_bw_eff=med("mem_bw_eff"),
+        gemm_eff=curves,
+        attn_prefill_eff=med("attn_prefill_eff"),
+        attn_decode_bw_eff=med("attn_decode_bw_eff"),
+        allreduce_latency_s=med("allreduce_latency_s"),
+        allreduce_bw_eff=med("allreduce_bw_eff"),
+        source=f"median of {len(coeffs)} measured accelerators (used when an accelerator has no tables)",
+    )
+
+
+def load_measurements(path: Path) -> list[MeasurementRow]:
+    """Rows of a measurement CSV (schema in docs/formats.md); bad rows raise ConfigError naming the row."""
+    from gpuyield.core.perf.validation import CSV_COLUMNS
+
+    if not Path(path).exists():
+        raise ConfigError(f"--measurements {path}: no such file")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ConfigError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}"
+            )
+        return [row_from_mapping(r, i) for i, r in enumerate(reader)]
+
+
+def _loss(rows: Sequence[MeasurementRow], model_of: Any, gpu_of: Any, cal: Calibration) -> tuple[float, int]:
+    tot = 0.0
+    n = 0
+    for r in rows:
+        try:
+            res = predict_row(r, model_of, gpu_of, cal)
+        except GpuyieldError:
+            continue
+        for key, pred in (("ttft_ms", res.ttft_ms), ("tpot_ms", res.tpot_ms)):
+            meas = r.measured.get(key)
+            if meas:
+                tot += min(abs(pred - meas) / meas, 3.0) * (1.0 if key == "tpot_ms" else 0.6)
+                n += 1
+    return (tot / n if n else math.inf), n
+
+
+def fit_engines(
+    cal: Calibration,
+    rows: Sequence[MeasurementRow],
+    catalog: Any,
+    *,
+    rounds: int = 2,
+    log: Callable[[str], None] | None = None,
+    params: Sequence[str] | None = None,
+) -> Calibration:
+    """Coordinate-descent fit of each engine family's constants on ``rows`` (see the module docstring)."""
+    engines = dict(cal.engines)
+    names = list(params or FIT_PARAMETERS)
+    for eng in sorted({r.engine for r in rows}):
+        sub = [r for r in rows if r.engine == eng]
+        cur = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
+        model_of, gpu_of = lookups(catalog, cal)
+
+        def loss_of(ec: EngineCoefficients, eng: str = eng, sub: list[MeasurementRow] = sub) -> float:
+            trial = dataclasses.replace(cal, engines={**engines, eng: ec})
+            return _loss(sub, model_of, gpu_of, trial)[0]
+
+        best = loss_of(cur)
+        if log:
+            log(f"{eng}: {len(sub)} rows, start loss {best:.4f}")
+        for rnd in range(rounds):
+            step = (2.0, 1.4, 1.15, 1.05)[min(rnd, 3)]
+            for name in names:
+                lo, hi, _ = FIT_PARAMETERS[name]
+                for factor in (step, 1.0 / step):
+                    while True:
+                        v = min(hi, max(lo, getattr(cur, name) * factor))
+                        if v == getattr(cur, name):
+                            break
+                        trial = dataclasses.replace(cur, **{name: v})
+                        loss = loss_of(trial)
+                        if loss >= best - 1e-5:
+                            break
+                        best, cur = loss, trial
+            if log:
+                log(f"{eng}: round {rnd + 1} loss {best:.4f}")
+        engines[eng] = dataclasses.replace(
+            cur, source=f"fitted on {len(sub)} end-to-end rows (loss {best:.4f})"
+        )
+    return dataclasses.replace(cal, engines=engines)
