@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -56,6 +56,7 @@ _MODEL_SUFFIXES = ("instruct", "chat", "fp8", "nvfp4", "hf")
 _GPU_PREFIXES = ("nvidia", "amd", "intel", "google")
 
 M = TypeVar("M", bound=BaseModel)
+_KeyFn = Callable[[str], list[str]]
 
 
 def _squash(text: str) -> str:
@@ -275,7 +276,7 @@ class Catalog:
             sections = parse_catalog_document(origin, doc)
             for i, raw in enumerate(sections.get("gpus", [])):
                 self._merge_entry(
-                    Accelerator, gpus, origins, origin, "gpus", i, raw, _gpu_keys, normalise_gpu_name
+                    Accelerator, gpus, origins, origin, "gpus", i, raw, _gpu_keys, _gpu_keys
                 )
             for i, raw in enumerate(sections.get("models", [])):
                 self._merge_entry(
@@ -334,8 +335,8 @@ class Catalog:
         section: str,
         index: int,
         raw: Mapping[str, Any],
-        lookup_keys: Any,
-        index_keys: Any,
+        lookup_keys: _KeyFn,
+        index_keys: _KeyFn,
     ) -> None:
         ident = raw.get("id")
         if not isinstance(ident, str) or not ident.strip():
@@ -548,7 +549,7 @@ def _model_index_keys(name: str) -> list[str]:
 class _Lookup:
     """Id/alias lookup over a plain ``id → entry`` table while a catalogue is being built."""
 
-    def __init__(self, table: Mapping[str, Any], lookup_keys: Any, index_keys: Any) -> None:
+    def __init__(self, table: Mapping[str, Any], lookup_keys: _KeyFn, index_keys: _KeyFn) -> None:
         self.table = table
         self.lookup_keys = lookup_keys
         self.index: dict[str, str] = {}

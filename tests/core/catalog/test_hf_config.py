@@ -1,0 +1,115 @@
+"""Hugging Face config.json → ModelSpec."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from gpuyield.core.catalog import default_catalog, load_hf_config
+from gpuyield.errors import CatalogError
+
+LLAMA_8B = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_llama_config_matches_catalogue():
+    spec = load_hf_config(LLAMA_8B, model_id="x/llama", as_of=dt.date(2026, 1, 1))
+    ref = default_catalog().model("meta-llama/Llama-3.1-8B")
+    assert spec.params_total == ref.params_total
+    assert spec.kv_bytes_per_token() == 131072
+    assert spec.native_dtype == "bf16" and not spec.is_moe
+
+
+def test_mixtral_config():
+    cfg = {**LLAMA_8B, "model_type": "mixtral", "vocab_size": 32000, "max_position_embeddings": 32768,
+           "num_local_experts": 8, "num_experts_per_tok": 2}
+    spec = load_hf_config(cfg)
+    assert spec.is_moe and spec.num_experts == 8 and spec.moe_intermediate_size == 14336
+    assert spec.params_total / 1e9 == pytest.approx(46.7, rel=0.02)
+    assert spec.params_active / 1e9 == pytest.approx(12.9, rel=0.02)
+    assert spec.id == "hf-config" and spec.as_of == dt.date(1970, 1, 1)
+
+
+def test_deepseek_v3_config():
+    cfg = {
+        "model_type": "deepseek_v3", "hidden_size": 7168, "intermediate_size": 18432, "num_hidden_layers": 61,
+        "num_attention_heads": 128, "num_key_value_heads": 128, "vocab_size": 129280, "kv_lora_rank": 512,
+        "q_lora_rank": 1536, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+        "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
+        "first_k_dense_replace": 3, "moe_layer_freq": 1, "topk_method": "noaux_tc", "num_nextn_predict_layers": 1,
+        "max_position_embeddings": 163840, "quantization_config": {"quant_method": "fp8"},
+    }
+    spec = load_hf_config(cfg, model_id="deepseek-ai/DeepSeek-V3")
+    assert spec.uses_mla and spec.is_moe and spec.native_dtype == "fp8"
+    assert spec.kv_bytes_per_token("bf16") == 70272
+    assert spec.params_total / 1e9 == pytest.approx(671, rel=0.02)
+    assert spec.params_active / 1e9 == pytest.approx(37, rel=0.02)
+    assert spec.num_mtp_layers == 1
+
+
+def test_qwen3_moe_and_qwen2_bias():
+    qwen3 = {"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 48,
+             "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "vocab_size": 151936,
+             "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768, "decoder_sparse_step": 1,
+             "mlp_only_layers": [], "max_position_embeddings": 40960}
+    spec = load_hf_config(qwen3)
+    assert spec.qk_norm == "per_head"
+    assert spec.params_total / 1e9 == pytest.approx(30.5, rel=0.02)
+    qwen2 = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+             "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936, "tie_word_embeddings": True,
+             "max_position_embeddings": 32768}
+    small = load_hf_config(qwen2)
+    assert small.attention_bias and small.tie_word_embeddings
+    assert small.params_total / 1e9 == pytest.approx(0.494, rel=0.02)  # Qwen2-0.5B
+
+
+def test_gpt_oss_sliding_layers():
+    cfg = {"model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 36,
+           "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 201088,
+           "num_local_experts": 128, "num_experts_per_tok": 4, "sliding_window": 128,
+           "layer_types": ["sliding_attention", "full_attention"] * 18, "attention_bias": True,
+           "max_position_embeddings": 131072, "quantization_config": {"quant_method": "mxfp4"}}
+    spec = load_hf_config(cfg)
+    assert spec.layer_pattern == ("sliding_attention", "full_attention")
+    assert spec.native_dtype == "mxfp4"
+    assert spec.params_total / 1e9 == pytest.approx(116.8, rel=0.01)
+    assert spec.kv_bytes_per_token() == 18 * 8 * 64 * 2 * 2
+
+
+def test_mistral_sliding_window_all_layers():
+    cfg = {**LLAMA_8B, "model_type": "mistral", "vocab_size": 32000, "sliding_window": 4096}
+    spec = load_hf_config(cfg)
+    assert spec.num_layers_of("sliding_attention") == 32
+    assert spec.kv_bytes_per_token() == 0
+    assert spec.kv_bytes_for_context(8192) == 32 * 4096 * 8 * 128 * 2 * 2
+
+
+def test_multimodal_text_config_is_used():
+    cfg = {"model_type": "llava", "text_config": {**LLAMA_8B}, "vision_config": {"hidden_size": 1024}}
+    assert load_hf_config(cfg).num_layers == 32
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"model_type": "llama", "hidden_size": 64}, "lacks required field 'num_hidden_layers'"),
+        ({**LLAMA_8B, "num_key_value_heads": 5}, "multiple of num_kv_heads"),
+        ({**LLAMA_8B, "layer_types": ["mamba"] * 32}, r"layer_types\[0\] = 'mamba' is not supported"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
+def test_bad_configs(cfg, message):
+    with pytest.raises(CatalogError, match=message):
+        load_hf_config(cfg)  # type: ignore[arg-type]
