@@ -113,14 +113,14 @@ class SearchSpace:
     max_num_batched_tokens_options: tuple[int, ...] = (2048, 8192, 16384)
     prefix_caching_options: tuple[bool, ...] = (True, False)
     kv_offload_options: tuple[str, ...] = ("none", "cpu")
-    routers: tuple[str, ...] = ("round_robin", "least_loaded", "prefix_affinity")
+    routers: tuple[str, ...] = ("round_robin", "least_outstanding", "prefix_affinity", "cost")
     weight_precisions: tuple[str, ...] = ("bf16",)
     kv_dtypes: tuple[str, ...] = ("bf16",)
     allow_disaggregated: bool = True
     pd_ratios: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (1, 3), (2, 1), (2, 3))
     # Disaggregated pools use a smaller knob set: prefill pools batch by tokens, decode pools by sequences.
     prefill_max_num_batched_tokens: int = 16384
-    pd_routers: tuple[str, ...] = ("least_loaded",)
+    pd_routers: tuple[str, ...] = ("least_outstanding",)
     max_gpus_per_node: int = 8
     is_moe: bool = False
     extra: dict[str, str] = field(default_factory=dict)

@@ -43,6 +43,7 @@ class SimOutcome:
     ttft_quantiles_ms: tuple[float, ...] = ()  # TTFT at quantiles 0, 0.01, ..., 1 (101 points)
     tpot_quantiles_ms: tuple[float, ...] = ()
     prefill_time_share: float = math.nan  # share of busy engine time spent on prefill, if known
+    error: str = ""  # the simulator failed on this point (counts as missing the SLO)
 
 
 # simulate(candidate, level, rate_scale) -> SimOutcome. ``rate_scale`` multiplies the workload's rate.
@@ -97,6 +98,12 @@ class VerifyOutcome:
     rejection: Rejection | None
 
 
+def _violations(slo: Slo, out: SimOutcome) -> tuple[tuple[str, float, float], ...]:
+    if out.error:
+        return (("simulator_error", math.nan, math.nan),)
+    return tuple(slo.violations(out.summary))
+
+
 def _cap_level(task: VerifyTask) -> int:
     cap = task.max_level
     if task.max_gpus is not None:
@@ -117,7 +124,7 @@ def verify_candidate(task: VerifyTask, simulate: SimulateFn) -> VerifyOutcome:
     def run(level: int) -> SimPoint:
         if level not in points:
             out = simulate(cand, level, task.rate_scale)
-            viol = tuple(task.slo.violations(out.summary))
+            viol = _violations(task.slo, out)
             points[level] = SimPoint(
                 cand.key(), level, cand.replicas_at(level), cand.num_gpus_at(level),
                 level * sum(task.usd_per_hour_per_level), task.rate_scale, not viol, viol, out,
@@ -162,8 +169,9 @@ def verify_candidate(task: VerifyTask, simulate: SimulateFn) -> VerifyOutcome:
     worst = points[lo] if lo in points else ordered[-1]
     metric, measured, limit = worst.violations[0] if worst.violations else ("slo", math.nan, math.nan)
     at_cap = lo >= cap
+    what = f"simulator error: {worst.outcome.error}" if worst.outcome.error else f"{metric} {measured:.0f} > {limit:g}"
     why = (
-        f"{metric} {measured:.0f} > {limit:g} at {worst.num_gpus} GPUs"
+        f"{what} at {worst.num_gpus} GPUs"
         + (" (largest size allowed by --max-gpus/budget)" if at_cap and cap < task.max_level else "")
         + ("" if at_cap else f" (stopped after {len(points)} simulations)")
     )
@@ -190,7 +198,7 @@ def capacity_of(
 
     def ok(scale: float) -> bool:
         out = simulate(cand, level, scale)
-        viol = tuple(slo.violations(out.summary))
+        viol = _violations(slo, out)
         pts.append(SimPoint(cand.key(), level, cand.replicas_at(level), cand.num_gpus_at(level), usd_per_hour,
                             scale, not viol, viol, out))
         return not viol

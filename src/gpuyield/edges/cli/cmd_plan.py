@@ -1,0 +1,314 @@
+"""``gpuyield plan``: the cheapest deployment that meets the SLO on a real workload, with its economics and
+deployable files."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from gpuyield.edges.cli.common import (
+    CATALOG_OPTION_HELP,
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    err_console,
+    load_catalog,
+    run_command,
+)
+
+__all__ = ["register", "run_plan_command"]
+
+HELP = """Find the cheapest deployment that meets your latency SLO on your workload, and write it out.
+
+Screens hundreds of configurations analytically (GPU type, TP/PP/EP, aggregated or prefill/decode
+disaggregated, max_num_seqs, token budget, prefix caching, KV offload, router), verifies the best ones with
+the discrete-event simulator on the actual trace (bursts included), and compares the result with the naive
+deployment and with buying tokens from an API.
+
+[bold]Examples[/bold]
+
+  gpuyield plan --workload builtin:azure-conv --rate-scale 30 --model meta-llama/Llama-3.1-8B \\
+      --slo ttft_p99_ms=2000,tpot_p99_ms=100 --gpus h100_sxm,a100_sxm,l40s --out plan-out
+
+  gpuyield plan --workload builtin:mooncake-synthetic --rate-scale 4 --model meta-llama/Llama-3.1-8B \\
+      --slo ttft_p99_ms=2000,tpot_p99_ms=100 --out moon --executor ray
+
+  gpuyield plan --workload requests.jsonl --model meta-llama/Llama-3.1-8B --slo ttft_p99_ms=1000 \\
+      --mode max-goodput --budget-usd-per-hour 40 --owned owned.yaml --api-price 0.10,0.40 --out goodput
+
+  gpuyield plan --workload builtin:azure-conv --model meta-llama/Llama-3.1-8B --slo ttft_p99_ms=2000 \\
+      --mode capacity --gpus h100_sxm --max-gpus 8 --out capacity
+
+Writes DIR/plan.yaml (a deployment `gpuyield simulate` accepts), DIR/plan.json, DIR/report.html and DIR/deploy/
+(vLLM/SGLang/llama.cpp launch scripts, Kubernetes manifests, Ray configs, the `gpuyield serve` config).
+Exit code 2 when no deployment meets the SLO, with the main reasons.
+"""
+
+
+class _Bar:
+    """PlanProgress over a Rich progress bar on stderr (silent when stderr is not a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and err_console.is_terminal
+        self._prog: Any = None
+        self._task: Any = None
+
+    def stage(self, name: str, total: int) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.close()
+        self._prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                              console=err_console, transient=True)
+        self._prog.start()
+        self._task = self._prog.add_task(name, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self._prog is not None:
+            self._prog.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._prog is not None:
+            self._prog.stop()
+            self._prog = None
+
+
+class _TimedProgress:
+    """Wraps a progress sink and records when the simulation stage starts (for the search statistics)."""
+
+    def __init__(self, inner: _Bar) -> None:
+        self.inner = inner
+        self.sim_started: float | None = None
+
+    def stage(self, name: str, total: int) -> None:
+        if name == "simulating" and self.sim_started is None:
+            self.sim_started = time.perf_counter()
+        self.inner.stage(name, total)
+
+    def advance(self, n: int = 1) -> None:
+        self.inner.advance(n)
+
+
+def _usd(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"${x:,.2f}"
+
+
+def _num(x: float | None, fmt: str = ",.0f") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def run_plan_command(
+    *,
+    workload: str,
+    model: str,
+    slo: str,
+    out: str,
+    rate_scale: float = 1.0,
+    gpus: str = "h100_sxm,a100_sxm,l40s",
+    max_gpus: int | None = None,
+    budget_usd_per_hour: float | None = None,
+    prices: str | None = None,
+    owned: str | None = None,
+    api_price: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    seed: int = 0,
+    mode: str = "min-cost",
+    top_k: int = 12,
+    allow_lower_precision: bool = False,
+    disaggregated: bool = True,
+    routers: str | None = None,
+    catalog_files: list[str] | None = None,
+    report: bool = True,
+    show_progress: bool = True,
+    head: int | None = None,
+) -> dict[str, Any]:
+    """The whole command as a function (tests and benchmarks call it); returns the plan.json document."""
+    from gpuyield import __version__
+    from gpuyield.core.plan.context import build_plan_inputs
+    from gpuyield.core.plan.executor import LocalExecutor
+    from gpuyield.core.plan.profile import profile_workload
+    from gpuyield.core.plan.search import run_plan
+    from gpuyield.core.plan.simulator import SimulatorBinding
+    from gpuyield.core.plan.spec import PlanMode, PlanRequest, parse_api_price, parse_slo
+    from gpuyield.core.workload.transforms import rate_scale as scale_rate
+    from gpuyield.edges.io.traces import load_workload
+    from gpuyield.edges.plan.files import load_owned_file, load_prices_file
+    from gpuyield.edges.plan.outputs import PlanRunInfo, write_outputs
+    from gpuyield.errors import ConfigError
+
+    t0 = time.perf_counter()
+    if not (rate_scale > 0 and math.isfinite(rate_scale)):
+        raise ConfigError(f"--rate-scale {rate_scale}: expected a positive number")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor {executor!r}: expected local or ray")
+    try:
+        plan_mode = PlanMode(mode)
+    except ValueError:
+        raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(m.value for m in PlanMode)}") from None
+    catalog = load_catalog(catalog_files)
+    model_spec = catalog.model(model)
+    gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip())
+    request = PlanRequest(
+        model_id=model_spec.id, slo=parse_slo(slo), gpu_ids=tuple(catalog.gpu(g).id for g in gpu_list), mode=plan_mode,
+        max_gpus=max_gpus, budget_usd_per_hour=budget_usd_per_hour, allow_lower_precision=allow_lower_precision,
+        allow_disaggregated=disaggregated, top_k=top_k, seed=seed,
+    )
+    today = _dt.date.today().isoformat()
+    api = parse_api_price(api_price, as_of=today) if api_price else None
+    resolve = lambda g: catalog.gpu(g).id  # noqa: E731
+    price_overrides = load_prices_file(Path(prices), resolve) if prices else {}
+    owned_hw = load_owned_file(Path(owned), resolve) if owned else {}
+    w = load_workload(workload, seed=seed)
+    if head is not None:
+        if head < 1:
+            raise ConfigError(f"--head {head}: expected a positive number of requests")
+        from gpuyield.core.workload.transforms import slice_index
+
+        w = slice_index(w, 0, head)
+    if rate_scale != 1.0:
+        w = scale_rate(w, rate_scale)
+    profile = profile_workload(w)
+    router_list = tuple(r.strip() for r in routers.split(",") if r.strip()) if routers else None
+    inputs, ctx = build_plan_inputs(catalog, request, profile, price_overrides=price_overrides, owned=owned_hw,
+                                    api_price=api, routers=router_list)
+    binding = SimulatorBinding(ctx, w, seed, request.slo)
+    bar = _Bar(show_progress)
+    prog = _TimedProgress(bar)
+    ex: Any
+    if executor == "ray":
+        from gpuyield.edges.plan.ray_executor import RayExecutor
+
+        ex = RayExecutor(binding, address=ray_address)
+    else:
+        ex = LocalExecutor(binding)
+    t_screen0 = time.perf_counter()
+    try:
+        result = run_plan(inputs, ex, prog)
+    finally:
+        bar.close()
+        if executor == "ray":
+            ex.shutdown()
+    t_end = time.perf_counter()
+    sim_start = prog.sim_started or t_end
+    info = PlanRunInfo(
+        workload_spec=workload, rate_scale=rate_scale, executor=executor, wall_time_s=t_end - t0,
+        screen_wall_time_s=sim_start - t_screen0, simulate_wall_time_s=t_end - sim_start,
+        gpuyield_version=__version__,
+    )
+    html = None
+    if report:
+        from gpuyield.edges.report.plan_html import render_plan_report
+
+        html = render_plan_report(result, request, profile, info)
+    gpu_names = {g.id: g.name for g in catalog.gpus}
+    hf_id = model_spec.id
+    write_outputs(Path(out), result, request, profile, info, model_hf_id=hf_id, gpu_names=gpu_names,
+                  report_html=html)
+    from gpuyield.edges.plan.outputs import plan_document
+
+    return plan_document(result, request, profile, info)
+
+
+def _print_summary(doc: dict[str, Any], out: str) -> None:
+    from rich.table import Table
+
+    best = doc["best"]
+    econ = doc["economics"]
+    t = Table(title=f"gpuyield plan: {doc['model']} on {doc['workload']['name']} x{doc['workload']['rate_scale']:g} "
+                    f"({', '.join(f'{k}<={v:g}' for k, v in doc['slo'].items())})")
+    t.add_column("")
+    cols = [k for k in ("plan", "naive", "api") if k in econ]
+    for k in cols:
+        t.add_column(k, justify="right")
+    deployments = {"plan": best, "naive": doc.get("naive")}
+
+    def row(label: str, fn: Any) -> None:
+        t.add_row(label, *[fn(k) for k in cols])
+
+    def dep_text(k: str) -> str:
+        d = deployments.get(k)
+        if not d:
+            return "hosted API"
+        pools = " + ".join(f"{p['replicas']}x {p['gpu']} tp{p['tp']}" for p in d["pools"])
+        return f"{pools} ({d['router']})"
+
+    row("deployment", dep_text)
+    row("GPUs", lambda k: str(econ[k]["num_gpus"]) if k != "api" else "-")
+    row("$/hour", lambda k: _usd(econ[k]["usd_per_hour"]))
+    row("$ / 1M input tok", lambda k: _usd(econ[k]["usd_per_1m_input_tokens"]))
+    row("$ / 1M output tok", lambda k: _usd(econ[k]["usd_per_1m_output_tokens"]))
+    row("utilisation", lambda k: "-" if econ[k]["utilisation"] is None else f"{econ[k]['utilisation']:.0%}")
+
+    def lat(k: str, key: str) -> str:
+        d = deployments.get(k)
+        return _num(d["verified"][key], ",.0f") if d else "-"
+
+    row("TTFT p99 ms (sim)", lambda k: lat(k, "ttft_p99_ms"))
+    row("TPOT p99 ms (sim)", lambda k: lat(k, "tpot_p99_ms"))
+    row("break-even tok/month", lambda k: _num(econ[k]["break_even_tokens_per_month"], ".3g") if k != "api" else "-")
+    console.print(t)
+    s = doc["search"]
+    cmp_ = doc.get("comparison", {})
+    ratio = cmp_.get("plan_vs_naive_cost_ratio")
+    console.print(
+        f"screened {s.get('candidates_screened', 0)} candidates, simulated {s.get('candidates_simulated', 0)} "
+        f"({s.get('simulations', 0)} runs) in {s['wall_time_s']:.1f} s"
+        + (f"; plan costs {ratio:.2f}x naive" if ratio is not None else "")
+    )
+    for p in econ["plan"]["prices"]:
+        console.print(f"[dim]price {p['item']}: ${p['usd_per_gpu_hour']}/GPU-h, {p['source']} (as of {p['as_of']})[/dim]")
+    if "api" in econ:
+        ap = econ["api"]["prices"][0]
+        console.print(f"[dim]API price: {ap['source']} (as of {ap['as_of']})[/dim]")
+    for n in doc.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {n}")
+    console.print(f"wrote {out}/plan.yaml, plan.json, report.html, deploy/")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan", help=HELP)
+    def plan_cmd(
+        workload: str = typer.Option(..., "--workload", "-w", help="Trace, request log or builtin:NAME."),
+        model: str = typer.Option(..., "--model", "-m", help="Catalogue model id or alias."),
+        slo: str = typer.Option(..., "--slo", help="Latency targets, e.g. ttft_p99_ms=2000,tpot_p99_ms=100."),
+        out: str = typer.Option(..., "--out", "-o", help="Output directory."),
+        rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the workload's request rate."),
+        gpus: str = typer.Option("h100_sxm,a100_sxm,l40s", "--gpus", help="Allowed GPU types (comma-separated)."),
+        max_gpus: int | None = typer.Option(None, "--max-gpus", help="At most this many GPUs (capacity mode: the fleet)."),
+        budget_usd_per_hour: float | None = typer.Option(None, "--budget-usd-per-hour", help="Cost cap (max-goodput: the budget)."),
+        prices: str | None = typer.Option(None, "--prices", help="YAML of GPU-hour prices overriding the catalogue."),
+        owned: str | None = typer.Option(None, "--owned", help="YAML of owned hardware: price GPUs at TCO."),
+        api_price: str | None = typer.Option(None, "--api-price", help="API price IN,OUT in USD per 1M tokens."),
+        executor: str = typer.Option("local", "--executor", help="Where simulations run: local or ray."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for workload synthesis and simulation."),
+        mode: str = typer.Option("min-cost", "--mode", help="min-cost | max-goodput | capacity."),
+        top_k: int = typer.Option(12, "--top-k", help="Candidates verified by simulation."),
+        allow_lower_precision: bool = typer.Option(False, "--allow-lower-precision", help="Also try fp8 weights/KV (quality trade-off)."),
+        disaggregated: bool = typer.Option(True, "--disaggregated/--no-disaggregated", help="Search prefill/decode disaggregation."),
+        routers: str | None = typer.Option(None, "--routers", help="Router policies to search (default: all)."),
+        head: int | None = typer.Option(None, "--head", help="Plan on the first N requests only (quick look)."),
+        catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
+        json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
+    ) -> None:
+        def body() -> None:
+            doc = run_plan_command(
+                workload=workload, model=model, slo=slo, out=out, rate_scale=rate_scale, gpus=gpus, max_gpus=max_gpus,
+                budget_usd_per_hour=budget_usd_per_hour, prices=prices, owned=owned, api_price=api_price,
+                executor=executor, ray_address=ray_address, seed=seed, mode=mode, top_k=top_k,
+                allow_lower_precision=allow_lower_precision, disaggregated=disaggregated, routers=routers,
+                catalog_files=catalog, head=head,
+            )
+            if json_out is not None:
+                emit_json(doc, json_out)
+            else:
+                _print_summary(doc, out)
+
+        run_command(body)

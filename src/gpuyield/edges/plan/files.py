@@ -1,0 +1,72 @@
+"""Loading the planner's user files: ``--prices FILE`` and ``--owned FILE`` (formats in docs/formats.md)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gpuyield.core.plan.economics import GpuPrice, OwnedHardware, parse_owned_hardware
+from gpuyield.errors import ConfigError
+
+__all__ = ["load_owned_file", "load_prices_file"]
+
+
+class _PriceRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    gpu: str = Field(min_length=1)
+    usd_per_gpu_hour: float = Field(gt=0, lt=1000)
+    source: str = Field(min_length=1)
+    as_of: _dt.date
+
+
+class _PricesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    prices: list[_PriceRow] = Field(min_length=1)
+
+
+def _read_yaml(path: Path, flag: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{flag} {path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{flag} {path}:{where}: not valid YAML") from None
+
+
+def load_prices_file(path: Path, resolve_gpu: Any) -> dict[str, GpuPrice]:
+    """``prices: [{gpu, usd_per_gpu_hour, source, as_of}]`` -> gpu id -> price. ``resolve_gpu`` maps aliases."""
+    doc = _read_yaml(path, "--prices")
+    try:
+        parsed = _PricesFile.model_validate(doc)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        raise ConfigError(f"--prices {path}: field {loc}: {e['msg']}") from None
+    out: dict[str, GpuPrice] = {}
+    for row in parsed.prices:
+        gid = resolve_gpu(row.gpu)
+        if gid in out:
+            raise ConfigError(f"--prices {path}: GPU {row.gpu!r} listed twice; expected one price per GPU")
+        out[gid] = GpuPrice(gid, row.usd_per_gpu_hour, f"user prices file {path.name}: {row.source}", row.as_of.isoformat())
+    return out
+
+
+def load_owned_file(path: Path, resolve_gpu: Any) -> dict[str, OwnedHardware]:
+    """``owned: [OwnedHardware]`` -> gpu id -> entry (GPU ids resolved through the catalogue)."""
+    doc = _read_yaml(path, "--owned")
+    entries = parse_owned_hardware(doc, origin=f"--owned {path}")
+    out: dict[str, OwnedHardware] = {}
+    for e in entries:
+        gid = resolve_gpu(e.gpu)
+        out[gid] = e.model_copy(update={"gpu": gid, "source": f"{path.name}: {e.source}"})
+    return out
