@@ -28,15 +28,18 @@ def test_builtin_azure_conv_matches_its_documentation():
 def test_builtin_mooncake_synthetic_matches_its_documentation():
     w = load_workload("builtin:mooncake-synthetic")
     s = inspect(w)
-    # Mooncake FAST'25 trace appendix: synthetic trace, 3,993 requests, avg input 15,325 / avg output 149 tokens
+    # Mooncake FAST'25 paper (FAST25-release/Mooncake-FAST25.pdf), Table 2 "Workload Statistics", Synthetic:
+    # 3,993 requests, avg input 15,325, avg output 149 tokens, cache ratio 66%, Poisson arrivals
     assert s.num_requests == 3_993
     assert round(s.input_tokens.mean) == 15_325 and round(s.output_tokens.mean) == 149
+    assert s.interarrival_cv == pytest.approx(1.0, abs=0.05)  # Poisson
     assert s.block_size_tokens == 512
     assert s.num_blocks == 121_877  # one hash id per 512-token block, ceil(input_length / 512)
     assert s.num_unique_blocks == 121_877 - 77_953
     # upper bound of reuse with an unlimited cache: 64.0% of blocks, 65.2% of input tokens
     assert s.prefix_reuse_block_frac == pytest.approx(77_953 / 121_877)
     assert s.prefix_reuse_token_frac == pytest.approx(0.6522, abs=5e-4)
+    assert s.prefix_reuse_token_frac == pytest.approx(0.66, abs=0.015)  # the paper's 66% cache ratio
     assert s.duration_s == pytest.approx(1022.025)
 
 
@@ -202,6 +205,12 @@ def test_servegen_bad_trace_row(tmp_path):
 
 
 # ---------------------------------------------------------------- detection and prefix synthesis
+def test_empty_file(tmp_path):
+    p = write(tmp_path, "empty.jsonl", "")
+    with pytest.raises(WorkloadError, match="empty.jsonl: empty file"):
+        load_workload(str(p))
+
+
 def test_unknown_jsonl_and_missing_file(tmp_path):
     p = write(tmp_path, "x.jsonl", '{"foo": 1}\n')
     with pytest.raises(WorkloadError, match="unknown JSONL record"):

@@ -151,6 +151,8 @@ def detect_format(path: Path) -> str:
     if name.endswith(".parquet"):
         return "request-log"
     head = _first_line(path)
+    if not head:
+        raise WorkloadError(f"{path}: empty file; expected a trace or a request log")
     if name.endswith((".jsonl", ".json", ".ndjson")) or head.startswith("{"):
         try:
             obj = json.loads(head)
