@@ -291,3 +291,16 @@ def test_exported_members():
     for name in catalog_pkg.__all__:
         assert hasattr(catalog_pkg, name)
     assert {"Catalog", "default_catalog", "ModelSpec", "Accelerator", "GpuPrice", "load_hf_config"} <= set(public)
+
+
+def test_docs_override_example_is_valid(cat):
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[3] / "docs" / "formats.md").read_text()
+    example = text.split("### Override example", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    new = cat.with_overrides([("docs/formats.md", yaml.safe_load(example))])
+    assert new.gpu("h100_sxm").tdp_w == 600
+    assert new.model("acme/Chat-7B").kv_bytes_per_token() == 131072
+    assert new.gpu_price("h100").provider == "our-dc"
