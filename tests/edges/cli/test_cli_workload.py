@@ -77,3 +77,18 @@ def test_bad_input_exits_2_with_one_line(tmp_path, monkeypatch, args, match):
     r = run("workload", *args)
     assert r.exit_code == 2, r.output
     assert match in r.output.replace("\n", " ")
+
+
+def test_convert_adds_prefix_structure_keeping_arrivals(tmp_path):
+    out = tmp_path / "s.jsonl"
+    r = run("workload", "convert", "builtin:azure-conv", str(out), "--slice", ":2000", "--sessions", "3",
+            "--system-prompts", "2", "--preserve-input-tokens", "--seed", "1")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 2000 and all("session_id" in x for x in rows)
+    base = tmp_path / "b.jsonl"
+    run("workload", "convert", "builtin:azure-conv", str(base), "--slice", ":2000")
+    brows = [json.loads(x) for x in base.read_text().splitlines()]
+    assert [x["arrival_ts"] for x in rows] == [x["arrival_ts"] for x in brows]
+    assert [x["input_tokens"] for x in rows] == [x["input_tokens"] for x in brows]
+    assert sum(1 for x in rows if x.get("block_hashes")) > 1500

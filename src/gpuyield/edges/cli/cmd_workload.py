@@ -61,7 +61,7 @@ def _load(
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
-def _sparkline(values: tuple[float, ...], width: int = 60) -> str:
+def _sparkline(values: tuple[float, ...], width: int = 40) -> str:
     if not values:
         return ""
     if len(values) > width:  # average into `width` buckets
@@ -295,12 +295,24 @@ def convert_cmd(
     start_ts: float = typer.Option(0.0, "--start-ts", help="Epoch seconds of the first arrival in the output."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and anything synthetic."),
     lenient: bool = typer.Option(False, "--lenient", help="Skip bad input rows (counted and reported)."),
+    system_prompts: int = typer.Option(0, "--system-prompts", help="Add N shared system prompts (synthetic prefix structure)."),
+    system_prompt_tokens: int = typer.Option(1024, "--system-prompt-tokens", help="Tokens per system prompt."),
+    system_prompt_share: float = typer.Option(1.0, "--system-prompt-share", help="Fraction of sessions/requests using one."),
+    sessions_mean_turns: float | None = typer.Option(None, "--sessions", help="Group requests into multi-turn sessions with this mean number of turns."),
+    think_s: float = typer.Option(5.0, "--think-s", help="Minimum time between a session's turns, seconds."),
+    max_context_tokens: int | None = typer.Option(None, "--max-context-tokens", help="Start a new session when the context would exceed this."),
+    rag_docs: int = typer.Option(0, "--rag-docs", help="Add RAG documents from a pool of N."),
+    rag_doc_tokens: int = typer.Option(2048, "--rag-doc-tokens", help="Tokens per RAG document."),
+    rag_share: float = typer.Option(1.0, "--rag-share", help="Fraction of sessions/requests with a document."),
+    zipf_s: float = typer.Option(1.0, "--zipf", help="Popularity skew of system prompts and documents (0 = uniform)."),
+    preserve_input_tokens: bool = typer.Option(False, "--preserve-input-tokens", help="Lay the synthetic prefixes over the existing prompts (input lengths unchanged)."),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Convert any supported trace to gpuyield's request log, applying transforms on the way.
 
     Transforms run in this order: slice by index, slice by time, sample, time scale, rate scale; --merge inputs
-    are interleaved before the transforms.
+    are interleaved before the transforms. A synthetic prefix structure (--system-prompts, --sessions,
+    --rag-docs; replaces any block hashes) is added last, keeping the arrival times.
 
     [bold]Examples[/bold]
 
@@ -308,6 +320,7 @@ def convert_cmd(
       gpuyield workload convert builtin:azure-conv fast.parquet --rate-scale 2 --slice-s 0:600
       gpuyield workload convert builtin:mooncake-synthetic small.jsonl --sample 500 --seed 7
       gpuyield workload convert a.jsonl both.jsonl --merge b.jsonl
+      gpuyield workload convert builtin:azure-conv azure-sessions.jsonl --sessions 3 --system-prompts 4 --preserve-input-tokens
     """
 
     def body() -> None:
@@ -328,6 +341,19 @@ def convert_cmd(
             w, slice_req=slice_req, slice_s=slice_s, sample_n=sample_n, sample_frac=sample_frac, seed=seed,
             time_scale=time_scale, rate_scale=rate_scale,
         )  # fmt: skip
+        prefix = _prefix_spec(
+            system_prompts=system_prompts, system_prompt_tokens=system_prompt_tokens,
+            system_prompt_share=system_prompt_share, sessions_mean_turns=sessions_mean_turns, think_s=think_s,
+            max_context_tokens=max_context_tokens, rag_docs=rag_docs, rag_doc_tokens=rag_doc_tokens,
+            rag_share=rag_share, zipf_s=zipf_s, preserve_input_tokens=preserve_input_tokens,
+            block_size=block_size,
+        )  # fmt: skip
+        if prefix is not None:
+            from gpuyield.core.workload import apply_prefix_structure
+
+            if w.has_hashes:
+                w.meta = w.meta.with_note("existing block hashes replaced by the synthetic prefix structure")
+            w = apply_prefix_structure(w, prefix, seed=seed)
         n = write_request_log(w, out, start_ts=start_ts)
         stats = inspect(w)
         summary = {"output": str(out), "requests": n, "duration_s": stats.duration_s,
