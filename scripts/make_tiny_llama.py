@@ -258,7 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--heads", type=int, help="attention heads (4)")
     ap.add_argument("--kv-heads", type=int, help="KV heads, GQA when < heads (4)")
     ap.add_argument("--intermediate", type=int, help="MLP intermediate size (4 x hidden)")
-    ap.add_argument("--max-pos", type=int, default=4096, help="max_position_embeddings (4096)")
+    ap.add_argument("--max-pos", type=int, default=2048, help="max_position_embeddings (2048)")
     ap.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     ap.add_argument("--seed", type=int, default=0, help="weight RNG seed (0)")
     args = ap.parse_args(argv)
