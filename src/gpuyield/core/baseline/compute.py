@@ -666,22 +666,25 @@ def _tenants(inputs: BaselineInputs, per_model: list[ModelResult], notes: list[s
 
 def _timeline(spans: list[tuple[float, float, Price | None]], per_gpu: list[GpuResult],
               windows: dict[str, _GpuWindow]) -> list[TimelinePoint]:
-    if not windows:
+    """Idle GPU-hours and $ per time bin. Bins cover only the observed windows: windows that overlap form a
+    cluster (sources captured at different times stay apart), and the bins are shared among clusters in
+    proportion to their length (at least one each)."""
+    clusters = _merge_intervals((w.start_s, w.end_s) for w in windows.values())
+    if not clusters:
         return []
-    start = min(w.start_s for w in windows.values())
-    end = max(w.end_s for w in windows.values())
-    if end <= start:
-        return []
-    edges = np.linspace(start, end, MAX_TIMELINE_BINS + 1)
-    points = []
+    total = sum(b - a for a, b in clusters)
+    counts = [max(1, round(MAX_TIMELINE_BINS * (b - a) / total)) for a, b in clusters]
     priced = all(p is not None for _, _, p in spans)
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        hours = 0.0
-        usd = 0.0
-        for s, e, price in spans:
-            overlap = max(0.0, min(e, b) - max(s, a))
-            hours += overlap / 3600.0
-            if price is not None:
-                usd += overlap / 3600.0 * price.usd_per_gpu_hour
-        points.append(TimelinePoint(float(a), float(b), hours, usd if priced else None))
+    points = []
+    for (c0, c1), n in zip(clusters, counts, strict=True):
+        edges = np.linspace(c0, c1, n + 1)
+        for a, b in zip(edges[:-1], edges[1:], strict=True):
+            hours = 0.0
+            usd = 0.0
+            for s, e, price in spans:
+                overlap = max(0.0, min(e, b) - max(s, a))
+                hours += overlap / 3600.0
+                if price is not None:
+                    usd += overlap / 3600.0 * price.usd_per_gpu_hour
+            points.append(TimelinePoint(float(a), float(b), hours, usd if priced else None))
     return points

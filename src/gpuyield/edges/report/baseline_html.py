@@ -45,7 +45,7 @@ def _busy_chart(result: BaselineResult) -> str:
     rows = result.per_gpu
     if not rows:
         return "<p class='nm'>no GPU telemetry</p>"
-    bar_h, gap, left, width = 9, 10, 210, 520
+    bar_h, gap, left, width = 13, 12, 250, 520
     height = len(rows) * (3 * bar_h + gap) + 30
     parts = [f'<svg role="img" aria-label="busy vs active vs productive per GPU" width="{left + width + 70}" '
              f'height="{height}" viewBox="0 0 {left + width + 70} {height}">']
@@ -57,16 +57,16 @@ def _busy_chart(result: BaselineResult) -> str:
     for r in rows:
         active = r.mean_sm_active if r.mean_sm_active is not None else r.mean_gr_engine_active
         label = f"{r.gpu_id} ({r.idle_reason})" if r.idle_reason == "no engine" else r.gpu_id
-        parts.append(f'<text x="{left - 6}" y="{y + 1.5 * bar_h + 4}" text-anchor="end">{_esc(label[:34])}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 1.5 * bar_h + 4}" text-anchor="end">{_esc(label[:40])}</text>')
         for kind, value in (("busy", r.mean_gpu_util), ("active", active), ("productive", r.productivity)):
             if value is None:
-                parts.append(f'<text x="{left + 3}" y="{y + bar_h - 1}" class="nm" fill="#9aa4ad">'
+                parts.append(f'<text x="{left + 3}" y="{y + bar_h - 2}" class="nm" fill="#9aa4ad">'
                              f'{kind}: not measured</text>')
             else:
                 w = max(width * min(value, 1.0), 0.5)
                 parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{_COLORS[kind]}">'
                              f'<title>{_esc(r.gpu_id)} {kind}: {value * 100:.1f}%</title></rect>')
-                parts.append(f'<text x="{left + w + 4:.1f}" y="{y + bar_h - 1}">{value * 100:.1f}%</text>')
+                parts.append(f'<text x="{left + w + 4:.1f}" y="{y + bar_h - 2}">{kind} {value * 100:.1f}%</text>')
             y += bar_h
         y += gap
     parts.append("</svg>")
@@ -93,16 +93,22 @@ def _idle_chart(result: BaselineResult) -> str:
         parts.append(f'<line x1="{left}" y1="{yy}" x2="{left + width}" y2="{yy}" stroke="#e4e8ec"/>')
         parts.append(f'<text x="{left - 4}" y="{yy + 4}" text-anchor="end">{unit if unit == "$" else ""}{yv:.3g}</text>')
     for i, (p, v) in enumerate(zip(pts, values, strict=True)):
+        if i > 0 and p.start_s > pts[i - 1].end_s:  # a gap between captures taken at different times
+            x = left + i * bw
+            parts.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height + 5}" stroke="#5b6670" '
+                         f'stroke-dasharray="3,3"><title>gap in the data</title></line>')
         h = height * v / top
         t = datetime.fromtimestamp(p.start_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
         parts.append(f'<rect x="{left + i * bw:.1f}" y="{height - h + 5:.1f}" width="{max(bw - 1, 1):.1f}" '
                      f'height="{h:.1f}" fill="{_COLORS["idle"]}"><title>{t} UTC: {v:.4g} {unit} idle</title></rect>')
     t0 = datetime.fromtimestamp(pts[0].start_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    t1 = datetime.fromtimestamp(pts[-1].end_s, UTC).strftime("%H:%M:%S UTC")
+    t1 = datetime.fromtimestamp(pts[-1].end_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     parts.append(f'<text x="{left}" y="{height + 25}">{t0}</text>')
     parts.append(f'<text x="{left + width}" y="{height + 25}" text-anchor="end">{t1}</text>')
     parts.append("</svg>")
-    return "".join(parts)
+    gaps = sum(1 for a, b in zip(pts[:-1], pts[1:], strict=True) if b.start_s > a.end_s)
+    note = f'<p class="sub">{gaps + 1} separate capture windows, bins shown side by side (dashed line = gap).</p>'
+    return "".join(parts) + (note if gaps else "")
 
 
 def _tokens_chart(result: BaselineResult) -> str:

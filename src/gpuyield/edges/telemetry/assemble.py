@@ -176,10 +176,20 @@ def assemble_inputs(
     hist_names = {n for names in ENGINE_HISTOGRAMS.values() for n in names}
     legacy_seen: dict[tuple[tuple[str, str], ...], set[str]] = defaultdict(set)
 
+    # After Prometheus relabelling, a DCGM series with a workload has exported_pod (the workload) and pod (the
+    # exporter itself); a series without a workload still carries the exporter's pod. Drop that one.
+    exporter_pods = {r.labels["pod"] for r in raw if "exported_pod" in r.labels and "pod" in r.labels}
+
     for r in raw:
         name = r.name
         labels = normalise_labels(r.labels)
-        if name in GPU_GAUGES or name in GPU_COUNTERS:
+        is_gpu = name in GPU_GAUGES or name in GPU_COUNTERS
+        if is_gpu and "exported_pod" not in r.labels and (
+            r.labels.get("pod") in exporter_pods or "dcgm-exporter" in r.labels.get("pod", "")
+        ):
+            for k in ("pod", "namespace", "container"):
+                labels.pop(k, None)
+        if is_gpu:
             gid = _gpu_id(labels, r.source)
             acc = gpus[gid]
             for k in ("host", "gpu", "uuid", "device_name", "mig_profile", "pod", "namespace", "container"):

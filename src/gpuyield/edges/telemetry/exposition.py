@@ -260,7 +260,7 @@ class SampleBuffer:
             if not stripped:
                 continue
             if stripped[0] == "#":
-                if stripped.startswith("# TYPE "):
+                if stripped == "# TYPE" or stripped.startswith("# TYPE "):
                     parts = stripped.split()
                     if len(parts) >= 4:
                         self.types[parts[2]] = parts[3]

@@ -97,7 +97,7 @@ def watch(
         while True:
             tick_start = start + tick * every_s
             now = clock()
-            if duration_s is not None and tick_start - start > duration_s + 1e-9:
+            if duration_s is not None and tick * every_s > duration_s + 1e-6:
                 break
             if tick_start > now:
                 sleep(tick_start - now)
