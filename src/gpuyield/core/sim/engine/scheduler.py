@@ -55,6 +55,7 @@ class Scheduler:
         self._phase_cnt = [0] * self.block_size  # decode set: count per decode_phase
         self._finish_heap: list[tuple[int, int, EngineRequest]] = []  # (g_finish, idx, req), lazy deletion
         self._step_blocks_allocated = False  # the decode set's blocks for the current step are taken
+        self._dec_alloc = 0  # blocks taken in this schedule() for the decode set (minus preempted shares)
         self._final_blocks = 0  # kv_admission=max_output: sum of admitted requests' final block counts
         # statistics
         self.num_preemptions = 0
@@ -115,6 +116,7 @@ class Scheduler:
         decoding = self.decoding
         preempted = out.preempted
         self._step_blocks_allocated = False
+        self._dec_alloc = 0
 
         # 1. Decoding requests: one token each. Take this step's blocks first; preempt from the tail if short.
         step_blocks = 0
@@ -128,6 +130,7 @@ class Scheduler:
                 step_blocks = self.decode_extra_blocks(1)
             if step_blocks:
                 pool.allocate(step_blocks)
+            self._dec_alloc = step_blocks
             self._step_blocks_allocated = True
             budget -= len(decoding)
 
@@ -180,9 +183,11 @@ class Scheduler:
         out.load_tokens = sum(r.load_tokens for r in chunks_req if r.load_tokens)
         k = 1
         if not chunks_req and n:
-            k = self._run_length(step_blocks)
+            k = self._run_length(self._dec_alloc)
         out.num_steps = k
-        out.decode_blocks_allocated = step_blocks + (self._alloc_run_blocks(k, step_blocks) if k > 1 else 0)
+        if k > 1:
+            self._dec_alloc += self._alloc_run_blocks(k, self._dec_alloc)
+        out.decode_blocks_allocated = self._dec_alloc
         return out
 
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
@@ -235,8 +240,8 @@ class Scheduler:
         """Pure-decode steps until the next completion, capped by free blocks and ``max_decode_run_steps``."""
         heap = self._finish_heap
         decoding = self.decoding
-        while heap and decoding.get(heap[0][1]) is not heap[0][2]:
-            heapq.heappop(heap)
+        while heap and (decoding.get(heap[0][1]) is not heap[0][2] or heap[0][2].decode_g_finish != heap[0][0]):
+            heapq.heappop(heap)  # stale: left the decode set (finished or preempted, maybe rejoined since)
         k = heap[0][0] - self.G if heap else 1
         if k > self.max_run:
             k = self.max_run
@@ -276,6 +281,7 @@ class Scheduler:
             held = -(-c // self.block_size)
             if self._step_blocks_allocated and (c % self.block_size) == 0:
                 held += 1  # the block taken for this step's token
+                self._dec_alloc -= 1
             req.num_anon_blocks = held - req.num_entry_blocks
         else:
             self.prefilling.remove(req)
@@ -326,17 +332,18 @@ class Scheduler:
         finished: list[EngineRequest] = []
         first: list[EngineRequest] = []
         if out.num_decode_seqs:
-            if num_steps_done < out.num_steps:
-                unused = out.decode_blocks_allocated - self.decode_extra_blocks(num_steps_done)
-                if unused > 0:
-                    self.pool.free(unused)
+            # blocks reserved for steps that were cut off (a request arrived mid-run)
+            unused = out.decode_blocks_allocated - self.decode_extra_blocks(num_steps_done)
+            assert unused >= 0, "decode set holds fewer blocks than its steps needed"
+            if unused:
+                self.pool.free(unused)
             self.G += num_steps_done
             g = self.G
             heap = self._finish_heap
             decoding = self.decoding
             while heap and heap[0][0] <= g:
-                _gf, idx, req = heapq.heappop(heap)
-                if decoding.get(idx) is not req:
+                gf, idx, req = heapq.heappop(heap)
+                if decoding.get(idx) is not req or req.decode_g_finish != gf:
                     continue
                 c = self._leave_decode_set(req)
                 req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks

@@ -1,0 +1,189 @@
+"""Engine model: vLLM v1 scheduling semantics, invariants under random workloads, analytic decode runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sim_helpers import LinearStepModel, drive, make_engine, make_requests
+
+from gpuyield.core.sim.engine import EngineConfig, EngineRequest, ReplicaEngine, RequestStatus
+from gpuyield.errors import ConfigError
+
+
+def test_single_request_timing_matches_step_model() -> None:
+    eng = make_engine()
+    (req,) = make_requests(1, prompt=100, output=5)
+    fin = drive(eng, [(0.0, req)])
+    m = LinearStepModel()
+    t_prefill = m.step_time_s(100, 100 * 50.0, 0, 0)
+    assert req.first_token_s == pytest.approx(t_prefill)
+    decode = sum(m.step_time_s(0, 0.0, 1, 100 + j + 1) for j in range(4))
+    assert fin[0] == pytest.approx(t_prefill + decode)
+    assert req.status == RequestStatus.FINISHED_STOPPED and req.num_output_tokens == 5
+
+
+def test_chunked_prefill_respects_budget_and_running_first() -> None:
+    eng = make_engine(max_num_batched_tokens=64, max_num_seqs=8)
+    a, b = make_requests(2, prompt=100, output=3)
+    eng.add_request(a, 0.0)
+    out = eng.run
+    assert out is not None and out.prefill_num_new_tokens == [64]
+    eng.add_request(b, 0.0)
+    eng.complete_run()  # a: 64/100 computed; next step: a gets 36 (running first), b the remaining 28
+    out = eng.run
+    assert out is not None
+    assert [r.idx for r in out.prefill_reqs] == [0, 1] and out.prefill_num_new_tokens == [36, 28]
+    assert out.num_scheduled_tokens <= 64
+
+
+def test_no_chunked_prefill_waits_for_budget() -> None:
+    eng = make_engine(max_num_batched_tokens=64, max_num_seqs=8, enable_chunked_prefill=False)
+    (r,) = make_requests(1, prompt=100, output=3)
+    eng.add_request(r, 0.0)
+    assert eng.run is None  # never fits the budget (the cluster rejects such requests up front)
+
+
+def test_preemption_when_kv_is_undersized() -> None:
+    eng = make_engine(num_blocks=40, block_size=16, max_num_seqs=16)
+    reqs = make_requests(8, prompt=64, output=60)
+    fin = drive(eng, [(0.0, r) for r in reqs])
+    assert len(fin) == 8
+    assert eng.scheduler.num_preemptions > 0
+    assert all(r.num_output_tokens == 60 for r in reqs)
+    assert eng.kv.pool.num_used_blocks == 0
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="max_num_batched_tokens"):
+        EngineConfig(max_num_seqs=512, max_num_batched_tokens=256)
+    with pytest.raises(ConfigError, match="family"):
+        EngineConfig(family="tgi")
+    assert EngineConfig.for_family("trtllm").kv_admission == "max_output"
+    assert EngineConfig.for_family("sglang").block_size == 1
+
+
+def test_max_output_admission_never_preempts() -> None:
+    eng = make_engine(num_blocks=40, block_size=16, max_num_seqs=16, kv_admission="max_output")
+    reqs = make_requests(8, prompt=64, output=60)
+    fin = drive(eng, [(0.0, r) for r in reqs])
+    assert len(fin) == 8 and eng.scheduler.num_preemptions == 0
+
+
+# ---------------------------------------------------------------------- properties
+
+_req = st.tuples(
+    st.floats(0, 5.0, allow_nan=False),  # arrival
+    st.integers(1, 600),  # prompt
+    st.integers(1, 80),  # output
+    st.integers(0, 3),  # prefix group (0 = none)
+)
+
+
+@st.composite
+def _scenario(draw: st.DrawFn) -> tuple[dict[str, object], int, list[tuple[float, int, int, int]]]:
+    bs = draw(st.sampled_from([1, 4, 16, 32]))
+    seqs = draw(st.integers(1, 16))
+    cfg = {
+        "block_size": bs,
+        "max_num_seqs": seqs,
+        "max_num_batched_tokens": draw(st.integers(seqs, 512)),
+        "enable_prefix_caching": draw(st.booleans()),
+        "enable_chunked_prefill": True,
+        "kv_admission": draw(st.sampled_from(["on_demand", "on_demand", "max_output"])),
+        "max_decode_run_steps": draw(st.sampled_from([None, 1, 7])),
+    }
+    reqs = draw(st.lists(_req, min_size=1, max_size=25))
+    need = max(-(-(p + o) // bs) for _, p, o, _ in reqs)
+    num_blocks = need + draw(st.integers(0, 3 * need))
+    return cfg, num_blocks, reqs
+
+
+def _build(cfg: dict[str, object], num_blocks: int, reqs: list[tuple[float, int, int, int]]) -> tuple[ReplicaEngine, list[tuple[float, EngineRequest]]]:
+    eng = ReplicaEngine(EngineConfig(**cfg), LinearStepModel(), num_blocks)  # type: ignore[arg-type]
+    bs = int(cfg["block_size"])  # type: ignore[call-overload]
+    unit = max(16, bs)
+    arrivals = []
+    for i, (t, p, o, g) in enumerate(reqs):
+        hashes = tuple(1000 * g + k for k in range(p // unit)) if g else ()
+        arrivals.append((t, EngineRequest(i, t, p, o, hashes, unit // bs)))
+    return eng, arrivals
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenario())
+def test_engine_invariants(scn: tuple[dict[str, object], int, list[tuple[float, int, int, int]]]) -> None:
+    cfg, num_blocks, reqs = scn
+    eng, arrivals = _build(cfg, num_blocks, reqs)
+    sch = eng.scheduler
+    pool = eng.kv.pool
+
+    def check(e: ReplicaEngine, t: float) -> None:
+        assert pool.num_free_uncached >= 0 and pool.num_free_cached >= 0
+        assert pool.num_free_blocks + pool.num_used_blocks == pool.num_blocks
+        assert pool.num_used_blocks <= pool.num_blocks
+        if e.run is not None:
+            assert e.run.num_scheduled_tokens <= sch.max_num_batched_tokens
+            assert e.run.num_steps >= 1
+        assert len(sch.prefilling) + len(sch.decoding) <= sch.max_num_seqs
+        for r in sch.prefilling:
+            assert 0 <= r.num_computed_tokens <= r.num_tokens
+        for r in sch.decoding.values():
+            assert sch.computed_tokens(r) <= r.num_prompt_tokens + r.max_output_tokens
+
+    fin = drive(eng, arrivals, check)
+    assert sorted(fin) == list(range(len(reqs)))  # every request finished exactly once
+    for _, r in arrivals:
+        assert r.status == RequestStatus.FINISHED_STOPPED
+        assert r.num_output_tokens == r.max_output_tokens  # tokens conserved
+        assert r.arrival_s <= r.first_token_s <= fin[r.idx]
+    assert pool.num_used_blocks == 0  # nothing leaked
+    if cfg["kv_admission"] == "max_output":
+        assert sch.num_preemptions == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scenario())
+def test_analytic_decode_runs_match_step_by_step(scn: tuple[dict[str, object], int, list[tuple[float, int, int, int]]]) -> None:
+    cfg, num_blocks, reqs = scn
+    results = []
+    for steps in (None, 1):
+        c = dict(cfg, max_decode_run_steps=steps)
+        eng, arrivals = _build(c, num_blocks, reqs)
+        fin = drive(eng, arrivals)
+        firsts = {r.idx: r.first_token_s for _, r in arrivals}
+        results.append((fin, firsts, eng.scheduler.num_preemptions, eng.num_steps))
+    (f1, t1, p1, s1), (f2, t2, p2, s2) = results
+    assert p1 == p2 and s1 == s2
+    for i in f1:
+        assert math.isclose(f1[i], f2[i], rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(t1[i], t2[i], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_secant_run_time_matches_per_step_sum_for_affine_model() -> None:
+    eng = make_engine(num_blocks=10_000)
+    reqs = make_requests(10, prompt=300, output=200)
+    for r in reqs:
+        eng.add_request(r, 0.0)
+    while eng.run is not None and eng.run.num_steps == 1:
+        eng.complete_run()
+    out = eng.run
+    assert out is not None and out.num_steps > 50
+    m = LinearStepModel()
+    per_step = sum(m.step_time_s(0, 0.0, out.num_decode_seqs, out.decode_ctx_tokens + j * out.num_decode_seqs)
+                   for j in range(out.num_steps))  # fmt: skip
+    assert eng.run_end_s - eng.run_start_s == pytest.approx(per_step, rel=1e-12)
+
+
+def test_arrival_truncates_run_after_step_in_flight() -> None:
+    eng = make_engine(num_blocks=10_000)
+    (a,) = make_requests(1, prompt=100, output=500)
+    eng.add_request(a, 0.0)
+    eng.complete_run()  # prefill done; now a long decode run
+    assert eng.run is not None and eng.run.num_steps == 499
+    start, step = eng.run_start_s, LinearStepModel().step_time_s(0, 0.0, 1, 101)
+    (b,) = make_requests(1, prompt=50, output=2, start=1)
+    new_end = eng.add_request(b, start + 2.5 * step)
+    assert eng.run.num_steps == 3 and new_end == eng.run_end_s
