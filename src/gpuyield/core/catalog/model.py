@@ -22,9 +22,10 @@ Counting conventions (documented in ``docs/formats.md``):
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -218,6 +219,12 @@ class ModelSpec(BaseModel):
         if any(i < 0 or i >= self.num_layers for i in self.dense_layers):
             raise ValueError(f"dense_layers indices must be in [0, {self.num_layers})")
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A validated copy with ``update`` applied; derived values (params, GEMMs) are recomputed, not copied."""
+        data = self.model_dump()
+        data.update(update or {})
+        return type(self).model_validate(data)
 
     # ----------------------------------------------------------------- structure
     @property
