@@ -59,6 +59,7 @@ M = TypeVar("M", bound=BaseModel)
 _KeyFn = Callable[[str], list[str]]
 
 
+@lru_cache(maxsize=8192)
 def _squash(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", text.strip().lower())
 
@@ -274,16 +275,12 @@ class Catalog:
         defaults = self.defaults
         for origin, doc in documents:
             sections = parse_catalog_document(origin, doc)
-            for i, raw in enumerate(sections.get("gpus", [])):
-                self._merge_entry(
-                    Accelerator, gpus, origins, origin, "gpus", i, raw, _gpu_keys, _gpu_keys
-                )
-            for i, raw in enumerate(sections.get("models", [])):
-                self._merge_entry(
-                    ModelSpec, models, origins, origin, "models", i, raw, _model_keys, _model_index_keys
-                )
             gpu_ids = _Lookup(gpus, _gpu_keys, _gpu_keys)
             model_ids = _Lookup(models, _model_keys, _model_index_keys)
+            for i, raw in enumerate(sections.get("gpus", [])):
+                self._merge_entry(Accelerator, gpu_ids, origins, origin, "gpus", i, raw)
+            for i, raw in enumerate(sections.get("models", [])):
+                self._merge_entry(ModelSpec, model_ids, origins, origin, "models", i, raw)
             for i, raw in enumerate(sections.get("gpu_prices", [])):
                 gp = _validate(GpuPrice, origin, "gpu_prices", i, raw)
                 gp = gp.model_copy(update={"gpu": gpu_ids.canonical(gp.gpu, origin, "gpu_prices", i)})
@@ -329,29 +326,29 @@ class Catalog:
     @staticmethod
     def _merge_entry(
         cls: type[M],
-        table: dict[str, Any],
+        lookup: _Lookup,
         origins: dict[str, str],
         origin: str,
         section: str,
         index: int,
         raw: Mapping[str, Any],
-        lookup_keys: _KeyFn,
-        index_keys: _KeyFn,
     ) -> None:
+        table = lookup.table
         ident = raw.get("id")
         if not isinstance(ident, str) or not ident.strip():
             raise CatalogError(f"{origin}: {section}[{index}] field 'id': missing or not a string")
-        existing = _Lookup(table, lookup_keys, index_keys).find(ident)
+        existing = lookup.find(ident)
         if existing is None:
             for alias in raw.get("aliases", ()) or ():
                 if isinstance(alias, str):
-                    existing = _Lookup(table, lookup_keys, index_keys).find(alias)
+                    existing = lookup.find(alias)
                     if existing is not None:
                         break
         if existing is None:
             entry = _validate(cls, origin, section, index, raw)
             table[entry.id] = entry  # type: ignore[attr-defined]
             origins[entry.id] = origin  # type: ignore[attr-defined]
+            lookup.add(entry.id, entry)  # type: ignore[attr-defined]
             return
         for required in ("source", "as_of"):
             if required not in raw:
@@ -370,6 +367,7 @@ class Catalog:
         entry = _validate(cls, origin, section, index, merged)
         table[existing] = entry
         origins[existing] = origin
+        lookup.add(existing, entry)
 
     # ------------------------------------------------------------------ accelerators
     @property
@@ -549,17 +547,22 @@ def _model_index_keys(name: str) -> list[str]:
 class _Lookup:
     """Id/alias lookup over a plain ``id → entry`` table while a catalogue is being built."""
 
-    def __init__(self, table: Mapping[str, Any], lookup_keys: _KeyFn, index_keys: _KeyFn) -> None:
+    def __init__(self, table: dict[str, Any], lookup_keys: _KeyFn, index_keys: _KeyFn) -> None:
         self.table = table
         self.lookup_keys = lookup_keys
+        self.index_keys = index_keys
         self.index: dict[str, str] = {}
         for ident, entry in table.items():
-            names = [ident, *entry.aliases]
-            if getattr(entry, "name", None):
-                names.append(entry.name)
-            for n in names:
-                for k in index_keys(n):
-                    self.index.setdefault(k, ident)
+            self.add(ident, entry)
+
+    def add(self, ident: str, entry: Any) -> None:
+        """Index ``entry`` (its id, aliases and name) under ``ident``; earlier claims on a key win."""
+        names = [ident, *entry.aliases]
+        if getattr(entry, "name", None):
+            names.append(entry.name)
+        for n in names:
+            for k in self.index_keys(n):
+                self.index.setdefault(k, ident)
 
     def find(self, name: str) -> str | None:
         for key in self.lookup_keys(name):
