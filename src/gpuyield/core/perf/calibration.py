@@ -100,6 +100,8 @@ class EngineCoefficients:
     block_size_tokens: int = 16
     runtime_reserve_gb: float = 4.0  # activations, CUDA graphs, NCCL buffers, allocator slack per GPU
     ttft_sync_weight: float = 0.5  # share of the synchronized-start prefill queue the mean TTFT sees
+    ttft_overhead_s: float = 0.02  # fixed first-token latency outside the forward steps (API server,
+    # tokenisation, scheduling of a new request, first detokenise/stream flush)
     prefill_scale: float = 1.0  # fitted multiplier on prefill-token work
     decode_scale: float = 1.0  # fitted multiplier on decode work
     source: str = "generic defaults"
@@ -126,6 +128,14 @@ class Calibration:
     def has_gpu(self, gpu_id: str) -> bool:
         key = _norm(gpu_id)
         return any(_norm(k) == key for k in self.gpus)
+
+    def engine_for(self, name: str, gpu_id: str, precision: str) -> EngineCoefficients:
+        """Most specific constants: ``engine/gpu/precision``, then ``engine/precision``, then ``engine``."""
+        e = name.strip().lower()
+        for key in (f"{e}/{_norm(gpu_id)}/{precision.lower()}", f"{e}/{precision.lower()}"):
+            if key in self.engines:
+                return self.engines[key]
+        return self.engine(e)
 
     def engine(self, name: str) -> EngineCoefficients:
         key = name.strip().lower()

@@ -233,7 +233,7 @@ class PerfModel:
         self.weight_precision, self.kv_dtype, self.engine = wp, kd, eng
         self.calibration = calibration
         self.gpu_coeffs: GpuCoefficients = calibration.gpu(self.gpu_id)
-        self.engine_coeffs: EngineCoefficients = calibration.engine(eng)
+        self.engine_coeffs: EngineCoefficients = calibration.engine_for(eng, self.gpu_id, wp)
         self.compute_dtype = compute_dtype_for(wp, gpu)
         self.notes: list[str] = []
         if not calibration.has_gpu(self.gpu_id):

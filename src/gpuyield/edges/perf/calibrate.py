@@ -52,6 +52,7 @@ FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
     "decode_scale": (0.5, 2.0, True),
     "prefill_scale": (0.5, 2.0, True),
     "ttft_sync_weight": (0.01, 1.0, True),
+    "ttft_overhead_s": (1e-3, 1.0, True),
 }
 
 
@@ -207,47 +208,86 @@ def _loss(rows: Sequence[MeasurementRow], model_of: Any, gpu_of: Any, cal: Calib
     return (tot / n if n else math.inf), n
 
 
+def _fit_group(
+    cal: Calibration,
+    engines: dict[str, EngineCoefficients],
+    key: str,
+    start: EngineCoefficients,
+    sub: Sequence[MeasurementRow],
+    lookups_: tuple[Any, Any],
+    names: Sequence[str],
+    rounds: int,
+    log: Callable[[str], None] | None,
+) -> EngineCoefficients:
+    model_of, gpu_of = lookups_
+
+    def loss_of(ec: EngineCoefficients) -> float:
+        trial = dataclasses.replace(cal, engines={**engines, key: ec})
+        return _loss(sub, model_of, gpu_of, trial)[0]
+
+    cur = start
+    best = loss_of(cur)
+    first = best
+    for rnd in range(rounds):
+        step = (2.0, 1.4, 1.15, 1.05)[min(rnd, 3)]
+        for name in names:
+            lo, hi, _ = FIT_PARAMETERS[name]
+            for factor in (step, 1.0 / step):
+                while True:
+                    v = min(hi, max(lo, getattr(cur, name) * factor))
+                    if v == getattr(cur, name):
+                        break
+                    trial = dataclasses.replace(cur, **{name: v})
+                    loss = loss_of(trial)
+                    if loss >= best - 1e-5:
+                        break
+                    best, cur = loss, trial
+    if log:
+        log(f"{key}: {len(sub)} rows, loss {first:.4f} -> {best:.4f}")
+    return dataclasses.replace(cur, source=f"fitted on {len(sub)} end-to-end rows (loss {best:.4f})")
+
+
+# Refined per (engine, precision) and (engine, gpu, precision): only the efficiencies, never scheduler limits.
+REFINE_PARAMETERS = ("decode_scale", "prefill_scale", "ttft_overhead_s", "ttft_sync_weight")
+MIN_GROUP_ROWS = 20
+
+
 def fit_engines(
     cal: Calibration,
     rows: Sequence[MeasurementRow],
     catalog: Any,
     *,
-    rounds: int = 2,
+    rounds: int = 3,
     log: Callable[[str], None] | None = None,
     params: Sequence[str] | None = None,
+    refine: bool = True,
 ) -> Calibration:
-    """Coordinate-descent fit of each engine family's constants on ``rows`` (see the module docstring)."""
+    """Coordinate-descent fit: engine-family constants, then efficiencies per (engine, precision) and per
+    (engine, gpu, precision) groups with at least ``MIN_GROUP_ROWS`` rows (see the module docstring)."""
     engines = dict(cal.engines)
     names = list(params or FIT_PARAMETERS)
+    lk = lookups(catalog, cal)
     for eng in sorted({r.engine for r in rows}):
         sub = [r for r in rows if r.engine == eng]
-        cur = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
-        model_of, gpu_of = lookups(catalog, cal)
-
-        def loss_of(ec: EngineCoefficients, eng: str = eng, sub: list[MeasurementRow] = sub) -> float:
-            trial = dataclasses.replace(cal, engines={**engines, eng: ec})
-            return _loss(sub, model_of, gpu_of, trial)[0]
-
-        best = loss_of(cur)
-        if log:
-            log(f"{eng}: {len(sub)} rows, start loss {best:.4f}")
-        for rnd in range(rounds):
-            step = (2.0, 1.4, 1.15, 1.05)[min(rnd, 3)]
-            for name in names:
-                lo, hi, _ = FIT_PARAMETERS[name]
-                for factor in (step, 1.0 / step):
-                    while True:
-                        v = min(hi, max(lo, getattr(cur, name) * factor))
-                        if v == getattr(cur, name):
-                            break
-                        trial = dataclasses.replace(cur, **{name: v})
-                        loss = loss_of(trial)
-                        if loss >= best - 1e-5:
-                            break
-                        best, cur = loss, trial
-            if log:
-                log(f"{eng}: round {rnd + 1} loss {best:.4f}")
-        engines[eng] = dataclasses.replace(
-            cur, source=f"fitted on {len(sub)} end-to-end rows (loss {best:.4f})"
-        )
+        start = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
+        engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, names, rounds, log)
+    if refine:
+        for level in ("precision", "gpu"):
+            groups: dict[str, list[MeasurementRow]] = {}
+            for r in rows:
+                key = (
+                    f"{r.engine}/{r.precision}"
+                    if level == "precision"
+                    else f"{r.engine}/{r.gpu}/{r.precision}"
+                )
+                groups.setdefault(key, []).append(r)
+            for key, sub in sorted(groups.items()):
+                if len(sub) < MIN_GROUP_ROWS:
+                    continue
+                eng, *_rest = key.split("/")
+                prec_key = f"{eng}/{sub[0].precision}"
+                start = engines.get(key) or engines.get(prec_key) or engines[eng]
+                engines[key] = _fit_group(
+                    cal, engines, key, start, sub, lk, REFINE_PARAMETERS, max(1, rounds - 1), log
+                )
     return dataclasses.replace(cal, engines=engines)

@@ -32,8 +32,18 @@ from gpuyield.errors import ConfigError
 
 __all__ = ["DeviceTables", "discover_devices", "gpu_coefficients_from_tables", "read_system_yaml"]
 
-_DTYPE = {"bfloat16": "bf16", "bf16": "bf16", "float16": "bf16", "fp8": "fp8", "nvfp4": "fp4", "fp4": "fp4"}
+# float32 (a CPU profile) is timed against the device's own measured peak, recorded as its "bf16" rate
+_DTYPE = {
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float16": "bf16",
+    "float32": "bf16",
+    "fp8": "fp8",
+    "nvfp4": "fp4",
+    "fp4": "fp4",
+}
 _ELEM = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5625}
+_ELEM_RAW = {"float32": 4.0}
 _KVB = {"bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp8": 1.0}
 
 
@@ -157,6 +167,8 @@ def gpu_coefficients_from_tables(
         rows = _query(
             f, "select gemm_dtype, m, n, k, latency from {t} where n >= 1024 and k >= 1024 and latency > 0"
         )
+        if not rows:  # small models (e.g. profiled on a CPU): every shape counts
+            rows = _query(f, "select gemm_dtype, m, n, k, latency from {t} where latency > 0")
         for dt_raw, m, n, k, lat_ms in rows:
             dt = _DTYPE.get(str(dt_raw).lower())
             if dt is None or dt not in peaks:
@@ -164,7 +176,7 @@ def gpu_coefficients_from_tables(
             n_gemm += 1
             lat = float(lat_ms) / 1e3
             flops = 2.0 * m * n * k
-            weight_bytes = n * k * _ELEM[dt]
+            weight_bytes = n * k * _ELEM_RAW.get(str(dt_raw).lower(), _ELEM[dt])
             # compute efficiency only where the roofline says compute-bound; the memory term covers the rest
             if flops / peaks[dt] >= (weight_bytes + 2.0 * m * (n + k)) / bw:
                 eff_by[dt][_bucket(m)].append(flops / (peaks[dt] * lat))
@@ -259,6 +271,8 @@ def _bandwidth_fit(points: list[tuple[float, float]], bw: float) -> tuple[float,
     efficiency (what multi-GB weight reads see) from being dragged down by launch and tail effects.
     """
     pts = [(b, t) for b, t in points if b >= 4e6]
+    if len(pts) < 3:
+        pts = list(points)
     if len(pts) < 3:
         return 0.8, 0.0
     n = len(pts)

@@ -1,0 +1,109 @@
+"""``gpuyield calibrate``: rebuild the performance model's calibration from raw kernel tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpuyield.edges.cli.common import (
+    CATALOG_OPTION_HELP,
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    load_catalog,
+    run_command,
+)
+
+__all__ = ["calibrate", "register"]
+
+HELP = """Reduce raw kernel timing tables to a compact calibration YAML (and optionally fit end-to-end constants).
+
+--from takes AIConfigurator's systems/ tree (<device>.yaml + data/<device>/{gemm,attention,comm}/...) or the
+directory `gpuyield profile` writes (same layout, CSV tables). Repeat --from to merge several roots; later
+roots win for the same device. With --measurements, the engine-family constants (overheads, TTFT share of a
+synchronised start, decode/prefill efficiency) are fitted on that CSV (schema of `gpuyield validate`).
+Use the result with --calibration FILE on estimate/validate.
+
+Examples:
+
+  gpuyield calibrate --from ../shared/data/calibration/aiconfigurator --out calib.yaml
+
+  gpuyield calibrate --from ../shared/data/calibration/aiconfigurator --measurements ../shared/data/measurements/e2e_train.csv --out calib.yaml
+
+  gpuyield profile --device cpu --model tiny-llama --out prof/ && gpuyield calibrate --from prof/ --base shipped --out cpu_calib.yaml
+"""
+
+
+def calibrate(
+    from_: list[Path] = typer.Option(..., "--from", help="Kernel-table root (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Calibration YAML to write."),
+    measurements: Path | None = typer.Option(
+        None, "--measurements", help="End-to-end CSV to fit engine constants on."
+    ),
+    base: str | None = typer.Option(
+        None,
+        "--base",
+        help="Start from this calibration YAML ('shipped' = the built-in one) and add/override devices.",
+    ),
+    rounds: int = typer.Option(3, "--rounds", help="Coordinate-descent rounds of the end-to-end fit."),
+    catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
+    json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    def body() -> None:
+        import dataclasses
+
+        from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, calibration_to_dict
+        from gpuyield.edges.perf.calibrate import (
+            ENGINE_DEFAULTS,
+            fit_engines,
+            kernel_calibration,
+            load_measurements,
+        )
+        from gpuyield.edges.perf.io import load_calibration, write_calibration
+        from gpuyield.errors import ConfigError
+
+        if rounds < 1:
+            raise ConfigError(f"--rounds: expected >= 1, got {rounds}")
+        cat = load_catalog(catalog)
+        start = Calibration()
+        if base is not None:
+            start = load_calibration(None if base == "shipped" else base)
+        if not start.engines:
+            start = dataclasses.replace(
+                start, engines={e: EngineCoefficients(**v) for e, v in ENGINE_DEFAULTS.items()}
+            )
+        logs: list[str] = []
+
+        def log(msg: str) -> None:
+            logs.append(msg)
+            if json_out is None:
+                console.print(f"[dim]{msg}[/dim]")
+
+        cal = kernel_calibration(from_, cat, start, log=log)
+        if measurements is not None:
+            rows = load_measurements(measurements)
+            cal = fit_engines(cal, rows, cat, rounds=rounds, log=log)
+            cal = dataclasses.replace(cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"))
+        header = (
+            "# gpuyield performance-model calibration (written by `gpuyield calibrate`).\n"
+            "# Derived from: " + "; ".join(cal.sources)
+        )
+        write_calibration(cal, out, header)
+        summary = {
+            "out": str(out),
+            "devices": sorted(cal.gpus),
+            "engines": sorted(cal.engines),
+            "log": logs,
+            "calibration": calibration_to_dict(cal),
+        }
+        if json_out is not None:
+            emit_json(summary, json_out)
+        else:
+            console.print(f"wrote {out}: {len(cal.gpus)} device(s), {len(cal.engines)} engine entr(ies)")
+
+    run_command(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate", help=HELP)(calibrate)

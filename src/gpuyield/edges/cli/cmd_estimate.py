@@ -1,0 +1,331 @@
+"""``gpuyield estimate``: closed-loop TTFT/TPOT/throughput of one deployment at fixed ISL/OSL and concurrency."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import typer
+
+from gpuyield.edges.cli.common import (
+    CATALOG_OPTION_HELP,
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    load_catalog,
+    run_command,
+)
+
+__all__ = ["estimate", "estimate_record", "parse_concurrency", "register"]
+
+HELP = """Closed-loop TTFT, TPOT and output throughput of one replica (or N replicas) at fixed ISL/OSL.
+
+By default it runs the engine model (gpuyield.core.sim: continuous batching, chunked prefill, KV-block
+admission and preemption) with the calibrated step-time model; --method analytic uses the fast fixed-point
+solver that `validate` uses. Also reports memory (weights, KV capacity) and the step-time breakdown.
+
+Examples:
+
+  gpuyield estimate --model Qwen/Qwen3-32B --gpu h100_sxm --tp 2 --isl 1024 --osl 1024 --concurrency 32
+
+  gpuyield estimate --model deepseek-ai/DeepSeek-R1 --gpu b200_sxm --tp 8 --ep 8 --precision fp4 --engine trtllm --isl 8192 --osl 1024 --concurrency 64 --json
+
+  gpuyield estimate --model Qwen/Qwen3-8B --gpu h100 --isl 2000 --osl 500 --concurrency offline --num-requests 200
+
+  gpuyield estimate --model tiny-llama --gpu cpu --calibration cpu_calib.yaml --isl 128 --osl 64 --concurrency 4
+"""
+
+
+def parse_concurrency(value: str) -> int | None:
+    """An integer >= 1, or 'offline' (None)."""
+    from gpuyield.errors import ConfigError
+
+    v = value.strip().lower()
+    if v == "offline":
+        return None
+    try:
+        c = int(v)
+    except ValueError:
+        raise ConfigError(f"--concurrency: expected a positive integer or 'offline', got '{value}'") from None
+    if c < 1:
+        raise ConfigError(f"--concurrency: expected a positive integer or 'offline', got '{value}'")
+    return c
+
+
+def estimate_record(
+    *,
+    catalog: Any,
+    calibration: Any,
+    model: str,
+    gpu: str,
+    tp: int,
+    pp: int,
+    ep: int,
+    attention_dp: int,
+    precision: str,
+    kv_dtype: str | None,
+    engine: str,
+    isl: int,
+    osl: int,
+    concurrency: int | None,
+    num_requests: int | None,
+    replicas: int,
+    gpu_memory_utilization: float,
+    max_num_seqs: int | None,
+    max_num_batched_tokens: int | None,
+    method: str,
+) -> dict[str, Any]:
+    """Everything `estimate` reports, as plain data (also used by tests and benchmarks)."""
+    from gpuyield.core.perf import PerfModel, estimate_closed_loop
+    from gpuyield.core.perf.validation import kv_dtype_for
+    from gpuyield.edges.perf.io import resolve_gpu
+    from gpuyield.errors import ConfigError
+
+    spec = catalog.model(model)
+    acc = resolve_gpu(catalog, calibration, gpu)
+    if method not in ("sim", "analytic"):
+        raise ConfigError(f"--method: expected 'sim' or 'analytic', got '{method}'")
+    if replicas < 1:
+        raise ConfigError(f"--replicas: expected >= 1, got {replicas}")
+    perf = PerfModel.build(
+        spec,
+        acc,
+        tp=tp,
+        pp=pp,
+        ep=ep if spec.num_experts else 1,
+        attention_dp=attention_dp,
+        weight_precision=precision,
+        kv_dtype=kv_dtype or kv_dtype_for(precision),
+        engine=engine,
+        calibration=calibration,
+    )
+    mem = perf.memory(gpu_memory_utilization, max_model_len=isl + osl)
+    out: dict[str, Any] = {
+        "model": spec.id,
+        "gpu": acc.id,
+        "engine": engine,
+        "precision": precision,
+        "kv_dtype": perf.kv_dtype,
+        "parallelism": {
+            "tp": tp,
+            "pp": pp,
+            "ep": perf.ep,
+            "attention_dp": attention_dp,
+            "replicas": replicas,
+        },
+        "num_gpus": perf.num_gpus * replicas,
+        "isl": isl,
+        "osl": osl,
+        "concurrency": concurrency if concurrency is not None else "offline",
+        "memory": mem,
+        "notes": list(perf.notes),
+    }
+    if not mem.fits:
+        out.update({"fits": False, "reason": mem.reason})
+        return out
+    analytic = estimate_closed_loop(
+        perf,
+        isl,
+        osl,
+        concurrency,
+        num_requests=num_requests,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        num_replicas=replicas,
+    )
+    ec = perf.engine_coeffs
+    result: dict[str, Any]
+    if method == "sim":
+        from gpuyield.core.sim import EngineConfig, run_closed_loop
+
+        cfg = EngineConfig.for_family(
+            engine if engine in ("vllm", "sglang", "trtllm") else "vllm",
+            max_num_seqs=max_num_seqs or min(ec.max_num_seqs, 1 << 16),
+            max_num_batched_tokens=max(
+                max_num_batched_tokens or ec.max_num_batched_tokens, max_num_seqs or 1
+            ),
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+        c_rep = None if concurrency is None else max(1, math.ceil(concurrency / replicas))
+        n_rep = None if num_requests is None else max(1, math.ceil(num_requests / replicas))
+        if c_rep is None:
+            res = run_closed_loop(perf, cfg, isl, osl, n_rep or 1, num_requests=n_rep, offline=True)
+        else:
+            res = run_closed_loop(perf, cfg, isl, osl, c_rep, num_requests=n_rep)
+        overhead_ms = ec.ttft_overhead_s * 1e3
+        result = {
+            "method": "engine model (gpuyield.core.sim.run_closed_loop) + fitted first-token overhead",
+            "ttft_ms": res.ttft_ms.mean + overhead_ms,
+            "ttft_p90_ms": res.ttft_ms.p90 + overhead_ms,
+            "tpot_ms": res.tpot_ms.mean if osl > 1 else 0.0,
+            "tpot_p90_ms": res.tpot_ms.p90 if osl > 1 else 0.0,
+            "e2e_ms": res.e2e_ms.mean + overhead_ms,
+            "throughput_tok_s": res.output_tok_s * replicas,
+            "num_requests_simulated": res.num_requests * replicas,
+            "num_preemptions": res.num_preemptions,
+        }
+        result["analytic"] = {
+            "ttft_ms": analytic.ttft_ms,
+            "tpot_ms": analytic.tpot_ms,
+            "throughput_tok_s": analytic.throughput_tok_s,
+        }
+    else:
+        result = {
+            "method": analytic.method,
+            "ttft_ms": analytic.ttft_ms,
+            "tpot_ms": analytic.tpot_ms,
+            "e2e_ms": analytic.e2e_ms,
+            "throughput_tok_s": analytic.throughput_tok_s,
+            "queue_wait_ms": analytic.queue_wait_ms,
+        }
+    n = max(1, int(analytic.running_seqs))
+    ctx = isl + osl // 2
+    bd = perf.step_breakdown(0, 0.0, n, n * ctx)
+    pre = perf.step_breakdown(
+        min(isl, ec.max_num_batched_tokens), min(isl, ec.max_num_batched_tokens) ** 2 / 2.0, 0, 0
+    )
+    out.update(result)
+    out.update(
+        {
+            "fits": True,
+            "running_seqs_per_replica": analytic.running_seqs,
+            "limited_by": analytic.limited_by,
+            "decode_step": {
+                "num_decode_seqs": n,
+                "context_tokens": ctx,
+                "total_ms": bd.total_s * 1e3,
+                "ops_ms": {k: v * 1e3 for k, v in bd.ops.items()},
+            },
+            "prefill_step": {
+                "num_prefill_tokens": min(isl, ec.max_num_batched_tokens),
+                "total_ms": pre.total_s * 1e3,
+                "ops_ms": {k: v * 1e3 for k, v in pre.ops.items()},
+            },
+            "out_of_range": sorted(set(bd.out_of_range) | set(pre.out_of_range)),
+            "calibration": {"gpu": perf.gpu_coeffs.source, "engine": ec.source},
+        }
+    )
+    out["notes"] = list(dict.fromkeys(list(out["notes"]) + list(analytic.notes)))
+    return out
+
+
+def _print(rec: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    par = rec["parallelism"]
+    console.print(
+        f"[bold]{rec['model']}[/bold] on {rec['num_gpus']}× {rec['gpu']} ({rec['engine']}, {rec['precision']} weights, "
+        f"{rec['kv_dtype']} KV; tp={par['tp']} pp={par['pp']} ep={par['ep']} attention_dp={par['attention_dp']} "
+        f"replicas={par['replicas']}) — isl {rec['isl']}, osl {rec['osl']}, concurrency {rec['concurrency']}"
+    )
+    mem = rec["memory"]
+    console.print(
+        f"memory per GPU: weights {mem.weights_gb:.1f} GB, reserve {mem.runtime_reserve_gb:.1f} GB, KV {mem.kv_gb:.1f} GB "
+        f"→ {mem.kv_capacity_tokens:,} tokens per replica"
+    )
+    if not rec["fits"]:
+        console.print(f"[bold red]does not fit:[/bold red] {rec['reason']}")
+        return
+    t = Table(box=None, pad_edge=False)
+    for col in ("TTFT ms", "TPOT ms", "E2E ms", "output tok/s", "running/replica", "limited by"):
+        t.add_column(col, justify="right")
+    t.add_row(
+        f"{rec['ttft_ms']:,.1f}",
+        f"{rec['tpot_ms']:,.2f}",
+        f"{rec['e2e_ms']:,.0f}",
+        f"{rec['throughput_tok_s']:,.0f}",
+        f"{rec['running_seqs_per_replica']:,.0f}",
+        rec["limited_by"],
+    )
+    console.print(t)
+    ops = rec["decode_step"]["ops_ms"]
+    console.print(
+        "decode step ({} seqs): {:.2f} ms = ".format(
+            rec["decode_step"]["num_decode_seqs"], rec["decode_step"]["total_ms"]
+        )
+        + ", ".join(f"{k} {v:.2f}" for k, v in ops.items() if v > 0)
+    )
+    console.print(f"[dim]method: {rec['method']}[/dim]")
+    for n in rec["notes"] + rec["out_of_range"]:
+        console.print(f"[yellow]note:[/yellow] {n}")
+
+
+def estimate(
+    model: str = typer.Option(..., "--model", help="Catalogue model id or alias."),
+    gpu: str = typer.Option(
+        ..., "--gpu", help="Catalogue accelerator id/alias, or a device in --calibration (e.g. cpu)."
+    ),
+    isl: int = typer.Option(..., "--isl", help="Input (prompt) tokens per request."),
+    osl: int = typer.Option(..., "--osl", help="Output tokens per request."),
+    concurrency: str = typer.Option(..., "--concurrency", help="Clients in the closed loop, or 'offline'."),
+    num_requests: int | None = typer.Option(
+        None, "--num-requests", help="Requests to run (required with offline)."
+    ),
+    tp: int = typer.Option(1, "--tp", help="Tensor parallelism of attention (and dense MLP)."),
+    pp: int = typer.Option(1, "--pp", help="Pipeline stages."),
+    ep: int = typer.Option(
+        1, "--ep", help="Expert parallelism (MoE): experts spread over tp*attention_dp GPUs."
+    ),
+    attention_dp: int = typer.Option(1, "--attention-dp", help="Attention data-parallel ranks (MoE)."),
+    replicas: int = typer.Option(1, "--replicas", help="Identical replicas sharing the concurrency."),
+    engine: str = typer.Option("vllm", "--engine", help="Engine family: vllm, sglang or trtllm."),
+    precision: str = typer.Option("bf16", "--precision", help="Weight precision: bf16, fp8, fp4, int4."),
+    kv_dtype: str | None = typer.Option(
+        None, "--kv-dtype", help="KV-cache dtype (default: fp8 with fp8/fp4 weights)."
+    ),
+    gpu_memory_utilization: float = typer.Option(
+        0.9, "--gpu-memory-utilization", help="Fraction of GPU memory the engine uses."
+    ),
+    max_num_seqs: int | None = typer.Option(
+        None, "--max-num-seqs", help="Engine limit on running sequences."
+    ),
+    max_num_batched_tokens: int | None = typer.Option(
+        None, "--max-num-batched-tokens", help="Token budget per step."
+    ),
+    method: str = typer.Option(
+        "sim", "--method", help="sim (engine model) or analytic (validate's fast solver)."
+    ),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="Calibration YAML from `gpuyield calibrate`."
+    ),
+    catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
+    json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    def body() -> None:
+        from gpuyield.edges.perf.io import load_calibration
+
+        rec = estimate_record(
+            catalog=load_catalog(catalog),
+            calibration=load_calibration(calibration),
+            model=model,
+            gpu=gpu,
+            tp=tp,
+            pp=pp,
+            ep=ep,
+            attention_dp=attention_dp,
+            precision=precision.lower(),
+            kv_dtype=kv_dtype,
+            engine=engine.lower(),
+            isl=isl,
+            osl=osl,
+            concurrency=parse_concurrency(concurrency),
+            num_requests=num_requests,
+            replicas=replicas,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            method=method,
+        )
+        if json_out is not None:
+            emit_json(rec, json_out)
+        else:
+            _print(rec)
+        if not rec["fits"]:
+            raise typer.Exit(2)
+
+    run_command(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("estimate", help=HELP)(estimate)

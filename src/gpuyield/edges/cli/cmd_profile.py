@@ -1,0 +1,76 @@
+"""``gpuyield profile``: torch microbenchmarks of a model's GEMM and attention shapes on the local device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpuyield.edges.cli.common import (
+    CATALOG_OPTION_HELP,
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    load_catalog,
+    run_command,
+)
+
+__all__ = ["profile", "register"]
+
+HELP = """Microbenchmark the GEMM and attention shapes a model needs with torch on this machine's CPU or GPU.
+
+Writes the table layout `gpuyield calibrate --from` reads (<device>.yaml with measured peaks, and
+data/<device>/{gemm,attention}/torch/<version>/*.csv, latencies in ms), within a time budget. Needs the
+[profile] extra (torch). Without --model, a generic square/rectangular shape set is measured.
+
+Examples:
+
+  gpuyield profile --device cpu --model tiny-llama --out prof/
+
+  gpuyield profile --device cpu --out prof/ --budget-s 30 --json
+
+  gpuyield profile --device cuda --model meta-llama/Llama-3.1-8B --out prof-h100/ && gpuyield calibrate --from prof-h100/ --base shipped --out calib.yaml
+"""
+
+
+def profile(
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the tables to."),
+    model: str | None = typer.Option(None, "--model", help="Catalogue model whose shapes to measure."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32."),
+    budget_s: float = typer.Option(120.0, "--budget-s", help="Stop measuring after this many seconds."),
+    max_tokens: int = typer.Option(2048, "--max-tokens", help="Largest token count (GEMM M) measured."),
+    catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
+    json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    def body() -> None:
+        from gpuyield.edges.perf.profiler import DEFAULT_TOKENS, run_profile
+        from gpuyield.errors import ConfigError
+
+        if budget_s <= 0:
+            raise ConfigError(f"--budget-s: expected > 0, got {budget_s}")
+        spec = load_catalog(catalog).model(model) if model else None
+        tokens = tuple(t for t in DEFAULT_TOKENS if t <= max_tokens) or (1,)
+
+        def log(msg: str) -> None:
+            if json_out is None:
+                console.print(f"[dim]{msg}[/dim]")
+
+        summary = run_profile(
+            out, device=device, model=spec, dtype=dtype, tokens=tokens, budget_s=budget_s, log=log
+        )
+        if json_out is not None:
+            emit_json(summary, json_out)
+        else:
+            console.print(
+                f"wrote {out}: {summary['gemm_rows']} GEMM, {summary['context_attention_rows']} prefill-attention, "
+                f"{summary['generation_attention_rows']} decode-attention timings on {summary['device']} "
+                f"in {summary['elapsed_s']:.1f} s"
+                + (" (stopped by --budget-s)" if summary["stopped_by_budget"] else "")
+            )
+
+    run_command(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("profile", help=HELP)(profile)

@@ -1,0 +1,103 @@
+"""``gpuyield validate``: score the performance model against a CSV of real end-to-end measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpuyield.edges.cli.common import (
+    CATALOG_OPTION_HELP,
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    load_catalog,
+    progress,
+    run_command,
+)
+
+__all__ = ["register", "validate"]
+
+HELP = """Predict every row of a measurement CSV and report the errors (MAPE, median, p90, bias).
+
+The CSV columns are exactly gpu,num_gpus,model,engine,precision,layout,tp,isl,osl,concurrency,num_requests,
+ttft_ms,tpot_ms,e2e_ms,throughput_tok_s,source (measured columns may be blank; concurrency may be 'offline';
+layout is 'agg tpT ppP adpA moe_tpM epE' or 'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)').
+Each row is predicted with the analytic closed-loop solver (fast: thousands of rows in seconds) or listed in
+'unsupported' with its reason. Also writes a self-contained HTML report with predicted-vs-measured plots.
+
+Examples:
+
+  gpuyield validate --measurements ../shared/data/measurements/e2e_train.csv
+
+  gpuyield validate --measurements e2e.csv --json results.json --report validate.html
+
+  gpuyield validate --measurements my_runs.csv --calibration my_calib.yaml --json
+"""
+
+
+def validate(
+    measurements: Path = typer.Option(..., "--measurements", help="Measurement CSV (schema above)."),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="Calibration YAML (default: shipped)."
+    ),
+    report: Path = typer.Option(
+        Path("validate_report.html"), "--report", help="HTML report path ('-' for none)."
+    ),
+    catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
+    json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    def body() -> None:
+        from gpuyield.core.perf.validation import validate_rows
+        from gpuyield.edges.perf.calibrate import load_measurements, lookups
+        from gpuyield.edges.perf.io import load_calibration
+        from gpuyield.edges.report.validation import render_validation_html
+
+        cal = load_calibration(calibration)
+        cat = load_catalog(catalog)
+        rows = load_measurements(measurements)
+        model_of, gpu_of = lookups(cat, cal)
+        with progress("validating", len(rows), enabled=json_out is None) as advance:
+            result = validate_rows(rows, model_of, gpu_of, cal, progress=advance)
+        if str(report) != "-":
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(render_validation_html(result, f"gpuyield validate: {measurements.name}"))
+            result["report"] = str(report)
+        if json_out is not None:
+            emit_json(result, json_out)
+            return
+        from rich.table import Table
+
+        t = Table(
+            title=f"{measurements.name}: {result['num_rows']} rows, coverage {100 * result['coverage']:.1f}%",
+            title_justify="left",
+            box=None,
+        )
+        for col in ("metric", "n", "MAPE", "median APE", "p90 APE", "bias"):
+            t.add_column(col, justify="right")
+        for m, s in result["summary"].items():
+            if not s["n"]:
+                t.add_row(m, "0", "—", "—", "—", "—")
+                continue
+            t.add_row(
+                m,
+                str(s["n"]),
+                f"{100 * s['mape']:.1f}%",
+                f"{100 * s['median_ape']:.1f}%",
+                f"{100 * s['p90_ape']:.1f}%",
+                f"{100 * s['bias']:+.1f}%",
+            )
+        console.print(t)
+        if result["unsupported"]:
+            console.print(
+                f"{len(result['unsupported'])} unsupported rows (first: row {result['unsupported'][0]['row']}: "
+                f"{result['unsupported'][0]['reason']})"
+            )
+        if "report" in result:
+            console.print(f"[dim]report: {result['report']}[/dim]")
+
+    run_command(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate", help=HELP)(validate)

@@ -1,0 +1,278 @@
+"""Torch microbenchmarks of the GEMM and attention shapes a model needs, in the layout ``calibrate`` reads.
+
+Writes (the AIConfigurator ``systems/`` layout, CSV tables)::
+
+    OUT/<device>.yaml                                           measured peaks: gpu.mem_bw, gpu.bfloat16_tc_flops, ...
+    OUT/data/<device>/gemm/torch/<torch version>/gemm_perf.csv
+    OUT/data/<device>/attention/torch/<ver>/context_attention_perf.csv
+    OUT/data/<device>/attention/torch/<ver>/generation_attention_perf.csv
+
+Latencies are in milliseconds (median of the repeats after warm-up). The whole run respects a time budget:
+shapes are measured smallest-first and the run stops cleanly when the budget is spent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuyield.errors import ConfigError
+
+__all__ = ["DEFAULT_TOKENS", "device_id_for", "gemm_shapes_for", "run_profile"]
+
+DEFAULT_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+_GEMM_COLS = (
+    "framework",
+    "version",
+    "device",
+    "op_name",
+    "kernel_source",
+    "gemm_dtype",
+    "m",
+    "n",
+    "k",
+    "latency",
+)
+_ATTN_COLS = (
+    "framework",
+    "version",
+    "device",
+    "op_name",
+    "kernel_source",
+    "batch_size",
+    "isl",
+    "num_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "beam_width",
+    "attn_dtype",
+    "kv_cache_dtype",
+    "step",
+    "window_size",
+    "latency",
+)
+
+
+def device_id_for(device: str, torch: Any) -> str:
+    if device == "cpu":
+        return "cpu"
+    name = torch.cuda.get_device_name(0).lower()
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+
+
+def gemm_shapes_for(model: Any | None) -> list[tuple[int, int]]:
+    """Distinct (n, k) of the model's weight matrices at tp=1 (capped at 8192 per side on small devices)."""
+    if model is None:
+        return [(1024, 1024), (2048, 2048), (4096, 4096), (4096, 1024), (1024, 4096)]
+    seen: dict[tuple[int, int], None] = {}
+    for g in model.gemm_shapes:
+        if g.group == "router":
+            continue
+        seen[(min(g.n, 16384), min(g.k, 16384))] = None
+    return list(seen)
+
+
+def _time_ms(
+    fn: Callable[[], Any], sync: Callable[[], None], repeats: int, min_time_s: float = 0.02
+) -> float:
+    fn()
+    sync()
+    samples: list[float] = []
+    t_end = time.perf_counter() + min_time_s
+    while len(samples) < repeats or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+        if len(samples) >= 50:
+            break
+    return statistics.median(samples)
+
+
+def _mem_total_gb(device: str, torch: Any) -> float:
+    if device != "cpu":
+        return float(torch.cuda.get_device_properties(0).total_memory) / 1e9
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return 8.0
+
+
+def run_profile(
+    out: Path,
+    *,
+    device: str = "cpu",
+    model: Any | None = None,
+    dtype: str = "bf16",
+    tokens: tuple[int, ...] = DEFAULT_TOKENS,
+    budget_s: float = 120.0,
+    repeats: int = 5,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure and write the tables; return a summary (rows per table, measured peaks, elapsed seconds)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError("gpuyield profile needs torch: pip install 'gpuyield[profile]'") from None
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: expected 'cpu' or 'cuda', got '{device}'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA device")
+    tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype)
+    if tdtype is None:
+        raise ConfigError(f"--dtype: expected bf16, fp16 or fp32, got '{dtype}'")
+    dev = torch.device(device)
+    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    dev_id = device_id_for(device, torch)
+    version = torch.__version__.split("+")[0]
+    t_start = time.perf_counter()
+    deadline = t_start + budget_s
+    dt_name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
+    elem = 4 if dtype == "fp32" else 2
+    torch.manual_seed(0)
+
+    # ---- device peaks: streaming bandwidth (copy) and GEMM FLOP/s
+    nbytes = 256 * 1024 * 1024 if device == "cuda" else 64 * 1024 * 1024
+    a = torch.empty(nbytes // 4, dtype=torch.float32, device=dev)
+    b = torch.empty_like(a)
+    copy_ms = _time_ms(lambda: b.copy_(a), sync, repeats)
+    mem_bw = 2.0 * nbytes / (copy_ms / 1e3)
+    sq = 4096 if device == "cuda" else 1024
+    x = torch.randn(sq, sq, dtype=tdtype, device=dev)
+    y = torch.randn(sq, sq, dtype=tdtype, device=dev)
+    mm_ms = _time_ms(lambda: x @ y, sync, repeats)
+    peak = 2.0 * sq**3 / (mm_ms / 1e3)
+    if log:
+        log(f"{dev_id}: copy bandwidth {mem_bw / 1e9:.1f} GB/s, {dt_name} GEMM {peak / 1e12:.3f} TFLOP/s")
+
+    base = out / "data" / dev_id
+    gemm_rows: list[tuple[Any, ...]] = []
+    shapes = gemm_shapes_for(model)
+    stopped = False
+    for m in sorted(tokens):
+        for n, k in shapes:
+            if time.perf_counter() > deadline:
+                stopped = True
+                break
+            w = torch.randn(n, k, dtype=tdtype, device=dev)
+            inp = torch.randn(m, k, dtype=tdtype, device=dev)
+            ms = _time_ms(lambda inp=inp, w=w: torch.nn.functional.linear(inp, w), sync, repeats)
+            gemm_rows.append(
+                ("TORCH", version, dev_id, "gemm", "torch.nn.functional.linear", dt_name, m, n, k, ms)
+            )
+            peak = max(peak, 2.0 * m * n * k / (ms / 1e3))
+        if stopped:
+            break
+    ctx_rows: list[tuple[Any, ...]] = []
+    gen_rows: list[tuple[Any, ...]] = []
+    heads = getattr(model, "num_attention_heads", 8) if model is not None else 8
+    kv_heads = getattr(model, "num_kv_heads", heads) if model is not None else heads
+    hd = getattr(model, "head_dim", 64) if model is not None else 64
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    for isl in (128, 256, 512, 1024, 2048):
+        if time.perf_counter() > deadline:
+            stopped = True
+            break
+        q = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
+        kk = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
+        ms = _time_ms(lambda q=q, kk=kk: sdpa(q, kk, kk, is_causal=True), sync, repeats)
+        ctx_rows.append(
+            (
+                "TORCH",
+                version,
+                dev_id,
+                "context_attention",
+                "torch.sdpa",
+                1,
+                isl,
+                heads,
+                kv_heads,
+                hd,
+                1,
+                dt_name,
+                dt_name,
+                0,
+                0,
+                ms,
+            )
+        )
+    for bsz in (1, 4, 16):
+        for ctx in (128, 512, 1024, 2048):
+            if time.perf_counter() > deadline:
+                stopped = True
+                break
+            q = torch.randn(bsz, heads, 1, hd, dtype=tdtype, device=dev)
+            kk = torch.randn(bsz, heads, ctx, hd, dtype=tdtype, device=dev)
+            ms = _time_ms(lambda q=q, kk=kk: sdpa(q, kk, kk), sync, repeats)
+            # engines keep KV per KV head; the kernel reads heads x ctx here (repeat_kv), so record heads
+            gen_rows.append(
+                (
+                    "TORCH",
+                    version,
+                    dev_id,
+                    "generation_attention",
+                    "torch.sdpa",
+                    bsz,
+                    ctx,
+                    heads,
+                    heads,
+                    hd,
+                    1,
+                    dt_name,
+                    dt_name,
+                    0,
+                    0,
+                    ms,
+                )
+            )
+    _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
+    _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
+    _write(base / "attention" / "torch" / version / "generation_attention_perf.csv", _ATTN_COLS, gen_rows)
+    system = {
+        "data_dir": f"data/{dev_id}",
+        "source": f"gpuyield profile on {platform.node() or 'this machine'}, torch {torch.__version__}, "
+        f"{os.cpu_count()} logical CPUs" + (f", {torch.cuda.get_device_name(0)}" if device == "cuda" else ""),
+        "gpu": {
+            "mem_bw": float(f"{mem_bw:.6g}"),
+            "mem_capacity": float(f"{_mem_total_gb(device, torch) * 1e9:.6g}"),
+            "bfloat16_tc_flops": float(f"{peak:.6g}"),
+        },
+        "node": {"num_gpus_per_node": 1, "intra_node_bw": float(f"{mem_bw:.6g}")},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{dev_id}.yaml").write_text(yaml.safe_dump(system, sort_keys=False))
+    elapsed = time.perf_counter() - t_start
+    return {
+        "device": dev_id,
+        "out": str(out),
+        "gemm_rows": len(gemm_rows),
+        "context_attention_rows": len(ctx_rows),
+        "generation_attention_rows": len(gen_rows),
+        "mem_bw_gb_s": mem_bw / 1e9,
+        "peak_tflops": peak / 1e12,
+        "dtype": dt_name,
+        "elapsed_s": elapsed,
+        "stopped_by_budget": stopped,
+        "elem_bytes": elem,
+    }
+
+
+def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
