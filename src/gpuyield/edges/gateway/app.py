@@ -510,6 +510,7 @@ class Gateway:
                 else:
                     await self._proxy_unary(r, path, raw, send, ctx)
                 r.breaker.success()
+                r.last_success_s = time.monotonic()
                 return
             except _Retryable as exc:
                 r.breaker.failure(time.monotonic())

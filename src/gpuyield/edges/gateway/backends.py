@@ -144,6 +144,7 @@ class Replica:
     engine_waiting: float = 0.0
     kv_usage: float = 0.0
     last_check_s: float = 0.0
+    last_success_s: float = -1e9  # monotonic time of the last request this replica answered well
     check_failures: int = 0
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     _task: asyncio.Task[None] | None = None
@@ -214,7 +215,8 @@ class Replica:
             self.healthy = True
             if self.breaker.state != CLOSED:
                 self.breaker.success()
-        else:
+        elif now - self.last_success_s > 2 * self.health.interval_s + self.health.timeout_s:
+            # a replica that is answering requests right now is alive even if a probe timed out under load
             self.check_failures += 1
             if self.check_failures >= self.health.failure_threshold or self.breaker.state != CLOSED:
                 self.healthy = False

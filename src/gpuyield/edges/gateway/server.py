@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -29,10 +30,9 @@ def _install_sighup(gw: Gateway, path: Path) -> None:
         except ConfigError as exc:
             print(f"gpuyield serve: reload failed, keeping the running config: {exc}", file=sys.stderr)
 
-    try:
+    # not the main thread, or no SIGHUP on this platform: no reload by signal
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
-        pass
 
 
 class _WithReload:
