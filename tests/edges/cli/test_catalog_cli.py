@@ -185,3 +185,15 @@ def test_help_has_examples():
     for sub in ("gpus", "models", "prices", "show"):
         res = run("catalog", sub, "--help")
         assert res.exit_code == 0 and "Examples" in res.stdout
+
+
+def test_group_level_catalog_option(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("gpus:\n- id: h100_sxm\n  tdp_w: 500\n  source: a\n  as_of: 2026-01-01\n")
+    b.write_text("gpus:\n- id: h100_sxm\n  tdp_w: 650\n  source: b\n  as_of: 2026-01-01\n")
+    res = run("catalog", "--catalog", str(a), "show", "h100_sxm", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["tdp_w"] == 500
+    res = run("catalog", "--catalog", str(a), "show", "h100_sxm", "--catalog", str(b), "--json")
+    assert json.loads(res.stdout)["tdp_w"] == 650

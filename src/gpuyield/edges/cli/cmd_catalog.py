@@ -423,7 +423,7 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
                 "kind": "model",
                 **model_record(spec, full=True),
                 "api_prices": api,
-                "origin": cat.origin(spec.id),
+                "origin": cat.origin(spec.id) if cat.find_model(spec.id) is spec else spec.source,
             },
             json_out,
         )
@@ -491,8 +491,21 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- wiring
+@catalog_app.callback()
+def _catalog_group(ctx: typer.Context, catalog: list[str] | None = _CATALOG_OPTION) -> None:
+    """Accelerators, model architectures and prices (with source and as_of), built in and overridable."""
+    ctx.obj = {"catalog_files": list(catalog or [])}
+
+
+def _files(ctx: typer.Context, sub: list[str] | None) -> list[str]:
+    """``gpuyield catalog --catalog A sub --catalog B``: A then B (both after GPUYIELD_CATALOG)."""
+    group = (ctx.obj or {}).get("catalog_files", []) if isinstance(ctx.obj, dict) else []
+    return [*group, *(sub or [])]
+
+
 @catalog_app.command("gpus")
 def gpus_cmd(
+    ctx: typer.Context,
     catalog: list[str] | None = _CATALOG_OPTION,
     json_out: str | None = _JSON_OPTION,
 ) -> None:
@@ -504,11 +517,12 @@ def gpus_cmd(
 
       gpuyield catalog gpus --json gpus.json
     """
-    run_command(lambda: _gpus(catalog, json_out))
+    run_command(lambda: _gpus(_files(ctx, catalog), json_out))
 
 
 @catalog_app.command("models")
 def models_cmd(
+    ctx: typer.Context,
     catalog: list[str] | None = _CATALOG_OPTION,
     json_out: str | None = _JSON_OPTION,
 ) -> None:
@@ -520,11 +534,12 @@ def models_cmd(
 
       gpuyield catalog models --json | jq '.[] | {id, params_total}'
     """
-    run_command(lambda: _models(catalog, json_out))
+    run_command(lambda: _models(_files(ctx, catalog), json_out))
 
 
 @catalog_app.command("prices")
 def prices_cmd(
+    ctx: typer.Context,
     gpu: str | None = typer.Option(
         None, "--gpu", help="Only GPU-hour prices for this accelerator (id or alias)."
     ),
@@ -543,11 +558,12 @@ def prices_cmd(
 
       gpuyield catalog prices --model llama-3.1-70b --json
     """
-    run_command(lambda: _prices(catalog, gpu, model, provider, json_out))
+    run_command(lambda: _prices(_files(ctx, catalog), gpu, model, provider, json_out))
 
 
 @catalog_app.command("show")
 def show_cmd(
+    ctx: typer.Context,
     ident: str = typer.Argument(
         ..., metavar="ID", help="GPU id/alias, model id/alias, config.json path, or provider."
     ),
@@ -568,7 +584,7 @@ def show_cmd(
 
       gpuyield catalog show lambda
     """
-    run_command(lambda: _show(ident, catalog, json_out))
+    run_command(lambda: _show(ident, _files(ctx, catalog), json_out))
 
 
 def register(app: typer.Typer) -> None:
