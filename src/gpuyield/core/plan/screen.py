@@ -259,50 +259,99 @@ def screen_candidate(
         perfs.append(p)
     ttft_lim = slo.ttft_p99_ms if slo.ttft_p99_ms is not None else math.inf
     tpot_lim = slo.tpot_p99_ms if slo.tpot_p99_ms is not None else math.inf
-    last_why = "no size up to the cap meets the SLO"
-    for level in range(1, max_level + 1):
-        gpus = cand.num_gpus_at(level)
-        if max_gpus is not None and gpus > max_gpus:
-            return _reject(cand, "cost", f"needs more than --max-gpus {max_gpus} GPUs ({last_why})", gpus)
-        usd = sum(
-            n * pool.gpus_per_replica * price_for(pool.gpu_id)
-            for n, pool in zip(cand.replicas_at(level), cand.pools, strict=True)
-        )
-        if budget_usd_per_hour is not None and usd > budget_usd_per_hour:
-            return _reject(cand, "cost", f"over budget: ${usd:.2f}/h > ${budget_usd_per_hour:.2f}/h ({last_why})", gpus)
-        if not cand.disaggregated:
-            pool = cand.pools[0]
-            n = cand.replicas_at(level)[0]
-            a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n), n, slo)
-            if a.why.startswith("memory"):
-                return _reject(cand, "memory", a.why)
-            if not a.ok:
-                last_why = a.why
-                continue
-            if a.tpot_ms > tpot_lim and a.b_op <= 1.0:
-                return _reject(cand, "slo", f"tpot_p99_ms ~{a.tpot_ms:.0f} > {tpot_lim:g} even at batch 1")
-            if a.ttft_ms <= ttft_lim and a.tpot_ms <= tpot_lim:
-                return ScreenEstimate(cand, True, level, gpus, usd, a.ttft_ms, a.tpot_ms, a.b_op, a.util, a.prefill_share)
-            last_why = f"estimated ttft_p99_ms {a.ttft_ms:.0f} / tpot_p99_ms {a.tpot_ms:.0f} at {gpus} GPUs"
+    # Lower bounds that no size can beat: one decode step of one sequence, the p99 prompt's prefill alone.
+    isl, osl = prof.input_mean_tokens, max(1.0, prof.output_mean_tokens)
+    decode_pool = cand.pools[-1]
+    min_tpot_ms = perfs[-1].step.step_time_s(0, 0, 1, int(isl + osl / 2)) * 1000.0
+    if min_tpot_ms > tpot_lim:
+        return _reject(cand, "slo", f"tpot_p99_ms >= {min_tpot_ms:.1f} (one sequence alone on {decode_pool.gpu_id} "
+                                    f"tp{decode_pool.tp}) > {tpot_lim:g}")
+    first = cand.pools[0]
+    isl99 = max(1.0, prof.input_p99_tokens * (1.0 - _hit_for(cand, first, prof, 1)))
+    chunk = min(isl99, float(first.max_num_batched_tokens))
+    min_ttft_ms = math.ceil(isl99 / chunk) * perfs[0].step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), 0, 0) * 1000.0
+    if min_ttft_ms > ttft_lim:
+        return _reject(cand, "slo", f"ttft_p99_ms >= {min_ttft_ms:.0f} (p99 prompt prefilled alone on {first.gpu_id} "
+                                    f"tp{first.tp}) > {ttft_lim:g}")
+    memo: dict[int, ScreenEstimate | str] = {}
+
+    def at(level: int) -> ScreenEstimate | str:
+        """The estimate at ``level`` if it meets the SLO, else why not."""
+        if level not in memo:
+            memo[level] = _at_level(cand, prof, perfs, price_for, level, ttft_lim, tpot_lim)
+        return memo[level]
+
+    # Meeting the SLO is (near) monotone in the size: double until a pass, then bisect down.
+    lo, hi, level = 0, 0, 1
+    while level <= max_level:
+        if isinstance(at(level), ScreenEstimate):
+            hi = level
+            break
+        lo, level = level, level * 2
+    if not hi and lo < max_level:
+        if isinstance(at(max_level), ScreenEstimate):
+            hi = max_level
         else:
-            pp, dp = cand.pools
-            n_p, n_d = cand.replicas_at(level)
-            ok_p, ttft_ms, util_p = _prefill_pool_at(pp, perfs[0], prof, _hit_for(cand, pp, prof, n_p), n_p)
-            ok_d, tpot_ms, b_op, util_d = _decode_pool_at(dp, perfs[1], prof, n_d)
-            if not ok_d and b_op <= 1.0 and n_d == 1 and math.isinf(tpot_ms):
-                last_why = "decode pool overloaded"
-            if not (ok_p and ok_d):
-                last_why = "prefill pool overloaded" if not ok_p else "decode pool overloaded"
-                continue
-            transfer_ms = prof.input_p99_tokens * perfs[1].kv_bytes_per_token / perfs[1].kv_transfer_bytes_per_s * 1000.0
-            d_step_ms = tpot_ms / _TPOT_P99_FACTOR
-            ttft_total = ttft_ms + transfer_ms + d_step_ms
-            if ttft_total <= ttft_lim and tpot_ms <= tpot_lim:
-                usd_p = n_p * pp.gpus_per_replica * price_for(pp.gpu_id)
-                return ScreenEstimate(cand, True, level, gpus, usd, ttft_total, tpot_ms, b_op,
-                                      max(util_p, util_d), usd_p / usd if usd > 0 else 0.5)
-            last_why = f"estimated ttft_p99_ms {ttft_total:.0f} / tpot_p99_ms {tpot_ms:.0f} at {gpus} GPUs"
-    return _reject(cand, "slo", f"{last_why} (screen, up to level {max_level})")
+            lo = max_level
+    if not hi:
+        why = at(lo)
+        if isinstance(why, str) and why.startswith("memory"):
+            return _reject(cand, "memory", why)
+        return _reject(cand, "slo", f"{why} (screen, up to {cand.num_gpus_at(max_level)} GPUs)")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if isinstance(at(mid), ScreenEstimate):
+            hi = mid
+        else:
+            lo = mid
+    est = at(hi)
+    assert isinstance(est, ScreenEstimate)
+    if max_gpus is not None and est.num_gpus > max_gpus:
+        return _reject(cand, "cost", f"needs {est.num_gpus} GPUs (estimated) > --max-gpus {max_gpus}", est.num_gpus)
+    if budget_usd_per_hour is not None and est.usd_per_hour > budget_usd_per_hour:
+        return _reject(cand, "cost", f"over budget: ${est.usd_per_hour:.2f}/h (estimated) > ${budget_usd_per_hour:.2f}/h",
+                       est.num_gpus)
+    return est
+
+
+def _at_level(
+    cand: Candidate,
+    prof: WorkloadProfile,
+    perfs: list[ReplicaPerf],
+    price_for: UsdPerGpuHour,
+    level: int,
+    ttft_lim: float,
+    tpot_lim: float,
+) -> ScreenEstimate | str:
+    gpus = cand.num_gpus_at(level)
+    usd = sum(
+        n * pool.gpus_per_replica * price_for(pool.gpu_id)
+        for n, pool in zip(cand.replicas_at(level), cand.pools, strict=True)
+    )
+    if not cand.disaggregated:
+        pool = cand.pools[0]
+        n = cand.replicas_at(level)[0]
+        a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n), n, Slo(ttft_p99_ms=1.0))
+        if not a.ok:
+            return a.why
+        if a.ttft_ms <= ttft_lim and a.tpot_ms <= tpot_lim:
+            return ScreenEstimate(cand, True, level, gpus, usd, a.ttft_ms, a.tpot_ms, a.b_op, a.util, a.prefill_share)
+        return f"estimated ttft_p99_ms {a.ttft_ms:.0f} / tpot_p99_ms {a.tpot_ms:.0f} at {gpus} GPUs"
+    pp, dp = cand.pools
+    n_p, n_d = cand.replicas_at(level)
+    ok_p, ttft_ms, util_p = _prefill_pool_at(pp, perfs[0], prof, _hit_for(cand, pp, prof, n_p), n_p)
+    ok_d, tpot_ms, b_op, util_d = _decode_pool_at(dp, perfs[1], prof, n_d)
+    if not ok_p:
+        return f"prefill pool overloaded at {gpus} GPUs"
+    if not ok_d:
+        return f"decode pool overloaded at {gpus} GPUs"
+    transfer_ms = prof.input_p99_tokens * perfs[1].kv_bytes_per_token / perfs[1].kv_transfer_bytes_per_s * 1000.0
+    ttft_total = ttft_ms + transfer_ms + tpot_ms / _TPOT_P99_FACTOR
+    if ttft_total <= ttft_lim and tpot_ms <= tpot_lim:
+        usd_p = n_p * pp.gpus_per_replica * price_for(pp.gpu_id)
+        return ScreenEstimate(cand, True, level, gpus, usd, ttft_total, tpot_ms, b_op, max(util_p, util_d),
+                              usd_p / usd if usd > 0 else 0.5)
+    return f"estimated ttft_p99_ms {ttft_total:.0f} / tpot_p99_ms {tpot_ms:.0f} at {gpus} GPUs"
 
 
 def _reject(cand: Candidate, kind: str, why: str, gpus: int | None = None) -> ScreenEstimate:

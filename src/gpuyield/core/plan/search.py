@@ -217,6 +217,12 @@ def run_plan(inp: PlanInputs, executor: Executor, progress: PlanProgress | None 
             rejections.append(est.rejection)
         prog.advance(1)
     top = select_for_verification(estimates, req.top_k)
+    if not top and req.mode is PlanMode.MIN_COST:
+        # The screen errs towards optimism: when even it finds nothing, simulating cannot help.
+        raise InfeasiblePlanError(
+            f"no deployment meets --slo {req.slo.describe()} for {req.model_id} on {','.join(req.gpu_ids)} "
+            f"(screened {len(estimates)} candidates): {_top_reasons(rejections)}"
+        )
     naive, naive_note = naive_candidate(inp)
     notes = [naive_note] if naive_note and naive is not None else []
     naive_est: ScreenEstimate | None = None

@@ -117,7 +117,8 @@ class SimulatorBinding:
         target = SloTarget(self.slo.ttft_p99_ms, self.slo.tpot_p99_ms, self.slo.e2e_p99_ms)
         try:
             res = simulate(dep, self.workload, self.ctx.catalog, self.seed, target, rate_scale=rate_scale)  # type: ignore[arg-type]
-        except (RuntimeError, GpuyieldError) as exc:
-            # One broken point must not sink the search: it counts as a miss, with the simulator's message.
+        except (RuntimeError, AssertionError, ValueError, GpuyieldError) as exc:
+            # One broken point must not sink the search: it counts as a miss, with the simulator's message
+            # (recorded in the rejection reasons of plan.json).
             return SimOutcome(summary={}, error=f"{type(exc).__name__}: {exc}")
         return outcome_from_result(res, self._prefill_s_per_token(cand))

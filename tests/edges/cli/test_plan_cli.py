@@ -1,0 +1,125 @@
+"""End to end: a small plan on a slice of the Azure trace writes every output; plan.yaml round-trips into
+simulate and meets the SLO; the naive baseline is what the issue defines; Ray gives the local result;
+infeasible and bad input exit 2 with the reason."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gpuyield.edges.cli.cmd_plan import run_plan_command
+from gpuyield.edges.cli.main import app
+
+SLO = "ttft_p99_ms=2000,tpot_p99_ms=100"
+ARGS: dict[str, Any] = dict(workload="builtin:azure-conv", model="meta-llama/Llama-3.1-8B", slo=SLO, head=300,
+                            rate_scale=4.0, gpus="h100_sxm,l40s", top_k=3, show_progress=False)
+
+
+def _timeless(doc: dict[str, Any]) -> dict[str, Any]:
+    d = json.loads(json.dumps(doc))
+    for k in ("wall_time_s", "screen_wall_time_s", "simulate_wall_time_s"):
+        d["search"].pop(k, None)
+    d.pop("executor", None)
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_plan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("plan")
+    doc = run_plan_command(out=str(out), **ARGS)
+    return out, doc
+
+
+def test_writes_every_output(local_plan: tuple[Path, dict[str, Any]]) -> None:
+    out, doc = local_plan
+    for rel in ("plan.yaml", "plan.json", "report.html", "deploy/launch_vllm.sh", "deploy/launch_sglang.sh",
+                "deploy/launch_llamacpp.sh", "deploy/gateway.yaml", "deploy/ray/serve_config.yaml",
+                "deploy/ray/cluster.yaml", "deploy/k8s/gateway.yaml"):
+        assert (out / rel).is_file(), rel
+    on_disk = json.loads((out / "plan.json").read_text())
+    assert _timeless(on_disk) == _timeless(doc)
+    s = doc["search"]
+    assert s["candidates_screened"] >= 300 and s["candidates_simulated"] >= 3 and s["simulations"] >= 3
+    assert doc["best"]["verified"]["meets_slo"] and doc["pareto"]
+    for key in ("plan", "naive"):
+        e = doc["economics"][key]
+        assert e["usd_per_hour"] > 0 and all(p["source"] and p["as_of"] for p in e["pools"])
+    # the plan is a point of the same search as naive, so it is never dearer
+    assert doc["economics"]["plan"]["usd_per_hour"] <= doc["economics"]["naive"]["usd_per_hour"] + 1e-9
+    html = (out / "report.html").read_text()
+    assert "<svg" in html and "<script" not in html and "http://" not in html.split("<body>")[0]
+
+
+def test_plan_yaml_round_trips_into_simulate(local_plan: tuple[Path, dict[str, Any]]) -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.plan.simulator import outcome_from_result
+    from gpuyield.core.sim.deployment import parse_deployment
+    from gpuyield.core.sim.simulate import SloTarget, simulate
+    from gpuyield.core.workload.transforms import slice_index
+    from gpuyield.edges.io.traces import load_workload
+
+    out, doc = local_plan
+    dep = parse_deployment(yaml.safe_load((out / "plan.yaml").read_text()), "plan.yaml")
+    assert sum(p.replicas * p.gpus_per_replica for p in dep.pools) == doc["best"]["num_gpus"]
+    w = slice_index(load_workload("builtin:azure-conv"), 0, 300)
+    res = simulate(dep, w, default_catalog(), 0, SloTarget(2000, 100), rate_scale=4.0)
+    o = outcome_from_result(res)
+    assert o.summary["ttft_p99_ms"] <= 2000 and o.summary["tpot_p99_ms"] <= 100
+    assert math.isclose(o.summary["ttft_p99_ms"], doc["best"]["verified"]["ttft_p99_ms"], abs_tol=1e-3)
+
+
+def test_naive_baseline_definition(local_plan: tuple[Path, dict[str, Any]]) -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.sim.engine.config import engine_family_defaults
+
+    _, doc = local_plan
+    naive = doc["naive"]
+    cat = default_catalog()
+    cheapest = min(("h100_sxm", "l40s"), key=lambda g: cat.gpu_price(g).usd_per_gpu_hour)
+    (pool,) = naive["pools"]
+    d = engine_family_defaults("vllm")
+    assert naive["router"] == "round_robin" and pool["tp"] == 1 and pool["gpu"] == cheapest
+    assert pool["enable_prefix_caching"] is True and pool["max_num_seqs"] == d["max_num_seqs"]
+    assert pool["max_num_batched_tokens"] == d["max_num_batched_tokens"]
+    assert naive["verified"]["meets_slo"]
+    # "just enough": one replica fewer fails the SLO (when it was simulated)
+    fewer = [p for p in doc["simulated"] if p["candidate"] == naive["candidate"] and p["level"] == pool["replicas"] - 1]
+    assert all(not p["meets_slo"] for p in fewer)
+
+
+def test_ray_executor_gives_the_local_result(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    small = {**ARGS, "head": 150, "gpus": "h100_sxm", "top_k": 2, "disaggregated": False, "report": False}
+    local_doc = run_plan_command(out=str(tmp_path / "local"), **small)
+    doc = run_plan_command(out=str(tmp_path / "ray"), executor="ray", **small)
+    assert doc["executor"] == "ray" and local_doc["executor"] == "local"
+    assert _timeless(doc) == _timeless(local_doc)
+    assert (tmp_path / "ray" / "plan.yaml").read_text() == (tmp_path / "local" / "plan.yaml").read_text()
+
+
+def test_infeasible_exits_2_with_reasons(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["plan", "--workload", "builtin:azure-conv", "--head", "200", "--model",
+                                 "meta-llama/Llama-3.1-8B", "--slo", "tpot_p99_ms=1", "--gpus", "l40s", "--top-k", "2",
+                                 "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2, r.output
+    assert "no deployment meets" in r.output and "tpot" in r.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--slo", "latency=3"], "--slo key 'latency'"),
+    (["--slo", SLO, "--gpus", "h100_sxmm"], "h100"),
+    (["--slo", SLO, "--api-price", "1"], "--api-price"),
+    (["--slo", SLO, "--mode", "fastest"], "--mode"),
+    (["--slo", SLO, "--owned", "/nonexistent.yaml"], "--owned /nonexistent.yaml: file not found"),
+])
+def test_bad_input_exits_2_naming_the_value(tmp_path: Path, args: list[str], needle: str) -> None:
+    r = CliRunner().invoke(app, ["plan", "--workload", "builtin:azure-conv", "--head", "50", "--model",
+                                 "meta-llama/Llama-3.1-8B", "--out", str(tmp_path / "x"), *args])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output.replace("\n", " ")
