@@ -108,6 +108,25 @@ def spawn_emulator(*args: str) -> tuple[subprocess.Popen[bytes], str]:
     return proc, url
 
 
+def spawn_gateway(cfg: dict[str, Any], tmp_path: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """``gpuyield serve`` as a subprocess (its own GIL, like production)."""
+    import yaml
+
+    port = free_port()
+    cfg = {**cfg, "listen": {"host": "127.0.0.1", "port": port}}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "gpuyield.edges.cli.main", "serve", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", 30)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc, url
+
+
 def kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
