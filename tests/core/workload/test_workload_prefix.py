@@ -90,3 +90,43 @@ def test_max_context_starts_a_new_session():
     p = apply_prefix_structure(w, spec, seed=0)
     assert p.input_tokens.max() <= 5000
     assert inspect(p).num_sessions > 1
+
+
+# ---------------------------------------------------------------- the layout hashing itself
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gpuyield.core.workload import prefix as prefix_mod  # noqa: E402
+
+layouts = st.lists(st.tuples(st.integers(1, 3), st.integers(0, 70)), min_size=1, max_size=5)
+
+
+def _tokens(layout):
+    return [(uid, off) for uid, n in layout for off in range(n)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(layouts, layouts, st.sampled_from([4, 8, 16]))
+def test_layout_hashes_equal_iff_prefix_content_equal(a, b, bs):
+    ha = prefix_mod._block_hashes(list(a), sum(n for _, n in a), bs, (), 0)
+    hb = prefix_mod._block_hashes(list(b), sum(n for _, n in b), bs, (), 0)
+    ta, tb = _tokens(a), _tokens(b)
+    for k in range(1, min(len(ha), len(hb)) + 1):
+        assert (ha[k - 1] == hb[k - 1]) == (ta[: k * bs] == tb[: k * bs])
+
+
+@settings(max_examples=100, deadline=None)
+@given(layouts, st.sampled_from([4, 8]), st.integers(0, 40))
+def test_layout_hashes_do_not_depend_on_copying_or_vectorising(a, bs, fixed):
+    total = sum(n for _, n in a)
+    full = prefix_mod._block_hashes(list(a), total, bs, (), 0)
+    fixed = min(fixed, len(full))
+    assert prefix_mod._block_hashes(list(a), total, bs, full, fixed) == full
+    old = prefix_mod._VECTOR_MIN_BLOCKS
+    try:
+        prefix_mod._VECTOR_MIN_BLOCKS = 1
+        assert prefix_mod._block_hashes(list(a), total, bs, (), 0) == full
+        prefix_mod._VECTOR_MIN_BLOCKS = 10**9
+        assert prefix_mod._block_hashes(list(a), total, bs, (), 0) == full
+    finally:
+        prefix_mod._VECTOR_MIN_BLOCKS = old

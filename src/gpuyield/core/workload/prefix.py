@@ -29,7 +29,14 @@ import bisect
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from gpuyield.core.workload.hashing import ROOT_HASH, chain_hash, content_key, mix64
+from gpuyield.core.workload.hashing import (
+    ROOT_HASH,
+    chain_hash,
+    chain_hashes_np,
+    content_key,
+    mix64,
+    mix64_np,
+)
 from gpuyield.core.workload.workload import Workload
 
 __all__ = ["PrefixSpec", "RagSpec", "SessionSpec", "SystemPromptSpec", "apply_prefix_structure"]
@@ -91,32 +98,69 @@ def _zipf_choice(rng: np.random.Generator, n: int, s: float, size: int) -> np.nd
 Segment = tuple[int, int]  # (uid, tokens)
 
 
+_KEY_SEED = 0x51ED27
+_KEY_MUL = 0x632BE59BD9B4E019
+_PIECE_SALT = 0x3C6EF372FE94F82B
+_M64 = (1 << 64) - 1
+_VECTOR_MIN_BLOCKS = 8  # runs at least this long are hashed with numpy (same values as the Python path)
+
+
+def _inside_keys_np(uid: int, offsets: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        x = np.uint64(uid & _M64) + np.uint64(_KEY_MUL) * (offsets.astype(np.uint64) + np.uint64(1))
+    return mix64_np(np.uint64(_KEY_SEED) ^ mix64_np(x))
+
+
 def _block_hashes(
     segments: list[Segment], total_tokens: int, bs: int, prev: tuple[int, ...], prev_fixed_blocks: int
 ) -> tuple[int, ...]:
-    """Chained hashes of the full blocks of the layout; the first ``prev_fixed_blocks`` are taken from ``prev``."""
+    """Hashes of the full blocks of a segment layout; the first ``prev_fixed_blocks`` are taken from ``prev``.
+
+    A block that straddles segments is chained on the block before it: ``chain_hash(h[k-1], key)`` with a key
+    naming every (segment, offset, length) piece it holds. A block lying entirely inside one segment is
+    ``chain_hash(h[first-1], key(uid, offset))``, where ``first`` is the segment's first whole block: the
+    parent captures everything before the segment and the key the block's place in it, so equal hashes still
+    mean equal prefixes, and a long segment's blocks can be hashed in one vectorised step. The result depends
+    only on the layout, never on how much was copied from ``prev``.
+    """
     num_blocks = total_tokens // bs
     out = list(prev[:prev_fixed_blocks])
-    h = out[-1] if out else ROOT_HASH
-    # walk segments to find the content of each remaining block
     seg_starts = []
     pos = 0
     for uid, n in segments:
-        seg_starts.append((pos, uid, n))
+        if n > 0:
+            seg_starts.append((pos, uid, n))
         pos += n
     si = 0
-    for b in range(prev_fixed_blocks, num_blocks):
+    b = prev_fixed_blocks
+    while b < num_blocks:
         lo, hi = b * bs, (b + 1) * bs
         while si < len(seg_starts) and seg_starts[si][0] + seg_starts[si][2] <= lo:
             si += 1
-        key = 0x51ED27
+        start, uid, n = seg_starts[si]
+        if start <= lo and hi <= start + n:  # inside one segment: hash the whole run of such blocks
+            first = -(-start // bs)
+            parent = out[first - 1] if first > 0 else ROOT_HASH
+            stop = min(num_blocks, (start + n) // bs)
+            if stop - b >= _VECTOR_MIN_BLOCKS:
+                offs = np.arange(b, stop, dtype=np.int64) * bs - start
+                hs = chain_hashes_np(_inside_keys_np(uid, offs).astype(np.int64), np.full(stop - b, parent, dtype=np.int64))
+                out.extend(hs.tolist())
+            else:
+                for k in range(b, stop):
+                    key = mix64(_KEY_SEED ^ mix64(uid + _KEY_MUL * (k * bs - start + 1)))
+                    out.append(chain_hash(parent, key))
+            b = stop
+            continue
+        key = _KEY_SEED
         j = si
         while j < len(seg_starts) and seg_starts[j][0] < hi:
-            start, uid, _n = seg_starts[j]
-            key = mix64(key ^ mix64(uid + 0x632BE59BD9B4E019 * (max(lo, start) - start + 1)))
+            st, u, sn = seg_starts[j]
+            a, z = max(lo, st), min(hi, st + sn)  # this piece: segment u's tokens [a - st, z - st)
+            key = mix64(key ^ mix64(u + _KEY_MUL * (a - st + 1)) ^ mix64(z - a + _PIECE_SALT))
             j += 1
-        h = chain_hash(h, key)
-        out.append(h)
+        out.append(chain_hash(out[-1] if out else ROOT_HASH, key))
+        b += 1
     return tuple(out)
 
 

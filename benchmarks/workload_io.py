@@ -1,0 +1,106 @@
+"""Benchmark: workload loading, synthesis, inspection and memory (gpuyield.edges.io.traces, core.workload).
+
+Each case runs in a fresh Python process so its peak RSS is its own. Usage::
+
+    python benchmarks/workload_io.py            # all cases, about a minute on 2 cores
+    python benchmarks/workload_io.py --json out.json
+
+Reported per case: wall and CPU seconds (whole process, including imports), requests, requests per CPU second,
+Workload column bytes and the process's peak RSS. On a shared machine CPU seconds are the stable figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "traces"
+
+CASES: dict[str, str] = {
+    "load builtin:azure-conv": """
+w = load_workload("builtin:azure-conv")
+""",
+    "load builtin:mooncake-synthetic": """
+w = load_workload("builtin:mooncake-synthetic")
+""",
+    "load ServeGen deepseek-r1, full day": f"""
+w = load_workload("{SHARED / 'servegen' / 'deepseek-r1'}", seed=0)
+""",
+    "synth 1M requests (ShareGPT lengths, gamma CV 2)": """
+w = load_workload("builtin:sharegpt", arrival="gamma", rate=300.0, cv=2.0, num_requests=1_000_000, seed=0)
+""",
+    "synth 200k + system prompts + sessions (prefix hashing)": """
+from gpuyield.core.workload import PrefixSpec, SessionSpec, SystemPromptSpec
+spec = PrefixSpec(system_prompts=SystemPromptSpec(count=16, tokens=1024), sessions=SessionSpec(mean_turns=4))
+w = load_workload("builtin:sharegpt", arrival="poisson", rate=100.0, num_requests=200_000, seed=0, prefix=spec)
+""",
+    "inspect 1M requests with hashes": """
+from gpuyield.core.workload import PrefixSpec, SystemPromptSpec, inspect, synthesize, ArrivalSpec, WorkloadMeta
+import numpy as np
+rng = np.random.default_rng(0)
+n = 1_000_000
+per = rng.integers(1, 40, size=n)
+offs = np.zeros(n + 1, dtype=np.int64); np.cumsum(per, out=offs[1:])
+vals = rng.integers(0, 2**62, size=int(offs[-1]))
+vals[::3] = 7  # some reuse
+from gpuyield.core.workload import Workload
+w0 = Workload(arrival_s=np.arange(n) / 100.0, input_tokens=per * 512, output_tokens=np.full(n, 100),
+              hash_offsets=offs, hash_values=vals, meta=WorkloadMeta("big"))
+t0 = time.perf_counter()
+s = inspect(w0)
+w = w0
+""",
+    "request log round trip, 100k (JSONL write + read)": """
+import tempfile, os
+src = load_workload("builtin:sharegpt", arrival="poisson", rate=100.0, num_requests=100_000, seed=0)
+from gpuyield.edges.io.request_log import write_request_log
+d = tempfile.mkdtemp()
+p = os.path.join(d, "log.jsonl")
+t0 = time.perf_counter()
+write_request_log(src, p)
+w = load_workload(p)
+""",
+}
+
+RUNNER = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from gpuyield.edges.io.traces import load_workload
+{body}
+dt = time.perf_counter() - t0
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({{"wall_s": dt, "cpu_s": ru.ru_utime + ru.ru_stime, "requests": len(w), "column_bytes": w.nbytes,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", default=None, help="write results to this file")
+    args = ap.parse_args()
+    results = {}
+    for name, body in CASES.items():
+        out = subprocess.run(
+            [sys.executable, "-c", RUNNER.format(body=body)], capture_output=True, text=True, timeout=600
+        )
+        if out.returncode != 0:
+            print(f"{name}: FAILED\n{out.stderr}", file=sys.stderr)
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["requests_per_s"] = r["requests"] / r["wall_s"]
+        r["requests_per_cpu_s"] = r["requests"] / r["cpu_s"]
+        results[name] = r
+        print(
+            f"{name:55s} {r['wall_s']:7.2f} s wall {r['cpu_s']:7.2f} s CPU  {r['requests']:>9,} req  "
+            f"{r['requests_per_cpu_s']:>11,.0f} req/CPU-s  "
+            f"columns {r['column_bytes'] / 2**20:7.1f} MiB  peak RSS {r['peak_rss_mb']:7.1f} MiB"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
