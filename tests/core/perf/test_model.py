@@ -1,0 +1,187 @@
+"""PerfModel: monotonicity, breakdown, memory answers, parallelism and calibration handling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuyield.core.catalog import default_catalog
+from gpuyield.core.perf import Calibration, PerfModel, default_calibration
+from gpuyield.core.perf.calibration import LogCurve, calibration_from_dict, calibration_to_dict
+from gpuyield.core.perf.model import OPS as OPS_NAMES
+from gpuyield.errors import ConfigError
+
+CAT = default_catalog()
+
+
+def _dense(tp: int = 2) -> PerfModel:
+    return PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), tp=tp)
+
+
+def _moe() -> PerfModel:
+    return PerfModel.build(
+        CAT.model("deepseek-ai/DeepSeek-R1"),
+        CAT.gpu("b200_sxm"),
+        tp=8,
+        ep=8,
+        weight_precision="fp4",
+        kv_dtype="fp8",
+        engine="trtllm",
+    )
+
+
+MODELS = [
+    _dense(),
+    _moe(),
+    PerfModel.build(
+        CAT.model("Qwen/Qwen3.5-397B-A17B"),
+        CAT.gpu("h200_sxm"),
+        tp=8,
+        ep=8,
+        weight_precision="fp8",
+        kv_dtype="fp8",
+        engine="sglang",
+    ),
+]
+
+counts = st.integers(min_value=0, max_value=20000)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    idx=st.integers(0, len(MODELS) - 1),
+    p=counts,
+    d=st.integers(0, 2048),
+    ctx=st.integers(1, 16384),
+    dp=st.integers(0, 4096),
+    dd=st.integers(0, 64),
+    dctx=st.integers(0, 100000),
+)
+def test_step_time_never_decreases_when_any_count_grows(idx, p, d, ctx, dp, dd, dctx):
+    m = MODELS[idx]
+    a = p * (p / 2.0)
+    base = m.step_time_s(p, a, d, d * ctx)
+    # more prefill tokens (with their attention work), more decode sequences, more context
+    p2 = p + dp
+    assert m.step_time_s(p2, p2 * (p2 / 2.0), d, d * ctx) >= base - 1e-12
+    assert m.step_time_s(p, a, d + dd, (d + dd) * ctx) >= base - 1e-12
+    assert m.step_time_s(p, a, d, d * ctx + dctx) >= base - 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(idx=st.integers(0, len(MODELS) - 1), p=counts, d=st.integers(0, 1024), ctx=st.integers(1, 8192))
+def test_breakdown_sums_to_total_and_matches_step_time(idx, p, d, ctx):
+    m = MODELS[idx]
+    bd = m.step_breakdown(p, p * p / 2.0, d, d * ctx)
+    assert set(bd.ops) == set(OPS_NAMES)
+    assert all(v >= 0 for v in bd.ops.values())
+    assert math.isclose(sum(bd.ops.values()), bd.total_s, rel_tol=1e-9, abs_tol=1e-15)
+    assert math.isclose(bd.total_s, m.step_time_s(p, p * p / 2.0, d, d * ctx), rel_tol=1e-12)
+
+
+def test_empty_step_is_free_and_decode_is_affine_in_context():
+    m = _dense()
+    assert m.step_time_s(0, 0.0, 0, 0) == 0.0
+    t1, t2, t3 = (m.step_time_s(0, 0.0, 32, s) for s in (10000, 20000, 30000))
+    assert math.isclose(t2 - t1, t3 - t2, rel_tol=1e-9)
+
+
+def test_more_tensor_parallelism_is_faster_per_step_for_a_memory_bound_decode():
+    assert _dense(8).step_time_s(0, 0.0, 8, 8000) < _dense(2).step_time_s(0, 0.0, 8, 8000)
+
+
+def test_memory_plan_fits_and_counts():
+    plan = _dense(2).memory(0.9)
+    assert plan.fits and plan.reason == "ok"
+    assert plan.weights_gb == pytest.approx(
+        CAT.model("Qwen/Qwen3-32B").weight_bytes("bf16") / 2 / 1e9, rel=0.02
+    )
+    # 32.8 B params bf16 over 2 GPUs: ~32.8 GB each; KV = 0.9 * 80 - weights - reserve
+    assert plan.kv_gb == pytest.approx(72.0 - plan.weights_gb - plan.runtime_reserve_gb, rel=1e-9)
+    assert plan.kv_capacity_tokens == int(plan.kv_gb * 1e9 // plan.kv_bytes_per_token)
+    assert plan.kv_capacity_blocks == plan.kv_capacity_tokens // plan.block_size_tokens
+    n = plan.max_concurrent_seqs(2048)
+    assert 0 < n <= plan.kv_capacity_tokens // 2048
+    assert plan.max_concurrent_seqs(4096) <= n
+
+
+def test_memory_does_not_fit_names_the_reason():
+    plan = PerfModel.build(CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("h100_sxm"), tp=1).memory()
+    assert not plan.fits
+    assert "exceed" in plan.reason and "h100_sxm" in plan.reason
+    assert plan.max_concurrent_seqs(1024) == 0
+
+
+def test_memory_does_not_fit_one_sequence_of_max_model_len():
+    m = PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), tp=1)
+    plan = m.memory(0.9, max_model_len=4_000_000)
+    assert not plan.fits and "max_model_len" in plan.reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"tp": 0}, "tp must be"),
+        ({"weight_precision": "fp3"}, "weight precision"),
+        ({"kv_dtype": "int3"}, "kv_dtype"),
+        ({"pp": 1000}, "pp=1000"),
+    ],
+)
+def test_bad_parameters_raise_config_errors(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), **kwargs)
+
+
+def test_expert_parallelism_must_divide_the_stage():
+    with pytest.raises(ConfigError, match="ep=3"):
+        PerfModel.build(CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm"), tp=8, ep=3)
+
+
+def test_out_of_range_lookup_is_reported_not_silent():
+    m = _dense()
+    lo, hi = m.gpu_coeffs.gemm_curve(m.compute_dtype).xs[0], m.gpu_coeffs.gemm_curve(m.compute_dtype).xs[-1]
+    big = int(hi * 4)
+    bd = m.step_breakdown(big, big * big / 2.0, 0, 0)
+    assert bd.out_of_range and "outside measured" in bd.out_of_range[0]
+    assert not m.step_breakdown(int(max(lo, 64)), 100.0, 0, 0).out_of_range
+
+
+def test_shipped_calibration_covers_the_measured_gpus_and_engines():
+    cal = default_calibration()
+    for gid in ("h100_sxm", "h200_sxm", "b200_sxm", "gb200"):
+        assert cal.has_gpu(gid)
+        g = cal.gpu(gid)
+        assert 0.3 < g.mem_bw_eff <= 1.0 and "bf16" in g.gemm_eff
+    for eng in ("vllm", "sglang", "trtllm"):
+        assert eng in cal.engines
+    assert cal.sources
+
+
+def test_calibration_round_trips_and_validates():
+    cal = default_calibration()
+    again = calibration_from_dict(calibration_to_dict(cal))
+    assert calibration_to_dict(again) == calibration_to_dict(cal)
+    with pytest.raises(ConfigError, match="mem_bw_eff"):
+        calibration_from_dict({"gpus": {"x": {"mem_bw_eff": 7}}})
+    with pytest.raises(ConfigError, match="unknown field"):
+        calibration_from_dict({"engines": {"vllm": {"bogus": 1}}})
+    with pytest.raises(ConfigError, match="schema"):
+        calibration_from_dict({"schema": "other/9"})
+
+
+def test_unknown_gpu_uses_generic_coefficients_and_says_so():
+    m = PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), tp=2, calibration=Calibration())
+    assert any("generic" in n for n in m.notes)
+    assert m.step_time_s(0, 0.0, 1, 1000) > 0
+
+
+def test_log_curve_interpolates_in_log_space_and_clamps():
+    c = LogCurve((1.0, 4.0), (0.0, 1.0))
+    assert c(2.0) == pytest.approx(0.5)
+    assert c(0.5) == 0.0 and c(100.0) == 1.0
+    assert not c.in_range(100.0)
+    with pytest.raises(ConfigError):
+        LogCurve((2.0, 1.0), (0.0, 1.0))

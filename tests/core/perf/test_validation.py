@@ -1,0 +1,164 @@
+"""Closed-loop solver, layout parsing and validation scoring."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gpuyield.core.catalog import default_catalog
+from gpuyield.core.perf import PerfModel, estimate_closed_loop
+from gpuyield.core.perf.calibration import default_calibration
+from gpuyield.core.perf.closed_loop import estimate_disaggregated
+from gpuyield.core.perf.validation import (
+    error_summary,
+    parse_layout,
+    row_from_mapping,
+    validate_rows,
+)
+from gpuyield.errors import ConfigError, DoesNotFitError
+
+CAT = default_catalog()
+CAL = default_calibration()
+
+
+def _perf(tp: int = 2) -> PerfModel:
+    return PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), tp=tp)
+
+
+def test_closed_loop_latency_grows_with_concurrency_and_throughput_too():
+    p = _perf()
+    res = [estimate_closed_loop(p, 1024, 512, c) for c in (1, 8, 64)]
+    assert res[0].ttft_ms < res[1].ttft_ms < res[2].ttft_ms
+    assert res[0].tpot_ms < res[1].tpot_ms < res[2].tpot_ms
+    assert res[0].throughput_tok_s < res[1].throughput_tok_s < res[2].throughput_tok_s
+    r = res[1]
+    assert r.e2e_ms == pytest.approx(r.ttft_ms + 511 * r.tpot_ms)
+    # closed loop: throughput = C * osl / e2e (Little's law, no queue at this concurrency)
+    assert r.throughput_tok_s == pytest.approx(8 * 512 / ((r.ttft_ms + 511 * r.tpot_ms) / 1e3), rel=0.02)
+
+
+def test_closed_loop_queues_beyond_max_num_seqs():
+    p = _perf()
+    free = estimate_closed_loop(p, 512, 128, 64, max_num_seqs=64)
+    capped = estimate_closed_loop(p, 512, 128, 64, max_num_seqs=16)
+    assert capped.limited_by == "max_num_seqs" and capped.running_seqs == 16
+    assert capped.queue_wait_ms > 0 and capped.ttft_ms > free.ttft_ms
+
+
+def test_offline_needs_num_requests_and_runs():
+    p = _perf()
+    with pytest.raises(ConfigError):
+        estimate_closed_loop(p, 128, 16, None)
+    r = estimate_closed_loop(p, 128, 16, None, num_requests=100)
+    assert r.concurrency == 100 and r.throughput_tok_s > 0
+
+
+def test_closed_loop_does_not_fit_is_explicit():
+    p = PerfModel.build(CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("h100_sxm"), tp=1)
+    with pytest.raises(DoesNotFitError, match="exceed"):
+        estimate_closed_loop(p, 1024, 128, 4)
+
+
+def test_disaggregated_has_no_prefill_interference_in_tpot():
+    m = CAT.model("deepseek-ai/DeepSeek-R1")
+    g = CAT.gpu("b200_sxm")
+    pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    d = estimate_disaggregated(pre, dec, 1024, 1024, 32, num_prefill=1, num_decode=1)
+    agg = estimate_closed_loop(dec, 1024, 1024, 32)
+    assert d.tpot_ms < agg.tpot_ms
+    unknown = estimate_disaggregated(pre, dec, 1024, 1024, 32, num_prefill=None, num_decode=None)
+    assert any("assumed" in n for n in unknown.notes)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "tp", "adp", "ep"),
+    [
+        ("agg tp8 pp1 adp1 moe_tp8 ep1", "agg", 8, 1, 1),
+        ("agg tp4 pp1 adp4 moe_tp1 ep16", "agg", 4, 4, 16),
+        ("agg tp2 pp1 adp1 moe_tp0 ep0", "agg", 2, 1, 1),
+    ],
+)
+def test_parse_agg_layouts(text, kind, tp, adp, ep):
+    lay = parse_layout(text)
+    assert lay.kind == kind and lay.replica is not None
+    assert (lay.replica.tp, lay.replica.adp, lay.replica.ep) == (tp, adp, ep)
+
+
+def test_parse_disagg_layouts():
+    lay = parse_layout("disagg 1x prefill(tp1 adp4 ep4) + 4x decode(tp8 adp1 ep8)")
+    assert lay.kind == "disagg"
+    assert lay.prefill is not None and lay.decode is not None
+    assert (lay.prefill.count, lay.prefill.tp, lay.prefill.adp, lay.prefill.ep) == (1, 1, 4, 4)
+    assert (lay.decode.count, lay.decode.tp, lay.decode.ep) == (4, 8, 8)
+    zero = parse_layout("disagg 0x prefill(tp8 adp1 ep8) + 0x decode(tp8 adp1 ep8)")
+    assert zero.prefill is not None and zero.prefill.count is None
+    with pytest.raises(ConfigError, match="not understood"):
+        parse_layout("mixed tp8")
+
+
+def test_error_summary_arithmetic():
+    s = error_summary([(110.0, 100.0), (90.0, 100.0), (150.0, 100.0), (100.0, 100.0)])
+    assert s["n"] == 4
+    assert s["mape"] == pytest.approx((0.1 + 0.1 + 0.5 + 0.0) / 4)
+    assert s["bias"] == pytest.approx((0.1 - 0.1 + 0.5 + 0.0) / 4)
+    assert s["median_ape"] == pytest.approx(0.1)
+    assert s["p90_ape"] == pytest.approx(0.1 + 0.7 * 0.4)
+    assert error_summary([])["mape"] is None
+
+
+def _row(i: int, **kw: str) -> dict[str, str]:
+    base = {
+        "gpu": "h100_sxm",
+        "num_gpus": "2",
+        "model": "Qwen/Qwen3-32B",
+        "engine": "vllm",
+        "precision": "bf16",
+        "layout": "agg tp2 pp1 adp1 moe_tp1 ep1",
+        "tp": "2",
+        "isl": "1024",
+        "osl": "1024",
+        "concurrency": "8",
+        "num_requests": "",
+        "ttft_ms": "154.3",
+        "tpot_ms": "15.9",
+        "e2e_ms": "",
+        "throughput_tok_s": "",
+        "source": "fixture",
+    }
+    base.update(kw)
+    return base
+
+
+def test_validate_rows_coverage_unsupported_and_errors_are_exact():
+    raw = [
+        _row(0),
+        _row(1, concurrency="32", ttft_ms="236.8", tpot_ms="20.06"),
+        _row(2, model="no-such/model"),
+        _row(3, model="deepseek-ai/DeepSeek-R1", layout="agg tp1 pp1 adp1 moe_tp1 ep1", tp="1"),
+        _row(4, tpot_ms="", ttft_ms=""),
+    ]
+    rows = [row_from_mapping(r, i) for i, r in enumerate(raw)]
+    res = validate_rows(rows, CAT.model, CAT.gpu, CAL)
+    assert res["num_rows"] == 5
+    assert res["coverage"] == pytest.approx(3 / 5)
+    assert {u["row"] for u in res["unsupported"]} == {2, 3}
+    assert all(u["reason"] for u in res["unsupported"])
+    assert len(res["rows"]) == 3
+    # TTFT/TPOT summaries cover only rows with a measured value (rows 0 and 1)
+    assert res["summary"]["tpot_ms"]["n"] == 2 and res["summary"]["e2e_ms"]["n"] == 0
+    r0 = res["rows"][0]
+    expect = abs(r0["predicted_tpot_ms"] - 15.9) / 15.9
+    r1 = res["rows"][1]
+    expect = (expect + abs(r1["predicted_tpot_ms"] - 20.06) / 20.06) / 2
+    assert math.isclose(res["summary"]["tpot_ms"]["mape"], expect, rel_tol=1e-12)
+    assert res["rows"][2]["measured_tpot_ms"] is None
+
+
+def test_bad_rows_name_the_field():
+    with pytest.raises(ConfigError, match="isl"):
+        row_from_mapping(_row(0, isl="abc"), 7)
+    with pytest.raises(ConfigError, match="concurrency"):
+        row_from_mapping(_row(0, concurrency="-3"), 7)
+    assert row_from_mapping(_row(0, concurrency="offline"), 1).concurrency is None
