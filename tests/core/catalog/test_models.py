@@ -133,3 +133,16 @@ def test_gemm_shapes_consistent_with_params(cat):
 def test_unknown_kv_dtype(cat):
     with pytest.raises(CatalogError, match="kv_dtype"):
         cat.model("tiny-llama").kv_bytes_per_token("int3")
+
+
+def test_llama4_chunked_attention_and_interleaved_moe(cat):
+    scout = cat.model("Llama-4-Scout")
+    maverick = cat.model("meta-llama/Llama-4-Maverick-17B-128E-Instruct")
+    # Meta: Scout 17B active / 109B total incl. the vision encoder; Maverick 17B active / 400B total
+    assert scout.params_active / 1e9 == pytest.approx(17, rel=0.03)
+    assert scout.params_total / 1e9 == pytest.approx(109, rel=0.03)
+    assert maverick.params_active / 1e9 == pytest.approx(17, rel=0.03)
+    assert maverick.params_total / 1e9 == pytest.approx(400, rel=0.02)
+    assert scout.num_moe_layers == 48 and maverick.num_moe_layers == 24
+    assert scout.num_layers_of("full_attention") == 12 and scout.sliding_window == 8192
+    assert scout.kv_bytes_per_token() == 12 * 8 * 128 * 2 * 2

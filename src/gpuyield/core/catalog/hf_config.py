@@ -3,7 +3,9 @@
 Understands the dense decoders (llama, mistral, qwen2, qwen3 and look-alikes), Mixtral/Qwen-MoE/MiniMax-M2
 style MoE, DeepSeek-V2/V3/V3.2 / Kimi-K2 / GLM-5 (MLA + MoE, sparse-attention indexer), gpt-oss (sliding
 layers, biases, mxfp4) and Qwen3.5/Qwen3-Next (linear-attention layers, gated attention, shared expert).
-Multimodal configs are read from their ``text_config``; the vision tower is not counted.
+Llama 4 (chunked attention, interleaved MoE with a shared expert) is read too; its chunked layers are counted
+like sliding-window layers of ``attention_chunk_size`` tokens. Multimodal configs are read from their
+``text_config``; the vision tower is not counted.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
 
@@ -126,7 +128,7 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         fields["attention_output_gate"] = True
     if arch in _QK_NORM_PER_HEAD:
         fields["qk_norm"] = "per_head"
-    elif _first(cfg, "use_qk_norm", default=False):
+    elif _first(cfg, "use_qk_norm", default=False) and not arch.startswith("llama4"):  # llama4: weightless L2 norm
         fields["qk_norm"] = (
             "per_layer" if _first(cfg, "qk_norm_type", default="per_head") == "per_layer" else "per_head"
         )
@@ -145,6 +147,9 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         n_shared = int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0)
         if shared_width and not n_shared:
             n_shared = 1
+        if arch.startswith("llama4"):
+            n_shared = 1  # every Llama 4 MoE layer has one shared expert of the expert width
+            fields["intermediate_size"] = int(_first(cfg, "intermediate_size_mlp", default=0) or 0)
         if n_shared:
             fields["num_shared_experts"] = n_shared
             if shared_width:
@@ -152,7 +157,9 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             if arch in _SHARED_GATE:
                 fields["shared_expert_gate"] = True
         fields["first_dense_layers"] = int(_first(cfg, "first_k_dense_replace", default=0) or 0)
-        fields["moe_layer_step"] = int(_first(cfg, "decoder_sparse_step", "moe_layer_freq", default=1) or 1)
+        fields["moe_layer_step"] = int(
+            _first(cfg, "decoder_sparse_step", "moe_layer_freq", "interleave_moe_layer_step", default=1) or 1
+        )
         dense = _first(cfg, "mlp_only_layers", default=[]) or []
         fields["dense_layers"] = tuple(int(i) for i in dense)
         if (
@@ -197,6 +204,13 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 f"config.json layer_types has {len(kinds)} entries but num_hidden_layers is {layers}"
             )
         fields["layer_pattern"] = _period(kinds)
+    elif arch.startswith("llama4") and _first(cfg, "attention_chunk_size"):
+        # Llama 4: rope layers use chunked local attention (at most attention_chunk_size tokens cached, counted
+        # like a sliding window); NoPE layers (every 4th by default) attend globally.
+        no_rope = _first(cfg, "no_rope_layers") or [int((i + 1) % 4 != 0) for i in range(layers)]
+        kinds = ["sliding_attention" if flag else "full_attention" for flag in no_rope]
+        fields["layer_pattern"] = _period(kinds)
+        window = _first(cfg, "attention_chunk_size")
     elif window and (arch == "mistral" or _first(cfg, "use_sliding_window", default=False)):
         first_sliding = int(_first(cfg, "max_window_layers", default=0) or 0) if arch != "mistral" else 0
         kinds = ["full_attention" if i < first_sliding else "sliding_attention" for i in range(layers)]
