@@ -3,7 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from gpuyield.core.workload import PrefixSpec, SessionSpec, SystemPromptSpec, inspect, merge, rebase, sample
+from gpuyield.core.workload import (
+    PrefixSpec,
+    SessionSpec,
+    SystemPromptSpec,
+    apply_prefix_structure,
+    inspect,
+    merge,
+    rebase,
+    sample,
+    slice_index,
+)
 from gpuyield.edges.io.request_log import write_records, write_request_log
 from gpuyield.edges.io.traces import load_workload
 from gpuyield.errors import WorkloadError
@@ -21,8 +31,10 @@ def same(a, b):
 
 def rich_workload():
     m = sample(load_workload("builtin:mooncake-synthetic"), 300, seed=1)
-    a = load_workload("builtin:azure-conv", prefix=PrefixSpec(
-        system_prompts=SystemPromptSpec(count=3, tokens=700), sessions=SessionSpec(mean_turns=3)), seed=2)
+    a = slice_index(load_workload("builtin:azure-conv"), 0, 1500)
+    a = apply_prefix_structure(
+        a, PrefixSpec(system_prompts=SystemPromptSpec(count=3, tokens=700), sessions=SessionSpec(mean_turns=3)), seed=2
+    )
     a = sample(a, 300, seed=3)
     a = a.replace(models=("llama-3.1-8b",), tenants=("acme",), priority=np.ones(len(a), dtype=np.int32))
     return merge([m, a])

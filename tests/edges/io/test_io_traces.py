@@ -226,5 +226,5 @@ def test_prefix_structure_on_azure_conv_keeps_lengths():
                       preserve_input_tokens=True)
     w = load_workload("builtin:azure-conv", prefix=spec, seed=5)
     base = load_workload("builtin:azure-conv")
-    assert np.array_equal(w.input_tokens, base.input_tokens) and w.has_hashes
-    assert inspect(w).num_sessions > 1000
+    assert np.array_equal(w.input_tokens, base.input_tokens) and np.array_equal(w.arrival_s, base.arrival_s)
+    assert w.has_hashes and inspect(w).num_sessions > 1000
