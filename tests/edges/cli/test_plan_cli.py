@@ -93,6 +93,7 @@ def test_naive_baseline_definition(local_plan: tuple[Path, dict[str, Any]]) -> N
     assert all(not p["meets_slo"] for p in fewer)
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_local_result(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     small = {**ARGS, "head": 150, "gpus": "h100_sxm", "top_k": 2, "disaggregated": False, "report": False}

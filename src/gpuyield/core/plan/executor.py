@@ -33,12 +33,17 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Sequential, in-process."""
+    """This machine: in-process one after another (``jobs=1``), or ``jobs`` worker processes.
+
+    Items are independent and each result depends only on its item and the simulator's inputs, so the
+    results are the same for any ``jobs``.
+    """
 
     name = "local"
 
-    def __init__(self, simulate: SimulateFn) -> None:
+    def __init__(self, simulate: SimulateFn, jobs: int = 1) -> None:
         self.simulate = simulate
+        self.jobs = max(1, int(jobs))
 
     def map(
         self,
@@ -46,9 +51,20 @@ class LocalExecutor:
         items: Sequence[T],
         on_done: Callable[[int], None] | None = None,
     ) -> list[R]:
-        out: list[R] = []
-        for item in items:
-            out.append(fn(item, self.simulate))
-            if on_done is not None:
-                on_done(1)
-        return out
+        if self.jobs == 1 or len(items) <= 1:
+            out: list[R] = []
+            for item in items:
+                out.append(fn(item, self.simulate))
+                if on_done is not None:
+                    on_done(1)
+            return out
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        results: list[R | None] = [None] * len(items)
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(items))) as pool:
+            futures = {pool.submit(fn, item, self.simulate): i for i, item in enumerate(items)}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if on_done is not None:
+                    on_done(1)
+        return results  # type: ignore[return-value]

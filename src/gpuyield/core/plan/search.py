@@ -49,6 +49,7 @@ __all__ = [
     "PlanProgress",
     "PlanResult",
     "naive_candidate",
+    "naive_candidates",
     "run_plan",
 ]
 
@@ -132,8 +133,12 @@ def _capacity_item(task: CapacityTask, simulate: SimulateFn) -> CapacityOutcome:
     return CapacityOutcome(task.candidate, task.level, scale, tuple(pts))
 
 
-def naive_candidate(inp: PlanInputs) -> tuple[Candidate | None, str]:
-    """The naive deployment's shape (see module docstring), or None and why."""
+def naive_candidates(inp: PlanInputs) -> tuple[list[Candidate], str]:
+    """Naive deployment shapes, cheapest GPU type first (see module docstring), and a note (or why none).
+
+    All use the smallest TP that fits on any allowed GPU (TP1 for models that fit one GPU). The first is the
+    naive baseline; the next ones are used, in order, only when a cheaper type cannot meet the SLO at any size.
+    """
     reasons: list[str] = []
     for tp in (1, 2, 4, 8):
         fitting: list[tuple[float, str, PoolShape]] = []
@@ -147,8 +152,14 @@ def naive_candidate(inp: PlanInputs) -> tuple[Candidate | None, str]:
         if fitting:
             fitting.sort(key=lambda t: (t[0], t[1]))
             note = "" if tp == 1 else f"TP1 fits on no allowed GPU; naive uses TP{tp}"
-            return Candidate((fitting[0][2],), "round_robin"), note
-    return None, "; ".join(reasons[:3])
+            return [Candidate((f[2],), "round_robin") for f in fitting], note
+    return [], "; ".join(reasons[:3])
+
+
+def naive_candidate(inp: PlanInputs) -> tuple[Candidate | None, str]:
+    """The naive baseline's shape on the cheapest GPU type (first of :func:`naive_candidates`)."""
+    cands, note = naive_candidates(inp)
+    return (cands[0] if cands else None), note
 
 
 def _pool_costs(cand: Candidate, level: int, price_for: Callable[[str], GpuPrice]) -> list[PoolCost]:
@@ -223,19 +234,26 @@ def run_plan(inp: PlanInputs, executor: Executor, progress: PlanProgress | None 
             f"no deployment meets --slo {req.slo.describe()} for {req.model_id} on {','.join(req.gpu_ids)} "
             f"(screened {len(estimates)} candidates): {_top_reasons(rejections)}"
         )
-    naive, naive_note = naive_candidate(inp)
-    notes = [naive_note] if naive_note and naive is not None else []
-    naive_est: ScreenEstimate | None = None
-    if naive is not None:
-        naive_est = screen_candidate(naive, inp.profile, req.slo, inp.perf_for, usd,
-                                     max_level=req.max_replicas_per_candidate)
+    naive_list, naive_note = naive_candidates(inp)
+    notes = [naive_note] if naive_note and naive_list else []
+    # Skip GPU types the screen proves cannot meet the SLO at any size (e.g. the p99 prompt's prefill alone
+    # exceeds the TTFT target); the simulator decides for the rest.
+    naive_ests = [screen_candidate(c, inp.profile, req.slo, inp.perf_for, usd, max_level=req.max_replicas_per_candidate)
+                  for c in naive_list]
+    while len(naive_list) > 1 and not naive_ests[0].feasible:
+        why = naive_ests[0].rejection.reason if naive_ests[0].rejection else "infeasible"
+        notes.append(f"naive: {naive_list[0].pools[0].gpu_id} cannot meet the SLO ({why}); "
+                     f"using the next cheapest GPU type {naive_list[1].pools[0].gpu_id}")
+        naive_list, naive_ests = naive_list[1:], naive_ests[1:]
+    naive = naive_list[0] if naive_list else None
+    naive_est = naive_ests[0] if naive_ests else None
     stats: dict[str, float] = {
         "candidates_enumerated": float(len(candidates)),
         "candidates_screened": float(len(estimates)),
         "candidates_feasible_after_screen": float(sum(e.feasible for e in estimates)),
     }
     if req.mode is PlanMode.MIN_COST:
-        return _min_cost(inp, executor, prog, top, naive, naive_est, rejections, stats, notes)
+        return _min_cost(inp, executor, prog, top, naive_list, naive_ests, rejections, stats, notes)
     return _max_goodput(inp, executor, prog, estimates, top, naive, naive_est, rejections, stats, notes)
 
 
@@ -253,12 +271,14 @@ def _min_cost(
     executor: Executor,
     prog: PlanProgress,
     top: list[ScreenEstimate],
-    naive: Candidate | None,
-    naive_est: ScreenEstimate | None,
+    naive_list: list[Candidate],
+    naive_ests: list[ScreenEstimate],
     rejections: list[Rejection],
     stats: dict[str, float],
     notes: list[str],
 ) -> PlanResult:
+    naive = naive_list[0] if naive_list else None
+    naive_est = naive_ests[0] if naive_ests else None
     tasks = [_verify_task(inp, e, e.level, 6) for e in top]
     by_key = {e.candidate.key(): e for e in top}
     naive_idx: int | None = None
@@ -276,9 +296,23 @@ def _min_cost(
         if o.rejection is not None:
             rejections.append(o.rejection)
     naive_out = outcomes[naive_idx] if naive_idx is not None else None
+    # A naive GPU type that cannot meet the SLO at any size: the user would move to the next cheapest type.
+    k = 1
+    while naive_out is not None and naive_out.best is None and k < len(naive_list):
+        why = naive_out.rejection.reason if naive_out.rejection else "no passing size"
+        notes.append(f"naive: {naive_list[k - 1].pools[0].gpu_id} did not meet the SLO in simulation ({why}); "
+                     f"using the next cheapest GPU type {naive_list[k].pools[0].gpu_id}")
+        naive, naive_est = naive_list[k], naive_ests[k]
+        start = naive_est.level if naive_est.feasible else 1
+        t = VerifyTask(naive, start, inp.request.slo, _verify_task(inp, naive_est, start, 10).usd_per_hour_per_level,
+                       inp.request.max_replicas_per_candidate, None, None, 10)
+        naive_out = executor.map(_verify_item, [t])[0]
+        outcomes.append(naive_out)
+        simulated.extend(naive_out.points)
+        k += 1
     # The plan obeys --max-gpus/--budget; the naive baseline is reported as the user would get it.
     eligible = [o for o in outcomes if o.best is not None and _within_caps(inp, o.best)]
-    stats["candidates_simulated"] = float(len(tasks))
+    stats["candidates_simulated"] = float(len(outcomes))
     stats["simulations"] = float(len(simulated))
     if not eligible:
         raise InfeasiblePlanError(

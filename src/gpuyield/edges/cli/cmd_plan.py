@@ -128,6 +128,7 @@ def run_plan_command(
     report: bool = True,
     show_progress: bool = True,
     head: int | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """The whole command as a function (tests and benchmarks call it); returns the plan.json document."""
     from gpuyield import __version__
@@ -187,7 +188,9 @@ def run_plan_command(
 
         ex = RayExecutor(binding, address=ray_address)
     else:
-        ex = LocalExecutor(binding)
+        if jobs < 1:
+            raise ConfigError(f"--jobs {jobs}: expected a positive number of worker processes")
+        ex = LocalExecutor(binding, jobs=jobs)
     t_screen0 = time.perf_counter()
     try:
         result = run_plan(inputs, ex, prog)
@@ -288,6 +291,7 @@ def register(app: typer.Typer) -> None:
         api_price: str | None = typer.Option(None, "--api-price", help="API price IN,OUT in USD per 1M tokens."),
         executor: str = typer.Option("local", "--executor", help="Where simulations run: local or ray."),
         ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
+        jobs: int = typer.Option(1, "--jobs", "-j", help="Local executor: simulate in this many processes."),
         seed: int = typer.Option(0, "--seed", help="Seed for workload synthesis and simulation."),
         mode: str = typer.Option("min-cost", "--mode", help="min-cost | max-goodput | capacity."),
         top_k: int = typer.Option(12, "--top-k", help="Candidates verified by simulation."),
@@ -304,7 +308,7 @@ def register(app: typer.Typer) -> None:
                 budget_usd_per_hour=budget_usd_per_hour, prices=prices, owned=owned, api_price=api_price,
                 executor=executor, ray_address=ray_address, seed=seed, mode=mode, top_k=top_k,
                 allow_lower_precision=allow_lower_precision, disaggregated=disaggregated, routers=routers,
-                catalog_files=catalog, head=head,
+                catalog_files=catalog, head=head, jobs=jobs,
             )
             if json_out is not None:
                 emit_json(doc, json_out)
