@@ -219,6 +219,10 @@ def test_unknown_jsonl_and_missing_file(tmp_path):
         load_workload("nope.csv")
     with pytest.raises(WorkloadError, match="unknown trace format 'xml'"):
         load_workload("builtin:azure-conv", format="xml")
+    with pytest.raises(WorkloadError, match="rate only apply to length-only tables"):
+        load_workload("builtin:azure-conv", rate=5.0)
+    with pytest.raises(WorkloadError, match="select a span of ServeGen"):
+        load_workload("builtin:mooncake-synthetic", duration_s=60)
 
 
 def test_prefix_structure_on_azure_conv_keeps_lengths():

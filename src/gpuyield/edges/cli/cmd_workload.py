@@ -423,7 +423,7 @@ def synth_cmd(
             rag_share=rag_share, zipf_s=zipf_s, preserve_input_tokens=preserve_input_tokens, block_size=block_size,
         )  # fmt: skip
         base = _load(
-            lengths, fmt=None, block_size=block_size, seed=seed, arrival="poisson", rate=1.0, cv=None,
+            lengths, fmt=None, block_size=block_size, seed=seed, arrival=None, rate=None, cv=None,
             num_requests=None, start_s=0.0, duration_s=None, lenient=False,
         )  # fmt: skip
         from gpuyield.core.workload import WorkloadMeta

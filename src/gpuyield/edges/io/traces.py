@@ -797,6 +797,15 @@ def load_workload(
         raise WorkloadError(f"{path}: a directory; format {fmt} needs a file")
     if block_size_tokens is not None and block_size_tokens < 1:
         raise WorkloadError(f"block size must be >= 1 token, got {block_size_tokens}")
+    if fmt != "lengths":
+        given = [k for k, v in (("arrival", arrival), ("rate", rate), ("cv", cv), ("num_requests", num_requests)) if v is not None]
+        if given:
+            raise WorkloadError(
+                f"{spec}: {', '.join(given)} only apply to length-only tables; this {fmt} input has its own arrival "
+                "times (scale them with a rate scale instead)"
+            )
+    if fmt != "servegen" and (start_s != 0.0 or duration_s is not None):
+        raise WorkloadError(f"{spec}: start/duration select a span of ServeGen descriptions; for a {fmt} input slice it instead")
     if fmt == "azure":
         w = _load_azure(path, meta, lenient, progress)
     elif fmt == "mooncake":
