@@ -62,10 +62,10 @@ def make_workload(
         kw["model_codes"] = np.array(codes, dtype=np.int32)
         kw["models"] = tuple(table)
     return Workload(
-        np.asarray(arrival_s, dtype=np.float64),
-        np.asarray(input_tokens),
-        np.asarray(output_tokens),
-        WorkloadMeta("test"),
+        arrival_s=np.asarray(arrival_s, dtype=np.float64),
+        input_tokens=np.asarray(input_tokens),
+        output_tokens=np.asarray(output_tokens),
+        meta=WorkloadMeta("test"),
         block_size_tokens=block_size_tokens,
         **kw,  # type: ignore[arg-type]
     )

@@ -50,6 +50,7 @@ class Scheduler:
         self.prefilling: list[EngineRequest] = []  # running, still computing their prompt (admission order)
         self.decoding: dict[int, EngineRequest] = {}  # running, one token per step (admission order)
         self.transferring: dict[int, EngineRequest] = {}  # P/D decode side: waiting for remote KV
+        self.ready: list[EngineRequest] = []  # P/D decode side: KV arrived; joins the decode set at the next step
         self.G = 0  # decode steps taken by this replica's decode set
         self._dec_s0 = 0  # sum over the decode set of (decode_c0 - decode_g0)
         self._phase_cnt = [0] * self.block_size  # decode set: count per decode_phase
@@ -65,7 +66,7 @@ class Scheduler:
     # ------------------------------------------------------------------ state queries
     @property
     def num_running(self) -> int:
-        return len(self.prefilling) + len(self.decoding) + len(self.transferring)
+        return len(self.prefilling) + len(self.decoding) + len(self.transferring) + len(self.ready)
 
     @property
     def num_unfinished(self) -> int:
@@ -117,6 +118,10 @@ class Scheduler:
         preempted = out.preempted
         self._step_blocks_allocated = False
         self._dec_alloc = 0
+        if self.ready:  # remote KV arrived while the previous step ran: these decode from this step on
+            for req in self.ready:
+                self._join_decode_set(req)
+            self.ready.clear()
 
         # 1. Decoding requests: one token each. Take this step's blocks first; preempt from the tail if short.
         step_blocks = 0
@@ -182,7 +187,10 @@ class Scheduler:
         out.num_scheduled_tokens = num_prefill + n
         out.load_tokens = sum(r.load_tokens for r in chunks_req if r.load_tokens)
         k = 1
-        if not chunks_req and n:
+        # A run may only skip steps in which nothing else could be scheduled. A waiting request blocked by
+        # seats, budget or blocks stays blocked until a completion (blocks only shrink during a decode run),
+        # but after a preemption the waiting queue was not even considered: step once, then look again.
+        if not chunks_req and n and not (preempted and self.waiting):
             k = self._run_length(self._dec_alloc)
         out.num_steps = k
         if k > 1:
@@ -195,7 +203,7 @@ class Scheduler:
         waiting = self.waiting
         max_seqs = self.max_num_seqs
         while waiting and budget > 0:
-            if len(self.prefilling) + len(self.decoding) + len(self.transferring) >= max_seqs:
+            if len(self.prefilling) + len(self.decoding) + len(self.transferring) + len(self.ready) >= max_seqs:
                 break
             req = waiting[0]
             if self.reserve_output:
@@ -368,14 +376,14 @@ class Scheduler:
         return finished, first
 
     def finish_transfer(self, req: EngineRequest) -> None:
-        """P/D decode side: the prompt's KV has arrived; the request starts decoding."""
+        """P/D decode side: the prompt's KV has arrived; the request decodes from the next step on."""
         del self.transferring[req.idx]
         req.status = _RUNNING
         if req.num_output_tokens >= req.max_output_tokens:
             self.kv.free(req)
             req.status = RequestStatus.FINISHED_STOPPED
             return
-        self._join_decode_set(req)
+        self.ready.append(req)
 
     def _finish(self, req: EngineRequest) -> None:
         self.kv.free(req)
