@@ -25,7 +25,7 @@ workload_app = typer.Typer(
 
 SPEC_HELP = "A trace file, a ServeGen client directory, a request log, or builtin:NAME (azure-conv, mooncake-synthetic, sharegpt)."
 FORMAT_HELP = "Force the input format: azure, mooncake, servegen, lengths, request-log (default: detected)."
-ARRIVAL_HELP = "Arrivals for length-only tables: poisson, gamma (with --cv) or curve:FILE[#SERIES] (a rate-curve CSV)."
+ARRIVAL_HELP = "Arrivals for length-only tables: poisson, gamma (with --cv) or curve:FILE\\[#SERIES] (a rate-curve CSV)."
 
 
 def _load(
@@ -208,7 +208,7 @@ def inspect_cmd(
     arrival: str | None = typer.Option(None, "--arrival", help=ARRIVAL_HELP),
     rate: float | None = typer.Option(None, "--rate", help="Mean request rate, req/s, for synthetic arrivals (default 1)."),
     cv: float | None = typer.Option(None, "--cv", help="Inter-arrival coefficient of variation for gamma/curve arrivals."),
-    start_s: float = typer.Option(0.0, "--start-s", help="ServeGen: start of the span to sample, seconds from midnight."),
+    start_s: float = typer.Option(0.0, "--start-s", help="ServeGen: start of the span to sample, seconds from the start of the data."),
     duration_s: float | None = typer.Option(None, "--duration-s", help="ServeGen: length of the span to sample, seconds."),
     seed: int = typer.Option(0, "--seed", help="Seed for anything sampled."),
     lenient: bool = typer.Option(False, "--lenient", help="Skip bad rows (counted and reported) instead of failing."),
