@@ -19,7 +19,8 @@ keeps the per-request samples and percentiles.
     python benchmarks/real_engine_vllm_cpu.py \\
         --model-dir /tmp/gpuyield-models/tiny-llama --model-dir /tmp/gpuyield-models/tiny-llama-100m
 
-Bounded: at most ``max(min_requests, 2 x concurrency)`` requests per point (default 8 / 8 / 32).
+Bounded: ``max(--min-requests, --per-client x concurrency)`` requests per point (default 8 / 8 / 32).
+The CSV and JSON are rewritten after every point, so an interrupted run keeps what it measured.
 Then compare with the model: ``gpuyield validate --measurements benchmarks/results/real_engine_vllm_cpu.csv``
 after ``gpuyield profile --device cpu`` and ``gpuyield calibrate`` (see docs/benchmarks.md).
 """
@@ -36,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,12 +138,13 @@ async def get_json(url: str, path: str) -> dict[str, object]:
 
 
 async def bench_model(args: argparse.Namespace, url: str, name: str, vocab: int, version: str,
-                      rows: list[dict[str, object]], detail: list[dict[str, object]]) -> None:
+                      rows: list[dict[str, object]], detail: list[dict[str, object]],
+                      checkpoint: Callable[[], None]) -> None:
     # Warm-up: the first requests after start-up pay one-off costs.
     await closed_loop(url, name, 64, 8, 2, 4, vocab, seed=999)
     for isl, osl in args.pairs:
         for conc in args.concurrency:
-            n = max(args.min_requests, 2 * conc)
+            n = max(args.min_requests, args.per_client * conc)
             samples, wall_s = await closed_loop(url, name, isl, osl, conc, n, vocab, seed=args.seed + isl + conc)
             ttft = [s.ttft_ms for s in samples]
             tpot = [s.tpot_ms for s in samples]
@@ -166,6 +169,7 @@ async def bench_model(args: argparse.Namespace, url: str, name: str, vocab: int,
                 "throughput_tok_s": row["throughput_tok_s"],
                 "samples": [asdict(s) for s in samples],
             })
+            checkpoint()
             print(f"{name:18s} isl={isl:4d} osl={osl:4d} c={conc:3d} n={n:3d}  ttft={row['ttft_ms']:9.1f} ms  "
                   f"tpot={row['tpot_ms']:7.2f} ms  e2e={row['e2e_ms']:9.1f} ms  thr={thr:8.1f} tok/s", flush=True)
 
@@ -181,6 +185,8 @@ async def amain(args: argparse.Namespace) -> int:
     if not targets:
         print("error: give --url or at least one --model-dir", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for url, model_dir in targets:
         host = urlparse(url).hostname
         if host not in {"127.0.0.1", "localhost", "::1"}:
@@ -196,13 +202,19 @@ async def amain(args: argparse.Namespace) -> int:
             vocab = json.loads((root / "config.json").read_text())["vocab_size"] if (root / "config.json").is_file() \
                 else args.vocab
             version = str((await get_json(url, "/version")).get("version"))
-            await bench_model(args, url, name, int(vocab), version, rows, detail)
+            await bench_model(args, url, name, int(vocab), version, rows, detail,
+                              lambda: write_results(out, rows, detail))
         finally:
             if model_dir is not None:
                 stop_engine(args.port)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    write_results(out, rows, detail)
+    print(f"wrote {out} ({len(rows)} rows) and {out.with_suffix('.json')}")
+    return 0
+
+
+def write_results(out: Path, rows: list[dict[str, object]], detail: list[dict[str, object]]) -> None:
+    """(Re)write the CSV and the JSON detail; called after every point so an interrupted run keeps its rows."""
     with out.open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -214,8 +226,6 @@ async def amain(args: argparse.Namespace) -> int:
                                                             ("VLLM_CPU_KVCACHE_SPACE", "1"))},
         "points": detail,
     }, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {out} ({len(rows)} rows) and {out.with_suffix('.json')}")
-    return 0
 
 
 def parse_pair(text: str) -> tuple[int, int]:
@@ -235,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8011, help="port for the engines this script starts (8011)")
     ap.add_argument("--pairs", type=parse_pair, nargs="+", default=[(128, 64), (512, 128)], help="ISL/OSL pairs")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--min-requests", type=int, default=8, help="requests per point: max(this, 2 x concurrency)")
+    ap.add_argument("--min-requests", type=int, default=8,
+                    help="requests per point: max(this, --per-client x concurrency) (8)")
+    ap.add_argument("--per-client", type=int, default=2, help="requests per closed-loop client (2)")
     ap.add_argument("--vocab", type=int, default=8192, help="vocabulary when the model's config is not readable")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/real_engine_vllm_cpu.csv"))
