@@ -20,7 +20,7 @@ def test_enumeration_counts_and_memory_rejections() -> None:
     space = SearchSpace(gpu_ids=("big", "small"), allow_disaggregated=False)
     cands, rej = enumerate_candidates(space, fits_small)
     # big: 4 TPs, small: 3 TPs; knobs 4*3; pc/offload pairs (on,none),(on,cpu),(off,none); 3 routers
-    assert len(cands) == (4 + 3) * 4 * 3 * 3 * 4
+    assert len(cands) == (4 + 3) * 4 * 3 * (3 * 4 - 1)
     assert all(c.pools[0].weight_precision == "bf16" and c.pools[0].kv_dtype == "bf16" for c in cands)
     assert [r.candidate for r in rej] == ["small tp1 wbf16/kvbf16"] and rej[0].kind == "memory"
     assert not any(c.pools[0].kv_offload == "cpu" and not c.pools[0].enable_prefix_caching for c in cands)

@@ -124,3 +124,20 @@ def test_bad_input_exits_2_naming_the_value(tmp_path: Path, args: list[str], nee
                                  "meta-llama/Llama-3.1-8B", "--out", str(tmp_path / "x"), *args])
     assert r.exit_code == 2, r.output
     assert needle in r.output.replace("\n", " ")
+
+
+def test_capacity_mode_with_owned_hardware(tmp_path: Path) -> None:
+    owned = tmp_path / "owned.yaml"
+    owned.write_text(yaml.safe_dump({"owned": [{
+        "gpu": "h100_sxm", "capex_usd_per_gpu": 35040, "amortisation_years": 4, "power_w_per_gpu": 1000, "pue": 1.5,
+        "usd_per_kwh": 0.1, "ops_usd_per_gpu_year": 876, "source": "test quote", "as_of": "2026-01-01"}]}))
+    doc = run_plan_command(out=str(tmp_path / "out"), **{**ARGS, "head": 200, "gpus": "h100_sxm", "top_k": 2,
+                                                         "disaggregated": False, "report": False},
+                           mode="capacity", max_gpus=1, owned=str(owned))
+    assert doc["mode"] == "capacity" and doc["best"]["num_gpus"] == 1
+    assert doc["capacity_rate_scale"] > 0
+    assert all(p["meets_slo"] == (p["rate_scale"] <= doc["capacity_rate_scale"] + 1e-9)
+               for p in doc["simulated"] if p["candidate"] == doc["best"]["candidate"])
+    (pool,) = doc["economics"]["plan"]["pools"]
+    assert pool["price_kind"] == "owned" and pool["usd_per_gpu_hour"] == pytest.approx(1.25)
+    assert "test quote" in pool["source"] and pool["as_of"] == "2026-01-01"

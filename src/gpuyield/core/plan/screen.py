@@ -367,6 +367,8 @@ def select_for_verification(estimates: list[ScreenEstimate], k: int) -> list[Scr
         key=lambda e: (
             round(e.usd_per_hour, 6),
             _ROUTER_PREFERENCE.get(e.candidate.router, 9),
+            # engine defaults first among equals: prefix caching on, no offload tier
+            sum((not p.enable_prefix_caching) + (p.kv_offload != "none") for p in e.candidate.pools),
             e.ttft_p99_ms + 20.0 * e.tpot_p99_ms,
             e.candidate.key(),
         ),

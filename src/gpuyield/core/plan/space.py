@@ -213,6 +213,8 @@ def enumerate_candidates(
         ):
             if off != "none" and not pc:
                 continue  # an offload tier only holds prefix-cache blocks: meaningless without caching
+            if router == "prefix_affinity" and not pc:
+                continue  # routing for cache hits with no cache is round-robin with extra steps
             ep = tp * pp if space.is_moe else 1
             pool = PoolShape("mixed", gpu_id, tp, pp, ep, mns, mbt, pc, off, wp, kvd)
             out.append(Candidate((pool,), router))

@@ -265,6 +265,12 @@ def _print_summary(doc: dict[str, Any], out: str) -> None:
         f"({s.get('simulations', 0)} runs) in {s['wall_time_s']:.1f} s"
         + (f"; plan costs {ratio:.2f}x naive" if ratio is not None else "")
     )
+    cap = doc.get("capacity_rate_scale")
+    if cap is not None:
+        rate = doc["workload"]["rate_per_s"] or 0.0
+        console.print(f"[bold]capacity:[/bold] the plan carries x{cap:.2f} of this workload's rate "
+                      f"({cap * rate:.2f} req/s) at the SLO" + (
+                          f"; naive x{doc['naive']['verified']['rate_scale']:.2f}" if doc.get("naive") else ""))
     for p in econ["plan"]["prices"]:
         console.print(f"[dim]price {p['item']}: ${p['usd_per_gpu_hour']}/GPU-h, {p['source']} (as of {p['as_of']})[/dim]")
     if "api" in econ:
