@@ -23,6 +23,17 @@ CASES: dict[str, str] = {
     "load builtin:azure-conv": """
 w = load_workload("builtin:azure-conv")
 """,
+    "peer: DuckDB read_csv of the same Azure CSV (no validation)": f"""
+import duckdb, numpy as np
+con = duckdb.connect()
+rel = con.sql("SELECT epoch(TIMESTAMP) AS t, ContextTokens AS i, GeneratedTokens AS o FROM "
+              "read_csv('{SHARED / 'AzureLLMInferenceTrace_conv.csv'}', header=true) ORDER BY t")
+t, i, o = (np.asarray(c) for c in rel.fetchnumpy().values())
+class W:
+    nbytes = t.nbytes + i.nbytes + o.nbytes
+    def __len__(self): return len(t)
+w = W()
+""",
     "load builtin:mooncake-synthetic": """
 w = load_workload("builtin:mooncake-synthetic")
 """,
