@@ -221,3 +221,20 @@ def test_property_counters_consistent(ops: list[tuple[str, int, int]], max_infli
     for t in queued:
         c.cancel(t, now)
     assert c.num_inflight == 0 and c.num_queued == 0
+
+
+def test_fair_share_burst_admits_quiet_tenant_beside_flood() -> None:
+    c = AdmissionController([TenantLimits("flood"), TenantLimits("quiet")],
+                            AdmissionLimits(max_inflight=4, fair_share_burst=2))
+    flood = [c.make_ticket("flood", 100, 10, 0.0) for _ in range(10)]
+    verdicts = [c.submit(t, 0.0).verdict for t in flood]
+    # alone, the flood gets the 4 regular slots only (it is above its fair share of 4 when alone)
+    assert verdicts.count(Verdict.DISPATCH) == 4 and c.num_queued == 6
+    q = c.make_ticket("quiet", 5, 5, 1.0)
+    assert c.submit(q, 1.0).verdict is Verdict.DISPATCH  # below its share (2 of 4): a burst slot
+    assert c.num_inflight == 5
+    assert c.next_ready(1.0) is None  # the flood cannot use burst slots
+    q2 = c.make_ticket("quiet", 5, 5, 1.0)
+    assert c.submit(q2, 1.0).verdict is Verdict.DISPATCH
+    q3 = c.make_ticket("quiet", 5, 5, 1.0)
+    assert c.submit(q3, 1.0).verdict is Verdict.QUEUED  # the burst is used up (4 + 2)

@@ -23,6 +23,11 @@ What it decides, in order, when a request arrives (:meth:`AdmissionController.su
 4. **Concurrency**: at most ``AdmissionLimits.max_inflight`` requests dispatched at once (the caller sets it,
    e.g. ``max_inflight_per_replica × healthy replicas``, via :meth:`set_max_inflight`), and at most
    ``TenantLimits.max_concurrency`` per tenant; requests beyond either wait in the queue, they are not refused.
+   **Fair-share burst**: up to ``fair_share_burst`` further slots are open only to a tenant whose in-flight
+   count is below its weighted fair share of ``max_inflight`` (``max_inflight × weight / Σ weights`` of the
+   tenants with work in flight or queued). A quiet tenant arriving while a flood holds every regular slot is
+   therefore dispatched at once instead of waiting for the flood's next completion -- the flood's backlog
+   still queues. (Set it to the headroom the engines have beyond ``max_inflight``.)
 
 Work-conserving: when capacity is free and nothing of equal or higher priority is queued, a request dispatches
 at once (:attr:`Verdict.DISPATCH`).
@@ -84,8 +89,11 @@ class AdmissionLimits:
     max_queued: int = 1024  # requests waiting in the gateway (>= 0)
     max_queue_wait_s: float = 30.0  # a queued request older than this is expired by :meth:`expire`
     default_output_tokens: int = 256  # output estimate charged when a request has no max_tokens
+    fair_share_burst: int = 0  # extra slots beyond max_inflight, only for tenants below their fair share
 
     def __post_init__(self) -> None:
+        if self.fair_share_burst < 0:
+            raise ValueError(f"fair_share_burst must be >= 0, got {self.fair_share_burst}")
         if self.max_inflight < 1:
             raise ValueError(f"max_inflight must be >= 1, got {self.max_inflight}")
         if self.max_queued < 0:
@@ -337,14 +345,25 @@ class AdmissionController:
         self._queued += 1
         return Decision(Verdict.QUEUED)
 
+    def _under_fair_share(self, st: _TenantState) -> bool:
+        total_w = sum(o.limits.weight for o in self._tenants.values() if o.inflight or o.queue or o is st)
+        return st.inflight < self._max_inflight * st.limits.weight / total_w
+
+    def _slot_free(self, st: _TenantState) -> bool:
+        if self._inflight < self._max_inflight:
+            return True
+        return (self._inflight < self._max_inflight + self.limits.fair_share_burst
+                and self._under_fair_share(st))
+
     def _can_dispatch_now(self, st: _TenantState, ticket: Ticket) -> bool:
-        if self._inflight >= self._max_inflight:
+        if not self._slot_free(st):
             return False
         if st.limits.max_concurrency is not None and st.inflight >= st.limits.max_concurrency:
             return False
         # do not overtake queued requests of equal or higher priority that could run
         return all(
-            not (other.queue and other.queue[0].priority >= ticket.priority and self._tenant_can_run(other))
+            not (other.queue and other.queue[0].priority >= ticket.priority and self._tenant_can_run(other)
+                 and self._slot_free(other))
             for other in self._tenants.values()
         )
 
@@ -360,12 +379,12 @@ class AdmissionController:
 
     def next_ready(self, now_s: float) -> Ticket | None:
         """Pop the next queued ticket that may be dispatched now (or None), and count it in flight."""
-        if self._inflight >= self._max_inflight or self._queued == 0:
+        if self._queued == 0 or self._inflight >= self._max_inflight + self.limits.fair_share_burst:
             return None
         best: _TenantState | None = None
         best_key: tuple[int, float, int] | None = None
         for st in self._tenants.values():
-            if not st.queue or not self._tenant_can_run(st):
+            if not st.queue or not self._tenant_can_run(st) or not self._slot_free(st):
                 continue
             head = st.queue[0]
             key = (-head.priority, head.start_tag, head.ticket_id)

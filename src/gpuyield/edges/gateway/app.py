@@ -139,7 +139,8 @@ class Gateway:
             self.tokens = TokenCounter(cfg.tokenizer, cfg.router.block_size_tokens)
         limits = AdmissionLimits(max_inflight=sum(b.max_inflight for b in cfg.backends),
                                  max_queued=cfg.admission.max_queued, max_queue_wait_s=cfg.admission.max_queue_wait_s,
-                                 default_output_tokens=cfg.admission.default_output_tokens)
+                                 default_output_tokens=cfg.admission.default_output_tokens,
+                                 fair_share_burst=cfg.admission.fair_share_burst)
         tlimits = [_tenant_limits(t) for t in cfg.tenants]
         if self.admission is None:
             anon = TenantLimits(name=cfg.auth.anonymous_tenant)
