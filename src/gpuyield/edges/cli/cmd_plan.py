@@ -25,28 +25,23 @@ __all__ = ["register", "run_plan_command"]
 
 HELP = """Find the cheapest deployment that meets your latency SLO on your workload, and write it out.
 
-Screens hundreds of configurations analytically (GPU type, TP/PP/EP, aggregated or prefill/decode
-disaggregated, max_num_seqs, token budget, prefix caching, KV offload, router), verifies the best ones with
-the discrete-event simulator on the actual trace (bursts included), and compares the result with the naive
-deployment and with buying tokens from an API.
+Screens hundreds of configurations analytically (GPU type, TP/PP/EP, aggregated or prefill/decode disaggregated, max_num_seqs, token budget, prefix caching, KV offload, router), verifies the best ones with the discrete-event simulator on the actual trace (bursts included), and compares the result with the naive deployment and with buying tokens from an API.
+
+Writes DIR/plan.yaml (a deployment `gpuyield simulate` accepts), DIR/plan.json, DIR/report.html and DIR/deploy/ (vLLM/SGLang/llama.cpp launch scripts, Kubernetes manifests, Ray configs, the `gpuyield serve` config). Exit code 2 when no deployment meets the SLO, with the main reasons.
 
 [bold]Examples[/bold]
 
-  gpuyield plan --workload builtin:azure-conv --rate-scale 30 --model meta-llama/Llama-3.1-8B \\
-      --slo ttft_p99_ms=2000,tpot_p99_ms=100 --gpus h100_sxm,a100_sxm,l40s --out plan-out
+[dim]# the cheapest fleet for 30x the Azure conversation trace[/dim]
+gpuyield plan -w builtin:azure-conv --rate-scale 30 -m meta-llama/Llama-3.1-8B --slo ttft_p99_ms=2000,tpot_p99_ms=100 --gpus h100_sxm,a100_sxm,l40s --out plan-out
 
-  gpuyield plan --workload builtin:mooncake-synthetic --rate-scale 4 --model meta-llama/Llama-3.1-8B \\
-      --slo ttft_p99_ms=2000,tpot_p99_ms=100 --out moon --executor ray
+[dim]# long shared prefixes, simulations as Ray tasks[/dim]
+gpuyield plan -w builtin:mooncake-synthetic --rate-scale 3 -m meta-llama/Llama-3.1-8B --slo ttft_p99_ms=2000,tpot_p99_ms=100 --out moon --executor ray
 
-  gpuyield plan --workload requests.jsonl --model meta-llama/Llama-3.1-8B --slo ttft_p99_ms=1000 \\
-      --mode max-goodput --budget-usd-per-hour 40 --owned owned.yaml --api-price 0.10,0.40 --out goodput
+[dim]# most traffic for $40/hour, owned GPUs at TCO, against an API price[/dim]
+gpuyield plan -w requests.jsonl -m meta-llama/Llama-3.1-8B --slo ttft_p99_ms=1000 --mode max-goodput --budget-usd-per-hour 40 --owned owned.yaml --api-price 0.10,0.40 --out goodput
 
-  gpuyield plan --workload builtin:azure-conv --model meta-llama/Llama-3.1-8B --slo ttft_p99_ms=2000 \\
-      --mode capacity --gpus h100_sxm --max-gpus 8 --out capacity
-
-Writes DIR/plan.yaml (a deployment `gpuyield simulate` accepts), DIR/plan.json, DIR/report.html and DIR/deploy/
-(vLLM/SGLang/llama.cpp launch scripts, Kubernetes manifests, Ray configs, the `gpuyield serve` config).
-Exit code 2 when no deployment meets the SLO, with the main reasons.
+[dim]# how much of this traffic 8 H100s carry at the SLO[/dim]
+gpuyield plan -w builtin:azure-conv -m meta-llama/Llama-3.1-8B --slo ttft_p99_ms=2000 --mode capacity --gpus h100_sxm --max-gpus 8 --out capacity
 """
 
 
