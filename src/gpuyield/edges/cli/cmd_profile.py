@@ -37,7 +37,9 @@ def profile(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     out: Path = typer.Option(..., "--out", help="Directory to write the tables to."),
     model: str | None = typer.Option(None, "--model", help="Catalogue model whose shapes to measure."),
-    dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32."),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu), bf16, fp16 or fp32."
+    ),
     budget_s: float = typer.Option(120.0, "--budget-s", help="Stop measuring after this many seconds."),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="Largest token count (GEMM M) measured."),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),

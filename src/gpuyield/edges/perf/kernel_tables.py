@@ -204,6 +204,10 @@ def gpu_coefficients_from_tables(
             "select batch_size, isl, num_heads, head_dim, latency from {t} "
             f"where isl >= 1024 and {win}latency > 0",
         )
+        if not rows:
+            rows = _query(
+                f, f"select batch_size, isl, num_heads, head_dim, latency from {{t}} where {win}latency > 0"
+            )
         for b, isl, h, hd, lat_ms in rows:
             ctx_effs.append(4.0 * b * h * hd * isl * isl / 2.0 / (peaks["bf16"] * float(lat_ms) / 1e3))
     for f in _latest_tables(dev.data_dir / "attention", "generation_attention_perf"):
@@ -218,6 +222,12 @@ def gpu_coefficients_from_tables(
             f"where {win}latency > 0 "
             f"and batch_size * (isl + {step}) * num_key_value_heads * head_dim >= 16777216",
         )
+        if not rows:  # small models: every timing counts
+            rows = _query(
+                f,
+                f"select batch_size, isl + {step} as ctx, num_key_value_heads, head_dim, {kvd_col}, latency "
+                f"from {{t}} where {win}latency > 0",
+            )
         for b, ctx, kvh, hd, kvd, lat_ms in rows:
             by = b * ctx * 2.0 * kvh * hd * _KVB.get(str(kvd).lower(), 2.0)
             gen_effs.append(by / (bw * float(lat_ms) / 1e3))

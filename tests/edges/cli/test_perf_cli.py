@@ -1,0 +1,388 @@
+"""estimate / validate / calibrate / profile commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpuyield.core.catalog import default_catalog
+from gpuyield.core.perf import PerfModel
+from gpuyield.core.perf.calibration import default_calibration
+from gpuyield.edges.cli.cmd_estimate import estimate_record
+from gpuyield.edges.cli.common import normalise_json_flag
+from gpuyield.edges.cli.main import app
+
+runner = CliRunner()
+AIC = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "calibration" / "aiconfigurator"
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, normalise_json_flag(args))
+
+
+def test_estimate_json_reports_latency_memory_and_breakdown():
+    r = _run(
+        [
+            "estimate",
+            "--model",
+            "Qwen/Qwen3-32B",
+            "--gpu",
+            "h100_sxm",
+            "--tp",
+            "2",
+            "--isl",
+            "1024",
+            "--osl",
+            "256",
+            "--concurrency",
+            "8",
+            "--json",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["fits"] is True
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s"):
+        assert rec[k] > 0
+    assert rec["memory"]["kv_capacity_tokens"] > 0
+    assert "engine model" in rec["method"]
+    ops = rec["decode_step"]["ops_ms"]
+    assert abs(sum(ops.values()) - rec["decode_step"]["total_ms"]) < 1e-6
+
+
+def test_estimate_analytic_offline_and_human_output():
+    r = _run(
+        [
+            "estimate",
+            "--model",
+            "Qwen/Qwen3-8B",
+            "--gpu",
+            "h100",
+            "--isl",
+            "512",
+            "--osl",
+            "64",
+            "--concurrency",
+            "offline",
+            "--num-requests",
+            "50",
+            "--method",
+            "analytic",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    assert "TTFT" in r.stdout and "analytic" in r.stdout
+
+
+def test_estimate_does_not_fit_exits_2_with_reason():
+    r = _run(
+        [
+            "estimate",
+            "--model",
+            "deepseek-ai/DeepSeek-R1",
+            "--gpu",
+            "h100_sxm",
+            "--isl",
+            "128",
+            "--osl",
+            "16",
+            "--concurrency",
+            "1",
+        ]
+    )
+    assert r.exit_code == 2
+    assert "does not fit" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--concurrency", "many"], "--concurrency"),
+        (["--concurrency", "4", "--method", "magic"], "--method"),
+        (["--concurrency", "4", "--precision", "fp3"], "precision"),
+    ],
+)
+def test_estimate_bad_input_exits_2(args, fragment):
+    r = _run(["estimate", "--model", "Qwen/Qwen3-8B", "--gpu", "h100", "--isl", "128", "--osl", "16", *args])
+    assert r.exit_code == 2
+    assert fragment in r.output
+
+
+def test_estimate_answers_for_every_catalogue_model_that_fits_on_a_catalogue_gpu():
+    cat = default_catalog()
+    cal = default_calibration()
+    answered = 0
+    for model in cat.models:
+        for gpu in cat.gpus:
+            if not gpu.bf16_dense_tflops:
+                continue
+            tp = next(
+                (
+                    t
+                    for t in (1, 2, 4, 8)
+                    if t <= model.num_attention_heads
+                    and PerfModel.build(model, gpu, tp=t, calibration=cal).memory().fits
+                ),
+                None,
+            )
+            if tp is None:
+                continue
+            rec = estimate_record(
+                catalog=cat,
+                calibration=cal,
+                model=model.id,
+                gpu=gpu.id,
+                tp=tp,
+                pp=1,
+                ep=1,
+                attention_dp=1,
+                precision="bf16",
+                kv_dtype=None,
+                engine="vllm",
+                isl=512,
+                osl=64,
+                concurrency=4,
+                num_requests=None,
+                replicas=1,
+                gpu_memory_utilization=0.9,
+                max_num_seqs=None,
+                max_num_batched_tokens=None,
+                method="analytic",
+            )
+            assert rec["fits"] and rec["ttft_ms"] > 0 and rec["tpot_ms"] > 0, (model.id, gpu.id)
+            answered += 1
+    assert answered > 50
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    cols = [
+        "gpu",
+        "num_gpus",
+        "model",
+        "engine",
+        "precision",
+        "layout",
+        "tp",
+        "isl",
+        "osl",
+        "concurrency",
+        "num_requests",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "throughput_tok_s",
+        "source",
+    ]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in cols})
+
+
+FIXTURE = [
+    {
+        "gpu": "h100_sxm",
+        "num_gpus": "2",
+        "model": "Qwen/Qwen3-32B",
+        "engine": "vllm",
+        "precision": "bf16",
+        "layout": "agg tp2 pp1 adp1 moe_tp1 ep1",
+        "tp": "2",
+        "isl": "1024",
+        "osl": "1024",
+        "concurrency": "8",
+        "ttft_ms": "154.344",
+        "tpot_ms": "15.9005",
+        "source": "aiconfigurator silicon sample",
+    },
+    {
+        "gpu": "h100_sxm",
+        "num_gpus": "8",
+        "model": "Qwen/Qwen3-32B",
+        "engine": "vllm",
+        "precision": "bf16",
+        "layout": "agg tp8 pp1 adp1 moe_tp1 ep1",
+        "tp": "8",
+        "isl": "1024",
+        "osl": "1024",
+        "concurrency": "64",
+        "ttft_ms": "180.305",
+        "tpot_ms": "13.2781",
+        "source": "aiconfigurator silicon sample",
+    },
+    {
+        "gpu": "b200_sxm",
+        "num_gpus": "0",
+        "model": "deepseek-ai/DeepSeek-R1",
+        "engine": "trtllm",
+        "precision": "fp4",
+        "layout": "disagg 0x prefill(tp4 adp1 ep4) + 0x decode(tp8 adp1 ep4)",
+        "isl": "1024",
+        "osl": "1024",
+        "concurrency": "45",
+        "ttft_ms": "249",
+        "tpot_ms": "7.8959",
+        "source": "aiconfigurator silicon sample",
+    },
+    {
+        "gpu": "h100_sxm",
+        "num_gpus": "1",
+        "model": "not/a-model",
+        "engine": "vllm",
+        "precision": "bf16",
+        "layout": "agg tp1 pp1 adp1 moe_tp1 ep1",
+        "tp": "1",
+        "isl": "10",
+        "osl": "10",
+        "concurrency": "1",
+        "ttft_ms": "1",
+        "tpot_ms": "1",
+        "source": "made up",
+    },
+]
+
+
+def test_validate_json_shape_and_report(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, FIXTURE)
+    report = tmp_path / "r.html"
+    r = _run(["validate", "--measurements", str(csv_path), "--report", str(report), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert set(res) >= {"summary", "coverage", "unsupported", "rows"}
+    assert set(res["summary"]) == {"ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s"}
+    for s in res["summary"].values():
+        assert set(s) == {"n", "mape", "median_ape", "p90_ape", "bias"}
+    assert res["coverage"] == pytest.approx(0.75)
+    assert res["unsupported"] == [{"row": 3, "reason": res["unsupported"][0]["reason"]}]
+    assert (
+        "not/a-model" in res["unsupported"][0]["reason"]
+        or "unknown" in res["unsupported"][0]["reason"].lower()
+    )
+    assert res["summary"]["tpot_ms"]["n"] == 3
+    row = res["rows"][0]
+    for k in (
+        "gpu",
+        "model",
+        "isl",
+        "osl",
+        "concurrency",
+        "predicted_ttft_ms",
+        "measured_ttft_ms",
+        "predicted_tpot_ms",
+        "measured_tpot_ms",
+    ):
+        assert k in row
+    text = report.read_text()
+    assert (
+        text.startswith("<!doctype html>")
+        and "<svg" in text
+        and "http" not in text.split("</title>")[1][:200]
+    )
+
+
+def test_validate_missing_column_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("gpu,model\nh100,x\n")
+    r = _run(["validate", "--measurements", str(p), "--report", "-"])
+    assert r.exit_code == 2
+    assert "missing column" in r.output
+
+
+@pytest.mark.skipif(not AIC.exists(), reason="shared AIConfigurator tables not present")
+def test_calibrate_from_one_aiconfigurator_device(tmp_path):
+    # a one-device tree: <root>/h100_sxm.yaml + <root>/data/h100_sxm -> symlinks keep the test fast
+    root = tmp_path / "aic"
+    (root / "data").mkdir(parents=True)
+    (root / "h100_sxm.yaml").symlink_to(AIC / "h100_sxm.yaml")
+    (root / "data" / "h100_sxm").mkdir()
+    for op in ("gemm", "attention", "comm"):
+        (root / "data" / "h100_sxm" / op).symlink_to(AIC / "data" / "h100_sxm" / op)
+    out = tmp_path / "c.yaml"
+    r = _run(["calibrate", "--from", str(root), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert "h100_sxm" in res["devices"]
+    g = res["calibration"]["gpus"]["h100_sxm"]
+    assert 0.5 < g["mem_bw_eff"] <= 1.0 and 0.3 < g["attn_prefill_eff"] < 1.0
+    r2 = _run(
+        [
+            "estimate",
+            "--model",
+            "Qwen/Qwen3-8B",
+            "--gpu",
+            "h100_sxm",
+            "--isl",
+            "256",
+            "--osl",
+            "32",
+            "--concurrency",
+            "2",
+            "--calibration",
+            str(out),
+            "--method",
+            "analytic",
+            "--json",
+        ]
+    )
+    assert r2.exit_code == 0, r2.output
+
+
+def test_calibrate_bad_root_is_a_clear_error(tmp_path):
+    r = _run(["calibrate", "--from", str(tmp_path / "nope"), "--out", str(tmp_path / "c.yaml")])
+    assert r.exit_code == 2 and "no such directory" in r.output
+
+
+def test_profile_calibrate_estimate_loop_on_cpu(tmp_path):
+    pytest.importorskip("torch")
+    prof = tmp_path / "prof"
+    r = _run(
+        [
+            "profile",
+            "--device",
+            "cpu",
+            "--model",
+            "tiny-llama",
+            "--out",
+            str(prof),
+            "--budget-s",
+            "20",
+            "--max-tokens",
+            "256",
+            "--json",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["device"] == "cpu" and summary["gemm_rows"] > 0
+    assert (prof / "cpu.yaml").exists()
+    cal = tmp_path / "cpu.yaml"
+    r = _run(["calibrate", "--from", str(prof), "--base", "shipped", "--out", str(cal), "--json"])
+    assert r.exit_code == 0, r.output
+    assert "cpu" in json.loads(r.stdout)["devices"]
+    r = _run(
+        [
+            "estimate",
+            "--model",
+            "tiny-llama",
+            "--gpu",
+            "cpu",
+            "--calibration",
+            str(cal),
+            "--isl",
+            "128",
+            "--osl",
+            "32",
+            "--concurrency",
+            "4",
+            "--json",
+        ]
+    )
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["gpu"] == "cpu" and rec["tpot_ms"] > 0 and rec["ttft_ms"] > 0
