@@ -43,6 +43,9 @@ class ReplicaEngine:
         self.kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload)
         self.scheduler = Scheduler(config, self.kv)
         self.num_gpu_blocks = num_gpu_blocks
+        # num_decode_seqs -> (step time at zero context, seconds per context token) of a pure-decode step,
+        # or None when the model is not affine in the context for that batch (then each run asks it twice)
+        self._decode_lines: dict[int, tuple[float, float] | None] = {}
         # the run in flight
         self.run: SchedulerOutput | None = None
         self.run_start_s = 0.0
@@ -100,24 +103,45 @@ class ReplicaEngine:
         if out.remote_started:
             self.new_transfers.extend(out.remote_started)
         n = out.num_decode_seqs
-        if out.num_prefill_tokens == 0 and n == 0:
-            # only P/D transfers were admitted; nothing computes
-            a = 0.0
+        k = out.num_steps
+        b = 0.0
+        if out.num_prefill_tokens == 0:
+            if n == 0:  # only P/D transfers were admitted; nothing computes
+                a = 0.0
+            else:
+                line = self._decode_lines[n] if n in self._decode_lines else self._fit_decode_line(n)
+                if line is not None:
+                    a = line[0] + line[1] * out.decode_ctx_tokens
+                    b = line[1] * n
+                else:
+                    a = self.step_model.step_time_s(0, 0.0, n, out.decode_ctx_tokens)
+                    if k > 1:
+                        last = self.step_model.step_time_s(0, 0.0, n, out.decode_ctx_tokens + (k - 1) * n)
+                        b = (last - a) / (k - 1)
         else:
             a = self.step_model.step_time_s(out.num_prefill_tokens, out.prefill_attn_tokens_sq, n, out.decode_ctx_tokens)
         if out.load_tokens and self.kv.offload is not None:
             a += out.load_tokens * self.kv.offload.s_per_token
-        k = out.num_steps
-        b = 0.0
-        if k > 1:
-            last = self.step_model.step_time_s(0, 0.0, n, out.decode_ctx_tokens + (k - 1) * n)
-            b = (last - a) / (k - 1)
         self._a = a
         self._b = b
         self.run_end_s = now_s + k * a + b * k * (k - 1) / 2.0
         self.version += 1
         self.num_runs += 1
         return self.run_end_s
+
+    def _fit_decode_line(self, n: int) -> tuple[float, float] | None:
+        """Fit ``T(ctx) = t0 + slope * ctx`` for ``n`` decode sequences; ``None`` if not affine (checked)."""
+        m = self.step_model
+        x1, x2 = n * 2048, n * 65536
+        t0 = m.step_time_s(0, 0.0, n, 0)
+        t1 = m.step_time_s(0, 0.0, n, x1)
+        t2 = m.step_time_s(0, 0.0, n, x2)
+        slope = (t2 - t0) / x2
+        line: tuple[float, float] | None = (t0, slope)
+        if abs(t0 + slope * x1 - t1) > 1e-9 * max(t1, 1e-12):
+            line = None
+        self._decode_lines[n] = line
+        return line
 
     def _steps_done_by(self, t_s: float) -> int:
         """Steps of the current run that have ended at or after ``t_s`` (the step in flight counts)."""

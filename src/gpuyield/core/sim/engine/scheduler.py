@@ -191,10 +191,13 @@ class Scheduler:
         # seats, budget or blocks stays blocked until a completion (blocks only shrink during a decode run),
         # but after a preemption the waiting queue was not even considered: step once, then look again.
         if not chunks_req and n and not (preempted and self.waiting):
-            k = self._run_length(self._dec_alloc)
+            k, need = self._run_length(self._dec_alloc)
+            if k > 1 and need > self._dec_alloc:
+                more = need - self._dec_alloc
+                ok = pool.allocate(more)
+                assert ok, "run length was sized to the free blocks"
+                self._dec_alloc = need
         out.num_steps = k
-        if k > 1:
-            self._dec_alloc += self._alloc_run_blocks(k, self._dec_alloc)
         out.decode_blocks_allocated = self._dec_alloc
         return out
 
@@ -244,8 +247,11 @@ class Scheduler:
             out.prefill_num_new_tokens.append(num_new)
             budget -= num_new
 
-    def _run_length(self, step_blocks: int) -> int:
-        """Pure-decode steps until the next completion, capped by free blocks and ``max_decode_run_steps``."""
+    def _run_length(self, step_blocks: int) -> tuple[int, int]:
+        """Pure-decode steps until the next completion, capped by free blocks and ``max_decode_run_steps``.
+
+        Returns ``(k, blocks the decode set needs for k steps)``.
+        """
         heap = self._finish_heap
         decoding = self.decoding
         while heap and (decoding.get(heap[0][1]) is not heap[0][2] or heap[0][2].decode_g_finish != heap[0][0]):
@@ -254,27 +260,22 @@ class Scheduler:
         if k > self.max_run:
             k = self.max_run
         if k <= 1:
-            return 1
+            return 1, step_blocks
         pool = self.pool
         free = pool.num_free_uncached + pool.num_free_cached + step_blocks
-        if self.decode_extra_blocks(k) <= free:
-            return k
+        need = self.decode_extra_blocks(k)
+        if need <= free:
+            return k, need
         lo, hi = 1, k  # extra(lo) fits, extra(hi) does not
+        need_lo = step_blocks
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self.decode_extra_blocks(mid) <= free:
-                lo = mid
+            nm = self.decode_extra_blocks(mid)
+            if nm <= free:
+                lo, need_lo = mid, nm
             else:
                 hi = mid
-        return lo
-
-    def _alloc_run_blocks(self, k: int, step_blocks: int) -> int:
-        more = self.decode_extra_blocks(k) - step_blocks
-        if more > 0:
-            ok = self.pool.allocate(more)
-            assert ok, "run length was sized to the free blocks"
-            return more
-        return 0
+        return lo, need_lo
 
     # ------------------------------------------------------------------ preemption
     def _pick_victim(self) -> EngineRequest:
