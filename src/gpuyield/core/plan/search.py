@@ -13,9 +13,11 @@ Modes (:class:`~gpuyield.core.plan.spec.PlanMode`):
   The plan is the candidate carrying the most.
 
 The naive baseline (issue 5): one TP1 replica per GPU on the cheapest allowed GPU type whose weights fit at
-TP1 (if none fits at TP1: the smallest TP that fits on any allowed GPU, cheapest per replica), the engine's
-defaults (vLLM v1: prefix caching and chunked prefill on), round-robin routing, and just enough replicas to
-meet the SLO in simulation.
+TP1, the engine's defaults (vLLM v1: prefix caching and chunked prefill on), round-robin routing, and just
+enough replicas to meet the SLO in simulation. When that GPU type cannot meet the SLO at any size (a screen
+lower bound such as the p99 prompt's prefill alone exceeding the TTFT target, or no passing size in
+simulation), the next cheapest type is used, then TP2, TP4, TP8 (what a user would try next); the plan's
+notes name every step. If TP1 fits on no allowed GPU, naive starts at the smallest TP that fits.
 """
 
 from __future__ import annotations
@@ -134,12 +136,16 @@ def _capacity_item(task: CapacityTask, simulate: SimulateFn) -> CapacityOutcome:
 
 
 def naive_candidates(inp: PlanInputs) -> tuple[list[Candidate], str]:
-    """Naive deployment shapes, cheapest GPU type first (see module docstring), and a note (or why none).
+    """Naive deployment shapes in the order a user would try them, and a note (or why none fits).
 
-    All use the smallest TP that fits on any allowed GPU (TP1 for models that fit one GPU). The first is the
-    naive baseline; the next ones are used, in order, only when a cheaper type cannot meet the SLO at any size.
+    TP1 on each allowed GPU type, cheapest first; then (only used when no TP1 shape can meet the SLO at any
+    size, e.g. a prompt too long to prefill within the TTFT target on one GPU) TP2, TP4, TP8, cheapest per
+    replica first. The first shape is the naive baseline; later ones are used in order when an earlier one
+    cannot meet the SLO at any size (see :func:`run_plan`), and the plan's notes say so.
     """
     reasons: list[str] = []
+    out: list[Candidate] = []
+    first_tp = 0
     for tp in (1, 2, 4, 8):
         fitting: list[tuple[float, str, PoolShape]] = []
         for gpu in inp.request.gpu_ids:
@@ -149,11 +155,13 @@ def naive_candidates(inp: PlanInputs) -> tuple[list[Candidate], str]:
                 reasons.append(f"{gpu} tp{tp}: {perf}")
                 continue
             fitting.append((inp.price_for(gpu).usd_per_gpu_hour * tp, gpu, pool))
-        if fitting:
-            fitting.sort(key=lambda t: (t[0], t[1]))
-            note = "" if tp == 1 else f"TP1 fits on no allowed GPU; naive uses TP{tp}"
-            return [Candidate((f[2],), "round_robin") for f in fitting], note
-    return [], "; ".join(reasons[:3])
+        fitting.sort(key=lambda t: (t[0], t[1]))
+        if fitting and not first_tp:
+            first_tp = tp
+        out.extend(Candidate((f[2],), "round_robin") for f in fitting)
+    if not out:
+        return [], "; ".join(reasons[:3])
+    return out, ("" if first_tp == 1 else f"TP1 fits on no allowed GPU; naive starts at TP{first_tp}")
 
 
 def naive_candidate(inp: PlanInputs) -> tuple[Candidate | None, str]:
@@ -242,8 +250,8 @@ def run_plan(inp: PlanInputs, executor: Executor, progress: PlanProgress | None 
                   for c in naive_list]
     while len(naive_list) > 1 and not naive_ests[0].feasible:
         why = naive_ests[0].rejection.reason if naive_ests[0].rejection else "infeasible"
-        notes.append(f"naive: {naive_list[0].pools[0].gpu_id} cannot meet the SLO ({why}); "
-                     f"using the next cheapest GPU type {naive_list[1].pools[0].gpu_id}")
+        cur, nxt = naive_list[0].pools[0], naive_list[1].pools[0]
+        notes.append(f"naive: {cur.gpu_id} tp{cur.tp} cannot meet the SLO ({why}); trying {nxt.gpu_id} tp{nxt.tp}")
         naive_list, naive_ests = naive_list[1:], naive_ests[1:]
     naive = naive_list[0] if naive_list else None
     naive_est = naive_ests[0] if naive_ests else None
@@ -298,14 +306,15 @@ def _min_cost(
     naive_out = outcomes[naive_idx] if naive_idx is not None else None
     # A naive GPU type that cannot meet the SLO at any size: the user would move to the next cheapest type.
     k = 1
-    while naive_out is not None and naive_out.best is None and k < len(naive_list):
+    while naive_out is not None and naive_out.best is None and k < len(naive_list) and k <= 3:
         why = naive_out.rejection.reason if naive_out.rejection else "no passing size"
-        notes.append(f"naive: {naive_list[k - 1].pools[0].gpu_id} did not meet the SLO in simulation ({why}); "
-                     f"using the next cheapest GPU type {naive_list[k].pools[0].gpu_id}")
+        prev, nxt = naive_list[k - 1].pools[0], naive_list[k].pools[0]
+        notes.append(f"naive: {prev.gpu_id} tp{prev.tp} did not meet the SLO in simulation ({why}); "
+                     f"trying {nxt.gpu_id} tp{nxt.tp}")
         naive, naive_est = naive_list[k], naive_ests[k]
         start = naive_est.level if naive_est.feasible else 1
-        t = VerifyTask(naive, start, inp.request.slo, _verify_task(inp, naive_est, start, 10).usd_per_hour_per_level,
-                       inp.request.max_replicas_per_candidate, None, None, 10)
+        t = VerifyTask(naive, start, inp.request.slo, _verify_task(inp, naive_est, start, 8).usd_per_hour_per_level,
+                       inp.request.max_replicas_per_candidate, None, None, 8)
         naive_out = executor.map(_verify_item, [t])[0]
         outcomes.append(naive_out)
         simulated.extend(naive_out.points)

@@ -4,9 +4,10 @@ Everything is generated from the plan's :class:`~gpuyield.core.plan.space.Candid
 the files carry exactly the knobs the simulator verified. Files (relative to ``DIR/deploy/``):
 
 - ``launch_vllm.sh``, ``launch_sglang.sh``, ``launch_llamacpp.sh``: one command per pool replica.
-- ``k8s/<pool>.yaml``: a Deployment and a headless Service per pool (the gateway routes to individual pods,
-  so it needs pod addresses, not a load-balanced virtual IP); ``k8s/gateway.yaml``: ConfigMap with the
-  gateway config, Deployment and Service for ``gpuyield serve``.
+- ``k8s/<pool>.yaml``: per pool, a StatefulSet of engine pods and its headless Service. The gateway routes
+  each request to one chosen replica, so it needs a stable address per replica
+  (``<pool>-<i>.<service>``), which a StatefulSet gives and a Deployment behind a load-balanced Service does
+  not. ``k8s/gateway.yaml``: ConfigMap with the gateway config, Deployment and Service for ``gpuyield serve``.
 - ``ray/serve_config.yaml`` (Ray Serve LLM application: ``build_openai_app`` or ``build_pd_openai_app``)
   and ``ray/cluster.yaml`` (Ray cluster launcher: one worker node type per GPU type).
 """
@@ -24,6 +25,8 @@ from gpuyield.core.plan.space import Candidate, PoolShape
 
 __all__ = [
     "DeployModel",
+    "pool_service_name",
+    "replica_url",
     "k8s_documents",
     "launch_llamacpp",
     "launch_sglang",
@@ -60,6 +63,17 @@ def _dns(text: str) -> str:
     """A DNS-1123 label from ``text``."""
     s = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return (s or "x")[:50].rstrip("-")
+
+
+def pool_service_name(role: str, name: str = "gpuyield") -> str:
+    """The StatefulSet / headless Service name of a pool."""
+    return _dns(f"{name}-{role}")
+
+
+def replica_url(role: str, index: int, *, name: str = "gpuyield", namespace: str = "default") -> str:
+    """The in-cluster URL of replica ``index`` of pool ``role`` (StatefulSet pod DNS)."""
+    svc = pool_service_name(role, name)
+    return f"http://{svc}-{index}.{svc}.{namespace}.svc.cluster.local:{VLLM_PORT}"
 
 
 def pool_names(cand: Candidate) -> list[str]:
@@ -221,10 +235,10 @@ def k8s_documents(
     name: str = "gpuyield",
     namespace: str = "default",
 ) -> dict[str, list[dict[str, Any]]]:
-    """Kubernetes objects per file name: ``<pool>.yaml`` (Deployment + headless Service), ``gateway.yaml``."""
+    """Kubernetes objects per file name: ``<pool>.yaml`` (StatefulSet + headless Service), ``gateway.yaml``."""
     out: dict[str, list[dict[str, Any]]] = {}
     for pool, n in zip(cand.pools, replicas, strict=True):
-        app = _dns(f"{name}-{pool.role}")
+        app = pool_service_name(pool.role, name)
         labels = {"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": name, "gpuyield.io/pool": pool.role}
         container = {
             "name": "vllm",
@@ -241,9 +255,11 @@ def k8s_documents(
         }
         deployment = {
             "apiVersion": "apps/v1",
-            "kind": "Deployment",
+            "kind": "StatefulSet",
             "metadata": {"name": app, "namespace": namespace, "labels": labels},
             "spec": {
+                "serviceName": app,
+                "podManagementPolicy": "Parallel",
                 "replicas": n,
                 "selector": {"matchLabels": {"app.kubernetes.io/name": app}},
                 "template": {

@@ -18,7 +18,7 @@ from gpuyield.core.plan.space import Candidate, PoolShape
 from gpuyield.core.plan.spec import PlanRequest
 from gpuyield.core.plan.to_deployment import candidate_to_deployment, deployment_to_yaml
 from gpuyield.core.plan.verify import SimPoint
-from gpuyield.edges.plan.deploy import DeployModel, render_deploy_files
+from gpuyield.edges.plan.deploy import DeployModel, render_deploy_files, replica_url
 
 __all__ = ["PlanRunInfo", "gateway_config", "plan_document", "write_outputs"]
 
@@ -147,9 +147,10 @@ def plan_document(
         "deployment_file": "plan.yaml",
         "naive": _deployment_json(result.naive_candidate, result.naive)
         if result.naive_candidate is not None and result.naive is not None else None,
-        "naive_definition": "one TP1 replica per GPU on the cheapest allowed GPU type that fits (else the smallest TP "
-                            "that fits), engine defaults (vLLM v1: prefix caching + chunked prefill on), round-robin "
-                            "routing, fewest replicas meeting the SLO in simulation",
+        "naive_definition": "one TP1 replica per GPU on the cheapest allowed GPU type that fits, engine defaults "
+                            "(vLLM v1: prefix caching + chunked prefill on), round-robin routing, fewest replicas "
+                            "meeting the SLO in simulation; if that GPU type cannot meet the SLO at any size, the next "
+                            "cheapest type, then TP2/4/8 (see notes)",
         "capacity_rate_scale": _f(result.capacity_rate_scale, 4) if result.capacity_rate_scale is not None else None,
         "economics": econ,
         "comparison": comparison,
@@ -175,25 +176,27 @@ def plan_document(
     }
 
 
-def gateway_config(result: PlanResult, model_served_name: str, model_id: str) -> dict[str, Any]:
-    """The ``gpuyield serve`` config for this plan (schema: gpuyield.edges.gateway; see docs/formats.md).
+def gateway_config(result: PlanResult, model_served_name: str) -> dict[str, Any]:
+    """The ``gpuyield serve`` config for this plan (schema: :class:`gpuyield.edges.gateway.config.GatewayConfig`).
 
-    Backends are listed per pool and replica with the Kubernetes headless-service pod DNS names; replace the
-    URLs for other environments.
+    One backend per replica at its Kubernetes StatefulSet pod address (edit the URLs for other environments),
+    the plan's router policy, ``max_inflight`` = the replica's ``max_num_seqs``. Anonymous access is on: the
+    gateway Service is ClusterIP (in-cluster only); add ``tenants`` with API-key digests before exposing it.
     """
     cand = result.best_candidate
-    pools = []
+    backends = []
     for pool, n in zip(cand.pools, result.best.replicas, strict=True):
-        svc = f"gpuyield-{pool.role}"
-        pools.append({
-            "name": pool.role,
-            "role": pool.role,
-            "model": model_id,
-            "served_model_names": [model_served_name],
-            "replicas": [{"id": f"{pool.role}-{i}", "url": f"http://{svc}-{i}.{svc}:8000"} for i in range(n)],
-        })
-    doc: dict[str, Any] = {"router": {"policy": cand.router}, "pools": pools}
-    return doc
+        for i in range(n):
+            backends.append({
+                "name": f"{pool.role}-{i}", "url": replica_url(pool.role, i), "kind": "vllm",
+                "models": [model_served_name], "pool": pool.role, "max_inflight": pool.max_num_seqs,
+            })
+    return {
+        "listen": {"host": "0.0.0.0", "port": 8000},
+        "backends": backends,
+        "auth": {"allow_anonymous": True, "anonymous_tenant": "default"},
+        "router": {"policy": cand.router, "block_size_tokens": 16},
+    }
 
 
 def write_outputs(
@@ -233,7 +236,7 @@ def write_outputs(
         (out_dir / "report.html").write_text(report_html)
         written["report.html"] = out_dir / "report.html"
     served = request.model_id.split("/")[-1].lower()
-    gw = gateway if gateway is not None else gateway_config(result, served, request.model_id)
+    gw = gateway if gateway is not None else gateway_config(result, served)
     files = render_deploy_files(result.best_candidate, result.best.replicas, DeployModel(model_hf_id, served), gpu_names, gw)
     for rel, text in files.items():
         path = out_dir / "deploy" / rel
