@@ -121,6 +121,8 @@ class Gateway:
         self.session: Any = None
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self.num_active = 0  # requests inside the handler (leak check)
+        self._rid_prefix = uuid.uuid4().hex[:12]  # request ids: per-process random prefix + counter
+        self._seq = 0
         self._started = False
         self._bg: list[asyncio.Task[None]] = []
         self.config = config
@@ -312,7 +314,8 @@ class Gateway:
         await send_json(send, status, error_body(status, message, code, param), extra)
 
     async def _completion(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
-        ctx = _Ctx("gy-" + uuid.uuid4().hex, time.time(), time.monotonic())
+        self._seq += 1
+        ctx = _Ctx(f"gy-{self._rid_prefix}{self._seq:010x}", time.time(), time.monotonic())
         ctx.chat = chat
         try:
             await self._completion_inner(scope, receive, send, ctx)

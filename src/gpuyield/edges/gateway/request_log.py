@@ -10,7 +10,6 @@ the oldest is deleted) and a fresh file is started. A record that fails validati
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import sys
@@ -88,7 +87,7 @@ class RequestLogWriter:
                     self._warned = True
                     print(f"gpuyield serve: request-log record dropped: {exc}".splitlines()[0], file=sys.stderr)
                 continue
-            line = json.dumps(rec.model_dump(mode="json", exclude_none=True), separators=(",", ":")) + "\n"
+            line = rec.model_dump_json(exclude_none=True) + "\n"
             self._fh.write(line)
             self._size += len(line)
             self.num_written += 1
