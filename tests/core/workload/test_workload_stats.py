@@ -51,3 +51,36 @@ def test_partial_last_window_uses_its_real_width():
     assert s.rate_per_s == (1.0, 1.5)
     s = inspect(w, window_s=5.5)  # last window 0.5 s < a quarter window: folded into the first
     assert s.rate_per_s == (7 / 6,)
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gpuyield.core.workload.stats import _seen_before  # noqa: E402
+
+
+@given(st.lists(st.lists(st.integers(0, 12), max_size=6), min_size=1, max_size=30))
+def test_reuse_bound_matches_a_naive_set_walk(per_request):
+    lens = [len(r) for r in per_request]
+    offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    vals = np.array([h for r in per_request for h in r], dtype=np.int64)
+    seen: set[int] = set()
+    naive, lead = [], 0
+    for r in per_request:
+        run = True
+        for h in r:
+            naive.append(h in seen)
+            run = run and h in seen
+            lead += run
+            seen.add(h)
+    if len(vals):
+        assert _seen_before(vals).tolist() == naive
+    w = Workload(arrival_s=np.arange(len(lens), dtype=float), input_tokens=[max(1, n) * 4 for n in lens],
+                 output_tokens=[1] * len(lens), meta=WorkloadMeta("p"), block_size_tokens=4,
+                 hash_offsets=offs, hash_values=vals)
+    s = inspect(w)
+    if len(vals):
+        assert s.prefix_reuse_block_frac == pytest.approx(sum(naive) / len(vals))
+        assert s.prefix_hit_token_frac == pytest.approx(lead * 4 / int(w.input_tokens.sum()))
+    else:
+        assert s.prefix_reuse_block_frac is None

@@ -69,6 +69,19 @@ class WorkloadStats:
     notes: tuple[str, ...]
 
 
+def _seen_before(hv: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """``out[i]`` is True iff ``hv[i]`` occurs at an earlier index (one stable sort; ~17 bytes per block)."""
+    order = np.argsort(hv, kind="stable")
+    srt = hv[order]
+    dup = np.empty(len(hv), dtype=bool)
+    dup[0] = False  # dup[k]: the k-th sorted value repeats the one before it, i.e. a later occurrence
+    np.equal(srt[1:], srt[:-1], out=dup[1:])
+    del srt
+    out = np.empty(len(hv), dtype=bool)
+    out[order] = dup
+    return out
+
+
 def _leading_hits(w: Workload, seen_before: npt.NDArray[np.bool_]) -> int:
     """Sum over requests of the number of leading blocks that were seen before."""
     off = w.hash_offsets
@@ -76,13 +89,12 @@ def _leading_hits(w: Workload, seen_before: npt.NDArray[np.bool_]) -> int:
     has = counts > 0
     if not np.any(has):
         return 0
-    miss = ~seen_before
-    # position of the first miss within each request: cumulative count of misses per segment
-    miss_idx = np.flatnonzero(miss)
+    # the first miss at or after each request's first block (misses are blocks not seen before)
+    miss_idx = np.flatnonzero(~seen_before)
     starts = off[:-1][has]
     ends = off[1:][has]
-    first_miss = np.searchsorted(miss_idx, starts, side="left")
-    first_miss_pos = np.where(first_miss < len(miss_idx), miss_idx[np.minimum(first_miss, len(miss_idx) - 1)], ends)
+    k = np.searchsorted(miss_idx, starts, side="left")
+    first_miss_pos = np.where(k < len(miss_idx), miss_idx[np.minimum(k, len(miss_idx) - 1)], ends)
     first_miss_pos = np.minimum(first_miss_pos, ends)
     return int((first_miss_pos - starts).sum())
 
@@ -135,10 +147,8 @@ def inspect(w: Workload, *, window_s: float | None = None) -> WorkloadStats:
     hv = w.hash_values
     num_blocks = len(hv)
     if num_blocks:
-        _, first = np.unique(hv, return_index=True)
-        seen_before = np.ones(num_blocks, dtype=bool)
-        seen_before[first] = False
-        reused = int(seen_before.sum())
+        seen_before = _seen_before(hv)
+        reused = int(np.count_nonzero(seen_before))
         block_frac: float | None = reused / num_blocks
         tok_total = int(w.input_tokens.sum())
         token_frac: float | None = reused * w.block_size_tokens / tok_total if tok_total else 0.0
