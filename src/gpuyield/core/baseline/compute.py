@@ -54,16 +54,27 @@ _J_PER_KWH = 3.6e6
 Interval = tuple[float, float]
 
 
-def plan_command(model: str | None, device_name: str | None, isl: float | None, osl: float | None,
-                 rate_per_s: float | None, tpot_s: float | None) -> str:
-    """The ``gpuyield plan`` invocation that searches deployments for the observed mix and latency."""
-    parts = ["gpuyield plan"]
+def plan_command(model: str | None, device_name: str | None, ttft_s: float | None, tpot_s: float | None,
+                 gpus: str | None = None) -> str:
+    """The ``gpuyield plan`` invocation that searches deployments for this model at the observed latency.
+
+    The workload is the traffic itself: the gateway's request log, or a trace of it (``REQUEST_LOG`` is a
+    placeholder; telemetry has only aggregate lengths). The SLO is the observed p99 TTFT/TPOT, so the plan
+    keeps today's latency; ``gpus`` widens the search to other GPU types.
+    """
+    slo = []
+    if ttft_s is not None:
+        slo.append(f"ttft_p99_ms={ttft_s * 1000:.0f}")
+    if tpot_s is not None:
+        slo.append(f"tpot_p99_ms={tpot_s * 1000:.0f}")
+    parts = ["gpuyield plan --workload REQUEST_LOG.jsonl"]
     parts.append(f"--model '{model}'" if model else "--model MODEL")
-    parts.append(f"--gpu '{device_name}'" if device_name else "--gpu GPU")
-    parts.append(f"--isl {isl:.0f}" if isl is not None else "--isl ISL")
-    parts.append(f"--osl {osl:.0f}" if osl is not None else "--osl OSL")
-    parts.append(f"--rate {rate_per_s:.3g}" if rate_per_s is not None else "--rate RPS")
-    parts.append(f"--tpot-ms {tpot_s * 1000:.0f}" if tpot_s is not None else "--tpot-ms TPOT")
+    if slo:
+        parts.append("--slo " + ",".join(slo))
+    target = gpus or (f"'{device_name}'" if device_name else None)
+    if target:
+        parts.append(f"--gpus {target}")
+    parts.append("--out plan-out")
     return " ".join(parts)
 
 
@@ -409,9 +420,11 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
             ttft_mean_s=ttft.mean if ttft else None,
             ttft_p50_s=ttft.quantile(0.5) if ttft else None,
             ttft_p90_s=ttft.quantile(0.9) if ttft else None,
+            ttft_p99_s=ttft.quantile(0.99) if ttft else None,
             tpot_mean_s=tpot.mean if tpot else None,
             tpot_p50_s=tpot.quantile(0.5) if tpot else None,
             tpot_p90_s=tpot.quantile(0.9) if tpot else None,
+            tpot_p99_s=tpot.quantile(0.99) if tpot else None,
             mean_running=mean_running,
             mean_kv_usage=_engine_gauge_mean(engs, "kv_usage"),
             mean_tokens_per_step=step_h.mean if step_h else None,
@@ -523,13 +536,14 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
 
 def _explain_gap(mr: ModelResult, capacity: Achievable | None, engs: Sequence[EngineTelemetry]) -> list[GapCause]:
     gaps: list[GapCause] = []
-    cmd = plan_command(mr.model, mr.device_name, mr.mean_input_tokens, mr.mean_output_tokens,
-                       mr.request_rate_per_s, mr.tpot_mean_s)
+    ttft = mr.ttft_p99_s or mr.ttft_mean_s
+    tpot = mr.tpot_p99_s or mr.tpot_mean_s
+    cmd = plan_command(mr.model, mr.device_name, ttft, tpot)
     idle_frac = _div(mr.idle_gpu_hours, mr.gpu_hours)
     if idle_frac is not None and idle_frac > 0:
         gaps.append(GapCause(
             "idle", f"{idle_frac:.0%} of this deployment's GPU-hours had no traffic", idle_frac,
-            cmd + " --autoscale"))
+            cmd))
     if mr.achievable_output_tokens and mr.output_tokens is not None and idle_frac is not None:
         busy_capacity = mr.achievable_output_tokens * (1 - idle_frac)
         under = max(busy_capacity - mr.output_tokens, 0.0) / mr.achievable_output_tokens
@@ -548,11 +562,11 @@ def _explain_gap(mr: ModelResult, capacity: Achievable | None, engs: Sequence[En
     cached_none = mr.cached_input_tokens == 0 and (mr.input_tokens or 0) > 0
     if caching_off or cached_none:
         why = "prefix caching is disabled in the engine config" if caching_off else "no prompt token was served from the prefix cache"
-        gaps.append(GapCause("no prefix caching", why, None, cmd + " --prefix-caching"))
+        gaps.append(GapCause("no prefix caching", why + " (the plan search tries prefix caching on and off)", None, cmd))
     if mr.model and mr.device_name:
         gaps.append(GapCause("TP or GPU choice",
                              f"{len(mr.gpus)}× {mr.device_name}: other TP degrees or GPU types may serve this mix cheaper",
-                             None, cmd + " --search tp,gpu"))
+                             None, plan_command(mr.model, mr.device_name, ttft, tpot, gpus="h100_sxm,a100_sxm,l40s")))
     return gaps
 
 

@@ -79,9 +79,11 @@ class ModelResult:
     ttft_mean_s: float | None
     ttft_p50_s: float | None
     ttft_p90_s: float | None
+    ttft_p99_s: float | None
     tpot_mean_s: float | None
     tpot_p50_s: float | None
     tpot_p90_s: float | None
+    tpot_p99_s: float | None
     mean_running: float | None
     mean_kv_usage: float | None
     mean_tokens_per_step: float | None

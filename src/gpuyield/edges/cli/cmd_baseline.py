@@ -232,7 +232,7 @@ def baseline(
     prometheus: str | None = typer.Option(None, "--prometheus", help="Prometheus base URL (reads query_range)."),
     window: str | None = typer.Option(None, "--window", help="Time window, e.g. 24h (Prometheus, or the last part of --db)."),
     end: str | None = typer.Option(None, "--end", help="End of the window (epoch s or ISO 8601); default now / last sample."),
-    prices: str | None = typer.Option(None, "--prices", help="YAML prices file (gpu_prices: gpu, usd_per_gpu_hour, source, as_of)."),
+    prices: str | None = typer.Option(None, "--prices", help="YAML prices file (prices: - gpu, usd_per_gpu_hour, source, as_of), as for gpuyield plan."),
     map_file: str | None = typer.Option(None, "--map", help="YAML mapping of engines to GPUs (deployments: ...)."),
     db: str | None = typer.Option(None, "--db", help="DuckDB file: store the samples read, and compute from it."),
     out: str | None = typer.Option(None, "--out", help="Output directory for baseline.json and report.html."),

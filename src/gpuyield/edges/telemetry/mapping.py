@@ -11,10 +11,10 @@ Mapping file (YAML)::
         gpus:                              # GPU selectors (labels after normalisation: host, gpu, uuid, pod, ...)
           - {host: gpu-node-1, gpu: "0"}
 
-Prices file (YAML)::
+Prices file (YAML; the same file ``gpuyield plan --prices`` reads; ``gpu_prices:`` is accepted as the key too)::
 
-    gpu_prices:
-      - gpu: "NVIDIA H100 80GB HBM3"       # DCGM modelName, or a catalogue id/alias
+    prices:
+      - gpu: "NVIDIA H100 80GB HBM3"       # DCGM modelName, or a catalogue id/alias (h100_sxm)
         usd_per_gpu_hour: 2.99
         source: "https://lambda.ai/pricing"
         as_of: 2026-01-15
@@ -70,12 +70,13 @@ class PriceRow(BaseModel):
     usd_per_gpu_hour: float = Field(gt=0, lt=1000)
     source: str = Field(min_length=1)
     as_of: _dt.date
+    notes: str = ""
 
 
 class PricesFile(BaseModel):
     model_config = _STRICT
 
-    gpu_prices: list[PriceRow] = Field(min_length=1)
+    prices: list[PriceRow] = Field(min_length=1)
 
 
 def _read_yaml(path: str | Path, what: str) -> Any:
@@ -109,6 +110,8 @@ def load_map_file(path: str | Path) -> MapFile:
 
 def load_prices_file(path: str | Path) -> PricesFile:
     doc = _read_yaml(path, "prices file")
+    if isinstance(doc, dict) and "gpu_prices" in doc and "prices" not in doc:
+        doc = {**doc, "prices": doc.pop("gpu_prices")}
     try:
         return PricesFile.model_validate(doc)
     except ValidationError as exc:

@@ -48,7 +48,7 @@ def make_price_fn(
         price: Price | None = None
         if device is not None and prices is not None:
             dev_id = gpu_id(device)
-            for row in prices.gpu_prices:
+            for row in prices.prices:
                 if row.gpu.strip().lower() == device.strip().lower() or (dev_id and gpu_id(row.gpu) == dev_id):
                     price = Price(row.usd_per_gpu_hour, f"--prices: {row.source}", row.as_of.isoformat())
                     break
