@@ -132,6 +132,11 @@ def _version_key(s: str) -> tuple[Any, ...]:
 def _query(path: Path, sql: str) -> list[tuple[Any, ...]]:
     import duckdb
 
+    if path.suffix == ".csv":
+        with open(path) as fh:
+            if sum(1 for _ in zip(range(2), fh, strict=False)) < 2:
+                return []  # header only: nothing measured (column types cannot be inferred)
+
     reader = "read_parquet" if path.suffix == ".parquet" else "read_csv_auto"
     try:
         return duckdb.sql(sql.format(t=f"{reader}('{path.as_posix()}')")).fetchall()
