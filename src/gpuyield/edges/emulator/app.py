@@ -355,7 +355,7 @@ class EmulatorApp:
         eng = self.engine
         if eng is not None:
             st = eng.stats
-            running, waiting, kv = len(eng.running), len(eng.waiting), eng.kv_usage
+            running, waiting, kv = eng.num_running, eng.num_waiting, eng.kv_usage
             prompt, gen = st.prompt_tokens_total, st.generation_tokens_total
             success = st.request_success_total
             samples = {"time_to_first_token_seconds": st.ttft_s, "inter_token_latency_seconds": st.itl_s,
@@ -372,13 +372,13 @@ class EmulatorApp:
         metric("vllm:prompt_tokens_total", "counter", prompt, "Number of prefill tokens processed.")
         metric("vllm:generation_tokens_total", "counter", gen, "Number of generation tokens processed.")
         if eng is not None:
-            metric("vllm:prefix_cache_queries_total", "counter", eng.stats.prefix_cache_queries_total,
+            metric("vllm:prefix_cache_queries_total", "counter", eng.prefix_cache_queries_total,
                    "Prefix cache queries, in terms of number of queried tokens.")
-            metric("vllm:prefix_cache_hits_total", "counter", eng.stats.prefix_cache_hits_total,
+            metric("vllm:prefix_cache_hits_total", "counter", eng.prefix_cache_hits_total,
                    "Prefix cache hits, in terms of number of cached tokens.")
-            metric("vllm:prompt_tokens_cached_total", "counter", eng.stats.prompt_tokens_cached_total,
+            metric("vllm:prompt_tokens_cached_total", "counter", eng.prefix_cache_hits_total,
                    "Number of cached prompt tokens (local prefix cache).")
-            metric("vllm:num_preemptions_total", "counter", eng.stats.num_preemptions_total,
+            metric("vllm:num_preemptions_total", "counter", eng.num_preemptions_total,
                    "Cumulative number of preemptions from the engine.")
         out.append("# HELP vllm:request_success_total Count of successfully processed requests.\n"
                    "# TYPE vllm:request_success_total counter\n")

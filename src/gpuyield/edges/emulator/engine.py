@@ -1,30 +1,28 @@
-"""The emulated engine: continuous batching with paged KV, prefix caching and preemption, run in real time.
+"""The emulated engine: gpuyield's engine model (``gpuyield.core.sim.engine``) driven by the wall clock.
 
-Each loop iteration is one engine step, as in vLLM v1: running requests first (decodes take one token, a
-partially prefilled prompt takes its next chunk), then waiting requests in FCFS order while there are free
-sequence slots, token budget (``max_num_batched_tokens``) and KV blocks. A waiting request first looks up its
-prompt's block hashes in the prefix cache; hit blocks are not recomputed. When a running request needs a block
-and none is free (after evicting unreferenced cached blocks, LRU), the most recently admitted running request
-is preempted and recomputed later, like vLLM's recompute preemption.
+The scheduling -- continuous batching under a token budget, paged KV blocks, prefix caching, chunked prefill,
+preemption by recompute -- is the simulator's own :class:`~gpuyield.core.sim.engine.Scheduler` and
+:class:`~gpuyield.core.sim.engine.KVCacheManager` (vLLM v1 semantics), one step at a time
+(``max_decode_run_steps=1``). Only the clock differs from ``gpuyield simulate``: each step's duration comes from
+the same step-time model (gpuyield's ``PerfModel`` for the model/GPU/TP, or :class:`FixedStepTime` for router
+benchmarks), and the loop sleeps until the step's end on the event loop's monotonic clock -- anchored to the
+previous step's end so time does not drift -- like SimPy's real-time environment. Tokens are delivered to the
+waiting HTTP handlers at the end of the step that produced them.
 
-The step's duration comes from a :class:`StepTimeModel` -- gpuyield's ``PerfModel`` for the model/GPU/TP
-(the same step-time function the simulator uses) or, for router benchmarks, :class:`FixedStepTime`. The loop
-sleeps until the step's end on the event loop's monotonic clock, anchored to the previous step's end so time
-does not drift; tokens are delivered to the waiting HTTP handlers at the end of the step that produced them.
-
-Simplification (documented): a prompt block's hash is registered in the cache when the block is allocated,
-not when it has been computed, so two identical prompts admitted in the same step share blocks one step early.
+Limitation: the core scheduler has no abort, so a request whose client went away runs to completion (its
+tokens are discarded), as if the engine had not noticed the disconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
-from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from gpuyield.core.sim.engine import EngineConfig as CoreEngineConfig
+from gpuyield.core.sim.engine import EngineRequest, KVCacheManager, RequestStatus, Scheduler
 
 __all__ = ["EmulatedEngine", "EngineConfig", "EngineStats", "FixedStepTime", "EmuRequest", "StepTimeModel"]
 
@@ -63,37 +61,28 @@ class EngineConfig:
 class EmuRequest:
     req_id: str
     prompt_tokens: int
-    block_hashes: tuple[int, ...]
+    block_hashes: tuple[int, ...]  # chained hashes of the prompt's full KV blocks
     max_tokens: int  # tokens to generate (after EOS/ignore_eos resolution)
     arrival_s: float  # loop time
-    # state
-    num_computed: int = 0  # tokens whose KV is computed (prompt + generated)
-    num_output: int = 0
-    num_cached: int = 0  # prompt tokens served from the prefix cache (first admission)
-    blocks: list[int] = field(default_factory=list)  # block keys held
-    scheduled_s: float | None = None
+    core: EngineRequest | None = None
+    num_output: int = 0  # tokens delivered so far
     first_token_s: float | None = None
     last_token_s: float | None = None
     finished: bool = False
     aborted: bool = False
-    preemptions: int = 0
-    queue: asyncio.Queue[int] | None = None  # number of new tokens per step; -1 = finished
+    queue: asyncio.Queue[int] | None = None  # new tokens per step; -1 = finished
 
     @property
-    def num_tokens(self) -> int:
-        return self.prompt_tokens + self.num_output
+    def num_cached(self) -> int:
+        return max(0, self.core.num_cached_tokens) if self.core is not None else 0
 
 
 @dataclass(slots=True)
 class EngineStats:
-    """Counters and histogram samples, read by the ``/metrics`` endpoint."""
+    """Counters and histogram samples read by the ``/metrics`` endpoint (scheduler counters are read live)."""
 
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
-    prefix_cache_queries_total: int = 0  # prompt tokens looked up
-    prefix_cache_hits_total: int = 0  # prompt tokens found
-    prompt_tokens_cached_total: int = 0
-    num_preemptions_total: int = 0
     request_success_total: dict[str, int] = field(default_factory=lambda: {"stop": 0, "length": 0, "abort": 0})
     ttft_s: list[float] = field(default_factory=list)
     itl_s: list[float] = field(default_factory=list)
@@ -102,64 +91,23 @@ class EngineStats:
     steps_total: int = 0
 
 
-class _BlockPool:
-    """Paged KV blocks: ``ref`` holds blocks in use (key → ref count); ``lru`` unreferenced cached blocks."""
-
-    def __init__(self, num_blocks: int) -> None:
-        self.num_blocks = num_blocks
-        self.ref: dict[int, int] = {}
-        self.lru: OrderedDict[int, None] = OrderedDict()
-        self._ids = itertools.count(-1, -1)  # private blocks get negative keys; hashes are >= 0
-
-    @property
-    def num_used(self) -> int:
-        return len(self.ref)
-
-    def num_free(self) -> int:
-        return self.num_blocks - len(self.ref)  # cached-unreferenced blocks are evictable, so free
-
-    def lookup(self, key: int) -> bool:
-        return key in self.ref or key in self.lru
-
-    def acquire(self, key: int | None) -> int | None:
-        """Reference a block: an existing cached one (key given and present) or a new one. None = full."""
-        if key is not None and key in self.ref:
-            self.ref[key] += 1
-            return key
-        if key is not None and key in self.lru:
-            del self.lru[key]
-            self.ref[key] = 1
-            return key
-        if len(self.ref) + len(self.lru) >= self.num_blocks:
-            if not self.lru:
-                return None
-            self.lru.popitem(last=False)
-        k = next(self._ids) if key is None else key
-        self.ref[k] = 1
-        return k
-
-    def release(self, keys: list[int]) -> None:
-        for k in reversed(keys):  # tail blocks become LRU-older than prefix blocks
-            n = self.ref[k] - 1
-            if n:
-                self.ref[k] = n
-            else:
-                del self.ref[k]
-                if k >= 0:
-                    self.lru[k] = None
-
-
 class EmulatedEngine:
     """One emulated engine replica. Use from a single asyncio event loop."""
 
-    def __init__(self, step_model: StepTimeModel, config: EngineConfig | None = None) -> None:
+    def __init__(self, step_model: StepTimeModel, config: EngineConfig | None = None, family: str = "vllm") -> None:
         self.step_model = step_model
         self.config = config or EngineConfig()
-        self.pool = _BlockPool(self.config.num_kv_blocks)
-        self.waiting: deque[EmuRequest] = deque()
-        self.running: list[EmuRequest] = []
+        c = self.config
+        core_cfg = CoreEngineConfig(family=family, block_size=c.block_size_tokens, max_num_seqs=c.max_num_seqs,
+                                    max_num_batched_tokens=max(c.max_num_batched_tokens, c.max_num_seqs),
+                                    enable_prefix_caching=c.enable_prefix_caching, max_model_len=c.max_model_len,
+                                    max_decode_run_steps=1)
+        self.kv = KVCacheManager(c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching)
+        self.scheduler = Scheduler(core_cfg, self.kv)
         self.stats = EngineStats()
         self.sleep_level = 0  # 0 awake, 1 weights offloaded, 2 discarded
+        self._live: dict[int, EmuRequest] = {}
+        self._next_idx = 0
         self._wake = asyncio.Event()
         self._awake = asyncio.Event()
         self._awake.set()
@@ -186,190 +134,124 @@ class EmulatedEngine:
         self._awake.set()
         self._wake.set()
 
+    # ---- observation ---------------------------------------------------------------------------------
     @property
     def kv_usage(self) -> float:
-        return self.pool.num_used / self.pool.num_blocks
+        return float(self.kv.pool.usage)
+
+    @property
+    def num_running(self) -> int:
+        return int(self.scheduler.num_running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    @property
+    def num_unfinished(self) -> int:
+        return len(self._live)
+
+    @property
+    def prefix_cache_queries_total(self) -> int:
+        return int(self.scheduler.prefix_query_tokens)
+
+    @property
+    def prefix_cache_hits_total(self) -> int:
+        return int(self.scheduler.prefix_hit_tokens)
+
+    @property
+    def num_preemptions_total(self) -> int:
+        return int(self.scheduler.num_preemptions)
 
     # ---- requests ------------------------------------------------------------------------------------
     def add_request(self, req: EmuRequest) -> None:
-        if req.prompt_tokens + req.max_tokens > self.config.max_model_len:
+        c = self.config
+        if req.prompt_tokens + req.max_tokens > c.max_model_len:
             raise ValueError(
                 f"prompt ({req.prompt_tokens} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                f"max_model_len {self.config.max_model_len}"
+                f"max_model_len {c.max_model_len}"
             )
-        need_blocks = -(-(req.prompt_tokens + req.max_tokens) // self.config.block_size_tokens)
-        if need_blocks > self.config.num_kv_blocks:
-            raise ValueError(f"request needs {need_blocks} KV blocks, the engine has {self.config.num_kv_blocks}")
+        need_blocks = -(-(req.prompt_tokens + req.max_tokens) // c.block_size_tokens)
+        if need_blocks > c.num_kv_blocks:
+            raise ValueError(f"request needs {need_blocks} KV blocks, the engine has {c.num_kv_blocks}")
+        self._next_idx += 1
+        req.core = EngineRequest(self._next_idx, req.arrival_s, req.prompt_tokens, req.max_tokens,
+                                 unit_hashes=req.block_hashes if c.enable_prefix_caching else (), unit_blocks=1)
         req.queue = asyncio.Queue()
-        self.waiting.append(req)
+        self._live[self._next_idx] = req
+        self.scheduler.add_request(req.core)
         self._wake.set()
 
     def abort(self, req: EmuRequest) -> None:
-        if req.finished:
-            return
-        req.aborted = True
-        if req in self.running:
-            self.running.remove(req)
-            self.pool.release(req.blocks)
-            req.blocks = []
-        else:
-            with contextlib.suppress(ValueError):
-                self.waiting.remove(req)
-        req.finished = True
-        self.stats.request_success_total["abort"] += 1
+        """The client went away: stop delivering (the engine model has no abort; the request runs out)."""
+        if not req.finished:
+            req.aborted = True
+            self.stats.request_success_total["abort"] += 1
 
     # ---- the step loop -------------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        sched = self.scheduler
         next_end = loop.time()
         while True:
-            if not self.running and not self.waiting:
+            if not self._live:
                 self._wake.clear()
                 await self._wake.wait()
             await self._awake.wait()
             now = loop.time()
-            plan = self._schedule(now)
-            if plan is None:  # nothing schedulable (e.g. KV full of waiting requests' needs): wait for work
+            out = sched.schedule()
+            if out is None:  # nothing schedulable now: wait for a new request
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            num_prefill, attn_sq, num_decode, decode_ctx, emits = plan
-            dt = max(0.0, float(self.step_model.step_time_s(num_prefill, attn_sq, num_decode, decode_ctx)))
+            for r in out.prefill_reqs:
+                emu = self._live.get(r.idx)
+                if emu is not None and r.num_computed_tokens == 0 and r.num_preemptions == 0:
+                    self.stats.queue_s.append(now - emu.arrival_s)
+            dt = max(0.0, float(self.step_model.step_time_s(out.num_prefill_tokens, out.prefill_attn_tokens_sq,
+                                                             out.num_decode_seqs, out.decode_ctx_tokens)))
             next_end = max(next_end, now) + dt
             delay = next_end - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self._finish_step(loop.time(), emits)
+            sched.update_from_output(out, 1)
+            self._deliver(loop.time())
             self.stats.steps_total += 1
 
-    def _grow(self, req: EmuRequest, new_tokens: int) -> bool:
-        """Allocate blocks so ``req`` can hold ``num_computed + new_tokens`` tokens. False when KV is full."""
-        bs = self.config.block_size_tokens
-        need = -(-(req.num_computed + new_tokens) // bs)
-        while len(req.blocks) < need:
-            idx = len(req.blocks)
-            key = None
-            if self.config.enable_prefix_caching and idx < len(req.block_hashes) and req.num_output == 0:
-                key = req.block_hashes[idx]
-            got = self.pool.acquire(key)
-            if got is None:
-                return False
-            req.blocks.append(got)
-        return True
+    def _outputs(self, r: EngineRequest) -> int:
+        if r.status == RequestStatus.RUNNING and r.idx in self.scheduler.decoding:
+            return int(self.scheduler.computed_tokens(r) - r.num_prompt_tokens + 1)
+        return int(r.num_output_tokens)
 
-    def _preempt(self, victim: EmuRequest) -> None:
-        self.running.remove(victim)
-        self.pool.release(victim.blocks)
-        victim.blocks = []
-        victim.num_computed = 0
-        victim.preemptions += 1
-        self.stats.num_preemptions_total += 1
-        self.waiting.appendleft(victim)
-
-    def _schedule(self, now: float) -> tuple[int, float, int, int, list[tuple[EmuRequest, bool]]] | None:
-        budget = self.config.max_num_batched_tokens
-        num_prefill = 0
-        attn_sq = 0.0
-        num_decode = 0
-        decode_ctx = 0
-        emits: list[tuple[EmuRequest, bool]] = []  # (request, produces a token at the end of this step)
-        scheduled: set[int] = set()
-        # 1. running requests, oldest first; preempt the newest when blocks run out
-        i = 0
-        while i < len(self.running) and budget > 0:
-            req = self.running[i]
-            remaining = req.num_tokens - req.num_computed
-            n = min(remaining, budget) if remaining > 1 else 1
-            while not self._grow(req, n):
-                victim = self.running[-1]
-                self._preempt(victim)
-                if victim is req:
-                    break
-            else:
-                if remaining > 1:  # (re)prefill chunk
-                    num_prefill += n
-                    attn_sq += n * (req.num_computed + n / 2)
-                else:
-                    num_decode += 1
-                    decode_ctx += req.num_computed
-                req.num_computed += n
-                budget -= n
-                emits.append((req, req.num_computed >= req.num_tokens))
-                scheduled.add(id(req))
-                i += 1
-                continue
-            # req itself was preempted; do not advance i
-        # 2. waiting requests, FCFS
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            req = self.waiting[0]
-            if req.num_computed == 0 and self.config.enable_prefix_caching and req.num_output == 0:
-                hits = 0
-                for h in req.block_hashes:
-                    if not self.pool.lookup(h):
-                        break
-                    hits += 1
-                cached = min(hits * self.config.block_size_tokens, req.prompt_tokens - 1)
-                if req.preemptions == 0:
-                    self.stats.prefix_cache_queries_total += req.prompt_tokens
-                    self.stats.prefix_cache_hits_total += cached
-                    self.stats.prompt_tokens_cached_total += cached
-                    req.num_cached = cached
-                # reference the hit blocks
-                for b in range(cached // self.config.block_size_tokens):
-                    got = self.pool.acquire(req.block_hashes[b])
-                    assert got is not None
-                    req.blocks.append(got)
-                req.num_computed = len(req.blocks) * self.config.block_size_tokens
-            remaining = req.num_tokens - req.num_computed
-            n = min(remaining, budget)
-            if not self._grow(req, n):
-                self.pool.release(req.blocks)
-                req.blocks = []
-                req.num_computed = 0
-                break
-            self.waiting.popleft()
-            self.running.append(req)
-            if req.scheduled_s is None:
-                req.scheduled_s = now
-                self.stats.queue_s.append(now - req.arrival_s)
-            num_prefill += n
-            attn_sq += n * (req.num_computed + n / 2)
-            req.num_computed += n
-            budget -= n
-            emits.append((req, req.num_computed >= req.num_tokens))
-        if not emits:
-            return None
-        return num_prefill, attn_sq, num_decode, decode_ctx, emits
-
-    def _finish_step(self, now: float, emits: list[tuple[EmuRequest, bool]]) -> None:
+    def _deliver(self, now: float) -> None:
         st = self.stats
-        done: list[EmuRequest] = []
-        for req, produces in emits:
-            if req.finished or not produces:
+        done: list[int] = []
+        for idx, emu in self._live.items():
+            core = emu.core
+            assert core is not None and emu.queue is not None
+            new = self._outputs(core) - emu.num_output
+            if new <= 0:
                 continue
-            if req.first_token_s is None:
-                st.prompt_tokens_total += req.prompt_tokens
-            req.num_output += 1
-            st.generation_tokens_total += 1
-            if req.first_token_s is None:
-                req.first_token_s = now
-                st.ttft_s.append(now - req.arrival_s)
-            else:
-                assert req.last_token_s is not None
-                st.itl_s.append(now - req.last_token_s)
-            req.last_token_s = now
-            assert req.queue is not None
-            req.queue.put_nowait(1)
-            if req.num_output >= req.max_tokens:
-                done.append(req)
-        for req in done:
-            req.finished = True
-            self.running.remove(req)
-            self.pool.release(req.blocks)
-            req.blocks = []
-            st.e2e_s.append(now - req.arrival_s)
-            assert req.queue is not None
-            req.queue.put_nowait(-1)
+            if emu.first_token_s is None:
+                emu.first_token_s = now
+                st.ttft_s.append(now - emu.arrival_s)
+                st.prompt_tokens_total += emu.prompt_tokens
+            elif emu.last_token_s is not None:
+                st.itl_s.append(now - emu.last_token_s)
+            emu.last_token_s = now
+            emu.num_output += new
+            st.generation_tokens_total += new
+            if not emu.aborted:
+                for _ in range(new):
+                    emu.queue.put_nowait(1)
+            if RequestStatus.is_finished(core.status) or emu.num_output >= emu.max_tokens:
+                done.append(idx)
+        for idx in done:
+            emu = self._live.pop(idx)
+            emu.finished = True
+            st.e2e_s.append(now - emu.arrival_s)
+            assert emu.queue is not None
+            emu.queue.put_nowait(-1)
         _trim(st)
 
 

@@ -98,7 +98,7 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
         engine = EmulatedEngine(step, EngineConfig(
             num_kv_blocks=num_blocks, block_size_tokens=spec.block_size_tokens, max_num_seqs=spec.max_num_seqs,
             max_num_batched_tokens=spec.max_num_batched_tokens, max_model_len=spec.max_model_len,
-            enable_prefix_caching=spec.enable_prefix_caching))
+            enable_prefix_caching=spec.enable_prefix_caching), family=spec.engine)
         desc += f"; {num_blocks} KV blocks of {spec.block_size_tokens} tokens"
     settings = EmulatorSettings(
         served_model_name=name, mean_output_tokens=spec.mean_output_tokens, max_model_len=spec.max_model_len,

@@ -1,0 +1,135 @@
+"""The engine emulator: timing from the engine model, prefix cache, KV limits, vLLM metrics, sleep/wake."""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gateway"))
+from gateway_harness import MODEL, start_emulator  # noqa: E402
+
+from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator  # noqa: E402
+from gpuyield.errors import ConfigError  # noqa: E402
+
+
+def _post(url: str, **body: object) -> httpx.Response:
+    return httpx.post(url + "/v1/completions", json={"model": MODEL, **body}, timeout=30)
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_timing_follows_step_model_and_batches() -> None:
+    emu = start_emulator(fixed_step_ms=20.0)
+    try:
+        _post(emu.url, prompt="warm", max_tokens=1)
+        t0 = time.perf_counter()
+        r = _post(emu.url, prompt="hi", max_tokens=10, ignore_eos=True)
+        alone = time.perf_counter() - t0
+        assert r.json()["usage"]["completion_tokens"] == 10
+        # 10 steps of 20 ms (prefill + first token, then 9 decodes); never faster, slower only by CPU load
+        assert 0.19 <= alone < 2.0
+        eng = emu.app.engine
+        alone_engine_s = eng.stats.e2e_s[-1]  # arrival at the engine to last token
+        # continuous batching: 8 concurrent requests each take about as long as one alone, not up to 8x
+        with ThreadPoolExecutor(8) as pool:
+            rs = list(pool.map(lambda _i: _post(emu.url, prompt="hi", max_tokens=10, ignore_eos=True), range(8)))
+        assert all(x.status_code == 200 for x in rs)
+        assert max(eng.stats.e2e_s[-8:]) < 2 * alone_engine_s
+    finally:
+        emu.stop()
+
+
+def test_prefix_cache_and_metrics() -> None:
+    emu = start_emulator(fixed_step_ms=1.0)
+    try:
+        prompt = "shared system prompt " * 50
+        a = _post(emu.url, prompt=prompt + "one", max_tokens=2, ignore_eos=True).json()
+        b = _post(emu.url, prompt=prompt + "two", max_tokens=2, ignore_eos=True).json()
+        assert a["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        assert b["usage"]["prompt_tokens_details"]["cached_tokens"] >= 240
+        text = httpx.get(emu.url + "/metrics").text
+        for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                     "vllm:prompt_tokens_total", "vllm:generation_tokens_total", "vllm:prefix_cache_hits_total",
+                     "vllm:prefix_cache_queries_total", "vllm:time_to_first_token_seconds_bucket",
+                     "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
+                     "vllm:request_queue_time_seconds_bucket", "vllm:num_preemptions_total"):
+            assert name + "{" in text, name
+        assert _metric(text, "vllm:generation_tokens_total") == 4
+        assert _metric(text, "vllm:prefix_cache_hits_total") >= 240
+        assert _metric(text, "vllm:e2e_request_latency_seconds_count") == 2
+        from gpuyield.edges.gateway.backends import parse_load_metrics
+
+        assert parse_load_metrics(text) == {"running": 0.0, "waiting": 0.0, "kv_usage": 0.0}
+    finally:
+        emu.stop()
+
+
+def test_kv_limit_preempts_and_everything_finishes() -> None:
+    emu = start_emulator(fixed_step_ms=10.0, num_kv_blocks=24, block_size_tokens=16)
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            rs = list(pool.map(lambda i: _post(emu.url, prompt=f"p{i} " + "x" * 200, max_tokens=60,
+                                               ignore_eos=True), range(6)))
+        assert [r.json()["usage"]["completion_tokens"] for r in rs] == [60] * 6
+        text = httpx.get(emu.url + "/metrics").text
+        assert _metric(text, "vllm:num_preemptions_total") > 0
+        too_big = _post(emu.url, prompt="x" * 2000, max_tokens=10)
+        assert too_big.status_code == 400 and "KV blocks" in too_big.json()["error"]["message"]
+    finally:
+        emu.stop()
+
+
+def test_eos_is_deterministic_and_streaming_usage() -> None:
+    emu = start_emulator(fixed_step_ms=1.0, mean_output_tokens=8)
+    try:
+        a = _post(emu.url, prompt="determinism", max_tokens=200).json()
+        b = _post(emu.url, prompt="determinism", max_tokens=200).json()
+        assert a["choices"][0]["text"] == b["choices"][0]["text"]
+        assert a["choices"][0]["finish_reason"] == "stop" and a["usage"]["completion_tokens"] <= 16
+        with httpx.stream("POST", emu.url + "/v1/chat/completions", timeout=30, json={
+                "model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "stream": True,
+                "ignore_eos": True, "stream_options": {"include_usage": True}}) as r:
+            lines = [x for x in r.iter_lines() if x.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]" and '"completion_tokens":3' in lines[-2]
+        assert _post(emu.url, prompt="x", max_tokens=0).status_code == 400
+        assert httpx.post(emu.url + "/v1/completions", json={"model": "other", "prompt": "x"}).status_code == 404
+    finally:
+        emu.stop()
+
+
+def test_sleep_wake_holds_requests() -> None:
+    emu = start_emulator(fixed_step_ms=1.0)
+    try:
+        assert httpx.post(emu.url + "/sleep?level=1").status_code == 200
+        assert httpx.get(emu.url + "/is_sleeping").json() == {"is_sleeping": True}
+        assert 'sleep_state="weights_offloaded"} 1' in httpx.get(emu.url + "/metrics").text
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(_post, emu.url, prompt="held", max_tokens=2, ignore_eos=True)
+            time.sleep(0.3)
+            assert not fut.done()
+            assert httpx.post(emu.url + "/wake_up").status_code == 200
+            assert fut.result().status_code == 200
+        assert httpx.get(emu.url + "/is_sleeping").json() == {"is_sleeping": False}
+        assert httpx.post(emu.url + "/sleep?level=7").status_code == 400
+    finally:
+        emu.stop()
+
+
+def test_fleet_model_timing_and_bad_specs() -> None:
+    pytest.importorskip("gpuyield.core.perf")
+    emu = build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", served_model_name=MODEL))
+    assert emu.engine is not None and emu.engine.config.num_kv_blocks > 1000  # from the memory model
+    assert "fleet model" in emu.settings.description
+    with pytest.raises(ConfigError, match="--gpu"):
+        build_emulator(EmulatorSpec(model="llama-3.1-8b"))
+    with pytest.raises(ConfigError, match="--tp"):
+        build_emulator(EmulatorSpec(model="m", fixed_step_ms=1, tp=0))
+    with pytest.raises(ConfigError):
+        build_emulator(EmulatorSpec(model="no-such-model-xyz", gpu="h100-sxm"))
