@@ -151,3 +151,32 @@ def test_mapping_file_joins_an_engine_to_a_gpu(tmp_path: Path) -> None:
     # GPU 0 keeps its pod but lost its engine to the mapping: idle not measured, and said so
     assert any("gpu-node-1/gpu0 runs pod" in n for n in r.notes)
     assert section["deployments"][0]["joined_by"] == "map file"
+
+
+def test_productivity_from_the_performance_model(tmp_path: Path) -> None:
+    # TinyLlama is not in the catalogue: productivity is "not measured" and the note says why.
+    r, _ = run("h100_multiscrape")
+    assert r.per_model[0].productivity is None
+    assert any("not in the catalogue" in n for n in r.notes)
+    # What-if via the mapping file's model override: the same telemetry read as Llama-3.1-8B on the H100.
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(
+        "deployments:\n"
+        "  - name: llama\n"
+        "    model: meta-llama/Llama-3.1-8B-Instruct\n"
+        "    engines: [{model_name: tinyLlama/TinyLlama-1.1B-Chat-v1.0}]\n"
+        "    gpus: [{host: gpu-node-1, gpu: 0}]\n"
+    )
+    r, _ = run("h100_multiscrape", map_file=str(mapping))
+    (m,) = r.per_model
+    assert m.achievable_method is not None and "perf model closed loop" in m.achievable_method
+    assert "h100_sxm TP1, ISL 23 / OSL 263" in m.achievable_method  # the observed mix (210/9, 2371/9)
+    assert m.achievable_output_tokens is not None and m.achievable_output_tokens > m.output_tokens
+    assert m.productivity == pytest.approx(9484 / m.achievable_output_tokens)
+    # Fleet: all 8 GPUs charged at GPU 0's capacity per GPU-hour (same type), delivered 9,484 tokens.
+    per_gpu_hour = m.achievable_output_tokens / m.gpu_hours
+    assert r.fleet.achievable_output_tokens == pytest.approx(per_gpu_hour * 600 / 3600)
+    assert r.fleet.productivity == pytest.approx(9484 / r.fleet.achievable_output_tokens)
+    causes = [g.cause for g in m.gap]
+    assert causes[:2] == ["idle", "small batches"] and "TP or GPU choice" in causes
+    assert all(g.command and g.command.startswith("gpuyield plan --workload") for g in m.gap)

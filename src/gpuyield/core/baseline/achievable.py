@@ -56,11 +56,19 @@ def not_measured_achievable(mix: WorkloadMix) -> Achievable | str:
     return "achievable throughput not requested"
 
 
-def default_achievable(mix: WorkloadMix) -> Achievable | str:
-    """Capacity from ``gpuyield.core.perf`` when it can answer for this model, GPU and mix; else the reason.
+_CONCURRENCY_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+_TP_DEGREES = (1, 2, 4, 8)
 
-    The performance model is built concurrently with this module; everything it needs is checked here so a
-    missing piece yields a clear "not measured" reason rather than a number.
+
+def default_achievable(mix: WorkloadMix) -> Achievable | str:
+    """Capacity from gpuyield's performance model for this model, GPU and mix, or the reason it cannot.
+
+    Method: the catalogue resolves the engine's model name and DCGM's GPU name; one replica spans
+    ``num_gpus / num_engines`` GPUs (its TP degree); :func:`gpuyield.core.perf.estimate_closed_loop` gives
+    the steady-state TPOT and throughput at each concurrency of a ladder (1 … 512, within ``max_num_seqs``
+    and the KV cache); achievable is the highest throughput whose TPOT is within the observed mean TPOT
+    (the same latency), per GPU-hour. Prompts are taken at their full observed mean length (prefix-cache hits
+    are not credited, so capacity is not overstated by cache luck).
     """
     if mix.model_name is None:
         return "model name not reported by the engine"
@@ -70,19 +78,53 @@ def default_achievable(mix: WorkloadMix) -> Achievable | str:
         return "input/output lengths not measured (need request counts or per-request token histograms)"
     if mix.observed_tpot_s is None:
         return "observed TPOT not measured (no inter-token latency histogram)"
+    if mix.num_gpus < 1 or mix.num_engines < 1:
+        return "no GPU or engine in the deployment"
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel, estimate_closed_loop
+    from gpuyield.errors import GpuyieldError
+
+    cat = default_catalog()
+    model = cat.find_model(mix.model_name)
+    if model is None:
+        return f"model '{mix.model_name}' is not in the catalogue (add it with --catalog to model capacity)"
+    gpu = cat.find_gpu(mix.device_name)
+    if gpu is None:
+        return f"GPU '{mix.device_name}' is not in the catalogue (add it with --catalog to model capacity)"
+    tp = mix.num_gpus // mix.num_engines
+    if tp not in _TP_DEGREES or tp * mix.num_engines != mix.num_gpus:
+        return f"{mix.num_gpus} GPUs for {mix.num_engines} engine(s) is not a TP degree the model covers (1, 2, 4, 8)"
+    isl = max(1, round(mix.mean_input_tokens))
+    osl = max(1, round(mix.mean_output_tokens))
+    target_ms = mix.observed_tpot_s * 1000.0
     try:
-        from gpuyield.core import perf
-    except ImportError:  # pragma: no cover - the package always exists
-        return "gpuyield.core.perf is not available"
-    estimator = getattr(perf, "achievable_decode_throughput", None)
-    if estimator is None:
-        return "gpuyield.core.perf has no throughput estimator yet (achievable not modelled)"
-    result = estimator(  # pragma: no cover - wired when the perf model lands
-        model=mix.model_name,
-        gpu=mix.device_name,
-        mean_input_tokens=mix.mean_input_tokens,
-        mean_output_tokens=mix.mean_output_tokens,
-        max_tpot_s=mix.observed_tpot_s,
-        num_gpus=mix.num_gpus,
+        perf = PerfModel.build(model, gpu, tp=tp)
+    except GpuyieldError as exc:
+        return f"performance model cannot build {model.id} on {gpu.id} TP{tp}: {exc}"
+    best = None
+    fastest = None
+    for c in _CONCURRENCY_LADDER:
+        try:
+            r = estimate_closed_loop(perf, isl, osl, c)
+        except GpuyieldError as exc:
+            if best is None and fastest is None:
+                return f"performance model: {exc}"
+            break
+        if fastest is None:
+            fastest = r
+        if r.tpot_ms <= target_ms and (best is None or r.throughput_tok_s > best.throughput_tok_s):
+            best = r
+        if r.limited_by != "concurrency":
+            break  # more clients only queue
+    if best is None:
+        assert fastest is not None
+        return (f"the performance model's TPOT for {model.id} on {gpu.id} TP{tp} at concurrency 1 "
+                f"({fastest.tpot_ms:.1f} ms) is already above the observed {target_ms:.1f} ms: capacity at the "
+                "observed latency not modelled")
+    return Achievable(
+        output_tokens_per_gpu_hour=best.throughput_tok_s * 3600.0 / tp,
+        method=(f"perf model closed loop: {model.id} on {gpu.id} TP{tp}, ISL {isl} / OSL {osl}, concurrency "
+                f"{best.concurrency} → TPOT {best.tpot_ms:.1f} ms ≤ observed {target_ms:.1f} ms, "
+                f"{best.throughput_tok_s:,.0f} tok/s per replica"),
+        concurrency=best.concurrency,
     )
-    return result  # pragma: no cover
