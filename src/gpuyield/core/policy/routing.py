@@ -59,11 +59,13 @@ class LeastOutstandingPolicy(RoutingPolicy):
 
     def choose(self, req: RequestView, replicas: Sequence[ReplicaSnapshot], now_s: float) -> str:
         best = replicas[0]
-        bkey = (best.outstanding_requests, best.num_waiting, best.kv_util)
-        for r in replicas[1:]:
-            key = (r.outstanding_requests, r.num_waiting, r.kv_util)
-            if key < bkey:
-                best, bkey = r, key
+        bo = best.outstanding_requests
+        for r in replicas:
+            o = r.outstanding_requests
+            if o < bo or (
+                o == bo and r is not best and (r.num_waiting, r.kv_util) < (best.num_waiting, best.kv_util)
+            ):
+                best, bo = r, o
         return best.replica_id
 
 

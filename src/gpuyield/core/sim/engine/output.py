@@ -22,7 +22,8 @@ class SchedulerOutput:
     num_decode_seqs: int = 0  # decoding requests, one token each per step
     decode_ctx_tokens: int = 0  # sum of their context lengths at the first step (tokens, incl. the new one)
     num_steps: int = 1  # steps covered (> 1 only for pure-decode runs); each step adds num_decode_seqs to ctx
-    decode_blocks_allocated: int = 0  # blocks taken up front for the decode set over num_steps steps
+    decode_blocks_allocated: int = 0  # blocks taken up front for the decode set over num_steps_allocated steps
+    num_steps_allocated: int = 1  # steps the blocks were taken for (num_steps may be cut short later)
     num_scheduled_tokens: int = 0  # tokens in the first step: num_prefill_tokens + num_decode_seqs (<= budget)
     load_tokens: int = 0  # prefix tokens reloaded from the offload tier before the step
     preempted: list[EngineRequest] = field(default_factory=list)  # preempted while scheduling this output

@@ -91,6 +91,8 @@ class Scheduler:
         ``n*q`` plus the counts of ``r`` phase buckets: O(min(k, bs)) instead of O(n).
         """
         bs = self.block_size
+        if k == 1:  # only requests whose computed tokens fill their last block need one
+            return self._phase_cnt[-self.G % bs]
         q, r = divmod(k, bs)
         tot = q * len(self.decoding)
         if r:
@@ -198,6 +200,7 @@ class Scheduler:
                 assert ok, "run length was sized to the free blocks"
                 self._dec_alloc = need
         out.num_steps = k
+        out.num_steps_allocated = k
         out.decode_blocks_allocated = self._dec_alloc
         return out
 
@@ -342,10 +345,11 @@ class Scheduler:
         first: list[EngineRequest] = []
         if out.num_decode_seqs:
             # blocks reserved for steps that were cut off (a request arrived mid-run)
-            unused = out.decode_blocks_allocated - self.decode_extra_blocks(num_steps_done)
-            assert unused >= 0, "decode set holds fewer blocks than its steps needed"
-            if unused:
-                self.pool.free(unused)
+            if num_steps_done != out.num_steps_allocated:
+                unused = out.decode_blocks_allocated - self.decode_extra_blocks(num_steps_done)
+                assert unused >= 0, "decode set holds fewer blocks than its steps needed"
+                if unused:
+                    self.pool.free(unused)
             self.G += num_steps_done
             g = self.G
             heap = self._finish_heap
