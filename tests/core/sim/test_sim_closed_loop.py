@@ -1,0 +1,68 @@
+"""Closed-loop driver for estimate/validate: known answers on a linear model, the real perf model, errors."""
+
+from __future__ import annotations
+
+import pytest
+from sim_helpers import LinearStepModel
+
+from gpuyield.core.sim import EngineConfig, run_closed_loop
+from gpuyield.errors import ConfigError, DoesNotFitError
+
+
+def test_single_client_matches_step_times() -> None:
+    m = LinearStepModel()
+    res = run_closed_loop(m, EngineConfig(), isl=500, osl=11, concurrency=1, num_requests=4, num_gpu_blocks=1000)
+    prefill = m.step_time_s(500, 500 * 250.0, 0, 0)
+    decode = [m.step_time_s(0, 0.0, 1, 500 + j + 1) for j in range(10)]
+    assert res.ttft_ms.p50 == pytest.approx(prefill * 1e3)
+    assert res.tpot_ms.mean == pytest.approx(sum(decode) / 10 * 1e3)
+    assert res.e2e_ms.mean == pytest.approx((prefill + sum(decode)) * 1e3)
+    assert res.output_tok_s == pytest.approx(11 / (prefill + sum(decode)), rel=1e-6)
+    assert res.num_preemptions == 0
+
+
+def test_throughput_grows_with_concurrency_and_ttft_with_load() -> None:
+    cfg = EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192)
+    prev = None
+    for c in (1, 8, 64):
+        r = run_closed_loop(LinearStepModel(), cfg, isl=1000, osl=200, concurrency=c, num_gpu_blocks=100_000)
+        if prev is not None:
+            assert r.output_tok_s > prev.output_tok_s
+            assert r.tpot_ms.mean > prev.tpot_ms.mean
+        prev = r
+
+
+def test_offline_queues_everything_at_time_zero() -> None:
+    r = run_closed_loop(LinearStepModel(), EngineConfig(max_num_seqs=16), isl=200, osl=50, concurrency=64,
+                        offline=True, num_gpu_blocks=100_000)  # fmt: skip
+    assert r.num_requests == 64 and r.num_measured == 64
+    assert r.ttft_ms.p99 > 3 * r.ttft_ms.p50 / 2  # later waves wait for seats (max_num_seqs=16)
+    assert r.output_tok_s == pytest.approx(64 * 50 / r.duration_s)
+
+
+def test_kv_pressure_preempts() -> None:
+    r = run_closed_loop(LinearStepModel(), EngineConfig(max_num_seqs=64), isl=1000, osl=500, concurrency=64,
+                        num_gpu_blocks=2000)  # fmt: skip
+    assert r.num_preemptions > 0
+
+
+def test_with_the_real_performance_model() -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+
+    cat = default_catalog()
+    perf = PerfModel.build(cat.model("meta-llama/Llama-3.1-8B"), cat.gpu("h100_sxm"))
+    r = run_closed_loop(perf, EngineConfig.for_family("vllm"), isl=2000, osl=500, concurrency=32)
+    assert r.num_requests == 96 and r.num_measured == 64
+    assert 0 < r.ttft_ms.p50 < 5_000 and 0 < r.tpot_ms.p50 < 200 and r.output_tok_s > 0
+    with pytest.raises(DoesNotFitError):
+        run_closed_loop(perf, EngineConfig.for_family("vllm"), isl=10_000_000, osl=10, concurrency=1)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ConfigError):
+        run_closed_loop(LinearStepModel(), EngineConfig(), isl=0, osl=1, concurrency=1, num_gpu_blocks=10)
+    with pytest.raises(ConfigError):
+        run_closed_loop(LinearStepModel(), EngineConfig(), isl=1, osl=1, concurrency=0, num_gpu_blocks=10)
+    with pytest.raises(ConfigError, match="memory"):
+        run_closed_loop(LinearStepModel(), EngineConfig(), isl=1, osl=1, concurrency=1)
