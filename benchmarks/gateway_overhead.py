@@ -248,7 +248,7 @@ def main() -> None:
     ap.add_argument("--routers", default="direct,gpuyield,vllm-router,sglang-router,litellm")
     ap.add_argument("--duration-s", type=float, default=8.0)
     ap.add_argument("--delay-ms", type=float, default=5.0, help="emulator time to first token")
-    ap.add_argument("--itl-ms", type=float, default=2.0, help="emulator time between streamed tokens")
+    ap.add_argument("--itl-ms", type=float, default=10.0, help="emulator time between streamed tokens")
     ap.add_argument("--stream-concurrency", type=int, default=64)
     ap.add_argument("--throughput-concurrency", type=int, default=128)
     ap.add_argument("--peer-venv-dir", default="/tmp")
