@@ -103,7 +103,8 @@ class EngineCoefficients:
     ttft_overhead_s: float = 0.02  # fixed first-token latency outside the forward steps (API server,
     # tokenisation, scheduling of a new request, first detokenise/stream flush)
     prefill_scale: float = 1.0  # fitted multiplier on prefill-token work
-    decode_scale: float = 1.0  # fitted multiplier on decode work
+    decode_scale: float = 1.0  # fitted multiplier on every op's device time (kernel efficiency vs tables)
+    decode_attn_scale: float = 1.0  # fitted multiplier on decode attention (KV reads grow with batch x context)
     source: str = "generic defaults"
 
 
@@ -130,12 +131,17 @@ class Calibration:
         return any(_norm(k) == key for k in self.gpus)
 
     def engine_for(self, name: str, gpu_id: str, precision: str) -> EngineCoefficients:
-        """Most specific constants: ``engine/gpu/precision``, then ``engine/precision``, then ``engine``."""
+        """Most specific constants first: ``engine[:mode]/gpu/precision``, ``engine[:mode]/precision``,
+        ``engine[:mode]``, then the same without the mode. ``name`` may carry a deployment mode after a
+        colon (``trtllm:disagg``): disaggregated pools run with different engine settings."""
         e = name.strip().lower()
-        for key in (f"{e}/{_norm(gpu_id)}/{precision.lower()}", f"{e}/{precision.lower()}"):
-            if key in self.engines:
-                return self.engines[key]
-        return self.engine(e)
+        fam = e.split(":", 1)[0]
+        g, p = _norm(gpu_id), precision.lower()
+        for base in dict.fromkeys((e, fam)):
+            for key in (f"{base}/{g}/{p}", f"{base}/{p}", base):
+                if key in self.engines:
+                    return self.engines[key]
+        return self.engine(fam)
 
     def engine(self, name: str) -> EngineCoefficients:
         key = name.strip().lower()

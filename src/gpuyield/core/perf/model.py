@@ -150,6 +150,7 @@ class _Coeffs:
     overhead_per_seq_s: float
     prefill_scale: float
     decode_scale: float
+    decode_attn_scale: float
     # measured ranges
     gemm_range: tuple[float, float]
 
@@ -216,6 +217,8 @@ class PerfModel:
                 f"kv_dtype '{kv_dtype}' is not supported; expected one of {', '.join(_KV_BYTES)}"
             )
         eng = engine.strip().lower()
+        if eng.split(":", 1)[0] not in ENGINES:
+            raise ConfigError(f"engine '{engine}' is not supported; expected one of {', '.join(ENGINES)}")
         if pp > model.num_layers:
             raise ConfigError(f"pp={pp} exceeds the model's {model.num_layers} layers")
         stage = tp * attention_dp
@@ -421,6 +424,7 @@ class PerfModel:
             overhead_per_seq_s=ec.per_seq_overhead_s,
             prefill_scale=ec.prefill_scale,
             decode_scale=ec.decode_scale,
+            decode_attn_scale=ec.decode_attn_scale,
             gemm_range=(gc.gemm_curve(self.compute_dtype).xs[0], gc.gemm_curve(self.compute_dtype).xs[-1]),
         )
 
@@ -465,7 +469,7 @@ class PerfModel:
                 )
                 / (c.peak_attn * c.attn_prefill_eff)
             )
-        attn_d = pp * (c.attn_decode_s_per_ctx * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
+        attn_d = pp * c.decode_attn_scale * (c.attn_decode_s_per_ctx * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
         # LM head: decode sequences plus (at most) one last prompt token per prefill step
         lm_tok = (D + (1.0 if P > 0 else 0.0)) / c.adp
         lm = max(

@@ -192,7 +192,9 @@ ModelLookup = Callable[[str], Any]
 GpuLookup = Callable[[str], Any]
 
 
-def _pool_model(model: Any, gpu: Any, pool: PoolLayout, row: MeasurementRow, cal: Calibration) -> PerfModel:
+def _pool_model(
+    model: Any, gpu: Any, pool: PoolLayout, row: MeasurementRow, cal: Calibration, mode: str = "agg"
+) -> PerfModel:
     ep = pool.ep if getattr(model, "num_experts", 0) else 1
     return PerfModel.build(
         model,
@@ -203,7 +205,7 @@ def _pool_model(model: Any, gpu: Any, pool: PoolLayout, row: MeasurementRow, cal
         attention_dp=pool.adp,
         weight_precision=row.precision,
         kv_dtype=kv_dtype_for(row.precision),
-        engine=row.engine,
+        engine=row.engine if mode == "agg" else f"{row.engine}:{mode}",
         calibration=cal,
     )
 
@@ -232,8 +234,8 @@ def predict_row(
             num_replicas=replicas,
         )
     assert layout.prefill is not None and layout.decode is not None
-    pre = _pool_model(model, gpu, layout.prefill, row, cal)
-    dec = _pool_model(model, gpu, layout.decode, row, cal)
+    pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg")
+    dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg")
     conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)
     return estimate_disaggregated(
         pre,

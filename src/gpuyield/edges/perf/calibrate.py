@@ -49,8 +49,9 @@ FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
     "step_overhead_s": (1e-4, 2e-2, True),
     "per_layer_overhead_s": (1e-7, 1e-4, True),
     "per_seq_overhead_s": (1e-7, 2e-4, True),
-    "decode_scale": (0.5, 2.0, True),
-    "prefill_scale": (0.5, 2.0, True),
+    "decode_scale": (0.25, 3.0, True),
+    "decode_attn_scale": (0.25, 4.0, True),
+    "prefill_scale": (0.25, 4.0, True),
     "ttft_sync_weight": (0.01, 1.0, True),
     "ttft_overhead_s": (1e-3, 1.0, True),
 }
@@ -248,7 +249,7 @@ def _fit_group(
 
 
 # Refined per (engine, precision) and (engine, gpu, precision): only the efficiencies, never scheduler limits.
-REFINE_PARAMETERS = ("decode_scale", "prefill_scale", "ttft_overhead_s", "ttft_sync_weight")
+REFINE_PARAMETERS = ("decode_scale", "decode_attn_scale", "prefill_scale", "ttft_overhead_s", "ttft_sync_weight")
 MIN_GROUP_ROWS = 20
 
 
@@ -267,27 +268,38 @@ def fit_engines(
     engines = dict(cal.engines)
     names = list(params or FIT_PARAMETERS)
     lk = lookups(catalog, cal)
+    def mode_of(r: MeasurementRow) -> str:
+        return "disagg" if r.layout.strip().lower().startswith("disagg") else "agg"
+
+    def fam(r: MeasurementRow) -> str:
+        return r.engine if mode_of(r) == "agg" else f"{r.engine}:disagg"
+
     for eng in sorted({r.engine for r in rows}):
         sub = [r for r in rows if r.engine == eng]
         start = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
         engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, names, rounds, log)
+    # disaggregated pools: their own efficiencies and TTFT constants, starting from the family's
+    for eng in sorted({fam(r) for r in rows if mode_of(r) == "disagg"}):
+        sub = [r for r in rows if fam(r) == eng]
+        if len(sub) < MIN_GROUP_ROWS:
+            continue
+        start = engines.get(eng) or engines[eng.split(":", 1)[0]]
+        engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, REFINE_PARAMETERS, rounds, log)
     if refine:
         for level in ("precision", "gpu"):
             groups: dict[str, list[MeasurementRow]] = {}
             for r in rows:
-                key = (
-                    f"{r.engine}/{r.precision}"
-                    if level == "precision"
-                    else f"{r.engine}/{r.gpu}/{r.precision}"
-                )
+                key = f"{fam(r)}/{r.precision}" if level == "precision" else f"{fam(r)}/{r.gpu}/{r.precision}"
                 groups.setdefault(key, []).append(r)
             for key, sub in sorted(groups.items()):
                 if len(sub) < MIN_GROUP_ROWS:
                     continue
-                eng, *_rest = key.split("/")
-                prec_key = f"{eng}/{sub[0].precision}"
-                start = engines.get(key) or engines.get(prec_key) or engines[eng]
-                engines[key] = _fit_group(
-                    cal, engines, key, start, sub, lk, REFINE_PARAMETERS, max(1, rounds - 1), log
+                family = key.split("/", 1)[0]
+                start = (
+                    engines.get(key)
+                    or engines.get(f"{family}/{sub[0].precision}")
+                    or engines.get(family)
+                    or engines[family.split(":", 1)[0]]
                 )
+                engines[key] = _fit_group(cal, engines, key, start, sub, lk, REFINE_PARAMETERS, max(1, rounds - 1), log)
     return dataclasses.replace(cal, engines=engines)
