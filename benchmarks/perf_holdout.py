@@ -18,7 +18,13 @@ from pathlib import Path
 from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf.calibration import Calibration, EngineCoefficients
 from gpuyield.core.perf.validation import validate_rows
-from gpuyield.edges.perf.calibrate import ENGINE_DEFAULTS, fit_engines, kernel_calibration, load_measurements, lookups
+from gpuyield.edges.perf.calibrate import (
+    ENGINE_DEFAULTS,
+    fit_engines,
+    kernel_calibration,
+    load_measurements,
+    lookups,
+)
 
 
 def main() -> None:
