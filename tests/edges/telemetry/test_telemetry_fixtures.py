@@ -180,3 +180,47 @@ def test_productivity_from_the_performance_model(tmp_path: Path) -> None:
     causes = [g.cause for g in m.gap]
     assert causes[:2] == ["idle", "small batches"] and "TP or GPU choice" in causes
     assert all(g.command and g.command.startswith("gpuyield plan --workload") for g in m.gap)
+
+
+def test_llamacpp_counts_cached_prompt_tokens_separately() -> None:
+    # llamacpp_cpu/README.md: prompt_tokens_total 0 → 8,260 and prompt_tokens_cached_total 0 → 9,690 add up to
+    # the 17,950 prompt tokens the responses reported (manifest.json); tokens_predicted_total 0 → 2,560.
+    r, _ = run("llamacpp_cpu/load_tiny_llama", prices=None)
+    (m,) = r.per_model
+    assert m.engine_kind == "llamacpp" and m.basis == "window"
+    assert m.input_tokens == 8260 + 9690 == 17950 and m.cached_input_tokens == 9690
+    assert m.uncached_input_tokens == 8260 and m.output_tokens == 2560
+    # TPOT from tokens_predicted_seconds_total / tokens_predicted_total = 68.0833 / 2560 s
+    assert m.tpot_mean_s == pytest.approx(68.0833 / 2560)
+    assert m.requests is None and m.mean_output_tokens is None  # llama-server exports no request counter
+    # Restart: manifest 8,859 + 8,959 prompt tokens over the two server lives, 1,280 + 1,280 output tokens
+    r, _ = run("llamacpp_cpu/restart_tiny_llama", prices=None)
+    (m,) = r.per_model
+    assert m.input_tokens == 8859 + 8959 and m.output_tokens == 2560
+
+
+def test_gateway_tenant_counters_from_the_real_gateway_exposition(tmp_path: Path) -> None:
+    gw = pytest.importorskip("gpuyield.edges.gateway.metrics")
+    g = gw.GatewayMetrics()
+    g.child(g.backend_up, "b0").set(1)  # set at start-up: the first scrape has samples, no tenant counters yet
+    scrapes = []
+    # Three scrapes 15 s apart; acme gets 100 output tokens per interval, beta 50. Tenant counters appear at
+    # scrape 2 (created on first use): they count from 0 at scrape 1, so acme's increase is 200, not 100.
+    for step in range(3):
+        if step:
+            for tenant, out in (("acme", 100), ("beta", 50)):
+                g.child(g.tokens, "m", "b0", tenant, "completion").inc(out)
+                g.child(g.tokens, "m", "b0", tenant, "prompt").inc(4 * out)
+                g.child(g.tokens, "m", "b0", tenant, "cached").inc(out)
+                g.child(g.requests, "m", "b0", tenant, "200").inc(1)
+            g.child(g.requests, "m", "b0", "beta", "429").inc(1)  # rejected: not a served request
+        scrapes.append(f"# scrape at {1773144000 + 15 * step}\n" + g.exposition().decode())
+    f = tmp_path / "gateway.prom"
+    f.write_text("".join(scrapes))
+    result, _ = build_baseline(metrics=[str(f)], prometheus=None, window=None, end=None, prices=None,
+                               map_file=None, db=None, interval="15s", catalog=None)
+    t = {x.tenant: x for x in result.per_tenant}
+    assert t["acme"].output_tokens == 200 and t["beta"].output_tokens == 100
+    assert t["acme"].input_tokens == 800 and t["acme"].cached_input_tokens == 200
+    assert t["acme"].requests == 2 and t["beta"].requests == 2
+    assert t["acme"].output_share == pytest.approx(2 / 3) and t["acme"].model == "m"

@@ -268,6 +268,26 @@ def _engine_counter(engines: Sequence[EngineTelemetry], name: str, *, window: bo
     return total if found else None
 
 
+def _engine_input(engines: Sequence[EngineTelemetry], *, window: bool) -> float | None:
+    """All prompt tokens: engines whose prompt counter leaves out cached tokens get them added back."""
+    total = 0.0
+    found = False
+    for eng in engines:
+        value = _engine_counter([eng], "prompt_tokens", window=window)
+        if value is None:
+            if eng.counters.get("prompt_tokens"):
+                return None
+            continue
+        if eng.prompt_excludes_cached:
+            cached = _engine_counter([eng], "cached_prompt_tokens", window=window)
+            if cached is None:
+                return None
+            value += cached
+        total += value
+        found = True
+    return total if found else None
+
+
 def _engine_hist(engines: Sequence[EngineTelemetry], name: str, *, window: bool) -> _HistStats | None:
     hists = [h for eng in engines for h in eng.histograms.get(name, [])]
     return _HistStats(hists, window) if hists else None
@@ -314,17 +334,19 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
         window = not single
         basis = "window" if window else "lifetime"
         out_tok = _engine_counter(engs, "output_tokens", window=True) if window else None
-        in_tok = _engine_counter(engs, "prompt_tokens", window=True) if window else None
+        in_tok = _engine_input(engs, window=True) if window else None
         cached = _engine_counter(engs, "cached_prompt_tokens", window=True) if window else None
         requests = _engine_counter(engs, "requests", window=window)
         life_out = _engine_counter(engs, "output_tokens", window=False)
-        life_in = _engine_counter(engs, "prompt_tokens", window=False)
+        life_in = _engine_input(engs, window=False)
         life_cached = _engine_counter(engs, "cached_prompt_tokens", window=False)
         ttft = _engine_hist(engs, "ttft_s", window=window)
         tpot = _engine_hist(engs, "tpot_s", window=window)
         isl_h = _engine_hist(engs, "request_prompt_tokens", window=window)
         osl_h = _engine_hist(engs, "request_output_tokens", window=window)
         step_h = _engine_hist(engs, "iteration_tokens", window=window)
+        decode_s = _engine_counter(engs, "decode_seconds", window=window)
+        tpot_mean = tpot.mean if tpot else _div(decode_s, out_tok if window else life_out)
         ref_in = in_tok if window else life_in
         ref_out = out_tok if window else life_out
         mean_in = (isl_h.mean if isl_h else None) or _div(ref_in, requests)
@@ -367,7 +389,7 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
             mean_output_tokens=mean_out,
             cached_input_fraction=cached_frac,
             request_rate_per_s=rate,
-            observed_tpot_s=tpot.mean if tpot else None,
+            observed_tpot_s=tpot_mean,
             observed_ttft_s=ttft.mean if ttft else None,
             mean_running=mean_running,
         )
@@ -421,7 +443,7 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
             ttft_p50_s=ttft.quantile(0.5) if ttft else None,
             ttft_p90_s=ttft.quantile(0.9) if ttft else None,
             ttft_p99_s=ttft.quantile(0.99) if ttft else None,
-            tpot_mean_s=tpot.mean if tpot else None,
+            tpot_mean_s=tpot_mean,
             tpot_p50_s=tpot.quantile(0.5) if tpot else None,
             tpot_p90_s=tpot.quantile(0.9) if tpot else None,
             tpot_p99_s=tpot.quantile(0.99) if tpot else None,

@@ -8,7 +8,7 @@ GPU gauges (per GPU or MIG instance): ``gpu_util_pct`` (0–100, DCGM_FI_DEV_GPU
 GPU counters: ``energy_mj`` (DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION, millijoules since boot).
 
 Engine counters: ``prompt_tokens``, ``cached_prompt_tokens``, ``output_tokens``, ``requests`` (finished
-successfully), ``preemptions``. Engine gauges: ``running``, ``waiting``, ``kv_usage`` (0–1).
+successfully), ``preemptions``, ``decode_seconds`` (time spent generating, summed over sequences). Engine gauges: ``running``, ``waiting``, ``kv_usage`` (0–1).
 Engine histograms: ``ttft_s``, ``tpot_s`` (inter-token latency), ``e2e_s``, ``queue_s``,
 ``request_prompt_tokens``, ``request_output_tokens``, ``iteration_tokens`` (tokens per engine step).
 
@@ -72,6 +72,7 @@ class EngineTelemetry:
     histograms: dict[str, list[Histogram]] = field(default_factory=dict)
     prefix_caching_enabled: bool | None = None  # from vllm:cache_config_info, None when unknown
     legacy_names: tuple[str, ...] = ()  # removed metric names seen (e.g. vllm:gpu_cache_usage_perc)
+    prompt_excludes_cached: bool = False  # llama.cpp: prompt_tokens counts only uncached prompt tokens
 
 
 @dataclass(frozen=True)

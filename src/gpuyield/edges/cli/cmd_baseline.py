@@ -151,7 +151,7 @@ def build_baseline(
         first = next(e for s in source_stats for e in s.stats.malformed_examples)
         extra_notes.append(f"{malformed} malformed exposition line(s) skipped; first: {first}")
     inputs = type(inputs)(**{**inputs.__dict__, "notes": tuple(extra_notes) + inputs.notes})
-    if not inputs.gpus and not inputs.engines:
+    if not inputs.gpus and not inputs.engines and not inputs.tenants:
         raise ConfigError("no DCGM, vLLM, SGLang, llama.cpp or gpuyield metrics found in the input")
     result = compute_baseline(inputs)
     section = {

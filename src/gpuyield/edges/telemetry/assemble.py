@@ -43,6 +43,7 @@ from gpuyield.edges.telemetry.families import (
     GPU_COUNTERS,
     GPU_GAUGES,
     LEGACY_NAMES,
+    PROMPT_EXCLUDES_CACHED,
     engine_kind,
     normalise_labels,
 )
@@ -180,8 +181,27 @@ def assemble_inputs(
     # exporter itself); a series without a workload still carries the exporter's pod. Drop that one.
     exporter_pods = {r.labels["pod"] for r in raw if "exported_pod" in r.labels and "pod" in r.labels}
 
+    # A counter absent from earlier scrapes of its source did not exist then: it started at 0 at the scrape
+    # before its first sample (e.g. the gateway creates a tenant's counters on its first request).
+    scrape_times: dict[str, np.ndarray] = {}
+    by_source: dict[str, list[np.ndarray]] = defaultdict(list)
+    for r in raw:
+        by_source[r.source].append(r.series.ts_s)
+    for src, arrays in by_source.items():
+        scrape_times[src] = np.unique(np.concatenate(arrays))
+    counter_names = {n for names in ENGINE_COUNTERS.values() for n in names} | set(GATEWAY_COUNTERS)
+
+    def born_at_zero(r: RawSeries) -> TimeSeries:
+        times = scrape_times[r.source]
+        earlier = times[times < r.series.first_s]
+        if len(earlier) == 0:
+            return r.series
+        return TimeSeries(np.concatenate([[earlier[-1]], r.series.ts_s]), np.concatenate([[0.0], r.series.values]))
+
     for r in raw:
         name = r.name
+        if name in counter_names or (name.endswith(_HIST_SUFFIXES) and engine_kind(name) is not None):
+            r = RawSeries(r.name, r.labels, r.source, born_at_zero(r))
         labels = normalise_labels(r.labels)
         is_gpu = name in GPU_GAUGES or name in GPU_COUNTERS
         if is_gpu and "exported_pod" not in r.labels and (
@@ -295,6 +315,7 @@ def assemble_inputs(
                 gauges=pick(ENGINE_GAUGES),
                 histograms=hists,
                 prefix_caching_enabled=eng.prefix_caching,
+                prompt_excludes_cached=eng.kind in PROMPT_EXCLUDES_CACHED,
                 legacy_names=tuple(sorted(legacy_seen.get(ekey, ()))),
             )
         )

@@ -19,6 +19,7 @@ __all__ = [
     "GPU_COUNTERS",
     "GPU_GAUGES",
     "LEGACY_NAMES",
+    "PROMPT_EXCLUDES_CACHED",
     "engine_kind",
     "normalise_labels",
     "variant_labels",
@@ -54,7 +55,12 @@ ENGINE_COUNTERS: dict[str, tuple[str, ...]] = {
     ),
     "requests": ("vllm:request_success_total", "sglang:num_requests_total"),
     "preemptions": ("vllm:num_preemptions_total",),
+    # llama.cpp: seconds spent generating, summed over slots; ÷ output tokens = mean time per output token
+    "decode_seconds": ("llamacpp:tokens_predicted_seconds_total",),
 }
+# Engines whose prompt-token counter leaves out prompt tokens served from the cache (counted separately):
+# llama.cpp's prompt_tokens_total + prompt_tokens_cached_total = all prompt tokens. vLLM's includes them.
+PROMPT_EXCLUDES_CACHED = frozenset({"llamacpp"})
 ENGINE_GAUGES: dict[str, tuple[str, ...]] = {
     "running": ("vllm:num_requests_running", "sglang:num_running_reqs", "llamacpp:requests_processing"),
     "waiting": ("vllm:num_requests_waiting", "sglang:num_queue_reqs", "llamacpp:requests_deferred"),
