@@ -232,3 +232,46 @@ def test_prefix_structure_on_azure_conv_keeps_lengths():
     base = load_workload("builtin:azure-conv")
     assert np.array_equal(w.input_tokens, base.input_tokens) and np.array_equal(w.arrival_s, base.arrival_s)
     assert w.has_hashes and inspect(w).num_sessions > 1000
+
+
+# ---------------------------------------------------------------- DuckDB fast path for large Azure CSVs
+import gpuyield.edges.io.traces as traces_mod  # noqa: E402
+
+
+@needs_shared
+def test_duckdb_fast_path_equals_the_python_reader(monkeypatch):
+    f = str(SHARED / "AzureLLMInferenceTrace_conv.csv")
+    monkeypatch.setattr(traces_mod, "_FAST_MIN_BYTES", 10**12)
+    slow = load_workload(f)
+    monkeypatch.setattr(traces_mod, "_FAST_MIN_BYTES", 0)
+    fast = load_workload(f)
+    assert "read with DuckDB" in fast.meta.notes and "read with DuckDB" not in slow.meta.notes
+    np.testing.assert_allclose(fast.arrival_s, slow.arrival_s, rtol=0, atol=1e-6)
+    assert np.array_equal(fast.input_tokens, slow.input_tokens) and np.array_equal(fast.output_tokens, slow.output_tokens)
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("2023-11-16 18:15:46,5,3\n2023-11-16 18:15:47,abc,3\n", r"az.csv:3: field ContextTokens: 'abc'"),
+        ("2023-11-16 18:15:46,5,3\n2023-11-16 18:15:47,0,3\n", r"az.csv:3: field ContextTokens: 0 is below"),
+        ("2023-11-16 18:15:46,5,3\n2023-11-16 18:15:47,,3\n", r"az.csv:3: field ContextTokens: '' is not an integer"),
+        ("2023-11-16 18:15:46,5,3\nnot a time,5,3\n", r"az.csv:3: field TIMESTAMP: unparseable"),
+        ("2023-11-16 18:15:46,5,3\n2023-11-16 18:15:47,5.5,3\n", r"az.csv:3: field ContextTokens: '5.5' is not an integer"),
+    ],
+)
+def test_fast_path_falls_back_to_name_the_bad_line(tmp_path, monkeypatch, body, match):
+    monkeypatch.setattr(traces_mod, "_FAST_MIN_BYTES", 0)
+    p = write(tmp_path, "az.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n" + body)
+    with pytest.raises(WorkloadError, match=match):
+        load_workload(str(p))
+
+
+def test_fast_path_defers_zoned_timestamps_to_the_python_reader(tmp_path, monkeypatch):
+    # DuckDB would drop the +01:00 offset; the Python reader honours it
+    body = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16T19:15:47+01:00,30,7\n2023-11-16 18:15:46.5,20,1\n"
+    p = write(tmp_path, "az.csv", body)
+    monkeypatch.setattr(traces_mod, "_FAST_MIN_BYTES", 0)
+    w = load_workload(str(p))
+    assert "read with DuckDB" not in w.meta.notes
+    assert w.arrival_s.tolist() == pytest.approx([0.0, 0.5]) and w.input_tokens.tolist() == [20, 30]
