@@ -224,3 +224,10 @@ def test_gateway_tenant_counters_from_the_real_gateway_exposition(tmp_path: Path
     assert t["acme"].input_tokens == 800 and t["acme"].cached_input_tokens == 200
     assert t["acme"].requests == 2 and t["beta"].requests == 2
     assert t["acme"].output_share == pytest.approx(2 / 3) and t["acme"].model == "m"
+
+
+def test_window_keeps_the_last_part_of_the_samples() -> None:
+    # --window 30s keeps scrapes at 45, 60, 75 s: counters 3×, 1× (reset), 2× the capture → 1× + 1× = 4,742
+    result, _ = build_baseline(metrics=[str(FIX / "h100_multiscrape")], prometheus=None, window="30s", end=None,
+                               prices=PRICES, map_file=None, db=None, interval="15s", catalog=None)
+    assert result.fleet.window_s == 30 and result.fleet.output_tokens == 2 * 2371

@@ -464,6 +464,8 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
 
     # ---- per GPU --------------------------------------------------------------------------------
     dep_by_name = {m.deployment: m for m in per_model}
+    # A GPU with no engine delivered nothing of what its type can deliver: productivity 0 when that is known.
+    typed_capacity = {m.device_name for m in per_model if dep_capacity.get(m.deployment) is not None}
     per_gpu: list[GpuResult] = []
     idle_spans: list[tuple[float, float, Price | None]] = []
     for g in inputs.gpus:
@@ -522,7 +524,8 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
                 idle_usd=None if idle_h is None or price is None else idle_h * price.usd_per_gpu_hour,
                 idle_reason=idle_reason,
                 output_tokens=share,
-                productivity=gmr.productivity if gmr else None,
+                productivity=gmr.productivity if gmr else (
+                    0.0 if idle_reason == "no engine" and g.device_name in typed_capacity else None),
             )
         )
         if price is None:

@@ -141,6 +141,10 @@ def build_baseline(
             num_stored = store.num_samples()
     else:
         sid, ts_ms, values = buffer.arrays()
+        if window_s is not None and len(ts_ms) and not prometheus:
+            stop_ms = int(end_s * 1000) if end_s is not None else int(ts_ms.max())
+            keep = (ts_ms >= stop_ms - int(window_s * 1000)) & (ts_ms <= stop_ms)
+            sid, ts_ms, values = sid[keep], ts_ms[keep], values[keep]
         raw = group_samples(buffer.series, buffer.series_source, sid, ts_ms, values)
         inputs = assemble_inputs(raw, mapping=mapping, price_fn=price_fn, single_scrape_s=single_scrape_s, notes=notes)
         num_stored = None
@@ -230,7 +234,7 @@ def baseline(
         [], "--metrics", "-m", help="Exposition files, directories of scrape files, or http(s) /metrics URLs (several)."
     ),
     prometheus: str | None = typer.Option(None, "--prometheus", help="Prometheus base URL (reads query_range)."),
-    window: str | None = typer.Option(None, "--window", help="Time window, e.g. 24h (Prometheus, or the last part of --db)."),
+    window: str | None = typer.Option(None, "--window", help="Time window, e.g. 24h: the Prometheus range, or the last part of the samples read."),
     end: str | None = typer.Option(None, "--end", help="End of the window (epoch s or ISO 8601); default now / last sample."),
     prices: str | None = typer.Option(None, "--prices", help="YAML prices file (prices: - gpu, usd_per_gpu_hour, source, as_of), as for gpuyield plan."),
     map_file: str | None = typer.Option(None, "--map", help="YAML mapping of engines to GPUs (deployments: ...)."),
