@@ -1,0 +1,143 @@
+"""Kernel-table reduction recovers known efficiencies from synthetic tables."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpuyield.edges.perf.kernel_tables import discover_devices, gpu_coefficients_from_tables, read_system_yaml
+
+PEAK = 100e12  # FLOP/s
+BW = 1e12  # B/s
+
+
+def _write(path: Path, cols: list[str], rows: list[list[object]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerows(rows)
+
+
+def _tree(root: Path) -> None:
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "toy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "gpu": {"mem_bw": BW, "bfloat16_tc_flops": PEAK, "mem_capacity": 80e9},
+                "node": {"intra_node_bw": 100e9, "num_gpus_per_node": 8},
+            }
+        )
+    )
+    base = root / "data" / "toy"
+    gemm = []
+    for m in (1, 2, 4, 8, 16, 64, 256, 1024, 4096):
+        for n, k in ((4096, 4096), (8192, 4096), (4096, 16384)):
+            # truth: 5 us fixed + weights at 80 % of bandwidth, or compute at 50 % of peak
+            t = max(5e-6 + n * k * 2 / (0.8 * BW), 2 * m * n * k / (0.5 * PEAK))
+            gemm.append(["X", "1", "toy", "gemm", "k", "bfloat16", m, n, k, t * 1e3])
+    _write(
+        base / "gemm" / "fw" / "1.0" / "gemm_perf.csv",
+        [
+            "framework",
+            "version",
+            "device",
+            "op_name",
+            "kernel_source",
+            "gemm_dtype",
+            "m",
+            "n",
+            "k",
+            "latency",
+        ],
+        gemm,
+    )
+    cols = [
+        "framework",
+        "version",
+        "device",
+        "op_name",
+        "kernel_source",
+        "batch_size",
+        "isl",
+        "num_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "beam_width",
+        "attn_dtype",
+        "kv_cache_dtype",
+        "step",
+        "window_size",
+        "latency",
+    ]
+    ctx = [
+        [
+            "X",
+            "1",
+            "toy",
+            "c",
+            "k",
+            1,
+            s,
+            32,
+            8,
+            128,
+            1,
+            "bfloat16",
+            "bfloat16",
+            0,
+            0,
+            4 * 32 * 128 * s * s / 2 / (0.4 * PEAK) * 1e3,
+        ]
+        for s in (1024, 2048, 4096)
+    ]
+    gen = [
+        [
+            "X",
+            "1",
+            "toy",
+            "g",
+            "k",
+            b,
+            s,
+            32,
+            8,
+            128,
+            1,
+            "bfloat16",
+            "bfloat16",
+            0,
+            0,
+            b * s * 2 * 8 * 128 * 2 / (0.6 * BW) * 1e3,
+        ]
+        for b in (64, 128)
+        for s in (2048, 4096)
+    ]
+    _write(base / "attention" / "fw" / "1.0" / "context_attention_perf.csv", cols, ctx)
+    _write(base / "attention" / "fw" / "1.0" / "generation_attention_perf.csv", cols, gen)
+
+
+def test_reduction_recovers_known_efficiencies(tmp_path):
+    _tree(tmp_path)
+    (dev,) = discover_devices(tmp_path)
+    assert dev.device == "toy" and dev.system_yaml is not None
+    spec = read_system_yaml(dev.system_yaml)
+    assert spec["bf16_dense_tflops"] == pytest.approx(100.0)
+    gc, counts = gpu_coefficients_from_tables(dev, spec)
+    assert gc.mem_bw_eff == pytest.approx(0.8, rel=0.02)
+    assert counts["gemm_fixed_latency_us"] == pytest.approx(5.0, rel=0.05)
+    curve = gc.gemm_eff["bf16"]
+    assert curve(4096) == pytest.approx(0.5, rel=0.02)
+    assert gc.attn_prefill_eff == pytest.approx(0.4, rel=0.01)
+    assert gc.attn_decode_bw_eff == pytest.approx(0.6, rel=0.01)
+    assert "toy" in gc.source
+
+
+def test_missing_tables_are_a_clear_error(tmp_path):
+    from gpuyield.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no kernel tables"):
+        discover_devices(tmp_path)
