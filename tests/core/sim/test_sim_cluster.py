@@ -143,3 +143,15 @@ def test_multi_model_requests_reach_their_model() -> None:
     rec = Cluster(setups, make_policy("round_robin")).run(w)
     ids = [rec.replica_ids[k] for k in rec.replica]
     assert [i.split("-")[0] for i in ids] == ["alpha", "beta", "alpha", "beta"]
+
+
+def test_offload_tier_recovers_prefix_hits_when_gpu_kv_is_small() -> None:
+    from gpuyield.core.sim.engine import OffloadTierConfig
+
+    w = _shared_prefix_workload(400, groups=12, prefix_blocks=64, seed=5, rate=20.0)
+    tier = OffloadTierConfig("cpu", capacity_bytes=64 * 12 * 16 * 131072 * 2, read_bytes_per_s=25e9)
+    base = summarise(make_cluster(1, num_blocks=400, max_num_seqs=16).run(w), None)
+    off = summarise(make_cluster(1, num_blocks=400, max_num_seqs=16, offload=tier).run(w), None)
+    assert off["completed"] == base["completed"] == 400
+    assert off["prefix_cache_hit_rate"] > base["prefix_cache_hit_rate"] + 0.2
+    assert off["ttft_ms"]["mean"] < base["ttft_ms"]["mean"]

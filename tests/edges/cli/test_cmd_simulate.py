@@ -77,3 +77,14 @@ def test_bad_deployment_is_exit_2_naming_the_field(tmp_path: Path) -> None:
     assert "tpp" in r.output and "bad.yaml" in r.output
     r = run("simulate", "-d", str(EXAMPLES / "llama8b-h100-x8.yaml"), "-w", "builtin:azure-conv", "--slo", "ttft=3")
     assert r.exit_code == 2 and "ttft_p99_ms" in r.output
+
+
+def test_records_as_parquet(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    p = tmp_path / "r.parquet"
+    r = run("simulate", "-d", str(EXAMPLES / "llama8b-h100-x8.yaml"), "-w", "builtin:azure-conv", "--duration", "30",
+            "--records", str(p), "--json", "-")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    t = pq.read_table(p)
+    s = json.loads(r.stdout)
+    assert t.num_rows == s["requests"] and t.column("status").to_pylist().count("completed") == s["completed"]
