@@ -231,3 +231,20 @@ def test_window_keeps_the_last_part_of_the_samples() -> None:
     result, _ = build_baseline(metrics=[str(FIX / "h100_multiscrape")], prometheus=None, window="30s", end=None,
                                prices=PRICES, map_file=None, db=None, interval="15s", catalog=None)
     assert result.fleet.window_s == 30 and result.fleet.output_tokens == 2 * 2371
+
+
+def test_a_restart_hidden_by_a_higher_value_is_caught_by_created(tmp_path: Path) -> None:
+    # vllm:generation_tokens_total 100 → 150 → 200 at t = 0, 15, 30 s, but _created moves from t-100 to t+10 s
+    # between the first two scrapes: the engine restarted at +10 s and produced 150 tokens since. Increase =
+    # 150 + 50 = 200 (a plain counter-drop rule would see 50 + 50 = 100).
+    t0 = 1773144000
+    lines = []
+    for k, (value, born) in enumerate([(100, t0 - 100), (150, t0 + 10), (200, t0 + 10)]):
+        lines += [f"# scrape at {t0 + 15 * k}",
+                  f'vllm:generation_tokens_total{{model_name="m"}} {value}',
+                  f'vllm:generation_tokens_created{{model_name="m"}} {born}']
+    f = tmp_path / "restart.prom"
+    f.write_text("\n".join(lines) + "\n")
+    result, _ = build_baseline(metrics=[str(f)], prometheus=None, window=None, end=None, prices=None,
+                               map_file=None, db=None, interval="15s", catalog=None)
+    assert result.per_model[0].output_tokens == 200

@@ -198,10 +198,39 @@ def assemble_inputs(
             return r.series
         return TimeSeries(np.concatenate([[earlier[-1]], r.series.ts_s]), np.concatenate([[0.0], r.series.values]))
 
+    # ``X_created`` (set by prometheus_client-based exporters such as vLLM) is when counter X last started:
+    # a change between two scrapes is a restart even when the new value already exceeds the old one, so the
+    # counter is given its value 0 at that creation time.
+    created = {
+        (r.source, r.name[: -len("_created")], tuple(sorted(r.labels.items()))): r.series
+        for r in raw if r.name.endswith("_created")
+    }
+
+    def restarts_from_created(r: RawSeries) -> TimeSeries:
+        base = next((r.name[: -len(sfx)] for sfx in ("_total", *_HIST_SUFFIXES) if r.name.endswith(sfx)), r.name)
+        key_labels = tuple(sorted((k, v) for k, v in r.labels.items() if k != "le"))
+        c = created.get((r.source, base, key_labels))
+        s = r.series
+        if c is None or c.num_samples < 2 or s.num_samples < 2:
+            return s
+        births = []
+        for i in range(1, c.num_samples):
+            born = float(c.values[i])
+            if born != float(c.values[i - 1]):
+                prev = s.ts_s[s.ts_s < c.ts_s[i]]
+                if len(prev) and born > prev[-1] and born < c.ts_s[i]:
+                    births.append(born)
+                elif len(prev):
+                    births.append((float(prev[-1]) + float(c.ts_s[i])) / 2.0)  # clock skew: mid-interval
+        if not births:
+            return s
+        return TimeSeries.of(np.concatenate([s.ts_s, births]), np.concatenate([s.values, np.zeros(len(births))]))
+
     for r in raw:
         name = r.name
         if name in counter_names or (name.endswith(_HIST_SUFFIXES) and engine_kind(name) is not None):
-            r = RawSeries(r.name, r.labels, r.source, born_at_zero(r))
+            r = RawSeries(r.name, r.labels, r.source, restarts_from_created(RawSeries(
+                r.name, r.labels, r.source, born_at_zero(r))))
         labels = normalise_labels(r.labels)
         is_gpu = name in GPU_GAUGES or name in GPU_COUNTERS
         if is_gpu and "exported_pod" not in r.labels and (
