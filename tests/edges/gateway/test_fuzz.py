@@ -87,5 +87,5 @@ def test_no_leak_after_fuzz(gateway) -> None:  # type: ignore[no-untyped-def]
     client, gw, emu = gateway
     wait_idle(gw)
     eng = emu.app.engine
-    assert eng is not None and not eng.running and not eng.waiting
+    assert eng is not None and eng.num_unfinished == 0 and eng.num_running == 0 and eng.num_waiting == 0
     assert client.get("/readyz").status_code == 200

@@ -598,51 +598,53 @@ class Gateway:
                 ctx.http_status = 200
                 buf = b""
                 last_t: float | None = None
-                async for chunk in resp.content.iter_any():
+                async for data in resp.content.iter_any():
                     if disconnect.done():
                         ctx.status, ctx.error = "cancelled", "client disconnected"
                         return
-                    buf += chunk
-                    if b"\n\n" not in buf:
-                        continue
-                    *events, buf = buf.split(b"\n\n")
-                    out = []
-                    for ev in events:
-                        if not ev.strip():
+                    # forward whole SSE events only; the common case is one or more complete events per read
+                    chunk = buf + data if buf else data
+                    if chunk.endswith(b"\n\n"):
+                        buf = b""
+                    else:
+                        cut = chunk.rfind(b"\n\n")
+                        if cut < 0:
+                            buf = chunk
                             continue
-                        if b'"usage":{' in ev:
-                            try:
-                                obj = loads(ev[ev.index(b"{"):])
-                                self._usage_into(ctx, obj.get("usage"))
-                                if not client_usage and not obj.get("choices"):
-                                    continue  # the usage-only chunk the client did not ask for
-                            except Exception:
-                                pass
-                        if ev.startswith(b"data: [DONE]"):
-                            out.append(ev)
+                        buf, chunk = chunk[cut + 2:], chunk[: cut + 2]
+                    if b'"usage":{' in chunk:  # rare: the usage chunk (maybe with others); look at each event
+                        kept = []
+                        for ev in chunk.split(b"\n\n"):
+                            if b'"usage":{' in ev:
+                                try:
+                                    obj = loads(ev[ev.index(b"{"):])
+                                    self._usage_into(ctx, obj.get("usage"))
+                                    if not client_usage and not obj.get("choices"):
+                                        continue  # the usage-only chunk the client did not ask for
+                                except Exception:
+                                    pass
+                            if ev:
+                                kept.append(ev)
+                        if not kept:
                             continue
-                        if b'"error"' in ev[:20]:
-                            out.append(ev)
-                            continue
-                        now = time.monotonic()
-                        if ctx.first_ts is None:
-                            ctx.first_ts = ctx.arrival_ts + (now - ctx.t0)
-                            r.outstanding_prefill_tokens -= ctx.prefill_held  # the prompt is prefilled
-                            ctx.prefill_held = 0
-                        elif last_t is not None:
-                            itl.observe(now - last_t)
-                        last_t = now
-                        out.append(ev)
-                    if out:
-                        if not started:
-                            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-                            started = True
-                        await send({"type": "http.response.body", "body": b"\n\n".join(out) + b"\n\n",
-                                    "more_body": True})
+                        chunk = b"\n\n".join(kept) + b"\n\n"
+                    now = time.monotonic()
+                    if ctx.first_ts is None:
+                        ctx.first_ts = ctx.arrival_ts + (now - ctx.t0)
+                        r.outstanding_prefill_tokens -= ctx.prefill_held  # the prompt is prefilled
+                        ctx.prefill_held = 0
+                    elif last_t is not None:
+                        itl.observe(now - last_t)
+                    last_t = now
+                    if not started:
+                        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+                        started = True
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if not started:
                     raise _Retryable("empty_stream", "stream ended before any event")
-                if buf.strip():
-                    await send({"type": "http.response.body", "body": buf + b"\n\n", "more_body": True})
+                if buf.strip():  # a last event without its blank line
+                    await send({"type": "http.response.body", "body": buf.rstrip(b"\n") + b"\n\n",
+                                "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 ctx.finish_ts = ctx.arrival_ts + (time.monotonic() - ctx.t0)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
