@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpuyield.core.baseline import (
     Achievable,
@@ -130,3 +132,25 @@ def test_missing_price_and_energy_are_not_guessed() -> None:
     assert r.fleet.usd is None and r.fleet.idle_usd is None and r.fleet.energy_kwh is None
     assert r.fleet.usd_per_1m_output_tokens is None
     assert any("no price" in n for n in r.notes) and any("energy not measured" in n for n in r.notes)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=50), min_size=2, max_size=12),
+       st.lists(st.floats(min_value=1, max_value=120), min_size=11, max_size=11))
+def test_idle_and_cost_invariants(increments: list[int], gaps: list[float]) -> None:
+    # Any traffic pattern: idle time within [0, window], $ = GPU-hours × price, delivered tokens = counter sum.
+    ts = [0.0]
+    for g in gaps[: len(increments) - 1]:
+        ts.append(ts[-1] + g)
+    values = [float(sum(increments[: i + 1])) for i in range(len(ts))]
+    eng = EngineTelemetry("e", "vllm", "m", counters={"output_tokens": [TimeSeries.of(ts, values)]})
+    gpu = GpuTelemetry("g", gauges={"power_w": TimeSeries.of(ts, [100.0] * len(ts))})
+    r = compute_baseline(BaselineInputs((gpu,), (eng,), (Deployment("d", "m", ("e",), ("g",), "map file"),),
+                                        prices={"g": PRICE}), lambda mix: "n/a")
+    window_h = (ts[-1] - ts[0]) / 3600
+    assert r.fleet.gpu_hours == pytest.approx(window_h)
+    assert r.fleet.usd == pytest.approx(window_h * 3.6)
+    assert r.fleet.idle_gpu_hours is not None and -1e-12 <= r.fleet.idle_gpu_hours <= window_h + 1e-12
+    busy_s = sum(ts[i + 1] - ts[i] for i in range(len(ts) - 1) if values[i + 1] > values[i])
+    assert r.fleet.idle_gpu_hours == pytest.approx(window_h - busy_s / 3600, abs=1e-12)
+    assert r.fleet.output_tokens == values[-1] - values[0]

@@ -106,3 +106,46 @@ def test_malformed_lines_are_reported_not_fatal(tmp_path: Path) -> None:
 def test_help_has_examples() -> None:
     proc = gpuyield("baseline", "--help")
     assert proc.returncode == 0 and "gpuyield baseline --metrics" in proc.stdout and "watch" in proc.stdout
+
+
+def test_watch_command_scrapes_then_baseline_reads_the_db(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = (FIX / "dcgm_sample_h100_8gpu.prom").read_bytes()
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        targets = tmp_path / "targets.yaml"
+        targets.write_text(f"targets:\n  - url: http://127.0.0.1:{server.server_address[1]}/metrics\n")
+        db = tmp_path / "w.duckdb"
+        proc = gpuyield("baseline", "watch", "--targets", str(targets), "--every", "0.5s", "--duration", "1s",
+                        "--db", str(db), "--json", "-")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["scrapes"] == 3 and summary["samples"] == 3 * 30 and summary["errors"] == []
+    proc = gpuyield("baseline", "--db", str(db), "--prices", str(FIX / "prices_test.yaml"), "--out", str(tmp_path),
+                    "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["fleet"]["gpus"] == 8 and doc["fleet"]["idle_gpus"] == 7
+    assert 0.9 <= doc["fleet"]["window_s"] <= 2.0  # three scrapes 0.5 s apart
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("targets:\n  - url: ftp://x\n")
+    proc = gpuyield("baseline", "watch", "--targets", str(bad), "--db", str(db), "--duration", "1s")
+    assert proc.returncode == 2 and "targets.0.url" in proc.stderr
