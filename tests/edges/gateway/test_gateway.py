@@ -291,3 +291,36 @@ def test_request_log_replays_through_simulate(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["requests"] == 3 and summary["completed"] == 3
+
+
+def test_sighup_reloads_config_file(two_emulators, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import yaml
+    from gateway_harness import hash_key, spawn_gateway
+
+    cfg = gateway_config([e.url for e in two_emulators])
+    proc, url = spawn_gateway(cfg, tmp_path)
+    try:
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 1}
+        assert httpx.post(url + "/v1/completions", json=body, headers={"authorization": "Bearer sk-late"}).status_code == 401
+        on_disk = yaml.safe_load((tmp_path / "gateway.yaml").read_text())
+        on_disk["tenants"].append({"name": "late", "api_key_sha256": [hash_key("sk-late")]})
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump(on_disk))
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        code = 0
+        while time.monotonic() < deadline:
+            code = httpx.post(url + "/v1/completions", json=body, headers={"authorization": "Bearer sk-late"}).status_code
+            if code == 200:
+                break
+            time.sleep(0.1)
+        assert code == 200
+        (tmp_path / "gateway.yaml").write_text("backends: 3\n")  # a broken file: the running config stays
+        os.kill(proc.pid, signal.SIGHUP)
+        time.sleep(0.3)
+        assert httpx.post(url + "/v1/completions", json=body, headers={"authorization": "Bearer sk-late"}).status_code == 200
+        assert proc.poll() is None
+    finally:
+        kill(proc)
