@@ -141,7 +141,7 @@ class _Rt:
         eng = self.engine
         s.outstanding_requests = self.outstanding
         s.num_waiting = len(eng.scheduler.waiting)
-        s.kv_util = eng.kv.pool.usage
+        s.kv_util = eng.kv_usage
         s.outstanding_prefill_tokens = self.prefill_tokens
         if eng.last_step_s:
             s.decode_step_s = eng.last_step_s

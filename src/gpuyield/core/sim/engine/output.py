@@ -24,6 +24,7 @@ class SchedulerOutput:
     num_steps: int = 1  # steps covered (> 1 only for pure-decode runs); each step adds num_decode_seqs to ctx
     decode_blocks_allocated: int = 0  # blocks taken up front for the decode set over num_steps_allocated steps
     num_steps_allocated: int = 1  # steps the blocks were taken for (num_steps may be cut short later)
+    decode_blocks_ahead: int = 0  # of decode_blocks_allocated, those for steps after the first
     num_scheduled_tokens: int = 0  # tokens in the first step: num_prefill_tokens + num_decode_seqs (<= budget)
     load_tokens: int = 0  # prefix tokens reloaded from the offload tier before the step
     preempted: list[EngineRequest] = field(default_factory=list)  # preempted while scheduling this output

@@ -61,6 +61,14 @@ class ReplicaEngine:
         self.num_runs = 0
         self.last_step_s = 0.0
 
+    @property
+    def kv_usage(self) -> float:
+        """Used KV blocks / total as of the current step: blocks reserved for later steps of an analytic decode
+        run are not counted (that is what the engine's ``kv_cache_usage_perc`` would show now)."""
+        pool = self.kv.pool
+        ahead = self.run.decode_blocks_ahead if self.run is not None else 0
+        return (pool.num_used_blocks - ahead) / pool.num_blocks
+
     # ------------------------------------------------------------------ admission
     def can_ever_fit(self, num_prompt_tokens: int, num_output_tokens: int) -> str | None:
         """``None`` if a request of this size can run alone; else the reason it never can."""

@@ -199,6 +199,7 @@ class Scheduler:
                 ok = pool.allocate(more)
                 assert ok, "run length was sized to the free blocks"
                 self._dec_alloc = need
+                out.decode_blocks_ahead = more
         out.num_steps = k
         out.num_steps_allocated = k
         out.decode_blocks_allocated = self._dec_alloc
