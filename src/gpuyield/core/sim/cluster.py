@@ -5,8 +5,8 @@ workload's columns in order and are processed before replica events at the same 
 live "run end" event (a stale one is recognised by the replica's ``version``); P/D transfers end with a
 "transfer done" event. Routing policies see only :class:`ReplicaSnapshot` s, which the cluster refreshes after
 every change to a replica, and report back through ``on_dispatch``/``on_complete`` exactly as in the gateway.
-KV utilisation in a snapshot is the replica's state at its last event (during an analytic decode run it
-includes the blocks reserved for the run), like a gateway's view of scraped engine metrics.
+KV utilisation in a snapshot is the replica's state at its last event (during an analytic decode run: as of
+the run's first step), like a gateway's view of scraped engine metrics.
 
 Several models: each replica serves one model (its catalogue id and ``served_model_names``); a request goes to
 the replicas of the model it names. :class:`ModelResidency` is the hook for replicas that host several
