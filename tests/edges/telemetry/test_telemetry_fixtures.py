@@ -49,6 +49,9 @@ def test_h100_single_scrape_shows_seven_idle_gpus_and_their_cost() -> None:
     assert f.mean_gpu_util == 0.0 and f.mean_sm_active is None  # no profiling metrics in this excerpt
     assert any("PROF_SM_ACTIVE not measured" in n for n in r.notes)
     assert f.output_tokens is None and f.productivity is None
+    (gap,) = r.gap  # fleet level: the 7 engine-less H100s, $21/hour at the test price
+    assert gap.cause == "over-provisioning" and "7 NVIDIA H100 80GB HBM3(s) ran no engine" in gap.detail
+    assert "$21.00/hour" in gap.detail and gap.command and gap.command.startswith("gpuyield plan")
 
 
 def test_h100_multiscrape_with_counter_reset_by_hand() -> None:

@@ -556,7 +556,35 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
         per_tenant=_tenants(inputs, per_model, notes),
         idle_timeline=_timeline(idle_spans, per_gpu, windows),
         notes=notes,
+        gap=_fleet_gap(fleet, per_gpu, per_model),
     )
+
+
+def _fleet_gap(fleet: FleetResult, per_gpu: list[GpuResult], per_model: list[ModelResult]) -> list[GapCause]:
+    """Fleet-level causes: GPUs that ran no engine at all, by GPU type, with the plan that sizes the fleet."""
+    out: list[GapCause] = []
+    by_type: dict[str | None, list[GpuResult]] = defaultdict(list)
+    for r in per_gpu:
+        if r.idle_reason == "no engine":
+            by_type[r.device_name].append(r)
+    for device, rows in sorted(by_type.items(), key=lambda kv: kv[0] or ""):
+        hours = sum(r.gpu_hours for r in rows)
+        per_hour = sum(r.usd_per_gpu_hour for r in rows if r.usd_per_gpu_hour) if all(
+            r.usd_per_gpu_hour for r in rows) else None
+        share = _div(hours, fleet.gpu_hours)
+        served = next((m for m in per_model if m.device_name == device and m.model), None)
+        cmd = plan_command(served.model if served else None, device,
+                           (served.ttft_p99_s or served.ttft_mean_s) if served else None,
+                           (served.tpot_p99_s or served.tpot_mean_s) if served else None)
+        cost = f", ${per_hour:,.2f}/hour" if per_hour is not None else ""
+        out.append(GapCause(
+            "over-provisioning",
+            f"{len(rows)} {device or 'GPU'}(s) ran no engine ({hours:.4g} GPU-hours{cost}): size the fleet to the "
+            "traffic, or give them work",
+            share if fleet.productivity is not None else None,
+            cmd,
+        ))
+    return out
 
 
 def _explain_gap(mr: ModelResult, capacity: Achievable | None, engs: Sequence[EngineTelemetry]) -> list[GapCause]:

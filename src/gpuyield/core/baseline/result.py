@@ -156,3 +156,4 @@ class BaselineResult:
     per_tenant: list[TenantResult]
     idle_timeline: list[TimelinePoint]
     notes: list[str]
+    gap: list[GapCause] = field(default_factory=list)  # fleet-level causes (GPUs without an engine, ...)

@@ -220,6 +220,14 @@ def _print_summary(result: Any, out_dir: Path) -> None:
                       fmt(None if x.tpot_mean_s is None else x.tpot_mean_s * 1000, ",.1f"),
                       fmt(x.usd_per_1m_output_tokens), pct(x.productivity))
         console.print(m)
+    gaps = list(result.gap) + [g for m in result.per_model for g in m.gap if g.lost_fraction]
+    if gaps:
+        console.print("[bold]Where the gap comes from[/bold]:")
+        for g in gaps[:6]:
+            share = f" ({g.lost_fraction:.0%} of achievable)" if g.lost_fraction is not None else ""
+            console.print(f"  • {g.cause}: {g.detail}{share}", highlight=False)
+            if g.command:
+                console.print(f"    [dim]{g.command}[/dim]", highlight=False)
     if result.notes:
         console.print(f"[bold]{len(result.notes)} note(s)[/bold] (full list in baseline.json):")
         for n in result.notes[:8]:

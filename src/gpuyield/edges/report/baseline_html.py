@@ -160,7 +160,10 @@ def render_baseline_html(result: BaselineResult, *, title: str = "gpuyield basel
                    _fmt(None if m.tpot_mean_s is None else m.tpot_mean_s * 1000, ",.1f", " ms"),
                    _fmt(m.usd_per_1m_output_tokens), _pct(m.productivity)]
                   for m in result.per_model]
-    gaps = "".join(
+    fleet_gaps = "".join(
+        f"<li><b>fleet</b>: {_esc(g.cause)} — {_esc(g.detail)}"
+        + (f"<br><code>{_esc(g.command)}</code>" if g.command else "") + "</li>" for g in result.gap)
+    gaps = fleet_gaps + "".join(
         f"<li><b>{_esc(m.deployment)}</b>: {_esc(g.cause)} — {_esc(g.detail)}"
         + (f" ({g.lost_fraction:.0%} of achievable)" if g.lost_fraction is not None else "")
         + (f"<br><code>{_esc(g.command)}</code>" if g.command else "") + "</li>"
