@@ -99,3 +99,24 @@ def test_merge_keeps_hashes_and_separates_same_named_sessions():
     c = b.replace(block_size_tokens=16)
     with pytest.raises(WorkloadError, match="different block sizes"):
         merge([a, c])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 400), st.floats(0.1, 10.0), st.floats(0.1, 10.0), st.integers(0, 100))
+def test_scales_compose_and_preserve_everything_but_time(n, a, b, seed):
+    w = wl(n, seed=seed)
+    x = rate_scale(time_scale(w, a), b)
+    np.testing.assert_allclose(x.arrival_s, w.arrival_s * a / b, rtol=1e-12)
+    assert x.duration_s == pytest.approx(w.duration_s * a / b)
+    assert np.array_equal(x.input_tokens, w.input_tokens) and np.array_equal(x.output_tokens, w.output_tokens)
+    assert inspect(x).interarrival_cv == pytest.approx(inspect(w).interarrival_cv, rel=1e-9, nan_ok=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.floats(0.0, 50.0), st.floats(1.0, 60.0))
+def test_time_slices_partition_the_workload(n, cut, width):
+    w = wl(n)
+    parts = [slice_time(w, 0.0, cut), slice_time(w, cut, cut + width), slice_time(w, cut + width, None)] if cut > 0 \
+        else [slice_time(w, 0.0, width), slice_time(w, width, None)]
+    assert sum(len(p) for p in parts) == len(w)
+    assert sum(int(p.input_tokens.sum()) for p in parts) == int(w.input_tokens.sum())
