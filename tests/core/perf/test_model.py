@@ -100,7 +100,8 @@ def test_memory_plan_fits_and_counts():
         CAT.model("Qwen/Qwen3-32B").weight_bytes("bf16") / 2 / 1e9, rel=0.02
     )
     # 32.8 B params bf16 over 2 GPUs: ~32.8 GB each; KV = 0.9 * 80 - weights - reserve
-    assert plan.kv_gb == pytest.approx(72.0 - plan.weights_gb - plan.runtime_reserve_gb, rel=1e-9)
+    assert plan.gpu_memory_gb == pytest.approx(85.9, rel=1e-3)  # 80 GiB, as the device reports it
+    assert plan.kv_gb == pytest.approx(0.9 * plan.gpu_memory_gb - plan.weights_gb - plan.runtime_reserve_gb, rel=1e-9)
     assert plan.kv_capacity_tokens == int(plan.kv_gb * 1e9 // plan.kv_bytes_per_token)
     assert plan.kv_capacity_blocks == plan.kv_capacity_tokens // plan.block_size_tokens
     n = plan.max_concurrent_seqs(2048)

@@ -104,7 +104,9 @@ class EngineCoefficients:
     # tokenisation, scheduling of a new request, first detokenise/stream flush)
     prefill_scale: float = 1.0  # fitted multiplier on prefill-token work
     decode_scale: float = 1.0  # fitted multiplier on every op's device time (kernel efficiency vs tables)
-    decode_attn_scale: float = 1.0  # fitted multiplier on decode attention (KV reads grow with batch x context)
+    decode_attn_scale: float = (
+        1.0  # fitted multiplier on decode attention (KV reads grow with batch x context)
+    )
     source: str = "generic defaults"
 
 

@@ -75,7 +75,7 @@ class MemoryPlan:
     """Memory of one replica, per GPU unless stated. ``fits`` False comes with the reason."""
 
     num_gpus: int  # GPUs in the replica (tp * pp * attention_dp)
-    gpu_memory_gb: float  # datasheet capacity per GPU (1e9 bytes)
+    gpu_memory_gb: float  # capacity per GPU as the device reports it (1e9 bytes)
     gpu_memory_utilization: float  # fraction the engine may use
     weights_gb: float  # weights resident per GPU
     runtime_reserve_gb: float  # activations, CUDA graphs, NCCL buffers per GPU
@@ -174,6 +174,7 @@ class PerfModel:
         "pp",
         "ep",
         "attention_dp",
+        "moe_tp",
         "weight_precision",
         "kv_dtype",
         "engine",
@@ -202,6 +203,7 @@ class PerfModel:
         kv_dtype: str,
         engine: str,
         calibration: Calibration,
+        moe_tp: int | None = None,
     ) -> None:
         for name, v in (("tp", tp), ("pp", pp), ("ep", ep), ("attention_dp", attention_dp)):
             if not isinstance(v, int) or v < 1:
@@ -221,9 +223,11 @@ class PerfModel:
             raise ConfigError(f"engine '{engine}' is not supported; expected one of {', '.join(ENGINES)}")
         if pp > model.num_layers:
             raise ConfigError(f"pp={pp} exceeds the model's {model.num_layers} layers")
+        if moe_tp is not None and (not isinstance(moe_tp, int) or moe_tp < 1):
+            raise ConfigError(f"moe_tp must be a positive integer, got {moe_tp!r}")
         stage = tp * attention_dp
         if model.num_experts:
-            if ep > stage or stage % ep:
+            if moe_tp is None and (ep > stage or stage % ep):
                 raise ConfigError(
                     f"ep={ep} must divide tp*attention_dp={stage} (experts spread over the stage's GPUs)"
                 )
@@ -233,6 +237,7 @@ class PerfModel:
         self.gpu = gpu
         self.gpu_id = str(getattr(gpu, "id", "gpu"))
         self.tp, self.pp, self.ep, self.attention_dp = tp, pp, ep, attention_dp
+        self.moe_tp = moe_tp if model.num_experts else None
         self.weight_precision, self.kv_dtype, self.engine = wp, kd, eng
         self.calibration = calibration
         self.gpu_coeffs: GpuCoefficients = calibration.gpu(self.gpu_id)
@@ -257,8 +262,13 @@ class PerfModel:
         kv_dtype: str = "bf16",
         engine: str = "vllm",
         calibration: Calibration | None = None,
+        moe_tp: int | None = None,
     ) -> PerfModel:
-        """The performance model of ``model`` on ``tp*pp*attention_dp`` GPUs of type ``gpu``."""
+        """The performance model of ``model`` on ``tp*pp*attention_dp`` GPUs of type ``gpu``.
+
+        ``moe_tp`` (optional) sets the tensor parallelism inside each expert explicitly; routed experts are
+        then spread over ``moe_tp * ep`` GPUs per stage, which may exceed ``tp * attention_dp`` (the stage
+        then has ``max(tp * attention_dp, moe_tp * ep)`` GPUs)."""
         from gpuyield.core.perf.calibration import default_calibration
 
         return cls(
@@ -272,17 +282,26 @@ class PerfModel:
             kv_dtype=kv_dtype,
             engine=engine,
             calibration=calibration if calibration is not None else default_calibration(),
+            moe_tp=moe_tp,
         )
 
     @property
+    def expert_gpus(self) -> int:
+        """GPUs per stage the routed experts are spread over."""
+        if self.moe_tp is not None:
+            return self.moe_tp * self.ep
+        return self.tp * self.attention_dp
+
+    @property
     def num_gpus(self) -> int:
-        return self.tp * self.pp * self.attention_dp
+        return self.pp * max(self.tp * self.attention_dp, self.expert_gpus if self.model.num_experts else 0)
 
     def _precompute(self) -> _Coeffs:
         m, g = self.model, self.gpu
         tp, pp, adp, ep = self.tp, self.pp, self.attention_dp, self.ep
         stage = tp * adp
-        moe_tp = max(1, stage // ep) if m.num_experts else 1
+        moe_tp = (self.moe_tp or max(1, stage // ep)) if m.num_experts else 1
+        stage = max(stage, moe_tp * ep) if m.num_experts else stage
         gc, ec = self.gpu_coeffs, self.engine_coeffs
         peak_c = _peak(g, self.compute_dtype) or _peak(g, "bf16")
         peak_attn = _peak(g, "bf16")
@@ -469,7 +488,11 @@ class PerfModel:
                 )
                 / (c.peak_attn * c.attn_prefill_eff)
             )
-        attn_d = pp * c.decode_attn_scale * (c.attn_decode_s_per_ctx * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
+        attn_d = (
+            pp
+            * c.decode_attn_scale
+            * (c.attn_decode_s_per_ctx * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
+        )
         # LM head: decode sequences plus (at most) one last prompt token per prefill step
         lm_tok = (D + (1.0 if P > 0 else 0.0)) / c.adp
         lm = max(
@@ -518,7 +541,7 @@ class PerfModel:
         m = self.model
         wb = _WEIGHT_BYTES[self.weight_precision]
         gpt_oss = getattr(m, "architecture", "") == "gpt_oss"
-        stage = self.tp * self.attention_dp
+        stage = self.expert_gpus
         total = 0.0
         for s in m.gemm_shapes:
             p = float(s.n * s.k * s.num_layers * s.num_experts)
@@ -540,7 +563,9 @@ class PerfModel:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         m = self.model
         c = self._c
-        mem_gb = float(self.gpu.memory_gb)
+        # the device's real capacity when the catalogue records it (B200: 180 GiB = 193 GB, sold as "180 GB")
+        cap_bytes = getattr(self.gpu, "memory_capacity_bytes", None)
+        mem_gb = float(cap_bytes) / _GB if cap_bytes else float(self.gpu.memory_gb)
         weights_gb = self.weights_bytes_per_gpu() / _GB
         reserve_gb = self.engine_coeffs.runtime_reserve_gb
         kv_gb = mem_gb * gpu_memory_utilization - weights_gb - reserve_gb

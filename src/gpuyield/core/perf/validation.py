@@ -65,10 +65,11 @@ class PoolLayout:
     pp: int = 1
     adp: int = 1
     ep: int = 1
+    moe_tp: int | None = None  # tensor parallelism inside each expert, when the layout states it
 
     @property
     def gpus(self) -> int:
-        return self.tp * self.pp * self.adp
+        return self.pp * max(self.tp * self.adp, (self.moe_tp or 0) * self.ep)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +94,10 @@ def parse_layout(text: str, tp_hint: int | None = None) -> Layout:
         return Layout("agg", replica=PoolLayout(1, tp_hint or 1))
     m = _AGG.match(s)
     if m:
-        tp, pp, adp, _moe_tp, ep = (int(x) for x in m.groups())
+        tp, pp, adp, moe_tp, ep = (int(x) for x in m.groups())
         if min(tp, pp, adp) < 1:
             raise ConfigError(f"layout '{text}': tp, pp and adp must be >= 1")
-        return Layout("agg", replica=PoolLayout(1, tp, pp, adp, max(ep, 1)))
+        return Layout("agg", replica=PoolLayout(1, tp, pp, adp, max(ep, 1), moe_tp or None))
     m = _DISAGG.match(s)
     if m:
         pc, ptp, padp, pep, dc, dtp, dadp, dep = (int(x) for x in m.groups())
@@ -195,7 +196,8 @@ GpuLookup = Callable[[str], Any]
 def _pool_model(
     model: Any, gpu: Any, pool: PoolLayout, row: MeasurementRow, cal: Calibration, mode: str = "agg"
 ) -> PerfModel:
-    ep = pool.ep if getattr(model, "num_experts", 0) else 1
+    moe = bool(getattr(model, "num_experts", 0))
+    ep = pool.ep if moe else 1
     return PerfModel.build(
         model,
         gpu,
@@ -207,6 +209,7 @@ def _pool_model(
         kv_dtype=kv_dtype_for(row.precision),
         engine=row.engine if mode == "agg" else f"{row.engine}:{mode}",
         calibration=cal,
+        moe_tp=pool.moe_tp if moe else None,
     )
 
 
