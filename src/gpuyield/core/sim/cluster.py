@@ -47,7 +47,13 @@ _INF = float("inf")
 
 
 class ModelResidency(Protocol):
-    """Hook for replicas hosting several models: the extra delay before ``model`` can run on a replica."""
+    """Hook for replicas hosting several models: the extra delay before ``model`` can run on a replica.
+
+    ``wake_delay_s`` is asked once when a request is dispatched; the request is delivered after that delay.
+    ``inf`` means *held*: memory cannot be freed yet. A residency that holds requests defines
+    ``retry_delay_s(replica_id, model, now_s)``, asked for every held request (in arrival order) after each
+    completion, until it answers a finite delay (see ``gpuyield.core.sim.multiplex``).
+    """
 
     def wake_delay_s(self, replica_id: str, model: str, now_s: float) -> float: ...
 
@@ -266,6 +272,8 @@ class Cluster:
         now = 0.0
         num_events = 0
         prefill_rt_of: dict[int, _Rt] = {}
+        held: list[tuple[_Rt, EngineRequest]] = []  # requests waiting for the residency to make room
+        retry_held = getattr(residency, "retry_delay_s", None)
 
         def after(rt: _Rt, t_end: float | None) -> None:
             nonlocal seq
@@ -330,7 +338,10 @@ class Cluster:
                         rt.requests += 1
                         rt.prefill_tokens += p_tok
                         wake = residency.wake_delay_s(rid, rt.setup.model, now) if residency is not None else 0.0
-                        if wake > 0:  # the model must be woken first: deliver the request later
+                        if wake == _INF:  # held until the residency can make room (see ModelResidency)
+                            held.append((rt, er))
+                            rt.refresh()
+                        elif wake > 0:  # the model must be woken first: deliver the request later
                             push(heap, (now + wake, 2, seq, rt, er))
                             seq += 1
                             rt.refresh()
@@ -406,6 +417,16 @@ class Cluster:
                     if track_complete:
                         views.pop(idx, None)
                 after(rt, eng.run_end_s if eng.run is not None else None)
+                if held and done and retry_held is not None:
+                    still: list[tuple[_Rt, EngineRequest]] = []
+                    for hrt, her in held:  # something finished: memory may be freed now (FIFO order)
+                        d = retry_held(hrt.setup.replica_id, hrt.setup.model, t)
+                        if d == _INF:
+                            still.append((hrt, her))
+                        else:
+                            push(heap, (t + d, 2, seq, hrt, her))
+                            seq += 1
+                    held = still
             elif kind == 1:
                 now = t
                 num_events += 1
@@ -415,6 +436,9 @@ class Cluster:
                 num_events += 1
                 after(rt, eng.add_request(obj, t))  # type: ignore[arg-type]
 
+        for hrt, her in held:  # nothing left that could free memory for these
+            reject(her.idx, f"model {hrt.setup.model} could not be woken on {hrt.setup.replica_id}: no memory could be freed")
+            hrt.outstanding -= 1
         stats = []
         for rt in self.rts:
             s = rt.setup

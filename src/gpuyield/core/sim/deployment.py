@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gpuyield.core.sim.engine.config import EngineConfig, OffloadTierConfig, engine_family_defaults
+from gpuyield.core.sim.multiplex import MultiplexSpec
 from gpuyield.errors import ConfigError
 
 __all__ = [
@@ -140,15 +141,18 @@ class Deployment(BaseModel):
     model_config = _CFG
     name: str = "deployment"
     description: str = ""
-    pools: list[PoolSpec] = Field(min_length=1)
+    pools: list[PoolSpec] = Field(default_factory=list)
     router: RouterSpec = Field(default_factory=RouterSpec)
     pd: PdSpec | None = None
     default_model: str | None = None  # for requests naming no model; default: the first pool's model
     prices: dict[str, float] = Field(default_factory=dict, description="gpu id -> usd_per_gpu_hour override")
+    multiplex: MultiplexSpec | None = None  # GPU groups shared by several models (sleep/wake); see sim/multiplex.py
 
     @model_validator(mode="after")
     def _check(self) -> Deployment:
-        names = [p.name for p in self.pools]
+        if not self.pools and self.multiplex is None:
+            raise ValueError("a deployment needs at least one pool (or a multiplex section)")
+        names = [p.name for p in self.pools] + ([g.name for g in self.multiplex.groups] if self.multiplex else [])
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"pool names must be unique; repeated: {sorted(dup)}")

@@ -18,6 +18,7 @@ from gpuyield.core.policy.routing import make_policy
 from gpuyield.core.sim.closed_loop import kv_blocks_from_memory_plan
 from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ClusterRecords, ReplicaSetup
 from gpuyield.core.sim.deployment import Deployment
+from gpuyield.core.sim.multiplex import MultiplexState, multiplex_summary
 from gpuyield.core.workload.request import Request
 from gpuyield.core.workload.transforms import rate_scale as _rate_scale
 from gpuyield.core.workload.transforms import slice_time
@@ -132,6 +133,15 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
             )
     router = deployment.router
     policy = make_policy(router.policy, **router.args)
+    mux = None
+    if deployment.multiplex is not None:
+        from gpuyield.core.sim.deployment import EngineSpec
+        from gpuyield.core.sim.multiplex import ResidencyTrackingPolicy, build_multiplex
+
+        mux_setups, mux, mux_info = build_multiplex(deployment.multiplex, catalog, EngineSpec, ReplicaSetup)
+        setups.extend(mux_setups)
+        pools_info.extend(mux_info)
+        policy = ResidencyTrackingPolicy(policy, mux, {s.replica_id: s.model for s in mux_setups})
     decode_policy = None
     bw, lat = 50e9, 25e-6
     if deployment.pd is not None or deployment.is_disaggregated:
@@ -157,7 +167,10 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
         link_latency_s=lat,
         default_model=default_model,
         model_resolver=resolve,
+        residency=mux,
     )
+    if mux is not None:
+        mux.attach_engines({rt.setup.replica_id: rt.engine for rt in cluster.rts})
     return cluster, pools_info
 
 
@@ -310,6 +323,8 @@ def simulate(
     summary = summarise(rec, slo, prices)
     summary["prices"] = price_info
     summary["pools"] = pools_info
+    if isinstance(cluster.residency, MultiplexState):
+        summary["multiplex"] = multiplex_summary(cluster.residency, rec, w, summary["duration_s"], slo)
     summary["seed"] = seed
     summary["workload"] = {"name": w.meta.name, "source": w.meta.source, "rate_scale": rate_scale,
                            "duration_s": duration_s}  # fmt: skip
