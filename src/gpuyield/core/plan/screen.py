@@ -121,9 +121,7 @@ class _Agg:
     prefill_share: float
 
 
-def _aggregated_at(
-    pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hit: float, replicas: int, slo: Slo
-) -> _Agg:
+def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hit: float, replicas: int) -> _Agg:
     lam = prof.sizing_rate_per_s / replicas
     isl, osl = prof.input_mean_tokens, max(1.0, prof.output_mean_tokens)
     isl_u = max(1.0, isl * (1.0 - hit))
@@ -331,7 +329,7 @@ def _at_level(
     if not cand.disaggregated:
         pool = cand.pools[0]
         n = cand.replicas_at(level)[0]
-        a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n), n, Slo(ttft_p99_ms=1.0))
+        a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n), n)
         if not a.ok:
             return a.why
         if a.ttft_ms <= ttft_lim and a.tpot_ms <= tpot_lim:

@@ -32,7 +32,7 @@ from gpuyield.core.plan.executor import Executor
 from gpuyield.core.plan.profile import WorkloadProfile
 from gpuyield.core.plan.screen import PerfFor, ScreenEstimate, screen_candidate, select_for_verification
 from gpuyield.core.plan.space import Candidate, PoolShape, Rejection, SearchSpace, enumerate_candidates
-from gpuyield.core.plan.spec import ApiPrice, PlanMode, PlanRequest
+from gpuyield.core.plan.spec import ApiPrice, PlanMode, PlanRequest, Slo
 from gpuyield.core.plan.verify import (
     SimPoint,
     SimulateFn,
@@ -93,7 +93,7 @@ class CapacityTask:
 
     candidate: Candidate
     level: int
-    slo: object  # Slo (kept loose for pickling simplicity)
+    slo: Slo
     usd_per_hour: float
     max_sims: int = 7
 
@@ -130,7 +130,7 @@ def _verify_item(task: VerifyTask, simulate: SimulateFn) -> VerifyOutcome:
 
 
 def _capacity_item(task: CapacityTask, simulate: SimulateFn) -> CapacityOutcome:
-    scale, pts = capacity_of(task.candidate, task.level, task.slo, simulate,  # type: ignore[arg-type]
+    scale, pts = capacity_of(task.candidate, task.level, task.slo, simulate,
                              usd_per_hour=task.usd_per_hour, max_sims=task.max_sims)
     return CapacityOutcome(task.candidate, task.level, scale, tuple(pts))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = [
     "Candidate",
@@ -123,7 +123,6 @@ class SearchSpace:
     pd_routers: tuple[str, ...] = ("least_outstanding",)
     max_gpus_per_node: int = 8
     is_moe: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_request(

@@ -8,7 +8,7 @@ naming the field). Parsing of command-line strings (``ttft_p99_ms=2000,tpot_p99_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from gpuyield.errors import ConfigError
@@ -139,7 +139,6 @@ class PlanRequest:
     seed: int = 0
     engine: str = "vllm"
     max_replicas_per_candidate: int = 64
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.gpu_ids:
