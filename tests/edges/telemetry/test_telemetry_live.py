@@ -55,13 +55,14 @@ def _matrix(series: list[tuple[dict[str, str], list[float]]], start: float, step
         for labels, vals in series]}})
 
 
-def test_prometheus_query_range_with_mig_and_relabelled_pods() -> None:
+def test_prometheus_query_range_with_mig_and_relabelled_pods(tmp_path: Path) -> None:
     # Two MIG instances of one A100 (GPU_I_ID 1 and 2), relabelled by Prometheus (exported_pod = workload,
     # pod = the exporter); one vLLM engine scraped with pod = its own pod. 5 points, 60 s apart.
     dcgm = {"__name__": "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gpu": "0", "UUID": "GPU-1", "Hostname": "n1",
             "modelName": "NVIDIA A100-SXM4-80GB", "pod": "dcgm-exporter-abc", "namespace": "gpu-operator"}
     mig1 = {**dcgm, "GPU_I_ID": "1", "GPU_I_PROFILE": "3g.40gb", "exported_pod": "vllm-a", "exported_namespace": "s"}
     mig2 = {**dcgm, "GPU_I_ID": "2", "GPU_I_PROFILE": "3g.40gb"}
+    parent = {**dcgm, "__name__": "DCGM_FI_DEV_POWER_USAGE"}  # device-level field: on the parent GPU only
     eng = {"__name__": "vllm:generation_tokens_total", "model_name": "m", "pod": "vllm-a", "namespace": "s",
            "instance": "10.0.0.9:8000"}
     seen: list[dict[str, list[str]]] = []
@@ -72,12 +73,15 @@ def test_prometheus_query_range_with_mig_and_relabelled_pods() -> None:
         seen.append(params)
         assert q.path == "/api/v1/query_range"
         return 200, "application/json", _matrix(
-            [(mig1, [0.5, 0.5, 0.7, 0.7, 0.9]), (mig2, [0.0] * 5), (eng, [0, 600, 1200, 1200, 1800])],
+            [(mig1, [0.5, 0.5, 0.7, 0.7, 0.9]), (mig2, [0.0] * 5), (parent, [300.0] * 5),
+             (eng, [0, 600, 1200, 1200, 1800])],
             float(params["start"][0]), 60.0)
 
     with serve(handler) as url:
-        result, section = build_baseline(metrics=[], prometheus=url, window="4m", end=str(T0 + 240), prices=None,
-                                         map_file=None, db=None, interval="15s", catalog=None)
+        prices = tmp_path / "prices.yaml"
+        prices.write_text('prices:\n  - {gpu: "NVIDIA A100-SXM4-80GB", usd_per_gpu_hour: 1.4, source: t, as_of: 2026-01-01}\n')
+        result, section = build_baseline(metrics=[], prometheus=url, window="4m", end=str(T0 + 240),
+                                         prices=str(prices), map_file=None, db=None, interval="15s", catalog=None)
     assert seen and "DCGM_FI_PROF_SM_ACTIVE" in seen[0]["query"][0] and seen[0]["step"] == ["15"]
     gpus = {g.gpu_id: g for g in result.per_gpu}
     assert set(gpus) == {"n1/gpu0/mig1", "n1/gpu0/mig2"}
@@ -90,7 +94,13 @@ def test_prometheus_query_range_with_mig_and_relabelled_pods() -> None:
     # the engine had no traffic in (120, 180]: 60 s idle on mig1; mig2 has no engine: 240 s idle
     assert gpus["n1/gpu0/mig1"].idle_gpu_hours == pytest.approx(60 / 3600)
     assert gpus["n1/gpu0/mig2"].idle_reason == "no engine"
-    assert section["sources"][0]["samples"] == 15
+    assert section["sources"][0]["samples"] == 20
+    # The parent GPU is not a unit of its own: its 300 W are shared by its 2 instances (150 W each), and each
+    # 3g.40gb instance costs 3/7 of the GPU's $1.40/hour = $0.60/hour.
+    assert gpus["n1/gpu0/mig2"].mean_power_w == pytest.approx(150.0)
+    assert gpus["n1/gpu0/mig1"].usd_per_gpu_hour == pytest.approx(0.60)
+    assert result.fleet.energy_kwh == pytest.approx(300 * 240 / 3.6e6)
+    assert any("split into 2 MIG instances" in n for n in result.notes)
 
 
 def test_prometheus_errors_are_telemetry_errors() -> None:

@@ -17,6 +17,7 @@ an engine left over becomes a deployment without GPUs and a note says so.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -291,6 +292,8 @@ def assemble_inputs(
 
     _fold_engine_less(engines)
 
+    mig_share = _fold_mig_parents(gpus, notes_out)
+
     gpu_list = []
     for gid, acc in sorted(gpus.items()):
         lab = acc.labels
@@ -356,7 +359,11 @@ def assemble_inputs(
     deployments = _join(gpu_list, engine_list, engines, mapping, notes_out)
     prices: dict[str, Price | None] = {}
     for g in gpu_list:
-        prices[g.gpu_id] = price_fn(g.device_name) if price_fn else None
+        price = price_fn(g.device_name) if price_fn else None
+        share = mig_share.get(g.gpu_id)
+        if price is not None and share is not None:
+            price = Price(price.usd_per_gpu_hour * share, f"{price.source} × {share:.3g} (MIG share)", price.as_of)
+        prices[g.gpu_id] = price
     tenant_list = [
         TenantTelemetry(tenant=t, model_name=m, counters={k: list(v) for k, v in c.items()})
         for (t, m), c in sorted(tenants.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
@@ -370,6 +377,37 @@ def assemble_inputs(
         single_scrape_s=single_scrape_s,
         notes=tuple(notes_out),
     )
+
+
+_MIG_SLICES_RE = re.compile(r"^(\d+)g\.")
+_MIG_COMPUTE_SLICES = 7  # A100/H100/H200 MIG: 7 compute slices per GPU
+
+
+def _fold_mig_parents(gpus: dict[str, _GpuAcc], notes: list[str]) -> dict[str, float]:
+    """A GPU split into MIG instances is counted once: its instances are the units (GPU-hours, price share
+    ``Ng`` of 7 compute slices, or an equal share when the profile does not say), and the parent's
+    device-level series (power, energy) are shared among them equally. Returns instance id → price share."""
+    shares: dict[str, float] = {}
+    for parent in [gid for gid in gpus if "/mig" not in gid]:
+        children = sorted(gid for gid in gpus if gid.startswith(parent + "/mig"))
+        if not children:
+            continue
+        acc = gpus.pop(parent)
+        n = len(children)
+        for child in children:
+            cacc = gpus[child]
+            m = _MIG_SLICES_RE.match(cacc.labels.get("mig_profile", ""))
+            shares[child] = int(m.group(1)) / _MIG_COMPUTE_SLICES if m else 1.0 / n
+            for k, v in acc.labels.items():
+                cacc.labels.setdefault(k, v)
+            for kind, table in (("gauges", acc.gauges), ("counters", acc.counters)):
+                target = getattr(cacc, kind)
+                for name, series in table.items():
+                    if name in ("power_w", "energy_mj") and name not in target:
+                        target[name] = [TimeSeries(s.ts_s, s.values / n) for s in series]
+        notes.append(f"GPU {parent} is split into {n} MIG instances: they are the units; its power/energy is "
+                     "shared equally among them and its price by compute slices")
+    return shares
 
 
 def _fold_engine_less(engines: dict[tuple[tuple[str, str], ...], _EngineAcc]) -> None:
