@@ -226,6 +226,14 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
     def uid(kind: str, *ids: int) -> int:
         return content_key(kind, salt, *ids)
 
+    def per_request_uids(kind: str) -> list[int]:  # one unique id per request, vectorised
+        with np.errstate(over="ignore"):
+            x = np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(uid(kind))
+        return [int(v) for v in mix64_np(x).tolist()]
+
+    msg_uids = per_request_uids("msg")
+    out_uids = per_request_uids("out")
+
     sp = spec.system_prompts
     sys_choice = _zipf_choice(rng, sp.count, sp.zipf_s, n) if sp else np.zeros(n, dtype=np.int64)
     sys_used = (rng.random(n) < sp.fraction) if sp else np.zeros(n, dtype=bool)
@@ -287,7 +295,7 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
         else:
             total = total_base + own
             msg = own
-        segments.append((uid("msg", i), msg))
+        segments.append((msg_uids[i], msg))
         hashes = _block_hashes(segments, total, bs, prev_hashes, fixed)
         all_hashes.append(hashes)
         new_inputs[i] = total
@@ -304,7 +312,7 @@ def apply_prefix_structure(w: Workload, spec: PrefixSpec, seed: int = 0) -> Work
                 if take > 0:
                     kept.append((u_, take))
                 acc += take
-            kept.append((uid("out", i), out_tokens))
+            kept.append((out_uids[i], out_tokens))
             open_sessions[cont] = (t, kept, total + out_tokens, hashes, total)
             picker.touch(cont, t)
 
