@@ -179,15 +179,18 @@ class Scheduler:
             return None if not out.remote_started else out
         num_prefill = 0
         attn = 0.0
-        for req, new in zip(chunks_req, chunks_new, strict=True):
+        load = 0
+        for i, req in enumerate(chunks_req):
+            new = chunks_new[i]
             num_prefill += new
             attn += new * (req.num_computed_tokens + new / 2.0)
+            load += req.load_tokens
         out.num_prefill_tokens = num_prefill
         out.prefill_attn_tokens_sq = attn
         out.num_decode_seqs = n
-        out.decode_ctx_tokens = self.decode_ctx_sum() + n
+        out.decode_ctx_tokens = self._dec_s0 + n * self.G + n
         out.num_scheduled_tokens = num_prefill + n
-        out.load_tokens = sum(r.load_tokens for r in chunks_req if r.load_tokens)
+        out.load_tokens = load
         k = 1
         # A run may only skip steps in which nothing else could be scheduled. A waiting request blocked by
         # seats, budget or blocks stays blocked until a completion (blocks only shrink during a decode run),
@@ -208,9 +211,9 @@ class Scheduler:
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
         kv = self.kv
         waiting = self.waiting
-        max_seqs = self.max_num_seqs
+        seats = self.max_num_seqs - (len(self.prefilling) + len(self.decoding) + len(self.transferring) + len(self.ready))
         while waiting and budget > 0:
-            if len(self.prefilling) + len(self.decoding) + len(self.transferring) + len(self.ready) >= max_seqs:
+            if seats <= 0:
                 break
             req = waiting[0]
             if self.reserve_output:
@@ -225,6 +228,7 @@ class Scheduler:
                 req.num_computed_tokens = req.num_prompt_tokens
                 self.transferring[req.idx] = req
                 out.remote_started.append(req)
+                seats -= 1
                 if self.reserve_output:
                     self._final_blocks += self.final_blocks(req)
                 continue
@@ -247,6 +251,7 @@ class Scheduler:
             if self.reserve_output:
                 self._final_blocks += self.final_blocks(req)
             self.prefilling.append(req)
+            seats -= 1
             out.prefill_reqs.append(req)
             out.prefill_num_new_tokens.append(num_new)
             budget -= num_new
