@@ -82,6 +82,11 @@ def test_fleet_figures_by_hand() -> None:
     # achievable: 150,000 tok/GPU-h × 0.13333 GPU-h (both GPUs: gpu1 charged at gpu0's capacity) = 20,000
     assert f.achievable_output_tokens == pytest.approx(20_000)
     assert f.productivity == pytest.approx(3000 / 20_000)
+    # the idle timeline (48 bins over the 240 s window) adds up to the same idle cost
+    assert len(r.idle_timeline) == 48
+    assert sum(p.idle_usd or 0 for p in r.idle_timeline) == pytest.approx(0.30)
+    (fleet_gap,) = r.gap
+    assert fleet_gap.cause == "over-provisioning" and fleet_gap.lost_fraction == pytest.approx(0.5)
 
 
 def test_per_model_and_gap_by_hand() -> None:
