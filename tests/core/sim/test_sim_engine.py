@@ -187,3 +187,12 @@ def test_arrival_truncates_run_after_step_in_flight() -> None:
     (b,) = make_requests(1, prompt=50, output=2, start=1)
     new_end = eng.add_request(b, start + 2.5 * step)
     assert eng.run.num_steps == 3 and new_end == eng.run_end_s
+
+
+def test_requests_that_can_never_run_are_named() -> None:
+    eng = make_engine(num_blocks=10, block_size=16, max_num_batched_tokens=64, enable_chunked_prefill=False,
+                      max_model_len=150)  # fmt: skip
+    assert eng.can_ever_fit(100, 10) is not None and "chunked prefill off" in eng.can_ever_fit(100, 10)
+    assert "max_model_len" in (eng.can_ever_fit(60, 100) or "")
+    assert "KV blocks" in (make_engine(num_blocks=2).can_ever_fit(30, 10) or "")
+    assert eng.can_ever_fit(60, 10) is None

@@ -76,6 +76,12 @@ class ReplicaEngine:
         mml = self.config.max_model_len
         if mml is not None and total > mml:
             return f"prompt+output {total} tokens > max_model_len {mml}"
+        cfg = self.config
+        if not cfg.enable_chunked_prefill and num_prompt_tokens > cfg.max_num_batched_tokens:
+            return (
+                f"prompt {num_prompt_tokens} tokens > max_num_batched_tokens {cfg.max_num_batched_tokens} "
+                "with chunked prefill off"
+            )
         need = -(-total // self.config.block_size)
         if need > self.num_gpu_blocks:
             return f"needs {need} KV blocks, replica has {self.num_gpu_blocks}"
