@@ -10,6 +10,7 @@ from gpuyield.core.baseline.achievable import (
     WorkloadMix,
     default_achievable,
     not_measured_achievable,
+    perf_model_achievable,
 )
 from gpuyield.core.baseline.compute import MAX_TIMELINE_BINS, compute_baseline, plan_command
 from gpuyield.core.baseline.inputs import (
@@ -67,5 +68,6 @@ __all__ = [
     "gauge_mean",
     "histogram_quantile",
     "not_measured_achievable",
+    "perf_model_achievable",
     "plan_command",
 ]

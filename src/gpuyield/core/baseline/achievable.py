@@ -12,8 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Achievable", "AchievableFn", "WorkloadMix", "default_achievable", "not_measured_achievable"]
+__all__ = [
+    "Achievable",
+    "AchievableFn",
+    "WorkloadMix",
+    "default_achievable",
+    "not_measured_achievable",
+    "perf_model_achievable",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +68,18 @@ _CONCURRENCY_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 38
 _TP_DEGREES = (1, 2, 4, 8)
 
 
+def perf_model_achievable(catalog: Any | None = None) -> AchievableFn:
+    """:func:`default_achievable` resolving names in ``catalog`` (e.g. with the user's ``--catalog`` files)."""
+
+    def achievable(mix: WorkloadMix) -> Achievable | str:
+        return _perf_achievable(mix, catalog)
+
+    return achievable
+
+
 def default_achievable(mix: WorkloadMix) -> Achievable | str:
-    """Capacity from gpuyield's performance model for this model, GPU and mix, or the reason it cannot.
+    """Capacity from gpuyield's performance model for this model, GPU and mix, or the reason it cannot
+    (names resolved in the built-in catalogue; see :func:`perf_model_achievable` for another one).
 
     Method: the catalogue resolves the engine's model name and DCGM's GPU name; one replica spans
     ``num_gpus / num_engines`` GPUs (its TP degree); :func:`gpuyield.core.perf.estimate_closed_loop` gives
@@ -70,6 +88,10 @@ def default_achievable(mix: WorkloadMix) -> Achievable | str:
     (the same latency), per GPU-hour. Prompts are taken at their full observed mean length (prefix-cache hits
     are not credited, so capacity is not overstated by cache luck).
     """
+    return _perf_achievable(mix, None)
+
+
+def _perf_achievable(mix: WorkloadMix, catalog: Any | None) -> Achievable | str:
     if mix.model_name is None:
         return "model name not reported by the engine"
     if mix.device_name is None:
@@ -84,7 +106,7 @@ def default_achievable(mix: WorkloadMix) -> Achievable | str:
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
     from gpuyield.errors import GpuyieldError
 
-    cat = default_catalog()
+    cat = catalog if catalog is not None else default_catalog()
     model = cat.find_model(mix.model_name)
     if model is None:
         return f"model '{mix.model_name}' is not in the catalogue (add it with --catalog to model capacity)"

@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from gpuyield.edges.cli.common import (
+    CATALOG_OPTION_HELP,
     JSON_OPTION_HELP,
     console,
     emit_json,
@@ -112,7 +113,11 @@ def build_baseline(
             raise ConfigError(f"--end '{end}': expected epoch seconds or ISO 8601 (2026-03-10T12:00:00Z)")
     mapping = load_map_file(map_file) if map_file else None
     prices_file = load_prices_file(prices) if prices else None
-    price_fn, notes = make_price_fn(prices_file, catalog_paths=catalog)
+    from gpuyield.core.baseline import perf_model_achievable
+    from gpuyield.edges.cli.common import load_catalog
+
+    cat = load_catalog(catalog)
+    price_fn, notes = make_price_fn(prices_file, catalog=cat)
 
     buffer = SampleBuffer()
     source_stats = []
@@ -157,7 +162,7 @@ def build_baseline(
     inputs = type(inputs)(**{**inputs.__dict__, "notes": tuple(extra_notes) + inputs.notes})
     if not inputs.gpus and not inputs.engines and not inputs.tenants:
         raise ConfigError("no DCGM, vLLM, SGLang, llama.cpp or gpuyield metrics found in the input")
-    result = compute_baseline(inputs)
+    result = compute_baseline(inputs, perf_model_achievable(cat))
     section = {
         "sources": [
             {"origin": s.origin, "samples": s.stats.num_samples, "malformed_lines": s.stats.num_malformed,
@@ -249,7 +254,7 @@ def baseline(
     db: str | None = typer.Option(None, "--db", help="DuckDB file: store the samples read, and compute from it."),
     out: str | None = typer.Option(None, "--out", help="Output directory for baseline.json and report.html."),
     interval: str = typer.Option("15s", "--interval", help="Span one scrape covers when a GPU was scraped once."),
-    catalog: list[str] = typer.Option([], "--catalog", help="Catalogue override file(s), layered over the built-in one."),
+    catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Measure a fleet's real GPU productivity from its telemetry (see examples above)."""

@@ -15,25 +15,14 @@ from gpuyield.edges.telemetry.mapping import PricesFile
 __all__ = ["make_price_fn"]
 
 
-def _load_catalog(catalog_paths: list[str] | None) -> tuple[Any | None, str | None]:
-    try:
-        from gpuyield.core.catalog import default_catalog
-    except Exception as exc:  # the catalogue is optional for the baseline; report why it is unusable
-        return None, f"catalogue unavailable ({type(exc).__name__}: {exc}); prices only from --prices"
-    cat = default_catalog()
-    if catalog_paths:
-        cat = cat.with_overrides(catalog_paths)
-    return cat, None
-
-
 def make_price_fn(
-    prices: PricesFile | None, *, use_catalog: bool = True, catalog_paths: list[str] | None = None
+    prices: PricesFile | None, *, catalog: Any | None = None
 ) -> tuple[Callable[[str | None], Price | None], list[str]]:
-    """(device name → Price or None, notes about where prices came from)."""
+    """(device name → Price or None, notes about where prices came from). ``catalog`` (a
+    :class:`gpuyield.core.catalog.Catalog`, or None for prices from the file only) resolves names and gives
+    default prices."""
     notes: list[str] = []
-    cat, why = _load_catalog(catalog_paths) if use_catalog else (None, None)
-    if why:
-        notes.append(why)
+    cat = catalog
     cache: dict[str | None, Price | None] = {}
 
     def gpu_id(name: str) -> str | None:
