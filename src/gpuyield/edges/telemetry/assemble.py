@@ -71,7 +71,11 @@ class RawSeries:
 def group_samples(
     keys: Sequence[SeriesKey], sources: Sequence[str], sid: np.ndarray, ts_ms: np.ndarray, values: np.ndarray
 ) -> list[RawSeries]:
-    """Column arrays (as from :class:`SampleBuffer` or the DuckDB store) → one :class:`RawSeries` per key."""
+    """Column arrays (as from :class:`SampleBuffer` or the DuckDB store) → one :class:`RawSeries` per key
+    (NaN samples dropped)."""
+    finite = ~np.isnan(values)  # NaN samples (stale markers, empty summaries) carry no information
+    if not finite.all():
+        sid, ts_ms, values = sid[finite], ts_ms[finite], values[finite]
     order = np.argsort(sid, kind="stable")
     sid_sorted = sid[order]
     bounds = np.searchsorted(sid_sorted, np.arange(len(keys) + 1))
