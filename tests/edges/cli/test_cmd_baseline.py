@@ -149,3 +149,12 @@ def test_watch_command_scrapes_then_baseline_reads_the_db(tmp_path: Path) -> Non
     bad.write_text("targets:\n  - url: ftp://x\n")
     proc = gpuyield("baseline", "watch", "--targets", str(bad), "--db", str(db), "--duration", "1s")
     assert proc.returncode == 2 and "targets.0.url" in proc.stderr
+
+
+def test_example_files_are_valid() -> None:
+    from gpuyield.edges.telemetry import load_map_file
+    from gpuyield.edges.telemetry.watch import load_targets
+
+    examples = Path(__file__).resolve().parents[3] / "examples" / "baseline"
+    assert [d.name for d in load_map_file(examples / "map.yaml").deployments] == ["llama-8b-decode", "qwen-8b-tp2"]
+    assert len(load_targets(examples / "targets.yaml").targets) == 3
