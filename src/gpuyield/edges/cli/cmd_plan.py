@@ -198,7 +198,7 @@ def run_plan_command(
     info = PlanRunInfo(
         workload_spec=workload, rate_scale=rate_scale, executor=executor, wall_time_s=t_end - t0,
         screen_wall_time_s=sim_start - t_screen0, simulate_wall_time_s=t_end - sim_start,
-        gpuyield_version=__version__,
+        gpuyield_version=__version__, head=head,
     )
     html = None
     if report:
