@@ -57,7 +57,7 @@ def mooncake_prompts(n: int, max_output: int, offset: int = 0) -> list[tuple[flo
     return out
 
 
-def hot_prompts(n: int, rate_per_s: float, seed: int = 7) -> list[tuple[float, str, int]]:
+def hot_prompts(n: int, rate_per_s: float, output_tokens: int = 32, seed: int = 7) -> list[tuple[float, str, int]]:
     rng = random.Random(seed)
     hot = [block_text(0xA11CE) * 4, block_text(0xB0B) * 4]  # two 2,048-token system prompts
     out = []
@@ -66,7 +66,7 @@ def hot_prompts(n: int, rate_per_s: float, seed: int = 7) -> list[tuple[float, s
         t += rng.expovariate(rate_per_s)
         u = rng.random()
         prefix = hot[0] if u < 0.5 else hot[1] if u < 0.8 else block_text(rng.getrandbits(63)) * 4
-        out.append((t, prefix + f" question {i} " * 20, 32))
+        out.append((t, prefix + f" question {i} " * 20, output_tokens))
     return out
 
 
@@ -92,7 +92,7 @@ async def replay(url: str, reqs: list[tuple[float, str, int]], speedup: float, t
 
 
 def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, tmp: Path, gpu: str,
-               timeout_s: float) -> dict[str, Any]:
+               timeout_s: float, scenario: str) -> dict[str, Any]:
     import yaml
 
     emus, urls = [], []
@@ -102,7 +102,7 @@ def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, 
                                       MODEL, "--gpu", gpu, "--port", str(port), "--max-model-len", "131072"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         urls.append(f"http://127.0.0.1:{port}")
-    log = tmp / f"{policy}.jsonl"
+    log = tmp / f"{scenario}-{policy}.jsonl"
     port = free_port()
     cfg = {"listen": {"host": "127.0.0.1", "port": port},
            "backends": [{"name": f"r{i}", "url": u, "kind": "vllm", "models": [MODEL], "max_inflight": 256}
@@ -148,6 +148,9 @@ def main() -> None:
                     "cache, the first 300 only 5 %%)")
     ap.add_argument("--max-output", type=int, default=64)
     ap.add_argument("--gpu", default="h100-sxm")
+    ap.add_argument("--hot-requests", type=int, default=600)
+    ap.add_argument("--hot-rate", type=float, default=40.0, help="requests/s of the hot-prefix trace")
+    ap.add_argument("--hot-output", type=int, default=128, help="output tokens per hot-trace request")
     ap.add_argument("--scenarios", default="mooncake,hot")
     ap.add_argument("--timeout-s", type=float, default=240.0)
     ap.add_argument("--json", default=None)
@@ -158,12 +161,12 @@ def main() -> None:
     scen = args.scenarios.split(",")
     if "mooncake" in scen:
         reqs = mooncake_prompts(args.requests, args.max_output, args.offset)
-        results["scenarios"]["mooncake"] = [run_policy(p, reqs, args.speedup, tmp, args.gpu, args.timeout_s)
+        results["scenarios"]["mooncake"] = [run_policy(p, reqs, args.speedup, tmp, args.gpu, args.timeout_s, "mooncake")
                                             for p in ("round_robin", "prefix_affinity")]
     if "hot" in scen:
-        reqs = hot_prompts(args.requests, rate_per_s=8.0)
-        results["scenarios"]["hot"] = [run_policy(p, reqs, 1.0, tmp, args.gpu, args.timeout_s)
-                                       for p in ("prefix_affinity",)]
+        reqs = hot_prompts(args.hot_requests, rate_per_s=args.hot_rate, output_tokens=args.hot_output)
+        results["scenarios"]["hot"] = [run_policy(p, reqs, 1.0, tmp, args.gpu, args.timeout_s, "hot")
+                                       for p in ("round_robin", "prefix_affinity")]
     for name, rows in results["scenarios"].items():
         for r in rows:
             print(f"{name:9s} {r['policy']:16s} ok {r['logged_ok']}/{r['sent']}  TTFT p50 {r['ttft_p50_ms']:8.1f} ms  "
