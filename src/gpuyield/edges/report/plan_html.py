@@ -57,7 +57,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 class _Axes:
     def __init__(self, w: int, h: int, x0: float, x1: float, y0: float, y1: float, *, logy: bool = False) -> None:
-        self.w, self.h, self.ml, self.mr, self.mt, self.mb = w, h, 62, 14, 12, 40
+        self.w, self.h, self.ml, self.mr, self.mt, self.mb = w, h, 62, 14, 16, 40
         self.logy = logy
         if x1 <= x0:
             x1 = x0 + 1
@@ -173,7 +173,7 @@ def _cdf_svg(series: Sequence[tuple[str, str, Sequence[float]]], xlabel: str, li
         pts = [(min(v, hi), k / n) for k, v in enumerate(q) if math.isfinite(v)]
         d = " ".join(f"{'M' if j == 0 else 'L'}{ax.x(x):.1f},{ax.y(y):.1f}" for j, (x, y) in enumerate(pts))
         body.append(f'<path d="{d}" fill="none" stroke="{color}" stroke-width="2"/>')
-        body.append(f'<text x="{ax.w - ax.mr - 6}" y="{ax.mt + 28 + 14 * i}" text-anchor="end" fill="{color}">{_e(label)}</text>')
+        body.append(f'<text x="{ax.ml + 8}" y="{ax.mt + 16 + 14 * i}" fill="{color}" font-weight="bold">{_e(label)}</text>')
     return _svg(420, 280, "".join(body), f"CDF of {xlabel}")
 
 
@@ -185,7 +185,7 @@ def _util_svg(p: SimPoint) -> str:
     bw = max(4.0, min(40.0, (w - 80) / len(items) - 2))
     h = 220
     ax = _Axes(w, h, 0, len(items), 0.0, 1.0)
-    body = [f'<text x="{ax.ml}" y="{ax.mt + 10}">busy fraction per replica (plan)</text>']
+    body = [f'<text x="{w - ax.mr}" y="{ax.mt - 2}" text-anchor="end">busy fraction per replica (plan)</text>']
     for i, (rid, u) in enumerate(items):
         x = ax.ml + i * (bw + 2)
         y = ax.y(min(1.0, u))
