@@ -44,7 +44,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--budget-s", type=float, default=900.0)
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--reuse-aic",
+        default=None,
+        help="JSON from an earlier run: reuse its AIConfigurator predictions, rescore gpuyield",
+    )
     args = ap.parse_args()
+    if args.reuse_aic:
+        rescore(args)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.disable(logging.WARNING)
     from aiconfigurator.cli.api import cli_estimate
@@ -131,6 +139,23 @@ def main() -> None:
     print(json.dumps({k: v for k, v in out.items() if k != "rows"}, indent=2))
     if args.out:
         Path(args.out).write_text(text + "\n")
+
+
+def rescore(args: argparse.Namespace) -> None:
+    """Score gpuyield (e.g. with a new calibration) on the rows of an earlier run, AIConfigurator's kept."""
+    prev = json.loads(Path(args.reuse_aic).read_text())
+    rows = {r.index: r for r in load_measurements(Path(args.measurements))}
+    chosen = [rows[x["row"]] for x in prev["rows"]]
+    cat = default_catalog()
+    cal = load_calibration(args.calibration)
+    mo, go = lookups(cat, cal)
+    ours = validate_rows(chosen, mo, go, cal)
+    out = {k: prev[k] for k in ("rows_compared", "aiconfigurator_failed", "aiconfigurator")}
+    out["gpuyield"] = {k: ours["summary"][k] for k in ("ttft_ms", "tpot_ms")}
+    out["gpuyield_coverage"] = ours["coverage"]
+    print(json.dumps({k: v for k, v in out.items() if k != "aiconfigurator_failed"}, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

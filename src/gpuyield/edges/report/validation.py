@@ -37,13 +37,13 @@ def _fmt(v: Any, pct: bool = True) -> str:
     return str(v)
 
 
-def _scatter(rows: list[dict[str, Any]], metric: str, title: str) -> str:
+def _scatter(rows: list[dict[str, Any]], metric: str, title: str, w: int = 440, h: int = 400) -> str:
     pts = [
         (float(r[f"measured_{metric}"]), float(r[f"predicted_{metric}"]), str(r.get("engine", "")))
         for r in rows
         if r.get(f"measured_{metric}") and r.get(f"predicted_{metric}")
     ]
-    w, h, pad = 440, 400, 48
+    pad = 48
     if not pts:
         return f"<p>{html.escape(title)}: no measured values.</p>"
     lo = min(min(m, p) for m, p, _ in pts)
@@ -137,6 +137,16 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
     for m in metrics:
         body.append(_scatter(rows, m, f"{m}: predicted vs measured"))
     body.append("</div>")
+    for key in ("gpu", "model"):
+        values = sorted({str(r.get(key)) for r in rows})
+        if len(values) < 2:
+            continue
+        body.append(f"<h3>predicted vs measured per {html.escape(key)}</h3><div class='plots'>")
+        for v in values:
+            sub = [r for r in rows if str(r.get(key)) == v]
+            for m in metrics:
+                body.append(_scatter(sub, m, f"{v}: {m}", 300, 280))
+        body.append("</div>")
     for key in ("gpu", "engine", "model", "precision"):
         body.append(_table(f"per {key}", {m: group_errors(rows, key, m) for m in metrics}))
     if result["unsupported"]:
