@@ -111,10 +111,19 @@ def _pareto_svg(result: PlanResult, slo_ttft: float | None) -> str:
         Y = ax.y(slo_ttft)
         body.append(f'<line x1="{ax.ml}" x2="{ax.w - ax.mr}" y1="{Y:.1f}" y2="{Y:.1f}" stroke="{_FAIL}" stroke-dasharray="5,4"/>')
         body.append(f'<text x="{ax.w - ax.mr - 4}" y="{Y - 4:.1f}" text-anchor="end" fill="{_FAIL}">SLO {slo_ttft:g} ms</text>')
-    front = sorted(result.pareto, key=lambda p: p.usd_per_hour)
-    if len(front) > 1:
-        d = " ".join(f"{'M' if i == 0 else 'L'}{ax.x(p.usd_per_hour):.1f},{ax.y(p.ttft_p99_ms):.1f}" for i, p in enumerate(front))
+    # The 2-D frontier (cost vs TTFT p99) as a staircase; the 3-D Pareto set (also TPOT) as blue rings.
+    stair, best_ttft = [], math.inf
+    for p in sorted(result.pareto, key=lambda p: (p.usd_per_hour, p.ttft_p99_ms)):
+        if p.ttft_p99_ms < best_ttft:
+            stair.append(p)
+            best_ttft = p.ttft_p99_ms
+    if len(stair) > 1:
+        d = f"M{ax.x(stair[0].usd_per_hour):.1f},{ax.y(stair[0].ttft_p99_ms):.1f}"
+        for prev, p in zip(stair, stair[1:], strict=False):
+            d += f" L{ax.x(p.usd_per_hour):.1f},{ax.y(prev.ttft_p99_ms):.1f} L{ax.x(p.usd_per_hour):.1f},{ax.y(p.ttft_p99_ms):.1f}"
         body.append(f'<path d="{d}" fill="none" stroke="{_PLAN}" stroke-width="1.5" stroke-opacity="0.6"/>')
+    for p in result.pareto:
+        body.append(f'<circle cx="{ax.x(p.usd_per_hour):.1f}" cy="{ax.y(p.ttft_p99_ms):.1f}" r="5.5" fill="none" stroke="{_PLAN}" stroke-opacity="0.6"/>')
     for p in pts:
         color = _OTHER if p.meets_slo else _FAIL
         body.append(f'<circle cx="{ax.x(p.usd_per_hour):.1f}" cy="{ax.y(p.ttft_p99_ms):.1f}" r="3.5" fill="{color}" fill-opacity="0.7">'
@@ -284,7 +293,7 @@ SLO {_e(slo.describe())} · mode {_e(result.mode.value)} · GPUs {_e(", ".join(r
 <table><tr><th>pool</th><th>replicas</th><th>GPU</th><th>TP/PP/EP</th><th>max_num_seqs</th><th>token budget</th><th>prefix cache</th><th>KV offload</th><th>weights/KV</th></tr>{knobs}</table>
 <h2>Pareto: cost vs TTFT p99 (every simulated point)</h2>
 {_pareto_svg(result, slo.ttft_p99_ms)}
-<p><small>Grey: meets the SLO; red: misses it; the blue line joins the Pareto set (cost, TTFT p99, TPOT p99). Hover a point for its configuration.</small></p>
+<p><small>Grey: meets the SLO; red: misses it; blue rings: the Pareto set in (cost, TTFT p99, TPOT p99); blue staircase: the cost vs TTFT p99 frontier. Hover a point for its configuration.</small></p>
 <h2>Cost breakdown</h2>
 {_cost_svg(econ)}
 <h2>Latency CDFs (simulated, plan vs naive)</h2>
