@@ -100,6 +100,8 @@ class EngineCoefficients:
     block_size_tokens: int = 16
     runtime_reserve_gb: float = 4.0  # activations, CUDA graphs, NCCL buffers, allocator slack per GPU
     ttft_sync_weight: float = 0.5  # share of the synchronized-start prefill queue the mean TTFT sees
+    ttft_per_seq_s: float = 1e-5  # extra first-token latency per other running stream (frontend/detokeniser
+    # work on every active stream's outputs delays a new request's admission and first token)
     ttft_overhead_s: float = 0.02  # fixed first-token latency outside the forward steps (API server,
     # tokenisation, scheduling of a new request, first detokenise/stream flush)
     prefill_scale: float = 1.0  # fitted multiplier on prefill-token work

@@ -172,7 +172,7 @@ def estimate_closed_loop(
     if c > n:
         # closed loop: c - n clients always waiting; Little's law. Offline: mean wait over the backlog.
         queue_wait = (c - n) / rate if not offline else (c - n) / 2.0 / rate
-    ttft = ttft_active + queue_wait + ec.ttft_overhead_s
+    ttft = ttft_active + queue_wait + ec.ttft_overhead_s + ec.ttft_per_seq_s * (n - 1)
     e2e = ttft + (osl - 1) * tpot
     notes: list[str] = list(perf.notes)
     if limited != "concurrency":
@@ -252,7 +252,7 @@ def estimate_disaggregated(
     # Requests beyond the decode pool's admission limit wait *after* their first token (the prefill pool
     # already produced it), so that wait lands in TPOT's denominator only through the longer e2e, not TTFT.
     queue_wait = 0.0
-    ttft += prefill.engine_coeffs.ttft_overhead_s
+    ttft += prefill.engine_coeffs.ttft_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
     notes = list(decode.notes)
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")

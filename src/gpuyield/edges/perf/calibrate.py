@@ -54,6 +54,7 @@ FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
     "prefill_scale": (0.25, 4.0, True),
     "ttft_sync_weight": (0.01, 1.0, True),
     "ttft_overhead_s": (1e-3, 1.0, True),
+    "ttft_per_seq_s": (1e-7, 1e-2, True),
 }
 
 
@@ -249,7 +250,14 @@ def _fit_group(
 
 
 # Refined per (engine, precision) and (engine, gpu, precision): only the efficiencies, never scheduler limits.
-REFINE_PARAMETERS = ("decode_scale", "decode_attn_scale", "prefill_scale", "ttft_overhead_s", "ttft_sync_weight")
+REFINE_PARAMETERS = (
+    "decode_scale",
+    "decode_attn_scale",
+    "prefill_scale",
+    "ttft_overhead_s",
+    "ttft_per_seq_s",
+    "ttft_sync_weight",
+)
 MIN_GROUP_ROWS = 20
 
 
