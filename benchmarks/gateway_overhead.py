@@ -65,6 +65,29 @@ def wait_up(url: str, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | N
     raise TimeoutError(url)
 
 
+def proc_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                rest = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(rest[1]), []).append(int(d))
+        stats[int(d)] = (int(rest[11]) + int(rest[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, 0.0)
+        todo.extend(children.get(p, []))
+    return total
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
@@ -273,13 +296,21 @@ def main() -> None:
                     proc, url, headers = start_router(name, backends, tmp, Path(args.peer_venv_dir))
                     urls = [url + "/v1/chat/completions"]
                 run_load(urls, 8, 1.0, True, 16, headers)  # warm-up
+                c0 = proc_tree_cpu_s(proc.pid) if proc is not None else 0.0
                 streams = run_load(urls, args.stream_concurrency, args.duration_s, True, 16, headers)
+                c1 = proc_tree_cpu_s(proc.pid) if proc is not None else 0.0
                 unary = run_load(urls, args.throughput_concurrency, args.duration_s, False, 1, headers)
+                c2 = proc_tree_cpu_s(proc.pid) if proc is not None else 0.0
+                if proc is not None:  # the router's own CPU per request: comparable even on a busy machine
+                    streams["router_cpu_us_per_request"] = (c1 - c0) / max(1, streams["requests"]) * 1e6
+                    unary["router_cpu_us_per_request"] = (c2 - c1) / max(1, unary["requests"]) * 1e6
                 results["routers"][name] = {"stream64": streams, "unary128": unary}
                 print(f"{name:14s} stream@{args.stream_concurrency}: p50 {streams['p50_ms']:7.2f} ms  "
                       f"p99 {streams['p99_ms']:7.2f} ms  ({streams['requests']} ok, {streams['errors']} err)   "
                       f"unary@{args.throughput_concurrency}: {unary['req_per_s']:7.0f} req/s  "
-                      f"p50 {unary['p50_ms']:7.2f} ms ({unary['errors']} err)", flush=True)
+                      f"p50 {unary['p50_ms']:7.2f} ms ({unary['errors']} err)   router CPU/request: stream "
+                      f"{streams.get('router_cpu_us_per_request', 0):.0f} us, unary "
+                      f"{unary.get('router_cpu_us_per_request', 0):.0f} us", flush=True)
             except (FileNotFoundError, TimeoutError, RuntimeError) as exc:
                 results["routers"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
                 print(f"{name:14s} skipped: {exc}", flush=True)

@@ -435,7 +435,8 @@ class Gateway:
         try:
             await self._dispatch(scope, receive, send, ctx, body, raw)
         finally:
-            used = ctx.input_tokens + ctx.output_tokens if ctx.replica is not None else 0
+            # charge what the engine did (a request no replica answered is refunded)
+            used = ctx.input_tokens + ctx.output_tokens if ctx.http_status == 200 else 0
             adm.complete(ticket, used, time.monotonic())
             self._pump()
 
@@ -527,7 +528,13 @@ class Gateway:
                 r.outstanding_prefill_tokens -= ctx.prefill_held
                 ctx.prefill_held = 0
                 policy.on_complete(view, r.name, time.monotonic())
-        ctx.replica = None if not tried else ctx.replica
+        if not tried:  # every replica went down between admission and routing
+            ctx.replica = None
+            ctx.status, ctx.http_status, ctx.error = "rejected", 503, "no healthy replica"
+            m.child(m.rejections, ctx.tenant, "no_backend").inc()
+            await send_json(send, 503, error_body(503, f"no healthy replica serves model '{ctx.model}'",
+                                                  "no_healthy_backend"), [(b"retry-after", b"1")])
+            return
         ctx.status, ctx.http_status, ctx.error = "error", 502, last_error
         m.child(m.rejections, ctx.tenant, "backend_failed").inc()
         await send_json(send, 502, error_body(502, f"all replicas failed: {last_error}", "backend_error"))
@@ -598,23 +605,26 @@ class Gateway:
                 ctx.http_status = 200
                 buf = b""
                 last_t: float | None = None
+                sep = b"\n\n"  # SSE event separator; CRLF servers are detected on their first read
                 async for data in resp.content.iter_any():
                     if disconnect.done():
                         ctx.status, ctx.error = "cancelled", "client disconnected"
                         return
+                    if last_t is None and b"\r\n\r\n" in data:
+                        sep = b"\r\n\r\n"
                     # forward whole SSE events only; the common case is one or more complete events per read
                     chunk = buf + data if buf else data
-                    if chunk.endswith(b"\n\n"):
+                    if chunk.endswith(sep):
                         buf = b""
                     else:
-                        cut = chunk.rfind(b"\n\n")
+                        cut = chunk.rfind(sep)
                         if cut < 0:
                             buf = chunk
                             continue
-                        buf, chunk = chunk[cut + 2:], chunk[: cut + 2]
+                        buf, chunk = chunk[cut + len(sep):], chunk[: cut + len(sep)]
                     if b'"usage":{' in chunk:  # rare: the usage chunk (maybe with others); look at each event
                         kept = []
-                        for ev in chunk.split(b"\n\n"):
+                        for ev in chunk.split(sep):
                             if b'"usage":{' in ev:
                                 try:
                                     obj = loads(ev[ev.index(b"{"):])
@@ -627,7 +637,7 @@ class Gateway:
                                 kept.append(ev)
                         if not kept:
                             continue
-                        chunk = b"\n\n".join(kept) + b"\n\n"
+                        chunk = sep.join(kept) + sep
                     now = time.monotonic()
                     if ctx.first_ts is None:
                         ctx.first_ts = ctx.arrival_ts + (now - ctx.t0)
