@@ -530,9 +530,15 @@ class PerfModel:
         vals = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
-        tr = (num_prefill_tokens + num_decode_seqs) / self._c.adp
-        lo, hi = self._c.gemm_range
-        if tr > 0 and not lo <= tr <= hi:
+        c = self._c
+        tr = (num_prefill_tokens + num_decode_seqs) / c.adp
+        lo, hi = c.gemm_range
+        # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
+        # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term.
+        compute_binds = c.dense_flops_per_tok * tr / (c.peak_c * c.gemm_curve(tr)) >= c.dense_bytes / (
+            c.bw * c.mem_eff
+        )
+        if tr > hi or (0 < tr < lo and compute_binds):
             out.append(f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]")
         return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
 
