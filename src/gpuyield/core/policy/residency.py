@@ -99,6 +99,7 @@ class ResidencyPolicy:
         *,
         host_memory_bytes: float = 0.0,
         initially_awake: tuple[str, ...] = (),
+        prewarmed: bool = False,
         idle_sleep_s: float | None = None,
         forecast_halflife_s: float = 60.0,
     ) -> None:
@@ -134,6 +135,14 @@ class ResidencyPolicy:
             used += m.fp.resident_bytes
             m.state = ModelState.AWAKE
             m.awake_since = 0.0
+        if prewarmed:  # loaded once at start-up, then put to sleep: the first wake is not a cold load
+            for m in self._m.values():
+                if m.state == ModelState.UNLOADED:
+                    if self.host_used_bytes + m.fp.weight_bytes <= self.host_memory_bytes:
+                        m.state = ModelState.ASLEEP_L1
+                        self.host_used_bytes += m.fp.weight_bytes
+                    else:
+                        m.state = ModelState.ASLEEP_L2
 
     # ------------------------------------------------------------------ queries
     @property

@@ -37,6 +37,7 @@ from gpuyield.core.policy.residency import ModelFootprint, ResidencyPolicy, Resi
 from gpuyield.errors import ConfigError, DoesNotFitError
 
 __all__ = [
+    "ModelRef",
     "MultiplexGroupSpec",
     "MultiplexSpec",
     "MultiplexState",
@@ -48,6 +49,15 @@ __all__ = [
 ]
 
 
+class ModelRef(BaseModel):
+    """A named deployment of a catalogue architecture (e.g. one of several fine-tunes of the same base)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="the name requests use")
+    model: str = Field(min_length=1, description="catalogue model id or alias (the architecture)")
+
+
 class MultiplexGroupSpec(BaseModel):
     """One group of GPUs shared by several models."""
 
@@ -57,11 +67,12 @@ class MultiplexGroupSpec(BaseModel):
     gpu: str = Field(min_length=1, description="catalogue GPU id or alias")
     tp: int = Field(default=1, ge=1, description="GPUs per group copy; every model runs with this TP")
     replicas: int = Field(default=1, ge=1, le=10_000, description="identical copies of the group")
-    models: list[str] = Field(min_length=1, description="catalogue model ids or aliases")
+    models: list[str | ModelRef] = Field(min_length=1, description="catalogue model ids, or {name, model} refs")
     weight_precision: str = "bf16"
     kv_dtype: str = "bf16"
     kv_budget_gb: float | None = Field(default=None, gt=0, description="KV GB per GPU reserved by an awake model")
     initially_awake: list[str] = Field(default_factory=list)
+    prewarm: bool = Field(default=True, description="load every model once at start-up and put it to sleep")
     idle_sleep_s: float | None = Field(default=None, gt=0)
     host_memory_gb: float | None = Field(default=None, ge=0, description="host RAM for level-1 sleep, whole group")
     wake_l1_s: float | None = Field(default=None, gt=0, description="override: measured level-1 wake time")
@@ -71,12 +82,21 @@ class MultiplexGroupSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> MultiplexGroupSpec:
-        unknown = [m for m in self.initially_awake if m not in self.models]
+        names = self.model_names
+        unknown = [m for m in self.initially_awake if m not in names]
         if unknown:
             raise ValueError(f"initially_awake names models not in 'models': {unknown}")
-        if len(set(self.models)) != len(self.models):
+        if len(set(names)) != len(names):
             raise ValueError("models must be unique within a group")
         return self
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m if isinstance(m, str) else m.name for m in self.models]
+
+    @property
+    def model_archs(self) -> list[str]:
+        return [m if isinstance(m, str) else m.model for m in self.models]
 
 
 class MultiplexSpec(BaseModel):
@@ -277,7 +297,8 @@ def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, set
         except Exception as exc:
             raise ConfigError(f"{where}.engine: {exc}") from None
         cfg = eng.to_config()
-        models = [catalog.model(m) for m in g.models]
+        models = [catalog.model(m) for m in g.model_archs]
+        labels = [m.id if isinstance(ref, str) else ref.name for ref, m in zip(g.models, models, strict=True)]
         perfs = []
         plans = []
         for m in models:
@@ -300,26 +321,27 @@ def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, set
                     f"{where}: {m.id} needs {p.weights_gb + p.runtime_reserve_gb:.1f} GB weights+reserve and "
                     f"{kv_gb:.1f} GB KV per GPU but {gpu.id} offers {usable_gb:.1f} GB"
                 )
-        awake_ids = tuple(catalog.model(a).id for a in g.initially_awake)
+        label_of = dict(zip(g.model_names, labels, strict=True))
+        awake_ids = tuple(label_of[a] for a in g.initially_awake)
         host_gb = g.host_memory_gb if g.host_memory_gb is not None else host_per_gpu * g.tp
         for k in range(g.replicas):
             gid = f"{g.name}-{k}"
             fps = [
-                transition_footprint(m.id, gpu.id, g.tp, p.weights_gb, p.runtime_reserve_gb, kv_gb, g)
-                for m, p in zip(models, plans, strict=True)
+                transition_footprint(lab, gpu.id, g.tp, p.weights_gb, p.runtime_reserve_gb, kv_gb, g)
+                for lab, p in zip(labels, plans, strict=True)
             ]
             policies[gid] = ResidencyPolicy(
                 gid, usable_gb * 1e9 * g.tp, fps, host_memory_bytes=host_gb * 1e9, initially_awake=awake_ids,
-                idle_sleep_s=g.idle_sleep_s, forecast_halflife_s=spec.forecast_halflife_s,
+                idle_sleep_s=g.idle_sleep_s, forecast_halflife_s=spec.forecast_halflife_s, prewarmed=g.prewarm,
             )  # fmt: skip
-            for j, (m, perf, p) in enumerate(zip(models, perfs, plans, strict=True)):
-                rid = f"{gid}/{m.id}"
+            for j, (m, lab, perf, p) in enumerate(zip(models, labels, perfs, plans, strict=True)):
+                rid = f"{gid}/{lab}"
                 sm = _SharedGpuStepTime(perf, interference)
                 kv_tokens = int(kv_gb * 1e9 / p.kv_bytes_per_token) if p.kv_bytes_per_token > 0 else 0
                 blocks = max(1, kv_tokens // cfg.block_size)
                 setups.append(
                     setup_cls(
-                        replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=m.id, engine_config=cfg,
+                        replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=lab, engine_config=cfg,
                         step_model=sm, num_gpu_blocks=blocks, kv_bytes_per_token=float(m.kv_bytes_per_token(g.kv_dtype)),
                         num_gpus=g.tp if j == 0 else 0, tp=g.tp,
                     )
@@ -328,7 +350,7 @@ def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, set
                 step_models[rid] = sm
         fps0 = policies[f"{g.name}-0"].footprints()
         info.append({"group": g.name, "gpu": gpu.id, "tp": g.tp, "replicas": g.replicas,
-                     "models": [m.id for m in models], "kv_budget_gb_per_gpu": kv_gb, "memory_gb": usable_gb * g.tp,
+                     "models": labels, "kv_budget_gb_per_gpu": kv_gb, "memory_gb": usable_gb * g.tp,
                      "footprints": [{"model": f.model, "resident_gb": f.resident_bytes / 1e9, "wake_l1_s": f.wake_l1_s,
                                      "wake_l2_s": f.wake_l2_s, "cold_load_s": f.cold_load_s} for f in fps0]})  # fmt: skip
     return setups, MultiplexState(policies, replica_group, step_models), info

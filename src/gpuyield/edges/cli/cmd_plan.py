@@ -40,6 +40,9 @@ gpuyield plan -w builtin:mooncake-synthetic --rate-scale 3 -m meta-llama/Llama-3
 [dim]# most traffic for $40/hour, owned GPUs at TCO, against an API price[/dim]
 gpuyield plan -w requests.jsonl -m meta-llama/Llama-3.1-8B --slo ttft_p99_ms=1000 --mode max-goodput --budget-usd-per-hour 40 --owned owned.yaml --api-price 0.10,0.40 --out goodput
 
+[dim]# six models sharing H100s (sleep/wake by demand): the busiest ServeGen clients name the models[/dim]
+gpuyield plan --multi-model -w ../shared/data/traces/servegen/deepseek-r1 --start-s 36000 --duration-s 1800 --rate-scale 0.15 --models-from-tenants meta-llama/Llama-3.1-8B,Qwen/Qwen3-8B,Qwen/Qwen3-1.7B,Qwen/Qwen3-0.6B,Qwen/Qwen3-30B-A3B,mistralai/Mistral-Small-24B-Instruct-2501 --gpus h100_sxm --allow-lower-precision --slo ttft_p99_ms=2000,tpot_p99_ms=100 --out mm
+
 [dim]# how much of this traffic 8 H100s carry at the SLO[/dim]
 gpuyield plan -w builtin:azure-conv -m meta-llama/Llama-3.1-8B --slo ttft_p99_ms=2000 --mode capacity --gpus h100_sxm --max-gpus 8 --out capacity
 """
@@ -280,7 +283,7 @@ def register(app: typer.Typer) -> None:
     @app.command("plan", help=HELP)
     def plan_cmd(
         workload: str = typer.Option(..., "--workload", "-w", help="Trace, request log or builtin:NAME."),
-        model: str = typer.Option(..., "--model", "-m", help="Catalogue model id or alias."),
+        model: str | None = typer.Option(None, "--model", "-m", help="Catalogue model id or alias (required unless --multi-model)."),
         slo: str = typer.Option(..., "--slo", help="Latency targets, e.g. ttft_p99_ms=2000,tpot_p99_ms=100."),
         out: str = typer.Option(..., "--out", "-o", help="Output directory."),
         rate_scale: float = typer.Option(1.0, "--rate-scale", help="Multiply the workload's request rate."),
@@ -301,9 +304,32 @@ def register(app: typer.Typer) -> None:
         routers: str | None = typer.Option(None, "--routers", help="Router policies to search (default: all)."),
         head: int | None = typer.Option(None, "--head", help="Plan on the first N requests only (quick look)."),
         catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
+        multi_model: bool = typer.Option(False, "--multi-model", help="Place many models (named by the requests) on shared GPUs with sleep/wake; uses the first --gpus type."),
+        models_from_tenants: str | None = typer.Option(None, "--models-from-tenants", help="--multi-model: the busiest tenants name these models, in order (e.g. ServeGen clients); NAME=MODEL names a deployment (e.g. a fine-tune) of a catalogue MODEL."),
+        idle_sleep_s: float = typer.Option(120.0, "--idle-sleep-s", help="--multi-model: put a model to sleep after this many idle seconds."),
+        start_s: float = typer.Option(0.0, "--start-s", help="--multi-model: start of the span used (ServeGen time or trace time), seconds."),
+        duration_s: float | None = typer.Option(None, "--duration-s", help="--multi-model: length of the span used, seconds."),
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
     ) -> None:
         def body() -> None:
+            if multi_model:
+                from gpuyield.edges.plan.multimodel import print_multi_model_summary, run_multi_model_plan
+
+                gpu_first = next((g.strip() for g in gpus.split(",") if g.strip()), "h100_sxm")
+                mdoc = run_multi_model_plan(
+                    workload=workload, slo=slo, out=out, gpu=gpu_first, rate_scale=rate_scale,
+                    models_from_tenants=models_from_tenants, weight_precision="fp8" if allow_lower_precision else "bf16",
+                    idle_sleep_s=idle_sleep_s, seed=seed, start_s=start_s, duration_s=duration_s, catalog_files=catalog,
+                )
+                if json_out is not None:
+                    emit_json(mdoc, json_out)
+                else:
+                    print_multi_model_summary(mdoc, out)
+                return
+            if model is None:
+                from gpuyield.errors import ConfigError
+
+                raise ConfigError("--model: required (or use --multi-model for a workload whose requests name models)")
             doc = run_plan_command(
                 workload=workload, model=model, slo=slo, out=out, rate_scale=rate_scale, gpus=gpus, max_gpus=max_gpus,
                 budget_usd_per_hour=budget_usd_per_hour, prices=prices, owned=owned, api_price=api_price,
