@@ -74,7 +74,8 @@ def prefill_time_s(
     base = perf.step_time_s(0, 0.0, d, s) if d > 0 else 0.0
     wall = 0.0
     marg = 0.0
-    for n, a in _chunks(isl, max(1, budget - d)):
+    # decodes take their share of the token budget; prompts always progress by at least 1/8 of it
+    for n, a in _chunks(isl, max(budget // 8, budget - d, 1)):
         t = perf.step_time_s(n, a, d, s)
         wall += t
         marg += t - base
@@ -225,14 +226,10 @@ def estimate_disaggregated(
     tpot = t_dec
     wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0)
     # KV transfer of one prompt's cache from the prefill to the decode pool
-    kv_bytes = (
-        isl
-        * dmem.kv_bytes_per_token
-        * decode.pp
-        * max(1, min(decode.tp, getattr(decode.model, "num_kv_heads", 1)))
-    )
+    kv_bytes = isl * float(decode.model.kv_bytes_per_token(decode.kv_dtype))
     link = (kv_transfer_gb_s or float(getattr(decode.gpu, "inter_node_gb_s", 0) or 0) or 25.0) * 1e9
-    transfer = kv_bytes / link
+    # every GPU of the smaller pool sends/receives its shard of the cache in parallel
+    transfer = kv_bytes / (link * min(prefill.num_gpus, decode.num_gpus))
     lifetime = wall + transfer + (osl - 1) * tpot
     rate = n * nd / lifetime  # requests/s across the decode pool
     pe = prefill.engine_coeffs
