@@ -172,7 +172,7 @@ class Gateway:
             if self.log_writer is not None:
                 self.log_writer.close()
             rl = cfg.request_log
-            self.log_writer = RequestLogWriter(rl.path, rl.rotate_bytes, rl.keep) if rl.path else None
+            self.log_writer = RequestLogWriter(rl.path, rl.rotate_bytes, rl.keep, validate=False) if rl.path else None
         self.config = cfg
         self._refresh_capacity()
 
@@ -543,7 +543,11 @@ class Gateway:
         import aiohttp
 
         lim = self.config.limits
-        return aiohttp.ClientTimeout(total=lim.request_timeout_s, sock_connect=lim.connect_timeout_s)
+        key = (lim.request_timeout_s, lim.connect_timeout_s)
+        if getattr(self, "_timeout_key", None) != key:
+            self._timeout_obj = aiohttp.ClientTimeout(total=lim.request_timeout_s, sock_connect=lim.connect_timeout_s)
+            self._timeout_key = key
+        return self._timeout_obj
 
     def _usage_into(self, ctx: _Ctx, usage: Any) -> None:
         if not isinstance(usage, dict):
