@@ -11,6 +11,9 @@ client with the ``openai`` SDK:
 
 * TTFT = first streamed token - send;  TPOT = (last token - first token) / (OSL - 1);  E2E = last - send.
 
+The JSON also keeps vLLM's own server-side means per point (deltas of its ``/metrics`` histograms:
+TTFT, inter-token latency, E2E, queue, prefill and decode time), which exclude client overhead.
+
 Each (model, ISL/OSL, concurrency) point becomes one row of the ``gpuyield validate`` CSV schema
 (``gpu=cpu``, means over the requests; ``throughput_tok_s`` = output tokens / wall time of the loop),
 written to ``--out`` (default ``benchmarks/results/real_engine_vllm_cpu.csv``); a JSON file beside it
@@ -33,6 +36,7 @@ import csv
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -114,6 +118,42 @@ async def closed_loop(url: str, model: str, isl: int, osl: int, concurrency: int
     return samples, wall_s
 
 
+SERVER_HISTOGRAMS = {
+    "ttft_ms": "vllm:time_to_first_token_seconds",
+    "itl_ms": "vllm:inter_token_latency_seconds",
+    "e2e_ms": "vllm:e2e_request_latency_seconds",
+    "queue_ms": "vllm:request_queue_time_seconds",
+    "prefill_ms": "vllm:request_prefill_time_seconds",
+    "decode_ms": "vllm:request_decode_time_seconds",
+}
+_SAMPLE_RE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.M)
+
+
+async def histogram_totals(url: str) -> dict[str, float]:
+    """``{<metric>_sum|_count: value}`` of the server's latency histograms (summed over label sets)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=10.0) as c:
+        r = await c.get("/metrics")
+        r.raise_for_status()
+    wanted = {n + suffix for n in SERVER_HISTOGRAMS.values() for suffix in ("_sum", "_count")}
+    totals: dict[str, float] = {}
+    for m in _SAMPLE_RE.finditer(r.text):
+        if m.group("name") in wanted:
+            totals[m.group("name")] = totals.get(m.group("name"), 0.0) + float(m.group("value"))
+    return totals
+
+
+def server_means_ms(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Server-side mean of each histogram over the point (vLLM's own timing, no client overhead)."""
+    out: dict[str, float | None] = {}
+    for key, name in SERVER_HISTOGRAMS.items():
+        n = after.get(name + "_count", 0.0) - before.get(name + "_count", 0.0)
+        s = after.get(name + "_sum", 0.0) - before.get(name + "_sum", 0.0)
+        out[key] = round(s / n * 1e3, 3) if n > 0 else None
+    return out
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
@@ -145,7 +185,9 @@ async def bench_model(args: argparse.Namespace, url: str, name: str, vocab: int,
     for isl, osl in args.pairs:
         for conc in args.concurrency:
             n = max(args.min_requests, args.per_client * conc)
+            before = await histogram_totals(url)
             samples, wall_s = await closed_loop(url, name, isl, osl, conc, n, vocab, seed=args.seed + isl + conc)
+            server = server_means_ms(before, await histogram_totals(url))
             ttft = [s.ttft_ms for s in samples]
             tpot = [s.tpot_ms for s in samples]
             e2e = [s.e2e_ms for s in samples]
@@ -167,11 +209,13 @@ async def bench_model(args: argparse.Namespace, url: str, name: str, vocab: int,
                 "tpot_ms": {"mean": row["tpot_ms"], "p50": pct(tpot, 0.5), "p90": pct(tpot, 0.9)},
                 "e2e_ms": {"mean": row["e2e_ms"], "p50": pct(e2e, 0.5), "p90": pct(e2e, 0.9)},
                 "throughput_tok_s": row["throughput_tok_s"],
+                "server_side_means": server,
                 "samples": [asdict(s) for s in samples],
             })
             checkpoint()
             print(f"{name:18s} isl={isl:4d} osl={osl:4d} c={conc:3d} n={n:3d}  ttft={row['ttft_ms']:9.1f} ms  "
-                  f"tpot={row['tpot_ms']:7.2f} ms  e2e={row['e2e_ms']:9.1f} ms  thr={thr:8.1f} tok/s", flush=True)
+                  f"tpot={row['tpot_ms']:7.2f} ms  e2e={row['e2e_ms']:9.1f} ms  thr={thr:8.1f} tok/s  "
+                  f"(server: ttft={server['ttft_ms']} itl={server['itl_ms']} queue={server['queue_ms']})", flush=True)
 
 
 async def amain(args: argparse.Namespace) -> int:
