@@ -22,9 +22,10 @@ class SchedulerOutput:
     num_decode_seqs: int = 0  # decoding requests, one token each per step
     decode_ctx_tokens: int = 0  # sum of their context lengths at the first step (tokens, incl. the new one)
     num_steps: int = 1  # steps covered (> 1 only for pure-decode runs); each step adds num_decode_seqs to ctx
-    decode_blocks_allocated: int = 0  # blocks taken up front for the decode set over num_steps_allocated steps
-    num_steps_allocated: int = 1  # steps the blocks were taken for (num_steps may be cut short later)
-    decode_blocks_ahead: int = 0  # of decode_blocks_allocated, those for steps after the first
+    decode_blocks_allocated: int = 0  # blocks taken in schedule() for the decode set's first step; blocks for
+    # later steps of a run are taken when the run is applied (only as many as the steps actually done)
+    decode_blocks_run: int = 0  # blocks the decode set needs for all num_steps_planned steps (>= allocated)
+    num_steps_planned: int = 1  # num_steps as scheduled (num_steps is cut when a request arrives mid-run)
     num_scheduled_tokens: int = 0  # tokens in the first step: num_prefill_tokens + num_decode_seqs (<= budget)
     load_tokens: int = 0  # prefix tokens reloaded from the offload tier before the step
     preempted: list[EngineRequest] = field(default_factory=list)  # preempted while scheduling this output

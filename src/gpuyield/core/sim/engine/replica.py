@@ -63,11 +63,9 @@ class ReplicaEngine:
 
     @property
     def kv_usage(self) -> float:
-        """Used KV blocks / total as of the current step: blocks reserved for later steps of an analytic decode
-        run are not counted (that is what the engine's ``kv_cache_usage_perc`` would show now)."""
+        """Used KV blocks / total as of the last applied step (during an analytic decode run: its first step)."""
         pool = self.kv.pool
-        ahead = self.run.decode_blocks_ahead if self.run is not None else 0
-        return (pool.num_used_blocks - ahead) / pool.num_blocks
+        return (pool.num_blocks - pool.num_free_uncached - pool.num_free_cached) / pool.num_blocks
 
     # ------------------------------------------------------------------ admission
     def can_ever_fit(self, num_prompt_tokens: int, num_output_tokens: int) -> str | None:

@@ -57,6 +57,8 @@ class Scheduler:
         self._finish_heap: list[tuple[int, int, EngineRequest]] = []  # (g_finish, idx, req), lazy deletion
         self._step_blocks_allocated = False  # the decode set's blocks for the current step are taken
         self._dec_alloc = 0  # blocks taken in this schedule() for the decode set (minus preempted shares)
+        self._head_needs_blocks = False  # the waiting head was refused for lack of KV blocks this step
+        self._run_need = 0  # blocks the decode set needs for the run _run_length chose
         self._final_blocks = 0  # kv_admission=max_output: sum of admitted requests' final block counts
         # statistics
         self.num_preemptions = 0
@@ -120,6 +122,7 @@ class Scheduler:
         preempted = out.preempted
         self._step_blocks_allocated = False
         self._dec_alloc = 0
+        self._head_needs_blocks = False
         if self.ready:  # remote KV arrived while the previous step ran: these decode from this step on
             for req in self.ready:
                 self._join_decode_set(req)
@@ -196,16 +199,13 @@ class Scheduler:
         # seats, budget or blocks stays blocked until a completion (blocks only shrink during a decode run),
         # but after a preemption the waiting queue was not even considered: step once, then look again.
         if not chunks_req and n and not (preempted and self.waiting):
-            k, need = self._run_length(self._dec_alloc)
-            if k > 1 and need > self._dec_alloc:
-                more = need - self._dec_alloc
-                ok = pool.allocate(more)
-                assert ok, "run length was sized to the free blocks"
-                self._dec_alloc = need
-                out.decode_blocks_ahead = more
+            # Blocks for steps after the first are taken when the run is applied (update_from_output), so
+            # cached entries are evicted only as late as a step-by-step engine would evict them.
+            k = self._run_length(self._dec_alloc)
         out.num_steps = k
-        out.num_steps_allocated = k
+        out.num_steps_planned = k
         out.decode_blocks_allocated = self._dec_alloc
+        out.decode_blocks_run = self._run_need if k > 1 else self._dec_alloc
         return out
 
     def _schedule_waiting(self, out: SchedulerOutput, budget: int) -> None:
@@ -241,6 +241,7 @@ class Scheduler:
             if num_new > budget:
                 num_new = budget
             if not kv.allocate_admit(req, hits, num_load, num_new):
+                self._head_needs_blocks = True
                 break
             waiting.popleft()
             req.status = _RUNNING
@@ -256,11 +257,8 @@ class Scheduler:
             out.prefill_num_new_tokens.append(num_new)
             budget -= num_new
 
-    def _run_length(self, step_blocks: int) -> tuple[int, int]:
-        """Pure-decode steps until the next completion, capped by free blocks and ``max_decode_run_steps``.
-
-        Returns ``(k, blocks the decode set needs for k steps)``.
-        """
+    def _run_length(self, step_blocks: int) -> int:
+        """Pure-decode steps until the next completion, capped by free blocks and ``max_decode_run_steps``."""
         heap = self._finish_heap
         decoding = self.decoding
         while heap and (decoding.get(heap[0][1]) is not heap[0][2] or heap[0][2].decode_g_finish != heap[0][0]):
@@ -269,22 +267,28 @@ class Scheduler:
         if k > self.max_run:
             k = self.max_run
         if k <= 1:
-            return 1, step_blocks
+            return 1
         pool = self.pool
         free = pool.num_free_uncached + pool.num_free_cached + step_blocks
+        if self._head_needs_blocks and pool.num_free_cached:
+            # Evicting a cached entry can make the refused head admissible (its hit no longer pins free
+            # blocks), so the run stops before the first eviction and the next step looks again.
+            free = pool.num_free_uncached + step_blocks
         need = self.decode_extra_blocks(k)
         if need <= free:
-            return k, need
+            self._run_need = need
+            return k
         lo, hi = 1, k  # extra(lo) fits, extra(hi) does not
         need_lo = step_blocks
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            nm = self.decode_extra_blocks(mid)
-            if nm <= free:
-                lo, need_lo = mid, nm
+            need = self.decode_extra_blocks(mid)
+            if need <= free:
+                lo, need_lo = mid, need
             else:
                 hi = mid
-        return lo, need_lo
+        self._run_need = need_lo
+        return lo
 
     # ------------------------------------------------------------------ preemption
     def _pick_victim(self) -> EngineRequest:
@@ -351,11 +355,14 @@ class Scheduler:
         first: list[EngineRequest] = []
         if out.num_decode_seqs:
             # blocks reserved for steps that were cut off (a request arrived mid-run)
-            if num_steps_done != out.num_steps_allocated:
-                unused = out.decode_blocks_allocated - self.decode_extra_blocks(num_steps_done)
-                assert unused >= 0, "decode set holds fewer blocks than its steps needed"
-                if unused:
-                    self.pool.free(unused)
+            if num_steps_done > 1:  # the first step's blocks were taken in schedule(); take the rest now
+                if num_steps_done == out.num_steps_planned:
+                    more = out.decode_blocks_run - out.decode_blocks_allocated
+                else:
+                    more = self.decode_extra_blocks(num_steps_done) - out.decode_blocks_allocated
+                if more > 0:
+                    ok = self.pool.allocate(more)
+                    assert ok, "run length was sized to the free blocks"
             self.G += num_steps_done
             g = self.G
             heap = self._finish_heap
