@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from gateway_harness import ServerThread, start_emulator
+
+# the helpers module sits beside this file; make it importable under any --import-mode
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gateway_harness import ServerThread, start_emulator  # noqa: E402
 
 
 @pytest.fixture(scope="module")
