@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--holdout", required=True, help="comma-separated model ids held out of the fit")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--refine", action="store_true", help="also fit per (engine, precision[, gpu]) groups")
     args = ap.parse_args()
     t0 = time.time()
     cat = default_catalog()
@@ -43,9 +44,14 @@ def main() -> None:
     test = [r for r in rows if r.model in held]
     base = Calibration(engines={e: EngineCoefficients(**v) for e, v in ENGINE_DEFAULTS.items()})
     cal = kernel_calibration([Path(args.kernels)], cat, base)
-    cal = fit_engines(cal, train, cat, rounds=args.rounds, log=print)
+    cal = fit_engines(cal, train, cat, rounds=args.rounds, log=print, refine=args.refine)
     mo, go = lookups(cat, cal)
-    out = {"holdout_models": sorted(held), "num_train": len(train), "num_test": len(test)}
+    out = {
+        "holdout_models": sorted(held),
+        "num_train": len(train),
+        "num_test": len(test),
+        "refine": args.refine,
+    }
     for name, sub in (("in_sample", train), ("held_out", test)):
         res = validate_rows(sub, mo, go, cal)
         out[name] = {"coverage": res["coverage"], **{k: res["summary"][k] for k in ("ttft_ms", "tpot_ms")}}

@@ -47,6 +47,12 @@ def calibrate(
         help="Start from this calibration YAML ('shipped' = the built-in one) and add/override devices.",
     ),
     rounds: int = typer.Option(3, "--rounds", help="Coordinate-descent rounds of the end-to-end fit."),
+    refine: bool = typer.Option(
+        False,
+        "--refine/--no-refine",
+        help="Also fit efficiencies per (engine, precision) and (engine, GPU, precision) groups (tighter in "
+        "sample, worse on held-out models in our cross-validation).",
+    ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -83,7 +89,7 @@ def calibrate(
         cal = kernel_calibration(from_, cat, start, log=log)
         if measurements is not None:
             rows = load_measurements(measurements)
-            cal = fit_engines(cal, rows, cat, rounds=rounds, log=log)
+            cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
             cal = dataclasses.replace(cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"))
         header = (
             "# gpuyield performance-model calibration (written by `gpuyield calibrate`).\n"
