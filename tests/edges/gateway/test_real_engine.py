@@ -77,3 +77,35 @@ def test_streaming_usage_metrics_and_prefix_hits(vllm: str) -> None:
         wait_idle(gw)
     finally:
         srv.stop()
+
+
+def test_gateway_wakes_a_sleeping_vllm(vllm: str) -> None:
+    import asyncio
+
+    import aiohttp
+
+    if httpx.get(vllm + "/is_sleeping", timeout=5).status_code != 200:
+        pytest.skip("vLLM started without VLLM_SERVER_DEV_MODE=1: no sleep API")
+    model = httpx.get(vllm + "/v1/models", timeout=5).json()["data"][0]["id"]
+    cfg = {"backends": [{"name": "vllm0", "url": vllm, "kind": "vllm", "models": [model]}],
+           "auth": {"allow_anonymous": True}, "health": {"interval_s": 0.3, "timeout_s": 2}}
+    srv, gw = start_gateway(cfg)
+    try:
+        async def sleep_it() -> bool:
+            async with aiohttp.ClientSession() as s:
+                return await gw.replicas["vllm0"].sleep(s, 1)
+
+        assert asyncio.run(sleep_it())
+        assert httpx.get(vllm + "/is_sleeping", timeout=5).json()["is_sleeping"] is True
+        deadline = time.monotonic() + 5
+        while not gw.replicas["vllm0"].asleep and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert gw.replicas["vllm0"].asleep  # seen by the health check
+        r = httpx.post(srv.url + "/v1/completions", timeout=120,
+                       json={"model": model, "prompt": "wake", "max_tokens": 2, "ignore_eos": True})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+        assert httpx.get(vllm + "/is_sleeping", timeout=5).json()["is_sleeping"] is False
+        wait_idle(gw)
+    finally:
+        httpx.post(vllm + "/wake_up", timeout=30)
+        srv.stop()
