@@ -190,7 +190,7 @@ def test_arrival_truncates_run_after_step_in_flight() -> None:
 
 
 def test_requests_that_can_never_run_are_named() -> None:
-    eng = make_engine(num_blocks=10, block_size=16, max_num_batched_tokens=64, enable_chunked_prefill=False,
+    eng = make_engine(num_blocks=10, block_size=16, max_num_seqs=8, max_num_batched_tokens=64, enable_chunked_prefill=False,
                       max_model_len=150)  # fmt: skip
     assert eng.can_ever_fit(100, 10) is not None and "chunked prefill off" in eng.can_ever_fit(100, 10)
     assert "max_model_len" in (eng.can_ever_fit(60, 100) or "")
