@@ -83,7 +83,8 @@ def main() -> None:
     price = ctx.price_for(a.gpu).usd_per_gpu_hour
     at_aic = sim(cand, aic_replicas, 1.0)
     verified = verify_candidate(VerifyTask(cand, aic_replicas, slo, (price * aic["gpus_per_replica"],), max_sims=8), sim)
-    plan = json.load(open(a.plan_json))
+    with open(a.plan_json) as f:
+        plan = json.load(f)
     res = {
         "workload": a.workload, "rate_scale": a.rate_scale, "isl": isl, "osl": osl, "rate_req_s": round(rate, 2),
         "aic_command": cmd, "aic_wall_s": round(aic_wall, 1), "aic_best_agg": aic,
