@@ -150,6 +150,6 @@ class PlanRequest:
         if self.mode is PlanMode.MAX_GOODPUT and self.budget_usd_per_hour is None:
             raise ConfigError("--mode max-goodput needs --budget-usd-per-hour X")
         if self.mode is PlanMode.CAPACITY and self.max_gpus is None:
-            raise ConfigError("--mode capacity needs the fleet: --max-gpus N (or --fleet FILE)")
+            raise ConfigError("--mode capacity needs the fleet size: --max-gpus N (with --gpus naming its GPU types)")
         if self.top_k < 1:
             raise ConfigError(f"--top-k {self.top_k}: expected a positive integer")
