@@ -171,7 +171,8 @@ def start_emulators(n: int, delay_ms: float, itl_ms: float) -> tuple[list[subpro
     return procs, urls
 
 
-def start_router(name: str, backends: list[str], tmp: Path, venvs: Path) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+def start_router(name: str, backends: list[str], tmp: Path, venvs: Path,
+                 policy: str = "round_robin") -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     headers: dict[str, str] = {}
@@ -183,7 +184,7 @@ def start_router(name: str, backends: list[str], tmp: Path, venvs: Path) -> tupl
                "backends": [{"name": f"r{i}", "url": u, "kind": "vllm", "models": [MODEL], "max_inflight": 512}
                             for i, u in enumerate(backends)],
                "auth": {"allow_anonymous": True},
-               "router": {"policy": "round_robin"},
+               "router": {"policy": policy},
                "request_log": {"path": str(tmp / "gpuyield-requests.jsonl")}}
         (tmp / "gw.yaml").write_text(yaml.safe_dump(cfg))
         cmd = [sys.executable, "-m", "gpuyield.edges.cli.main", "serve", "--config", str(tmp / "gw.yaml")]
@@ -191,12 +192,12 @@ def start_router(name: str, backends: list[str], tmp: Path, venvs: Path) -> tupl
     elif name == "vllm-router":
         exe = venvs / "peer-vllm-router" / "bin" / "vllm-router"
         cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--worker-urls", *backends,
-               "--policy", "round_robin", "--log-level", "error"]
+               "--policy", policy, "--log-level", "error"]
         health = url + "/health"
     elif name == "sglang-router":
         exe = venvs / "peer-sglang-router" / "bin" / "python"
         cmd = [str(exe), "-m", "sglang_router.launch_router", "--host", "127.0.0.1", "--port", str(port),
-               "--worker-urls", *backends, "--policy", "round_robin", "--log-level", "error"]
+               "--worker-urls", *backends, "--policy", policy, "--log-level", "error"]
         health = url + "/health"
     elif name == "litellm":
         import yaml

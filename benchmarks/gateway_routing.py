@@ -70,7 +70,8 @@ def hot_prompts(n: int, rate_per_s: float, output_tokens: int = 32, seed: int = 
     return out
 
 
-async def replay(url: str, reqs: list[tuple[float, str, int]], speedup: float, timeout_s: float) -> int:
+async def replay(url: str, reqs: list[tuple[float, str, int]], speedup: float, timeout_s: float,
+                 ttfts_ms: list[float] | None = None) -> int:
     import aiohttp
 
     ok = 0
@@ -79,10 +80,15 @@ async def replay(url: str, reqs: list[tuple[float, str, int]], speedup: float, t
         nonlocal ok
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - t0)))
         body = {"model": MODEL, "prompt": text, "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+        t_send = time.perf_counter()
+        first: float | None = None
         async with s.post(url + "/v1/completions", json=body) as r:
-            async for _ in r.content.iter_any():
-                pass
+            async for chunk in r.content.iter_any():
+                if first is None and b'"text"' in chunk:
+                    first = time.perf_counter()
             ok += r.status == 200
+        if r.status == 200 and first is not None and ttfts_ms is not None:
+            ttfts_ms.append((first - t_send) * 1e3)
 
     t0 = time.perf_counter()
     start = reqs[0][0]
@@ -91,10 +97,57 @@ async def replay(url: str, reqs: list[tuple[float, str, int]], speedup: float, t
     return ok
 
 
-def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, tmp: Path, gpu: str,
-               timeout_s: float, scenario: str) -> dict[str, Any]:
-    import yaml
+def _engine_counts(url: str) -> tuple[float, float, float]:
+    """(requests finished, prefix-cache hit tokens, prefix-cache query tokens) from an emulator's /metrics."""
+    import urllib.request
 
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    vals = {"vllm:request_success_total": 0.0, "vllm:prefix_cache_hits_total": 0.0,
+            "vllm:prefix_cache_queries_total": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0]
+        if name in vals:
+            vals[name] += float(line.rsplit(" ", 1)[1])
+    return (vals["vllm:request_success_total"], vals["vllm:prefix_cache_hits_total"],
+            vals["vllm:prefix_cache_queries_total"])
+
+
+def run_peer(router: str, policy: str, reqs: list[tuple[float, str, int]], speedup: float, tmp: Path, gpu: str,
+             timeout_s: float, venvs: Path) -> dict[str, Any]:
+    """The same replay through a peer router; per-replica counts and hit rate from the emulators' metrics,
+    TTFT measured by the client (time to the first streamed text)."""
+    from gateway_overhead import start_router
+
+    emus, urls = _start_emulators(gpu)
+    proc = None
+    try:
+        for p, u in zip(emus, urls, strict=True):
+            wait_up(u + "/health", 60, p)
+        proc, url, _headers = start_router(router, urls, tmp, venvs, policy=policy)
+        time.sleep(1.0)
+        ttfts: list[float] = []
+        ok = asyncio.run(replay(url, reqs, speedup, timeout_s, ttfts))
+        time.sleep(0.5)
+        counts = [_engine_counts(u) for u in urls]
+    finally:
+        if proc is not None:
+            stop(proc)
+        for p in emus:
+            stop(p)
+    ttfts.sort()
+    per = {f"r{i}": int(c[0]) for i, c in enumerate(counts)}
+    hit = sum(c[1] for c in counts) / max(1.0, sum(c[2] for c in counts))
+
+    def pct(p: float) -> float:
+        return ttfts[min(len(ttfts) - 1, int(p * (len(ttfts) - 1)))] if ttfts else float("nan")
+
+    return {"policy": f"{router}:{policy}", "sent": len(reqs), "ok": ok, "logged_ok": ok, "ttft_p50_ms": pct(0.5),
+            "ttft_p99_ms": pct(0.99), "cache_hit_rate": hit, "requests_per_replica": per,
+            "max_min_load": max(per.values()) / max(1, min(per.values())), "ttft_source": "client"}
+
+
+def _start_emulators(gpu: str) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     emus, urls = [], []
     for _ in range(4):
         port = free_port()
@@ -102,6 +155,14 @@ def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, 
                                       MODEL, "--gpu", gpu, "--port", str(port), "--max-model-len", "131072"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         urls.append(f"http://127.0.0.1:{port}")
+    return emus, urls
+
+
+def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, tmp: Path, gpu: str,
+               timeout_s: float, scenario: str) -> dict[str, Any]:
+    import yaml
+
+    emus, urls = _start_emulators(gpu)
     log = tmp / f"{scenario}-{policy}.jsonl"
     port = free_port()
     cfg = {"listen": {"host": "127.0.0.1", "port": port},
@@ -117,7 +178,8 @@ def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, 
             wait_up(u + "/health", 60, p)
         wait_up(f"http://127.0.0.1:{port}/readyz", 60, gw)
         time.sleep(1.0)
-        ok = asyncio.run(replay(f"http://127.0.0.1:{port}", reqs, speedup, timeout_s))
+        client_ttfts: list[float] = []
+        ok = asyncio.run(replay(f"http://127.0.0.1:{port}", reqs, speedup, timeout_s, client_ttfts))
         time.sleep(0.5)
     finally:
         stop(gw)
@@ -134,9 +196,26 @@ def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, 
         return ttft[min(len(ttft) - 1, int(p * (len(ttft) - 1)))] if ttft else float("nan")
 
     hit = sum(r.get("cached_tokens") or 0 for r in done) / max(1, sum(r["input_tokens"] for r in done))
-    return {"policy": policy, "sent": len(reqs), "ok": ok, "logged_ok": len(done), "ttft_p50_ms": pct(0.5),
-            "ttft_p99_ms": pct(0.99), "cache_hit_rate": hit, "requests_per_replica": per,
-            "max_min_load": max(per.values()) / max(1, min(per.values()))}
+    client_ttfts.sort()
+
+    def cp(p: float) -> float:
+        return client_ttfts[min(len(client_ttfts) - 1, int(p * (len(client_ttfts) - 1)))] if client_ttfts else float("nan")
+
+    return {"policy": f"gpuyield:{policy}", "sent": len(reqs), "ok": ok, "logged_ok": len(done),
+            "ttft_p50_ms": pct(0.5), "ttft_p99_ms": pct(0.99), "client_ttft_p50_ms": cp(0.5),
+            "client_ttft_p99_ms": cp(0.99), "cache_hit_rate": hit, "requests_per_replica": per,
+            "max_min_load": max(per.values()) / max(1, min(per.values())), "ttft_source": "gateway log"}
+
+
+def run_any(router_policy: str, reqs: list[tuple[float, str, int]], speedup: float, tmp: Path,
+            args: argparse.Namespace, scenario: str) -> dict[str, Any]:
+    router, _, policy = router_policy.partition(":")
+    if router == "gpuyield":
+        return run_policy(policy, reqs, speedup, tmp, args.gpu, args.timeout_s, scenario)
+    try:
+        return run_peer(router, policy, reqs, speedup, tmp, args.gpu, args.timeout_s, Path(args.peer_venv_dir))
+    except (FileNotFoundError, TimeoutError, RuntimeError) as exc:
+        return {"policy": router_policy, "skipped": f"{type(exc).__name__}: {exc}"}
 
 
 def main() -> None:
@@ -153,6 +232,9 @@ def main() -> None:
     ap.add_argument("--hot-output", type=int, default=128, help="output tokens per hot-trace request")
     ap.add_argument("--scenarios", default="mooncake,hot")
     ap.add_argument("--timeout-s", type=float, default=240.0)
+    ap.add_argument("--policies", default="gpuyield:round_robin,gpuyield:prefix_affinity",
+                    help="comma list of ROUTER:POLICY; peers: vllm-router:cache_aware, sglang-router:cache_aware")
+    ap.add_argument("--peer-venv-dir", default="/tmp")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gy-route-"))
@@ -161,17 +243,21 @@ def main() -> None:
     scen = args.scenarios.split(",")
     if "mooncake" in scen:
         reqs = mooncake_prompts(args.requests, args.max_output, args.offset)
-        results["scenarios"]["mooncake"] = [run_policy(p, reqs, args.speedup, tmp, args.gpu, args.timeout_s, "mooncake")
-                                            for p in ("round_robin", "prefix_affinity")]
+        results["scenarios"]["mooncake"] = [run_any(rp, reqs, args.speedup, tmp, args, "mooncake")
+                                            for rp in args.policies.split(",")]
     if "hot" in scen:
         reqs = hot_prompts(args.hot_requests, rate_per_s=args.hot_rate, output_tokens=args.hot_output)
-        results["scenarios"]["hot"] = [run_policy(p, reqs, 1.0, tmp, args.gpu, args.timeout_s, "hot")
-                                       for p in ("round_robin", "prefix_affinity")]
+        results["scenarios"]["hot"] = [run_any(rp, reqs, 1.0, tmp, args, "hot") for rp in args.policies.split(",")]
     for name, rows in results["scenarios"].items():
         for r in rows:
-            print(f"{name:9s} {r['policy']:16s} ok {r['logged_ok']}/{r['sent']}  TTFT p50 {r['ttft_p50_ms']:8.1f} ms  "
+            if "skipped" in r:
+                print(f"{name:9s} {r['policy']:28s} skipped: {r['skipped']}")
+                continue
+            print(f"{name:9s} {r['policy']:28s} ok {r['logged_ok']}/{r['sent']}  TTFT p50 {r['ttft_p50_ms']:8.1f} ms  "
                   f"p99 {r['ttft_p99_ms']:8.1f} ms  hit rate {r['cache_hit_rate']:.3f}  per replica "
-                  f"{list(r['requests_per_replica'].values())}  max/min {r['max_min_load']:.2f}", flush=True)
+                  f"{list(r['requests_per_replica'].values())}  max/min {r['max_min_load']:.2f}"
+                  + (f"  (client TTFT p50 {r['client_ttft_p50_ms']:.1f} p99 {r['client_ttft_p99_ms']:.1f})"
+                     if "client_ttft_p50_ms" in r else "  (client TTFT)"), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
