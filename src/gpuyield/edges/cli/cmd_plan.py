@@ -237,7 +237,11 @@ def _print_summary(doc: dict[str, Any], out: str) -> None:
         d = deployments.get(k)
         if not d:
             return "hosted API"
-        pools = " + ".join(f"{p['replicas']}x {p['gpu']} tp{p['tp']}" for p in d["pools"])
+        pools = " + ".join(
+            f"{p['replicas']}x {p['gpu']} tp{p['tp']}" + (f"pp{p['pp']}" if p["pp"] > 1 else "")
+            + ("" if (p["weight_precision"], p["kv_dtype"]) == ("bf16", "bf16") else f" w{p['weight_precision']}/kv{p['kv_dtype']}")
+            for p in d["pools"]
+        )
         return f"{pools} ({d['router']})"
 
     row("deployment", dep_text)

@@ -219,7 +219,12 @@ def _table(result: PlanResult) -> str:
         c, p = cands.get(k), pts.get(k)
         if c is None or p is None:
             return "hosted API"
-        pools = " + ".join(f"{n}x {pl.gpu_id} tp{pl.tp} ({pl.role})" for pl, n in zip(c.pools, p.replicas, strict=True))
+        pools = " + ".join(
+            f"{n}x {pl.gpu_id} tp{pl.tp}" + (f"pp{pl.pp}" if pl.pp > 1 else "")
+            + ("" if (pl.weight_precision, pl.kv_dtype) == ("bf16", "bf16") else f" w{pl.weight_precision}/kv{pl.kv_dtype}")
+            + f" ({pl.role})"
+            for pl, n in zip(c.pools, p.replicas, strict=True)
+        )
         return f"{pools}; router {c.router}"
 
     rows = [
