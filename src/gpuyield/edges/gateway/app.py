@@ -121,6 +121,7 @@ class Gateway:
         self.session: Any = None
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self.num_active = 0  # requests inside the handler (leak check)
+        self._last_num_candidates = 0
         self._rid_prefix = uuid.uuid4().hex[:12]  # request ids: per-process random prefix + counter
         self._seq = 0
         self._started = False
@@ -460,6 +461,7 @@ class Gateway:
         if not cands:  # every eligible replica is at its max_inflight: take the healthy ones anyway
             cands = [r for r in self.replicas.values() if ctx.model in r.models and r.name not in exclude
                      and r.healthy and r.breaker.allow(now)]
+        self._last_num_candidates = len(cands)
         if not cands:
             return None
         if len(cands) == 1 and self.policy.name in ("round_robin", "least_outstanding", "least_kv"):
@@ -498,6 +500,8 @@ class Gateway:
             r = self._choose(ctx, view, tried)
             if r is None:
                 break
+            ctx.reason = (f"retry {len(tried)} after {', '.join(sorted(tried))} failed" if tried
+                          else "only eligible replica" if self._last_num_candidates == 1 else None)
             tried.add(r.name)
             ctx.replica = r.name
             m.child(m.routing, policy.name, r.name).inc()
@@ -699,6 +703,7 @@ class Gateway:
             "finish_ts": ctx.finish_ts, "tenant": ctx.tenant, "model": ctx.model, "priority": ctx.priority,
             "session_id": ctx.session, "backend": (ctx.replica and self._pool_of(ctx.replica)),
             "replica": ctx.replica, "routing_policy": ctx.policy_name if ctx.replica else None,
+            "routing_reason": ctx.reason if ctx.replica else None,
             "input_tokens": ctx.input_tokens, "input_tokens_estimated": ctx.estimated,
             "cached_tokens": ctx.cached, "output_tokens": ctx.output_tokens, "max_output_tokens": ctx.max_tokens,
             "status": ctx.status, "http_status": ctx.http_status, "error": ctx.error, "stream": ctx.stream,
