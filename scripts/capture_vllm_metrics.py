@@ -178,7 +178,8 @@ def restart_engine(args: argparse.Namespace, port: int) -> float:
     t0 = time.monotonic()
     subprocess.run([str(ROOT / "scripts" / "stop_engines.sh"), str(port)], check=True)
     start = "start_vllm_cpu.sh" if args.engine == "vllm" else "start_llama_server.sh"
-    subprocess.run([str(ROOT / "scripts" / start), str(args.model_dir), str(port)], check=True)
+    subprocess.run([str(ROOT / "scripts" / start), str(args.model_dir), str(port), *args.engine_args.split()],
+                   check=True)
     return time.monotonic() - t0
 
 
@@ -232,6 +233,7 @@ async def amain(args: argparse.Namespace) -> int:
         "engine_version": version,
         "model": model,
         "model_builder": "scripts/make_tiny_llama.py (random weights, local BPE tokenizer)",
+        "engine_args": args.engine_args,
         "machine": "2 cores, 24 GiB, no GPU, Python 3.11 (shared with other jobs)",
         "captured_by": "scripts/capture_vllm_metrics.py " + " ".join(sys.argv[1:]),
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -273,6 +275,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--settle-s", type=float, default=2.0, help="wait after the load before the last scrape")
     ap.add_argument("--restart-after", type=int, help="restart the engine after this many scrapes")
     ap.add_argument("--model-dir", help="model directory (vllm) or .gguf file (llama.cpp), for --restart-after")
+    ap.add_argument("--engine-args", default="",
+                    help="the extra arguments the engine was started with (recorded; reused on --restart-after)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.scrapes < 2 or args.requests < 1 or args.concurrency < 1:

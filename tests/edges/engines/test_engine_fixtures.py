@@ -92,3 +92,13 @@ def test_restart_capture_shows_a_counter_reset() -> None:
     assert resets == [3]
     assert starts[3] > starts[2]
     assert all(files.endswith(".prom") for files in (e["file"] for e, _ in series))
+
+
+def test_saturated_capture_shows_queueing_full_kv_and_preemption() -> None:
+    series = _series(CAPTURES / "saturated_tiny_llama")
+    under = [v for e, v in series if e["phase"].endswith("under-load")]
+    assert max(_counter(v, "vllm:num_requests_waiting") for v in under) > 0
+    assert max(_counter(v, "vllm:kv_cache_usage_perc") for v in under) == 1.0
+    assert _counter(series[0][1], "vllm:num_preemptions_total") == 0
+    assert _counter(series[-1][1], "vllm:num_preemptions_total") > 0
+    assert _counter(series[-1][1], "vllm:generation_tokens_total") == 48 * 96
