@@ -155,3 +155,25 @@ def test_offload_tier_recovers_prefix_hits_when_gpu_kv_is_small() -> None:
     assert off["completed"] == base["completed"] == 400
     assert off["prefix_cache_hit_rate"] > base["prefix_cache_hit_rate"] + 0.2
     assert off["ttft_ms"]["mean"] < base["ttft_ms"]["mean"]
+
+
+def test_pd_transfers_queue_on_the_link() -> None:
+    from gpuyield.core.policy.routing import make_policy
+    from gpuyield.core.sim.cluster import Cluster, ReplicaSetup
+    from gpuyield.core.sim.engine import EngineConfig
+
+    def run(bw: float) -> np.ndarray:
+        setups = [
+            ReplicaSetup(role, role, role, "fake", "m", EngineConfig(max_num_seqs=64, max_num_batched_tokens=8192),
+                         LinearStepModel(), 100_000, kv_bytes_per_token=1e6)  # fmt: skip
+            for role in ("prefill", "decode")
+        ]
+        c = Cluster(setups, make_policy("round_robin"), decode_policy=make_policy("round_robin"),
+                    link_bandwidth_bytes_per_s=bw, link_latency_s=0.0)  # fmt: skip
+        rec = c.run(make_workload([0.0] * 8, [1000] * 8, [2] * 8))
+        return rec.finish_s - rec.first_token_s
+
+    slow, fast = run(1e10), run(1e13)  # 1 GB of KV per request: 0.1 s each at 10 GB/s
+    assert np.all(slow > fast)
+    # eight simultaneous prefills finish together; their transfers leave one after another
+    assert np.ptp(slow) > 0.5

@@ -121,7 +121,8 @@ class ClusterRecords:
 class _Rt:
     """A replica at run time: engine, router snapshot and counters."""
 
-    __slots__ = ("idx", "setup", "engine", "snap", "outstanding", "prefill_tokens", "requests", "output_tokens")
+    __slots__ = ("idx", "setup", "engine", "snap", "outstanding", "prefill_tokens", "requests", "output_tokens",
+                 "link_free_s")  # fmt: skip
 
     def __init__(self, idx: int, setup: ReplicaSetup) -> None:
         self.idx = idx
@@ -138,6 +139,7 @@ class _Rt:
             decode_step_s=m.step_time_s(0, 0.0, 1, 1024),
         )
         self.outstanding = 0
+        self.link_free_s = 0.0  # P/D: when this replica's NICs finish the KV transfers queued on them
         self.prefill_tokens = 0
         self.requests = 0
         self.output_tokens = 0
@@ -283,10 +285,18 @@ class Cluster:
                 seq += 1
             if eng.new_transfers:
                 for er in eng.new_transfers:
+                    # One NIC per GPU: a transfer uses min(tp) links and queues behind the transfers already
+                    # using the sender's or the receiver's links (FIFO; no sharing of bandwidth).
                     src = prefill_rt_of.get(er.idx)
                     tp = min(rt.setup.tp, src.setup.tp) if src is not None else rt.setup.tp
-                    dt = lat + er.num_prompt_tokens * rt.setup.kv_bytes_per_token / (bw * tp)
-                    push(heap, (now + dt, 1, seq, rt, er))
+                    wire = er.num_prompt_tokens * rt.setup.kv_bytes_per_token / (bw * tp)
+                    start = now if rt.link_free_s < now else rt.link_free_s
+                    if src is not None and src.link_free_s > start:
+                        start = src.link_free_s
+                    rt.link_free_s = start + wire
+                    if src is not None:
+                        src.link_free_s = start + wire
+                    push(heap, (start + wire + lat, 1, seq, rt, er))
                     seq += 1
                 eng.new_transfers.clear()
             rt.refresh()
