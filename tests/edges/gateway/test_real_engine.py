@@ -109,3 +109,29 @@ def test_gateway_wakes_a_sleeping_vllm(vllm: str) -> None:
     finally:
         httpx.post(vllm + "/wake_up", timeout=30)
         srv.stop()
+
+
+def test_llama_server_adapter() -> None:
+    """Against a real llama.cpp server (scripts/start_llama_server.sh); skips unless GPUYIELD_LLAMA_URL is set."""
+    url = os.environ.get("GPUYIELD_LLAMA_URL", "").rstrip("/")
+    if not url or not _reachable(url):
+        pytest.skip("GPUYIELD_LLAMA_URL not set or not answering (no llama-server running)")
+    cfg = {"backends": [{"name": "llama0", "url": url, "kind": "llamacpp"}], "auth": {"allow_anonymous": True},
+           "health": {"interval_s": 0.3, "timeout_s": 2}}
+    srv, gw = start_gateway(cfg)
+    try:
+        deadline = time.monotonic() + 10
+        while not gw.replicas["llama0"].models and time.monotonic() < deadline:
+            time.sleep(0.1)
+        model = gw.replicas["llama0"].models[0]  # discovered from /v1/models
+        msgs = [{"role": "user", "content": "hi"}]
+        r = httpx.post(srv.url + "/v1/chat/completions", timeout=60,
+                       json={"model": model, "messages": msgs, "max_tokens": 5})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", timeout=60,
+                          json={"model": model, "messages": msgs, "max_tokens": 5, "stream": True}) as s:
+            lines = [x for x in s.iter_lines() if x]
+        assert lines[-1] == "data: [DONE]" and not any('"choices":[]' in x for x in lines)
+        wait_idle(gw)
+    finally:
+        srv.stop()
