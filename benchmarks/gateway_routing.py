@@ -164,6 +164,7 @@ def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, 
 
     emus, urls = _start_emulators(gpu)
     log = tmp / f"{scenario}-{policy}.jsonl"
+    log.unlink(missing_ok=True)
     port = free_port()
     cfg = {"listen": {"host": "127.0.0.1", "port": port},
            "backends": [{"name": f"r{i}", "url": u, "kind": "vllm", "models": [MODEL], "max_inflight": 256}
@@ -210,12 +211,17 @@ def run_policy(policy: str, reqs: list[tuple[float, str, int]], speedup: float, 
 def run_any(router_policy: str, reqs: list[tuple[float, str, int]], speedup: float, tmp: Path,
             args: argparse.Namespace, scenario: str) -> dict[str, Any]:
     router, _, policy = router_policy.partition(":")
-    if router == "gpuyield":
-        return run_policy(policy, reqs, speedup, tmp, args.gpu, args.timeout_s, scenario)
-    try:
-        return run_peer(router, policy, reqs, speedup, tmp, args.gpu, args.timeout_s, Path(args.peer_venv_dir))
-    except (FileNotFoundError, TimeoutError, RuntimeError) as exc:
-        return {"policy": router_policy, "skipped": f"{type(exc).__name__}: {exc}"}
+    last: Exception | None = None
+    for _attempt in range(2):  # a process that failed to start (e.g. a port taken meanwhile) gets one retry
+        try:
+            if router == "gpuyield":
+                return run_policy(policy, reqs, speedup, tmp, args.gpu, args.timeout_s, scenario)
+            return run_peer(router, policy, reqs, speedup, tmp, args.gpu, args.timeout_s, Path(args.peer_venv_dir))
+        except (FileNotFoundError, TimeoutError, RuntimeError) as exc:
+            last = exc
+            if isinstance(exc, FileNotFoundError):
+                break
+    return {"policy": router_policy, "skipped": f"{type(last).__name__}: {last}"}
 
 
 def main() -> None:
