@@ -1,5 +1,14 @@
 """Routing and admission policies, shared by the simulator and the live gateway."""
 
+from gpuyield.core.policy.admission import (
+    AdmissionController,
+    AdmissionLimits,
+    Decision,
+    TenantLimits,
+    Ticket,
+    TokenBucket,
+    Verdict,
+)
 from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
 from gpuyield.core.policy.routing import (
     POLICY_NAMES,
@@ -14,7 +23,10 @@ from gpuyield.core.policy.routing import (
 
 __all__ = [
     "POLICY_NAMES",
+    "AdmissionController",
+    "AdmissionLimits",
     "CostPolicy",
+    "Decision",
     "LeastKvPolicy",
     "LeastOutstandingPolicy",
     "PrefixAffinityPolicy",
@@ -23,5 +35,9 @@ __all__ = [
     "RequestView",
     "RoundRobinPolicy",
     "RoutingPolicy",
+    "TenantLimits",
+    "Ticket",
+    "TokenBucket",
+    "Verdict",
     "make_policy",
 ]
