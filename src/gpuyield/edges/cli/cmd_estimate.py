@@ -255,6 +255,13 @@ def _print(rec: dict[str, Any]) -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in ops.items() if v > 0)
     )
     console.print(f"[dim]method: {rec['method']}[/dim]")
+    if "analytic" in rec:
+        a = rec["analytic"]
+        console.print(
+            f"[dim]analytic solver (what `validate` scores): TTFT {a['ttft_ms']:,.1f} ms, TPOT {a['tpot_ms']:,.2f} ms, "
+            f"{a['throughput_tok_s']:,.0f} tok/s — the engine model replays identical requests in lock-step waves, "
+            "so its TTFT at high concurrency is pessimistic for real (jittered) clients[/dim]"
+        )
     for n in rec["notes"] + rec["out_of_range"]:
         console.print(f"[yellow]note:[/yellow] {n}")
 
