@@ -64,3 +64,27 @@ def test_offload_tier_keeps_evicted_units_and_reloads_them() -> None:
     assert hits == [] and num_load == 3
     assert kv.allocate_admit(r2, hits, num_load, 16)
     assert r2.load_tokens == 48 and r2.num_computed_tokens == 48
+
+
+def test_offload_reload_survives_the_tier_evicting_the_unit_during_allocation() -> None:
+    # Regression: admitting a request that reloads unit 10 from a 1-block tier evicts GPU entry 20 into the
+    # tier, which pushes 10 out; this used to raise KeyError (seen in `gpuyield plan` on mooncake-synthetic).
+    off = OffloadTier(capacity_blocks=1, s_per_token=1e-6)
+    kv = KVCacheManager(4, 16, offload=off)
+    ra = EngineRequest(0, 0.0, 17, 1, (10,), 1)
+    assert kv.allocate_admit(ra, [], 0, 17)
+    kv.free(ra)
+    filler = EngineRequest(1, 0.0, 64, 1)
+    assert kv.allocate_admit(filler, [], 0, 64)  # evicts unit 10 into the tier
+    kv.free(filler)
+    rb = EngineRequest(2, 0.0, 17, 1, (20,), 1)
+    assert kv.allocate_admit(rb, [], 0, 17)
+    kv.free(rb)
+    assert list(off.units) == [10] and kv.pool.num_free_cached == 1
+    r2 = EngineRequest(3, 0.0, 64, 1, (10, 30, 31, 32), 1)
+    hits, num_load = kv.get_computed(r2)
+    assert hits == [] and num_load == 1
+    assert kv.allocate_admit(r2, hits, num_load, 48)
+    assert r2.load_tokens == 16 and off.num_loaded_tokens == 16
+    assert list(off.units) == [20]  # 20 came in, 10 went out
+    assert kv.pool.num_used_blocks == 4 and kv.pool.num_free_blocks == 0

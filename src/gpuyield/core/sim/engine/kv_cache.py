@@ -113,16 +113,23 @@ class KVCacheManager:
             return False
         for e in hits:
             pool.touch(e)
+        off = self.offload
+        if num_load_units and off is not None:
+            # Mark the units being reloaded as recently used *before* allocating: the allocation may evict GPU
+            # entries into the tier, which pushes the tier's LRU units out. A unit pushed out even so has
+            # already been read (the reload is charged below); its copy now lives in GPU memory.
+            units = off.units
+            for h in req.unit_hashes[num_hit_units : num_hit_units + num_load_units]:
+                if h in units:
+                    units.move_to_end(h)
         pool.allocate(to_alloc)
         req.entries = hits
         req.num_entry_blocks = hit_blocks
         req.num_anon_blocks = to_alloc
         req.num_computed_tokens = num_computed
         req.load_tokens = num_load_units * unit_tokens
-        if num_load_units and self.offload is not None:
-            for h in req.unit_hashes[num_hit_units : num_hit_units + num_load_units]:
-                self.offload.units.move_to_end(h)
-            self.offload.num_loaded_tokens += req.load_tokens
+        if num_load_units and off is not None:
+            off.num_loaded_tokens += req.load_tokens
         self.cache_full_units(req, num_computed + num_new_tokens)
         return True
 
