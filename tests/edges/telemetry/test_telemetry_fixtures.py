@@ -251,3 +251,16 @@ def test_a_restart_hidden_by_a_higher_value_is_caught_by_created(tmp_path: Path)
     result, _ = build_baseline(metrics=[str(f)], prometheus=None, window=None, end=None, prices=None,
                                map_file=None, db=None, interval="15s", catalog=None)
     assert result.per_model[0].output_tokens == 200
+
+
+def test_unjoined_engine_tokens_stay_out_of_the_fleet_gpu_ratios() -> None:
+    # The 8×H100 multi-scrape (its engine joined to GPU 0 by pod label) plus the vllm-cpu capture, which shares
+    # no pod label with any DCGM series: its 2,560 output tokens are counted in fleet.output_tokens but not in
+    # figures that divide by the H100s' $, hours or energy (they ran on another machine).
+    r, _ = run("h100_multiscrape", "vllm_cpu/load_tiny_llama")
+    f = r.fleet
+    assert f.output_tokens == 9484 + 2560
+    assert f.usd_per_1m_output_tokens == pytest.approx(0.50 / 0.009484)
+    assert f.output_tokens_per_gpu_hour == pytest.approx(9484 / (600 / 3600))
+    assert f.output_tokens_per_kwh == pytest.approx(9484 / (sum(H100_W) * 75 / 3.6e6))
+    assert any("2560 output tokens of 1 unjoined engine(s) left out" in n for n in r.notes)

@@ -638,6 +638,16 @@ def _fleet(per_gpu: list[GpuResult], per_model: list[ModelResult], capacity: dic
         m.cached_input_tokens is not None for m in windowed) else None
     if not windowed:
         notes.append("fleet token counts not measured: no engine was scraped more than once")
+    # Per-GPU-hour, per-kWh, per-$ figures and productivity divide by the GPUs' hours, energy and $, so they
+    # count only the tokens of engines joined to a GPU: an unjoined engine's tokens cost nothing measured here.
+    out_joined = out
+    unjoined = [m for m in windowed if not m.gpus]
+    if out is not None and per_gpu and unjoined:
+        out_unjoined = sum(m.output_tokens or 0.0 for m in unjoined)
+        out_joined = out - out_unjoined if len(unjoined) < len(windowed) else None
+        notes.append(
+            f"fleet $ per 1M output tokens, tokens per GPU-hour and per kWh and productivity count only engines "
+            f"joined to a GPU: {out_unjoined:.0f} output tokens of {len(unjoined)} unjoined engine(s) left out")
     idle = [r for r in per_gpu if r.idle_gpu_hours]
     known = [r for r in per_gpu if r.idle_gpu_hours is not None]
     idle_h = sum(r.idle_gpu_hours for r in known if r.idle_gpu_hours is not None) if known else None
@@ -674,7 +684,7 @@ def _fleet(per_gpu: list[GpuResult], per_model: list[ModelResult], capacity: dic
             total += rate * r.gpu_hours
         if ok:
             achievable = total
-            productivity = _div(out, total)
+            productivity = _div(out_joined, total)
     if productivity is None:
         notes.append("fleet productivity not measured: achievable throughput is not known for every GPU")
     return FleetResult(
@@ -686,9 +696,9 @@ def _fleet(per_gpu: list[GpuResult], per_model: list[ModelResult], capacity: dic
         output_tokens=out,
         input_tokens=inp,
         cached_input_tokens=cached,
-        usd_per_1m_output_tokens=None if out is None else _div(usd, out / 1e6),
-        output_tokens_per_gpu_hour=_div(out, gpu_hours),
-        output_tokens_per_kwh=_div(out, energy),
+        usd_per_1m_output_tokens=None if out_joined is None else _div(usd, out_joined / 1e6),
+        output_tokens_per_gpu_hour=_div(out_joined, gpu_hours),
+        output_tokens_per_kwh=_div(out_joined, energy),
         idle_gpus=sum(1 for r in idle if r.idle_gpu_hours and abs(r.idle_gpu_hours - r.gpu_hours) < 1e-12),
         idle_gpu_hours=idle_h,
         idle_usd=idle_usd,
