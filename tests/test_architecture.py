@@ -48,3 +48,16 @@ def test_core_never_imports_edges() -> None:
                 if mod.startswith("gpuyield.edges"):
                     offenders.append(f"{path.relative_to(SRC)} imports {mod}")
     assert not offenders, offenders
+
+
+def test_test_file_basenames_are_unique() -> None:
+    # pytest's default ("prepend") import mode imports tests/a/test_x.py and tests/b/test_x.py both as module
+    # ``test_x``; the second fails collection with "import file mismatch" (this has bitten us once).
+    tests_dir = pathlib.Path(__file__).resolve().parent
+    seen: dict[str, list[str]] = {}
+    for path in sorted(tests_dir.rglob("*.py")):
+        if path.name.startswith("test_") or path.name.endswith("_test.py"):
+            seen.setdefault(path.name, []).append(str(path.relative_to(tests_dir)))
+    assert seen, "no test files found"
+    duplicates = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not duplicates, f"test file basenames must be unique across tests/: {duplicates}"
