@@ -196,6 +196,39 @@ class ResidencyPolicy:
     def waiting(self, model: str) -> int:
         return self._get(model).waiting
 
+    def abandon(self, model: str, now_s: float) -> None:
+        """A held request (``acquire`` returned ``None``) gave up (timeout, client gone) without being served."""
+        m = self._get(model)
+        if m.waiting <= 0:
+            raise ValueError(f"abandon for {model!r} with no held request")
+        m.waiting -= 1
+        if not any(o.waiting > 0 for o in self._m.values()):
+            for o in self._m.values():
+                o.draining = False
+
+    def mark_awake(self, model: str, now_s: float) -> None:
+        """The caller observed the wake of ``model`` finish at ``now_s`` (earlier than its estimated ready time)."""
+        m = self._get(model)
+        if m.state == ModelState.WAKING and now_s < m.ready_at:
+            for i in range(len(self.log) - 1, -1, -1):  # keep the audit log's "ready" entry truthful
+                t, name, ev = self.log[i]
+                if name == model and ev == "ready":
+                    self.log[i] = (now_s, name, ev)
+                    break
+            m.ready_at = now_s
+            self._settle(m, now_s)
+
+    def wake_failed(self, model: str, now_s: float) -> None:
+        """The wake of ``model`` failed or timed out: it is not resident (treated as level-2 asleep).
+
+        The requests that shared the wake are still counted in flight; the caller releases each of them."""
+        m = self._get(model)
+        if m.state not in (ModelState.WAKING, ModelState.AWAKE):
+            return
+        self.log.append((now_s, m.fp.model, "wake_failed"))
+        m.draining = False
+        m.state = ModelState.ASLEEP_L2
+
     def release(self, model: str, now_s: float) -> None:
         """A request for ``model`` finished (or failed) at the engine."""
         m = self._get(model)

@@ -20,13 +20,28 @@ Examples:
   gpuyield engine-emulator --model tiny --fixed-step-ms 5 --port 8002        # engine loop, fixed step time
 
   gpuyield engine-emulator --model tiny --fixed-delay-ms 2 --port 8003       # fixed delay (router benchmarks)
+
+  gpuyield engine-emulator --models llama-3.1-8b,qwen2.5-7b --gpu h100-sxm --fixed-step-ms 5 --port 8004
+      # several models on one server; /sleep?level=N&model=M, /wake_up?model=M, /models/load, /models/unload;
+      # wake delays from the cost model for --gpu (or --wake-ms 200 --load-ms 5000)
 """
 
 
 def register(app: typer.Typer) -> None:
     @app.command("engine-emulator", help=_HELP)
     def engine_emulator(
-        model: str = typer.Option(..., "--model", help="Catalogue model id (or any name with --fixed-*)."),
+        model: list[str] = typer.Option([], "--model", help="Catalogue model id (or any name with --fixed-*); "
+                                        "repeat to host several models on one server (sleep/wake per model)."),
+        models: str | None = typer.Option(None, "--models", help="Several models, comma-separated (same as "
+                                          "repeating --model)."),
+        wake_ms: float | None = typer.Option(None, "--wake-ms", help="Several models: level-1 wake time "
+                                             "(default: cost model for --gpu)."),
+        wake_l2_ms: float | None = typer.Option(None, "--wake-l2-ms", help="Several models: level-2 wake time "
+                                                "(default: --wake-ms, else cost model)."),
+        load_ms: float | None = typer.Option(None, "--load-ms", help="Several models: cold-load time "
+                                             "(default: --wake-l2-ms, else cost model)."),
+        sleep_ms: float | None = typer.Option(None, "--sleep-ms", help="Several models: level-1 offload time "
+                                              "(default: 0 with --wake-ms, else cost model)."),
         gpu: str | None = typer.Option(None, "--gpu", help="Catalogue GPU id, e.g. h100-sxm."),
         tp: int = typer.Option(1, "--tp", help="Tensor-parallel degree."),
         engine: str = typer.Option("vllm", "--engine", help="Engine family whose scheduler is modelled: vllm, sglang, trtllm."),
@@ -49,14 +64,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         def body() -> None:
             from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator, run_uvicorn
+            from gpuyield.errors import ConfigError
 
+            names = list(model) + [m.strip() for m in (models or "").split(",") if m.strip()]
+            if not names:
+                raise ConfigError("--model is required (repeat it, or use --models A,B, for several models)")
             spec = EmulatorSpec(
-                model=model, gpu=gpu, tp=tp, engine=engine, served_model_name=served_model_name,
+                model=names[0], gpu=gpu, tp=tp, engine=engine, served_model_name=served_model_name,
                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                 block_size_tokens=block_size, num_kv_blocks=num_kv_blocks, max_model_len=max_model_len,
                 enable_prefix_caching=not no_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
                 mean_output_tokens=mean_output_tokens, tokenizer=tokenizer, fixed_step_ms=fixed_step_ms,
                 fixed_delay_ms=fixed_delay_ms, fixed_itl_ms=fixed_itl_ms)
+            if len(names) > 1:
+                from gpuyield.edges.emulator.multimodel import build_multi_emulator
+
+                multi = build_multi_emulator(spec, names, wake_ms, wake_l2_ms, load_ms, sleep_ms)
+                console.print(f"[bold]engine-emulator[/bold] {', '.join(names)} on http://{host}:{port} "
+                              f"({multi.description})", highlight=False)
+                run_uvicorn(multi, host, port, log_level)
+                return
             emu = build_emulator(spec)
             console.print(f"[bold]engine-emulator[/bold] {emu.settings.served_model_name} on http://{host}:{port} "
                           f"({emu.settings.description})", highlight=False)

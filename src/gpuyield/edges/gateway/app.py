@@ -128,6 +128,12 @@ class Gateway:
         self._bg: list[asyncio.Task[None]] = []
         self.config = config
         self._apply(config, first=True)
+        self.wake: Any = None  # wake-on-request for residency_groups (gpuyield.edges.gateway.wake)
+        if config.residency_groups:
+            from gpuyield.edges.gateway.wake import WakeManager
+
+            self.wake = WakeManager(list(config.residency_groups), {b.name: b for b in config.backends},
+                                    lambda name: self.replicas.get(name), self.metrics.registry)
 
     # ---- configuration ----------------------------------------------------------------------------------
     def _apply(self, cfg: GatewayConfig, first: bool = False) -> None:
@@ -202,8 +208,12 @@ class Gateway:
         for r in self.replicas.values():
             r.start(self.session)
         self._bg.append(asyncio.get_running_loop().create_task(self._housekeeping()))
+        if self.wake is not None:
+            self.wake.start(self.session)
 
     async def shutdown(self) -> None:
+        if self.wake is not None:
+            self.wake.stop()
         for r in self.replicas.values():
             r.stop()
         for t in self._bg:
@@ -476,6 +486,27 @@ class Gateway:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, ctx: _Ctx, body: dict[str, Any],
                         raw: bytes) -> None:
+        wake = self.wake
+        if wake is None or not wake.manages(ctx.model or ""):
+            await self._dispatch_routed(scope, receive, send, ctx, body, raw)
+            return
+        from gpuyield.edges.gateway.wake import WakeError
+
+        try:  # hold the request until its model is awake (wake-on-request)
+            await wake.acquire(ctx.model)
+        except WakeError as exc:
+            ctx.status, ctx.http_status, ctx.error = "error", 503, str(exc)
+            self.metrics.child(self.metrics.rejections, ctx.tenant, "wake_failed").inc()
+            await send_json(send, 503, error_body(503, str(exc), exc.code),
+                            [(b"retry-after", str(max(1, math.ceil(exc.retry_after_s))).encode())])
+            return
+        try:
+            await self._dispatch_routed(scope, receive, send, ctx, body, raw)
+        finally:
+            wake.release(ctx.model)
+
+    async def _dispatch_routed(self, scope: Scope, receive: Receive, send: Send, ctx: _Ctx, body: dict[str, Any],
+                               raw: bytes) -> None:
         m = self.metrics
         cfg = self.config
         view = RequestView(req_id=ctx.rid, model=ctx.model or "", input_tokens=ctx.input_tokens,
@@ -505,7 +536,7 @@ class Gateway:
             tried.add(r.name)
             ctx.replica = r.name
             m.child(m.routing, policy.name, r.name).inc()
-            if r.asleep and r.adapter.sleep_api:
+            if r.asleep and r.adapter.sleep_api and (self.wake is None or not self.wake.manages(ctx.model or "")):
                 await r.wake_up(self.session)
             now = time.monotonic()
             policy.on_dispatch(view, r.name, now)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gpuyield.edges.gateway.wake_config import ResidencyGroupConfig
 from gpuyield.errors import ConfigError
 
 __all__ = [
@@ -141,6 +142,7 @@ class GatewayConfig(_Model):
     health: HealthConfig = Field(default_factory=HealthConfig)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     tokenizer: str | None = None  # local tokenizer.json (or folder); None = bytes/4 approximation
+    residency_groups: list[ResidencyGroupConfig] = Field(default_factory=list)  # wake-on-request (wake.py)
 
     @model_validator(mode="after")
     def _unique(self) -> GatewayConfig:
@@ -160,6 +162,30 @@ class GatewayConfig(_Model):
                 seen[d] = t.name
         if not self.tenants and not self.auth.allow_anonymous:
             raise ValueError("tenants: none configured and auth.allow_anonymous is false, so nobody could call")
+        return self
+
+    @model_validator(mode="after")
+    def _residency(self) -> GatewayConfig:
+        by_name = {b.name: b for b in self.backends}
+        owner: dict[str, str] = {}
+        for g in self.residency_groups:
+            for bn in g.backends:
+                b = by_name.get(bn)
+                if b is None:
+                    raise ValueError(f"residency_groups.{g.name}: backend {bn!r} is not in backends")
+                if b.kind not in ("vllm", "llamacpp"):
+                    raise ValueError(f"residency_groups.{g.name}: backend {bn!r} has kind {b.kind!r}; "
+                                     "wake-on-request needs kind vllm or llamacpp")
+            for m in g.models:
+                if m.model in owner:
+                    raise ValueError(f"residency_groups: model {m.model!r} is in groups {owner[m.model]!r} "
+                                     f"and {g.name!r}")
+                owner[m.model] = g.name
+                if len(g.backends) > 1:
+                    hosts = [bn for bn in g.backends if m.model in by_name[bn].models]
+                    if len(hosts) != 1:
+                        raise ValueError(f"residency_groups.{g.name}: model {m.model!r} must be listed in the "
+                                         f"'models' of exactly one of its backends {g.backends}, found {hosts}")
         return self
 
     def tenant(self, name: str) -> TenantConfig | None:
