@@ -121,6 +121,23 @@ class _Agg:
     prefill_share: float
 
 
+def _operating_batch(lam: float, osl: float, t_step: Callable[[float], float], b_max: float) -> float | None:
+    """Running batch B at the Little's-law fixed point B = lam * osl * T(B), or None when even ``b_max`` is too few.
+
+    The right-hand side is monotone in B, so bisection on [0, b_max] (30 halvings) finds it; B is at least 1.
+    """
+    if lam * osl * t_step(b_max) > b_max:
+        return None
+    lo, hi = 0.0, b_max
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if lam * osl * t_step(max(mid, 1.0)) > mid:
+            lo = mid
+        else:
+            hi = mid
+    return max(1.0, hi)
+
+
 def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hit: float, replicas: int) -> _Agg:
     lam = prof.sizing_rate_per_s / replicas
     isl, osl = prof.input_mean_tokens, max(1.0, prof.output_mean_tokens)
@@ -141,18 +158,11 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
     if b_mem < 1.0:
         return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f})",
                     math.inf, math.inf, 0, 0, 0)
-    # Little's law fixed point B = lam * osl * T(B), monotone in B: bisection on B in [0, b_max].
-    if lam * osl * t_step(b_max) > b_max:
+    b_op_or_none = _operating_batch(lam, osl, t_step, b_max)
+    if b_op_or_none is None:
         return _Agg(False, f"overload: {replicas} replicas carry < {prof.sizing_rate_per_s:.2f} req/s", math.inf,
                     math.inf, b_max, 1.0, 0)
-    lo, hi = 0.0, b_max
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if lam * osl * t_step(max(mid, 1.0)) > mid:
-            lo = mid
-        else:
-            hi = mid
-    b_op = max(1.0, hi)
+    b_op = b_op_or_none
     t_op = t_step(b_op)
     tpot_ms = t_op * 1000.0 * _TPOT_P99_FACTOR
     # Slot wait: M/M/c on sequence slots, service time osl * T(b_max) when the slots are full.
@@ -196,16 +206,9 @@ def _decode_pool_at(
         return perf.step.step_time_s(0, 0, max(1, int(round(b))), int(round(b * ctx)))
 
     b_max = max(1.0, min(float(pool.max_num_seqs), perf.kv_capacity_tokens / ctx))
-    if lam * osl * t_step(b_max) > b_max:
+    b_op = _operating_batch(lam, osl, t_step, b_max)
+    if b_op is None:
         return False, math.inf, b_max, 1.0
-    lo, hi = 0.0, b_max
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        if lam * osl * t_step(max(mid, 1.0)) > mid:
-            lo = mid
-        else:
-            hi = mid
-    b_op = max(1.0, hi)
     return True, t_step(b_op) * 1000.0 * _TPOT_P99_FACTOR, b_op, b_op / b_max
 
 
