@@ -14,15 +14,18 @@ unless ``num_gpu_blocks`` is given. Prefix caching is irrelevant here (prompts s
 
 Closed loop: ``concurrency`` clients each send a request, and the next one the moment the previous finishes,
 until ``num_requests`` have been sent (default ``clamp(3 * concurrency, 16, 2048)``: enough to pass the cold
-start). Latencies are reported over the requests sent after the first ``concurrency`` (the cold-start burst)
-when there are at least twice as many requests as clients, else over all. Output throughput is measured over
-the steady window between the first completion and the last send, when concurrency is exactly C.
+start). The clients do not start together: client ``i`` sends its first request at a seeded uniform offset in
+``[0, T)``, where ``T`` is one request's zero-queue duration at full concurrency (prefill alone plus
+``osl - 1`` decode steps of ``concurrency`` sequences), so identical requests do not run in lock-step waves
+(a benchmark client such as genai-perf/aiperf reaches the same desynchronised steady state after its
+warm-up). Latencies are reported over the requests sent after the first ``concurrency`` (the warm-up) when
+there are at least twice as many requests as clients, else over all. Output throughput is measured over the
+steady window between the ``concurrency``-th completion and the last send, when concurrency is exactly C.
 
 Offline (``offline=True``): all ``num_requests`` (default ``concurrency``) are queued at time 0; throughput is
 total output tokens over the makespan, latencies cover every request.
 
-Deterministic: the requests are identical, there is no randomness; ``seed`` is accepted for interface
-stability and recorded in the result.
+Deterministic: the same ``seed`` gives the same start offsets and byte-identical results.
 """
 
 from __future__ import annotations
@@ -92,6 +95,21 @@ def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
     raise ConfigError(f"memory plan {type(plan).__name__} has no kv_capacity_tokens")
 
 
+def _request_duration_s(perf_model: StepTimeModel, cfg: EngineConfig, isl: int, osl: int, c: int) -> float:
+    """Zero-queue duration of one request among ``c`` running ones: its (chunked) prefill alone, then
+    ``osl - 1`` decode steps of ``c`` sequences at mean context ``isl + osl/2``. Sets the start spread."""
+    budget = max(1, int(cfg.max_num_batched_tokens))
+    t = 0.0
+    done = 0
+    while done < isl:
+        k = min(budget, isl - done)
+        t += perf_model.step_time_s(k, k * (done + k / 2.0), 0, 0)
+        done += k
+    if osl > 1:
+        t += (osl - 1) * perf_model.step_time_s(0, 0.0, c, int(c * (isl + osl / 2.0)))
+    return t
+
+
 def run_closed_loop(
     perf_model: StepTimeModel,
     engine_config: EngineConfig,
@@ -103,12 +121,15 @@ def run_closed_loop(
     *,
     offline: bool = False,
     num_gpu_blocks: int | None = None,
+    start_spread: float = 1.0,
 ) -> ClosedLoopResult:
     """Simulate C clients in a closed loop (or N requests queued at once) against one replica."""
     if isl < 1 or osl < 1:
         raise ConfigError(f"isl and osl must be >= 1, got isl={isl} osl={osl}")
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if not 0.0 <= start_spread <= 10.0:
+        raise ConfigError(f"start_spread must be in [0, 10] request durations, got {start_spread}")
     if num_requests is None:
         num_requests = concurrency if offline else min(max(3 * concurrency, 16), 2048)
     if num_requests < 1:
@@ -128,12 +149,29 @@ def run_closed_loop(
     first = np.zeros(n)
     finish = np.zeros(n)
     clients = n if offline else min(concurrency, n)
-    for i in range(clients):
-        eng.add_request(EngineRequest(i, 0.0, isl, osl), 0.0)
-    issued = clients
+    starts = np.zeros(clients)
+    if not offline and clients > 1:
+        starts = np.sort(np.random.default_rng(seed).uniform(0.0, 1.0, clients))
+        starts -= starts[0]  # the first client starts at t=0
+        starts *= start_spread * _request_duration_s(perf_model, engine_config, isl, osl, clients)
+    pending = 0  # clients whose first request is not yet sent
+    if offline:
+        for i in range(clients):
+            eng.add_request(EngineRequest(i, 0.0, isl, osl), 0.0)
+        pending = clients
+    issued = pending
     completions: list[float] = []
     while True:
         t = eng.run_end_s
+        if pending < clients and issued >= n:
+            pending = clients  # the early finishers already sent every request
+        if pending < clients and starts[pending] <= t:
+            ta = float(starts[pending])
+            arrival[issued] = ta
+            eng.add_request(EngineRequest(issued, ta, isl, osl), ta)
+            issued += 1
+            pending += 1
+            continue
         if t == float("inf"):
             break
         done, first_tok = eng.complete_run()
@@ -155,7 +193,7 @@ def run_closed_loop(
         num_in = n * isl
     else:
         lo = clients if n >= 2 * clients else 0
-        t0 = completions[0]
+        t0 = completions[clients - 1] if n >= 2 * clients else completions[0]
         t1 = completions[n - clients - 1] if n > clients else duration_s
         if t1 > t0:
             in_win = sum(1 for c in completions if t0 < c <= t1)
