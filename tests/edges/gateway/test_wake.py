@@ -240,3 +240,26 @@ def test_config_validation() -> None:
     base = _config("http://127.0.0.1:9", ["m-a", "m-b"], memory_gb=5)
     with pytest.raises(ConfigError, match="exceeds memory_gb"):
         load_config(base)
+
+
+def test_llamacpp_router_api_loads_an_unloaded_model() -> None:
+    """kind llamacpp: /models/unload at start-up, /models/load on demand (the emulator speaks both APIs)."""
+    emu = _emulator(["m-a", "m-b"])
+    cfg = _config(emu.url, ["m-a", "m-b"], prewarmed=False)
+    cfg["backends"][0]["kind"] = "llamacpp"
+    srv, gw = start_gateway(cfg)
+    try:
+        def status(model: str) -> str:
+            import json
+
+            with urllib.request.urlopen(emu.url + "/models", timeout=5) as r:
+                return str(next(m["status"]["value"] for m in json.loads(r.read())["data"] if m["id"] == model))
+
+        _wait(lambda: status("m-b") == "unloaded")
+        r = _ask(_client(srv.url), "m-b")
+        assert r.choices[0].message.content and status("m-b") == "loaded"
+        assert _value(_metrics(emu.url), 'gpuyield_emulator_wake_calls_total{model_name="m-b"}') == 1
+        wait_idle(gw)
+    finally:
+        srv.stop()
+        emu.stop()
