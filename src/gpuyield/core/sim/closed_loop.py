@@ -39,6 +39,7 @@ from gpuyield.core.sim.engine.config import EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
 from gpuyield.core.sim.engine.request import EngineRequest
 from gpuyield.core.sim.steptime import StepTimeModel
+from gpuyield.core.workload.stats import mean_p50_p90_p99
 from gpuyield.errors import ConfigError, DoesNotFitError
 
 __all__ = ["ClosedLoopResult", "LatencyStats", "kv_blocks_from_memory_plan", "run_closed_loop"]
@@ -58,8 +59,7 @@ class LatencyStats:
         if values_ms.size == 0:
             nan = float("nan")
             return cls(nan, nan, nan, nan)
-        p50, p90, p99 = np.percentile(values_ms, [50, 90, 99])
-        return cls(float(values_ms.mean()), float(p50), float(p90), float(p99))
+        return cls(*mean_p50_p90_p99(values_ms))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,23 @@ actually reuse, since a block after a miss is recomputed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gpuyield.core.workload.workload import Workload
 
-__all__ = ["LengthStats", "WorkloadStats", "inspect"]
+__all__ = ["LengthStats", "WorkloadStats", "inspect", "mean_p50_p90_p99"]
+
+
+def mean_p50_p90_p99(values: npt.NDArray[Any]) -> tuple[float, float, float, float]:
+    """Mean and 50th/90th/99th percentiles (numpy's default linear interpolation) of a non-empty array.
+
+    The one summary used for token lengths here and for latencies in ``gpuyield.core.sim``.
+    """
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return float(values.mean()), float(p50), float(p90), float(p99)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +46,7 @@ class LengthStats:
     def of(cls, a: npt.NDArray[np.int64]) -> LengthStats:
         if len(a) == 0:
             return cls(0.0, 0.0, 0.0, 0.0, 0, 0, 0)
-        p50, p90, p99 = np.percentile(a, [50, 90, 99])
-        return cls(float(a.mean()), float(p50), float(p90), float(p99), int(a.min()), int(a.max()), int(a.sum()))
+        return cls(*mean_p50_p90_p99(a), int(a.min()), int(a.max()), int(a.sum()))
 
 
 @dataclass(frozen=True, slots=True)
