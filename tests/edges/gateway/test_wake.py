@@ -137,21 +137,55 @@ def test_concurrent_requests_share_one_wake_and_evict_an_idle_model(
     wait_idle(gw)
 
 
-def test_busy_model_is_drained_not_slept(pair: tuple[ServerThread, ServerThread, Any]) -> None:
-    """m-a streams while m-b (awake) and m-c's wake needs room: the idle m-b is chosen, never the busy m-a."""
-    emu, srv, gw = pair
-    client = _client(srv.url)
-    _ask(client, "m-b")
-    _ask(client, "m-a")  # m-a most recently used too, but it will be busy
-    stream = _ask(client, "m-a", stream=True)
-    first = next(iter(stream))
-    assert first is not None
-    r = _ask(client, "m-c")
-    assert r.choices[0].message.content
-    for _ in stream:
-        pass
-    assert not _sleeping(emu, "m-a") and _sleeping(emu, "m-b")
-    wait_idle(gw)
+def _stream_in_thread(client: Any, model: str, tokens: int, out: dict[str, float]) -> threading.Thread:
+    """Stream ``tokens`` tokens of ``model`` in a thread; records first-chunk and end times in ``out``."""
+    def run() -> None:
+        stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": model}],
+                                                max_tokens=tokens, stream=True, extra_body={"ignore_eos": True})
+        n = 0
+        for _ in stream:
+            n += 1
+            out.setdefault("first", time.monotonic())
+        out["end"] = time.monotonic()
+        out["chunks"] = n
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+def test_busy_models_are_never_evicted_and_requests_wait_for_them_to_drain() -> None:
+    emu = _emulator(["m-a", "m-b", "m-c"], itl_ms=20)
+    srv, gw = start_gateway(_config(emu.url, ["m-a", "m-b", "m-c"]))
+    try:
+        _wait(lambda: _sleeping(emu, "m-b") and _sleeping(emu, "m-c"))
+        client = _client(srv.url)
+        _ask(client, "m-b")  # m-a (least recently used) and m-b awake; memory full
+        sa: dict[str, float] = {}
+        ta = _stream_in_thread(client, "m-a", 40, sa)
+        _wait(lambda: "first" in sa)
+        _ask(client, "m-c")  # needs room: the idle m-b is evicted, not the busy (and LRU) m-a
+        assert _sleeping(emu, "m-b") and not _sleeping(emu, "m-a")
+        ta.join(10)
+        # now m-a and m-c both stream: a request for m-b must wait until one of them has drained
+        s1: dict[str, float] = {}
+        s2: dict[str, float] = {}
+        t1, t2 = _stream_in_thread(client, "m-a", 30, s1), _stream_in_thread(client, "m-c", 30, s2)
+        _wait(lambda: "first" in s1 and "first" in s2)
+        r = _ask(client, "m-b")
+        t_b = time.monotonic()
+        t1.join(10)
+        t2.join(10)
+        assert r.choices[0].message.content
+        assert t_b >= min(s1["end"], s2["end"])  # held until a busy model finished its stream
+        assert s1["chunks"] >= 30 and s2["chunks"] >= 30
+        gm = _metrics(srv.url)
+        assert _value(gm, 'gpuyield_wake_holds_total{model="m-b"}') == 1
+        assert _value(gm, 'gpuyield_wake_held_requests{model="m-b"}') == 0
+        wait_idle(gw)
+    finally:
+        srv.stop()
+        emu.stop()
 
 
 def test_wake_failure_gives_503_and_opens_the_circuit() -> None:

@@ -187,6 +187,8 @@ class Gateway:
         """Apply a new config (SIGHUP): in-flight requests finish on the replicas they were sent to."""
         if cfg.listen != self.config.listen:
             print("gpuyield serve: listen address changes need a restart; keeping the old one", file=sys.stderr)
+        if cfg.residency_groups != self.config.residency_groups:
+            print("gpuyield serve: residency_groups changes need a restart; keeping the old ones", file=sys.stderr)
         self._apply(cfg)
         self._pump()
 
