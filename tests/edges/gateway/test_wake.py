@@ -228,7 +228,10 @@ def test_wake_timeout_gives_503() -> None:
         assert time.monotonic() - t0 < 2.0
         assert ei.value.status_code == 503
         assert ei.value.response.json()["error"]["code"] == "model_wake_timeout"
-        assert gw.replicas["r0"].breaker.state == 2
+        assert int(ei.value.response.headers["retry-after"]) >= 1
+        _wait(lambda: gw.replicas["r0"].breaker.state == 2)  # the wake call itself timed out: backend marked
+        assert _value(_metrics(srv.url), 'gpuyield_model_wake_failures_total{group="g0",model="slow",'
+                      'reason="timeout"}') == 1
         wait_idle(gw)
     finally:
         srv.stop()
