@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from gpuyield.core.plan.economics import GpuPrice, OwnedHardware, parse_owned_hardware
+from gpuyield.edges.telemetry.mapping import PricesFile, prices_document
 from gpuyield.errors import ConfigError
 
 __all__ = ["load_owned_file", "load_prices_file"]
-
-
-class _PriceRow(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    gpu: str = Field(min_length=1)
-    usd_per_gpu_hour: float = Field(gt=0, lt=1000)
-    source: str = Field(min_length=1)
-    as_of: _dt.date
-
-
-class _PricesFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    prices: list[_PriceRow] = Field(min_length=1)
 
 
 def _read_yaml(path: Path, flag: str) -> Any:
@@ -44,10 +31,14 @@ def _read_yaml(path: Path, flag: str) -> Any:
 
 
 def load_prices_file(path: Path, resolve_gpu: Any) -> dict[str, GpuPrice]:
-    """``prices: [{gpu, usd_per_gpu_hour, source, as_of}]`` -> gpu id -> price. ``resolve_gpu`` maps aliases."""
-    doc = _read_yaml(path, "--prices")
+    """``prices: [{gpu, usd_per_gpu_hour, source, as_of, notes?}]`` -> gpu id -> price. ``resolve_gpu`` maps aliases.
+
+    One schema with ``gpuyield baseline --prices`` (:class:`gpuyield.edges.telemetry.mapping.PricesFile`), so the
+    same file serves both commands.
+    """
+    doc = prices_document(_read_yaml(path, "--prices"))
     try:
-        parsed = _PricesFile.model_validate(doc)
+        parsed = PricesFile.model_validate(doc)
     except ValidationError as exc:
         e = exc.errors()[0]
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"

@@ -40,6 +40,7 @@ __all__ = [
     "MapFile",
     "PriceRow",
     "PricesFile",
+    "prices_document",
     "load_map_file",
     "load_prices_file",
     "selector_matches",
@@ -108,10 +109,15 @@ def load_map_file(path: str | Path) -> MapFile:
     return parsed
 
 
-def load_prices_file(path: str | Path) -> PricesFile:
-    doc = _read_yaml(path, "prices file")
+def prices_document(doc: Any) -> Any:
+    """The prices file's parsed YAML with ``gpu_prices:`` accepted as the top key (``plan`` and ``baseline`` share it)."""
     if isinstance(doc, dict) and "gpu_prices" in doc and "prices" not in doc:
-        doc = {**doc, "prices": doc.pop("gpu_prices")}
+        doc = {k: v for k, v in doc.items() if k != "gpu_prices"} | {"prices": doc["gpu_prices"]}
+    return doc
+
+
+def load_prices_file(path: str | Path) -> PricesFile:
+    doc = prices_document(_read_yaml(path, "prices file"))
     try:
         return PricesFile.model_validate(doc)
     except ValidationError as exc:
