@@ -94,6 +94,7 @@ class _Hosted:
         self.lock = asyncio.Lock()
         self.wake_calls = 0
         self.sleep_calls = 0
+        self.loading = False
 
 
 class MultiModelEmulator:
@@ -104,6 +105,7 @@ class MultiModelEmulator:
             raise ConfigError("a multi-model emulator needs at least one model")
         self.models = {name: _Hosted(app, t) for name, (app, t) in hosted.items()}
         self._started = False
+        self._bg: set[asyncio.Task[None]] = set()
         self.description = "; ".join(f"{n}: {h.app.settings.description}; transitions {h.times.source} "
                                      f"(wake L1 {h.times.wake_l1_s * 1e3:.0f} ms)" for n, h in self.models.items())
 
@@ -143,7 +145,7 @@ class MultiModelEmulator:
                      "max_model_len": h.app.settings.max_model_len} for n, h in self.models.items()]})
             elif method == "GET" and path == "/models":
                 await send_json(send, 200, {"object": "list", "data": [
-                    {"id": n, "object": "model", "status": {"value": _STATUS[h.state]}}
+                    {"id": n, "object": "model", "status": {"value": "loading" if h.loading else _STATUS[h.state]}}
                     for n, h in self.models.items()]})
             elif path in ("/health", "/healthz"):
                 await send_bytes(send, 200, b"", [(b"content-type", b"text/plain")])
@@ -196,6 +198,12 @@ class MultiModelEmulator:
             await asyncio.gather(*(self._sleep(h, int(level_s)) for h in hs))
         elif path == "/models/unload":
             await asyncio.gather(*(self._sleep(h, UNLOADED) for h in hs))
+        elif path == "/models/load":  # like llama-server: answer at once, load in the background
+            for h in hs:
+                if h.state != AWAKE:
+                    h.loading = True
+                    self._bg.add(t := asyncio.get_running_loop().create_task(self._wake(h)))
+                    t.add_done_callback(self._bg.discard)
         else:
             await asyncio.gather(*(self._wake(h) for h in hs))
         if path.startswith("/models/"):
@@ -221,6 +229,7 @@ class MultiModelEmulator:
             await asyncio.sleep(delay)
             await _call(h.app, "/wake_up", b"")
             h.state = AWAKE
+            h.loading = False
 
     # ---- requests ----------------------------------------------------------------------------------------
     async def _completion(self, scope: Scope, receive: Receive, send: Send) -> None:

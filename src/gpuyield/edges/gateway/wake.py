@@ -291,16 +291,47 @@ class WakeManager:
             path = "/wake_up"
         else:
             path, q = "/sleep", {"level": str(level), "model": model}
+        deadline = time.monotonic() + timeout_s
         try:
             async with self.session.post(r.url + path, params=q or None, json=body, headers=r.headers(),
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 await resp.read()
-                if resp.status != 200:
-                    return (f"http_{resp.status}", f"{path} answered HTTP {resp.status}")
+                status = resp.status
+            if kind == "llamacpp":
+                # llama-server's router answers at once and loads/unloads in the background: poll GET /models
+                want = "loaded" if what == "wake" else "unloaded"
+                while True:
+                    got = await self._llama_status(r, model, max(0.05, deadline - time.monotonic()))
+                    if got == want:
+                        return None
+                    if status != 200 and got not in ("loading", "unloading"):
+                        break
+                    if what == "wake" and got == "failed":
+                        return ("load_failed", f"llama-server reports the load of '{model}' failed")
+                    if time.monotonic() >= deadline:
+                        return ("timeout", f"'{model}' not {want} within {timeout_s:g} s (status {got!r})")
+                    await asyncio.sleep(0.05)
+            if status != 200:
+                return (f"http_{status}", f"{path} answered HTTP {status}")
         except TimeoutError:
             return ("timeout", f"{path} did not answer within {timeout_s:g} s")
         except (aiohttp.ClientError, OSError) as exc:
             return ("connect", f"{path}: {type(exc).__name__}: {exc}")
+        return None
+
+    async def _llama_status(self, r: Any, model: str, timeout_s: float) -> str | None:
+        """``status.value`` of ``model`` in llama-server's ``GET /models`` (None when absent)."""
+        import aiohttp
+
+        async with self.session.get(r.url + "/models", headers=r.headers(),
+                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                return None
+            data = await resp.json(content_type=None)
+        for m in data.get("data", []) if isinstance(data, dict) else []:
+            if isinstance(m, dict) and m.get("id") == model:
+                st = m.get("status")
+                return str(st.get("value")) if isinstance(st, dict) else None
         return None
 
     async def _idle_loop(self, g: _Group) -> None:
