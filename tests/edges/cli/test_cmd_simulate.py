@@ -80,7 +80,8 @@ def test_bad_deployment_is_exit_2_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_records_as_parquet(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq  # in the [test] extra
+
     p = tmp_path / "r.parquet"
     r = run("simulate", "-d", str(EXAMPLES / "llama8b-h100-x8.yaml"), "-w", "builtin:azure-conv", "--duration", "30",
             "--records", str(p), "--json", "-")  # fmt: skip

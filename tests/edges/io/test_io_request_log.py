@@ -42,8 +42,6 @@ def rich_workload():
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
 def test_round_trip(tmp_path, suffix):
-    if suffix == ".parquet":
-        pytest.importorskip("pyarrow")
     w = rich_workload()
     p = tmp_path / f"log{suffix}"
     assert write_request_log(w, p, start_ts=1_763_798_400.0) == len(w)

@@ -203,7 +203,8 @@ def test_llamacpp_counts_cached_prompt_tokens_separately() -> None:
 
 
 def test_gateway_tenant_counters_from_the_real_gateway_exposition(tmp_path: Path) -> None:
-    gw = pytest.importorskip("gpuyield.edges.gateway.metrics")
+    from gpuyield.edges.gateway import metrics as gw
+
     g = gw.GatewayMetrics()
     g.child(g.backend_up, "b0").set(1)  # set at start-up: the first scrape has samples, no tenant counters yet
     scrapes = []
