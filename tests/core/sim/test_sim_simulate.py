@@ -45,10 +45,11 @@ def test_slo_and_cost_fields(small) -> None:  # type: ignore[no-untyped-def]
     assert s["slo_met_at_p99"] is False
     s2 = simulate(_dep(), w, cat, rate_scale=20.0, slo=SloTarget(ttft_p99_ms=1e9)).summary
     assert s2["slo_attainment"] == 1.0 and s2["goodput_req_s"] == pytest.approx(s2["throughput_req_s"])
-    if s2["cost_usd_per_hour"] is not None:
-        per_tok = s2["cost_usd_per_hour"] / (s2["throughput_output_tok_s"] * 3600) * 1e6
-        assert s2["usd_per_1m_output_tokens"] == pytest.approx(per_tok)
-        assert all(p["as_of"] for p in s2["prices"] if p["usd_per_gpu_hour"] is not None)
+    # h100_sxm has a catalogue price: the cost fields must be filled (this used to be skipped when they were not)
+    assert s2["gpu_count"] == 2 and s2["cost_usd_per_hour"] is not None and s2["cost_usd_per_hour"] > 0
+    per_tok = s2["cost_usd_per_hour"] / (s2["throughput_output_tok_s"] * 3600) * 1e6
+    assert s2["usd_per_1m_output_tokens"] == pytest.approx(per_tok)
+    assert s2["prices"] and all(p["as_of"] for p in s2["prices"] if p["usd_per_gpu_hour"] is not None)
 
 
 def test_bad_arguments(small) -> None:  # type: ignore[no-untyped-def]
