@@ -61,3 +61,24 @@ def test_test_file_basenames_are_unique() -> None:
     assert seen, "no test files found"
     duplicates = {name: paths for name, paths in seen.items() if len(paths) > 1}
     assert not duplicates, f"test file basenames must be unique across tests/: {duplicates}"
+
+
+def test_core_does_no_file_or_environment_io() -> None:
+    # Package data is read through importlib.resources; user files are read at the edges
+    # (e.g. gpuyield.edges.io.models.read_catalog_files for --catalog).
+    banned_modules = {"pathlib", "os", "shutil", "glob", "tempfile", "socket", "subprocess", "asyncio"}
+    offenders = []
+    for path in (SRC / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            mods: list[str] = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno} calls open()")
+            for mod in mods:
+                if mod.split(".")[0] in banned_modules:
+                    offenders.append(f"{path.relative_to(SRC)} imports {mod}")
+    assert not offenders, offenders

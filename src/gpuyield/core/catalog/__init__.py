@@ -18,6 +18,7 @@ from gpuyield.core.catalog.catalog import (
     normalise_gpu_name,
     normalise_model_name,
     parse_catalog_document,
+    parse_catalog_yaml,
 )
 from gpuyield.core.catalog.hf_config import load_hf_config
 from gpuyield.core.catalog.model import (
@@ -69,4 +70,5 @@ __all__ = [
     "normalise_gpu_name",
     "normalise_model_name",
     "parse_catalog_document",
+    "parse_catalog_yaml",
 ]

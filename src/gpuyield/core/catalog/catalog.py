@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from statistics import median_low
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ __all__ = [
     "normalise_gpu_name",
     "normalise_model_name",
     "parse_catalog_document",
+    "parse_catalog_yaml",
 ]
 
 DATA_FILES = ("gpus.yaml", "models.yaml", "prices.yaml")
@@ -514,26 +514,21 @@ class Catalog:
         raise CatalogError(f"no owned-hardware entry for '{gpu_id}'; add one under owned_hardware")
 
     # ------------------------------------------------------------------ overrides
-    def with_overrides(self, sources: Iterable[str | Path | tuple[str, Any]]) -> Catalog:
-        """A new catalogue with user YAML layered on top.
+    def with_overrides(self, documents: Iterable[tuple[str, Any]]) -> Catalog:
+        """A new catalogue with user documents layered on top.
 
-        ``sources`` are paths to YAML files (same schema as the package data) or ``(origin, parsed)`` pairs.
-        Reading a user-named file is the one piece of file I/O in core, kept here because every face needs it;
-        edges normally call :func:`gpuyield.edges.cli.common.load_catalog`.
+        ``documents`` are ``(origin, parsed YAML)`` pairs (same schema as the package data). Core reads no user
+        files: edges read them with :func:`gpuyield.edges.io.models.read_catalog_files` (the CLI's
+        :func:`gpuyield.edges.cli.common.load_catalog` does).
         """
         docs: list[tuple[str, Any]] = []
-        for src in sources:
-            if isinstance(src, tuple):
-                docs.append(src)
-                continue
-            path = Path(src)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise CatalogError(f"catalogue file '{path}' does not exist") from None
-            except OSError as exc:
-                raise CatalogError(f"catalogue file '{path}' cannot be read: {exc.strerror}") from None
-            docs.append((str(path), _load_yaml(str(path), text)))
+        for src in documents:
+            if not isinstance(src, tuple):
+                raise CatalogError(
+                    f"catalogue override {src!r}: expected an (origin, document) pair; read files with "
+                    "gpuyield.edges.io.models.read_catalog_files"
+                )
+            docs.append(src)
         return self.with_documents(docs)
 
 
@@ -593,6 +588,11 @@ def _nearest(name: str, index: _Index, norm: Any) -> str | None:
 def _suggest(name: str, index: _Index, norm: Any) -> str:
     hint = _nearest(name, index, norm)
     return f"; did you mean '{hint}'?" if hint else ""
+
+
+def parse_catalog_yaml(origin: str, text: str) -> Any:
+    """Parse one catalogue YAML text (no I/O); a syntax error raises :class:`CatalogError` naming ``origin``."""
+    return _load_yaml(origin, text)
 
 
 def _load_yaml(origin: str, text: str) -> Any:

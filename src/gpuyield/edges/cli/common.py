@@ -184,7 +184,8 @@ def load_catalog(paths: list[str] | tuple[str, ...] | None = None) -> Any:
     of a malformed override.
     """
     from gpuyield.core.catalog import default_catalog
+    from gpuyield.edges.io.models import read_catalog_files
 
     files = catalog_paths(paths)
     catalog = default_catalog()
-    return catalog.with_overrides(files) if files else catalog
+    return catalog.with_overrides(read_catalog_files(files)) if files else catalog

@@ -7,12 +7,32 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from gpuyield.core.catalog import Catalog, ModelSpec, load_hf_config
+from gpuyield.core.catalog import Catalog, ModelSpec, load_hf_config, parse_catalog_yaml
 from gpuyield.errors import CatalogError
 
-__all__ = ["load_hf_config_file", "looks_like_path", "resolve_model"]
+__all__ = ["load_hf_config_file", "looks_like_path", "read_catalog_files", "resolve_model"]
+
+
+def read_catalog_files(paths: Iterable[str | Path]) -> list[tuple[str, Any]]:
+    """``--catalog`` / ``GPUYIELD_CATALOG`` files as ``(origin, document)`` pairs for ``Catalog.with_overrides``.
+
+    A missing or unreadable file, or invalid YAML, raises :class:`CatalogError` naming the file.
+    """
+    docs: list[tuple[str, Any]] = []
+    for src in paths:
+        path = Path(src)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CatalogError(f"catalogue file '{path}' does not exist") from None
+        except OSError as exc:
+            raise CatalogError(f"catalogue file '{path}' cannot be read: {exc.strerror}") from None
+        docs.append((str(path), parse_catalog_yaml(str(path), text)))
+    return docs
 
 
 def looks_like_path(text: str) -> bool:
