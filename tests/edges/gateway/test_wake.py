@@ -131,7 +131,9 @@ def test_concurrent_requests_share_one_wake_and_evict_an_idle_model(
     assert _value(gm, 'gpuyield_model_sleeps_total{group="g0",model="m-a",reason="evict"}') == 1
     assert _value(gm, 'gpuyield_model_wakes_total{group="g0",model="m-c"}') == 1
     assert _value(gm, 'gpuyield_model_wake_duration_seconds_count{group="g0",model="m-c"}') == 1
-    assert _value(gm, 'gpuyield_wake_holds_total') == 0  # nothing was busy: no request had to wait for room
+    assert _value(gm, 'gpuyield_wake_holds_total{model="m-c",reason="room"}') == 0  # nothing was busy
+    assert _value(gm, 'gpuyield_wake_holds_total{model="m-c",reason="wake"}') == 8  # all 8 waited for the wake
+    assert _value(gm, 'gpuyield_wake_held_requests{model="m-c"}') == 0
     assert _value(gm, 'gpuyield_model_awake_seconds_total{group="g0",model="m-a"}') > 0
     assert _value(gm, 'gpuyield_model_residency_state{group="g0",model="m-c"}') == 4
     wait_idle(gw)
@@ -180,7 +182,7 @@ def test_busy_models_are_never_evicted_and_requests_wait_for_them_to_drain() -> 
         assert t_b >= min(s1["end"], s2["end"])  # held until a busy model finished its stream
         assert s1["chunks"] >= 30 and s2["chunks"] >= 30
         gm = _metrics(srv.url)
-        assert _value(gm, 'gpuyield_wake_holds_total{model="m-b"}') == 1
+        assert _value(gm, 'gpuyield_wake_holds_total{model="m-b",reason="room"}') == 1
         assert _value(gm, 'gpuyield_wake_held_requests{model="m-b"}') == 0
         wait_idle(gw)
     finally:
@@ -260,6 +262,19 @@ def test_idle_sleep_after_idle_sleep_s_never_while_streaming() -> None:
     finally:
         srv.stop()
         emu.stop()
+
+
+def test_group_gpu_alias_and_unknown_gpu() -> None:
+    from gpuyield.edges.gateway.wake import group_footprints
+
+    cfg = load_config(_config("http://127.0.0.1:9", ["m-a"], gpu="h100-sxm"))
+    slow = load_config(_config("http://127.0.0.1:9", ["m-a"], gpu="l40s"))
+    fast_fp = group_footprints(cfg.residency_groups[0])[0]
+    slow_fp = group_footprints(slow.residency_groups[0])[0]
+    assert fast_fp.wake_l1_s < slow_fp.wake_l1_s  # PCIe Gen5 host link vs Gen4, from multiplex.yaml
+    bad = load_config(_config("http://127.0.0.1:9", ["m-a"], gpu="no-such-gpu"))
+    with pytest.raises(ConfigError, match="residency_groups.g0.gpu"):
+        group_footprints(bad.residency_groups[0])
 
 
 def test_config_validation() -> None:

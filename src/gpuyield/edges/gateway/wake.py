@@ -28,8 +28,8 @@ streaming request stays in flight until its last byte.
 Metrics (registered on the gateway's registry): ``gpuyield_model_wakes_total``, ``gpuyield_model_sleeps_total``
 (reason ``idle``/``evict``/``startup``), ``gpuyield_model_wake_failures_total`` (reason), the histogram
 ``gpuyield_model_wake_duration_seconds`` (wall time of the wake API call), ``gpuyield_wake_held_requests``
-(gauge: requests waiting for a wake or for room now), ``gpuyield_wake_holds_total`` (requests that had to
-wait), ``gpuyield_model_awake_seconds_total`` and ``gpuyield_model_residency_state`` (0 unloaded, 1 asleep
+(gauge: requests waiting for a wake or for room now), ``gpuyield_wake_holds_total`` (requests held, by reason
+``wake`` or ``room``), ``gpuyield_model_awake_seconds_total`` and ``gpuyield_model_residency_state`` (0 unloaded, 1 asleep
 level 2, 2 asleep level 1, 3 waking, 4 awake).
 """
 
@@ -44,6 +44,7 @@ from typing import Any
 
 from gpuyield.core.policy.residency import ModelFootprint, ModelState, ResidencyPolicy
 from gpuyield.edges.gateway.wake_config import ResidencyGroupConfig
+from gpuyield.errors import ConfigError
 
 __all__ = ["WakeError", "WakeManager", "group_footprints"]
 
@@ -64,10 +65,18 @@ def group_footprints(g: ResidencyGroupConfig) -> list[ModelFootprint]:
     the sourced cost model (:func:`gpuyield.core.sim.multiplex.transition_footprint`)."""
     from gpuyield.core.sim.multiplex import transition_footprint
 
+    gpu_id = ""
+    if g.gpu is not None:
+        from gpuyield.core.catalog import default_catalog
+
+        try:
+            gpu_id = default_catalog().gpu(g.gpu).id
+        except Exception as exc:
+            raise ConfigError(f"residency_groups.{g.name}.gpu: {exc}") from None
     out = []
     for m in g.models:
         per_gpu = m.weight_gb / g.num_gpus
-        fp = transition_footprint(m.model, g.gpu or "", g.num_gpus, per_gpu, 0.0, m.kv_budget_gb / g.num_gpus)
+        fp = transition_footprint(m.model, gpu_id, g.num_gpus, per_gpu, 0.0, m.kv_budget_gb / g.num_gpus)
         out.append(ModelFootprint(
             model=m.model, weight_bytes=m.weight_gb * 1e9, kv_budget_bytes=m.kv_budget_gb * 1e9,
             wake_l1_s=m.wake_l1_s or fp.wake_l1_s, wake_l2_s=m.wake_l2_s or fp.wake_l2_s,
@@ -134,8 +143,9 @@ class WakeManager:
                                   ["group", "model"], buckets=_WAKE_BUCKETS, registry=r)
         self.m_held = Gauge("gpuyield_wake_held_requests", "Requests held now, waiting for their model to wake "
                             "or for room on its GPU group.", ["model"], registry=r)
-        self.m_holds = Counter("gpuyield_wake_holds", "Requests that had to wait for a wake or for room.",
-                               ["model"], registry=r)
+        self.m_holds = Counter("gpuyield_wake_holds", "Requests that were held, by reason: room (the models that "
+                               "must make room were busy) or wake (waited for a wake).", ["model", "reason"],
+                               registry=r)
         r.register(_ResidencyCollector(self))
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
@@ -182,7 +192,7 @@ class WakeManager:
         t_start = time.monotonic()
         deadline = t_start + g.cfg.wake_timeout_s
         if ready is None:
-            self.m_holds.labels(model).inc()
+            self.m_holds.labels(model, "room").inc()
             held = self.m_held.labels(model)
             held.inc()
             try:
@@ -210,6 +220,9 @@ class WakeManager:
         task = g.wakes.get(model)
         if task is None:
             return
+        self.m_holds.labels(model, "wake").inc()
+        held = self.m_held.labels(model)
+        held.inc()
         try:
             await asyncio.wait_for(asyncio.shield(task), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -222,6 +235,8 @@ class WakeManager:
         except BaseException:
             self.release(model)
             raise
+        finally:
+            held.dec()
 
     def release(self, model: str) -> None:
         g = self._of[model]
