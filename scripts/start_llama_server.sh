@@ -20,6 +20,8 @@ usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/engine_common.sh
+source "$ROOT/scripts/engine_common.sh"
 BIN="${LLAMA_SERVER:-$ROOT/.engines/bin/llama-server}"
 RUN_DIR="${GPUYIELD_ENGINE_RUN_DIR:-/tmp/gpuyield-engines}"
 TIMEOUT="${START_TIMEOUT_S:-60}"
@@ -39,10 +41,7 @@ else
 fi
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "error: PORT must be a number, got '$PORT'" >&2; exit 2; }
 URL="http://127.0.0.1:$PORT"
-if curl -s -o /dev/null --max-time 2 "$URL/health"; then
-    echo "error: something already answers on $URL (stop it first: scripts/stop_engines.sh $PORT)" >&2
-    exit 1
-fi
+require_port_free "$URL"
 
 mkdir -p "$RUN_DIR"
 LOG="$RUN_DIR/llama-$PORT.log"
@@ -53,18 +52,7 @@ setsid "$BIN" "${MODEL_ARGS[@]}" --host 127.0.0.1 --port "$PORT" \
 PID=$!
 echo "$PID" >"$PIDFILE"
 
-deadline=$((SECONDS + TIMEOUT))
-until curl -sf -o /dev/null --max-time 2 "$URL/health"; do
-    if ! kill -0 "$PID" 2>/dev/null; then
-        echo "error: llama-server ($WHAT) exited during start-up; last lines of $LOG:" >&2
-        tail -n 30 "$LOG" >&2; rm -f "$PIDFILE"; exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        echo "error: llama-server not healthy on $URL after ${TIMEOUT}s; stopping it. Last lines of $LOG:" >&2
-        tail -n 30 "$LOG" >&2; kill -TERM -- "-$PID" 2>/dev/null || true; rm -f "$PIDFILE"; exit 1
-    fi
-    sleep 0.2
-done
+wait_healthy "llama-server ($WHAT)" "$URL" "$PID" "$LOG" "$PIDFILE" "$TIMEOUT" 0.2
 echo "URL=$URL"
 echo "PID=$PID"
 echo "LOG=$LOG"

