@@ -14,8 +14,9 @@ A completion for a model that is not awake is held until it is woken, as vLLM ho
 (it does not wake the model itself): the gateway must wake it. Concurrent wake calls for one model share one
 transition. Transition times: ``--wake-ms`` etc. when given, else the sourced cost model
 (:func:`gpuyield.core.sim.multiplex.transition_footprint`) for the model's weights on ``--gpu`` (from the
-performance model's memory plan). ``GET /metrics`` adds ``gpuyield_emulator_wake_calls_total`` and
-``gpuyield_emulator_sleep_calls_total`` per model (API calls received), so tests can count wakes.
+performance model's memory plan). ``GET /metrics`` adds ``gpuyield_emulator_wake_calls_total``,
+``gpuyield_emulator_sleep_calls_total`` per model (API calls received) and
+``gpuyield_emulator_busy_sleeps_total`` (sleeps received while the model had requests in progress).
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class _Hosted:
         self.wake_calls = 0
         self.sleep_calls = 0
         self.loading = False
+        self.active = 0  # requests inside this model's app (held or running)
+        self.busy_sleeps = 0  # sleep/unload calls that arrived while requests were active (a caller's bug)
 
 
 class MultiModelEmulator:
@@ -213,6 +216,8 @@ class MultiModelEmulator:
 
     async def _sleep(self, h: _Hosted, target: int) -> None:
         h.sleep_calls += 1
+        if h.active and h.state == AWAKE:
+            h.busy_sleeps += 1
         async with h.lock:
             if h.state == AWAKE:
                 await asyncio.sleep(h.times.sleep_s if target == ASLEEP_L1 else 0.0)
@@ -257,7 +262,11 @@ class MultiModelEmulator:
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
-        await h.app(scope, replay, send)  # a sleeping model's app holds the request until it is woken
+        h.active += 1
+        try:
+            await h.app(scope, replay, send)  # a sleeping model's app holds the request until it is woken
+        finally:
+            h.active -= 1
 
     def metrics_text(self) -> str:
         seen: set[str] = set()
@@ -269,12 +278,15 @@ class MultiModelEmulator:
                         continue
                     seen.add(line)
                 out.append(line)
-        for name, attr in (("wake", "wake_calls"), ("sleep", "sleep_calls")):
-            out.append(f"# HELP gpuyield_emulator_{name}_calls_total {name} API calls received, per model.")
-            out.append(f"# TYPE gpuyield_emulator_{name}_calls_total counter")
+        for name, attr, help_ in (("wake_calls", "wake_calls", "wake/load API calls received"),
+                                  ("sleep_calls", "sleep_calls", "sleep/unload API calls received"),
+                                  ("busy_sleeps", "busy_sleeps", "sleep/unload calls received while requests "
+                                   "for the model were in progress")):
+            out.append(f"# HELP gpuyield_emulator_{name}_total {help_}, per model.")
+            out.append(f"# TYPE gpuyield_emulator_{name}_total counter")
             for n, h in self.models.items():
                 label = n.replace("\\", "\\\\").replace('"', '\\"')
-                out.append(f'gpuyield_emulator_{name}_calls_total{{model_name="{label}"}} {getattr(h, attr)}')
+                out.append(f'gpuyield_emulator_{name}_total{{model_name="{label}"}} {getattr(h, attr)}')
         return "\n".join(out) + "\n"
 
 
