@@ -47,6 +47,14 @@ def _fleet(draw: st.DrawFn):  # type: ignore[no-untyped-def]
         "max_num_batched_tokens": 256,
         "max_decode_run_steps": draw(st.sampled_from([None, 1])),
     }
+    # A KV offload tier, sometimes tiny (a reload can then push the unit it reads out of the tier).
+    tier_blocks = draw(st.sampled_from([0, 1, 3, 40]))
+    if tier_blocks:
+        from gpuyield.core.sim.engine import OffloadTierConfig
+
+        cfg["offload"] = OffloadTierConfig(
+            "cpu", capacity_bytes=tier_blocks * int(cfg["block_size"]) * 131072, read_bytes_per_s=25e9
+        )
     return make_workload(arrivals, inp, out, hashes, block_size_tokens=16), roles, cfg
 
 
