@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,23 @@ def test_writes_every_output(local_plan: tuple[Path, dict[str, Any]]) -> None:
     assert doc["economics"]["plan"]["usd_per_hour"] <= doc["economics"]["naive"]["usd_per_hour"] + 1e-9
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<script" not in html and "http://" not in html.split("<body>")[0]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_report_renders_in_headless_chromium_without_console_errors(
+    local_plan: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    out, _ = local_plan
+    shot = tmp_path / "shot.png"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
+           "--enable-logging=stderr", "--v=0", "--window-size=1200,1600", f"--screenshot={shot}",
+           (out / "report.html").as_uri()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.exists() and shot.stat().st_size > 10_000
+    console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console
 
 
 def test_plan_yaml_round_trips_into_simulate(local_plan: tuple[Path, dict[str, Any]]) -> None:
