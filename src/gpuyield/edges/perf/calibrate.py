@@ -193,6 +193,13 @@ def load_measurements(path: Path) -> list[MeasurementRow]:
             )
         return [row_from_mapping(r, i) for i, r in enumerate(reader)]
 
+# (a, b): try a × f together with b / f (keeps the prefill work, resp. the attention time, unchanged while
+# the other ops move).
+COUPLED_MOVES: tuple[tuple[str, str], ...] = (
+    ("decode_scale", "prefill_scale"),
+    ("decode_scale", "decode_attn_scale"),
+)
+
 
 def _loss(rows: Sequence[MeasurementRow], model_of: Any, gpu_of: Any, cal: Calibration) -> tuple[float, int]:
     tot = 0.0
@@ -244,6 +251,22 @@ def _fit_group(
                     if loss >= best - 1e-5:
                         break
                     best, cur = loss, trial
+        # coupled moves along valleys the single-parameter sweep cannot leave (decode_scale multiplies
+        # every op, so a prefill or attention error is otherwise traded against all the others)
+        for a, b in COUPLED_MOVES:
+            if a not in names or b not in names:
+                continue
+            for factor in (step, 1.0 / step):
+                while True:
+                    va = min(FIT_PARAMETERS[a][1], max(FIT_PARAMETERS[a][0], getattr(cur, a) * factor))
+                    vb = min(FIT_PARAMETERS[b][1], max(FIT_PARAMETERS[b][0], getattr(cur, b) / factor))
+                    if va == getattr(cur, a) or vb == getattr(cur, b):
+                        break
+                    trial = dataclasses.replace(cur, **{a: va, b: vb})
+                    loss = loss_of(trial)
+                    if loss >= best - 1e-5:
+                        break
+                    best, cur = loss, trial
     if log:
         log(f"{key}: {len(sub)} rows, loss {first:.4f} -> {best:.4f}")
     return dataclasses.replace(cur, source=f"fitted on {len(sub)} end-to-end rows (loss {best:.4f})")
@@ -284,6 +307,11 @@ def fit_engines(
 
     for eng in sorted({r.engine for r in rows}):
         sub = [r for r in rows if r.engine == eng]
+        # the family's constants are what aggregated replicas use; disaggregated pools get their own below,
+        # so fit on the aggregated rows when there are enough of them (else on all the family's rows)
+        agg_rows = [r for r in sub if mode_of(r) == "agg"]
+        if len(agg_rows) >= MIN_GROUP_ROWS:
+            sub = agg_rows
         start = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
         engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, names, rounds, log)
     # disaggregated pools: their own efficiencies and TTFT constants, starting from the family's
