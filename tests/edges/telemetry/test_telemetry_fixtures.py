@@ -265,3 +265,18 @@ def test_unjoined_engine_tokens_stay_out_of_the_fleet_gpu_ratios() -> None:
     assert f.output_tokens_per_gpu_hour == pytest.approx(9484 / (600 / 3600))
     assert f.output_tokens_per_kwh == pytest.approx(9484 / (sum(H100_W) * 75 / 3.6e6))
     assert any("2560 output tokens of 1 unjoined engine(s) left out" in n for n in r.notes)
+
+
+def test_a_day_between_two_scrapes_is_counted_but_noted(tmp_path: Path) -> None:
+    # Two scrapes of the same 8 H100s a day apart (e.g. files from different periods passed together): the
+    # window runs first to last sample, so the day counts as allocated -- and notes[] says so.
+    text = (FIX / "dcgm_sample_h100_8gpu.prom").read_text()
+    d = tmp_path / "two_days"
+    d.mkdir()
+    (d / "a.prom").write_text("# scrape at 1773144000\n" + text)
+    (d / "b.prom").write_text("# scrape at 1773230400\n" + text)
+    r, _ = run(str(d))
+    assert r.fleet.gpu_hours == pytest.approx(8 * 24.0)
+    assert any("gap of up to 24.0 h between samples" in n and n.startswith("8 GPU(s)") for n in r.notes)
+    r1, _ = run("h100_multiscrape")  # 15 s apart: no such note
+    assert not any("between samples" in n for n in r1.notes)

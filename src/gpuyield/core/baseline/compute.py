@@ -184,6 +184,9 @@ class _HistStats:
 # ---------------------------------------------------------------------------------------------- per GPU
 
 
+_LARGE_GAP_S = 3600.0  # a GPU with no sample for longer than this gets a note (scrapes are seconds apart)
+
+
 class _GpuWindow:
     def __init__(self, gpu: GpuTelemetry, single_scrape_s: float) -> None:
         series = list(gpu.gauges.values()) + list(gpu.counters.values())
@@ -195,6 +198,9 @@ class _GpuWindow:
         self.start_s = first
         self.end_s = first + single_scrape_s if self.single else last
         self.window_s = self.end_s - self.start_s
+        # Longest stretch without any sample of this GPU: the window counts it as allocated all the same.
+        ts = np.unique(np.concatenate([s.ts_s for s in series]))
+        self.max_gap_s = float(np.max(np.diff(ts))) if len(ts) > 1 else 0.0
 
 
 def _gpu_energy(gpu: GpuTelemetry, win: _GpuWindow) -> tuple[float | None, str | None]:
@@ -310,6 +316,15 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
         notes.append(
             f"some GPUs were seen in one scrape only: each such scrape is taken to cover {inputs.single_scrape_s:g} s "
             "(the scrape interval; set --interval), so their GPU-hours and $ cover that span only"
+        )
+
+    gappy = sorted((gid, w.max_gap_s) for gid, w in windows.items() if w.max_gap_s > _LARGE_GAP_S)
+    if gappy:
+        worst = max(gap for _, gap in gappy)
+        notes.append(
+            f"{len(gappy)} GPU(s) have a gap of up to {worst / 3600:.1f} h between samples (e.g. {gappy[0][0]}); "
+            "a GPU's window runs from its first to its last sample, so its GPU-hours, $ and idle time count the "
+            "gap as allocated -- check that the inputs are from one period"
         )
 
     # ---- per deployment (per model) -------------------------------------------------------------
