@@ -11,7 +11,9 @@ Conventions (documented in docs/formats.md):
   input_tokens_per_hour * 1e6`` (every prompt token counts, cached or not, as an API would bill it).
 - Break-even monthly volume: the number of tokens per month (at the workload's input:output mix) at which
   buying them from the API costs as much as running the fleet for a month (730 h). Above it, self-hosting
-  is cheaper, provided the fleet can carry that volume (``capacity_tokens_per_month``).
+  is cheaper, provided the fleet can carry that volume (``capacity_tokens_per_month``). The min-cost search
+  passes ``capacity_scale=1.0`` (the fleet is verified at the workload's rate only), so there the capacity is
+  the workload's own volume and a break-even above it is not shown to be reachable by this fleet.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class FleetEconomics:
     usd_per_1m_output: float
     usd_per_1m_tokens: float  # blended over the workload's mix
     utilisation: float  # mean fraction of engine time busy, 0..1 (NaN for the API)
-    capacity_tokens_per_month: float  # tokens/month this fleet carries at the SLO (mix as workload); inf for API
+    capacity_tokens_per_month: float  # workload tokens/month x capacity_scale (1.0 = only the workload's rate verified); inf for API
     api_usd_per_hour: float | None  # the same traffic bought from the API
     break_even_tokens_per_month: float | None  # None without an API price
     prices: tuple[tuple[str, float, str, str], ...]  # (gpu_id, usd_per_gpu_hour, source, as_of) shown
