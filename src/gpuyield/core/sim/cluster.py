@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from gpuyield.core.policy.admission import AdmissionController, Ticket, Verdict
 from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
 from gpuyield.core.sim.engine.config import EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
@@ -183,6 +184,7 @@ class Cluster:
         default_model: str | None = None,
         model_resolver: Callable[[str], str | None] | None = None,
         residency: ModelResidency | None = None,
+        admission: AdmissionController | None = None,
     ) -> None:
         if not replicas:
             raise ConfigError("a cluster needs at least one replica")
@@ -197,6 +199,7 @@ class Cluster:
         self.default_model = default_model or replicas[0].model
         self.model_resolver = model_resolver
         self.residency = residency
+        self.admission = admission  # the gateway's admission/fairness controller, in simulated time
         self._by_id = {rt.setup.replica_id: rt for rt in self.rts}
 
     # ------------------------------------------------------------------ model -> replicas
@@ -301,6 +304,81 @@ class Cluster:
                 eng.new_transfers.clear()
             rt.refresh()
 
+        admission = self.admission
+        tickets: dict[int, Ticket] = {}  # request index -> its admission ticket (admitted, not finished)
+        queued_idx: dict[int, int] = {}  # ticket id -> request index, while queued by admission
+        tenants = w.tenants
+        tcodes = w.tenant_codes.tolist() if admission is not None else []
+        prio = w.priority.tolist() if admission is not None else []
+
+        def release_ticket(idx: int, tokens: int, t_s: float) -> None:
+            tk = tickets.pop(idx, None)
+            if tk is not None and admission is not None:
+                admission.complete(tk, tokens, t_s)
+
+        def drain(t_s: float) -> None:
+            """Dispatch what admission lets go now; reject what waited too long in its queue."""
+            if admission is None:
+                return
+            for old in admission.expire(t_s):
+                k = queued_idx.pop(old.ticket_id)
+                tickets.pop(k, None)
+                reject(k, f"admission: queued longer than {admission.limits.max_queue_wait_s:g} s")
+            while (ready := admission.next_ready(t_s)) is not None:
+                route(queued_idx.pop(ready.ticket_id))
+
+        def route(i: int) -> None:
+            """Send request ``i`` (admitted at ``now``) to a replica, or reject it."""
+            nonlocal seq
+            code = mcodes[i]
+            tg = targets_by_code[code]
+            p_tok = inp[i]
+            o_tok = outl[i]
+            if tg is None:
+                label = w.models[code]
+                reject(i, f"no replica serves model {label if label is not None else self.default_model!r}")
+                if admission is not None:
+                    release_ticket(i, 0, now)
+            else:
+                hashes: tuple[int, ...] = ()
+                if hoffs is not None:
+                    a, b = hoffs[i], hoffs[i + 1]
+                    if b > a:
+                        hashes = tuple(hvals[a:b].tolist())
+                view = RequestView(str(i), w.models[code] or self.default_model, p_tok, o_tok, hashes, hb)
+                rid = choose(view, snaps_by_code[code][0], now)
+                rt = by_id[rid]
+                pd = rt.setup.role == "prefill"
+                why = rt.engine.can_ever_fit(p_tok, 1 if pd else o_tok)
+                if why is None and pd:
+                    dsnaps = snaps_by_code[code][1]
+                    # every decode replica of a pool is alike; check the first
+                    why = by_id[dsnaps[0].replica_id].engine.can_ever_fit(p_tok, o_tok)
+                if why is not None:
+                    reject(i, why)
+                    if admission is not None:
+                        release_ticket(i, 0, now)
+                else:
+                    on_dispatch(view, rid, now)
+                    if track_complete:
+                        views[i] = view
+                    eng_bs = rt.setup.engine_config.block_size
+                    uh, ub = _unit_view(hashes, hb, eng_bs, p_tok) if hashes else ((), 1)
+                    er = EngineRequest(i, now, p_tok, 1 if pd else o_tok, uh, ub)
+                    rt.outstanding += 1
+                    rt.requests += 1
+                    rt.prefill_tokens += p_tok
+                    wake = residency.wake_delay_s(rid, rt.setup.model, now) if residency is not None else 0.0
+                    if wake == _INF:  # held until the residency can make room (see ModelResidency)
+                        held.append((rt, er))
+                        rt.refresh()
+                    elif wake > 0:  # the model must be woken first: deliver the request later
+                        push(heap, (now + wake, 2, seq, rt, er))
+                        seq += 1
+                        rt.refresh()
+                    else:
+                        after(rt, rt.engine.add_request(er, now))
+
         i = 0
         t_next = arr[0] if n else _INF
         while True:
@@ -313,50 +391,20 @@ class Cluster:
                     raise RuntimeError(f"simulated time went back: {t_next} < {now}")
                 now = t_next
                 num_events += 1
-                code = mcodes[i]
-                tg = targets_by_code[code]
-                p_tok = inp[i]
-                o_tok = outl[i]
-                if tg is None:
-                    label = w.models[code]
-                    reject(i, f"no replica serves model {label if label is not None else self.default_model!r}")
+                if admission is None:
+                    route(i)
                 else:
-                    hashes: tuple[int, ...] = ()
-                    if hoffs is not None:
-                        a, b = hoffs[i], hoffs[i + 1]
-                        if b > a:
-                            hashes = tuple(hvals[a:b].tolist())
-                    view = RequestView(str(i), w.models[code] or self.default_model, p_tok, o_tok, hashes, hb)
-                    rid = choose(view, snaps_by_code[code][0], now)
-                    rt = by_id[rid]
-                    pd = rt.setup.role == "prefill"
-                    why = rt.engine.can_ever_fit(p_tok, 1 if pd else o_tok)
-                    if why is None and pd:
-                        dsnaps = snaps_by_code[code][1]
-                        # every decode replica of a pool is alike; check the first
-                        why = by_id[dsnaps[0].replica_id].engine.can_ever_fit(p_tok, o_tok)
-                    if why is not None:
-                        reject(i, why)
+                    ticket = admission.make_ticket(tenants[tcodes[i]] or "default", inp[i], outl[i], now, prio[i])
+                    decision = admission.submit(ticket, now)
+                    if decision.verdict == Verdict.REJECTED:
+                        reject(i, f"admission: {decision.reason}")
                     else:
-                        on_dispatch(view, rid, now)
-                        if track_complete:
-                            views[i] = view
-                        eng_bs = rt.setup.engine_config.block_size
-                        uh, ub = _unit_view(hashes, hb, eng_bs, p_tok) if hashes else ((), 1)
-                        er = EngineRequest(i, now, p_tok, 1 if pd else o_tok, uh, ub)
-                        rt.outstanding += 1
-                        rt.requests += 1
-                        rt.prefill_tokens += p_tok
-                        wake = residency.wake_delay_s(rid, rt.setup.model, now) if residency is not None else 0.0
-                        if wake == _INF:  # held until the residency can make room (see ModelResidency)
-                            held.append((rt, er))
-                            rt.refresh()
-                        elif wake > 0:  # the model must be woken first: deliver the request later
-                            push(heap, (now + wake, 2, seq, rt, er))
-                            seq += 1
-                            rt.refresh()
+                        tickets[i] = ticket
+                        if decision.verdict == Verdict.DISPATCH:
+                            route(i)
                         else:
-                            after(rt, rt.engine.add_request(er, now))
+                            queued_idx[ticket.ticket_id] = i
+                    drain(now)
                 i += 1
                 if progress is not None and i % progress_every == 0:
                     progress(progress_every)
@@ -391,6 +439,8 @@ class Cluster:
                         if o_tok <= 1:
                             finish[idx] = t
                             replica_col[idx] = rt.idx
+                            if admission is not None:
+                                release_ticket(idx, inp[idx] + o_tok, t)
                             if track_complete:
                                 del views[idx]
                             continue
@@ -412,6 +462,8 @@ class Cluster:
                     finish[idx] = t
                     replica_col[idx] = rt.idx
                     preempt_col[idx] += er.num_preemptions
+                    if admission is not None:
+                        release_ticket(idx, inp[idx] + outl[idx], t)
                     if er.num_cached_tokens > 0 and prefill_col[idx] < 0:
                         cached[idx] = er.num_cached_tokens
                     rt.outstanding -= 1
@@ -427,6 +479,8 @@ class Cluster:
                     if track_complete:
                         views.pop(idx, None)
                 after(rt, eng.run_end_s if eng.run is not None else None)
+                if admission is not None and done:
+                    drain(t)
                 if held and done and retry_held is not None:
                     still: list[tuple[_Rt, EngineRequest]] = []
                     for hrt, her in held:  # something finished: memory may be freed now (FIFO order)
@@ -448,6 +502,7 @@ class Cluster:
 
         for hrt, her in held:  # nothing left that could free memory for these
             reject(her.idx, f"model {hrt.setup.model} could not be woken on {hrt.setup.replica_id}: no memory could be freed")
+            release_ticket(her.idx, 0, now)
             hrt.outstanding -= 1
         stats = []
         for rt in self.rts:

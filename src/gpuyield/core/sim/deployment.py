@@ -19,6 +19,7 @@ from gpuyield.core.sim.multiplex import MultiplexSpec
 from gpuyield.errors import ConfigError
 
 __all__ = [
+    "AdmissionSpec",
     "Deployment",
     "EngineSpec",
     "LinkSpec",
@@ -26,6 +27,7 @@ __all__ = [
     "PdSpec",
     "PoolSpec",
     "RouterSpec",
+    "TenantSpec",
     "link_spec",
     "parse_deployment",
 ]
@@ -135,6 +137,38 @@ class PdSpec(BaseModel):
         )
 
 
+class TenantSpec(BaseModel):
+    """One tenant's admission limits (the same fields as the gateway's tenants, without keys)."""
+
+    model_config = _CFG
+    name: str = Field(min_length=1)
+    priority: int = 0
+    weight: float = Field(default=1.0, gt=0)
+    tokens_per_min: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_queued: int | None = Field(default=None, ge=1)
+
+
+class AdmissionSpec(BaseModel):
+    """The gateway's admission control, simulated: the same ``AdmissionController`` as ``gpuyield serve``."""
+
+    model_config = _CFG
+    max_inflight: int = Field(default=256, ge=1)
+    max_queued: int = Field(default=1024, ge=0)
+    max_queue_wait_s: float = Field(default=30.0, gt=0)
+    default_output_tokens: int = Field(default=256, ge=1)
+    fair_share_burst: int = Field(default=0, ge=0)
+    tenants: list[TenantSpec] = Field(default_factory=list)
+
+    def build(self) -> Any:
+        from gpuyield.core.policy.admission import AdmissionController, AdmissionLimits, TenantLimits
+
+        limits = AdmissionLimits(self.max_inflight, self.max_queued, self.max_queue_wait_s,
+                                 self.default_output_tokens, self.fair_share_burst)  # fmt: skip
+        return AdmissionController([TenantLimits(**t.model_dump()) for t in self.tenants], limits)
+
+
 class Deployment(BaseModel):
     """A fleet: pools of replicas, how requests are routed, and optional price overrides."""
 
@@ -146,6 +180,7 @@ class Deployment(BaseModel):
     pd: PdSpec | None = None
     default_model: str | None = None  # for requests naming no model; default: the first pool's model
     prices: dict[str, float] = Field(default_factory=dict, description="gpu id -> usd_per_gpu_hour override")
+    admission: AdmissionSpec | None = None  # gateway admission/fairness in front of the fleet (simulated)
     multiplex: MultiplexSpec | None = None  # GPU groups shared by several models (sleep/wake); see sim/multiplex.py
 
     @model_validator(mode="after")

@@ -176,6 +176,7 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
         default_model=default_model,
         model_resolver=resolve,
         residency=mux,
+        admission=deployment.admission.build() if deployment.admission is not None else None,
     )
     if mux is not None:
         mux.attach_engines({rt.setup.replica_id: rt.engine for rt in cluster.rts})
