@@ -107,3 +107,22 @@ def test_prefix_index_is_bounded() -> None:
     for i in range(100):
         idx.record((i,), "r0")
     assert len(idx) == 10 and idx.match((99,)) == {"r0": 1} and idx.match((0,)) == {}
+
+
+def test_prefix_affinity_spreads_hot_prefixes_at_light_load() -> None:
+    """Requests that finish before the next arrives never trip the outstanding-request bound; the decayed
+    recent-dispatch bound still keeps a couple of very hot prefixes from piling onto one replica."""
+    from gpuyield.core.policy.base import ReplicaSnapshot, RequestView
+    from gpuyield.core.policy.routing import make_policy
+
+    pol = make_policy("prefix_affinity")
+    snaps = [ReplicaSnapshot(replica_id=f"r{k}") for k in range(4)]  # outstanding stays 0: light load
+    counts = {s.replica_id: 0 for s in snaps}
+    hot = [(101, 102, 103), (201, 202, 203)]
+    for i in range(300):
+        hashes = hot[i % 2] if i % 5 else (1000 + i,)
+        req = RequestView(str(i), "m", 2048, 32, hashes, 512)
+        rid = pol.choose(req, snaps, i * 0.125)
+        pol.on_dispatch(req, rid, i * 0.125)
+        counts[rid] += 1
+    assert max(counts.values()) / min(counts.values()) <= 1.5, counts

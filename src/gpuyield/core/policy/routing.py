@@ -22,6 +22,7 @@ only in ``choose``/``on_dispatch``/``on_complete``. Nothing here knows about the
 from __future__ import annotations
 
 import bisect
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -148,9 +149,22 @@ class PrefixAffinityPolicy(RoutingPolicy):
 
     name = "prefix_affinity"
 
-    def __init__(self, load_factor: float = 1.25, virtual_nodes: int = 64, max_index_entries: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        load_factor: float = 1.25,
+        virtual_nodes: int = 64,
+        max_index_entries: int = 1 << 20,
+        rate_halflife_s: float = 30.0,
+    ) -> None:
         if load_factor < 1.0:
             raise ConfigError(f"prefix_affinity.load_factor must be >= 1.0, got {load_factor}")
+        if rate_halflife_s < 0:
+            raise ConfigError(f"prefix_affinity.rate_halflife_s must be >= 0 (0 = off), got {rate_halflife_s}")
+        # Second guard: recent dispatches per replica (exponentially decayed counts). The outstanding-request
+        # bound only binds under load; at light load requests finish before the next arrives, so without this
+        # a hot prefix would stay on one replica forever (cumulative imbalance).
+        self.rate_halflife_s = rate_halflife_s
+        self._recent: dict[str, tuple[float, float]] = {}  # replica id -> (decayed count, at time)
         if virtual_nodes < 1:
             raise ConfigError(f"prefix_affinity.virtual_nodes must be >= 1, got {virtual_nodes}")
         self.load_factor = load_factor
@@ -178,36 +192,56 @@ class PrefixAffinityPolicy(RoutingPolicy):
             total += r.outstanding_requests
         bound = self.load_factor * (total + 1) / len(replicas) + 1.0
         by_id = {r.replica_id: r for r in replicas}
+        recent: dict[str, float] = {}
+        r_bound = math.inf
+        if self.rate_halflife_s > 0 and self._recent:
+            for r in replicas:
+                c, t = self._recent.get(r.replica_id, (0.0, now_s))
+                recent[r.replica_id] = c * 0.5 ** (max(0.0, now_s - t) / self.rate_halflife_s)
+            r_bound = self.load_factor * (sum(recent.values()) + 1.0) / len(replicas) + 1.0
+
+        def over(snap: ReplicaSnapshot) -> bool:
+            return snap.outstanding_requests >= bound or recent.get(snap.replica_id, 0.0) >= r_bound
+
         if req.block_hashes:
             matches = self.index.match(req.block_hashes)
             if matches:
                 best_id = None
-                best_key: tuple[int, int] | None = None
+                best_key: tuple[int, int, float] | None = None
                 for rid, n in matches.items():
                     snap = by_id.get(rid)
-                    if snap is None or snap.outstanding_requests >= bound:
+                    if snap is None or over(snap):
                         continue
-                    key = (-n, snap.outstanding_requests)
+                    key = (-n, snap.outstanding_requests, recent.get(rid, 0.0))
                     if best_key is None or key < best_key:
                         best_id, best_key = rid, key
                 if best_id is not None:
                     return best_id
+                # every replica holding this prefix is over a bound: copy the prefix to the least-loaded one
+                spare = [r for r in replicas if not over(r)]
+                if spare:
+                    return min(spare, key=lambda r: (recent.get(r.replica_id, 0.0), r.outstanding_requests,
+                                                     r.replica_id)).replica_id  # fmt: skip
             self._ensure_ring(replicas)
             ring = self._ring
             i = bisect.bisect_left(self._points, _ring_point(req.block_hashes[0]))
             n_ring = len(ring)
             for step in range(n_ring):
                 rid = ring[(i + step) % n_ring][1]
-                if by_id[rid].outstanding_requests < bound:
+                if not over(by_id[rid]):
                     return rid
         return self._fallback.choose(req, replicas, now_s)
 
     def on_dispatch(self, req: RequestView, replica_id: str, now_s: float) -> None:
         if req.block_hashes:
             self.index.record(req.block_hashes, replica_id)
+        if self.rate_halflife_s > 0:
+            c, t = self._recent.get(replica_id, (0.0, now_s))
+            self._recent[replica_id] = (c * 0.5 ** (max(0.0, now_s - t) / self.rate_halflife_s) + 1.0, now_s)
 
     def on_replica_removed(self, replica_id: str) -> None:
         self.index.forget_replica(replica_id)
+        self._recent.pop(replica_id, None)
 
 
 class CostPolicy(RoutingPolicy):
