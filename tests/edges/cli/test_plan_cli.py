@@ -52,6 +52,10 @@ def test_writes_every_output(local_plan: tuple[Path, dict[str, Any]]) -> None:
     for key in ("plan", "naive"):
         e = doc["economics"][key]
         assert e["usd_per_hour"] > 0 and all(p["source"] and p["as_of"] for p in e["pools"])
+        # the volume this fleet is verified to carry at the SLO, and whether the break-even lies within it
+        assert e["capacity_tokens_per_month"] == pytest.approx(e["tokens_per_month_at_workload_rate"], rel=1e-6)
+        if e["break_even_tokens_per_month"] is not None:
+            assert e["break_even_within_capacity"] == (e["break_even_tokens_per_month"] <= e["capacity_tokens_per_month"])
     # the plan is a point of the same search as naive, so it is never dearer
     assert doc["economics"]["plan"]["usd_per_hour"] <= doc["economics"]["naive"]["usd_per_hour"] + 1e-9
     html = (out / "report.html").read_text()

@@ -257,7 +257,16 @@ def _print_summary(doc: dict[str, Any], out: str) -> None:
 
     row("TTFT p99 ms (sim)", lambda k: lat(k, "ttft_p99_ms"))
     row("TPOT p99 ms (sim)", lambda k: lat(k, "tpot_p99_ms"))
-    row("break-even tok/month", lambda k: _num(econ[k]["break_even_tokens_per_month"], ".3g") if k != "api" else "-")
+    def break_even(k: str) -> str:
+        if k == "api":
+            return "-"
+        be, cap = econ[k]["break_even_tokens_per_month"], econ[k].get("capacity_tokens_per_month")
+        text = _num(be, ".3g")
+        if be is not None and cap is not None and math.isfinite(cap) and be > cap:
+            text += " (> verified capacity)"
+        return text
+
+    row("break-even tok/month", break_even)
     console.print(t)
     s = doc["search"]
     cmp_ = doc.get("comparison", {})

@@ -95,6 +95,13 @@ def _econ_json(e: FleetEconomics) -> dict[str, Any]:
         "api_usd_per_hour_same_traffic": _f(e.api_usd_per_hour, 4) if e.api_usd_per_hour is not None else None,
         "break_even_tokens_per_month": _f(e.break_even_tokens_per_month, 0) if e.break_even_tokens_per_month is not None else None,
         "tokens_per_month_at_workload_rate": _f((e.input_tokens_per_hour + e.output_tokens_per_hour) * 730.0, 0),
+        # tokens/month this fleet is verified to carry at the SLO (null for the API); a break-even above it
+        # would need a bigger fleet
+        "capacity_tokens_per_month": _f(e.capacity_tokens_per_month, 0) if math.isfinite(e.capacity_tokens_per_month) else None,
+        "break_even_within_capacity": (
+            None if e.break_even_tokens_per_month is None or not math.isfinite(e.capacity_tokens_per_month)
+            else e.break_even_tokens_per_month <= e.capacity_tokens_per_month
+        ),
         "pools": [
             {"pool": pc.pool, "gpu": pc.gpu_id, "num_gpus": pc.num_gpus, "usd_per_gpu_hour": _f(pc.price.usd_per_gpu_hour, 4),
              "usd_per_hour": _f(pc.usd_per_hour, 4), "price_kind": pc.price.kind, "source": pc.price.source,

@@ -237,11 +237,23 @@ def _table(result: PlanResult) -> str:
         ("utilisation (busy)", lambda k: _fmt(econ[k].utilisation * 100, ".0f") + ("%" if math.isfinite(econ[k].utilisation) else "")),
         ("TTFT p99 (sim), ms", lambda k: _fmt(pts[k].ttft_p99_ms, ",.0f") if pts.get(k) else "-"),
         ("TPOT p99 (sim), ms", lambda k: _fmt(pts[k].tpot_p99_ms, ",.1f") if pts.get(k) else "-"),
-        ("break-even vs API, tokens/month", lambda k: _fmt(econ[k].break_even_tokens_per_month, ".3g") if econ[k].break_even_tokens_per_month is not None else "-"),
+        ("break-even vs API, tokens/month", lambda k: _break_even(econ[k])),
     ]
     head = "<tr><th></th>" + "".join(f"<th>{_e(k)}</th>" for k in cols) + "</tr>"
     body = "".join("<tr><td>" + _e(label) + "</td>" + "".join(f"<td>{fn(k)}</td>" for k in cols) + "</tr>" for label, fn in rows)
     return f"<table>{head}{body}</table>"
+
+
+def _break_even(e: FleetEconomics) -> str:
+    """Break-even volume, flagged when it is above what this fleet was verified to carry."""
+    be = e.break_even_tokens_per_month
+    if be is None:
+        return "-"
+    text = _fmt(be, ".3g")
+    cap = e.capacity_tokens_per_month
+    if math.isfinite(cap) and be > cap:
+        text += f" (above the verified {_fmt(cap, '.3g')}/month: not reachable without a bigger fleet)"
+    return text
 
 
 def render_plan_report(result: PlanResult, request: PlanRequest, profile: WorkloadProfile, info: object) -> str:
