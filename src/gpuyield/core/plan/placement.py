@@ -121,7 +121,7 @@ def plan_multi_model(
     from gpuyield.core.perf import PerfModel
 
     g = catalog.gpu(gpu)
-    labels = [m for m in workload.models]
+    labels = list(workload.models)
     if any(m is None for m in labels):
         raise ConfigError("--multi-model needs a workload whose requests name their model (model column)")
     codes = workload.model_codes
@@ -161,9 +161,10 @@ def plan_multi_model(
     dedicated_replicas: dict[str, int] = {}
     dedicated_summary: dict[str, dict[str, Any]] = {}
     loads: dict[str, float] = {}
+    by_name = {d.name: d for d in demands}
     for code, label in enumerate(labels):
-        d = next((x for x in demands if x.name == label), None)
-        if d is None:
+        d = by_name.get(label) if label is not None else None
+        if d is None:  # a label with no requests
             continue
         sub = workload.take((codes == code).nonzero()[0])
         r = 1

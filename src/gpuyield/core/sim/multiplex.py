@@ -24,6 +24,7 @@ optimistic bias for the first requests after a wake.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -177,6 +178,7 @@ class MultiplexState:
 
     policies: dict[str, ResidencyPolicy]  # group copy id -> policy
     replica_group: dict[str, str]  # replica id -> group copy id
+    replica_model: dict[str, str]  # replica id -> the model label it serves
     step_models: dict[str, _SharedGpuStepTime]  # replica id -> shared step model
     waited: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # model -> [(arrival, ready)]
 
@@ -199,11 +201,12 @@ class MultiplexState:
         ready = pol.retry(model, now_s)
         return math.inf if ready is None else max(0.0, ready - now_s)
 
-    def release(self, replica_id: str, model: str, now_s: float) -> None:
+    def release(self, replica_id: str, now_s: float) -> None:
+        """A request finished on ``replica_id`` (replicas outside every group are ignored)."""
         group = self.replica_group.get(replica_id)
         if group is not None:
             pol = self.policies[group]
-            pol.release(model, now_s)
+            pol.release(self.replica_model[replica_id], now_s)
             self._idle_sleeps(pol, now_s)
 
     def attach_engines(self, engines_by_replica: dict[str, Any]) -> None:
@@ -218,10 +221,9 @@ class MultiplexState:
     def _idle_sleeps(pol: ResidencyPolicy, now_s: float) -> None:
         if pol.idle_sleep_s is None:
             return
-        for name in pol.models:
-            due = pol.next_idle_sleep_s(name)
-            if due is not None and due <= now_s and name in pol.due_sleeps(now_s):
-                pol.mark_asleep(name, due)
+        for name in pol.due_sleeps(now_s):
+            due = pol.next_idle_sleep_s(name)  # asleep from when it became due (lazy evaluation)
+            pol.mark_asleep(name, now_s if due is None else min(due, now_s))
 
     def summary(self, end_s: float, duration_s: float) -> dict[str, Any]:
         stats: list[ResidencyStats] = [p.finish(end_s) for p in self.policies.values()]
@@ -240,7 +242,7 @@ class MultiplexState:
             "cold_loads": sum(s.cold_loads for s in stats),
             "sleeps": sum(s.sleeps for s in stats),
             "evictions": sum(s.evictions for s in stats),
-            "swaps_per_hour": wakes / hours if hours == hours and hours > 0 else None,
+            "swaps_per_hour": wakes / hours if math.isfinite(hours) and hours > 0 else None,
             "wake_time_s": sum(s.wake_time_s for s in stats),
             "awake_time_s": awake,
             "wakes_by_model": wakes_by_model,
@@ -251,24 +253,20 @@ class MultiplexState:
 class ResidencyTrackingPolicy(RoutingPolicy):
     """Wraps the fleet's routing policy so request completions release the model's residency."""
 
-    def __init__(self, inner: RoutingPolicy, state: MultiplexState, model_of: dict[str, str]) -> None:
+    def __init__(self, inner: RoutingPolicy, state: MultiplexState) -> None:
         self.inner = inner
         self.state = state
-        self.model_of = model_of  # replica id -> model id
         self.name = inner.name
 
-    def choose(self, req: RequestView, replicas: Any, now_s: float) -> str:
-        snaps: list[ReplicaSnapshot] = list(replicas)
-        return self.inner.choose(req, snaps, now_s)
+    def choose(self, req: RequestView, replicas: Sequence[ReplicaSnapshot], now_s: float) -> str:
+        return self.inner.choose(req, replicas, now_s)
 
     def on_dispatch(self, req: RequestView, replica_id: str, now_s: float) -> None:
         self.inner.on_dispatch(req, replica_id, now_s)
 
     def on_complete(self, req: RequestView, replica_id: str, now_s: float) -> None:
         self.inner.on_complete(req, replica_id, now_s)
-        model = self.model_of.get(replica_id)
-        if model is not None:
-            self.state.release(replica_id, model, now_s)
+        self.state.release(replica_id, now_s)
 
     def on_replica_removed(self, replica_id: str) -> None:
         self.inner.on_replica_removed(replica_id)
@@ -287,6 +285,7 @@ def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, set
     setups: list[Any] = []
     policies: dict[str, ResidencyPolicy] = {}
     replica_group: dict[str, str] = {}
+    replica_model: dict[str, str] = {}
     step_models: dict[str, _SharedGpuStepTime] = {}
     info: list[dict[str, Any]] = []
     for g in spec.groups:
@@ -347,13 +346,14 @@ def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, set
                     )
                 )  # fmt: skip
                 replica_group[rid] = gid
+                replica_model[rid] = lab
                 step_models[rid] = sm
         fps0 = policies[f"{g.name}-0"].footprints()
         info.append({"group": g.name, "gpu": gpu.id, "tp": g.tp, "replicas": g.replicas,
                      "models": labels, "kv_budget_gb_per_gpu": kv_gb, "memory_gb": usable_gb * g.tp,
                      "footprints": [{"model": f.model, "resident_gb": f.resident_bytes / 1e9, "wake_l1_s": f.wake_l1_s,
                                      "wake_l2_s": f.wake_l2_s, "cold_load_s": f.cold_load_s} for f in fps0]})  # fmt: skip
-    return setups, MultiplexState(policies, replica_group, step_models), info
+    return setups, MultiplexState(policies, replica_group, replica_model, step_models), info
 
 
 def multiplex_summary(state: MultiplexState, rec: Any, workload: Any, duration_s: float, slo: Any) -> dict[str, Any]:
@@ -361,14 +361,13 @@ def multiplex_summary(state: MultiplexState, rec: Any, workload: Any, duration_s
     import numpy as np
 
     out = state.summary(float(rec.end_s), duration_s)
-    model_of_replica = {rid: rid.split("/", 1)[1] for rid in state.replica_group}
     ids = rec.replica_ids
     n = len(rec.arrival_s)
     models: list[str | None] = []
     codes = workload.model_codes.tolist()
     for i, k in enumerate(rec.replica.tolist()):
         rid = ids[k] if k >= 0 else None
-        models.append(model_of_replica.get(rid) if rid is not None else workload.models[codes[i]])
+        models.append(state.replica_model.get(rid) if rid is not None else workload.models[codes[i]])
     waited = {m: {a for a, _ in v} for m, v in state.waited.items()}
     ttft_ms = (rec.first_token_s - rec.arrival_s) * 1e3
     out_tok = rec.output_tokens

@@ -149,7 +149,7 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
         mux_setups, mux, mux_info = build_multiplex(deployment.multiplex, catalog, EngineSpec, ReplicaSetup)
         setups.extend(mux_setups)
         pools_info.extend(mux_info)
-        policy = ResidencyTrackingPolicy(policy, mux, {s.replica_id: s.model for s in mux_setups})
+        policy = ResidencyTrackingPolicy(policy, mux)
     decode_policy = None
     bw, lat = 50e9, 25e-6
     if deployment.pd is not None or deployment.is_disaggregated:
