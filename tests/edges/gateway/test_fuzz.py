@@ -44,7 +44,9 @@ auths = st.sampled_from([f"Bearer {KEY_A}"] * 4 + [None, "Bearer", "Basic abc", 
 
 @pytest.fixture(scope="module")
 def gateway():  # type: ignore[no-untyped-def]
-    emu = start_emulator(fixed_step_ms=1.0)
+    # a short context: 'ignore_eos' without 'max_tokens' generates up to max_model_len tokens (32k by default
+    # took ~40 s on a busy machine, past the client timeout)
+    emu = start_emulator(fixed_step_ms=1.0, max_model_len=1024)
     srv, gw = start_gateway(gateway_config([emu.url]))
     client = httpx.Client(base_url=srv.url, timeout=20)
     yield client, gw, emu

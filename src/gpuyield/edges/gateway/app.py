@@ -27,10 +27,13 @@ Every error body has the OpenAI shape ``{"error": {"message", "type", "param", "
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import sys
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from gpuyield.core.policy.admission import AdmissionController, AdmissionLimits, TenantLimits, Verdict
@@ -53,6 +56,7 @@ from gpuyield.edges.gateway.config import GatewayConfig, TenantConfig
 from gpuyield.edges.gateway.metrics import GatewayMetrics
 from gpuyield.edges.gateway.request_log import RequestLogWriter
 from gpuyield.edges.gateway.tokens import TokenCounter, prompt_text
+from gpuyield.edges.gateway.upstream import Exchange, UpstreamError, UpstreamPool
 
 __all__ = ["Gateway"]
 
@@ -109,6 +113,151 @@ def _tenant_limits(t: TenantConfig) -> TenantLimits:
                         max_queued=t.max_queued)
 
 
+class _SSEForward:
+    """Forwards a 200 event stream from the upstream socket callback to the client without a task wake-up.
+
+    Called with each read's body bytes (:meth:`Exchange.set_sink`). It forwards whole SSE events only (a
+    partial event waits for the rest), reads the usage chunk (the only event it parses), drops the usage-only
+    chunk the client did not ask for, observes inter-chunk latency and the first token. ASGI ``send`` calls are
+    driven synchronously (uvicorn's ``send`` only suspends under write back-pressure); when one suspends,
+    upstream reading pauses until it completes, and later messages queue behind it in order.
+    """
+
+    __slots__ = ("gw", "ctx", "r", "send", "ex", "itl", "client_usage", "sep", "buf", "last_t", "started", "error",
+                 "_q", "_coro", "_busy", "_paused", "_drained")
+
+    def __init__(self, gw: Gateway, ctx: _Ctx, r: Replica, send: Send, ex: Exchange, itl: Any,
+                 client_usage: bool) -> None:
+        self.gw = gw
+        self.ctx = ctx
+        self.r = r
+        self.send = send
+        self.ex = ex
+        self.itl = itl
+        self.client_usage = client_usage
+        self.sep = b"\n\n"  # SSE event separator; CRLF servers are detected on their first read
+        self.buf = b""
+        self.last_t: float | None = None
+        self.started = False
+        self.error: BaseException | None = None
+        self._q: deque[dict[str, Any]] = deque()
+        self._coro: Any = None
+        self._busy = False
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    def __call__(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except Exception as exc:  # never raise into the protocol callback: end the exchange instead
+            self.error = exc
+            self.ex.abort("aborted", f"forwarding failed: {type(exc).__name__}: {exc}")
+
+    def _feed(self, data: bytes) -> None:
+        ctx = self.ctx
+        sep = self.sep
+        if self.last_t is None and b"\r\n\r\n" in data:
+            sep = self.sep = b"\r\n\r\n"
+        # forward whole SSE events only; the common case is one or more complete events per read
+        buf = self.buf
+        chunk = buf + data if buf else data
+        if chunk.endswith(sep):
+            self.buf = b""
+        else:
+            cut = chunk.rfind(sep)
+            if cut < 0:
+                self.buf = chunk
+                return
+            self.buf, chunk = chunk[cut + len(sep):], chunk[: cut + len(sep)]
+        if b'"usage":{' in chunk:  # rare: the usage chunk (maybe with others); look at each event
+            kept = []
+            for ev in chunk.split(sep):
+                if b'"usage":{' in ev:
+                    try:
+                        obj = loads(ev[ev.index(b"{"):])
+                        self.gw._usage_into(ctx, obj.get("usage"))
+                        if not self.client_usage and not obj.get("choices"):
+                            continue  # the usage-only chunk the client did not ask for
+                    except Exception:
+                        pass
+                if ev:
+                    kept.append(ev)
+            if not kept:
+                return
+            chunk = sep.join(kept) + sep
+        now = time.monotonic()
+        if ctx.first_ts is None:
+            ctx.first_ts = ctx.arrival_ts + (now - ctx.t0)
+            self.r.outstanding_prefill_tokens -= ctx.prefill_held  # the prompt is prefilled
+            ctx.prefill_held = 0
+        elif self.last_t is not None:
+            self.itl.observe(now - self.last_t)
+        self.last_t = now
+        if not self.started:
+            self.started = True
+            self.push({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        self.push({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    def finish(self) -> None:
+        """The upstream ended well: forward a last event without its blank line, then end the response."""
+        if self.buf.strip():
+            self.push({"type": "http.response.body", "body": self.buf.rstrip(b"\r\n") + b"\n\n",
+                       "more_body": True})
+        self.push({"type": "http.response.body", "body": b"", "more_body": False})
+
+    # ---- the ASGI send pump ------------------------------------------------------------------------------
+    def push(self, msg: dict[str, Any]) -> None:
+        if self.error is not None:
+            return
+        self._q.append(msg)
+        if not self._busy:
+            self._run()
+
+    def _run(self, _fut: Any = None) -> None:
+        self._busy = True
+        while True:
+            coro = self._coro
+            if coro is None:
+                if not self._q:
+                    break
+                coro = self._coro = self.send(self._q.popleft())
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                self._coro = None
+                continue
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting handler
+                self._coro = None
+                self._q.clear()
+                self.error = exc
+                if not self.ex.complete:
+                    self.ex.abort("aborted", f"sending to the client failed: {type(exc).__name__}")
+                break
+            # suspended (write back-pressure): stop reading upstream until this send completes
+            if not self._paused:
+                self._paused = True
+                self.ex.pause_reading()
+            if yielded is None:
+                asyncio.get_running_loop().call_soon(self._run)
+            else:
+                yielded._asyncio_future_blocking = False
+                yielded.add_done_callback(self._run)
+            return
+        self._busy = False
+        if self._paused:
+            self._paused = False
+            self.ex.resume_reading()
+        d = self._drained
+        if d is not None and not d.done():
+            d.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait until every pushed message was handed to the server."""
+        if self._busy or self._q:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+
 class Gateway:
     """The ``gpuyield serve`` ASGI application. Create with a validated :class:`GatewayConfig`."""
 
@@ -118,7 +267,8 @@ class Gateway:
         self.policy: RoutingPolicy
         self.admission: AdmissionController | None = None
         self.log_writer: RequestLogWriter | None = None
-        self.session: Any = None
+        self.session: Any = None  # aiohttp, off the data path: health checks, scrapes, sleep/wake
+        self.upstream = UpstreamPool(keepalive_s=60.0)  # the data path (gpuyield.edges.gateway.upstream)
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self.num_active = 0  # requests inside the handler (leak check)
         self._last_num_candidates = 0
@@ -221,6 +371,7 @@ class Gateway:
         for t in self._bg:
             t.cancel()
         self._bg.clear()
+        self.upstream.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -576,16 +727,6 @@ class Gateway:
         m.child(m.rejections, ctx.tenant, "backend_failed").inc()
         await send_json(send, 502, error_body(502, f"all replicas failed: {last_error}", "backend_error"))
 
-    def _timeout(self) -> Any:
-        import aiohttp
-
-        lim = self.config.limits
-        key = (lim.request_timeout_s, lim.connect_timeout_s)
-        if getattr(self, "_timeout_key", None) != key:
-            self._timeout_obj = aiohttp.ClientTimeout(total=lim.request_timeout_s, sock_connect=lim.connect_timeout_s)
-            self._timeout_key = key
-        return self._timeout_obj
-
     def _usage_into(self, ctx: _Ctx, usage: Any) -> None:
         if not isinstance(usage, dict):
             return
@@ -598,17 +739,34 @@ class Gateway:
         if isinstance(det, dict) and isinstance(det.get("cached_tokens"), int):
             ctx.cached = min(det["cached_tokens"], ctx.input_tokens)
 
-    async def _proxy_unary(self, r: Replica, path: str, raw: bytes, send: Send, ctx: _Ctx) -> None:
-        import aiohttp
+    def _upstream_headers(self, r: Replica) -> bytes:
+        """Header lines the engine needs beyond Host/Content-Type/Content-Length (its API key, when set)."""
+        env = r.config.api_key_env
+        if env:
+            key = os.environ.get(env)
+            if key:
+                return b"Authorization: Bearer " + key.strip().encode("latin-1", "replace") + b"\r\n"
+        return b""
 
+    async def _start_upstream(self, r: Replica, path: str, raw: bytes) -> Exchange:
+        lim = self.config.limits
         try:
-            async with self.session.post(r.url + path, data=raw, headers=r.headers(), timeout=self._timeout()) as resp:
-                data = await resp.read()
-                status = resp.status
-                ctype = resp.headers.get("content-type", "application/json")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _Retryable("connect" if isinstance(exc, aiohttp.ClientConnectorError) else "broken",
-                             f"{type(exc).__name__}: {exc}") from None
+            return await self.upstream.start(r.url, path, raw, extra_headers=self._upstream_headers(r),
+                                             total_timeout_s=lim.request_timeout_s,
+                                             connect_timeout_s=lim.connect_timeout_s)
+        except UpstreamError as exc:
+            raise _Retryable("connect" if exc.reason == "connect" else "broken", f"{exc.reason}: {exc}") from None
+
+    async def _proxy_unary(self, r: Replica, path: str, raw: bytes, send: Send, ctx: _Ctx) -> None:
+        ex = await self._start_upstream(r, path, raw)
+        try:
+            data = await ex.read()
+        except UpstreamError as exc:
+            raise _Retryable("broken", f"{exc.reason}: {exc}") from None
+        finally:
+            if not ex.complete:  # cancelled while reading: drop the connection
+                ex.abort()
+        status = ex.status
         if status >= 500:
             raise _Retryable(f"http_{status}", f"HTTP {status}")
         ctx.http_status = status
@@ -622,95 +780,71 @@ class Gateway:
         else:
             ctx.status = "error"
             ctx.error = f"backend answered HTTP {status}"
-        await send_bytes(send, status, data, [(b"content-type", ctype.encode("latin-1"))])
+        await send_bytes(send, status, data, [(b"content-type", ex.content_type or b"application/json")])
         ctx.finish_ts = ctx.arrival_ts + (time.monotonic() - ctx.t0)
 
     async def _proxy_stream(self, r: Replica, path: str, raw: bytes, send: Send, receive: Receive, ctx: _Ctx,
                             client_usage: bool) -> None:
-        import aiohttp
-
         m = self.metrics
-        started = False
-        itl = m.child(m.itl, ctx.model or "", r.name)
         disconnect = asyncio.get_running_loop().create_task(_wait_disconnect(receive))
+        ex: Exchange | None = None
         try:
-            async with self.session.post(r.url + path, data=raw, headers=r.headers(), timeout=self._timeout()) as resp:
-                if resp.status >= 500:
-                    await resp.read()
-                    raise _Retryable(f"http_{resp.status}", f"HTTP {resp.status}")
-                if resp.status != 200:
-                    data = await resp.read()
-                    ctx.http_status, ctx.status, ctx.error = resp.status, "error", f"backend answered HTTP {resp.status}"
-                    await send_bytes(send, resp.status, data, _JSON)
+            ex = await self._start_upstream(r, path, raw)
+            if ex.status >= 500:
+                with contextlib.suppress(UpstreamError):
+                    await ex.read()
+                raise _Retryable(f"http_{ex.status}", f"HTTP {ex.status}")
+            if ex.status != 200:
+                try:
+                    data = await ex.read()
+                except UpstreamError as exc:
+                    raise _Retryable("broken", f"{exc.reason}: {exc}") from None
+                ctx.http_status, ctx.status, ctx.error = ex.status, "error", f"backend answered HTTP {ex.status}"
+                await send_bytes(send, ex.status, data, _JSON)
+                return
+            ctx.http_status = 200
+            fwd = _SSEForward(self, ctx, r, send, ex, m.child(m.itl, ctx.model or "", r.name), client_usage)
+            exchange = ex
+
+            def _on_disconnect(_t: Any) -> None:
+                if not exchange.complete:
+                    exchange.abort("cancelled", "client disconnected")
+
+            disconnect.add_done_callback(_on_disconnect)
+            ex.set_sink(fwd)
+            try:
+                await ex.wait()
+            except UpstreamError as exc:
+                if fwd.error is not None:
+                    raise fwd.error from None
+                if exc.reason == "cancelled":
+                    ctx.status, ctx.error = "cancelled", "client disconnected"
                     return
-                ctx.http_status = 200
-                buf = b""
-                last_t: float | None = None
-                sep = b"\n\n"  # SSE event separator; CRLF servers are detected on their first read
-                async for data in resp.content.iter_any():
-                    if disconnect.done():
-                        ctx.status, ctx.error = "cancelled", "client disconnected"
-                        return
-                    if last_t is None and b"\r\n\r\n" in data:
-                        sep = b"\r\n\r\n"
-                    # forward whole SSE events only; the common case is one or more complete events per read
-                    chunk = buf + data if buf else data
-                    if chunk.endswith(sep):
-                        buf = b""
-                    else:
-                        cut = chunk.rfind(sep)
-                        if cut < 0:
-                            buf = chunk
-                            continue
-                        buf, chunk = chunk[cut + len(sep):], chunk[: cut + len(sep)]
-                    if b'"usage":{' in chunk:  # rare: the usage chunk (maybe with others); look at each event
-                        kept = []
-                        for ev in chunk.split(sep):
-                            if b'"usage":{' in ev:
-                                try:
-                                    obj = loads(ev[ev.index(b"{"):])
-                                    self._usage_into(ctx, obj.get("usage"))
-                                    if not client_usage and not obj.get("choices"):
-                                        continue  # the usage-only chunk the client did not ask for
-                                except Exception:
-                                    pass
-                            if ev:
-                                kept.append(ev)
-                        if not kept:
-                            continue
-                        chunk = sep.join(kept) + sep
-                    now = time.monotonic()
-                    if ctx.first_ts is None:
-                        ctx.first_ts = ctx.arrival_ts + (now - ctx.t0)
-                        r.outstanding_prefill_tokens -= ctx.prefill_held  # the prompt is prefilled
-                        ctx.prefill_held = 0
-                    elif last_t is not None:
-                        itl.observe(now - last_t)
-                    last_t = now
-                    if not started:
-                        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-                        started = True
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if not started:
-                    raise _Retryable("empty_stream", "stream ended before any event")
-                if buf.strip():  # a last event without its blank line
-                    await send({"type": "http.response.body", "body": buf.rstrip(b"\n") + b"\n\n",
-                                "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if not fwd.started:
+                    raise _Retryable("broken", f"{exc.reason}: {exc}") from None
+                m.child(m.stream_errors, r.name).inc()
+                ctx.status, ctx.error = "error", f"stream from replica {r.name} broke: {exc.reason}"
+                err = {"error": {"message": f"the backend replica failed mid-stream ({exc.reason}); "
+                                 "the response is incomplete", "type": "api_error", "param": None,
+                                 "code": "backend_stream_error"}}
+                fwd.push({"type": "http.response.body", "body": b"data: " + dumps(err) + b"\n\n",
+                          "more_body": False})
+                await fwd.drained()
                 ctx.finish_ts = ctx.arrival_ts + (time.monotonic() - ctx.t0)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            if not started:
-                raise _Retryable("connect" if isinstance(exc, aiohttp.ClientConnectorError) else "broken",
-                                 f"{type(exc).__name__}: {exc}") from None
-            m.child(m.stream_errors, r.name).inc()
-            ctx.status, ctx.error = "error", f"stream from replica {r.name} broke: {type(exc).__name__}"
-            err = {"error": {"message": f"the backend replica failed mid-stream ({type(exc).__name__}); "
-                             "the response is incomplete", "type": "api_error", "param": None,
-                             "code": "backend_stream_error"}}
-            await send({"type": "http.response.body", "body": b"data: " + dumps(err) + b"\n\n", "more_body": False})
+                return
+            if fwd.error is not None:
+                raise fwd.error
+            if not fwd.started:
+                raise _Retryable("empty_stream", "stream ended before any event")
+            fwd.finish()
+            await fwd.drained()
+            if fwd.error is not None:
+                raise fwd.error
             ctx.finish_ts = ctx.arrival_ts + (time.monotonic() - ctx.t0)
         finally:
             disconnect.cancel()
+            if ex is not None and not ex.complete:
+                ex.abort()
 
     # ---- records -----------------------------------------------------------------------------------------
     def _record(self, ctx: _Ctx) -> None:
