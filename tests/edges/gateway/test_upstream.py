@@ -1,0 +1,335 @@
+"""The gateway's upstream HTTP/1.1 client against scripted raw-socket servers (framing, reuse, failures)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+pytest.importorskip("httptools")
+
+from gpuyield.edges.gateway.upstream import UpstreamError, UpstreamPool  # noqa: E402
+
+Handler = Callable[..., Awaitable[None]]  # (reader, writer, state)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return head, body
+
+
+def _run(handler: Handler, test: Callable[[str, dict[str, Any]], Awaitable[None]]) -> dict[str, Any]:
+    """Serve ``handler`` on 127.0.0.1 and run ``test(base_url, state)``; returns the shared state."""
+    state: dict[str, Any] = {"connections": 0, "requests": []}
+
+    async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state["connections"] += 1
+        try:
+            await handler(reader, writer, state)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            await asyncio.wait_for(test(f"http://127.0.0.1:{port}", state), 20)
+        finally:
+            server.close()
+
+    asyncio.run(main())
+    return state
+
+
+def _json_server(close_after: int | None = None) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+        served = 0
+        while True:
+            head, body = await _read_request(reader)
+            state["requests"].append((head, body))
+            out = b'{"echo":' + body + b"}"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(out), out))
+            await writer.drain()
+            served += 1
+            if close_after is not None and served >= close_after:
+                return
+
+    return handler
+
+
+def test_unary_reuses_one_connection_and_sends_the_body() -> None:
+    async def test(url: str, state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        for i in range(5):
+            ex = await pool.start(url, "/v1/completions", b'{"i":%d}' % i,
+                                  extra_headers=b"Authorization: Bearer k\r\n")
+            assert ex.status == 200 and ex.content_type == b"application/json"
+            assert await ex.read() == b'{"echo":{"i":%d}}' % i
+        assert pool.num_connects == 1 and pool.num_idle() == 1
+        head, _ = state["requests"][0]
+        assert head.startswith(b"POST /v1/completions HTTP/1.1\r\n")
+        assert b"\r\nAuthorization: Bearer k\r\n" in head and b"\r\nContent-Length: 7\r\n" in head
+        pool.close()
+
+    state = _run(_json_server(), test)
+    assert state["connections"] == 1
+
+
+def test_a_reused_connection_that_dies_before_answering_is_retried_on_a_new_one() -> None:
+    # the keep-alive race: the server drops a pooled connection just as the next request goes out on it
+    answer = _json_server()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+        if state["connections"] == 1:
+            head, body = await _read_request(reader)
+            state["requests"].append((head, body))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            await _read_request(reader)  # the second request on this connection: close without a word
+            return
+        await answer(reader, writer, state)
+
+    async def test(url: str, state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        assert await (await pool.start(url, "/x", b"1")).read() == b"{}"
+        ex = await pool.start(url, "/x", b"2")
+        assert await ex.read() == b'{"echo":2}'
+        assert pool.num_connects == 2 and state["connections"] == 2
+        pool.close()
+
+    _run(handler, test)
+
+
+def test_chunked_stream_reaches_the_sink_per_read_and_split_chunks_join() -> None:
+    events = [b'data: {"a":1}\n\n', b'data: {"a":2}\n\n', b"data: [DONE]\n\n"]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _s: Any) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for ev in events:
+            wire = b"%x\r\n%s\r\n" % (len(ev), ev)
+            writer.write(wire[:5])  # a chunk split across TCP writes
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(wire[5:])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # keep the connection open until the client closes it
+
+    async def test(url: str, _state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        ex = await pool.start(url, "/v1/chat/completions", b"{}")
+        assert ex.status == 200 and ex.content_type == b"text/event-stream"
+        got: list[bytes] = []
+        ex.set_sink(got.append)
+        await ex.wait()
+        assert b"".join(got) == b"".join(events)
+        assert pool.num_idle() == 1  # the chunked response ended cleanly: reusable
+        pool.close()
+
+    _run(handler, test)
+
+
+def test_connect_refused_timeout_and_garbage_raise_upstream_errors() -> None:
+    async def silent(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter, _s: Any) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    async def test_timeout(url: str, _state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        with pytest.raises(UpstreamError) as ei:
+            await pool.start(url, "/x", b"{}", total_timeout_s=0.2)
+        assert ei.value.reason == "timeout"
+        pool.close()
+
+    _run(silent, test_timeout)
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _s: Any) -> None:
+        await _read_request(reader)
+        writer.write(b"this is not HTTP\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def test_garbage(url: str, _state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        with pytest.raises(UpstreamError) as ei:
+            await pool.start(url, "/x", b"{}")
+        assert ei.value.reason == "broken"
+        assert pool.num_idle() == 0
+        pool.close()
+
+    _run(garbage, test_garbage)
+
+    async def refused() -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # bound, not listening: connection refused
+            pool = UpstreamPool()
+            with pytest.raises(UpstreamError) as ei:
+                await pool.start(f"http://127.0.0.1:{port}", "/x", b"{}", connect_timeout_s=1)
+            assert ei.value.reason == "connect"
+
+    asyncio.run(refused())
+
+
+def test_mid_body_disconnect_is_broken_and_abort_closes_the_connection() -> None:
+    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _s: Any) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+    async def test_half(url: str, _state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        ex = await pool.start(url, "/x", b"{}")
+        assert ex.status == 200
+        with pytest.raises(UpstreamError) as ei:
+            await ex.read()
+        assert ei.value.reason == "broken"
+        pool.close()
+
+    _run(half, test_half)
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _s: Any) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(200):
+            writer.write(b"3\r\nabc\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.01)
+
+    async def test_abort(url: str, state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        ex = await pool.start(url, "/x", b"{}")
+        got: list[bytes] = []
+        ex.set_sink(got.append)
+        await asyncio.sleep(0.05)
+        ex.abort("cancelled", "client went away")
+        with pytest.raises(UpstreamError) as ei:
+            await ex.wait()
+        assert ei.value.reason == "cancelled" and got
+        assert pool.num_idle() == 0
+        ex2 = await asyncio.wait_for(pool.start(url, "/x", b"{}"), 5)  # a fresh connection
+        ex2.abort()
+        assert state["connections"] == 2
+        pool.close()
+
+    _run(endless, test_abort)
+
+
+def test_gateway_reuses_upstream_connections_and_a_client_disconnect_closes_the_upstream(tmp_path: Any) -> None:
+    import json
+    import socket
+    import time
+
+    from gateway_harness import KEY_A, MODEL, gateway_config, start_emulator, start_gateway, wait_idle
+
+    emu = start_emulator(fixed_delay_ms=1.0, fixed_itl_ms=20.0)
+    srv, gw = start_gateway(gateway_config([emu.url], tmp_path))
+    try:
+        import httpx
+
+        with httpx.Client(base_url=srv.url, timeout=20, headers={"authorization": f"Bearer {KEY_A}"}) as c:
+            for stream in (False, True, False, True):
+                r = c.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 4, "stream": stream,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200
+        assert gw.upstream.num_connects == 1  # one keep-alive connection carried all four
+
+        # a stream of 200 tokens (~4 s); the client reads two events and hangs up
+        body = json.dumps({"model": MODEL, "max_tokens": 200, "ignore_eos": True, "stream": True,
+                           "messages": [{"role": "user", "content": "long"}]}).encode()
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + KEY_A.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+                      + body)
+            got = b""
+            while got.count(b"data: ") < 2:
+                got += s.recv(65536)
+        t0 = time.monotonic()
+        wait_idle(gw)
+        assert time.monotonic() - t0 < 2.5  # the stream had ~4 s to go
+        # its upstream connection was closed, not pooled (the engine sees its client go away)
+        assert gw.upstream.num_idle() == 0 and not gw.upstream._active
+        assert gw.log_writer is not None
+        gw.log_writer.flush()
+        recs = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
+        assert recs[-1]["status"] == "cancelled" and recs[-1]["stream"] is True
+    finally:
+        srv.stop()
+        emu.stop()
+
+
+def test_sse_forward_keeps_order_and_pauses_upstream_under_client_back_pressure() -> None:
+    from gpuyield.edges.gateway.app import _Ctx, _SSEForward
+
+    class FakeExchange:
+        complete = False
+        paused = 0
+        resumed = 0
+
+        def pause_reading(self) -> None:
+            self.paused += 1
+
+        def resume_reading(self) -> None:
+            self.resumed += 1
+
+        def abort(self, *_a: Any) -> None:
+            self.complete = True
+
+    class Itl:
+        n = 0
+
+        def observe(self, _v: float) -> None:
+            self.n += 1
+
+    class Gw:
+        def _usage_into(self, ctx: Any, usage: Any) -> None:
+            ctx.output_tokens = usage["completion_tokens"]
+
+    class Rep:
+        outstanding_prefill_tokens = 5
+
+    async def main() -> None:
+        sent: list[dict[str, Any]] = []
+        gate = asyncio.Event()
+
+        async def send(msg: dict[str, Any]) -> None:
+            if len(sent) == 1:  # the first body write finds the client's socket full
+                await gate.wait()
+            sent.append(msg)
+
+        ctx = _Ctx("r1", 0.0, 0.0)
+        ctx.prefill_held = 5
+        ex, itl = FakeExchange(), Itl()
+        fwd = _SSEForward(Gw(), ctx, Rep(), send, ex, itl, client_usage=False)  # type: ignore[arg-type]
+        fwd(b'data: {"a":1}\n\ndata: {"a"')  # one whole event and half of the next
+        fwd(b':2}\n\n')
+        fwd(b'data: {"choices":[],"usage":{"completion_tokens":2}}\n\ndata: [DONE]\n\n')
+        assert [m["type"] for m in sent] == ["http.response.start"] and ex.paused == 1
+        fwd.finish()
+        drained = asyncio.ensure_future(fwd.drained())
+        await asyncio.sleep(0.01)
+        assert not drained.done()
+        gate.set()
+        await asyncio.wait_for(drained, 2)
+        bodies = [m["body"] for m in sent[1:]]
+        assert bodies == [b'data: {"a":1}\n\n', b'data: {"a":2}\n\n', b"data: [DONE]\n\n", b""]
+        assert sent[-1]["more_body"] is False and ex.resumed == 1
+        assert ctx.output_tokens == 2 and itl.n == 2 and ctx.prefill_held == 0 and fwd.error is None
+
+    asyncio.run(main())
