@@ -132,10 +132,11 @@ def test_chunked_stream_reaches_the_sink_per_read_and_split_chunks_join() -> Non
         pool = UpstreamPool()
         ex = await pool.start(url, "/v1/chat/completions", b"{}")
         assert ex.status == 200 and ex.content_type == b"text/event-stream"
-        got: list[bytes] = []
-        ex.set_sink(got.append)
+        got: list[tuple[bytes, bool]] = []
+        ex.set_sink(lambda data, last: got.append((data, last)))
         await ex.wait()
-        assert b"".join(got) == b"".join(events)
+        assert b"".join(d for d, _ in got) == b"".join(events)
+        assert not any(last for _, last in got[:-1])
         assert pool.num_idle() == 1  # the chunked response ended cleanly: reusable
         pool.close()
 
@@ -216,7 +217,7 @@ def test_mid_body_disconnect_is_broken_and_abort_closes_the_connection() -> None
         pool = UpstreamPool()
         ex = await pool.start(url, "/x", b"{}")
         got: list[bytes] = []
-        ex.set_sink(got.append)
+        ex.set_sink(lambda data, _last: got.append(data))
         await asyncio.sleep(0.05)
         ex.abort("cancelled", "client went away")
         with pytest.raises(UpstreamError) as ei:
@@ -317,9 +318,9 @@ def test_sse_forward_keeps_order_and_pauses_upstream_under_client_back_pressure(
         ctx.prefill_held = 5
         ex, itl = FakeExchange(), Itl()
         fwd = _SSEForward(Gw(), ctx, Rep(), send, ex, itl, client_usage=False)  # type: ignore[arg-type]
-        fwd(b'data: {"a":1}\n\ndata: {"a"')  # one whole event and half of the next
-        fwd(b':2}\n\n')
-        fwd(b'data: {"choices":[],"usage":{"completion_tokens":2}}\n\ndata: [DONE]\n\n')
+        fwd(b'data: {"a":1}\n\ndata: {"a"', False)  # one whole event and half of the next
+        fwd(b':2}\n\n', False)
+        fwd(b'data: {"choices":[],"usage":{"completion_tokens":2}}\n\ndata: [DONE]\n\n', False)
         assert [m["type"] for m in sent] == ["http.response.start"] and ex.paused == 1
         fwd.finish()
         drained = asyncio.ensure_future(fwd.drained())
@@ -331,5 +332,17 @@ def test_sse_forward_keeps_order_and_pauses_upstream_under_client_back_pressure(
         assert bodies == [b'data: {"a":1}\n\n', b'data: {"a":2}\n\n', b"data: [DONE]\n\n", b""]
         assert sent[-1]["more_body"] is False and ex.resumed == 1
         assert ctx.output_tokens == 2 and itl.n == 2 and ctx.prefill_held == 0 and fwd.error is None
+
+        # the read that ends the upstream response also ends the client's, in one send
+        sent.clear()
+        sent.append({})  # (past the back-pressure gate)
+        fwd2 = _SSEForward(Gw(), _Ctx("r2", 0.0, 0.0), Rep(), send, FakeExchange(), Itl(),  # type: ignore[arg-type]
+                           client_usage=True)
+        fwd2(b'data: {"a":1}\n\n', False)
+        fwd2(b'data: {"choices":[{}],"usage":{"completion_tokens":1}}\n\ndata: [DONE]\n\n', True)
+        fwd2.finish()  # nothing left to do
+        await fwd2.drained()
+        assert [(m["body"][-14:], m["more_body"]) for m in sent[2:]] == [
+            (b'data: {"a":1}\n\n'[-14:], True), (b"data: [DONE]\n\n", False)]
 
     asyncio.run(main())

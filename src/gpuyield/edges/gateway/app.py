@@ -118,13 +118,14 @@ class _SSEForward:
 
     Called with each read's body bytes (:meth:`Exchange.set_sink`). It forwards whole SSE events only (a
     partial event waits for the rest), reads the usage chunk (the only event it parses), drops the usage-only
-    chunk the client did not ask for, observes inter-chunk latency and the first token. ASGI ``send`` calls are
-    driven synchronously (uvicorn's ``send`` only suspends under write back-pressure); when one suspends,
-    upstream reading pauses until it completes, and later messages queue behind it in order.
+    chunk the client did not ask for, observes inter-chunk latency and the first token. When the read holds the
+    end of the upstream response, the last events and the end of the client's response go out in one write.
+    ASGI ``send`` calls are driven synchronously (uvicorn's ``send`` only suspends under write back-pressure);
+    when one suspends, upstream reading pauses until it completes, and later messages queue behind it in order.
     """
 
-    __slots__ = ("gw", "ctx", "r", "send", "ex", "itl", "client_usage", "sep", "buf", "last_t", "started", "error",
-                 "_q", "_coro", "_busy", "_paused", "_drained")
+    __slots__ = ("gw", "ctx", "r", "send", "ex", "itl", "client_usage", "sep", "buf", "last_t", "started", "ended",
+                 "error", "_q", "_coro", "_busy", "_paused", "_drained")
 
     def __init__(self, gw: Gateway, ctx: _Ctx, r: Replica, send: Send, ex: Exchange, itl: Any,
                  client_usage: bool) -> None:
@@ -139,6 +140,7 @@ class _SSEForward:
         self.buf = b""
         self.last_t: float | None = None
         self.started = False
+        self.ended = False  # the client's response is complete
         self.error: BaseException | None = None
         self._q: deque[dict[str, Any]] = deque()
         self._coro: Any = None
@@ -146,14 +148,14 @@ class _SSEForward:
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
 
-    def __call__(self, data: bytes) -> None:
+    def __call__(self, data: bytes, last: bool) -> None:
         try:
-            self._feed(data)
+            self._feed(data, last)
         except Exception as exc:  # never raise into the protocol callback: end the exchange instead
             self.error = exc
             self.ex.abort("aborted", f"forwarding failed: {type(exc).__name__}: {exc}")
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes, last: bool) -> None:
         ctx = self.ctx
         sep = self.sep
         if self.last_t is None and b"\r\n\r\n" in data:
@@ -196,10 +198,17 @@ class _SSEForward:
         if not self.started:
             self.started = True
             self.push({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        self.push({"type": "http.response.body", "body": chunk, "more_body": True})
+        if last and not self.buf:  # the upstream ended cleanly with this read: end ours in the same write
+            self.ended = True
+            self.push({"type": "http.response.body", "body": chunk, "more_body": False})
+        else:
+            self.push({"type": "http.response.body", "body": chunk, "more_body": True})
 
     def finish(self) -> None:
         """The upstream ended well: forward a last event without its blank line, then end the response."""
+        if self.ended:
+            return
+        self.ended = True
         if self.buf.strip():
             self.push({"type": "http.response.body", "body": self.buf.rstrip(b"\r\n") + b"\n\n",
                        "more_body": True})
@@ -209,12 +218,42 @@ class _SSEForward:
     def push(self, msg: dict[str, Any]) -> None:
         if self.error is not None:
             return
-        self._q.append(msg)
-        if not self._busy:
-            self._run()
-
-    def _run(self, _fut: Any = None) -> None:
+        if self._busy:  # an earlier send is suspended: keep the order
+            self._q.append(msg)
+            return
+        coro = self.send(msg)  # fast path: nothing queued, drive this send now
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting handler
+            self._failed(exc)
+            return
         self._busy = True
+        self._coro = coro
+        self._suspend(yielded)
+
+    def _suspend(self, yielded: Any) -> None:
+        # write back-pressure: stop reading upstream until this send completes
+        if not self._paused:
+            self._paused = True
+            self.ex.pause_reading()
+        if yielded is None:
+            asyncio.get_running_loop().call_soon(self._resume)
+        else:
+            yielded._asyncio_future_blocking = False
+            yielded.add_done_callback(self._resume)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._coro = None
+        self._q.clear()
+        self._busy = False
+        self.error = exc
+        if not self.ex.complete:
+            self.ex.abort("aborted", f"sending to the client failed: {type(exc).__name__}")
+        self._wake_drained()
+
+    def _resume(self, _fut: Any = None) -> None:
         while True:
             coro = self._coro
             if coro is None:
@@ -227,33 +266,24 @@ class _SSEForward:
                 self._coro = None
                 continue
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting handler
-                self._coro = None
-                self._q.clear()
-                self.error = exc
-                if not self.ex.complete:
-                    self.ex.abort("aborted", f"sending to the client failed: {type(exc).__name__}")
-                break
-            # suspended (write back-pressure): stop reading upstream until this send completes
-            if not self._paused:
-                self._paused = True
-                self.ex.pause_reading()
-            if yielded is None:
-                asyncio.get_running_loop().call_soon(self._run)
-            else:
-                yielded._asyncio_future_blocking = False
-                yielded.add_done_callback(self._run)
+                self._failed(exc)
+                return
+            self._suspend(yielded)
             return
         self._busy = False
         if self._paused:
             self._paused = False
             self.ex.resume_reading()
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
         d = self._drained
         if d is not None and not d.done():
             d.set_result(None)
 
     async def drained(self) -> None:
         """Wait until every pushed message was handed to the server."""
-        if self._busy or self._q:
+        if self._busy:
             self._drained = asyncio.get_running_loop().create_future()
             await self._drained
 

@@ -19,7 +19,8 @@ Semantics the gateway relies on:
 * ``total_timeout_s`` bounds the whole exchange (connect + response), like aiohttp's ``ClientTimeout(total)``;
   ``connect_timeout_s`` bounds establishing a new connection.
 * Body bytes are delivered per socket read (a read may hold several chunked-encoding chunks; they are joined),
-  to the sink when one is set, else buffered for :meth:`Exchange.read`.
+  to the sink when one is set (with a flag saying whether the response ends with them), else buffered for
+  :meth:`Exchange.read`.
 * A connection is reused only after a complete response whose framing allows keep-alive; an aborted or broken
   exchange closes its connection (so an engine sees the client go away and can stop generating).
 """
@@ -70,7 +71,7 @@ class Exchange:
         self.content_type: bytes | None = None
         self._conn: _Conn | None = None
         self._chunks: list[bytes] = []
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: Callable[[bytes, bool], None] | None = None
         self._headers_fut: asyncio.Future[None] = loop.create_future()
         self._done_fut: asyncio.Future[None] = loop.create_future()
         self._error: UpstreamError | None = None
@@ -84,9 +85,9 @@ class Exchange:
         if not self._headers_fut.done():
             self._headers_fut.set_result(None)
 
-    def _on_body(self, data: bytes) -> None:
+    def _on_body(self, data: bytes, last: bool) -> None:
         if self._sink is not None:
-            self._sink(data)
+            self._sink(data, last)
         else:
             self._chunks.append(data)
 
@@ -110,13 +111,15 @@ class Exchange:
     def complete(self) -> bool:
         return self._complete
 
-    def set_sink(self, sink: Callable[[bytes], None]) -> None:
-        """Deliver body bytes to ``sink`` from now on (bytes that arrived already are delivered first)."""
+    def set_sink(self, sink: Callable[[bytes, bool], None]) -> None:
+        """Deliver body bytes to ``sink(data, last)`` from now on (bytes that arrived already are delivered
+        first). ``last`` is true when these are the response's final bytes (the exchange completes right after
+        the call), so the sink can end its own response in the same write."""
         self._sink = sink
         if self._chunks:
             data = b"".join(self._chunks)
             self._chunks = []
-            sink(data)
+            sink(data, self._complete and self._error is None)
 
     async def read(self) -> bytes:
         """The whole body (waits for the end of the response); raises :class:`UpstreamError`."""
@@ -192,7 +195,7 @@ class _Conn(asyncio.Protocol):
         body = self._body
         if body:
             self._body = []
-            ex._on_body(body[0] if len(body) == 1 else b"".join(body))
+            ex._on_body(body[0] if len(body) == 1 else b"".join(body), self._msg_done)
         if self._msg_done:
             self._msg_done = False
             self.ex = None
@@ -242,6 +245,12 @@ class UpstreamPool:
     """Keep-alive connections per origin (scheme, host, port). Create and use on one event loop."""
 
     def __init__(self, keepalive_s: float = 60.0, max_idle_per_origin: int = 1024) -> None:
+        try:
+            import httptools  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - httptools ships with gpuyield[serve]
+            from gpuyield.errors import ConfigError
+
+            raise ConfigError("gpuyield serve needs the 'httptools' package (pip install 'gpuyield[serve]')") from exc
         self.keepalive_s = keepalive_s
         self.max_idle_per_origin = max_idle_per_origin
         self._origins: dict[str, _Origin] = {}
