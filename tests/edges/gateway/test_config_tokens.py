@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpuyield.edges.gateway.backends import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, parse_load_metrics
 from gpuyield.edges.gateway.config import hash_key, load_config
@@ -130,3 +132,16 @@ def test_circuit_breaker_states() -> None:
     assert b.allow(12.5)
     b.success()
     assert b.state == CLOSED and b.failures == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=300), block=st.sampled_from([1, 3, 16]))
+def test_fast_ids_and_hashes_equal_the_reference_definition(text: str, block: int) -> None:
+    # the documented approximation: 4-byte little-endian pieces, hashed by core.workload.hashing from a list
+    from gpuyield.core.workload.hashing import hash_token_blocks
+
+    data = text.encode("utf-8", "surrogatepass")
+    ref_ids = [int.from_bytes(data[i : i + 4], "little") for i in range(0, len(data), 4)]
+    tc = TokenCounter(None, block)
+    assert tc.token_ids(text) == ref_ids
+    assert tc.count_and_hash(text) == (max(1, len(ref_ids)), hash_token_blocks(ref_ids, block))
