@@ -186,3 +186,37 @@ def test_log_curve_interpolates_in_log_space_and_clamps():
     assert not c.in_range(100.0)
     with pytest.raises(ConfigError):
         LogCurve((2.0, 1.0), (0.0, 1.0))
+
+
+def test_kv_memory_basis_free_sizes_the_cache_from_memory_left_after_weights():
+    """TensorRT-LLM / SGLang semantics: the fraction applies to (capacity - weights - reserve)."""
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
+    vllm = PerfModel.build(m, g, tp=4, weight_precision="fp8", kv_dtype="fp8", engine="vllm").memory(0.9)
+    trt = PerfModel.build(m, g, tp=4, weight_precision="fp8", kv_dtype="fp8", engine="trtllm").memory(0.9)
+    assert trt.kv_gb == pytest.approx(
+        0.9 * (trt.gpu_memory_gb - trt.weights_gb - trt.runtime_reserve_gb), rel=1e-9
+    )
+    # 671 B fp8 weights on 4 x 180 GiB: the free-memory fraction leaves several times more KV than 0.9 x total
+    assert trt.kv_gb > 3 * vllm.kv_gb > 0
+
+
+def test_kv_memory_basis_is_validated_when_loaded():
+    d = calibration_to_dict(default_calibration())
+    d["engines"]["vllm"]["kv_memory_basis"] = "most"
+    with pytest.raises(ConfigError, match="kv_memory_basis"):
+        calibration_from_dict(d)
+
+
+def test_tp_all_reduce_stays_on_the_scale_up_link_when_only_the_expert_stage_spans_nodes():
+    """tp4 x attention-DP 4 = 16 GPUs: the all-reduce runs in 4-GPU groups (NVLink), only the expert
+    all-to-all crosses nodes; so the TP comm time equals that of the same tp4 group without DP ranks."""
+    m, g = CAT.model("moonshotai/Kimi-K2.5"), CAT.gpu("b200_sxm")
+    wide = PerfModel.build(m, g, tp=4, attention_dp=4, ep=16, weight_precision="fp4", kv_dtype="fp8")
+    narrow = PerfModel.build(m, g, tp=4, attention_dp=1, ep=4, weight_precision="fp4", kv_dtype="fp8")
+    # same tokens per attention-DP rank -> the same all-reduce
+    w = wide.step_breakdown(4096, 4096.0**2 / 2, 0, 0).ops["comm_tp"]
+    n = narrow.step_breakdown(1024, 1024.0**2 / 2, 0, 0).ops["comm_tp"]
+    assert w == pytest.approx(n, rel=1e-9)
+    # the all-to-all carries each GPU's share of the tokens: 4x the GPUs, 4x the tokens -> same bytes per
+    # GPU, but over the scale-out network, so slower
+    assert wide.step_breakdown(4096, 0.0, 0, 0).ops["comm_ep"] > narrow.step_breakdown(1024, 0.0, 0, 0).ops["comm_ep"]

@@ -162,3 +162,47 @@ def test_bad_rows_name_the_field():
     with pytest.raises(ConfigError, match="concurrency"):
         row_from_mapping(_row(0, concurrency="-3"), 7)
     assert row_from_mapping(_row(0, concurrency="offline"), 1).concurrency is None
+
+
+def test_max_num_seqs_is_per_attention_dp_rank():
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
+    p = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    r = estimate_closed_loop(p, 1024, 1024, 64, max_num_seqs=16)
+    assert r.running_seqs == 64 and r.limited_by == "concurrency"  # 8 ranks x 16
+    r = estimate_closed_loop(p, 1024, 1024, 256, max_num_seqs=16)
+    assert r.running_seqs == 128 and r.limited_by == "max_num_seqs"
+
+
+def test_disaggregated_decode_admission_wait_lands_in_tpot_and_unknown_counts_admit_everyone():
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
+    pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    cap = dec.engine_coeffs.max_num_seqs
+    known = estimate_disaggregated(pre, dec, 1024, 1024, 2 * cap, num_prefill=4, num_decode=1)
+    assert known.limited_by == "max_num_seqs" and known.queue_wait_ms > 0
+    step_ms = dec.step_time_s(0, 0.0, cap, cap * 1536) * 1e3
+    assert known.tpot_ms == pytest.approx(step_ms + known.queue_wait_ms / 1023, rel=1e-6)
+    unknown = estimate_disaggregated(pre, dec, 1024, 1024, 2 * cap, num_prefill=None, num_decode=None)
+    assert unknown.queue_wait_ms == 0 and unknown.tpot_ms < known.tpot_ms
+    assert any("2 decode replica" in n for n in unknown.notes)
+
+
+def test_wide_tensor_parallel_layouts_run_attention_data_parallel():
+    """tp48 cannot shard 128 attention heads; the row is modelled as 48 attention-DP ranks + EP48."""
+    from gpuyield.core.perf.validation import MeasurementRow, _pool_model
+
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("gb200")
+    row = MeasurementRow(
+        index=0, gpu="gb200", num_gpus=48, model=m.id, engine="trtllm", precision="fp4",
+        layout="agg tp48 pp1 adp1 moe_tp48 ep1", tp=48, isl=1024, osl=1024, concurrency=64,
+        num_requests=None, measured={}, source="test",
+    )
+    lay = parse_layout(row.layout, 48)
+    assert lay.replica is not None
+    p = _pool_model(m, g, lay.replica, row, CAL)
+    assert (p.tp, p.attention_dp, p.ep, p.moe_tp) == (1, 48, 48, 1)
+    # a tp that shards the heads inside one node is left alone
+    lay8 = parse_layout("agg tp8 pp1 adp1 moe_tp8 ep1", 8)
+    assert lay8.replica is not None
+    p8 = _pool_model(m, CAT.gpu("b200_sxm"), lay8.replica, row, CAL)
+    assert (p8.tp, p8.attention_dp) == (8, 1)

@@ -22,6 +22,7 @@ import yaml
 from gpuyield.errors import ConfigError
 
 __all__ = [
+    "KV_MEMORY_BASES",
     "Calibration",
     "EngineCoefficients",
     "GpuCoefficients",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 SCHEMA = "gpuyield.perf.calibration/1"
+KV_MEMORY_BASES = ("total", "free")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +101,11 @@ class EngineCoefficients:
     max_num_seqs: int = 1024
     block_size_tokens: int = 16
     runtime_reserve_gb: float = 4.0  # activations, CUDA graphs, NCCL buffers, allocator slack per GPU
+    # What ``gpu_memory_utilization`` is a fraction of when sizing the KV cache: "total" (vLLM's
+    # --gpu-memory-utilization: KV = f x capacity - weights - reserve) or "free" (TensorRT-LLM's
+    # KvCacheConfig.free_gpu_memory_fraction, and SGLang, which sizes its static pool from the memory left
+    # after weights and a reserve: KV = f x (capacity - weights - reserve)).
+    kv_memory_basis: str = "total"
     ttft_sync_weight: float = 0.5  # share of the synchronized-start prefill queue the mean TTFT sees
     ttft_per_seq_s: float = 1e-5  # extra first-token latency per other running stream (frontend/detokeniser
     # work on every active stream's outputs delays a new request's admission and first token)
@@ -229,6 +236,10 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
             default = getattr(ebase, fname)
             if isinstance(default, str):
                 kw[fname] = str(e[fname])
+                if fname == "kv_memory_basis" and kw[fname] not in KV_MEMORY_BASES:
+                    raise ConfigError(
+                        f"{w}.{fname}: expected one of {', '.join(KV_MEMORY_BASES)}, got {kw[fname]!r}"
+                    )
             elif isinstance(default, int):
                 try:
                     kw[fname] = int(e[fname])

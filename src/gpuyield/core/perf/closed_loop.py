@@ -94,7 +94,8 @@ def _admission(
 ) -> tuple[int, str]:
     if not mem.fits:
         raise DoesNotFitError(mem.reason)
-    mns = max_num_seqs or perf.engine_coeffs.max_num_seqs
+    # the batch limit is per scheduler: every attention-DP rank runs its own
+    mns = (max_num_seqs or perf.engine_coeffs.max_num_seqs) * perf.attention_dp
     kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2))
     if kv_seqs < 1:
         raise DoesNotFitError(
@@ -209,14 +210,19 @@ def estimate_disaggregated(
 
     Worker counts of ``None`` (unknown, e.g. AIConfigurator's ``0x``) mean: as many prefill replicas as
     keep the prefill pool's utilisation at the decode pool's request rate below one (the balanced
-    deployment a planner would pick), and one decode replica.
+    deployment a planner would pick), and as many decode replicas as admit every client at once (one when
+    a single replica holds them all).
     """
     _check(isl, osl)
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-    nd = num_decode or 1
-    c = max(1, math.ceil(concurrency / nd))
     dmem = decode.memory(gpu_memory_utilization, max_model_len=isl + osl)
+    if num_decode is None:
+        cap, _ = _admission(decode, concurrency, isl, osl, dmem, None)
+        nd = max(1, math.ceil(concurrency / cap))
+    else:
+        nd = num_decode
+    c = max(1, math.ceil(concurrency / nd))
     n, limited = _admission(decode, c, isl, osl, dmem, None)
     pmem = prefill.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if not pmem.fits:
@@ -247,8 +253,13 @@ def estimate_disaggregated(
     lifetime = ttft + (osl - 1) * tpot
     rate = n * nd / lifetime
     # Requests beyond the decode pool's admission limit wait *after* their first token (the prefill pool
-    # already produced it), so that wait lands in TPOT's denominator only through the longer e2e, not TTFT.
+    # already produced it): the wait lands between the first and the second token, so in TPOT, not TTFT.
     queue_wait = 0.0
+    if c > n and osl > 1:
+        queue_wait = (c - n) / (rate / nd)  # closed loop: c - n clients always waiting (Little's law)
+        tpot += queue_wait / (osl - 1)
+        lifetime = ttft + (osl - 1) * tpot
+        rate = n * nd / lifetime
     ttft += prefill.engine_coeffs.ttft_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
     notes = list(decode.notes)
     if num_prefill is None or num_decode is None:

@@ -389,20 +389,30 @@ class PerfModel:
         per_node = int(getattr(g, "gpus_per_node", 0) or 8)
         ic = float(getattr(g, "interconnect_gb_s", 0) or 0) * 1e9
         inter = float(getattr(g, "inter_node_gb_s", 0) or 0) * 1e9
-        link = ic if stage <= per_node or not inter else min(ic, inter) if ic else inter
-        if link <= 0:
-            link = 32e9  # PCIe-class fallback; noted below
+        def link_for(group: int) -> float:
+            """Per-GPU bandwidth of a collective over ``group`` GPUs: scale-up inside a node (NVLink
+            domain), the scale-out network once the group spans nodes."""
+            if group <= per_node or not inter:
+                return ic
+            return min(ic, inter) if ic else inter
+
+        if (ic if ic else inter) <= 0:
+            ic = 32e9  # PCIe-class fallback; noted below
             if stage > 1:
                 self.notes.append(
                     "accelerator has no interconnect_gb_s: PCIe-class 32 GB/s assumed for collectives"
                 )
         n_ar = 2 * m.num_layers // pp if tp > 1 else 0
-        ar_s_per_byte = 2.0 * (tp - 1) / tp / (link * gc.allreduce_bw_eff) if tp > 1 else 0.0
+        # the all-reduce runs inside one attention tensor-parallel group (tp GPUs), not the whole stage
+        ar_s_per_byte = 2.0 * (tp - 1) / tp / (link_for(tp) * gc.allreduce_bw_eff) if tp > 1 else 0.0
         ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
         n_moe = int(getattr(m, "num_moe_layers", 0) or 0)
         n_a2a = 2 * n_moe // pp if (E and (ep > 1 or adp > 1)) else 0
+        link = link_for(stage)
         a2a_s_per_byte = (stage - 1) / stage / (link * gc.allreduce_bw_eff) if stage > 1 else 0.0
-        a2a_bytes_per_tok = k * hidden * 1.5 / adp  # fp8 dispatch + bf16 combine, averaged
+        # fp8 dispatch + bf16 combine, averaged; every GPU of the stage sends its share of the tokens (the
+        # tp ranks of one attention group split their replicated tokens before dispatch)
+        a2a_bytes_per_tok = k * hidden * 1.5 / stage
         if n_a2a and moe_tp > 1 and adp == 1:
             n_a2a = 0  # pure TP MoE: the all-reduce above already carries it
         overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * m.num_layers
@@ -574,7 +584,11 @@ class PerfModel:
         mem_gb = float(cap_bytes) / _GB if cap_bytes else float(self.gpu.memory_gb)
         weights_gb = self.weights_bytes_per_gpu() / _GB
         reserve_gb = self.engine_coeffs.runtime_reserve_gb
-        kv_gb = mem_gb * gpu_memory_utilization - weights_gb - reserve_gb
+        if self.engine_coeffs.kv_memory_basis == "free":
+            # TensorRT-LLM / SGLang: the fraction applies to what is left after weights and the reserve
+            kv_gb = gpu_memory_utilization * (mem_gb - weights_gb - reserve_gb)
+        else:
+            kv_gb = mem_gb * gpu_memory_utilization - weights_gb - reserve_gb
         full, sliding, linear = _layer_counts(m)
         kvb = _KV_BYTES[self.kv_dtype]
         if getattr(m, "uses_mla", False):
@@ -602,7 +616,8 @@ class PerfModel:
             fits = False
             reason = (
                 f"weights {weights_gb:.1f} GB + runtime reserve {reserve_gb:.1f} GB per GPU exceed "
-                f"{gpu_memory_utilization:.2f} × {mem_gb:.0f} GB on {self.gpu_id} (tp={self.tp}, pp={self.pp}, "
+                f"{mem_gb if self.engine_coeffs.kv_memory_basis == 'free' else gpu_memory_utilization * mem_gb:.0f}"
+                f" GB usable of {mem_gb:.0f} GB on {self.gpu_id} (tp={self.tp}, pp={self.pp}, "
                 f"attention_dp={self.attention_dp}); use more GPUs or a lower precision"
             )
         else:

@@ -198,18 +198,30 @@ def _pool_model(
 ) -> PerfModel:
     moe = bool(getattr(model, "num_experts", 0))
     ep = pool.ep if moe else 1
+    tp, adp, moe_tp = pool.tp, pool.adp, pool.moe_tp if moe else None
+    # A tensor-parallel degree that does not divide the attention heads cannot shard attention: engines run
+    # such wide deployments (e.g. "tp48" of a 128-head model) attention-data-parallel, one rank per GPU,
+    # with the experts spread expert-parallel over the same GPUs.
+    heads = int(getattr(model, "num_attention_heads", 0) or 0)
+    per_node = int(getattr(gpu, "gpus_per_node", 0) or 8)
+    if tp > 1 and adp == 1 and heads and (heads % tp or tp > per_node):
+        adp, tp = tp, 1
+        if moe:
+            inter = int(getattr(model, "moe_intermediate_size", 0) or 0)
+            if moe_tp and moe_tp > 1 and inter and inter % moe_tp:
+                ep, moe_tp = moe_tp * ep, 1
     return PerfModel.build(
         model,
         gpu,
-        tp=pool.tp,
+        tp=tp,
         pp=pool.pp,
         ep=ep,
-        attention_dp=pool.adp,
+        attention_dp=adp,
         weight_precision=row.precision,
         kv_dtype=kv_dtype_for(row.precision),
         engine=row.engine if mode == "agg" else f"{row.engine}:{mode}",
         calibration=cal,
-        moe_tp=pool.moe_tp if moe else None,
+        moe_tp=moe_tp,
     )
 
 

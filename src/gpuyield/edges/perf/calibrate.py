@@ -37,11 +37,24 @@ __all__ = [
 ]
 
 # Starting points (documented engine defaults: vLLM v1 max_num_batched_tokens 8192 for online serving,
-# SGLang chunked_prefill_size 8192, TRT-LLM max_num_tokens 8192; block sizes 16/1/32 tokens).
+# SGLang chunked_prefill_size 8192, TRT-LLM max_num_tokens 8192; block sizes 16/1/32 tokens). KV memory:
+# vLLM's --gpu-memory-utilization is a fraction of total memory; TRT-LLM's free_gpu_memory_fraction (default
+# 0.9) a fraction of what is free after the weights; SGLang sizes its static pool from what is left after
+# weights and a reserve for activations and CUDA graphs.
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "vllm": {"max_num_batched_tokens": 8192, "max_num_seqs": 1024, "block_size_tokens": 16},
-    "sglang": {"max_num_batched_tokens": 8192, "max_num_seqs": 4096, "block_size_tokens": 1},
-    "trtllm": {"max_num_batched_tokens": 8192, "max_num_seqs": 2048, "block_size_tokens": 32},
+    "sglang": {
+        "max_num_batched_tokens": 8192,
+        "max_num_seqs": 4096,
+        "block_size_tokens": 1,
+        "kv_memory_basis": "free",
+    },
+    "trtllm": {
+        "max_num_batched_tokens": 8192,
+        "max_num_seqs": 2048,
+        "block_size_tokens": 32,
+        "kv_memory_basis": "free",
+    },
 }
 
 # name -> (min, max, log-scale?)
