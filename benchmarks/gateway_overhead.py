@@ -14,10 +14,15 @@ Peers are looked up as executables in ``--peer-venv-dir`` (``/tmp/peer-vllm-rout
 install each into its own venv (see /work/shared/recipes/README.md). Missing peers are skipped and reported.
 Everything binds 127.0.0.1; every load phase is bounded in time and stops by itself.
 
+``--baseline-src DIR`` adds a router ``gpuyield-baseline``: ``gpuyield serve`` run from another checkout's
+``DIR/src`` (e.g. ``git archive <commit> src | tar -x -C DIR``), for a same-run before/after comparison.
+Besides each router's CPU per request, the load generator's and the emulators' CPU per request are recorded
+(they share the 2 cores with the router), with the load average before and after each router's run.
+
 Usage::
 
     python benchmarks/gateway_overhead.py [--routers direct,gpuyield,vllm-router,sglang-router,litellm]
-        [--duration-s 8] [--delay-ms 5] [--itl-ms 2] [--json out.json]
+        [--duration-s 8] [--delay-ms 5] [--itl-ms 2] [--baseline-src DIR] [--json out.json]
     python benchmarks/gateway_overhead.py --asgi-micro     # raw ASGI vs Starlette per-request cost
 """
 
@@ -86,6 +91,13 @@ def proc_tree_cpu_s(pid: int) -> float:
         total += stats.get(p, 0.0)
         todo.extend(children.get(p, []))
     return total
+
+
+def _self_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -172,12 +184,18 @@ def start_emulators(n: int, delay_ms: float, itl_ms: float) -> tuple[list[subpro
 
 
 def start_router(name: str, backends: list[str], tmp: Path, venvs: Path,
-                 policy: str = "round_robin") -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+                 policy: str = "round_robin",
+                 baseline_src: str | None = None) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     headers: dict[str, str] = {}
+    env = {**os.environ, "LITELLM_TELEMETRY": "False", "DO_NOT_TRACK": "1"}
     log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
-    if name == "gpuyield":
+    if name == "gpuyield-baseline":
+        if not baseline_src or not (Path(baseline_src) / "src" / "gpuyield").is_dir():
+            raise FileNotFoundError(f"--baseline-src {baseline_src!r} has no src/gpuyield")
+        env["PYTHONPATH"] = str(Path(baseline_src) / "src")
+    if name in ("gpuyield", "gpuyield-baseline"):
         import yaml
 
         cfg = {"listen": {"host": "127.0.0.1", "port": port},
@@ -186,8 +204,8 @@ def start_router(name: str, backends: list[str], tmp: Path, venvs: Path,
                "auth": {"allow_anonymous": True},
                "router": {"policy": policy},
                "request_log": {"path": str(tmp / "gpuyield-requests.jsonl")}}
-        (tmp / "gw.yaml").write_text(yaml.safe_dump(cfg))
-        cmd = [sys.executable, "-m", "gpuyield.edges.cli.main", "serve", "--config", str(tmp / "gw.yaml")]
+        (tmp / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        cmd = [sys.executable, "-m", "gpuyield.edges.cli.main", "serve", "--config", str(tmp / f"{name}.yaml")]
         health = url + "/readyz"
     elif name == "vllm-router":
         exe = venvs / "peer-vllm-router" / "bin" / "vllm-router"
@@ -216,7 +234,6 @@ def start_router(name: str, backends: list[str], tmp: Path, venvs: Path,
         raise ValueError(name)
     if not Path(cmd[0]).exists():
         raise FileNotFoundError(cmd[0])
-    env = {**os.environ, "LITELLM_TELEMETRY": "False", "DO_NOT_TRACK": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     wait_up(health, 120, proc)
     return proc, url, headers
@@ -276,6 +293,8 @@ def main() -> None:
     ap.add_argument("--stream-concurrency", type=int, default=64)
     ap.add_argument("--throughput-concurrency", type=int, default=128)
     ap.add_argument("--peer-venv-dir", default="/tmp")
+    ap.add_argument("--baseline-src", default=None,
+                    help="a checkout whose src/gpuyield runs as router 'gpuyield-baseline'")
     ap.add_argument("--json", default=None)
     ap.add_argument("--asgi-micro", action="store_true")
     args = ap.parse_args()
@@ -284,7 +303,14 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="gy-bench-"))
     emus, backends = start_emulators(2, args.delay_ms, args.itl_ms)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent).stdout.strip()
+    except OSError:
+        commit = ""
     results: dict[str, Any] = {"machine": "2 cores, 24 GiB, no GPU, Python 3.11", "date": time.strftime("%Y-%m-%d"),
+                               "time_utc": time.strftime("%H:%M", time.gmtime()), "commit": commit,
+                               "baseline_src": args.baseline_src,
                                "load_average_at_start": os.getloadavg()[0], "delay_ms": args.delay_ms,
                                "itl_ms": args.itl_ms, "routers": {}}
     try:
@@ -294,24 +320,35 @@ def main() -> None:
                 if name == "direct":
                     urls, headers = [b + "/v1/chat/completions" for b in backends], {}
                 else:
-                    proc, url, headers = start_router(name, backends, tmp, Path(args.peer_venv_dir))
+                    proc, url, headers = start_router(name, backends, tmp, Path(args.peer_venv_dir),
+                                                      baseline_src=args.baseline_src)
                     urls = [url + "/v1/chat/completions"]
                 run_load(urls, 8, 1.0, True, 16, headers)  # warm-up
+                load0 = os.getloadavg()[0]
                 c0 = proc_tree_cpu_s(proc.pid) if proc is not None else 0.0
+                e0, g0 = sum(proc_tree_cpu_s(p.pid) for p in emus), _self_cpu_s()
                 streams = run_load(urls, args.stream_concurrency, args.duration_s, True, 16, headers)
                 c1 = proc_tree_cpu_s(proc.pid) if proc is not None else 0.0
+                e1, g1 = sum(proc_tree_cpu_s(p.pid) for p in emus), _self_cpu_s()
                 unary = run_load(urls, args.throughput_concurrency, args.duration_s, False, 1, headers)
                 c2 = proc_tree_cpu_s(proc.pid) if proc is not None else 0.0
-                if proc is not None:  # the router's own CPU per request: comparable even on a busy machine
-                    streams["router_cpu_us_per_request"] = (c1 - c0) / max(1, streams["requests"]) * 1e6
-                    unary["router_cpu_us_per_request"] = (c2 - c1) / max(1, unary["requests"]) * 1e6
-                results["routers"][name] = {"stream64": streams, "unary128": unary}
+                e2, g2 = sum(proc_tree_cpu_s(p.pid) for p in emus), _self_cpu_s()
+                for res, (ca, cb, ea, eb, ga, gb) in ((streams, (c0, c1, e0, e1, g0, g1)),
+                                                      (unary, (c1, c2, e1, e2, g1, g2))):
+                    n = max(1, res["requests"])
+                    if proc is not None:  # the router's own CPU per request: comparable even on a busy machine
+                        res["router_cpu_us_per_request"] = (cb - ca) / n * 1e6
+                    res["emulators_cpu_us_per_request"] = (eb - ea) / n * 1e6
+                    res["loadgen_cpu_us_per_request"] = (gb - ga) / n * 1e6
+                results["routers"][name] = {"stream64": streams, "unary128": unary,
+                                            "load_average_before": load0, "load_average_after": os.getloadavg()[0]}
                 print(f"{name:14s} stream@{args.stream_concurrency}: p50 {streams['p50_ms']:7.2f} ms  "
                       f"p99 {streams['p99_ms']:7.2f} ms  ({streams['requests']} ok, {streams['errors']} err)   "
                       f"unary@{args.throughput_concurrency}: {unary['req_per_s']:7.0f} req/s  "
                       f"p50 {unary['p50_ms']:7.2f} ms ({unary['errors']} err)   router CPU/request: stream "
                       f"{streams.get('router_cpu_us_per_request', 0):.0f} us, unary "
-                      f"{unary.get('router_cpu_us_per_request', 0):.0f} us", flush=True)
+                      f"{unary.get('router_cpu_us_per_request', 0):.0f} us   load "
+                      f"{load0:.1f}->{results['routers'][name]['load_average_after']:.1f}", flush=True)
             except (FileNotFoundError, TimeoutError, RuntimeError) as exc:
                 results["routers"][name] = {"skipped": f"{type(exc).__name__}: {exc}"}
                 print(f"{name:14s} skipped: {exc}", flush=True)
