@@ -346,3 +346,61 @@ def test_sse_forward_keeps_order_and_pauses_upstream_under_client_back_pressure(
             (b'data: {"a":1}\n\n'[-14:], True), (b"data: [DONE]\n\n", False)]
 
     asyncio.run(main())
+
+
+def test_interim_1xx_is_skipped_and_an_eof_delimited_body_completes() -> None:
+    async def hints_then_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _s: Any) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"a\":")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b"1}")
+        await writer.drain()
+        # the handler returns: the connection closes, which ends the body
+
+    async def test(url: str, _state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        ex = await pool.start(url, "/x", b"{}")
+        assert ex.status == 200
+        assert await ex.read() == b'{"a":1}'
+        assert pool.num_idle() == 0
+        pool.close()
+
+    _run(hints_then_eof, test)
+
+
+def test_https_origin(tmp_path: Any) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl binary to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    handler = _json_server()
+
+    async def main() -> None:
+        state: dict[str, Any] = {"connections": 0, "requests": []}
+        server = await asyncio.start_server(lambda r, w: handler(r, w, state), "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            pool = UpstreamPool(ssl_context=ssl.create_default_context(cafile=str(cert)))
+            for i in range(2):
+                ex = await pool.start(f"https://127.0.0.1:{port}", "/x", b"%d" % i)
+                assert await ex.read() == b'{"echo":%d}' % i
+            assert pool.num_connects == 1
+            pool.close()
+            strict = UpstreamPool()  # the system trust store does not know this certificate
+            with pytest.raises(UpstreamError) as ei:
+                await strict.start(f"https://127.0.0.1:{port}", "/x", b"{}")
+            assert ei.value.reason == "connect"
+        finally:
+            server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20))

@@ -12,9 +12,11 @@ Per request (``POST /v1/chat/completions`` or ``/v1/completions``):
    token-fair order.
 6. **Routing** (:mod:`gpuyield.core.policy.routing`, the simulator's classes) among the healthy replicas that
    serve the model and whose circuit is closed.
-7. **Proxy** over pooled keep-alive connections (aiohttp). Non-streaming bodies pass through unchanged. A
-   stream passes through event by event; the gateway adds ``stream_options.include_usage`` so it learns the
-   token counts, and drops the extra usage chunk if the client did not ask for it. A replica that fails
+7. **Proxy** over pooled keep-alive connections (:mod:`~gpuyield.edges.gateway.upstream`: httptools in an
+   ``asyncio.Protocol``; aiohttp only off the data path). Non-streaming bodies pass through unchanged. A
+   stream passes through event by event, forwarded from the socket callback; the gateway adds
+   ``stream_options.include_usage`` so it learns the token counts, and drops the extra usage chunk if the
+   client did not ask for it; a client that hangs up mid-stream closes the upstream connection at once. A replica that fails
    before anything was sent to the client (connect error, 5xx, broken response) is marked in its circuit
    breaker and the request is retried on another replica (``router.max_retries``), so a dying replica loses
    no request that has not started streaming. A stream that breaks after it started ends with an SSE

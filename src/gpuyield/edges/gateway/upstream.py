@@ -174,6 +174,8 @@ class _Conn(asyncio.Protocol):
         self._body: list[bytes] = []
         self._msg_done = False
         self._keep_alive = False  # llhttp's verdict for the current response (read at headers-complete)
+        self._framed = False  # the response has Content-Length or Transfer-Encoding (else it ends at EOF)
+        self._informational = False  # a 1xx interim response: the real one follows
 
     # asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -211,26 +213,43 @@ class _Conn(asyncio.Protocol):
         ex = self.ex
         if ex is not None:
             self.ex = None
+            if ex.status and not self._framed and ex.status not in (204, 304):
+                ex._finish(None)  # a body delimited by the end of the connection (HTTP/1.1 section 6.3)
+                return
             reason = "stale" if ex._reused and not ex._received else "broken"
             detail = "the replica closed the connection before the response was complete"
             ex._finish(UpstreamError(reason, f"{detail}: {exc}" if exc else detail))
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._framed = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.ex is not None and len(name) == 12 and name.lower() == b"content-type":
-            self.ex.content_type = value
+        n = len(name)
+        if n == 12 and name.lower() == b"content-type":
+            if self.ex is not None:
+                self.ex.content_type = value
+        elif (n == 14 and name.lower() == b"content-length") or (n == 17 and name.lower() == b"transfer-encoding"):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # e.g. 103 Early Hints: wait for the final response
+            self._informational = True
+            return
         ex = self.ex
         self._keep_alive = self.parser.should_keep_alive()
         if ex is not None:
-            ex.status = self.parser.get_status_code()
+            ex.status = status
             ex._on_headers()
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
         self._msg_done = True
 
     def close(self) -> None:
@@ -244,7 +263,8 @@ class _Conn(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections per origin (scheme, host, port). Create and use on one event loop."""
 
-    def __init__(self, keepalive_s: float = 60.0, max_idle_per_origin: int = 1024) -> None:
+    def __init__(self, keepalive_s: float = 60.0, max_idle_per_origin: int = 1024,
+                 ssl_context: _ssl.SSLContext | None = None) -> None:
         try:
             import httptools  # noqa: F401
         except ImportError as exc:  # pragma: no cover - httptools ships with gpuyield[serve]
@@ -256,7 +276,7 @@ class UpstreamPool:
         self._origins: dict[str, _Origin] = {}
         self._heads: dict[tuple[str, str, bytes], bytes] = {}
         self._active: set[_Conn] = set()
-        self._ssl_ctx: _ssl.SSLContext | None = None
+        self._ssl_ctx = ssl_context  # https origins; default: the system's trust store, hostname checked
         self.num_connects = 0  # connections opened (tests and benchmarks look at reuse)
 
     def _origin(self, base_url: str) -> _Origin:
