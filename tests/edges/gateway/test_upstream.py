@@ -76,6 +76,10 @@ def test_unary_reuses_one_connection_and_sends_the_body() -> None:
             assert ex.status == 200 and ex.content_type == b"application/json"
             assert await ex.read() == b'{"echo":{"i":%d}}' % i
         assert pool.num_connects == 1 and pool.num_idle() == 1
+        assert pool.sweep() == 0
+        pool.keepalive_s = 0.0
+        await asyncio.sleep(0.01)
+        assert pool.sweep() == 1 and pool.num_idle() == 0  # idle past its keep-alive: closed
         head, _ = state["requests"][0]
         assert head.startswith(b"POST /v1/completions HTTP/1.1\r\n")
         assert b"\r\nAuthorization: Bearer k\r\n" in head and b"\r\nContent-Length: 7\r\n" in head

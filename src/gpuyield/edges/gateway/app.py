@@ -413,8 +413,12 @@ class Gateway:
 
     async def _housekeeping(self) -> None:
         assert self.admission is not None
+        ticks = 0
         while True:
             await asyncio.sleep(0.25)
+            ticks += 1
+            if ticks % 20 == 0:  # every 5 s: close upstream connections idle past their keep-alive
+                self.upstream.sweep()
             self._refresh_capacity()
             self._pump()
             now = time.monotonic()

@@ -382,6 +382,17 @@ class UpstreamPool:
         if conn in idle:
             idle.remove(conn)
 
+    def sweep(self) -> int:
+        """Close idle connections older than ``keepalive_s`` (also those of origins no longer in use);
+        returns how many were closed."""
+        now = asyncio.get_running_loop().time()
+        closed = 0
+        for o in self._origins.values():
+            for c in [c for c in o.idle if now - c.idle_since > self.keepalive_s or c.closed]:
+                c.close()
+                closed += 1
+        return closed
+
     def num_idle(self) -> int:
         return sum(len(o.idle) for o in self._origins.values())
 
