@@ -259,8 +259,9 @@ def _print(rec: dict[str, Any]) -> None:
         a = rec["analytic"]
         console.print(
             f"[dim]analytic solver (what `validate` scores): TTFT {a['ttft_ms']:,.1f} ms, TPOT {a['tpot_ms']:,.2f} ms, "
-            f"{a['throughput_tok_s']:,.0f} tok/s — the engine model replays identical requests in lock-step waves, "
-            "so its TTFT at high concurrency is pessimistic for real (jittered) clients[/dim]"
+            f"{a['throughput_tok_s']:,.0f} tok/s — the engine model starts its clients staggered (a desynchronised "
+            "steady state); the analytic solver carries the partly synchronised start of real benchmark clients, "
+            "so at high concurrency its TTFT is the higher[/dim]"
         )
     for n in rec["notes"] + rec["out_of_range"]:
         console.print(f"[yellow]note:[/yellow] {n}")
