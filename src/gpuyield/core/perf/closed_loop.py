@@ -3,8 +3,9 @@
 This is the fast path ``gpuyield validate`` uses (thousands of rows in seconds). It models what the engine
 model does step by step, in expectation:
 
-- **Admission.** At most ``N = min(C, max_num_seqs, KV capacity / (isl + osl/2))`` requests run at once;
-  the other ``C - N`` wait in the queue (Little's law gives their wait).
+- **Admission.** At most ``N = min(C, max_num_seqs × attention_dp, KV capacity / (isl + osl/2))`` requests
+  run at once (every attention-DP rank has its own scheduler); the other ``C - N`` wait in the queue (Little's
+  law gives their wait).
 - **Continuous batching.** Every step carries the ``D`` decoding sequences; prompts are computed in chunks
   of at most ``max_num_batched_tokens - D`` tokens mixed into those steps (chunked prefill).
 - **Interference.** While one request decodes, each of the other ``N - 1`` runs one prefill per lifetime;
@@ -13,7 +14,8 @@ model does step by step, in expectation:
   "server" plus, for a synchronised start (all ``C`` clients start together, as benchmarks do), a share
   ``ttft_sync_weight`` (an engine-family constant fitted on measurements) of the ``(N-1)/2`` prompts ahead.
 - **Disaggregated** layouts: TTFT from the prefill pool (no decode interference), TPOT from the decode pool
-  (no prefill interference); KV transfer time is added to TTFT.
+  (no prefill interference); KV transfer time is added to TTFT. Clients beyond the decode pool's admission
+  limit wait after their first token, so that wait is added to TPOT.
 
 The fixed point (lifetime ↔ batch size) converges in a few iterations.
 """
