@@ -408,3 +408,66 @@ def test_https_origin(tmp_path: Any) -> None:
             server.close()
 
     asyncio.run(asyncio.wait_for(main(), 20))
+
+
+def test_gateway_retries_a_5xx_replica_and_passes_a_4xx_through() -> None:
+    import httpx
+    from gateway_harness import (
+        KEY_A,
+        MODEL,
+        ServerThread,
+        gateway_config,
+        start_emulator,
+        start_gateway,
+        wait_idle,
+    )
+
+    async def failing(scope: Any, receive: Any, send: Any) -> None:  # healthy, but answers 503 or 400 to work
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                await send({"type": msg["type"] + ".complete"})
+                if msg["type"] == "lifespan.shutdown":
+                    return
+        if scope["method"] == "GET":
+            status, body = (200, b"{}") if scope["path"] == "/health" else (404, b"{}")
+        else:
+            more = True
+            while more:
+                more = (await receive()).get("more_body", False)
+            status = 400 if bad_request["on"] else 503
+            body = b'{"error":{"message":"nope","type":"x","param":null,"code":null}}'
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    bad_request = {"on": False}
+    bad = ServerThread(failing)
+    emu = start_emulator(fixed_step_ms=1.0)
+    srv, gw = start_gateway(gateway_config([bad.url, emu.url]))
+    try:
+        with httpx.Client(base_url=srv.url, timeout=20, headers={"authorization": f"Bearer {KEY_A}"}) as c:
+            for stream in (False, True, False, True):
+                r = c.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 3, "stream": stream,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200
+            text = c.get("/metrics").text
+            assert 'gpuyield_retries_total{backend="r0",reason="http_503"}' in text
+        wait_idle(gw)
+        # a 4xx is the client's problem: passed through as the replica sent it, not retried
+        bad_request["on"] = True
+        srv2, gw2 = start_gateway(gateway_config([bad.url]))
+        try:
+            with httpx.Client(base_url=srv2.url, timeout=20, headers={"authorization": f"Bearer {KEY_A}"}) as c:
+                for stream in (False, True):
+                    r = c.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 3, "stream": stream,
+                                                             "messages": [{"role": "user", "content": "hi"}]})
+                    assert r.status_code == 400 and r.json()["error"]["message"] == "nope"
+                assert "gpuyield_retries_total{" not in c.get("/metrics").text
+            wait_idle(gw2)
+        finally:
+            srv2.stop()
+    finally:
+        srv.stop()
+        bad.stop()
+        emu.stop()
