@@ -13,7 +13,8 @@ from gpuyield.core.perf.calibration import (
     calibration_to_dict,
     default_calibration,
 )
-from gpuyield.errors import CatalogError, ConfigError
+from gpuyield.edges.io.yaml_file import read_yaml
+from gpuyield.errors import CatalogError
 
 __all__ = ["load_calibration", "resolve_gpu", "write_calibration"]
 
@@ -23,12 +24,7 @@ def load_calibration(path: str | Path | None) -> Calibration:
     if path is None:
         return default_calibration()
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"--calibration {p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--calibration {p}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(p, "--calibration")
     return calibration_from_dict(data or {}, str(p))
 
 

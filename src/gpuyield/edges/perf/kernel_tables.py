@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gpuyield.core.perf.calibration import GpuCoefficients, LogCurve
+from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.errors import ConfigError
 
 __all__ = ["DeviceTables", "discover_devices", "gpu_coefficients_from_tables", "read_system_yaml"]
@@ -80,10 +79,9 @@ def discover_devices(root: Path) -> list[DeviceTables]:
 
 def read_system_yaml(path: Path) -> dict[str, float]:
     """Peaks and bandwidths from an AIConfigurator-style system YAML, in gpuyield units."""
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    doc = read_yaml(path, "system YAML") or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"system YAML {path}: expected a mapping with gpu: and node:")
     g = doc.get("gpu") or {}
     n = doc.get("node") or {}
     if "mem_bw" not in g or "bfloat16_tc_flops" not in g:

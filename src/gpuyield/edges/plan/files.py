@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from gpuyield.core.plan.economics import GpuPrice, OwnedHardware, parse_owned_hardware
+from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.edges.telemetry.mapping import PricesFile, prices_document
 from gpuyield.errors import ConfigError
 
@@ -16,18 +16,7 @@ __all__ = ["load_owned_file", "load_prices_file"]
 
 
 def _read_yaml(path: Path, flag: str) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{flag} {path}: file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{flag} {path}:{where}: not valid YAML") from None
+    return read_yaml(path, flag)
 
 
 def load_prices_file(path: Path, resolve_gpu: Any) -> dict[str, GpuPrice]:

@@ -30,9 +30,9 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.errors import ConfigError
 
 __all__ = [
@@ -81,13 +81,7 @@ class PricesFile(BaseModel):
 
 
 def _read_yaml(path: str | Path, what: str) -> Any:
-    p = Path(path)
-    try:
-        return yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {p}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return read_yaml(path, what)
 
 
 def _first_error(path: str | Path, what: str, exc: ValidationError) -> ConfigError:

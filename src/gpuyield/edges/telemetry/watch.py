@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.edges.storage.store import TelemetryStore
 from gpuyield.edges.telemetry.exposition import SampleBuffer
 from gpuyield.edges.telemetry.sources import fetch_text
@@ -48,12 +48,7 @@ class TargetsFile(BaseModel):
 
 def load_targets(path: str | Path) -> TargetsFile:
     p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--targets {p}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--targets {p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(p, "--targets")
     try:
         return TargetsFile.model_validate(doc)
     except ValidationError as exc:
