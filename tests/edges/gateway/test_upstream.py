@@ -471,3 +471,47 @@ def test_gateway_retries_a_5xx_replica_and_passes_a_4xx_through() -> None:
         srv.stop()
         bad.stop()
         emu.stop()
+
+
+def test_a_finished_stream_leaves_no_reference_cycle() -> None:
+    # a cycle per stream (exchange -> sink -> exchange) made the collector run twice as often and cost ~8 % CPU
+    import gc
+
+    from gpuyield.edges.gateway.app import _Ctx, _SSEForward
+    from gpuyield.edges.gateway.upstream import Exchange
+
+    class Sink:
+        def observe(self, _v: float) -> None:
+            pass
+
+        def _usage_into(self, _ctx: Any, _usage: Any) -> None:
+            pass
+
+        outstanding_prefill_tokens = 0
+
+    async def one_stream() -> None:
+        ex = Exchange(asyncio.get_running_loop(), False)
+        ex.status = 200
+
+        async def send(_msg: dict[str, Any]) -> None:
+            pass
+
+        s = Sink()
+        fwd = _SSEForward(s, _Ctx("r", 0.0, 0.0), s, send, ex, s, client_usage=False)  # type: ignore[arg-type]
+        ex.set_sink(fwd)
+        ex._on_body(b"data: {}\n\n", False)
+        ex._on_body(b"data: [DONE]\n\n", True)
+        ex._finish(None)
+        await fwd.drained()
+
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        asyncio.run(one_stream())
+        gc.collect()
+        leaked = [type(o).__name__ for o in gc.garbage if isinstance(o, (Exchange, _SSEForward))]
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+    assert leaked == []

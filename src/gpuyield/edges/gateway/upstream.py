@@ -97,6 +97,7 @@ class Exchange:
         self._complete = True
         self._error = error
         self._conn = None
+        self._sink = None  # the sink usually references this exchange: no cycle left for the GC to find
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -115,7 +116,8 @@ class Exchange:
         """Deliver body bytes to ``sink(data, last)`` from now on (bytes that arrived already are delivered
         first). ``last`` is true when these are the response's final bytes (the exchange completes right after
         the call), so the sink can end its own response in the same write."""
-        self._sink = sink
+        if not self._complete:
+            self._sink = sink
         if self._chunks:
             data = b"".join(self._chunks)
             self._chunks = []
