@@ -503,6 +503,7 @@ def test_a_finished_stream_leaves_no_reference_cycle() -> None:
         ex._on_body(b"data: [DONE]\n\n", True)
         ex._finish(None)
         await fwd.drained()
+        assert fwd.error is None, repr(fwd.error)
 
     gc.collect()
     flags = gc.get_debug()
