@@ -204,22 +204,15 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
 
 def load_config(source: str | Path | dict[str, Any]) -> GatewayConfig:
     """Load and validate a gateway config from a YAML file (or a dict); raises :class:`ConfigError`."""
-    import yaml
-
     if isinstance(source, dict):
         data: Any = source
         name = "gateway config"
     else:
+        from gpuyield.edges.io.yaml_file import read_yaml
+
         path = Path(source)
         name = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the gateway config ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        data = read_yaml(path, "gateway config")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level (listen, backends, tenants, ...)")
     try:
