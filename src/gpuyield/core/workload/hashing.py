@@ -96,11 +96,14 @@ def hash_token_blocks(
     if block_size_tokens < 1:
         raise ValueError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
     num_blocks = len(token_ids) // block_size_tokens
+    # one little-endian int64 buffer for all blocks, and a keyed hasher copied per block (cheaper than building
+    # one per block; the digests are the same as hashing each block's int64 bytes on its own)
+    data = memoryview(np.asarray(token_ids[: num_blocks * block_size_tokens], dtype="<i8").tobytes())
+    template = hashlib.blake2b(digest_size=8, person=b"gpuyield-blk")
+    step = 8 * block_size_tokens
     keys = []
     for b in range(num_blocks):
-        block = token_ids[b * block_size_tokens : (b + 1) * block_size_tokens]
-        digest = hashlib.blake2b(
-            np.asarray(block, dtype="<i8").tobytes(), digest_size=8, person=b"gpuyield-blk"
-        ).digest()
-        keys.append(int.from_bytes(digest, "little"))
+        h = template.copy()
+        h.update(data[b * step : (b + 1) * step])
+        keys.append(int.from_bytes(h.digest(), "little"))
     return chain_hashes(keys, parent)
