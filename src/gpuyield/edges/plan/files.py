@@ -15,17 +15,13 @@ from gpuyield.errors import ConfigError
 __all__ = ["load_owned_file", "load_prices_file"]
 
 
-def _read_yaml(path: Path, flag: str) -> Any:
-    return read_yaml(path, flag)
-
-
 def load_prices_file(path: Path, resolve_gpu: Any) -> dict[str, GpuPrice]:
     """``prices: [{gpu, usd_per_gpu_hour, source, as_of, notes?}]`` -> gpu id -> price. ``resolve_gpu`` maps aliases.
 
     One schema with ``gpuyield baseline --prices`` (:class:`gpuyield.edges.telemetry.mapping.PricesFile`), so the
     same file serves both commands.
     """
-    doc = prices_document(_read_yaml(path, "--prices"))
+    doc = prices_document(read_yaml(path, "--prices"))
     try:
         parsed = PricesFile.model_validate(doc)
     except ValidationError as exc:
@@ -43,7 +39,7 @@ def load_prices_file(path: Path, resolve_gpu: Any) -> dict[str, GpuPrice]:
 
 def load_owned_file(path: Path, resolve_gpu: Any) -> dict[str, OwnedHardware]:
     """``owned: [OwnedHardware]`` -> gpu id -> entry (GPU ids resolved through the catalogue)."""
-    doc = _read_yaml(path, "--owned")
+    doc = read_yaml(path, "--owned")
     entries = parse_owned_hardware(doc, origin=f"--owned {path}")
     out: dict[str, OwnedHardware] = {}
     for e in entries:

@@ -80,10 +80,6 @@ class PricesFile(BaseModel):
     prices: list[PriceRow] = Field(min_length=1)
 
 
-def _read_yaml(path: str | Path, what: str) -> Any:
-    return read_yaml(path, what)
-
-
 def _first_error(path: str | Path, what: str, exc: ValidationError) -> ConfigError:
     err = exc.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
@@ -91,7 +87,7 @@ def _first_error(path: str | Path, what: str, exc: ValidationError) -> ConfigErr
 
 
 def load_map_file(path: str | Path) -> MapFile:
-    doc = _read_yaml(path, "mapping file")
+    doc = read_yaml(path, "mapping file")
     try:
         parsed = MapFile.model_validate(doc)
     except ValidationError as exc:
@@ -111,7 +107,7 @@ def prices_document(doc: Any) -> Any:
 
 
 def load_prices_file(path: str | Path) -> PricesFile:
-    doc = prices_document(_read_yaml(path, "prices file"))
+    doc = prices_document(read_yaml(path, "prices file"))
     try:
         return PricesFile.model_validate(doc)
     except ValidationError as exc:
