@@ -584,11 +584,13 @@ class PerfModel:
         mem_gb = float(cap_bytes) / _GB if cap_bytes else float(self.gpu.memory_gb)
         weights_gb = self.weights_bytes_per_gpu() / _GB
         reserve_gb = self.engine_coeffs.runtime_reserve_gb
-        if self.engine_coeffs.kv_memory_basis == "free":
-            # TensorRT-LLM / SGLang: the fraction applies to what is left after weights and the reserve
-            kv_gb = gpu_memory_utilization * (mem_gb - weights_gb - reserve_gb)
-        else:
-            kv_gb = mem_gb * gpu_memory_utilization - weights_gb - reserve_gb
+        # vLLM ("total"): the fraction caps all memory; TensorRT-LLM / SGLang ("free"): it applies to what is
+        # left after weights and the reserve
+        free_basis = self.engine_coeffs.kv_memory_basis == "free"
+        usable_gb = mem_gb if free_basis else mem_gb * gpu_memory_utilization
+        kv_gb = usable_gb - weights_gb - reserve_gb
+        if free_basis:
+            kv_gb *= gpu_memory_utilization
         full, sliding, linear = _layer_counts(m)
         kvb = _KV_BYTES[self.kv_dtype]
         if getattr(m, "uses_mla", False):
@@ -616,8 +618,7 @@ class PerfModel:
             fits = False
             reason = (
                 f"weights {weights_gb:.1f} GB + runtime reserve {reserve_gb:.1f} GB per GPU exceed "
-                f"{mem_gb if self.engine_coeffs.kv_memory_basis == 'free' else gpu_memory_utilization * mem_gb:.0f}"
-                f" GB usable of {mem_gb:.0f} GB on {self.gpu_id} (tp={self.tp}, pp={self.pp}, "
+                f"{usable_gb:.0f} GB usable of {mem_gb:.0f} GB on {self.gpu_id} (tp={self.tp}, pp={self.pp}, "
                 f"attention_dp={self.attention_dp}); use more GPUs or a lower precision"
             )
         else:
