@@ -34,17 +34,21 @@ def test_core_imports_with_edge_libraries_blocked() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def _imported(node: ast.AST) -> list[str]:
+    """Module names an ``import`` / ``from ... import`` node brings in (none for other nodes)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        return [node.module]
+    return []
+
+
 def test_core_never_imports_edges() -> None:
     offenders = []
     for path in (SRC / "core").rglob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            mods: list[str] = []
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                mods = [node.module]
-            for mod in mods:
+            for mod in _imported(node):
                 if mod.startswith("gpuyield.edges"):
                     offenders.append(f"{path.relative_to(SRC)} imports {mod}")
     assert not offenders, offenders
@@ -71,14 +75,9 @@ def test_core_does_no_file_or_environment_io() -> None:
     for path in (SRC / "core").rglob("*.py"):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
-            mods: list[str] = []
-            if isinstance(node, ast.Import):
-                mods = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                mods = [node.module]
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno} calls open()")
-            for mod in mods:
+            for mod in _imported(node):
                 if mod.split(".")[0] in banned_modules:
                     offenders.append(f"{path.relative_to(SRC)} imports {mod}")
     assert not offenders, offenders
