@@ -1,4 +1,5 @@
-"""Closed-loop driver: staggered client starts (no lock-step waves), seeded determinism, warm-up window."""
+"""Closed-loop driver: the benchmark protocol (all clients at t=0, ten requests each, every request measured),
+the optional staggered start and warm-up window, seeded determinism."""
 
 from __future__ import annotations
 
@@ -9,10 +10,24 @@ from gpuyield.core.sim import EngineConfig, run_closed_loop
 from gpuyield.errors import ConfigError
 
 
-def _run(spread: float, seed: int = 0):
+def _run(spread: float, seed: int = 0, exclude_warmup: bool = True):
     cfg = EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192)
     return run_closed_loop(LinearStepModel(), cfg, isl=1000, osl=200, concurrency=32, seed=seed,
-                           num_gpu_blocks=100_000, start_spread=spread)  # fmt: skip
+                           num_gpu_blocks=100_000, start_spread=spread, exclude_warmup=exclude_warmup)  # fmt: skip
+
+
+def test_default_is_the_benchmark_protocol() -> None:
+    cfg = EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192)
+    res = run_closed_loop(LinearStepModel(), cfg, isl=1000, osl=200, concurrency=32, num_gpu_blocks=100_000)
+    assert res.num_requests == 320 and res.num_measured == 320  # ten per client, every one measured
+    assert res == _run(0.0, exclude_warmup=False)  # all clients start at t = 0
+    # the first wave is a burst: 32 prompts of 1000 tokens packed 8 per 8192-token step, so its mean TTFT
+    # is ~2.5 prefill steps; the later waves arrive spread out and barely queue, so the mean over all
+    # requests lies between the steady state and the burst
+    steady = _run(0.0, exclude_warmup=True)
+    assert steady.ttft_ms.mean < res.ttft_ms.mean < 3 * steady.ttft_ms.mean
+    big = run_closed_loop(LinearStepModel(), cfg, isl=100, osl=20, concurrency=1000, num_gpu_blocks=100_000)
+    assert big.num_requests == 4096  # bounded run time
 
 
 def test_staggered_start_breaks_lock_step_waves() -> None:
@@ -23,7 +38,7 @@ def test_staggered_start_breaks_lock_step_waves() -> None:
     assert stag.num_measured == stag.num_requests - 32  # the first 32 (warm-up) are not measured
 
 
-def test_same_seed_same_result_other_seed_differs() -> None:
+def test_seeded_stagger_same_seed_same_result_other_seed_differs() -> None:
     assert _run(1.0, seed=3) == _run(1.0, seed=3)
     assert _run(1.0, seed=3).ttft_ms != _run(1.0, seed=4).ttft_ms
 

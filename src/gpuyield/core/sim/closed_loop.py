@@ -13,14 +13,17 @@ KV capacity comes from ``perf.memory(cfg.gpu_memory_utilization)`` (``kv_capacit
 unless ``num_gpu_blocks`` is given. Prefix caching is irrelevant here (prompts share nothing).
 
 Closed loop: ``concurrency`` clients each send a request, and the next one the moment the previous finishes,
-until ``num_requests`` have been sent (default ``clamp(3 * concurrency, 16, 2048)``: enough to pass the cold
-start). The clients do not start together: client ``i`` sends its first request at a seeded uniform offset in
-``[0, T)``, where ``T`` is one request's zero-queue duration at full concurrency (prefill alone plus
-``osl - 1`` decode steps of ``concurrency`` sequences), so identical requests do not run in lock-step waves
-(a benchmark client such as genai-perf/aiperf reaches the same desynchronised steady state after its
-warm-up). Latencies are reported over the requests sent after the first ``concurrency`` (the warm-up) when
-there are at least twice as many requests as clients, else over all. Output throughput is measured over the
-steady window between the ``concurrency``-th completion and the last send, when concurrency is exactly C.
+until ``num_requests`` have been sent. This follows the protocol of the benchmark clients that produce
+published numbers (vLLM's and SGLang's ``bench_serving``, genai-perf/aiperf at fixed concurrency): every
+client sends its first request at t = 0, ``num_requests`` defaults to ten per client (the usual
+``--num-prompts = 10 x concurrency``; at least 16, at most 4096 in total, and never fewer than the clients),
+and latencies are the mean over every request. The first wave is therefore a burst whose prompts queue
+behind each other, packed into steps by the token budget; its completions spread the later arrivals, so
+later waves queue far less. ``start_spread > 0`` instead starts client ``i`` at a seeded uniform offset in
+``[0, start_spread x T)`` (``T``: one request's zero-queue duration at full concurrency), and
+``exclude_warmup=True`` drops the first ``concurrency`` requests from the latencies, for a desynchronised
+steady state. Output throughput is measured over the steady window between the ``concurrency``-th
+completion and the last send, when concurrency is exactly C.
 
 Offline (``offline=True``): all ``num_requests`` (default ``concurrency``) are queued at time 0; throughput is
 total output tokens over the makespan, latencies cover every request.
@@ -121,7 +124,8 @@ def run_closed_loop(
     *,
     offline: bool = False,
     num_gpu_blocks: int | None = None,
-    start_spread: float = 1.0,
+    start_spread: float = 0.0,
+    exclude_warmup: bool = False,
 ) -> ClosedLoopResult:
     """Simulate C clients in a closed loop (or N requests queued at once) against one replica."""
     if isl < 1 or osl < 1:
@@ -131,7 +135,7 @@ def run_closed_loop(
     if not 0.0 <= start_spread <= 10.0:
         raise ConfigError(f"start_spread must be in [0, 10] request durations, got {start_spread}")
     if num_requests is None:
-        num_requests = concurrency if offline else min(max(3 * concurrency, 16), 2048)
+        num_requests = concurrency if offline else max(concurrency, min(max(10 * concurrency, 16), 4096))
     if num_requests < 1:
         raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
     if num_gpu_blocks is None:
@@ -192,7 +196,7 @@ def run_closed_loop(
         num_out = n * osl
         num_in = n * isl
     else:
-        lo = clients if n >= 2 * clients else 0
+        lo = clients if exclude_warmup and n >= 2 * clients else 0
         t0 = completions[clients - 1] if n >= 2 * clients else completions[0]
         t1 = completions[n - clients - 1] if n > clients else duration_s
         if t1 > t0:

@@ -259,9 +259,9 @@ def _print(rec: dict[str, Any]) -> None:
         a = rec["analytic"]
         console.print(
             f"[dim]analytic solver (what `validate` scores): TTFT {a['ttft_ms']:,.1f} ms, TPOT {a['tpot_ms']:,.2f} ms, "
-            f"{a['throughput_tok_s']:,.0f} tok/s — the engine model starts its clients staggered (a desynchronised "
-            "steady state); the analytic solver carries the partly synchronised start of real benchmark clients, "
-            "so at high concurrency its TTFT is the higher[/dim]"
+            f"{a['throughput_tok_s']:,.0f} tok/s — both follow benchmark clients that start together; the engine "
+            "model simulates the first burst and the waves after it step by step, the analytic solver carries it "
+            "in a fitted share[/dim]"
         )
     for n in rec["notes"] + rec["out_of_range"]:
         console.print(f"[yellow]note:[/yellow] {n}")
@@ -276,7 +276,7 @@ def estimate(
     osl: int = typer.Option(..., "--osl", help="Output tokens per request."),
     concurrency: str = typer.Option(..., "--concurrency", help="Clients in the closed loop, or 'offline'."),
     num_requests: int | None = typer.Option(
-        None, "--num-requests", help="Requests to run (required with offline)."
+        None, "--num-requests", help="Requests to run (required with offline; closed loop: default 10 per client, at most 4096)."
     ),
     tp: int = typer.Option(1, "--tp", help="Tensor parallelism of attention (and dense MLP)."),
     pp: int = typer.Option(1, "--pp", help="Pipeline stages."),
