@@ -146,3 +146,47 @@ def test_llama4_chunked_attention_and_interleaved_moe(cat):
     assert scout.num_moe_layers == 48 and maverick.num_moe_layers == 24
     assert scout.num_layers_of("full_attention") == 12 and scout.sliding_window == 8192
     assert scout.kv_bytes_per_token() == 12 * 8 * 128 * 2 * 2
+
+
+@pytest.mark.parametrize(
+    ("release", "predecessor"),
+    [
+        ("MiniMaxAI/MiniMax-M2.7", "MiniMaxAI/MiniMax-M2.5"),
+        ("zai-org/GLM-5.1", "zai-org/GLM-5"),
+        ("zai-org/GLM-5.3", "zai-org/GLM-5"),
+        ("moonshotai/Kimi-K2.6", "moonshotai/Kimi-K2.5"),
+        ("Qwen/Qwen3-VL-235B-A22B-Instruct", "Qwen/Qwen3-235B-A22B"),
+    ],
+)
+def test_later_releases_of_one_architecture_have_its_size(cat, release, predecessor):
+    # read from their own config.json files; published as the same architecture as the predecessor
+    new, old = cat.model(release), cat.model(predecessor)
+    assert new.id != old.id
+    assert new.params_total == pytest.approx(old.params_total, rel=0.01)
+    assert new.params_active == pytest.approx(old.params_active, rel=0.01)
+    assert new.kv_bytes_per_token("bf16") == old.kv_bytes_per_token("bf16")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("nvidia/DeepSeek-R1-0528-FP4", "deepseek-ai/DeepSeek-R1"),
+        ("openai/gpt-oss-120b-MXFP4", "openai/gpt-oss-120b"),
+        ("Qwen/Qwen3-32B-AWQ", "Qwen/Qwen3-32B"),
+        ("Qwen/Qwen3-8B-FP8-Dynamic", "Qwen/Qwen3-8B"),
+        ("RedHatAI/Llama-3.1-8B-Instruct-W4A16", "meta-llama/Llama-3.1-8B"),
+        ("zai-org/GLM-5.1-FP8", "zai-org/GLM-5.1"),
+        ("Qwen/Qwen3.6-27B", "nvidia/Qwen3.6-27B-NVFP4"),
+        ("moonshotai/Kimi-K2-Thinking", "moonshotai/Kimi-K2-Instruct"),
+    ],
+)
+def test_checkpoint_names_resolve_to_their_architecture(cat, name, expected):
+    assert cat.model(name).id == expected
+
+
+@pytest.mark.parametrize(("model", "total_b", "active_b"), [("Qwen/Qwen3.5-122B-A10B", 122, 10), ("Qwen/Qwen3.5-27B", 27, None)])
+def test_new_qwen35_sizes_match_their_names(cat, model, total_b, active_b):
+    spec = cat.model(model)
+    assert spec.params_total / 1e9 == pytest.approx(total_b, rel=0.02)
+    if active_b is not None:
+        assert spec.params_active / 1e9 == pytest.approx(active_b, rel=0.05)

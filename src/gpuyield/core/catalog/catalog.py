@@ -7,7 +7,8 @@ added. Every override entry must carry its own ``source`` and ``as_of``.
 
 Lookup normalisation: case, spaces, ``_`` and ``-`` are ignored, a leading ``NVIDIA``/``AMD``/``Intel``
 is dropped for accelerators; for models the ``org/`` prefix is optional and ``-Instruct``, ``-Chat``,
-``-FP8``, ``-NVFP4``, ``-hf`` suffixes are stripped when the full name is not known.
+quantisation suffixes (``-FP8``, ``-NVFP4``, ``-FP4``, ``-MXFP4``, ``-FP8-Dynamic``, ``-W4A16``, ``-W8A8``,
+``-AWQ``, ``-GPTQ``, ``-INT4``, ``-BF16``) and ``-hf`` are stripped when the full name is not known.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ CATALOG_SECTIONS = (
     "owned_hardware",
     "defaults",
 )
-_MODEL_SUFFIXES = ("instruct", "chat", "fp8", "nvfp4", "hf")
+# quantisation/release suffixes of checkpoint names; the precision itself is always a separate argument
+_MODEL_SUFFIXES = (
+    "instruct", "chat", "fp8dynamic", "fp8", "nvfp4", "mxfp4", "fp4", "w4a16", "w8a8", "awq", "gptq", "int4", "bf16", "hf"
+)  # longer suffixes before the ones they end with
 _GPU_PREFIXES = ("nvidia", "amd", "intel", "google")
 
 M = TypeVar("M", bound=BaseModel)
