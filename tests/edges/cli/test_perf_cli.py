@@ -286,6 +286,34 @@ def test_validate_json_shape_and_report(tmp_path):
     )
 
 
+def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, FIXTURE)
+    res = {}
+    compared = 0
+    for method in ("analytic", "sim"):
+        r = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--method", method, "--json"])
+        assert r.exit_code == 0, r.output
+        res[method] = json.loads(r.stdout)
+        assert res[method]["method"] == method
+    assert res["sim"]["coverage"] == res["analytic"]["coverage"]
+    for a_row, s_row in zip(res["analytic"]["rows"], res["sim"]["rows"], strict=True):
+        if not a_row["layout"].startswith("agg"):
+            assert s_row["predicted_ttft_ms"] == a_row["predicted_ttft_ms"]  # disaggregated: analytic either way
+            continue
+        est = _run([
+            "estimate", "--model", s_row["model"], "--gpu", s_row["gpu"], "--isl", str(s_row["isl"]),
+            "--osl", str(s_row["osl"]), "--concurrency", str(s_row["concurrency"]), "--engine", s_row["engine"],
+            "--precision", s_row["precision"], "--tp", a_row["layout"].split()[1][2:], "--json",
+        ])  # fmt: skip
+        if est.exit_code == 0 and "ttft_ms" in json.loads(est.stdout):
+            assert json.loads(est.stdout)["ttft_ms"] == pytest.approx(s_row["predicted_ttft_ms"], rel=1e-9)
+            compared += 1
+    assert compared >= 1
+    bad = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--method", "exact"])
+    assert bad.exit_code == 2 and "--method" in bad.output
+
+
 def test_validate_missing_column_is_a_clear_error(tmp_path):
     p = tmp_path / "bad.csv"
     p.write_text("gpu,model\nh100,x\n")

@@ -10,6 +10,7 @@ decode(tpT adpA epE)`` (``0x`` = worker count not recorded). Every row is either
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ __all__ = [
     "Layout",
     "MeasurementRow",
     "PoolLayout",
+    "VALIDATION_METHODS",
     "error_summary",
     "kv_dtype_for",
     "parse_layout",
@@ -225,10 +227,19 @@ def _pool_model(
     )
 
 
+VALIDATION_METHODS = ("analytic", "sim")
+
+
 def predict_row(
-    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, cal: Calibration
+    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, cal: Calibration, method: str = "analytic"
 ) -> ClosedLoopResult:
-    """Predict one row; raises a :class:`GpuyieldError` whose message is the 'unsupported' reason."""
+    """Predict one row; raises a :class:`GpuyieldError` whose message is the 'unsupported' reason.
+
+    ``method="sim"`` predicts aggregated rows with the engine model, exactly as ``gpuyield estimate`` does
+    (:func:`gpuyield.core.sim.estimate_with_engine_model`); disaggregated rows always use the analytic solver.
+    """
+    if method not in VALIDATION_METHODS:
+        raise ConfigError(f"validation method must be one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
     model = model_of(row.model)
     gpu = gpu_of(row.gpu)
     layout = parse_layout(row.layout, row.tp)
@@ -240,13 +251,34 @@ def predict_row(
         replicas = 1
         if row.num_gpus and row.num_gpus > layout.replica.gpus and row.num_gpus % layout.replica.gpus == 0:
             replicas = row.num_gpus // layout.replica.gpus
-        return estimate_closed_loop(
+        analytic = estimate_closed_loop(
             perf,
             row.isl,
             row.osl,
             row.concurrency,
             num_requests=row.num_requests,
             num_replicas=replicas,
+        )
+        if method == "analytic":
+            return analytic
+        from gpuyield.core.sim.closed_loop import estimate_with_engine_model  # the simulator imports perf
+
+        eng = estimate_with_engine_model(
+            perf,
+            row.isl,
+            row.osl,
+            row.concurrency,
+            engine=row.engine,
+            num_requests=row.num_requests,
+            num_replicas=replicas,
+        )
+        return dataclasses.replace(
+            analytic,
+            ttft_ms=eng.ttft_ms,
+            tpot_ms=eng.tpot_ms,
+            e2e_ms=eng.e2e_ms,
+            throughput_tok_s=eng.throughput_tok_s,
+            method=eng.method,
         )
     assert layout.prefill is not None and layout.decode is not None
     pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg")
@@ -296,8 +328,15 @@ def validate_rows(
     gpu_of: GpuLookup,
     cal: Calibration,
     progress: Callable[[int], None] | None = None,
+    method: str = "analytic",
 ) -> dict[str, Any]:
-    """Predict every row and score it: ``{"summary", "coverage", "unsupported", "rows"}`` (issue 3 shape)."""
+    """Predict every row and score it: ``{"summary", "coverage", "unsupported", "rows"}`` (issue 3 shape).
+
+    ``method`` is ``analytic`` (the fast fixed-point solver, the default) or ``sim`` (aggregated rows through
+    the engine model, as ``gpuyield estimate`` reports them); see :func:`predict_row`.
+    """
+    if method not in VALIDATION_METHODS:
+        raise ConfigError(f"validation method must be one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
     out_rows: list[dict[str, Any]] = []
     unsupported: list[dict[str, Any]] = []
     pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
@@ -321,7 +360,7 @@ def validate_rows(
         res = cache.get(key)
         if res is None:
             try:
-                res = predict_row(row, model_of, gpu_of, cal)
+                res = predict_row(row, model_of, gpu_of, cal, method)
             except GpuyieldError as exc:
                 res = str(exc)
             cache[key] = res
@@ -357,6 +396,7 @@ def validate_rows(
         if progress is not None:
             progress(1)
     return {
+        "method": method,
         "summary": {k: error_summary(v) for k, v in pairs.items()},
         "coverage": (len(out_rows) / total) if total else 0.0,
         "num_rows": total,

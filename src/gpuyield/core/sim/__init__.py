@@ -3,7 +3,9 @@ cluster (pools, routing, P/D, several models) and ``simulate()``."""
 
 from gpuyield.core.sim.closed_loop import (
     ClosedLoopResult,
+    EngineEstimate,
     LatencyStats,
+    estimate_with_engine_model,
     kv_blocks_from_memory_plan,
     run_closed_loop,
 )
@@ -22,6 +24,7 @@ __all__ = [
     "ENGINE_FAMILIES",
     "ClosedLoopResult",
     "EngineConfig",
+    "EngineEstimate",
     "EngineRequest",
     "EventQueue",
     "LatencyStats",
@@ -30,6 +33,7 @@ __all__ = [
     "RequestStatus",
     "SimClock",
     "StepTimeModel",
+    "estimate_with_engine_model",
     "kv_blocks_from_memory_plan",
     "make_rng",
     "run_closed_loop",

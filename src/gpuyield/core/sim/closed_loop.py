@@ -45,7 +45,14 @@ from gpuyield.core.sim.steptime import StepTimeModel
 from gpuyield.core.workload.stats import mean_p50_p90_p99
 from gpuyield.errors import ConfigError, DoesNotFitError
 
-__all__ = ["ClosedLoopResult", "LatencyStats", "kv_blocks_from_memory_plan", "run_closed_loop"]
+__all__ = [
+    "ClosedLoopResult",
+    "EngineEstimate",
+    "LatencyStats",
+    "estimate_with_engine_model",
+    "kv_blocks_from_memory_plan",
+    "run_closed_loop",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,4 +234,75 @@ def run_closed_loop(
         num_preemptions=eng.scheduler.num_preemptions,
         prefill_tok_s=num_in / span if span > 0 else float("nan"),
         seed=seed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEstimate:
+    """What ``gpuyield estimate`` reports from the engine model for a deployment of identical replicas."""
+
+    ttft_ms: float  # mean, including the engine family's fitted first-token overhead
+    ttft_p90_ms: float
+    tpot_ms: float
+    tpot_p90_ms: float
+    e2e_ms: float
+    throughput_tok_s: float  # output tokens/s of all replicas
+    sim_window_output_tok_s: float  # the simulator's own steady-window estimate (reference)
+    num_requests_simulated: int
+    num_preemptions: int
+    method: str = "engine model (gpuyield.core.sim.run_closed_loop) + fitted first-token overhead"
+
+
+def estimate_with_engine_model(
+    perf_model: Any,
+    isl: int,
+    osl: int,
+    concurrency: int | None,
+    *,
+    engine: str = "vllm",
+    num_requests: int | None = None,
+    num_replicas: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    seed: int = 0,
+) -> EngineEstimate:
+    """Closed-loop (or offline, ``concurrency=None``) estimate of ``num_replicas`` replicas by the engine model.
+
+    The clients are split evenly over the replicas; each replica is simulated by :func:`run_closed_loop` with
+    the engine family's scheduler limits (``perf_model.engine_coeffs``) unless given. The fitted first-token
+    overhead (API server, tokenisation) is added to TTFT and E2E. Closed-loop throughput is Little's law on the
+    mean end-to-end latency (every client always has one request in flight), robust to the first burst;
+    offline throughput is total output over the makespan.
+    """
+    if num_replicas < 1:
+        raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
+    ec = perf_model.engine_coeffs
+    cfg = EngineConfig.for_family(
+        engine if engine in ("vllm", "sglang", "trtllm") else "vllm",
+        max_num_seqs=max_num_seqs or min(ec.max_num_seqs, 1 << 16),
+        max_num_batched_tokens=max(max_num_batched_tokens or ec.max_num_batched_tokens, max_num_seqs or 1),
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    c_rep = None if concurrency is None else max(1, -(-concurrency // num_replicas))
+    n_rep = None if num_requests is None else max(1, -(-num_requests // num_replicas))
+    if c_rep is None:
+        res = run_closed_loop(perf_model, cfg, isl, osl, n_rep or 1, num_requests=n_rep, offline=True, seed=seed)
+    else:
+        res = run_closed_loop(perf_model, cfg, isl, osl, c_rep, num_requests=n_rep, seed=seed)
+    overhead_ms = float(ec.ttft_overhead_s) * 1e3
+    if c_rep is None:
+        throughput = res.output_tok_s * num_replicas
+    else:
+        throughput = c_rep * osl / (res.e2e_ms.mean / 1e3) * num_replicas
+    return EngineEstimate(
+        ttft_ms=res.ttft_ms.mean + overhead_ms,
+        ttft_p90_ms=res.ttft_ms.p90 + overhead_ms,
+        tpot_ms=res.tpot_ms.mean if osl > 1 else 0.0,
+        tpot_p90_ms=res.tpot_ms.p90 if osl > 1 else 0.0,
+        e2e_ms=res.e2e_ms.mean + overhead_ms,
+        throughput_tok_s=throughput,
+        sim_window_output_tok_s=res.output_tok_s * num_replicas,
+        num_requests_simulated=res.num_requests * num_replicas,
+        num_preemptions=res.num_preemptions,
     )

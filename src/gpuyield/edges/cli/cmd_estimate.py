@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from typing import Any
 
 import typer
@@ -137,42 +137,21 @@ def estimate_record(
     ec = perf.engine_coeffs
     result: dict[str, Any]
     if method == "sim":
-        from gpuyield.core.sim import EngineConfig, run_closed_loop
+        from gpuyield.core.sim import estimate_with_engine_model
 
-        cfg = EngineConfig.for_family(
-            engine if engine in ("vllm", "sglang", "trtllm") else "vllm",
-            max_num_seqs=max_num_seqs or min(ec.max_num_seqs, 1 << 16),
-            max_num_batched_tokens=max(
-                max_num_batched_tokens or ec.max_num_batched_tokens, max_num_seqs or 1
-            ),
+        eng = estimate_with_engine_model(
+            perf,
+            isl,
+            osl,
+            concurrency,
+            engine=engine,
+            num_requests=num_requests,
+            num_replicas=replicas,
             gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
         )
-        c_rep = None if concurrency is None else max(1, math.ceil(concurrency / replicas))
-        n_rep = None if num_requests is None else max(1, math.ceil(num_requests / replicas))
-        if c_rep is None:
-            res = run_closed_loop(perf, cfg, isl, osl, n_rep or 1, num_requests=n_rep, offline=True)
-        else:
-            res = run_closed_loop(perf, cfg, isl, osl, c_rep, num_requests=n_rep)
-        overhead_ms = ec.ttft_overhead_s * 1e3
-        result = {
-            "method": "engine model (gpuyield.core.sim.run_closed_loop) + fitted first-token overhead",
-            "ttft_ms": res.ttft_ms.mean + overhead_ms,
-            "ttft_p90_ms": res.ttft_ms.p90 + overhead_ms,
-            "tpot_ms": res.tpot_ms.mean if osl > 1 else 0.0,
-            "tpot_p90_ms": res.tpot_ms.p90 if osl > 1 else 0.0,
-            "e2e_ms": res.e2e_ms.mean + overhead_ms,
-            # Closed loop: every client always has one request in flight, so Little's law gives the
-            # throughput from the mean end-to-end latency (robust to a synchronised first wave); offline
-            # runs use the makespan. The simulator's own window estimate is kept for reference.
-            "throughput_tok_s": (
-                res.output_tok_s * replicas
-                if c_rep is None
-                else c_rep * osl / (res.e2e_ms.mean / 1e3) * replicas
-            ),
-            "sim_window_output_tok_s": res.output_tok_s * replicas,
-            "num_requests_simulated": res.num_requests * replicas,
-            "num_preemptions": res.num_preemptions,
-        }
+        result = dataclasses.asdict(eng)
         result["analytic"] = {
             "ttft_ms": analytic.ttft_ms,
             "tpot_ms": analytic.tpot_ms,

@@ -23,8 +23,9 @@ HELP = """Predict every row of a measurement CSV and report the errors (MAPE, me
 The CSV columns are exactly gpu,num_gpus,model,engine,precision,layout,tp,isl,osl,concurrency,num_requests,
 ttft_ms,tpot_ms,e2e_ms,throughput_tok_s,source (measured columns may be blank; concurrency may be 'offline';
 layout is 'agg tpT ppP adpA moe_tpM epE' or 'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)').
-Each row is predicted with the analytic closed-loop solver (fast: thousands of rows in seconds) or listed in
-'unsupported' with its reason. Also writes a self-contained HTML report with predicted-vs-measured plots.
+Each row is predicted with the analytic closed-loop solver (fast: thousands of rows in seconds; the default)
+or, with --method sim, aggregated rows through the engine model exactly as `estimate` reports them (about
+10 ms a row); a row that cannot be predicted is listed in 'unsupported' with its reason. Also writes a self-contained HTML report with predicted-vs-measured plots.
 
 Examples:
 
@@ -33,6 +34,8 @@ Examples:
   gpuyield validate --measurements e2e.csv --json results.json --report validate.html
 
   gpuyield validate --measurements my_runs.csv --calibration my_calib.yaml --json
+
+  gpuyield validate --measurements e2e.csv --method sim
 """
 
 
@@ -46,19 +49,25 @@ def validate(
     ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
+    method: str = typer.Option(
+        "analytic", "--method", help="analytic (fast solver) or sim (engine model for aggregated rows, as estimate)."
+    ),
 ) -> None:
     def body() -> None:
-        from gpuyield.core.perf.validation import validate_rows
+        from gpuyield.core.perf.validation import VALIDATION_METHODS, validate_rows
         from gpuyield.edges.perf.calibrate import load_measurements, lookups
         from gpuyield.edges.perf.io import load_calibration
         from gpuyield.edges.report.validation import render_validation_html
+        from gpuyield.errors import ConfigError
 
+        if method not in VALIDATION_METHODS:
+            raise ConfigError(f"--method: expected one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
         cal = load_calibration(calibration)
         cat = load_catalog(catalog)
         rows = load_measurements(measurements)
         model_of, gpu_of = lookups(cat, cal)
         with progress("validating", len(rows), enabled=json_out is None) as advance:
-            result = validate_rows(rows, model_of, gpu_of, cal, progress=advance)
+            result = validate_rows(rows, model_of, gpu_of, cal, progress=advance, method=method)
         if str(report) != "-":
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(render_validation_html(result, f"gpuyield validate: {measurements.name}"))
