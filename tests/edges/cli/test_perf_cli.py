@@ -414,3 +414,35 @@ def test_profile_calibrate_estimate_loop_on_cpu(tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads(r.stdout)
     assert rec["gpu"] == "cpu" and rec["tpot_ms"] > 0 and rec["ttft_ms"] > 0
+
+
+def test_estimate_layout_agg_matches_the_parallelism_options_and_disagg_is_analytic(tmp_path):
+    common = ["estimate", "--model", "Qwen/Qwen3-32B", "--gpu", "h100_sxm", "--isl", "1024", "--osl", "256",
+              "--concurrency", "16", "--precision", "bf16", "--json"]  # fmt: skip
+    by_tp = _run([*common, "--tp", "2"])
+    by_layout = _run([*common, "--layout", "agg tp2 pp1 adp1 moe_tp1 ep1"])
+    assert by_tp.exit_code == 0 and by_layout.exit_code == 0, by_layout.output
+    a, b = json.loads(by_tp.stdout), json.loads(by_layout.stdout)
+    for k in ("ttft_ms", "tpot_ms", "throughput_tok_s"):
+        assert b[k] == pytest.approx(a[k], rel=1e-9)
+    assert b["method"] == a["method"] and b["num_gpus"] == 2
+    pd = _run([*common, "--layout", "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"])
+    assert pd.exit_code == 0, pd.output
+    rec = json.loads(pd.stdout)
+    assert rec["num_gpus"] == 8 and "disaggregated" in rec["method"]
+    assert any("analytic" in n for n in rec["notes"])
+    # validate reads the same deployment from a CSV row and predicts the same numbers
+    row = {**FIXTURE[0], "num_gpus": "8", "layout": "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)",
+           "tp": "", "isl": "1024", "osl": "256", "concurrency": "16"}  # fmt: skip
+    csv_path = tmp_path / "one.csv"
+    _write_csv(csv_path, [row])
+    val = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--json"])
+    assert val.exit_code == 0, val.output
+    assert json.loads(val.stdout)["rows"][0]["predicted_ttft_ms"] == pytest.approx(rec["ttft_ms"], rel=1e-9)
+    both = _run([*common, "--tp", "2", "--layout", "agg tp2 pp1 adp1 moe_tp1 ep1"])
+    assert both.exit_code == 2 and "--layout" in both.output
+    bad = _run([*common, "--layout", "mixed tp2"])
+    assert bad.exit_code == 2 and "not understood" in bad.output
+    too_big = _run(["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "h100_sxm", "--isl", "1024",
+                    "--osl", "128", "--concurrency", "8", "--layout", "agg tp1 pp1 adp1 moe_tp1 ep1", "--json"])  # fmt: skip
+    assert too_big.exit_code == 2 and json.loads(too_big.stdout)["fits"] is False

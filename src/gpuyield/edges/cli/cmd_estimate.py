@@ -16,7 +16,7 @@ from gpuyield.edges.cli.common import (
     run_command,
 )
 
-__all__ = ["estimate", "estimate_record", "parse_concurrency", "register"]
+__all__ = ["estimate", "estimate_record", "layout_record", "parse_concurrency", "register"]
 
 HELP = """Closed-loop TTFT, TPOT and output throughput of one replica (or N replicas) at fixed ISL/OSL.
 
@@ -33,6 +33,11 @@ Examples:
   gpuyield estimate --model Qwen/Qwen3-8B --gpu h100 --isl 2000 --osl 500 --concurrency offline --num-requests 200
 
   gpuyield estimate --model tiny-llama --gpu cpu --calibration cpu_calib.yaml --isl 128 --osl 64 --concurrency 4
+
+  gpuyield estimate --model deepseek-ai/DeepSeek-R1 --gpu gb200 --precision fp4 --engine trtllm --isl 8192 --osl 1024 --concurrency 512 --layout "disagg 2x prefill(tp4 adp1 ep4) + 1x decode(tp16 adp1 ep16)"
+
+--layout takes the layout syntax of `validate`'s CSV (AIConfigurator's form) instead of --tp/--pp/--ep/
+--attention-dp, including prefill/decode-disaggregated deployments (those use the analytic solver).
 """
 
 
@@ -197,6 +202,108 @@ def estimate_record(
     return out
 
 
+def layout_record(
+    *,
+    catalog: Any,
+    calibration: Any,
+    model: str,
+    gpu: str,
+    layout: str,
+    precision: str,
+    engine: str,
+    isl: int,
+    osl: int,
+    concurrency: int | None,
+    num_requests: int | None,
+    method: str,
+) -> dict[str, Any]:
+    """`estimate --layout`: one deployment in validate's layout syntax, predicted exactly as validate predicts a row."""
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, parse_layout, predict_row
+    from gpuyield.edges.perf.calibrate import lookups
+    from gpuyield.errors import ConfigError, DoesNotFitError
+
+    if method not in ("sim", "analytic"):
+        raise ConfigError(f"--method: expected 'sim' or 'analytic', got '{method}'")
+    lay = parse_layout(layout)  # a clear error for a malformed layout
+    if concurrency is None and not num_requests:
+        raise ConfigError("--concurrency offline needs --num-requests")
+    model_of, gpu_of = lookups(catalog, calibration)
+    row = MeasurementRow(
+        index=0, gpu=gpu, num_gpus=None, model=model, engine=engine, precision=precision, layout=layout, tp=None,
+        isl=isl, osl=osl, concurrency=concurrency, num_requests=num_requests, measured=dict.fromkeys(METRICS),
+        source="gpuyield estimate",
+    )  # fmt: skip
+    out: dict[str, Any] = {
+        "model": model_of(model).id,
+        "gpu": gpu_of(gpu).id,
+        "engine": engine,
+        "precision": precision,
+        "layout": layout,
+        "isl": isl,
+        "osl": osl,
+        "concurrency": concurrency if concurrency is not None else "offline",
+    }
+    if lay.kind == "disagg":
+        assert lay.prefill is not None and lay.decode is not None
+        out["num_gpus"] = (
+            lay.prefill.count * lay.prefill.gpus + lay.decode.count * lay.decode.gpus
+            if lay.prefill.count and lay.decode.count
+            else None
+        )
+    else:
+        assert lay.replica is not None
+        out["num_gpus"] = lay.replica.gpus
+    try:
+        res = predict_row(row, model_of, gpu_of, calibration, method if lay.kind == "agg" else "analytic")
+    except DoesNotFitError as exc:
+        out.update({"fits": False, "reason": str(exc), "notes": []})
+        return out
+    out.update(
+        {
+            "fits": True,
+            "method": res.method,
+            "ttft_ms": res.ttft_ms,
+            "tpot_ms": res.tpot_ms,
+            "e2e_ms": res.e2e_ms,
+            "throughput_tok_s": res.throughput_tok_s,
+            "running_seqs_per_replica": res.running_seqs,
+            "limited_by": res.limited_by,
+            "memory": res.memory,
+            "notes": list(res.notes),
+        }
+    )
+    if lay.kind == "disagg" and method == "sim":
+        out["notes"].append("the engine model has no closed-loop P/D driver: disaggregated layouts use the analytic solver")
+    return out
+
+
+def _print_layout(rec: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print(
+        f"[bold]{rec['model']}[/bold] on {rec['gpu']} ({rec['engine']}, {rec['precision']} weights) — "
+        f"{rec['layout']} — isl {rec['isl']}, osl {rec['osl']}, concurrency {rec['concurrency']}"
+    )
+    if not rec["fits"]:
+        console.print(f"[bold red]does not fit:[/bold red] {rec['reason']}")
+        return
+    t = Table(box=None, pad_edge=False)
+    for col in ("TTFT ms", "TPOT ms", "E2E ms", "output tok/s", "running/replica", "limited by"):
+        t.add_column(col, justify="right")
+    t.add_row(
+        f"{rec['ttft_ms']:,.1f}",
+        f"{rec['tpot_ms']:,.2f}",
+        f"{rec['e2e_ms']:,.0f}",
+        f"{rec['throughput_tok_s']:,.0f}",
+        f"{rec['running_seqs_per_replica']:,.0f}",
+        rec["limited_by"],
+    )
+    console.print(t)
+    console.print(f"[dim]method: {rec['method']}[/dim]")
+    for n in rec["notes"]:
+        console.print(f"[yellow]note:[/yellow] {n}")
+
+
 def _print(rec: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -281,6 +388,12 @@ def estimate(
     method: str = typer.Option(
         "sim", "--method", help="sim (engine model) or analytic (validate's fast solver)."
     ),
+    layout: str | None = typer.Option(
+        None,
+        "--layout",
+        help="Deployment in validate's layout syntax, e.g. 'agg tp8 pp1 adp1 moe_tp8 ep1' or "
+        "'disagg 2x prefill(tp4 adp1 ep4) + 1x decode(tp8 adp1 ep8)' (instead of --tp/--pp/--ep/--attention-dp).",
+    ),
     calibration: str | None = typer.Option(
         None, "--calibration", help="Calibration YAML from `gpuyield calibrate`."
     ),
@@ -289,6 +402,32 @@ def estimate(
 ) -> None:
     def body() -> None:
         from gpuyield.edges.perf.io import load_calibration
+        from gpuyield.errors import ConfigError
+
+        if layout is not None:
+            if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
+                raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
+            lrec = layout_record(
+                catalog=load_catalog(catalog),
+                calibration=load_calibration(calibration),
+                model=model,
+                gpu=gpu,
+                layout=layout,
+                precision=precision.lower(),
+                engine=engine.lower(),
+                isl=isl,
+                osl=osl,
+                concurrency=parse_concurrency(concurrency),
+                num_requests=num_requests,
+                method=method,
+            )
+            if json_out is not None:
+                emit_json(lrec, json_out)
+            else:
+                _print_layout(lrec)
+            if not lrec["fits"]:
+                raise typer.Exit(2)
+            return
 
         rec = estimate_record(
             catalog=load_catalog(catalog),
