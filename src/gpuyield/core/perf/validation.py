@@ -251,26 +251,14 @@ def predict_row(
         replicas = 1
         if row.num_gpus and row.num_gpus > layout.replica.gpus and row.num_gpus % layout.replica.gpus == 0:
             replicas = row.num_gpus // layout.replica.gpus
-        analytic = estimate_closed_loop(
-            perf,
-            row.isl,
-            row.osl,
-            row.concurrency,
-            num_requests=row.num_requests,
-            num_replicas=replicas,
-        )
+        n_req = row.num_requests
+        analytic = estimate_closed_loop(perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas)
         if method == "analytic":
             return analytic
         from gpuyield.core.sim.closed_loop import estimate_with_engine_model  # the simulator imports perf
 
         eng = estimate_with_engine_model(
-            perf,
-            row.isl,
-            row.osl,
-            row.concurrency,
-            engine=row.engine,
-            num_requests=row.num_requests,
-            num_replicas=replicas,
+            perf, row.isl, row.osl, row.concurrency, engine=row.engine, num_requests=n_req, num_replicas=replicas
         )
         return dataclasses.replace(
             analytic,

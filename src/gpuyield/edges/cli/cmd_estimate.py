@@ -277,16 +277,13 @@ def layout_record(
     return out
 
 
-def _print_layout(rec: dict[str, Any]) -> None:
+def _print_results(rec: dict[str, Any]) -> bool:
+    """The does-not-fit reason, or the latency/throughput table; True when the deployment fits."""
     from rich.table import Table
 
-    console.print(
-        f"[bold]{rec['model']}[/bold] on {rec['gpu']} ({rec['engine']}, {rec['precision']} weights) — "
-        f"{rec['layout']} — isl {rec['isl']}, osl {rec['osl']}, concurrency {rec['concurrency']}"
-    )
     if not rec["fits"]:
         console.print(f"[bold red]does not fit:[/bold red] {rec['reason']}")
-        return
+        return False
     t = Table(box=None, pad_edge=False)
     for col in ("TTFT ms", "TPOT ms", "E2E ms", "output tok/s", "running/replica", "limited by"):
         t.add_column(col, justify="right")
@@ -299,14 +296,22 @@ def _print_layout(rec: dict[str, Any]) -> None:
         rec["limited_by"],
     )
     console.print(t)
+    return True
+
+
+def _print_layout(rec: dict[str, Any]) -> None:
+    console.print(
+        f"[bold]{rec['model']}[/bold] on {rec['gpu']} ({rec['engine']}, {rec['precision']} weights) — "
+        f"{rec['layout']} — isl {rec['isl']}, osl {rec['osl']}, concurrency {rec['concurrency']}"
+    )
+    if not _print_results(rec):
+        return
     console.print(f"[dim]method: {rec['method']}[/dim]")
     for n in rec["notes"]:
         console.print(f"[yellow]note:[/yellow] {n}")
 
 
 def _print(rec: dict[str, Any]) -> None:
-    from rich.table import Table
-
     par = rec["parallelism"]
     console.print(
         f"[bold]{rec['model']}[/bold] on {rec['num_gpus']}× {rec['gpu']} ({rec['engine']}, {rec['precision']} weights, "
@@ -318,21 +323,8 @@ def _print(rec: dict[str, Any]) -> None:
         f"memory per GPU: weights {mem.weights_gb:.1f} GB, reserve {mem.runtime_reserve_gb:.1f} GB, KV {mem.kv_gb:.1f} GB "
         f"→ {mem.kv_capacity_tokens:,} tokens per replica"
     )
-    if not rec["fits"]:
-        console.print(f"[bold red]does not fit:[/bold red] {rec['reason']}")
+    if not _print_results(rec):
         return
-    t = Table(box=None, pad_edge=False)
-    for col in ("TTFT ms", "TPOT ms", "E2E ms", "output tok/s", "running/replica", "limited by"):
-        t.add_column(col, justify="right")
-    t.add_row(
-        f"{rec['ttft_ms']:,.1f}",
-        f"{rec['tpot_ms']:,.2f}",
-        f"{rec['e2e_ms']:,.0f}",
-        f"{rec['throughput_tok_s']:,.0f}",
-        f"{rec['running_seqs_per_replica']:,.0f}",
-        rec["limited_by"],
-    )
-    console.print(t)
     ops = rec["decode_step"]["ops_ms"]
     console.print(
         "decode step ({} seqs): {:.2f} ms = ".format(
