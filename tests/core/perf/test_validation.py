@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -206,3 +207,51 @@ def test_wide_tensor_parallel_layouts_run_attention_data_parallel():
     assert lay8.replica is not None
     p8 = _pool_model(m, CAT.gpu("b200_sxm"), lay8.replica, row, CAL)
     assert (p8.tp, p8.attention_dp) == (8, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("agg tp2", (2, 1, 1, 1, None)),
+        ("agg ep8 tp8", (8, 1, 1, 8, None)),
+        ("agg tp2 pp1 adp1 moe_tp0 ep0", (2, 1, 1, 1, None)),  # dense rows in AIConfigurator's tables
+        ("AGG  TP4 PP2", (4, 2, 1, 1, None)),
+    ],
+)
+def test_partial_and_reordered_agg_layouts(text, want):
+    r = parse_layout(text).replica
+    assert r is not None and (r.tp, r.pp, r.adp, r.ep, r.moe_tp) == want
+
+
+def test_disagg_pools_in_any_order_with_partial_parallelism():
+    lay = parse_layout("disagg 1x decode(tp2) + 2x prefill(tp4 pp1 adp1 ep1)")
+    assert lay.prefill is not None and lay.decode is not None
+    assert (lay.prefill.count, lay.prefill.tp, lay.decode.count, lay.decode.tp) == (2, 4, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [("agg tp2 foo1", "'foo1' not understood"), ("agg tp2 tp4", "tp given twice"), ("agg tp0", ">= 1"),
+     ("disagg 1x prefill(tp2)", "not understood"), ("disagg 1x prefill(tp2) + 1x prefill(tp2)", "not understood")],
+)  # fmt: skip
+def test_bad_layouts_name_the_problem(text, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        parse_layout(text)
+
+
+@pytest.mark.parametrize(
+    ("engine", "precision", "want"),
+    [
+        ("TensorRT-LLM", "FP8-Block", ("trtllm", "fp8")),
+        ("vllm-0.11.0", "W4A16", ("vllm", "int4")),
+        ("SGLang 0.5.3", "bfloat16", ("sglang", "bf16")),
+        ("trt-llm", "NVFP4", ("trtllm", "nvfp4")),
+    ],
+)
+def test_engine_and_precision_spellings_are_normalised(engine, precision, want):
+    row = row_from_mapping({"isl": "100", "osl": "10", "concurrency": "4", "engine": engine, "precision": precision}, 0)
+    assert (row.engine, row.precision) == want
+    from gpuyield.core.perf.model import normalise_engine, normalise_precision
+
+    assert normalise_engine("trtllm:disagg") == "trtllm:disagg" and normalise_engine("vllmx") == "vllmx"
+    assert normalise_precision("w4a8") == "w4a8"  # no precision has int4 weights and fp8 compute: refused later

@@ -314,6 +314,19 @@ def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
     assert bad.exit_code == 2 and "--method" in bad.output
 
 
+def test_validate_lists_an_unreadable_row_and_keeps_the_others(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    bad = {**FIXTURE[0], "isl": "0"}
+    _write_csv(csv_path, [FIXTURE[0], bad, {**FIXTURE[0], "concurrency": "lots"}, FIXTURE[1]])
+    r = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["num_rows"] == 4 and res["coverage"] == pytest.approx(0.5)
+    assert [u["row"] for u in res["unsupported"]] == [1, 2]
+    assert "isl" in res["unsupported"][0]["reason"] and "concurrency" in res["unsupported"][1]["reason"]
+    assert [row["row"] for row in res["rows"]] == [0, 3]
+
+
 def test_validate_missing_column_is_a_clear_error(tmp_path):
     p = tmp_path / "bad.csv"
     p.write_text("gpu,model\nh100,x\n")

@@ -20,7 +20,15 @@ from typing import Any
 from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients, LogCurve
 from gpuyield.errors import ConfigError
 
-__all__ = ["MemoryPlan", "PerfModel", "StepBreakdown", "compute_dtype_for", "OPS"]
+__all__ = [
+    "MemoryPlan",
+    "PerfModel",
+    "StepBreakdown",
+    "compute_dtype_for",
+    "normalise_engine",
+    "normalise_precision",
+    "OPS",
+]
 
 OPS = ("gemm", "moe", "attn_prefill", "attn_decode", "comm_tp", "comm_ep", "lm_head", "overhead")
 
@@ -40,6 +48,55 @@ _WEIGHT_BYTES = {
 }
 _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp4": 0.5}
 ENGINES = ("vllm", "sglang", "trtllm")
+# Other spellings of weight precisions found in checkpoint names, engine flags and benchmark tables. W4A8
+# (int4 weights, fp8 activations) has no entry: no precision above has both, so it is refused, not guessed.
+_PRECISION_ALIASES = {
+    "bfloat16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "w4a16": "int4",
+    "awq": "int4",
+    "gptq": "int4",
+    "int4_awq": "int4",
+    "int4_gptq": "int4",
+    "w4a16_awq": "int4",
+    "w4a16_gptq": "int4",
+    "int4_weight_only": "int4",
+    "fp8_block": "fp8",
+    "fp8_blockwise": "fp8",
+    "fp8_e4m3": "fp8",
+    "fp8_dynamic": "fp8",
+    "fp8_static": "fp8",
+    "fp8_per_tensor": "fp8",
+    "w8a8_fp8": "fp8",
+    "w8a8": "int8",
+    "w8a8_int8": "int8",
+    "int8_sq": "int8",
+    "w4a4_nvfp4": "nvfp4",
+    "w4a16_mxfp4": "mxfp4",
+}
+# TensorRT-LLM's other names; a version or build suffix ("vllm-0.11", "sglang 0.5.3", "trtllm==1.1") is dropped
+_ENGINE_ALIASES = {"tensorrt_llm": "trtllm", "tensorrtllm": "trtllm", "trt_llm": "trtllm"}
+
+
+def normalise_precision(text: str) -> str:
+    """Canonical weight-precision name: ``FP8-Block`` → ``fp8``, ``W4A16``/``AWQ`` → ``int4``, ...; unknown
+    names are returned lower-cased (the caller rejects them)."""
+    key = "_".join(text.strip().lower().replace("-", " ").split())
+    return _PRECISION_ALIASES.get(key, key)
+
+
+def normalise_engine(text: str) -> str:
+    """Canonical engine family (``vllm``, ``sglang``, ``trtllm``), keeping a ``:mode`` suffix
+    (``trtllm:disagg``); ``TensorRT-LLM``, ``trt-llm`` and version suffixes are accepted."""
+    name, sep, mode = text.strip().lower().partition(":")
+    name = "_".join(name.replace("-", " ").split())
+    for alias, family in (*_ENGINE_ALIASES.items(), *((e, e) for e in ENGINES)):
+        if name == alias or (name.startswith(alias) and not name[len(alias)].isalpha()):
+            return family + sep + mode
+        if name.startswith(alias + "_v") and name[len(alias) + 2 : len(alias) + 3].isdigit():
+            return family + sep + mode
+    return name + sep + mode
 
 
 def compute_dtype_for(weight_precision: str, gpu: Any) -> str:
@@ -208,7 +265,7 @@ class PerfModel:
         for name, v in (("tp", tp), ("pp", pp), ("ep", ep), ("attention_dp", attention_dp)):
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        wp = weight_precision.strip().lower()
+        wp = normalise_precision(weight_precision)
         if wp not in _WEIGHT_BYTES:
             raise ConfigError(
                 f"weight precision '{weight_precision}' is not supported; expected one of {', '.join(_WEIGHT_BYTES)}"
@@ -218,7 +275,7 @@ class PerfModel:
             raise ConfigError(
                 f"kv_dtype '{kv_dtype}' is not supported; expected one of {', '.join(_KV_BYTES)}"
             )
-        eng = engine.strip().lower()
+        eng = normalise_engine(engine)
         if eng.split(":", 1)[0] not in ENGINES:
             raise ConfigError(f"engine '{engine}' is not supported; expected one of {', '.join(ENGINES)}")
         if pp > model.num_layers:

@@ -19,7 +19,7 @@ from typing import Any
 
 from gpuyield.core.perf.calibration import Calibration
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
-from gpuyield.core.perf.model import PerfModel
+from gpuyield.core.perf.model import PerfModel, normalise_engine, normalise_precision
 from gpuyield.errors import ConfigError, GpuyieldError
 
 __all__ = [
@@ -82,38 +82,51 @@ class Layout:
     decode: PoolLayout | None = None
 
 
-_AGG = re.compile(r"^agg\s+tp(\d+)\s+pp(\d+)\s+adp(\d+)\s+moe_tp(\d+)\s+ep(\d+)$")
-_POOL = r"(\d+)x\s+{name}\(tp(\d+)\s+adp(\d+)\s+ep(\d+)\)"
-_DISAGG = re.compile(
-    r"^disagg\s+" + _POOL.format(name="prefill") + r"\s*\+\s*" + _POOL.format(name="decode") + "$"
+_TOKEN = re.compile(r"^(moe_tp|tp|pp|adp|ep)(\d+)$")
+_POOL = re.compile(r"^(\d+)x\s*(prefill|decode)\s*\(([^)]*)\)$")
+_LAYOUT_HELP = (
+    "expected 'agg tpT ppP adpA moe_tpM epE' (any order, a missing one is 1) or "
+    "'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)'"
 )
 
 
+def _parallelism(tokens: list[str], text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for tok in tokens:
+        m = _TOKEN.match(tok)
+        if m is None:
+            raise ConfigError(f"layout '{text}': '{tok}' not understood; {_LAYOUT_HELP}")
+        key = m.group(1)
+        if key in out:
+            raise ConfigError(f"layout '{text}': {key} given twice")
+        out[key] = int(m.group(2))
+    if min(out.get("tp", 1), out.get("pp", 1), out.get("adp", 1)) < 1:
+        raise ConfigError(f"layout '{text}': tp, pp and adp must be >= 1")
+    return out
+
+
 def parse_layout(text: str, tp_hint: int | None = None) -> Layout:
-    """Parse ``agg tp8 pp1 adp1 moe_tp8 ep1``, ``agg`` (with ``tp_hint``) or the disaggregated form."""
+    """Parse AIConfigurator's layouts: ``agg tp8 pp1 adp1 moe_tp8 ep1`` (tokens in any order, a missing one is
+    1; a bare ``agg`` takes ``tp_hint``) or ``disagg Nx prefill(tp4 adp1 ep4) + Mx decode(tp8 adp1 ep8)``
+    (``0x`` = count not recorded; pools may also give ``pp``)."""
     s = " ".join(text.strip().lower().split())
-    if s == "agg":
-        return Layout("agg", replica=PoolLayout(1, tp_hint or 1))
-    m = _AGG.match(s)
-    if m:
-        tp, pp, adp, moe_tp, ep = (int(x) for x in m.groups())
-        if min(tp, pp, adp) < 1:
-            raise ConfigError(f"layout '{text}': tp, pp and adp must be >= 1")
-        return Layout("agg", replica=PoolLayout(1, tp, pp, adp, max(ep, 1), moe_tp or None))
-    m = _DISAGG.match(s)
-    if m:
-        pc, ptp, padp, pep, dc, dtp, dadp, dep = (int(x) for x in m.groups())
-        if min(ptp, padp, dtp, dadp) < 1:
-            raise ConfigError(f"layout '{text}': tp and adp must be >= 1")
-        return Layout(
-            "disagg",
-            prefill=PoolLayout(pc or None, ptp, 1, padp, max(pep, 1)),
-            decode=PoolLayout(dc or None, dtp, 1, dadp, max(dep, 1)),
-        )
-    raise ConfigError(
-        f"layout '{text}' not understood; expected 'agg tpT ppP adpA moe_tpM epE' or "
-        "'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)'"
-    )
+    head, _, rest = s.partition(" ")
+    if head == "agg":
+        par = _parallelism(rest.split(), text)
+        tp, pp, adp, ep = par.get("tp", tp_hint or 1), par.get("pp", 1), par.get("adp", 1), par.get("ep", 1)
+        return Layout("agg", replica=PoolLayout(1, tp, pp, adp, max(ep, 1), par.get("moe_tp") or None))
+    if head == "disagg":
+        pools: dict[str, PoolLayout] = {}
+        for part in rest.split("+"):
+            m = _POOL.match(part.strip())
+            if m is None or m.group(2) in pools:
+                raise ConfigError(f"layout '{text}' not understood; {_LAYOUT_HELP}")
+            par = _parallelism(m.group(3).split(), text)
+            tp, pp, adp, ep = par.get("tp", 1), par.get("pp", 1), par.get("adp", 1), par.get("ep", 1)
+            pools[m.group(2)] = PoolLayout(int(m.group(1)) or None, tp, pp, adp, max(ep, 1))
+        if set(pools) == {"prefill", "decode"}:
+            return Layout("disagg", prefill=pools["prefill"], decode=pools["decode"])
+    raise ConfigError(f"layout '{text}' not understood; {_LAYOUT_HELP}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +186,8 @@ def row_from_mapping(d: Mapping[str, str], index: int) -> MeasurementRow:
         gpu=str(d.get("gpu") or "").strip(),
         num_gpus=_opt_int(d.get("num_gpus"), "num_gpus", index),
         model=str(d.get("model") or "").strip(),
-        engine=str(d.get("engine") or "").strip().lower(),
-        precision=str(d.get("precision") or "").strip().lower(),
+        engine=normalise_engine(str(d.get("engine") or "")),
+        precision=normalise_precision(str(d.get("precision") or "")),
         layout=str(d.get("layout") or "").strip(),
         tp=_opt_int(d.get("tp"), "tp", index),
         isl=isl,
@@ -188,7 +201,7 @@ def row_from_mapping(d: Mapping[str, str], index: int) -> MeasurementRow:
 
 def kv_dtype_for(precision: str) -> str:
     """KV-cache dtype engines use by default with quantised checkpoints: fp8 with fp8/fp4 weights."""
-    return "fp8" if precision in ("fp8", "fp4", "nvfp4", "mxfp4") else "bf16"
+    return "fp8" if normalise_precision(precision) in ("fp8", "fp4", "nvfp4", "mxfp4") else "bf16"
 
 
 ModelLookup = Callable[[str], Any]
@@ -317,18 +330,20 @@ def validate_rows(
     cal: Calibration,
     progress: Callable[[int], None] | None = None,
     method: str = "analytic",
+    invalid: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Predict every row and score it: ``{"summary", "coverage", "unsupported", "rows"}`` (issue 3 shape).
 
     ``method`` is ``analytic`` (the fast fixed-point solver, the default) or ``sim`` (aggregated rows through
-    the engine model, as ``gpuyield estimate`` reports them); see :func:`predict_row`.
+    the engine model, as ``gpuyield estimate`` reports them); see :func:`predict_row`. ``invalid`` are rows
+    that could not be read (``{"row", "reason"}``): they count in the coverage and are listed as unsupported.
     """
     if method not in VALIDATION_METHODS:
         raise ConfigError(f"validation method must be one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
     out_rows: list[dict[str, Any]] = []
-    unsupported: list[dict[str, Any]] = []
+    unsupported: list[dict[str, Any]] = [{"row": u["row"], "reason": u["reason"]} for u in invalid]
     pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
-    total = 0
+    total = len(unsupported)
     cache: dict[tuple[Any, ...], ClosedLoopResult | str] = {}
     for row in rows:
         total += 1
@@ -383,6 +398,7 @@ def validate_rows(
             out_rows.append(rec)
         if progress is not None:
             progress(1)
+    unsupported.sort(key=lambda u: u["row"])
     return {
         "method": method,
         "summary": {k: error_summary(v) for k, v in pairs.items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -88,7 +89,10 @@ def calibrate(
 
         cal = kernel_calibration(from_, cat, start, log=log)
         if measurements is not None:
-            rows = load_measurements(measurements)
+            invalid: list[dict[str, Any]] = []
+            rows = load_measurements(measurements, invalid=invalid)
+            for bad in invalid:
+                log(f"skipped measurement {bad['reason']}")
             cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
             cal = dataclasses.replace(cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"))
         header = (

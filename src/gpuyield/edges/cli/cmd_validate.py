@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -64,10 +65,11 @@ def validate(
             raise ConfigError(f"--method: expected one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
         cal = load_calibration(calibration)
         cat = load_catalog(catalog)
-        rows = load_measurements(measurements)
+        invalid: list[dict[str, Any]] = []
+        rows = load_measurements(measurements, invalid=invalid)
         model_of, gpu_of = lookups(cat, cal)
         with progress("validating", len(rows), enabled=json_out is None) as advance:
-            result = validate_rows(rows, model_of, gpu_of, cal, progress=advance, method=method)
+            result = validate_rows(rows, model_of, gpu_of, cal, progress=advance, method=method, invalid=invalid)
         if str(report) != "-":
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(render_validation_html(result, f"gpuyield validate: {measurements.name}"))

@@ -191,8 +191,13 @@ def _generic(coeffs: list[GpuCoefficients]) -> GpuCoefficients:
     )
 
 
-def load_measurements(path: Path) -> list[MeasurementRow]:
-    """Rows of a measurement CSV (schema in docs/formats.md); bad rows raise ConfigError naming the row."""
+def load_measurements(path: Path, invalid: list[dict[str, Any]] | None = None) -> list[MeasurementRow]:
+    """Rows of a measurement CSV (schema in docs/formats.md).
+
+    A missing file or column is always an error. A row with bad values raises ConfigError naming the row,
+    unless ``invalid`` is given: then the row is left out and ``{"row", "reason"}`` is appended to it, so one
+    bad row does not cost the others (``validate`` lists these rows as unsupported).
+    """
     from gpuyield.core.perf.validation import CSV_COLUMNS
 
     if not Path(path).exists():
@@ -204,7 +209,15 @@ def load_measurements(path: Path) -> list[MeasurementRow]:
             raise ConfigError(
                 f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(CSV_COLUMNS)}"
             )
-        return [row_from_mapping(r, i) for i, r in enumerate(reader)]
+        rows: list[MeasurementRow] = []
+        for i, r in enumerate(reader):
+            try:
+                rows.append(row_from_mapping(r, i))
+            except ConfigError as exc:
+                if invalid is None:
+                    raise
+                invalid.append({"row": i, "reason": str(exc)})
+        return rows
 
 # (a, b): try a × f together with b / f (keeps the prefill work, resp. the attention time, unchanged while
 # the other ops move).
