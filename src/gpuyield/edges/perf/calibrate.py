@@ -202,8 +202,10 @@ def load_measurements(path: Path, invalid: list[dict[str, Any]] | None = None) -
 
     if not Path(path).exists():
         raise ConfigError(f"--measurements {path}: no such file")
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: spreadsheets write a BOM
         reader = csv.DictReader(fh)
+        if reader.fieldnames is not None:
+            reader.fieldnames = [f.strip().lower() for f in reader.fieldnames]
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ConfigError(
