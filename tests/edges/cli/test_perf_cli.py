@@ -330,8 +330,11 @@ def test_validate_lists_an_unreadable_row_and_keeps_the_others(tmp_path):
 def test_validate_reads_a_spreadsheet_export(tmp_path):
     # a byte-order mark, padded header names and an extra column, as spreadsheets write them
     p = tmp_path / "excel.csv"
-    header = ",".join(f" {c}" if c == "num_gpus" else c for c in FIXTURE[0]) + ",comment"
-    p.write_bytes(("\ufeff" + header + "\n" + ",".join(FIXTURE[0].values()) + ",ok\n").encode("utf-8"))
+    from gpuyield.core.perf.validation import CSV_COLUMNS
+
+    header = ",".join(f" {c}" if c == "num_gpus" else c for c in CSV_COLUMNS) + ",comment"
+    values = ",".join(FIXTURE[0].get(c, "") for c in CSV_COLUMNS) + ",ok"
+    p.write_bytes(("\ufeff" + header + "\n" + values + "\n").encode("utf-8"))
     r = _run(["validate", "--measurements", str(p), "--report", "-", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["coverage"] == 1.0
