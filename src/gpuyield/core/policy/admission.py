@@ -23,6 +23,12 @@ What it decides, in order, when a request arrives (:meth:`AdmissionController.su
 4. **Concurrency**: at most ``AdmissionLimits.max_inflight`` requests dispatched at once (the caller sets it,
    e.g. ``max_inflight_per_replica × healthy replicas``, via :meth:`set_max_inflight`), and at most
    ``TenantLimits.max_concurrency`` per tenant; requests beyond either wait in the queue, they are not refused.
+   **Capacity pools**: a request may also name the pool of replicas that can serve it (``Ticket.pool``, the
+   model name in the gateway) and each pool may have its own in-flight limit (:meth:`set_pool_limits`: in the
+   gateway, ``max_inflight`` of the healthy replicas that serve the model; a replica serving several models
+   counts for each). A request waits only for its own pool: the queue is scanned per tenant for the oldest
+   request whose pool has room, so a flood on one model never holds back another model's requests
+   (head-of-line blocking across models), while order within a tenant and pool stays FIFO.
    **Fair-share burst**: up to ``fair_share_burst`` further slots are open only to a tenant whose in-flight
    count is below its weighted fair share of ``max_inflight`` (``max_inflight × weight / Σ weights`` of the
    tenants with work in flight or queued). A quiet tenant arriving while a flood holds every regular slot is
@@ -132,6 +138,7 @@ class Ticket:
     finish_tag: float = 0.0  # SFQ virtual finish tag
     charged_tokens: int = 0  # what the budgets were charged so far
     state: str = "new"  # new | queued | inflight | done
+    pool: str = ""  # capacity pool it needs (the model, in the gateway); "" = only the gateway-wide limit
 
 
 @dataclass(slots=True)
@@ -199,6 +206,8 @@ class AdmissionController:
             self._add_tenant(t)
         self._max_inflight = self.limits.max_inflight
         self._inflight = 0
+        self._pool_limit: dict[str, int] = {}  # pool -> in-flight limit (pools not listed: no own limit)
+        self._pool_inflight: dict[str, int] = {}
         self._queued = 0
         self._virtual_time = 0.0
         self._next_id = 0
@@ -242,6 +251,29 @@ class AdmissionController:
         """Change the gateway-wide dispatch limit (e.g. when replicas become healthy or die). Min 1."""
         self._max_inflight = max(1, int(max_inflight))
 
+    def set_pool_limits(self, limits: dict[str, int]) -> None:
+        """Replace the per-pool in-flight limits (``pool -> limit``, min 1); pools not named have none."""
+        self._pool_limit = {str(k): max(1, int(v)) for k, v in limits.items()}
+
+    def _pool_free(self, ticket: Ticket) -> bool:
+        cap = self._pool_limit.get(ticket.pool)
+        return cap is None or self._pool_inflight.get(ticket.pool, 0) < cap
+
+    def _runnable(self, st: _TenantState) -> Ticket | None:
+        """The tenant's oldest queued ticket whose pool has room (None if none, or the tenant cannot run)."""
+        if not st.queue or not self._tenant_can_run(st) or not self._slot_free(st):
+            return None
+        if not self._pool_limit:
+            return st.queue[0]
+        blocked: set[str] = set()
+        for t in st.queue:  # FIFO per pool: a pool whose oldest ticket is blocked stays blocked
+            if t.pool in blocked:
+                continue
+            if self._pool_free(t):
+                return t
+            blocked.add(t.pool)
+        return None
+
     def tenant_limits(self, tenant: str) -> TenantLimits:
         st = self._tenants.get(tenant)
         return st.limits if st is not None else self._default
@@ -275,6 +307,7 @@ class AdmissionController:
         max_output_tokens: int | None,
         now_s: float,
         priority: int | None = None,
+        pool: str = "",
     ) -> Ticket:
         st = self._state(tenant)
         self._next_id += 1
@@ -284,6 +317,7 @@ class AdmissionController:
             cost_tokens=self.estimate_cost(input_tokens, max_output_tokens),
             priority=st.limits.priority if priority is None else int(priority),
             arrival_s=now_s,
+            pool=pool,
         )
 
     def submit(self, ticket: Ticket, now_s: float) -> Decision:
@@ -356,16 +390,16 @@ class AdmissionController:
                 and self._under_fair_share(st))
 
     def _can_dispatch_now(self, st: _TenantState, ticket: Ticket) -> bool:
-        if not self._slot_free(st):
+        if not self._slot_free(st) or not self._pool_free(ticket):
             return False
         if st.limits.max_concurrency is not None and st.inflight >= st.limits.max_concurrency:
             return False
-        # do not overtake queued requests of equal or higher priority that could run
-        return all(
-            not (other.queue and other.queue[0].priority >= ticket.priority and self._tenant_can_run(other)
-                 and self._slot_free(other))
-            for other in self._tenants.values()
-        )
+        # do not overtake queued requests of equal or higher priority that could run (the tenant's own too)
+        for other in self._tenants.values():
+            head = self._runnable(other)
+            if head is not None and head.priority >= ticket.priority:
+                return False
+        return True
 
     @staticmethod
     def _tenant_can_run(st: _TenantState) -> bool:
@@ -375,6 +409,7 @@ class AdmissionController:
         ticket.state = "inflight"
         st.inflight += 1
         self._inflight += 1
+        self._pool_inflight[ticket.pool] = self._pool_inflight.get(ticket.pool, 0) + 1
         self._virtual_time = max(self._virtual_time, ticket.start_tag)
 
     def next_ready(self, now_s: float) -> Ticket | None:
@@ -383,16 +418,21 @@ class AdmissionController:
             return None
         best: _TenantState | None = None
         best_key: tuple[int, float, int] | None = None
+        best_ticket: Ticket | None = None
         for st in self._tenants.values():
-            if not st.queue or not self._tenant_can_run(st) or not self._slot_free(st):
+            head = self._runnable(st)
+            if head is None:
                 continue
-            head = st.queue[0]
             key = (-head.priority, head.start_tag, head.ticket_id)
             if best_key is None or key < best_key:
-                best, best_key = st, key
-        if best is None:
+                best, best_key, best_ticket = st, key, head
+        if best is None or best_ticket is None:
             return None
-        ticket = best.queue.popleft()
+        ticket = best_ticket
+        if best.queue[0] is ticket:
+            best.queue.popleft()
+        else:
+            best.queue.remove(ticket)
         self._queued -= 1
         self._start(best, ticket)
         return ticket
@@ -405,6 +445,7 @@ class AdmissionController:
         ticket.state = "done"
         st.inflight -= 1
         self._inflight -= 1
+        self._pool_inflight[ticket.pool] -= 1
         self._reconcile(st, ticket, max(0, int(actual_tokens)))
         if self._last_complete_s is not None:
             dt = max(now_s - self._last_complete_s, 1e-6)
@@ -461,6 +502,15 @@ class AdmissionController:
     @property
     def max_inflight(self) -> int:
         return self._max_inflight
+
+    def pool_counts(self) -> dict[str, tuple[int, int, int | None]]:
+        """``pool -> (queued, inflight, limit)`` for every pool with a limit or with work."""
+        queued: dict[str, int] = {}
+        for st in self._tenants.values():
+            for t in st.queue:
+                queued[t.pool] = queued.get(t.pool, 0) + 1
+        pools = set(self._pool_limit) | set(queued) | {k for k, v in self._pool_inflight.items() if v}
+        return {p: (queued.get(p, 0), self._pool_inflight.get(p, 0), self._pool_limit.get(p)) for p in sorted(pools)}
 
     def tenant_counts(self) -> dict[str, tuple[int, int]]:
         """``tenant -> (queued, inflight)``."""

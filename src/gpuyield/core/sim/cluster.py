@@ -185,6 +185,7 @@ class Cluster:
         model_resolver: Callable[[str], str | None] | None = None,
         residency: ModelResidency | None = None,
         admission: AdmissionController | None = None,
+        admission_per_replica: int | None = None,
     ) -> None:
         if not replicas:
             raise ConfigError("a cluster needs at least one replica")
@@ -200,6 +201,8 @@ class Cluster:
         self.model_resolver = model_resolver
         self.residency = residency
         self.admission = admission  # the gateway's admission/fairness controller, in simulated time
+        # as the gateway: each model's in-flight requests limited to this × its (entry) replicas
+        self.admission_per_replica = admission_per_replica
         self._by_id = {rt.setup.replica_id: rt for rt in self.rts}
 
     # ------------------------------------------------------------------ model -> replicas
@@ -259,6 +262,11 @@ class Cluster:
             targets_by_code[code] = tg0
             if tg0 is not None:
                 snaps_by_code[code] = ([r.snap for r in tg0[0]], [r.snap for r in tg0[1]])
+        pool_of = {code: w.models[code] or self.default_model for code in targets_by_code}
+        if self.admission is not None and self.admission_per_replica:
+            per = self.admission_per_replica
+            self.admission.set_max_inflight(per * sum(1 for rt in self.rts if rt.setup.role != "decode"))
+            self.admission.set_pool_limits({pool_of[c]: per * len(tg[0]) for c, tg in targets_by_code.items() if tg})
         by_id = self._by_id
         policy = self.policy
         choose = policy.choose
@@ -394,7 +402,9 @@ class Cluster:
                 if admission is None:
                     route(i)
                 else:
-                    ticket = admission.make_ticket(tenants[tcodes[i]] or "default", inp[i], outl[i], now, prio[i])
+                    ticket = admission.make_ticket(
+                        tenants[tcodes[i]] or "default", inp[i], outl[i], now, prio[i], pool_of[mcodes[i]]
+                    )
                     decision = admission.submit(ticket, now)
                     if decision.verdict == Verdict.REJECTED:
                         reject(i, f"admission: {decision.reason}")

@@ -155,6 +155,9 @@ class AdmissionSpec(BaseModel):
 
     model_config = _CFG
     max_inflight: int = Field(default=256, ge=1)
+    # as `serve` does with each replica's max_inflight: when set, the gateway-wide limit is this × the replicas,
+    # and each model's requests in flight are limited to this × the replicas that serve it (its own queue)
+    max_inflight_per_replica: int | None = Field(default=None, ge=1)
     max_queued: int = Field(default=1024, ge=0)
     max_queue_wait_s: float = Field(default=30.0, gt=0)
     default_output_tokens: int = Field(default=256, ge=1)

@@ -177,6 +177,7 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
         model_resolver=resolve,
         residency=mux,
         admission=deployment.admission.build() if deployment.admission is not None else None,
+        admission_per_replica=deployment.admission.max_inflight_per_replica if deployment.admission else None,
     )
     if mux is not None:
         mux.attach_engines({rt.setup.replica_id: rt.engine for rt in cluster.rts})

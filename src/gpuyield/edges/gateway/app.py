@@ -375,10 +375,20 @@ class Gateway:
         self._pump()
 
     def _refresh_capacity(self) -> None:
+        """Gateway-wide limit: max_inflight of the usable replicas; per model (its own admission queue): of the
+        usable replicas that serve it (a replica serving several models counts for each), at least 1, so a
+        model whose replicas are down or asleep still queues and can wake them."""
         assert self.admission is not None
         now = time.monotonic()
-        cap = sum(r.config.max_inflight for r in self.replicas.values() if r.healthy and r.breaker.allow(now))
+        per_model: dict[str, int] = {}
+        cap = 0
+        for r in self.replicas.values():
+            usable = r.healthy and r.breaker.allow(now)
+            cap += r.config.max_inflight if usable else 0
+            for name in r.models:
+                per_model[name] = per_model.get(name, 0) + (r.config.max_inflight if usable else 0)
         self.admission.set_max_inflight(max(1, cap))
+        self.admission.set_pool_limits(per_model)
 
     # ---- ASGI --------------------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -600,7 +610,7 @@ class Gateway:
         # ---- admission ----
         adm = self.admission
         assert adm is not None
-        ticket = adm.make_ticket(ctx.tenant, ctx.input_tokens, max_tokens, now)
+        ticket = adm.make_ticket(ctx.tenant, ctx.input_tokens, max_tokens, now, pool=model)
         ctx.priority = ticket.priority
         decision = adm.submit(ticket, now)
         if decision.verdict is Verdict.REJECTED:
@@ -929,6 +939,10 @@ class Gateway:
         assert adm is not None
         for tenant, (queued, _inflight) in adm.tenant_counts().items():
             m.child(m.queue_depth, tenant).set(queued)
+        for model, (queued, inflight, limit) in adm.pool_counts().items():
+            m.child(m.model_queue_depth, model).set(queued)
+            m.child(m.model_inflight, model).set(inflight)
+            m.child(m.model_inflight_limit, model).set(limit or 0)
         now = time.monotonic()
         for r in self.replicas.values():
             m.child(m.inflight, r.name).set(r.outstanding)

@@ -38,6 +38,13 @@ class GatewayMetrics:
                                     ["tenant"], buckets=_LAT_BUCKETS, registry=r)
         self.queue_depth = Gauge("gpuyield_queue_depth", "Requests waiting in the admission queue.", ["tenant"],
                                  registry=r)
+        self.model_queue_depth = Gauge("gpuyield_model_queue_depth",
+                                       "Requests waiting in the admission queue, by model.", ["model"], registry=r)
+        self.model_inflight = Gauge("gpuyield_model_inflight_requests",
+                                    "Requests admitted and in flight, by model.", ["model"], registry=r)
+        self.model_inflight_limit = Gauge("gpuyield_model_inflight_limit",
+                                          "Admission limit on a model's in-flight requests (max_inflight of the "
+                                          "usable replicas serving it).", ["model"], registry=r)
         self.inflight = Gauge("gpuyield_backend_inflight_requests",
                               "Requests the gateway has outstanding at each replica.", ["backend"], registry=r)
         self.routing = Counter("gpuyield_routing_decisions", "Routing decisions, by policy and chosen replica.",
