@@ -66,3 +66,16 @@ def test_an_older_blocked_request_of_another_tenant_does_not_stop_a_free_pool() 
     _, vb = _submit(ctl, "b", "B", t=1.0)
     assert vb is Verdict.DISPATCH  # the older queued A request cannot run, so it does not hold B back
     assert waiting.state == "queued"
+
+
+def test_fair_share_burst_is_judged_per_pool() -> None:
+    ctl = AdmissionController([TenantLimits("flood"), TenantLimits("quiet")],
+                              AdmissionLimits(max_inflight=8, max_queued=100, fair_share_burst=2))  # fmt: skip
+    ctl.set_pool_limits({"A": 2, "B": 2})
+    verdicts = [_submit(ctl, "flood", "A")[1] for _ in range(4)]
+    # alone on A, the flood tenant is at its share (2 of 2): no burst slot, the rest queues
+    assert verdicts == [Verdict.DISPATCH, Verdict.DISPATCH, Verdict.QUEUED, Verdict.QUEUED]
+    # a quiet tenant below its share of A gets one of A's burst slots at once
+    _, v = _submit(ctl, "quiet", "A")
+    assert v is Verdict.DISPATCH
+    assert ctl.pool_counts()["A"] == (2, 3, 2)

@@ -29,6 +29,7 @@ What it decides, in order, when a request arrives (:meth:`AdmissionController.su
    counts for each). A request waits only for its own pool: the queue is scanned per tenant for the oldest
    request whose pool has room, so a flood on one model never holds back another model's requests
    (head-of-line blocking across models), while order within a tenant and pool stays FIFO.
+   The fair-share burst below applies per pool too, judged by the tenant's share of that pool.
    **Fair-share burst**: up to ``fair_share_burst`` further slots are open only to a tenant whose in-flight
    count is below its weighted fair share of ``max_inflight`` (``max_inflight × weight / Σ weights`` of the
    tenants with work in flight or queued). A quiet tenant arriving while a flood holds every regular slot is
@@ -177,7 +178,9 @@ class TokenBucket:
 class _TenantState:
     limits: TenantLimits
     queue: deque[Ticket] = field(default_factory=deque)
+    queued_by_pool: dict[str, int] = field(default_factory=dict)  # pool -> tickets of it in ``queue``
     inflight: int = 0
+    inflight_by_pool: dict[str, int] = field(default_factory=dict)
     last_finish_tag: float = 0.0
     minute: TokenBucket | None = None
     day: TokenBucket | None = None
@@ -255,24 +258,34 @@ class AdmissionController:
         """Replace the per-pool in-flight limits (``pool -> limit``, min 1); pools not named have none."""
         self._pool_limit = {str(k): max(1, int(v)) for k, v in limits.items()}
 
-    def _pool_free(self, ticket: Ticket) -> bool:
-        cap = self._pool_limit.get(ticket.pool)
-        return cap is None or self._pool_inflight.get(ticket.pool, 0) < cap
+    def _pool_free(self, pool: str, st: _TenantState) -> bool:
+        """Room in ``pool`` for a ticket of ``st`` (the fair-share burst applies per pool as gateway-wide)."""
+        cap = self._pool_limit.get(pool)
+        if cap is None:
+            return True
+        n = self._pool_inflight.get(pool, 0)
+        if n < cap:
+            return True
+        if n >= cap + self.limits.fair_share_burst:
+            return False
+        # burst slot: only for a tenant below its weighted share of this pool
+        total_w = sum(o.limits.weight for o in self._tenants.values()
+                      if o.inflight_by_pool.get(pool) or o.queued_by_pool.get(pool) or o is st)  # fmt: skip
+        return st.inflight_by_pool.get(pool, 0) < cap * st.limits.weight / total_w
 
     def _runnable(self, st: _TenantState) -> Ticket | None:
         """The tenant's oldest queued ticket whose pool has room (None if none, or the tenant cannot run)."""
         if not st.queue or not self._tenant_can_run(st) or not self._slot_free(st):
             return None
-        if not self._pool_limit:
-            return st.queue[0]
-        blocked: set[str] = set()
-        for t in st.queue:  # FIFO per pool: a pool whose oldest ticket is blocked stays blocked
-            if t.pool in blocked:
-                continue
-            if self._pool_free(t):
-                return t
-            blocked.add(t.pool)
-        return None
+        head = st.queue[0]
+        if not self._pool_limit or self._pool_free(head.pool, st):
+            return head
+        # cheap check first (a flood's backlog is long): is any pool with queued tickets free at all?
+        free = {p for p, n in st.queued_by_pool.items() if n and self._pool_free(p, st)}
+        if not free:
+            return None
+        # the oldest ticket of a free pool (FIFO per tenant and pool)
+        return next(t for t in st.queue if t.pool in free)
 
     def tenant_limits(self, tenant: str) -> TenantLimits:
         st = self._tenants.get(tenant)
@@ -376,6 +389,7 @@ class AdmissionController:
             return Decision(Verdict.DISPATCH)
         ticket.state = "queued"
         st.queue.append(ticket)
+        st.queued_by_pool[ticket.pool] = st.queued_by_pool.get(ticket.pool, 0) + 1
         self._queued += 1
         return Decision(Verdict.QUEUED)
 
@@ -390,7 +404,7 @@ class AdmissionController:
                 and self._under_fair_share(st))
 
     def _can_dispatch_now(self, st: _TenantState, ticket: Ticket) -> bool:
-        if not self._slot_free(st) or not self._pool_free(ticket):
+        if not self._slot_free(st) or not self._pool_free(ticket.pool, st):
             return False
         if st.limits.max_concurrency is not None and st.inflight >= st.limits.max_concurrency:
             return False
@@ -410,6 +424,7 @@ class AdmissionController:
         st.inflight += 1
         self._inflight += 1
         self._pool_inflight[ticket.pool] = self._pool_inflight.get(ticket.pool, 0) + 1
+        st.inflight_by_pool[ticket.pool] = st.inflight_by_pool.get(ticket.pool, 0) + 1
         self._virtual_time = max(self._virtual_time, ticket.start_tag)
 
     def next_ready(self, now_s: float) -> Ticket | None:
@@ -433,6 +448,7 @@ class AdmissionController:
             best.queue.popleft()
         else:
             best.queue.remove(ticket)
+        best.queued_by_pool[ticket.pool] -= 1
         self._queued -= 1
         self._start(best, ticket)
         return ticket
@@ -446,6 +462,7 @@ class AdmissionController:
         st.inflight -= 1
         self._inflight -= 1
         self._pool_inflight[ticket.pool] -= 1
+        st.inflight_by_pool[ticket.pool] -= 1
         self._reconcile(st, ticket, max(0, int(actual_tokens)))
         if self._last_complete_s is not None:
             dt = max(now_s - self._last_complete_s, 1e-6)
@@ -462,6 +479,7 @@ class AdmissionController:
             st.queue.remove(ticket)
         except ValueError:  # pragma: no cover - state says queued, so it is there
             return False
+        st.queued_by_pool[ticket.pool] -= 1
         self._queued -= 1
         ticket.state = "done"
         self._reconcile(st, ticket, 0)
