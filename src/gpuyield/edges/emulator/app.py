@@ -18,6 +18,7 @@ Two timing modes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -230,10 +231,21 @@ class EmulatorApp:
         except ValueError as exc:
             await send_json(send, 400, error_body(400, str(exc)))
             return
+        # a client that hangs up is noticed at once (ASGI servers drop writes to a closed connection silently)
+        deliver = asyncio.ensure_future(self._deliver(send, meta, req, finish_reason, stream, include_usage))
+        gone = asyncio.ensure_future(_client_disconnect(receive))
         try:
-            await self._deliver(send, meta, req, finish_reason, stream, include_usage)
-            self.engine.stats.request_success_total[finish_reason] += 1
+            await asyncio.wait({deliver, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if deliver.done():
+                deliver.result()
+                self.engine.stats.request_success_total[finish_reason] += 1
+            else:
+                deliver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deliver
         finally:
+            gone.cancel()
+            deliver.cancel()
             if not req.finished:
                 self.engine.abort(req)
 
@@ -399,3 +411,9 @@ class EmulatorApp:
             out.append(f'{full}_bucket{{{lab},le="+Inf"}} {h.num}\n{full}_sum{{{lab}}} {h.total}\n'
                        f"{full}_count{{{lab}}} {h.num}\n")
         return "".join(out)
+
+
+async def _client_disconnect(receive: Receive) -> None:
+    """Return when the client closes the connection (after the request body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -9,8 +9,9 @@ benchmarks), and the loop sleeps until the step's end on the event loop's monoto
 previous step's end so time does not drift -- like SimPy's real-time environment. Tokens are delivered to the
 waiting HTTP handlers at the end of the step that produced them.
 
-Limitation: the core scheduler has no abort, so a request whose client went away runs to completion (its
-tokens are discarded), as if the engine had not noticed the disconnect.
+A request whose client went away is aborted in the core scheduler (``Scheduler.abort``, vLLM's
+``FINISHED_ABORTED``): its slot and KV blocks are freed at once between steps, or at the end of the step in
+flight, so the running/waiting and KV-usage gauges drop as they do in vLLM.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ class EmulatedEngine:
         self._awake = asyncio.Event()
         self._awake.set()
         self._task: asyncio.Task[None] | None = None
+        self._in_step = False  # a scheduled step is being timed (aborts wait for its end)
+        self._pending_aborts: list[EmuRequest] = []
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -183,10 +186,27 @@ class EmulatedEngine:
         self._wake.set()
 
     def abort(self, req: EmuRequest) -> None:
-        """The client went away: stop delivering (the engine model has no abort; the request runs out)."""
-        if not req.finished:
-            req.aborted = True
-            self.stats.request_success_total["abort"] += 1
+        """The client went away: stop delivering and free the request's slot and KV (now, or when the step in
+        flight ends)."""
+        if req.finished or req.aborted:
+            return
+        req.aborted = True
+        self.stats.request_success_total["abort"] += 1
+        if self._in_step:
+            self._pending_aborts.append(req)
+        else:
+            self._apply_abort(req)
+
+    def _apply_abort(self, req: EmuRequest) -> None:
+        if req.finished:
+            return
+        if req.core is not None:
+            self.scheduler.abort(req.core)
+            self._live.pop(req.core.idx, None)
+        req.finished = True
+        if req.queue is not None:
+            req.queue.put_nowait(-1)
+        self._wake.set()  # freed KV may let a waiting request in
 
     # ---- the step loop -------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -204,6 +224,7 @@ class EmulatedEngine:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            self._in_step = True
             for r in out.prefill_reqs:
                 emu = self._live.get(r.idx)
                 if emu is not None and r.num_computed_tokens == 0 and r.num_preemptions == 0:
@@ -215,6 +236,11 @@ class EmulatedEngine:
             if delay > 0:
                 await asyncio.sleep(delay)
             sched.update_from_output(out, 1)
+            self._in_step = False
+            if self._pending_aborts:
+                for req in self._pending_aborts:
+                    self._apply_abort(req)
+                self._pending_aborts.clear()
             self._deliver(loop.time())
             self.stats.steps_total += 1
 

@@ -54,6 +54,7 @@ class ReplicaEngine:
         self._b = 0.0  # step-time increase per step (s)
         self.version = 0  # bumped whenever run_end_s changes (event invalidation)
         self.new_transfers: list[EngineRequest] = []  # P/D: KV transfers admitted; the caller drains this
+        self._aborts: list[EngineRequest] = []  # aborted while a run was in flight: applied when it ends
         # statistics
         self.busy_s = 0.0
         self.kv_used_block_s = 0.0  # integral of used blocks over busy time
@@ -102,6 +103,16 @@ class ReplicaEngine:
                 self.version += 1
                 return self.run_end_s
         return None
+
+    def abort(self, req: EngineRequest, now_s: float) -> float | None:
+        """The client of ``req`` went away at ``now_s``: free its slot and KV. Between runs at once; during a
+        run, when the step in flight ends (the run is cut there, as for an arrival), so ``req`` produces no
+        token after that step. Returns the new ``run_end_s`` if it changed."""
+        if self.run is None:
+            self.scheduler.abort(req)
+            return self._start(now_s)
+        self._aborts.append(req)
+        return self.poke(now_s)
 
     # ------------------------------------------------------------------ runs
     def _start(self, now_s: float) -> float | None:
@@ -187,6 +198,11 @@ class ReplicaEngine:
         if out.num_steps:
             self.last_step_s = dur / out.num_steps
         finished, first = self.scheduler.update_from_output(out, out.num_steps)
+        if self._aborts:
+            gone = {id(r) for r in self._aborts if self.scheduler.abort(r)}
+            self._aborts.clear()
+            finished = [r for r in finished if id(r) not in gone]
+            first = [r for r in first if id(r) not in gone]
         self.run = None
         self._start(end_s)
         return finished, first

@@ -403,6 +403,31 @@ class Scheduler:
             return
         self.ready.append(req)
 
+    def abort(self, req: EngineRequest) -> bool:
+        """The client went away: drop ``req`` wherever it is and free its KV (vLLM's ``finish_requests`` with
+        ``FINISHED_ABORTED``). Call between runs (the replica defers an abort that arrives mid-run). Returns
+        False when ``req`` had already finished; its tokens so far stay counted, it produces no more."""
+        if RequestStatus.is_finished(req.status):
+            return False
+        assert not self._step_blocks_allocated, "abort between runs only"
+        idx = req.idx
+        if req.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED):
+            self.waiting.remove(req)
+        elif idx in self.transferring and self.transferring[idx] is req:
+            del self.transferring[idx]
+        elif req in self.ready:
+            self.ready.remove(req)
+        elif self.decoding.get(idx) is req:
+            c = self._leave_decode_set(req)  # its finish-heap entry is skipped lazily
+            req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks
+        else:
+            self.prefilling.remove(req)
+        self.kv.free(req)
+        if self.reserve_output and req.status == _RUNNING:
+            self._final_blocks -= self.final_blocks(req)
+        req.status = RequestStatus.FINISHED_ABORTED
+        return True
+
     def _finish(self, req: EngineRequest) -> None:
         self.kv.free(req)
         if self.reserve_output:
