@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
+from gpuyield.core.policy.kv_events import KVEventIndex
 from gpuyield.core.workload.hashing import mix64
 from gpuyield.errors import ConfigError
 
@@ -170,6 +171,8 @@ class PrefixAffinityPolicy(RoutingPolicy):
         self.load_factor = load_factor
         self.virtual_nodes = virtual_nodes
         self.index = PrefixIndex(max_index_entries)
+        # the engines' own view from KV-cache events, for the replicas it tracks (None: guess only)
+        self.exact: KVEventIndex | None = None
         self._ring_ids: tuple[str, ...] = ()
         self._ring: list[tuple[int, str]] = []
         self._points: list[int] = []
@@ -205,6 +208,16 @@ class PrefixAffinityPolicy(RoutingPolicy):
 
         if req.block_hashes:
             matches = self.index.match(req.block_hashes)
+            exact = self.exact
+            if exact is not None:  # replicas with an event stream: what they really hold replaces the guess
+                for r in replicas:
+                    rid = r.replica_id
+                    if exact.tracks(rid):
+                        n = exact.match(rid, req.block_hashes)
+                        if n:
+                            matches[rid] = n
+                        else:
+                            matches.pop(rid, None)
             if matches:
                 best_id = None
                 best_key: tuple[int, int, float] | None = None

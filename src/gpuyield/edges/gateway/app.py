@@ -308,6 +308,8 @@ class Gateway:
         self._seq = 0
         self._started = False
         self._bg: list[asyncio.Task[None]] = []
+        self.kv_index: Any = None  # KVEventIndex when some backend publishes KV events
+        self.kv_subscribers: list[Any] = []
         self.config = config
         self._apply(config, first=True)
         self.wake: Any = None  # wake-on-request for residency_groups (gpuyield.edges.gateway.wake)
@@ -328,6 +330,12 @@ class Gateway:
             self.policy = make_policy(cfg.router.policy, **cfg.router.options)
         if old is None or old.tokenizer != cfg.tokenizer or old.router.block_size_tokens != cfg.router.block_size_tokens:
             self.tokens = TokenCounter(cfg.tokenizer, cfg.router.block_size_tokens)
+        if any(b.kv_events_endpoint for b in cfg.backends) and hasattr(self.policy, "exact"):
+            from gpuyield.core.policy.kv_events import KVEventIndex
+
+            if self.kv_index is None or self.kv_index.block_size_tokens != cfg.router.block_size_tokens:
+                self.kv_index = KVEventIndex(cfg.router.block_size_tokens)
+            self.policy.exact = self.kv_index
         limits = AdmissionLimits(max_inflight=sum(b.max_inflight for b in cfg.backends),
                                  max_queued=cfg.admission.max_queued, max_queue_wait_s=cfg.admission.max_queue_wait_s,
                                  default_output_tokens=cfg.admission.default_output_tokens,
@@ -401,6 +409,14 @@ class Gateway:
         self.session = aiohttp.ClientSession(connector=conn, auto_decompress=False, skip_auto_headers=("User-Agent",))
         for r in self.replicas.values():
             r.start(self.session)
+        if self.kv_index is not None:
+            from gpuyield.edges.gateway.kv_events import KVEventSubscriber
+
+            for b in self.config.backends:
+                if b.kv_events_endpoint:
+                    sub = KVEventSubscriber(b.name, b.kv_events_endpoint, self.kv_index, b.kv_events_topic)
+                    sub.start()
+                    self.kv_subscribers.append(sub)
         self._bg.append(asyncio.get_running_loop().create_task(self._housekeeping()))
         if self.wake is not None:
             self.wake.start(self.session)
@@ -410,6 +426,9 @@ class Gateway:
             self.wake.stop()
         for r in self.replicas.values():
             r.stop()
+        for sub in self.kv_subscribers:
+            sub.stop()
+        self.kv_subscribers.clear()
         for t in self._bg:
             t.cancel()
         self._bg.clear()
@@ -951,6 +970,12 @@ class Gateway:
             m.child(m.engine_running, r.name).set(r.engine_running)
             m.child(m.engine_waiting, r.name).set(r.engine_waiting)
             m.child(m.engine_kv, r.name).set(r.kv_usage)
+        for sub in self.kv_subscribers:
+            st = sub.stats
+            m.child(m.kv_event_batches, sub.replica).set(st.batches)
+            m.child(m.kv_event_gaps, sub.replica).set(st.gaps)
+            m.child(m.kv_event_errors, sub.replica).set(st.errors)
+            m.child(m.kv_index_blocks, sub.replica).set(self.kv_index.num_blocks(sub.replica))
         return m.exposition()
 
 

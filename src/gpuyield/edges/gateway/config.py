@@ -56,6 +56,17 @@ class BackendConfig(_Model):
     pool: Literal["mixed", "prefill", "decode"] = "mixed"
     max_inflight: int = Field(64, ge=1)  # requests the gateway sends to this replica at once
     api_key_env: str | None = None  # environment variable holding the backend's bearer token
+    # vLLM's KV-cache event stream (ZMQ PUB, --kv-events-config), e.g. tcp://10.0.0.5:5557: prefix routing then
+    # uses what this replica really holds instead of its guess
+    kv_events_endpoint: str | None = None
+    kv_events_topic: str = ""
+
+    @field_validator("kv_events_endpoint")
+    @classmethod
+    def _zmq(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(tcp://[^\s/]+:\d+|ipc://\S+)$", v):
+            raise ValueError(f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5557 or ipc:///path, got {v!r}")
+        return v
 
     @field_validator("url")
     @classmethod

@@ -65,6 +65,14 @@ class GatewayMetrics:
                                     "Waiting requests scraped from the engine's /metrics.", ["backend"], registry=r)
         self.engine_kv = Gauge("gpuyield_backend_kv_cache_usage_ratio",
                                "KV-cache usage (0..1) scraped from the engine's /metrics.", ["backend"], registry=r)
+        self.kv_event_batches = Gauge("gpuyield_kv_event_batches", "KV-event batches received from the engine.",
+                                      ["backend"], registry=r)
+        self.kv_event_gaps = Gauge("gpuyield_kv_event_gaps", "Gaps in the KV-event sequence (view restarted empty).",
+                                   ["backend"], registry=r)
+        self.kv_event_errors = Gauge("gpuyield_kv_event_errors", "Malformed KV-event messages or events skipped.",
+                                     ["backend"], registry=r)
+        self.kv_index_blocks = Gauge("gpuyield_kv_index_blocks", "Prompt blocks the replica holds, from its events.",
+                                     ["backend"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
