@@ -18,10 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gpuyield.core.workload.hashing import ROOT_HASH, hash_token_blocks
 
-__all__ = ["KVEventIndex", "ReplicaBlocks"]
+__all__ = ["KVEventIndex", "PrefixCacheView", "ReplicaBlocks"]
+
+
+class PrefixCacheView(Protocol):
+    """What prefix routing asks of the engines' own view (a :class:`KVEventIndex`, or the simulator's engines)."""
+
+    def tracks(self, replica: str) -> bool: ...
+
+    def match(self, replica: str, block_hashes: Sequence[int]) -> int: ...
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
-from gpuyield.core.policy.kv_events import KVEventIndex
+from gpuyield.core.policy.kv_events import PrefixCacheView
 from gpuyield.core.workload.hashing import mix64
 from gpuyield.errors import ConfigError
 
@@ -172,7 +172,7 @@ class PrefixAffinityPolicy(RoutingPolicy):
         self.virtual_nodes = virtual_nodes
         self.index = PrefixIndex(max_index_entries)
         # the engines' own view from KV-cache events, for the replicas it tracks (None: guess only)
-        self.exact: KVEventIndex | None = None
+        self.exact: PrefixCacheView | None = None
         self._ring_ids: tuple[str, ...] = ()
         self._ring: list[tuple[int, str]] = []
         self._points: list[int] = []

@@ -170,6 +170,28 @@ def _unit_view(hashes: tuple[int, ...], hash_block: int, engine_block: int, num_
     )
 
 
+class _EngineCacheView:
+    """``KVEventIndex``'s query side over the simulated engines' prefix caches (request hashes = unit hashes)."""
+
+    def __init__(self, rts: list[_Rt]) -> None:
+        self._cached = {rt.setup.replica_id: rt.engine.kv.pool.cached for rt in rts
+                        if rt.engine.kv.enable_prefix_caching}  # fmt: skip
+
+    def tracks(self, replica: str) -> bool:
+        return replica in self._cached
+
+    def match(self, replica: str, block_hashes: Sequence[int]) -> int:
+        cached = self._cached.get(replica)
+        if cached is None:
+            return 0
+        n = 0
+        for h in block_hashes:
+            if h not in cached:
+                break
+            n += 1
+        return n
+
+
 class Cluster:
     """Replicas, routers and the event loop."""
 
@@ -204,6 +226,14 @@ class Cluster:
         # as the gateway: each model's in-flight requests limited to this × its (entry) replicas
         self.admission_per_replica = admission_per_replica
         self._by_id = {rt.setup.replica_id: rt for rt in self.rts}
+
+    def follow_kv_events(self) -> None:
+        """Give the routing policies the engines' exact prefix-cache view (what ``serve`` builds from vLLM's KV
+        events, here read losslessly from the simulated engines)."""
+        view = _EngineCacheView(self.rts)
+        for pol in (self.policy, self.decode_policy):
+            if pol is not None and hasattr(pol, "exact"):
+                pol.exact = view
 
     # ------------------------------------------------------------------ model -> replicas
     def _targets(self, label: str | None) -> tuple[list[_Rt], list[_Rt]] | None:

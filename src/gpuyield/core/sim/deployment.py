@@ -90,6 +90,9 @@ class RouterSpec(BaseModel):
     model_config = _CFG
     policy: str = "least_outstanding"
     args: dict[str, Any] = Field(default_factory=dict)
+    # as `serve` with every backend's kv_events_endpoint set: prefix routing sees what each replica's prefix
+    # cache really holds (a lossless event stream) instead of its guess
+    kv_events: bool = False
 
 
 class PoolSpec(BaseModel):

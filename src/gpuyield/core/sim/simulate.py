@@ -181,6 +181,8 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
     )
     if mux is not None:
         mux.attach_engines({rt.setup.replica_id: rt.engine for rt in cluster.rts})
+    if router.kv_events:
+        cluster.follow_kv_events()
     return cluster, pools_info
 
 
