@@ -16,13 +16,23 @@ engines' ZeroMQ stream into the calls below.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Container, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from gpuyield.core.workload.hashing import ROOT_HASH, hash_token_blocks
 
-__all__ = ["KVEventIndex", "PrefixCacheView", "ReplicaBlocks"]
+__all__ = ["KVEventIndex", "PrefixCacheView", "ReplicaBlocks", "leading_hits"]
+
+
+def leading_hits(block_hashes: Sequence[int], held: Container[int]) -> int:
+    """How many leading blocks of ``block_hashes`` are in ``held`` (a prefix ends at the first miss)."""
+    n = 0
+    for h in block_hashes:
+        if h not in held:
+            break
+        n += 1
+    return n
 
 
 class PrefixCacheView(Protocol):
@@ -129,12 +139,4 @@ class KVEventIndex:
     def match(self, replica: str, block_hashes: Sequence[int]) -> int:
         """Leading blocks of ``block_hashes`` that ``replica`` holds (0 if not tracked)."""
         rb = self._replicas.get(replica)
-        if rb is None:
-            return 0
-        ours = rb.ours
-        n = 0
-        for h in block_hashes:
-            if h not in ours:
-                break
-            n += 1
-        return n
+        return leading_hits(block_hashes, rb.ours) if rb is not None else 0

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from gpuyield.core.policy.admission import AdmissionController, Ticket, Verdict
 from gpuyield.core.policy.base import ReplicaSnapshot, RequestView, RoutingPolicy
+from gpuyield.core.policy.kv_events import leading_hits
 from gpuyield.core.sim.engine.config import EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
 from gpuyield.core.sim.engine.request import EngineRequest
@@ -182,14 +183,7 @@ class _EngineCacheView:
 
     def match(self, replica: str, block_hashes: Sequence[int]) -> int:
         cached = self._cached.get(replica)
-        if cached is None:
-            return 0
-        n = 0
-        for h in block_hashes:
-            if h not in cached:
-                break
-            n += 1
-        return n
+        return leading_hits(block_hashes, cached) if cached is not None else 0
 
 
 class Cluster:

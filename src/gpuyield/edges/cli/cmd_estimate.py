@@ -396,55 +396,40 @@ def estimate(
         from gpuyield.edges.perf.io import load_calibration
         from gpuyield.errors import ConfigError
 
+        common: dict[str, Any] = {
+            "catalog": load_catalog(catalog),
+            "calibration": load_calibration(calibration),
+            "model": model,
+            "gpu": gpu,
+            "precision": precision.lower(),
+            "engine": engine.lower(),
+            "isl": isl,
+            "osl": osl,
+            "concurrency": parse_concurrency(concurrency),
+            "num_requests": num_requests,
+            "method": method,
+        }
         if layout is not None:
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
-            lrec = layout_record(
-                catalog=load_catalog(catalog),
-                calibration=load_calibration(calibration),
-                model=model,
-                gpu=gpu,
-                layout=layout,
-                precision=precision.lower(),
-                engine=engine.lower(),
-                isl=isl,
-                osl=osl,
-                concurrency=parse_concurrency(concurrency),
-                num_requests=num_requests,
-                method=method,
+            rec = layout_record(layout=layout, **common)
+        else:
+            rec = estimate_record(
+                tp=tp,
+                pp=pp,
+                ep=ep,
+                attention_dp=attention_dp,
+                kv_dtype=kv_dtype,
+                replicas=replicas,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens,
+                **common,
             )
-            if json_out is not None:
-                emit_json(lrec, json_out)
-            else:
-                _print_layout(lrec)
-            if not lrec["fits"]:
-                raise typer.Exit(2)
-            return
-
-        rec = estimate_record(
-            catalog=load_catalog(catalog),
-            calibration=load_calibration(calibration),
-            model=model,
-            gpu=gpu,
-            tp=tp,
-            pp=pp,
-            ep=ep,
-            attention_dp=attention_dp,
-            precision=precision.lower(),
-            kv_dtype=kv_dtype,
-            engine=engine.lower(),
-            isl=isl,
-            osl=osl,
-            concurrency=parse_concurrency(concurrency),
-            num_requests=num_requests,
-            replicas=replicas,
-            gpu_memory_utilization=gpu_memory_utilization,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-            method=method,
-        )
         if json_out is not None:
             emit_json(rec, json_out)
+        elif layout is not None:
+            _print_layout(rec)
         else:
             _print(rec)
         if not rec["fits"]:
