@@ -105,3 +105,20 @@ def test_random_aborts_never_leak_kv_or_finish_an_aborted_request(scn, aborts) -
             assert r.num_output_tokens == r.max_output_tokens
     assert eng.kv.pool.num_used_blocks == 0  # nothing leaked
     assert eng.scheduler.num_unfinished == 0
+
+
+def test_abort_during_a_pd_kv_transfer_frees_the_blocks_and_ignores_the_arrival() -> None:
+    eng = ReplicaEngine(EngineConfig(block_size=16, max_num_seqs=8), LinearStepModel(), 1000)
+    req = EngineRequest(0, 0.0, 512, 10)
+    req.remote_kv = True  # P/D decode side: the prompt's KV comes from a prefill replica
+    eng.add_request(req, 0.0)
+    while eng.run is not None and req.idx not in eng.scheduler.transferring:
+        eng.complete_run()
+    assert req.idx in eng.scheduler.transferring and eng.kv.pool.num_used_blocks > 0
+    t = eng.run_end_s if eng.run is not None else 0.0
+    eng.abort(req, t if t != float("inf") else 0.0)
+    while eng.run is not None:
+        eng.complete_run()
+    assert req.status == RequestStatus.FINISHED_ABORTED and eng.kv.pool.num_used_blocks == 0
+    assert eng.finish_transfer(req, 1.0) is None  # the KV arriving later is ignored
+    assert eng.scheduler.num_unfinished == 0

@@ -210,6 +210,6 @@ class ReplicaEngine:
     # ------------------------------------------------------------------ P/D
     def finish_transfer(self, req: EngineRequest, now_s: float) -> float | None:
         self.scheduler.finish_transfer(req)
-        if req.status == RequestStatus.FINISHED_STOPPED:
+        if req.status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_ABORTED):
             return None
         return self.poke(now_s)

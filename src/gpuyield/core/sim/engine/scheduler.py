@@ -395,6 +395,8 @@ class Scheduler:
 
     def finish_transfer(self, req: EngineRequest) -> None:
         """P/D decode side: the prompt's KV has arrived; the request decodes from the next step on."""
+        if req.status == RequestStatus.FINISHED_ABORTED:  # aborted while its KV was in flight: nothing to do
+            return
         del self.transferring[req.idx]
         req.status = _RUNNING
         if req.num_output_tokens >= req.max_output_tokens:
