@@ -255,3 +255,19 @@ def test_engine_and_precision_spellings_are_normalised(engine, precision, want):
 
     assert normalise_engine("trtllm:disagg") == "trtllm:disagg" and normalise_engine("vllmx") == "vllmx"
     assert normalise_precision("w4a8") == "w4a8"  # no precision has int4 weights and fp8 compute: refused later
+
+
+def test_bare_agg_row_without_tp_takes_the_smallest_replica_that_fits() -> None:
+    from gpuyield.core.perf.validation import predict_row
+
+    cat, cal = default_catalog(), default_calibration()
+    base = {"isl": "1024", "osl": "256", "concurrency": "32", "engine": "sglang", "precision": "fp8",
+            "layout": "agg", "tp": "", "gpu": "h200_sxm"}  # fmt: skip
+    big = row_from_mapping({**base, "model": "deepseek-ai/DeepSeek-R1", "num_gpus": "8"}, 0)
+    res = predict_row(big, cat.model, cat.gpu, cal)  # tp1 cannot hold 671 B parameters: tp8 does
+    assert res.memory.fits and res.running_seqs >= 1
+    small = row_from_mapping({**base, "model": "Qwen/Qwen3-8B", "num_gpus": "8"}, 1)
+    one = row_from_mapping({**base, "model": "Qwen/Qwen3-8B", "num_gpus": "1"}, 2)
+    # a small model fits on one GPU: eight replicas of it share the clients
+    r8, r1 = predict_row(small, cat.model, cat.gpu, cal), predict_row(one, cat.model, cat.gpu, cal)
+    assert r8.throughput_tok_s > 4 * r1.throughput_tok_s

@@ -243,6 +243,18 @@ def _pool_model(
 VALIDATION_METHODS = ("analytic", "sim")
 
 
+def _smallest_fitting_replica(model: Any, gpu: Any, row: MeasurementRow, cal: Calibration) -> PoolLayout:
+    """A bare ``agg`` row with no ``tp``: the smallest power-of-two TP (up to ``num_gpus``, or a node) whose
+    replica holds the model, as a deployment would be sized; the row's GPUs are then that many replicas."""
+    limit = row.num_gpus or int(getattr(gpu, "gpus_per_node", 0) or 8)
+    tp = 1
+    while True:
+        pool = PoolLayout(1, tp, ep=tp if getattr(model, "num_experts", 0) else 1)
+        if _pool_model(model, gpu, pool, row, cal).memory().fits or tp * 2 > limit:
+            return pool
+        tp *= 2
+
+
 def predict_row(
     row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, cal: Calibration, method: str = "analytic"
 ) -> ClosedLoopResult:
@@ -259,11 +271,14 @@ def predict_row(
     if row.concurrency is None and not row.num_requests:
         raise ConfigError("offline row without num_requests")
     if layout.kind == "agg":
-        assert layout.replica is not None
-        perf = _pool_model(model, gpu, layout.replica, row, cal)
+        replica = layout.replica
+        assert replica is not None
+        if row.layout.strip().lower() == "agg" and row.tp is None:
+            replica = _smallest_fitting_replica(model, gpu, row, cal)
+        perf = _pool_model(model, gpu, replica, row, cal)
         replicas = 1
-        if row.num_gpus and row.num_gpus > layout.replica.gpus and row.num_gpus % layout.replica.gpus == 0:
-            replicas = row.num_gpus // layout.replica.gpus
+        if row.num_gpus and row.num_gpus > replica.gpus and row.num_gpus % replica.gpus == 0:
+            replicas = row.num_gpus // replica.gpus
         n_req = row.num_requests
         analytic = estimate_closed_loop(perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas)
         if method == "analytic":
