@@ -268,6 +268,7 @@ def test_bare_agg_row_without_tp_takes_the_smallest_replica_that_fits() -> None:
     assert res.memory.fits and res.running_seqs >= 1
     small = row_from_mapping({**base, "model": "Qwen/Qwen3-8B", "num_gpus": "8"}, 1)
     one = row_from_mapping({**base, "model": "Qwen/Qwen3-8B", "num_gpus": "1"}, 2)
-    # a small model fits on one GPU: eight replicas of it share the clients
+    # a small model fits on one GPU: eight tp1 replicas share the 32 clients (4 each)
     r8, r1 = predict_row(small, cat.model, cat.gpu, cal), predict_row(one, cat.model, cat.gpu, cal)
-    assert r8.throughput_tok_s > 4 * r1.throughput_tok_s
+    assert r8.running_seqs == 4 and r1.running_seqs == 32
+    assert r8.tpot_ms < r1.tpot_ms and r8.throughput_tok_s > r1.throughput_tok_s
