@@ -122,3 +122,14 @@ def test_abort_during_a_pd_kv_transfer_frees_the_blocks_and_ignores_the_arrival(
     assert req.status == RequestStatus.FINISHED_ABORTED and eng.kv.pool.num_used_blocks == 0
     assert eng.finish_transfer(req, 1.0) is None  # the KV arriving later is ignored
     assert eng.scheduler.num_unfinished == 0
+
+
+def test_abort_of_a_request_this_engine_never_saw_is_a_no_op() -> None:
+    eng = make_engine(num_blocks=100, block_size=16)
+    (mine,) = make_requests(1, prompt=64, output=4)
+    stranger = EngineRequest(99, 0.0, 64, 4)
+    eng.add_request(mine, 0.0)
+    while eng.run is not None:
+        eng.complete_run()
+    assert eng.scheduler.abort(stranger) is False and stranger.status != RequestStatus.FINISHED_ABORTED
+    assert mine.status == RequestStatus.FINISHED_STOPPED and eng.kv.pool.num_used_blocks == 0

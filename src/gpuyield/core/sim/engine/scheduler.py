@@ -408,12 +408,15 @@ class Scheduler:
     def abort(self, req: EngineRequest) -> bool:
         """The client went away: drop ``req`` wherever it is and free its KV (vLLM's ``finish_requests`` with
         ``FINISHED_ABORTED``). Call between runs (the replica defers an abort that arrives mid-run). Returns
-        False when ``req`` had already finished; its tokens so far stay counted, it produces no more."""
+        False (a no-op) when ``req`` had already finished -- its tokens so far stay counted -- or was never
+        submitted to this scheduler."""
         if RequestStatus.is_finished(req.status):
             return False
         assert not self._step_blocks_allocated, "abort between runs only"
         idx = req.idx
         if req.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED):
+            if req not in self.waiting:  # never submitted here
+                return False
             self.waiting.remove(req)
         elif idx in self.transferring and self.transferring[idx] is req:
             del self.transferring[idx]
@@ -422,8 +425,10 @@ class Scheduler:
         elif self.decoding.get(idx) is req:
             c = self._leave_decode_set(req)  # its finish-heap entry is skipped lazily
             req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks
-        else:
+        elif req in self.prefilling:
             self.prefilling.remove(req)
+        else:  # not this scheduler's request: nothing to free
+            return False
         self.kv.free(req)
         if self.reserve_output and req.status == _RUNNING:
             self._final_blocks -= self.final_blocks(req)
