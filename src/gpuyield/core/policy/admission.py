@@ -266,12 +266,8 @@ class AdmissionController:
         n = self._pool_inflight.get(pool, 0)
         if n < cap:
             return True
-        if n >= cap + self.limits.fair_share_burst:
-            return False
         # burst slot: only for a tenant below its weighted share of this pool
-        total_w = sum(o.limits.weight for o in self._tenants.values()
-                      if o.inflight_by_pool.get(pool) or o.queued_by_pool.get(pool) or o is st)  # fmt: skip
-        return st.inflight_by_pool.get(pool, 0) < cap * st.limits.weight / total_w
+        return n < cap + self.limits.fair_share_burst and self._under_fair_share(st, pool)
 
     def _runnable(self, st: _TenantState) -> Ticket | None:
         """The tenant's oldest queued ticket whose pool has room (None if none, or the tenant cannot run)."""
@@ -393,9 +389,15 @@ class AdmissionController:
         self._queued += 1
         return Decision(Verdict.QUEUED)
 
-    def _under_fair_share(self, st: _TenantState) -> bool:
-        total_w = sum(o.limits.weight for o in self._tenants.values() if o.inflight or o.queue or o is st)
-        return st.inflight < self._max_inflight * st.limits.weight / total_w
+    def _under_fair_share(self, st: _TenantState, pool: str | None = None) -> bool:
+        """``st`` holds less than its weighted share of the gateway's slots (or of ``pool``'s), among the
+        tenants with work in flight or queued there."""
+        if pool is None:
+            total_w = sum(o.limits.weight for o in self._tenants.values() if o.inflight or o.queue or o is st)
+            return st.inflight < self._max_inflight * st.limits.weight / total_w
+        total_w = sum(o.limits.weight for o in self._tenants.values()
+                      if o.inflight_by_pool.get(pool) or o.queued_by_pool.get(pool) or o is st)  # fmt: skip
+        return st.inflight_by_pool.get(pool, 0) < self._pool_limit[pool] * st.limits.weight / total_w
 
     def _slot_free(self, st: _TenantState) -> bool:
         if self._inflight < self._max_inflight:
