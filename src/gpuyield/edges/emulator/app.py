@@ -237,8 +237,7 @@ class EmulatorApp:
         try:
             await asyncio.wait({deliver, gone}, return_when=asyncio.FIRST_COMPLETED)
             if deliver.done():
-                deliver.result()
-                self.engine.stats.request_success_total[finish_reason] += 1
+                deliver.result()  # counted in _deliver, before its last byte (as vLLM counts at finish)
             else:
                 deliver.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -295,6 +294,7 @@ class EmulatorApp:
         if not stream:
             while (await req.queue.get()) != -1:
                 pass
+            self.engine.stats.request_success_total[finish_reason] += 1
             text = "".join(fake_token(seed, i) for i in range(req.num_output))
             await send_json(send, 200, self._full(meta, text, finish_reason,
                                                   self._usage(req.prompt_tokens, req.num_output, req.num_cached)))
@@ -314,6 +314,7 @@ class EmulatorApp:
         tail = b""
         if include_usage:
             tail = self._usage_chunk(meta, self._usage(req.prompt_tokens, req.num_output, req.num_cached))
+        self.engine.stats.request_success_total[finish_reason] += 1
         await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
 
     async def _fixed(self, send: Send, meta: dict[str, Any], prompt_tokens: int, want: int, finish_reason: str,
