@@ -330,6 +330,9 @@ class Gateway:
             self.policy = make_policy(cfg.router.policy, **cfg.router.options)
         if old is None or old.tokenizer != cfg.tokenizer or old.router.block_size_tokens != cfg.router.block_size_tokens:
             self.tokens = TokenCounter(cfg.tokenizer, cfg.router.block_size_tokens)
+        if any(b.kv_events_endpoint for b in cfg.backends) and not hasattr(self.policy, "exact"):
+            print(f"gpuyield serve: backends[].kv_events_endpoint is set but router.policy '{cfg.router.policy}' "
+                  "does not route by prefix; the KV events are not followed", file=sys.stderr)  # fmt: skip
         if any(b.kv_events_endpoint for b in cfg.backends) and hasattr(self.policy, "exact"):
             from gpuyield.core.policy.kv_events import KVEventIndex
 
