@@ -243,15 +243,18 @@ def _pool_model(
 VALIDATION_METHODS = ("analytic", "sim")
 
 
-def _smallest_fitting_replica(model: Any, gpu: Any, row: MeasurementRow, cal: Calibration) -> PoolLayout:
+def _smallest_fitting_replica(
+    model: Any, gpu: Any, row: MeasurementRow, cal: Calibration
+) -> tuple[PoolLayout, PerfModel]:
     """A bare ``agg`` row with no ``tp``: the smallest power-of-two TP (up to ``num_gpus``, or a node) whose
     replica holds the model, as a deployment would be sized; the row's GPUs are then that many replicas."""
     limit = row.num_gpus or int(getattr(gpu, "gpus_per_node", 0) or 8)
     tp = 1
     while True:
         pool = PoolLayout(1, tp, ep=tp if getattr(model, "num_experts", 0) else 1)
-        if _pool_model(model, gpu, pool, row, cal).memory().fits or tp * 2 > limit:
-            return pool
+        perf = _pool_model(model, gpu, pool, row, cal)
+        if perf.memory().fits or tp * 2 > limit:
+            return pool, perf
         tp *= 2
 
 
@@ -274,8 +277,9 @@ def predict_row(
         replica = layout.replica
         assert replica is not None
         if row.layout.strip().lower() == "agg" and row.tp is None:
-            replica = _smallest_fitting_replica(model, gpu, row, cal)
-        perf = _pool_model(model, gpu, replica, row, cal)
+            replica, perf = _smallest_fitting_replica(model, gpu, row, cal)
+        else:
+            perf = _pool_model(model, gpu, replica, row, cal)
         replicas = 1
         if row.num_gpus and row.num_gpus > replica.gpus and row.num_gpus % replica.gpus == 0:
             replicas = row.num_gpus // replica.gpus
@@ -286,7 +290,7 @@ def predict_row(
         from gpuyield.core.sim.closed_loop import estimate_with_engine_model  # the simulator imports perf
 
         eng = estimate_with_engine_model(
-            perf, row.isl, row.osl, row.concurrency, engine=row.engine, num_requests=n_req, num_replicas=replicas
+            perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas
         )
         return dataclasses.replace(
             analytic,

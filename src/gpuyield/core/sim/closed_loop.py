@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from gpuyield.core.sim.engine.config import EngineConfig
+from gpuyield.core.sim.engine.config import ENGINE_FAMILIES, EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
 from gpuyield.core.sim.engine.request import EngineRequest
 from gpuyield.core.sim.steptime import StepTimeModel
@@ -259,7 +259,6 @@ def estimate_with_engine_model(
     osl: int,
     concurrency: int | None,
     *,
-    engine: str = "vllm",
     num_requests: int | None = None,
     num_replicas: int = 1,
     gpu_memory_utilization: float = 0.9,
@@ -270,7 +269,7 @@ def estimate_with_engine_model(
     """Closed-loop (or offline, ``concurrency=None``) estimate of ``num_replicas`` replicas by the engine model.
 
     The clients are split evenly over the replicas; each replica is simulated by :func:`run_closed_loop` with
-    the engine family's scheduler limits (``perf_model.engine_coeffs``) unless given. The fitted first-token
+    the scheduler of the perf model's engine family and its limits (``perf_model.engine_coeffs``) unless given. The fitted first-token
     overhead (API server, tokenisation) is added to TTFT and E2E. Closed-loop throughput is Little's law on the
     mean end-to-end latency (every client always has one request in flight), robust to the first burst;
     offline throughput is total output over the makespan.
@@ -278,23 +277,21 @@ def estimate_with_engine_model(
     if num_replicas < 1:
         raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
     ec = perf_model.engine_coeffs
+    family = str(getattr(perf_model, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
     cfg = EngineConfig.for_family(
-        engine if engine in ("vllm", "sglang", "trtllm") else "vllm",
+        family if family in ENGINE_FAMILIES else "vllm",
         max_num_seqs=max_num_seqs or min(ec.max_num_seqs, 1 << 16),
         max_num_batched_tokens=max(max_num_batched_tokens or ec.max_num_batched_tokens, max_num_seqs or 1),
         gpu_memory_utilization=gpu_memory_utilization,
     )
     c_rep = None if concurrency is None else max(1, -(-concurrency // num_replicas))
     n_rep = None if num_requests is None else max(1, -(-num_requests // num_replicas))
-    if c_rep is None:
-        res = run_closed_loop(perf_model, cfg, isl, osl, n_rep or 1, num_requests=n_rep, offline=True, seed=seed)
-    else:
-        res = run_closed_loop(perf_model, cfg, isl, osl, c_rep, num_requests=n_rep, seed=seed)
+    offline = c_rep is None
+    res = run_closed_loop(perf_model, cfg, isl, osl, c_rep or n_rep or 1, num_requests=n_rep, offline=offline,
+                          seed=seed)  # fmt: skip
     overhead_ms = float(ec.ttft_overhead_s) * 1e3
-    if c_rep is None:
-        throughput = res.output_tok_s * num_replicas
-    else:
-        throughput = c_rep * osl / (res.e2e_ms.mean / 1e3) * num_replicas
+    per_replica_tok_s = res.output_tok_s if c_rep is None else c_rep * osl / (res.e2e_ms.mean / 1e3)
+    throughput = per_replica_tok_s * num_replicas
     return EngineEstimate(
         ttft_ms=res.ttft_ms.mean + overhead_ms,
         ttft_p90_ms=res.ttft_ms.p90 + overhead_ms,

@@ -108,7 +108,7 @@ def estimate_record(
     out: dict[str, Any] = {
         "model": spec.id,
         "gpu": acc.id,
-        "engine": engine,
+        "engine": perf.engine,  # normalised ("TensorRT-LLM" -> "trtllm")
         "precision": precision,
         "kv_dtype": perf.kv_dtype,
         "parallelism": {
@@ -149,7 +149,6 @@ def estimate_record(
             isl,
             osl,
             concurrency,
-            engine=engine,
             num_requests=num_requests,
             num_replicas=replicas,
             gpu_memory_utilization=gpu_memory_utilization,
