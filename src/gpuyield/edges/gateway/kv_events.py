@@ -27,8 +27,12 @@ from gpuyield.core.policy.kv_events import KVEventIndex
 
 __all__ = ["KVEventStats", "KVEventSubscriber", "apply_message"]
 
-_STORED_FIELDS = ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "lora_name")
-_REMOVED_FIELDS = ("block_hashes", "medium")
+# positional field order of the array encoding, after the tag
+_FIELDS = {
+    "BlockStored": ("block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "lora_name"),
+    "BlockRemoved": ("block_hashes", "medium"),
+    "AllBlocksCleared": (),
+}
 
 
 @dataclass(slots=True)
@@ -45,36 +49,35 @@ def _hashable(h: Any) -> Hashable:
     return tuple(h) if isinstance(h, list) else h
 
 
-def _fields(ev: Any, names: Sequence[str]) -> tuple[str, dict[str, Any]]:
+def _decode_event(ev: Any) -> tuple[str, dict[str, Any]]:
     """(tag, fields) of one event, from the map form ({"type": tag, ...}) or the array form ([tag, ...])."""
     if isinstance(ev, dict):
-        return str(ev.get("type", "")), ev
-    if isinstance(ev, list) and ev:
-        return str(ev[0]), dict(zip(names, ev[1:], strict=False))
-    raise ValueError(f"event is neither a map nor an array: {type(ev).__name__}")
+        tag, fields = str(ev.get("type", "")), ev
+    elif isinstance(ev, list) and ev:
+        tag = str(ev[0])
+        fields = dict(zip(_FIELDS.get(tag, ()), ev[1:], strict=False))
+    else:
+        raise ValueError(f"event is neither a map nor an array: {type(ev).__name__}")
+    if tag not in _FIELDS:
+        raise ValueError(f"unknown KV event type {tag!r}")
+    return tag, fields
 
 
 def _apply_event(index: KVEventIndex, replica: str, ev: Any, stats: KVEventStats) -> None:
-    tag = ev.get("type") if isinstance(ev, dict) else (ev[0] if isinstance(ev, list) and ev else None)
-    if tag == "BlockStored":
-        _, f = _fields(ev, _STORED_FIELDS)
-        if f.get("lora_id") is not None or f.get("lora_name") is not None or f.get("medium") not in (None, "GPU"):
-            stats.skipped += 1
-            return
-        hashes = [_hashable(h) for h in f["block_hashes"]]
-        parent = f.get("parent_block_hash")
-        index.stored(replica, hashes, None if parent is None else _hashable(parent), list(f["token_ids"]),
-                     int(f["block_size"]))  # fmt: skip
-    elif tag == "BlockRemoved":
-        _, f = _fields(ev, _REMOVED_FIELDS)
-        if f.get("medium") not in (None, "GPU"):
-            stats.skipped += 1
-            return
-        index.removed(replica, [_hashable(h) for h in f["block_hashes"]])
-    elif tag == "AllBlocksCleared":
+    tag, f = _decode_event(ev)
+    if tag == "AllBlocksCleared":
         index.cleared(replica)
-    else:
-        raise ValueError(f"unknown KV event type {tag!r}")
+        return
+    if f.get("medium") not in (None, "GPU") or f.get("lora_id") is not None or f.get("lora_name") is not None:
+        stats.skipped += 1
+        return
+    hashes = [_hashable(h) for h in f["block_hashes"]]
+    if tag == "BlockRemoved":
+        index.removed(replica, hashes)
+        return
+    parent = f.get("parent_block_hash")
+    index.stored(replica, hashes, None if parent is None else _hashable(parent), list(f["token_ids"]),
+                 int(f["block_size"]))  # fmt: skip
 
 
 def apply_message(index: KVEventIndex, replica: str, frames: Sequence[bytes], stats: KVEventStats) -> bool:
