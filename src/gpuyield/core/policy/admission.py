@@ -11,9 +11,10 @@ What it decides, in order, when a request arrives (:meth:`AdmissionController.su
    none) at admission; :meth:`complete` reconciles the charge with the tokens the engine actually reported.
    A request bigger than a whole bucket is admitted when the bucket is full (the tenant goes into debt)
    rather than never. Empty bucket → ``429`` with ``Retry-After`` = time until the bucket refills enough.
-2. **Queue limits**: a tenant's own queue (``max_queued`` per tenant) full → ``429``; the gateway's queue
-   (``AdmissionLimits.max_queued``) full → ``503``. Both carry a ``Retry-After`` estimated from the observed
-   completion rate.
+2. **Queue limits**: a tenant's own queue (``max_queued`` per tenant) full → ``429``; the queue of the
+   request's capacity pool (``AdmissionLimits.max_queued`` per pool: per model in the gateway, one shared
+   queue when requests name no pool) full → ``503``, so a flood on one model cannot fill the queue another
+   model's requests need. Both carry a ``Retry-After`` estimated from the observed completion rate.
 3. **Dispatch order** (:meth:`next_ready`): strict **priority classes** first (larger ``priority`` wins), then
    **start-time fair queueing by tokens** across tenants inside a class (Goyal, Vin, Cheng, SIGCOMM'96): each
    request gets a virtual start tag ``S = max(V, F_tenant)`` and finish tag ``F = S + cost_tokens / weight``;
@@ -211,6 +212,7 @@ class AdmissionController:
         self._inflight = 0
         self._pool_limit: dict[str, int] = {}  # pool -> in-flight limit (pools not listed: no own limit)
         self._pool_inflight: dict[str, int] = {}
+        self._pool_queued: dict[str, int] = {}
         self._queued = 0
         self._virtual_time = 0.0
         self._next_id = 0
@@ -362,14 +364,16 @@ class AdmissionController:
                     "rate_limit_exceeded",
                     self._queue_retry_after_s(len(st.queue)),
                 )
-            if self._queued >= self.limits.max_queued:
+            waiting = self._pool_queued.get(ticket.pool, 0)
+            if waiting >= self.limits.max_queued:
                 ticket.state = "done"
+                where = f"model {ticket.pool!r}" if ticket.pool else "gateway"
                 return Decision(
                     Verdict.REJECTED,
-                    f"gateway queue full ({self.limits.max_queued} waiting)",
+                    f"{where} queue full ({self.limits.max_queued} waiting)",
                     503,
                     "server_overloaded",
-                    self._queue_retry_after_s(self._queued),
+                    self._queue_retry_after_s(waiting),
                 )
         # charge budgets
         for bucket in (st.minute, st.day):
@@ -386,6 +390,7 @@ class AdmissionController:
         ticket.state = "queued"
         st.queue.append(ticket)
         st.queued_by_pool[ticket.pool] = st.queued_by_pool.get(ticket.pool, 0) + 1
+        self._pool_queued[ticket.pool] = self._pool_queued.get(ticket.pool, 0) + 1
         self._queued += 1
         return Decision(Verdict.QUEUED)
 
@@ -451,6 +456,7 @@ class AdmissionController:
         else:
             best.queue.remove(ticket)
         best.queued_by_pool[ticket.pool] -= 1
+        self._pool_queued[ticket.pool] -= 1
         self._queued -= 1
         self._start(best, ticket)
         return ticket
@@ -482,6 +488,7 @@ class AdmissionController:
         except ValueError:  # pragma: no cover - state says queued, so it is there
             return False
         st.queued_by_pool[ticket.pool] -= 1
+        self._pool_queued[ticket.pool] -= 1
         self._queued -= 1
         ticket.state = "done"
         self._reconcile(st, ticket, 0)
@@ -525,12 +532,15 @@ class AdmissionController:
 
     def pool_counts(self) -> dict[str, tuple[int, int, int | None]]:
         """``pool -> (queued, inflight, limit)`` for every pool with a limit or with work."""
-        queued: dict[str, int] = {}
-        for st in self._tenants.values():
-            for t in st.queue:
-                queued[t.pool] = queued.get(t.pool, 0) + 1
-        pools = set(self._pool_limit) | set(queued) | {k for k, v in self._pool_inflight.items() if v}
+        queued = self._pool_queued
+        pools = set(self._pool_limit) | {k for k, v in queued.items() if v} | {
+            k for k, v in self._pool_inflight.items() if v
+        }
         return {p: (queued.get(p, 0), self._pool_inflight.get(p, 0), self._pool_limit.get(p)) for p in sorted(pools)}
+
+    def has_pool_limit(self, pool: str) -> bool:
+        """Whether ``pool`` has its own in-flight limit (set by :meth:`set_pool_limits`)."""
+        return pool in self._pool_limit
 
     def tenant_counts(self) -> dict[str, tuple[int, int]]:
         """``tenant -> (queued, inflight)``."""

@@ -161,7 +161,7 @@ class AdmissionSpec(BaseModel):
     # as `serve` does with each replica's max_inflight: when set, the gateway-wide limit is this × the replicas,
     # and each model's requests in flight are limited to this × the replicas that serve it (its own queue)
     max_inflight_per_replica: int | None = Field(default=None, ge=1)
-    max_queued: int = Field(default=1024, ge=0)
+    max_queued: int = Field(default=1024, ge=0)  # per model when max_inflight_per_replica is set
     max_queue_wait_s: float = Field(default=30.0, gt=0)
     default_output_tokens: int = Field(default=256, ge=1)
     fair_share_burst: int = Field(default=0, ge=0)

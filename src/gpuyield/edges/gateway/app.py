@@ -632,6 +632,8 @@ class Gateway:
         # ---- admission ----
         adm = self.admission
         assert adm is not None
+        if not adm.has_pool_limit(model):  # a model first listed by a replica since the last refresh
+            self._refresh_capacity()
         ticket = adm.make_ticket(ctx.tenant, ctx.input_tokens, max_tokens, now, pool=model)
         ctx.priority = ticket.priority
         decision = adm.submit(ticket, now)

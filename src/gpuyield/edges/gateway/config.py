@@ -115,7 +115,7 @@ class RouterConfig(_Model):
 
 
 class AdmissionConfig(_Model):
-    max_queued: int = Field(1024, ge=0)
+    max_queued: int = Field(1024, ge=0)  # per model: requests of one model waiting (more get 503)
     max_queue_wait_s: float = Field(30.0, gt=0)
     default_output_tokens: int = Field(256, ge=1)
     fair_share_burst: int = Field(8, ge=0)  # extra slots for tenants below their fair share (see admission.py)
