@@ -22,3 +22,13 @@ def test_the_exact_view_finds_more_cached_prefixes_than_the_guess() -> None:
     guess, exact = _run(False), _run(True)
     assert exact["prefix_cache_hit_rate"] > guess["prefix_cache_hit_rate"] + 0.01
     assert exact["ttft_ms"]["p99"] < guess["ttft_ms"]["p99"]
+
+
+def test_kv_events_with_a_policy_that_ignores_prefixes_is_refused() -> None:
+    import pytest
+
+    from gpuyield.core.sim.deployment import RouterSpec
+
+    with pytest.raises(ValueError, match="routes by prefix"):
+        RouterSpec(policy="round_robin", kv_events=True)
+    assert RouterSpec(policy="cost", kv_events=True).kv_events

@@ -13,7 +13,12 @@ zmq = pytest.importorskip("zmq")
 
 from gpuyield.core.policy.kv_events import KVEventIndex  # noqa: E402
 from gpuyield.core.workload.hashing import hash_token_blocks  # noqa: E402
-from gpuyield.edges.gateway.kv_events import KVEventStats, apply_message  # noqa: E402
+from gpuyield.edges.gateway.kv_events import (  # noqa: E402
+    KVEventStats,
+    KVEventSubscriber,
+    apply_message,
+    rank_endpoint,
+)
 from gpuyield.edges.gateway.tokens import TokenCounter  # noqa: E402
 
 BS = 16
@@ -25,8 +30,12 @@ def _stored_map(hashes, parent, tokens):  # type: ignore[no-untyped-def]
             "block_size": BS, "lora_id": None, "medium": "GPU", "lora_name": None}  # fmt: skip
 
 
-def _frames(seq: int, events: list, array_form: bool = False, topic: bytes = b"kv-events") -> list[bytes]:  # type: ignore[type-arg]
-    batch = [time.time(), events, 0] if array_form else {"ts": time.time(), "events": events, "data_parallel_rank": 0}
+def _frames(seq: int, events: list, array_form: bool = False, topic: bytes = b"kv-events",  # type: ignore[type-arg]
+            rank: int | None = 0) -> list[bytes]:
+    if array_form:
+        batch: object = [time.time(), events] + ([] if rank is None else [rank])
+    else:
+        batch = {"ts": time.time(), "events": events, "data_parallel_rank": rank}
     return [topic, seq.to_bytes(8, "big"), msgpack.packb(batch, use_bin_type=True)]
 
 
@@ -60,7 +69,8 @@ def test_gateway_routes_to_the_replica_whose_events_say_it_holds_the_prefix() ->
     ctx = zmq.Context.instance()
     pub = ctx.socket(zmq.PUB)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    cfg = gateway_config([e.url for e in emus], router={"policy": "prefix_affinity", "max_retries": 2})
+    cfg = gateway_config([e.url for e in emus],
+                         router={"policy": "prefix_affinity", "max_retries": 2, "kv_events_stale_s": 0.2})  # fmt: skip
     cfg["backends"][2]["kv_events_endpoint"] = f"tcp://127.0.0.1:{port}"
     cfg["backends"][2]["kv_events_topic"] = "kv-events"
     srv, gw = start_gateway(cfg)
@@ -97,7 +107,8 @@ def test_gateway_routes_to_the_replica_whose_events_say_it_holds_the_prefix() ->
         # ZMQ's slow joiner: publish (a contiguous sequence) until the subscriber has applied the blocks
         deadline = time.monotonic() + 10
         seq = 0
-        while gw.kv_index.num_blocks("r2") < n and time.monotonic() < deadline:
+        # (a first message past seq 0 means a stream joined late: r2 is guessed for kv_events_stale_s)
+        while not (gw.kv_index.num_blocks("r2") == n and gw.kv_index.tracks("r2")) and time.monotonic() < deadline:
             pub.send_multipart(_frames(seq, stored))
             seq += 1
             time.sleep(0.05)
@@ -111,3 +122,106 @@ def test_gateway_routes_to_the_replica_whose_events_say_it_holds_the_prefix() ->
         pub.close(0)
         for e in emus:
             e.stop()
+
+
+def test_sequences_are_per_rank_and_restarts_and_late_joins_are_told_apart() -> None:
+    tokens = list(range(32))
+    ours = hash_token_blocks(tokens, BS)
+    idx, st = KVEventIndex(BS), KVEventStats()
+    idx.track("r")
+    h = [bytes([k]) * 32 for k in range(2)]
+    both = [_stored_map(h, None, tokens)]
+    assert apply_message(idx, "r", _frames(0, both, rank=0), st)
+    assert apply_message(idx, "r", _frames(0, both, rank=1), st)  # rank 1 counts its own sequence
+    assert apply_message(idx, "r", _frames(1, [], rank=0), st)
+    # no rank in the batch (older array form): the socket's rank
+    assert apply_message(idx, "r", _frames(1, [], array_form=True, rank=None), st, socket_rank=1)
+    assert (st.gaps, st.restarts, idx.tracks("r"), idx.match("r", ours)) == (0, 0, True, 2)
+    assert st.last_seq == {0: 1, 1: 1}
+    # rank 1's engine restarted (sequence back to 0, empty cache): its blocks go, the view stays exact
+    assert apply_message(idx, "r", _frames(0, [["AllBlocksCleared"]], rank=1), st)
+    assert st.restarts == 1 and idx.tracks("r") and idx.match("r", ours) == 2  # rank 0 still holds them
+    # messages of rank 0 lost: its blocks go and the replica is guessed until resumed
+    assert apply_message(idx, "r", _frames(5, [], rank=0), st)
+    assert st.gaps == 1 and not idx.tracks("r") and idx.match("r", ours) == 0
+    # joining a running stream: what was stored before is unknown
+    idx2, st2 = KVEventIndex(BS), KVEventStats()
+    idx2.track("r")
+    assert apply_message(idx2, "r", _frames(7, both), st2)
+    assert st2.gaps == 1 and not idx2.tracks("r")
+    assert not apply_message(idx2, "r", _frames(8, both, rank=-1), st2) and st2.errors == 1
+
+
+def test_rank_endpoints_offset_the_tcp_port() -> None:
+    assert rank_endpoint("tcp://10.0.0.5:5557", 0) == "tcp://10.0.0.5:5557"
+    assert rank_endpoint("tcp://10.0.0.5:5557", 3) == "tcp://10.0.0.5:5560"
+    assert rank_endpoint("ipc:///tmp/kv", 2) == "ipc:///tmp/kv"
+
+
+def test_subscriber_follows_every_data_parallel_rank_and_resumes_after_a_late_join() -> None:
+    import asyncio
+
+    tokens = list(range(64))
+    ours = hash_token_blocks(tokens, BS)
+    ctx = zmq.Context.instance()
+    for _ in range(20):  # two consecutive free ports: rank r publishes on port + r
+        port = free_port()
+        pubs = []
+        try:
+            for r in range(2):
+                p = ctx.socket(zmq.PUB)
+                pubs.append(p)
+                p.bind(f"tcp://127.0.0.1:{port + r}")
+            break
+        except zmq.ZMQError:
+            for p in pubs:
+                p.close(0)
+    else:
+        pytest.skip("no two consecutive free ports")
+
+    async def run() -> tuple[int, bool, KVEventStats]:
+        idx = KVEventIndex(BS)
+        sub = KVEventSubscriber("r", f"tcp://127.0.0.1:{port}", idx, "kv-events", dp_ranks=2, stale_s=0.2)
+        sub.start()
+        try:
+            # rank 0 holds the first two blocks, rank 1 the first four (each its own sequence from 0)
+            e0 = [_stored_map([b"a", b"b"], None, tokens[:32])]
+            e1 = [_stored_map([b"a", b"b", b"c", b"d"], None, tokens)]
+            seq = 0
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (idx.tracks("r") and idx.match("r", ours) == 4
+                                                       and len(sub.stats.last_seq) == 2):  # fmt: skip
+                pubs[0].send_multipart(_frames(seq, [["AllBlocksCleared"], *e0], rank=None))
+                pubs[1].send_multipart(_frames(seq, [["AllBlocksCleared"], *e1], rank=None))
+                seq += 1
+                await asyncio.sleep(0.05)
+            return idx.match("r", ours), idx.tracks("r"), sub.stats
+        finally:
+            sub.stop()
+
+    try:
+        hits, tracked, stats = asyncio.run(run())
+    finally:
+        for p in pubs:
+            p.close(0)
+    assert hits == 4 and tracked
+    assert set(stats.last_seq) == {0, 1} and stats.errors == 0
+
+
+def test_kv_events_config_needs_a_prefix_policy_and_the_libraries(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    from gpuyield.edges.gateway.config import load_config
+    from gpuyield.errors import ConfigError
+
+    cfg = gateway_config(["http://127.0.0.1:9"], router={"policy": "round_robin"})
+    cfg["backends"][0]["kv_events_endpoint"] = "tcp://127.0.0.1:5557"
+    with pytest.raises(ConfigError, match="does not route by prefix"):
+        load_config(cfg)
+    cfg["router"]["policy"] = "cost"
+    cfg["backends"][0]["kv_events_dp_ranks"] = 4
+    assert load_config(cfg).backends[0].kv_events_dp_ranks == 4
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zmq" else real(name, *a))
+    with pytest.raises(ConfigError, match="needs pyzmq and msgpack"):
+        load_config(cfg)

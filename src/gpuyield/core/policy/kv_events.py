@@ -9,9 +9,14 @@ from the event's token ids and the parent's already re-keyed hash, and keeps ``e
 removals apply. A block whose parent it never saw (events missed) cannot be re-keyed and is counted in
 ``unchained``; blocks of another block size are counted in ``wrong_block_size``; neither is guessed.
 
-:class:`~gpuyield.core.policy.routing.PrefixAffinityPolicy` uses this exact view for the replicas it covers
-(``tracks``) and its own guess for the others. The edge (``gpuyield.edges.gateway.kv_events``) decodes the
-engines' ZeroMQ stream into the calls below.
+A replica run with data parallelism has one engine (and one cache) per rank, each publishing its own stream;
+events carry the ``rank``, blocks are kept per rank, and a prompt block counts as held when any rank holds it.
+When the view cannot be vouched for (events lost, or a stream joined while running) the edge ``suspend`` s the
+replica: it is then routed by the guess until ``resume``, while its events keep being applied.
+
+:class:`~gpuyield.core.policy.routing.PrefixAffinityPolicy` and :class:`~gpuyield.core.policy.routing.CostPolicy`
+use this exact view for the replicas it covers (``tracks``) and their own guess for the others. The edge
+(``gpuyield.edges.gateway.kv_events``) decodes the engines' ZeroMQ streams into the calls below.
 """
 
 from __future__ import annotations
@@ -45,10 +50,22 @@ class PrefixCacheView(Protocol):
 
 @dataclass(slots=True)
 class ReplicaBlocks:
-    """One replica's blocks: our hash -> copies (several engine blocks may map to one prefix), engine -> ours."""
+    """One replica's blocks: our hash -> copies (several engine blocks, or ranks, may hold one prefix block),
+    and (rank, engine hash) -> ours."""
 
     ours: dict[int, int] = field(default_factory=dict)
-    engine_to_ours: dict[Hashable, int] = field(default_factory=dict)
+    engine_to_ours: dict[tuple[int, Hashable], int] = field(default_factory=dict)
+
+    def drop(self, key: tuple[int, Hashable]) -> bool:
+        o = self.engine_to_ours.pop(key, None)
+        if o is None:
+            return False
+        left = self.ours.get(o, 0) - 1
+        if left > 0:
+            self.ours[o] = left
+        else:
+            self.ours.pop(o, None)
+        return True
 
 
 class KVEventIndex:
@@ -60,13 +77,21 @@ class KVEventIndex:
             raise ValueError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
         self.block_size_tokens = block_size_tokens
         self._replicas: dict[str, ReplicaBlocks] = {}
+        self._suspended: set[str] = set()
         self.unchained = 0  # stored blocks whose parent was unknown (events missed)
         self.wrong_block_size = 0  # stored blocks of another block size (not comparable with our hashes)
 
     # ---- coverage -----------------------------------------------------------------------------------
     def tracks(self, replica: str) -> bool:
-        """True when ``replica``'s events are being followed (its view is exact, possibly empty)."""
-        return replica in self._replicas
+        """True when ``replica``'s events are being followed and its view is exact (possibly empty)."""
+        return replica in self._replicas and replica not in self._suspended
+
+    def suspend(self, replica: str) -> None:
+        """The view of ``replica`` is incomplete (events lost): route it by the guess until :meth:`resume`."""
+        self._suspended.add(replica)
+
+    def resume(self, replica: str) -> None:
+        self._suspended.discard(replica)
 
     def track(self, replica: str) -> None:
         """Start following ``replica`` with an empty view (e.g. its event stream connected)."""
@@ -75,6 +100,7 @@ class KVEventIndex:
     def forget(self, replica: str) -> None:
         """Stop following ``replica`` (stream gone): routing falls back to the guess for it."""
         self._replicas.pop(replica, None)
+        self._suspended.discard(replica)
 
     def num_blocks(self, replica: str | None = None) -> int:
         if replica is not None:
@@ -90,8 +116,9 @@ class KVEventIndex:
         parent_engine_hash: Hashable | None,
         token_ids: Sequence[int],
         block_size: int,
+        rank: int = 0,
     ) -> int:
-        """Apply a BlockStored event; returns the number of blocks indexed."""
+        """Apply a BlockStored event (of data-parallel ``rank``); returns the number of blocks indexed."""
         rb = self._replicas.setdefault(replica, ReplicaBlocks())
         n = len(engine_hashes)
         if block_size != self.block_size_tokens or len(token_ids) != n * block_size:
@@ -100,40 +127,35 @@ class KVEventIndex:
         if parent_engine_hash is None:
             parent = ROOT_HASH
         else:
-            known = rb.engine_to_ours.get(parent_engine_hash)
+            known = rb.engine_to_ours.get((rank, parent_engine_hash))
             if known is None:
                 self.unchained += n
                 return 0
             parent = known
         ours = hash_token_blocks(token_ids, block_size, parent)
         for e, o in zip(engine_hashes, ours, strict=True):
-            if e in rb.engine_to_ours:  # re-announced: keep one copy per engine block
+            if (rank, e) in rb.engine_to_ours:  # re-announced: keep one copy per engine block
                 continue
-            rb.engine_to_ours[e] = o
+            rb.engine_to_ours[(rank, e)] = o
             rb.ours[o] = rb.ours.get(o, 0) + 1
         return n
 
-    def removed(self, replica: str, engine_hashes: Sequence[Hashable]) -> int:
-        """Apply a BlockRemoved event; returns the number of known blocks removed."""
+    def removed(self, replica: str, engine_hashes: Sequence[Hashable], rank: int = 0) -> int:
+        """Apply a BlockRemoved event (of ``rank``); returns the number of known blocks removed."""
         rb = self._replicas.get(replica)
         if rb is None:
             return 0
-        k = 0
-        for e in engine_hashes:
-            o = rb.engine_to_ours.pop(e, None)
-            if o is None:
-                continue
-            k += 1
-            left = rb.ours.get(o, 0) - 1
-            if left > 0:
-                rb.ours[o] = left
-            else:
-                rb.ours.pop(o, None)
-        return k
+        return sum(rb.drop((rank, e)) for e in engine_hashes)
 
-    def cleared(self, replica: str) -> None:
-        """AllBlocksCleared (or a gap in the stream: the view restarts empty and refills from new events)."""
-        self._replicas[replica] = ReplicaBlocks()
+    def cleared(self, replica: str, rank: int | None = None) -> None:
+        """AllBlocksCleared of ``rank`` (None: every rank), or a gap in its stream: that part of the view
+        restarts empty and refills from new events."""
+        rb = self._replicas.get(replica)
+        if rb is None or rank is None:
+            self._replicas[replica] = ReplicaBlocks()
+            return
+        for key in [k for k in rb.engine_to_ours if k[0] == rank]:
+            rb.drop(key)
 
     # ---- queries ------------------------------------------------------------------------------------
     def match(self, replica: str, block_hashes: Sequence[int]) -> int:

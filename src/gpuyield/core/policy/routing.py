@@ -267,6 +267,8 @@ class CostPolicy(RoutingPolicy):
             raise ConfigError(f"cost.default_prefill_s_per_token must be > 0, got {default_prefill_s_per_token}")
         self.index = PrefixIndex(max_index_entries)
         self.default_prefill_s_per_token = default_prefill_s_per_token
+        # the engines' own view from KV-cache events, for the replicas it tracks (None: guess only)
+        self.exact: PrefixCacheView | None = None
 
     def predict_ttft_s(self, req: RequestView, r: ReplicaSnapshot, cached_blocks: int) -> float:
         per_tok = r.prefill_s_per_token or self.default_prefill_s_per_token
@@ -279,6 +281,12 @@ class CostPolicy(RoutingPolicy):
 
     def choose(self, req: RequestView, replicas: Sequence[ReplicaSnapshot], now_s: float) -> str:
         matches = self.index.match(req.block_hashes) if req.block_hashes else {}
+        exact = self.exact
+        if exact is not None and req.block_hashes:  # what tracked replicas really hold replaces the guess
+            matches = dict(matches)
+            for r in replicas:
+                if exact.tracks(r.replica_id):
+                    matches[r.replica_id] = exact.match(r.replica_id, req.block_hashes)
         best = replicas[0]
         best_t = self.predict_ttft_s(req, best, matches.get(best.replica_id, 0))
         for r in replicas[1:]:

@@ -94,6 +94,13 @@ class RouterSpec(BaseModel):
     # cache really holds (a lossless event stream) instead of its guess
     kv_events: bool = False
 
+    @model_validator(mode="after")
+    def _kv_events_policy(self) -> RouterSpec:
+        if self.kv_events and self.policy.replace("-", "_") not in ("prefix_affinity", "cost"):
+            raise ValueError(f"router.kv_events needs a policy that routes by prefix (prefix_affinity or cost), "
+                             f"not {self.policy!r}")
+        return self
+
 
 class PoolSpec(BaseModel):
     """A group of identical replicas."""

@@ -330,10 +330,7 @@ class Gateway:
             self.policy = make_policy(cfg.router.policy, **cfg.router.options)
         if old is None or old.tokenizer != cfg.tokenizer or old.router.block_size_tokens != cfg.router.block_size_tokens:
             self.tokens = TokenCounter(cfg.tokenizer, cfg.router.block_size_tokens)
-        if any(b.kv_events_endpoint for b in cfg.backends) and not hasattr(self.policy, "exact"):
-            print(f"gpuyield serve: backends[].kv_events_endpoint is set but router.policy '{cfg.router.policy}' "
-                  "does not route by prefix; the KV events are not followed", file=sys.stderr)  # fmt: skip
-        if any(b.kv_events_endpoint for b in cfg.backends) and hasattr(self.policy, "exact"):
+        if any(b.kv_events_endpoint for b in cfg.backends) and hasattr(self.policy, "exact"):  # config checks it
             from gpuyield.core.policy.kv_events import KVEventIndex
 
             if self.kv_index is None or self.kv_index.block_size_tokens != cfg.router.block_size_tokens:
@@ -417,7 +414,8 @@ class Gateway:
 
             for b in self.config.backends:
                 if b.kv_events_endpoint:
-                    sub = KVEventSubscriber(b.name, b.kv_events_endpoint, self.kv_index, b.kv_events_topic)
+                    sub = KVEventSubscriber(b.name, b.kv_events_endpoint, self.kv_index, b.kv_events_topic,
+                                            b.kv_events_dp_ranks, self.config.router.kv_events_stale_s)
                     sub.start()
                     self.kv_subscribers.append(sub)
         self._bg.append(asyncio.get_running_loop().create_task(self._housekeeping()))
@@ -979,6 +977,8 @@ class Gateway:
             st = sub.stats
             m.child(m.kv_event_batches, sub.replica).set(st.batches)
             m.child(m.kv_event_gaps, sub.replica).set(st.gaps)
+            m.child(m.kv_event_restarts, sub.replica).set(st.restarts)
+            m.child(m.kv_view_exact, sub.replica).set(1 if self.kv_index.tracks(sub.replica) else 0)
             m.child(m.kv_event_errors, sub.replica).set(st.errors)
             m.child(m.kv_index_blocks, sub.replica).set(self.kv_index.num_blocks(sub.replica))
         return m.exposition()

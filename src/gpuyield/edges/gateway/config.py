@@ -39,6 +39,10 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
+# routing policies that read the engines' KV-cache view (``exact``) when events are followed
+KV_EVENT_POLICIES = ("prefix_affinity", "cost")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,6 +64,7 @@ class BackendConfig(_Model):
     # uses what this replica really holds instead of its guess
     kv_events_endpoint: str | None = None
     kv_events_topic: str = ""
+    kv_events_dp_ranks: int = Field(1, ge=1, le=1024)  # data-parallel ranks: rank r publishes on port + r
 
     @field_validator("kv_events_endpoint")
     @classmethod
@@ -112,6 +117,8 @@ class RouterConfig(_Model):
     options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the policy
     block_size_tokens: int = Field(16, ge=1)  # prefix-hash block size (match the engines' KV block size)
     max_retries: int = Field(2, ge=0)  # other replicas tried when one fails before streaming
+    # after lost KV events (or joining a running stream) a replica is routed by the guess this long
+    kv_events_stale_s: float = Field(30.0, gt=0)
 
 
 class AdmissionConfig(_Model):
@@ -173,6 +180,22 @@ class GatewayConfig(_Model):
                 seen[d] = t.name
         if not self.tenants and not self.auth.allow_anonymous:
             raise ValueError("tenants: none configured and auth.allow_anonymous is false, so nobody could call")
+        return self
+
+    @model_validator(mode="after")
+    def _kv_events(self) -> GatewayConfig:
+        with_events = [b.name for b in self.backends if b.kv_events_endpoint]
+        if not with_events:
+            return self
+        if self.router.policy.replace("-", "_") not in KV_EVENT_POLICIES:
+            raise ValueError(f"backends {with_events} set kv_events_endpoint, but router.policy "
+                             f"{self.router.policy!r} does not route by prefix; use one of {KV_EVENT_POLICIES}")
+        import importlib.util
+
+        missing = [m for m in ("zmq", "msgpack") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ValueError(f"backends {with_events} set kv_events_endpoint, which needs pyzmq and msgpack "
+                             f"(missing: {', '.join(missing)}); pip install 'gpuyield[serve]'")
         return self
 
     @model_validator(mode="after")

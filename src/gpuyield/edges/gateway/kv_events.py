@@ -9,23 +9,34 @@ msgspec) of a ``KVEventBatch``: ``ts``, ``events``, ``data_parallel_rank``. Each
 maps (with a ``type`` tag key) or as arrays (tag first); both are read here. Decoding is plain ``msgpack``
 (pyzmq for the socket; both optional, in the ``serve`` extra).
 
-Robustness: a malformed message is counted and skipped, never raised into the gateway. A gap in the sequence
-numbers (a dropped message, or the publisher restarted) clears the replica's view, which then refills from
-new events -- the index never holds blocks it cannot vouch for. Blocks of a LoRA adapter or of a non-GPU
-medium (CPU offload tier) are skipped: the gateway's prompt hashes describe base-model GPU blocks.
+A replica run with data parallelism (``--data-parallel-size N``) has one publisher per rank, on the endpoint's
+tcp port + rank (``backends[].kv_events_dp_ranks``); one SUB socket per rank is read, and the batch's
+``data_parallel_rank`` (or the socket's rank) says which cache an event describes.
+
+Robustness: a malformed message is counted and skipped, never raised into the gateway. Sequence numbers grow
+by one per batch and rank, from 0:
+- a jump forward (messages lost) clears that rank's blocks and routes the replica by the guess for
+  ``stale_s`` seconds (``router.kv_events_stale_s``) while the view refills;
+- a jump back is a restarted publisher (the engine came back with an empty cache): the rank's blocks are
+  cleared and the new stream followed at once;
+- a first message with a sequence number above 0 means the stream was joined while running: blocks stored
+  before are unknown, so the replica is routed by the guess for ``stale_s``.
+The index therefore never claims blocks it cannot vouch for. Blocks of a LoRA adapter or of a non-GPU medium
+(CPU offload tier) are skipped: the gateway's prompt hashes describe base-model GPU blocks. If the socket
+fails, the replica goes back to the guess and the subscriber reconnects after ``stale_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from gpuyield.core.policy.kv_events import KVEventIndex
 
-__all__ = ["KVEventStats", "KVEventSubscriber", "apply_message"]
+__all__ = ["KVEventStats", "KVEventSubscriber", "apply_message", "rank_endpoint"]
 
 # positional field order of the array encoding, after the tag
 _FIELDS = {
@@ -39,10 +50,11 @@ _FIELDS = {
 class KVEventStats:
     batches: int = 0
     events: int = 0
-    gaps: int = 0
+    gaps: int = 0  # lost messages, or a stream joined while running (view incomplete for stale_s)
+    restarts: int = 0  # a publisher started again from a lower sequence number
     errors: int = 0
     skipped: int = 0  # LoRA or non-GPU blocks
-    last_seq: int | None = None
+    last_seq: dict[int, int] = field(default_factory=dict)  # data-parallel rank -> last sequence number
 
 
 def _hashable(h: Any) -> Hashable:
@@ -63,25 +75,43 @@ def _decode_event(ev: Any) -> tuple[str, dict[str, Any]]:
     return tag, fields
 
 
-def _apply_event(index: KVEventIndex, replica: str, ev: Any, stats: KVEventStats) -> None:
+def _apply_event(index: KVEventIndex, replica: str, ev: Any, stats: KVEventStats, rank: int) -> None:
     tag, f = _decode_event(ev)
     if tag == "AllBlocksCleared":
-        index.cleared(replica)
+        index.cleared(replica, rank)
         return
     if f.get("medium") not in (None, "GPU") or f.get("lora_id") is not None or f.get("lora_name") is not None:
         stats.skipped += 1
         return
     hashes = [_hashable(h) for h in f["block_hashes"]]
     if tag == "BlockRemoved":
-        index.removed(replica, hashes)
+        index.removed(replica, hashes, rank)
         return
     parent = f.get("parent_block_hash")
     index.stored(replica, hashes, None if parent is None else _hashable(parent), list(f["token_ids"]),
-                 int(f["block_size"]))  # fmt: skip
+                 int(f["block_size"]), rank)  # fmt: skip
 
 
-def apply_message(index: KVEventIndex, replica: str, frames: Sequence[bytes], stats: KVEventStats) -> bool:
-    """Decode one ZMQ message (topic, sequence, payload) and apply it; False (and counted) if malformed."""
+def rank_endpoint(endpoint: str, rank: int) -> str:
+    """The publisher of data-parallel ``rank``: vLLM offsets a tcp endpoint's port by the rank."""
+    if rank == 0 or not endpoint.startswith("tcp://"):
+        return endpoint
+    base, _, port = endpoint.rpartition(":")
+    return f"{base}:{int(port) + rank}"
+
+
+def apply_message(
+    index: KVEventIndex,
+    replica: str,
+    frames: Sequence[bytes],
+    stats: KVEventStats,
+    socket_rank: int = 0,
+    on_incomplete: Callable[[], None] | None = None,
+) -> bool:
+    """Decode one ZMQ message (topic, sequence, payload) and apply it; False (and counted) if malformed.
+
+    ``on_incomplete`` is called when the replica's view can no longer be vouched for (a gap, or a stream
+    joined while running); without it the replica is suspended until someone resumes it."""
     import msgpack
 
     try:
@@ -90,24 +120,38 @@ def apply_message(index: KVEventIndex, replica: str, frames: Sequence[bytes], st
         seq = int.from_bytes(frames[1], "big", signed=True)
         batch = msgpack.unpackb(frames[2], raw=False, strict_map_key=False)
         if isinstance(batch, dict):
-            events = batch["events"]
+            events, rank = batch["events"], batch.get("data_parallel_rank")
         elif isinstance(batch, list) and len(batch) >= 2:
-            events = batch[1]
+            events, rank = batch[1], (batch[2] if len(batch) > 2 else None)
         else:
             raise ValueError("payload is not a KVEventBatch")
         if not isinstance(events, list):
             raise ValueError("KVEventBatch.events is not a list")
+        if rank is None:
+            rank = socket_rank
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+            raise ValueError(f"data_parallel_rank must be a non-negative int, got {rank!r}")
     except Exception:  # noqa: BLE001 - anything malformed is counted and skipped
         stats.errors += 1
         return False
-    if stats.last_seq is not None and seq != stats.last_seq + 1:
-        stats.gaps += 1  # missed or replayed messages, or a restarted publisher: restart from an empty view
-        index.cleared(replica)
-    stats.last_seq = seq
+    last = stats.last_seq.get(rank)
+    incomplete = False
+    if last is None:
+        incomplete = seq > 0  # joined a running stream: what was stored before is unknown
+    elif seq <= last:
+        stats.restarts += 1  # the publisher restarted (empty cache): follow the new stream from here
+        index.cleared(replica, rank)
+    elif seq != last + 1:
+        incomplete = True  # messages lost: drop this rank's blocks and refill from new events
+        index.cleared(replica, rank)
+    if incomplete:
+        stats.gaps += 1
+        (on_incomplete or (lambda: index.suspend(replica)))()
+    stats.last_seq[rank] = seq
     stats.batches += 1
     for ev in events:
         try:
-            _apply_event(index, replica, ev, stats)
+            _apply_event(index, replica, ev, stats, rank)
             stats.events += 1
         except Exception:  # noqa: BLE001
             stats.errors += 1
@@ -115,15 +159,26 @@ def apply_message(index: KVEventIndex, replica: str, frames: Sequence[bytes], st
 
 
 class KVEventSubscriber:
-    """One replica's event stream: a ZMQ SUB socket connected to ``endpoint``, read on the event loop."""
+    """One replica's event streams: a ZMQ SUB socket per data-parallel rank, read on the event loop."""
 
-    def __init__(self, replica: str, endpoint: str, index: KVEventIndex, topic: str = "") -> None:
+    def __init__(
+        self,
+        replica: str,
+        endpoint: str,
+        index: KVEventIndex,
+        topic: str = "",
+        dp_ranks: int = 1,
+        stale_s: float = 30.0,
+    ) -> None:
         self.replica = replica
         self.endpoint = endpoint
         self.topic = topic
         self.index = index
+        self.dp_ranks = max(1, int(dp_ranks))
+        self.stale_s = float(stale_s)
         self.stats = KVEventStats()
         self._task: asyncio.Task[None] | None = None
+        self._resume: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.index.track(self.replica)
@@ -133,21 +188,51 @@ class KVEventSubscriber:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         self.index.forget(self.replica)
+
+    def handle(self, frames: Sequence[bytes], socket_rank: int = 0) -> bool:
+        """Apply one message (the socket loop calls this; tests may too)."""
+        return apply_message(self.index, self.replica, frames, self.stats, socket_rank, self._incomplete)
+
+    def _incomplete(self) -> None:
+        """Route the replica by the guess for ``stale_s`` while its view refills (a later gap restarts it)."""
+        self.index.suspend(self.replica)
+        if self._resume is not None:
+            self._resume.cancel()
+        self._resume = asyncio.get_running_loop().call_later(self.stale_s, self.index.resume, self.replica)
 
     async def _run(self) -> None:
         import zmq
         import zmq.asyncio
 
         ctx = zmq.asyncio.Context.instance()
-        sock = ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
-        sock.connect(self.endpoint)
-        try:
-            while True:
-                frames = await sock.recv_multipart()
-                apply_message(self.index, self.replica, frames, self.stats)
-        finally:
-            with contextlib.suppress(Exception):
-                sock.close(0)
+        while True:
+            socks: list[Any] = []
+            try:
+                poller = zmq.asyncio.Poller()
+                for rank in range(self.dp_ranks):
+                    sock = ctx.socket(zmq.SUB)
+                    sock.setsockopt(zmq.LINGER, 0)
+                    sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
+                    sock.connect(rank_endpoint(self.endpoint, rank))
+                    poller.register(sock, zmq.POLLIN)
+                    socks.append(sock)
+                while True:
+                    for sock, _ in await poller.poll():
+                        self.handle(await sock.recv_multipart(), socks.index(sock))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - never take the gateway down: guess, then reconnect
+                self.stats.errors += 1
+                self.index.cleared(self.replica)
+                self.stats.last_seq.clear()
+                self.index.suspend(self.replica)
+                await asyncio.sleep(self.stale_s)
+                self.index.resume(self.replica)
+            finally:
+                for sock in socks:
+                    with contextlib.suppress(Exception):
+                        sock.close(0)

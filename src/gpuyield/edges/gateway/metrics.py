@@ -67,7 +67,13 @@ class GatewayMetrics:
                                "KV-cache usage (0..1) scraped from the engine's /metrics.", ["backend"], registry=r)
         self.kv_event_batches = Gauge("gpuyield_kv_event_batches", "KV-event batches received from the engine.",
                                       ["backend"], registry=r)
-        self.kv_event_gaps = Gauge("gpuyield_kv_event_gaps", "Gaps in the KV-event sequence (view restarted empty).",
+        self.kv_event_gaps = Gauge("gpuyield_kv_event_gaps",
+                                   "Lost KV events or a stream joined while running (guess used for a while).",
+                                   ["backend"], registry=r)
+        self.kv_event_restarts = Gauge("gpuyield_kv_event_restarts", "KV-event publishers that started again.",
+                                       ["backend"], registry=r)
+        self.kv_view_exact = Gauge("gpuyield_kv_view_exact",
+                                   "1 when prefix routing uses the replica's KV events, 0 while it guesses.",
                                    ["backend"], registry=r)
         self.kv_event_errors = Gauge("gpuyield_kv_event_errors", "Malformed KV-event messages or events skipped.",
                                      ["backend"], registry=r)
