@@ -225,3 +225,82 @@ def test_kv_events_config_needs_a_prefix_policy_and_the_libraries(monkeypatch) -
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "zmq" else real(name, *a))
     with pytest.raises(ConfigError, match="needs pyzmq and msgpack"):
         load_config(cfg)
+
+
+def _two_free_ports() -> int:
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s1, socket.socket() as s2:
+            try:
+                s1.bind(("127.0.0.1", port))
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    pytest.skip("no two consecutive free ports")
+
+
+@pytest.mark.parametrize("with_topic", [False, True])
+def test_lost_batches_are_recovered_from_the_publishers_replay_socket(with_topic: bool) -> None:
+    """A vLLM-like publisher (PUB + ROUTER replay buffer) drops two batches on the live stream; the subscriber
+    asks for them again and its view stays exact (no gap, no guessing)."""
+    import asyncio
+
+    import zmq.asyncio
+
+    tokens = list(range(64))
+    ours = hash_token_blocks(tokens, BS)
+    port = _two_free_ports()
+    h = [f"b{k}".encode() for k in range(4)]
+    batches = [_frames(k, [_stored_map([h[k]], None if k == 0 else h[k - 1], tokens[k * BS:(k + 1) * BS])])
+               for k in range(4)]  # fmt: skip
+
+    async def run() -> tuple[int, bool, KVEventStats]:
+        ctx = zmq.asyncio.Context.instance()
+        pub, router = ctx.socket(zmq.PUB), ctx.socket(zmq.ROUTER)
+        pub.bind(f"tcp://127.0.0.1:{port}")
+        router.bind(f"tcp://127.0.0.1:{port + 1}")
+
+        async def serve_replay() -> None:
+            while True:
+                client, _, start = await router.recv_multipart()
+                for k in range(int.from_bytes(start, "big"), 4):
+                    seq, payload = batches[k][1], batches[k][2]
+                    await router.send_multipart([client, b"", *([b"kv-events"] if with_topic else []), seq, payload])
+                await router.send_multipart([client, b"", (-1).to_bytes(8, "big", signed=True), b""])
+
+        server = asyncio.create_task(serve_replay())
+        idx = KVEventIndex(BS)
+        sub = KVEventSubscriber("r", f"tcp://127.0.0.1:{port}", idx, "kv-events", stale_s=60.0,
+                                replay_endpoint=f"tcp://127.0.0.1:{port + 1}")  # fmt: skip
+        sub.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not sub.stats.batches and time.monotonic() < deadline:  # slow joiner: repeat seq 0
+                await pub.send_multipart(batches[0])
+                await asyncio.sleep(0.05)
+            await pub.send_multipart(batches[3])  # 1 and 2 are lost on the live stream
+            while sub.stats.last_seq.get(0) != 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return idx.match("r", ours), idx.tracks("r"), sub.stats
+        finally:
+            sub.stop()
+            server.cancel()
+            pub.close(0)
+            router.close(0)
+
+    hits, tracked, st = asyncio.run(run())
+    assert st.replayed == 2 and st.gaps == 0 and st.errors == 0
+    assert hits == 4 and tracked
+
+
+def test_replay_endpoint_needs_an_event_endpoint() -> None:
+    from gpuyield.edges.gateway.config import load_config
+    from gpuyield.errors import ConfigError
+
+    cfg = gateway_config(["http://127.0.0.1:9"], router={"policy": "prefix_affinity"})
+    cfg["backends"][0]["kv_events_replay_endpoint"] = "tcp://127.0.0.1:5558"
+    with pytest.raises(ConfigError, match="needs kv_events_endpoint"):
+        load_config(cfg)

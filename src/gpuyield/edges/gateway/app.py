@@ -415,7 +415,8 @@ class Gateway:
             for b in self.config.backends:
                 if b.kv_events_endpoint:
                     sub = KVEventSubscriber(b.name, b.kv_events_endpoint, self.kv_index, b.kv_events_topic,
-                                            b.kv_events_dp_ranks, self.config.router.kv_events_stale_s)
+                                            b.kv_events_dp_ranks, self.config.router.kv_events_stale_s,
+                                            b.kv_events_replay_endpoint)
                     sub.start()
                     self.kv_subscribers.append(sub)
         self._bg.append(asyncio.get_running_loop().create_task(self._housekeeping()))
@@ -978,6 +979,7 @@ class Gateway:
             m.child(m.kv_event_batches, sub.replica).set(st.batches)
             m.child(m.kv_event_gaps, sub.replica).set(st.gaps)
             m.child(m.kv_event_restarts, sub.replica).set(st.restarts)
+            m.child(m.kv_event_replayed, sub.replica).set(st.replayed)
             m.child(m.kv_view_exact, sub.replica).set(1 if self.kv_index.tracks(sub.replica) else 0)
             m.child(m.kv_event_errors, sub.replica).set(st.errors)
             m.child(m.kv_index_blocks, sub.replica).set(self.kv_index.num_blocks(sub.replica))

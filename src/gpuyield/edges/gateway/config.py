@@ -65,8 +65,10 @@ class BackendConfig(_Model):
     kv_events_endpoint: str | None = None
     kv_events_topic: str = ""
     kv_events_dp_ranks: int = Field(1, ge=1, le=1024)  # data-parallel ranks: rank r publishes on port + r
+    # vLLM's replay_endpoint (ZMQ ROUTER, e.g. tcp://10.0.0.5:5558): lost event batches are asked for again
+    kv_events_replay_endpoint: str | None = None
 
-    @field_validator("kv_events_endpoint")
+    @field_validator("kv_events_endpoint", "kv_events_replay_endpoint")
     @classmethod
     def _zmq(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^(tcp://[^\s/]+:\d+|ipc://\S+)$", v):
@@ -184,6 +186,9 @@ class GatewayConfig(_Model):
 
     @model_validator(mode="after")
     def _kv_events(self) -> GatewayConfig:
+        orphans = [b.name for b in self.backends if b.kv_events_replay_endpoint and not b.kv_events_endpoint]
+        if orphans:
+            raise ValueError(f"backends {orphans}: kv_events_replay_endpoint needs kv_events_endpoint")
         with_events = [b.name for b in self.backends if b.kv_events_endpoint]
         if not with_events:
             return self

@@ -21,7 +21,12 @@ by one per batch and rank, from 0:
   cleared and the new stream followed at once;
 - a first message with a sequence number above 0 means the stream was joined while running: blocks stored
   before are unknown, so the replica is routed by the guess for ``stale_s``.
-The index therefore never claims blocks it cannot vouch for. Blocks of a LoRA adapter or of a non-GPU medium
+With ``backends[].kv_events_replay_endpoint`` (vLLM's ``replay_endpoint``, a ZMQ ROUTER; port + rank per rank
+too) lost messages are first asked for again: a DEALER sends the first missing sequence number (8 bytes,
+big-endian) and reads the publisher's buffered batches (``[seq, payload]``, or ``[topic, seq, payload]`` in
+later releases) up to its end marker (sequence -1, empty payload). When every missing batch comes back the
+view stays exact; otherwise (the buffer no longer holds them, or no answer within ``replay_timeout_s``) the
+rules above apply. The index therefore never claims blocks it cannot vouch for. Blocks of a LoRA adapter or of a non-GPU medium
 (CPU offload tier) are skipped: the gateway's prompt hashes describe base-model GPU blocks. If the socket
 fails, the replica goes back to the guess and the subscriber reconnects after ``stale_s``.
 """
@@ -51,6 +56,7 @@ class KVEventStats:
     batches: int = 0
     events: int = 0
     gaps: int = 0  # lost messages, or a stream joined while running (view incomplete for stale_s)
+    replayed: int = 0  # lost batches recovered from the publisher's replay buffer
     restarts: int = 0  # a publisher started again from a lower sequence number
     errors: int = 0
     skipped: int = 0  # LoRA or non-GPU blocks
@@ -169,6 +175,8 @@ class KVEventSubscriber:
         topic: str = "",
         dp_ranks: int = 1,
         stale_s: float = 30.0,
+        replay_endpoint: str | None = None,
+        replay_timeout_s: float = 1.0,
     ) -> None:
         self.replica = replica
         self.endpoint = endpoint
@@ -176,6 +184,8 @@ class KVEventSubscriber:
         self.index = index
         self.dp_ranks = max(1, int(dp_ranks))
         self.stale_s = float(stale_s)
+        self.replay_endpoint = replay_endpoint
+        self.replay_timeout_s = float(replay_timeout_s)
         self.stats = KVEventStats()
         self._task: asyncio.Task[None] | None = None
         self._resume: asyncio.TimerHandle | None = None
@@ -197,6 +207,38 @@ class KVEventSubscriber:
         """Apply one message (the socket loop calls this; tests may too)."""
         return apply_message(self.index, self.replica, frames, self.stats, socket_rank, self._incomplete)
 
+    async def receive(self, frames: Sequence[bytes], rank: int, replay: Any = None) -> None:
+        """One live message of socket ``rank``: first recover the batches it shows were lost (``replay``: that
+        rank's DEALER socket, or None), then apply it."""
+        if replay is not None and len(frames) == 3 and len(frames[1]) == 8:
+            seq = int.from_bytes(frames[1], "big", signed=True)
+            last = self.stats.last_seq.get(rank)
+            if last is not None and seq > last + 1:
+                await self._replay(replay, rank, last + 1, seq)
+        self.handle(frames, rank)
+
+    async def _replay(self, sock: Any, rank: int, first: int, stop: int) -> None:
+        """Apply the batches ``first .. stop-1`` of ``rank`` from the publisher's replay buffer, in order, as far
+        as they come back without a hole."""
+        await sock.send_multipart([b"", first.to_bytes(8, "big")])
+        deadline = asyncio.get_running_loop().time() + self.replay_timeout_s
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or not await sock.poll(int(left * 1000)):
+                return  # no (complete) answer: the gap rules apply to the live message
+            parts = await sock.recv_multipart()
+            if parts and parts[0] == b"":
+                parts = parts[1:]  # the envelope's empty delimiter
+            if len(parts) not in (2, 3) or len(parts[-2]) != 8:
+                self.stats.errors += 1
+                continue
+            seq = int.from_bytes(parts[-2], "big", signed=True)
+            if seq < 0 or not parts[-1]:
+                return  # end of the replay
+            in_order = first <= seq < stop and seq == self.stats.last_seq.get(rank, -2) + 1
+            if in_order and self.handle([b"", parts[-2], parts[-1]], rank):
+                self.stats.replayed += 1
+
     def _incomplete(self) -> None:
         """Route the replica by the guess for ``stale_s`` while its view refills (a later gap restarts it)."""
         self.index.suspend(self.replica)
@@ -211,6 +253,7 @@ class KVEventSubscriber:
         ctx = zmq.asyncio.Context.instance()
         while True:
             socks: list[Any] = []
+            replays: list[Any] = []
             try:
                 poller = zmq.asyncio.Poller()
                 for rank in range(self.dp_ranks):
@@ -220,9 +263,15 @@ class KVEventSubscriber:
                     sock.connect(rank_endpoint(self.endpoint, rank))
                     poller.register(sock, zmq.POLLIN)
                     socks.append(sock)
+                    if self.replay_endpoint:
+                        dealer = ctx.socket(zmq.DEALER)
+                        dealer.setsockopt(zmq.LINGER, 0)
+                        dealer.connect(rank_endpoint(self.replay_endpoint, rank))
+                        replays.append(dealer)
                 while True:
                     for sock, _ in await poller.poll():
-                        self.handle(await sock.recv_multipart(), socks.index(sock))
+                        rank = socks.index(sock)
+                        await self.receive(await sock.recv_multipart(), rank, replays[rank] if replays else None)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - never take the gateway down: guess, then reconnect
@@ -233,6 +282,6 @@ class KVEventSubscriber:
                 await asyncio.sleep(self.stale_s)
                 self.index.resume(self.replica)
             finally:
-                for sock in socks:
+                for sock in socks + replays:
                     with contextlib.suppress(Exception):
                         sock.close(0)
