@@ -26,9 +26,11 @@ too) lost messages are first asked for again: a DEALER sends the first missing s
 big-endian) and reads the publisher's buffered batches (``[seq, payload]``, or ``[topic, seq, payload]`` in
 later releases) up to its end marker (sequence -1, empty payload). When every missing batch comes back the
 view stays exact; otherwise (the buffer no longer holds them, or no answer within ``replay_timeout_s``) the
-rules above apply. The index therefore never claims blocks it cannot vouch for. Blocks of a LoRA adapter or of a non-GPU medium
-(CPU offload tier) are skipped: the gateway's prompt hashes describe base-model GPU blocks. If the socket
-fails, the replica goes back to the guess and the subscriber reconnects after ``stale_s``.
+rules above apply. The index therefore never claims blocks it cannot vouch for.
+
+Blocks of a LoRA adapter or of a non-GPU medium (CPU offload tier) are skipped: the gateway's prompt hashes
+describe base-model GPU blocks. If the socket fails, the replica goes back to the guess and the subscriber
+reconnects after ``stale_s``.
 """
 
 from __future__ import annotations
