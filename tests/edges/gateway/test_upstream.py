@@ -516,3 +516,33 @@ def test_a_finished_stream_leaves_no_reference_cycle() -> None:
         gc.set_debug(flags)
         gc.garbage.clear()
     assert leaked == []
+
+
+@pytest.mark.parametrize("uv", [False, True])
+def test_a_connection_closed_between_connect_and_write_is_a_connect_error(uv: bool) -> None:
+    """The replica dies right after accepting (seen under failover): the write must not raise uvloop's
+    RuntimeError (a 500 from the gateway) nor hang; it is a retryable ``connect`` error."""
+    if uv:
+        uvloop = pytest.importorskip("uvloop")
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    async def test(url: str, state: dict[str, Any]) -> None:
+        pool = UpstreamPool()
+        real = pool._connect
+
+        async def connect_then_die(*a: Any, **k: Any) -> Any:
+            conn = await real(*a, **k)
+            conn.transport.close()  # the peer went away before our request was written
+            await asyncio.sleep(0)
+            return conn
+
+        pool._connect = connect_then_die  # type: ignore[method-assign]
+        with pytest.raises(UpstreamError) as ei:
+            await pool.start(url, "/v1/completions", b"{}", total_timeout_s=2.0)
+        assert ei.value.reason == "connect"
+        pool.close()
+
+    try:
+        _run(_json_server(), test)
+    finally:
+        asyncio.set_event_loop_policy(None)

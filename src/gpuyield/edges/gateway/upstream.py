@@ -354,7 +354,15 @@ class UpstreamPool:
             conn.ex = ex
             self._active.add(conn)
             ex._timer = loop.call_at(deadline, _on_timeout, ex, total_timeout_s)
-            conn.transport.write(payload)
+            try:
+                if conn.closed or conn.transport.is_closing():
+                    raise RuntimeError("closed")
+                conn.transport.write(payload)
+            except RuntimeError:  # the peer went away between connect/pick and write (uvloop raises here)
+                ex.abort("stale" if reused else "connect", "the replica closed the connection before the request")
+                if reused:
+                    continue
+                raise UpstreamError("connect", "the replica closed the connection before the request") from None
             if not ex._headers_fut.done():
                 try:
                     await ex._headers_fut
