@@ -7,7 +7,7 @@ added. Every override entry must carry its own ``source`` and ``as_of``.
 
 Lookup normalisation: case, spaces, ``_`` and ``-`` are ignored, a leading ``NVIDIA``/``AMD``/``Intel``
 is dropped for accelerators; for models the ``org/`` prefix is optional and ``-Instruct``, ``-Chat``,
-quantisation suffixes (``-FP8``, ``-NVFP4``, ``-FP4``, ``-MXFP4``, ``-FP8-Dynamic``, ``-W4A16``, ``-W8A8``,
+quantisation suffixes (``-FP8``, ``-NVFP4``, ``-FP4``, ``-MXFP4``, ``-FP8-Dynamic``, ``-FP8-Static-PerTensor``, ``-W4A16``, ``-W8A8``,
 ``-AWQ``, ``-GPTQ``, ``-INT4``, ``-BF16``) and ``-hf`` are stripped when the full name is not known.
 """
 
@@ -55,7 +55,7 @@ CATALOG_SECTIONS = (
 )
 # quantisation/release suffixes of checkpoint names; the precision itself is always a separate argument
 _MODEL_SUFFIXES = (
-    "instruct", "chat", "fp8dynamic", "fp8", "nvfp4", "mxfp4", "fp4", "w4a16", "w8a8", "awq", "gptq", "int4", "bf16", "hf"
+    "instruct", "chat", "fp8staticpertensor", "fp8pertensor", "fp8static", "fp8dynamic", "fp8", "nvfp4", "mxfp4", "fp4", "w4a16", "w8a8", "awq", "gptq", "int4", "bf16", "hf"
 )  # longer suffixes before the ones they end with
 _GPU_PREFIXES = ("nvidia", "amd", "intel", "google")
 
