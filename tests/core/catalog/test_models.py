@@ -174,6 +174,8 @@ def test_later_releases_of_one_architecture_have_its_size(cat, release, predeces
         ("openai/gpt-oss-120b-MXFP4", "openai/gpt-oss-120b"),
         ("Qwen/Qwen3-32B-AWQ", "Qwen/Qwen3-32B"),
         ("Qwen/Qwen3-8B-FP8-Dynamic", "Qwen/Qwen3-8B"),
+        ("Qwen/Qwen3-32B-FP8-Static-PerTensor", "Qwen/Qwen3-32B"),
+        ("XiaomiMiMo/MiMo-7B-Base", "XiaomiMiMo/MiMo-7B-Base"),
         ("RedHatAI/Llama-3.1-8B-Instruct-W4A16", "meta-llama/Llama-3.1-8B"),
         ("zai-org/GLM-5.1-FP8", "zai-org/GLM-5.1"),
         ("Qwen/Qwen3.6-27B", "nvidia/Qwen3.6-27B-NVFP4"),
