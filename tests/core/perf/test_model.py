@@ -220,3 +220,24 @@ def test_tp_all_reduce_stays_on_the_scale_up_link_when_only_the_expert_stage_spa
     # the all-to-all carries each GPU's share of the tokens: 4x the GPUs, 4x the tokens -> same bytes per
     # GPU, but over the scale-out network, so slower
     assert wide.step_breakdown(4096, 0.0, 0, 0).ops["comm_ep"] > narrow.step_breakdown(1024, 0.0, 0, 0).ops["comm_ep"]
+
+
+def test_moe_layer_overhead_lands_on_moe_models_only():
+    import dataclasses
+
+    base = default_calibration()
+    eng = base.engine("sglang")
+    bumped = dataclasses.replace(
+        base, engines={**base.engines, "sglang": dataclasses.replace(eng, moe_layer_overhead_s=eng.moe_layer_overhead_s + 1e-4)}
+    )
+
+    def overhead(c: Calibration, model: str, **kw: object) -> float:
+        pm = PerfModel.build(CAT.model(model), CAT.gpu("h200_sxm"), engine="sglang", calibration=c, **kw)  # type: ignore[arg-type]
+        return pm.step_breakdown(0, 0.0, 4, 4000).ops["overhead"]
+
+    moe = CAT.model("deepseek-ai/DeepSeek-R1")
+    grow = overhead(bumped, "deepseek-ai/DeepSeek-R1", tp=8, weight_precision="fp8") - overhead(
+        base, "deepseek-ai/DeepSeek-R1", tp=8, weight_precision="fp8"
+    )
+    assert grow == pytest.approx(1e-4 * moe.num_moe_layers)
+    assert overhead(bumped, "Qwen/Qwen3-32B", tp=2) == pytest.approx(overhead(base, "Qwen/Qwen3-32B", tp=2))

@@ -97,6 +97,7 @@ class EngineCoefficients:
     step_overhead_s: float = 2.0e-3  # fixed per forward step (scheduling, launch, sampling setup)
     per_seq_overhead_s: float = 10e-6  # per sequence in the batch (sampling, detokenise, bookkeeping)
     per_layer_overhead_s: float = 10e-6  # per decoder layer per step (launch gaps not hidden by graphs)
+    moe_layer_overhead_s: float = 1e-6  # per MoE layer per step on top (routing, permute/unpermute kernels)
     max_num_batched_tokens: int = 8192  # token budget per step (chunked prefill)
     max_num_seqs: int = 1024
     block_size_tokens: int = 16

@@ -473,6 +473,8 @@ class PerfModel:
         if n_a2a and moe_tp > 1 and adp == 1:
             n_a2a = 0  # pure TP MoE: the all-reduce above already carries it
         overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * m.num_layers
+        if E:
+            overhead_fixed += ec.moe_layer_overhead_s * int(getattr(m, "num_moe_layers", 0) or 0)
         return _Coeffs(
             tp=tp,
             pp=pp,

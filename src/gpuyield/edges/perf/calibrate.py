@@ -61,6 +61,7 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
 FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
     "step_overhead_s": (1e-4, 2e-2, True),
     "per_layer_overhead_s": (1e-7, 1e-4, True),
+    "moe_layer_overhead_s": (1e-7, 2e-4, True),
     "per_seq_overhead_s": (1e-7, 2e-4, True),
     "decode_scale": (0.25, 3.0, True),
     "decode_attn_scale": (0.25, 4.0, True),
