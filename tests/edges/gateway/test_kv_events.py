@@ -259,7 +259,7 @@ def test_lost_batches_are_recovered_from_the_publishers_replay_socket(with_topic
 
     async def run() -> tuple[int, bool, KVEventStats]:
         ctx = zmq.asyncio.Context.instance()
-        pub, router = ctx.socket(zmq.PUB), ctx.socket(zmq.ROUTER)
+        pub, router = ctx.socket(zmq.XPUB), ctx.socket(zmq.ROUTER)  # XPUB: we see the subscription arrive
         pub.bind(f"tcp://127.0.0.1:{port}")
         router.bind(f"tcp://127.0.0.1:{port + 1}")
 
@@ -278,9 +278,8 @@ def test_lost_batches_are_recovered_from_the_publishers_replay_socket(with_topic
         sub.start()
         try:
             deadline = time.monotonic() + 10
-            while not sub.stats.batches and time.monotonic() < deadline:  # slow joiner: repeat seq 0
-                await pub.send_multipart(batches[0])
-                await asyncio.sleep(0.05)
+            await asyncio.wait_for(pub.recv(), 10)  # the subscriber is connected: nothing published is lost now
+            await pub.send_multipart(batches[0])
             await pub.send_multipart(batches[3])  # 1 and 2 are lost on the live stream
             while sub.stats.last_seq.get(0) != 3 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
@@ -304,3 +303,52 @@ def test_replay_endpoint_needs_an_event_endpoint() -> None:
     cfg["backends"][0]["kv_events_replay_endpoint"] = "tcp://127.0.0.1:5558"
     with pytest.raises(ConfigError, match="needs kv_events_endpoint"):
         load_config(cfg)
+
+
+def test_a_late_joiner_is_replayed_from_the_start_and_stays_exact() -> None:
+    import asyncio
+
+    import zmq.asyncio
+
+    tokens = list(range(64))
+    ours = hash_token_blocks(tokens, BS)
+    port = _two_free_ports()
+    h = [f"b{k}".encode() for k in range(4)]
+    batches = [_frames(k, [_stored_map([h[k]], None if k == 0 else h[k - 1], tokens[k * BS:(k + 1) * BS])])
+               for k in range(4)]  # fmt: skip
+
+    async def run() -> tuple[int, bool, KVEventStats]:
+        ctx = zmq.asyncio.Context.instance()
+        pub, router = ctx.socket(zmq.XPUB), ctx.socket(zmq.ROUTER)
+        pub.bind(f"tcp://127.0.0.1:{port}")
+        router.bind(f"tcp://127.0.0.1:{port + 1}")
+
+        async def serve_replay() -> None:
+            while True:
+                client, _, start = await router.recv_multipart()
+                for k in range(int.from_bytes(start, "big"), 3):  # the buffer holds 0..2
+                    await router.send_multipart([client, b"", batches[k][1], batches[k][2]])
+                await router.send_multipart([client, b"", (-1).to_bytes(8, "big", signed=True), b""])
+
+        server = asyncio.create_task(serve_replay())
+        idx = KVEventIndex(BS)
+        sub = KVEventSubscriber("r", f"tcp://127.0.0.1:{port}", idx, "kv-events", stale_s=60.0,
+                                replay_endpoint=f"tcp://127.0.0.1:{port + 1}")  # fmt: skip
+        sub.start()
+        try:
+            deadline = time.monotonic() + 10
+            # batches 0..2 were published before the gateway subscribed; it first hears batch 3
+            await asyncio.wait_for(pub.recv(), 10)
+            await pub.send_multipart(batches[3])
+            while sub.stats.last_seq.get(0) != 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return idx.match("r", ours), idx.tracks("r"), sub.stats
+        finally:
+            sub.stop()
+            server.cancel()
+            pub.close(0)
+            router.close(0)
+
+    hits, tracked, st = asyncio.run(run())
+    assert st.replayed == 3 and st.gaps == 0
+    assert hits == 4 and tracked

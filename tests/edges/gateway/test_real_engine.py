@@ -2,6 +2,13 @@
 
 Start one with the project's script under scripts/ (or the recipe in shared/recipes), then:
 ``GPUYIELD_VLLM_URL=http://127.0.0.1:8001 python -m pytest tests/edges/gateway/test_real_engine.py -m engine``
+
+The KV-event test also needs the engine started with KV events, e.g.
+``scripts/start_vllm_cpu.sh /tmp/gpuyield-models/tiny-llama 8001 --kv-events-config '{"enable_kv_cache_events":
+true, "publisher": "zmq", "endpoint": "ipc:///tmp/gpuyield-kv-8001", "replay_endpoint": "tcp://127.0.0.1:5558"}'``
+(vLLM binds only ``tcp://*:PORT`` or ``ipc://`` endpoints; ``tcp://127.0.0.1:PORT`` would make it connect), and
+``GPUYIELD_VLLM_KV_EVENTS=ipc:///tmp/gpuyield-kv-8001 GPUYIELD_VLLM_KV_REPLAY=tcp://127.0.0.1:5558
+GPUYIELD_VLLM_MODEL_DIR=/tmp/gpuyield-models/tiny-llama``.
 """
 
 from __future__ import annotations
@@ -132,6 +139,55 @@ def test_llama_server_adapter() -> None:
                           json={"model": model, "messages": msgs, "max_tokens": 5, "stream": True}) as s:
             lines = [x for x in s.iter_lines() if x]
         assert lines[-1] == "data: [DONE]" and not any('"choices":[]' in x for x in lines)
+        wait_idle(gw)
+    finally:
+        srv.stop()
+
+
+KV_EVENTS = os.environ.get("GPUYIELD_VLLM_KV_EVENTS", "")  # the engine's --kv-events-config endpoint (bound)
+KV_REPLAY = os.environ.get("GPUYIELD_VLLM_KV_REPLAY", "") or None  # its replay_endpoint, if any
+MODEL_DIR = os.environ.get("GPUYIELD_VLLM_MODEL_DIR", "")  # for the engine's tokenizer.json
+
+
+def test_real_vllm_kv_events_rekey_to_the_gateways_prompt_hashes(vllm: str) -> None:
+    """vLLM's own KV events (ZMQ, msgspec) reach the gateway's index, and the blocks it stores for a prompt
+    are exactly the gateway's chained hashes of that prompt (same tokenizer, 128-token CPU blocks)."""
+    if not KV_EVENTS or not MODEL_DIR:
+        pytest.skip("GPUYIELD_VLLM_KV_EVENTS and GPUYIELD_VLLM_MODEL_DIR not set (vLLM without --kv-events-config)")
+    pytest.importorskip("zmq")
+    openai = pytest.importorskip("openai")
+    model = httpx.get(vllm + "/v1/models", timeout=5).json()["data"][0]["id"]
+    backend = {"name": "vllm0", "url": vllm, "kind": "vllm", "kv_events_endpoint": KV_EVENTS,
+               "kv_events_topic": "", "kv_events_replay_endpoint": KV_REPLAY}  # fmt: skip
+    cfg = {
+        "backends": [backend],
+        "tenants": [{"name": "a", "api_key_sha256": [hash_key(KEY_A)]}],
+        "router": {"policy": "prefix_affinity", "block_size_tokens": 128, "kv_events_stale_s": 1.0},
+        "tokenizer": MODEL_DIR,
+        "health": {"interval_s": 0.5, "timeout_s": 2},
+    }
+    srv, gw = start_gateway(cfg)
+    try:
+        deadline = time.monotonic() + 10
+        while not gw.replicas["vllm0"].models and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # the SUB socket connects; a late join (engine used before) is replayed or guessed 1 s
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY_A, max_retries=0, timeout=120)
+        prompt = f"KV events probe {time.time()}: " + "the engine's cache, block by block. " * 60
+        r = c.completions.create(model=model, prompt=prompt, max_tokens=2, extra_body={"ignore_eos": True})
+        n_tokens, hashes = gw.tokens.count_and_hash(prompt)
+        assert r.usage.prompt_tokens == n_tokens  # the gateway tokenises like the engine
+        full = n_tokens // 128
+        assert full >= 3
+        while gw.kv_index.match("vllm0", hashes) < full and time.monotonic() < deadline + 20:
+            time.sleep(0.1)
+        assert gw.kv_index.match("vllm0", hashes) == full
+        while not gw.kv_index.tracks("vllm0") and time.monotonic() < deadline + 20:
+            time.sleep(0.1)
+        sub = gw.kv_subscribers[0]
+        assert sub.stats.errors == 0 and sub.stats.batches >= 1
+        gm = httpx.get(srv.url + "/metrics").text
+        assert 'gpuyield_kv_view_exact{backend="vllm0"} 1.0' in gm
         wait_idle(gw)
     finally:
         srv.stop()

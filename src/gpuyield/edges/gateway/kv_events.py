@@ -26,7 +26,13 @@ too) lost messages are first asked for again: a DEALER sends the first missing s
 big-endian) and reads the publisher's buffered batches (``[seq, payload]``, or ``[topic, seq, payload]`` in
 later releases) up to its end marker (sequence -1, empty payload). When every missing batch comes back the
 view stays exact; otherwise (the buffer no longer holds them, or no answer within ``replay_timeout_s``) the
-rules above apply. The index therefore never claims blocks it cannot vouch for.
+rules above apply. A stream joined late is replayed from sequence 0 the same way (vLLM keeps
+``buffer_steps`` batches, 10,000 by default), so a gateway that starts after the engine still gets an exact
+view when the buffer reaches back to the start.
+
+vLLM binds its PUB socket only for a wildcard (``tcp://*:5557``) or ``ipc://`` endpoint; for ``tcp://host:port``
+it connects instead. The gateway connects, so start vLLM with ``tcp://*:PORT`` (or ``ipc://`` on one host) and
+give the gateway ``tcp://ENGINE_HOST:PORT``. The replay endpoint is always bound by vLLM. The index therefore never claims blocks it cannot vouch for.
 
 Blocks of a LoRA adapter or of a non-GPU medium (CPU offload tier) are skipped: the gateway's prompt hashes
 describe base-model GPU blocks. If the socket fails, the replica goes back to the guess and the subscriber
@@ -215,7 +221,9 @@ class KVEventSubscriber:
         if replay is not None and len(frames) == 3 and len(frames[1]) == 8:
             seq = int.from_bytes(frames[1], "big", signed=True)
             last = self.stats.last_seq.get(rank)
-            if last is not None and seq > last + 1:
+            if last is None and seq > 0:
+                await self._replay(replay, rank, 0, seq)  # joined late: the buffer may still hold it all
+            elif last is not None and seq > last + 1:
                 await self._replay(replay, rank, last + 1, seq)
         self.handle(frames, rank)
 
@@ -237,7 +245,8 @@ class KVEventSubscriber:
             seq = int.from_bytes(parts[-2], "big", signed=True)
             if seq < 0 or not parts[-1]:
                 return  # end of the replay
-            in_order = first <= seq < stop and seq == self.stats.last_seq.get(rank, -2) + 1
+            last = self.stats.last_seq.get(rank)
+            in_order = first <= seq < stop and seq == (first if last is None else last + 1)
             if in_order and self.handle([b"", parts[-2], parts[-1]], rank):
                 self.stats.replayed += 1
 
