@@ -41,6 +41,7 @@ __all__ = [
     "PrefixIndex",
     "RoundRobinPolicy",
     "make_policy",
+    "routes_by_prefix",
 ]
 
 
@@ -311,6 +312,13 @@ _POLICIES: dict[str, type[RoutingPolicy]] = {
     "cost": CostPolicy,
 }
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
+# policies that read the engines' own prefix-cache view (``exact``) when KV-cache events are followed
+_PREFIX_VIEW_POLICIES = (PrefixAffinityPolicy, CostPolicy)
+
+
+def routes_by_prefix(name: str) -> bool:
+    """Whether policy ``name`` routes by prefix and so can use the engines' KV-cache events."""
+    return _POLICIES.get(name.replace("-", "_")) in _PREFIX_VIEW_POLICIES
 
 
 def make_policy(name: str, **kwargs: Any) -> RoutingPolicy:

@@ -96,7 +96,9 @@ class RouterSpec(BaseModel):
 
     @model_validator(mode="after")
     def _kv_events_policy(self) -> RouterSpec:
-        if self.kv_events and self.policy.replace("-", "_") not in ("prefix_affinity", "cost"):
+        from gpuyield.core.policy.routing import routes_by_prefix
+
+        if self.kv_events and not routes_by_prefix(self.policy):
             raise ValueError(f"router.kv_events needs a policy that routes by prefix (prefix_affinity or cost), "
                              f"not {self.policy!r}")
         return self

@@ -39,10 +39,6 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
-# routing policies that read the engines' KV-cache view (``exact``) when events are followed
-KV_EVENT_POLICIES = ("prefix_affinity", "cost")
-
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -192,9 +188,11 @@ class GatewayConfig(_Model):
         with_events = [b.name for b in self.backends if b.kv_events_endpoint]
         if not with_events:
             return self
-        if self.router.policy.replace("-", "_") not in KV_EVENT_POLICIES:
+        from gpuyield.core.policy.routing import routes_by_prefix
+
+        if not routes_by_prefix(self.router.policy):
             raise ValueError(f"backends {with_events} set kv_events_endpoint, but router.policy "
-                             f"{self.router.policy!r} does not route by prefix; use one of {KV_EVENT_POLICIES}")
+                             f"{self.router.policy!r} does not route by prefix; use prefix_affinity or cost")
         import importlib.util
 
         missing = [m for m in ("zmq", "msgpack") if importlib.util.find_spec(m) is None]
