@@ -242,70 +242,10 @@ def _two_free_ports() -> int:
     pytest.skip("no two consecutive free ports")
 
 
-@pytest.mark.parametrize("with_topic", [False, True])
-def test_lost_batches_are_recovered_from_the_publishers_replay_socket(with_topic: bool) -> None:
-    """A vLLM-like publisher (PUB + ROUTER replay buffer) drops two batches on the live stream; the subscriber
-    asks for them again and its view stays exact (no gap, no guessing)."""
-    import asyncio
-
-    import zmq.asyncio
-
-    tokens = list(range(64))
-    ours = hash_token_blocks(tokens, BS)
-    port = _two_free_ports()
-    h = [f"b{k}".encode() for k in range(4)]
-    batches = [_frames(k, [_stored_map([h[k]], None if k == 0 else h[k - 1], tokens[k * BS:(k + 1) * BS])])
-               for k in range(4)]  # fmt: skip
-
-    async def run() -> tuple[int, bool, KVEventStats]:
-        ctx = zmq.asyncio.Context.instance()
-        pub, router = ctx.socket(zmq.XPUB), ctx.socket(zmq.ROUTER)  # XPUB: we see the subscription arrive
-        pub.bind(f"tcp://127.0.0.1:{port}")
-        router.bind(f"tcp://127.0.0.1:{port + 1}")
-
-        async def serve_replay() -> None:
-            while True:
-                client, _, start = await router.recv_multipart()
-                for k in range(int.from_bytes(start, "big"), 4):
-                    seq, payload = batches[k][1], batches[k][2]
-                    await router.send_multipart([client, b"", *([b"kv-events"] if with_topic else []), seq, payload])
-                await router.send_multipart([client, b"", (-1).to_bytes(8, "big", signed=True), b""])
-
-        server = asyncio.create_task(serve_replay())
-        idx = KVEventIndex(BS)
-        sub = KVEventSubscriber("r", f"tcp://127.0.0.1:{port}", idx, "kv-events", stale_s=60.0,
-                                replay_endpoint=f"tcp://127.0.0.1:{port + 1}")  # fmt: skip
-        sub.start()
-        try:
-            deadline = time.monotonic() + 10
-            await asyncio.wait_for(pub.recv(), 10)  # the subscriber is connected: nothing published is lost now
-            await pub.send_multipart(batches[0])
-            await pub.send_multipart(batches[3])  # 1 and 2 are lost on the live stream
-            while sub.stats.last_seq.get(0) != 3 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            return idx.match("r", ours), idx.tracks("r"), sub.stats
-        finally:
-            sub.stop()
-            server.cancel()
-            pub.close(0)
-            router.close(0)
-
-    hits, tracked, st = asyncio.run(run())
-    assert st.replayed == 2 and st.gaps == 0 and st.errors == 0
-    assert hits == 4 and tracked
-
-
-def test_replay_endpoint_needs_an_event_endpoint() -> None:
-    from gpuyield.edges.gateway.config import load_config
-    from gpuyield.errors import ConfigError
-
-    cfg = gateway_config(["http://127.0.0.1:9"], router={"policy": "prefix_affinity"})
-    cfg["backends"][0]["kv_events_replay_endpoint"] = "tcp://127.0.0.1:5558"
-    with pytest.raises(ConfigError, match="needs kv_events_endpoint"):
-        load_config(cfg)
-
-
-def test_a_late_joiner_is_replayed_from_the_start_and_stays_exact() -> None:
+def _replay_scenario(live: list[int], buffered: int, with_topic: bool = False) -> tuple[int, bool, KVEventStats]:
+    """A vLLM-like publisher (XPUB, so the test sees the subscription arrive, plus a ROUTER replay buffer holding
+    batches ``0 .. buffered-1``) of a 4-block prompt, one block per batch; only the batches ``live`` go out on the
+    live stream. Returns (blocks the subscriber's index matches, whether its view is exact, its stats)."""
     import asyncio
 
     import zmq.asyncio
@@ -326,8 +266,9 @@ def test_a_late_joiner_is_replayed_from_the_start_and_stays_exact() -> None:
         async def serve_replay() -> None:
             while True:
                 client, _, start = await router.recv_multipart()
-                for k in range(int.from_bytes(start, "big"), 3):  # the buffer holds 0..2
-                    await router.send_multipart([client, b"", batches[k][1], batches[k][2]])
+                for k in range(int.from_bytes(start, "big"), buffered):
+                    topic = [b"kv-events"] if with_topic else []  # later vLLM releases add the topic frame
+                    await router.send_multipart([client, b"", *topic, batches[k][1], batches[k][2]])
                 await router.send_multipart([client, b"", (-1).to_bytes(8, "big", signed=True), b""])
 
         server = asyncio.create_task(serve_replay())
@@ -337,10 +278,10 @@ def test_a_late_joiner_is_replayed_from_the_start_and_stays_exact() -> None:
         sub.start()
         try:
             deadline = time.monotonic() + 10
-            # batches 0..2 were published before the gateway subscribed; it first hears batch 3
-            await asyncio.wait_for(pub.recv(), 10)
-            await pub.send_multipart(batches[3])
-            while sub.stats.last_seq.get(0) != 3 and time.monotonic() < deadline:
+            await asyncio.wait_for(pub.recv(), 10)  # subscribed: nothing published from now on is lost
+            for k in live:
+                await pub.send_multipart(batches[k])
+            while sub.stats.last_seq.get(0) != live[-1] and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             return idx.match("r", ours), idx.tracks("r"), sub.stats
         finally:
@@ -349,6 +290,30 @@ def test_a_late_joiner_is_replayed_from_the_start_and_stays_exact() -> None:
             pub.close(0)
             router.close(0)
 
-    hits, tracked, st = asyncio.run(run())
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("with_topic", [False, True])
+def test_lost_batches_are_recovered_from_the_publishers_replay_socket(with_topic: bool) -> None:
+    """Batches 1 and 2 are lost on the live stream; the subscriber asks for them again and its view stays
+    exact (no gap, no guessing), in both of vLLM's replay reply layouts."""
+    hits, tracked, st = _replay_scenario(live=[0, 3], buffered=4, with_topic=with_topic)
+    assert st.replayed == 2 and st.gaps == 0 and st.errors == 0
+    assert hits == 4 and tracked
+
+
+def test_a_late_joiner_is_replayed_from_the_start_and_stays_exact() -> None:
+    # batches 0..2 went out before the gateway subscribed; it first hears batch 3
+    hits, tracked, st = _replay_scenario(live=[3], buffered=3)
     assert st.replayed == 3 and st.gaps == 0
     assert hits == 4 and tracked
+
+
+def test_replay_endpoint_needs_an_event_endpoint() -> None:
+    from gpuyield.edges.gateway.config import load_config
+    from gpuyield.errors import ConfigError
+
+    cfg = gateway_config(["http://127.0.0.1:9"], router={"policy": "prefix_affinity"})
+    cfg["backends"][0]["kv_events_replay_endpoint"] = "tcp://127.0.0.1:5558"
+    with pytest.raises(ConfigError, match="needs kv_events_endpoint"):
+        load_config(cfg)

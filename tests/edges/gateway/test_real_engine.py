@@ -47,20 +47,27 @@ def _metric(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
+def _gateway_for(vllm: str, backend: dict, router: dict, **extra: object):  # type: ignore[no-untyped-def,type-arg]
+    """A gateway with one vLLM backend (models discovered from /v1/models), started and waited for."""
+    cfg = {
+        "backends": [{"name": "vllm0", "url": vllm, "kind": "vllm", **backend}],
+        "tenants": [{"name": "a", "api_key_sha256": [hash_key(KEY_A)]}],
+        "router": {"policy": "prefix_affinity", "block_size_tokens": 128, **router},
+        "health": {"interval_s": 0.5, "timeout_s": 2},
+        **extra,
+    }
+    srv, gw = start_gateway(cfg)
+    deadline = time.monotonic() + 10
+    while not gw.replicas["vllm0"].models and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return srv, gw
+
+
 def test_streaming_usage_metrics_and_prefix_hits(vllm: str) -> None:
     openai = pytest.importorskip("openai")
     model = httpx.get(vllm + "/v1/models", timeout=5).json()["data"][0]["id"]
-    cfg = {
-        "backends": [{"name": "vllm0", "url": vllm, "kind": "vllm"}],  # models discovered from /v1/models
-        "tenants": [{"name": "a", "api_key_sha256": [hash_key(KEY_A)]}],
-        "router": {"policy": "prefix_affinity", "block_size_tokens": 128},
-        "health": {"interval_s": 0.5, "timeout_s": 2},
-    }
-    srv, gw = start_gateway(cfg)
+    srv, gw = _gateway_for(vllm, {}, {})
     try:
-        deadline = time.monotonic() + 10
-        while not gw.replicas["vllm0"].models and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert model in gw.replicas["vllm0"].models
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY_A, max_retries=0, timeout=120)
         chunks = list(c.completions.create(model=model, prompt="Hello", max_tokens=8, stream=True,
@@ -157,20 +164,10 @@ def test_real_vllm_kv_events_rekey_to_the_gateways_prompt_hashes(vllm: str) -> N
     pytest.importorskip("zmq")
     openai = pytest.importorskip("openai")
     model = httpx.get(vllm + "/v1/models", timeout=5).json()["data"][0]["id"]
-    backend = {"name": "vllm0", "url": vllm, "kind": "vllm", "kv_events_endpoint": KV_EVENTS,
-               "kv_events_topic": "", "kv_events_replay_endpoint": KV_REPLAY}  # fmt: skip
-    cfg = {
-        "backends": [backend],
-        "tenants": [{"name": "a", "api_key_sha256": [hash_key(KEY_A)]}],
-        "router": {"policy": "prefix_affinity", "block_size_tokens": 128, "kv_events_stale_s": 1.0},
-        "tokenizer": MODEL_DIR,
-        "health": {"interval_s": 0.5, "timeout_s": 2},
-    }
-    srv, gw = start_gateway(cfg)
+    backend = {"kv_events_endpoint": KV_EVENTS, "kv_events_replay_endpoint": KV_REPLAY}
+    srv, gw = _gateway_for(vllm, backend, {"kv_events_stale_s": 1.0}, tokenizer=MODEL_DIR)
     try:
         deadline = time.monotonic() + 10
-        while not gw.replicas["vllm0"].models and time.monotonic() < deadline:
-            time.sleep(0.1)
         time.sleep(1.5)  # the SUB socket connects; a late join (engine used before) is replayed or guessed 1 s
         c = openai.OpenAI(base_url=srv.url + "/v1", api_key=KEY_A, max_retries=0, timeout=120)
         prompt = f"KV events probe {time.time()}: " + "the engine's cache, block by block. " * 60
