@@ -317,3 +317,91 @@ def test_replay_endpoint_needs_an_event_endpoint() -> None:
     cfg["backends"][0]["kv_events_replay_endpoint"] = "tcp://127.0.0.1:5558"
     with pytest.raises(ConfigError, match="needs kv_events_endpoint"):
         load_config(cfg)
+
+
+def test_bound_mode_engines_connect_to_the_gateway_and_are_told_apart_by_topic() -> None:
+    """router.kv_events_bind: the gateway binds, two engines connect and publish under their own topics (as vLLM
+    does with "endpoint": "tcp://GATEWAY:PORT"); each topic's events land on its own backend's view."""
+    import asyncio
+
+    import zmq.asyncio
+
+    from gpuyield.edges.gateway.kv_events import KVEventListener
+
+    tokens = list(range(64))
+    ours = hash_token_blocks(tokens, BS)
+    port = free_port()
+
+    async def run() -> tuple[int, int, int, bool, int]:
+        idx = KVEventIndex(BS)
+        subs = {f"kv@r{k}": KVEventSubscriber(f"r{k}", None, idx, f"kv@r{k}", stale_s=60.0) for k in range(2)}
+        listener = KVEventListener(f"tcp://127.0.0.1:{port}", subs)
+        listener.start()
+        ctx = zmq.asyncio.Context.instance()
+        engines = [ctx.socket(zmq.PUB) for _ in range(2)]
+        try:
+            for e in engines:
+                e.connect(f"tcp://127.0.0.1:{port}")
+            await asyncio.sleep(0.3)  # the engines' connections come up
+            # r0 holds the first two blocks, r1 all four; a third engine's topic is nobody's
+            await engines[0].send_multipart(_frames(0, [_stored_map([b"a", b"b"], None, tokens[:32])], topic=b"kv@r0"))
+            await engines[1].send_multipart(_frames(0, [_stored_map([b"a", b"b", b"c", b"d"], None, tokens)],
+                                                    topic=b"kv@r1"))  # fmt: skip
+            await engines[1].send_multipart(_frames(0, [], topic=b"kv@other"))
+            deadline = time.monotonic() + 10
+            while listener.stats.messages < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return (idx.match("r0", ours), idx.match("r1", ours), listener.stats.unknown_topic,
+                    idx.tracks("r0") and idx.tracks("r1"), subs["kv@r1"].stats.batches)  # fmt: skip
+        finally:
+            listener.stop()
+            for e in engines:
+                e.close(0)
+
+    r0, r1, unknown, tracked, batches = asyncio.run(run())
+    assert (r0, r1, unknown, tracked, batches) == (2, 4, 1, True, 1)
+
+
+def test_bound_mode_config_needs_unique_topics() -> None:
+    from gpuyield.edges.gateway.config import load_config
+    from gpuyield.errors import ConfigError
+
+    cfg = gateway_config(["http://127.0.0.1:9", "http://127.0.0.1:10"],
+                         router={"policy": "cost", "kv_events_bind": "tcp://127.0.0.1:5557"})  # fmt: skip
+    with pytest.raises(ConfigError, match="no backend has a kv_events_topic"):
+        load_config(cfg)
+    for b in cfg["backends"]:
+        b["kv_events_topic"] = "kv"
+    with pytest.raises(ConfigError, match="used by several backends"):
+        load_config(cfg)
+    cfg["backends"][1]["kv_events_topic"] = "kv@r1"
+    loaded = load_config(cfg)
+    assert all(b.follows_kv_events(True) for b in loaded.backends)
+
+
+def test_serve_in_bound_mode_fills_the_index_from_a_connecting_engine() -> None:
+    emus = [start_emulator(fixed_step_ms=1.0) for _ in range(2)]
+    port = free_port()
+    cfg = gateway_config([e.url for e in emus], router={"policy": "prefix_affinity",
+                                                        "kv_events_bind": f"tcp://127.0.0.1:{port}"})  # fmt: skip
+    cfg["backends"][1]["kv_events_topic"] = "kv@r1"
+    srv, gw = start_gateway(cfg)
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    try:
+        pub.connect(f"tcp://127.0.0.1:{port}")
+        tokens = list(range(48))
+        deadline = time.monotonic() + 10
+        seq = 0
+        while gw.kv_index.num_blocks("r1") < 3 and time.monotonic() < deadline:
+            pub.send_multipart(_frames(seq, [["AllBlocksCleared"], _stored_map([b"x", b"y", b"z"], None, tokens)],
+                                       topic=b"kv@r1"))  # fmt: skip
+            seq += 1
+            time.sleep(0.05)
+        assert gw.kv_index.num_blocks("r1") == 3
+        assert not gw.kv_index.tracks("r0")  # r0 publishes no events: routed by the guess
+        assert 'gpuyield_kv_index_blocks{backend="r1"} 3.0' in httpx.get(srv.url + "/metrics").text
+    finally:
+        srv.stop()
+        pub.close(0)
+        for e in emus:
+            e.stop()

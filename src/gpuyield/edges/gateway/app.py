@@ -310,6 +310,7 @@ class Gateway:
         self._bg: list[asyncio.Task[None]] = []
         self.kv_index: Any = None  # KVEventIndex when some backend publishes KV events
         self.kv_subscribers: list[Any] = []
+        self.kv_listener: Any = None  # KVEventListener in bound mode (router.kv_events_bind)
         self.config = config
         self._apply(config, first=True)
         self.wake: Any = None  # wake-on-request for residency_groups (gpuyield.edges.gateway.wake)
@@ -330,7 +331,8 @@ class Gateway:
             self.policy = make_policy(cfg.router.policy, **cfg.router.options)
         if old is None or old.tokenizer != cfg.tokenizer or old.router.block_size_tokens != cfg.router.block_size_tokens:
             self.tokens = TokenCounter(cfg.tokenizer, cfg.router.block_size_tokens)
-        if any(b.kv_events_endpoint for b in cfg.backends) and hasattr(self.policy, "exact"):  # config checks it
+        bound = cfg.router.kv_events_bind is not None
+        if any(b.follows_kv_events(bound) for b in cfg.backends) and hasattr(self.policy, "exact"):  # config checks
             from gpuyield.core.policy.kv_events import KVEventIndex
 
             if self.kv_index is None or self.kv_index.block_size_tokens != cfg.router.block_size_tokens:
@@ -410,15 +412,24 @@ class Gateway:
         for r in self.replicas.values():
             r.start(self.session)
         if self.kv_index is not None:
-            from gpuyield.edges.gateway.kv_events import KVEventSubscriber
+            from gpuyield.edges.gateway.kv_events import KVEventListener, KVEventSubscriber
 
+            rc = self.config.router
+            by_topic: dict[str, KVEventSubscriber] = {}
             for b in self.config.backends:
+                if not b.follows_kv_events(rc.kv_events_bind is not None):
+                    continue
+                sub = KVEventSubscriber(b.name, b.kv_events_endpoint, self.kv_index, b.kv_events_topic,
+                                        b.kv_events_dp_ranks, rc.kv_events_stale_s, b.kv_events_replay_endpoint)
+                self.kv_subscribers.append(sub)
                 if b.kv_events_endpoint:
-                    sub = KVEventSubscriber(b.name, b.kv_events_endpoint, self.kv_index, b.kv_events_topic,
-                                            b.kv_events_dp_ranks, self.config.router.kv_events_stale_s,
-                                            b.kv_events_replay_endpoint)
                     sub.start()
-                    self.kv_subscribers.append(sub)
+                else:
+                    by_topic[b.kv_events_topic] = sub
+            if by_topic and rc.kv_events_bind:
+                ranks = max(b.kv_events_dp_ranks for b in self.config.backends if b.kv_events_topic in by_topic)
+                self.kv_listener = KVEventListener(rc.kv_events_bind, by_topic, ranks)
+                self.kv_listener.start()
         self._bg.append(asyncio.get_running_loop().create_task(self._housekeeping()))
         if self.wake is not None:
             self.wake.start(self.session)
@@ -428,6 +439,9 @@ class Gateway:
             self.wake.stop()
         for r in self.replicas.values():
             r.stop()
+        if self.kv_listener is not None:
+            self.kv_listener.stop()
+            self.kv_listener = None
         for sub in self.kv_subscribers:
             sub.stop()
         self.kv_subscribers.clear()

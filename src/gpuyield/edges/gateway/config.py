@@ -39,6 +39,12 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
+def _zmq_endpoint(v: str | None) -> str | None:
+    if v is not None and not re.match(r"^(tcp://[^\s/]+:\d+|ipc://\S+)$", v):
+        raise ValueError(f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5557 or ipc:///path, got {v!r}")
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,12 +70,14 @@ class BackendConfig(_Model):
     # vLLM's replay_endpoint (ZMQ ROUTER, e.g. tcp://10.0.0.5:5558): lost event batches are asked for again
     kv_events_replay_endpoint: str | None = None
 
+    def follows_kv_events(self, bound: bool) -> bool:
+        """Its KV events are read: from its own endpoint, or (``bound``) by topic on the gateway's socket."""
+        return bool(self.kv_events_endpoint or (bound and self.kv_events_topic))
+
     @field_validator("kv_events_endpoint", "kv_events_replay_endpoint")
     @classmethod
     def _zmq(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(tcp://[^\s/]+:\d+|ipc://\S+)$", v):
-            raise ValueError(f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5557 or ipc:///path, got {v!r}")
-        return v
+        return _zmq_endpoint(v)
 
     @field_validator("url")
     @classmethod
@@ -117,6 +125,14 @@ class RouterConfig(_Model):
     max_retries: int = Field(2, ge=0)  # other replicas tried when one fails before streaming
     # after lost KV events (or joining a running stream) a replica is routed by the guess this long
     kv_events_stale_s: float = Field(30.0, gt=0)
+    # bound mode: the gateway binds this ZMQ endpoint (port + rank per data-parallel rank) and engines connect to
+    # it, each publishing under its backend's kv_events_topic (vLLM: "endpoint": "tcp://GATEWAY_HOST:PORT")
+    kv_events_bind: str | None = None
+
+    @field_validator("kv_events_bind")
+    @classmethod
+    def _bind(cls, v: str | None) -> str | None:
+        return _zmq_endpoint(v)
 
 
 class AdmissionConfig(_Model):
@@ -182,10 +198,20 @@ class GatewayConfig(_Model):
 
     @model_validator(mode="after")
     def _kv_events(self) -> GatewayConfig:
-        orphans = [b.name for b in self.backends if b.kv_events_replay_endpoint and not b.kv_events_endpoint]
+        bound = self.router.kv_events_bind is not None
+        orphans = [b.name for b in self.backends if b.kv_events_replay_endpoint and not b.follows_kv_events(bound)]
         if orphans:
-            raise ValueError(f"backends {orphans}: kv_events_replay_endpoint needs kv_events_endpoint")
-        with_events = [b.name for b in self.backends if b.kv_events_endpoint]
+            raise ValueError(f"backends {orphans}: kv_events_replay_endpoint needs kv_events_endpoint "
+                             "(or router.kv_events_bind and a kv_events_topic)")
+        if bound:
+            topics = [b.kv_events_topic for b in self.backends if b.follows_kv_events(True) and not b.kv_events_endpoint]
+            if not topics:
+                raise ValueError("router.kv_events_bind is set but no backend has a kv_events_topic to listen for")
+            dup = {t for t in topics if topics.count(t) > 1}
+            if dup:
+                raise ValueError(f"backends: kv_events_topic {sorted(dup)} used by several backends; with "
+                                 "router.kv_events_bind each engine must publish under its own topic")
+        with_events = [b.name for b in self.backends if b.follows_kv_events(bound)]
         if not with_events:
             return self
         from gpuyield.core.policy.routing import routes_by_prefix

@@ -49,7 +49,7 @@ from typing import Any
 
 from gpuyield.core.policy.kv_events import KVEventIndex
 
-__all__ = ["KVEventStats", "KVEventSubscriber", "apply_message", "rank_endpoint"]
+__all__ = ["KVEventListener", "KVEventStats", "KVEventSubscriber", "apply_message", "rank_endpoint"]
 
 # positional field order of the array encoding, after the tag
 _FIELDS = {
@@ -178,7 +178,7 @@ class KVEventSubscriber:
     def __init__(
         self,
         replica: str,
-        endpoint: str,
+        endpoint: str | None,
         index: KVEventIndex,
         topic: str = "",
         dp_ranks: int = 1,
@@ -197,10 +197,14 @@ class KVEventSubscriber:
         self.stats = KVEventStats()
         self._task: asyncio.Task[None] | None = None
         self._resume: asyncio.TimerHandle | None = None
+        self._dealers: dict[int, Any] = {}  # rank -> replay socket, in bound mode (see feed)
 
     def start(self) -> None:
+        """Follow the replica: read its own sockets, or (no ``endpoint``) wait for a
+        :class:`KVEventListener` to :meth:`feed` it."""
         self.index.track(self.replica)
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.endpoint:
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     def stop(self) -> None:
         if self._task is not None:
@@ -209,7 +213,26 @@ class KVEventSubscriber:
         if self._resume is not None:
             self._resume.cancel()
             self._resume = None
+        for dealer in self._dealers.values():
+            with contextlib.suppress(Exception):
+                dealer.close(0)
+        self._dealers.clear()
         self.index.forget(self.replica)
+
+    async def feed(self, frames: Sequence[bytes], socket_rank: int = 0) -> None:
+        """One message that arrived on a listener's socket (bound mode), with replay when configured."""
+        replay = None
+        if self.replay_endpoint:
+            replay = self._dealers.get(socket_rank)
+            if replay is None:
+                import zmq
+                import zmq.asyncio
+
+                replay = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+                replay.setsockopt(zmq.LINGER, 0)
+                replay.connect(rank_endpoint(self.replay_endpoint, socket_rank))
+                self._dealers[socket_rank] = replay
+        await self.receive(frames, socket_rank, replay)
 
     def handle(self, frames: Sequence[bytes], socket_rank: int = 0) -> bool:
         """Apply one message (the socket loop calls this; tests may too)."""
@@ -271,7 +294,7 @@ class KVEventSubscriber:
                     sock = ctx.socket(zmq.SUB)
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.setsockopt(zmq.SUBSCRIBE, self.topic.encode())
-                    sock.connect(rank_endpoint(self.endpoint, rank))
+                    sock.connect(rank_endpoint(self.endpoint or "", rank))
                     poller.register(sock, zmq.POLLIN)
                     socks.append(sock)
                     if self.replay_endpoint:
@@ -296,3 +319,71 @@ class KVEventSubscriber:
                 for sock in socks + replays:
                     with contextlib.suppress(Exception):
                         sock.close(0)
+
+
+@dataclass(slots=True)
+class KVEventListenerStats:
+    messages: int = 0
+    unknown_topic: int = 0  # messages whose topic names no backend
+    errors: int = 0
+
+
+class KVEventListener:
+    """Bound mode: the gateway binds SUB sockets (``router.kv_events_bind``, port + rank for data-parallel
+    ranks) and the engines connect to it, as vLLM does when its ``endpoint`` is ``tcp://GATEWAY_HOST:PORT``.
+    Every engine publishes under its own topic (``backends[].kv_events_topic``); each message goes to the
+    subscriber of that backend, which applies it exactly as in connect mode."""
+
+    def __init__(self, endpoint: str, by_topic: dict[str, KVEventSubscriber], dp_ranks: int = 1) -> None:
+        self.endpoint = endpoint
+        self.by_topic = {t.encode(): sub for t, sub in by_topic.items()}
+        self.dp_ranks = max(1, int(dp_ranks))
+        self.stats = KVEventListenerStats()
+        self._task: asyncio.Task[None] | None = None
+        self._socks: list[Any] = []
+
+    def start(self) -> None:
+        import zmq
+        import zmq.asyncio
+
+        ctx = zmq.asyncio.Context.instance()
+        for rank in range(self.dp_ranks):  # bind now, so a bad endpoint fails at startup, not silently later
+            sock = ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.bind(rank_endpoint(self.endpoint, rank))
+            self._socks.append(sock)
+        for sub in self.by_topic.values():
+            sub.start()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        for sub in self.by_topic.values():
+            sub.stop()
+        for sock in self._socks:
+            with contextlib.suppress(Exception):
+                sock.close(0)
+        self._socks.clear()
+
+    async def _run(self) -> None:
+        import zmq
+        import zmq.asyncio
+
+        poller = zmq.asyncio.Poller()
+        for sock in self._socks:
+            poller.register(sock, zmq.POLLIN)
+        while True:
+            for sock, _ in await poller.poll():
+                frames = await sock.recv_multipart()
+                self.stats.messages += 1
+                sub = self.by_topic.get(frames[0]) if frames else None
+                if sub is None:
+                    self.stats.unknown_topic += 1
+                    continue
+                try:
+                    await sub.feed(frames, self._socks.index(sock))
+                except Exception:  # noqa: BLE001 - one bad stream must not stop the others
+                    self.stats.errors += 1
