@@ -399,7 +399,8 @@ def test_serve_in_bound_mode_fills_the_index_from_a_connecting_engine() -> None:
             time.sleep(0.05)
         assert gw.kv_index.num_blocks("r1") == 3
         assert not gw.kv_index.tracks("r0")  # r0 publishes no events: routed by the guess
-        assert 'gpuyield_kv_index_blocks{backend="r1"} 3.0' in httpx.get(srv.url + "/metrics").text
+        text = httpx.get(srv.url + "/metrics").text
+        assert 'gpuyield_kv_index_blocks{backend="r1"} 3.0' in text and "gpuyield_kv_event_unknown_topic 0.0" in text
     finally:
         srv.stop()
         pub.close(0)

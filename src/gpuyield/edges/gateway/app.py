@@ -988,6 +988,8 @@ class Gateway:
             m.child(m.engine_running, r.name).set(r.engine_running)
             m.child(m.engine_waiting, r.name).set(r.engine_waiting)
             m.child(m.engine_kv, r.name).set(r.kv_usage)
+        if self.kv_listener is not None:
+            m.kv_event_unknown_topic.set(self.kv_listener.stats.unknown_topic)
         for sub in self.kv_subscribers:
             st = sub.stats
             m.child(m.kv_event_batches, sub.replica).set(st.batches)

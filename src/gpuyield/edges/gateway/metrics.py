@@ -73,6 +73,9 @@ class GatewayMetrics:
         self.kv_event_replayed = Gauge("gpuyield_kv_event_replayed",
                                        "Lost KV-event batches recovered from the publisher's replay buffer.",
                                        ["backend"], registry=r)
+        self.kv_event_unknown_topic = Gauge("gpuyield_kv_event_unknown_topic",
+                                            "Bound mode: KV-event messages whose topic names no backend.",
+                                            registry=r)
         self.kv_event_restarts = Gauge("gpuyield_kv_event_restarts", "KV-event publishers that started again.",
                                        ["backend"], registry=r)
         self.kv_view_exact = Gauge("gpuyield_kv_view_exact",
