@@ -197,7 +197,7 @@ class KVEventSubscriber:
         self.stats = KVEventStats()
         self._task: asyncio.Task[None] | None = None
         self._resume: asyncio.TimerHandle | None = None
-        self._dealers: dict[int, Any] = {}  # rank -> replay socket, in bound mode (see feed)
+        self._dealers: dict[int, Any] = {}  # rank -> replay socket (see _replay_socket)
 
     def start(self) -> None:
         """Follow the replica: read its own sockets, or (no ``endpoint``) wait for a
@@ -221,22 +221,22 @@ class KVEventSubscriber:
 
     async def feed(self, frames: Sequence[bytes], socket_rank: int = 0) -> None:
         """One message that arrived on a listener's socket (bound mode), with replay when configured."""
-        replay = None
-        if self.replay_endpoint:
-            replay = self._dealers.get(socket_rank)
-            if replay is None:
-                import zmq
-                import zmq.asyncio
+        await self.receive(frames, socket_rank, self._replay_socket(socket_rank))
 
-                replay = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-                replay.setsockopt(zmq.LINGER, 0)
-                replay.connect(rank_endpoint(self.replay_endpoint, socket_rank))
-                self._dealers[socket_rank] = replay
-        await self.receive(frames, socket_rank, replay)
+    def _replay_socket(self, rank: int) -> Any:
+        """The DEALER to ``rank``'s replay endpoint (made on first use, kept until :meth:`stop`), or None."""
+        if not self.replay_endpoint:
+            return None
+        dealer = self._dealers.get(rank)
+        if dealer is None:
+            import zmq
+            import zmq.asyncio
 
-    def handle(self, frames: Sequence[bytes], socket_rank: int = 0) -> bool:
-        """Apply one message (the socket loop calls this; tests may too)."""
-        return apply_message(self.index, self.replica, frames, self.stats, socket_rank, self._incomplete)
+            dealer = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+            dealer.setsockopt(zmq.LINGER, 0)
+            dealer.connect(rank_endpoint(self.replay_endpoint, rank))
+            self._dealers[rank] = dealer
+        return dealer
 
     async def receive(self, frames: Sequence[bytes], rank: int, replay: Any = None) -> None:
         """One live message of socket ``rank``: first recover the batches it shows were lost (``replay``: that
@@ -287,7 +287,6 @@ class KVEventSubscriber:
         ctx = zmq.asyncio.Context.instance()
         while True:
             socks: list[Any] = []
-            replays: list[Any] = []
             try:
                 poller = zmq.asyncio.Poller()
                 for rank in range(self.dp_ranks):
@@ -297,15 +296,10 @@ class KVEventSubscriber:
                     sock.connect(rank_endpoint(self.endpoint or "", rank))
                     poller.register(sock, zmq.POLLIN)
                     socks.append(sock)
-                    if self.replay_endpoint:
-                        dealer = ctx.socket(zmq.DEALER)
-                        dealer.setsockopt(zmq.LINGER, 0)
-                        dealer.connect(rank_endpoint(self.replay_endpoint, rank))
-                        replays.append(dealer)
                 while True:
                     for sock, _ in await poller.poll():
                         rank = socks.index(sock)
-                        await self.receive(await sock.recv_multipart(), rank, replays[rank] if replays else None)
+                        await self.receive(await sock.recv_multipart(), rank, self._replay_socket(rank))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - never take the gateway down: guess, then reconnect
@@ -316,7 +310,7 @@ class KVEventSubscriber:
                 await asyncio.sleep(self.stale_s)
                 self.index.resume(self.replica)
             finally:
-                for sock in socks + replays:
+                for sock in socks:
                     with contextlib.suppress(Exception):
                         sock.close(0)
 
