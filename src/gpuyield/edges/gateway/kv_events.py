@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -238,6 +239,10 @@ class KVEventSubscriber:
             self._dealers[rank] = dealer
         return dealer
 
+    def handle(self, frames: Sequence[bytes], socket_rank: int = 0) -> bool:
+        """Apply one message (the socket loop calls this; tests may too)."""
+        return apply_message(self.index, self.replica, frames, self.stats, socket_rank, self._incomplete)
+
     async def receive(self, frames: Sequence[bytes], rank: int, replay: Any = None) -> None:
         """One live message of socket ``rank``: first recover the batches it shows were lost (``replay``: that
         rank's DEALER socket, or None), then apply it."""
@@ -302,8 +307,10 @@ class KVEventSubscriber:
                         await self.receive(await sock.recv_multipart(), rank, self._replay_socket(rank))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - never take the gateway down: guess, then reconnect
+            except Exception as exc:  # noqa: BLE001 - never take the gateway down: guess, then reconnect
                 self.stats.errors += 1
+                print(f"gpuyield serve: KV-event stream of {self.replica} failed ({type(exc).__name__}: {exc}); "
+                      f"routing it by the guess and reconnecting in {self.stale_s:g} s", file=sys.stderr)
                 self.index.cleared(self.replica)
                 self.stats.last_seq.clear()
                 self.index.suspend(self.replica)
@@ -379,5 +386,7 @@ class KVEventListener:
                     continue
                 try:
                     await sub.feed(frames, self._socks.index(sock))
-                except Exception:  # noqa: BLE001 - one bad stream must not stop the others
+                except Exception as exc:  # noqa: BLE001 - one bad stream must not stop the others
                     self.stats.errors += 1
+                    print(f"gpuyield serve: KV event for {sub.replica} not applied ({type(exc).__name__}: {exc})",
+                          file=sys.stderr)
