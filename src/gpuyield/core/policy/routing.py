@@ -146,6 +146,27 @@ def _ring_point(key: str | int) -> int:
     return mix64(acc)
 
 
+def _with_exact_view(
+    guess: dict[str, int],
+    exact: PrefixCacheView | None,
+    replicas: Sequence[ReplicaSnapshot],
+    block_hashes: Sequence[int],
+) -> dict[str, int]:
+    """``guess`` (replica -> leading blocks believed cached) with what the replicas that publish KV-cache
+    events really hold in place of the guess (``exact``: the engines' view, None when no stream is followed)."""
+    if exact is None:
+        return guess
+    for r in replicas:
+        rid = r.replica_id
+        if exact.tracks(rid):
+            n = exact.match(rid, block_hashes)
+            if n:
+                guess[rid] = n
+            else:
+                guess.pop(rid, None)
+    return guess
+
+
 class PrefixAffinityPolicy(RoutingPolicy):
     """Longest believed prefix match, else consistent hashing, always under a bounded-load guard."""
 
@@ -208,17 +229,7 @@ class PrefixAffinityPolicy(RoutingPolicy):
             return snap.outstanding_requests >= bound or recent.get(snap.replica_id, 0.0) >= r_bound
 
         if req.block_hashes:
-            matches = self.index.match(req.block_hashes)
-            exact = self.exact
-            if exact is not None:  # replicas with an event stream: what they really hold replaces the guess
-                for r in replicas:
-                    rid = r.replica_id
-                    if exact.tracks(rid):
-                        n = exact.match(rid, req.block_hashes)
-                        if n:
-                            matches[rid] = n
-                        else:
-                            matches.pop(rid, None)
+            matches = _with_exact_view(self.index.match(req.block_hashes), self.exact, replicas, req.block_hashes)
             if matches:
                 best_id = None
                 best_key: tuple[int, int, float] | None = None
@@ -281,13 +292,11 @@ class CostPolicy(RoutingPolicy):
         return queue + uncached * per_tok + r.transfer_s + wake
 
     def choose(self, req: RequestView, replicas: Sequence[ReplicaSnapshot], now_s: float) -> str:
-        matches = self.index.match(req.block_hashes) if req.block_hashes else {}
-        exact = self.exact
-        if exact is not None and req.block_hashes:  # what tracked replicas really hold replaces the guess
-            matches = dict(matches)
-            for r in replicas:
-                if exact.tracks(r.replica_id):
-                    matches[r.replica_id] = exact.match(r.replica_id, req.block_hashes)
+        matches = (
+            _with_exact_view(self.index.match(req.block_hashes), self.exact, replicas, req.block_hashes)
+            if req.block_hashes
+            else {}
+        )
         best = replicas[0]
         best_t = self.predict_ttft_s(req, best, matches.get(best.replica_id, 0))
         for r in replicas[1:]:
