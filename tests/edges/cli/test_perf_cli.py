@@ -292,7 +292,10 @@ def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
     res = {}
     compared = 0
     for method in ("analytic", "sim"):
-        r = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--method", method, "--json"])
+        r = _run([
+            "validate", "--measurements", str(csv_path), "--report", "-", "--method", method, "--json",
+            "--no-corrections",
+        ])  # fmt: skip
         assert r.exit_code == 0, r.output
         res[method] = json.loads(r.stdout)
         assert res[method]["method"] == method
@@ -304,7 +307,7 @@ def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
         est = _run([
             "estimate", "--model", s_row["model"], "--gpu", s_row["gpu"], "--isl", str(s_row["isl"]),
             "--osl", str(s_row["osl"]), "--concurrency", str(s_row["concurrency"]), "--engine", s_row["engine"],
-            "--precision", s_row["precision"], "--tp", a_row["layout"].split()[1][2:], "--json",
+            "--precision", s_row["precision"], "--tp", a_row["layout"].split()[1][2:], "--json", "--no-corrections",
         ])  # fmt: skip
         if est.exit_code == 0 and "ttft_ms" in json.loads(est.stdout):
             assert json.loads(est.stdout)["ttft_ms"] == pytest.approx(s_row["predicted_ttft_ms"], rel=1e-9)
@@ -472,3 +475,46 @@ def test_estimate_layout_agg_matches_the_parallelism_options_and_disagg_is_analy
     too_big = _run(["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "h100_sxm", "--isl", "1024",
                     "--osl", "128", "--concurrency", "8", "--layout", "agg tp1 pp1 adp1 moe_tp1 ep1", "--json"])  # fmt: skip
     assert too_big.exit_code == 2 and json.loads(too_big.stdout)["fits"] is False
+
+
+def test_calibrate_with_measurements_stores_measured_operating_points(tmp_path):
+    root = tmp_path / "aic"
+    (root / "data" / "h100_sxm").mkdir(parents=True)
+    (root / "h100_sxm.yaml").symlink_to(AIC / "h100_sxm.yaml")
+    for op in ("gemm", "attention", "comm"):
+        (root / "data" / "h100_sxm" / op).symlink_to(AIC / "data" / "h100_sxm" / op)
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, [r for r in FIXTURE if r["gpu"] == "h100_sxm"])
+    outs = {}
+    for flag in ("--corrections", "--no-corrections"):
+        out = tmp_path / f"c{flag}.yaml"
+        r = _run([
+            "calibrate", "--from", str(root), "--measurements", str(csv_path), "--rounds", "1", "--out", str(out),
+            "--base", "shipped", flag, "--json",
+        ])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        outs[flag] = json.loads(r.stdout)["calibration"]
+    table = outs["--corrections"]["corrections"]
+    assert table["deployments"] and str(csv_path) in table["source"]
+    # the shipped table is dropped (stale under the refitted constants), not merged
+    assert sum(len(v) for v in table["deployments"].values()) <= len(FIXTURE)
+    assert "corrections" not in outs["--no-corrections"]
+
+
+def test_estimate_reports_the_measured_correction_only_for_measured_deployments():
+    args = ["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "b200_sxm", "--tp", "8", "--engine", "sglang",
+            "--precision", "fp8", "--isl", "1024", "--osl", "1024", "--concurrency", "64", "--method", "analytic",
+            "--json"]  # fmt: skip
+    on = json.loads(_run(args).stdout)
+    off = json.loads(_run([*args, "--no-corrections"]).stdout)
+    corr = on["measured_correction"]
+    assert corr is not None and corr["same_deployment"] and corr["num_points"] > 10
+    assert off["measured_correction"] is None
+    assert on["ttft_ms"] == pytest.approx(off["ttft_ms"] * corr["ttft_factor"])
+    assert on["tpot_ms"] == pytest.approx(off["tpot_ms"] * corr["tpot_factor"])
+    assert any("measured operating points" in n for n in on["notes"])
+    unmeasured = json.loads(_run([
+        "estimate", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "h100_sxm", "--isl", "1024", "--osl",
+        "256", "--concurrency", "8", "--method", "analytic", "--json",
+    ]).stdout)  # fmt: skip
+    assert unmeasured["measured_correction"] is None

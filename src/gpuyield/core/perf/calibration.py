@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from gpuyield.core.perf.corrections import MeasuredCorrections
 from gpuyield.errors import ConfigError
 
 __all__ = [
@@ -130,6 +131,8 @@ class Calibration:
     # Extra accelerators described by the calibration itself (e.g. ``cpu`` from ``gpuyield profile``):
     # id -> {memory_gb, memory_bandwidth_tb_s, bf16_dense_tflops, ...}
     devices: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Residuals of measured deployments (``gpuyield calibrate --measurements``); see core/perf/corrections.py
+    corrections: MeasuredCorrections | None = None
 
     def gpu(self, gpu_id: str) -> GpuCoefficients:
         key = _norm(gpu_id)
@@ -256,8 +259,15 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: devices.{did}: expected a mapping")
         devices[str(did)] = {str(k): float(v) for k, v in d.items() if isinstance(v, (int, float))}
+    corrections = None
+    if data.get("corrections") is not None:
+        corrections = MeasuredCorrections.from_dict(data["corrections"], f"{where}: corrections")
     return Calibration(
-        gpus=gpus, engines=engines, sources=tuple(str(s) for s in data.get("sources") or ()), devices=devices
+        gpus=gpus,
+        engines=engines,
+        sources=tuple(str(s) for s in data.get("sources") or ()),
+        devices=devices,
+        corrections=corrections,
     )
 
 
@@ -290,6 +300,8 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
     out: dict[str, Any] = {"schema": SCHEMA, "sources": list(cal.sources), "gpus": gpus, "engines": engines}
     if cal.devices:
         out["devices"] = {k: dict(sorted(v.items())) for k, v in sorted(cal.devices.items())}
+    if cal.corrections is not None:
+        out["corrections"] = cal.corrections.to_dict()
     return out
 
 
@@ -300,4 +312,5 @@ def default_calibration() -> Calibration:
         text = resources.files("gpuyield.core.perf").joinpath("data/calibration.yaml").read_text()
     except FileNotFoundError:  # pragma: no cover - packaging error
         return Calibration()
-    return calibration_from_dict(yaml.safe_load(text) or {}, "gpuyield/core/perf/data/calibration.yaml")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the measured-points table is large
+    return calibration_from_dict(yaml.load(text, Loader=loader) or {}, "gpuyield/core/perf/data/calibration.yaml")

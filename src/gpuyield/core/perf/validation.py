@@ -19,6 +19,15 @@ from typing import Any
 
 from gpuyield.core.perf.calibration import Calibration
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
+from gpuyield.core.perf.corrections import (
+    Correction,
+    CorrectionSettings,
+    DeploymentKey,
+    MeasuredCorrections,
+    MeasuredPoint,
+    apply_correction,
+    measurement_id,
+)
 from gpuyield.core.perf.model import PerfModel, normalise_engine, normalise_precision
 from gpuyield.errors import ConfigError, GpuyieldError
 
@@ -29,11 +38,15 @@ __all__ = [
     "MeasurementRow",
     "PoolLayout",
     "VALIDATION_METHODS",
+    "build_corrections",
+    "correct_row",
+    "deployment_key",
     "error_summary",
     "kv_dtype_for",
     "parse_layout",
     "predict_row",
     "row_from_mapping",
+    "row_measurement_id",
     "validate_rows",
 ]
 
@@ -315,6 +328,126 @@ def predict_row(
     )
 
 
+def _pool_text(p: PoolLayout, moe: bool) -> str:
+    if not moe:  # dense: expert settings mean nothing ("moe_tp0 ep0" and no mention are the same layout)
+        return f"tp{p.tp} pp{p.pp} adp{p.adp}"
+    moe_tp = p.moe_tp or max(1, p.tp * p.adp // max(1, p.ep))  # PerfModel's default split of the experts
+    return f"tp{p.tp} pp{p.pp} adp{p.adp} ep{p.ep} moe_tp{moe_tp}"
+
+
+def deployment_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> DeploymentKey:
+    """The canonical deployment a row was measured on (catalogue ids, normalised engine and precision).
+
+    Aggregated rows name one replica and count replicas (``num_gpus`` / replica GPUs, 1 when unknown);
+    disaggregated rows keep their worker counts (0 = not recorded) and ``num_gpus``."""
+    model = model_of(row.model)
+    gpu = gpu_of(row.gpu)
+    layout = parse_layout(row.layout, row.tp)
+    engine, precision = normalise_engine(row.engine), normalise_precision(row.precision)
+    moe = bool(getattr(model, "num_experts", 0))
+    if layout.kind == "agg":
+        rep = layout.replica
+        assert rep is not None
+        if row.layout.strip().lower() == "agg" and row.tp is None:
+            return DeploymentKey(engine, model.id, gpu.id, precision, "agg auto", row.num_gpus or 0)
+        replicas = 1
+        if row.num_gpus and row.num_gpus > rep.gpus and row.num_gpus % rep.gpus == 0:
+            replicas = row.num_gpus // rep.gpus
+        return DeploymentKey(engine, model.id, gpu.id, precision, f"agg {_pool_text(rep, moe)}", replicas)
+    assert layout.prefill is not None and layout.decode is not None
+    text = (
+        f"disagg {layout.prefill.count or 0}x prefill({_pool_text(layout.prefill, moe)})"
+        f" + {layout.decode.count or 0}x decode({_pool_text(layout.decode, moe)})"
+    )
+    return DeploymentKey(engine, model.id, gpu.id, precision, text, row.num_gpus or 0)
+
+
+def row_measurement_id(row: MeasurementRow) -> str:
+    """Stable id of one measurement: its inputs and its measured TTFT/TPOT (equal rows share it)."""
+    return measurement_id(
+        (
+            row.gpu,
+            row.num_gpus,
+            row.model,
+            row.engine,
+            row.precision,
+            " ".join(row.layout.lower().split()),
+            row.tp,
+            row.isl,
+            row.osl,
+            row.concurrency,
+            row.measured.get("ttft_ms"),
+            row.measured.get("tpot_ms"),
+        )
+    )
+
+
+def correct_row(
+    result: ClosedLoopResult,
+    row: MeasurementRow,
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    exclude: Iterable[str] = (),
+) -> tuple[ClosedLoopResult, Correction | None]:
+    """``result`` corrected by the calibration's measured operating points near ``row`` (closed-loop rows
+    only; offline rows and unmeasured models are returned unchanged, with None)."""
+    if cal.corrections is None or row.concurrency is None:
+        return result, None
+    try:
+        key = deployment_key(row, model_of, gpu_of)
+    except GpuyieldError:
+        return result, None
+    corr = cal.corrections.correct(key, row.isl, row.osl, row.concurrency, exclude=exclude)
+    if corr is None:
+        return result, None
+    return apply_correction(result, corr), corr
+
+
+def build_corrections(
+    rows: Iterable[MeasurementRow],
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    settings: CorrectionSettings | None = None,
+    source: str = "",
+) -> MeasuredCorrections:
+    """Residuals ``log(measured / predicted)`` of every closed-loop row the model predicts under ``cal``
+    (without corrections). Offline rows and rows it cannot predict are left out (they have no residual)."""
+    base = dataclasses.replace(cal, corrections=None)
+    deps: dict[str, list[MeasuredPoint]] = {}
+    cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
+    for row in rows:
+        if row.concurrency is None:
+            continue
+        mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
+        if not mt and not md:
+            continue
+        ck = (row.gpu, row.num_gpus, row.model, row.engine, row.precision, row.layout, row.tp, row.isl, row.osl,
+              row.concurrency)
+        if ck not in cache:
+            try:
+                cache[ck] = predict_row(row, model_of, gpu_of, base)
+            except GpuyieldError:
+                cache[ck] = None
+        res = cache[ck]
+        if res is None:
+            continue
+        lt = math.log(mt / res.ttft_ms) if mt and res.ttft_ms > 0 else None
+        ld = math.log(md / res.tpot_ms) if md and res.tpot_ms > 0 else None
+        if lt is None and ld is None:
+            continue
+        key = deployment_key(row, model_of, gpu_of)
+        deps.setdefault(key.text(), []).append(
+            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, row_measurement_id(row))
+        )
+    return MeasuredCorrections(
+        deployments={k: tuple(v) for k, v in sorted(deps.items())},
+        settings=settings or CorrectionSettings(),
+        source=source,
+    )
+
+
 def _ape(pred: float, meas: float) -> float:
     return abs(pred - meas) / meas
 
@@ -350,8 +483,13 @@ def validate_rows(
     progress: Callable[[int], None] | None = None,
     method: str = "analytic",
     invalid: Sequence[Mapping[str, Any]] = (),
+    corrections: bool = True,
 ) -> dict[str, Any]:
     """Predict every row and score it: ``{"summary", "coverage", "unsupported", "rows"}`` (issue 3 shape).
+
+    With ``corrections`` (the default) and a calibration that holds measured operating points, each closed-
+    loop prediction is corrected by them, leaving out the row's own measurement: on the calibration's own
+    rows the reported error is a leave-one-out error, never a lookup of the answer.
 
     ``method`` is ``analytic`` (the fast fixed-point solver, the default) or ``sim`` (aggregated rows through
     the engine model, as ``gpuyield estimate`` reports them); see :func:`predict_row`. ``invalid`` are rows
@@ -364,6 +502,8 @@ def validate_rows(
     pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
     total = len(unsupported)
     cache: dict[tuple[Any, ...], ClosedLoopResult | str] = {}
+    table = cal.corrections if corrections else None
+    corrected = 0
     for row in rows:
         total += 1
         key = (
@@ -401,6 +541,16 @@ def validate_rows(
         if isinstance(res, str):
             unsupported.append({"row": row.index, "reason": res})
         else:
+            corr = None
+            if table is not None:
+                res, corr = correct_row(res, row, model_of, gpu_of, cal, exclude=(row_measurement_id(row),))
+            if corr is not None:
+                corrected += 1
+                rec["correction"] = {
+                    "ttft_factor": corr.ttft_factor,
+                    "tpot_factor": corr.tpot_factor,
+                    "support": corr.support,
+                }
             pred = {
                 "ttft_ms": res.ttft_ms,
                 "tpot_ms": res.tpot_ms,
@@ -423,6 +573,7 @@ def validate_rows(
         "summary": {k: error_summary(v) for k, v in pairs.items()},
         "coverage": (len(out_rows) / total) if total else 0.0,
         "num_rows": total,
+        "corrected_rows": corrected,
         "unsupported": unsupported,
         "rows": out_rows,
     }

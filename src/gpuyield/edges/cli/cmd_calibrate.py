@@ -24,6 +24,10 @@ HELP = """Reduce raw kernel timing tables to a compact calibration YAML (and opt
 directory `gpuyield profile` writes (same layout, CSV tables). Repeat --from to merge several roots; later
 roots win for the same device. With --measurements, the engine-family constants (overheads, TTFT share of a
 synchronised start, decode/prefill efficiency) are fitted on that CSV (schema of `gpuyield validate`).
+With --measurements it also stores every measured operating point's residual (log measured / predicted TTFT
+and TPOT under the fitted constants): estimate and validate then correct queries near measured points of
+the same model, engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
+A calibration written without --measurements carries no corrections (old residuals would be stale).
 Use the result with --calibration FILE on estimate/validate.
 
 Examples:
@@ -54,6 +58,11 @@ def calibrate(
         help="Also fit efficiencies per (engine, precision) and (engine, GPU, precision) groups (tighter in "
         "sample, worse on held-out models in our cross-validation).",
     ),
+    corrections: bool = typer.Option(
+        True,
+        "--corrections/--no-corrections",
+        help="With --measurements, store the measured operating points' residuals (see above).",
+    ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -61,11 +70,14 @@ def calibrate(
         import dataclasses
 
         from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, calibration_to_dict
+        from gpuyield.core.perf.corrections import CorrectionSettings
+        from gpuyield.core.perf.validation import build_corrections
         from gpuyield.edges.perf.calibrate import (
             ENGINE_DEFAULTS,
             fit_engines,
             kernel_calibration,
             load_measurements,
+            lookups,
         )
         from gpuyield.edges.perf.io import load_calibration, write_calibration
         from gpuyield.errors import ConfigError
@@ -87,7 +99,9 @@ def calibrate(
             if json_out is None:
                 console.print(f"[dim]{msg}[/dim]")
 
-        cal = kernel_calibration(from_, cat, start, log=log)
+        settings = start.corrections.settings if start.corrections is not None else CorrectionSettings()
+        # new kernel efficiencies (and engine constants) make any stored residuals stale
+        cal = dataclasses.replace(kernel_calibration(from_, cat, start, log=log), corrections=None)
         if measurements is not None:
             invalid: list[dict[str, Any]] = []
             rows = load_measurements(measurements, invalid=invalid)
@@ -95,6 +109,18 @@ def calibrate(
                 log(f"skipped measurement {bad['reason']}")
             cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
             cal = dataclasses.replace(cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"))
+            if corrections:
+                model_of, gpu_of = lookups(cat, cal)
+                table = build_corrections(
+                    rows,
+                    model_of,
+                    gpu_of,
+                    cal,
+                    settings,
+                    source=f"log(measured / predicted) of {measurements} under this file's coefficients",
+                )
+                cal = dataclasses.replace(cal, corrections=table)
+                log(f"measured operating points: {len(table)} in {len(table.deployments)} deployment(s)")
         header = (
             "# gpuyield performance-model calibration (written by `gpuyield calibrate`).\n"
             "# Derived from: " + "; ".join(cal.sources)

@@ -36,6 +36,11 @@ Examples:
 
   gpuyield estimate --model deepseek-ai/DeepSeek-R1 --gpu gb200 --precision fp4 --engine trtllm --isl 8192 --osl 1024 --concurrency 512 --layout "disagg 2x prefill(tp4 adp1 ep4) + 1x decode(tp16 adp1 ep16)"
 
+When the calibration holds measured operating points of the same model, engine and precision (the shipped
+one holds those of e2e_train.csv; `calibrate --measurements` writes your own), TTFT and TPOT are corrected
+by the measured residuals interpolated in log ISL/OSL/concurrency ('measured_correction' in --json, and a
+note); --no-corrections gives the step-time model alone.
+
 --layout takes the layout syntax of `validate`'s CSV (AIConfigurator's form) instead of --tp/--pp/--ep/
 --attention-dp, including prefill/decode-disaggregated deployments (those use the analytic solver).
 """
@@ -79,10 +84,13 @@ def estimate_record(
     max_num_seqs: int | None,
     max_num_batched_tokens: int | None,
     method: str,
+    corrections: bool = True,
 ) -> dict[str, Any]:
     """Everything `estimate` reports, as plain data (also used by tests and benchmarks)."""
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
-    from gpuyield.core.perf.validation import kv_dtype_for
+    from gpuyield.core.perf.corrections import apply_correction
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, kv_dtype_for
+    from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.edges.perf.io import resolve_gpu
     from gpuyield.errors import ConfigError
 
@@ -139,6 +147,15 @@ def estimate_record(
         max_num_batched_tokens=max_num_batched_tokens,
         num_replicas=replicas,
     )
+    # measured operating points of this deployment (if the calibration holds any) correct the estimate
+    model_of, gpu_of = lookups(catalog, calibration)
+    row = MeasurementRow(
+        index=0, gpu=gpu, num_gpus=perf.num_gpus * replicas, model=model, engine=engine, precision=precision,
+        layout=f"agg tp{tp} pp{pp} adp{attention_dp} ep{perf.ep}", tp=tp, isl=isl, osl=osl,
+        concurrency=concurrency, num_requests=num_requests, measured=dict.fromkeys(METRICS),
+        source="gpuyield estimate",
+    )  # fmt: skip
+    analytic, corr = correct_row(analytic, row, model_of, gpu_of, calibration) if corrections else (analytic, None)
     ec = perf.engine_coeffs
     result: dict[str, Any]
     if method == "sim":
@@ -155,6 +172,8 @@ def estimate_record(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
         )
+        if corr is not None:
+            eng = apply_correction(eng, corr)
         result = dataclasses.asdict(eng)
         result["analytic"] = {
             "ttft_ms": analytic.ttft_ms,
@@ -195,10 +214,23 @@ def estimate_record(
             },
             "out_of_range": sorted(set(bd.out_of_range) | set(pre.out_of_range)),
             "calibration": {"gpu": perf.gpu_coeffs.source, "engine": ec.source},
+            "measured_correction": _correction_record(corr),
         }
     )
     out["notes"] = list(dict.fromkeys(list(out["notes"]) + list(analytic.notes)))
     return out
+
+
+def _correction_record(corr: Any) -> dict[str, Any] | None:
+    if corr is None:
+        return None
+    return {
+        "ttft_factor": corr.ttft_factor,
+        "tpot_factor": corr.tpot_factor,
+        "support": corr.support,
+        "num_points": corr.num_points,
+        "same_deployment": corr.same_deployment,
+    }
 
 
 def layout_record(
@@ -215,9 +247,10 @@ def layout_record(
     concurrency: int | None,
     num_requests: int | None,
     method: str,
+    corrections: bool = True,
 ) -> dict[str, Any]:
     """`estimate --layout`: one deployment in validate's layout syntax, predicted exactly as validate predicts a row."""
-    from gpuyield.core.perf.validation import METRICS, MeasurementRow, parse_layout, predict_row
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, parse_layout, predict_row
     from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.errors import ConfigError, DoesNotFitError
 
@@ -257,6 +290,7 @@ def layout_record(
     except DoesNotFitError as exc:
         out.update({"fits": False, "reason": str(exc), "notes": []})
         return out
+    res, corr = correct_row(res, row, model_of, gpu_of, calibration) if corrections else (res, None)
     out.update(
         {
             "fits": True,
@@ -269,6 +303,7 @@ def layout_record(
             "limited_by": res.limited_by,
             "memory": res.memory,
             "notes": list(res.notes),
+            "measured_correction": _correction_record(corr),
         }
     )
     if lay.kind == "disagg" and method == "sim":
@@ -388,6 +423,11 @@ def estimate(
     calibration: str | None = typer.Option(
         None, "--calibration", help="Calibration YAML from `gpuyield calibrate`."
     ),
+    corrections: bool = typer.Option(
+        True,
+        "--corrections/--no-corrections",
+        help="Correct by the calibration's measured operating points of this model/engine/precision.",
+    ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -407,6 +447,7 @@ def estimate(
             "concurrency": parse_concurrency(concurrency),
             "num_requests": num_requests,
             "method": method,
+            "corrections": corrections,
         }
         if layout is not None:
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):

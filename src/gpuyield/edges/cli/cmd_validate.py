@@ -26,7 +26,13 @@ ttft_ms,tpot_ms,e2e_ms,throughput_tok_s,source (measured columns may be blank; c
 layout is 'agg tpT ppP adpA moe_tpM epE' or 'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)').
 Each row is predicted with the analytic closed-loop solver (fast: thousands of rows in seconds; the default)
 or, with --method sim, aggregated rows through the engine model exactly as `estimate` reports them (about
-10 ms a row); a row that cannot be predicted is listed in 'unsupported' with its reason. Also writes a self-contained HTML report with predicted-vs-measured plots.
+10 ms a row); a row that cannot be predicted is listed in 'unsupported' with its reason. Also writes a
+self-contained HTML report with predicted-vs-measured plots.
+
+When the calibration holds measured operating points (the shipped one does: e2e_train.csv), predictions
+near measured points of the same model, engine and precision are corrected by them; a row's own measurement
+is always left out, so errors on the calibration's own rows are leave-one-out errors. --no-corrections
+scores the step-time model alone.
 
 Examples:
 
@@ -53,6 +59,9 @@ def validate(
     method: str = typer.Option(
         "analytic", "--method", help="analytic (fast solver) or sim (engine model for aggregated rows, as estimate)."
     ),
+    corrections: bool = typer.Option(
+        True, "--corrections/--no-corrections", help="Apply the calibration's measured operating points."
+    ),
 ) -> None:
     def body() -> None:
         from gpuyield.core.perf.validation import VALIDATION_METHODS, validate_rows
@@ -69,7 +78,16 @@ def validate(
         rows = load_measurements(measurements, invalid=invalid)
         model_of, gpu_of = lookups(cat, cal)
         with progress("validating", len(rows), enabled=json_out is None) as advance:
-            result = validate_rows(rows, model_of, gpu_of, cal, progress=advance, method=method, invalid=invalid)
+            result = validate_rows(
+                rows,
+                model_of,
+                gpu_of,
+                cal,
+                progress=advance,
+                method=method,
+                invalid=invalid,
+                corrections=corrections,
+            )
         if str(report) != "-":
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(render_validation_html(result, f"gpuyield validate: {measurements.name}"))
@@ -103,6 +121,11 @@ def validate(
             console.print(
                 f"{len(result['unsupported'])} unsupported rows (first: row {result['unsupported'][0]['row']}: "
                 f"{result['unsupported'][0]['reason']})"
+            )
+        if result["corrected_rows"]:
+            console.print(
+                f"{result['corrected_rows']} rows corrected by measured operating points (each without its own "
+                "measurement); --no-corrections for the step-time model alone"
             )
         if "report" in result:
             console.print(f"[dim]report: {result['report']}[/dim]")

@@ -1,0 +1,109 @@
+"""Cross-validation of the measured-operating-point corrections (``gpuyield.core.perf.corrections``).
+
+The rows are split into ``--folds`` groups; for each fold the correction table is built from the other folds
+only (``build_corrections``) and the fold's rows are predicted with it (``validate``'s scorer). ``--group``
+chooses what a fold holds out as a whole:
+
+- ``config``: a deployment at one ISL/OSL/concurrency (every repeated measurement of it together): new
+  operating points of measured deployments, the case the corrections are for;
+- ``deployment``: a model/engine/GPU/precision/layout as a whole: new layouts of measured models;
+- ``model``: every row of a model: unseen models, which the corrections leave alone (the step-time model).
+
+With ``--refit`` the engine constants are also refitted on the training folds (``fit_engines``, slow: about
+two minutes a fold here); without it the shipped constants are used, which saw every row (the correction is
+the only thing held out).
+
+    python benchmarks/perf_corrections_cv.py --measurements ../shared/data/measurements/e2e_train.csv --group config
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from gpuyield.core.catalog import default_catalog
+from gpuyield.core.perf.calibration import default_calibration
+from gpuyield.core.perf.validation import build_corrections, deployment_key, error_summary, validate_rows
+from gpuyield.edges.perf.calibrate import fit_engines, load_measurements, lookups
+from gpuyield.errors import GpuyieldError
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--measurements", required=True)
+    ap.add_argument("--group", choices=("config", "deployment", "model"), default="config")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--refit", action="store_true", help="refit the engine constants on each training split")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    t0 = time.time()
+    cat = default_catalog()
+    shipped = default_calibration()
+    base = dataclasses.replace(shipped, corrections=None)
+    rows = load_measurements(Path(args.measurements))
+    model_of, gpu_of = lookups(cat, base)
+
+    def group_of(r):  # type: ignore[no-untyped-def]
+        if args.group == "model":
+            try:
+                return model_of(r.model).id
+            except GpuyieldError:
+                return r.model
+        try:
+            key = deployment_key(r, model_of, gpu_of).text()
+        except GpuyieldError:
+            key = f"{r.model}|{r.gpu}|{r.layout}"
+        return key if args.group == "deployment" else f"{key}|{r.isl}|{r.osl}|{r.concurrency}"
+
+    import random
+
+    groups = sorted({group_of(r) for r in rows})
+    random.Random(args.seed).shuffle(groups)
+    fold_of = {g: i % args.folds for i, g in enumerate(groups)}
+    pairs: dict[str, dict[str, list[tuple[float, float]]]] = {
+        name: {"ttft_ms": [], "tpot_ms": []} for name in ("model only", "with corrections")
+    }
+    corrected = 0
+    for f in range(args.folds):
+        train = [r for r in rows if fold_of[group_of(r)] != f]
+        test = [r for r in rows if fold_of[group_of(r)] == f]
+        cal = base
+        if args.refit:
+            cal = fit_engines(base, train, cat, rounds=args.rounds)
+        table = build_corrections(train, model_of, gpu_of, cal, shipped.corrections.settings if shipped.corrections else None)
+        for name, c in (("model only", cal), ("with corrections", dataclasses.replace(cal, corrections=table))):
+            res = validate_rows(test, model_of, gpu_of, c)
+            if name == "with corrections":
+                corrected += res["corrected_rows"]
+            for rec in res["rows"]:
+                for m in ("ttft_ms", "tpot_ms"):
+                    meas = rec.get(f"measured_{m}")
+                    if meas:
+                        pairs[name][m].append((rec[f"predicted_{m}"], meas))
+        print(f"fold {f + 1}/{args.folds}: {len(test)} rows held out ({time.time() - t0:.0f} s)", flush=True)
+    out = {
+        "group": args.group,
+        "folds": args.folds,
+        "refit": args.refit,
+        "rows": len(rows),
+        "corrected_rows": corrected,
+        "summary": {name: {m: error_summary(v) for m, v in p.items()} for name, p in pairs.items()},
+        "seconds": round(time.time() - t0, 1),
+    }
+    for name, s in out["summary"].items():
+        print(
+            f"{name:>17}: TTFT MAPE {100 * s['ttft_ms']['mape']:.1f} % (median {100 * s['ttft_ms']['median_ape']:.1f} %)"
+            f"  TPOT MAPE {100 * s['tpot_ms']['mape']:.1f} % (median {100 * s['tpot_ms']['median_ape']:.1f} %)"
+        )
+    print(f"corrected rows: {corrected}; {out['seconds']} s")
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

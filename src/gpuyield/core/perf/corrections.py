@@ -1,0 +1,338 @@
+"""Measured operating points: a correction of the closed-loop estimate learned from end-to-end measurements.
+
+The step-time model generalises across models and GPUs but leaves a residual that is specific to one
+deployment (a model's kernels on one engine version, scheduler settings the measurements do not record,
+MTP on or off). Where the user has *measured* a deployment, that residual is known at the measured points:
+``log(measured / predicted)`` of TTFT and of TPOT. This module stores those residuals and, for a new query,
+interpolates them in log space over ISL, OSL and concurrency (a Gaussian-kernel weighted mean, Nadaraya-
+Watson), the way per-op times come from measured tables interpolated in log space.
+
+Rules:
+
+- Only measurements of the **same model, engine family and weight precision** are used. Points of another
+  layout of the same model on the same GPU count with a penalty (``other_layout_penalty``, in squared
+  kernel-distance units), points on another GPU with a larger one (``other_gpu_penalty``). A query with no
+  such measurement is not corrected: an unseen model gets the physics model alone, never another model's
+  residual.
+- The correction shrinks towards none as the query moves away from the measured points: a prior of weight
+  ``prior_weight`` at zero residual is added to the kernel mean, so a far query is barely corrected.
+- A measurement never predicts itself: ``exclude`` drops points by measurement id (``validate`` passes the id
+  of the row it predicts, so errors it reports on the calibration's own rows are leave-one-out errors).
+
+Pure: plain data in, plain data out; the YAML form is read and written by the calibration module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gpuyield.errors import ConfigError
+
+__all__ = [
+    "Correction",
+    "CorrectionSettings",
+    "DeploymentKey",
+    "MeasuredCorrections",
+    "MeasuredPoint",
+    "apply_correction",
+    "measurement_id",
+]
+
+
+# log_mean: the kernel-weighted mean of log(measured / predicted) (a geometric mean of the ratios);
+# mape_median: the factor that minimises the kernel-weighted mean absolute percentage error over the
+#   neighbours, i.e. the weighted median of the ratios with weights w / ratio. Robust to neighbours in another
+#   regime (TTFT residuals are heavy-tailed where queueing sets in) and optimal for the error the goals use.
+ESTIMATORS = ("log_mean", "mape_median")
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionSettings:
+    """Kernel length scales (natural-log units) and penalties; chosen by grouped cross-validation."""
+
+    scale_log_isl: float = 0.5
+    scale_log_osl: float = 0.5
+    scale_log_concurrency: float = 0.7
+    other_layout_penalty: float = 8.0
+    other_gpu_penalty: float = 16.0
+    prior_weight: float = 0.1
+    # how the kernel-weighted residuals become one factor (see ESTIMATORS)
+    ttft_estimator: str = "mape_median"
+    tpot_estimator: str = "log_mean"
+    source: str = "defaults"
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_estimator", "tpot_estimator"):
+            if getattr(self, name) not in ESTIMATORS:
+                raise ConfigError(
+                    f"corrections.settings.{name}: expected one of {', '.join(ESTIMATORS)}, got {getattr(self, name)!r}"
+                )
+        for name in ("scale_log_isl", "scale_log_osl", "scale_log_concurrency", "prior_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"corrections.settings.{name}: expected a positive number, got {v!r}")
+        for name in ("other_layout_penalty", "other_gpu_penalty"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and v >= 0):
+                raise ConfigError(f"corrections.settings.{name}: expected a number >= 0, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentKey:
+    """What a measurement was taken on. ``layout`` is the canonical layout text, ``num_gpus`` 0 if unknown."""
+
+    engine: str
+    model: str
+    gpu: str
+    precision: str
+    layout: str
+    num_gpus: int = 0
+
+    def text(self) -> str:
+        return "|".join((self.engine, self.model, self.gpu, self.precision, self.layout, str(self.num_gpus)))
+
+    @classmethod
+    def parse(cls, text: str, where: str = "corrections") -> DeploymentKey:
+        parts = text.split("|")
+        if len(parts) != 6:
+            raise ConfigError(
+                f"{where}: deployment key '{text}' must be engine|model|gpu|precision|layout|num_gpus"
+            )
+        try:
+            n = int(parts[5])
+        except ValueError:
+            raise ConfigError(f"{where}: deployment key '{text}': num_gpus must be an integer") from None
+        engine, model, gpu, precision, layout = parts[:5]
+        return cls(engine, model, gpu, precision, layout, n)
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredPoint:
+    """One measured operating point and its residuals ``log(measured / predicted)`` (None = not measured)."""
+
+    isl: int
+    osl: int
+    concurrency: int
+    log_ttft: float | None
+    log_tpot: float | None
+    measurement_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """Multiplicative factors for TTFT and TPOT at one query, and how much measured data backs them."""
+
+    ttft_factor: float
+    tpot_factor: float
+    support: float  # kernel weight of the points used (≈ number of measurements at the query itself)
+    num_points: int  # points of this model/engine/precision considered
+    same_deployment: bool  # whether points of the queried deployment itself exist
+
+    def note(self) -> str:
+        return (
+            f"corrected by measured operating points: TTFT ×{self.ttft_factor:.3g}, TPOT ×{self.tpot_factor:.3g} "
+            f"(kernel support {self.support:.2g} of {self.num_points} points"
+            f"{'' if self.same_deployment else ', none of this exact layout'})"
+        )
+
+
+def _estimate(w: np.ndarray, r: np.ndarray, prior_weight: float, estimator: str) -> float:
+    """One log factor from kernel weights ``w`` and log residuals ``r`` (NaN = not measured), with a prior
+    of weight ``prior_weight`` at zero (no correction)."""
+    ok = ~np.isnan(r)
+    w, r = w[ok], r[ok]
+    if estimator == "log_mean":
+        return float((w * r).sum() / (w.sum() + prior_weight))
+    # mape_median: weighted median of the ratios exp(r) with weights w / exp(r), prior atom at ratio 1
+    vals = np.append(r, 0.0)
+    wts = np.append(w, prior_weight) * np.exp(-vals)
+    order = np.argsort(vals, kind="stable")
+    cum = np.cumsum(wts[order])
+    return float(vals[order][int(np.searchsorted(cum, 0.5 * cum[-1]))])
+
+
+def measurement_id(fields: Sequence[Any]) -> str:
+    """A short stable id of one measurement (its inputs and measured values)."""
+    text = "|".join("" if f is None else (f"{f:.6g}" if isinstance(f, float) else str(f)) for f in fields)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class _Group:
+    key: DeploymentKey
+    x: np.ndarray  # (n, 3) log isl, log osl, log concurrency
+    r_ttft: np.ndarray  # NaN where not measured
+    r_tpot: np.ndarray
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MeasuredCorrections:
+    """Residuals of measured deployments, interpolated for queries near them."""
+
+    deployments: Mapping[str, tuple[MeasuredPoint, ...]] = field(default_factory=dict)
+    settings: CorrectionSettings = field(default_factory=CorrectionSettings)
+    source: str = ""
+    _index: dict[tuple[str, str, str], list[_Group]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for text, pts in self.deployments.items():
+            key = DeploymentKey.parse(text)
+            if not pts:
+                continue
+            for p in pts:
+                if p.isl < 1 or p.osl < 1 or p.concurrency < 1:
+                    raise ConfigError(f"corrections: {text}: isl, osl and concurrency must be >= 1, got {p}")
+            x = np.log(np.array([[p.isl, p.osl, p.concurrency] for p in pts], dtype=float))
+            rt = np.array([np.nan if p.log_ttft is None else p.log_ttft for p in pts], dtype=float)
+            rd = np.array([np.nan if p.log_tpot is None else p.log_tpot for p in pts], dtype=float)
+            group = _Group(key, x, rt, rd, tuple(p.measurement_id for p in pts))
+            self._index.setdefault((key.engine, key.model, key.precision), []).append(group)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.deployments.values())
+
+    def correct(
+        self, key: DeploymentKey, isl: int, osl: int, concurrency: int, exclude: Iterable[str] = ()
+    ) -> Correction | None:
+        """The correction at one query, or None when no measurement of this model/engine/precision exists."""
+        groups = self._index.get((key.engine, key.model, key.precision))
+        if not groups:
+            return None
+        s = self.settings
+        q = np.log(np.array([isl, osl, concurrency], dtype=float))
+        scale = np.array([s.scale_log_isl, s.scale_log_osl, s.scale_log_concurrency])
+        skip = set(exclude)
+        weights: list[np.ndarray] = []
+        res_t: list[np.ndarray] = []
+        res_d: list[np.ndarray] = []
+        same = False
+        for g in groups:
+            if g.key == key:
+                pen = 0.0
+            elif g.key.gpu == key.gpu:
+                pen = s.other_layout_penalty
+            else:
+                pen = s.other_gpu_penalty
+            w = np.exp(-0.5 * (np.sum(((g.x - q) / scale) ** 2, axis=1) + pen))
+            if skip:
+                w = np.where([i in skip for i in g.ids], 0.0, w)
+            same = same or (g.key == key and bool(np.count_nonzero(w)))
+            weights.append(w)
+            res_t.append(g.r_ttft)
+            res_d.append(g.r_tpot)
+        w_all = np.concatenate(weights)
+        n_points = int(np.count_nonzero(w_all))
+        if n_points == 0:
+            return None
+        lt = _estimate(w_all, np.concatenate(res_t), s.prior_weight, s.ttft_estimator)
+        ld = _estimate(w_all, np.concatenate(res_d), s.prior_weight, s.tpot_estimator)
+        return Correction(math.exp(lt), math.exp(ld), float(w_all.sum()), n_points, same)
+
+    # ------------------------------------------------------------------ plain-data form
+    def to_dict(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "source": self.source,
+            "settings": {
+                "scale_log_isl": s.scale_log_isl,
+                "scale_log_osl": s.scale_log_osl,
+                "scale_log_concurrency": s.scale_log_concurrency,
+                "other_layout_penalty": s.other_layout_penalty,
+                "other_gpu_penalty": s.other_gpu_penalty,
+                "prior_weight": s.prior_weight,
+                "ttft_estimator": s.ttft_estimator,
+                "tpot_estimator": s.tpot_estimator,
+                "source": s.source,
+            },
+            "columns": ["isl", "osl", "concurrency", "log_ttft", "log_tpot", "measurement_id"],
+            "deployments": {
+                k: [
+                    [
+                        p.isl,
+                        p.osl,
+                        p.concurrency,
+                        None if p.log_ttft is None else round(p.log_ttft, 5),
+                        None if p.log_tpot is None else round(p.log_tpot, 5),
+                        p.measurement_id,
+                    ]
+                    for p in pts
+                ]
+                for k, pts in self.deployments.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "corrections") -> MeasuredCorrections:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        unknown = set(data) - {"source", "settings", "columns", "deployments"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+        st = data.get("settings") or {}
+        if not isinstance(st, dict):
+            raise ConfigError(f"{where}.settings: expected a mapping")
+        bad = set(st) - set(CorrectionSettings.__dataclass_fields__)
+        if bad:
+            raise ConfigError(f"{where}.settings: unknown field(s) {sorted(bad)}")
+        settings = CorrectionSettings(**st)
+        deps: dict[str, tuple[MeasuredPoint, ...]] = {}
+        for k, rows in (data.get("deployments") or {}).items():
+            w = f"{where}.deployments[{k}]"
+            DeploymentKey.parse(str(k), w)
+            if not isinstance(rows, list):
+                raise ConfigError(f"{w}: expected a list of [isl, osl, concurrency, log_ttft, log_tpot, id]")
+            pts = []
+            for i, r in enumerate(rows):
+                if not isinstance(r, list) or len(r) != 6:
+                    raise ConfigError(f"{w}[{i}]: expected [isl, osl, concurrency, log_ttft, log_tpot, id]")
+                try:
+                    pts.append(
+                        MeasuredPoint(
+                            int(r[0]),
+                            int(r[1]),
+                            int(r[2]),
+                            None if r[3] is None else float(r[3]),
+                            None if r[4] is None else float(r[4]),
+                            str(r[5]),
+                        )
+                    )
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{w}[{i}]: not numbers: {r!r}") from None
+            deps[str(k)] = tuple(pts)
+        return cls(deployments=deps, settings=settings, source=str(data.get("source", "")))
+
+
+def apply_correction(result: Any, corr: Correction) -> Any:
+    """A closed-loop result (any dataclass with ``ttft_ms``, ``tpot_ms``, ``e2e_ms``, ``throughput_tok_s``)
+    with TTFT and TPOT scaled (their p90s too, when present); throughput and request rate follow Little's law
+    (clients / end-to-end latency); a ``notes`` tuple gets the correction's note."""
+    import dataclasses
+
+    ttft = result.ttft_ms * corr.ttft_factor
+    tpot = result.tpot_ms * corr.tpot_factor
+    steps = (result.e2e_ms - result.ttft_ms) / result.tpot_ms if result.tpot_ms > 0 else 0.0
+    e2e = ttft + steps * tpot
+    ratio = result.e2e_ms / e2e if e2e > 0 else 1.0
+    changes: dict[str, Any] = {
+        "ttft_ms": ttft,
+        "tpot_ms": tpot,
+        "e2e_ms": e2e,
+        "throughput_tok_s": result.throughput_tok_s * ratio,
+    }
+    names = {f.name for f in dataclasses.fields(result)}
+    if "request_rate_per_s" in names:
+        changes["request_rate_per_s"] = result.request_rate_per_s * ratio
+    if "ttft_p90_ms" in names:
+        changes["ttft_p90_ms"] = result.ttft_p90_ms * corr.ttft_factor
+    if "tpot_p90_ms" in names:
+        changes["tpot_p90_ms"] = result.tpot_p90_ms * corr.tpot_factor
+    if "notes" in names:
+        changes["notes"] = (*result.notes, corr.note())
+    return dataclasses.replace(result, **changes)

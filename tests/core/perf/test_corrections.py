@@ -1,0 +1,231 @@
+"""Measured operating points: interpolation, shrinkage, self-exclusion, the file form, and validate's use."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpuyield.core.catalog import default_catalog
+from gpuyield.core.perf.calibration import calibration_from_dict, calibration_to_dict, default_calibration
+from gpuyield.core.perf.closed_loop import ClosedLoopResult
+from gpuyield.core.perf.corrections import (
+    CorrectionSettings,
+    DeploymentKey,
+    MeasuredCorrections,
+    MeasuredPoint,
+    _estimate,
+    apply_correction,
+)
+from gpuyield.core.perf.validation import build_corrections, deployment_key, row_from_mapping, validate_rows
+from gpuyield.errors import ConfigError
+
+CAT = default_catalog()
+BASE = dataclasses.replace(default_calibration(), corrections=None)
+KEY = DeploymentKey("vllm", "Qwen/Qwen3-32B", "h100_sxm", "bf16", "agg tp2 pp1 adp1", 1)
+MEAN = CorrectionSettings(ttft_estimator="log_mean", tpot_estimator="log_mean")
+
+
+def _table(points, key=KEY, settings=MEAN, extra=None):  # type: ignore[no-untyped-def]
+    deps = {key.text(): tuple(points)}
+    deps.update(extra or {})
+    return MeasuredCorrections(deployments=deps, settings=settings)
+
+
+def _grid(log_ttft: float, log_tpot: float) -> list[MeasuredPoint]:
+    return [
+        MeasuredPoint(isl, 1024, c, log_ttft, log_tpot, f"{isl}-{c}")
+        for isl in (1024, 8192)
+        for c in (4, 8, 16, 32, 64)
+    ]
+
+
+def test_unmeasured_model_is_not_corrected():
+    t = _table(_grid(0.5, -0.2))
+    other = dataclasses.replace(KEY, model="Qwen/Qwen3-8B")
+    assert t.correct(other, 1024, 1024, 16) is None
+    assert t.correct(dataclasses.replace(KEY, engine="sglang"), 1024, 1024, 16) is None
+    assert t.correct(dataclasses.replace(KEY, precision="fp8"), 1024, 1024, 16) is None
+
+
+def test_inside_measured_points_the_factor_is_the_measured_residual():
+    t = _table(_grid(math.log(2.0), math.log(0.8)))
+    c = t.correct(KEY, 1024, 1024, 16)
+    assert c is not None and c.same_deployment
+    # a uniform residual comes back, shrunk by the prior only slightly where many points support it
+    assert 1.9 < c.ttft_factor <= 2.0 and 0.8 <= c.tpot_factor < 0.82
+    between = t.correct(KEY, 2048, 1024, 16)  # fewer points nearby: more shrinkage
+    assert between is not None and 1.0 < between.ttft_factor < c.ttft_factor
+    assert c.support > 1.0 and c.num_points == 10
+
+
+def test_far_from_measured_points_the_correction_shrinks_to_none():
+    t = _table(_grid(math.log(2.0), math.log(0.8)))
+    near = t.correct(KEY, 1024, 1024, 16)
+    far = t.correct(KEY, 128, 64, 4096)
+    assert near is not None and far is not None
+    assert abs(math.log(far.ttft_factor)) < 0.05 < abs(math.log(near.ttft_factor))
+    assert far.support < 0.01
+
+
+def test_interpolates_between_concurrencies():
+    pts = [MeasuredPoint(1024, 1024, c, r, r, str(c)) for c, r in ((4, 0.0), (64, 1.0))]
+    t = _table(pts, settings=dataclasses.replace(MEAN, prior_weight=1e-6))
+    lo, mid, hi = (t.correct(KEY, 1024, 1024, c) for c in (4, 16, 64))
+    assert lo is not None and mid is not None and hi is not None
+    assert math.log(lo.tpot_factor) < math.log(mid.tpot_factor) < math.log(hi.tpot_factor)
+    assert math.log(mid.tpot_factor) == pytest.approx(0.5, abs=1e-5)  # 16 is the log-midpoint of 4 and 64
+
+
+def test_a_measurement_never_predicts_itself():
+    t = _table([MeasuredPoint(1024, 1024, 16, 1.0, 1.0, "me")])
+    assert t.correct(KEY, 1024, 1024, 16) is not None
+    assert t.correct(KEY, 1024, 1024, 16, exclude=("me",)) is None
+
+
+def test_other_layouts_and_gpus_count_less_than_the_same_deployment():
+    same = [MeasuredPoint(1024, 1024, 16, 0.0, 0.0, "a")]
+    other_layout = dataclasses.replace(KEY, layout="agg tp4 pp1 adp1")
+    other_gpu = dataclasses.replace(KEY, gpu="h200_sxm")
+    t = _table(
+        same,
+        extra={
+            other_layout.text(): (MeasuredPoint(1024, 1024, 16, 1.0, 1.0, "b"),),
+            other_gpu.text(): (MeasuredPoint(1024, 1024, 16, -1.0, -1.0, "c"),),
+        },
+    )
+    c = t.correct(KEY, 1024, 1024, 16)
+    assert c is not None and abs(math.log(c.ttft_factor)) < 0.05
+    # without the exact deployment, the other layout on the same GPU dominates the other GPU
+    c2 = t.correct(KEY, 1024, 1024, 16, exclude=("a",))
+    assert c2 is not None and not c2.same_deployment and math.log(c2.ttft_factor) > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.01, 5.0), st.floats(-3.0, 3.0)), min_size=1, max_size=12
+    ),
+    st.floats(0.001, 1.0),
+)
+def test_mape_median_minimises_the_weighted_percentage_error(pairs, prior):
+    w = np.array([p[0] for p in pairs])
+    r = np.array([p[1] for p in pairs])
+    best = _estimate(w, r, prior, "mape_median")
+    vals = np.append(r, 0.0)
+    wts = np.append(w, prior)
+
+    def loss(logc: float) -> float:  # weighted mean |c - ratio| / ratio over the neighbours and the prior
+        return float((wts * np.abs(np.exp(logc) - np.exp(vals)) / np.exp(vals)).sum())
+
+    assert all(loss(best) <= loss(v) + 1e-9 for v in vals)
+
+
+def test_estimators_ignore_unmeasured_residuals():
+    w = np.array([1.0, 1.0])
+    r = np.array([np.nan, math.log(3.0)])
+    assert _estimate(w, r, 1e-9, "log_mean") == pytest.approx(math.log(3.0), rel=1e-6)
+    assert _estimate(w, r, 1e-9, "mape_median") == pytest.approx(math.log(3.0))
+
+
+def test_apply_correction_scales_latency_and_follows_littles_law():
+    res = ClosedLoopResult(
+        ttft_ms=100.0, tpot_ms=10.0, e2e_ms=100.0 + 99 * 10.0, throughput_tok_s=1000.0, request_rate_per_s=10.0,
+        concurrency=11, running_seqs=11.0, queue_wait_ms=0.0, limited_by="concurrency", memory=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    t = _table(_grid(math.log(2.0), math.log(1.5)))
+    corr = t.correct(KEY, 1024, 1024, 16)
+    assert corr is not None
+    out = apply_correction(res, corr)
+    assert out.ttft_ms == pytest.approx(100 * corr.ttft_factor)
+    assert out.tpot_ms == pytest.approx(10 * corr.tpot_factor)
+    assert out.e2e_ms == pytest.approx(out.ttft_ms + 99 * out.tpot_ms)
+    assert out.throughput_tok_s * out.e2e_ms == pytest.approx(res.throughput_tok_s * res.e2e_ms)
+    assert out.request_rate_per_s * out.e2e_ms == pytest.approx(res.request_rate_per_s * res.e2e_ms)
+    assert "measured operating points" in out.notes[-1]
+
+
+def test_file_form_round_trips_and_rejects_bad_input():
+    t = _table(_grid(0.3, None))  # type: ignore[arg-type]
+    cal = dataclasses.replace(BASE, corrections=t)
+    back = calibration_from_dict(calibration_to_dict(cal))
+    assert back.corrections is not None and len(back.corrections) == len(t)
+    assert back.corrections.settings == t.settings
+    a, b = t.correct(KEY, 2000, 1000, 10), back.corrections.correct(KEY, 2000, 1000, 10)
+    assert a is not None and b is not None and a.ttft_factor == pytest.approx(b.ttft_factor, rel=1e-4)
+    d = t.to_dict()
+    for bad, match in (
+        ({**d, "settings": {**d["settings"], "ttft_estimator": "mode"}}, "ttft_estimator"),
+        ({**d, "settings": {**d["settings"], "scale_log_isl": -1}}, "scale_log_isl"),
+        ({**d, "extra": 1}, "unknown"),
+        ({**d, "deployments": {"a|b": []}}, "deployment key"),
+        ({**d, "deployments": {KEY.text(): [[1, 2, 3]]}}, "expected"),
+        ({**d, "deployments": {KEY.text(): [["x", 2, 3, 0, 0, "i"]]}}, "not numbers"),
+        ({**d, "deployments": {KEY.text(): [[0, 2, 3, 0, 0, "i"]]}}, ">= 1"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            MeasuredCorrections.from_dict(bad)
+
+
+def _row(i: int, **kw: str):  # type: ignore[no-untyped-def]
+    base = {
+        "gpu": "h100_sxm", "num_gpus": "2", "model": "Qwen/Qwen3-32B", "engine": "vllm", "precision": "bf16",
+        "layout": "agg tp2 pp1 adp1 moe_tp0 ep0", "tp": "2", "isl": "1024", "osl": "1024", "concurrency": "16",
+        "num_requests": "", "ttft_ms": "300", "tpot_ms": "20", "e2e_ms": "", "throughput_tok_s": "", "source": "t",
+    }  # fmt: skip
+    base.update(kw)
+    return row_from_mapping(base, i)
+
+
+def test_deployment_key_is_canonical():
+    a = deployment_key(_row(0), CAT.model, CAT.gpu)
+    b = deployment_key(_row(0, layout="agg tp2 pp1 adp1", engine="vLLM", num_gpus="0"), CAT.model, CAT.gpu)
+    assert a == b == KEY
+    moe = _row(0, model="deepseek-ai/DeepSeek-R1", gpu="b200_sxm", layout="agg tp8 pp1 adp1 ep1", precision="fp8")
+    stated = _row(0, model="deepseek-ai/DeepSeek-R1", gpu="b200_sxm", layout="agg tp8 pp1 adp1 moe_tp8 ep1",
+                  precision="fp8")  # fmt: skip
+    assert deployment_key(moe, CAT.model, CAT.gpu) == deployment_key(stated, CAT.model, CAT.gpu)
+    disagg = _row(0, layout="disagg 0x prefill(tp1 adp1 ep1) + 0x decode(tp2 adp1 ep1)", num_gpus="0")
+    assert deployment_key(disagg, CAT.model, CAT.gpu).layout == "disagg 0x prefill(tp1 pp1 adp1) + 0x decode(tp2 pp1 adp1)"
+
+
+def test_validate_leaves_each_rows_own_measurement_out():
+    rows = [_row(0)]
+    table = build_corrections(rows, CAT.model, CAT.gpu, BASE)
+    assert len(table) == 1
+    cal = dataclasses.replace(BASE, corrections=table)
+    plain = validate_rows(rows, CAT.model, CAT.gpu, BASE)
+    res = validate_rows(rows, CAT.model, CAT.gpu, cal)
+    # its only neighbour is itself: no correction, the step-time model's own prediction
+    assert res["corrected_rows"] == 0
+    assert res["rows"][0]["predicted_ttft_ms"] == plain["rows"][0]["predicted_ttft_ms"]
+    # a repeated measurement of the same point (other values) is corrected by its twin
+    twin = _row(1, ttft_ms="330", tpot_ms="21")
+    both = validate_rows([*rows, twin], CAT.model, CAT.gpu, cal)
+    assert both["corrected_rows"] == 1
+    rec = next(r for r in both["rows"] if r["row"] == 1)
+    assert rec["predicted_ttft_ms"] != plain["rows"][0]["predicted_ttft_ms"]
+    assert "correction" in rec
+    # and --no-corrections scores the model alone
+    off = validate_rows([*rows, twin], CAT.model, CAT.gpu, cal, corrections=False)
+    assert off["corrected_rows"] == 0
+
+
+def test_corrections_move_predictions_towards_measurements():
+    rows = [_row(i, concurrency=str(c), ttft_ms=str(60 * c), tpot_ms=str(12 + c / 2)) for i, c in
+            enumerate((2, 4, 8, 16, 32, 64))]  # fmt: skip
+    cal = dataclasses.replace(BASE, corrections=build_corrections(rows, CAT.model, CAT.gpu, BASE))
+    plain = validate_rows(rows, CAT.model, CAT.gpu, BASE)["summary"]
+    corrected = validate_rows(rows, CAT.model, CAT.gpu, cal)["summary"]
+    assert corrected["ttft_ms"]["mape"] < plain["ttft_ms"]["mape"]
+    assert corrected["tpot_ms"]["mape"] < plain["tpot_ms"]["mape"]
+
+
+def test_shipped_calibration_holds_the_training_residuals():
+    cal = default_calibration()
+    assert cal.corrections is not None and len(cal.corrections) > 4000
+    assert "e2e_train.csv" in cal.corrections.source
