@@ -20,13 +20,15 @@ from gpuyield.core.perf.corrections import (
     MeasuredPoint,
     _estimate,
     apply_correction,
+    architecture_id,
 )
 from gpuyield.core.perf.validation import build_corrections, deployment_key, row_from_mapping, validate_rows
 from gpuyield.errors import ConfigError
 
 CAT = default_catalog()
 BASE = dataclasses.replace(default_calibration(), corrections=None)
-KEY = DeploymentKey("vllm", "Qwen/Qwen3-32B", "h100_sxm", "bf16", "agg tp2 pp1 adp1", 1)
+QWEN32 = architecture_id(CAT.model("Qwen/Qwen3-32B"))
+KEY = DeploymentKey("vllm", "Qwen/Qwen3-32B", QWEN32, "h100_sxm", "bf16", "agg tp2 pp1 adp1", 1)
 MEAN = CorrectionSettings(ttft_estimator="log_mean", tpot_estimator="log_mean")
 
 
@@ -46,7 +48,7 @@ def _grid(log_ttft: float, log_tpot: float) -> list[MeasuredPoint]:
 
 def test_unmeasured_model_is_not_corrected():
     t = _table(_grid(0.5, -0.2))
-    other = dataclasses.replace(KEY, model="Qwen/Qwen3-8B")
+    other = dataclasses.replace(KEY, model="Qwen/Qwen3-8B", architecture=architecture_id(CAT.model("Qwen/Qwen3-8B")))
     assert t.correct(other, 1024, 1024, 16) is None
     assert t.correct(dataclasses.replace(KEY, engine="sglang"), 1024, 1024, 16) is None
     assert t.correct(dataclasses.replace(KEY, precision="fp8"), 1024, 1024, 16) is None
@@ -79,6 +81,22 @@ def test_interpolates_between_concurrencies():
     assert lo is not None and mid is not None and hi is not None
     assert math.log(lo.tpot_factor) < math.log(mid.tpot_factor) < math.log(hi.tpot_factor)
     assert math.log(mid.tpot_factor) == pytest.approx(0.5, abs=1e-5)  # 16 is the log-midpoint of 4 and 64
+
+
+def test_models_of_one_architecture_share_measurements():
+    ds = {n: architecture_id(CAT.model(n)) for n in ("deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
+                                                      "moonshotai/Kimi-K2.5")}  # fmt: skip
+    assert ds["deepseek-ai/DeepSeek-V3"] == ds["deepseek-ai/DeepSeek-R1"] != ds["moonshotai/Kimi-K2.5"]
+    r1 = DeploymentKey("sglang", "deepseek-ai/DeepSeek-R1", ds["deepseek-ai/DeepSeek-R1"], "b200_sxm", "fp8",
+                       "agg tp8 pp1 adp1 ep1 moe_tp8", 1)  # fmt: skip
+    t = _table(_grid(math.log(2.0), math.log(1.5)), key=r1)
+    v3 = dataclasses.replace(r1, model="deepseek-ai/DeepSeek-V3")
+    own, twin = t.correct(r1, 1024, 1024, 16), t.correct(v3, 1024, 1024, 16)
+    assert own is not None and twin is not None
+    # the twin's measurements count, with the other-model penalty: less support, a smaller correction
+    assert 1.0 < twin.ttft_factor < own.ttft_factor and twin.support < own.support
+    kimi = dataclasses.replace(r1, model="moonshotai/Kimi-K2.5", architecture=ds["moonshotai/Kimi-K2.5"])
+    assert t.correct(kimi, 1024, 1024, 16) is None
 
 
 def test_a_measurement_never_predicts_itself():
@@ -163,6 +181,7 @@ def test_file_form_round_trips_and_rejects_bad_input():
         ({**d, "settings": {**d["settings"], "scale_log_isl": -1}}, "scale_log_isl"),
         ({**d, "extra": 1}, "unknown"),
         ({**d, "deployments": {"a|b": []}}, "deployment key"),
+        ({**d, "deployments": {"a|b|c|d|e|f|x": []}}, "num_gpus must be an integer"),
         ({**d, "deployments": {KEY.text(): [[1, 2, 3]]}}, "expected"),
         ({**d, "deployments": {KEY.text(): [["x", 2, 3, 0, 0, "i"]]}}, "not numbers"),
         ({**d, "deployments": {KEY.text(): [[0, 2, 3, 0, 0, "i"]]}}, ">= 1"),
@@ -185,6 +204,7 @@ def test_deployment_key_is_canonical():
     a = deployment_key(_row(0), CAT.model, CAT.gpu)
     b = deployment_key(_row(0, layout="agg tp2 pp1 adp1", engine="vLLM", num_gpus="0"), CAT.model, CAT.gpu)
     assert a == b == KEY
+    assert deployment_key(_row(0, model="nvidia/Qwen3-32B-NVFP4"), CAT.model, CAT.gpu).model == "Qwen/Qwen3-32B"
     moe = _row(0, model="deepseek-ai/DeepSeek-R1", gpu="b200_sxm", layout="agg tp8 pp1 adp1 ep1", precision="fp8")
     stated = _row(0, model="deepseek-ai/DeepSeek-R1", gpu="b200_sxm", layout="agg tp8 pp1 adp1 moe_tp8 ep1",
                   precision="fp8")  # fmt: skip

@@ -518,3 +518,16 @@ def test_estimate_reports_the_measured_correction_only_for_measured_deployments(
         "256", "--concurrency", "8", "--method", "analytic", "--json",
     ]).stdout)  # fmt: skip
     assert unmeasured["measured_correction"] is None
+
+
+def test_validate_reports_corrected_rows_and_can_turn_them_off(tmp_path):
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, FIXTURE)
+    report = tmp_path / "r.html"
+    on = _run(["validate", "--measurements", str(csv_path), "--report", str(report), "--json"])
+    off = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--json", "--no-corrections"])
+    assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
+    a, b = json.loads(on.stdout), json.loads(off.stdout)
+    assert a["corrected_rows"] >= 1 and b["corrected_rows"] == 0
+    assert sum("correction" in r for r in a["rows"]) == a["corrected_rows"]
+    assert "leave-one-out" in report.read_text()

@@ -9,11 +9,13 @@ Watson), the way per-op times come from measured tables interpolated in log spac
 
 Rules:
 
-- Only measurements of the **same model, engine family and weight precision** are used. Points of another
-  layout of the same model on the same GPU count with a penalty (``other_layout_penalty``, in squared
-  kernel-distance units), points on another GPU with a larger one (``other_gpu_penalty``). A query with no
-  such measurement is not corrected: an unseen model gets the physics model alone, never another model's
-  residual.
+- Only measurements of the **same architecture, engine family and weight precision** are used. The
+  architecture is the model's catalogue shape (layers, widths, heads, experts, attention kind: everything but
+  its name, provenance and context limit), so DeepSeek-V3, -R1 and -V3.1 share their measurements and no other
+  model does. Penalties, in squared kernel-distance units, are added for another model of the architecture
+  (``other_model_penalty``), another layout on the same GPU (``other_layout_penalty``) and another GPU
+  (``other_gpu_penalty``). A query with no such measurement is not corrected: an unseen architecture gets the
+  physics model alone, never another architecture's residual.
 - The correction shrinks towards none as the query moves away from the measured points: a prior of weight
   ``prior_weight`` at zero residual is added to the kernel mean, so a far query is barely corrected.
 - A measurement never predicts itself: ``exclude`` drops points by measurement id (``validate`` passes the id
@@ -25,6 +27,7 @@ Pure: plain data in, plain data out; the YAML form is read and written by the ca
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ __all__ = [
     "MeasuredCorrections",
     "MeasuredPoint",
     "apply_correction",
+    "architecture_id",
     "measurement_id",
 ]
 
@@ -59,6 +63,7 @@ class CorrectionSettings:
     scale_log_isl: float = 0.5
     scale_log_osl: float = 0.5
     scale_log_concurrency: float = 0.7
+    other_model_penalty: float = 2.0
     other_layout_penalty: float = 8.0
     other_gpu_penalty: float = 16.0
     prior_weight: float = 0.1
@@ -77,7 +82,7 @@ class CorrectionSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a positive number, got {v!r}")
-        for name in ("other_layout_penalty", "other_gpu_penalty"):
+        for name in ("other_model_penalty", "other_layout_penalty", "other_gpu_penalty"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a number >= 0, got {v!r}")
@@ -85,31 +90,48 @@ class CorrectionSettings:
 
 @dataclass(frozen=True, slots=True)
 class DeploymentKey:
-    """What a measurement was taken on. ``layout`` is the canonical layout text, ``num_gpus`` 0 if unknown."""
+    """What a measurement was taken on. ``architecture`` is :func:`architecture_id` of the model, ``layout``
+    the canonical layout text, ``num_gpus`` the replica count (aggregated) or GPUs (0 if unknown)."""
 
     engine: str
     model: str
+    architecture: str
     gpu: str
     precision: str
     layout: str
     num_gpus: int = 0
 
     def text(self) -> str:
-        return "|".join((self.engine, self.model, self.gpu, self.precision, self.layout, str(self.num_gpus)))
+        return "|".join(
+            (self.engine, self.model, self.architecture, self.gpu, self.precision, self.layout, str(self.num_gpus))
+        )
 
     @classmethod
     def parse(cls, text: str, where: str = "corrections") -> DeploymentKey:
         parts = text.split("|")
-        if len(parts) != 6:
+        if len(parts) != 7:
             raise ConfigError(
-                f"{where}: deployment key '{text}' must be engine|model|gpu|precision|layout|num_gpus"
+                f"{where}: deployment key '{text}' must be engine|model|architecture|gpu|precision|layout|num_gpus"
             )
         try:
-            n = int(parts[5])
+            n = int(parts[6])
         except ValueError:
             raise ConfigError(f"{where}: deployment key '{text}': num_gpus must be an integer") from None
-        engine, model, gpu, precision, layout = parts[:5]
-        return cls(engine, model, gpu, precision, layout, n)
+        engine, model, arch, gpu, precision, layout = parts[:6]
+        return cls(engine, model, arch, gpu, precision, layout, n)
+
+
+# catalogue fields that name or document a model rather than shape its kernels
+_NOT_ARCHITECTURE = frozenset(
+    {"id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype"}
+)
+
+
+def architecture_id(model: Any) -> str:
+    """A short hash of a catalogue model's shape (every field but its names, provenance and context limit)."""
+    data = model.model_dump() if hasattr(model, "model_dump") else dict(vars(model))
+    shape = {k: v for k, v in sorted(data.items()) if k not in _NOT_ARCHITECTURE}
+    return hashlib.sha1(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +215,7 @@ class MeasuredCorrections:
             rt = np.array([np.nan if p.log_ttft is None else p.log_ttft for p in pts], dtype=float)
             rd = np.array([np.nan if p.log_tpot is None else p.log_tpot for p in pts], dtype=float)
             group = _Group(key, x, rt, rd, tuple(p.measurement_id for p in pts))
-            self._index.setdefault((key.engine, key.model, key.precision), []).append(group)
+            self._index.setdefault((key.engine, key.architecture, key.precision), []).append(group)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.deployments.values())
@@ -201,8 +223,9 @@ class MeasuredCorrections:
     def correct(
         self, key: DeploymentKey, isl: int, osl: int, concurrency: int, exclude: Iterable[str] = ()
     ) -> Correction | None:
-        """The correction at one query, or None when no measurement of this model/engine/precision exists."""
-        groups = self._index.get((key.engine, key.model, key.precision))
+        """The correction at one query, or None when no measurement of this architecture/engine/precision
+        exists."""
+        groups = self._index.get((key.engine, key.architecture, key.precision))
         if not groups:
             return None
         s = self.settings
@@ -214,12 +237,11 @@ class MeasuredCorrections:
         res_d: list[np.ndarray] = []
         same = False
         for g in groups:
-            if g.key == key:
-                pen = 0.0
-            elif g.key.gpu == key.gpu:
-                pen = s.other_layout_penalty
-            else:
-                pen = s.other_gpu_penalty
+            pen = 0.0 if g.key.model == key.model else s.other_model_penalty
+            if g.key.gpu != key.gpu:
+                pen += s.other_gpu_penalty
+            elif (g.key.layout, g.key.num_gpus) != (key.layout, key.num_gpus):
+                pen += s.other_layout_penalty
             w = np.exp(-0.5 * (np.sum(((g.x - q) / scale) ** 2, axis=1) + pen))
             if skip:
                 w = np.where([i in skip for i in g.ids], 0.0, w)
@@ -244,6 +266,7 @@ class MeasuredCorrections:
                 "scale_log_isl": s.scale_log_isl,
                 "scale_log_osl": s.scale_log_osl,
                 "scale_log_concurrency": s.scale_log_concurrency,
+                "other_model_penalty": s.other_model_penalty,
                 "other_layout_penalty": s.other_layout_penalty,
                 "other_gpu_penalty": s.other_gpu_penalty,
                 "prior_weight": s.prior_weight,

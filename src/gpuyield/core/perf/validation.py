@@ -26,6 +26,7 @@ from gpuyield.core.perf.corrections import (
     MeasuredCorrections,
     MeasuredPoint,
     apply_correction,
+    architecture_id,
     measurement_id,
 )
 from gpuyield.core.perf.model import PerfModel, normalise_engine, normalise_precision
@@ -345,21 +346,22 @@ def deployment_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup
     layout = parse_layout(row.layout, row.tp)
     engine, precision = normalise_engine(row.engine), normalise_precision(row.precision)
     moe = bool(getattr(model, "num_experts", 0))
+    arch = architecture_id(model)
     if layout.kind == "agg":
         rep = layout.replica
         assert rep is not None
         if row.layout.strip().lower() == "agg" and row.tp is None:
-            return DeploymentKey(engine, model.id, gpu.id, precision, "agg auto", row.num_gpus or 0)
+            return DeploymentKey(engine, model.id, arch, gpu.id, precision, "agg auto", row.num_gpus or 0)
         replicas = 1
         if row.num_gpus and row.num_gpus > rep.gpus and row.num_gpus % rep.gpus == 0:
             replicas = row.num_gpus // rep.gpus
-        return DeploymentKey(engine, model.id, gpu.id, precision, f"agg {_pool_text(rep, moe)}", replicas)
+        return DeploymentKey(engine, model.id, arch, gpu.id, precision, f"agg {_pool_text(rep, moe)}", replicas)
     assert layout.prefill is not None and layout.decode is not None
     text = (
         f"disagg {layout.prefill.count or 0}x prefill({_pool_text(layout.prefill, moe)})"
         f" + {layout.decode.count or 0}x decode({_pool_text(layout.decode, moe)})"
     )
-    return DeploymentKey(engine, model.id, gpu.id, precision, text, row.num_gpus or 0)
+    return DeploymentKey(engine, model.id, arch, gpu.id, precision, text, row.num_gpus or 0)
 
 
 def row_measurement_id(row: MeasurementRow) -> str:

@@ -26,7 +26,7 @@ roots win for the same device. With --measurements, the engine-family constants 
 synchronised start, decode/prefill efficiency) are fitted on that CSV (schema of `gpuyield validate`).
 With --measurements it also stores every measured operating point's residual (log measured / predicted TTFT
 and TPOT under the fitted constants): estimate and validate then correct queries near measured points of
-the same model, engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
+the same architecture (model shape), engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
 A calibration written without --measurements carries no corrections (old residuals would be stale).
 Use the result with --calibration FILE on estimate/validate.
 

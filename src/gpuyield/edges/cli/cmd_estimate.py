@@ -36,7 +36,7 @@ Examples:
 
   gpuyield estimate --model deepseek-ai/DeepSeek-R1 --gpu gb200 --precision fp4 --engine trtllm --isl 8192 --osl 1024 --concurrency 512 --layout "disagg 2x prefill(tp4 adp1 ep4) + 1x decode(tp16 adp1 ep16)"
 
-When the calibration holds measured operating points of the same model, engine and precision (the shipped
+When the calibration holds measured operating points of the same architecture (model shape), engine and precision (the shipped
 one holds those of e2e_train.csv; `calibrate --measurements` writes your own), TTFT and TPOT are corrected
 by the measured residuals interpolated in log ISL/OSL/concurrency ('measured_correction' in --json, and a
 note); --no-corrections gives the step-time model alone.

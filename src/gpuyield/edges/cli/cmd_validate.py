@@ -30,7 +30,7 @@ or, with --method sim, aggregated rows through the engine model exactly as `esti
 self-contained HTML report with predicted-vs-measured plots.
 
 When the calibration holds measured operating points (the shipped one does: e2e_train.csv), predictions
-near measured points of the same model, engine and precision are corrected by them; a row's own measurement
+near measured points of the same architecture (model shape), engine and precision are corrected by them; a row's own measurement
 is always left out, so errors on the calibration's own rows are leave-one-out errors. --no-corrections
 scores the step-time model alone.
 

@@ -129,7 +129,14 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{result['num_rows']} rows; coverage {100 * result['coverage']:.1f}% "
         f"({len(result['unsupported'])} unsupported). Errors are |predicted − measured| / measured; bias is the "
-        "mean signed relative error.</p>",
+        "mean signed relative error."
+        + (
+            f" {result['corrected_rows']} rows were corrected by the calibration's measured operating points, "
+            "each without its own measurement (leave-one-out)."
+            if result.get("corrected_rows")
+            else ""
+        )
+        + "</p>",
         "<table><tr><th>metric</th><th>n</th><th>MAPE</th><th>median APE</th><th>p90 APE</th><th>bias</th></tr>",
         summary_rows,
         "</table><div class='plots'>",
