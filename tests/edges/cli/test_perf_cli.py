@@ -513,6 +513,10 @@ def test_estimate_reports_the_measured_correction_only_for_measured_deployments(
     assert on["ttft_ms"] == pytest.approx(off["ttft_ms"] * corr["ttft_factor"])
     assert on["tpot_ms"] == pytest.approx(off["tpot_ms"] * corr["tpot_factor"])
     assert any("measured operating points" in n for n in on["notes"])
+    # --layout reads the same deployment and applies the same correction
+    lay = json.loads(_run([*args[:5], *args[7:], "--layout", "agg tp8 pp1 adp1 moe_tp8 ep1"]).stdout)
+    assert lay["measured_correction"] == pytest.approx(corr)
+    assert lay["ttft_ms"] == pytest.approx(on["ttft_ms"]) and lay["tpot_ms"] == pytest.approx(on["tpot_ms"])
     unmeasured = json.loads(_run([
         "estimate", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "h100_sxm", "--isl", "1024", "--osl",
         "256", "--concurrency", "8", "--method", "analytic", "--json",

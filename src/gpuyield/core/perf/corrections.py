@@ -153,7 +153,7 @@ class Correction:
     ttft_factor: float
     tpot_factor: float
     support: float  # kernel weight of the points used (≈ number of measurements at the query itself)
-    num_points: int  # points of this model/engine/precision considered
+    num_points: int  # points of this architecture/engine/precision with non-zero weight
     same_deployment: bool  # whether points of the queried deployment itself exist
 
     def note(self) -> str:
