@@ -249,3 +249,13 @@ def test_shipped_calibration_holds_the_training_residuals():
     cal = default_calibration()
     assert cal.corrections is not None and len(cal.corrections) > 4000
     assert "e2e_train.csv" in cal.corrections.source
+
+
+def test_merging_tables_adds_new_points_once():
+    a = _table(_grid(0.1, 0.1))
+    other_key = dataclasses.replace(KEY, layout="agg tp4 pp1 adp1")
+    b = _table([MeasuredPoint(1024, 1024, 4, 0.2, 0.2, "1024-4"), MeasuredPoint(1024, 1024, 128, 0.2, 0.2, "new")],
+               extra={other_key.text(): (MeasuredPoint(512, 64, 2, 0.0, 0.0, "x"),)})  # fmt: skip
+    m = a.merged(b)
+    assert len(m) == len(a) + 2  # "1024-4" was already there
+    assert m.settings == a.settings and len(m.deployments) == 2

@@ -535,3 +535,36 @@ def test_validate_reports_corrected_rows_and_can_turn_them_off(tmp_path):
     assert a["corrected_rows"] >= 1 and b["corrected_rows"] == 0
     assert sum("correction" in r for r in a["rows"]) == a["corrected_rows"]
     assert "leave-one-out" in report.read_text()
+
+
+def test_calibrate_no_fit_adds_measured_points_to_the_shipped_calibration(tmp_path):
+    csv_path = tmp_path / "mine.csv"
+    mine = [
+        {**FIXTURE[0], "model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "h100_sxm", "num_gpus": "1", "tp": "1",
+         "layout": "agg tp1 pp1 adp1", "engine": "vllm", "precision": "bf16", "isl": "1024", "osl": "256",
+         "concurrency": str(c), "ttft_ms": str(ttft), "tpot_ms": str(tpot), "e2e_ms": "", "throughput_tok_s": ""}
+        for c, ttft, tpot in ((4, 90.0, 9.0), (8, 120.0, 10.5), (16, 170.0, 12.0))
+    ]  # fmt: skip
+    _write_csv(csv_path, mine)
+    out = tmp_path / "mine.yaml"
+    r = _run(["calibrate", "--base", "shipped", "--measurements", str(csv_path), "--no-fit", "--out", str(out),
+              "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    written = json.loads(r.stdout)["calibration"]
+    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
+
+    shipped = calibration_to_dict(default_calibration())
+    assert written["engines"] == shipped["engines"] and written["gpus"] == shipped["gpus"]  # coefficients kept
+    n_shipped = sum(len(v) for v in shipped["corrections"]["deployments"].values())
+    assert sum(len(v) for v in written["corrections"]["deployments"].values()) == n_shipped + 3
+    args = ["estimate", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "h100_sxm", "--isl", "1024", "--osl",
+            "256", "--concurrency", "8", "--method", "analytic", "--json"]  # fmt: skip
+    assert json.loads(_run(args).stdout)["measured_correction"] is None
+    est = json.loads(_run([*args, "--calibration", str(out)]).stdout)
+    assert est["measured_correction"] is not None and est["measured_correction"]["same_deployment"]
+    assert est["ttft_ms"] == pytest.approx(120.0, rel=0.35) and est["tpot_ms"] == pytest.approx(10.5, rel=0.2)
+    # clear errors for calls that cannot mean anything
+    bad = _run(["calibrate", "--out", str(tmp_path / "x.yaml")])
+    assert bad.exit_code == 2 and "--base" in bad.output
+    bad = _run(["calibrate", "--base", "shipped", "--no-fit", "--out", str(tmp_path / "x.yaml")])
+    assert bad.exit_code == 2 and "--measurements" in bad.output

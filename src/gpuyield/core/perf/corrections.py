@@ -220,6 +220,18 @@ class MeasuredCorrections:
     def __len__(self) -> int:
         return sum(len(v) for v in self.deployments.values())
 
+    def merged(self, other: MeasuredCorrections) -> MeasuredCorrections:
+        """This table plus ``other``'s points (same coefficients assumed; a point already present, by
+        measurement id, is not added twice). Settings stay this table's."""
+        deps = {k: list(v) for k, v in self.deployments.items()}
+        for k, pts in other.deployments.items():
+            have = {p.measurement_id for p in deps.get(k, ())}
+            deps.setdefault(k, []).extend(p for p in pts if p.measurement_id not in have)
+        source = "; ".join(x for x in (self.source, other.source) if x)
+        return MeasuredCorrections(
+            deployments={k: tuple(v) for k, v in sorted(deps.items())}, settings=self.settings, source=source
+        )
+
     def correct(
         self, key: DeploymentKey, isl: int, osl: int, concurrency: int, exclude: Iterable[str] = ()
     ) -> Correction | None:

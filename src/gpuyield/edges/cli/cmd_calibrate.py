@@ -27,7 +27,9 @@ synchronised start, decode/prefill efficiency) are fitted on that CSV (schema of
 With --measurements it also stores every measured operating point's residual (log measured / predicted TTFT
 and TPOT under the fitted constants): estimate and validate then correct queries near measured points of
 the same architecture (model shape), engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
-A calibration written without --measurements carries no corrections (old residuals would be stale).
+A calibration rebuilt from --from or refitted carries only the new rows' points (old residuals would be
+stale). To add your measurements to a calibration without changing its coefficients (the shipped one, say),
+use --base FILE|shipped --measurements CSV --no-fit (no --from): the points are merged.
 Use the result with --calibration FILE on estimate/validate.
 
 Examples:
@@ -37,11 +39,15 @@ Examples:
   gpuyield calibrate --from ../shared/data/calibration/aiconfigurator --measurements ../shared/data/measurements/e2e_train.csv --out calib.yaml
 
   gpuyield profile --device cpu --model tiny-llama --out prof/ && gpuyield calibrate --from prof/ --base shipped --out cpu_calib.yaml
+
+  gpuyield calibrate --base shipped --measurements my_fleet.csv --no-fit --out mine.yaml
 """
 
 
 def calibrate(
-    from_: list[Path] = typer.Option(..., "--from", help="Kernel-table root (repeatable)."),
+    from_: list[Path] = typer.Option(
+        [], "--from", help="Kernel-table root (repeatable; may be left out with --base)."
+    ),
     out: Path = typer.Option(..., "--out", help="Calibration YAML to write."),
     measurements: Path | None = typer.Option(
         None, "--measurements", help="End-to-end CSV to fit engine constants on."
@@ -62,6 +68,12 @@ def calibrate(
         True,
         "--corrections/--no-corrections",
         help="With --measurements, store the measured operating points' residuals (see above).",
+    ),
+    fit: bool = typer.Option(
+        True,
+        "--fit/--no-fit",
+        help="With --measurements, refit the engine constants on them. --no-fit keeps the coefficients and only "
+        "adds the rows as measured operating points (merged with the base's, which stay valid).",
     ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
@@ -99,16 +111,25 @@ def calibrate(
             if json_out is None:
                 console.print(f"[dim]{msg}[/dim]")
 
+        if not from_ and base is None:
+            raise ConfigError("give kernel tables (--from DIR) or a calibration to start from (--base FILE|shipped)")
+        if not fit and (measurements is None or not corrections):
+            raise ConfigError("--no-fit adds --measurements as measured operating points: give --measurements")
         settings = start.corrections.settings if start.corrections is not None else CorrectionSettings()
-        # new kernel efficiencies (and engine constants) make any stored residuals stale
-        cal = dataclasses.replace(kernel_calibration(from_, cat, start, log=log), corrections=None)
+        cal = start
+        if from_:
+            # new kernel efficiencies make any stored residuals stale
+            cal = dataclasses.replace(kernel_calibration(from_, cat, start, log=log), corrections=None)
         if measurements is not None:
             invalid: list[dict[str, Any]] = []
             rows = load_measurements(measurements, invalid=invalid)
             for bad in invalid:
                 log(f"skipped measurement {bad['reason']}")
-            cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
-            cal = dataclasses.replace(cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"))
+            if fit:
+                cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
+                cal = dataclasses.replace(
+                    cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"), corrections=None
+                )
             if corrections:
                 model_of, gpu_of = lookups(cat, cal)
                 table = build_corrections(
@@ -119,6 +140,8 @@ def calibrate(
                     settings,
                     source=f"log(measured / predicted) of {measurements} under this file's coefficients",
                 )
+                if cal.corrections is not None:  # --no-fit: same coefficients, the base's points stay valid
+                    table = cal.corrections.merged(table)
                 cal = dataclasses.replace(cal, corrections=table)
                 log(f"measured operating points: {len(table)} in {len(table.deployments)} deployment(s)")
         header = (
