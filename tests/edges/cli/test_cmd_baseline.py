@@ -158,3 +158,46 @@ def test_example_files_are_valid() -> None:
     examples = Path(__file__).resolve().parents[3] / "examples" / "baseline"
     assert [d.name for d in load_map_file(examples / "map.yaml").deployments] == ["llama-8b-decode", "qwen-8b-tp2"]
     assert len(load_targets(examples / "targets.yaml").targets) == 3
+
+
+TINYLLAMA = """models:
+  - id: TinyLlama/TinyLlama-1.1B-Chat-v1.0
+    name: TinyLlama 1.1B Chat
+    architecture: llama
+    num_layers: 22
+    hidden_size: 2048
+    num_attention_heads: 32
+    num_kv_heads: 4
+    head_dim: 64
+    intermediate_size: 5632
+    vocab_size: 32000
+    max_position_embeddings: 2048
+    source: "https://huggingface.co/TinyLlama/TinyLlama-1.1B-Chat-v1.0/blob/main/config.json"
+    as_of: "2026-11-22"
+"""
+
+
+def test_measurements_out_closes_the_loop_to_calibrate_and_estimate(tmp_path: Path) -> None:
+    # real H100 telemetry (dcgm + vLLM, two scrapes) -> measurement row -> calibrate --no-fit -> estimate corrected
+    cat = tmp_path / "tinyllama.yaml"
+    cat.write_text(TINYLLAMA)
+    csv_path = tmp_path / "fleet.csv"
+    proc = gpuyield("baseline", "--metrics", str(FIX / "h100_multiscrape"), "--catalog", str(cat),
+                    "--out", str(tmp_path / "b"), "--measurements-out", str(csv_path))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("gpu,num_gpus,model,engine,precision,layout,tp,isl,osl,concurrency") and len(lines) == 2
+    assert lines[1].startswith("h100_sxm,1,TinyLlama/TinyLlama-1.1B-Chat-v1.0,vllm,bf16,agg tp1 pp1 adp1,1,23,263,1,")
+    notes = json.loads((tmp_path / "b" / "baseline.json").read_text())["notes"]
+    assert any("wrote 1 measurement row" in n for n in notes)
+    cal = tmp_path / "mine.yaml"
+    proc = gpuyield("calibrate", "--base", "shipped", "--measurements", str(csv_path), "--no-fit", "--catalog",
+                    str(cat), "--out", str(cal))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    args = ["estimate", "--model", "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "--gpu", "h100_sxm", "--isl", "23", "--osl",
+            "263", "--concurrency", "1", "--method", "analytic", "--catalog", str(cat), "--json"]  # fmt: skip
+    before = json.loads(gpuyield(*args).stdout)
+    after = json.loads(gpuyield(*args, "--calibration", str(cal)).stdout)
+    assert before["measured_correction"] is None and after["measured_correction"]["same_deployment"]
+    measured_tpot_ms = float(lines[1].split(",")[12])
+    assert abs(after["tpot_ms"] - measured_tpot_ms) < abs(before["tpot_ms"] - measured_tpot_ms)

@@ -240,6 +240,29 @@ def _print_summary(result: Any, out_dir: Path) -> None:
     console.print(f"wrote {out_dir / 'baseline.json'} and {out_dir / 'report.html'}")
 
 
+def _write_measurements(result: Any, catalog: list[str], path: str) -> None:
+    """The deployments as measurement rows (``gpuyield.core.baseline.measurements``), CSV with the header."""
+    import csv
+
+    from gpuyield.core.baseline.measurements import measurement_rows
+    from gpuyield.core.perf.validation import CSV_COLUMNS
+    from gpuyield.edges.cli.common import load_catalog
+    from gpuyield.errors import ConfigError
+
+    rows, skipped = measurement_rows(result.per_model, load_catalog(catalog))
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with p.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+            w.writeheader()
+            w.writerows(rows)
+    except OSError as exc:
+        raise ConfigError(f"--measurements-out {path}: cannot write ({exc.strerror or exc})") from None
+    result.notes.extend(skipped)
+    result.notes.append(f"wrote {len(rows)} measurement row(s) to {path}")
+
+
 @baseline_app.callback()
 def baseline(
     ctx: typer.Context,
@@ -255,6 +278,11 @@ def baseline(
     out: str | None = typer.Option(None, "--out", help="Output directory for baseline.json and report.html."),
     interval: str = typer.Option("15s", "--interval", help="Span one scrape covers when a GPU was scraped once."),
     catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
+    measurements_out: str | None = typer.Option(
+        None,
+        "--measurements-out",
+        help="Also write each measured deployment as a row of the measurement CSV (for calibrate --no-fit / validate).",
+    ),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Measure a fleet's real GPU productivity from its telemetry (see examples above)."""
@@ -274,6 +302,8 @@ def baseline(
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"--out {out}: cannot create directory ({exc.strerror})") from None
+        if measurements_out is not None:
+            _write_measurements(result, catalog, measurements_out)
         doc = {"schema": BASELINE_SCHEMA, "inputs": section, **to_jsonable(result)}
         import json
 
