@@ -48,6 +48,7 @@ def main() -> None:
         settings,
         source=f"log(measured / predicted) TTFT and TPOT of shared/data/measurements/{csv.name} (AIConfigurator "
         f"silicon_sample.csv, Apache-2.0) under this file's coefficients, {datetime.date.today().isoformat()}",
+        with_sim=True,
     )
     text = SHIPPED.read_text()
     head = text.split(MARK)[0].rstrip("\n") + "\n"

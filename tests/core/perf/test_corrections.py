@@ -259,3 +259,21 @@ def test_merging_tables_adds_new_points_once():
     m = a.merged(b)
     assert len(m) == len(a) + 2  # "1024-4" was already there
     assert m.settings == a.settings and len(m.deployments) == 2
+
+
+def test_engine_model_predictions_use_their_own_residuals():
+    pts = [MeasuredPoint(1024, 1024, c, math.log(2.0), math.log(2.0), str(c), math.log(1.5), None) for c in (8, 16)]
+    t = _table(pts)
+    a = t.correct(KEY, 1024, 1024, 16)
+    s = t.correct(KEY, 1024, 1024, 16, method="sim")
+    assert a is not None and s is not None
+    assert s.ttft_factor < a.ttft_factor  # the sim residual (×1.5) instead of the analytic one (×2)
+    assert s.tpot_factor == pytest.approx(a.tpot_factor)  # none stored for sim: the analytic one
+    with pytest.raises(ConfigError, match="method"):
+        t.correct(KEY, 1024, 1024, 16, method="exact")
+    # six-column rows (no sim residuals) still load
+    d = t.to_dict()
+    d["deployments"] = {k: [r[:6] for r in v] for k, v in d["deployments"].items()}
+    back = MeasuredCorrections.from_dict(d)
+    s6 = back.correct(KEY, 1024, 1024, 16, method="sim")
+    assert s6 is not None and s6.ttft_factor == pytest.approx(a.ttft_factor, rel=1e-4)

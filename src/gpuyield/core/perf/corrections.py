@@ -54,6 +54,7 @@ __all__ = [
 #   neighbours, i.e. the weighted median of the ratios with weights w / ratio. Robust to neighbours in another
 #   regime (TTFT residuals are heavy-tailed where queueing sets in) and optimal for the error the goals use.
 ESTIMATORS = ("log_mean", "mape_median")
+_COLUMNS = ("isl", "osl", "concurrency", "log_ttft", "log_tpot", "measurement_id", "log_ttft_sim", "log_tpot_sim")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,8 @@ def architecture_id(model: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class MeasuredPoint:
-    """One measured operating point and its residuals ``log(measured / predicted)`` (None = not measured)."""
+    """One measured operating point and its residuals ``log(measured / predicted)`` (None = not measured)
+    against the analytic solver and, optionally, against the engine model."""
 
     isl: int
     osl: int
@@ -144,6 +146,9 @@ class MeasuredPoint:
     log_ttft: float | None
     log_tpot: float | None
     measurement_id: str = ""
+    # the same residuals against the engine model (``--method sim``); None = as the analytic ones
+    log_ttft_sim: float | None = None
+    log_tpot_sim: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +197,8 @@ class _Group:
     r_ttft: np.ndarray  # NaN where not measured
     r_tpot: np.ndarray
     ids: tuple[str, ...]
+    r_ttft_sim: np.ndarray  # against the engine model; the analytic residual where none was stored
+    r_tpot_sim: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,11 @@ class MeasuredCorrections:
             x = np.log(np.array([[p.isl, p.osl, p.concurrency] for p in pts], dtype=float))
             rt = np.array([np.nan if p.log_ttft is None else p.log_ttft for p in pts], dtype=float)
             rd = np.array([np.nan if p.log_tpot is None else p.log_tpot for p in pts], dtype=float)
-            group = _Group(key, x, rt, rd, tuple(p.measurement_id for p in pts))
+            st = np.array([v if (v := p.log_ttft_sim) is not None else np.nan for p in pts], dtype=float)
+            sd = np.array([v if (v := p.log_tpot_sim) is not None else np.nan for p in pts], dtype=float)
+            st = np.where(np.isnan(st), rt, st)
+            sd = np.where(np.isnan(sd), rd, sd)
+            group = _Group(key, x, rt, rd, tuple(p.measurement_id for p in pts), st, sd)
             self._index.setdefault((key.engine, key.architecture, key.precision), []).append(group)
 
     def __len__(self) -> int:
@@ -233,10 +244,18 @@ class MeasuredCorrections:
         )
 
     def correct(
-        self, key: DeploymentKey, isl: int, osl: int, concurrency: int, exclude: Iterable[str] = ()
+        self,
+        key: DeploymentKey,
+        isl: int,
+        osl: int,
+        concurrency: int,
+        exclude: Iterable[str] = (),
+        method: str = "analytic",
     ) -> Correction | None:
         """The correction at one query, or None when no measurement of this architecture/engine/precision
-        exists."""
+        exists. ``method`` picks the residuals of the prediction being corrected (``analytic`` or ``sim``)."""
+        if method not in ("analytic", "sim"):
+            raise ConfigError(f"corrections: method must be 'analytic' or 'sim', got '{method}'")
         groups = self._index.get((key.engine, key.architecture, key.precision))
         if not groups:
             return None
@@ -259,8 +278,8 @@ class MeasuredCorrections:
                 w = np.where([i in skip for i in g.ids], 0.0, w)
             same = same or (g.key == key and bool(np.count_nonzero(w)))
             weights.append(w)
-            res_t.append(g.r_ttft)
-            res_d.append(g.r_tpot)
+            res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
+            res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
         w_all = np.concatenate(weights)
         n_points = int(np.count_nonzero(w_all))
         if n_points == 0:
@@ -286,7 +305,7 @@ class MeasuredCorrections:
                 "tpot_estimator": s.tpot_estimator,
                 "source": s.source,
             },
-            "columns": ["isl", "osl", "concurrency", "log_ttft", "log_tpot", "measurement_id"],
+            "columns": list(_COLUMNS),
             "deployments": {
                 k: [
                     [
@@ -296,6 +315,8 @@ class MeasuredCorrections:
                         None if p.log_ttft is None else round(p.log_ttft, 5),
                         None if p.log_tpot is None else round(p.log_tpot, 5),
                         p.measurement_id,
+                        None if p.log_ttft_sim is None else round(p.log_ttft_sim, 5),
+                        None if p.log_tpot_sim is None else round(p.log_tpot_sim, 5),
                     ]
                     for p in pts
                 ]
@@ -322,11 +343,11 @@ class MeasuredCorrections:
             w = f"{where}.deployments[{k}]"
             DeploymentKey.parse(str(k), w)
             if not isinstance(rows, list):
-                raise ConfigError(f"{w}: expected a list of [isl, osl, concurrency, log_ttft, log_tpot, id]")
+                raise ConfigError(f"{w}: expected a list of rows [{', '.join(_COLUMNS)}]")
             pts = []
             for i, r in enumerate(rows):
-                if not isinstance(r, list) or len(r) != 6:
-                    raise ConfigError(f"{w}[{i}]: expected [isl, osl, concurrency, log_ttft, log_tpot, id]")
+                if not isinstance(r, list) or len(r) not in (6, 8):
+                    raise ConfigError(f"{w}[{i}]: expected [{', '.join(_COLUMNS)}] (the last two optional)")
                 try:
                     pts.append(
                         MeasuredPoint(
@@ -336,6 +357,8 @@ class MeasuredCorrections:
                             None if r[3] is None else float(r[3]),
                             None if r[4] is None else float(r[4]),
                             str(r[5]),
+                            None if len(r) < 8 or r[6] is None else float(r[6]),
+                            None if len(r) < 8 or r[7] is None else float(r[7]),
                         )
                     )
                 except (TypeError, ValueError):

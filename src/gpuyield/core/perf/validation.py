@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gpuyield.core.perf.calibration import Calibration
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
@@ -329,6 +329,9 @@ def predict_row(
     )
 
 
+_R = TypeVar("_R")  # a closed-loop result: ClosedLoopResult, or the engine model's EngineEstimate
+
+
 def _pool_text(p: PoolLayout, moe: bool) -> str:
     if not moe:  # dense: expert settings mean nothing ("moe_tp0 ep0" and no mention are the same layout)
         return f"tp{p.tp} pp{p.pp} adp{p.adp}"
@@ -385,22 +388,24 @@ def row_measurement_id(row: MeasurementRow) -> str:
 
 
 def correct_row(
-    result: ClosedLoopResult,
+    result: _R,
     row: MeasurementRow,
     model_of: ModelLookup,
     gpu_of: GpuLookup,
     cal: Calibration,
     exclude: Iterable[str] = (),
-) -> tuple[ClosedLoopResult, Correction | None]:
+    method: str = "analytic",
+) -> tuple[_R, Correction | None]:
     """``result`` corrected by the calibration's measured operating points near ``row`` (closed-loop rows
-    only; offline rows and unmeasured models are returned unchanged, with None)."""
+    only; offline rows and unmeasured models are returned unchanged, with None). ``method`` says which
+    prediction ``result`` is (``analytic`` or ``sim``): each has its own residuals."""
     if cal.corrections is None or row.concurrency is None:
         return result, None
     try:
         key = deployment_key(row, model_of, gpu_of)
     except GpuyieldError:
         return result, None
-    corr = cal.corrections.correct(key, row.isl, row.osl, row.concurrency, exclude=exclude)
+    corr = cal.corrections.correct(key, row.isl, row.osl, row.concurrency, exclude=exclude, method=method)
     if corr is None:
         return result, None
     return apply_correction(result, corr), corr
@@ -413,9 +418,12 @@ def build_corrections(
     cal: Calibration,
     settings: CorrectionSettings | None = None,
     source: str = "",
+    with_sim: bool = False,
 ) -> MeasuredCorrections:
     """Residuals ``log(measured / predicted)`` of every closed-loop row the model predicts under ``cal``
-    (without corrections). Offline rows and rows it cannot predict are left out (they have no residual)."""
+    (without corrections). Offline rows and rows it cannot predict are left out (they have no residual).
+    ``with_sim`` also stores the residuals against the engine model for aggregated rows (about 10 ms a row),
+    which ``estimate --method sim`` and ``validate --method sim`` use."""
     base = dataclasses.replace(cal, corrections=None)
     deps: dict[str, list[MeasuredPoint]] = {}
     cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
@@ -439,9 +447,21 @@ def build_corrections(
         ld = math.log(md / res.tpot_ms) if md and res.tpot_ms > 0 else None
         if lt is None and ld is None:
             continue
+        st = sd = None
+        if with_sim and row.layout.strip().lower().startswith("agg"):
+            sk = ("sim", *ck)
+            if sk not in cache:
+                try:
+                    cache[sk] = predict_row(row, model_of, gpu_of, base, "sim")
+                except GpuyieldError:
+                    cache[sk] = None
+            sres = cache[sk]
+            if sres is not None:
+                st = math.log(mt / sres.ttft_ms) if mt and sres.ttft_ms > 0 else None
+                sd = math.log(md / sres.tpot_ms) if md and sres.tpot_ms > 0 else None
         key = deployment_key(row, model_of, gpu_of)
         deps.setdefault(key.text(), []).append(
-            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, row_measurement_id(row))
+            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, row_measurement_id(row), st, sd)
         )
     return MeasuredCorrections(
         deployments={k: tuple(v) for k, v in sorted(deps.items())},
@@ -543,9 +563,12 @@ def validate_rows(
         if isinstance(res, str):
             unsupported.append({"row": row.index, "reason": res})
         else:
+            final: ClosedLoopResult = res
             corr = None
             if table is not None:
-                res, corr = correct_row(res, row, model_of, gpu_of, cal, exclude=(row_measurement_id(row),))
+                final, corr = correct_row(
+                    final, row, model_of, gpu_of, cal, exclude=(row_measurement_id(row),), method=method
+                )
             if corr is not None:
                 corrected += 1
                 rec["correction"] = {
@@ -554,10 +577,10 @@ def validate_rows(
                     "support": corr.support,
                 }
             pred = {
-                "ttft_ms": res.ttft_ms,
-                "tpot_ms": res.tpot_ms,
-                "e2e_ms": res.e2e_ms,
-                "throughput_tok_s": res.throughput_tok_s,
+                "ttft_ms": final.ttft_ms,
+                "tpot_ms": final.tpot_ms,
+                "e2e_ms": final.e2e_ms,
+                "throughput_tok_s": final.throughput_tok_s,
             }
             for k in METRICS:
                 rec[f"predicted_{k}"] = pred[k]
@@ -565,7 +588,7 @@ def validate_rows(
                 meas = row.measured[k]
                 if meas is not None and pred[k] > 0:
                     pairs[k].append((pred[k], meas))
-            rec["limited_by"] = res.limited_by
+            rec["limited_by"] = final.limited_by
             out_rows.append(rec)
         if progress is not None:
             progress(1)

@@ -139,6 +139,7 @@ def calibrate(
                     cal,
                     settings,
                     source=f"log(measured / predicted) of {measurements} under this file's coefficients",
+                    with_sim=True,
                 )
                 if cal.corrections is not None:  # --no-fit: same coefficients, the base's points stay valid
                     table = cal.corrections.merged(table)

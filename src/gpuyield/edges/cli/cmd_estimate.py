@@ -88,7 +88,6 @@ def estimate_record(
 ) -> dict[str, Any]:
     """Everything `estimate` reports, as plain data (also used by tests and benchmarks)."""
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
-    from gpuyield.core.perf.corrections import apply_correction
     from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, kv_dtype_for
     from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.edges.perf.io import resolve_gpu
@@ -155,7 +154,9 @@ def estimate_record(
         concurrency=concurrency, num_requests=num_requests, measured=dict.fromkeys(METRICS),
         source="gpuyield estimate",
     )  # fmt: skip
-    analytic, corr = correct_row(analytic, row, model_of, gpu_of, calibration) if corrections else (analytic, None)
+    corr = sim_corr = None
+    if corrections:
+        analytic, corr = correct_row(analytic, row, model_of, gpu_of, calibration)
     ec = perf.engine_coeffs
     result: dict[str, Any]
     if method == "sim":
@@ -172,8 +173,8 @@ def estimate_record(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
         )
-        if corr is not None:
-            eng = apply_correction(eng, corr)
+        if corrections:  # the engine model has its own residuals (the analytic ones where none were stored)
+            eng, sim_corr = correct_row(eng, row, model_of, gpu_of, calibration, method="sim")
         result = dataclasses.asdict(eng)
         result["analytic"] = {
             "ttft_ms": analytic.ttft_ms,
@@ -214,10 +215,13 @@ def estimate_record(
             },
             "out_of_range": sorted(set(bd.out_of_range) | set(pre.out_of_range)),
             "calibration": {"gpu": perf.gpu_coeffs.source, "engine": ec.source},
-            "measured_correction": _correction_record(corr),
+            "measured_correction": _correction_record(sim_corr if method == "sim" else corr),
         }
     )
-    out["notes"] = list(dict.fromkeys(list(out["notes"]) + list(analytic.notes)))
+    chosen = sim_corr if method == "sim" else corr
+    solver_notes = [n for n in analytic.notes if chosen is None or n != corr.note()] if corr else list(analytic.notes)
+    extra = [chosen.note()] if chosen is not None else []
+    out["notes"] = list(dict.fromkeys(list(out["notes"]) + solver_notes + extra))
     return out
 
 
@@ -290,7 +294,10 @@ def layout_record(
     except DoesNotFitError as exc:
         out.update({"fits": False, "reason": str(exc), "notes": []})
         return out
-    res, corr = correct_row(res, row, model_of, gpu_of, calibration) if corrections else (res, None)
+    res_method = method if lay.kind == "agg" else "analytic"
+    res, corr = (
+        correct_row(res, row, model_of, gpu_of, calibration, method=res_method) if corrections else (res, None)
+    )
     out.update(
         {
             "fits": True,
