@@ -538,6 +538,8 @@ def test_validate_reports_corrected_rows_and_can_turn_them_off(tmp_path):
     a, b = json.loads(on.stdout), json.loads(off.stdout)
     assert a["corrected_rows"] >= 1 and b["corrected_rows"] == 0
     assert sum("correction" in r for r in a["rows"]) == a["corrected_rows"]
+    # the same run also scores the step-time model alone, exactly as --no-corrections does
+    assert a["summary_step_model"]["tpot_ms"] == b["summary"]["tpot_ms"] and b["summary_step_model"] is None
     assert "leave-one-out" in report.read_text()
 
 

@@ -526,6 +526,7 @@ def validate_rows(
     cache: dict[tuple[Any, ...], ClosedLoopResult | str] = {}
     table = cal.corrections if corrections else None
     corrected = 0
+    plain_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}  # before the corrections
     for row in rows:
         total += 1
         key = (
@@ -566,6 +567,11 @@ def validate_rows(
             final: ClosedLoopResult = res
             corr = None
             if table is not None:
+                for k, p in (("ttft_ms", res.ttft_ms), ("tpot_ms", res.tpot_ms), ("e2e_ms", res.e2e_ms),
+                             ("throughput_tok_s", res.throughput_tok_s)):  # fmt: skip
+                    m = row.measured[k]
+                    if m is not None and p > 0:
+                        plain_pairs[k].append((p, m))
                 final, corr = correct_row(
                     final, row, model_of, gpu_of, cal, exclude=(row_measurement_id(row),), method=method
                 )
@@ -599,6 +605,8 @@ def validate_rows(
         "coverage": (len(out_rows) / total) if total else 0.0,
         "num_rows": total,
         "corrected_rows": corrected,
+        # the same rows scored by the step-time model alone (only when measured points were available)
+        "summary_step_model": {k: error_summary(v) for k, v in plain_pairs.items()} if table is not None else None,
         "unsupported": unsupported,
         "rows": out_rows,
     }

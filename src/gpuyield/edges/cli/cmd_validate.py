@@ -123,9 +123,13 @@ def validate(
                 f"{result['unsupported'][0]['reason']})"
             )
         if result["corrected_rows"]:
+            plain = result["summary_step_model"]
+            alone = ", ".join(
+                f"{m} MAPE {100 * plain[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if plain[m]["n"]
+            )
             console.print(
                 f"{result['corrected_rows']} rows corrected by measured operating points (each without its own "
-                "measurement); --no-corrections for the step-time model alone"
+                f"measurement); the step-time model alone: {alone}"
             )
         if "report" in result:
             console.print(f"[dim]report: {result['report']}[/dim]")
