@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +278,38 @@ def test_engine_model_predictions_use_their_own_residuals():
     back = MeasuredCorrections.from_dict(d)
     s6 = back.correct(KEY, 1024, 1024, 16, method="sim")
     assert s6 is not None and s6.ttft_factor == pytest.approx(a.ttft_factor, rel=1e-4)
+
+
+def test_residuals_under_other_coefficients_are_refused():
+    rows = [_row(0), _row(1, concurrency="32", ttft_ms="400", tpot_ms="25")]
+    cal = dataclasses.replace(BASE, corrections=build_corrections(rows, CAT.model, CAT.gpu, BASE))
+    d = calibration_to_dict(cal)
+    assert calibration_from_dict(d).corrections is not None  # round trip: same coefficients
+    d["engines"]["vllm"]["step_overhead_s"] *= 1.5
+    with pytest.raises(ConfigError, match="stale"):
+        calibration_from_dict(d)
+
+
+TRAIN_CSV = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "measurements" / "e2e_train.csv"
+
+
+@pytest.mark.skipif(not TRAIN_CSV.exists(), reason="shared measurements not present")
+def test_shipped_residuals_match_the_current_model():
+    # a change to the step-time model (code, catalogue) that moves predictions must refresh the shipped table
+    # (scripts/refresh_shipped_corrections.py); a sample of its points is recomputed here
+    from gpuyield.edges.perf.calibrate import load_measurements, lookups
+
+    cal = default_calibration()
+    assert cal.corrections is not None
+    rows = [r for r in load_measurements(TRAIN_CSV) if r.concurrency is not None][::97]
+    model_of, gpu_of = lookups(CAT, cal)
+    fresh = build_corrections(rows, model_of, gpu_of, cal)
+    stored = {p.measurement_id: p for pts in cal.corrections.deployments.values() for p in pts}
+    compared = 0
+    for pts in fresh.deployments.values():
+        for p in pts:
+            s = stored[p.measurement_id]
+            for a, b in ((p.log_ttft, s.log_ttft), (p.log_tpot, s.log_tpot)):
+                assert (a is None) == (b is None) and (a is None or abs(a - b) < 1e-4), (p, s)
+            compared += 1
+    assert compared >= 40

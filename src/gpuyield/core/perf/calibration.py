@@ -11,6 +11,7 @@ end-to-end measurements. Every number carries the source it was derived from.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,6 +31,7 @@ __all__ = [
     "LogCurve",
     "calibration_from_dict",
     "calibration_to_dict",
+    "coefficients_fingerprint",
     "default_calibration",
 ]
 
@@ -262,13 +264,38 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
     corrections = None
     if data.get("corrections") is not None:
         corrections = MeasuredCorrections.from_dict(data["corrections"], f"{where}: corrections")
-    return Calibration(
+    cal = Calibration(
         gpus=gpus,
         engines=engines,
         sources=tuple(str(s) for s in data.get("sources") or ()),
         devices=devices,
-        corrections=corrections,
     )
+    if corrections is not None:
+        have = coefficients_fingerprint(cal)
+        if corrections.coefficients and corrections.coefficients != have:
+            raise ConfigError(
+                f"{where}: corrections were measured under other coefficients (fingerprint "
+                f"{corrections.coefficients}, this file's {have}): they are stale. Rebuild them (gpuyield calibrate "
+                "--measurements CSV, or scripts/refresh_shipped_corrections.py for the shipped file) or delete the "
+                "corrections section"
+            )
+        cal = Calibration(gpus=gpus, engines=engines, sources=cal.sources, devices=devices, corrections=corrections)
+    return cal
+
+
+def coefficients_fingerprint(cal: Calibration) -> str:
+    """A short hash of everything a prediction depends on in ``cal`` (GPU, engine and device coefficients;
+    not the sources or the corrections), to tell whether stored residuals still belong to it."""
+    import hashlib
+    import json
+
+    d = calibration_to_dict(dataclasses.replace(cal, corrections=None))
+    body = {k: d.get(k) for k in ("gpus", "engines", "devices")}
+    for e in (body["engines"] or {}).values():
+        e.pop("source", None)
+    for g in (body["gpus"] or {}).values():
+        g.pop("source", None)
+    return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _r(x: float) -> float:

@@ -208,6 +208,8 @@ class MeasuredCorrections:
     deployments: Mapping[str, tuple[MeasuredPoint, ...]] = field(default_factory=dict)
     settings: CorrectionSettings = field(default_factory=CorrectionSettings)
     source: str = ""
+    # fingerprint of the coefficients the residuals were measured under (calibration.coefficients_fingerprint)
+    coefficients: str = ""
     _index: dict[tuple[str, str, str], list[_Group]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -240,7 +242,10 @@ class MeasuredCorrections:
             deps.setdefault(k, []).extend(p for p in pts if p.measurement_id not in have)
         source = "; ".join(x for x in (self.source, other.source) if x)
         return MeasuredCorrections(
-            deployments={k: tuple(v) for k, v in sorted(deps.items())}, settings=self.settings, source=source
+            deployments={k: tuple(v) for k, v in sorted(deps.items())},
+            settings=self.settings,
+            source=source,
+            coefficients=self.coefficients,
         )
 
     def correct(
@@ -293,6 +298,7 @@ class MeasuredCorrections:
         s = self.settings
         return {
             "source": self.source,
+            "coefficients": self.coefficients,
             "settings": {
                 "scale_log_isl": s.scale_log_isl,
                 "scale_log_osl": s.scale_log_osl,
@@ -328,7 +334,7 @@ class MeasuredCorrections:
     def from_dict(cls, data: Any, where: str = "corrections") -> MeasuredCorrections:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = set(data) - {"source", "settings", "columns", "deployments"}
+        unknown = set(data) - {"source", "coefficients", "settings", "columns", "deployments"}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
         st = data.get("settings") or {}
@@ -364,7 +370,12 @@ class MeasuredCorrections:
                 except (TypeError, ValueError):
                     raise ConfigError(f"{w}[{i}]: not numbers: {r!r}") from None
             deps[str(k)] = tuple(pts)
-        return cls(deployments=deps, settings=settings, source=str(data.get("source", "")))
+        return cls(
+            deployments=deps,
+            settings=settings,
+            source=str(data.get("source", "")),
+            coefficients=str(data.get("coefficients", "") or ""),
+        )
 
 
 def apply_correction(result: Any, corr: Correction) -> Any:

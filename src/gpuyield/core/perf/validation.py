@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gpuyield.core.perf.calibration import Calibration
+from gpuyield.core.perf.calibration import Calibration, coefficients_fingerprint
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
 from gpuyield.core.perf.corrections import (
     Correction,
@@ -467,6 +467,7 @@ def build_corrections(
         deployments={k: tuple(v) for k, v in sorted(deps.items())},
         settings=settings or CorrectionSettings(),
         source=source,
+        coefficients=coefficients_fingerprint(base),
     )
 
 
