@@ -219,7 +219,7 @@ def estimate_record(
         }
     )
     chosen = sim_corr if method == "sim" else corr
-    solver_notes = [n for n in analytic.notes if chosen is None or n != corr.note()] if corr else list(analytic.notes)
+    solver_notes = [n for n in analytic.notes if corr is None or n != corr.note()]  # the chosen note goes last
     extra = [chosen.note()] if chosen is not None else []
     out["notes"] = list(dict.fromkeys(list(out["notes"]) + solver_notes + extra))
     return out
@@ -433,7 +433,7 @@ def estimate(
     corrections: bool = typer.Option(
         True,
         "--corrections/--no-corrections",
-        help="Correct by the calibration's measured operating points of this model/engine/precision.",
+        help="Correct by the calibration's measured operating points of this architecture/engine/precision.",
     ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
