@@ -3,9 +3,11 @@
 The step-time model generalises across models and GPUs but leaves a residual that is specific to one
 deployment (a model's kernels on one engine version, scheduler settings the measurements do not record,
 MTP on or off). Where the user has *measured* a deployment, that residual is known at the measured points:
-``log(measured / predicted)`` of TTFT and of TPOT. This module stores those residuals and, for a new query,
-interpolates them in log space over ISL, OSL and concurrency (a Gaussian-kernel weighted mean, Nadaraya-
-Watson), the way per-op times come from measured tables interpolated in log space.
+``log(measured / predicted)`` of TTFT and of TPOT (against the analytic solver and, for aggregated rows,
+against the engine model too). This module stores those residuals and, for a new query, interpolates them in
+log space over ISL, OSL and concurrency with Gaussian kernel weights (a weighted mean of the log ratios, or
+the weighted median that minimises the neighbours' percentage error; see ``ESTIMATORS``), the way per-op
+times come from measured tables interpolated in log space.
 
 Rules:
 
@@ -17,7 +19,9 @@ Rules:
   (``other_gpu_penalty``). A query with no such measurement is not corrected: an unseen architecture gets the
   physics model alone, never another architecture's residual.
 - The correction shrinks towards none as the query moves away from the measured points: a prior of weight
-  ``prior_weight`` at zero residual is added to the kernel mean, so a far query is barely corrected.
+  ``prior_weight`` at zero residual joins the neighbours, so a far query is barely corrected.
+- Residuals belong to the coefficients they were measured under: the table keeps their fingerprint and the
+  calibration loader refuses a table whose coefficients changed.
 - A measurement never predicts itself: ``exclude`` drops points by measurement id (``validate`` passes the id
   of the row it predicts, so errors it reports on the calibration's own rows are leave-one-out errors).
 
