@@ -89,3 +89,26 @@ def test_records_as_parquet(tmp_path: Path) -> None:
     t = pq.read_table(p)
     s = json.loads(r.stdout)
     assert t.num_rows == s["requests"] and t.column("status").to_pylist().count("completed") == s["completed"]
+
+
+def test_calibration_times_the_simulated_steps(tmp_path: Path) -> None:
+    # a calibration whose engines run every op twice as slow: the same replay decodes about twice as slow
+    import dataclasses
+
+    import yaml
+
+    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
+
+    d = calibration_to_dict(dataclasses.replace(default_calibration(), corrections=None))
+    for e in d["engines"].values():
+        e["decode_scale"] = min(3.0, e["decode_scale"] * 2)
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(d, sort_keys=False))
+    args = ["simulate", "-d", str(EXAMPLES / "llama8b-h100-x8.yaml"), "-w", "builtin:azure-conv", "--duration", "30",
+            "--json", "-"]  # fmt: skip
+    base, slowed = run(*args), run(*args, "--calibration", str(slow))
+    assert base.exit_code == 0 and slowed.exit_code == 0, base.output + slowed.output
+    b, s = json.loads(base.stdout)["tpot_ms"]["mean"], json.loads(slowed.stdout)["tpot_ms"]["mean"]
+    assert 1.6 < s / b < 2.1
+    bad = run(*args, "--calibration", str(tmp_path / "none.yaml"))
+    assert bad.exit_code == 2 and "none.yaml" in bad.output

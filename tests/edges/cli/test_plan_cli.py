@@ -164,3 +164,22 @@ def test_capacity_mode_with_owned_hardware(tmp_path: Path) -> None:
     (pool,) = doc["economics"]["plan"]["pools"]
     assert pool["price_kind"] == "owned" and pool["usd_per_gpu_hour"] == pytest.approx(1.25)
     assert "test quote" in pool["source"] and pool["as_of"] == "2026-01-01"
+
+
+def test_plan_records_and_uses_the_calibration(tmp_path: Path) -> None:
+    import dataclasses
+
+    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
+
+    d = calibration_to_dict(dataclasses.replace(default_calibration(), corrections=None))
+    for e in d["engines"].values():
+        e["decode_scale"] = min(3.0, e["decode_scale"] * 2)
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(yaml.safe_dump(d, sort_keys=False))
+    small = {**ARGS, "head": 200, "gpus": "h100_sxm", "top_k": 2, "disaggregated": False, "report": False}
+    base = run_plan_command(out=str(tmp_path / "base"), **small)
+    slowed = run_plan_command(out=str(tmp_path / "slow"), calibration=str(slow), **small)
+    assert base["calibration"] == "shipped" and slowed["calibration"] == str(slow)
+    # twice-as-slow steps: the verified plan decodes slower, on at least as many GPUs
+    assert slowed["best"]["verified"]["tpot_p99_ms"] > 1.5 * base["best"]["verified"]["tpot_p99_ms"]
+    assert slowed["best"]["num_gpus"] >= base["best"]["num_gpus"]

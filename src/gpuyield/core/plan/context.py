@@ -82,6 +82,7 @@ class PlanContext:
     engine: str = "vllm"
     price_overrides: Mapping[str, GpuPrice] = field(default_factory=dict)
     owned: Mapping[str, OwnedHardware] = field(default_factory=dict)
+    calibration: Any = None  # gpuyield.core.perf.Calibration; None = the shipped one
 
     def __post_init__(self) -> None:
         self._perf_cache: dict[tuple[Any, ...], PerfModel] = {}
@@ -101,7 +102,7 @@ class PlanContext:
         pm = self._perf_cache.get(key)
         if pm is None:
             pm = PerfModel.build(self.model, self.catalog.gpu(gpu_id), tp=tp, pp=pp, ep=ep,
-                                 weight_precision=wp, kv_dtype=kvd, engine=self.engine)
+                                 weight_precision=wp, kv_dtype=kvd, engine=self.engine, calibration=self.calibration)
             self._perf_cache[key] = pm
         return pm
 
@@ -167,6 +168,7 @@ def build_plan_inputs(
     owned: Mapping[str, OwnedHardware] | None = None,
     api_price: ApiPrice | None = None,
     routers: tuple[str, ...] | None = None,
+    calibration: Any = None,
 ) -> tuple[PlanInputs, PlanContext]:
     """The search inputs for ``request`` against ``catalog`` (GPU ids resolved to catalogue ids)."""
     model = catalog.model(request.model_id)
@@ -174,7 +176,7 @@ def build_plan_inputs(
     for r in routers or ():
         if r not in POLICY_NAMES:
             raise ConfigError(f"--routers {r!r}: expected one of {', '.join(POLICY_NAMES)}")
-    ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}))
+    ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration)
     for g in gpu_ids:
         ctx.price_for(g)  # fail early, naming the GPU without a price
     space = SearchSpace.for_request(

@@ -116,6 +116,7 @@ def plan_multi_model(
     max_replicas_per_model: int = 64,
     engine: dict[str, Any] | None = None,
     archs_by_label: dict[str, str] | None = None,
+    calibration: Any = None,
 ) -> MultiModelPlan:
     """Dedicated baseline, then the fewest shared groups that meet the SLO (see the module docstring)."""
     from gpuyield.core.perf import PerfModel
@@ -143,8 +144,8 @@ def plan_multi_model(
     # smallest TP that fits every model (one TP for all groups keeps groups interchangeable)
     tp = 1
     while True:
-        ok = all(PerfModel.build(catalog.model(d.arch), g, tp=tp, weight_precision=weight_precision).memory().fits
-                 for d in demands)  # fmt: skip
+        ok = all(PerfModel.build(catalog.model(d.arch), g, tp=tp, weight_precision=weight_precision,
+                                 calibration=calibration).memory().fits for d in demands)  # fmt: skip
         if ok:
             break
         tp *= 2

@@ -116,7 +116,8 @@ class SimulatorBinding:
         dep = self.deployment(cand, level)
         target = SloTarget(self.slo.ttft_p99_ms, self.slo.tpot_p99_ms, self.slo.e2e_p99_ms)
         try:
-            res = simulate(dep, self.workload, self.ctx.catalog, self.seed, target, rate_scale=rate_scale)  # type: ignore[arg-type]
+            res = simulate(dep, self.workload, self.ctx.catalog, self.seed, target, rate_scale=rate_scale,  # type: ignore[arg-type]
+                           calibration=self.ctx.calibration)
         except (RuntimeError, AssertionError, ValueError, GpuyieldError) as exc:
             # One broken point must not sink the search: it counts as a miss, with the simulator's message
             # (recorded in the rejection reasons of plan.json).

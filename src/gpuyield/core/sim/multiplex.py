@@ -272,7 +272,9 @@ class ResidencyTrackingPolicy(RoutingPolicy):
         self.inner.on_replica_removed(replica_id)
 
 
-def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, setup_cls: Any) -> tuple[
+def build_multiplex(
+    spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, setup_cls: Any, calibration: Any = None
+) -> tuple[
     list[Any], MultiplexState, list[dict[str, Any]]
 ]:
     """Replica setups for every (group copy, model), the shared residency state and per-group info."""
@@ -302,7 +304,7 @@ def build_multiplex(spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, set
         plans = []
         for m in models:
             perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=g.weight_precision, kv_dtype=g.kv_dtype,
-                                   engine=cfg.family)  # fmt: skip
+                                   engine=cfg.family, calibration=calibration)  # fmt: skip
             plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len)
             perfs.append(perf)
             plans.append(plan)

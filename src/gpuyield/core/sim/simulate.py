@@ -90,8 +90,11 @@ def _p99_within(stats_ms: dict[str, float | None], limit_ms: float | None, *, em
     return empty_ok if p99 is None else p99 <= limit_ms
 
 
-def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tuple[Cluster, list[dict[str, Any]]]:
-    """The :class:`Cluster` for ``deployment`` and one info dict per pool (gpu, model, blocks, memory plan)."""
+def build_cluster(
+    deployment: Deployment, catalog: Any, *, seed: int = 0, calibration: Any = None
+) -> tuple[Cluster, list[dict[str, Any]]]:
+    """The :class:`Cluster` for ``deployment`` and one info dict per pool (gpu, model, blocks, memory plan).
+    ``calibration`` (a :class:`~gpuyield.core.perf.Calibration`; None = the shipped one) times every step."""
     from gpuyield.core.perf import PerfModel
 
     setups: list[ReplicaSetup] = []
@@ -110,6 +113,7 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
             weight_precision=pool.weight_precision,
             kv_dtype=pool.kv_dtype,
             engine=cfg.family,
+            calibration=calibration,
         )
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len)
         try:
@@ -146,7 +150,9 @@ def build_cluster(deployment: Deployment, catalog: Any, *, seed: int = 0) -> tup
         from gpuyield.core.sim.deployment import EngineSpec
         from gpuyield.core.sim.multiplex import ResidencyTrackingPolicy, build_multiplex
 
-        mux_setups, mux, mux_info = build_multiplex(deployment.multiplex, catalog, EngineSpec, ReplicaSetup)
+        mux_setups, mux, mux_info = build_multiplex(
+            deployment.multiplex, catalog, EngineSpec, ReplicaSetup, calibration=calibration
+        )
         setups.extend(mux_setups)
         pools_info.extend(mux_info)
         policy = ResidencyTrackingPolicy(policy, mux)
@@ -312,13 +318,14 @@ def simulate(
     duration_s: float | None = None,
     progress: Callable[[int], None] | None = None,
     wall_clock: Callable[[], float] | None = None,
+    calibration: Any = None,
 ) -> SimResult:
     """Replay ``workload`` on ``deployment``; every request ends completed or rejected with a reason.
 
     ``rate_scale`` multiplies the arrival rate (arrival times divided by it); ``duration_s`` keeps only the
     arrivals in the first ``duration_s`` simulated seconds (after scaling); those all run to completion.
     ``seed`` seeds every random choice (routing policies here are deterministic; the same inputs and seed give
-    byte-identical results).
+    byte-identical results). ``calibration`` times the steps (None = the shipped calibration).
     """
     t0 = wall_clock() if wall_clock is not None else None
     w = workload if isinstance(workload, Workload) else Workload.from_requests(workload, WorkloadMeta("requests"))
@@ -330,7 +337,7 @@ def simulate(
         if duration_s <= 0:
             raise ConfigError(f"--duration must be > 0 s, got {duration_s}")
         w = slice_time(w, 0.0, float(w.arrival_s[0]) + duration_s if len(w) else duration_s, rebase_time=False)
-    cluster, pools_info = build_cluster(deployment, catalog, seed=seed)
+    cluster, pools_info = build_cluster(deployment, catalog, seed=seed, calibration=calibration)
     rec = cluster.run(w, progress=progress)
     prices, price_info = _prices(deployment, catalog, [r.gpu for r in rec.replicas])
     summary = summarise(rec, slo, prices)

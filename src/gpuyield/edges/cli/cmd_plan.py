@@ -123,6 +123,7 @@ def run_plan_command(
     disaggregated: bool = True,
     routers: str | None = None,
     catalog_files: list[str] | None = None,
+    calibration: str | None = None,
     report: bool = True,
     show_progress: bool = True,
     head: int | None = None,
@@ -175,8 +176,11 @@ def run_plan_command(
         w = scale_rate(w, rate_scale)
     profile = profile_workload(w)
     router_list = tuple(r.strip() for r in routers.split(",") if r.strip()) if routers else None
+    from gpuyield.edges.perf.io import load_calibration
+
+    cal = load_calibration(calibration)
     inputs, ctx = build_plan_inputs(catalog, request, profile, price_overrides=price_overrides, owned=owned_hw,
-                                    api_price=api, routers=router_list)
+                                    api_price=api, routers=router_list, calibration=cal)
     binding = SimulatorBinding(ctx, w, seed, request.slo)
     bar = _Bar(show_progress)
     prog = _TimedProgress(bar)
@@ -201,7 +205,7 @@ def run_plan_command(
     info = PlanRunInfo(
         workload_spec=workload, rate_scale=rate_scale, executor=executor, wall_time_s=t_end - t0,
         screen_wall_time_s=sim_start - t_screen0, simulate_wall_time_s=t_end - sim_start,
-        gpuyield_version=__version__, head=head,
+        gpuyield_version=__version__, head=head, calibration=calibration or "shipped",
     )
     html = None
     if report:
@@ -317,6 +321,7 @@ def register(app: typer.Typer) -> None:
         routers: str | None = typer.Option(None, "--routers", help="Router policies to search (default: all)."),
         head: int | None = typer.Option(None, "--head", help="Plan on the first N requests only (quick look)."),
         catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
+        calibration: str | None = typer.Option(None, "--calibration", help="Calibration YAML from `gpuyield calibrate` (default: shipped): times every simulated step."),
         multi_model: bool = typer.Option(False, "--multi-model", help="Place many models (named by the requests) on shared GPUs with sleep/wake; uses the first --gpus type."),
         models_from_tenants: str | None = typer.Option(None, "--models-from-tenants", help="--multi-model: the busiest tenants name these models, in order (e.g. ServeGen clients); NAME=MODEL names a deployment (e.g. a fine-tune) of a catalogue MODEL."),
         idle_sleep_s: float = typer.Option(120.0, "--idle-sleep-s", help="--multi-model: put a model to sleep after this many idle seconds."),
@@ -333,6 +338,7 @@ def register(app: typer.Typer) -> None:
                     workload=workload, slo=slo, out=out, gpu=gpu_first, rate_scale=rate_scale,
                     models_from_tenants=models_from_tenants, weight_precision="fp8" if allow_lower_precision else "bf16",
                     idle_sleep_s=idle_sleep_s, seed=seed, start_s=start_s, duration_s=duration_s, catalog_files=catalog,
+                    calibration=calibration,
                 )
                 if json_out is not None:
                     emit_json(mdoc, json_out)
@@ -348,7 +354,7 @@ def register(app: typer.Typer) -> None:
                 budget_usd_per_hour=budget_usd_per_hour, prices=prices, owned=owned, api_price=api_price,
                 executor=executor, ray_address=ray_address, seed=seed, mode=mode, top_k=top_k,
                 allow_lower_precision=allow_lower_precision, disaggregated=disaggregated, routers=routers,
-                catalog_files=catalog, head=head, jobs=jobs,
+                catalog_files=catalog, head=head, jobs=jobs, calibration=calibration,
             )
             if json_out is not None:
                 emit_json(doc, json_out)

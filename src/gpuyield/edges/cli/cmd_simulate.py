@@ -151,6 +151,9 @@ def register(app: typer.Typer) -> None:
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
         records: str | None = typer.Option(None, "--records", help="Per-request records (.parquet, .csv, .jsonl)."),
         catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
+        calibration: str | None = typer.Option(
+            None, "--calibration", help="Calibration YAML from `gpuyield calibrate` (default: shipped)."
+        ),
     ) -> None:
         def body() -> None:
             from gpuyield.core.sim.simulate import simulate
@@ -160,13 +163,16 @@ def register(app: typer.Typer) -> None:
             slo_t = parse_slo(slo)
             dep = load_deployment(deployment)
             cat = load_catalog(catalog)
+            from gpuyield.edges.perf.io import load_calibration
+
+            cal = load_calibration(calibration)
             w = load_workload(workload, seed=seed)
             quiet = json_out == "-"
             cpu0 = time.process_time()
             with progress("simulating", len(w), enabled=not quiet) as advance:
                 res = simulate(
                     dep, w, cat, seed=seed, slo=slo_t, rate_scale=rate_scale, duration_s=duration,
-                    progress=advance, wall_clock=time.perf_counter,
+                    progress=advance, wall_clock=time.perf_counter, calibration=cal,
                 )  # fmt: skip
             cpu_s = time.process_time() - cpu0
             res.summary["sim_cpu_s"] = cpu_s  # on a busy machine wall time overstates the simulator's cost

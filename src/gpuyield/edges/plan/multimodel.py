@@ -32,6 +32,7 @@ def run_multi_model_plan(
     start_s: float = 0.0,
     duration_s: float | None = None,
     catalog_files: list[str] | None = None,
+    calibration: str | None = None,
 ) -> dict[str, Any]:
     """Load the workload, plan the placement, write DIR/plan.yaml and DIR/plan.json; return plan.json."""
     from gpuyield.core.plan.spec import parse_slo
@@ -43,6 +44,9 @@ def run_multi_model_plan(
 
     t0 = time.perf_counter()
     catalog = load_catalog(catalog_files)
+    from gpuyield.edges.perf.io import load_calibration
+
+    cal = load_calibration(calibration)
     target = parse_slo(slo)
     sim_slo = SloTarget(
         ttft_p99_ms=getattr(target, "ttft_p99_ms", None),
@@ -75,10 +79,10 @@ def run_multi_model_plan(
     def sim(dep: Any, wl: Any) -> dict[str, Any]:
         nonlocal num_sims
         num_sims += 1
-        return simulate(dep, wl, catalog, seed=seed, slo=sim_slo).summary
+        return simulate(dep, wl, catalog, seed=seed, slo=sim_slo, calibration=cal).summary
 
     plan = plan_multi_model(w, catalog, gpu, sim, weight_precision=weight_precision, idle_sleep_s=idle_sleep_s,
-                            archs_by_label=archs)
+                            archs_by_label=archs, calibration=cal)
     try:
         price = catalog.gpu_price(plan.gpu)
         price_info = {"usd_per_gpu_hour": float(price.usd_per_gpu_hour), "source": f"{price.provider} {price.tier}",

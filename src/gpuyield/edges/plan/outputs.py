@@ -37,6 +37,7 @@ class PlanRunInfo:
     simulate_wall_time_s: float
     gpuyield_version: str
     head: int | None = None  # planned on the first N requests only (--head)
+    calibration: str = "shipped"  # --calibration FILE, or the calibration shipped with gpuyield
 
 
 def _f(x: float, nd: int = 6) -> float | None:
@@ -142,6 +143,7 @@ def plan_document(
                         "allow_lower_precision": request.allow_lower_precision},
         "seed": request.seed,
         "executor": info.executor,
+        "calibration": info.calibration,
         "workload": {
             "spec": info.workload_spec, "name": profile.name, "rate_scale": info.rate_scale, "head": info.head,
             "num_requests": profile.num_requests, "duration_s": _f(profile.duration_s, 3),
