@@ -112,3 +112,31 @@ def test_calibration_times_the_simulated_steps(tmp_path: Path) -> None:
     assert 1.6 < s / b < 2.1
     bad = run(*args, "--calibration", str(tmp_path / "none.yaml"))
     assert bad.exit_code == 2 and "none.yaml" in bad.output
+
+
+def test_a_device_described_by_the_calibration_can_be_simulated(tmp_path: Path) -> None:
+    # `gpuyield profile --device cpu` + `calibrate` describe the CPU under `devices:`; simulate accepts it
+    import dataclasses
+
+    import yaml
+
+    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
+
+    d = calibration_to_dict(dataclasses.replace(default_calibration(), corrections=None))
+    d["devices"] = {"cpu": {"memory_gb": 24.0, "memory_bandwidth_tb_s": 0.01, "bf16_dense_tflops": 0.02,
+                            "interconnect_gb_s": 10.0}}  # fmt: skip
+    cal = tmp_path / "cpu.yaml"
+    cal.write_text(yaml.safe_dump(d, sort_keys=False))
+    dep = tmp_path / "cpu_dep.yaml"
+    dep.write_text(yaml.safe_dump({
+        "name": "tiny-on-cpu", "router": {"policy": "round_robin"},
+        "pools": [{"name": "main", "model": "tiny-llama", "gpu": "cpu", "replicas": 1, "tp": 1,
+                   "engine": {"family": "vllm", "max_model_len": 8192}}],
+    }))  # fmt: skip
+    args = ["simulate", "-d", str(dep), "-w", "builtin:azure-conv", "--duration", "10", "--json", "-"]
+    r = run(*args, "--calibration", str(cal))
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["completed"] > 0 and s["pools"][0]["gpu"] == "cpu"
+    unknown = run(*args)  # the shipped calibration does not describe a cpu device
+    assert unknown.exit_code == 2 and "cpu" in unknown.output

@@ -160,6 +160,19 @@ class Calibration:
                     return self.engines[key]
         return self.engine(fam)
 
+    def accelerator(self, catalog: Any, gpu_id: str) -> Any:
+        """The catalogue accelerator ``gpu_id``, or one described only by this calibration's ``devices``
+        (e.g. ``cpu`` from ``gpuyield profile``); the catalogue's error when neither knows it."""
+        from gpuyield.errors import CatalogError
+
+        try:
+            return catalog.gpu(gpu_id)
+        except CatalogError:
+            spec = self.devices.get(gpu_id)
+            if spec is None:
+                raise
+            return device_accelerator(gpu_id, spec)
+
     def engine(self, name: str) -> EngineCoefficients:
         key = name.strip().lower()
         if key in self.engines:
@@ -167,6 +180,34 @@ class Calibration:
         if "generic" in self.engines:
             return self.engines["generic"]
         return EngineCoefficients()
+
+
+def device_accelerator(device_id: str, spec: dict[str, float]) -> Any:
+    """An :class:`~gpuyield.core.catalog.Accelerator` for a device described only by a calibration."""
+    import datetime as _dt
+
+    from gpuyield.core.catalog import Accelerator
+
+    return Accelerator(
+        id=device_id,
+        name=device_id,
+        vendor="unknown",
+        form_factor="measured",
+        memory_gb=spec.get("memory_gb", 0.0) or 1.0,
+        memory_bytes=None,
+        memory_bandwidth_tb_s=spec["memory_bandwidth_tb_s"],
+        bf16_dense_tflops=spec["bf16_dense_tflops"],
+        fp8_dense_tflops=spec.get("fp8_dense_tflops") or None,
+        fp4_dense_tflops=spec.get("fp4_dense_tflops") or None,
+        int8_dense_tops=None,
+        tdp_w=None,
+        interconnect_kind="measured",
+        interconnect_gb_s=spec.get("interconnect_gb_s") or 32.0,
+        inter_node_gb_s=spec.get("inter_node_gb_s") or None,
+        gpus_per_node=int(spec.get("gpus_per_node", 8) or 8),
+        source="gpuyield calibration devices entry (system YAML of the kernel tables)",
+        as_of=_dt.date(2026, 1, 1),
+    )
 
 
 def _norm(s: str) -> str:

@@ -292,7 +292,7 @@ def build_multiplex(
     info: list[dict[str, Any]] = []
     for g in spec.groups:
         where = f"multiplex.groups[{g.name}]"
-        gpu = catalog.gpu(g.gpu)
+        gpu = calibration.accelerator(catalog, g.gpu) if calibration is not None else catalog.gpu(g.gpu)
         try:
             eng = engine_spec_cls(**g.engine)
         except Exception as exc:

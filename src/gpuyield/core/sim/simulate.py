@@ -102,7 +102,7 @@ def build_cluster(
     for pool in deployment.pools:
         where = f"pools[{pool.name}]"
         model = catalog.model(pool.model)
-        gpu = catalog.gpu(pool.gpu)
+        gpu = calibration.accelerator(catalog, pool.gpu) if calibration is not None else catalog.gpu(pool.gpu)
         cfg = pool.engine.to_config()
         perf = PerfModel.build(
             model,

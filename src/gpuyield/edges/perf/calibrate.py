@@ -91,28 +91,10 @@ def lookups(catalog: Any, cal: Calibration) -> tuple[Callable[[str], Any], Calla
 
 
 def device_accelerator(device_id: str, spec: dict[str, float]) -> Any:
-    """An :class:`~gpuyield.core.catalog.Accelerator` for a device described only by a calibration."""
-    import datetime as _dt
+    """An accelerator for a device described only by a calibration (see ``core.perf.calibration``)."""
+    from gpuyield.core.perf.calibration import device_accelerator as _device
 
-    from gpuyield.core.catalog import Accelerator
-
-    return Accelerator(
-        id=device_id,
-        name=device_id,
-        vendor="unknown",
-        form_factor="measured",
-        memory_gb=spec.get("memory_gb", 0.0) or 1.0,
-        memory_bandwidth_tb_s=spec["memory_bandwidth_tb_s"],
-        bf16_dense_tflops=spec["bf16_dense_tflops"],
-        fp8_dense_tflops=spec.get("fp8_dense_tflops") or None,
-        fp4_dense_tflops=spec.get("fp4_dense_tflops") or None,
-        interconnect_kind="measured",
-        interconnect_gb_s=spec.get("interconnect_gb_s") or 32.0,
-        inter_node_gb_s=spec.get("inter_node_gb_s") or None,
-        gpus_per_node=int(spec.get("gpus_per_node", 8) or 8),
-        source="gpuyield calibration devices entry (system YAML of the kernel tables)",
-        as_of=_dt.date(2026, 1, 1),
-    )
+    return _device(device_id, spec)
 
 
 def kernel_calibration(
