@@ -79,22 +79,9 @@ def lookups(catalog: Any, cal: Calibration) -> tuple[Callable[[str], Any], Calla
         return catalog.model(name)
 
     def gpu_of(name: str) -> Any:
-        try:
-            return catalog.gpu(name)
-        except CatalogError:
-            spec = cal.devices.get(name)
-            if spec is None:
-                raise
-            return device_accelerator(name, spec)
+        return cal.accelerator(catalog, name)
 
     return model_of, gpu_of
-
-
-def device_accelerator(device_id: str, spec: dict[str, float]) -> Any:
-    """An accelerator for a device described only by a calibration (see ``core.perf.calibration``)."""
-    from gpuyield.core.perf.calibration import device_accelerator as _device
-
-    return _device(device_id, spec)
 
 
 def kernel_calibration(

@@ -14,7 +14,6 @@ from gpuyield.core.perf.calibration import (
     default_calibration,
 )
 from gpuyield.edges.io.yaml_file import read_yaml
-from gpuyield.errors import CatalogError
 
 __all__ = ["load_calibration", "resolve_gpu", "write_calibration"]
 
@@ -37,11 +36,4 @@ def write_calibration(cal: Calibration, path: str | Path, header: str = "") -> N
 
 def resolve_gpu(catalog: Any, cal: Calibration, gpu: str) -> Any:
     """A catalogue accelerator, or a device the calibration itself describes (e.g. ``cpu`` from profile)."""
-    try:
-        return catalog.gpu(gpu)
-    except CatalogError:
-        if gpu in cal.devices:
-            from gpuyield.edges.perf.calibrate import device_accelerator
-
-            return device_accelerator(gpu, cal.devices[gpu])
-        raise
+    return cal.accelerator(catalog, gpu)
