@@ -91,19 +91,9 @@ def test_records_as_parquet(tmp_path: Path) -> None:
     assert t.num_rows == s["requests"] and t.column("status").to_pylist().count("completed") == s["completed"]
 
 
-def test_calibration_times_the_simulated_steps(tmp_path: Path) -> None:
+def test_calibration_times_the_simulated_steps(tmp_path: Path, calibration_file) -> None:  # type: ignore[no-untyped-def]
     # a calibration whose engines run every op twice as slow: the same replay decodes about twice as slow
-    import dataclasses
-
-    import yaml
-
-    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
-
-    d = calibration_to_dict(dataclasses.replace(default_calibration(), corrections=None))
-    for e in d["engines"].values():
-        e["decode_scale"] = min(3.0, e["decode_scale"] * 2)
-    slow = tmp_path / "slow.yaml"
-    slow.write_text(yaml.safe_dump(d, sort_keys=False))
+    slow = calibration_file(decode_factor=2.0)
     args = ["simulate", "-d", str(EXAMPLES / "llama8b-h100-x8.yaml"), "-w", "builtin:azure-conv", "--duration", "30",
             "--json", "-"]  # fmt: skip
     base, slowed = run(*args), run(*args, "--calibration", str(slow))
@@ -114,19 +104,12 @@ def test_calibration_times_the_simulated_steps(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "none.yaml" in bad.output
 
 
-def test_a_device_described_by_the_calibration_can_be_simulated(tmp_path: Path) -> None:
+def test_a_device_described_by_the_calibration_can_be_simulated(tmp_path: Path, calibration_file) -> None:  # type: ignore[no-untyped-def]
     # `gpuyield profile --device cpu` + `calibrate` describe the CPU under `devices:`; simulate accepts it
-    import dataclasses
-
     import yaml
 
-    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
-
-    d = calibration_to_dict(dataclasses.replace(default_calibration(), corrections=None))
-    d["devices"] = {"cpu": {"memory_gb": 24.0, "memory_bandwidth_tb_s": 0.01, "bf16_dense_tflops": 0.02,
-                            "interconnect_gb_s": 10.0}}  # fmt: skip
-    cal = tmp_path / "cpu.yaml"
-    cal.write_text(yaml.safe_dump(d, sort_keys=False))
+    cal = calibration_file(devices={"cpu": {"memory_gb": 24.0, "memory_bandwidth_tb_s": 0.01,
+                                            "bf16_dense_tflops": 0.02, "interconnect_gb_s": 10.0}})  # fmt: skip
     dep = tmp_path / "cpu_dep.yaml"
     dep.write_text(yaml.safe_dump({
         "name": "tiny-on-cpu", "router": {"policy": "round_robin"},

@@ -166,16 +166,8 @@ def test_capacity_mode_with_owned_hardware(tmp_path: Path) -> None:
     assert "test quote" in pool["source"] and pool["as_of"] == "2026-01-01"
 
 
-def test_plan_records_and_uses_the_calibration(tmp_path: Path) -> None:
-    import dataclasses
-
-    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
-
-    d = calibration_to_dict(dataclasses.replace(default_calibration(), corrections=None))
-    for e in d["engines"].values():
-        e["decode_scale"] = min(3.0, e["decode_scale"] * 2)
-    slow = tmp_path / "slow.yaml"
-    slow.write_text(yaml.safe_dump(d, sort_keys=False))
+def test_plan_records_and_uses_the_calibration(tmp_path: Path, calibration_file) -> None:  # type: ignore[no-untyped-def]
+    slow = calibration_file(decode_factor=2.0)
     small = {**ARGS, "head": 200, "gpus": "h100_sxm", "top_k": 2, "disaggregated": False, "report": False}
     base = run_plan_command(out=str(tmp_path / "base"), **small)
     slowed = run_plan_command(out=str(tmp_path / "slow"), calibration=str(slow), **small)
