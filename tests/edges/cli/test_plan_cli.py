@@ -175,3 +175,15 @@ def test_plan_records_and_uses_the_calibration(tmp_path: Path, calibration_file)
     # twice-as-slow steps: the verified plan decodes slower, on at least as many GPUs
     assert slowed["best"]["verified"]["tpot_p99_ms"] > 1.5 * base["best"]["verified"]["tpot_p99_ms"]
     assert slowed["best"]["num_gpus"] >= base["best"]["num_gpus"]
+
+
+def test_plan_notes_what_measured_operating_points_say_about_the_chosen_deployment(
+    tmp_path: Path, local_plan: tuple[Path, dict[str, Any]]
+) -> None:
+    # the shipped calibration holds vLLM Qwen3-32B on H100 measurements; Llama-3.1-8B has none
+    doc = run_plan_command(out=str(tmp_path / "q"), **{**ARGS, "model": "Qwen/Qwen3-32B", "head": 200,
+                                                       "gpus": "h100_sxm", "top_k": 2, "disaggregated": False,
+                                                       "report": False, "slo": "ttft_p99_ms=3000,tpot_p99_ms=100"})  # fmt: skip
+    (note,) = [n for n in doc["notes"] if n.startswith("measured operating points")]
+    assert "TPOT at ×" in note and "gpuyield estimate --model Qwen/Qwen3-32B" in note
+    assert not any(n.startswith("measured operating points") for n in local_plan[1]["notes"])

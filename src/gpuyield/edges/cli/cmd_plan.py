@@ -101,6 +101,46 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
     return "-" if x is None or not math.isfinite(x) else format(x, fmt)
 
 
+def measured_cross_check(result: Any, ctx: Any, catalog: Any, cal: Any, profile: Any) -> list[str]:
+    """A note when the calibration holds measured operating points near the chosen (aggregated) deployment:
+    the plan is simulated with the step-time model alone, and the points say how far off it runs there."""
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, deployment_key
+    from gpuyield.edges.perf.calibrate import lookups
+
+    cand, best = result.best_candidate, result.best
+    if cal.corrections is None or cand.disaggregated or best is None:
+        return []
+    (pool,) = cand.pools
+    s = best.outcome.summary
+    isl = max(1, round(profile.input_mean_tokens))
+    osl = max(1, round(profile.output_mean_tokens))
+    try:
+        rate = float(s["completed"]) / float(s["duration_s"])
+        e2e_s = (float(s["ttft_p50_ms"]) + (osl - 1) * float(s["tpot_p50_ms"])) / 1e3
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return []
+    replicas = max(1, best.replicas[0])
+    conc = max(1, round(rate * e2e_s / replicas))  # requests in flight per replica (Little's law)
+    row = MeasurementRow(
+        index=0, gpu=pool.gpu_id, num_gpus=pool.gpus_per_replica, model=ctx.model.id, engine=ctx.engine,
+        precision=pool.weight_precision, layout=f"agg tp{pool.tp} pp{pool.pp} adp1 ep{pool.ep}", tp=pool.tp,
+        isl=isl, osl=osl, concurrency=conc, num_requests=None, measured=dict.fromkeys(METRICS), source="plan",
+    )  # fmt: skip
+    model_of, gpu_of = lookups(catalog, cal)
+    corr = cal.corrections.correct(deployment_key(row, model_of, gpu_of), isl, osl, conc, method="sim")
+    if corr is None or corr.support < 0.05:
+        return []
+    return [
+        f"measured operating points of {ctx.model.id} ({ctx.engine}, {pool.weight_precision}) near this deployment "
+        f"(ISL {isl}, OSL {osl}, {conc} requests in flight per replica; kernel support {corr.support:.2g}"
+        f"{'' if corr.same_deployment else ', other layouts or GPUs'}) put TTFT at ×{corr.ttft_factor:.2f} and TPOT "
+        f"at ×{corr.tpot_factor:.2f} of the step-time model the plan was simulated with"
+        + ("; the plan may be optimistic" if max(corr.ttft_factor, corr.tpot_factor) > 1.1 else "")
+        + f" (check: gpuyield estimate --model {ctx.model.id} --gpu {pool.gpu_id} --tp {pool.tp} --isl {isl} "
+        f"--osl {osl} --concurrency {conc} --engine {ctx.engine} --precision {pool.weight_precision})"
+    ]
+
+
 def run_plan_command(
     *,
     workload: str,
@@ -200,6 +240,7 @@ def run_plan_command(
         bar.close()
         if executor == "ray":
             ex.shutdown()
+    result.notes.extend(measured_cross_check(result, ctx, catalog, cal, profile))
     t_end = time.perf_counter()
     sim_start = prog.sim_started or t_end
     info = PlanRunInfo(
