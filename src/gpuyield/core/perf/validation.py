@@ -411,6 +411,10 @@ def correct_row(
     return apply_correction(result, corr), corr
 
 
+def _log_ratio(measured: float | None, predicted: float) -> float | None:
+    return math.log(measured / predicted) if measured and predicted > 0 else None
+
+
 def build_corrections(
     rows: Iterable[MeasurementRow],
     model_of: ModelLookup,
@@ -427,38 +431,36 @@ def build_corrections(
     base = dataclasses.replace(cal, corrections=None)
     deps: dict[str, list[MeasuredPoint]] = {}
     cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
+
+    def predicted(row: MeasurementRow, method: str) -> ClosedLoopResult | None:  # None: cannot be predicted
+        ck = (method, row.gpu, row.num_gpus, row.model, row.engine, row.precision, row.layout, row.tp, row.isl,
+              row.osl, row.concurrency)  # fmt: skip
+        if ck not in cache:
+            try:
+                cache[ck] = predict_row(row, model_of, gpu_of, base, method)
+            except GpuyieldError:
+                cache[ck] = None
+        return cache[ck]
+
     for row in rows:
         if row.concurrency is None:
             continue
         mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
         if not mt and not md:
             continue
-        ck = (row.gpu, row.num_gpus, row.model, row.engine, row.precision, row.layout, row.tp, row.isl, row.osl,
-              row.concurrency)
-        if ck not in cache:
-            try:
-                cache[ck] = predict_row(row, model_of, gpu_of, base)
-            except GpuyieldError:
-                cache[ck] = None
-        res = cache[ck]
+        res = predicted(row, "analytic")
         if res is None:
             continue
-        lt = math.log(mt / res.ttft_ms) if mt and res.ttft_ms > 0 else None
-        ld = math.log(md / res.tpot_ms) if md and res.tpot_ms > 0 else None
+        lt = _log_ratio(mt, res.ttft_ms)
+        ld = _log_ratio(md, res.tpot_ms)
         if lt is None and ld is None:
             continue
         st = sd = None
         if with_sim and row.layout.strip().lower().startswith("agg"):
-            sk = ("sim", *ck)
-            if sk not in cache:
-                try:
-                    cache[sk] = predict_row(row, model_of, gpu_of, base, "sim")
-                except GpuyieldError:
-                    cache[sk] = None
-            sres = cache[sk]
+            sres = predicted(row, "sim")
             if sres is not None:
-                st = math.log(mt / sres.ttft_ms) if mt and sres.ttft_ms > 0 else None
-                sd = math.log(md / sres.tpot_ms) if md and sres.tpot_ms > 0 else None
+                st = _log_ratio(mt, sres.ttft_ms)
+                sd = _log_ratio(md, sres.tpot_ms)
         key = deployment_key(row, model_of, gpu_of)
         deps.setdefault(key.text(), []).append(
             MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, row_measurement_id(row), st, sd)
@@ -469,6 +471,14 @@ def build_corrections(
         source=source,
         coefficients=coefficients_fingerprint(base),
     )
+
+
+def _score(into: dict[str, list[tuple[float, float]]], res: ClosedLoopResult, row: MeasurementRow) -> None:
+    """Add (predicted, measured) of every metric the row measured (and the model predicted above 0)."""
+    for k in METRICS:
+        pred, meas = getattr(res, k), row.measured[k]
+        if meas is not None and pred > 0:
+            into[k].append((pred, meas))
 
 
 def _ape(pred: float, meas: float) -> float:
@@ -568,11 +578,7 @@ def validate_rows(
             final: ClosedLoopResult = res
             corr = None
             if table is not None:
-                for k, p in (("ttft_ms", res.ttft_ms), ("tpot_ms", res.tpot_ms), ("e2e_ms", res.e2e_ms),
-                             ("throughput_tok_s", res.throughput_tok_s)):  # fmt: skip
-                    m = row.measured[k]
-                    if m is not None and p > 0:
-                        plain_pairs[k].append((p, m))
+                _score(plain_pairs, res, row)
                 final, corr = correct_row(
                     final, row, model_of, gpu_of, cal, exclude=(row_measurement_id(row),), method=method
                 )
@@ -583,18 +589,10 @@ def validate_rows(
                     "tpot_factor": corr.tpot_factor,
                     "support": corr.support,
                 }
-            pred = {
-                "ttft_ms": final.ttft_ms,
-                "tpot_ms": final.tpot_ms,
-                "e2e_ms": final.e2e_ms,
-                "throughput_tok_s": final.throughput_tok_s,
-            }
             for k in METRICS:
-                rec[f"predicted_{k}"] = pred[k]
+                rec[f"predicted_{k}"] = getattr(final, k)
                 rec[f"measured_{k}"] = row.measured[k]
-                meas = row.measured[k]
-                if meas is not None and pred[k] > 0:
-                    pairs[k].append((pred[k], meas))
+            _score(pairs, final, row)
             rec["limited_by"] = final.limited_by
             out_rows.append(rec)
         if progress is not None:
