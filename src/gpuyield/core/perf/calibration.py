@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from gpuyield.core.perf.corrections import MeasuredCorrections
-from gpuyield.errors import ConfigError
+from gpuyield.errors import CatalogError, ConfigError
 
 __all__ = [
     "KV_MEMORY_BASES",
@@ -163,8 +163,6 @@ class Calibration:
     def accelerator(self, catalog: Any, gpu_id: str) -> Any:
         """The catalogue accelerator ``gpu_id``, or one described only by this calibration's ``devices``
         (e.g. ``cpu`` from ``gpuyield profile``); the catalogue's error when neither knows it."""
-        from gpuyield.errors import CatalogError
-
         try:
             return catalog.gpu(gpu_id)
         except CatalogError:
@@ -320,7 +318,7 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                 "--measurements CSV, or scripts/refresh_shipped_corrections.py for the shipped file) or delete the "
                 "corrections section"
             )
-        cal = Calibration(gpus=gpus, engines=engines, sources=cal.sources, devices=devices, corrections=corrections)
+        cal = dataclasses.replace(cal, corrections=corrections)
     return cal
 
 
