@@ -7,7 +7,12 @@ chooses what a fold holds out as a whole:
 - ``config``: a deployment at one ISL/OSL/concurrency (every repeated measurement of it together): new
   operating points of measured deployments, the case the corrections are for;
 - ``deployment``: a model/engine/GPU/precision/layout as a whole: new layouts of measured models;
-- ``model``: every row of a model: unseen models, which the corrections leave alone (the step-time model).
+- ``model``: every row of a model: unseen models, which the corrections leave alone (the step-time model);
+- ``row``: single rows at random, as a random held-out split of a measurement file would fall. A row the
+  file holds twice (AIConfigurator's sample repeats about a third of its rows verbatim) can then be on both
+  sides, and the training copy is used (``validate_rows(leave_own_out=False)``): the table really holds it.
+
+``--set name=value`` overrides a ``CorrectionSettings`` field (repeatable), to compare kernel settings.
 
 With ``--refit`` the engine constants are also refitted on the training folds (``fit_engines``, slow: about
 two minutes a fold here); without it the shipped constants are used, which saw every row (the correction is
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf.calibration import default_calibration
+from gpuyield.core.perf.corrections import CorrectionSettings
 from gpuyield.core.perf.validation import build_corrections, deployment_key, error_summary, validate_rows
 from gpuyield.edges.perf.calibrate import fit_engines, load_measurements, lookups
 from gpuyield.errors import GpuyieldError
@@ -34,12 +40,13 @@ from gpuyield.errors import GpuyieldError
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--measurements", required=True)
-    ap.add_argument("--group", choices=("config", "deployment", "model"), default="config")
+    ap.add_argument("--group", choices=("config", "deployment", "model", "row"), default="config")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refit", action="store_true", help="refit the engine constants on each training split")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a correction setting")
     args = ap.parse_args()
     t0 = time.time()
     cat = default_catalog()
@@ -48,7 +55,14 @@ def main() -> None:
     rows = load_measurements(Path(args.measurements))
     model_of, gpu_of = lookups(cat, base)
 
+    settings = shipped.corrections.settings if shipped.corrections else CorrectionSettings()
+    for item in args.set:
+        name, _, value = item.partition("=")
+        settings = dataclasses.replace(settings, **{name: value if name.endswith("estimator") else float(value)})
+
     def group_of(r):  # type: ignore[no-untyped-def]
+        if args.group == "row":
+            return str(r.index)
         if args.group == "model":
             try:
                 return model_of(r.model).id
@@ -75,9 +89,9 @@ def main() -> None:
         cal = base
         if args.refit:
             cal = fit_engines(base, train, cat, rounds=args.rounds)
-        table = build_corrections(train, model_of, gpu_of, cal, shipped.corrections.settings if shipped.corrections else None)
+        table = build_corrections(train, model_of, gpu_of, cal, settings)
         for name, c in (("model only", cal), ("with corrections", dataclasses.replace(cal, corrections=table))):
-            res = validate_rows(test, model_of, gpu_of, c)
+            res = validate_rows(test, model_of, gpu_of, c, leave_own_out=args.group != "row")
             if name == "with corrections":
                 corrected += res["corrected_rows"]
             for rec in res["rows"]:
@@ -90,6 +104,7 @@ def main() -> None:
         "group": args.group,
         "folds": args.folds,
         "refit": args.refit,
+        "settings": dataclasses.asdict(settings),
         "rows": len(rows),
         "corrected_rows": corrected,
         "summary": {name: {m: error_summary(v) for m, v in p.items()} for name, p in pairs.items()},

@@ -106,6 +106,29 @@ def test_a_measurement_never_predicts_itself():
     assert t.correct(KEY, 1024, 1024, 16, exclude=("me",)) is None
 
 
+def test_a_repeat_of_the_query_outweighs_its_neighbours():
+    grid = _grid(0.0, 0.0)
+    repeat = MeasuredPoint(1024, 1024, 16, math.log(2.0), math.log(2.0), "repeat")
+    plain = _table([*grid, repeat], settings=dataclasses.replace(MEAN, same_point_weight=0.0))
+    boosted = _table([*grid, repeat], settings=dataclasses.replace(MEAN, same_point_weight=3.0))
+    a, b = plain.correct(KEY, 1024, 1024, 16), boosted.correct(KEY, 1024, 1024, 16)
+    assert a is not None and b is not None
+    assert 1.0 < a.ttft_factor < b.ttft_factor < 2.0
+    assert b.support == pytest.approx(a.support + 2 * 3.0)  # the grid's own point at 1024/16 and the repeat
+    # only the identical operating point of the identical deployment is boosted
+    near = boosted.correct(KEY, 1024, 1024, 17)
+    near_plain = plain.correct(KEY, 1024, 1024, 17)
+    assert near is not None and near_plain is not None and near.ttft_factor == pytest.approx(near_plain.ttft_factor)
+    other = dataclasses.replace(KEY, layout="agg tp4 pp1 adp1")
+    t = _table(grid, extra={other.text(): (repeat,)}, settings=dataclasses.replace(MEAN, same_point_weight=3.0))
+    t0 = _table(grid, extra={other.text(): (repeat,)}, settings=dataclasses.replace(MEAN, same_point_weight=0.0))
+    c, c0 = t.correct(KEY, 1024, 1024, 16), t0.correct(KEY, 1024, 1024, 16)
+    assert c is not None and c0 is not None
+    assert c.support == pytest.approx(c0.support + 3.0)  # the grid's own point only, not the other layout's
+    with pytest.raises(ConfigError, match="same_point_weight"):
+        CorrectionSettings(same_point_weight=-1.0)
+
+
 def test_other_layouts_and_gpus_count_less_than_the_same_deployment():
     same = [MeasuredPoint(1024, 1024, 16, 0.0, 0.0, "a")]
     other_layout = dataclasses.replace(KEY, layout="agg tp4 pp1 adp1")
@@ -236,6 +259,22 @@ def test_validate_leaves_each_rows_own_measurement_out():
     assert off["corrected_rows"] == 0
 
 
+def test_a_row_repeated_verbatim_is_one_measurement():
+    table = build_corrections([_row(0), _row(1), _row(2, ttft_ms="330")], CAT.model, CAT.gpu, BASE)
+    assert len(table) == 2
+
+
+def test_rows_outside_the_table_may_use_an_identical_training_measurement():
+    train, test = [_row(0)], [_row(7)]  # the same measurement, recorded twice (a random split can part them)
+    cal = dataclasses.replace(BASE, corrections=build_corrections(train, CAT.model, CAT.gpu, BASE))
+    loo = validate_rows(test, CAT.model, CAT.gpu, cal)
+    assert loo["corrected_rows"] == 0  # by default a measurement never predicts itself
+    kept = validate_rows(test, CAT.model, CAT.gpu, cal, leave_own_out=False)
+    assert kept["corrected_rows"] == 1
+    rec = kept["rows"][0]
+    assert abs(rec["predicted_ttft_ms"] / 300 - 1) < abs(loo["rows"][0]["predicted_ttft_ms"] / 300 - 1)
+
+
 def test_corrections_move_predictions_towards_measurements():
     rows = [_row(i, concurrency=str(c), ttft_ms=str(60 * c), tpot_ms=str(12 + c / 2)) for i, c in
             enumerate((2, 4, 8, 16, 32, 64))]  # fmt: skip
@@ -248,7 +287,7 @@ def test_corrections_move_predictions_towards_measurements():
 
 def test_shipped_calibration_holds_the_training_residuals():
     cal = default_calibration()
-    assert cal.corrections is not None and len(cal.corrections) > 4000
+    assert cal.corrections is not None and len(cal.corrections) > 3500  # distinct measurements
     assert "e2e_train.csv" in cal.corrections.source
 
 

@@ -20,6 +20,10 @@ Rules:
   physics model alone, never another architecture's residual.
 - The correction shrinks towards none as the query moves away from the measured points: a prior of weight
   ``prior_weight`` at zero residual joins the neighbours, so a far query is barely corrected.
+- A measurement of the queried deployment at the queried operating point itself (same ISL, OSL and
+  concurrency) gets ``same_point_weight`` on top of its kernel weight: a repeat of the query is better
+  evidence than its neighbours. (A row repeated verbatim is one measurement: ``build_corrections`` stores it
+  once.)
 - Residuals belong to the coefficients they were measured under: the table keeps their fingerprint and the
   calibration loader refuses a table whose coefficients changed.
 - A measurement never predicts itself: ``exclude`` drops points by measurement id (``validate`` passes the id
@@ -72,6 +76,9 @@ class CorrectionSettings:
     other_layout_penalty: float = 8.0
     other_gpu_penalty: float = 16.0
     prior_weight: float = 0.1
+    # extra kernel weight of a point measured on the queried deployment at the queried operating point itself
+    # (same ISL, OSL and concurrency): a repeat of the query outweighs its neighbours
+    same_point_weight: float = 3.0
     # how the kernel-weighted residuals become one factor (see ESTIMATORS)
     ttft_estimator: str = "mape_median"
     tpot_estimator: str = "log_mean"
@@ -87,7 +94,7 @@ class CorrectionSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a positive number, got {v!r}")
-        for name in ("other_model_penalty", "other_layout_penalty", "other_gpu_penalty"):
+        for name in ("other_model_penalty", "other_layout_penalty", "other_gpu_penalty", "same_point_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a number >= 0, got {v!r}")
@@ -283,6 +290,8 @@ class MeasuredCorrections:
             elif (g.key.layout, g.key.num_gpus) != (key.layout, key.num_gpus):
                 pen += s.other_layout_penalty
             w = np.exp(-0.5 * (np.sum(((g.x - q) / scale) ** 2, axis=1) + pen))
+            if s.same_point_weight and g.key == key:
+                w = w + s.same_point_weight * np.all(g.x == q, axis=1)
             if skip:
                 w = np.where([i in skip for i in g.ids], 0.0, w)
             same = same or (g.key == key and bool(np.count_nonzero(w)))
@@ -311,6 +320,7 @@ class MeasuredCorrections:
                 "other_layout_penalty": s.other_layout_penalty,
                 "other_gpu_penalty": s.other_gpu_penalty,
                 "prior_weight": s.prior_weight,
+                "same_point_weight": s.same_point_weight,
                 "ttft_estimator": s.ttft_estimator,
                 "tpot_estimator": s.tpot_estimator,
                 "source": s.source,

@@ -442,9 +442,14 @@ def build_corrections(
                 cache[ck] = None
         return cache[ck]
 
+    seen: set[str] = set()  # a row repeated verbatim is one measurement, not two that agree
     for row in rows:
         if row.concurrency is None:
             continue
+        mid = row_measurement_id(row)
+        if mid in seen:
+            continue
+        seen.add(mid)
         mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
         if not mt and not md:
             continue
@@ -463,7 +468,7 @@ def build_corrections(
                 sd = _log_ratio(md, sres.tpot_ms)
         key = deployment_key(row, model_of, gpu_of)
         deps.setdefault(key.text(), []).append(
-            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, row_measurement_id(row), st, sd)
+            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, mid, st, sd)
         )
     return MeasuredCorrections(
         deployments={k: tuple(v) for k, v in sorted(deps.items())},
@@ -517,12 +522,15 @@ def validate_rows(
     method: str = "analytic",
     invalid: Sequence[Mapping[str, Any]] = (),
     corrections: bool = True,
+    leave_own_out: bool = True,
 ) -> dict[str, Any]:
     """Predict every row and score it: ``{"summary", "coverage", "unsupported", "rows"}`` (issue 3 shape).
 
     With ``corrections`` (the default) and a calibration that holds measured operating points, each closed-
     loop prediction is corrected by them, leaving out the row's own measurement: on the calibration's own
-    rows the reported error is a leave-one-out error, never a lookup of the answer.
+    rows the reported error is a leave-one-out error, never a lookup of the answer. ``leave_own_out=False``
+    keeps them (for rows known not to be in the table, e.g. a cross-validation fold, where an identical
+    measurement on the training side is evidence the table really holds).
 
     ``method`` is ``analytic`` (the fast fixed-point solver, the default) or ``sim`` (aggregated rows through
     the engine model, as ``gpuyield estimate`` reports them); see :func:`predict_row`. ``invalid`` are rows
@@ -580,7 +588,13 @@ def validate_rows(
             if table is not None:
                 _score(plain_pairs, res, row)
                 final, corr = correct_row(
-                    final, row, model_of, gpu_of, cal, exclude=(row_measurement_id(row),), method=method
+                    final,
+                    row,
+                    model_of,
+                    gpu_of,
+                    cal,
+                    exclude=(row_measurement_id(row),) if leave_own_out else (),
+                    method=method,
                 )
             if corr is not None:
                 corrected += 1
