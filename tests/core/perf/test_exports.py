@@ -6,7 +6,7 @@ import importlib
 
 import gpuyield.core.perf as pkg
 
-MODULES = ["calibration", "closed_loop", "model", "validation"]
+MODULES = ["bounds", "calibration", "closed_loop", "corrections", "model", "validation"]
 
 
 def test_every_module_declares_all_and_exports_exist():

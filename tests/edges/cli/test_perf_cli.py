@@ -254,7 +254,8 @@ def test_validate_json_shape_and_report(tmp_path):
     r = _run(["validate", "--measurements", str(csv_path), "--report", str(report), "--json"])
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert set(res) >= {"summary", "coverage", "unsupported", "rows"}
+    assert set(res) >= {"summary", "coverage", "unsupported", "rows", "implausible", "summary_plausible"}
+    assert res["implausible"] == []  # every fixture row is physically possible
     assert set(res["summary"]) == {"ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s"}
     for s in res["summary"].values():
         assert set(s) == {"n", "mape", "median_ape", "p90_ape", "bias"}
@@ -574,3 +575,21 @@ def test_calibrate_no_fit_adds_measured_points_to_the_shipped_calibration(tmp_pa
     assert bad.exit_code == 2 and "--base" in bad.output
     bad = _run(["calibrate", "--base", "shipped", "--no-fit", "--out", str(tmp_path / "x.yaml")])
     assert bad.exit_code == 2 and "--measurements" in bad.output
+
+
+def test_validate_names_physically_impossible_rows(tmp_path):
+    row = {
+        "gpu": "h100_sxm", "num_gpus": "1", "model": "Qwen/Qwen3-32B", "engine": "vllm", "precision": "bf16",
+        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "8000", "osl": "500", "concurrency": "400",
+        "ttft_ms": "300", "tpot_ms": "10", "source": "made up",
+    }  # fmt: skip
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, [row, {**row, "concurrency": "4", "ttft_ms": "900", "tpot_ms": "30"}])
+    r = _run(["validate", "--measurements", str(csv_path), "--report", "-"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "1 rows are physically impossible as recorded" in text and "row 0" in text
+    j = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--json"])
+    res = json.loads(j.stdout)
+    assert [u["row"] for u in res["implausible"]] == [0]
+    assert res["summary_plausible"]["ttft_ms"]["n"] == 1 and res["summary"]["ttft_ms"]["n"] == 2

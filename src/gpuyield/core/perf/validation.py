@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gpuyield.core.perf.bounds import ClosedLoopFloor, closed_loop_floor
 from gpuyield.core.perf.calibration import Calibration, coefficients_fingerprint
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
 from gpuyield.core.perf.corrections import (
@@ -43,7 +44,9 @@ __all__ = [
     "correct_row",
     "deployment_key",
     "error_summary",
+    "implausible_reason",
     "kv_dtype_for",
+    "measurement_floor",
     "parse_layout",
     "predict_row",
     "row_from_mapping",
@@ -329,6 +332,73 @@ def predict_row(
     )
 
 
+def _deployment_gpus(row: MeasurementRow, layout: Layout) -> int | None:
+    """GPUs of the whole measured deployment, or None when the row does not say."""
+    if layout.kind == "agg":
+        assert layout.replica is not None
+        return max(row.num_gpus, layout.replica.gpus) if row.num_gpus else None
+    assert layout.prefill is not None and layout.decode is not None
+    if row.num_gpus:
+        return row.num_gpus
+    if layout.prefill.count and layout.decode.count:
+        return layout.prefill.count * layout.prefill.gpus + layout.decode.count * layout.decode.gpus
+    return None
+
+
+def measurement_floor(
+    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup
+) -> tuple[ClosedLoopFloor, float] | None:
+    """(floor, measured mean end-to-end ms) of a closed-loop row (:mod:`gpuyield.core.perf.bounds`), or None
+    when the row lacks what the check needs (offline, deployment size not recorded, latency not measured)."""
+    if row.concurrency is None:
+        return None
+    e2e = row.measured.get("e2e_ms")
+    ttft, tpot = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
+    if not e2e and ttft and tpot is not None:
+        e2e = ttft + (row.osl - 1) * tpot
+    if not e2e:
+        return None
+    try:
+        model, gpu = model_of(row.model), gpu_of(row.gpu)
+        g = _deployment_gpus(row, parse_layout(row.layout, row.tp))
+    except GpuyieldError:
+        return None
+    rates = [r for r in (gpu.bf16_dense_tflops, gpu.fp8_dense_tflops, gpu.fp4_dense_tflops, gpu.int8_dense_tops) if r]
+    if g is None or not rates:
+        return None
+    floor = closed_loop_floor(
+        concurrency=row.concurrency,
+        isl=row.isl,
+        osl=row.osl,
+        num_gpus=g,
+        params_active=float(model.params_active),
+        kv_bytes_at_isl=model.kv_bytes_for_context(row.isl, "fp4"),
+        peak_flops_per_gpu=max(rates) * 1e12,
+        memory_bytes_per_s_per_gpu=gpu.memory_bandwidth_bytes_per_s,
+    )
+    return floor, e2e
+
+
+def implausible_reason(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> str | None:
+    """Why the row's measured latency is physically impossible as recorded, or None."""
+    got = measurement_floor(row, model_of, gpu_of)
+    if got is None:
+        return None
+    floor, e2e = got
+    if e2e >= floor.e2e_ms:
+        return None
+    what = (
+        "its prompts need more FLOPs per second than the GPUs' peak"
+        if floor.bound_by == "compute"
+        else "its output tokens need more cache reads per second than the GPUs' memory bandwidth"
+    )
+    return (
+        f"measured mean end-to-end latency {e2e:.0f} ms (TTFT + (osl-1) x TPOT) is below the physical floor "
+        f"{floor.e2e_ms:.0f} ms for {row.concurrency} clients on the recorded deployment: {what} (Little's law; "
+        "the recorded concurrency or GPU count is probably not what ran)"
+    )
+
+
 _R = TypeVar("_R")  # a closed-loop result: ClosedLoopResult, or the engine model's EngineEstimate
 
 
@@ -532,6 +602,10 @@ def validate_rows(
     keeps them (for rows known not to be in the table, e.g. a cross-validation fold, where an identical
     measurement on the training side is evidence the table really holds).
 
+    Rows whose measured latency is below the physical floor of their recorded deployment
+    (:func:`implausible_reason`) are scored like the others, listed in ``implausible`` with the reason, and
+    left out of ``summary_plausible`` only.
+
     ``method`` is ``analytic`` (the fast fixed-point solver, the default) or ``sim`` (aggregated rows through
     the engine model, as ``gpuyield estimate`` reports them); see :func:`predict_row`. ``invalid`` are rows
     that could not be read (``{"row", "reason"}``): they count in the coverage and are listed as unsupported.
@@ -546,8 +620,13 @@ def validate_rows(
     table = cal.corrections if corrections else None
     corrected = 0
     plain_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}  # before the corrections
+    implausible: list[dict[str, Any]] = []
+    plausible_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
     for row in rows:
         total += 1
+        why = implausible_reason(row, model_of, gpu_of)
+        if why is not None:
+            implausible.append({"row": row.index, "reason": why})
         key = (
             row.gpu,
             row.num_gpus,
@@ -607,6 +686,10 @@ def validate_rows(
                 rec[f"predicted_{k}"] = getattr(final, k)
                 rec[f"measured_{k}"] = row.measured[k]
             _score(pairs, final, row)
+            if why is None:
+                _score(plausible_pairs, final, row)
+            else:
+                rec["implausible"] = why
             rec["limited_by"] = final.limited_by
             out_rows.append(rec)
         if progress is not None:
@@ -621,5 +704,9 @@ def validate_rows(
         # the same rows scored by the step-time model alone (only when measured points were available)
         "summary_step_model": {k: error_summary(v) for k, v in plain_pairs.items()} if table is not None else None,
         "unsupported": unsupported,
+        # rows whose measured latency is below a physical floor (gpuyield.core.perf.bounds): still scored
+        # above; summary_plausible scores the others
+        "implausible": implausible,
+        "summary_plausible": {k: error_summary(v) for k, v in plausible_pairs.items()},
         "rows": out_rows,
     }

@@ -26,8 +26,10 @@ ttft_ms,tpot_ms,e2e_ms,throughput_tok_s,source (measured columns may be blank; c
 layout is 'agg tpT ppP adpA moe_tpM epE' or 'disagg Nx prefill(tpT adpA epE) + Mx decode(tpT adpA epE)').
 Each row is predicted with the analytic closed-loop solver (fast: thousands of rows in seconds; the default)
 or, with --method sim, aggregated rows through the engine model exactly as `estimate` reports them (about
-10 ms a row); a row that cannot be predicted is listed in 'unsupported' with its reason. Also writes a
-self-contained HTML report with predicted-vs-measured plots.
+10 ms a row); a row that cannot be predicted is listed in 'unsupported' with its reason. A row whose
+measured latency is below the physical floor of its recorded deployment (Little's law with the GPUs' peak
+FLOPs or HBM bandwidth) is still scored, and listed in 'implausible' with the floor ('summary_plausible'
+scores the rest). Also writes a self-contained HTML report with predicted-vs-measured plots.
 
 When the calibration holds measured operating points (the shipped one does: e2e_train.csv), predictions
 near measured points of the same architecture (model shape), engine and precision are corrected by them; a row's own measurement
@@ -121,6 +123,16 @@ def validate(
             console.print(
                 f"{len(result['unsupported'])} unsupported rows (first: row {result['unsupported'][0]['row']}: "
                 f"{result['unsupported'][0]['reason']})"
+            )
+        if result["implausible"]:
+            first = result["implausible"][0]
+            good = result["summary_plausible"]
+            without = ", ".join(
+                f"{m} MAPE {100 * good[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if good[m]["n"]
+            )
+            console.print(
+                f"{len(result['implausible'])} rows are physically impossible as recorded (scored above; "
+                f"without them: {without}); first: row {first['row']}: {first['reason']}"
             )
         if result["corrected_rows"]:
             plain = result["summary_step_model"]

@@ -156,6 +156,18 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
         body.append("</div>")
     for key in ("gpu", "engine", "model", "precision"):
         body.append(_table(f"per {key}", {m: group_errors(rows, key, m) for m in metrics}))
+    if result.get("implausible"):
+        body.append(
+            "<h3>physically impossible rows (scored above)</h3><p>Their measured latency is below a floor no "
+            "deployment of the recorded size can beat (Little's law with peak FLOPs or HBM bandwidth); the "
+            "recorded concurrency or GPU count is probably not what ran.</p>"
+            "<table><tr><th>row</th><th>reason</th></tr>"
+        )
+        for u in result["implausible"]:
+            body.append(
+                f"<tr><td>{u['row']}</td><td style='text-align:left'>{html.escape(u['reason'])}</td></tr>"
+            )
+        body.append("</table>")
     if result["unsupported"]:
         body.append("<h3>unsupported rows</h3><table><tr><th>row</th><th>reason</th></tr>")
         for u in result["unsupported"]:
