@@ -593,3 +593,18 @@ def test_validate_names_physically_impossible_rows(tmp_path):
     res = json.loads(j.stdout)
     assert [u["row"] for u in res["implausible"]] == [0]
     assert res["summary_plausible"]["ttft_ms"]["n"] == 1 and res["summary"]["ttft_ms"]["n"] == 2
+
+
+def test_calibrate_says_which_measurements_are_physically_impossible(tmp_path):
+    base = {
+        "gpu": "h100_sxm", "num_gpus": "1", "model": "Qwen/Qwen3-32B", "engine": "vllm", "precision": "bf16",
+        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "8000", "osl": "500", "concurrency": "4",
+        "ttft_ms": "900", "tpot_ms": "30", "source": "made up",
+    }  # fmt: skip
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, [base, {**base, "concurrency": "400", "ttft_ms": "300", "tpot_ms": "10"}])
+    r = _run(["calibrate", "--base", "shipped", "--measurements", str(csv_path), "--no-fit", "--out",
+              str(tmp_path / "c.yaml"), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    logs = json.loads(r.stdout)["log"]
+    assert any("1 measurement(s) are physically impossible as recorded (rows 1)" in m for m in logs), logs

@@ -83,7 +83,7 @@ def calibrate(
 
         from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, calibration_to_dict
         from gpuyield.core.perf.corrections import CorrectionSettings
-        from gpuyield.core.perf.validation import build_corrections
+        from gpuyield.core.perf.validation import build_corrections, implausible_reason
         from gpuyield.edges.perf.calibrate import (
             ENGINE_DEFAULTS,
             fit_engines,
@@ -125,6 +125,14 @@ def calibrate(
             rows = load_measurements(measurements, invalid=invalid)
             for bad in invalid:
                 log(f"skipped measurement {bad['reason']}")
+            model_of, gpu_of = lookups(cat, cal)
+            impossible = [r.index for r in rows if implausible_reason(r, model_of, gpu_of) is not None]
+            if impossible:
+                log(
+                    f"{len(impossible)} measurement(s) are physically impossible as recorded (rows "
+                    f"{', '.join(map(str, impossible[:10]))}{' ...' if len(impossible) > 10 else ''}): kept, since "
+                    "a study's recording convention predicts its other rows; `gpuyield validate` gives the reasons"
+                )
             if fit:
                 cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
                 cal = dataclasses.replace(
