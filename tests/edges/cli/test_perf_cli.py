@@ -577,14 +577,18 @@ def test_calibrate_no_fit_adds_measured_points_to_the_shipped_calibration(tmp_pa
     assert bad.exit_code == 2 and "--measurements" in bad.output
 
 
+# 400 clients of 8,000-token prompts on one H100 cannot each finish a request every 5.3 s (compute floor)
+IMPOSSIBLE = {
+    "gpu": "h100_sxm", "num_gpus": "1", "model": "Qwen/Qwen3-32B", "engine": "vllm", "precision": "bf16",
+    "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "8000", "osl": "500", "concurrency": "400",
+    "ttft_ms": "300", "tpot_ms": "10", "source": "made up",
+}  # fmt: skip
+POSSIBLE = {**IMPOSSIBLE, "concurrency": "4", "ttft_ms": "900", "tpot_ms": "30"}
+
+
 def test_validate_names_physically_impossible_rows(tmp_path):
-    row = {
-        "gpu": "h100_sxm", "num_gpus": "1", "model": "Qwen/Qwen3-32B", "engine": "vllm", "precision": "bf16",
-        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "8000", "osl": "500", "concurrency": "400",
-        "ttft_ms": "300", "tpot_ms": "10", "source": "made up",
-    }  # fmt: skip
     csv_path = tmp_path / "m.csv"
-    _write_csv(csv_path, [row, {**row, "concurrency": "4", "ttft_ms": "900", "tpot_ms": "30"}])
+    _write_csv(csv_path, [IMPOSSIBLE, POSSIBLE])
     r = _run(["validate", "--measurements", str(csv_path), "--report", "-"])
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
@@ -596,13 +600,8 @@ def test_validate_names_physically_impossible_rows(tmp_path):
 
 
 def test_calibrate_says_which_measurements_are_physically_impossible(tmp_path):
-    base = {
-        "gpu": "h100_sxm", "num_gpus": "1", "model": "Qwen/Qwen3-32B", "engine": "vllm", "precision": "bf16",
-        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "8000", "osl": "500", "concurrency": "4",
-        "ttft_ms": "900", "tpot_ms": "30", "source": "made up",
-    }  # fmt: skip
     csv_path = tmp_path / "m.csv"
-    _write_csv(csv_path, [base, {**base, "concurrency": "400", "ttft_ms": "300", "tpot_ms": "10"}])
+    _write_csv(csv_path, [POSSIBLE, IMPOSSIBLE])
     r = _run(["calibrate", "--base", "shipped", "--measurements", str(csv_path), "--no-fit", "--out",
               str(tmp_path / "c.yaml"), "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output

@@ -126,27 +126,26 @@ def validate(
             )
         if result["implausible"]:
             first = result["implausible"][0]
-            good = result["summary_plausible"]
-            without = ", ".join(
-                f"{m} MAPE {100 * good[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if good[m]["n"]
-            )
             console.print(
                 f"{len(result['implausible'])} rows are physically impossible as recorded (scored above; "
-                f"without them: {without}); first: row {first['row']}: {first['reason']}"
+                f"without them: {_mapes(result['summary_plausible'])}); first: row {first['row']}: {first['reason']}"
             )
         if result["corrected_rows"]:
-            plain = result["summary_step_model"]
-            alone = ", ".join(
-                f"{m} MAPE {100 * plain[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if plain[m]["n"]
-            )
             console.print(
                 f"{result['corrected_rows']} rows corrected by measured operating points (each without its own "
-                f"measurement); the step-time model alone: {alone}"
+                f"measurement); the step-time model alone: {_mapes(result['summary_step_model'])}"
             )
         if "report" in result:
             console.print(f"[dim]report: {result['report']}[/dim]")
 
     run_command(body)
+
+
+def _mapes(summary: dict[str, Any]) -> str:
+    """'ttft_ms MAPE 12.3%, tpot_ms MAPE 4.5%' of an error summary (metrics it has rows for)."""
+    return ", ".join(
+        f"{m} MAPE {100 * summary[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if summary[m]["n"]
+    )
 
 
 def register(app: typer.Typer) -> None:
