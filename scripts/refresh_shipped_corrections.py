@@ -30,7 +30,9 @@ SETTINGS_SOURCE = (
     "estimators log_mean vs mape_median compared per metric; other-model penalty 0-4 compared on held-out "
     "DeepSeek-V3 and -R1), 2026-11-22; same_point_weight 0-100 compared by 5-fold random-row cross-validation "
     "and by leave-one-out on the same rows (3: random-row TTFT/TPOT MAPE 25.0/13.9 to 22.9/12.6 %, "
-    "leave-one-out 28.5/15.6 to 28.7/15.9 %), 2026-12-06"
+    "leave-one-out 28.5/15.6 to 28.7/15.9 %), 2026-12-06; layout-distance penalty (near 0-4, per log2 step "
+    "0.5-2, cap 6-12) by deployment-, configuration- and random-row-grouped cross-validation on the physically "
+    "possible rows (whole deployments TTFT/TPOT 36.1/23.9 to 32.1/22.6 %), 2026-12-06"
 )
 
 

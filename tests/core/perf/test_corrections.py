@@ -20,6 +20,7 @@ from gpuyield.core.perf.corrections import (
     MeasuredCorrections,
     MeasuredPoint,
     _estimate,
+    _layout_distance,
     apply_correction,
     architecture_id,
 )
@@ -129,6 +130,41 @@ def test_a_repeat_of_the_query_outweighs_its_neighbours():
         CorrectionSettings(same_point_weight=-1.0)
 
 
+def test_layout_distance_counts_log2_steps_of_parallelism_and_counts():
+    def key(layout: str, n: int = 1) -> DeploymentKey:
+        return dataclasses.replace(KEY, layout=layout, num_gpus=n)
+
+    moe = "agg tp8 pp1 adp1 ep8 moe_tp1"
+    assert _layout_distance(key(moe), key(moe)) == 0.0
+    assert _layout_distance(key(moe), key("agg tp4 pp1 adp1 ep4 moe_tp1")) == 2.0
+    assert _layout_distance(key(moe), key("agg tp1 pp1 adp8 ep8 moe_tp1")) == 6.0
+    assert _layout_distance(key("agg tp2 pp1 adp1", 1), key("agg tp2 pp1 adp1", 4)) == 2.0  # replicas
+    d0 = "disagg 0x prefill(tp4 pp1 adp1) + 0x decode(tp8 pp1 adp1)"
+    d1 = "disagg 2x prefill(tp4 pp1 adp1) + 1x decode(tp8 pp1 adp1)"
+    d2 = "disagg 4x prefill(tp4 pp1 adp1) + 1x decode(tp8 pp1 adp1)"
+    assert _layout_distance(key(d0, 0), key(d1, 0)) == 2.0  # an unrecorded count is one step from any
+    assert _layout_distance(key(d1, 0), key(d2, 0)) == 1.0
+    assert math.isinf(_layout_distance(key(moe), key(d0, 0)))
+
+
+def test_a_near_layout_counts_more_than_a_far_one():
+    query = dataclasses.replace(KEY, layout="agg tp8 pp1 adp1 ep8 moe_tp1")
+    near = dataclasses.replace(KEY, layout="agg tp4 pp1 adp1 ep4 moe_tp1")
+    far = dataclasses.replace(KEY, layout="agg tp1 pp1 adp8 ep8 moe_tp1")
+    pts = {
+        near.text(): (MeasuredPoint(1024, 1024, 16, 1.0, 1.0, "near"),),
+        far.text(): (MeasuredPoint(1024, 1024, 16, -1.0, -1.0, "far"),),
+    }
+    c = MeasuredCorrections(deployments=pts, settings=MEAN).correct(query, 1024, 1024, 16)
+    assert c is not None and not c.same_deployment and math.log(c.tpot_factor) > 0.1
+    # without the distance term both are just "another layout": they cancel
+    flat = dataclasses.replace(MEAN, near_layout_penalty=8.0, layout_distance_penalty=0.0, other_layout_penalty=8.0)
+    c0 = MeasuredCorrections(deployments=pts, settings=flat).correct(query, 1024, 1024, 16)
+    assert c0 is not None and abs(math.log(c0.tpot_factor)) < 1e-9
+    with pytest.raises(ConfigError, match="layout_distance_penalty"):
+        CorrectionSettings(layout_distance_penalty=-1.0)
+
+
 def test_other_layouts_and_gpus_count_less_than_the_same_deployment():
     same = [MeasuredPoint(1024, 1024, 16, 0.0, 0.0, "a")]
     other_layout = dataclasses.replace(KEY, layout="agg tp4 pp1 adp1")
@@ -141,7 +177,8 @@ def test_other_layouts_and_gpus_count_less_than_the_same_deployment():
         },
     )
     c = t.correct(KEY, 1024, 1024, 16)
-    assert c is not None and abs(math.log(c.ttft_factor)) < 0.05
+    # the deployment's own point (weight 1 + same_point_weight) against tp4, one log2 step away (weight ~0.2)
+    assert c is not None and abs(math.log(c.ttft_factor)) < 0.1
     # without the exact deployment, the other layout on the same GPU dominates the other GPU
     c2 = t.correct(KEY, 1024, 1024, 16, exclude=("a",))
     assert c2 is not None and not c2.same_deployment and math.log(c2.ttft_factor) > 0

@@ -15,7 +15,8 @@ Rules:
   architecture is the model's catalogue shape (layers, widths, heads, experts, attention kind: everything but
   its name, provenance and context limit), so DeepSeek-V3, -R1 and -V3.1 share their measurements and no other
   model does. Penalties, in squared kernel-distance units, are added for another model of the architecture
-  (``other_model_penalty``), another layout on the same GPU (``other_layout_penalty``) and another GPU
+  (``other_model_penalty``), another layout on the same GPU (growing with how far its parallel degrees and
+  counts are from the queried layout's, up to ``other_layout_penalty``) and another GPU
   (``other_gpu_penalty``). A query with no such measurement is not corrected: an unseen architecture gets the
   physics model alone, never another architecture's residual.
 - The correction shrinks towards none as the query moves away from the measured points: a prior of weight
@@ -34,9 +35,11 @@ Pure: plain data in, plain data out; the YAML form is read and written by the ca
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +76,12 @@ class CorrectionSettings:
     scale_log_osl: float = 0.5
     scale_log_concurrency: float = 0.7
     other_model_penalty: float = 2.0
-    other_layout_penalty: float = 8.0
+    # another layout on the same GPU: min(other_layout_penalty, near_layout_penalty + layout_distance_penalty x
+    # distance), the distance being the sum of |log2| ratios of the parallel degrees and replica/worker counts
+    # (_layout_distance): tp8 ep8 counts more for tp4 ep4 (distance 2) than for tp1 adp8 (distance 6)
+    other_layout_penalty: float = 12.0
+    near_layout_penalty: float = 2.0
+    layout_distance_penalty: float = 1.0
     other_gpu_penalty: float = 16.0
     prior_weight: float = 0.1
     # extra kernel weight of a point measured on the queried deployment at the queried operating point itself
@@ -94,7 +102,14 @@ class CorrectionSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a positive number, got {v!r}")
-        for name in ("other_model_penalty", "other_layout_penalty", "other_gpu_penalty", "same_point_weight"):
+        for name in (
+            "other_model_penalty",
+            "other_layout_penalty",
+            "near_layout_penalty",
+            "layout_distance_penalty",
+            "other_gpu_penalty",
+            "same_point_weight",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a number >= 0, got {v!r}")
@@ -195,6 +210,47 @@ def _estimate(w: np.ndarray, r: np.ndarray, prior_weight: float, estimator: str)
     return float(vals[order][int(np.searchsorted(cum, 0.5 * cum[-1]))])
 
 
+_POOL = re.compile(r"(?:(\d+)x\s+)?(\w+)\(([^)]*)\)")
+_DEGREE = re.compile(r"([a-z_]+?)(\d+)$")
+
+
+@functools.lru_cache(maxsize=4096)
+def _pools(layout: str) -> tuple[str, tuple[tuple[str, int, dict[str, int]], ...]]:
+    """(kind, ((pool name, count, {degree: n}), ...)) of a canonical layout text."""
+    kind, _, rest = layout.partition(" ")
+    if kind == "agg":
+        degrees = {m.group(1): int(m.group(2)) for t in rest.split() if (m := _DEGREE.match(t))}
+        return kind, (("replica", 1, degrees),)
+    pools = []
+    for m in _POOL.finditer(rest):
+        degrees = {d.group(1): int(d.group(2)) for t in m.group(3).split() if (d := _DEGREE.match(t))}
+        pools.append((m.group(2), int(m.group(1) or 0), degrees))
+    return kind, tuple(pools)
+
+
+def _log2_gap(a: int, b: int) -> float:
+    return abs(math.log2(max(a, 1)) - math.log2(max(b, 1)))
+
+
+def _layout_distance(a: DeploymentKey, b: DeploymentKey) -> float:
+    """How far apart two layouts are: the sum over pools of |log2| ratios of their parallel degrees (tp, pp,
+    adp, ep, moe_tp) and of their replica or worker counts (an unrecorded count is 1 away from any other);
+    infinite between aggregated and disaggregated."""
+    ka, pa = _pools(a.layout)
+    kb, pb = _pools(b.layout)
+    if ka != kb or [p[0] for p in pa] != [p[0] for p in pb]:
+        return math.inf
+    d = 0.0
+    for (_, ca, da), (_, cb, db) in zip(pa, pb, strict=True):
+        for name in sorted(set(da) | set(db)):  # sorted: the same float sum on every run
+            d += _log2_gap(da.get(name, 1), db.get(name, 1))
+        if ka != "agg":
+            d += 0.0 if ca == cb else (1.0 if 0 in (ca, cb) else _log2_gap(ca, cb))
+    if ka == "agg":
+        d += 0.0 if a.num_gpus == b.num_gpus else _log2_gap(a.num_gpus, b.num_gpus)
+    return d
+
+
 def measurement_id(fields: Sequence[Any]) -> str:
     """A short stable id of one measurement (its inputs and measured values)."""
     text = "|".join("" if f is None else (f"{f:.6g}" if isinstance(f, float) else str(f)) for f in fields)
@@ -288,7 +344,10 @@ class MeasuredCorrections:
             if g.key.gpu != key.gpu:
                 pen += s.other_gpu_penalty
             elif (g.key.layout, g.key.num_gpus) != (key.layout, key.num_gpus):
-                pen += s.other_layout_penalty
+                pen += min(
+                    s.other_layout_penalty,
+                    s.near_layout_penalty + s.layout_distance_penalty * _layout_distance(g.key, key),
+                )
             w = np.exp(-0.5 * (np.sum(((g.x - q) / scale) ** 2, axis=1) + pen))
             if s.same_point_weight and g.key == key:
                 w = w + s.same_point_weight * np.all(g.x == q, axis=1)
@@ -318,6 +377,8 @@ class MeasuredCorrections:
                 "scale_log_concurrency": s.scale_log_concurrency,
                 "other_model_penalty": s.other_model_penalty,
                 "other_layout_penalty": s.other_layout_penalty,
+                "near_layout_penalty": s.near_layout_penalty,
+                "layout_distance_penalty": s.layout_distance_penalty,
                 "other_gpu_penalty": s.other_gpu_penalty,
                 "prior_weight": s.prior_weight,
                 "same_point_weight": s.same_point_weight,
