@@ -7,6 +7,7 @@ chooses what a fold holds out as a whole:
 - ``config``: a deployment at one ISL/OSL/concurrency (every repeated measurement of it together): new
   operating points of measured deployments, the case the corrections are for;
 - ``deployment``: a model/engine/GPU/precision/layout as a whole: new layouts of measured models;
+- ``model-gpu``: every row of a model on one GPU: a measured model on a GPU it was not measured on;
 - ``model``: every row of a model: unseen models, which the corrections leave alone (the step-time model);
 - ``row``: single rows at random, as a random held-out split of a measurement file would fall. A row the
   file holds twice (AIConfigurator's sample repeats about a third of its rows verbatim) can then be on both
@@ -40,7 +41,7 @@ from gpuyield.errors import GpuyieldError
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--measurements", required=True)
-    ap.add_argument("--group", choices=("config", "deployment", "model", "row"), default="config")
+    ap.add_argument("--group", choices=("config", "deployment", "model-gpu", "model", "row"), default="config")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refit", action="store_true", help="refit the engine constants on each training split")
@@ -63,11 +64,12 @@ def main() -> None:
     def group_of(r):  # type: ignore[no-untyped-def]
         if args.group == "row":
             return str(r.index)
-        if args.group == "model":
+        if args.group in ("model", "model-gpu"):
             try:
-                return model_of(r.model).id
+                name = model_of(r.model).id
             except GpuyieldError:
-                return r.model
+                name = r.model
+            return name if args.group == "model" else f"{name}|{r.gpu}"
         try:
             key = deployment_key(r, model_of, gpu_of).text()
         except GpuyieldError:
