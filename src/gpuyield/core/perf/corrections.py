@@ -344,9 +344,11 @@ class MeasuredCorrections:
             if g.key.gpu != key.gpu:
                 pen += s.other_gpu_penalty
             elif (g.key.layout, g.key.num_gpus) != (key.layout, key.num_gpus):
-                pen += min(
-                    s.other_layout_penalty,
-                    s.near_layout_penalty + s.layout_distance_penalty * _layout_distance(g.key, key),
+                dist = _layout_distance(g.key, key)
+                pen += (
+                    s.other_layout_penalty
+                    if math.isinf(dist)
+                    else min(s.other_layout_penalty, s.near_layout_penalty + s.layout_distance_penalty * dist)
                 )
             w = np.exp(-0.5 * (np.sum(((g.x - q) / scale) ** 2, axis=1) + pen))
             if s.same_point_weight and g.key == key:
