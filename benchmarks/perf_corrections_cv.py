@@ -59,7 +59,8 @@ def main() -> None:
     settings = shipped.corrections.settings if shipped.corrections else CorrectionSettings()
     for item in args.set:
         name, _, value = item.partition("=")
-        settings = dataclasses.replace(settings, **{name: value if name.endswith("estimator") else float(value)})
+        text_field = name.endswith("estimator") or name == "source"
+        settings = dataclasses.replace(settings, **{name: value if text_field else float(value)})
 
     def group_of(r):  # type: ignore[no-untyped-def]
         if args.group == "row":

@@ -32,7 +32,10 @@ SETTINGS_SOURCE = (
     "and by leave-one-out on the same rows (3: random-row TTFT/TPOT MAPE 25.0/13.9 to 22.9/12.6 %, "
     "leave-one-out 28.5/15.6 to 28.7/15.9 %), 2026-12-06; layout-distance penalty (near 0-4, per log2 step "
     "0.5-2, cap 6-12) by deployment-, configuration- and random-row-grouped cross-validation on the physically "
-    "possible rows (whole deployments TTFT/TPOT 36.1/23.9 to 32.1/22.6 %), 2026-12-06"
+    "possible rows (whole deployments TTFT/TPOT 36.1/23.9 to 32.1/22.6 %), 2026-12-06; same_point_weight 3 -> 1 "
+    "after splitting random-row folds by whether a verbatim copy of the held-out row is in training: 0 / 1 / 3 "
+    "give copies 15.2/12.1, 10.9/9.7, 7.6/7.5 % and the other rows 24.0/14.0, 24.2/14.1, 24.7/14.2 % "
+    "(leave-one-out, possible rows: 23.4/15.0, 23.1/15.2, 23.4/15.3 %), 2026-12-06"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf.bounds import closed_loop_floor
 from gpuyield.core.perf.calibration import default_calibration
 from gpuyield.core.perf.validation import (
+    SPECULATIVE_TOKENS_PER_STEP,
     implausible_reason,
     measurement_floor,
     row_from_mapping,
@@ -42,7 +44,10 @@ def test_floor_is_the_larger_of_the_compute_and_memory_rates():
     m = _floor(kv_bytes_at_isl=1e9)
     assert m.bound_by == "memory" and m.e2e_ms == pytest.approx(500.0)
     assert _floor(osl=1).memory_e2e_ms == 0.0  # one output token: no decode reads
-    for bad in ({"concurrency": 0}, {"num_gpus": 0}, {"memory_bytes_per_s_per_gpu": 0.0}, {"params_active": -1}):
+    # speculative decoding: one read of the cache per verification step, several tokens accepted
+    assert _floor(kv_bytes_at_isl=1e9, tokens_per_cache_read=4).memory_e2e_ms == pytest.approx(125.0)
+    for bad in ({"concurrency": 0}, {"num_gpus": 0}, {"memory_bytes_per_s_per_gpu": 0.0}, {"params_active": -1},
+                {"tokens_per_cache_read": 0}):  # fmt: skip
         with pytest.raises(ConfigError):
             _floor(**bad)
 
@@ -85,6 +90,29 @@ def test_an_impossible_row_is_flagged_still_scored_and_left_out_of_the_plausible
     assert res["rows"][0]["implausible"] == reason and "implausible" not in res["rows"][1]
 
 
+def test_the_floor_leaves_out_what_a_real_run_can_skip():
+    row = _row(0)
+    got = measurement_floor(row, CAT.model, CAT.gpu)
+    assert got is not None
+    floor = got[0]
+    model, gpu = CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm")
+    # compute: decoder GEMMs only (no LM head), at the GPU's fastest dense rate
+    p = sum(g.params_active for g in model.gemm_shapes if g.group != "lm_head")
+    assert p < model.params_active
+    rate = max(r for r in (gpu.bf16_dense_tflops, gpu.fp8_dense_tflops, gpu.fp4_dense_tflops, gpu.int8_dense_tops) if r)
+    assert floor.compute_e2e_ms == pytest.approx(400 * 2 * p * 8000 / (rate * 1e12) * 1e3)
+    # memory: the prompt's cache at 4 bits, once per SPECULATIVE_TOKENS_PER_STEP tokens
+    kv = model.kv_bytes_for_context(8000, "fp4")
+    assert floor.memory_e2e_ms == pytest.approx(
+        400 * 499 * kv / (SPECULATIVE_TOKENS_PER_STEP * gpu.memory_bandwidth_bytes_per_s) * 1e3
+    )
+    # sparse (indexed) attention reads a top-k subset of the cache: only the compute floor is used
+    sparse = next((m for m in CAT.models if m.index_head_dim), None)
+    if sparse is not None:
+        got = measurement_floor(_row(0, model=sparse.id, num_gpus="64", layout="agg tp8 pp1 adp1"), CAT.model, CAT.gpu)
+        assert got is not None and got[0].memory_e2e_ms == 0.0
+
+
 def test_rows_that_do_not_say_enough_are_not_judged():
     assert measurement_floor(_row(0, num_gpus=""), CAT.model, CAT.gpu) is None  # deployment size unknown
     assert measurement_floor(_row(0, concurrency="offline", num_requests="400"), CAT.model, CAT.gpu) is None
@@ -95,10 +123,17 @@ def test_rows_that_do_not_say_enough_are_not_judged():
     assert got is not None and got[1] == 123456
     disagg = _row(0, layout="disagg 0x prefill(tp1 adp1 ep1) + 0x decode(tp1 adp1 ep1)", num_gpus="0")
     assert measurement_floor(disagg, CAT.model, CAT.gpu) is None
+    # concurrency 0 is not a closed loop: not judged here (validate lists the row as unsupported)
+    assert measurement_floor(_row(0, concurrency="0"), CAT.model, CAT.gpu) is None
+    res = validate_rows([_row(0, concurrency="0")], CAT.model, CAT.gpu, CAL, corrections=False)
+    assert res["implausible"] == [] and len(res["unsupported"]) == 1
     counted = _row(0, layout="disagg 2x prefill(tp1 adp1 ep1) + 1x decode(tp2 adp1 ep1)", num_gpus="0")
     got = measurement_floor(counted, CAT.model, CAT.gpu)
     assert got is not None
     assert got[0].e2e_ms == pytest.approx(measurement_floor(_row(0, num_gpus="4"), CAT.model, CAT.gpu)[0].e2e_ms)
+    # a num_gpus below the worker counts' total (per pool, say) does not raise the floor
+    fewer = dataclasses.replace(counted, num_gpus=2)
+    assert measurement_floor(fewer, CAT.model, CAT.gpu)[0].e2e_ms == pytest.approx(got[0].e2e_ms)
 
 
 TRAIN = Path(__file__).resolve().parents[3].parent / "shared/data/measurements/e2e_train.csv"

@@ -145,6 +145,30 @@ def test_layout_distance_counts_log2_steps_of_parallelism_and_counts():
     assert _layout_distance(key(d0, 0), key(d1, 0)) == 2.0  # an unrecorded count is one step from any
     assert _layout_distance(key(d1, 0), key(d2, 0)) == 1.0
     assert math.isinf(_layout_distance(key(moe), key(d0, 0)))
+    assert math.isinf(_layout_distance(key("agg auto", 8), key("agg tp8 pp1 adp1", 1)))  # a GPU count, not replicas
+
+
+def test_layout_distance_reads_every_canonical_layout_deployment_key_writes():
+    layouts = [
+        ("agg tp8 pp1 adp1 moe_tp8 ep1", "deepseek-ai/DeepSeek-R1", "8"),
+        ("agg tp1 pp1 adp8 moe_tp1 ep8", "deepseek-ai/DeepSeek-R1", "8"),
+        ("agg tp2 pp1 adp1", "Qwen/Qwen3-32B", "4"),
+        ("disagg 1x prefill(tp1 adp4 ep4) + 4x decode(tp8 adp1 ep8)", "deepseek-ai/DeepSeek-R1", "0"),
+        ("disagg 0x prefill(tp4 adp1 ep4) + 0x decode(tp32 adp1 ep4)", "deepseek-ai/DeepSeek-R1", "0"),
+    ]
+    keys = [
+        deployment_key(_row(0, layout=lay, model=m, num_gpus=n, tp="", gpu="b200_sxm", precision="fp8"), CAT.model,
+                       CAT.gpu)  # fmt: skip
+        for lay, m, n in layouts
+    ]
+    for k in keys:
+        assert _layout_distance(k, k) == 0.0
+    assert _layout_distance(keys[0], keys[1]) == pytest.approx(_layout_distance(keys[1], keys[0]))
+    assert _layout_distance(keys[0], keys[1]) > 0
+    # the disaggregated pair: prefill tp1 adp4 vs tp4 adp1 (2 + 2); decode tp8 ep8 moe_tp1 vs tp32 ep4 moe_tp8
+    # (2 + 1 + 3; deployment_key spells out the expert split); two recorded counts against unrecorded (1 + 1)
+    assert "moe_tp8" in keys[4].layout
+    assert _layout_distance(keys[3], keys[4]) == pytest.approx(12.0)
 
 
 def test_a_near_layout_counts_more_than_a_far_one():
@@ -163,6 +187,8 @@ def test_a_near_layout_counts_more_than_a_far_one():
     assert c0 is not None and abs(math.log(c0.tpot_factor)) < 1e-9
     with pytest.raises(ConfigError, match="layout_distance_penalty"):
         CorrectionSettings(layout_distance_penalty=-1.0)
+    with pytest.raises(ConfigError, match="same_point_weight"):
+        CorrectionSettings(same_point_weight=math.inf)
 
 
 def test_other_layouts_and_gpus_count_less_than_the_same_deployment():

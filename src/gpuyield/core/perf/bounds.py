@@ -4,16 +4,19 @@ In a closed loop of ``C`` clients (each sends its next request when the last one
 ``λ = C / E[e2e]`` (Little's law; ``e2e = TTFT + (osl - 1) × TPOT``). Two rates cap ``λ`` whatever the
 engine does, on a deployment of ``G`` GPUs:
 
-- **compute**: every prompt costs at least ``2 × P_active × isl`` FLOPs (weight GEMMs only: attention,
-  decode and the LM head are left out), and the GPUs deliver at most ``G ×`` the fastest dense tensor rate
-  they have at any precision;
-- **memory**: every output token after the first reads at least its sequence's cache of the prompt
-  (``isl`` tokens at a 4-bit cache dtype, the smallest any engine offers; sliding windows and linear-
+- **compute**: every prompt costs at least ``2 × P × isl`` FLOPs, ``P`` the decoder's active GEMM weights
+  (attention, decode, embedding and LM head are left out), and the GPUs deliver at most ``G ×`` the fastest
+  dense tensor rate they have at any precision;
+- **memory**: every ``s`` output tokens after the first read at least their sequence's cache of the prompt
+  once (``isl`` tokens at a 4-bit cache dtype, the smallest any engine offers; sliding windows and linear-
   attention state as the catalogue describes them), and the GPUs stream at most ``G ×`` HBM bandwidth.
+  ``s`` = ``tokens_per_cache_read`` allows for speculative decoding (MTP, EAGLE: one verification step
+  reads the cache once and may accept several tokens).
 
-So ``E[e2e] ≥ C × max(2 P_active isl / (G F), (osl - 1) kv_bytes(isl) / (G B))``. Both floors leave out
-most of the real work, so a measurement below one is not a model error: the row's recorded concurrency
-or GPU count is not what ran. ``gpuyield validate`` lists such rows (and still scores them).
+So ``E[e2e] ≥ C × max(2 P isl / (G F), (osl - 1) kv_bytes(isl) / (s G B))``. Both floors leave out most of
+the real work, so a measurement below one is not a model error: either the row's recorded concurrency or
+GPU count is not what ran, or the prompts were served from a prefix cache (which the compute floor
+assumes they were not). ``gpuyield validate`` lists such rows (and still scores them).
 
 Pure: plain numbers in, plain numbers out.
 """
@@ -50,6 +53,7 @@ def closed_loop_floor(
     kv_bytes_at_isl: float,
     peak_flops_per_gpu: float,
     memory_bytes_per_s_per_gpu: float,
+    tokens_per_cache_read: float = 1.0,
 ) -> ClosedLoopFloor:
     """Floors on ``E[e2e]`` (ms) for ``concurrency`` clients on ``num_gpus`` GPUs (see the module doc)."""
     for name, v in (
@@ -59,11 +63,14 @@ def closed_loop_floor(
         ("num_gpus", num_gpus),
         ("peak_flops_per_gpu", peak_flops_per_gpu),
         ("memory_bytes_per_s_per_gpu", memory_bytes_per_s_per_gpu),
+        ("tokens_per_cache_read", tokens_per_cache_read),
     ):
         if not v > 0:
             raise ConfigError(f"closed_loop_floor: {name} must be > 0, got {v}")
     if params_active < 0 or kv_bytes_at_isl < 0:
         raise ConfigError("closed_loop_floor: params_active and kv_bytes_at_isl must be >= 0")
     compute_s = concurrency * 2.0 * params_active * isl / (num_gpus * peak_flops_per_gpu)
-    memory_s = concurrency * (osl - 1) * kv_bytes_at_isl / (num_gpus * memory_bytes_per_s_per_gpu)
+    memory_s = (
+        concurrency * (osl - 1) * kv_bytes_at_isl / (tokens_per_cache_read * num_gpus * memory_bytes_per_s_per_gpu)
+    )
     return ClosedLoopFloor(max(compute_s, memory_s) * 1e3, compute_s * 1e3, memory_s * 1e3)

@@ -86,7 +86,7 @@ class CorrectionSettings:
     prior_weight: float = 0.1
     # extra kernel weight of a point measured on the queried deployment at the queried operating point itself
     # (same ISL, OSL and concurrency): a repeat of the query outweighs its neighbours
-    same_point_weight: float = 3.0
+    same_point_weight: float = 1.0
     # how the kernel-weighted residuals become one factor (see ESTIMATORS)
     ttft_estimator: str = "mape_median"
     tpot_estimator: str = "log_mean"
@@ -113,6 +113,8 @@ class CorrectionSettings:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a number >= 0, got {v!r}")
+        if not math.isfinite(self.same_point_weight):  # an infinite penalty only zeroes a weight; this would not
+            raise ConfigError(f"corrections.settings.same_point_weight: expected a finite number, got {self.same_point_weight!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ class Correction:
 
     ttft_factor: float
     tpot_factor: float
-    support: float  # kernel weight of the points used (≈ number of measurements at the query itself)
+    support: float  # kernel weight of the points used (a point at the query itself: 1 + same_point_weight)
     num_points: int  # points of this architecture/engine/precision with non-zero weight
     same_deployment: bool  # whether points of the queried deployment itself exist
 
@@ -214,18 +216,20 @@ _POOL = re.compile(r"(?:(\d+)x\s+)?(\w+)\(([^)]*)\)")
 _DEGREE = re.compile(r"([a-z_]+?)(\d+)$")
 
 
+_Degrees = tuple[tuple[str, int], ...]  # sorted (name, degree) pairs: immutable, so safe to cache
+
+
 @functools.lru_cache(maxsize=4096)
-def _pools(layout: str) -> tuple[str, tuple[tuple[str, int, dict[str, int]], ...]]:
-    """(kind, ((pool name, count, {degree: n}), ...)) of a canonical layout text."""
+def _pools(layout: str) -> tuple[str, tuple[tuple[str, int, _Degrees], ...]]:
+    """(kind, ((pool name, count, ((degree name, n), ...)), ...)) of a canonical layout text."""
     kind, _, rest = layout.partition(" ")
+
+    def degrees(text: str) -> _Degrees:
+        return tuple(sorted((m.group(1), int(m.group(2))) for t in text.split() if (m := _DEGREE.match(t))))
+
     if kind == "agg":
-        degrees = {m.group(1): int(m.group(2)) for t in rest.split() if (m := _DEGREE.match(t))}
-        return kind, (("replica", 1, degrees),)
-    pools = []
-    for m in _POOL.finditer(rest):
-        degrees = {d.group(1): int(d.group(2)) for t in m.group(3).split() if (d := _DEGREE.match(t))}
-        pools.append((m.group(2), int(m.group(1) or 0), degrees))
-    return kind, tuple(pools)
+        return kind, (("replica", 1, degrees(rest)),)
+    return kind, tuple((m.group(2), int(m.group(1) or 0), degrees(m.group(3))) for m in _POOL.finditer(rest))
 
 
 def _log2_gap(a: int, b: int) -> float:
@@ -238,10 +242,11 @@ def _layout_distance(a: DeploymentKey, b: DeploymentKey) -> float:
     infinite between aggregated and disaggregated."""
     ka, pa = _pools(a.layout)
     kb, pb = _pools(b.layout)
-    if ka != kb or [p[0] for p in pa] != [p[0] for p in pb]:
-        return math.inf
+    if ka != kb or [p[0] for p in pa] != [p[0] for p in pb] or not all(p[2] for p in (*pa, *pb)):
+        return math.inf  # other kinds, or a layout without degrees (a bare "agg": its count means GPUs)
     d = 0.0
-    for (_, ca, da), (_, cb, db) in zip(pa, pb, strict=True):
+    for (_, ca, ta), (_, cb, tb) in zip(pa, pb, strict=True):
+        da, db = dict(ta), dict(tb)
         for name in sorted(set(da) | set(db)):  # sorted: the same float sum on every run
             d += _log2_gap(da.get(name, 1), db.get(name, 1))
         if ka != "agg":

@@ -338,11 +338,16 @@ def _deployment_gpus(row: MeasurementRow, layout: Layout) -> int | None:
         assert layout.replica is not None
         return max(row.num_gpus, layout.replica.gpus) if row.num_gpus else None
     assert layout.prefill is not None and layout.decode is not None
-    if row.num_gpus:
-        return row.num_gpus
+    counted = 0
     if layout.prefill.count and layout.decode.count:
-        return layout.prefill.count * layout.prefill.gpus + layout.decode.count * layout.decode.gpus
-    return None
+        counted = layout.prefill.count * layout.prefill.gpus + layout.decode.count * layout.decode.gpus
+    return max(row.num_gpus or 0, counted) or None  # the larger reading: the floor must stay a floor
+
+
+# Speculative decoding (MTP heads, EAGLE drafts) verifies several tokens per read of the cache; accepted tokens
+# per verification step stay below this in published results (e.g. DeepSeek-V3's MTP: about 1.85 with one
+# draft token), so the memory floor divides by it (or by the model's MTP layers + 1 when that is larger).
+SPECULATIVE_TOKENS_PER_STEP = 4.0
 
 
 def measurement_floor(
@@ -350,7 +355,7 @@ def measurement_floor(
 ) -> tuple[ClosedLoopFloor, float] | None:
     """(floor, measured mean end-to-end ms) of a closed-loop row (:mod:`gpuyield.core.perf.bounds`), or None
     when the row lacks what the check needs (offline, deployment size not recorded, latency not measured)."""
-    if row.concurrency is None:
+    if row.concurrency is None or row.concurrency < 1:
         return None
     e2e = row.measured.get("e2e_ms")
     ttft, tpot = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
@@ -366,16 +371,21 @@ def measurement_floor(
     rates = [r for r in (gpu.bf16_dense_tflops, gpu.fp8_dense_tflops, gpu.fp4_dense_tflops, gpu.int8_dense_tops) if r]
     if g is None or not rates:
         return None
-    floor = closed_loop_floor(
-        concurrency=row.concurrency,
-        isl=row.isl,
-        osl=row.osl,
-        num_gpus=g,
-        params_active=float(model.params_active),
-        kv_bytes_at_isl=model.kv_bytes_for_context(row.isl, "fp4"),
-        peak_flops_per_gpu=max(rates) * 1e12,
-        memory_bytes_per_s_per_gpu=gpu.memory_bandwidth_bytes_per_s,
-    )
+    try:
+        floor = closed_loop_floor(
+            concurrency=row.concurrency,
+            isl=row.isl,
+            osl=row.osl,
+            num_gpus=g,
+            params_active=float(sum(s.params_active for s in model.gemm_shapes if s.group != "lm_head")),
+            # sparse (indexed) attention reads a top-k subset of the cache: no memory floor for those models
+            kv_bytes_at_isl=0.0 if model.index_head_dim else model.kv_bytes_for_context(row.isl, "fp4"),
+            peak_flops_per_gpu=max(rates) * 1e12,
+            memory_bytes_per_s_per_gpu=gpu.memory_bandwidth_bytes_per_s,
+            tokens_per_cache_read=max(SPECULATIVE_TOKENS_PER_STEP, model.num_mtp_layers + 1.0),
+        )
+    except GpuyieldError:
+        return None
     return floor, e2e
 
 
@@ -388,14 +398,15 @@ def implausible_reason(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLo
     if e2e >= floor.e2e_ms:
         return None
     what = (
-        "its prompts need more FLOPs per second than the GPUs' peak"
+        "its prompts need more FLOPs per second than the GPUs' peak, unless they were served from a prefix cache"
         if floor.bound_by == "compute"
         else "its output tokens need more cache reads per second than the GPUs' memory bandwidth"
     )
+    how = "the e2e_ms column" if row.measured.get("e2e_ms") else "TTFT + (osl-1) x TPOT"
     return (
-        f"measured mean end-to-end latency {e2e:.0f} ms (TTFT + (osl-1) x TPOT) is below the physical floor "
-        f"{floor.e2e_ms:.0f} ms for {row.concurrency} clients on the recorded deployment: {what} (Little's law; "
-        "the recorded concurrency or GPU count is probably not what ran)"
+        f"measured mean end-to-end latency {e2e:.0f} ms ({how}) is below the physical floor {floor.e2e_ms:.0f} ms "
+        f"for {row.concurrency} clients on the recorded deployment: {what} (Little's law; the recorded "
+        "concurrency or GPU count is probably not what ran)"
     )
 
 
@@ -624,9 +635,6 @@ def validate_rows(
     plausible_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
     for row in rows:
         total += 1
-        why = implausible_reason(row, model_of, gpu_of)
-        if why is not None:
-            implausible.append({"row": row.index, "reason": why})
         key = (
             row.gpu,
             row.num_gpus,
@@ -686,10 +694,12 @@ def validate_rows(
                 rec[f"predicted_{k}"] = getattr(final, k)
                 rec[f"measured_{k}"] = row.measured[k]
             _score(pairs, final, row)
+            why = implausible_reason(row, model_of, gpu_of)
             if why is None:
                 _score(plausible_pairs, final, row)
             else:
                 rec["implausible"] = why
+                implausible.append({"row": row.index, "reason": why})
             rec["limited_by"] = final.limited_by
             out_rows.append(rec)
         if progress is not None:

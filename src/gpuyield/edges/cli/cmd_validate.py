@@ -143,8 +143,9 @@ def validate(
 
 def _mapes(summary: dict[str, Any]) -> str:
     """'ttft_ms MAPE 12.3%, tpot_ms MAPE 4.5%' of an error summary (metrics it has rows for)."""
-    return ", ".join(
-        f"{m} MAPE {100 * summary[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if summary[m]["n"]
+    return (
+        ", ".join(f"{m} MAPE {100 * summary[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if summary[m]["n"])
+        or "no rows left"
     )
 
 
