@@ -607,3 +607,25 @@ def test_calibrate_says_which_measurements_are_physically_impossible(tmp_path):
     assert r.exit_code == 0, r.output
     logs = json.loads(r.stdout)["log"]
     assert any("1 measurement(s) are physically impossible as recorded (rows 1)" in m for m in logs), logs
+
+
+def test_profiles_of_two_models_into_one_directory_add_up(tmp_path):
+    pytest.importorskip("torch")
+    prof = tmp_path / "prof"
+    args = ["profile", "--device", "cpu", "--out", str(prof), "--budget-s", "4", "--max-tokens", "16", "--json"]
+    first = _run([*args, "--model", "tiny-llama"])
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["kept_rows"] == 0
+    table = next(prof.glob("data/cpu/gemm/torch/*/gemm_perf.csv"))
+    shapes_a = {tuple(r.split(",")[7:9]) for r in table.read_text().splitlines()[1:]}
+    second = _run([*args, "--model", "tiny-llama-100m"])
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["kept_rows"] > 0
+    shapes_ab = {tuple(r.split(",")[7:9]) for r in table.read_text().splitlines()[1:]}
+    assert shapes_a < shapes_ab  # the first model's shapes are still there, with the second's
+    assert "merged with" in (prof / "cpu.yaml").read_text()
+    # another dtype into the same directory would be timed against one peak: refused, nothing written
+    before = table.read_text()
+    mixed = _run([*args, "--model", "tiny-llama", "--dtype", "bf16"])
+    assert mixed.exit_code == 2 and "would mix" in mixed.output
+    assert table.read_text() == before

@@ -21,7 +21,9 @@ HELP = """Microbenchmark the GEMM and attention shapes a model needs with torch 
 
 Writes the table layout `gpuyield calibrate --from` reads (<device>.yaml with measured peaks, and
 data/<device>/{gemm,attention}/torch/<version>/*.csv, latencies in ms), within a time budget. Needs the
-[profile] extra (torch). Without --model, a generic square/rectangular shape set is measured.
+[profile] extra (torch). Without --model, a generic square/rectangular shape set is measured. Profiling
+several models into one --out adds their shapes to the same tables (a re-measured shape replaces its old
+timing), so one `calibrate --from` root covers them all; a different --dtype into the same --out is refused.
 
 Examples:
 
@@ -69,6 +71,7 @@ def profile(
                 f"{summary['generation_attention_rows']} decode-attention timings on {summary['device']} "
                 f"in {summary['elapsed_s']:.1f} s"
                 + (" (stopped by --budget-s)" if summary["stopped_by_budget"] else "")
+                + (f"; kept {summary['kept_rows']} rows of the earlier profile there" if summary["kept_rows"] else "")
             )
 
     run_command(body)

@@ -145,6 +145,7 @@ def run_profile(
     deadline = t_start + budget_s
     dt_name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
     elem = 4 if dtype == "fp32" else 2
+    _check_same_dtype(out / "data" / dev_id, version, dt_name)
     torch.manual_seed(0)
 
     # ---- device peaks: streaming bandwidth (copy) and GEMM FLOP/s
@@ -242,10 +243,15 @@ def run_profile(
                     ms,
                 )
             )
-    _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
-    _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
-    _write(base / "attention" / "torch" / version / "generation_attention_perf.csv", _ATTN_COLS, gen_rows)
-    system = {
+    kept = _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
+    kept += _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
+    kept += _write(base / "attention" / "torch" / version / "generation_attention_perf.csv", _ATTN_COLS, gen_rows)
+    sys_path = out / f"{dev_id}.yaml"
+    if kept and sys_path.exists():  # the device's best measured peaks over the merged profiles
+        prev = (yaml.safe_load(sys_path.read_text()) or {}).get("gpu") or {}
+        mem_bw = max(mem_bw, float(prev.get("mem_bw") or 0.0))
+        peak = max(peak, float(prev.get("bfloat16_tc_flops") or 0.0))
+    system: dict[str, Any] = {
         "data_dir": f"data/{dev_id}",
         "source": f"gpuyield profile on {platform.node() or 'this machine'}, torch {torch.__version__}, "
         f"{os.cpu_count()} logical CPUs" + (f", {torch.cuda.get_device_name(0)}" if device == "cuda" else ""),
@@ -256,8 +262,10 @@ def run_profile(
         },
         "node": {"num_gpus_per_node": 1, "intra_node_bw": float(f"{mem_bw:.6g}")},
     }
+    if kept:
+        system["source"] += f"; merged with {kept} rows of an earlier profile into this directory"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{dev_id}.yaml").write_text(yaml.safe_dump(system, sort_keys=False))
+    sys_path.write_text(yaml.safe_dump(system, sort_keys=False))
     elapsed = time.perf_counter() - t_start
     return {
         "device": dev_id,
@@ -271,13 +279,43 @@ def run_profile(
         "elapsed_s": elapsed,
         "stopped_by_budget": stopped,
         "elem_bytes": elem,
+        "kept_rows": kept,  # rows of an earlier profile in --out that this one did not re-measure
     }
 
 
-def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+def _check_same_dtype(base: Path, version: str, dt_name: str) -> None:
+    """Profiles of several models may share one --out (calibrate reads one table per device); profiles of
+    different dtypes may not: calibrate would time both against one peak."""
+    for path, col in (
+        (base / "gemm" / "torch" / version / "gemm_perf.csv", "gemm_dtype"),
+        (base / "attention" / "torch" / version / "context_attention_perf.csv", "attn_dtype"),
+    ):
+        if not path.exists():
+            continue
+        with open(path, newline="") as fh:
+            found = {str(v) for r in csv.DictReader(fh) if (v := r.get(col))}
+        if found - {dt_name}:
+            raise ConfigError(
+                f"--out {base.parent.parent}: already holds a {', '.join(sorted(found))} profile of this device "
+                f"({path.name}); profiling {dt_name} into it would mix the two. Use another --out"
+            )
+
+
+def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
+    """Write ``rows``, keeping an existing file's rows for shapes this run did not measure (profiles of
+    several models into one directory add up). Returns how many earlier rows were kept."""
+    new = [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    keys = {tuple(r[:-1]) for r in new}  # every column but the latency
+    old: list[list[str]] = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is not None and tuple(header) == cols:
+                old = [r for r in reader if len(r) == len(cols) and tuple(r[:-1]) not in keys]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
-        for r in rows:
-            w.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in r])
+        w.writerows(old + new)
+    return len(old)
