@@ -415,3 +415,38 @@ def test_shipped_residuals_match_the_current_model():
                 assert (a is None) == (b is None) and (a is None or abs(a - b) < 1e-4), (p, s)
             compared += 1
     assert compared >= 40
+
+
+def test_measured_throughputs_correct_throughput_directly():
+    rows = [_row(i, concurrency=str(c), throughput_tok_s="") for i, c in enumerate((4, 8, 16))]
+    plain = validate_rows(rows, CAT.model, CAT.gpu, BASE, corrections=False)["rows"]
+    # the same rows, measured at half the throughput the model predicts (a protocol Little's law misses)
+    measured = [
+        _row(i, concurrency=str(c), throughput_tok_s=f"{0.5 * p['predicted_throughput_tok_s']:.6g}")
+        for i, (c, p) in enumerate(zip((4, 8, 16), plain, strict=True))
+    ]
+    table = build_corrections(measured, CAT.model, CAT.gpu, BASE)
+    assert all(p.log_throughput is not None for pts in table.deployments.values() for p in pts)
+    key = deployment_key(measured[1], CAT.model, CAT.gpu)
+    c = table.correct(key, 1024, 1024, 8)
+    assert c is not None and c.throughput_factor is not None and 0.5 < c.throughput_factor < 0.7
+    assert "throughput ×" in c.note()
+    # without measured throughputs the factor is absent and throughput follows TTFT/TPOT
+    c0 = build_corrections(rows, CAT.model, CAT.gpu, BASE).correct(key, 1024, 1024, 8)
+    assert c0 is not None and c0.throughput_factor is None
+    res = ClosedLoopResult(100.0, 10.0, 100.0 + 1023 * 10.0, 800.0, 0.78, 8, 8.0, 0.0, "concurrency",
+                           plain_memory())  # fmt: skip
+    assert apply_correction(res, c).throughput_tok_s == pytest.approx(800.0 * c.throughput_factor)
+    # the file form keeps the ninth column, and rows without it still load
+    again = MeasuredCorrections.from_dict(table.to_dict())  # residuals rounded to 5 decimals in the file
+    for a, b in zip(again.deployments.values(), table.deployments.values(), strict=True):
+        assert [p.log_throughput for p in a] == pytest.approx([p.log_throughput for p in b], abs=1e-5)
+    assert MeasuredCorrections.from_dict(again.to_dict()).deployments == again.deployments
+    assert len(next(iter(table.to_dict()["deployments"].values()))[0]) == 9
+    assert len(next(iter(build_corrections(rows, CAT.model, CAT.gpu, BASE).to_dict()["deployments"].values()))[0]) == 8
+
+
+def plain_memory():  # type: ignore[no-untyped-def]
+    from gpuyield.core.perf import PerfModel
+
+    return PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), tp=2).memory(0.9)

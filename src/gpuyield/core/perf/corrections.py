@@ -65,7 +65,17 @@ __all__ = [
 #   neighbours, i.e. the weighted median of the ratios with weights w / ratio. Robust to neighbours in another
 #   regime (TTFT residuals are heavy-tailed where queueing sets in) and optimal for the error the goals use.
 ESTIMATORS = ("log_mean", "mape_median")
-_COLUMNS = ("isl", "osl", "concurrency", "log_ttft", "log_tpot", "measurement_id", "log_ttft_sim", "log_tpot_sim")
+_COLUMNS = (
+    "isl",
+    "osl",
+    "concurrency",
+    "log_ttft",
+    "log_tpot",
+    "measurement_id",
+    "log_ttft_sim",
+    "log_tpot_sim",
+    "log_throughput",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +187,8 @@ class MeasuredPoint:
     # the same residuals against the engine model (``--method sim``); None = as the analytic ones
     log_ttft_sim: float | None = None
     log_tpot_sim: float | None = None
+    # log(measured / predicted) output throughput of the deployment, where the row measured it
+    log_throughput: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +200,14 @@ class Correction:
     support: float  # kernel weight of the points used (a point at the query itself: 1 + same_point_weight)
     num_points: int  # points of this architecture/engine/precision with non-zero weight
     same_deployment: bool  # whether points of the queried deployment itself exist
+    # from measured throughputs where the points have them; None = throughput follows TTFT/TPOT (Little's law)
+    throughput_factor: float | None = None
 
     def note(self) -> str:
+        tput = "" if self.throughput_factor is None else f", throughput ×{self.throughput_factor:.3g}"
         return (
-            f"corrected by measured operating points: TTFT ×{self.ttft_factor:.3g}, TPOT ×{self.tpot_factor:.3g} "
-            f"(kernel support {self.support:.2g} of {self.num_points} points"
+            f"corrected by measured operating points: TTFT ×{self.ttft_factor:.3g}, TPOT ×{self.tpot_factor:.3g}"
+            f"{tput} (kernel support {self.support:.2g} of {self.num_points} points"
             f"{'' if self.same_deployment else ', none of this exact layout'})"
         )
 
@@ -271,6 +286,7 @@ class _Group:
     ids: tuple[str, ...]
     r_ttft_sim: np.ndarray  # against the engine model; the analytic residual where none was stored
     r_tpot_sim: np.ndarray
+    r_tput: np.ndarray  # output throughput; NaN where not measured
 
 
 @dataclass(frozen=True)
@@ -299,7 +315,8 @@ class MeasuredCorrections:
             sd = np.array([v if (v := p.log_tpot_sim) is not None else np.nan for p in pts], dtype=float)
             st = np.where(np.isnan(st), rt, st)
             sd = np.where(np.isnan(sd), rd, sd)
-            group = _Group(key, x, rt, rd, tuple(p.measurement_id for p in pts), st, sd)
+            tp = np.array([np.nan if p.log_throughput is None else p.log_throughput for p in pts], dtype=float)
+            group = _Group(key, x, rt, rd, tuple(p.measurement_id for p in pts), st, sd, tp)
             self._index.setdefault((key.engine, key.architecture, key.precision), []).append(group)
 
     def __len__(self) -> int:
@@ -343,6 +360,7 @@ class MeasuredCorrections:
         weights: list[np.ndarray] = []
         res_t: list[np.ndarray] = []
         res_d: list[np.ndarray] = []
+        res_tp: list[np.ndarray] = []
         same = False
         for g in groups:
             pen = 0.0 if g.key.model == key.model else s.other_model_penalty
@@ -364,13 +382,18 @@ class MeasuredCorrections:
             weights.append(w)
             res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
             res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
+            res_tp.append(g.r_tput)
         w_all = np.concatenate(weights)
         n_points = int(np.count_nonzero(w_all))
         if n_points == 0:
             return None
         lt = _estimate(w_all, np.concatenate(res_t), s.prior_weight, s.ttft_estimator)
         ld = _estimate(w_all, np.concatenate(res_d), s.prior_weight, s.tpot_estimator)
-        return Correction(math.exp(lt), math.exp(ld), float(w_all.sum()), n_points, same)
+        r_tp = np.concatenate(res_tp)
+        tput_factor = None
+        if np.count_nonzero(w_all[~np.isnan(r_tp)]):  # measured throughputs near the query
+            tput_factor = math.exp(_estimate(w_all, r_tp, s.prior_weight, "log_mean"))
+        return Correction(math.exp(lt), math.exp(ld), float(w_all.sum()), n_points, same, tput_factor)
 
     # ------------------------------------------------------------------ plain-data form
     def to_dict(self) -> dict[str, Any]:
@@ -406,6 +429,7 @@ class MeasuredCorrections:
                         None if p.log_ttft_sim is None else round(p.log_ttft_sim, 5),
                         None if p.log_tpot_sim is None else round(p.log_tpot_sim, 5),
                     ]
+                    + ([] if p.log_throughput is None else [round(p.log_throughput, 5)])
                     for p in pts
                 ]
                 for k, pts in self.deployments.items()
@@ -434,8 +458,8 @@ class MeasuredCorrections:
                 raise ConfigError(f"{w}: expected a list of rows [{', '.join(_COLUMNS)}]")
             pts = []
             for i, r in enumerate(rows):
-                if not isinstance(r, list) or len(r) not in (6, 8):
-                    raise ConfigError(f"{w}[{i}]: expected [{', '.join(_COLUMNS)}] (the last two optional)")
+                if not isinstance(r, list) or len(r) not in (6, 8, 9):
+                    raise ConfigError(f"{w}[{i}]: expected [{', '.join(_COLUMNS)}] (the last three optional)")
                 try:
                     pts.append(
                         MeasuredPoint(
@@ -447,6 +471,7 @@ class MeasuredCorrections:
                             str(r[5]),
                             None if len(r) < 8 or r[6] is None else float(r[6]),
                             None if len(r) < 8 or r[7] is None else float(r[7]),
+                            None if len(r) < 9 or r[8] is None else float(r[8]),
                         )
                     )
                 except (TypeError, ValueError):
@@ -463,7 +488,8 @@ class MeasuredCorrections:
 def apply_correction(result: Any, corr: Correction) -> Any:
     """A closed-loop result (any dataclass with ``ttft_ms``, ``tpot_ms``, ``e2e_ms``, ``throughput_tok_s``)
     with TTFT and TPOT scaled (their p90s too, when present); throughput and request rate follow Little's law
-    (clients / end-to-end latency); a ``notes`` tuple gets the correction's note."""
+    (clients / end-to-end latency), or the measured throughputs' own factor when the points have one; a
+    ``notes`` tuple gets the correction's note."""
     import dataclasses
 
     ttft = result.ttft_ms * corr.ttft_factor
@@ -471,6 +497,8 @@ def apply_correction(result: Any, corr: Correction) -> Any:
     steps = (result.e2e_ms - result.ttft_ms) / result.tpot_ms if result.tpot_ms > 0 else 0.0
     e2e = ttft + steps * tpot
     ratio = result.e2e_ms / e2e if e2e > 0 else 1.0
+    if corr.throughput_factor is not None:
+        ratio = corr.throughput_factor
     changes: dict[str, Any] = {
         "ttft_ms": ttft,
         "tpot_ms": tpot,

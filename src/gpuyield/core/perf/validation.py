@@ -548,8 +548,9 @@ def build_corrections(
                 st = _log_ratio(mt, sres.ttft_ms)
                 sd = _log_ratio(md, sres.tpot_ms)
         key = deployment_key(row, model_of, gpu_of)
+        ltp = _log_ratio(row.measured.get("throughput_tok_s"), res.throughput_tok_s)
         deps.setdefault(key.text(), []).append(
-            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, mid, st, sd)
+            MeasuredPoint(row.isl, row.osl, row.concurrency, lt, ld, mid, st, sd, ltp)
         )
     return MeasuredCorrections(
         deployments={k: tuple(v) for k, v in sorted(deps.items())},
