@@ -272,3 +272,13 @@ def test_bare_agg_row_without_tp_takes_the_smallest_replica_that_fits() -> None:
     r8, r1 = predict_row(small, cat.model, cat.gpu, cal), predict_row(one, cat.model, cat.gpu, cal)
     assert r8.running_seqs == 4 and r1.running_seqs == 32
     assert r8.tpot_ms < r1.tpot_ms and r8.throughput_tok_s > r1.throughput_tok_s
+
+
+def test_a_request_longer_than_the_models_context_gets_a_note():
+    p = _perf()
+    ctx = CAT.model("Qwen/Qwen3-32B").max_position_embeddings
+    long = estimate_closed_loop(p, ctx, 1024, 1)
+    assert any("exceeds Qwen/Qwen3-32B's context" in n for n in long.notes)
+    assert not any("context of" in n for n in estimate_closed_loop(p, 1024, 1024, 1).notes)
+    d = estimate_disaggregated(p, p, ctx, 1024, 1, num_prefill=1, num_decode=1)
+    assert any("exceeds" in n for n in d.notes)

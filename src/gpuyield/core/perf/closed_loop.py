@@ -84,6 +84,17 @@ def prefill_time_s(
     return wall, marg
 
 
+def _context_notes(perf: PerfModel, isl: int, osl: int) -> list[str]:
+    """A note when a request is longer than the model's context (engines refuse it unless extended)."""
+    ctx = getattr(perf.model, "max_position_embeddings", None)
+    if ctx and isl + osl > ctx:
+        return [
+            f"isl + osl = {isl + osl:,} tokens exceeds {perf.model.id}'s context of {ctx:,}: engines refuse such "
+            "requests unless the context is extended (e.g. rope scaling); the estimate assumes it was"
+        ]
+    return []
+
+
 def _check(isl: int, osl: int) -> None:
     if isl < 1:
         raise ConfigError(f"isl must be >= 1, got {isl}")
@@ -178,7 +189,7 @@ def estimate_closed_loop(
         queue_wait = (c - n) / rate if not offline else (c - n) / 2.0 / rate
     ttft = ttft_active + queue_wait + ec.ttft_overhead_s + ec.ttft_per_seq_s * (n - 1)
     e2e = ttft + (osl - 1) * tpot
-    notes: list[str] = list(perf.notes)
+    notes: list[str] = list(perf.notes) + _context_notes(perf, isl, osl)
     if limited != "concurrency":
         notes.append(f"admission limited by {limited}: {n} of {c} sequences run at once per replica")
     return ClosedLoopResult(
@@ -263,7 +274,7 @@ def estimate_disaggregated(
         lifetime = ttft + (osl - 1) * tpot
         rate = n * nd / lifetime
     ttft += prefill.engine_coeffs.ttft_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
-    notes = list(decode.notes)
+    notes = list(decode.notes) + _context_notes(decode, isl, osl)
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")
     return ClosedLoopResult(

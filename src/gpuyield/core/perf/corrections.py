@@ -64,6 +64,8 @@ __all__ = [
 # mape_median: the factor that minimises the kernel-weighted mean absolute percentage error over the
 #   neighbours, i.e. the weighted median of the ratios with weights w / ratio. Robust to neighbours in another
 #   regime (TTFT residuals are heavy-tailed where queueing sets in) and optimal for the error the goals use.
+# total kernel weight below which a query counts as uncorrected (the prior, 0.1, outweighs it 100 to 1)
+MIN_SUPPORT = 1e-3
 ESTIMATORS = ("log_mean", "mape_median")
 _COLUMNS = (
     "isl",
@@ -385,8 +387,8 @@ class MeasuredCorrections:
             res_tp.append(g.r_tput)
         w_all = np.concatenate(weights)
         n_points = int(np.count_nonzero(w_all))
-        if n_points == 0:
-            return None
+        if n_points == 0 or w_all.sum() < MIN_SUPPORT:
+            return None  # no measured point within reach: the correction would be 1 to within a per cent
         lt = _estimate(w_all, np.concatenate(res_t), s.prior_weight, s.ttft_estimator)
         ld = _estimate(w_all, np.concatenate(res_d), s.prior_weight, s.tpot_estimator)
         r_tp = np.concatenate(res_tp)
