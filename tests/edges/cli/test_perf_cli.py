@@ -285,6 +285,7 @@ def test_validate_json_shape_and_report(tmp_path):
         and "<svg" in text
         and "http" not in text.split("</title>")[1][:200]
     )
+    assert "per layout kind" in text and "per gpu" in text
 
 
 def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
