@@ -452,3 +452,32 @@ def plain_memory():  # type: ignore[no-untyped-def]
     from gpuyield.core.perf import PerfModel
 
     return PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu("h100_sxm"), tp=2).memory(0.9)
+
+
+def test_throughput_keeps_littles_law_unless_measured_throughputs_carry_the_query():
+    own = MeasuredPoint(1024, 1024, 16, math.log(2.0), math.log(2.0), "own")  # no throughput measured
+    far = MeasuredPoint(1024, 1024, 512, 0.0, 0.0, "far", None, None, math.log(0.5))
+    t = _table([own, far])
+    c = t.correct(KEY, 1024, 1024, 16)
+    assert c is not None and c.ttft_factor > 1.5 and c.throughput_factor is None
+    near = MeasuredPoint(1024, 1024, 16, math.log(2.0), math.log(2.0), "near", None, None, math.log(0.5))
+    t2 = _table([near])
+    c2 = t2.correct(KEY, 1024, 1024, 16)
+    assert c2 is not None and c2.throughput_factor is not None and c2.throughput_factor < 0.6
+    # the residual is measured against the analytic solver: the engine model's answer keeps Little's law
+    assert t2.correct(KEY, 1024, 1024, 16, method="sim").throughput_factor is None
+
+
+def test_merging_fills_in_a_throughput_the_base_point_lacked():
+    base = _table([MeasuredPoint(1024, 1024, 16, 0.1, 0.1, "m")])
+    more = _table([MeasuredPoint(1024, 1024, 16, 0.1, 0.1, "m", None, None, -0.3)])
+    (pts,) = base.merged(more).deployments.values()
+    assert len(pts) == 1 and pts[0].log_throughput == -0.3
+
+
+def test_file_form_rejects_infinite_residuals():
+    d = _table([MeasuredPoint(1024, 1024, 16, 0.1, 0.1, "m", None, None, -0.3)]).to_dict()
+    row = next(iter(d["deployments"].values()))[0]
+    row[8] = math.inf
+    with pytest.raises(ConfigError, match="finite"):
+        MeasuredCorrections.from_dict(d)

@@ -329,8 +329,14 @@ class MeasuredCorrections:
         measurement id, is not added twice). Settings stay this table's."""
         deps = {k: list(v) for k, v in self.deployments.items()}
         for k, pts in other.deployments.items():
-            have = {p.measurement_id for p in deps.get(k, ())}
-            deps.setdefault(k, []).extend(p for p in pts if p.measurement_id not in have)
+            mine = deps.setdefault(k, [])
+            where = {p.measurement_id: i for i, p in enumerate(mine)}
+            for p in pts:
+                i = where.get(p.measurement_id)
+                if i is None:
+                    mine.append(p)
+                elif mine[i].log_throughput is None and p.log_throughput is not None:
+                    mine[i] = p  # the same measurement, now with its throughput residual
         source = "; ".join(x for x in (self.source, other.source) if x)
         return MeasuredCorrections(
             deployments={k: tuple(v) for k, v in sorted(deps.items())},
@@ -349,7 +355,7 @@ class MeasuredCorrections:
         method: str = "analytic",
     ) -> Correction | None:
         """The correction at one query, or None when no measurement of this architecture/engine/precision
-        exists. ``method`` picks the residuals of the prediction being corrected (``analytic`` or ``sim``)."""
+        exists or none is within reach (total kernel weight below ``MIN_SUPPORT``). ``method`` picks the residuals of the prediction being corrected (``analytic`` or ``sim``)."""
         if method not in ("analytic", "sim"):
             raise ConfigError(f"corrections: method must be 'analytic' or 'sim', got '{method}'")
         groups = self._index.get((key.engine, key.architecture, key.precision))
@@ -393,7 +399,10 @@ class MeasuredCorrections:
         ld = _estimate(w_all, np.concatenate(res_d), s.prior_weight, s.tpot_estimator)
         r_tp = np.concatenate(res_tp)
         tput_factor = None
-        if np.count_nonzero(w_all[~np.isnan(r_tp)]):  # measured throughputs near the query
+        # throughput's own factor only where measured throughputs carry most of the support (else it follows
+        # TTFT/TPOT by Little's law); none stored against the engine model, so never for method="sim"
+        w_tp = float(w_all[~np.isnan(r_tp)].sum())
+        if method == "analytic" and w_tp > 0.5 * float(w_all.sum()):
             tput_factor = math.exp(_estimate(w_all, r_tp, s.prior_weight, "log_mean"))
         return Correction(math.exp(lt), math.exp(ld), float(w_all.sum()), n_points, same, tput_factor)
 
@@ -478,6 +487,8 @@ class MeasuredCorrections:
                     )
                 except (TypeError, ValueError):
                     raise ConfigError(f"{w}[{i}]: not numbers: {r!r}") from None
+                if any(isinstance(v, float) and math.isinf(v) for v in r[3:5] + r[6:]):
+                    raise ConfigError(f"{w}[{i}]: residuals must be finite, got {r!r}")
             deps[str(k)] = tuple(pts)
         return cls(
             deployments=deps,

@@ -689,6 +689,7 @@ def validate_rows(
                 rec["correction"] = {
                     "ttft_factor": corr.ttft_factor,
                     "tpot_factor": corr.tpot_factor,
+                    "throughput_factor": corr.throughput_factor,
                     "support": corr.support,
                 }
             for k in METRICS:

@@ -231,6 +231,7 @@ def _correction_record(corr: Any) -> dict[str, Any] | None:
     return {
         "ttft_factor": corr.ttft_factor,
         "tpot_factor": corr.tpot_factor,
+        "throughput_factor": corr.throughput_factor,
         "support": corr.support,
         "num_points": corr.num_points,
         "same_deployment": corr.same_deployment,

@@ -286,18 +286,18 @@ def run_profile(
 def _check_same_dtype(base: Path, version: str, dt_name: str) -> None:
     """Profiles of several models may share one --out (calibrate reads one table per device); profiles of
     different dtypes may not: calibrate would time both against one peak."""
-    for path, col in (
-        (base / "gemm" / "torch" / version / "gemm_perf.csv", "gemm_dtype"),
-        (base / "attention" / "torch" / version / "context_attention_perf.csv", "attn_dtype"),
+    for pattern, col in (
+        ("gemm/torch/*/gemm_perf.csv", "gemm_dtype"),
+        ("attention/torch/*/context_attention_perf.csv", "attn_dtype"),
     ):
-        if not path.exists():
-            continue
-        with open(path, newline="") as fh:
-            found = {str(v) for r in csv.DictReader(fh) if (v := r.get(col))}
+        found: set[str] = set()
+        for path in sorted(base.glob(pattern)):  # every torch version's table: calibrate reads the newest
+            with open(path, newline="") as fh:
+                found |= {str(v) for r in csv.DictReader(fh) if (v := r.get(col))}
         if found - {dt_name}:
             raise ConfigError(
                 f"--out {base.parent.parent}: already holds a {', '.join(sorted(found))} profile of this device "
-                f"({path.name}); profiling {dt_name} into it would mix the two. Use another --out"
+                f"({pattern.rsplit('/', 1)[-1]}); profiling {dt_name} into it would mix the two. Use another --out"
             )
 
 
@@ -305,14 +305,21 @@ def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> in
     """Write ``rows``, keeping an existing file's rows for shapes this run did not measure (profiles of
     several models into one directory add up). Returns how many earlier rows were kept."""
     new = [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
-    keys = {tuple(r[:-1]) for r in new}  # every column but the latency
+    shape = [i for i, c in enumerate(cols) if c not in ("framework", "version", "latency")]
+
+    def key(r: list[str]) -> tuple[str, ...]:  # what was measured: every column but who timed it and the time
+        return tuple(r[i] for i in shape)
+
+    keys = {key(r) for r in new}
     old: list[list[str]] = []
-    if path.exists():
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is not None and tuple(header) == cols:
-                old = [r for r in reader if len(r) == len(cols) and tuple(r[:-1]) not in keys]
+    # this version's table and any older torch version's (calibrate reads only the newest version directory)
+    for earlier in sorted(path.parent.parent.glob(f"*/{path.name}")):
+        with open(earlier, newline="") as fh:
+            for rec in csv.DictReader(fh):  # by column name: a table written with another column order still merges
+                r = [str(rec.get(c) or "") for c in cols]
+                if r[-1] and key(r) not in keys:
+                    keys.add(key(r))
+                    old.append(r)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
