@@ -393,7 +393,8 @@ class MeasuredCorrections:
             res_tp.append(g.r_tput)
         w_all = np.concatenate(weights)
         n_points = int(np.count_nonzero(w_all))
-        if n_points == 0 or w_all.sum() < MIN_SUPPORT:
+        support = float(w_all.sum())
+        if n_points == 0 or support < MIN_SUPPORT:
             return None  # no measured point within reach: the correction would be 1 to within a per cent
         lt = _estimate(w_all, np.concatenate(res_t), s.prior_weight, s.ttft_estimator)
         ld = _estimate(w_all, np.concatenate(res_d), s.prior_weight, s.tpot_estimator)
@@ -402,9 +403,9 @@ class MeasuredCorrections:
         # throughput's own factor only where measured throughputs carry most of the support (else it follows
         # TTFT/TPOT by Little's law); none stored against the engine model, so never for method="sim"
         w_tp = float(w_all[~np.isnan(r_tp)].sum())
-        if method == "analytic" and w_tp > 0.5 * float(w_all.sum()):
+        if method == "analytic" and w_tp > 0.5 * support:
             tput_factor = math.exp(_estimate(w_all, r_tp, s.prior_weight, "log_mean"))
-        return Correction(math.exp(lt), math.exp(ld), float(w_all.sum()), n_points, same, tput_factor)
+        return Correction(math.exp(lt), math.exp(ld), support, n_points, same, tput_factor)
 
     # ------------------------------------------------------------------ plain-data form
     def to_dict(self) -> dict[str, Any]:
