@@ -314,7 +314,7 @@ def test_validate_leaves_each_rows_own_measurement_out():
     assert res["rows"][0]["predicted_ttft_ms"] == plain["rows"][0]["predicted_ttft_ms"]
     # a repeated measurement of the same point (other values) is corrected by its twin
     twin = _row(1, ttft_ms="330", tpot_ms="21")
-    both = validate_rows([*rows, twin], CAT.model, CAT.gpu, cal)
+    both = validate_rows([*rows, twin], CAT.model, CAT.gpu, cal, leave_own_out=True)
     assert both["corrected_rows"] == 1
     rec = next(r for r in both["rows"] if r["row"] == 1)
     assert rec["predicted_ttft_ms"] != plain["rows"][0]["predicted_ttft_ms"]
@@ -333,11 +333,23 @@ def test_rows_outside_the_table_may_use_an_identical_training_measurement():
     train, test = [_row(0)], [_row(7)]  # the same measurement, recorded twice (a random split can part them)
     cal = dataclasses.replace(BASE, corrections=build_corrections(train, CAT.model, CAT.gpu, BASE))
     loo = validate_rows(test, CAT.model, CAT.gpu, cal)
-    assert loo["corrected_rows"] == 0  # by default a measurement never predicts itself
+    # every measured row of this file is in the table: it is the calibration's own data, scored leave-one-out
+    assert loo["own_rows"] == {"in_table": 1, "measured_rows": 1, "left_out": True, "decided": "auto"}
+    assert loo["corrected_rows"] == 0
     kept = validate_rows(test, CAT.model, CAT.gpu, cal, leave_own_out=False)
-    assert kept["corrected_rows"] == 1
+    assert kept["corrected_rows"] == 1 and kept["own_rows"]["decided"] == "asked"
     rec = kept["rows"][0]
     assert abs(rec["predicted_ttft_ms"] / 300 - 1) < abs(loo["rows"][0]["predicted_ttft_ms"] / 300 - 1)
+    # a file of new measurements that repeats one of the table's: the repeat is kept, automatically
+    new = [_row(7), _row(8, isl="2048", ttft_ms="520"), _row(9, isl="4096", ttft_ms="900")]
+    auto = validate_rows(new, CAT.model, CAT.gpu, cal)
+    assert auto["own_rows"] == {"in_table": 1, "measured_rows": 3, "left_out": False, "decided": "auto"}
+    assert next(r for r in auto["rows"] if r["row"] == 7)["predicted_ttft_ms"] == rec["predicted_ttft_ms"]
+    # and can be left out on request
+    asked = validate_rows(new, CAT.model, CAT.gpu, cal, leave_own_out=True)
+    assert next(r for r in asked["rows"] if r["row"] == 7)["predicted_ttft_ms"] == loo["rows"][0]["predicted_ttft_ms"]
+    # without measured points there is nothing to leave out
+    assert validate_rows(new, CAT.model, CAT.gpu, BASE)["own_rows"]["in_table"] == 0
 
 
 def test_corrections_move_predictions_towards_measurements():

@@ -545,6 +545,35 @@ def test_validate_reports_corrected_rows_and_can_turn_them_off(tmp_path):
     assert "leave-one-out" in report.read_text()
 
 
+def test_validate_uses_a_held_measurement_only_on_new_files(tmp_path):
+    mine = [
+        {**FIXTURE[0], "model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "h100_sxm", "num_gpus": "1", "tp": "1",
+         "layout": "agg tp1 pp1 adp1", "engine": "vllm", "precision": "bf16", "isl": "1024", "osl": "256",
+         "concurrency": str(c), "ttft_ms": str(ttft), "tpot_ms": str(tpot), "e2e_ms": "", "throughput_tok_s": ""}
+        for c, ttft, tpot in ((4, 90.0, 9.0), (8, 120.0, 10.5), (16, 170.0, 12.0), (32, 260.0, 14.0))
+    ]  # fmt: skip
+    train, held = tmp_path / "train.csv", tmp_path / "held.csv"
+    _write_csv(train, mine[:3])
+    _write_csv(held, mine[2:])  # one repeat of a training measurement, one new point
+    calib = tmp_path / "c.yaml"
+    r = _run(["calibrate", "--base", "shipped", "--measurements", str(train), "--no-fit", "--out", str(calib)])
+    assert r.exit_code == 0, r.output
+    base = ["validate", "--calibration", str(calib), "--report", "-", "--json"]
+    own = json.loads(_run([*base, "--measurements", str(train)]).stdout)
+    assert own["own_rows"] == {"in_table": 3, "measured_rows": 3, "left_out": True, "decided": "auto"}
+    new = json.loads(_run([*base, "--measurements", str(held)]).stdout)
+    assert new["own_rows"] == {"in_table": 1, "measured_rows": 2, "left_out": False, "decided": "auto"}
+    asked = json.loads(_run([*base, "--measurements", str(held), "--leave-own-out", "yes"]).stdout)
+    assert asked["own_rows"]["left_out"] and asked["own_rows"]["decided"] == "asked"
+    # the repeat is predicted from the measurement the calibration holds, unless it is left out
+    repeat_new, repeat_asked = new["rows"][0]["predicted_ttft_ms"], asked["rows"][0]["predicted_ttft_ms"]
+    assert abs(repeat_new / 170 - 1) < abs(repeat_asked / 170 - 1)
+    text = _run([*base[:-1], "--measurements", str(held)]).output
+    assert "not a leave-one-out error" in " ".join(text.split())
+    bad = _run([*base, "--measurements", str(held), "--leave-own-out", "maybe"])
+    assert bad.exit_code == 2 and "--leave-own-out" in bad.output
+
+
 def test_calibrate_no_fit_adds_measured_points_to_the_shipped_calibration(tmp_path):
     csv_path = tmp_path / "mine.csv"
     mine = [

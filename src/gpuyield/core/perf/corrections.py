@@ -324,6 +324,10 @@ class MeasuredCorrections:
     def __len__(self) -> int:
         return sum(len(v) for v in self.deployments.values())
 
+    def measurement_ids(self) -> frozenset[str]:
+        """Ids of the measurements the table holds (see :func:`measurement_id`)."""
+        return frozenset(p.measurement_id for pts in self.deployments.values() for p in pts if p.measurement_id)
+
     def merged(self, other: MeasuredCorrections) -> MeasuredCorrections:
         """This table plus ``other``'s points (same coefficients assumed; a point already present, by
         measurement id, is not added twice). Settings stay this table's."""

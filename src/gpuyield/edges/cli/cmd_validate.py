@@ -32,9 +32,12 @@ FLOPs or HBM bandwidth) is still scored, and listed in 'implausible' with the fl
 scores the rest). Also writes a self-contained HTML report with predicted-vs-measured plots.
 
 When the calibration holds measured operating points (the shipped one does: e2e_train.csv), predictions
-near measured points of the same architecture (model shape), engine and precision are corrected by them; a row's own measurement
-is always left out, so errors on the calibration's own rows are leave-one-out errors. --no-corrections
-scores the step-time model alone.
+near measured points of the same architecture (model shape), engine and precision are corrected by them.
+On the calibration's own data (a file of which at least 90% of the predicted rows are already in the table,
+measurement for measurement) each row's own measurement is left out, so the errors are leave-one-out errors,
+never a lookup. On any other file, a row whose identical measurement (same inputs, same TTFT and TPOT) the
+table holds keeps it: it is a repeat the calibration really has. --leave-own-out yes|no overrides the
+choice; the output says which was used. --no-corrections scores the step-time model alone.
 
 Examples:
 
@@ -64,6 +67,11 @@ def validate(
     corrections: bool = typer.Option(
         True, "--corrections/--no-corrections", help="Apply the calibration's measured operating points."
     ),
+    leave_own_out: str = typer.Option(
+        "auto",
+        "--leave-own-out",
+        help="auto (leave-one-out on the calibration's own data only), yes (always) or no (never).",
+    ),
 ) -> None:
     def body() -> None:
         from gpuyield.core.perf.validation import VALIDATION_METHODS, validate_rows
@@ -74,6 +82,9 @@ def validate(
 
         if method not in VALIDATION_METHODS:
             raise ConfigError(f"--method: expected one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
+        modes = {"auto": None, "yes": True, "no": False}
+        if leave_own_out not in modes:
+            raise ConfigError(f"--leave-own-out: expected one of auto, yes, no, got '{leave_own_out}'")
         cal = load_calibration(calibration)
         cat = load_catalog(catalog)
         invalid: list[dict[str, Any]] = []
@@ -89,6 +100,7 @@ def validate(
                 method=method,
                 invalid=invalid,
                 corrections=corrections,
+                leave_own_out=modes[leave_own_out],
             )
         if str(report) != "-":
             report.parent.mkdir(parents=True, exist_ok=True)
@@ -131,9 +143,16 @@ def validate(
                 f"without them: {_mapes(result['summary_plausible'])}); first: row {first['row']}: {first['reason']}"
             )
         if result["corrected_rows"]:
+            own = result["own_rows"]
+            how = (
+                "each without its own measurement"
+                if own["left_out"]
+                else "a measurement the table holds is used, this is not a leave-one-out error"
+            )
             console.print(
-                f"{result['corrected_rows']} rows corrected by measured operating points (each without its own "
-                f"measurement); the step-time model alone: {_mapes(result['summary_step_model'])}"
+                f"{result['corrected_rows']} rows corrected by measured operating points ({how}; "
+                f"{own['in_table']} of {own['measured_rows']} measured rows are in the table); "
+                f"the step-time model alone: {_mapes(result['summary_step_model'])}"
             )
         if "report" in result:
             console.print(f"[dim]report: {result['report']}[/dim]")

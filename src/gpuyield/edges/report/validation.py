@@ -111,6 +111,16 @@ def _table(title: str, groups: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "".join(out)
 
 
+def _own_rows_text(own: dict[str, Any] | None) -> str:
+    """How the report's rows relate to the calibration's own measurements (``validate_rows``' ``own_rows``)."""
+    if own is None or own["left_out"]:
+        return ", each without its own measurement (leave-one-out)."
+    return (
+        f"; {own['in_table']} of the {own['measured_rows']} measured rows are measurements the calibration holds"
+        " and were used as such (this file is not the calibration's own data: not a leave-one-out error)."
+    )
+
+
 def render_validation_html(result: dict[str, Any], title: str = "gpuyield validate") -> str:
     """The whole report as one HTML string."""
     rows = result["rows"]
@@ -131,8 +141,8 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
         f"({len(result['unsupported'])} unsupported). Errors are |predicted − measured| / measured; bias is the "
         "mean signed relative error."
         + (
-            f" {result['corrected_rows']} rows were corrected by the calibration's measured operating points, "
-            "each without its own measurement (leave-one-out)."
+            f" {result['corrected_rows']} rows were corrected by the calibration's measured operating points"
+            + _own_rows_text(result.get("own_rows"))
             if result.get("corrected_rows")
             else ""
         )
