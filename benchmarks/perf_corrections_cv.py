@@ -10,8 +10,10 @@ chooses what a fold holds out as a whole:
 - ``model-gpu``: every row of a model on one GPU: a measured model on a GPU it was not measured on;
 - ``model``: every row of a model: unseen models, which the corrections leave alone (the step-time model);
 - ``row``: single rows at random, as a random held-out split of a measurement file would fall. A row the
-  file holds twice (AIConfigurator's sample repeats about a third of its rows verbatim) can then be on both
-  sides, and the training copy is used (``validate_rows(leave_own_out=False)``): the table really holds it.
+  file holds twice (AIConfigurator's sample repeats about a fifth of its rows verbatim) can then be on both
+  sides, and the training copy is used: the table really holds it. Each fold is scored as ``gpuyield validate``
+  scores a file (``--leave-own-out auto``: a fold is not the table's own data, so nothing is left out);
+  ``--leave-own-out yes`` scores it as ``validate`` did before 2026-12-06 (a held repeat thrown away).
 
 ``--set name=value`` overrides a ``CorrectionSettings`` field (repeatable), to compare kernel settings.
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a correction setting")
+    ap.add_argument("--leave-own-out", choices=("auto", "yes", "no"), default="auto", help="as gpuyield validate's")
     args = ap.parse_args()
     t0 = time.time()
     cat = default_catalog()
@@ -106,7 +109,8 @@ def main() -> None:
         train_ids = {row_measurement_id(r) for r in train}
         id_of = {r.index: row_measurement_id(r) for r in test}
         for name, c in (("model only", cal), ("with corrections", dataclasses.replace(cal, corrections=table))):
-            res = validate_rows(test, model_of, gpu_of, c, leave_own_out=args.group != "row")
+            mode = {"auto": None, "yes": True, "no": False}[args.leave_own_out]
+            res = validate_rows(test, model_of, gpu_of, c, leave_own_out=mode)
             if name == "with corrections":
                 corrected += res["corrected_rows"]
             for rec in res["rows"]:
@@ -125,6 +129,7 @@ def main() -> None:
         "folds": args.folds,
         "refit": args.refit,
         "settings": dataclasses.asdict(settings),
+        "leave_own_out": args.leave_own_out,
         "rows": len(rows),
         "corrected_rows": corrected,
         "summary": {name: {m: error_summary(v) for m, v in p.items()} for name, p in pairs.items()},
