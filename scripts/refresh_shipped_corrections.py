@@ -5,14 +5,21 @@ measured operating points are recomputed under those coefficients from the measu
 settings the file already holds (or the defaults). Run it after changing the coefficients or the model:
 
     python scripts/refresh_shipped_corrections.py ../shared/data/measurements/e2e_train.csv
+
+To change the interpolation settings too, give them with ``--set name=value`` (repeatable; ``null`` for None)
+and say why with ``--why TEXT`` (appended, dated, to the settings' ``source``):
+
+    python scripts/refresh_shipped_corrections.py ../shared/data/measurements/e2e_train.csv \
+        --set slope_ridge=1 --why "local-linear: ..."
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
-import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,12 +46,33 @@ SETTINGS_SOURCE = (
 )
 
 
+def _value(name: str, text: str) -> Any:
+    """A ``--set`` value as the settings field wants it."""
+    if text == "null":
+        return None
+    return text if name.endswith("estimator") else float(text)
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    csv = Path(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("csv", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change a correction setting")
+    ap.add_argument("--why", default="", help="why the settings changed (appended to their source)")
+    args = ap.parse_args()
+    if args.set and not args.why:
+        ap.error("--set needs --why: the settings' source says how each was chosen")
+    csv = args.csv
     cal = default_calibration()
     settings = cal.corrections.settings if cal.corrections is not None else CorrectionSettings(source=SETTINGS_SOURCE)
+    changes: dict[str, Any] = {}
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or name not in CorrectionSettings.__dataclass_fields__ or name == "source":
+            ap.error(f"--set {item}: expected NAME=VALUE with NAME a correction setting")
+        changes[name] = _value(name, text)
+    if changes:
+        today = datetime.date.today().isoformat()
+        settings = dataclasses.replace(settings, **changes, source=f"{settings.source}; {args.why}, {today}")
     base = dataclasses.replace(cal, corrections=None)
     model_of, gpu_of = lookups(default_catalog(), base)
     table = build_corrections(

@@ -67,6 +67,27 @@ def test_inside_measured_points_the_factor_is_the_measured_residual():
     assert c.support > 1.0 and c.num_points == 10
 
 
+def test_local_linear_follows_the_trend_at_the_edge_of_the_measured_points():
+    # the TTFT residual grows with concurrency: log ratio = 0.3 * log2(c / 4), measured at c = 4 .. 64
+    pts = [MeasuredPoint(1024, 1024, c, 0.3 * math.log2(c / 4), 0.0, f"c{c}") for c in (4, 8, 16, 32, 64)]
+    linear = _table(pts)
+    flat = _table(pts, settings=dataclasses.replace(MEAN, slope_ridge=None))
+    for c in (4, 64):  # both edges: local-constant is pulled towards the middle of its neighbours
+        truth = 0.3 * math.log2(c / 4)
+        lin, cst = linear.correct(KEY, 1024, 1024, c), flat.correct(KEY, 1024, 1024, c)
+        assert lin is not None and cst is not None
+        assert abs(math.log(lin.ttft_factor) - truth) < 0.7 * abs(math.log(cst.ttft_factor) - truth)
+    # inside the points, with a symmetric neighbourhood, both agree closely
+    mid_lin, mid_cst = linear.correct(KEY, 1024, 1024, 16), flat.correct(KEY, 1024, 1024, 16)
+    assert mid_lin is not None and mid_cst is not None
+    assert math.log(mid_lin.ttft_factor) == pytest.approx(math.log(mid_cst.ttft_factor), abs=0.03)
+    # a flat residual has no slope to take out
+    assert linear.correct(KEY, 1024, 1024, 64).tpot_factor == pytest.approx(1.0)  # type: ignore[union-attr]
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="slope_ridge"):
+            CorrectionSettings(slope_ridge=bad)
+
+
 def test_far_from_measured_points_the_correction_shrinks_to_none():
     t = _table(_grid(math.log(2.0), math.log(0.8)))
     near = t.correct(KEY, 1024, 1024, 16)
@@ -262,12 +283,15 @@ def test_file_form_round_trips_and_rejects_bad_input():
     back = calibration_from_dict(calibration_to_dict(cal))
     assert back.corrections is not None and len(back.corrections) == len(t)
     assert back.corrections.settings == t.settings
+    flat = _table(_grid(0.3, 0.1), settings=dataclasses.replace(MEAN, slope_ridge=None))  # local-constant: null
+    assert MeasuredCorrections.from_dict(flat.to_dict()).settings.slope_ridge is None
     a, b = t.correct(KEY, 2000, 1000, 10), back.corrections.correct(KEY, 2000, 1000, 10)
     assert a is not None and b is not None and a.ttft_factor == pytest.approx(b.ttft_factor, rel=1e-4)
     d = t.to_dict()
     for bad, match in (
         ({**d, "settings": {**d["settings"], "ttft_estimator": "mode"}}, "ttft_estimator"),
         ({**d, "settings": {**d["settings"], "scale_log_isl": -1}}, "scale_log_isl"),
+        ({**d, "settings": {**d["settings"], "slope_ridge": 0}}, "slope_ridge"),
         ({**d, "extra": 1}, "unknown"),
         ({**d, "deployments": {"a|b": []}}, "deployment key"),
         ({**d, "deployments": {"a|b|c|d|e|f|x": []}}, "num_gpus must be an integer"),

@@ -21,14 +21,19 @@ Rules:
   physics model alone, never another architecture's residual.
 - The correction shrinks towards none as the query moves away from the measured points: a prior of weight
   ``prior_weight`` at zero residual joins the neighbours, so a far query is barely corrected.
+- The interpolation is local-linear (``slope_ridge``): the neighbours' weighted slope over log ISL, OSL and
+  concurrency, shrunk towards zero by a ridge, is taken out of their residuals before they are averaged, so a
+  query at the edge of its measured points (the highest concurrency measured, say) follows their trend
+  instead of being pulled towards their middle.
 - A measurement of the queried deployment at the queried operating point itself (same ISL, OSL and
   concurrency) gets ``same_point_weight`` on top of its kernel weight: a repeat of the query is better
   evidence than its neighbours. (A row repeated verbatim is one measurement: ``build_corrections`` stores it
   once.)
 - Residuals belong to the coefficients they were measured under: the table keeps their fingerprint and the
   calibration loader refuses a table whose coefficients changed.
-- A measurement never predicts itself: ``exclude`` drops points by measurement id (``validate`` passes the id
-  of the row it predicts, so errors it reports on the calibration's own rows are leave-one-out errors).
+- A measurement never predicts itself: ``exclude`` drops points by measurement id (on the calibration's own
+  rows ``validate`` passes the id of the row it predicts, so the errors it reports there are leave-one-out
+  errors).
 
 Pure: plain data in, plain data out; the YAML form is read and written by the calibration module.
 """
@@ -84,8 +89,8 @@ _COLUMNS = (
 class CorrectionSettings:
     """Kernel length scales (natural-log units) and penalties; chosen by grouped cross-validation."""
 
-    scale_log_isl: float = 0.5
-    scale_log_osl: float = 0.5
+    scale_log_isl: float = 0.8
+    scale_log_osl: float = 0.8
     scale_log_concurrency: float = 0.7
     other_model_penalty: float = 2.0
     # another layout on the same GPU: min(other_layout_penalty, near_layout_penalty + layout_distance_penalty x
@@ -96,6 +101,10 @@ class CorrectionSettings:
     layout_distance_penalty: float = 1.0
     other_gpu_penalty: float = 16.0
     prior_weight: float = 0.1
+    # local-linear correction: the kernel-weighted residuals' slope in log ISL/OSL/concurrency (in kernel length
+    # units), shrunk towards zero by this ridge weight, is taken out before the estimator, so a query at the
+    # edge of its measured points is not pulled towards their middle; None: local-constant (no slope)
+    slope_ridge: float | None = 1.0
     # extra kernel weight of a point measured on the queried deployment at the queried operating point itself
     # (same ISL, OSL and concurrency): a repeat of the query outweighs its neighbours
     same_point_weight: float = 1.0
@@ -110,6 +119,12 @@ class CorrectionSettings:
                 raise ConfigError(
                     f"corrections.settings.{name}: expected one of {', '.join(ESTIMATORS)}, got {getattr(self, name)!r}"
                 )
+        if self.slope_ridge is not None and not (
+            isinstance(self.slope_ridge, (int, float)) and math.isfinite(self.slope_ridge) and self.slope_ridge > 0
+        ):
+            raise ConfigError(
+                f"corrections.settings.slope_ridge: expected a positive number or null, got {self.slope_ridge!r}"
+            )
         for name in ("scale_log_isl", "scale_log_osl", "scale_log_concurrency", "prior_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -212,6 +227,22 @@ class Correction:
             f"{tput} (kernel support {self.support:.2g} of {self.num_points} points"
             f"{'' if self.same_deployment else ', none of this exact layout'})"
         )
+
+
+def _detrend(w: np.ndarray, dx: np.ndarray, r: np.ndarray, ridge: float) -> np.ndarray:
+    """``r`` minus its weighted local slope in ``dx`` (offsets from the query, kernel units): a weighted least-
+    squares fit of ``r ~ a + b . dx`` with a ridge of ``ridge`` on ``b``; NaN residuals stay NaN."""
+    ok = ~np.isnan(r)
+    if np.count_nonzero(ok) < 2:
+        return r
+    w, x, y = w[ok], dx[ok], r[ok]
+    design = np.hstack([np.ones((len(y), 1)), x])
+    a = design.T @ (design * w[:, None])
+    a[1:, 1:] += ridge * np.eye(x.shape[1])
+    coef = np.linalg.solve(a + 1e-12 * np.eye(len(a)), design.T @ (w * y))
+    out = r.copy()
+    out[ok] = y - x @ coef[1:]
+    return out
 
 
 def _estimate(w: np.ndarray, r: np.ndarray, prior_weight: float, estimator: str) -> float:
@@ -373,6 +404,7 @@ class MeasuredCorrections:
         res_t: list[np.ndarray] = []
         res_d: list[np.ndarray] = []
         res_tp: list[np.ndarray] = []
+        xs: list[np.ndarray] = []
         same = False
         for g in groups:
             pen = 0.0 if g.key.model == key.model else s.other_model_penalty
@@ -392,6 +424,7 @@ class MeasuredCorrections:
                 w = np.where([i in skip for i in g.ids], 0.0, w)
             same = same or (g.key == key and bool(np.count_nonzero(w)))
             weights.append(w)
+            xs.append((g.x - q) / scale)
             res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
             res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
             res_tp.append(g.r_tput)
@@ -400,8 +433,12 @@ class MeasuredCorrections:
         support = float(w_all.sum())
         if n_points == 0 or support < MIN_SUPPORT:
             return None  # no measured point within reach: the correction would be 1 to within a per cent
-        lt = _estimate(w_all, np.concatenate(res_t), s.prior_weight, s.ttft_estimator)
-        ld = _estimate(w_all, np.concatenate(res_d), s.prior_weight, s.tpot_estimator)
+        r_t, r_d = np.concatenate(res_t), np.concatenate(res_d)
+        if s.slope_ridge is not None:
+            dx = np.concatenate(xs)
+            r_t, r_d = _detrend(w_all, dx, r_t, s.slope_ridge), _detrend(w_all, dx, r_d, s.slope_ridge)
+        lt = _estimate(w_all, r_t, s.prior_weight, s.ttft_estimator)
+        ld = _estimate(w_all, r_d, s.prior_weight, s.tpot_estimator)
         r_tp = np.concatenate(res_tp)
         tput_factor = None
         # throughput's own factor only where measured throughputs carry most of the support (else it follows
@@ -427,6 +464,7 @@ class MeasuredCorrections:
                 "layout_distance_penalty": s.layout_distance_penalty,
                 "other_gpu_penalty": s.other_gpu_penalty,
                 "prior_weight": s.prior_weight,
+                "slope_ridge": s.slope_ridge,
                 "same_point_weight": s.same_point_weight,
                 "ttft_estimator": s.ttft_estimator,
                 "tpot_estimator": s.tpot_estimator,
