@@ -110,7 +110,7 @@ class CorrectionSettings:
     same_point_weight: float = 1.0
     # how the kernel-weighted residuals become one factor (see ESTIMATORS)
     ttft_estimator: str = "mape_median"
-    tpot_estimator: str = "log_mean"
+    tpot_estimator: str = "mape_median"
     source: str = "defaults"
 
     def __post_init__(self) -> None:
