@@ -433,13 +433,12 @@ class MeasuredCorrections:
         support = float(w_all.sum())
         if n_points == 0 or support < MIN_SUPPORT:
             return None  # no measured point within reach: the correction would be 1 to within a per cent
-        r_t, r_d = np.concatenate(res_t), np.concatenate(res_d)
+        r_t, r_d, r_tp = np.concatenate(res_t), np.concatenate(res_d), np.concatenate(res_tp)
         if s.slope_ridge is not None:
             dx = np.concatenate(xs)
-            r_t, r_d = _detrend(w_all, dx, r_t, s.slope_ridge), _detrend(w_all, dx, r_d, s.slope_ridge)
+            r_t, r_d, r_tp = (_detrend(w_all, dx, r, s.slope_ridge) for r in (r_t, r_d, r_tp))
         lt = _estimate(w_all, r_t, s.prior_weight, s.ttft_estimator)
         ld = _estimate(w_all, r_d, s.prior_weight, s.tpot_estimator)
-        r_tp = np.concatenate(res_tp)
         tput_factor = None
         # throughput's own factor only where measured throughputs carry most of the support (else it follows
         # TTFT/TPOT by Little's law); none stored against the engine model, so never for method="sim"
