@@ -15,7 +15,8 @@ chooses what a fold holds out as a whole:
   scores a file (``--leave-own-out auto``: a fold is not the table's own data, so nothing is left out);
   ``--leave-own-out yes`` scores it as ``validate`` did before 2026-12-06 (a held repeat thrown away).
 
-``--set name=value`` overrides a ``CorrectionSettings`` field (repeatable), to compare kernel settings.
+``--set name=value`` overrides a ``CorrectionSettings`` field (repeatable; ``null`` for an optional one, e.g.
+``slope_ridge=null`` for the local-constant interpolation), to compare kernel settings.
 
 With ``--refit`` the engine constants are also refitted on the training folds (``fit_engines``, slow: about
 two minutes a fold here); without it the shipped constants are used, which saw every row (the correction is
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf.calibration import default_calibration
-from gpuyield.core.perf.corrections import CorrectionSettings
+from gpuyield.core.perf.corrections import CorrectionSettings, settings_with
 from gpuyield.core.perf.validation import (
     build_corrections,
     deployment_key,
@@ -66,10 +67,10 @@ def main() -> None:
     model_of, gpu_of = lookups(cat, base)
 
     settings = shipped.corrections.settings if shipped.corrections else CorrectionSettings()
-    for item in args.set:
-        name, _, value = item.partition("=")
-        text_field = name.endswith("estimator") or name == "source"
-        settings = dataclasses.replace(settings, **{name: value if text_field else float(value)})
+    try:
+        settings = settings_with(settings, args.set)
+    except GpuyieldError as exc:
+        ap.error(str(exc))
 
     def group_of(r):  # type: ignore[no-untyped-def]
         if args.group == "row":

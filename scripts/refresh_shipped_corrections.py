@@ -19,15 +19,15 @@ import argparse
 import dataclasses
 import datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf.calibration import default_calibration
-from gpuyield.core.perf.corrections import CorrectionSettings
+from gpuyield.core.perf.corrections import CorrectionSettings, settings_with
 from gpuyield.core.perf.validation import build_corrections
 from gpuyield.edges.perf.calibrate import load_measurements, lookups
+from gpuyield.errors import GpuyieldError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src/gpuyield/core/perf/data/calibration.yaml"
 MARK = "# Measured operating points"
@@ -46,33 +46,24 @@ SETTINGS_SOURCE = (
 )
 
 
-def _value(name: str, text: str) -> Any:
-    """A ``--set`` value as the settings field wants it."""
-    if text == "null":
-        return None
-    return text if name.endswith("estimator") else float(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("csv", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change a correction setting")
     ap.add_argument("--why", default="", help="why the settings changed (appended to their source)")
     args = ap.parse_args()
-    if args.set and not args.why:
-        ap.error("--set needs --why: the settings' source says how each was chosen")
+    if bool(args.set) != bool(args.why):
+        ap.error("--set and --why go together: the settings' source says how each was chosen")
     csv = args.csv
     cal = default_calibration()
     settings = cal.corrections.settings if cal.corrections is not None else CorrectionSettings(source=SETTINGS_SOURCE)
-    changes: dict[str, Any] = {}
-    for item in args.set:
-        name, sep, text = item.partition("=")
-        if not sep or name not in CorrectionSettings.__dataclass_fields__ or name == "source":
-            ap.error(f"--set {item}: expected NAME=VALUE with NAME a correction setting")
-        changes[name] = _value(name, text)
-    if changes:
+    if args.set:
+        try:
+            changed = settings_with(settings, args.set)
+        except GpuyieldError as exc:
+            ap.error(str(exc))
         today = datetime.date.today().isoformat()
-        settings = dataclasses.replace(settings, **changes, source=f"{settings.source}; {args.why}, {today}")
+        settings = dataclasses.replace(changed, source=f"{settings.source}; {args.why}, {today}")
     base = dataclasses.replace(cal, corrections=None)
     model_of, gpu_of = lookups(default_catalog(), base)
     table = build_corrections(

@@ -23,6 +23,7 @@ from gpuyield.core.perf.corrections import (
     _layout_distance,
     apply_correction,
     architecture_id,
+    settings_with,
 )
 from gpuyield.core.perf.validation import build_corrections, deployment_key, row_from_mapping, validate_rows
 from gpuyield.errors import ConfigError
@@ -67,22 +68,47 @@ def test_inside_measured_points_the_factor_is_the_measured_residual():
     assert c.support > 1.0 and c.num_points == 10
 
 
-def test_local_linear_follows_the_trend_at_the_edge_of_the_measured_points():
-    # the TTFT residual grows with concurrency: log ratio = 0.3 * log2(c / 4), measured at c = 4 .. 64
-    pts = [MeasuredPoint(1024, 1024, c, 0.3 * math.log2(c / 4), 0.0, f"c{c}") for c in (4, 8, 16, 32, 64)]
-    linear = _table(pts)
-    flat = _table(pts, settings=dataclasses.replace(MEAN, slope_ridge=None))
-    for c in (4, 64):  # both edges: local-constant is pulled towards the middle of its neighbours
-        truth = 0.3 * math.log2(c / 4)
-        lin, cst = linear.correct(KEY, 1024, 1024, c), flat.correct(KEY, 1024, 1024, c)
+@pytest.mark.parametrize("estimator", ["log_mean", "mape_median"])
+@pytest.mark.parametrize("axis", ["concurrency", "isl"])
+def test_local_linear_follows_the_trend_at_the_edge_of_the_measured_points(estimator, axis):
+    # the TTFT residual grows along one axis: log ratio = 0.3 * log2(v / 4), measured at v = 4 .. 64 (x 64 for isl)
+    unit = 64 if axis == "isl" else 1
+    settings = CorrectionSettings(ttft_estimator=estimator, tpot_estimator=estimator)
+
+    def point(v: int) -> MeasuredPoint:
+        isl, c = (v * unit, 16) if axis == "isl" else (1024, v)
+        return MeasuredPoint(isl, 1024, c, 0.3 * math.log2(v / 4), 0.2, f"v{v}")
+
+    def query(table: MeasuredCorrections, v: int):  # type: ignore[no-untyped-def]
+        return table.correct(KEY, v * unit, 1024, 16) if axis == "isl" else table.correct(KEY, 1024, 1024, v)
+
+    pts = [point(v) for v in (4, 8, 16, 32, 64)]
+    linear = _table(pts, settings=settings)
+    flat = _table(pts, settings=dataclasses.replace(settings, slope_ridge=None))
+    for v in (5, 56):  # near both edges: local-constant is pulled towards the middle of its neighbours
+        truth = 0.3 * math.log2(v / 4)
+        lin, cst = query(linear, v), query(flat, v)
         assert lin is not None and cst is not None
-        assert abs(math.log(lin.ttft_factor) - truth) < 0.7 * abs(math.log(cst.ttft_factor) - truth)
-    # inside the points, with a symmetric neighbourhood, both agree closely
-    mid_lin, mid_cst = linear.correct(KEY, 1024, 1024, 16), flat.correct(KEY, 1024, 1024, 16)
-    assert mid_lin is not None and mid_cst is not None
-    assert math.log(mid_lin.ttft_factor) == pytest.approx(math.log(mid_cst.ttft_factor), abs=0.03)
-    # a flat residual has no slope to take out
-    assert linear.correct(KEY, 1024, 1024, 64).tpot_factor == pytest.approx(1.0)  # type: ignore[union-attr]
+        assert abs(math.log(lin.ttft_factor) - truth) < 0.75 * abs(math.log(cst.ttft_factor) - truth)
+        # a constant residual has no slope to take out: the same factor either way
+        assert lin.tpot_factor == pytest.approx(cst.tpot_factor, rel=1e-9) and lin.tpot_factor > 1.1
+
+
+def test_local_linear_is_finite_on_degenerate_neighbourhoods():
+    one = _table([MeasuredPoint(1024, 1024, 16, 0.4, -0.1, "a")])  # one point: no slope to fit
+    c = one.correct(KEY, 1024, 1024, 32)
+    assert c is not None and 1.0 < c.ttft_factor < math.exp(0.4) and c.tpot_factor < 1.0
+    same_x = _table([MeasuredPoint(1024, 1024, 16, r, r, f"s{i}") for i, r in enumerate((0.1, 0.5, 0.9))])
+    c = same_x.correct(KEY, 1024, 1024, 16)
+    assert c is not None and math.isfinite(c.ttft_factor) and 1.0 < c.ttft_factor < math.exp(0.9)
+    # a steep trend far from the query: the extrapolated residuals of nearly weightless points stay finite
+    steep = _table([MeasuredPoint(1024, 1024, c, 400.0 * math.log2(c), -400.0 * math.log2(c), f"c{c}") for c in
+                    (1, 2, 4)], settings=CorrectionSettings())  # fmt: skip
+    c = steep.correct(KEY, 1024, 1024, 2)
+    assert c is not None and all(math.isfinite(f) and f > 0 for f in (c.ttft_factor, c.tpot_factor))
+    # a weightless point with an extrapolated residual beyond exp's range neither counts nor overflows
+    assert _estimate(np.array([0.0, 1.0]), np.array([-800.0, 0.1]), 0.1, "mape_median") == pytest.approx(0.1)
+    assert _estimate(np.array([1.0, 1.0]), np.array([-800.0, 0.1]), 0.1, "mape_median") == pytest.approx(-800.0)
     for bad in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ConfigError, match="slope_ridge"):
             CorrectionSettings(slope_ridge=bad)
@@ -372,8 +398,8 @@ def test_rows_outside_the_table_may_use_an_identical_training_measurement():
     # and can be left out on request
     asked = validate_rows(new, CAT.model, CAT.gpu, cal, leave_own_out=True)
     assert next(r for r in asked["rows"] if r["row"] == 7)["predicted_ttft_ms"] == loo["rows"][0]["predicted_ttft_ms"]
-    # without measured points there is nothing to leave out
-    assert validate_rows(new, CAT.model, CAT.gpu, BASE)["own_rows"]["in_table"] == 0
+    # without measured points there is nothing to leave out, whatever is asked
+    assert validate_rows(new, CAT.model, CAT.gpu, BASE, leave_own_out=True)["own_rows"]["left_out"] is False
 
 
 def test_corrections_move_predictions_towards_measurements():
@@ -517,3 +543,20 @@ def test_file_form_rejects_infinite_residuals():
     row[8] = math.inf
     with pytest.raises(ConfigError, match="finite"):
         MeasuredCorrections.from_dict(d)
+
+
+def test_settings_overrides_parse_numbers_estimators_and_null():
+    base = CorrectionSettings()
+    s = settings_with(base, ["slope_ridge=null", "tpot_estimator=log_mean", "scale_log_isl=1.5"])
+    assert s.slope_ridge is None and s.tpot_estimator == "log_mean" and s.scale_log_isl == 1.5
+    assert settings_with(base, []) == base
+    for bad, match in (
+        (["nope=1"], "NAME=VALUE"),
+        (["slope_ridge"], "NAME=VALUE"),
+        (["source=x"], "NAME=VALUE"),
+        (["same_point_weight=abc"], "takes a number"),
+        (["scale_log_isl=null"], "scale_log_isl"),
+        (["ttft_estimator=mode"], "ttft_estimator"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            settings_with(base, bad)

@@ -550,26 +550,41 @@ def test_validate_uses_a_held_measurement_only_on_new_files(tmp_path):
         {**FIXTURE[0], "model": "meta-llama/Llama-3.1-8B-Instruct", "gpu": "h100_sxm", "num_gpus": "1", "tp": "1",
          "layout": "agg tp1 pp1 adp1", "engine": "vllm", "precision": "bf16", "isl": "1024", "osl": "256",
          "concurrency": str(c), "ttft_ms": str(ttft), "tpot_ms": str(tpot), "e2e_ms": "", "throughput_tok_s": ""}
-        for c, ttft, tpot in ((4, 90.0, 9.0), (8, 120.0, 10.5), (16, 170.0, 12.0), (32, 260.0, 14.0))
+        for c, ttft, tpot in ((4, 90.0, 9.0), (8, 120.0, 10.5), (16, 170.0, 12.0), (32, 260.0, 14.0),
+                              (64, 420.0, 17.0))
     ]  # fmt: skip
-    train, held = tmp_path / "train.csv", tmp_path / "held.csv"
+    train, held, mixed = tmp_path / "train.csv", tmp_path / "held.csv", tmp_path / "mixed.csv"
     _write_csv(train, mine[:3])
-    _write_csv(held, mine[2:])  # one repeat of a training measurement, one new point
+    _write_csv(held, mine[2:])  # one repeat of a training measurement, two new points
+    _write_csv(mixed, mine[1:4])  # two repeats, one new point
     calib = tmp_path / "c.yaml"
     r = _run(["calibrate", "--base", "shipped", "--measurements", str(train), "--no-fit", "--out", str(calib)])
     assert r.exit_code == 0, r.output
     base = ["validate", "--calibration", str(calib), "--report", "-", "--json"]
     own = json.loads(_run([*base, "--measurements", str(train)]).stdout)
     assert own["own_rows"] == {"in_table": 3, "measured_rows": 3, "left_out": True, "decided": "auto"}
+    # offline rows are never in the table: they do not count against a file being the calibration's own
+    offline = tmp_path / "own_offline.csv"
+    _write_csv(offline, [*mine[:3], *({**m, "concurrency": "offline", "num_requests": "64"} for m in mine[:3])])
+    assert json.loads(_run([*base, "--measurements", str(offline)]).stdout)["own_rows"]["left_out"]
     new = json.loads(_run([*base, "--measurements", str(held)]).stdout)
-    assert new["own_rows"] == {"in_table": 1, "measured_rows": 2, "left_out": False, "decided": "auto"}
+    assert new["own_rows"] == {"in_table": 1, "measured_rows": 3, "left_out": False, "decided": "auto"}
     asked = json.loads(_run([*base, "--measurements", str(held), "--leave-own-out", "yes"]).stdout)
     assert asked["own_rows"]["left_out"] and asked["own_rows"]["decided"] == "asked"
     # the repeat is predicted from the measurement the calibration holds, unless it is left out
     repeat_new, repeat_asked = new["rows"][0]["predicted_ttft_ms"], asked["rows"][0]["predicted_ttft_ms"]
     assert abs(repeat_new / 170 - 1) < abs(repeat_asked / 170 - 1)
-    text = _run([*base[:-1], "--measurements", str(held)]).output
-    assert "not a leave-one-out error" in " ".join(text.split())
+    text = " ".join(_run([*base[:-1], "--measurements", str(held)]).output.split())
+    assert "not a leave-one-out error" in text and "note:" not in text
+    # mostly held rows, but fewer than 90 %: scored as new data, with a note saying how to score it otherwise
+    mix = json.loads(_run([*base, "--measurements", str(mixed)]).stdout)["own_rows"]
+    assert mix["in_table"] == 2 and not mix["left_out"] and "--leave-own-out yes" in mix["note"]
+    assert "note:" in " ".join(_run([*base[:-1], "--measurements", str(mixed)]).output.split())
+    # the report says why it is not leave-one-out
+    report = tmp_path / "r.html"
+    r = _run([*base[:2], str(calib), "--report", str(report), "--measurements", str(train), "--leave-own-out", "no"])
+    assert r.exit_code == 0, r.output
+    assert "as asked (--leave-own-out no)" in report.read_text()
     bad = _run([*base, "--measurements", str(held), "--leave-own-out", "maybe"])
     assert bad.exit_code == 2 and "--leave-own-out" in bad.output
 

@@ -40,6 +40,7 @@ Pure: plain data in, plain data out; the YAML form is read and written by the ca
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -92,6 +93,10 @@ class CorrectionSettings:
     scale_log_isl: float = 0.8
     scale_log_osl: float = 0.8
     scale_log_concurrency: float = 0.7
+    # TPOT's own ISL/OSL length scales (None: the ones above). Decode speed varies more slowly with the prompt
+    # and output length than the first token does, so its residuals can be pooled over a wider neighbourhood.
+    tpot_scale_log_isl: float | None = None
+    tpot_scale_log_osl: float | None = None
     other_model_penalty: float = 2.0
     # another layout on the same GPU: min(other_layout_penalty, near_layout_penalty + layout_distance_penalty x
     # distance), the distance being the sum of |log2| ratios of the parallel degrees and replica/worker counts
@@ -125,8 +130,17 @@ class CorrectionSettings:
             raise ConfigError(
                 f"corrections.settings.slope_ridge: expected a positive number or null, got {self.slope_ridge!r}"
             )
-        for name in ("scale_log_isl", "scale_log_osl", "scale_log_concurrency", "prior_weight"):
+        for name in (
+            "scale_log_isl",
+            "scale_log_osl",
+            "scale_log_concurrency",
+            "prior_weight",
+            "tpot_scale_log_isl",
+            "tpot_scale_log_osl",
+        ):
             v = getattr(self, name)
+            if v is None and name.startswith("tpot_"):
+                continue
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"corrections.settings.{name}: expected a positive number, got {v!r}")
         for name in (
@@ -142,6 +156,25 @@ class CorrectionSettings:
                 raise ConfigError(f"corrections.settings.{name}: expected a number >= 0, got {v!r}")
         if not math.isfinite(self.same_point_weight):  # an infinite penalty only zeroes a weight; this would not
             raise ConfigError(f"corrections.settings.same_point_weight: expected a finite number, got {self.same_point_weight!r}")
+
+
+def settings_with(settings: CorrectionSettings, overrides: Sequence[str]) -> CorrectionSettings:
+    """``settings`` with ``NAME=VALUE`` overrides (as scripts take them: a number, an estimator name, or
+    ``null`` for an optional setting); a clear error for an unknown name or a value the setting refuses."""
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        name, sep, text = item.partition("=")
+        if not sep or name not in CorrectionSettings.__dataclass_fields__ or name == "source":
+            known = ", ".join(n for n in CorrectionSettings.__dataclass_fields__ if n != "source")
+            raise ConfigError(f"setting '{item}': expected NAME=VALUE with NAME one of {known}")
+        if text == "null" or name.endswith("estimator"):
+            changes[name] = None if text == "null" else text
+            continue
+        try:
+            changes[name] = float(text)
+        except ValueError:
+            raise ConfigError(f"setting '{item}': {name} takes a number") from None
+    return dataclasses.replace(settings, **changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +281,14 @@ def _detrend(w: np.ndarray, dx: np.ndarray, r: np.ndarray, ridge: float) -> np.n
 def _estimate(w: np.ndarray, r: np.ndarray, prior_weight: float, estimator: str) -> float:
     """One log factor from kernel weights ``w`` and log residuals ``r`` (NaN = not measured), with a prior
     of weight ``prior_weight`` at zero (no correction)."""
-    ok = ~np.isnan(r)
+    ok = ~np.isnan(r) & (w > 0)
     w, r = w[ok], r[ok]
     if estimator == "log_mean":
         return float((w * r).sum() / (w.sum() + prior_weight))
-    # mape_median: weighted median of the ratios exp(r) with weights w / exp(r), prior atom at ratio 1
+    # mape_median: weighted median of the ratios exp(r) with weights w / exp(r), prior atom at ratio 1 (the
+    # weights are scaled by exp(min r), which leaves the median alone and keeps exp from overflowing)
     vals = np.append(r, 0.0)
-    wts = np.append(w, prior_weight) * np.exp(-vals)
+    wts = np.append(w, prior_weight) * np.exp(-(vals - vals.min()))
     order = np.argsort(vals, kind="stable")
     cum = np.cumsum(wts[order])
     return float(vals[order][int(np.searchsorted(cum, 0.5 * cum[-1]))])
@@ -399,12 +433,22 @@ class MeasuredCorrections:
         s = self.settings
         q = np.log(np.array([isl, osl, concurrency], dtype=float))
         scale = np.array([s.scale_log_isl, s.scale_log_osl, s.scale_log_concurrency])
+        scale_d = np.array(
+            [
+                s.scale_log_isl if s.tpot_scale_log_isl is None else s.tpot_scale_log_isl,
+                s.scale_log_osl if s.tpot_scale_log_osl is None else s.tpot_scale_log_osl,
+                s.scale_log_concurrency,
+            ]
+        )
+        own_tpot_kernel = not np.array_equal(scale, scale_d)
         skip = set(exclude)
         weights: list[np.ndarray] = []
+        weights_d: list[np.ndarray] = []
         res_t: list[np.ndarray] = []
         res_d: list[np.ndarray] = []
         res_tp: list[np.ndarray] = []
         xs: list[np.ndarray] = []
+        xs_d: list[np.ndarray] = []
         same = False
         for g in groups:
             pen = 0.0 if g.key.model == key.model else s.other_model_penalty
@@ -417,18 +461,23 @@ class MeasuredCorrections:
                     if math.isinf(dist)
                     else min(s.other_layout_penalty, s.near_layout_penalty + s.layout_distance_penalty * dist)
                 )
-            w = np.exp(-0.5 * (np.sum(((g.x - q) / scale) ** 2, axis=1) + pen))
+            extra = np.zeros(len(g.x))
             if s.same_point_weight and g.key == key:
-                w = w + s.same_point_weight * np.all(g.x == q, axis=1)
-            if skip:
-                w = np.where([i in skip for i in g.ids], 0.0, w)
-            same = same or (g.key == key and bool(np.count_nonzero(w)))
-            weights.append(w)
-            xs.append((g.x - q) / scale)
+                extra = s.same_point_weight * np.all(g.x == q, axis=1)
+            keep = np.array([i not in skip for i in g.ids]) if skip else np.ones(len(g.x), dtype=bool)
+            for scl, ws, xl in ((scale, weights, xs), (scale_d, weights_d, xs_d)) if own_tpot_kernel else (
+                (scale, weights, xs),
+            ):
+                dx = (g.x - q) / scl
+                w = np.where(keep, np.exp(-0.5 * (np.sum(dx**2, axis=1) + pen)) + extra, 0.0)
+                ws.append(w)
+                xl.append(dx)
+            same = same or (g.key == key and bool(np.count_nonzero(weights[-1])))
             res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
             res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
             res_tp.append(g.r_tput)
         w_all = np.concatenate(weights)
+        w_d = np.concatenate(weights_d) if own_tpot_kernel else w_all
         n_points = int(np.count_nonzero(w_all))
         support = float(w_all.sum())
         if n_points == 0 or support < MIN_SUPPORT:
@@ -436,9 +485,11 @@ class MeasuredCorrections:
         r_t, r_d, r_tp = np.concatenate(res_t), np.concatenate(res_d), np.concatenate(res_tp)
         if s.slope_ridge is not None:
             dx = np.concatenate(xs)
-            r_t, r_d, r_tp = (_detrend(w_all, dx, r, s.slope_ridge) for r in (r_t, r_d, r_tp))
+            dx_d = np.concatenate(xs_d) if own_tpot_kernel else dx
+            r_t, r_tp = (_detrend(w_all, dx, r, s.slope_ridge) for r in (r_t, r_tp))
+            r_d = _detrend(w_d, dx_d, r_d, s.slope_ridge)
         lt = _estimate(w_all, r_t, s.prior_weight, s.ttft_estimator)
-        ld = _estimate(w_all, r_d, s.prior_weight, s.tpot_estimator)
+        ld = _estimate(w_d, r_d, s.prior_weight, s.tpot_estimator)
         tput_factor = None
         # throughput's own factor only where measured throughputs carry most of the support (else it follows
         # TTFT/TPOT by Little's law); none stored against the engine model, so never for method="sim"
@@ -457,6 +508,8 @@ class MeasuredCorrections:
                 "scale_log_isl": s.scale_log_isl,
                 "scale_log_osl": s.scale_log_osl,
                 "scale_log_concurrency": s.scale_log_concurrency,
+                "tpot_scale_log_isl": s.tpot_scale_log_isl,
+                "tpot_scale_log_osl": s.tpot_scale_log_osl,
                 "other_model_penalty": s.other_model_penalty,
                 "other_layout_penalty": s.other_layout_penalty,
                 "near_layout_penalty": s.near_layout_penalty,

@@ -265,6 +265,9 @@ VALIDATION_METHODS = ("analytic", "sim")
 # fewer: a random fifth of e2e_train.csv held out shares 29-34 % with the other four fifths (verbatim repeats in
 # AIConfigurator's sample).
 OWN_DATA_FRACTION = 0.9
+# Between this and OWN_DATA_FRACTION the file is scored as new data, with a note that it may be mostly the
+# calibration's own (a file mixing the two cannot tell which of its rows are which).
+OWN_DATA_MIXED_FRACTION = 0.5
 
 
 def _smallest_fitting_replica(
@@ -605,18 +608,28 @@ def error_summary(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int
 def _own_rows(
     rows: Sequence[MeasurementRow], table: MeasuredCorrections | None, leave_own_out: bool | None
 ) -> dict[str, Any]:
-    """How many of the predicted rows with a measurement the table already holds, and whether they are left
-    out (``validate_rows``)."""
-    measured = [r for r in rows if any(r.measured.get(k) for k in ("ttft_ms", "tpot_ms"))]
+    """How many of the predicted rows the table could hold (closed-loop, with a measured TTFT or TPOT, as
+    :func:`build_corrections` stores them) it does hold, and whether they are left out (``validate_rows``)."""
+    measured = [
+        r for r in rows if r.concurrency is not None and any(r.measured.get(k) for k in ("ttft_ms", "tpot_ms"))
+    ]
     held = table.measurement_ids() if table is not None else frozenset()
     in_table = sum(row_measurement_id(r) in held for r in measured)
+    share = in_table / len(measured) if measured else 0.0
     if leave_own_out is None:
-        left_out = bool(measured) and in_table >= OWN_DATA_FRACTION * len(measured)
+        left_out = bool(measured) and share >= OWN_DATA_FRACTION
         why = "auto"
     else:
-        left_out = leave_own_out
+        left_out = leave_own_out and table is not None  # without measured points there is nothing to leave out
         why = "asked"
-    return {"in_table": in_table, "measured_rows": len(measured), "left_out": left_out, "decided": why}
+    out: dict[str, Any] = {"in_table": in_table, "measured_rows": len(measured), "left_out": left_out, "decided": why}
+    if why == "auto" and not left_out and share >= OWN_DATA_MIXED_FRACTION:
+        out["note"] = (
+            f"{in_table} of {len(measured)} rows are measurements the calibration holds, fewer than "
+            f"{OWN_DATA_FRACTION:.0%}: scored as new data, so those rows use their own measurement; if this file is "
+            "mostly the calibration's own data, --leave-own-out yes scores it leave-one-out"
+        )
+    return out
 
 
 def validate_rows(
@@ -640,7 +653,9 @@ def validate_rows(
     table's side is a repeat the table really holds. ``None`` (the default) decides from the rows: leave-one-out
     when at least :data:`OWN_DATA_FRACTION` of the predicted rows with a measurement are in the table (the file
     is the calibration's own data, or a part of it), otherwise keep. The decision and the count are in
-    ``own_rows``.
+    ``own_rows`` (with a ``note`` when at least half, but fewer than that, are in the table).
+
+    ``progress`` is called with 1 twice per row: once predicted, once corrected and scored (total ``2 × rows``).
 
     Rows whose measured latency is below the physical floor of their recorded deployment
     (:func:`implausible_reason`) are scored like the others, listed in ``implausible`` with the reason, and
@@ -687,7 +702,7 @@ def validate_rows(
             cache[key] = res
         predictions.append(res)
         if progress is not None:
-            progress(1)
+            progress(1)  # first of two calls per row: predicted (the second: corrected and scored)
     own = _own_rows([r for r, p in zip(rows, predictions, strict=True) if not isinstance(p, str)], table, leave_own_out)
     for row, res in zip(rows, predictions, strict=True):
         total += 1
@@ -739,6 +754,8 @@ def validate_rows(
                 implausible.append({"row": row.index, "reason": why})
             rec["limited_by"] = final.limited_by
             out_rows.append(rec)
+        if progress is not None:
+            progress(1)
     unsupported.sort(key=lambda u: u["row"])
     return {
         "method": method,

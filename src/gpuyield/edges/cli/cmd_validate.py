@@ -90,7 +90,7 @@ def validate(
         invalid: list[dict[str, Any]] = []
         rows = load_measurements(measurements, invalid=invalid)
         model_of, gpu_of = lookups(cat, cal)
-        with progress("validating", len(rows), enabled=json_out is None) as advance:
+        with progress("validating", 2 * len(rows), enabled=json_out is None) as advance:
             result = validate_rows(
                 rows,
                 model_of,
@@ -154,6 +154,8 @@ def validate(
                 f"{own['in_table']} of {own['measured_rows']} measured rows are in the table); "
                 f"the step-time model alone: {_mapes(result['summary_step_model'])}"
             )
+            if "note" in own:
+                console.print(f"[yellow]note:[/yellow] {own['note']}")
         if "report" in result:
             console.print(f"[dim]report: {result['report']}[/dim]")
 

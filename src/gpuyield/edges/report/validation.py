@@ -115,9 +115,15 @@ def _own_rows_text(own: dict[str, Any] | None) -> str:
     """How the report's rows relate to the calibration's own measurements (``validate_rows``' ``own_rows``)."""
     if own is None or own["left_out"]:
         return ", each without its own measurement (leave-one-out)."
+    why = (
+        "as asked (--leave-own-out no)"
+        if own.get("decided") == "asked"
+        else "as this file is not the calibration's own data"
+    )
     return (
         f"; {own['in_table']} of the {own['measured_rows']} measured rows are measurements the calibration holds"
-        " and were used as such (this file is not the calibration's own data: not a leave-one-out error)."
+        f" and were used as such, {why}: not a leave-one-out error."
+        + (f" Note: {html.escape(own['note'])}." if own.get("note") else "")
     )
 
 
