@@ -560,3 +560,17 @@ def test_settings_overrides_parse_numbers_estimators_and_null():
     ):
         with pytest.raises(ConfigError, match=match):
             settings_with(base, bad)
+
+
+def test_tpot_pools_its_residuals_over_a_wider_length_neighbourhood_than_ttft():
+    pts = [MeasuredPoint(1024, 1024, c, 0.3, 0.3, f"c{c}") for c in (4, 8, 16, 32)]
+    wide = _table(pts, settings=dataclasses.replace(MEAN, tpot_scale_log_isl=1.6, tpot_scale_log_osl=1.6))
+    shared = _table(pts, settings=dataclasses.replace(MEAN, tpot_scale_log_isl=None, tpot_scale_log_osl=None))
+    far = wide.correct(KEY, 8192, 1024, 16)  # three doublings of the prompt away from every point
+    same = shared.correct(KEY, 8192, 1024, 16)
+    assert far is not None and same is not None
+    assert math.log(far.tpot_factor) > 2 * math.log(far.ttft_factor) > 0  # TPOT still near its residual
+    assert same.tpot_factor == pytest.approx(same.ttft_factor)  # one kernel: the same residuals, the same factor
+    assert far.ttft_factor == pytest.approx(same.ttft_factor)  # TTFT's kernel is untouched
+    with pytest.raises(ConfigError, match="tpot_scale_log_osl"):
+        CorrectionSettings(tpot_scale_log_osl=0.0)

@@ -24,7 +24,8 @@ Rules:
 - The interpolation is local-linear (``slope_ridge``): the neighbours' weighted slope over log ISL, OSL and
   concurrency, shrunk towards zero by a ridge, is taken out of their residuals before they are averaged, so a
   query at the edge of its measured points (the highest concurrency measured, say) follows their trend
-  instead of being pulled towards their middle.
+  instead of being pulled towards their middle. TPOT pools over a wider ISL/OSL neighbourhood than TTFT
+  (``tpot_scale_log_isl``/``_osl``): decode speed varies slowly with the lengths, the first token does not.
 - A measurement of the queried deployment at the queried operating point itself (same ISL, OSL and
   concurrency) gets ``same_point_weight`` on top of its kernel weight: a repeat of the query is better
   evidence than its neighbours. (A row repeated verbatim is one measurement: ``build_corrections`` stores it
@@ -95,8 +96,8 @@ class CorrectionSettings:
     scale_log_concurrency: float = 0.7
     # TPOT's own ISL/OSL length scales (None: the ones above). Decode speed varies more slowly with the prompt
     # and output length than the first token does, so its residuals can be pooled over a wider neighbourhood.
-    tpot_scale_log_isl: float | None = None
-    tpot_scale_log_osl: float | None = None
+    tpot_scale_log_isl: float | None = 1.6
+    tpot_scale_log_osl: float | None = 1.6
     other_model_penalty: float = 2.0
     # another layout on the same GPU: min(other_layout_penalty, near_layout_penalty + layout_distance_penalty x
     # distance), the distance being the sum of |log2| ratios of the parallel degrees and replica/worker counts
