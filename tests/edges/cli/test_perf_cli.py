@@ -256,6 +256,10 @@ def test_validate_json_shape_and_report(tmp_path):
     res = json.loads(r.stdout)
     assert set(res) >= {"summary", "coverage", "unsupported", "rows", "implausible", "summary_plausible"}
     assert res["implausible"] == []  # every fixture row is physically possible
+    # the same errors split by layout kind: their row counts add up to the summary's
+    kinds = res["summary_by_layout_kind"]
+    assert set(kinds) <= {"agg", "disagg"} and kinds
+    assert sum(k["ttft_ms"]["n"] for k in kinds.values()) == res["summary"]["ttft_ms"]["n"]
     assert set(res["summary"]) == {"ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s"}
     for s in res["summary"].values():
         assert set(s) == {"n", "mape", "median_ape", "p90_ape", "bias"}

@@ -678,6 +678,7 @@ def validate_rows(
     plain_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}  # before the corrections
     implausible: list[dict[str, Any]] = []
     plausible_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
+    kind_pairs: dict[str, dict[str, list[tuple[float, float]]]] = {}  # per layout kind: agg, disagg
     predictions: list[ClosedLoopResult | str] = []
     for row in rows:
         key = (
@@ -746,6 +747,8 @@ def validate_rows(
                 rec[f"predicted_{k}"] = getattr(final, k)
                 rec[f"measured_{k}"] = row.measured[k]
             _score(pairs, final, row)
+            kind = (row.layout.lower().split() or ["?"])[0]
+            _score(kind_pairs.setdefault(kind, {k: [] for k in METRICS}), final, row)
             why = implausible_reason(row, model_of, gpu_of)
             if why is None:
                 _score(plausible_pairs, final, row)
@@ -771,5 +774,9 @@ def validate_rows(
         # above; summary_plausible scores the others
         "implausible": implausible,
         "summary_plausible": {k: error_summary(v) for k, v in plausible_pairs.items()},
+        # the same errors per layout kind (aggregated vs disaggregated deployments)
+        "summary_by_layout_kind": {
+            kind: {k: error_summary(v) for k, v in kp.items()} for kind, kp in sorted(kind_pairs.items())
+        },
         "rows": out_rows,
     }

@@ -131,6 +131,9 @@ def validate(
                 f"{100 * s['bias']:+.1f}%",
             )
         console.print(t)
+        kinds = result.get("summary_by_layout_kind") or {}
+        if len(kinds) > 1:
+            console.print("per layout kind: " + "; ".join(f"{k} {_mapes(s)}" for k, s in kinds.items()))
         if result["unsupported"]:
             console.print(
                 f"{len(result['unsupported'])} unsupported rows (first: row {result['unsupported'][0]['row']}: "
