@@ -109,7 +109,7 @@ def test_local_linear_is_finite_on_degenerate_neighbourhoods():
     # a weightless point with an extrapolated residual beyond exp's range neither counts nor overflows
     assert _estimate(np.array([0.0, 1.0]), np.array([-800.0, 0.1]), 0.1, "mape_median") == pytest.approx(0.1)
     assert _estimate(np.array([1.0, 1.0]), np.array([-800.0, 0.1]), 0.1, "mape_median") == pytest.approx(-800.0)
-    for bad in (0.0, -1.0, math.inf, math.nan):
+    for bad in (0.0, -1.0, math.inf, math.nan, True):
         with pytest.raises(ConfigError, match="slope_ridge"):
             CorrectionSettings(slope_ridge=bad)
 
@@ -400,6 +400,12 @@ def test_rows_outside_the_table_may_use_an_identical_training_measurement():
     assert next(r for r in asked["rows"] if r["row"] == 7)["predicted_ttft_ms"] == loo["rows"][0]["predicted_ttft_ms"]
     # without measured points there is nothing to leave out, whatever is asked
     assert validate_rows(new, CAT.model, CAT.gpu, BASE, leave_own_out=True)["own_rows"]["left_out"] is False
+    # progress: two calls per row (predicted, then corrected and scored)
+    calls: list[int] = []
+    validate_rows(new, CAT.model, CAT.gpu, cal, progress=calls.append)
+    assert calls == [1] * (2 * len(new))
+    # one layout kind: its split is the summary itself, corrected predictions included
+    assert auto["summary_by_layout_kind"] == {"agg": auto["summary"]}
 
 
 def test_corrections_move_predictions_towards_measurements():
@@ -574,3 +580,30 @@ def test_tpot_pools_its_residuals_over_a_wider_length_neighbourhood_than_ttft():
     assert far.ttft_factor == pytest.approx(same.ttft_factor)  # TTFT's kernel is untouched
     with pytest.raises(ConfigError, match="tpot_scale_log_osl"):
         CorrectionSettings(tpot_scale_log_osl=0.0)
+
+
+def test_each_metric_uses_only_its_own_kernel():
+    # TPOT with its own length scales is exactly TPOT under a shared kernel of those scales, and TTFT is
+    # exactly TTFT under the TTFT scales: no weight, offset, exclusion or same-point weight leaks across
+    pts = [
+        MeasuredPoint(isl, 1024, c, 0.1 * math.log(isl) - 0.2 * math.log(c), 0.05 * math.log(isl), f"{isl}-{c}")
+        for isl in (512, 2048, 8192)
+        for c in (2, 8, 32)
+    ]
+    split = _table(pts, settings=CorrectionSettings(tpot_scale_log_isl=1.6, tpot_scale_log_osl=1.3))
+    as_tpot = _table(pts, settings=CorrectionSettings(scale_log_isl=1.6, scale_log_osl=1.3,
+                                                      tpot_scale_log_isl=None, tpot_scale_log_osl=None))  # fmt: skip
+    as_ttft = _table(pts, settings=CorrectionSettings(tpot_scale_log_isl=None, tpot_scale_log_osl=None))
+    for query, exclude in (((2048, 1024, 8), ()), ((2048, 1024, 8), ("2048-8",)), ((30000, 1024, 64), ())):
+        a, b, c = (t.correct(KEY, *query, exclude=exclude) for t in (split, as_tpot, as_ttft))
+        assert a is not None and b is not None and c is not None
+        assert a.tpot_factor == pytest.approx(b.tpot_factor, rel=1e-12)
+        assert a.ttft_factor == pytest.approx(c.ttft_factor, rel=1e-12)
+
+
+def test_tpot_is_corrected_where_only_its_wider_kernel_reaches():
+    t = _table([MeasuredPoint(1024, 1024, 16, 0.3, 0.3, f"c{i}") for i in range(3)], settings=CorrectionSettings())
+    c = t.correct(KEY, 1024 * 40, 1024, 16)  # 3.7 log units of prompt away: beyond TTFT's kernel, within TPOT's
+    assert c is not None
+    assert c.ttft_factor == 1.0 and c.tpot_factor > 1.0
+    assert t.correct(KEY, 1024 * 4000, 1024, 16) is None  # beyond both

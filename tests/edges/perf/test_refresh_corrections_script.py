@@ -22,5 +22,5 @@ def test_refresh_script_refuses_bad_settings_before_writing(args, tmp_path):
     # a CSV that does not exist: even a refusal that came too late could not rebuild (and write) anything
     r = subprocess.run([sys.executable, str(script), str(tmp_path / "none.csv"), *args], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
-    assert "--set" in r.stderr or "takes a number" in r.stderr
+    assert "--set and --why go together" in r.stderr or "takes a number" in r.stderr
     assert shipped.read_bytes() == before

@@ -126,7 +126,10 @@ class CorrectionSettings:
                     f"corrections.settings.{name}: expected one of {', '.join(ESTIMATORS)}, got {getattr(self, name)!r}"
                 )
         if self.slope_ridge is not None and not (
-            isinstance(self.slope_ridge, (int, float)) and math.isfinite(self.slope_ridge) and self.slope_ridge > 0
+            isinstance(self.slope_ridge, (int, float))
+            and not isinstance(self.slope_ridge, bool)
+            and math.isfinite(self.slope_ridge)
+            and self.slope_ridge > 0
         ):
             raise ConfigError(
                 f"corrections.settings.slope_ridge: expected a positive number or null, got {self.slope_ridge!r}"
@@ -248,7 +251,9 @@ class Correction:
 
     ttft_factor: float
     tpot_factor: float
-    support: float  # kernel weight of the points used (a point at the query itself: 1 + same_point_weight)
+    # kernel weight of the points used (a point at the query itself: 1 + same_point_weight); the larger of TTFT's
+    # and TPOT's kernels, each metric being corrected only where its own kernel reaches (MIN_SUPPORT)
+    support: float
     num_points: int  # points of this architecture/engine/precision with non-zero weight
     same_deployment: bool  # whether points of the queried deployment itself exist
     # from measured throughputs where the points have them; None = throughput follows TTFT/TPOT (Little's law)
@@ -473,14 +478,16 @@ class MeasuredCorrections:
                 w = np.where(keep, np.exp(-0.5 * (np.sum(dx**2, axis=1) + pen)) + extra, 0.0)
                 ws.append(w)
                 xl.append(dx)
-            same = same or (g.key == key and bool(np.count_nonzero(weights[-1])))
+            reach = np.count_nonzero(weights[-1]) + (np.count_nonzero(weights_d[-1]) if own_tpot_kernel else 0)
+            same = same or (g.key == key and bool(reach))
             res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
             res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
             res_tp.append(g.r_tput)
         w_all = np.concatenate(weights)
         w_d = np.concatenate(weights_d) if own_tpot_kernel else w_all
-        n_points = int(np.count_nonzero(w_all))
-        support = float(w_all.sum())
+        n_points = int(np.count_nonzero(w_all + w_d))
+        support_t, support_d = float(w_all.sum()), float(w_d.sum())
+        support = max(support_t, support_d)
         if n_points == 0 or support < MIN_SUPPORT:
             return None  # no measured point within reach: the correction would be 1 to within a per cent
         r_t, r_d, r_tp = np.concatenate(res_t), np.concatenate(res_d), np.concatenate(res_tp)
@@ -489,13 +496,14 @@ class MeasuredCorrections:
             dx_d = np.concatenate(xs_d) if own_tpot_kernel else dx
             r_t, r_tp = (_detrend(w_all, dx, r, s.slope_ridge) for r in (r_t, r_tp))
             r_d = _detrend(w_d, dx_d, r_d, s.slope_ridge)
-        lt = _estimate(w_all, r_t, s.prior_weight, s.ttft_estimator)
-        ld = _estimate(w_d, r_d, s.prior_weight, s.tpot_estimator)
+        # a metric whose own kernel does not reach the query is not corrected (TPOT's kernel is the wider one)
+        lt = _estimate(w_all, r_t, s.prior_weight, s.ttft_estimator) if support_t >= MIN_SUPPORT else 0.0
+        ld = _estimate(w_d, r_d, s.prior_weight, s.tpot_estimator) if support_d >= MIN_SUPPORT else 0.0
         tput_factor = None
         # throughput's own factor only where measured throughputs carry most of the support (else it follows
         # TTFT/TPOT by Little's law); none stored against the engine model, so never for method="sim"
         w_tp = float(w_all[~np.isnan(r_tp)].sum())
-        if method == "analytic" and w_tp > 0.5 * support:
+        if method == "analytic" and support_t >= MIN_SUPPORT and w_tp > 0.5 * support_t:
             tput_factor = math.exp(_estimate(w_all, r_tp, s.prior_weight, "log_mean"))
         return Correction(math.exp(lt), math.exp(ld), support, n_points, same, tput_factor)
 
