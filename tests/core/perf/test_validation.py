@@ -282,3 +282,44 @@ def test_a_request_longer_than_the_models_context_gets_a_note():
     assert not any("context of" in n for n in estimate_closed_loop(p, 1024, 1024, 1).notes)
     d = estimate_disaggregated(p, p, ctx, 1024, 1, num_prefill=1, num_decode=1)
     assert any("exceeds" in n for n in d.notes)
+
+
+def test_first_token_overhead_grows_with_the_models_depth():
+    import dataclasses
+
+    from gpuyield.core.perf.calibration import EngineCoefficients
+    from gpuyield.core.sim.closed_loop import estimate_with_engine_model
+
+    ec = EngineCoefficients(ttft_overhead_s=0.01, ttft_per_layer_s=0.002)
+    assert ec.first_token_overhead_s(64) == pytest.approx(0.01 + 0.128)
+    base = dataclasses.replace(CAL, engines={**CAL.engines, "vllm": dataclasses.replace(
+        CAL.engines["vllm"], ttft_overhead_s=0.0, ttft_per_layer_s=0.0)})  # fmt: skip
+    deeper = dataclasses.replace(base, engines={**base.engines, "vllm": dataclasses.replace(
+        base.engines["vllm"], ttft_per_layer_s=0.002)})  # fmt: skip
+    for model, layers in (("Qwen/Qwen3-32B", 64), ("Qwen/Qwen3-8B", 36)):
+        p0, p1 = (PerfModel.build(CAT.model(model), CAT.gpu("h100_sxm"), tp=2, calibration=c) for c in (base, deeper))
+        assert p1.model.num_layers == layers
+        # the analytic solver and the engine model both add 2 ms per decoder layer to every first token
+        a0, a1 = estimate_closed_loop(p0, 1024, 64, 2), estimate_closed_loop(p1, 1024, 64, 2)
+        assert a1.ttft_ms - a0.ttft_ms == pytest.approx(2.0 * layers, rel=1e-6)
+        s0, s1 = (estimate_with_engine_model(p, 1024, 64, concurrency=2) for p in (p0, p1))
+        assert s1.ttft_ms - s0.ttft_ms == pytest.approx(2.0 * layers, rel=1e-6)
+        d0 = estimate_disaggregated(p0, p0, 1024, 64, 2, num_prefill=1, num_decode=1)
+        d1 = estimate_disaggregated(p1, p1, 1024, 64, 2, num_prefill=1, num_decode=1)
+        assert d1.ttft_ms - d0.ttft_ms == pytest.approx(2.0 * layers, rel=1e-6)
+
+
+def test_a_calibration_may_set_a_first_token_term_to_zero_but_not_below():
+    from gpuyield.core.perf.calibration import calibration_from_dict, calibration_to_dict
+
+    d = calibration_to_dict(CAL)
+    d.pop("corrections", None)
+    d["engines"]["vllm"]["ttft_overhead_s"] = 0
+    assert calibration_from_dict(d).engines["vllm"].ttft_overhead_s == 0.0
+    d["engines"]["vllm"]["ttft_per_layer_s"] = -1e-3
+    with pytest.raises(ConfigError, match="ttft_per_layer_s"):
+        calibration_from_dict(d)
+    d["engines"]["vllm"]["ttft_per_layer_s"] = 1e-3
+    d["engines"]["vllm"]["prefill_scale"] = 0
+    with pytest.raises(ConfigError, match="prefill_scale"):
+        calibration_from_dict(d)

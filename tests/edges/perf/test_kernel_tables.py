@@ -141,3 +141,22 @@ def test_missing_tables_are_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="no kernel tables"):
         discover_devices(tmp_path)
+
+
+def test_the_fit_moves_a_constant_first_token_overhead_into_the_per_layer_term():
+    from gpuyield.core.perf.calibration import EngineCoefficients
+    from gpuyield.edges.perf.calibrate import (
+        FIRST_TOKEN_REFERENCE_LAYERS,
+        FIT_PARAMETERS,
+        REFINE_PARAMETERS,
+        _per_layer_first_token,
+    )
+
+    old = EngineCoefficients(ttft_overhead_s=0.12, ttft_per_layer_s=0.0)
+    new = _per_layer_first_token(old)
+    assert new.ttft_overhead_s == 0.0
+    # the same first token at the reference depth: only the starting point of the descent changes
+    assert new.first_token_overhead_s(FIRST_TOKEN_REFERENCE_LAYERS) == pytest.approx(0.12)
+    assert _per_layer_first_token(new) is new  # a calibration that has the term keeps it
+    assert "ttft_per_layer_s" in FIT_PARAMETERS and "ttft_overhead_s" not in FIT_PARAMETERS
+    assert "ttft_per_layer_s" in REFINE_PARAMETERS and "ttft_overhead_s" not in REFINE_PARAMETERS

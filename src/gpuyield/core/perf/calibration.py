@@ -115,12 +115,20 @@ class EngineCoefficients:
     # work on every active stream's outputs delays a new request's admission and first token)
     ttft_overhead_s: float = 0.02  # fixed first-token latency outside the forward steps (API server,
     # tokenisation, scheduling of a new request, first detokenise/stream flush)
+    ttft_per_layer_s: float = 0.0  # first-token latency per decoder layer on top: prefill runs eagerly (no CUDA
+    # graphs) in the engines, so a prompt's fixed cost grows with the model's depth; what `calibrate` fits
+    # (it moves ttft_overhead_s into this term when it starts from a calibration without it)
     prefill_scale: float = 1.0  # fitted multiplier on prefill-token work
     decode_scale: float = 1.0  # fitted multiplier on every op's device time (kernel efficiency vs tables)
     decode_attn_scale: float = (
         1.0  # fitted multiplier on decode attention (KV reads grow with batch x context)
     )
     source: str = "generic defaults"
+
+    def first_token_overhead_s(self, num_layers: int) -> float:
+        """A request's fixed first-token latency outside its share of the forward steps, for a model of
+        ``num_layers`` decoder layers."""
+        return self.ttft_overhead_s + self.ttft_per_layer_s * num_layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +229,14 @@ def _curve_from(obj: Any, where: str) -> LogCurve:
     return LogCurve(tuple(float(x) for x in obj["tokens"]), tuple(float(y) for y in obj["eff"]))
 
 
+# first-token terms that may be exactly zero (the fit uses one or the other); every other float is > 0
+ZERO_ALLOWED_ENGINE_FIELDS = frozenset({"ttft_overhead_s", "ttft_per_layer_s"})
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
 def _check_fraction(value: Any, where: str, hi: float = 1.5) -> float:
     try:
         v = float(value)
@@ -292,6 +308,8 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                     raise ConfigError(f"{w}.{fname}: expected an integer, got {e[fname]!r}") from None
                 if kw[fname] <= 0:
                     raise ConfigError(f"{w}.{fname}: expected a positive integer, got {kw[fname]}")
+            elif fname in ZERO_ALLOWED_ENGINE_FIELDS and _is_zero(e[fname]):
+                kw[fname] = 0.0
             else:
                 kw[fname] = _check_fraction(e[fname], f"{w}.{fname}", hi=1e3)
         engines[str(name).lower()] = EngineCoefficients(**kw)

@@ -187,7 +187,7 @@ def estimate_closed_loop(
     if c > n:
         # closed loop: c - n clients always waiting; Little's law. Offline: mean wait over the backlog.
         queue_wait = (c - n) / rate if not offline else (c - n) / 2.0 / rate
-    ttft = ttft_active + queue_wait + ec.ttft_overhead_s + ec.ttft_per_seq_s * (n - 1)
+    ttft = ttft_active + queue_wait + ec.first_token_overhead_s(perf.model.num_layers) + ec.ttft_per_seq_s * (n - 1)
     e2e = ttft + (osl - 1) * tpot
     notes: list[str] = list(perf.notes) + _context_notes(perf, isl, osl)
     if limited != "concurrency":
@@ -273,7 +273,7 @@ def estimate_disaggregated(
         tpot += queue_wait / (osl - 1)
         lifetime = ttft + (osl - 1) * tpot
         rate = n * nd / lifetime
-    ttft += prefill.engine_coeffs.ttft_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
+    ttft += prefill.engine_coeffs.first_token_overhead_s(prefill.model.num_layers) + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
     notes = list(decode.notes) + _context_notes(decode, isl, osl)
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")

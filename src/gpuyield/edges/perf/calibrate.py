@@ -67,7 +67,7 @@ FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
     "decode_attn_scale": (0.25, 4.0, True),
     "prefill_scale": (0.25, 4.0, True),
     "ttft_sync_weight": (0.01, 1.0, True),
-    "ttft_overhead_s": (1e-3, 1.0, True),
+    "ttft_per_layer_s": (1e-6, 2e-2, True),
     "ttft_per_seq_s": (1e-7, 1e-2, True),
 }
 
@@ -275,11 +275,28 @@ REFINE_PARAMETERS = (
     "decode_scale",
     "decode_attn_scale",
     "prefill_scale",
-    "ttft_overhead_s",
+    "ttft_per_layer_s",
     "ttft_per_seq_s",
     "ttft_sync_weight",
 )
 MIN_GROUP_ROWS = 20
+
+
+# Depth at which a fit that starts from a calibration without a per-layer first-token term converts its
+# constant one (ttft_overhead_s) into the per-layer term: DeepSeek-V3/R1's 61 layers, rounded (most rows of the
+# shipped training set). Only the descent's starting point; the fit moves it.
+FIRST_TOKEN_REFERENCE_LAYERS = 60
+
+
+def _per_layer_first_token(ec: EngineCoefficients) -> EngineCoefficients:
+    """``ec`` with its constant first-token overhead moved into the per-layer term (the fitted one)."""
+    if ec.ttft_per_layer_s > 0:
+        return ec
+    return dataclasses.replace(
+        ec,
+        ttft_per_layer_s=max(ec.ttft_overhead_s, 1e-3) / FIRST_TOKEN_REFERENCE_LAYERS,
+        ttft_overhead_s=0.0,
+    )
 
 
 def fit_engines(
@@ -311,13 +328,15 @@ def fit_engines(
         if len(agg_rows) >= MIN_GROUP_ROWS:
             sub = agg_rows
         start = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
+        if "ttft_per_layer_s" in names:
+            start = _per_layer_first_token(start)
         engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, names, rounds, log)
     # disaggregated pools: their own efficiencies and TTFT constants, starting from the family's
     for eng in sorted({fam(r) for r in rows if mode_of(r) == "disagg"}):
         sub = [r for r in rows if fam(r) == eng]
         if len(sub) < MIN_GROUP_ROWS:
             continue
-        start = engines.get(eng) or engines[eng.split(":", 1)[0]]
+        start = _per_layer_first_token(engines.get(eng) or engines[eng.split(":", 1)[0]])
         engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, REFINE_PARAMETERS, rounds, log)
     if refine:
         for level in ("precision", "gpu"):
