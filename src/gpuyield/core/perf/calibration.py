@@ -350,6 +350,8 @@ def coefficients_fingerprint(cal: Calibration) -> str:
     body = {k: d.get(k) for k in ("gpus", "engines", "devices")}
     for e in (body["engines"] or {}).values():
         e.pop("source", None)
+        if not e.get("ttft_per_layer_s"):  # a file written before the term existed keeps its fingerprint
+            e.pop("ttft_per_layer_s", None)
     for g in (body["gpus"] or {}).values():
         g.pop("source", None)
     return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -348,7 +348,7 @@ def fit_engines(
                 if len(sub) < MIN_GROUP_ROWS:
                     continue
                 family = key.split("/", 1)[0]
-                start = (
+                start = _per_layer_first_token(
                     engines.get(key)
                     or engines.get(f"{family}/{sub[0].precision}")
                     or engines.get(family)
