@@ -115,6 +115,22 @@ def test_screen_sizes_grow_with_rate_and_reject_reasons() -> None:
     assert tight.rejection is not None and tight.rejection.kind == "slo" and "tpot" in tight.rejection.reason
 
 
+def test_screen_counts_the_first_token_overhead_like_the_simulator() -> None:
+    import dataclasses
+
+    perf = ReplicaPerf(ToyStep(), kv_capacity_tokens=200_000, kv_bytes_per_token=131072, kv_transfer_bytes_per_s=50e9)
+    slow = dataclasses.replace(perf, first_token_overhead_s=0.2)
+    prof = profile_workload(_workload(5.0))
+    a = screen_candidate(CAND, prof, SLO, lambda p: perf, lambda g: 2.0)
+    b = screen_candidate(CAND, prof, SLO, lambda p: slow, lambda g: 2.0)
+    assert a.feasible and b.feasible and b.level == a.level
+    assert b.ttft_p99_ms == pytest.approx(a.ttft_p99_ms + 200.0) and b.tpot_p99_ms == a.tpot_p99_ms
+    # an overhead beyond the TTFT limit cannot be bought off with more replicas
+    hopeless = dataclasses.replace(perf, first_token_overhead_s=1.5)
+    r = screen_candidate(CAND, prof, SLO, lambda p: hopeless, lambda g: 2.0)
+    assert r.rejection is not None and r.rejection.kind == "slo" and "ttft" in r.rejection.reason
+
+
 def test_select_for_verification_is_diverse_and_cheapest_first() -> None:
     perf = ReplicaPerf(ToyStep(), 200_000, 131072, 50e9)
     prof = profile_workload(_workload(20.0))

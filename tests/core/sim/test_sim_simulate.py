@@ -62,3 +62,24 @@ def test_bad_arguments(small) -> None:  # type: ignore[no-untyped-def]
         parse_deployment({"pools": [{"name": "a", "replicas": 1, "gpu": "h100", "model": "x", "tpp": 2}]})
     with pytest.raises(ConfigError, match="prefill"):
         parse_deployment({"pools": [{"name": "a", "role": "prefill", "replicas": 1, "gpu": "h100", "model": "x"}]})
+
+
+def test_every_first_token_carries_the_engine_familys_first_token_overhead(small) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from gpuyield.core.perf.calibration import default_calibration
+
+    w, cat = small
+    cal = default_calibration()
+
+    def with_per_layer(s: float):  # type: ignore[no-untyped-def]
+        ec = dataclasses.replace(cal.engines["vllm"], ttft_overhead_s=0.0, ttft_per_layer_s=s)
+        return dataclasses.replace(cal, engines={**cal.engines, "vllm": ec}, corrections=None)
+
+    none = simulate(_dep(), w, cat, rate_scale=20.0, calibration=with_per_layer(0.0))
+    some = simulate(_dep(), w, cat, rate_scale=20.0, calibration=with_per_layer(0.001))
+    # Llama-3.1-8B has 32 layers: 32 ms on every first token and every end, the schedule itself unchanged
+    for col in ("first_token_s", "finish_s"):
+        np.testing.assert_allclose(getattr(some.records, col) - getattr(none.records, col), 0.032, atol=1e-9)
+    assert some.summary["ttft_ms"]["mean"] == pytest.approx(none.summary["ttft_ms"]["mean"] + 32.0)
+    assert some.summary["tpot_ms"]["mean"] == pytest.approx(none.summary["tpot_ms"]["mean"])

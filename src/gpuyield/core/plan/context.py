@@ -130,6 +130,7 @@ class PlanContext:
                 kv_capacity_tokens=int(mem.kv_capacity_tokens),
                 kv_bytes_per_token=float(self.model.kv_bytes_per_token(pool.kv_dtype)),
                 kv_transfer_bytes_per_s=link_gb_s * 1e9 * pool.gpus_per_replica,
+                first_token_overhead_s=pm.engine_coeffs.first_token_overhead_s(self.model.num_layers),
             )
         self._replica_cache[pool] = out
         return out

@@ -66,6 +66,7 @@ class ReplicaPerf:
     kv_capacity_tokens: int  # KV cache capacity of one replica, tokens
     kv_bytes_per_token: float  # for the P/D transfer time
     kv_transfer_bytes_per_s: float  # prefill -> decode link bandwidth per replica
+    first_token_overhead_s: float = 0.0  # the engine family's, as the simulator adds it to every first token
 
 
 # perf_for(pool) -> ReplicaPerf, or a one-line reason it does not fit.
@@ -188,7 +189,7 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
     n_chunks = math.ceil(isl99_u / chunk)
     t_chunk = step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), max(1, int(round(b_op))),
                                int(round(b_op * ctx)))
-    ttft_ms = (wait_slot + wait_prefill + n_chunks * t_chunk) * 1000.0
+    ttft_ms = (wait_slot + wait_prefill + n_chunks * t_chunk + perf.first_token_overhead_s) * 1000.0
     util = min(1.0, b_op / b_max) if b_max > 0 else 1.0
     share = (t_op - t_decode_only) / t_op if t_op > 0 else 0.0
     return _Agg(True, "", ttft_ms, tpot_ms, b_op, util, min(1.0, max(0.0, share)))
@@ -231,7 +232,7 @@ def _prefill_pool_at(
     chunk = min(isl99_u, float(budget))
     n_chunks = math.ceil(isl99_u / chunk)
     own = n_chunks * perf.step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), 0, 0)
-    return True, (wait + own) * 1000.0, rho
+    return True, (wait + own + perf.first_token_overhead_s) * 1000.0, rho
 
 
 def _hit_for(cand: Candidate, pool: PoolShape, prof: WorkloadProfile, replicas: int) -> float:
@@ -270,7 +271,10 @@ def screen_candidate(
     first = cand.pools[0]
     isl99 = max(1.0, prof.input_p99_tokens * (1.0 - _hit_for(cand, first, prof, 1)))
     chunk = min(isl99, float(first.max_num_batched_tokens))
-    min_ttft_ms = math.ceil(isl99 / chunk) * perfs[0].step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), 0, 0) * 1000.0
+    min_ttft_ms = (
+        math.ceil(isl99 / chunk) * perfs[0].step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), 0, 0)
+        + perfs[0].first_token_overhead_s
+    ) * 1000.0
     if min_ttft_ms > ttft_lim:
         return _reject(cand, "slo", f"ttft_p99_ms >= {min_ttft_ms:.0f} (p99 prompt prefilled alone on {first.gpu_id} "
                                     f"tp{first.tp}) > {ttft_lim:g}")

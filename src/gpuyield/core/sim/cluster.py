@@ -76,6 +76,11 @@ class ReplicaSetup:
     num_gpus: int = 1
     tp: int = 1
     served_model_names: tuple[str, ...] = ()
+    # the engine family's first-token latency outside the forward steps (API server, tokenisation, eager
+    # prefill launches; EngineCoefficients.first_token_overhead_s): added to the first token and the end of
+    # every request whose first token this replica produces, as `estimate` adds it (non-blocking: the
+    # replica's schedule does not wait for it)
+    first_token_overhead_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -261,6 +266,7 @@ class Cluster:
         hvals = w.hash_values
         hb = w.block_size_tokens
         first_tok = np.full(n, np.nan)
+        first_overhead = np.zeros(n)  # per request: the first-token overhead of the replica that produced it
         finish = np.full(n, np.nan)
         cached = np.zeros(n, dtype=np.int64)
         replica_col = np.full(n, -1, dtype=np.int32)
@@ -458,6 +464,7 @@ class Cluster:
                 for er in first:
                     er.first_token_s = t
                     first_tok[er.idx] = t
+                    first_overhead[er.idx] = rt.setup.first_token_overhead_s
                     rt.prefill_tokens -= er.num_prompt_tokens
                 for er in done:
                     idx = er.idx
@@ -567,8 +574,8 @@ class Cluster:
                 raise RuntimeError(f"replica {s.replica_id} ended with {sch.num_unfinished} unfinished requests")
         return ClusterRecords(
             arrival_s=np.asarray(arrival, dtype=np.float64),
-            first_token_s=first_tok,
-            finish_s=finish,
+            first_token_s=first_tok + first_overhead,
+            finish_s=finish + first_overhead,
             input_tokens=np.asarray(w.input_tokens, dtype=np.int64),
             output_tokens=np.asarray(w.output_tokens, dtype=np.int64),
             cached_tokens=cached,
