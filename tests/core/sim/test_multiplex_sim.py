@@ -80,3 +80,16 @@ def test_group_that_cannot_hold_a_model_is_rejected() -> None:
         simulate(build, [], default_catalog())
     with pytest.raises(ConfigError, match="initially_awake"):
         _deployment(initially_awake=["not-in-group"])
+
+
+def test_shared_gpu_replicas_carry_their_models_first_token_overhead() -> None:
+    from gpuyield.core.perf.calibration import default_calibration
+    from gpuyield.core.sim.simulate import build_cluster
+
+    cat = default_catalog()
+    cluster, _ = build_cluster(_deployment(), cat)
+    ec = default_calibration().engines["vllm"]
+    for rt in cluster.rts:
+        layers = cat.model(rt.setup.model).num_layers
+        assert rt.setup.first_token_overhead_s > 0
+        assert rt.setup.first_token_overhead_s == pytest.approx(ec.first_token_overhead_s(layers))

@@ -83,3 +83,6 @@ def test_every_first_token_carries_the_engine_familys_first_token_overhead(small
         np.testing.assert_allclose(getattr(some.records, col) - getattr(none.records, col), 0.032, atol=1e-9)
     assert some.summary["ttft_ms"]["mean"] == pytest.approx(none.summary["ttft_ms"]["mean"] + 32.0)
     assert some.summary["tpot_ms"]["mean"] == pytest.approx(none.summary["tpot_ms"]["mean"])
+    # the summary's window reaches the last (shifted) finish
+    last = float(np.nanmax(some.records.finish_s)) - float(some.records.arrival_s.min())
+    assert some.summary["duration_s"] >= last - 1e-9

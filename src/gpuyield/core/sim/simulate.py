@@ -230,7 +230,9 @@ def summarise(
     done = rec.status == STATUS_COMPLETED
     num_done = int(done.sum())
     start = float(rec.arrival_s.min()) if n else 0.0
-    duration = max(rec.end_s - start, 0.0)
+    # the window ends at the last engine event or the last (first-token-overhead shifted) finish, if later
+    last_finish = float(np.nanmax(rec.finish_s)) if np.isfinite(rec.finish_s).any() else start
+    duration = max(max(rec.end_s, last_finish) - start, 0.0)
     ttft = rec.first_token_s[done] - rec.arrival_s[done]
     e2e = rec.finish_s[done] - rec.arrival_s[done]
     out_tok = rec.output_tokens[done]
