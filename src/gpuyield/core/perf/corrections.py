@@ -455,6 +455,8 @@ class MeasuredCorrections:
         res_tp: list[np.ndarray] = []
         xs: list[np.ndarray] = []
         xs_d: list[np.ndarray] = []
+        # (length scales, weights, offsets) per kernel: TTFT's (also throughput's), then TPOT's when it differs
+        kernels = [(scale, weights, xs)] + ([(scale_d, weights_d, xs_d)] if own_tpot_kernel else [])
         same = False
         for g in groups:
             pen = 0.0 if g.key.model == key.model else s.other_model_penalty
@@ -471,9 +473,7 @@ class MeasuredCorrections:
             if s.same_point_weight and g.key == key:
                 extra = s.same_point_weight * np.all(g.x == q, axis=1)
             keep = np.array([i not in skip for i in g.ids]) if skip else np.ones(len(g.x), dtype=bool)
-            for scl, ws, xl in ((scale, weights, xs), (scale_d, weights_d, xs_d)) if own_tpot_kernel else (
-                (scale, weights, xs),
-            ):
+            for scl, ws, xl in kernels:
                 dx = (g.x - q) / scl
                 w = np.where(keep, np.exp(-0.5 * (np.sum(dx**2, axis=1) + pen)) + extra, 0.0)
                 ws.append(w)
