@@ -37,6 +37,7 @@ from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf.calibration import default_calibration
 from gpuyield.core.perf.corrections import CorrectionSettings, settings_with
 from gpuyield.core.perf.validation import (
+    LEAVE_OWN_OUT_MODES,
     build_corrections,
     deployment_key,
     error_summary,
@@ -57,7 +58,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a correction setting")
-    ap.add_argument("--leave-own-out", choices=("auto", "yes", "no"), default="auto", help="as gpuyield validate's")
+    ap.add_argument("--leave-own-out", choices=tuple(LEAVE_OWN_OUT_MODES), default="auto", help="as gpuyield validate's")
     args = ap.parse_args()
     t0 = time.time()
     cat = default_catalog()
@@ -110,8 +111,7 @@ def main() -> None:
         train_ids = {row_measurement_id(r) for r in train}
         id_of = {r.index: row_measurement_id(r) for r in test}
         for name, c in (("model only", cal), ("with corrections", dataclasses.replace(cal, corrections=table))):
-            mode = {"auto": None, "yes": True, "no": False}[args.leave_own_out]
-            res = validate_rows(test, model_of, gpu_of, c, leave_own_out=mode)
+            res = validate_rows(test, model_of, gpu_of, c, leave_own_out=LEAVE_OWN_OUT_MODES[args.leave_own_out])
             if name == "with corrections":
                 corrected += res["corrected_rows"]
             for rec in res["rows"]:

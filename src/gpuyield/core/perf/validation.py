@@ -268,6 +268,8 @@ OWN_DATA_FRACTION = 0.9
 # Between this and OWN_DATA_FRACTION the file is scored as new data, with a note that it may be mostly the
 # calibration's own (a file mixing the two cannot tell which of its rows are which).
 OWN_DATA_MIXED_FRACTION = 0.5
+# --leave-own-out (``gpuyield validate``, the cross-validation script) -> validate_rows' ``leave_own_out``
+LEAVE_OWN_OUT_MODES: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
 
 
 def _smallest_fitting_replica(
@@ -458,6 +460,11 @@ def deployment_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup
     return DeploymentKey(engine, model.id, arch, gpu.id, precision, text, row.num_gpus or 0)
 
 
+def _storable(row: MeasurementRow) -> bool:
+    """Whether a measured operating point can be made of the row: closed loop, with a TTFT or a TPOT."""
+    return row.concurrency is not None and bool(row.measured.get("ttft_ms") or row.measured.get("tpot_ms"))
+
+
 def row_measurement_id(row: MeasurementRow) -> str:
     """Stable id of one measurement: its inputs and its measured TTFT/TPOT (equal rows share it)."""
     return measurement_id(
@@ -535,15 +542,14 @@ def build_corrections(
 
     seen: set[str] = set()  # a row repeated verbatim is one measurement, not two that agree
     for row in rows:
-        if row.concurrency is None:
+        if not _storable(row):
             continue
+        assert row.concurrency is not None  # closed loop (_storable)
         mid = row_measurement_id(row)
         if mid in seen:
             continue
         seen.add(mid)
         mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
-        if not mt and not md:
-            continue
         res = predicted(row, "analytic")
         if res is None:
             continue
@@ -610,9 +616,7 @@ def _own_rows(
 ) -> dict[str, Any]:
     """How many of the predicted rows the table could hold (closed-loop, with a measured TTFT or TPOT, as
     :func:`build_corrections` stores them) it does hold, and whether they are left out (``validate_rows``)."""
-    measured = [
-        r for r in rows if r.concurrency is not None and any(r.measured.get(k) for k in ("ttft_ms", "tpot_ms"))
-    ]
+    measured = [r for r in rows if _storable(r)]
     held = table.measurement_ids() if table is not None else frozenset()
     in_table = sum(row_measurement_id(r) in held for r in measured)
     share = in_table / len(measured) if measured else 0.0

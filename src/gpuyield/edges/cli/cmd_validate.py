@@ -74,7 +74,7 @@ def validate(
     ),
 ) -> None:
     def body() -> None:
-        from gpuyield.core.perf.validation import VALIDATION_METHODS, validate_rows
+        from gpuyield.core.perf.validation import LEAVE_OWN_OUT_MODES, VALIDATION_METHODS, validate_rows
         from gpuyield.edges.perf.calibrate import load_measurements, lookups
         from gpuyield.edges.perf.io import load_calibration
         from gpuyield.edges.report.validation import render_validation_html
@@ -82,8 +82,7 @@ def validate(
 
         if method not in VALIDATION_METHODS:
             raise ConfigError(f"--method: expected one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
-        modes = {"auto": None, "yes": True, "no": False}
-        if leave_own_out not in modes:
+        if leave_own_out not in LEAVE_OWN_OUT_MODES:
             raise ConfigError(f"--leave-own-out: expected one of auto, yes, no, got '{leave_own_out}'")
         cal = load_calibration(calibration)
         cat = load_catalog(catalog)
@@ -100,7 +99,7 @@ def validate(
                 method=method,
                 invalid=invalid,
                 corrections=corrections,
-                leave_own_out=modes[leave_own_out],
+                leave_own_out=LEAVE_OWN_OUT_MODES[leave_own_out],
             )
         if str(report) != "-":
             report.parent.mkdir(parents=True, exist_ok=True)

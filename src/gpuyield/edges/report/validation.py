@@ -170,8 +170,10 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
             for m in metrics:
                 body.append(_scatter(sub, m, f"{v}: {m}", 300, 280))
         body.append("</div>")
-    kinds = [{**r, "layout kind": (str(r.get("layout", "")).lower().split() or ["?"])[0]} for r in rows]
-    body.append(_table("per layout kind", {m: group_errors(kinds, "layout kind", m) for m in metrics}))
+    by_kind = result.get("summary_by_layout_kind") or {}  # validate_rows' split, transposed to metric -> kind
+    body.append(
+        _table("per layout kind", {m: {k: s[m] for k, s in by_kind.items() if s[m]["n"]} for m in metrics})
+    )
     for key in ("gpu", "engine", "model", "precision"):
         body.append(_table(f"per {key}", {m: group_errors(rows, key, m) for m in metrics}))
     if result.get("implausible"):
