@@ -289,7 +289,7 @@ class EmulatorApp:
 
     async def _deliver(self, send: Send, meta: dict[str, Any], req: EmuRequest, finish_reason: str,
                        stream: bool, include_usage: bool) -> None:
-        assert req.queue is not None
+        assert req.queue is not None and self.engine is not None
         seed = meta["seed"]
         if not stream:
             while (await req.queue.get()) != -1:

@@ -7,7 +7,11 @@ preemption by recompute -- is the simulator's own :class:`~gpuyield.core.sim.eng
 the same step-time model (gpuyield's ``PerfModel`` for the model/GPU/TP, or :class:`FixedStepTime` for router
 benchmarks), and the loop sleeps until the step's end on the event loop's monotonic clock -- anchored to the
 previous step's end so time does not drift -- like SimPy's real-time environment. Tokens are delivered to the
-waiting HTTP handlers at the end of the step that produced them.
+waiting HTTP handlers at the end of the step that produced them, plus the engine family's first-token overhead
+(``EngineConfig.first_token_overhead_s``: prefill launches, sampling and detokenisation set-up per request,
+``EngineCoefficients.first_token_overhead_s``). As in ``gpuyield simulate`` it delays each request's first token
+and, since its stream is shifted as a whole, every later token and its end, and the schedule never waits for it;
+so the emulator's TTFT is the simulator's and ``estimate``'s, not the engine-side TTFT alone.
 
 A request whose client went away is aborted in the core scheduler (``Scheduler.abort``, vLLM's
 ``FINISHED_ABORTED``): its slot and KV blocks are freed at once between steps, or at the end of the step in
@@ -56,6 +60,9 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192
     max_model_len: int = 32768
     enable_prefix_caching: bool = True
+    # added to every request's token stream (the engine family's per-request first-token overhead; 0 for the
+    # fixed-step router-benchmark modes)
+    first_token_overhead_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -99,6 +106,8 @@ class EmulatedEngine:
         self.step_model = step_model
         self.config = config or EngineConfig()
         c = self.config
+        if not (c.first_token_overhead_s >= 0.0):  # also refuses NaN
+            raise ValueError(f"first_token_overhead_s must be >= 0, got {c.first_token_overhead_s}")
         core_cfg = CoreEngineConfig(family=family, block_size=c.block_size_tokens, max_num_seqs=c.max_num_seqs,
                                     max_num_batched_tokens=max(c.max_num_batched_tokens, c.max_num_seqs),
                                     enable_prefix_caching=c.enable_prefix_caching, max_model_len=c.max_model_len,
@@ -250,7 +259,12 @@ class EmulatedEngine:
         return int(r.num_output_tokens)
 
     def _deliver(self, now: float) -> None:
+        """Hand the step's new tokens to their requests: at once, or ``first_token_overhead_s`` later (one
+        callback per request and step, so a stream keeps its order: steps end at increasing times)."""
         st = self.stats
+        lag = self.config.first_token_overhead_s
+        at = now + lag  # when the client sees this step's tokens
+        loop = asyncio.get_running_loop() if lag > 0 else None
         done: list[int] = []
         for idx, emu in self._live.items():
             core = emu.core
@@ -259,26 +273,37 @@ class EmulatedEngine:
             if new <= 0:
                 continue
             if emu.first_token_s is None:
-                emu.first_token_s = now
-                st.ttft_s.append(now - emu.arrival_s)
+                emu.first_token_s = at
+                st.ttft_s.append(at - emu.arrival_s)
                 st.prompt_tokens_total += emu.prompt_tokens
             elif emu.last_token_s is not None:
-                st.itl_s.append(now - emu.last_token_s)
-            emu.last_token_s = now
+                st.itl_s.append(at - emu.last_token_s)
+            emu.last_token_s = at
             emu.num_output += new
             st.generation_tokens_total += new
-            if not emu.aborted:
-                for _ in range(new):
-                    emu.queue.put_nowait(1)
-            if RequestStatus.is_finished(core.status) or emu.num_output >= emu.max_tokens:
+            finished = RequestStatus.is_finished(core.status) or emu.num_output >= emu.max_tokens
+            if finished:
                 done.append(idx)
+            if loop is None:
+                _hand_over(emu, new, finished)
+            else:
+                loop.call_at(at, _hand_over, emu, new, finished)
         for idx in done:
             emu = self._live.pop(idx)
             emu.finished = True
-            st.e2e_s.append(now - emu.arrival_s)
-            assert emu.queue is not None
-            emu.queue.put_nowait(-1)
+            st.e2e_s.append(at - emu.arrival_s)
         _trim(st)
+
+
+def _hand_over(emu: EmuRequest, new: int, finished: bool) -> None:
+    """Put ``new`` tokens (and the end marker, -1, when ``finished``) on the request's stream; an aborted
+    request's client is gone, so it gets no more tokens."""
+    assert emu.queue is not None
+    if not emu.aborted:
+        for _ in range(new):
+            emu.queue.put_nowait(1)
+    if finished:
+        emu.queue.put_nowait(-1)
 
 
 def _trim(st: EngineStats, keep: int = 200_000) -> None:

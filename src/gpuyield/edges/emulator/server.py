@@ -34,8 +34,9 @@ class EmulatorSpec:
     fixed_itl_ms: float = 0.0
 
 
-def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, str]:
-    """The fleet model's step time (and KV capacity in blocks, when it says) for the spec's model/GPU/TP."""
+def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, float, str]:
+    """The fleet model's step time, KV capacity in blocks (when it says) and the engine family's first-token
+    overhead in seconds for the spec's model/GPU/TP."""
     try:
         from gpuyield.core import perf as perf_mod
         from gpuyield.core.catalog import default_catalog
@@ -63,8 +64,11 @@ def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, str
         if isinstance(tokens, (int, float)) and tokens > 0:
             blocks = int(tokens) // spec.block_size_tokens
             break
+    overhead_s = float(pm.engine_coeffs.first_token_overhead_s(model_spec.num_layers))
     desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine})"
-    return pm, blocks, desc
+    if overhead_s > 0:
+        desc += f"; first-token overhead {overhead_s * 1000:.3g} ms"
+    return pm, blocks, overhead_s, desc
 
 
 def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
@@ -87,18 +91,19 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
     else:
         step: StepTimeModel
         blocks: int | None
+        overhead_s = 0.0
         if spec.fixed_step_ms is not None:
             if spec.fixed_step_ms <= 0:
                 raise ConfigError(f"--fixed-step-ms must be > 0, got {spec.fixed_step_ms}")
             step, blocks = FixedStepTime(spec.fixed_step_ms / 1000.0), None
             desc = f"engine loop, fixed step {spec.fixed_step_ms} ms (not the fleet model)"
         else:
-            step, blocks, desc = _perf_step_model(spec)
+            step, blocks, overhead_s, desc = _perf_step_model(spec)
         num_blocks = spec.num_kv_blocks or blocks or 4096
         engine = EmulatedEngine(step, EngineConfig(
             num_kv_blocks=num_blocks, block_size_tokens=spec.block_size_tokens, max_num_seqs=spec.max_num_seqs,
             max_num_batched_tokens=spec.max_num_batched_tokens, max_model_len=spec.max_model_len,
-            enable_prefix_caching=spec.enable_prefix_caching), family=spec.engine)
+            enable_prefix_caching=spec.enable_prefix_caching, first_token_overhead_s=overhead_s), family=spec.engine)
         desc += f"; {num_blocks} KV blocks of {spec.block_size_tokens} tokens"
     settings = EmulatorSettings(
         served_model_name=name, mean_output_tokens=spec.mean_output_tokens, max_model_len=spec.max_model_len,

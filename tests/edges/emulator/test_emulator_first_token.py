@@ -1,0 +1,87 @@
+"""The emulator adds the engine family's first-token overhead as the simulator does: the whole stream shifts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gpuyield.edges.emulator.engine import EmulatedEngine, EmuRequest, EngineConfig, FixedStepTime
+from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator
+
+STEP_S = 0.02
+
+
+async def _run(overhead_s: float, max_tokens: int = 5, abort_after_s: float | None = None):  # type: ignore[no-untyped-def]
+    eng = EmulatedEngine(FixedStepTime(STEP_S), EngineConfig(first_token_overhead_s=overhead_s))
+    eng.start()
+    loop = asyncio.get_running_loop()
+    req = EmuRequest("r", prompt_tokens=8, block_hashes=(), max_tokens=max_tokens, arrival_s=loop.time())
+    eng.add_request(req)
+    assert req.queue is not None
+    seen: list[tuple[int, float]] = []
+
+    async def read() -> None:
+        assert req.queue is not None
+        while True:
+            n = await req.queue.get()
+            seen.append((n, loop.time() - req.arrival_s))
+            if n == -1:
+                return
+
+    reader = asyncio.create_task(read())
+    if abort_after_s is not None:
+        await asyncio.sleep(abort_after_s)
+        eng.abort(req)
+    await asyncio.wait_for(reader, 5.0)
+    await eng.stop()
+    return eng, seen
+
+
+def test_overhead_delays_first_token_and_end_but_not_the_gaps() -> None:
+    eng0, seen0 = asyncio.run(_run(0.0))
+    eng, seen = asyncio.run(_run(0.1))
+    assert [n for n, _ in seen] == [1] * 5 + [-1] == [n for n, _ in seen0]
+    # engine side: one step to the first token, one per later token; the client sees each 0.1 s later
+    assert eng0.stats.ttft_s[0] == pytest.approx(STEP_S, abs=0.015)
+    assert eng.stats.ttft_s[0] == pytest.approx(STEP_S + 0.1, abs=0.015)
+    assert seen[0][1] == pytest.approx(STEP_S + 0.1, abs=0.03)
+    assert seen[0][1] - seen0[0][1] == pytest.approx(0.1, abs=0.03)
+    assert eng.stats.e2e_s[0] - eng0.stats.e2e_s[0] == pytest.approx(0.1, abs=0.03)
+    # inter-token gaps are the step time in both (TPOT unchanged, as in the simulator)
+    assert eng.stats.itl_s == pytest.approx(eng0.stats.itl_s, abs=0.015)
+    assert all(g == pytest.approx(STEP_S, abs=0.015) for g in eng.stats.itl_s)
+
+
+def test_abort_during_the_overhead_ends_the_stream_without_more_tokens() -> None:
+    # the engine has produced tokens, the client has not seen them yet when it goes away
+    eng, seen = asyncio.run(_run(0.2, max_tokens=50, abort_after_s=0.1))
+    assert seen[-1][0] == -1
+    assert [n for n, _ in seen] == [-1]  # nothing was due before the abort (first token at 0.22 s)
+    assert eng.stats.request_success_total["abort"] == 1
+    assert eng.num_unfinished == 0
+
+
+def test_negative_overhead_is_refused() -> None:
+    with pytest.raises(ValueError, match="first_token_overhead_s"):
+        EmulatedEngine(FixedStepTime(STEP_S), EngineConfig(first_token_overhead_s=-1.0))
+
+
+def test_fleet_model_emulator_takes_the_engine_familys_overhead() -> None:
+    pytest.importorskip("gpuyield.core.perf")
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+
+    cat = default_catalog()
+    model = cat.model("llama-3.1-8b")
+    for engine in ("vllm", "sglang"):
+        emu = build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", engine=engine))
+        assert emu.engine is not None
+        pm = PerfModel.build(model, cat.gpu("h100-sxm"), tp=1, engine=engine)
+        want = pm.engine_coeffs.first_token_overhead_s(model.num_layers)
+        assert want > 0
+        assert emu.engine.config.first_token_overhead_s == pytest.approx(want)
+        assert "first-token overhead" in emu.settings.description
+    # the fixed-step router-benchmark mode is not the fleet model and adds nothing
+    fixed = build_emulator(EmulatorSpec(model="m", fixed_step_ms=5))
+    assert fixed.engine is not None and fixed.engine.config.first_token_overhead_s == 0.0
