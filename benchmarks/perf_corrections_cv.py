@@ -6,6 +6,10 @@ chooses what a fold holds out as a whole:
 
 - ``config``: a deployment at one ISL/OSL/concurrency (every repeated measurement of it together): new
   operating points of measured deployments, the case the corrections are for;
+- ``sweep``: a deployment at one ISL/OSL, every concurrency together (a whole concurrency sweep): new
+  request shapes on measured deployments. The training file's repeat groups and concurrency ladders are
+  complete (``benchmarks/perf_holdout_structure.py``), so a held-out file drawn from the same study holds
+  whole sweeps or coarser units, not single rows or operating points;
 - ``deployment``: a model/engine/GPU/precision/layout as a whole: new layouts of measured models;
 - ``model-gpu``: every row of a model on one GPU: a measured model on a GPU it was not measured on;
 - ``model``: every row of a model: unseen models, which the corrections leave alone (the step-time model);
@@ -51,7 +55,7 @@ from gpuyield.errors import GpuyieldError
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--measurements", required=True)
-    ap.add_argument("--group", choices=("config", "deployment", "model-gpu", "model", "row"), default="config")
+    ap.add_argument("--group", choices=("config", "sweep", "deployment", "model-gpu", "model", "row"), default="config")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--refit", action="store_true", help="refit the engine constants on each training split")
@@ -86,7 +90,11 @@ def main() -> None:
             key = deployment_key(r, model_of, gpu_of).text()
         except GpuyieldError:
             key = f"{r.model}|{r.gpu}|{r.layout}"
-        return key if args.group == "deployment" else f"{key}|{r.isl}|{r.osl}|{r.concurrency}"
+        if args.group == "deployment":
+            return key
+        if args.group == "sweep":
+            return f"{key}|{r.isl}|{r.osl}"
+        return f"{key}|{r.isl}|{r.osl}|{r.concurrency}"
 
     import random
 
