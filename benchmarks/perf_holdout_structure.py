@@ -25,7 +25,7 @@ import argparse
 import csv
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -55,6 +55,42 @@ def ladder_holes(rows: Sequence[Row]) -> tuple[int, int]:
     return missing, slots
 
 
+Shapes = dict[str, set[tuple[int, ...]]]
+
+
+def _shapes(rows: Sequence[Row]) -> dict[str, Counter[tuple[int, ...]]]:
+    """Per layout kind, how many input groups have each shape (the multiplicities of a group's distinct
+    measured (TTFT, TPOT) values, largest first)."""
+    groups: dict[tuple[str, ...], Counter[tuple[str, str]]] = defaultdict(Counter)
+    for r in rows:
+        groups[tuple(r[k] for k in INPUTS)][(r["ttft_ms"], r["tpot_ms"])] += 1
+    out: dict[str, Counter[tuple[int, ...]]] = {"agg": Counter(), "disagg": Counter()}
+    for key, g in groups.items():
+        kind = "agg" if key[INPUTS.index("layout")].strip().lower().startswith("agg") else "disagg"
+        out[kind][tuple(sorted(g.values(), reverse=True))] += 1
+    return out
+
+
+def rich_shapes(rows: Sequence[Row]) -> Shapes:
+    """Per kind, the group shapes of five rows or more in ``rows`` (the reference the splits are counted by)."""
+    return {kind: {x for x in c if sum(x) >= 5} for kind, c in _shapes(rows).items()}
+
+
+def repeat_groups(rows: Sequence[Row], rich: Shapes) -> dict[str, tuple[int, int]]:
+    """Per kind: (groups with one of the ``rich`` shapes, groups one row short of one of them)."""
+    out: dict[str, tuple[int, int]] = {}
+    for kind, c in _shapes(rows).items():
+        short: set[tuple[int, ...]] = set()
+        for x in rich.get(kind, set()):
+            for i in range(len(x)):
+                t = list(x)
+                t[i] -= 1
+                short.add(tuple(sorted((v for v in t if v), reverse=True)))
+        short -= rich.get(kind, set())
+        out[kind] = (sum(c[x] for x in rich.get(kind, set())), sum(c[x] for x in short))
+    return out
+
+
 def split(rows: Sequence[Row], unit: Callable[[Row], object], holdout: float, seed: int) -> list[Row]:
     units = sorted({str(unit(r)) for r in rows})
     rng = random.Random(seed)
@@ -62,9 +98,18 @@ def split(rows: Sequence[Row], unit: Callable[[Row], object], holdout: float, se
     return [r for r in rows if str(unit(r)) not in held]
 
 
-def describe(label: str, rows: Sequence[Row]) -> str:
+def _groups_text(rg: dict[str, tuple[float, float]]) -> str:
+    return "  the file's repeat groups of >= 5 rows (one row short): " + ", ".join(
+        f"{k} {a:.0f} ({b:.0f})" for k, (a, b) in rg.items()
+    )
+
+
+def describe(label: str, rows: Sequence[Row], rich: Shapes) -> str:
     missing, slots = ladder_holes(rows)
-    return f"{label:<34} rows {len(rows):>5}  ladder holes {missing:>4} / {slots:<5} ({100 * missing / max(slots, 1):4.1f} %)"
+    return (
+        f"{label:<34} rows {len(rows):>5}  ladder holes {missing:>4} / {slots:<5} ({100 * missing / max(slots, 1):4.1f} %)"
+        + _groups_text({k: (float(a), float(b)) for k, (a, b) in repeat_groups(rows, rich).items()})
+    )
 
 
 def main() -> None:
@@ -77,10 +122,11 @@ def main() -> None:
         ap.error("--holdout must be between 0 and 1")
     with Path(args.measurements).open(newline="") as fh:
         rows = [{**r, "_row": str(i)} for i, r in enumerate(csv.DictReader(fh))]
-    missing = [k for k in (*SWEEP, "concurrency") if not rows or k not in rows[0]]
+    missing = [k for k in (*INPUTS, "ttft_ms", "tpot_ms") if not rows or k not in rows[0]]
     if missing:
         ap.error(f"{args.measurements}: missing column(s) {', '.join(missing)}")
-    print(describe("the file as it is", rows))
+    rich = rich_shapes(rows)
+    print(describe("the file as it is", rows, rich))
     print("the file after a further split of", f"{args.holdout:.0%}", "of its units (mean over seeds):")
     units: dict[str, Callable[[Row], object]] = {
         "single rows": lambda r: r["_row"],
@@ -89,10 +135,13 @@ def main() -> None:
         "deployments": lambda r: tuple(r[k] for k in DEPLOYMENT),
     }
     for name, unit in units.items():
-        stats = [ladder_holes(split(rows, unit, args.holdout, s)) for s in range(args.seeds)]
+        kept = [split(rows, unit, args.holdout, s) for s in range(args.seeds)]
+        stats = [ladder_holes(k) for k in kept]
         m = sum(h[0] for h in stats) / len(stats)
         sl = sum(h[1] for h in stats) / len(stats)
-        print(f"  {name:<32} ladder holes {m:6.0f} / {sl:<5.0f} ({100 * m / max(sl, 1):4.1f} %)")
+        rgs = [repeat_groups(k, rich) for k in kept]
+        rg = {kind: (sum(g[kind][0] for g in rgs) / len(rgs), sum(g[kind][1] for g in rgs) / len(rgs)) for kind in rgs[0]}
+        print(f"  {name:<32} ladder holes {m:6.0f} / {sl:<5.0f} ({100 * m / max(sl, 1):4.1f} %)" + _groups_text(rg))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator
 STEP_S = 0.02
 
 
-async def _run(overhead_s: float, max_tokens: int = 5, abort_after_s: float | None = None):  # type: ignore[no-untyped-def]
+async def _run(overhead_s: float, max_tokens: int = 5, abort_after_s: float | None = None,  # type: ignore[no-untyped-def]
+               linger_s: float = 0.0):
     eng = EmulatedEngine(FixedStepTime(STEP_S), EngineConfig(first_token_overhead_s=overhead_s))
     eng.start()
     loop = asyncio.get_running_loop()
@@ -34,6 +35,8 @@ async def _run(overhead_s: float, max_tokens: int = 5, abort_after_s: float | No
         await asyncio.sleep(abort_after_s)
         eng.abort(req)
     await asyncio.wait_for(reader, 5.0)
+    await asyncio.sleep(linger_s)  # anything still due would land on the queue now
+    assert req.queue.empty(), "tokens arrived after the end marker"
     await eng.stop()
     return eng, seen
 
@@ -48,18 +51,28 @@ def test_overhead_delays_first_token_and_end_but_not_the_gaps() -> None:
     assert seen[0][1] == pytest.approx(STEP_S + 0.1, abs=0.03)
     assert seen[0][1] - seen0[0][1] == pytest.approx(0.1, abs=0.03)
     assert eng.stats.e2e_s[0] - eng0.stats.e2e_s[0] == pytest.approx(0.1, abs=0.03)
-    # inter-token gaps are the step time in both (TPOT unchanged, as in the simulator)
-    assert eng.stats.itl_s == pytest.approx(eng0.stats.itl_s, abs=0.015)
-    assert all(g == pytest.approx(STEP_S, abs=0.015) for g in eng.stats.itl_s)
+    # what the client sees: the gaps between tokens are the step time (TPOT unchanged, as in the simulator),
+    # and the end marker comes with the last token, at the engine's end plus the overhead
+    gaps = [b - a for (_, a), (_, b) in zip(seen[:5], seen[1:5], strict=False)]
+    assert len(gaps) == 4 and all(g == pytest.approx(STEP_S, abs=0.015) for g in gaps)
+    assert seen[-1][1] == pytest.approx(eng.stats.e2e_s[0], abs=0.03)
+    assert seen[-1][1] - seen0[-1][1] == pytest.approx(0.1, abs=0.03)
 
 
 def test_abort_during_the_overhead_ends_the_stream_without_more_tokens() -> None:
     # the engine has produced tokens, the client has not seen them yet when it goes away
-    eng, seen = asyncio.run(_run(0.2, max_tokens=50, abort_after_s=0.1))
-    assert seen[-1][0] == -1
+    eng, seen = asyncio.run(_run(0.2, max_tokens=50, abort_after_s=0.1, linger_s=0.3))
     assert [n for n, _ in seen] == [-1]  # nothing was due before the abort (first token at 0.22 s)
     assert eng.stats.request_success_total["abort"] == 1
     assert eng.num_unfinished == 0
+
+
+def test_a_client_gone_after_the_engine_finished_but_before_its_tokens_is_an_abort() -> None:
+    # 3 tokens take 3 steps (60 ms); the client sees them from 0.32 s; it leaves at 0.15 s
+    eng, seen = asyncio.run(_run(0.3, max_tokens=3, abort_after_s=0.15, linger_s=0.3))
+    assert [n for n, _ in seen] == [-1]
+    assert eng.stats.request_success_total["abort"] == 1  # counted, as the e2e sample is
+    assert len(eng.stats.e2e_s) == 1 and eng.num_unfinished == 0
 
 
 def test_negative_overhead_is_refused() -> None:

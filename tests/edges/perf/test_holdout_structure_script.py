@@ -55,3 +55,18 @@ def test_the_script_reports_a_bad_file_clearly(tmp_path: Path) -> None:
     bad.write_text("gpu,model\nh100,m\n")
     out = subprocess.run([sys.executable, str(SCRIPT), "--measurements", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2 and "missing column" in out.stderr
+
+
+def test_repeat_groups_count_whole_and_broken_rich_groups() -> None:
+    mod = _module()
+    base = {k: "x" for k in mod.INPUTS} | {"layout": "agg tp1"}
+    # one input group of six rows: values a, a, b, b, c, d -> shape (2, 2, 1, 1)
+    group = [base | {"ttft_ms": v, "tpot_ms": "1"} for v in ("a", "a", "b", "b", "c", "d")]
+    rich = mod.rich_shapes(group)
+    assert rich["agg"] == {(2, 2, 1, 1)} and rich["disagg"] == set()
+    assert mod.repeat_groups(group, rich)["agg"] == (1, 0)
+    # one row dropped: (2, 1, 1, 1) or (2, 2, 1), one row short of the rich shape
+    assert mod.repeat_groups(group[1:], rich)["agg"] == (0, 1)
+    assert mod.repeat_groups(group[:-1], rich)["agg"] == (0, 1)
+    # two rows dropped is neither
+    assert mod.repeat_groups(group[2:], rich)["agg"] == (0, 0)

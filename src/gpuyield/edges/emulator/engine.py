@@ -21,6 +21,7 @@ flight, so the running/waiting and KV-usage gauges drop as they do in vLLM.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -76,8 +77,9 @@ class EmuRequest:
     num_output: int = 0  # tokens delivered so far
     first_token_s: float | None = None
     last_token_s: float | None = None
-    finished: bool = False
+    finished: bool = False  # the client has its last token (or the end marker); abort() is a no-op after it
     aborted: bool = False
+    engine_done: bool = False  # the engine produced its last token (its delivery may still be pending)
     queue: asyncio.Queue[int] | None = None  # new tokens per step; -1 = finished
 
     @property
@@ -124,6 +126,8 @@ class EmulatedEngine:
         self._task: asyncio.Task[None] | None = None
         self._in_step = False  # a scheduled step is being timed (aborts wait for its end)
         self._pending_aborts: list[EmuRequest] = []
+        # steps' tokens waiting out the first-token overhead: (due time, [(request, tokens, last?)]), oldest first
+        self._in_flight: collections.deque[tuple[float, list[tuple[EmuRequest, int, bool]]]] = collections.deque()
 
     # ---- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -209,7 +213,7 @@ class EmulatedEngine:
     def _apply_abort(self, req: EmuRequest) -> None:
         if req.finished:
             return
-        if req.core is not None:
+        if req.core is not None and not req.engine_done:  # else the engine already let it go
             self.scheduler.abort(req.core)
             self._live.pop(req.core.idx, None)
         req.finished = True
@@ -259,12 +263,13 @@ class EmulatedEngine:
         return int(r.num_output_tokens)
 
     def _deliver(self, now: float) -> None:
-        """Hand the step's new tokens to their requests: at once, or ``first_token_overhead_s`` later (one
-        callback per request and step, so a stream keeps its order: steps end at increasing times)."""
+        """Hand the step's new tokens to their requests: at once, or ``first_token_overhead_s`` later. Delayed
+        steps queue in order and are drained oldest first, so a stream keeps its order even if two steps fall
+        due at the same clock reading."""
         st = self.stats
         lag = self.config.first_token_overhead_s
         at = now + lag  # when the client sees this step's tokens
-        loop = asyncio.get_running_loop() if lag > 0 else None
+        batch: list[tuple[EmuRequest, int, bool]] = []
         done: list[int] = []
         for idx, emu in self._live.items():
             core = emu.core
@@ -281,29 +286,41 @@ class EmulatedEngine:
             emu.last_token_s = at
             emu.num_output += new
             st.generation_tokens_total += new
-            finished = RequestStatus.is_finished(core.status) or emu.num_output >= emu.max_tokens
-            if finished:
+            last = RequestStatus.is_finished(core.status) or emu.num_output >= emu.max_tokens
+            if last:
                 done.append(idx)
-            if loop is None:
-                _hand_over(emu, new, finished)
-            else:
-                loop.call_at(at, _hand_over, emu, new, finished)
+            batch.append((emu, new, last))
         for idx in done:
             emu = self._live.pop(idx)
-            emu.finished = True
+            emu.engine_done = True
             st.e2e_s.append(at - emu.arrival_s)
+        if batch:
+            if lag > 0:
+                self._in_flight.append((at, batch))
+                asyncio.get_running_loop().call_at(at, self._drain)
+            else:
+                _hand_over(batch)
         _trim(st)
 
+    def _drain(self) -> None:
+        """Deliver every delayed step that is due (each step's own timer calls this; any call drains in order)."""
+        now = asyncio.get_running_loop().time()
+        while self._in_flight and self._in_flight[0][0] <= now + 1e-9:
+            _hand_over(self._in_flight.popleft()[1])
 
-def _hand_over(emu: EmuRequest, new: int, finished: bool) -> None:
-    """Put ``new`` tokens (and the end marker, -1, when ``finished``) on the request's stream; an aborted
-    request's client is gone, so it gets no more tokens."""
-    assert emu.queue is not None
-    if not emu.aborted:
+
+def _hand_over(batch: list[tuple[EmuRequest, int, bool]]) -> None:
+    """Put each request's new tokens (and the end marker, -1, after its last) on its stream. An aborted
+    request's client is gone: it gets no more tokens (its abort already sent the end marker)."""
+    for emu, new, last in batch:
+        assert emu.queue is not None
+        if emu.aborted:
+            continue
         for _ in range(new):
             emu.queue.put_nowait(1)
-    if finished:
-        emu.queue.put_nowait(-1)
+        if last:
+            emu.finished = True
+            emu.queue.put_nowait(-1)
 
 
 def _trim(st: EngineStats, keep: int = 200_000) -> None:
