@@ -54,6 +54,25 @@ def test_estimate_json_reports_latency_memory_and_breakdown():
     assert abs(sum(ops.values()) - rec["decode_step"]["total_ms"]) < 1e-6
 
 
+def test_estimate_with_speculative_decoding_is_faster_per_token_and_says_so():
+    base = ["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "b200_sxm", "--tp", "8", "--ep", "8",
+            "--precision", "fp8", "--engine", "trtllm", "--isl", "1024", "--osl", "256", "--concurrency", "4",
+            "--method", "analytic", "--json"]  # fmt: skip
+    plain = json.loads(_run(base).stdout)
+    r = _run([*base, "--spec-method", "mtp", "--spec-tokens", "3", "--spec-acceptance", "0.7"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["speculative"] == {"method": "mtp", "num_draft_tokens": 3, "acceptance_rate": 0.7,
+                                  "tokens_per_step": pytest.approx(1 + 0.7 + 0.49 + 0.343)}  # fmt: skip
+    assert plain["speculative"] is None
+    assert rec["tpot_ms"] < 0.8 * plain["tpot_ms"]
+    # the measured points (no speculative setting recorded) are not applied, and the output says why
+    assert plain["measured_correction"] is not None and rec["measured_correction"] is None
+    assert any("not applied" in n for n in rec["notes"]) and any("3 draft token" in n for n in rec["notes"])
+    human = _run([*base[:-1], "--spec-method", "ngram", "--spec-tokens", "2", "--spec-acceptance", "0.5"])
+    assert human.exit_code == 0 and "per output token with speculative decoding" in human.stdout
+
+
 def test_estimate_analytic_offline_and_human_output():
     r = _run(
         [
@@ -104,6 +123,10 @@ def test_estimate_does_not_fit_exits_2_with_reason():
         (["--concurrency", "many"], "--concurrency"),
         (["--concurrency", "4", "--method", "magic"], "--method"),
         (["--concurrency", "4", "--precision", "fp3"], "precision"),
+        (["--concurrency", "4", "--spec-tokens", "2"], "--spec-method"),
+        (["--concurrency", "4", "--spec-method", "mtp"], "MTP layers"),
+        (["--concurrency", "4", "--spec-method", "eagle", "--spec-acceptance", "1.2"], "acceptance_rate"),
+        (["--concurrency", "4", "--spec-method", "eagle", "--layout", "agg tp1 pp1"], "--layout"),
     ],
 )
 def test_estimate_bad_input_exits_2(args, fragment):

@@ -26,6 +26,13 @@ engine="vllm", calibration=None) -> PerfModel``
     Plain float math on coefficients precomputed in ``__init__``; never decreases when any argument grows;
     affine in ``decode_ctx_tokens`` for a fixed batch (decode attention reads KV bytes ∝ context).
 
+``PerfModel.with_speculative(SpeculativeDecoding(method, num_draft_tokens, acceptance_rate)) -> PerfModel``
+
+    A copy whose decode steps are speculative (MTP, EAGLE, n-gram): ``step_time_s`` then charges a step's
+    decode part per output token (verification plus drafting over the tokens a step yields); everything that
+    times steps through the model (closed-loop estimates, the engine model, the planner, the emulator) follows.
+    See ``gpuyield.core.perf.speculative``.
+
 ``PerfModel.step_breakdown(...)`` (same arguments) -> :class:`StepBreakdown`: seconds per op (``gemm``,
 ``moe``, ``attn_prefill``, ``attn_decode``, ``comm_tp``, ``comm_ep``, ``lm_head``, ``overhead``), summing
 to ``total_s``, plus ``out_of_range`` naming every lookup outside the measured ranges (clamped, never
@@ -47,6 +54,7 @@ from gpuyield.core.perf.calibration import (
 )
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop
 from gpuyield.core.perf.model import MemoryPlan, PerfModel, StepBreakdown
+from gpuyield.core.perf.speculative import SpeculativeDecoding
 
 __all__ = [
     "Calibration",
@@ -55,6 +63,7 @@ __all__ = [
     "GpuCoefficients",
     "MemoryPlan",
     "PerfModel",
+    "SpeculativeDecoding",
     "StepBreakdown",
     "default_calibration",
     "estimate_closed_loop",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients, LogCurve
+from gpuyield.core.perf.speculative import SpeculativeDecoding
 from gpuyield.errors import ConfigError
 
 __all__ = [
@@ -191,6 +192,10 @@ class _Coeffs:
     attn_prefill_eff: float
     attn_decode_s_per_ctx: float  # per decode context token, per GPU
     attn_decode_s_per_seq: float  # bounded layers (sliding windows, linear state) per decode sequence
+    # the two sides of attn_decode_s_per_ctx (KV reads, compute per query): speculative verification runs
+    # K + 1 queries over one read of the KV
+    attn_decode_bytes_s_per_ctx: float
+    attn_decode_flops_s_per_ctx: float
     # LM head
     lm_flops_per_tok: float
     lm_bytes: float
@@ -245,6 +250,7 @@ class PerfModel:
         "_kv_fixed_per_seq_gpu",
         "gpu_id",
         "notes",
+        "speculative",
     )
 
     def __init__(
@@ -301,6 +307,7 @@ class PerfModel:
         self.engine_coeffs: EngineCoefficients = calibration.engine_for(eng, self.gpu_id, wp)
         self.compute_dtype = compute_dtype_for(wp, gpu)
         self.notes: list[str] = []
+        self.speculative: SpeculativeDecoding | None = None
         if not calibration.has_gpu(self.gpu_id):
             self.notes.append(f"no measured kernel tables for '{self.gpu_id}': generic efficiencies used")
         self._c = self._precompute()
@@ -427,6 +434,8 @@ class PerfModel:
             )
         attn_bw = bw * gc.attn_decode_bw_eff
         # decode attention is memory- or compute-bound; both terms are proportional to context (affine)
+        s_bytes_per_ctx = kv_per_tok_gpu * pp / attn_bw / adp
+        s_flops_per_ctx = dec_flops_per_ctx / (peak_attn * gc.attn_prefill_eff) / adp
         s_per_ctx = (
             max(kv_per_tok_gpu * pp / attn_bw, dec_flops_per_ctx / (peak_attn * gc.attn_prefill_eff)) / adp
         )
@@ -499,6 +508,8 @@ class PerfModel:
             attn_prefill_eff=gc.attn_prefill_eff,
             attn_decode_s_per_ctx=s_per_ctx / pp,
             attn_decode_s_per_seq=s_per_seq / pp,
+            attn_decode_bytes_s_per_ctx=s_bytes_per_ctx / pp,
+            attn_decode_flops_s_per_ctx=s_flops_per_ctx / pp,
             lm_flops_per_tok=lm_flops_per_tok,
             lm_bytes=lm_bytes,
             n_allreduce=n_ar,
@@ -523,17 +534,21 @@ class PerfModel:
         prefill_attn_tokens_sq: float,
         num_decode_seqs: int,
         decode_ctx_tokens: int,
+        queries_per_seq: float = 1.0,
     ) -> tuple[float, float, float, float, float, float, float, float]:
+        """Per-op seconds of one forward step; ``queries_per_seq`` > 1: each decoding sequence runs that many
+        positions (speculative verification), over one read of its KV."""
         c = self._c
         P = float(num_prefill_tokens)
         D = float(num_decode_seqs)
-        T = P + D
+        Dq = D * queries_per_seq  # decode positions through the GEMMs
+        T = P + Dq
         if T <= 0:
             return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c.overhead_fixed_s * 0.0)
         pp = c.pp
         Tr = T / c.adp  # tokens per attention-DP rank
         eff = c.gemm_curve(Tr)
-        work = (P * c.prefill_scale + D) / c.adp  # prefill tokens weighted by the engine's fitted factor
+        work = (P * c.prefill_scale + Dq) / c.adp  # prefill tokens weighted by the engine's fitted factor
         # dense linear layers
         gemm = pp * max(c.dense_flops_per_tok * work / (c.peak_c * eff), c.dense_bytes / (c.bw * c.mem_eff))
         # routed experts: expected distinct experts hit on one GPU; tokens per expert sets the efficiency
@@ -543,7 +558,7 @@ class PerfModel:
             hit = c.experts_local * (1.0 - (1.0 - c.experts_per_tok / c.num_experts) ** T)
             per_expert = assigns / c.num_experts
             eff_e = c.gemm_curve(max(per_expert, 1.0))
-            flops = c.expert_flops_per_assign * (P * c.prefill_scale + D) * c.experts_per_tok / c.ep
+            flops = c.expert_flops_per_assign * (P * c.prefill_scale + Dq) * c.experts_per_tok / c.ep
             moe = pp * max(flops / (c.peak_c * eff_e), hit * c.expert_bytes_per_expert / (c.bw * c.mem_eff))
         # attention
         attn_p = 0.0
@@ -560,10 +575,10 @@ class PerfModel:
         attn_d = (
             pp
             * c.decode_attn_scale
-            * (c.attn_decode_s_per_ctx * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
+            * (self._attn_per_ctx(queries_per_seq) * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
         )
         # LM head: decode sequences plus (at most) one last prompt token per prefill step
-        lm_tok = (D + (1.0 if P > 0 else 0.0)) / c.adp
+        lm_tok = (Dq + (1.0 if P > 0 else 0.0)) / c.adp
         lm = max(
             c.lm_flops_per_tok * lm_tok / (c.peak_c * c.gemm_curve(max(lm_tok, 1.0))),
             c.lm_bytes / (c.bw * c.mem_eff),
@@ -585,8 +600,55 @@ class PerfModel:
         num_decode_seqs: int,
         decode_ctx_tokens: int,
     ) -> float:
-        """Seconds of one forward step (see the package docstring for the argument meanings)."""
-        return sum(self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+        """Seconds of one forward step (see the package docstring for the argument meanings). With
+        speculative decoding (:meth:`with_speculative`) a step's decode part is charged per output token: its
+        verification and drafting divided by the tokens a step yields (``gpuyield.core.perf.speculative``)."""
+        return sum(self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+
+    def _attn_per_ctx(self, queries_per_seq: float) -> float:
+        c = self._c
+        if queries_per_seq == 1.0:
+            return c.attn_decode_s_per_ctx
+        return max(c.attn_decode_bytes_s_per_ctx, c.attn_decode_flops_s_per_ctx * queries_per_seq)
+
+    def _step_ops(
+        self, num_prefill_tokens: int, prefill_attn_tokens_sq: float, num_decode_seqs: int, decode_ctx_tokens: int
+    ) -> tuple[float, ...]:
+        spec = self.speculative
+        if spec is None or num_decode_seqs <= 0:
+            return self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        q = float(spec.num_draft_tokens + 1)
+        full = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, q)
+        verify = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens, q) if num_prefill_tokens else full
+        plain = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
+        # K drafter passes: draft_layers of the target's layers (GEMMs, experts, attention, collectives) and an
+        # LM head each; the fixed step overhead is the verification step's
+        k = spec.num_draft_tokens
+        frac = spec.draft_layers(self.model) / self.model.num_layers
+        lm_i = OPS.index("lm_head")
+        oh_i = OPS.index("overhead")
+        draft = [
+            0.0 if i == oh_i else (k * v if i == lm_i else k * frac * v) for i, v in enumerate(plain)
+        ] if frac > 0 else [0.0] * len(plain)  # fmt: skip
+        e = spec.tokens_per_step
+        return tuple(f - v + (v + d) / e for f, v, d in zip(full, verify, draft, strict=True))
+
+    def with_speculative(self, spec: SpeculativeDecoding | None) -> PerfModel:
+        """This model with speculative decoding on (``None``: off). A copy; checks the method against the model
+        (MTP needs MTP layers)."""
+        import copy
+
+        if spec is not None:
+            spec.draft_layers(self.model)  # a clear error now rather than at the first decode step
+        out = copy.copy(self)
+        out.speculative = spec
+        out.notes = list(self.notes)
+        if spec is not None:
+            out.notes.append(
+                spec.describe() + " (drafter weights and KV not counted in memory: about "
+                f"{spec.draft_layers(self.model)} of {self.model.num_layers} layers)"
+            )
+        return out
 
     def step_breakdown(
         self,
@@ -596,7 +658,7 @@ class PerfModel:
         decode_ctx_tokens: int,
     ) -> StepBreakdown:
         """Seconds per op for one step, and which lookups fell outside the measured ranges."""
-        vals = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        vals = self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c

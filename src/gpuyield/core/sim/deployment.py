@@ -27,6 +27,7 @@ __all__ = [
     "PdSpec",
     "PoolSpec",
     "RouterSpec",
+    "SpeculativeSpec",
     "TenantSpec",
     "link_spec",
     "parse_deployment",
@@ -104,6 +105,20 @@ class RouterSpec(BaseModel):
         return self
 
 
+class SpeculativeSpec(BaseModel):
+    """Speculative decoding of a pool's replicas (``gpuyield.core.perf.speculative``)."""
+
+    model_config = _CFG
+    method: Literal["mtp", "eagle", "ngram"] = "mtp"
+    num_draft_tokens: int = Field(default=1, ge=1, le=16)
+    acceptance_rate: float = Field(default=0.7, ge=0, le=1)
+
+    def to_core(self) -> Any:
+        from gpuyield.core.perf.speculative import SpeculativeDecoding
+
+        return SpeculativeDecoding(self.method, self.num_draft_tokens, self.acceptance_rate)
+
+
 class PoolSpec(BaseModel):
     """A group of identical replicas."""
 
@@ -120,6 +135,8 @@ class PoolSpec(BaseModel):
     weight_precision: str = "bf16"
     kv_dtype: str = "bf16"
     engine: EngineSpec = Field(default_factory=lambda: EngineSpec())
+    # decode steps verify draft tokens (MTP, EAGLE, n-gram); None: plain decoding
+    speculative: SpeculativeSpec | None = None
 
     @property
     def gpus_per_replica(self) -> int:

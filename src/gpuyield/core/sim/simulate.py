@@ -115,6 +115,11 @@ def build_cluster(
             engine=cfg.family,
             calibration=calibration,
         )
+        if pool.speculative is not None:
+            try:
+                perf = perf.with_speculative(pool.speculative.to_core())
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len)
         try:
             blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)

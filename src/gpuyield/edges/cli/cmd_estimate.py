@@ -16,7 +16,7 @@ from gpuyield.edges.cli.common import (
     run_command,
 )
 
-__all__ = ["estimate", "estimate_record", "layout_record", "parse_concurrency", "register"]
+__all__ = ["estimate", "estimate_record", "layout_record", "parse_concurrency", "parse_speculative", "register"]
 
 HELP = """Closed-loop TTFT, TPOT and output throughput of one replica (or N replicas) at fixed ISL/OSL.
 
@@ -41,9 +41,29 @@ one holds those of e2e_train.csv; `calibrate --measurements` writes your own), T
 by the measured residuals interpolated in log ISL/OSL/concurrency ('measured_correction' in --json, and a
 note); --no-corrections gives the step-time model alone.
 
+--spec-method mtp|eagle|ngram [--spec-tokens K] [--spec-acceptance A] models speculative decoding: each decode
+step verifies K draft tokens per sequence and keeps on average (1 - A^(K+1)) / (1 - A) tokens (see
+docs/cli.md); measured operating points are then not applied (they record no speculative setting).
+
 --layout takes the layout syntax of `validate`'s CSV (AIConfigurator's form) instead of --tp/--pp/--ep/
 --attention-dp, including prefill/decode-disaggregated deployments (those use the analytic solver).
 """
+
+
+def parse_speculative(method: str | None, tokens: int | None, acceptance: float | None) -> Any:
+    """The --spec-* flags as a SpeculativeDecoding, or None when --spec-method is not given."""
+    from gpuyield.core.perf import SpeculativeDecoding
+    from gpuyield.errors import ConfigError
+
+    if method is None:
+        if tokens is not None or acceptance is not None:
+            raise ConfigError("--spec-tokens/--spec-acceptance need --spec-method (mtp, eagle or ngram)")
+        return None
+    return SpeculativeDecoding(
+        method=method.strip().lower(),
+        num_draft_tokens=1 if tokens is None else tokens,
+        acceptance_rate=0.7 if acceptance is None else acceptance,
+    )
 
 
 def parse_concurrency(value: str) -> int | None:
@@ -85,8 +105,10 @@ def estimate_record(
     max_num_batched_tokens: int | None,
     method: str,
     corrections: bool = True,
+    speculative: Any = None,
 ) -> dict[str, Any]:
-    """Everything `estimate` reports, as plain data (also used by tests and benchmarks)."""
+    """Everything `estimate` reports, as plain data (also used by tests and benchmarks). ``speculative``: a
+    :class:`gpuyield.core.perf.SpeculativeDecoding` (MTP/EAGLE/n-gram decode steps) or None."""
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
     from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, kv_dtype_for
     from gpuyield.edges.perf.calibrate import lookups
@@ -111,6 +133,14 @@ def estimate_record(
         engine=engine,
         calibration=calibration,
     )
+    spec_note = None
+    if speculative is not None:
+        perf = perf.with_speculative(speculative)
+        if corrections:
+            # the measured points record no speculative setting: their residuals belong to plain decoding
+            corrections = False
+            spec_note = ("measured operating points not applied: they record no speculative-decoding setting "
+                         "(their residuals are against plain decoding)")
     mem = perf.memory(gpu_memory_utilization, max_model_len=isl + osl)
     out: dict[str, Any] = {
         "model": spec.id,
@@ -130,7 +160,10 @@ def estimate_record(
         "osl": osl,
         "concurrency": concurrency if concurrency is not None else "offline",
         "memory": mem,
-        "notes": list(perf.notes),
+        "speculative": None
+        if speculative is None
+        else {**speculative.to_dict(), "tokens_per_step": speculative.tokens_per_step},
+        "notes": list(perf.notes) + ([spec_note] if spec_note else []),
     }
     if not mem.fits:
         out.update({"fits": False, "reason": mem.reason})
@@ -368,9 +401,10 @@ def _print(rec: dict[str, Any]) -> None:
     if not _print_results(rec):
         return
     ops = rec["decode_step"]["ops_ms"]
+    per_token = ", per output token with speculative decoding" if rec.get("speculative") else ""
     console.print(
-        "decode step ({} seqs): {:.2f} ms = ".format(
-            rec["decode_step"]["num_decode_seqs"], rec["decode_step"]["total_ms"]
+        "decode step ({} seqs{}): {:.2f} ms = ".format(
+            rec["decode_step"]["num_decode_seqs"], per_token, rec["decode_step"]["total_ms"]
         )
         + ", ".join(f"{k} {v:.2f}" for k, v in ops.items() if v > 0)
     )
@@ -436,12 +470,23 @@ def estimate(
         "--corrections/--no-corrections",
         help="Correct by the calibration's measured operating points of this architecture/engine/precision.",
     ),
+    spec_method: str | None = typer.Option(
+        None,
+        "--spec-method",
+        help="Speculative decoding: mtp (the model's MTP layers), eagle (a one-layer drafter) or ngram (no drafter).",
+    ),
+    spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
+    spec_acceptance: float | None = typer.Option(
+        None, "--spec-acceptance", help="Per-position acceptance rate of a draft token, 0..1 (default 0.7)."
+    ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     def body() -> None:
         from gpuyield.edges.perf.io import load_calibration
         from gpuyield.errors import ConfigError
+
+        speculative = parse_speculative(spec_method, spec_tokens, spec_acceptance)
 
         common: dict[str, Any] = {
             "catalog": load_catalog(catalog),
@@ -458,6 +503,8 @@ def estimate(
             "corrections": corrections,
         }
         if layout is not None:
+            if speculative is not None:
+                raise ConfigError("--spec-method is not supported with --layout yet: give --tp/--pp/--ep instead")
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
             rec = layout_record(layout=layout, **common)
@@ -472,6 +519,7 @@ def estimate(
                 gpu_memory_utilization=gpu_memory_utilization,
                 max_num_seqs=max_num_seqs,
                 max_num_batched_tokens=max_num_batched_tokens,
+                speculative=speculative,
                 **common,
             )
         if json_out is not None:

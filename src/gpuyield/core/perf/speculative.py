@@ -1,0 +1,101 @@
+"""Speculative decoding (MTP, EAGLE, n-gram): what one decode step costs and how many tokens it yields.
+
+A speculative engine proposes ``num_draft_tokens`` (K) tokens per running sequence with a cheap drafter, then
+runs the target model once over all K + 1 positions and keeps the accepted prefix plus one token of its own.
+With a per-position acceptance rate ``a`` (the chance that a draft token is accepted given that the previous
+one was; the usual geometric model, as in vLLM's and SGLang's spec-decode metrics), a step yields on average
+
+    E = 1 + a + a^2 + ... + a^K = (1 - a^(K+1)) / (1 - a)
+
+tokens per sequence. Its cost, in :class:`gpuyield.core.perf.PerfModel`:
+
+- **verification**: the target model over ``D x (K + 1)`` tokens: dense and expert GEMMs, collectives and the
+  LM head see K + 1 tokens per sequence (so a small batch, weight-bound, gets them almost free and a large,
+  compute-bound one pays for them); decode attention reads each sequence's KV once and computes K + 1 queries;
+- **drafting**: K sequential drafter passes over the ``D`` sequences, each ``draft_layers`` decoder layers of the
+  target's width (MTP: the checkpoint's MTP modules; EAGLE: one layer; n-gram: none) plus an LM head, the same
+  scaling AIConfigurator applies to MTP ((L + K) / L on the generation ops).
+
+The engine model keeps one output token per scheduler step, so a decode step is charged ``cost / E`` (the
+time per token of a sequence) while the prefill chunks in the same step keep their full marginal cost: decode
+speed and prefill cost are exact at the margin, and a mixed step's prefill share is not sped up. ``estimate``
+(both methods) and ``simulate`` (a pool's ``speculative:``) time steps through that one method.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from gpuyield.errors import ConfigError
+
+__all__ = ["SPEC_METHODS", "SpeculativeDecoding"]
+
+# method -> what drafts the tokens (documented above)
+SPEC_METHODS = ("mtp", "eagle", "ngram")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculativeDecoding:
+    """K draft tokens per step, accepted position by position with probability ``acceptance_rate``."""
+
+    method: str = "mtp"
+    num_draft_tokens: int = 1
+    acceptance_rate: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.method not in SPEC_METHODS:
+            raise ConfigError(f"speculative.method: expected one of {', '.join(SPEC_METHODS)}, got {self.method!r}")
+        k = self.num_draft_tokens
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 16:
+            raise ConfigError(f"speculative.num_draft_tokens: expected an integer in 1..16, got {k!r}")
+        a = self.acceptance_rate
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not (0.0 <= a <= 1.0) or math.isnan(a):
+            raise ConfigError(f"speculative.acceptance_rate: expected a number in [0, 1], got {a!r}")
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens a sequence gains per decode step (accepted drafts plus the target's own)."""
+        a, k = float(self.acceptance_rate), self.num_draft_tokens
+        if a >= 1.0:
+            return float(k + 1)
+        return (1.0 - a ** (k + 1)) / (1.0 - a)
+
+    def draft_layers(self, model: Any) -> int:
+        """Decoder layers one drafter pass runs: the checkpoint's MTP modules (an error if it has none), one
+        for EAGLE, none for n-gram lookup."""
+        if self.method == "ngram":
+            return 0
+        if self.method == "eagle":
+            return 1
+        n = int(getattr(model, "num_mtp_layers", 0) or 0)
+        if n < 1:
+            raise ConfigError(
+                f"speculative.method mtp: model {getattr(model, 'id', model)!r} has no MTP layers in the catalogue; "
+                "use method eagle (a one-layer drafter) or ngram"
+            )
+        return n
+
+    def describe(self) -> str:
+        return (
+            f"speculative decoding: {self.method}, {self.num_draft_tokens} draft token(s), acceptance "
+            f"{self.acceptance_rate:g} -> {self.tokens_per_step:.2f} tokens per step"
+        )
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "speculative") -> SpeculativeDecoding:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping with method, num_draft_tokens, acceptance_rate")
+        unknown = set(data) - {"method", "num_draft_tokens", "acceptance_rate"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as exc:  # pragma: no cover - fields are checked above
+            raise ConfigError(f"{where}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "num_draft_tokens": self.num_draft_tokens, "acceptance_rate": self.acceptance_rate}
