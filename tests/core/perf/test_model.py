@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpuyield.core.catalog import default_catalog
-from gpuyield.core.perf import Calibration, PerfModel, default_calibration
+from gpuyield.core.perf import Calibration, PerfModel, SpeculativeDecoding, default_calibration
 from gpuyield.core.perf.calibration import LogCurve, calibration_from_dict, calibration_to_dict
 from gpuyield.core.perf.model import OPS as OPS_NAMES
 from gpuyield.errors import ConfigError
@@ -45,6 +45,10 @@ MODELS = [
         kv_dtype="fp8",
         engine="sglang",
     ),
+    # speculative decoding keeps the contract: monotone, breakdown = total (gpuyield.core.perf.speculative)
+    _moe().with_speculative(SpeculativeDecoding("mtp", 3, 0.7)),
+    _dense().with_speculative(SpeculativeDecoding("eagle", 16, 1.0)),
+    _dense().with_speculative(SpeculativeDecoding("ngram", 2, 0.0)),
 ]
 
 counts = st.integers(min_value=0, max_value=20000)
@@ -83,10 +87,13 @@ def test_breakdown_sums_to_total_and_matches_step_time(idx, p, d, ctx):
 
 
 def test_empty_step_is_free_and_decode_is_affine_in_context():
-    m = _dense()
-    assert m.step_time_s(0, 0.0, 0, 0) == 0.0
-    t1, t2, t3 = (m.step_time_s(0, 0.0, 32, s) for s in (10000, 20000, 30000))
-    assert math.isclose(t2 - t1, t3 - t2, rel_tol=1e-9)
+    for m in (_dense(), MODELS[3], MODELS[4]):
+        assert m.step_time_s(0, 0.0, 0, 0) == 0.0
+        t1, t2, t3 = (m.step_time_s(0, 0.0, 32, s) for s in (10000, 20000, 30000))
+        assert math.isclose(t2 - t1, t3 - t2, rel_tol=1e-9)
+        # a mixed step too (the engine model's decode runs carry prefill chunks)
+        t1, t2, t3 = (m.step_time_s(512, 512.0**2 / 2, 32, s) for s in (10000, 20000, 30000))
+        assert math.isclose(t2 - t1, t3 - t2, rel_tol=1e-9)
 
 
 def test_more_tensor_parallelism_is_faster_per_step_for_a_memory_bound_decode():

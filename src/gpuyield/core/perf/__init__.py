@@ -29,9 +29,9 @@ engine="vllm", calibration=None) -> PerfModel``
 ``PerfModel.with_speculative(SpeculativeDecoding(method, num_draft_tokens, acceptance_rate)) -> PerfModel``
 
     A copy whose decode steps are speculative (MTP, EAGLE, n-gram): ``step_time_s`` then charges a step's
-    decode part per output token (verification plus drafting over the tokens a step yields); everything that
-    times steps through the model (closed-loop estimates, the engine model, the planner, the emulator) follows.
-    See ``gpuyield.core.perf.speculative``.
+    decode part per output token (verification plus drafting over the tokens a step yields, the prefill
+    chunks keeping their own cost); the closed-loop solver and the engine model follow. See
+    ``gpuyield.core.perf.speculative``.
 
 ``PerfModel.step_breakdown(...)`` (same arguments) -> :class:`StepBreakdown`: seconds per op (``gemm``,
 ``moe``, ``attn_prefill``, ``attn_decode``, ``comm_tp``, ``comm_ep``, ``lm_head``, ``overhead``), summing

@@ -21,6 +21,8 @@ from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuC
 from gpuyield.core.perf.speculative import SpeculativeDecoding
 from gpuyield.errors import ConfigError
 
+_SPEC_NOTE = "speculative decoding:"  # how SpeculativeDecoding.describe() starts
+
 __all__ = [
     "MemoryPlan",
     "PerfModel",
@@ -618,20 +620,27 @@ class PerfModel:
         if spec is None or num_decode_seqs <= 0:
             return self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
         q = float(spec.num_draft_tokens + 1)
+        # the real step: the prefill chunks and every decoding sequence's K + 1 positions in one forward pass ...
         full = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, q)
-        verify = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens, q) if num_prefill_tokens else full
-        plain = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
-        # K drafter passes: draft_layers of the target's layers (GEMMs, experts, attention, collectives) and an
-        # LM head each; the fixed step overhead is the verification step's
+        # ... after K drafter passes over the decoding sequences: draft_layers of the target's layers (GEMMs,
+        # experts, attention, collectives) and an LM head each; the fixed step overhead is the real step's
         k = spec.num_draft_tokens
         frac = spec.draft_layers(self.model) / self.model.num_layers
+        plain = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
         lm_i = OPS.index("lm_head")
         oh_i = OPS.index("overhead")
-        draft = [
-            0.0 if i == oh_i else (k * v if i == lm_i else k * frac * v) for i, v in enumerate(plain)
-        ] if frac > 0 else [0.0] * len(plain)  # fmt: skip
+        draft = [0.0 if i == oh_i else (k * v if i == lm_i else k * frac * v) for i, v in enumerate(plain)]
+        # The engine model advances a decoding sequence one token per step, so the decodes' share of the real
+        # step (all of it but what the prefill chunks alone would take) is charged per token (/ E); the chunks
+        # keep their own step's cost, shared weight reads and overhead included. Monotone in every argument
+        # and affine in the decode context, like a plain step.
+        pre = (
+            self._ops(num_prefill_tokens, prefill_attn_tokens_sq, 0, 0)
+            if num_prefill_tokens > 0
+            else (0.0,) * len(OPS)
+        )
         e = spec.tokens_per_step
-        return tuple(f - v + (v + d) / e for f, v, d in zip(full, verify, draft, strict=True))
+        return tuple(p + (f + d - p) / e for p, f, d in zip(pre, full, draft, strict=True))
 
     def with_speculative(self, spec: SpeculativeDecoding | None) -> PerfModel:
         """This model with speculative decoding on (``None``: off). A copy; checks the method against the model
@@ -642,7 +651,7 @@ class PerfModel:
             spec.draft_layers(self.model)  # a clear error now rather than at the first decode step
         out = copy.copy(self)
         out.speculative = spec
-        out.notes = list(self.notes)
+        out.notes = [n for n in self.notes if not n.startswith(_SPEC_NOTE)]  # a previous setting's note goes
         if spec is not None:
             out.notes.append(
                 spec.describe() + " (drafter weights and KV not counted in memory: about "
@@ -662,7 +671,8 @@ class PerfModel:
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c
-        tr = (num_prefill_tokens + num_decode_seqs) / c.adp
+        q = 1 + self.speculative.num_draft_tokens if self.speculative is not None else 1
+        tr = (num_prefill_tokens + num_decode_seqs * q) / c.adp  # tokens through the GEMMs (verification: K + 1)
         lo, hi = c.gemm_range
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
         # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term.

@@ -16,10 +16,14 @@ tokens per sequence. Its cost, in :class:`gpuyield.core.perf.PerfModel`:
   target's width (MTP: the checkpoint's MTP modules; EAGLE: one layer; n-gram: none) plus an LM head, the same
   scaling AIConfigurator applies to MTP ((L + K) / L on the generation ops).
 
-The engine model keeps one output token per scheduler step, so a decode step is charged ``cost / E`` (the
-time per token of a sequence) while the prefill chunks in the same step keep their full marginal cost: decode
-speed and prefill cost are exact at the margin, and a mixed step's prefill share is not sped up. ``estimate``
-(both methods) and ``simulate`` (a pool's ``speculative:``) time steps through that one method.
+The engine model keeps one output token per scheduler step, so a step is charged what its prefill chunks alone
+would take plus the rest of the real step (verification of the decodes on top of the chunks, and drafting)
+divided by E: a pure decode step costs its real duration / E per token, a prefill chunk keeps its whole cost
+(shared weight reads and overhead included), and the step time stays monotone in every argument and affine in
+the decode context, as the engine model needs. Approximations: decodes take D, not D x (K + 1), tokens of the
+step's token budget, and the K + 1 positions of a sequence route to experts as independent tokens.
+``estimate`` (both methods) and ``simulate`` (a pool's ``speculative:``) time steps through that one method;
+the planner and the engine emulator do not take a speculative setting.
 
 Pure: no I/O.
 """

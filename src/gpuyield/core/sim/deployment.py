@@ -12,7 +12,15 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gpuyield.core.sim.engine.config import EngineConfig, OffloadTierConfig, engine_family_defaults
 from gpuyield.core.sim.multiplex import MultiplexSpec
@@ -110,8 +118,15 @@ class SpeculativeSpec(BaseModel):
 
     model_config = _CFG
     method: Literal["mtp", "eagle", "ngram"] = "mtp"
-    num_draft_tokens: int = Field(default=1, ge=1, le=16)
+    num_draft_tokens: StrictInt = Field(default=1, ge=1, le=16)
     acceptance_rate: float = Field(default=0.7, ge=0, le=1)
+
+    @field_validator("acceptance_rate", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        if isinstance(v, (bool, str)):
+            raise ValueError(f"expected a number in [0, 1], got {v!r}")
+        return v
 
     def to_core(self) -> Any:
         from gpuyield.core.perf.speculative import SpeculativeDecoding
