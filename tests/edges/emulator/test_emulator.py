@@ -133,3 +133,22 @@ def test_fleet_model_timing_and_bad_specs() -> None:
         build_emulator(EmulatorSpec(model="m", fixed_step_ms=1, tp=0))
     with pytest.raises(ConfigError):
         build_emulator(EmulatorSpec(model="no-such-model-xyz", gpu="h100-sxm"))
+
+
+def test_fleet_model_emulator_with_speculative_decoding() -> None:
+    pytest.importorskip("gpuyield.core.perf")
+    from gpuyield.core.perf import SpeculativeDecoding
+
+    sd = SpeculativeDecoding("eagle", 3, 0.7)
+    emu = build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", served_model_name=MODEL, speculative=sd))
+    plain = build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", served_model_name=MODEL))
+    assert emu.engine is not None and plain.engine is not None
+    assert emu.engine.step_model.speculative == sd  # type: ignore[attr-defined]
+    assert "3 draft token" in emu.settings.description
+    # a decode step per token is shorter; the KV capacity is the plain model's
+    assert emu.engine.step_model.step_time_s(0, 0.0, 8, 8000) < plain.engine.step_model.step_time_s(0, 0.0, 8, 8000)
+    assert emu.engine.config.num_kv_blocks == plain.engine.config.num_kv_blocks
+    with pytest.raises(ConfigError, match="fleet model"):
+        build_emulator(EmulatorSpec(model="m", fixed_step_ms=5, speculative=sd))
+    with pytest.raises(ConfigError, match="MTP"):
+        build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", speculative=SpeculativeDecoding("mtp", 1, 0.7)))

@@ -22,8 +22,8 @@ divided by E: a pure decode step costs its real duration / E per token, a prefil
 (shared weight reads and overhead included), and the step time stays monotone in every argument and affine in
 the decode context, as the engine model needs. Approximations: decodes take D, not D x (K + 1), tokens of the
 step's token budget, and the K + 1 positions of a sequence route to experts as independent tokens.
-``estimate`` (both methods) and ``simulate`` (a pool's ``speculative:``) time steps through that one method;
-the planner and the engine emulator do not take a speculative setting.
+``estimate`` (both methods), ``simulate`` (a pool's ``speculative:``) and ``engine-emulator --spec-method``
+time steps through that one method; the planner does not take a speculative setting.
 
 Pure: no I/O.
 """

@@ -60,9 +60,15 @@ def register(app: typer.Typer) -> None:
         fixed_step_ms: float | None = typer.Option(None, "--fixed-step-ms", help="Engine loop with a fixed step time (not the fleet model)."),
         fixed_delay_ms: float | None = typer.Option(None, "--fixed-delay-ms", help="No engine: fixed time to first token (router benchmarks)."),
         fixed_itl_ms: float = typer.Option(0.0, "--fixed-itl-ms", help="With --fixed-delay-ms: time between tokens."),
+        spec_method: str | None = typer.Option(None, "--spec-method", help="Fleet-model timing with speculative "
+                                               "decoding: mtp, eagle or ngram (as `estimate`)."),
+        spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
+        spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help="Per-position acceptance "
+                                                     "rate, 0..1 (default 0.7)."),
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     ) -> None:
         def body() -> None:
+            from gpuyield.edges.cli.cmd_estimate import parse_speculative
             from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator, run_uvicorn
             from gpuyield.errors import ConfigError
 
@@ -75,7 +81,8 @@ def register(app: typer.Typer) -> None:
                 block_size_tokens=block_size, num_kv_blocks=num_kv_blocks, max_model_len=max_model_len,
                 enable_prefix_caching=not no_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
                 mean_output_tokens=mean_output_tokens, tokenizer=tokenizer, fixed_step_ms=fixed_step_ms,
-                fixed_delay_ms=fixed_delay_ms, fixed_itl_ms=fixed_itl_ms)
+                fixed_delay_ms=fixed_delay_ms, fixed_itl_ms=fixed_itl_ms,
+                speculative=parse_speculative(spec_method, spec_tokens, spec_acceptance))
             if len(names) > 1:
                 from gpuyield.edges.emulator.multimodel import build_multi_emulator
 

@@ -32,6 +32,8 @@ class EmulatorSpec:
     fixed_step_ms: float | None = None  # engine loop with a fixed per-step time instead of the fleet model
     fixed_delay_ms: float | None = None  # no engine: fixed time to first token per request
     fixed_itl_ms: float = 0.0
+    # fleet-model timing with speculative decoding (a gpuyield.core.perf.SpeculativeDecoding), None: plain
+    speculative: Any = None
 
 
 def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, float, str]:
@@ -57,6 +59,8 @@ def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, flo
         plan = pm.memory(gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len)
     except TypeError:
         plan = pm.memory(gpu_memory_utilization=spec.gpu_memory_utilization)
+    if spec.speculative is not None:
+        pm = pm.with_speculative(spec.speculative)
     if getattr(plan, "fits", True) is False:
         raise ConfigError(f"model {spec.model} does not fit on {spec.tp} x {spec.gpu}: {getattr(plan, 'reason', '')}")
     for attr in ("kv_capacity_tokens", "kv_tokens", "kv_cache_tokens"):
@@ -68,6 +72,8 @@ def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, flo
     desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine})"
     if overhead_s > 0:
         desc += f"; first-token overhead {overhead_s * 1000:.3g} ms"
+    if spec.speculative is not None:
+        desc += "; " + spec.speculative.describe()
     return pm, blocks, overhead_s, desc
 
 
@@ -81,6 +87,8 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
                      ("--mean-output-tokens", spec.mean_output_tokens)):
         if v < 1:
             raise ConfigError(f"{label} must be >= 1, got {v}")
+    if spec.speculative is not None and (spec.fixed_step_ms is not None or spec.fixed_delay_ms is not None):
+        raise ConfigError("--spec-method times steps with the fleet model: not with --fixed-step-ms/--fixed-delay-ms")
     tokens = TokenCounter(spec.tokenizer, spec.block_size_tokens)
     name = spec.served_model_name or spec.model
     engine: EmulatedEngine | None = None
