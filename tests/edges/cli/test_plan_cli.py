@@ -187,3 +187,40 @@ def test_plan_notes_what_measured_operating_points_say_about_the_chosen_deployme
     (note,) = [n for n in doc["notes"] if n.startswith("measured operating points")]
     assert "TPOT at ×" in note and "gpuyield estimate --model Qwen/Qwen3-32B" in note
     assert not any(n.startswith("measured operating points") for n in local_plan[1]["notes"])
+
+
+def test_a_plan_with_speculative_decoding_writes_it_into_plan_and_commands(tmp_path: Path) -> None:
+    from gpuyield.core.perf import SpeculativeDecoding
+
+    sd = SpeculativeDecoding("eagle", 2, 0.7, "org/eagle-head")
+    out = tmp_path / "spec"
+    doc = run_plan_command(out=str(out), **{**ARGS, "top_k": 2}, speculative=sd, report=False)
+    assert doc["speculative"] == sd.to_dict()
+    dep = yaml.safe_load((out / "plan.yaml").read_text())
+    decoding = [p for p in dep["pools"] if p["role"] != "prefill"]
+    assert decoding and all(p["speculative"]["draft_model"] == "org/eagle-head" for p in decoding)
+    assert "--speculative-config" in (out / "deploy" / "launch_vllm.sh").read_text()
+    assert any("planned with speculative decoding" in n for n in doc["notes"])
+    # the written plan simulates with the same setting (simulate reads the pool's speculative:)
+    from gpuyield.core.sim.deployment import parse_deployment
+
+    assert parse_deployment(dep).pools[0].speculative is not None
+    # eagle without its head cannot be deployed: refused before the search
+    r = CliRunner().invoke(app, ["plan", "--workload", "builtin:azure-conv", "--head", "50", "--model",
+                                 "meta-llama/Llama-3.1-8B", "--slo", SLO, "--out", str(tmp_path / "y"),
+                                 "--spec-method", "eagle"])  # fmt: skip
+    assert r.exit_code == 2 and "draft_model" in r.output
+
+
+def test_the_plan_search_times_decode_steps_with_the_speculative_setting() -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import SpeculativeDecoding
+    from gpuyield.core.plan.context import PlanContext
+
+    cat = default_catalog()
+    model = cat.model("meta-llama/Llama-3.1-8B")
+    sd = SpeculativeDecoding("eagle", 2, 0.7, "org/eagle-head")
+    plain = PlanContext(cat, model).perf_model("h100_sxm", 1, 1, 1, "bf16", "bf16")
+    spec = PlanContext(cat, model, speculative=sd).perf_model("h100_sxm", 1, 1, 1, "bf16", "bf16")
+    assert spec.speculative == sd and plain.speculative is None
+    assert spec.step_time_s(0, 0.0, 8, 8000) < plain.step_time_s(0, 0.0, 8, 8000)

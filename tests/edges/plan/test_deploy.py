@@ -3,6 +3,7 @@ configs load into Ray's own models, engine commands carry the chosen knobs, the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -79,6 +80,34 @@ def test_engine_commands_carry_the_knobs() -> None:
     pd = launch_vllm(PD, (1, 2), MODEL)
     assert pd.count("NixlConnector") == 3
     assert "--disaggregation-mode prefill" in launch_sglang(PD, (1, 2), MODEL)
+
+
+def test_engine_commands_set_up_speculative_decoding_on_the_pools_that_decode() -> None:
+    import dataclasses
+    import shlex
+
+    from gpuyield.core.perf import SpeculativeDecoding
+    from gpuyield.errors import ConfigError
+
+    eagle = dataclasses.replace(MODEL, speculative=SpeculativeDecoding("eagle", 3, 0.7, "org/eagle-head"))
+    argv = shlex.split(launch_vllm(AGG, (1,), eagle).splitlines()[-3].split(" &")[0])
+    cfg = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert cfg == {"method": "eagle", "num_speculative_tokens": 3, "model": "org/eagle-head"}
+    s = launch_sglang(AGG, (1,), eagle)
+    assert "--speculative-algorithm EAGLE --speculative-num-steps 3" in s and "--speculative-draft-model-path org/eagle-head" in s
+    # P/D: the decode pool speculates, the prefill pool never decodes
+    pd = launch_vllm(PD, (1, 2), eagle)
+    assert pd.count("--speculative-config") == 2
+    assert all("--speculative-config" not in line for line in pd.splitlines() if "# replica prefill-" in line)
+    assert all("--speculative-config" in line for line in pd.splitlines() if "# replica decode-" in line)
+    assert sum("# replica prefill-" in line for line in pd.splitlines()) == 1
+    mtp = dataclasses.replace(MODEL, speculative=SpeculativeDecoding("mtp", 1, 0.8))
+    ray = ray_serve_config(AGG, (1,), mtp)
+    assert json.dumps(ray).count('"speculative_config": {"method": "mtp", "num_speculative_tokens": 1}') == 1
+    assert "draft GGUF" in launch_llamacpp(AGG, (1,), mtp)
+    with pytest.raises(ConfigError, match="draft_model"):
+        launch_vllm(AGG, (1,), dataclasses.replace(MODEL, speculative=SpeculativeDecoding("eagle", 2, 0.7)))
+    assert "--speculative" not in launch_vllm(AGG, (1,), MODEL)
 
 
 def test_ray_serve_llm_config_validates_when_ray_serve_llm_is_installed() -> None:

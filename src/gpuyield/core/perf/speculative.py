@@ -22,8 +22,8 @@ divided by E: a pure decode step costs its real duration / E per token, a prefil
 (shared weight reads and overhead included), and the step time stays monotone in every argument and affine in
 the decode context, as the engine model needs. Approximations: decodes take D, not D x (K + 1), tokens of the
 step's token budget, and the K + 1 positions of a sequence route to experts as independent tokens.
-``estimate`` (both methods), ``simulate`` (a pool's ``speculative:``) and ``engine-emulator --spec-method``
-time steps through that one method; the planner does not take a speculative setting.
+``estimate`` (both methods), ``simulate`` (a pool's ``speculative:``), ``plan --spec-method`` (screen and
+simulations) and ``engine-emulator --spec-method`` time steps through that one method.
 
 Pure: no I/O.
 """
@@ -49,6 +49,8 @@ class SpeculativeDecoding:
     method: str = "mtp"
     num_draft_tokens: int = 1
     acceptance_rate: float = 0.7
+    # the drafter checkpoint deployment files load (EAGLE's head, a Hugging Face id); not used for timing
+    draft_model: str | None = None
 
     def __post_init__(self) -> None:
         if self.method not in SPEC_METHODS:
@@ -59,6 +61,8 @@ class SpeculativeDecoding:
         a = self.acceptance_rate
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not (0.0 <= a <= 1.0) or math.isnan(a):
             raise ConfigError(f"speculative.acceptance_rate: expected a number in [0, 1], got {a!r}")
+        if self.draft_model is not None and (not isinstance(self.draft_model, str) or not self.draft_model.strip()):
+            raise ConfigError(f"speculative.draft_model: expected a model id, got {self.draft_model!r}")
 
     @property
     def tokens_per_step(self) -> float:
@@ -93,7 +97,7 @@ class SpeculativeDecoding:
     def from_dict(cls, data: Any, where: str = "speculative") -> SpeculativeDecoding:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping with method, num_draft_tokens, acceptance_rate")
-        unknown = set(data) - {"method", "num_draft_tokens", "acceptance_rate"}
+        unknown = set(data) - {"method", "num_draft_tokens", "acceptance_rate", "draft_model"}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
         try:
@@ -102,4 +106,32 @@ class SpeculativeDecoding:
             raise ConfigError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "num_draft_tokens": self.num_draft_tokens, "acceptance_rate": self.acceptance_rate}
+        out: dict[str, Any] = {"method": self.method, "num_draft_tokens": self.num_draft_tokens,
+                               "acceptance_rate": self.acceptance_rate}  # fmt: skip
+        if self.draft_model is not None:
+            out["draft_model"] = self.draft_model
+        return out
+
+    def vllm_config(self) -> dict[str, Any]:
+        """vLLM's ``--speculative-config`` for this setting (an EAGLE head needs ``draft_model``)."""
+        cfg: dict[str, Any] = {"method": self.method, "num_speculative_tokens": self.num_draft_tokens}
+        if self.method == "eagle":
+            if self.draft_model is None:
+                raise ConfigError("speculative.method eagle: deployment files need the EAGLE head (draft_model)")
+            cfg["model"] = self.draft_model
+        if self.method == "ngram":
+            cfg["prompt_lookup_max"] = 4
+        return cfg
+
+    def sglang_args(self) -> list[str]:
+        """SGLang's launch flags for this setting (MTP runs as EAGLE over the checkpoint's NextN layers)."""
+        k = self.num_draft_tokens
+        if self.method == "ngram":
+            return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", str(k + 1)]
+        args = ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(k), "--speculative-eagle-topk", "1",
+                "--speculative-num-draft-tokens", str(k + 1)]  # fmt: skip
+        if self.method == "eagle":
+            if self.draft_model is None:
+                raise ConfigError("speculative.method eagle: deployment files need the EAGLE head (draft_model)")
+            args += ["--speculative-draft-model-path", self.draft_model]
+        return args

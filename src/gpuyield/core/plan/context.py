@@ -83,6 +83,7 @@ class PlanContext:
     price_overrides: Mapping[str, GpuPrice] = field(default_factory=dict)
     owned: Mapping[str, OwnedHardware] = field(default_factory=dict)
     calibration: Any = None  # gpuyield.core.perf.Calibration; None = the shipped one
+    speculative: Any = None  # gpuyield.core.perf.SpeculativeDecoding of every replica's decode steps; None: off
 
     def __post_init__(self) -> None:
         self._perf_cache: dict[tuple[Any, ...], PerfModel] = {}
@@ -103,6 +104,8 @@ class PlanContext:
         if pm is None:
             pm = PerfModel.build(self.model, self.catalog.gpu(gpu_id), tp=tp, pp=pp, ep=ep,
                                  weight_precision=wp, kv_dtype=kvd, engine=self.engine, calibration=self.calibration)
+            if self.speculative is not None:
+                pm = pm.with_speculative(self.speculative)
             self._perf_cache[key] = pm
         return pm
 
@@ -177,7 +180,10 @@ def build_plan_inputs(
     for r in routers or ():
         if r not in POLICY_NAMES:
             raise ConfigError(f"--routers {r!r}: expected one of {', '.join(POLICY_NAMES)}")
-    ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration)
+    ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration,
+                      request.speculative)
+    if request.speculative is not None:
+        request.speculative.draft_layers(model)  # MTP needs the model's MTP layers: say so before searching
     for g in gpu_ids:
         ctx.price_for(g)  # fail early, naming the GPU without a price
     space = SearchSpace.for_request(

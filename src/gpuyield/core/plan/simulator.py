@@ -99,7 +99,8 @@ class SimulatorBinding:
 
     def deployment(self, cand: Candidate, level: int) -> object:
         prices = {p.gpu_id: self.ctx.price_for(p.gpu_id).usd_per_gpu_hour for p in cand.pools}
-        return candidate_to_deployment(cand, level, self.ctx.model.id, engine=self.ctx.engine, prices=prices)
+        return candidate_to_deployment(cand, level, self.ctx.model.id, engine=self.ctx.engine, prices=prices,
+                                       speculative=self.ctx.speculative)
 
     def _prefill_s_per_token(self, cand: Candidate) -> dict[str, float]:
         out: dict[str, float] = {}

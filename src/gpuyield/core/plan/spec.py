@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from gpuyield.errors import ConfigError
 
@@ -139,6 +140,8 @@ class PlanRequest:
     seed: int = 0
     engine: str = "vllm"
     max_replicas_per_candidate: int = 64
+    # speculative decoding of every decode-capable pool (a gpuyield.core.perf.SpeculativeDecoding), None: off
+    speculative: Any = None
 
     def __post_init__(self) -> None:
         if not self.gpu_ids:

@@ -12,7 +12,15 @@ from typing import Any
 import yaml
 
 from gpuyield.core.plan.space import Candidate, PoolShape
-from gpuyield.core.sim.deployment import Deployment, EngineSpec, OffloadSpec, PdSpec, PoolSpec, RouterSpec
+from gpuyield.core.sim.deployment import (
+    Deployment,
+    EngineSpec,
+    OffloadSpec,
+    PdSpec,
+    PoolSpec,
+    RouterSpec,
+    SpeculativeSpec,
+)
 
 __all__ = ["PD_LINK", "candidate_to_deployment", "deployment_to_yaml", "offload_tier"]
 
@@ -36,8 +44,12 @@ def offload_tier(kind: str, gpus_per_replica: int) -> OffloadSpec:
     )
 
 
-def _pool_spec(name: str, pool: PoolShape, n: int, model_id: str, engine: str) -> PoolSpec:
+def _pool_spec(name: str, pool: PoolShape, n: int, model_id: str, engine: str, speculative: Any = None) -> PoolSpec:
+    spec = None
+    if speculative is not None and pool.role != "prefill":  # a prefill pool never decodes
+        spec = SpeculativeSpec(**speculative.to_dict())
     return PoolSpec(
+        speculative=spec,
         name=name,
         role=pool.role,  # type: ignore[arg-type]
         replicas=n,
@@ -68,10 +80,12 @@ def candidate_to_deployment(
     prices: Mapping[str, float] | None = None,
     name: str = "plan",
     description: str = "",
+    speculative: Any = None,
 ) -> Deployment:
-    """``cand`` at size ``level`` as a deployment (prices: gpu id -> usd_per_gpu_hour used by the plan)."""
+    """``cand`` at size ``level`` as a deployment (prices: gpu id -> usd_per_gpu_hour used by the plan;
+    ``speculative``: the plan's speculative decoding, set on every pool that decodes)."""
     replicas = cand.replicas_at(level)
-    pools = [_pool_spec(p.role, p, n, model_id, engine) for p, n in zip(cand.pools, replicas, strict=True)]
+    pools = [_pool_spec(p.role, p, n, model_id, engine, speculative) for p, n in zip(cand.pools, replicas, strict=True)]
     used = {p.gpu_id for p in cand.pools}
     return Deployment(
         name=name,

@@ -120,6 +120,7 @@ class SpeculativeSpec(BaseModel):
     method: Literal["mtp", "eagle", "ngram"] = "mtp"
     num_draft_tokens: StrictInt = Field(default=1, ge=1, le=16)
     acceptance_rate: float = Field(default=0.7, ge=0, le=1)
+    draft_model: str | None = Field(default=None, min_length=1, description="EAGLE head the engines load")
 
     @field_validator("acceptance_rate", mode="before")
     @classmethod
@@ -131,7 +132,7 @@ class SpeculativeSpec(BaseModel):
     def to_core(self) -> Any:
         from gpuyield.core.perf.speculative import SpeculativeDecoding
 
-        return SpeculativeDecoding(self.method, self.num_draft_tokens, self.acceptance_rate)
+        return SpeculativeDecoding(self.method, self.num_draft_tokens, self.acceptance_rate, self.draft_model)
 
 
 class PoolSpec(BaseModel):

@@ -168,8 +168,10 @@ def run_plan_command(
     show_progress: bool = True,
     head: int | None = None,
     jobs: int = 1,
+    speculative: Any = None,
 ) -> dict[str, Any]:
-    """The whole command as a function (tests and benchmarks call it); returns the plan.json document."""
+    """The whole command as a function (tests and benchmarks call it); returns the plan.json document.
+    ``speculative``: a :class:`gpuyield.core.perf.SpeculativeDecoding` every decoding replica runs (None: off)."""
     from gpuyield import __version__
     from gpuyield.core.plan.context import build_plan_inputs
     from gpuyield.core.plan.executor import LocalExecutor
@@ -198,8 +200,10 @@ def run_plan_command(
     request = PlanRequest(
         model_id=model_spec.id, slo=parse_slo(slo), gpu_ids=tuple(catalog.gpu(g).id for g in gpu_list), mode=plan_mode,
         max_gpus=max_gpus, budget_usd_per_hour=budget_usd_per_hour, allow_lower_precision=allow_lower_precision,
-        allow_disaggregated=disaggregated, top_k=top_k, seed=seed,
+        allow_disaggregated=disaggregated, top_k=top_k, seed=seed, speculative=speculative,
     )
+    if speculative is not None:
+        speculative.vllm_config()  # the deployment files need everything (an EAGLE head): fail before searching
     today = _dt.date.today().isoformat()
     api = parse_api_price(api_price, as_of=today) if api_price else None
     resolve = lambda g: catalog.gpu(g).id  # noqa: E731
@@ -240,7 +244,10 @@ def run_plan_command(
         bar.close()
         if executor == "ray":
             ex.shutdown()
-    result.notes.extend(measured_cross_check(result, ctx, catalog, cal, profile))
+    if speculative is None:  # the measured points record no speculative setting
+        result.notes.extend(measured_cross_check(result, ctx, catalog, cal, profile))
+    else:
+        result.notes.append("planned with " + speculative.describe() + "; the engine commands in deploy/ set it up")
     t_end = time.perf_counter()
     sim_start = prog.sim_started or t_end
     info = PlanRunInfo(
@@ -368,9 +375,25 @@ def register(app: typer.Typer) -> None:
         idle_sleep_s: float = typer.Option(120.0, "--idle-sleep-s", help="--multi-model: put a model to sleep after this many idle seconds."),
         start_s: float = typer.Option(0.0, "--start-s", help="--multi-model: start of the span used (ServeGen time or trace time), seconds."),
         duration_s: float | None = typer.Option(None, "--duration-s", help="--multi-model: length of the span used, seconds."),
+        spec_method: str | None = typer.Option(None, "--spec-method", help="Plan with speculative decoding: mtp, eagle or ngram (as `estimate`)."),
+        spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
+        spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help="Per-position acceptance rate, 0..1 (default 0.7)."),
+        spec_draft_model: str | None = typer.Option(None, "--spec-draft-model", help="EAGLE head the engines load (Hugging Face id); required with eagle."),
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
     ) -> None:
         def body() -> None:
+            import dataclasses
+
+            from gpuyield.edges.cli.cmd_estimate import parse_speculative
+            from gpuyield.errors import ConfigError
+
+            speculative = parse_speculative(spec_method, spec_tokens, spec_acceptance)
+            if spec_draft_model is not None:
+                if speculative is None:
+                    raise ConfigError("--spec-draft-model needs --spec-method eagle")
+                speculative = dataclasses.replace(speculative, draft_model=spec_draft_model)
+            if multi_model and speculative is not None:
+                raise ConfigError("--spec-method is not supported with --multi-model")
             if multi_model:
                 from gpuyield.edges.plan.multimodel import print_multi_model_summary, run_multi_model_plan
 
@@ -387,15 +410,13 @@ def register(app: typer.Typer) -> None:
                     print_multi_model_summary(mdoc, out)
                 return
             if model is None:
-                from gpuyield.errors import ConfigError
-
                 raise ConfigError("--model: required (or use --multi-model for a workload whose requests name models)")
             doc = run_plan_command(
                 workload=workload, model=model, slo=slo, out=out, rate_scale=rate_scale, gpus=gpus, max_gpus=max_gpus,
                 budget_usd_per_hour=budget_usd_per_hour, prices=prices, owned=owned, api_price=api_price,
                 executor=executor, ray_address=ray_address, seed=seed, mode=mode, top_k=top_k,
                 allow_lower_precision=allow_lower_precision, disaggregated=disaggregated, routers=routers,
-                catalog_files=catalog, head=head, jobs=jobs, calibration=calibration,
+                catalog_files=catalog, head=head, jobs=jobs, calibration=calibration, speculative=speculative,
             )
             if json_out is not None:
                 emit_json(doc, json_out)

@@ -14,6 +14,7 @@ the files carry exactly the knobs the simulator verified. Files (relative to ``D
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class DeployModel:
     served_name: str  # name clients send in "model"
     gguf_path: str = "/models/model.gguf"  # llama.cpp needs a GGUF file
     max_model_len: int | None = None
+    speculative: Any = None  # gpuyield.core.perf.SpeculativeDecoding of the decoding pools, None: off
 
 
 def _dns(text: str) -> str:
@@ -110,6 +112,8 @@ def vllm_args(pool: PoolShape, model: DeployModel, cand: Candidate, *, gpu_memor
     if model.max_model_len:
         args += ["--max-model-len", str(model.max_model_len)]
     args += _quant_flags_vllm(pool)
+    if model.speculative is not None and pool.role != "prefill":
+        args += ["--speculative-config", json.dumps(model.speculative.vllm_config(), separators=(",", ":"))]
     if cand.disaggregated:
         args += ["--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_both"}']
     elif pool.kv_offload == "cpu":
@@ -146,6 +150,8 @@ def sglang_args(pool: PoolShape, model: DeployModel, cand: Candidate) -> list[st
         args += ["--kv-cache-dtype", "fp8_e5m2"]
     if model.max_model_len:
         args += ["--context-length", str(model.max_model_len)]
+    if model.speculative is not None and pool.role != "prefill":
+        args += model.speculative.sglang_args()
     if cand.disaggregated:
         args += ["--disaggregation-mode", pool.role]
     return args
@@ -213,6 +219,9 @@ def launch_sglang(cand: Candidate, replicas: tuple[int, ...], model: DeployModel
 def launch_llamacpp(cand: Candidate, replicas: tuple[int, ...], model: DeployModel) -> str:
     note = ("llama.cpp has no prefill/decode disaggregation: both pools run as aggregated servers here."
             if cand.disaggregated else "llama.cpp serves a GGUF file: convert the model first (convert_hf_to_gguf.py).")
+    if model.speculative is not None:
+        note += (" The plan assumed speculative decoding, which these commands do not set up: llama.cpp drafts"
+                 " with a separate draft GGUF (-md).")
     return _script(
         "llama.cpp server replicas for this plan",
         _replica_lines(cand, replicas, lambda p: llamacpp_args(p, model), lambda p, d: f"CUDA_VISIBLE_DEVICES={d}"),
@@ -356,6 +365,8 @@ def _llm_config(pool: PoolShape, n: int, model: DeployModel, cand: Candidate) ->
         engine["enable_expert_parallel"] = True
     if model.max_model_len:
         engine["max_model_len"] = model.max_model_len
+    if model.speculative is not None and pool.role != "prefill":
+        engine["speculative_config"] = model.speculative.vllm_config()
     if cand.disaggregated:
         engine["kv_transfer_config"] = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
     return {
