@@ -196,3 +196,29 @@ def test_requests_that_can_never_run_are_named() -> None:
     assert "max_model_len" in (eng.can_ever_fit(60, 100) or "")
     assert "KV blocks" in (make_engine(num_blocks=2).can_ever_fit(30, 10) or "")
     assert eng.can_ever_fit(60, 10) is None
+
+
+class _SpeculativeStep(LinearStepModel):
+    """A step model that verifies 3 draft tokens per decoding sequence (as PerfModel.with_speculative says)."""
+
+    class _Spec:
+        num_draft_tokens = 3
+
+    speculative = _Spec()
+
+
+def test_decodes_take_k_plus_one_budget_tokens_with_speculative_decoding() -> None:
+    for step, per_decode in ((LinearStepModel(), 1), (_SpeculativeStep(), 4)):
+        eng = ReplicaEngine(EngineConfig(max_num_batched_tokens=64, max_num_seqs=8), step, 1000)  # type: ignore[arg-type]
+        assert eng.scheduler.decode_budget_tokens == per_decode
+        (a,) = make_requests(1, prompt=10, output=50)
+        eng.add_request(a, 0.0)
+        eng.complete_run()  # a prefilled: it decodes from now on
+        (c,) = make_requests(1, prompt=200, output=3, start=1)
+        eng.add_request(c, 0.0)
+        if not eng.run or not eng.run.prefill_reqs:  # a decode step was in flight: c joins the next one
+            eng.complete_run()
+        out = eng.run
+        assert out is not None and out.num_decode_seqs == 1 and out.prefill_reqs == [c]
+        # the prompt's chunk is what the decode leaves of the 64-token budget
+        assert out.prefill_num_new_tokens == [64 - per_decode]

@@ -76,8 +76,10 @@ def prefill_time_s(
     base = perf.step_time_s(0, 0.0, d, s) if d > 0 else 0.0
     wall = 0.0
     marg = 0.0
-    # decodes take their share of the token budget; prompts always progress by at least 1/8 of it
-    for n, a in _chunks(isl, max(budget // 8, budget - d, 1)):
+    # decodes take their share of the token budget (K + 1 each when verifying K draft tokens); prompts always
+    # progress by at least 1/8 of it
+    per_decode = 1 + (perf.speculative.num_draft_tokens if perf.speculative is not None else 0)
+    for n, a in _chunks(isl, max(budget // 8, budget - d * per_decode, 1)):
         t = perf.step_time_s(n, a, d, s)
         wall += t
         marg += t - base

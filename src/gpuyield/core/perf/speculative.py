@@ -20,8 +20,9 @@ The engine model keeps one output token per scheduler step, so a step is charged
 would take plus the rest of the real step (verification of the decodes on top of the chunks, and drafting)
 divided by E: a pure decode step costs its real duration / E per token, a prefill chunk keeps its whole cost
 (shared weight reads and overhead included), and the step time stays monotone in every argument and affine in
-the decode context, as the engine model needs. Approximations: decodes take D, not D x (K + 1), tokens of the
-step's token budget, and the K + 1 positions of a sequence route to experts as independent tokens.
+the decode context, as the engine model needs. Decoding requests take K + 1 tokens each of a step's token
+budget (the engine model's scheduler and the analytic solver's chunking, as vLLM counts draft tokens).
+Approximation: the K + 1 positions of a sequence route to experts as independent tokens.
 ``estimate`` (both methods), ``simulate`` (a pool's ``speculative:``), ``plan --spec-method`` (screen and
 simulations) and ``engine-emulator --spec-method`` time steps through that one method.
 

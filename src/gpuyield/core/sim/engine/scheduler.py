@@ -46,6 +46,9 @@ class Scheduler:
         self.chunked = config.enable_chunked_prefill
         self.max_run = config.max_decode_run_steps or (1 << 60)
         self.reserve_output = config.kv_admission == "max_output"
+        # step-budget tokens one decoding request takes: 1, or K + 1 when the step model verifies K draft tokens
+        # (speculative decoding; vLLM counts the draft tokens against max_num_batched_tokens). Set by the owner.
+        self.decode_budget_tokens = 1
         self.waiting: deque[EngineRequest] = deque()
         self.prefilling: list[EngineRequest] = []  # running, still computing their prompt (admission order)
         self.decoding: dict[int, EngineRequest] = {}  # running, one token per step (admission order)
@@ -142,7 +145,7 @@ class Scheduler:
                 pool.allocate(step_blocks)
             self._dec_alloc = step_blocks
             self._step_blocks_allocated = True
-            budget -= len(decoding)
+            budget -= len(decoding) * self.decode_budget_tokens
 
         # 2. Running requests still prefilling, in admission order.
         chunks_req = out.prefill_reqs
@@ -162,7 +165,7 @@ class Scheduler:
                     was_decoding = victim.idx in decoding
                     self._preempt(victim, preempted)
                     if was_decoding:
-                        budget += 1
+                        budget += self.decode_budget_tokens
                     if victim is req:
                         ok = False
                         break
