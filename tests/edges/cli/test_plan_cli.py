@@ -201,15 +201,36 @@ def test_a_plan_with_speculative_decoding_writes_it_into_plan_and_commands(tmp_p
     assert decoding and all(p["speculative"]["draft_model"] == "org/eagle-head" for p in decoding)
     assert "--speculative-config" in (out / "deploy" / "launch_vllm.sh").read_text()
     assert any("planned with speculative decoding" in n for n in doc["notes"])
-    # the written plan simulates with the same setting (simulate reads the pool's speculative:)
+    # the written plan re-simulates with the same setting and reproduces plan.json's verified numbers
+    from gpuyield.core.catalog import default_catalog
     from gpuyield.core.sim.deployment import parse_deployment
+    from gpuyield.core.sim.simulate import build_cluster
 
-    assert parse_deployment(dep).pools[0].speculative is not None
-    # eagle without its head cannot be deployed: refused before the search
+    parsed = parse_deployment(dep)
+    cluster, _ = build_cluster(parsed, default_catalog())
+    assert all(rt.setup.step_model.speculative == SpeculativeDecoding("eagle", 2, 0.7, "org/eagle-head")
+               for rt in cluster.rts if rt.setup.role != "prefill")  # fmt: skip
+    from gpuyield.core.plan.simulator import outcome_from_result
+    from gpuyield.core.sim.simulate import SloTarget, simulate
+    from gpuyield.core.workload.transforms import slice_index
+    from gpuyield.edges.io.traces import load_workload
+
+    w = slice_index(load_workload("builtin:azure-conv"), 0, 300)
+    o = outcome_from_result(simulate(parsed, w, default_catalog(), 0, SloTarget(2000, 100), rate_scale=4.0))
+    assert math.isclose(o.summary["tpot_p99_ms"], doc["best"]["verified"]["tpot_p99_ms"], abs_tol=1e-3)
+    # and plain decoding would have been slower per token on the same deployment
+    plain = parse_deployment({**dep, "pools": [{k: v for k, v in p.items() if k != "speculative"} for p in dep["pools"]]})
+    o_plain = outcome_from_result(simulate(plain, w, default_catalog(), 0, SloTarget(2000, 100), rate_scale=4.0))
+    assert o.summary["tpot_p99_ms"] < o_plain.summary["tpot_p99_ms"]
+    # eagle without its head cannot be deployed: refused before the search (nothing is written)
     r = CliRunner().invoke(app, ["plan", "--workload", "builtin:azure-conv", "--head", "50", "--model",
                                  "meta-llama/Llama-3.1-8B", "--slo", SLO, "--out", str(tmp_path / "y"),
                                  "--spec-method", "eagle"])  # fmt: skip
-    assert r.exit_code == 2 and "draft_model" in r.output
+    assert r.exit_code == 2 and "--spec-draft-model" in r.output and not (tmp_path / "y").exists()
+    r = CliRunner().invoke(app, ["plan", "--workload", "builtin:azure-conv", "--head", "50", "--model",
+                                 "meta-llama/Llama-3.1-8B", "--slo", SLO, "--out", str(tmp_path / "z"),
+                                 "--spec-method", "ngram", "--spec-draft-model", "org/x"])  # fmt: skip
+    assert r.exit_code == 2 and "eagle" in r.output
 
 
 def test_the_plan_search_times_decode_steps_with_the_speculative_setting() -> None:

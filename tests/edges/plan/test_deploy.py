@@ -95,17 +95,22 @@ def test_engine_commands_set_up_speculative_decoding_on_the_pools_that_decode() 
     assert cfg == {"method": "eagle", "num_speculative_tokens": 3, "model": "org/eagle-head"}
     s = launch_sglang(AGG, (1,), eagle)
     assert "--speculative-algorithm EAGLE --speculative-num-steps 3" in s and "--speculative-draft-model-path org/eagle-head" in s
-    # P/D: the decode pool speculates, the prefill pool never decodes
+    # P/D: a model drafter runs on the prefill servers too (its KV is filled there); n-gram only where it decodes
     pd = launch_vllm(PD, (1, 2), eagle)
-    assert pd.count("--speculative-config") == 2
-    assert all("--speculative-config" not in line for line in pd.splitlines() if "# replica prefill-" in line)
-    assert all("--speculative-config" in line for line in pd.splitlines() if "# replica decode-" in line)
-    assert sum("# replica prefill-" in line for line in pd.splitlines()) == 1
+    lines = pd.splitlines()
+    assert sum("# replica prefill-" in line for line in lines) == 1 and sum("# replica decode-" in line for line in lines) == 2
+    assert all("--speculative-config" in line for line in lines if "# replica " in line)
+    ngram = dataclasses.replace(MODEL, speculative=SpeculativeDecoding("ngram", 2, 0.5))
+    lines = launch_vllm(PD, (1, 2), ngram).splitlines()
+    assert not any("--speculative-config" in line for line in lines if "# replica prefill-" in line)
+    assert all("--speculative-config" in line for line in lines if "# replica decode-" in line)
+    e3 = dataclasses.replace(MODEL, speculative=SpeculativeDecoding("eagle3", 2, 0.7, "org/eagle3-head"))
+    assert '"method":"eagle3"' in launch_vllm(AGG, (1,), e3) and "--speculative-algorithm EAGLE3" in launch_sglang(AGG, (1,), e3)
     mtp = dataclasses.replace(MODEL, speculative=SpeculativeDecoding("mtp", 1, 0.8))
     ray = ray_serve_config(AGG, (1,), mtp)
     assert json.dumps(ray).count('"speculative_config": {"method": "mtp", "num_speculative_tokens": 1}') == 1
     assert "draft GGUF" in launch_llamacpp(AGG, (1,), mtp)
-    with pytest.raises(ConfigError, match="draft_model"):
+    with pytest.raises(ConfigError, match="--spec-draft-model"):
         launch_vllm(AGG, (1,), dataclasses.replace(MODEL, speculative=SpeculativeDecoding("eagle", 2, 0.7)))
     assert "--speculative" not in launch_vllm(AGG, (1,), MODEL)
 

@@ -40,7 +40,7 @@ from gpuyield.errors import ConfigError
 __all__ = ["SPEC_METHODS", "SpeculativeDecoding"]
 
 # method -> what drafts the tokens (documented above)
-SPEC_METHODS = ("mtp", "eagle", "ngram")
+SPEC_METHODS = ("mtp", "eagle", "eagle3", "ngram")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +75,16 @@ class SpeculativeDecoding:
 
     def draft_layers(self, model: Any) -> int:
         """Decoder layers one drafter pass runs: the checkpoint's MTP modules (an error if it has none), one
-        for EAGLE, none for n-gram lookup."""
+        for EAGLE (-1/-2 heads as ``eagle``, EAGLE-3 heads as ``eagle3``), none for n-gram lookup."""
         if self.method == "ngram":
             return 0
-        if self.method == "eagle":
+        if self.method in ("eagle", "eagle3"):
             return 1
         n = int(getattr(model, "num_mtp_layers", 0) or 0)
         if n < 1:
             raise ConfigError(
                 f"speculative.method mtp: model {getattr(model, 'id', model)!r} has no MTP layers in the catalogue; "
-                "use method eagle (a one-layer drafter) or ngram"
+                "use method eagle or eagle3 (a one-layer drafter) or ngram"
             )
         return n
 
@@ -116,10 +116,8 @@ class SpeculativeDecoding:
     def vllm_config(self) -> dict[str, Any]:
         """vLLM's ``--speculative-config`` for this setting (an EAGLE head needs ``draft_model``)."""
         cfg: dict[str, Any] = {"method": self.method, "num_speculative_tokens": self.num_draft_tokens}
-        if self.method == "eagle":
-            if self.draft_model is None:
-                raise ConfigError("speculative.method eagle: deployment files need the EAGLE head (draft_model)")
-            cfg["model"] = self.draft_model
+        if self.method in ("eagle", "eagle3"):
+            cfg["model"] = self._head()
         if self.method == "ngram":
             cfg["prompt_lookup_max"] = 4
         return cfg
@@ -129,10 +127,23 @@ class SpeculativeDecoding:
         k = self.num_draft_tokens
         if self.method == "ngram":
             return ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", str(k + 1)]
-        args = ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(k), "--speculative-eagle-topk", "1",
+        algorithm = "EAGLE3" if self.method == "eagle3" else "EAGLE"
+        args = ["--speculative-algorithm", algorithm, "--speculative-num-steps", str(k), "--speculative-eagle-topk", "1",
                 "--speculative-num-draft-tokens", str(k + 1)]  # fmt: skip
-        if self.method == "eagle":
-            if self.draft_model is None:
-                raise ConfigError("speculative.method eagle: deployment files need the EAGLE head (draft_model)")
-            args += ["--speculative-draft-model-path", self.draft_model]
+        if self.method in ("eagle", "eagle3"):
+            args += ["--speculative-draft-model-path", self._head()]
         return args
+
+    @property
+    def needs_both_pools(self) -> bool:
+        """Whether a P/D deployment's prefill servers run it too: a model drafter (MTP, EAGLE) keeps its own KV,
+        which the prefill side fills (vLLM's NIXL handshake refuses a mismatch); n-gram lookup has none."""
+        return self.method != "ngram"
+
+    def _head(self) -> str:
+        if self.draft_model is None:
+            raise ConfigError(
+                f"speculative.method {self.method}: deployment files need the EAGLE head "
+                "(draft_model; plan --spec-draft-model HF_ID)"
+            )
+        return self.draft_model

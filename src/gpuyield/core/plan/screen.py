@@ -154,7 +154,9 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
         return step.step_time_s(int(round(p)), attn, max(1, int(round(b))), int(round(b * ctx)))
 
     b_mem = perf.kv_capacity_tokens / ctx
-    b_budget = pool.max_num_batched_tokens / (1.0 + isl_u / osl)
+    spec = getattr(step, "speculative", None)  # a decoding request takes K + 1 budget tokens when verifying K
+    per_decode = 1.0 + (spec.num_draft_tokens if spec is not None else 0)
+    b_budget = pool.max_num_batched_tokens / (per_decode + isl_u / osl)
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem, b_budget))
     if b_mem < 1.0:
         return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f})",

@@ -117,7 +117,7 @@ class SpeculativeSpec(BaseModel):
     """Speculative decoding of a pool's replicas (``gpuyield.core.perf.speculative``)."""
 
     model_config = _CFG
-    method: Literal["mtp", "eagle", "ngram"] = "mtp"
+    method: Literal["mtp", "eagle", "eagle3", "ngram"] = "mtp"
     num_draft_tokens: StrictInt = Field(default=1, ge=1, le=16)
     acceptance_rate: float = Field(default=0.7, ge=0, le=1)
     draft_model: str | None = Field(default=None, min_length=1, description="EAGLE head the engines load")

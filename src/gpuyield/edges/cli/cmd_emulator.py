@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         fixed_delay_ms: float | None = typer.Option(None, "--fixed-delay-ms", help="No engine: fixed time to first token (router benchmarks)."),
         fixed_itl_ms: float = typer.Option(0.0, "--fixed-itl-ms", help="With --fixed-delay-ms: time between tokens."),
         spec_method: str | None = typer.Option(None, "--spec-method", help="Fleet-model timing with speculative "
-                                               "decoding: mtp, eagle or ngram (as `estimate`)."),
+                                               "decoding: mtp, eagle, eagle3 or ngram (as `estimate`)."),
         spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
         spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help="Per-position acceptance "
                                                      "rate, 0..1 (default 0.7)."),

@@ -41,7 +41,7 @@ one holds those of e2e_train.csv; `calibrate --measurements` writes your own), T
 by the measured residuals interpolated in log ISL/OSL/concurrency ('measured_correction' in --json, and a
 note); --no-corrections gives the step-time model alone.
 
---spec-method mtp|eagle|ngram [--spec-tokens K] [--spec-acceptance A] models speculative decoding: each decode
+--spec-method mtp|eagle|eagle3|ngram [--spec-tokens K] [--spec-acceptance A] models speculative decoding: each decode
 step verifies K draft tokens per sequence and keeps on average (1 - A^(K+1)) / (1 - A) tokens (see
 docs/cli.md); measured operating points are then not applied (they record no speculative setting).
 
@@ -57,7 +57,7 @@ def parse_speculative(method: str | None, tokens: int | None, acceptance: float 
 
     if method is None:
         if tokens is not None or acceptance is not None:
-            raise ConfigError("--spec-tokens/--spec-acceptance need --spec-method (mtp, eagle or ngram)")
+            raise ConfigError("--spec-tokens/--spec-acceptance need --spec-method (mtp, eagle, eagle3 or ngram)")
         return None
     return SpeculativeDecoding(
         method=method.strip().lower(),
@@ -473,7 +473,7 @@ def estimate(
     spec_method: str | None = typer.Option(
         None,
         "--spec-method",
-        help="Speculative decoding: mtp (the model's MTP layers), eagle (a one-layer drafter) or ngram (no drafter).",
+        help="Speculative decoding: mtp (the model's MTP layers), eagle or eagle3 (a one-layer drafter head) or ngram (no drafter).",
     ),
     spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
     spec_acceptance: float | None = typer.Option(

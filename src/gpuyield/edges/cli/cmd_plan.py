@@ -247,7 +247,8 @@ def run_plan_command(
     if speculative is None:  # the measured points record no speculative setting
         result.notes.extend(measured_cross_check(result, ctx, catalog, cal, profile))
     else:
-        result.notes.append("planned with " + speculative.describe() + "; the engine commands in deploy/ set it up")
+        result.notes.append("planned with " + speculative.describe() + "; the vLLM, SGLang and Ray Serve files in deploy/"
+                            " set it up (llama.cpp's do not)")
     t_end = time.perf_counter()
     sim_start = prog.sim_started or t_end
     info = PlanRunInfo(
@@ -375,10 +376,10 @@ def register(app: typer.Typer) -> None:
         idle_sleep_s: float = typer.Option(120.0, "--idle-sleep-s", help="--multi-model: put a model to sleep after this many idle seconds."),
         start_s: float = typer.Option(0.0, "--start-s", help="--multi-model: start of the span used (ServeGen time or trace time), seconds."),
         duration_s: float | None = typer.Option(None, "--duration-s", help="--multi-model: length of the span used, seconds."),
-        spec_method: str | None = typer.Option(None, "--spec-method", help="Plan with speculative decoding: mtp, eagle or ngram (as `estimate`)."),
+        spec_method: str | None = typer.Option(None, "--spec-method", help="Plan with speculative decoding: mtp, eagle, eagle3 or ngram (as `estimate`)."),
         spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
         spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help="Per-position acceptance rate, 0..1 (default 0.7)."),
-        spec_draft_model: str | None = typer.Option(None, "--spec-draft-model", help="EAGLE head the engines load (Hugging Face id); required with eagle."),
+        spec_draft_model: str | None = typer.Option(None, "--spec-draft-model", help="EAGLE head the engines load (Hugging Face id); required with eagle/eagle3."),
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
     ) -> None:
         def body() -> None:
@@ -389,8 +390,8 @@ def register(app: typer.Typer) -> None:
 
             speculative = parse_speculative(spec_method, spec_tokens, spec_acceptance)
             if spec_draft_model is not None:
-                if speculative is None:
-                    raise ConfigError("--spec-draft-model needs --spec-method eagle")
+                if speculative is None or speculative.method not in ("eagle", "eagle3"):
+                    raise ConfigError("--spec-draft-model needs --spec-method eagle or eagle3 (MTP and n-gram draft without one)")
                 speculative = dataclasses.replace(speculative, draft_model=spec_draft_model)
             if multi_model and speculative is not None:
                 raise ConfigError("--spec-method is not supported with --multi-model")

@@ -83,6 +83,13 @@ def pool_names(cand: Candidate) -> list[str]:
     return [p.role for p in cand.pools]
 
 
+def _speculates(pool: PoolShape, model: DeployModel) -> bool:
+    """Whether ``pool``'s servers are launched with the plan's speculative decoding: every pool that decodes,
+    and a P/D prefill pool too when the drafter is a model (its KV must match the decode side's)."""
+    spec = model.speculative
+    return spec is not None and (pool.role != "prefill" or spec.needs_both_pools)
+
+
 def _quant_flags_vllm(pool: PoolShape) -> list[str]:
     flags: list[str] = []
     if pool.weight_precision == "fp8":
@@ -112,7 +119,7 @@ def vllm_args(pool: PoolShape, model: DeployModel, cand: Candidate, *, gpu_memor
     if model.max_model_len:
         args += ["--max-model-len", str(model.max_model_len)]
     args += _quant_flags_vllm(pool)
-    if model.speculative is not None and pool.role != "prefill":
+    if _speculates(pool, model):
         args += ["--speculative-config", json.dumps(model.speculative.vllm_config(), separators=(",", ":"))]
     if cand.disaggregated:
         args += ["--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_both"}']
@@ -150,7 +157,7 @@ def sglang_args(pool: PoolShape, model: DeployModel, cand: Candidate) -> list[st
         args += ["--kv-cache-dtype", "fp8_e5m2"]
     if model.max_model_len:
         args += ["--context-length", str(model.max_model_len)]
-    if model.speculative is not None and pool.role != "prefill":
+    if _speculates(pool, model):
         args += model.speculative.sglang_args()
     if cand.disaggregated:
         args += ["--disaggregation-mode", pool.role]
@@ -365,7 +372,7 @@ def _llm_config(pool: PoolShape, n: int, model: DeployModel, cand: Candidate) ->
         engine["enable_expert_parallel"] = True
     if model.max_model_len:
         engine["max_model_len"] = model.max_model_len
-    if model.speculative is not None and pool.role != "prefill":
+    if _speculates(pool, model):
         engine["speculative_config"] = model.speculative.vllm_config()
     if cand.disaggregated:
         engine["kv_transfer_config"] = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
