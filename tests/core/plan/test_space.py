@@ -43,7 +43,8 @@ def test_pp_only_when_no_single_node_tp_fits_and_ep_only_for_moe() -> None:
 
     space = SearchSpace(gpu_ids=("g",), allow_disaggregated=False, is_moe=True)
     cands, rej = enumerate_candidates(space, fits_huge)
-    assert {(c.pools[0].tp, c.pools[0].pp, c.pools[0].ep) for c in cands} == {(8, 2, 16)}
+    # experts spread over one pipeline stage's GPUs (each stage holds its own layers' experts)
+    assert {(c.pools[0].tp, c.pools[0].pp, c.pools[0].ep) for c in cands} == {(8, 2, 8)}
     assert len(rej) == 4
     dense, _ = enumerate_candidates(SearchSpace(gpu_ids=("g",), allow_disaggregated=False), lambda *a: None)
     assert {c.pools[0].pp for c in dense} == {1} and {c.pools[0].ep for c in dense} == {1}

@@ -110,7 +110,7 @@ class PlanContext:
         return pm
 
     def fits(self, gpu_id: str, tp: int, pp: int, wp: str, kvd: str) -> str | None:
-        ep = tp * pp if self.model.is_moe else 1
+        ep = tp if self.model.is_moe else 1  # per pipeline stage, as the search space sets it
         mem = self.perf_model(gpu_id, tp, pp, ep, wp, kvd).memory(GPU_MEMORY_UTILIZATION)
         return None if mem.fits else f"{gpu_id} tp{tp}{f'pp{pp}' if pp > 1 else ''}: {mem.reason}"
 

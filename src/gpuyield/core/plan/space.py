@@ -36,7 +36,7 @@ class PoolShape:
     gpu_id: str  # catalogue accelerator id
     tp: int = 1  # tensor parallel degree
     pp: int = 1  # pipeline parallel degree
-    ep: int = 1  # expert parallel degree (MoE only; experts spread over the tp*pp GPUs)
+    ep: int = 1  # expert parallel degree (MoE only): experts spread over a pipeline stage's tp GPUs
     max_num_seqs: int = 256  # engine cap on concurrently running sequences
     max_num_batched_tokens: int = 8192  # engine token budget per step (= chunked-prefill chunk size)
     enable_prefix_caching: bool = True
@@ -214,7 +214,7 @@ def enumerate_candidates(
                 continue  # an offload tier only holds prefix-cache blocks: meaningless without caching
             if router == "prefix_affinity" and not pc:
                 continue  # routing for cache hits with no cache is round-robin with extra steps
-            ep = tp * pp if space.is_moe else 1
+            ep = tp if space.is_moe else 1  # per pipeline stage: each stage holds its own layers' experts
             pool = PoolShape("mixed", gpu_id, tp, pp, ep, mns, mbt, pc, off, wp, kvd)
             out.append(Candidate((pool,), router))
 
@@ -228,8 +228,8 @@ def enumerate_candidates(
             ):
                 if ptp > 2 or dtp > 2:
                     continue  # P/D pays off for small-TP replicas of models that fit; keep the space tractable
-                pep = ptp * ppp if space.is_moe else 1
-                dep = dtp * dpp if space.is_moe else 1
+                pep = ptp if space.is_moe else 1
+                dep = dtp if space.is_moe else 1
                 prefill = PoolShape(
                     "prefill", pg, ptp, ppp, pep, max(mns, 64), space.prefill_max_num_batched_tokens, True, "none", pwp, pkv
                 )
