@@ -75,6 +75,23 @@ def test_small_batches_gain_and_useless_drafts_cost() -> None:
     assert pm.step_time_s(0, 0.0, 4, 8000) < ngram.step_time_s(0, 0.0, 4, 8000) < useless.step_time_s(0, 0.0, 4, 8000)
 
 
+def test_ngram_pays_only_the_verification() -> None:
+    pm = _llama()
+    sd = SpeculativeDecoding("ngram", 4, 0.0)
+    ng = pm.with_speculative(sd)
+    verify = sum(pm._ops(0, 0.0, 8, 16000, float(sd.positions_per_seq)))  # no drafter passes, no extra LM heads
+    assert ng.step_time_s(0, 0.0, 8, 16000) == pytest.approx(verify / sd.tokens_per_step)
+    assert sd.positions_per_seq == 5 and ng.decode_budget_tokens == 5 and pm.decode_budget_tokens == 1
+
+
+def test_which_pools_speculate() -> None:
+    mtp, ngram = SpeculativeDecoding("mtp", 2, 0.7), SpeculativeDecoding("ngram", 2, 0.7)
+    assert [mtp.times_pool(r) for r in ("mixed", "prefill", "decode")] == [True, False, True]
+    # a model drafter's KV is filled on the prefill side, so P/D prefill servers launch with it too
+    assert [mtp.launches_on(r) for r in ("mixed", "prefill", "decode")] == [True, True, True]
+    assert [ngram.launches_on(r) for r in ("mixed", "prefill", "decode")] == [True, False, True]
+
+
 def test_compute_bound_batches_gain_less() -> None:
     pm = _llama()
     sp = pm.with_speculative(SpeculativeDecoding("eagle", 4, 0.6))

@@ -88,3 +88,15 @@ def test_plan_request_validation() -> None:
         PlanRequest("m", slo, ("g",), mode=PlanMode.MAX_GOODPUT)
     with pytest.raises(ConfigError, match="max-gpus"):
         PlanRequest("m", slo, ("g",), mode=PlanMode.CAPACITY)
+
+
+def test_speculative_plans_keep_budgets_that_hold_a_full_batch_of_drafts() -> None:
+    space = SearchSpace(gpu_ids=("g",), tp_options=(1,), routers=("round_robin",), prefix_caching_options=(True,),
+                        kv_offload_options=("none",), decode_budget_tokens=5)  # fmt: skip
+    cands, _ = enumerate_candidates(space, lambda *a: None)
+    mixed = [c.pools[0] for c in cands if not c.disaggregated]
+    assert mixed and all(p.max_num_batched_tokens >= 5 * p.max_num_seqs for p in mixed)
+    shapes = {(p.max_num_seqs, p.max_num_batched_tokens) for p in mixed}
+    assert (512, 2048) not in shapes and (256, 2048) in shapes  # 5 x 512 > 2048 >= 5 x 256
+    decode = [c.pools[1] for c in cands if c.disaggregated]
+    assert decode and all(p.max_num_batched_tokens >= 5 * p.max_num_seqs for p in decode)

@@ -199,12 +199,9 @@ def test_requests_that_can_never_run_are_named() -> None:
 
 
 class _SpeculativeStep(LinearStepModel):
-    """A step model that verifies 3 draft tokens per decoding sequence (as PerfModel.with_speculative says)."""
+    """A step model whose decoding sequences verify 3 draft tokens (as PerfModel.decode_budget_tokens says)."""
 
-    class _Spec:
-        num_draft_tokens = 3
-
-    speculative = _Spec()
+    decode_budget_tokens = 4
 
 
 def test_decodes_take_k_plus_one_budget_tokens_with_speculative_decoding() -> None:

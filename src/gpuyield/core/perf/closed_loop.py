@@ -7,7 +7,8 @@ model does step by step, in expectation:
   run at once (every attention-DP rank has its own scheduler); the other ``C - N`` wait in the queue (Little's
   law gives their wait).
 - **Continuous batching.** Every step carries the ``D`` decoding sequences; prompts are computed in chunks
-  of at most ``max_num_batched_tokens - D`` tokens mixed into those steps (chunked prefill).
+  of at most ``max_num_batched_tokens - D`` tokens mixed into those steps (chunked prefill; ``D x (K + 1)``
+  with speculative decoding, ``PerfModel.decode_budget_tokens``).
 - **Interference.** While one request decodes, each of the other ``N - 1`` runs one prefill per lifetime;
   that marginal prefill time lands on the decode steps: ``TPOT = t_decode + (N-1) φ Δprefill / (osl-1)``.
 - **TTFT** = own prefill steps + wait behind other prompts: the steady-state M/D/1 wait on the prefill
@@ -78,8 +79,7 @@ def prefill_time_s(
     marg = 0.0
     # decodes take their share of the token budget (K + 1 each when verifying K draft tokens); prompts always
     # progress by at least 1/8 of it
-    per_decode = 1 + (perf.speculative.num_draft_tokens if perf.speculative is not None else 0)
-    for n, a in _chunks(isl, max(budget // 8, budget - d * per_decode, 1)):
+    for n, a in _chunks(isl, max(budget // 8, budget - d * perf.decode_budget_tokens, 1)):
         t = perf.step_time_s(n, a, d, s)
         wall += t
         marg += t - base
@@ -189,7 +189,7 @@ def estimate_closed_loop(
     if c > n:
         # closed loop: c - n clients always waiting; Little's law. Offline: mean wait over the backlog.
         queue_wait = (c - n) / rate if not offline else (c - n) / 2.0 / rate
-    ttft = ttft_active + queue_wait + ec.first_token_overhead_s(perf.model.num_layers) + ec.ttft_per_seq_s * (n - 1)
+    ttft = ttft_active + queue_wait + perf.first_token_overhead_s + ec.ttft_per_seq_s * (n - 1)
     e2e = ttft + (osl - 1) * tpot
     notes: list[str] = list(perf.notes) + _context_notes(perf, isl, osl)
     if limited != "concurrency":
@@ -275,7 +275,7 @@ def estimate_disaggregated(
         tpot += queue_wait / (osl - 1)
         lifetime = ttft + (osl - 1) * tpot
         rate = n * nd / lifetime
-    ttft += prefill.engine_coeffs.first_token_overhead_s(prefill.model.num_layers) + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
+    ttft += prefill.first_token_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
     notes = list(decode.notes) + _context_notes(decode, isl, osl)
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")

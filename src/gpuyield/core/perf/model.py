@@ -619,17 +619,19 @@ class PerfModel:
         spec = self.speculative
         if spec is None or num_decode_seqs <= 0:
             return self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
-        q = float(spec.num_draft_tokens + 1)
+        q = float(spec.positions_per_seq)
         # the real step: the prefill chunks and every decoding sequence's K + 1 positions in one forward pass ...
         full = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, q)
         # ... after K drafter passes over the decoding sequences: draft_layers of the target's layers (GEMMs,
         # experts, attention, collectives) and an LM head each; the fixed step overhead is the real step's
         k = spec.num_draft_tokens
         frac = spec.draft_layers(self.model) / self.model.num_layers
-        plain = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
-        lm_i = OPS.index("lm_head")
-        oh_i = OPS.index("overhead")
-        draft = [0.0 if i == oh_i else (k * v if i == lm_i else k * frac * v) for i, v in enumerate(plain)]
+        draft = [0.0] * len(OPS)  # n-gram lookup runs no model
+        if frac > 0:
+            plain = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
+            lm_i = OPS.index("lm_head")
+            oh_i = OPS.index("overhead")
+            draft = [0.0 if i == oh_i else (k * v if i == lm_i else k * frac * v) for i, v in enumerate(plain)]
         # The engine model advances a decoding sequence one token per step, so the decodes' share of the real
         # step (all of it but what the prefill chunks alone would take) is charged per token (/ E); the chunks
         # keep their own step's cost, shared weight reads and overhead included. Monotone in every argument
@@ -641,6 +643,17 @@ class PerfModel:
         )
         e = spec.tokens_per_step
         return tuple(p + (f + d - p) / e for p, f, d in zip(pre, full, draft, strict=True))
+
+    @property
+    def decode_budget_tokens(self) -> int:
+        """Step-budget tokens one decoding sequence takes: 1, or K + 1 with speculative decoding."""
+        return self.speculative.positions_per_seq if self.speculative is not None else 1
+
+    @property
+    def first_token_overhead_s(self) -> float:
+        """The engine family's fixed first-token latency for this model (``EngineCoefficients``), which every
+        closed-loop estimate, simulation and the emulator add to each request's first token."""
+        return self.engine_coeffs.first_token_overhead_s(self.model.num_layers)
 
     def with_speculative(self, spec: SpeculativeDecoding | None) -> PerfModel:
         """This model with speculative decoding on (``None``: off). A copy; checks the method against the model
@@ -671,7 +684,7 @@ class PerfModel:
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c
-        q = 1 + self.speculative.num_draft_tokens if self.speculative is not None else 1
+        q = self.speculative.positions_per_seq if self.speculative is not None else 1
         tr = (num_prefill_tokens + num_decode_seqs * q) / c.adp  # tokens through the GEMMs (verification: K + 1)
         lo, hi = c.gemm_range
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when

@@ -66,6 +66,23 @@ class SpeculativeDecoding:
             raise ConfigError(f"speculative.draft_model: expected a model id, got {self.draft_model!r}")
 
     @property
+    def positions_per_seq(self) -> int:
+        """Positions a decoding sequence runs through the target model per step (K + 1): what it takes of the
+        step's token budget, as vLLM counts draft tokens."""
+        return self.num_draft_tokens + 1
+
+    def times_pool(self, role: str) -> bool:
+        """Whether a pool of ``role`` (mixed | prefill | decode) has its steps timed with this setting: every
+        pool that decodes."""
+        return role != "prefill"
+
+    def launches_on(self, role: str) -> bool:
+        """Whether a pool's servers are launched with it: every pool that decodes, and a P/D prefill pool too
+        when the drafter is a model (its KV is filled on the prefill side; vLLM's NIXL handshake refuses a
+        mismatch); n-gram lookup has no KV."""
+        return self.times_pool(role) or self.method != "ngram"
+
+    @property
     def tokens_per_step(self) -> float:
         """Expected tokens a sequence gains per decode step (accepted drafts plus the target's own)."""
         a, k = float(self.acceptance_rate), self.num_draft_tokens
@@ -133,12 +150,6 @@ class SpeculativeDecoding:
         if self.method in ("eagle", "eagle3"):
             args += ["--speculative-draft-model-path", self._head()]
         return args
-
-    @property
-    def needs_both_pools(self) -> bool:
-        """Whether a P/D deployment's prefill servers run it too: a model drafter (MTP, EAGLE) keeps its own KV,
-        which the prefill side fills (vLLM's NIXL handshake refuses a mismatch); n-gram lookup has none."""
-        return self.method != "ngram"
 
     def _head(self) -> str:
         if self.draft_model is None:

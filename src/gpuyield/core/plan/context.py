@@ -133,7 +133,7 @@ class PlanContext:
                 kv_capacity_tokens=int(mem.kv_capacity_tokens),
                 kv_bytes_per_token=float(self.model.kv_bytes_per_token(pool.kv_dtype)),
                 kv_transfer_bytes_per_s=link_gb_s * 1e9 * pool.gpus_per_replica,
-                first_token_overhead_s=pm.engine_coeffs.first_token_overhead_s(self.model.num_layers),
+                first_token_overhead_s=pm.first_token_overhead_s,
             )
         self._replica_cache[pool] = out
         return out
@@ -192,6 +192,7 @@ def build_plan_inputs(
         allow_disaggregated=request.allow_disaggregated,
         is_moe=model.is_moe,
         routers=routers,
+        decode_budget_tokens=request.speculative.positions_per_seq if request.speculative is not None else 1,
     )
     inputs = PlanInputs(
         request=request,

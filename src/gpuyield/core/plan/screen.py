@@ -6,7 +6,8 @@ For an aggregated candidate with ``N`` replicas and the workload's sizing rate `
    and prefills ``p(B) = B * isl_uncached / osl`` prompt tokens (each request needs ``isl_uncached`` prefill
    tokens per ``osl`` decode steps). The step time ``T(B)`` comes from the performance model.
 2. ``B`` is capped by ``max_num_seqs``, by KV capacity (``B * (isl + osl/2) <= kv_capacity_tokens``) and by
-   the token budget (``B + p(B) <= max_num_batched_tokens``).
+   the token budget (``B x d + p(B) <= max_num_batched_tokens``, ``d`` = 1, or K + 1 with speculative
+   decoding).
 3. The operating concurrency solves Little's law ``B = (lam / N) * osl * T(B)``; no solution under the cap
    means overload. TPOT ~ ``T(B_op)``.
 4. TTFT p99 = queueing wait + own prefill. Wait for a free sequence slot: Erlang C (M/M/c with ``c`` = the
@@ -51,7 +52,8 @@ _ROUTER_PREFERENCE = {"prefix_affinity": 0, "cost": 1, "least_outstanding": 2, "
 
 
 class StepModel(Protocol):
-    """The one call the screen makes on the performance model (seconds per engine step)."""
+    """The one call the screen makes on the performance model (seconds per engine step); a model may also say
+    ``decode_budget_tokens`` (step-budget tokens per decoding sequence, 1 when absent)."""
 
     def step_time_s(
         self, num_prefill_tokens: int, prefill_attn_tokens_sq: int, num_decode_seqs: int, decode_ctx_tokens: int
@@ -154,9 +156,8 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
         return step.step_time_s(int(round(p)), attn, max(1, int(round(b))), int(round(b * ctx)))
 
     b_mem = perf.kv_capacity_tokens / ctx
-    spec = getattr(step, "speculative", None)  # a decoding request takes K + 1 budget tokens when verifying K
-    per_decode = 1.0 + (spec.num_draft_tokens if spec is not None else 0)
-    b_budget = pool.max_num_batched_tokens / (per_decode + isl_u / osl)
+    # a decoding request takes decode_budget_tokens of the budget (K + 1 with speculative decoding)
+    b_budget = pool.max_num_batched_tokens / (float(getattr(step, "decode_budget_tokens", 1)) + isl_u / osl)
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem, b_budget))
     if b_mem < 1.0:
         return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f})",

@@ -123,6 +123,9 @@ class SearchSpace:
     pd_routers: tuple[str, ...] = ("least_outstanding",)
     max_gpus_per_node: int = 8
     is_moe: bool = False
+    # step-budget tokens a decoding sequence takes (K + 1 with speculative decoding): a token budget must hold
+    # max_num_seqs of them, as vLLM requires
+    decode_budget_tokens: int = 1
 
     @classmethod
     def for_request(
@@ -133,9 +136,10 @@ class SearchSpace:
         allow_disaggregated: bool,
         is_moe: bool,
         routers: tuple[str, ...] | None = None,
+        decode_budget_tokens: int = 1,
     ) -> SearchSpace:
         """The default space for a plan request; lower precision only with the quality flag."""
-        kw: dict[str, object] = {}
+        kw: dict[str, object] = {"decode_budget_tokens": decode_budget_tokens}
         if routers:
             kw["routers"] = routers
         if allow_lower_precision:
@@ -212,6 +216,8 @@ def enumerate_candidates(
         ):
             if off != "none" and not pc:
                 continue  # an offload tier only holds prefix-cache blocks: meaningless without caching
+            if mbt < mns * space.decode_budget_tokens:
+                continue  # the budget cannot hold a full batch of decodes (K + 1 tokens each when speculating)
             if router == "prefix_affinity" and not pc:
                 continue  # routing for cache hits with no cache is round-robin with extra steps
             ep = tp if space.is_moe else 1  # per pipeline stage: each stage holds its own layers' experts
@@ -233,6 +239,7 @@ def enumerate_candidates(
                 prefill = PoolShape(
                     "prefill", pg, ptp, ppp, pep, max(mns, 64), space.prefill_max_num_batched_tokens, True, "none", pwp, pkv
                 )
-                decode = PoolShape("decode", dg, dtp, dpp, dep, mns, max(2048, mns), True, "none", dwp, dkv)
+                decode = PoolShape("decode", dg, dtp, dpp, dep, mns, max(2048, mns * space.decode_budget_tokens), True,
+                                   "none", dwp, dkv)  # fmt: skip
                 out.append(Candidate((prefill, decode), router, ratio))
     return out, rejections

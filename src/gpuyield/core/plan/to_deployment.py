@@ -46,7 +46,7 @@ def offload_tier(kind: str, gpus_per_replica: int) -> OffloadSpec:
 
 def _pool_spec(name: str, pool: PoolShape, n: int, model_id: str, engine: str, speculative: Any = None) -> PoolSpec:
     spec = None
-    if speculative is not None and pool.role != "prefill":  # a prefill pool never decodes
+    if speculative is not None and speculative.times_pool(pool.role):  # a prefill pool never decodes
         spec = SpeculativeSpec(**speculative.to_dict())
     return PoolSpec(
         speculative=spec,

@@ -289,7 +289,7 @@ def estimate_with_engine_model(
     offline = c_rep is None
     res = run_closed_loop(perf_model, cfg, isl, osl, c_rep or n_rep or 1, num_requests=n_rep, offline=offline,
                           seed=seed)  # fmt: skip
-    overhead_ms = ec.first_token_overhead_s(int(perf_model.model.num_layers)) * 1e3
+    overhead_ms = float(perf_model.first_token_overhead_s) * 1e3
     per_replica_tok_s = res.output_tok_s if c_rep is None else c_rep * osl / (res.e2e_ms.mean / 1e3)
     throughput = per_replica_tok_s * num_replicas
     return EngineEstimate(

@@ -146,7 +146,7 @@ def build_cluster(
                     num_gpus=pool.gpus_per_replica,
                     tp=pool.tp,
                     served_model_names=tuple(pool.served_model_names),
-                    first_token_overhead_s=perf.engine_coeffs.first_token_overhead_s(model.num_layers),
+                    first_token_overhead_s=perf.first_token_overhead_s,
                 )
             )
     router = deployment.router

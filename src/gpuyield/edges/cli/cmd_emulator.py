@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from gpuyield.edges.cli.common import console, run_command
+from gpuyield.edges.cli.common import (
+    SPEC_ACCEPTANCE_HELP,
+    SPEC_METHOD_HELP,
+    SPEC_TOKENS_HELP,
+    console,
+    parse_speculative,
+    run_command,
+)
 
 __all__ = ["register"]
 
@@ -60,15 +67,12 @@ def register(app: typer.Typer) -> None:
         fixed_step_ms: float | None = typer.Option(None, "--fixed-step-ms", help="Engine loop with a fixed step time (not the fleet model)."),
         fixed_delay_ms: float | None = typer.Option(None, "--fixed-delay-ms", help="No engine: fixed time to first token (router benchmarks)."),
         fixed_itl_ms: float = typer.Option(0.0, "--fixed-itl-ms", help="With --fixed-delay-ms: time between tokens."),
-        spec_method: str | None = typer.Option(None, "--spec-method", help="Fleet-model timing with speculative "
-                                               "decoding: mtp, eagle, eagle3 or ngram (as `estimate`)."),
-        spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
-        spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help="Per-position acceptance "
-                                                     "rate, 0..1 (default 0.7)."),
+        spec_method: str | None = typer.Option(None, "--spec-method", help="Fleet-model timing only. " + SPEC_METHOD_HELP),
+        spec_tokens: int | None = typer.Option(None, "--spec-tokens", help=SPEC_TOKENS_HELP),
+        spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help=SPEC_ACCEPTANCE_HELP),
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     ) -> None:
         def body() -> None:
-            from gpuyield.edges.cli.cmd_estimate import parse_speculative
             from gpuyield.edges.emulator.server import EmulatorSpec, build_emulator, run_uvicorn
             from gpuyield.errors import ConfigError
 

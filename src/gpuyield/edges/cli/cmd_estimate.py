@@ -10,13 +10,17 @@ import typer
 from gpuyield.edges.cli.common import (
     CATALOG_OPTION_HELP,
     JSON_OPTION_HELP,
+    SPEC_ACCEPTANCE_HELP,
+    SPEC_METHOD_HELP,
+    SPEC_TOKENS_HELP,
     console,
     emit_json,
     load_catalog,
+    parse_speculative,
     run_command,
 )
 
-__all__ = ["estimate", "estimate_record", "layout_record", "parse_concurrency", "parse_speculative", "register"]
+__all__ = ["estimate", "estimate_record", "layout_record", "parse_concurrency", "register"]
 
 HELP = """Closed-loop TTFT, TPOT and output throughput of one replica (or N replicas) at fixed ISL/OSL.
 
@@ -48,22 +52,6 @@ docs/cli.md); measured operating points are then not applied (they record no spe
 --layout takes the layout syntax of `validate`'s CSV (AIConfigurator's form) instead of --tp/--pp/--ep/
 --attention-dp, including prefill/decode-disaggregated deployments (those use the analytic solver).
 """
-
-
-def parse_speculative(method: str | None, tokens: int | None, acceptance: float | None) -> Any:
-    """The --spec-* flags as a SpeculativeDecoding, or None when --spec-method is not given."""
-    from gpuyield.core.perf import SpeculativeDecoding
-    from gpuyield.errors import ConfigError
-
-    if method is None:
-        if tokens is not None or acceptance is not None:
-            raise ConfigError("--spec-tokens/--spec-acceptance need --spec-method (mtp, eagle, eagle3 or ngram)")
-        return None
-    return SpeculativeDecoding(
-        method=method.strip().lower(),
-        num_draft_tokens=1 if tokens is None else tokens,
-        acceptance_rate=0.7 if acceptance is None else acceptance,
-    )
 
 
 def parse_concurrency(value: str) -> int | None:
@@ -470,15 +458,9 @@ def estimate(
         "--corrections/--no-corrections",
         help="Correct by the calibration's measured operating points of this architecture/engine/precision.",
     ),
-    spec_method: str | None = typer.Option(
-        None,
-        "--spec-method",
-        help="Speculative decoding: mtp (the model's MTP layers), eagle or eagle3 (a one-layer drafter head) or ngram (no drafter).",
-    ),
-    spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
-    spec_acceptance: float | None = typer.Option(
-        None, "--spec-acceptance", help="Per-position acceptance rate of a draft token, 0..1 (default 0.7)."
-    ),
+    spec_method: str | None = typer.Option(None, "--spec-method", help=SPEC_METHOD_HELP),
+    spec_tokens: int | None = typer.Option(None, "--spec-tokens", help=SPEC_TOKENS_HELP),
+    spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help=SPEC_ACCEPTANCE_HELP),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:

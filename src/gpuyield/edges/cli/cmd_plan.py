@@ -14,10 +14,14 @@ import typer
 from gpuyield.edges.cli.common import (
     CATALOG_OPTION_HELP,
     JSON_OPTION_HELP,
+    SPEC_ACCEPTANCE_HELP,
+    SPEC_METHOD_HELP,
+    SPEC_TOKENS_HELP,
     console,
     emit_json,
     err_console,
     load_catalog,
+    parse_speculative,
     run_command,
 )
 
@@ -376,16 +380,15 @@ def register(app: typer.Typer) -> None:
         idle_sleep_s: float = typer.Option(120.0, "--idle-sleep-s", help="--multi-model: put a model to sleep after this many idle seconds."),
         start_s: float = typer.Option(0.0, "--start-s", help="--multi-model: start of the span used (ServeGen time or trace time), seconds."),
         duration_s: float | None = typer.Option(None, "--duration-s", help="--multi-model: length of the span used, seconds."),
-        spec_method: str | None = typer.Option(None, "--spec-method", help="Plan with speculative decoding: mtp, eagle, eagle3 or ngram (as `estimate`)."),
-        spec_tokens: int | None = typer.Option(None, "--spec-tokens", help="Draft tokens per step (default 1)."),
-        spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help="Per-position acceptance rate, 0..1 (default 0.7)."),
+        spec_method: str | None = typer.Option(None, "--spec-method", help="Plan with it. " + SPEC_METHOD_HELP),
+        spec_tokens: int | None = typer.Option(None, "--spec-tokens", help=SPEC_TOKENS_HELP),
+        spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help=SPEC_ACCEPTANCE_HELP),
         spec_draft_model: str | None = typer.Option(None, "--spec-draft-model", help="EAGLE head the engines load (Hugging Face id); required with eagle/eagle3."),
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
     ) -> None:
         def body() -> None:
             import dataclasses
 
-            from gpuyield.edges.cli.cmd_estimate import parse_speculative
             from gpuyield.errors import ConfigError
 
             speculative = parse_speculative(spec_method, spec_tokens, spec_acceptance)

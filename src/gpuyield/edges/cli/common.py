@@ -35,6 +35,9 @@ __all__ = [
     "CATALOG_ENV",
     "CATALOG_OPTION_HELP",
     "JSON_OPTION_HELP",
+    "SPEC_ACCEPTANCE_HELP",
+    "SPEC_METHOD_HELP",
+    "SPEC_TOKENS_HELP",
     "console",
     "err_console",
     "emit_json",
@@ -42,6 +45,7 @@ __all__ = [
     "catalog_paths",
     "load_catalog",
     "normalise_json_flag",
+    "parse_speculative",
     "progress",
     "run_command",
     "to_jsonable",
@@ -56,9 +60,28 @@ CATALOG_OPTION_HELP = (
     "GPUYIELD_CATALOG=FILE[:FILE...]). Entries with an existing id or alias override it, new ids are added."
 )
 JSON_OPTION_HELP = "Machine output: '--json' prints JSON to stdout, '--json FILE' writes it to FILE."
+# the --spec-* flags of estimate, plan and engine-emulator (gpuyield.core.perf.speculative)
+SPEC_METHOD_HELP = ("Speculative decoding: mtp (the model's MTP layers), eagle or eagle3 (a one-layer drafter head) "
+                    "or ngram (no drafter).")  # fmt: skip
+SPEC_TOKENS_HELP = "Draft tokens per step (default 1)."
+SPEC_ACCEPTANCE_HELP = "Per-position acceptance rate of a draft token, 0..1 (default 0.7)."
 _JSON_FILE_SUFFIXES = (".json", ".jsonl")
 
 T = TypeVar("T")
+
+
+def parse_speculative(method: str | None, tokens: int | None, acceptance: float | None) -> Any:
+    """The --spec-* flags as a :class:`gpuyield.core.perf.SpeculativeDecoding` (defaults: its own), or None
+    when --spec-method is not given."""
+    from gpuyield.core.perf import SpeculativeDecoding
+    from gpuyield.errors import ConfigError
+
+    if method is None:
+        if tokens is not None or acceptance is not None:
+            raise ConfigError("--spec-tokens/--spec-acceptance need --spec-method (mtp, eagle, eagle3 or ngram)")
+        return None
+    given: dict[str, Any] = {"num_draft_tokens": tokens, "acceptance_rate": acceptance}
+    return SpeculativeDecoding(method=method.strip().lower(), **{k: v for k, v in given.items() if v is not None})
 
 
 def normalise_json_flag(argv: list[str]) -> list[str]:

@@ -115,10 +115,8 @@ class EmulatedEngine:
                                     enable_prefix_caching=c.enable_prefix_caching, max_model_len=c.max_model_len,
                                     max_decode_run_steps=1)
         self.kv = KVCacheManager(c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching)
-        self.scheduler = Scheduler(core_cfg, self.kv)
-        spec = getattr(step_model, "speculative", None)  # fleet-model timing with speculative decoding
-        if spec is not None:
-            self.scheduler.decode_budget_tokens = int(spec.num_draft_tokens) + 1
+        # fleet-model timing says what a decoding request takes of the budget (K + 1 with speculative decoding)
+        self.scheduler = Scheduler(core_cfg, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
         self.stats = EngineStats()
         self.sleep_level = 0  # 0 awake, 1 weights offloaded, 2 discarded
         self._live: dict[int, EmuRequest] = {}

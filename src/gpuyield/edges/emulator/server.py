@@ -68,7 +68,7 @@ def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, flo
         if isinstance(tokens, (int, float)) and tokens > 0:
             blocks = int(tokens) // spec.block_size_tokens
             break
-    overhead_s = float(pm.engine_coeffs.first_token_overhead_s(model_spec.num_layers))
+    overhead_s = float(pm.first_token_overhead_s)
     desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine})"
     if overhead_s > 0:
         desc += f"; first-token overhead {overhead_s * 1000:.3g} ms"

@@ -84,10 +84,10 @@ def pool_names(cand: Candidate) -> list[str]:
 
 
 def _speculates(pool: PoolShape, model: DeployModel) -> bool:
-    """Whether ``pool``'s servers are launched with the plan's speculative decoding: every pool that decodes,
-    and a P/D prefill pool too when the drafter is a model (its KV must match the decode side's)."""
-    spec = model.speculative
-    return spec is not None and (pool.role != "prefill" or spec.needs_both_pools)
+    """Whether ``pool``'s servers are launched with the plan's speculative decoding
+    (``SpeculativeDecoding.launches_on``: every pool that decodes, and a P/D prefill pool when the drafter is a
+    model)."""
+    return model.speculative is not None and bool(model.speculative.launches_on(pool.role))
 
 
 def _quant_flags_vllm(pool: PoolShape) -> list[str]:

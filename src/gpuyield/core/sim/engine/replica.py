@@ -41,10 +41,8 @@ class ReplicaEngine:
             cap_blocks = int(config.offload.capacity_bytes // (kv_bytes_per_token * config.block_size))
             offload = OffloadTier(cap_blocks, kv_bytes_per_token / config.offload.read_bytes_per_s)
         self.kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload)
-        self.scheduler = Scheduler(config, self.kv)
-        spec = getattr(step_model, "speculative", None)  # a PerfModel with speculative decoding on
-        if spec is not None:
-            self.scheduler.decode_budget_tokens = int(spec.num_draft_tokens) + 1
+        # a PerfModel says what a decoding request takes of the budget (K + 1 with speculative decoding)
+        self.scheduler = Scheduler(config, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
         self.num_gpu_blocks = num_gpu_blocks
         # num_decode_seqs -> (step time at zero context, seconds per context token) of a pure-decode step,
         # or None when the model is not affine in the context for that batch (then each run asks it twice)

@@ -2,8 +2,8 @@
 
 vLLM's algorithm (``vllm/v1/core/sched/scheduler.py``): there is no separate prefill or decode phase. Each
 step has a token budget (``max_num_batched_tokens``). Running requests are served first, in admission order:
-each gets ``min(num_tokens - num_computed_tokens, budget)`` tokens (1 for a decoding request, a chunk for a
-partially prefilled one). When KV blocks run out, the most recently admitted running request is preempted
+each gets ``min(num_tokens - num_computed_tokens, budget)`` tokens (1 for a decoding request, or K + 1 with
+speculative decoding; a chunk for a partially prefilled one). When KV blocks run out, the most recently admitted running request is preempted
 (its blocks are freed, it goes back to the front of the waiting queue and will recompute). Only if nothing was
 preempted, waiting requests are admitted FCFS while the budget, ``max_num_seqs`` and free blocks allow; the
 head of the queue blocks the rest (strict FCFS). Without chunked prefill a prompt that does not fit in the
@@ -36,7 +36,7 @@ _RUNNING = RequestStatus.RUNNING
 class Scheduler:
     """Token scheduling and KV bookkeeping for one replica. No clock: the replica times the outputs."""
 
-    def __init__(self, config: EngineConfig, kv: KVCacheManager) -> None:
+    def __init__(self, config: EngineConfig, kv: KVCacheManager, decode_budget_tokens: int = 1) -> None:
         self.config = config
         self.kv = kv
         self.pool = kv.pool
@@ -47,8 +47,10 @@ class Scheduler:
         self.max_run = config.max_decode_run_steps or (1 << 60)
         self.reserve_output = config.kv_admission == "max_output"
         # step-budget tokens one decoding request takes: 1, or K + 1 when the step model verifies K draft tokens
-        # (speculative decoding; vLLM counts the draft tokens against max_num_batched_tokens). Set by the owner.
-        self.decode_budget_tokens = 1
+        # (speculative decoding; vLLM counts the draft tokens against max_num_batched_tokens)
+        if decode_budget_tokens < 1:
+            raise ValueError(f"decode_budget_tokens must be >= 1, got {decode_budget_tokens}")
+        self.decode_budget_tokens = decode_budget_tokens
         self.waiting: deque[EngineRequest] = deque()
         self.prefilling: list[EngineRequest] = []  # running, still computing their prompt (admission order)
         self.decoding: dict[int, EngineRequest] = {}  # running, one token per step (admission order)
