@@ -71,6 +71,14 @@ def test_estimate_with_speculative_decoding_is_faster_per_token_and_says_so():
     assert any("not applied" in n for n in rec["notes"]) and any("3 draft token" in n for n in rec["notes"])
     human = _run([*base[:-1], "--spec-method", "ngram", "--spec-tokens", "2", "--spec-acceptance", "0.5"])
     assert human.exit_code == 0 and "per output token with speculative decoding" in human.stdout
+    # a disaggregated layout: the decode pool speculates, the prefill pool (TTFT) is untouched
+    lay = ["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "gb200", "--precision", "fp4", "--engine",
+           "trtllm", "--isl", "8192", "--osl", "1024", "--concurrency", "256", "--no-corrections", "--json",
+           "--layout", "disagg 2x prefill(tp4 adp1 ep4) + 1x decode(tp16 adp1 ep16)"]  # fmt: skip
+    p_rec = json.loads(_run(lay).stdout)
+    s_rec = json.loads(_run([*lay, "--spec-method", "mtp", "--spec-tokens", "3"]).stdout)
+    assert s_rec["speculative"]["tokens_per_step"] == pytest.approx(1 + 0.7 + 0.49 + 0.343)
+    assert s_rec["tpot_ms"] < 0.8 * p_rec["tpot_ms"] and s_rec["ttft_ms"] == pytest.approx(p_rec["ttft_ms"])
 
 
 def test_estimate_analytic_offline_and_human_output():
@@ -126,7 +134,6 @@ def test_estimate_does_not_fit_exits_2_with_reason():
         (["--concurrency", "4", "--spec-tokens", "2"], "--spec-method"),
         (["--concurrency", "4", "--spec-method", "mtp"], "MTP layers"),
         (["--concurrency", "4", "--spec-method", "eagle", "--spec-acceptance", "1.2"], "acceptance_rate"),
-        (["--concurrency", "4", "--spec-method", "eagle", "--layout", "agg tp1 pp1"], "--layout"),
     ],
 )
 def test_estimate_bad_input_exits_2(args, fragment):

@@ -288,12 +288,19 @@ def _smallest_fitting_replica(
 
 
 def predict_row(
-    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, cal: Calibration, method: str = "analytic"
+    row: MeasurementRow,
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    method: str = "analytic",
+    speculative: Any = None,
 ) -> ClosedLoopResult:
     """Predict one row; raises a :class:`GpuyieldError` whose message is the 'unsupported' reason.
 
     ``method="sim"`` predicts aggregated rows with the engine model, exactly as ``gpuyield estimate`` does
     (:func:`gpuyield.core.sim.estimate_with_engine_model`); disaggregated rows always use the analytic solver.
+    ``speculative`` (a :class:`~gpuyield.core.perf.speculative.SpeculativeDecoding`, for ``estimate --layout``;
+    measurement rows record none) times the decoding pools' steps with it.
     """
     if method not in VALIDATION_METHODS:
         raise ConfigError(f"validation method must be one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
@@ -309,6 +316,8 @@ def predict_row(
             replica, perf = _smallest_fitting_replica(model, gpu, row, cal)
         else:
             perf = _pool_model(model, gpu, replica, row, cal)
+        if speculative is not None:
+            perf = perf.with_speculative(speculative)
         replicas = 1
         if row.num_gpus and row.num_gpus > replica.gpus and row.num_gpus % replica.gpus == 0:
             replicas = row.num_gpus // replica.gpus
@@ -332,6 +341,8 @@ def predict_row(
     assert layout.prefill is not None and layout.decode is not None
     pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg")
     dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg")
+    if speculative is not None:  # the decode pool's steps; the prefill pool never decodes
+        dec = dec.with_speculative(speculative)
     conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)
     return estimate_disaggregated(
         pre,

@@ -54,6 +54,10 @@ docs/cli.md); measured operating points are then not applied (they record no spe
 """
 
 
+_SPEC_POINTS_NOTE = ("measured operating points not applied: they record no speculative-decoding setting "
+                     "(their residuals are against plain decoding)")
+
+
 def parse_concurrency(value: str) -> int | None:
     """An integer >= 1, or 'offline' (None)."""
     from gpuyield.errors import ConfigError
@@ -127,8 +131,7 @@ def estimate_record(
         if corrections:
             # the measured points record no speculative setting: their residuals belong to plain decoding
             corrections = False
-            spec_note = ("measured operating points not applied: they record no speculative-decoding setting "
-                         "(their residuals are against plain decoding)")
+            spec_note = _SPEC_POINTS_NOTE
     mem = perf.memory(gpu_memory_utilization, max_model_len=isl + osl)
     out: dict[str, Any] = {
         "model": spec.id,
@@ -274,8 +277,10 @@ def layout_record(
     num_requests: int | None,
     method: str,
     corrections: bool = True,
+    speculative: Any = None,
 ) -> dict[str, Any]:
-    """`estimate --layout`: one deployment in validate's layout syntax, predicted exactly as validate predicts a row."""
+    """`estimate --layout`: one deployment in validate's layout syntax, predicted exactly as validate predicts a row
+    (``speculative``: the decoding pools' speculative decoding, which measurement rows never record)."""
     from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, parse_layout, predict_row
     from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.errors import ConfigError, DoesNotFitError
@@ -300,6 +305,9 @@ def layout_record(
         "isl": isl,
         "osl": osl,
         "concurrency": concurrency if concurrency is not None else "offline",
+        "speculative": None
+        if speculative is None
+        else {**speculative.to_dict(), "tokens_per_step": speculative.tokens_per_step},
     }
     if lay.kind == "disagg":
         assert lay.prefill is not None and lay.decode is not None
@@ -312,14 +320,13 @@ def layout_record(
         assert lay.replica is not None
         out["num_gpus"] = lay.replica.gpus
     try:
-        res = predict_row(row, model_of, gpu_of, calibration, method if lay.kind == "agg" else "analytic")
+        res = predict_row(row, model_of, gpu_of, calibration, method if lay.kind == "agg" else "analytic", speculative)
     except DoesNotFitError as exc:
         out.update({"fits": False, "reason": str(exc), "notes": []})
         return out
     res_method = method if lay.kind == "agg" else "analytic"
-    res, corr = (
-        correct_row(res, row, model_of, gpu_of, calibration, method=res_method) if corrections else (res, None)
-    )
+    apply = corrections and speculative is None  # the measured points record no speculative setting
+    res, corr = correct_row(res, row, model_of, gpu_of, calibration, method=res_method) if apply else (res, None)
     out.update(
         {
             "fits": True,
@@ -331,7 +338,7 @@ def layout_record(
             "running_seqs_per_replica": res.running_seqs,
             "limited_by": res.limited_by,
             "memory": res.memory,
-            "notes": list(res.notes),
+            "notes": list(res.notes) + ([_SPEC_POINTS_NOTE] if corrections and speculative is not None else []),
             "measured_correction": _correction_record(corr),
         }
     )
@@ -485,11 +492,9 @@ def estimate(
             "corrections": corrections,
         }
         if layout is not None:
-            if speculative is not None:
-                raise ConfigError("--spec-method is not supported with --layout yet: give --tp/--pp/--ep instead")
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
-            rec = layout_record(layout=layout, **common)
+            rec = layout_record(layout=layout, speculative=speculative, **common)
         else:
             rec = estimate_record(
                 tp=tp,
