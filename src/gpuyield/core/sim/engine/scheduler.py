@@ -6,8 +6,8 @@ each gets ``min(num_tokens - num_computed_tokens, budget)`` tokens (1 for a deco
 speculative decoding; a chunk for a partially prefilled one). When KV blocks run out, the most recently
 admitted running request is preempted (its blocks are freed, it goes back to the front of the waiting queue
 and will recompute). Only if nothing was preempted, waiting requests are admitted FCFS while the budget,
-``max_num_seqs`` and free blocks allow; the head of the queue blocks the rest (strict FCFS). Without chunked prefill a prompt that does not fit in the
-remaining budget waits.
+``max_num_seqs`` and free blocks allow; the head of the queue blocks the rest (strict FCFS). Without chunked
+prefill a prompt that does not fit in the remaining budget waits.
 
 Speed: decoding requests live in an aggregate *decode set*. A decode-step counter ``G`` advances for all of
 them at once; a request's computed tokens are ``c0 + (G - g0)``, its finish is a heap entry keyed by the
