@@ -192,10 +192,9 @@ class _Coeffs:
     sliding_prefill_flops_per_tok: float
     linear_attn_flops_per_tok: float
     attn_prefill_eff: float
-    attn_decode_s_per_ctx: float  # per decode context token, per GPU
     attn_decode_s_per_seq: float  # bounded layers (sliding windows, linear state) per decode sequence
-    # the two sides of attn_decode_s_per_ctx (KV reads, compute per query): speculative verification runs
-    # K + 1 queries over one read of the KV
+    # per decode context token, per GPU: the KV read and the compute of one query (the step takes the larger;
+    # speculative verification runs K + 1 queries over one read of the KV)
     attn_decode_bytes_s_per_ctx: float
     attn_decode_flops_s_per_ctx: float
     # LM head
@@ -438,9 +437,6 @@ class PerfModel:
         # decode attention is memory- or compute-bound; both terms are proportional to context (affine)
         s_bytes_per_ctx = kv_per_tok_gpu * pp / attn_bw / adp
         s_flops_per_ctx = dec_flops_per_ctx / (peak_attn * gc.attn_prefill_eff) / adp
-        s_per_ctx = (
-            max(kv_per_tok_gpu * pp / attn_bw, dec_flops_per_ctx / (peak_attn * gc.attn_prefill_eff)) / adp
-        )
         s_per_seq = kv_fixed_gpu * pp / attn_bw / adp
         # --- experts
         E = int(m.num_experts or 0)
@@ -508,7 +504,6 @@ class PerfModel:
             sliding_prefill_flops_per_tok=sliding_prefill_flops_per_tok / pp,
             linear_attn_flops_per_tok=linear_attn_flops_per_tok / pp,
             attn_prefill_eff=gc.attn_prefill_eff,
-            attn_decode_s_per_ctx=s_per_ctx / pp,
             attn_decode_s_per_seq=s_per_seq / pp,
             attn_decode_bytes_s_per_ctx=s_bytes_per_ctx / pp,
             attn_decode_flops_s_per_ctx=s_flops_per_ctx / pp,
@@ -609,8 +604,6 @@ class PerfModel:
 
     def _attn_per_ctx(self, queries_per_seq: float) -> float:
         c = self._c
-        if queries_per_seq == 1.0:
-            return c.attn_decode_s_per_ctx
         return max(c.attn_decode_bytes_s_per_ctx, c.attn_decode_flops_s_per_ctx * queries_per_seq)
 
     def _step_ops(
@@ -684,8 +677,8 @@ class PerfModel:
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c
-        q = self.speculative.positions_per_seq if self.speculative is not None else 1
-        tr = (num_prefill_tokens + num_decode_seqs * q) / c.adp  # tokens through the GEMMs (verification: K + 1)
+        # tokens through the GEMMs (verification: K + 1 per decoding sequence)
+        tr = (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens) / c.adp
         lo, hi = c.gemm_range
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
         # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term.

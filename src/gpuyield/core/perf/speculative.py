@@ -111,18 +111,6 @@ class SpeculativeDecoding:
             f"{self.acceptance_rate:g} -> {self.tokens_per_step:.2f} tokens per step"
         )
 
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "speculative") -> SpeculativeDecoding:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a mapping with method, num_draft_tokens, acceptance_rate")
-        unknown = set(data) - {"method", "num_draft_tokens", "acceptance_rate", "draft_model"}
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as exc:  # pragma: no cover - fields are checked above
-            raise ConfigError(f"{where}: {exc}") from None
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method, "num_draft_tokens": self.num_draft_tokens,
                                "acceptance_rate": self.acceptance_rate}  # fmt: skip
