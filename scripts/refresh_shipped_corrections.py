@@ -6,6 +6,9 @@ settings the file already holds (or the defaults). Run it after changing the coe
 
     python scripts/refresh_shipped_corrections.py ../shared/data/measurements/e2e_train.csv
 
+It also refits the learned residual model on the same rows (``gpuyield.edges.perf.learned``; needs scikit-learn,
+about a minute); ``--no-learned`` leaves it out.
+
 To change the interpolation settings too, give them with ``--set name=value`` (repeatable; ``null`` for None)
 and say why with ``--why TEXT`` (appended, dated, to the settings' ``source``):
 
@@ -51,6 +54,7 @@ def main() -> None:
     ap.add_argument("csv", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change a correction setting")
     ap.add_argument("--why", default="", help="why the settings changed (appended to their source)")
+    ap.add_argument("--no-learned", action="store_true", help="do not fit the learned residual model")
     args = ap.parse_args()
     if bool(args.set) != bool(args.why):
         ap.error("--set and --why go together: the settings' source says how each was chosen")
@@ -76,6 +80,19 @@ def main() -> None:
         f"silicon_sample.csv, Apache-2.0) under this file's coefficients, {datetime.date.today().isoformat()}",
         with_sim=True,
     )
+    if not args.no_learned:
+        from gpuyield.edges.perf.learned import fit_learned_residuals
+
+        learned = fit_learned_residuals(
+            load_measurements(csv),
+            model_of,
+            gpu_of,
+            dataclasses.replace(base, corrections=table),
+            log=print,
+            source=f"fitted on shared/data/measurements/{csv.name} (AIConfigurator silicon_sample.csv, Apache-2.0) "
+            f"under this file's coefficients and measured points, {datetime.date.today().isoformat()}",
+        )
+        table = dataclasses.replace(table, learned=learned)
     text = SHIPPED.read_text()
     head = text.split(MARK)[0].rstrip("\n") + "\n"
     body = yaml.safe_dump({"corrections": table.to_dict()}, sort_keys=False, width=200, default_flow_style=None)

@@ -422,6 +422,9 @@ def test_shipped_calibration_holds_the_training_residuals():
     cal = default_calibration()
     assert cal.corrections is not None and len(cal.corrections) > 3500  # distinct measurements
     assert "e2e_train.csv" in cal.corrections.source
+    # its learned residual model was fitted on the same distinct measurements (a refresh with --no-learned, or
+    # from another file, would leave one that does not belong to the table)
+    assert cal.corrections.learned is not None and cal.corrections.learned.training["rows"] == len(cal.corrections)
 
 
 def test_merging_tables_adds_new_points_once():

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuyield.core.perf.residual import LearnedResiduals
 from gpuyield.errors import ConfigError
 
 __all__ = [
@@ -258,13 +259,21 @@ class Correction:
     same_deployment: bool  # whether points of the queried deployment itself exist
     # from measured throughputs where the points have them; None = throughput follows TTFT/TPOT (Little's law)
     throughput_factor: float | None = None
+    # the learned second stage's share of ttft_factor / tpot_factor (core/perf/residual.py); None: not applied
+    learned_factors: tuple[float, float] | None = None
 
     def note(self) -> str:
         tput = "" if self.throughput_factor is None else f", throughput ×{self.throughput_factor:.3g}"
+        learned = (
+            ""
+            if self.learned_factors is None
+            else f"; the learned residual model's share: TTFT ×{self.learned_factors[0]:.3g}, TPOT "
+            f"×{self.learned_factors[1]:.3g}"
+        )
         return (
             f"corrected by measured operating points: TTFT ×{self.ttft_factor:.3g}, TPOT ×{self.tpot_factor:.3g}"
             f"{tput} (kernel support {self.support:.2g} of {self.num_points} points"
-            f"{'' if self.same_deployment else ', none of this exact layout'})"
+            f"{'' if self.same_deployment else ', none of this exact layout'}{learned})"
         )
 
 
@@ -371,6 +380,8 @@ class MeasuredCorrections:
     source: str = ""
     # fingerprint of the coefficients the residuals were measured under (calibration.coefficients_fingerprint)
     coefficients: str = ""
+    # the learned second stage (boosted trees on what these points leave; core/perf/residual.py), or None
+    learned: LearnedResiduals | None = None
     _index: dict[tuple[str, str, str], list[_Group]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -418,6 +429,7 @@ class MeasuredCorrections:
             settings=self.settings,
             source=source,
             coefficients=self.coefficients,
+            learned=self.learned,  # fitted on this table's rows; the new points reach it through its features
         )
 
     def correct(
@@ -549,13 +561,13 @@ class MeasuredCorrections:
                 ]
                 for k, pts in self.deployments.items()
             },
-        }
+        } | ({} if self.learned is None else {"learned": self.learned.to_dict()})
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "corrections") -> MeasuredCorrections:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = set(data) - {"source", "coefficients", "settings", "columns", "deployments"}
+        unknown = set(data) - {"source", "coefficients", "settings", "columns", "deployments", "learned"}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
         st = data.get("settings") or {}
@@ -599,6 +611,7 @@ class MeasuredCorrections:
             settings=settings,
             source=str(data.get("source", "")),
             coefficients=str(data.get("coefficients", "") or ""),
+            learned=None if data.get("learned") is None else LearnedResiduals.from_dict(data["learned"], f"{where}.learned"),
         )
 
 

@@ -31,6 +31,7 @@ from gpuyield.core.perf.corrections import (
     measurement_id,
 )
 from gpuyield.core.perf.model import PerfModel, normalise_engine, normalise_precision
+from gpuyield.core.perf.residual import ENGINE_CODES, FEATURES, LIMITED_CODES
 from gpuyield.errors import ConfigError, GpuyieldError
 
 __all__ = [
@@ -49,8 +50,10 @@ __all__ = [
     "measurement_floor",
     "parse_layout",
     "predict_row",
+    "residual_features",
     "row_from_mapping",
     "row_measurement_id",
+    "sweep_key",
     "validate_rows",
 ]
 
@@ -514,10 +517,97 @@ def correct_row(
         key = deployment_key(row, model_of, gpu_of)
     except GpuyieldError:
         return result, None
+    exclude = tuple(exclude)
     corr = cal.corrections.correct(key, row.isl, row.osl, row.concurrency, exclude=exclude, method=method)
     if corr is None:
         return result, None
-    return apply_correction(result, corr), corr
+    corrected = apply_correction(result, corr)
+    learned = cal.corrections.learned
+    if learned is None:
+        return corrected, corr
+    # the learned second stage: on a row whose own measurement is left out (the calibration's own data), the
+    # ensemble that never saw its sweep; otherwise the mean of the folds' ensembles
+    fold = learned.fold_of(sweep_key(row, model_of, gpu_of)) if exclude else None
+    ft, fd = learned.factors(residual_features(row, model_of, gpu_of, corrected, corr), fold)
+    both = dataclasses.replace(
+        corr, ttft_factor=corr.ttft_factor * ft, tpot_factor=corr.tpot_factor * fd, learned_factors=(ft, fd)
+    )
+    return apply_correction(result, both), both
+
+
+def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> str:
+    """The concurrency sweep a row belongs to: its deployment, ISL and OSL (the learned residuals' folds)."""
+    return f"{deployment_key(row, model_of, gpu_of).text()}|{row.isl}|{row.osl}"
+
+
+_WEIGHT_BITS = {"bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "fp4": 4, "nvfp4": 4, "mxfp4": 4, "int4": 4}
+
+
+def residual_features(
+    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, corrected: Any, corr: Correction
+) -> list[float]:
+    """The learned residual model's features (:data:`gpuyield.core.perf.residual.FEATURES`, in order) of a
+    closed-loop row whose prediction ``corrected`` the measured points ``corr`` produced."""
+    model, gpu = model_of(row.model), gpu_of(row.gpu)
+    layout = parse_layout(row.layout, row.tp)
+    nan = math.nan
+    agg = layout.replica if layout.kind == "agg" else None
+    pre, dec = layout.prefill, layout.decode
+    conc = row.concurrency or 1
+    moe = bool(getattr(model, "num_experts", 0))
+    # GPUs of the deployment: an aggregated row's replicas x replica GPUs (one replica when not recorded), a
+    # disaggregated row's workers x their GPUs, or its recorded total when the counts are not (0 = neither)
+    key = deployment_key(row, model_of, gpu_of)
+    if agg is not None:
+        gpus_total = key.num_gpus * agg.gpus if key.layout != "agg auto" else key.num_gpus
+    elif pre is not None and dec is not None and pre.count and dec.count:
+        gpus_total = pre.count * pre.gpus + dec.count * dec.gpus
+    else:
+        gpus_total = key.num_gpus
+
+    def deg(p: PoolLayout | None, name: str) -> float:
+        return 0.0 if p is None else float(getattr(p, name))
+
+    f: dict[str, float] = {
+        "engine_code": float(ENGINE_CODES.get(normalise_engine(row.engine).partition(":")[0], nan)),
+        "disaggregated": float(layout.kind == "disagg"),
+        "worker_counts_unknown": float(pre is not None and (pre.count is None or dec is None or dec.count is None)),
+        "tp": deg(agg, "tp"),
+        "pp": deg(agg, "pp"),
+        "adp": deg(agg, "adp"),
+        "ep": deg(agg, "ep"),
+        # experts' tensor parallelism as the deployment key reads it: the PerfModel default when not stated,
+        # and nothing for a dense model (whose "moe_tp1 ep1" and bare "tp2" are the same deployment)
+        "moe_tp": 0.0 if agg is None or not moe else float(agg.moe_tp or max(1, agg.tp * agg.adp // max(1, agg.ep))),
+        "prefill_tp": deg(pre, "tp"),
+        "prefill_adp": deg(pre, "adp"),
+        "prefill_ep": deg(pre, "ep"),
+        "decode_tp": deg(dec, "tp"),
+        "decode_adp": deg(dec, "adp"),
+        "decode_ep": deg(dec, "ep"),
+        "prefill_workers": float(pre.count or 0) if pre is not None else 0.0,
+        "decode_workers": float(dec.count or 0) if dec is not None else 0.0,
+        "num_gpus": float(gpus_total),
+        "log_isl": math.log(row.isl),
+        "log_osl": math.log(row.osl),
+        "log_concurrency": math.log(conc),
+        "weight_bits": float(_WEIGHT_BITS.get(normalise_precision(row.precision), nan)),
+        "log_params_active": math.log(model.params_active),
+        "log_params_total": math.log(model.params_total),
+        "is_moe": float(bool(model.is_moe)),
+        "uses_mla": float(bool(model.uses_mla)),
+        "num_layers": float(model.num_layers),
+        "gpu_memory_bandwidth_tb_s": float(gpu.memory_bandwidth_tb_s),
+        "gpu_fp8_dense_tflops": float(gpu.fp8_dense_tflops or 0.0),
+        "gpu_memory_gb": float(gpu.memory_gb),
+        "log_ttft_ms": math.log(corrected.ttft_ms) if corrected.ttft_ms > 0 else nan,
+        "log_tpot_ms": math.log(corrected.tpot_ms) if corrected.tpot_ms > 0 else nan,
+        "log_ttft_factor": math.log(corr.ttft_factor),
+        "log_tpot_factor": math.log(corr.tpot_factor),
+        "support": float(corr.support),
+        "limited_code": float(LIMITED_CODES.get(getattr(corrected, "limited_by", ""), nan)),
+    }
+    return [f[name] for name in FEATURES]
 
 
 def _log_ratio(measured: float | None, predicted: float) -> float | None:
@@ -532,14 +622,16 @@ def build_corrections(
     settings: CorrectionSettings | None = None,
     source: str = "",
     with_sim: bool = False,
+    cache: dict[tuple[Any, ...], ClosedLoopResult | None] | None = None,
 ) -> MeasuredCorrections:
     """Residuals ``log(measured / predicted)`` of every closed-loop row the model predicts under ``cal``
     (without corrections). Offline rows and rows it cannot predict are left out (they have no residual).
     ``with_sim`` also stores the residuals against the engine model for aggregated rows (about 10 ms a row),
-    which ``estimate --method sim`` and ``validate --method sim`` use."""
+    which ``estimate --method sim`` and ``validate --method sim`` use. ``cache`` (a dict the caller keeps) shares
+    the predictions between calls on subsets of the same rows under the same ``cal``."""
     base = dataclasses.replace(cal, corrections=None)
     deps: dict[str, list[MeasuredPoint]] = {}
-    cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
+    cache = {} if cache is None else cache
 
     def predicted(row: MeasurementRow, method: str) -> ClosedLoopResult | None:  # None: cannot be predicted
         ck = (method, row.gpu, row.num_gpus, row.model, row.engine, row.precision, row.layout, row.tp, row.isl,
@@ -690,6 +782,7 @@ def validate_rows(
     table = cal.corrections if corrections else None
     rows = list(rows)
     corrected = 0
+    learned_rows = 0  # of the corrected rows, those the learned residual model corrected too
     plain_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}  # before the corrections
     implausible: list[dict[str, Any]] = []
     plausible_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
@@ -752,12 +845,13 @@ def validate_rows(
                 )
             if corr is not None:
                 corrected += 1
+                learned_rows += corr.learned_factors is not None
                 rec["correction"] = {
                     "ttft_factor": corr.ttft_factor,
                     "tpot_factor": corr.tpot_factor,
                     "throughput_factor": corr.throughput_factor,
                     "support": corr.support,
-                }
+                } | ({} if corr.learned_factors is None else {"learned_factors": list(corr.learned_factors)})
             for k in METRICS:
                 rec[f"predicted_{k}"] = getattr(final, k)
                 rec[f"measured_{k}"] = row.measured[k]
@@ -781,6 +875,7 @@ def validate_rows(
         "coverage": (len(out_rows) / total) if total else 0.0,
         "num_rows": total,
         "corrected_rows": corrected,
+        "learned_rows": learned_rows,
         "own_rows": own,
         # the same rows scored by the step-time model alone (only when measured points were available)
         "summary_step_model": {k: error_summary(v) for k, v in plain_pairs.items()} if table is not None else None,

@@ -27,6 +27,8 @@ synchronised start, decode/prefill efficiency) are fitted on that CSV (schema of
 With --measurements it also stores every measured operating point's residual (log measured / predicted TTFT
 and TPOT under the fitted constants): estimate and validate then correct queries near measured points of
 the same architecture (model shape), engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
+It then fits the learned residual model on what those points leave (boosted trees, cross-fitted by concurrency
+sweep; needs scikit-learn: pip install 'gpuyield[fit]'; about a minute per 4,000 rows; --no-learned to skip).
 A calibration rebuilt from --from or refitted carries only the new rows' points (old residuals would be
 stale). To add your measurements to a calibration without changing its coefficients (the shipped one, say),
 use --base FILE|shipped --measurements CSV --no-fit (no --from): the points are merged.
@@ -68,6 +70,12 @@ def calibrate(
         True,
         "--corrections/--no-corrections",
         help="With --measurements, store the measured operating points' residuals (see above).",
+    ),
+    learned: bool = typer.Option(
+        True,
+        "--learned/--no-learned",
+        help="With --measurements and corrections (and the constants refitted), also fit the learned residual "
+        "model (see above). With --no-fit the base's learned model is kept as it is.",
     ),
     fit: bool = typer.Option(
         True,
@@ -151,6 +159,25 @@ def calibrate(
                 )
                 if cal.corrections is not None:  # --no-fit: same coefficients, the base's points stay valid
                     table = cal.corrections.merged(table)
+                    if table.learned is not None:
+                        log("learned residual model: the base's, kept (not refitted on the merged points)")
+                elif learned:
+                    from gpuyield.edges.perf.learned import TooFewRows, fit_learned_residuals
+
+                    try:
+                        table = dataclasses.replace(
+                            table,
+                            learned=fit_learned_residuals(
+                                rows,
+                                model_of,
+                                gpu_of,
+                                dataclasses.replace(cal, corrections=table),
+                                log=log,
+                                source=f"fitted on {measurements} under this file's coefficients and measured points",
+                            ),
+                        )
+                    except TooFewRows as exc:
+                        log(f"{exc}; written without it")
                 cal = dataclasses.replace(cal, corrections=table)
                 log(f"measured operating points: {len(table)} in {len(table.deployments)} deployment(s)")
         header = (

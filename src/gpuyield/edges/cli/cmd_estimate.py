@@ -42,8 +42,9 @@ Examples:
 
 When the calibration holds measured operating points of the same architecture (model shape), engine and precision (the shipped
 one holds those of e2e_train.csv; `calibrate --measurements` writes your own), TTFT and TPOT are corrected
-by the measured residuals interpolated in log ISL/OSL/concurrency ('measured_correction' in --json, and a
-note); --no-corrections gives the step-time model alone.
+by the measured residuals interpolated in log ISL/OSL/concurrency, and then by the calibration's learned
+residual model where it has one ('measured_correction' in --json, and a note); --no-corrections gives the
+step-time model alone.
 
 --spec-method mtp|eagle|eagle3|ngram [--spec-tokens K] [--spec-acceptance A] models speculative decoding: each decode
 step verifies K draft tokens per sequence and keeps on average (1 - A^(K+1)) / (1 - A) tokens (see
@@ -259,6 +260,8 @@ def _correction_record(corr: Any) -> dict[str, Any] | None:
         "support": corr.support,
         "num_points": corr.num_points,
         "same_deployment": corr.same_deployment,
+        # the learned residual model's share of the factors ([TTFT, TPOT]), or null when the calibration has none
+        "learned_factors": None if corr.learned_factors is None else list(corr.learned_factors),
     }
 
 

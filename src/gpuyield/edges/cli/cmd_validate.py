@@ -156,6 +156,15 @@ def validate(
                 f"{own['in_table']} of {own['measured_rows']} measured rows are in the table); "
                 f"the step-time model alone: {_mapes(result['summary_step_model'])}"
             )
+            if result.get("learned_rows"):
+                which = (
+                    "each by the cross-fitted ensemble that never saw the row's concurrency sweep"
+                    if own["left_out"]
+                    else "the mean of its cross-fitted ensembles"
+                )
+                console.print(
+                    f"{result['learned_rows']} of them also by the calibration's learned residual model ({which})"
+                )
             if "note" in own:
                 console.print(f"[yellow]note:[/yellow] {own['note']}")
         if "report" in result:

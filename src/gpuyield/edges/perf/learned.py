@@ -1,0 +1,275 @@
+"""Fitting the learned residual model (``gpuyield calibrate``): scikit-learn's HistGradientBoostingRegressor on
+what the measured-point corrections leave, exported to the plain arrays of
+:class:`gpuyield.core.perf.residual.LearnedResiduals`.
+
+Training residuals must look like the ones the model will meet, so they are out-of-sample twice over:
+
+1. **Cross-fitting.** Rows are split into ``folds`` groups by concurrency sweep (:func:`sweep_fold`). The
+   ensemble of fold ``k`` is fitted on the other folds only; ``validate`` corrects a row of the calibration's own
+   data with the ensemble of its own fold, so its reported error never includes a fit to that row's sweep.
+2. **Inner cross-validation.** Within the other folds, every row's corrected prediction is made by measured
+   points that exclude it: once with rows held out at random (a new measurement near known ones) and once with
+   whole sweeps held out (a new sweep of a known deployment). Both kinds go into one training set, and the
+   correction's own support and factors are features, so the trees learn how much to add in each case.
+
+The loss is the absolute error of ``log(measured / corrected)`` weighted by ``corrected / measured``: the
+weighted median it fits is the factor that minimises the mean absolute percentage error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from gpuyield.core.perf.calibration import Calibration
+from gpuyield.core.perf.closed_loop import ClosedLoopResult
+from gpuyield.core.perf.residual import FEATURES, LearnedResiduals, sweep_fold
+from gpuyield.core.perf.validation import (
+    GpuLookup,
+    MeasurementRow,
+    ModelLookup,
+    build_corrections,
+    correct_row,
+    predict_row,
+    residual_features,
+    row_measurement_id,
+    sweep_key,
+)
+from gpuyield.errors import ConfigError, GpuyieldError
+
+# Chosen by nested cross-validation on shared/data/measurements/e2e_train.csv (docs/benchmarks.md, "Tenth pass").
+PARAMS: dict[str, Any] = {
+    "loss": "absolute_error",
+    "max_iter": 400,
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 40,
+    "l2_regularization": 1.0,
+    "early_stopping": False,
+    "random_state": 0,
+}
+FOLDS = 5
+INNER_FOLDS = 5
+INNER_SEED = 123
+INNER_GROUPINGS = ("row", "sweep")
+
+
+class TooFewRows(ConfigError):
+    """Not enough usable rows to fit the learned residual model (calibrate then goes on without it)."""
+
+
+MIN_ROWS_PER_FOLD = 50
+
+
+def _sklearn() -> Any:
+    try:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+    except ImportError:
+        raise ConfigError(
+            "fitting the learned residual model needs scikit-learn: pip install 'gpuyield[fit]' "
+            "(or give --no-learned to calibrate without it)"
+        ) from None
+    return HistGradientBoostingRegressor
+
+
+def _export(h: Any) -> tuple[float, list[dict[str, np.ndarray]]]:
+    """(baseline, one dict of node arrays per tree) of a fitted HistGradientBoostingRegressor."""
+    try:
+        baseline = float(np.ravel(h._baseline_prediction)[0])
+        trees = []
+        for per_iter in h._predictors:
+            (pred,) = per_iter
+            n = pred.nodes
+            if np.any(n["is_categorical"]):
+                raise ConfigError("learned residuals: categorical splits are not supported")
+            leaf = n["is_leaf"].astype(bool)
+            trees.append(
+                {
+                    "feature": np.where(leaf, -1, n["feature_idx"]).astype(np.int64),
+                    "threshold": n["num_threshold"].astype(float),
+                    "left": np.where(leaf, 0, n["left"]).astype(np.int64),
+                    "right": np.where(leaf, 0, n["right"]).astype(np.int64),
+                    "missing_left": n["missing_go_to_left"].astype(bool),
+                    "value": np.where(leaf, n["value"], 0.0).astype(float),
+                }
+            )
+    except (AttributeError, KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"learned residuals: this scikit-learn's HistGradientBoostingRegressor cannot be exported ({exc}); "
+            "use scikit-learn 1.3 to 1.9"
+        ) from None
+    return baseline, trees
+
+
+def _groups(rows: Sequence[MeasurementRow], how: str, keys: dict[int, str], seed: int, k: int) -> dict[int, int]:
+    """Row index -> inner fold, by single row or by sweep, shuffled with ``seed``."""
+    label = {r.index: (str(r.index) if how == "row" else keys[r.index]) for r in rows}
+    names = sorted(set(label.values()))
+    random.Random(seed).shuffle(names)
+    fold = {g: i % k for i, g in enumerate(names)}
+    return {i: fold[g] for i, g in label.items()}
+
+
+def training_set(
+    rows: Sequence[MeasurementRow],
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    keys: dict[int, str],
+    cache: dict[tuple[Any, ...], ClosedLoopResult | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features and ``log(measured / corrected)`` of TTFT and TPOT (NaN where not measured) of ``rows``, each
+    corrected by measured points that exclude it (:data:`INNER_GROUPINGS` × :data:`INNER_FOLDS`)."""
+    assert cal.corrections is not None
+    settings = cal.corrections.settings
+    base = dataclasses.replace(cal, corrections=None)
+    xs: list[list[float]] = []
+    ys: list[tuple[float, float]] = []
+    for how in INNER_GROUPINGS:
+        inner = _groups(rows, how, keys, INNER_SEED, INNER_FOLDS)
+        for j in range(INNER_FOLDS):
+            train = [r for r in rows if inner[r.index] != j]
+            table = build_corrections(train, model_of, gpu_of, base, settings, cache=cache)
+            cal_j = dataclasses.replace(base, corrections=table)
+            for row in rows:
+                if inner[row.index] != j:
+                    continue
+                res = cache.get(("analytic", row.gpu, row.num_gpus, row.model, row.engine, row.precision,
+                                 row.layout, row.tp, row.isl, row.osl, row.concurrency))  # fmt: skip
+                if res is None:
+                    continue
+                corrected, corr = correct_row(res, row, model_of, gpu_of, cal_j)
+                if corr is None:
+                    continue
+                mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
+                t = math.log(mt / corrected.ttft_ms) if mt and corrected.ttft_ms > 0 else math.nan
+                d = math.log(md / corrected.tpot_ms) if md and corrected.tpot_ms > 0 else math.nan
+                if math.isnan(t) and math.isnan(d):
+                    continue
+                xs.append(residual_features(row, model_of, gpu_of, corrected, corr))
+                ys.append((t, d))
+    x = np.array(xs, dtype=float).reshape(-1, len(FEATURES))
+    y = np.array(ys, dtype=float).reshape(-1, 2)
+    return x, y[:, 0], y[:, 1]
+
+
+def fit_learned_residuals(
+    rows: Sequence[MeasurementRow],
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    log: Callable[[str], None] = lambda _m: None,
+    source: str = "",
+) -> LearnedResiduals:
+    """Fit the learned residual model on ``rows`` under ``cal`` (whose corrections' settings are used; its
+    measured points are rebuilt per fold from ``rows``). Rows that cannot be predicted or keyed are skipped."""
+    hgb = _sklearn()
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    # one OpenMP thread: the trees are small, and several threads spin against any other busy process (a
+    # parallel fit next to another took 8x longer here)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _fit(hgb, rows, model_of, gpu_of, cal, log, source)
+
+
+def _fit(
+    hgb: Any,
+    rows: Sequence[MeasurementRow],
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    log: Callable[[str], None],
+    source: str,
+) -> LearnedResiduals:
+    import sklearn
+
+    cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
+    base = dataclasses.replace(cal, corrections=None)
+    keys: dict[int, str] = {}
+    usable: list[MeasurementRow] = []
+    seen: set[str] = set()
+    for r in rows:
+        if r.concurrency is None or not (r.measured.get("ttft_ms") or r.measured.get("tpot_ms")):
+            continue
+        mid = row_measurement_id(r)  # a row repeated verbatim is one measurement
+        if mid in seen:
+            continue
+        try:
+            keys[r.index] = sweep_key(r, model_of, gpu_of)
+            cache[("analytic", r.gpu, r.num_gpus, r.model, r.engine, r.precision, r.layout, r.tp, r.isl, r.osl,
+                   r.concurrency)] = predict_row(r, model_of, gpu_of, base, "analytic")  # fmt: skip
+        except GpuyieldError:
+            continue
+        seen.add(mid)
+        usable.append(r)
+    if len(usable) < MIN_ROWS_PER_FOLD * FOLDS:
+        raise TooFewRows(
+            f"learned residuals: {len(usable)} usable closed-loop rows; at least {MIN_ROWS_PER_FOLD * FOLDS} are needed "
+            "(calibrate writes the file without it)"
+        )
+    fold = {r.index: sweep_fold(keys[r.index], FOLDS) for r in usable}
+    nodes: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "left", "right", "missing_left", "value")}
+    starts: list[int] = []
+    metric_of: list[int] = []
+    fold_of: list[int] = []
+    baseline = [[0.0] * FOLDS for _ in range(2)]
+    offset = 0
+    check_x: list[np.ndarray] = []
+    check_y: list[tuple[int, int, np.ndarray]] = []
+    sizes: list[int] = []
+    for k in range(FOLDS):
+        train = [r for r in usable if fold[r.index] != k]
+        x, t, d = training_set(train, model_of, gpu_of, cal, keys, cache)
+        sizes.append(len(x))
+        log(f"learned residuals: fold {k + 1}/{FOLDS}: {len(x)} out-of-sample residuals of {len(train)} rows")
+        for m, y in enumerate((t, d)):
+            ok = ~np.isnan(y)
+            h = hgb(**PARAMS)
+            h.fit(x[ok], y[ok], sample_weight=np.exp(-y[ok]))
+            b, trees = _export(h)
+            baseline[m][k] = b
+            for tr in trees:
+                starts.append(offset)
+                metric_of.append(m)
+                fold_of.append(k)
+                offset += len(tr["feature"])
+                for name in nodes:
+                    nodes[name].append(tr[name])
+            sample = x[ok][:: max(1, ok.sum() // 200)]
+            check_x.append(sample)
+            check_y.append((m, k, h.predict(sample)))
+    model = LearnedResiduals(
+        features=FEATURES,
+        folds=FOLDS,
+        baseline=tuple(tuple(b) for b in baseline),
+        **{name: np.concatenate(v) for name, v in nodes.items()},
+        tree_start=np.array(starts, dtype=np.int64),
+        tree_metric=np.array(metric_of, dtype=np.int64),
+        tree_fold=np.array(fold_of, dtype=np.int64),
+        source=source,
+        training={
+            "rows": len(usable),
+            "residuals_per_fold": sizes,
+            "estimator": f"scikit-learn {sklearn.__version__} HistGradientBoostingRegressor",
+            "parameters": dict(PARAMS),
+            "sample_weight": "corrected / measured (the weighted median minimises MAPE)",
+            "inner_cv": f"{INNER_FOLDS}-fold by {' and by '.join(INNER_GROUPINGS)} (seed {INNER_SEED})",
+            "folds": f"{FOLDS} by concurrency sweep (crc32 of deployment|isl|osl)",
+        },
+    )
+    worst = 0.0
+    for sample, (m, k, want) in zip(check_x, check_y, strict=True):
+        got = np.array([model.log_factors(v, k)[m] for v in sample])
+        worst = max(worst, float(np.max(np.abs(got - want))) if len(want) else 0.0)
+    if worst > 1e-6:
+        raise ConfigError(
+            f"learned residuals: the exported trees disagree with scikit-learn by {worst:.2g} (log units); "
+            "this scikit-learn version is not supported"
+        )
+    log(f"learned residuals: {model.num_trees} trees, {offset} nodes (export checked against scikit-learn)")
+    return model
