@@ -164,7 +164,14 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
         want = _stumps().factors(_x(row.isl), fold)
         assert rec["correction"]["learned_factors"] == pytest.approx(list(want))
         assert rec["predicted_tpot_ms"] == pytest.approx(rec0["predicted_tpot_ms"] * want[1])
-        assert rec_new["correction"]["learned_factors"] == pytest.approx(list(_stumps().factors(_x(row.isl))))
+        # kept, the row's own measurement is a measurement of the query itself: the learned model leaves it alone
+        assert "learned_factors" not in rec_new["correction"]
+    # a new query between measured ones gets the mean of the folds' ensembles
+    q = _row(9, concurrency="12")
+    res = predict_row(q, CAT.model, CAT.gpu, cal, "analytic")
+    _, corr = correct_row(res, q, CAT.model, CAT.gpu, cal)
+    assert corr is not None and not corr.at_query
+    assert corr.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
 
 
 def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_alone() -> None:
@@ -213,8 +220,11 @@ def test_shipped_learned_stage_lowers_the_leave_one_out_error_on_its_training_fi
     without = validate_rows(
         rows, model_of, gpu_of, dataclasses.replace(cal, corrections=dataclasses.replace(cal.corrections, learned=None))
     )
-    # each row by the cross-fitted ensemble that never saw its sweep, after measured points without its own
-    assert with_learned["own_rows"]["left_out"] and with_learned["learned_rows"] > 0.95 * with_learned["corrected_rows"]
+    # each row by the cross-fitted ensemble that never saw its sweep, after measured points without its own;
+    # rows the file measured twice at the same point with other values keep what their twin says (about a
+    # quarter of this file)
+    n = with_learned["corrected_rows"]
+    assert with_learned["own_rows"]["left_out"] and 0.6 * n < with_learned["learned_rows"] < n
     a, b = with_learned["summary"], without["summary"]
     assert a["tpot_ms"]["mape"] < b["tpot_ms"]["mape"] - 0.005
     assert a["ttft_ms"]["mape"] < b["ttft_ms"]["mape"]

@@ -259,6 +259,8 @@ class Correction:
     same_deployment: bool  # whether points of the queried deployment itself exist
     # from measured throughputs where the points have them; None = throughput follows TTFT/TPOT (Little's law)
     throughput_factor: float | None = None
+    # whether the table holds a measurement of this very query (the deployment at its ISL, OSL and concurrency)
+    at_query: bool = False
     # the learned second stage's share of ttft_factor / tpot_factor (core/perf/residual.py); None: not applied
     learned_factors: tuple[float, float] | None = None
 
@@ -470,6 +472,7 @@ class MeasuredCorrections:
         # (length scales, weights, offsets) per kernel: TTFT's (also throughput's), then TPOT's when it differs
         kernels = [(scale, weights, xs)] + ([(scale_d, weights_d, xs_d)] if own_tpot_kernel else [])
         same = False
+        at_query = False  # a kept point of this deployment at the query's own ISL, OSL and concurrency
         for g in groups:
             pen = 0.0 if g.key.model == key.model else s.other_model_penalty
             if g.key.gpu != key.gpu:
@@ -492,6 +495,8 @@ class MeasuredCorrections:
                 xl.append(dx)
             reach = np.count_nonzero(weights[-1]) + (np.count_nonzero(weights_d[-1]) if own_tpot_kernel else 0)
             same = same or (g.key == key and bool(reach))
+            if g.key == key and not at_query:
+                at_query = bool(np.any(keep & np.all(g.x == q, axis=1)))
             res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
             res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
             res_tp.append(g.r_tput)
@@ -517,7 +522,7 @@ class MeasuredCorrections:
         w_tp = float(w_all[~np.isnan(r_tp)].sum())
         if method == "analytic" and support_t >= MIN_SUPPORT and w_tp > 0.5 * support_t:
             tput_factor = math.exp(_estimate(w_all, r_tp, s.prior_weight, "log_mean"))
-        return Correction(math.exp(lt), math.exp(ld), support, n_points, same, tput_factor)
+        return Correction(math.exp(lt), math.exp(ld), support, n_points, same, tput_factor, at_query=at_query)
 
     # ------------------------------------------------------------------ plain-data form
     def to_dict(self) -> dict[str, Any]:

@@ -523,7 +523,9 @@ def correct_row(
         return result, None
     corrected = apply_correction(result, corr)
     learned = cal.corrections.learned
-    if learned is None:
+    if learned is None or corr.at_query:
+        # a measurement of this very query is the best evidence there is: the learned model, fitted on queries
+        # without one, does not second-guess it
         return corrected, corr
     # the learned second stage: on a row whose own measurement is left out (the calibration's own data), the
     # ensemble that never saw its sweep; otherwise the mean of the folds' ensembles

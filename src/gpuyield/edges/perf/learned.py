@@ -144,7 +144,7 @@ def training_set(
                 if res is None:
                     continue
                 corrected, corr = correct_row(res, row, model_of, gpu_of, cal_j)
-                if corr is None:
+                if corr is None or corr.at_query:  # where the model is applied: not at a measured query
                     continue
                 mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
                 t = math.log(mt / corrected.ttft_ms) if mt and corrected.ttft_ms > 0 else math.nan
