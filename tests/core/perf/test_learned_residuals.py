@@ -3,6 +3,7 @@ apply it (core/perf/residual.py, validation.correct_row)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -22,7 +23,7 @@ from gpuyield.core.perf.validation import (
     sweep_key,
     validate_rows,
 )
-from gpuyield.errors import ConfigError
+from gpuyield.errors import ConfigError, GpuyieldError
 
 CAT = default_catalog()
 BASE = dataclasses.replace(default_calibration(), corrections=None)
@@ -131,6 +132,8 @@ def test_malformed_plain_data_is_refused() -> None:
         ({**d, "extra": 1}, "unknown"),
         ({k: v for k, v in d.items() if k != "trees"}, "missing"),
         ({**d, "baseline": [["x"]]}, "numbers"),
+        ({**d, "folds": 2.7}, "integer"),
+        ({**d, "features": 5}, "feature names"),
     ):
         with pytest.raises(ConfigError, match=match):
             LearnedResiduals.from_dict(bad)
@@ -201,6 +204,19 @@ def test_features_describe_the_row() -> None:
     assert f["engine_code"] == 0 and f["weight_bits"] == 16 and f["is_moe"] == 0
     assert f["log_isl"] == pytest.approx(math.log(1024)) and f["log_concurrency"] == pytest.approx(math.log(16))
     assert f["log_tpot_factor"] == pytest.approx(math.log(corr.tpot_factor))
+    # one deployment, one set of features, however it is written (estimate --tp, --layout, a CSV row)
+    forms = [
+        _row(7, layout="agg tp2 pp1 adp1 moe_tp2 ep2"), _row(7, layout="agg tp2"), _row(7, layout="agg tp2 pp1 adp1 ep1"),
+        _row(7, layout="agg tp2 pp1 adp1 moe_tp0 ep0", num_gpus="0"),
+    ]  # fmt: skip
+    seen = {tuple(residual_features(r, CAT.model, CAT.gpu, res, corr)) for r in forms}
+    assert len(seen) == 1
+    dense = dict(zip(FEATURES, seen.pop(), strict=True))
+    assert (dense["ep"], dense["moe_tp"], dense["num_gpus"]) == (0, 0, 2)
+    moe = [_row(8, model="deepseek-ai/DeepSeek-R1", gpu="b200_sxm", precision="fp8", layout=lay, num_gpus="8")
+           for lay in ("agg tp8 pp1 adp1 ep8", "agg tp8 pp1 adp1 moe_tp1 ep8")]  # fmt: skip
+    a, b = (dict(zip(FEATURES, residual_features(r, CAT.model, CAT.gpu, res, corr), strict=True)) for r in moe)
+    assert a == b and (a["ep"], a["moe_tp"], a["num_gpus"], a["weight_bits"]) == (8, 1, 8, 8)
     unknown = dict(zip(FEATURES, residual_features(_row(6, engine="mystery"), CAT.model, CAT.gpu, res, corr), strict=True))
     assert math.isnan(unknown["engine_code"])
 
@@ -225,6 +241,17 @@ def test_shipped_learned_stage_lowers_the_leave_one_out_error_on_its_training_fi
     # quarter of this file)
     n = with_learned["corrected_rows"]
     assert with_learned["own_rows"]["left_out"] and 0.6 * n < with_learned["learned_rows"] < n
+    # the folds the shipped ensembles were fitted with are still the folds validate assigns (a catalogue change
+    # that alters the sweep keys would make "the ensemble that never saw this sweep" a false claim)
+    from gpuyield.edges.perf.learned import folds_digest
+
+    learned = cal.corrections.learned
+    keys = []
+    for r in rows:
+        if r.concurrency is not None and (r.measured["ttft_ms"] or r.measured["tpot_ms"]):
+            with contextlib.suppress(GpuyieldError):  # a model outside the catalogue has no sweep key
+                keys.append(sweep_key(r, model_of, gpu_of))
+    assert learned.training["folds_digest"] == folds_digest(keys, learned.folds)
     a, b = with_learned["summary"], without["summary"]
     assert a["tpot_ms"]["mape"] < b["tpot_ms"]["mape"] - 0.005
     assert a["ttft_ms"]["mape"] < b["ttft_ms"]["mape"]

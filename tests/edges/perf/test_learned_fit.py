@@ -124,3 +124,45 @@ def test_calibrate_fits_and_writes_it_and_no_learned_leaves_it_out(
     plain = load_calibration(str(tmp_path / "d.yaml"))
     assert plain.corrections is not None and plain.corrections.learned is None
     assert np.isclose(len(plain.corrections), len(cal.corrections))
+
+
+def test_a_file_without_tpot_fits_ttft_only(quick: None) -> None:
+    ms = _measured(GRID, seed=5)
+    for m in ms:
+        m["tpot_ms"] = ""
+    rows = [row_from_mapping(m, i) for i, m in enumerate(ms)]
+    cal = dataclasses.replace(BASE, corrections=build_corrections(rows, CAT.model, CAT.gpu, BASE))
+    logs: list[str] = []
+    model = learned_mod.fit_learned_residuals(rows, CAT.model, CAT.gpu, cal, log=logs.append)
+    assert set(model.tree_metric.tolist()) == {0}  # TTFT trees only
+    assert model.log_factors([0.0] * len(model.features))[1] == 0.0  # TPOT left alone
+    assert any("TPOT residuals, too few" in m for m in logs)
+
+
+def test_calibrate_without_scikit_learn_skips_it_unless_asked(
+    quick: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from gpuyield.edges.cli.main import app
+    from gpuyield.edges.perf.io import load_calibration
+
+    def missing() -> None:
+        raise ConfigError("fitting the learned residual model needs scikit-learn: pip install 'gpuyield[fit]'")
+
+    monkeypatch.setattr(learned_mod, "sklearn_available", lambda: False)
+    monkeypatch.setattr(learned_mod, "_sklearn", missing)
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS))
+        w.writeheader()
+        w.writerows(_measured(GRID, seed=6))
+    args = ["calibrate", "--base", "shipped", "--measurements", str(path), "--rounds", "1"]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a.yaml")])
+    assert r.exit_code == 0, r.output
+    assert "scikit-learn is not installed" in r.output and "gpuyield[fit]" in " ".join(r.output.split())
+    cal = load_calibration(str(tmp_path / "a.yaml"))
+    assert cal.corrections is not None and cal.corrections.learned is None
+    r = CliRunner().invoke(app, [*args, "--learned", "--out", str(tmp_path / "b.yaml")])
+    assert r.exit_code == 2 and "gpuyield[fit]" in r.output  # the brackets survive the error printer
+    assert not (tmp_path / "b.yaml").exists()

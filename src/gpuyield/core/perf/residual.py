@@ -230,16 +230,20 @@ class LearnedResiduals:
                 arrays = {a: np.array(z[a]) for a in _ARRAYS}
         except (ValueError, OSError, KeyError, zlib.error) as exc:
             raise ConfigError(f"{where}.trees: not the base64 .npz this version writes ({exc})") from None
+        folds = data["folds"]
+        if not isinstance(folds, int) or isinstance(folds, bool):
+            raise ConfigError(f"{where}.folds: expected an integer, got {folds!r}")
+        if not isinstance(data["features"], list) or not all(isinstance(f, str) for f in data["features"]):
+            raise ConfigError(f"{where}.features: expected a list of feature names")
         try:
             baseline = tuple(tuple(float(v) for v in b) for b in data["baseline"])
-            folds = int(data["folds"])
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: folds and baseline must be numbers") from None
+            raise ConfigError(f"{where}.baseline: expected one list of numbers per metric") from None
         training = data.get("training") or {}
         if not isinstance(training, dict):
             raise ConfigError(f"{where}.training: expected a mapping")
         return cls(
-            features=tuple(str(f) for f in data["features"] or ()),
+            features=tuple(data["features"]),
             folds=folds,
             baseline=baseline,
             feature=arrays["feature"].astype(np.int64),

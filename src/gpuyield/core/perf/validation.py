@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gpuyield.core.catalog.model import WEIGHT_PRECISIONS
 from gpuyield.core.perf.bounds import ClosedLoopFloor, closed_loop_floor
 from gpuyield.core.perf.calibration import Calibration, coefficients_fingerprint
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
@@ -50,6 +51,7 @@ __all__ = [
     "measurement_floor",
     "parse_layout",
     "predict_row",
+    "prediction_cache_key",
     "residual_features",
     "row_from_mapping",
     "row_measurement_id",
@@ -439,11 +441,19 @@ def implausible_reason(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLo
 _R = TypeVar("_R")  # a closed-loop result: ClosedLoopResult, or the engine model's EngineEstimate
 
 
+def _canonical_pool(p: PoolLayout, moe: bool) -> tuple[int, int, int, int, int, int]:
+    """(tp, pp, adp, ep, moe_tp, GPUs) of a replica as the deployment key reads it: a dense model's expert
+    settings mean nothing (ep and moe_tp 0: "moe_tp0 ep0", "moe_tp2 ep2" and no mention are one layout); a MoE
+    model's unstated moe_tp is PerfModel's default split of the experts."""
+    if not moe:
+        return p.tp, p.pp, p.adp, 0, 0, p.pp * p.tp * p.adp
+    moe_tp = p.moe_tp or max(1, p.tp * p.adp // max(1, p.ep))
+    return p.tp, p.pp, p.adp, p.ep, moe_tp, p.pp * max(p.tp * p.adp, moe_tp * p.ep)
+
+
 def _pool_text(p: PoolLayout, moe: bool) -> str:
-    if not moe:  # dense: expert settings mean nothing ("moe_tp0 ep0" and no mention are the same layout)
-        return f"tp{p.tp} pp{p.pp} adp{p.adp}"
-    moe_tp = p.moe_tp or max(1, p.tp * p.adp // max(1, p.ep))  # PerfModel's default split of the experts
-    return f"tp{p.tp} pp{p.pp} adp{p.adp} ep{p.ep} moe_tp{moe_tp}"
+    tp, pp, adp, ep, moe_tp, _ = _canonical_pool(p, moe)
+    return f"tp{tp} pp{pp} adp{adp}" + (f" ep{ep} moe_tp{moe_tp}" if moe else "")
 
 
 def deployment_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> DeploymentKey:
@@ -542,61 +552,58 @@ def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> 
     return f"{deployment_key(row, model_of, gpu_of).text()}|{row.isl}|{row.osl}"
 
 
-_WEIGHT_BITS = {"bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "fp4": 4, "nvfp4": 4, "mxfp4": 4, "int4": 4}
-
-
 def residual_features(
     row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, corrected: Any, corr: Correction
 ) -> list[float]:
     """The learned residual model's features (:data:`gpuyield.core.perf.residual.FEATURES`, in order) of a
-    closed-loop row whose prediction ``corrected`` the measured points ``corr`` produced."""
+    closed-loop row whose prediction ``corrected`` the measured points ``corr`` produced. Layouts are read as
+    the deployment key reads them, so one deployment has one set of features however it was written."""
     model, gpu = model_of(row.model), gpu_of(row.gpu)
     layout = parse_layout(row.layout, row.tp)
     nan = math.nan
-    agg = layout.replica if layout.kind == "agg" else None
-    pre, dec = layout.prefill, layout.decode
-    conc = row.concurrency or 1
     moe = bool(getattr(model, "num_experts", 0))
+    zero = (0, 0, 0, 0, 0, 0)
+    agg = _canonical_pool(layout.replica, moe) if layout.replica is not None else zero
+    pre = _canonical_pool(layout.prefill, moe) if layout.prefill is not None else zero
+    dec = _canonical_pool(layout.decode, moe) if layout.decode is not None else zero
+    n_pre = (layout.prefill.count or 0) if layout.prefill is not None else 0
+    n_dec = (layout.decode.count or 0) if layout.decode is not None else 0
     # GPUs of the deployment: an aggregated row's replicas x replica GPUs (one replica when not recorded), a
     # disaggregated row's workers x their GPUs, or its recorded total when the counts are not (0 = neither)
     key = deployment_key(row, model_of, gpu_of)
-    if agg is not None:
-        gpus_total = key.num_gpus * agg.gpus if key.layout != "agg auto" else key.num_gpus
-    elif pre is not None and dec is not None and pre.count and dec.count:
-        gpus_total = pre.count * pre.gpus + dec.count * dec.gpus
+    if layout.kind == "agg":
+        gpus_total = key.num_gpus * agg[5] if key.layout != "agg auto" else key.num_gpus
+    elif n_pre and n_dec:
+        gpus_total = n_pre * pre[5] + n_dec * dec[5]
     else:
         gpus_total = key.num_gpus
-
-    def deg(p: PoolLayout | None, name: str) -> float:
-        return 0.0 if p is None else float(getattr(p, name))
-
+    precision = normalise_precision(row.precision)
     f: dict[str, float] = {
         "engine_code": float(ENGINE_CODES.get(normalise_engine(row.engine).partition(":")[0], nan)),
         "disaggregated": float(layout.kind == "disagg"),
-        "worker_counts_unknown": float(pre is not None and (pre.count is None or dec is None or dec.count is None)),
-        "tp": deg(agg, "tp"),
-        "pp": deg(agg, "pp"),
-        "adp": deg(agg, "adp"),
-        "ep": deg(agg, "ep"),
-        # experts' tensor parallelism as the deployment key reads it: the PerfModel default when not stated,
-        # and nothing for a dense model (whose "moe_tp1 ep1" and bare "tp2" are the same deployment)
-        "moe_tp": 0.0 if agg is None or not moe else float(agg.moe_tp or max(1, agg.tp * agg.adp // max(1, agg.ep))),
-        "prefill_tp": deg(pre, "tp"),
-        "prefill_adp": deg(pre, "adp"),
-        "prefill_ep": deg(pre, "ep"),
-        "decode_tp": deg(dec, "tp"),
-        "decode_adp": deg(dec, "adp"),
-        "decode_ep": deg(dec, "ep"),
-        "prefill_workers": float(pre.count or 0) if pre is not None else 0.0,
-        "decode_workers": float(dec.count or 0) if dec is not None else 0.0,
+        "worker_counts_unknown": float(layout.kind == "disagg" and not (n_pre and n_dec)),
+        "tp": float(agg[0]),
+        "pp": float(agg[1]),
+        "adp": float(agg[2]),
+        "ep": float(agg[3]),
+        "moe_tp": float(agg[4]),
+        "prefill_tp": float(pre[0]),
+        "prefill_adp": float(pre[2]),
+        "prefill_ep": float(pre[3]),
+        "decode_tp": float(dec[0]),
+        "decode_adp": float(dec[2]),
+        "decode_ep": float(dec[3]),
+        "prefill_workers": float(n_pre),
+        "decode_workers": float(n_dec),
         "num_gpus": float(gpus_total),
         "log_isl": math.log(row.isl),
         "log_osl": math.log(row.osl),
-        "log_concurrency": math.log(conc),
-        "weight_bits": float(_WEIGHT_BITS.get(normalise_precision(row.precision), nan)),
+        "log_concurrency": math.log(row.concurrency or 1),
+        # 16 bf16, 8 fp8, 4 fp4/int4 (scales left out); NaN for a name the catalogue does not know
+        "weight_bits": float(math.floor(8 * WEIGHT_PRECISIONS[precision])) if precision in WEIGHT_PRECISIONS else nan,
         "log_params_active": math.log(model.params_active),
         "log_params_total": math.log(model.params_total),
-        "is_moe": float(bool(model.is_moe)),
+        "is_moe": float(moe),
         "uses_mla": float(bool(model.uses_mla)),
         "num_layers": float(model.num_layers),
         "gpu_memory_bandwidth_tb_s": float(gpu.memory_bandwidth_tb_s),
@@ -614,6 +621,12 @@ def residual_features(
 
 def _log_ratio(measured: float | None, predicted: float) -> float | None:
     return math.log(measured / predicted) if measured and predicted > 0 else None
+
+
+def prediction_cache_key(method: str, row: MeasurementRow) -> tuple[Any, ...]:
+    """The key :func:`build_corrections` caches a row's uncorrected prediction under (its ``cache``)."""
+    return (method, row.gpu, row.num_gpus, row.model, row.engine, row.precision, row.layout, row.tp, row.isl,
+            row.osl, row.concurrency)  # fmt: skip
 
 
 def build_corrections(
@@ -636,8 +649,7 @@ def build_corrections(
     cache = {} if cache is None else cache
 
     def predicted(row: MeasurementRow, method: str) -> ClosedLoopResult | None:  # None: cannot be predicted
-        ck = (method, row.gpu, row.num_gpus, row.model, row.engine, row.precision, row.layout, row.tp, row.isl,
-              row.osl, row.concurrency)  # fmt: skip
+        ck = prediction_cache_key(method, row)
         if ck not in cache:
             try:
                 cache[ck] = predict_row(row, model_of, gpu_of, base, method)

@@ -28,7 +28,8 @@ With --measurements it also stores every measured operating point's residual (lo
 and TPOT under the fitted constants): estimate and validate then correct queries near measured points of
 the same architecture (model shape), engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
 It then fits the learned residual model on what those points leave (boosted trees, cross-fitted by concurrency
-sweep; needs scikit-learn: pip install 'gpuyield[fit]'; about a minute per 4,000 rows; --no-learned to skip).
+sweep; needs scikit-learn: pip install 'gpuyield\\[fit]', and is skipped with a note without it; about a minute
+per 4,000 rows; --no-learned to skip).
 A calibration rebuilt from --from or refitted carries only the new rows' points (old residuals would be
 stale). To add your measurements to a calibration without changing its coefficients (the shipped one, say),
 use --base FILE|shipped --measurements CSV --no-fit (no --from): the points are merged.
@@ -71,11 +72,12 @@ def calibrate(
         "--corrections/--no-corrections",
         help="With --measurements, store the measured operating points' residuals (see above).",
     ),
-    learned: bool = typer.Option(
-        True,
+    learned: bool | None = typer.Option(
+        None,
         "--learned/--no-learned",
-        help="With --measurements and corrections (and the constants refitted), also fit the learned residual "
-        "model (see above). With --no-fit the base's learned model is kept as it is.",
+        help="With --measurements and corrections (and the constants refitted), fit the learned residual model "
+        "(see above). Default: fit it when scikit-learn is installed; --learned requires it. With --no-fit the "
+        "base's learned model is kept as it is.",
     ),
     fit: bool = typer.Option(
         True,
@@ -89,6 +91,8 @@ def calibrate(
     def body() -> None:
         import dataclasses
 
+        from rich.markup import escape
+
         from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, calibration_to_dict
         from gpuyield.core.perf.corrections import CorrectionSettings
         from gpuyield.core.perf.validation import build_corrections, implausible_reason
@@ -100,6 +104,7 @@ def calibrate(
             lookups,
         )
         from gpuyield.edges.perf.io import load_calibration, write_calibration
+        from gpuyield.edges.perf.learned import TooFewRows, fit_learned_residuals, sklearn_available
         from gpuyield.errors import ConfigError
 
         if rounds < 1:
@@ -117,7 +122,7 @@ def calibrate(
         def log(msg: str) -> None:
             logs.append(msg)
             if json_out is None:
-                console.print(f"[dim]{msg}[/dim]")
+                console.print(f"[dim]{escape(msg)}[/dim]")
 
         if not from_ and base is None:
             raise ConfigError("give kernel tables (--from DIR) or a calibration to start from (--base FILE|shipped)")
@@ -161,9 +166,9 @@ def calibrate(
                     table = cal.corrections.merged(table)
                     if table.learned is not None:
                         log("learned residual model: the base's, kept (not refitted on the merged points)")
-                elif learned:
-                    from gpuyield.edges.perf.learned import TooFewRows, fit_learned_residuals
-
+                elif learned is None and not sklearn_available():
+                    log("learned residual model: skipped, scikit-learn is not installed (pip install 'gpuyield[fit]')")
+                elif learned is not False:
                     try:
                         table = dataclasses.replace(
                             table,

@@ -36,6 +36,7 @@ from gpuyield.core.perf.validation import (
     build_corrections,
     correct_row,
     predict_row,
+    prediction_cache_key,
     residual_features,
     row_measurement_id,
     sweep_key,
@@ -57,6 +58,7 @@ FOLDS = 5
 INNER_FOLDS = 5
 INNER_SEED = 123
 INNER_GROUPINGS = ("row", "sweep")
+METRIC_NAMES = ("TTFT", "TPOT")
 
 
 class TooFewRows(ConfigError):
@@ -101,7 +103,7 @@ def _export(h: Any) -> tuple[float, list[dict[str, np.ndarray]]]:
     except (AttributeError, KeyError, ValueError) as exc:
         raise ConfigError(
             f"learned residuals: this scikit-learn's HistGradientBoostingRegressor cannot be exported ({exc}); "
-            "use scikit-learn 1.3 to 1.9"
+            "use scikit-learn 1.3 to 1.9 (pip install 'scikit-learn<1.10')"
         ) from None
     return baseline, trees
 
@@ -139,8 +141,7 @@ def training_set(
             for row in rows:
                 if inner[row.index] != j:
                     continue
-                res = cache.get(("analytic", row.gpu, row.num_gpus, row.model, row.engine, row.precision,
-                                 row.layout, row.tp, row.isl, row.osl, row.concurrency))  # fmt: skip
+                res = cache.get(prediction_cache_key("analytic", row))
                 if res is None:
                     continue
                 corrected, corr = correct_row(res, row, model_of, gpu_of, cal_j)
@@ -158,6 +159,22 @@ def training_set(
     return x, y[:, 0], y[:, 1]
 
 
+def sklearn_available() -> bool:
+    """Whether scikit-learn can be imported (``calibrate`` skips the learned model without it unless asked)."""
+    import importlib.util
+
+    return importlib.util.find_spec("sklearn") is not None
+
+
+def folds_digest(keys: Sequence[str], folds: int) -> str:
+    """A digest of which concurrency sweeps went to which fold: ``validate`` on the training file is honest only
+    while :func:`sweep_key` gives the same keys (a catalogue change can alter them); a test recomputes it."""
+    import hashlib
+
+    body = "\n".join(f"{k}\t{sweep_fold(k, folds)}" for k in sorted(set(keys)))
+    return hashlib.sha1(body.encode()).hexdigest()[:12]
+
+
 def fit_learned_residuals(
     rows: Sequence[MeasurementRow],
     model_of: ModelLookup,
@@ -167,32 +184,15 @@ def fit_learned_residuals(
     source: str = "",
 ) -> LearnedResiduals:
     """Fit the learned residual model on ``rows`` under ``cal`` (whose corrections' settings are used; its
-    measured points are rebuilt per fold from ``rows``). Rows that cannot be predicted or keyed are skipped."""
-    hgb = _sklearn()
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-
-    # one OpenMP thread: the trees are small, and several threads spin against any other busy process (a
-    # parallel fit next to another took 8x longer here)
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return _fit(hgb, rows, model_of, gpu_of, cal, log, source)
-
-
-def _fit(
-    hgb: Any,
-    rows: Sequence[MeasurementRow],
-    model_of: ModelLookup,
-    gpu_of: GpuLookup,
-    cal: Calibration,
-    log: Callable[[str], None],
-    source: str,
-) -> LearnedResiduals:
-    import sklearn
-
+    measured points are rebuilt per fold from ``rows``). Rows that cannot be predicted or keyed are skipped;
+    :class:`TooFewRows` when fewer than ``MIN_ROWS_PER_FOLD x FOLDS`` remain (checked before scikit-learn is
+    needed)."""
     cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
     base = dataclasses.replace(cal, corrections=None)
     keys: dict[int, str] = {}
     usable: list[MeasurementRow] = []
     seen: set[str] = set()
+    digest_keys: list[str] = []  # every measured closed-loop row's sweep, predictable or not (folds_digest)
     for r in rows:
         if r.concurrency is None or not (r.measured.get("ttft_ms") or r.measured.get("tpot_ms")):
             continue
@@ -201,17 +201,41 @@ def _fit(
             continue
         try:
             keys[r.index] = sweep_key(r, model_of, gpu_of)
-            cache[("analytic", r.gpu, r.num_gpus, r.model, r.engine, r.precision, r.layout, r.tp, r.isl, r.osl,
-                   r.concurrency)] = predict_row(r, model_of, gpu_of, base, "analytic")  # fmt: skip
+            digest_keys.append(keys[r.index])
+            cache[prediction_cache_key("analytic", r)] = predict_row(r, model_of, gpu_of, base, "analytic")
         except GpuyieldError:
             continue
         seen.add(mid)
         usable.append(r)
     if len(usable) < MIN_ROWS_PER_FOLD * FOLDS:
         raise TooFewRows(
-            f"learned residuals: {len(usable)} usable closed-loop rows; at least {MIN_ROWS_PER_FOLD * FOLDS} are needed "
-            "(calibrate writes the file without it)"
+            f"learned residuals: {len(usable)} usable closed-loop rows; at least {MIN_ROWS_PER_FOLD * FOLDS} are "
+            "needed"
         )
+    hgb = _sklearn()
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    # one OpenMP thread: the trees are small, and several threads spin against any other busy process (a
+    # parallel fit next to another took 8x longer here)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model = _fit(hgb, usable, keys, cache, model_of, gpu_of, cal, log, source)
+    training = {**model.training, "folds_digest": folds_digest(digest_keys, FOLDS)}
+    return dataclasses.replace(model, training=training)
+
+
+def _fit(
+    hgb: Any,
+    usable: Sequence[MeasurementRow],
+    keys: dict[int, str],
+    cache: dict[tuple[Any, ...], ClosedLoopResult | None],
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    cal: Calibration,
+    log: Callable[[str], None],
+    source: str,
+) -> LearnedResiduals:
+    import sklearn
+
     fold = {r.index: sweep_fold(keys[r.index], FOLDS) for r in usable}
     nodes: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "threshold", "left", "right", "missing_left", "value")}
     starts: list[int] = []
@@ -229,6 +253,9 @@ def _fit(
         log(f"learned residuals: fold {k + 1}/{FOLDS}: {len(x)} out-of-sample residuals of {len(train)} rows")
         for m, y in enumerate((t, d)):
             ok = ~np.isnan(y)
+            if ok.sum() < MIN_ROWS_PER_FOLD * (FOLDS - 1):  # e.g. a file that measured TTFT only
+                log(f"learned residuals: fold {k + 1}: {int(ok.sum())} {METRIC_NAMES[m]} residuals, too few: none")
+                continue
             h = hgb(**PARAMS)
             h.fit(x[ok], y[ok], sample_weight=np.exp(-y[ok]))
             b, trees = _export(h)
@@ -243,6 +270,8 @@ def _fit(
             sample = x[ok][:: max(1, ok.sum() // 200)]
             check_x.append(sample)
             check_y.append((m, k, h.predict(sample)))
+    if not starts:
+        raise TooFewRows("learned residuals: too few measured TTFT or TPOT residuals to fit either")
     model = LearnedResiduals(
         features=FEATURES,
         folds=FOLDS,
