@@ -484,10 +484,11 @@ class MeasuredCorrections:
                     if math.isinf(dist)
                     else min(s.other_layout_penalty, s.near_layout_penalty + s.layout_distance_penalty * dist)
                 )
-            extra = np.zeros(len(g.x))
-            if s.same_point_weight and g.key == key:
-                extra = s.same_point_weight * np.all(g.x == q, axis=1)
+            # points of the queried deployment at the query's own ISL, OSL and concurrency
+            here = np.all(g.x == q, axis=1) if g.key == key else np.zeros(len(g.x), dtype=bool)
+            extra = s.same_point_weight * here
             keep = np.array([i not in skip for i in g.ids]) if skip else np.ones(len(g.x), dtype=bool)
+            at_query = at_query or bool(np.any(keep & here))
             for scl, ws, xl in kernels:
                 dx = (g.x - q) / scl
                 w = np.where(keep, np.exp(-0.5 * (np.sum(dx**2, axis=1) + pen)) + extra, 0.0)
@@ -495,8 +496,6 @@ class MeasuredCorrections:
                 xl.append(dx)
             reach = np.count_nonzero(weights[-1]) + (np.count_nonzero(weights_d[-1]) if own_tpot_kernel else 0)
             same = same or (g.key == key and bool(reach))
-            if g.key == key and not at_query:
-                at_query = bool(np.any(keep & np.all(g.x == q, axis=1)))
             res_t.append(g.r_ttft_sim if method == "sim" else g.r_ttft)
             res_d.append(g.r_tpot_sim if method == "sim" else g.r_tpot)
             res_tp.append(g.r_tput)

@@ -539,25 +539,32 @@ def correct_row(
         return corrected, corr
     # the learned second stage: on a row whose own measurement is left out (the calibration's own data), the
     # ensemble that never saw its sweep; otherwise the mean of the folds' ensembles
-    fold = learned.fold_of(sweep_key(row, model_of, gpu_of)) if exclude else None
-    ft, fd = learned.factors(residual_features(row, model_of, gpu_of, corrected, corr), fold)
+    fold = learned.fold_of(sweep_key(row, model_of, gpu_of, key)) if exclude else None
+    ft, fd = learned.factors(residual_features(row, model_of, gpu_of, corrected, corr, key), fold)
     both = dataclasses.replace(
         corr, ttft_factor=corr.ttft_factor * ft, tpot_factor=corr.tpot_factor * fd, learned_factors=(ft, fd)
     )
     return apply_correction(result, both), both
 
 
-def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> str:
-    """The concurrency sweep a row belongs to: its deployment, ISL and OSL (the learned residuals' folds)."""
-    return f"{deployment_key(row, model_of, gpu_of).text()}|{row.isl}|{row.osl}"
+def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, key: DeploymentKey | None = None) -> str:
+    """The concurrency sweep a row belongs to: its deployment (``key``, when the caller has it), ISL and OSL
+    (the learned residuals' folds)."""
+    return f"{(key or deployment_key(row, model_of, gpu_of)).text()}|{row.isl}|{row.osl}"
 
 
 def residual_features(
-    row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, corrected: Any, corr: Correction
+    row: MeasurementRow,
+    model_of: ModelLookup,
+    gpu_of: GpuLookup,
+    corrected: Any,
+    corr: Correction,
+    key: DeploymentKey | None = None,
 ) -> list[float]:
     """The learned residual model's features (:data:`gpuyield.core.perf.residual.FEATURES`, in order) of a
-    closed-loop row whose prediction ``corrected`` the measured points ``corr`` produced. Layouts are read as
-    the deployment key reads them, so one deployment has one set of features however it was written."""
+    closed-loop row whose prediction ``corrected`` the measured points ``corr`` produced (``key``: the row's
+    deployment key, when the caller has it). Layouts are read as the deployment key reads them, so one
+    deployment has one set of features however it was written."""
     model, gpu = model_of(row.model), gpu_of(row.gpu)
     layout = parse_layout(row.layout, row.tp)
     nan = math.nan
@@ -570,7 +577,7 @@ def residual_features(
     n_dec = (layout.decode.count or 0) if layout.decode is not None else 0
     # GPUs of the deployment: an aggregated row's replicas x replica GPUs (one replica when not recorded), a
     # disaggregated row's workers x their GPUs, or its recorded total when the counts are not (0 = neither)
-    key = deployment_key(row, model_of, gpu_of)
+    key = key or deployment_key(row, model_of, gpu_of)
     if layout.kind == "agg":
         gpus_total = key.num_gpus * agg[5] if key.layout != "agg auto" else key.num_gpus
     elif n_pre and n_dec:
