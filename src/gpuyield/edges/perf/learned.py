@@ -8,8 +8,9 @@ Training residuals must look like the ones the model will meet, so they are out-
    ensemble of fold ``k`` is fitted on the other folds only; ``validate`` corrects a row of the calibration's own
    data with the ensemble of its own fold, so its reported error never includes a fit to that row's sweep.
 2. **Inner cross-validation.** Within the other folds, every row's corrected prediction is made by measured
-   points that exclude it: once with rows held out at random (a new measurement near known ones) and once with
-   whole sweeps held out (a new sweep of a known deployment). Both kinds go into one training set, and the
+   points that exclude it: once with rows held out at random (a new measurement near known ones), once with
+   whole sweeps held out (a new sweep of a known deployment) and once with whole deployments held out (a new
+   layout of a known model). All three go into one training set, and the
    correction's own support and factors are features, so the trees learn how much to add in each case.
 
 The loss is the absolute error of ``log(measured / corrected)`` weighted by ``corrected / measured``: the
@@ -57,7 +58,7 @@ PARAMS: dict[str, Any] = {
 FOLDS = 5
 INNER_FOLDS = 5
 INNER_SEED = 123
-INNER_GROUPINGS = ("row", "sweep")
+INNER_GROUPINGS = ("row", "sweep", "deployment")
 METRIC_NAMES = ("TTFT", "TPOT")
 
 
@@ -109,8 +110,15 @@ def _export(h: Any) -> tuple[float, list[dict[str, np.ndarray]]]:
 
 
 def _groups(rows: Sequence[MeasurementRow], how: str, keys: dict[int, str], seed: int, k: int) -> dict[int, int]:
-    """Row index -> inner fold, by single row or by sweep, shuffled with ``seed``."""
-    label = {r.index: (str(r.index) if how == "row" else keys[r.index]) for r in rows}
+    """Row index -> inner fold, by single row, by sweep or by deployment (``keys``: sweep keys), shuffled with
+    ``seed``."""
+
+    def label_of(r: MeasurementRow) -> str:
+        if how == "row":
+            return str(r.index)
+        return keys[r.index] if how == "sweep" else keys[r.index].rsplit("|", 2)[0]  # the deployment's part
+
+    label = {r.index: label_of(r) for r in rows}
     names = sorted(set(label.values()))
     random.Random(seed).shuffle(names)
     fold = {g: i % k for i, g in enumerate(names)}
