@@ -28,8 +28,8 @@ With --measurements it also stores every measured operating point's residual (lo
 and TPOT under the fitted constants): estimate and validate then correct queries near measured points of
 the same architecture (model shape), engine and precision (interpolated in log ISL/OSL/concurrency; --no-corrections to skip).
 It then fits the learned residual model on what those points leave (boosted trees, cross-fitted by concurrency
-sweep; needs scikit-learn: pip install 'gpuyield\\[fit]', and is skipped with a note without it; about a minute
-per 4,000 rows; --no-learned to skip).
+sweep; needs scikit-learn: pip install 'gpuyield\\[fit]', and is skipped with a note without it; about 100 s
+for 4,500 rows; --no-learned to skip).
 A calibration rebuilt from --from or refitted carries only the new rows' points (old residuals would be
 stale). To add your measurements to a calibration without changing its coefficients (the shipped one, say),
 use --base FILE|shipped --measurements CSV --no-fit (no --from): the points are merged.
