@@ -113,3 +113,71 @@ def test_multimodal_text_config_is_used():
 def test_bad_configs(cfg, message):
     with pytest.raises(CatalogError, match=message):
         load_hf_config(cfg)  # type: ignore[arg-type]
+
+
+MINIMAX_M3 = {  # the fields of MiniMaxAI/MiniMax-M3's config.json that shape the model (aiconfigurator-core 0.12.0)
+    "model_type": "minimax_m3", "hidden_size": 6144, "intermediate_size": 3072, "dense_intermediate_size": 12288,
+    "num_hidden_layers": 60, "num_attention_heads": 64, "num_key_value_heads": 4, "head_dim": 128,
+    "vocab_size": 200064, "max_position_embeddings": 1048576, "num_local_experts": 128, "num_experts_per_tok": 4,
+    "moe_intermediate_size": 3072, "n_shared_experts": 1, "shared_intermediate_size": 3072,
+    "first_k_dense_replace": 3, "moe_layer_freq": [0, 0, 0] + [1] * 57, "use_qk_norm": True,
+    "qk_norm_type": "per_head", "use_routing_bias": True, "num_nextn_predict_layers": 1, "num_mtp_modules": 7,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}
+
+
+def test_minimax_m3_config_matches_catalogue():
+    spec = load_hf_config(MINIMAX_M3, model_id="MiniMaxAI/MiniMax-M3")
+    ref = default_catalog().model("MiniMaxAI/MiniMax-M3")
+    # the leading dense layers take dense_intermediate_size, not the expert width intermediate_size holds
+    assert spec.intermediate_size == 12288 and spec.moe_intermediate_size == 3072
+    assert [spec.is_moe_layer(i) for i in range(5)] == [False, False, False, True, True]
+    assert spec.dense_layers == ()  # the list's zeros are the first_k_dense_replace layers, not repeated
+    assert spec.params_total == ref.params_total and spec.params_active == ref.params_active
+    assert spec.kv_bytes_per_token("bf16") == ref.kv_bytes_per_token("bf16") == 60 * 4 * 128 * 2 * 2
+
+
+def test_moe_layer_freq_list_marks_dense_layers():
+    flags = [1] * 60
+    flags[10] = 0
+    spec = load_hf_config({**MINIMAX_M3, "moe_layer_freq": flags, "first_k_dense_replace": 0})
+    assert spec.dense_layers == (10,) and not spec.is_moe_layer(10) and spec.is_moe_layer(0)
+    with pytest.raises(CatalogError, match="moe_layer_freq has 59 entries but num_hidden_layers is 60"):
+        load_hf_config({**MINIMAX_M3, "moe_layer_freq": flags[:59]})
+
+
+def test_dsa_layer_type_reads_as_mla_full_attention():
+    v3 = {
+        "model_type": "glm_moe_dsa", "hidden_size": 7168, "intermediate_size": 18432, "num_hidden_layers": 61,
+        "num_attention_heads": 128, "vocab_size": 129280, "kv_lora_rank": 512, "q_lora_rank": 1536,
+        "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128, "index_n_heads": 64,
+        "index_head_dim": 128, "max_position_embeddings": 163840,
+    }
+    spec = load_hf_config({**v3, "layer_types": ["deepseek_sparse_attention"] * 61})
+    assert spec.layer_pattern == ("full_attention",) and spec.uses_mla
+    assert spec.params_total == load_hf_config(v3).params_total
+
+
+# what each unmodelled architecture's config carries (values as in the real configs, shortened)
+_UNMODELLED_CASES = [
+    ({"model_type": "nemotron_h", "hybrid_override_pattern": "MEMEM*E"}, "Mamba"),
+    ({"model_type": "nemotron_h", "layers_block_type": ["mamba", "moe", "attention"]}, "Mamba"),
+    ({"model_type": "nemotron-nas", "block_configs": [{"attention": {"n_heads_in_group": 8}}]}, "pruned blocks"),
+    ({"model_type": "deepseek_v4", "hc_mult": 4}, "DeepSeek-V4"),
+    ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
+    ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1, 1, 1]}, "MiMo-V2"),
+    ({"model_type": "gemma4_text", "head_dim": 256, "global_head_dim": 512}, "Gemma 4"),
+    ({"model_type": "gemma4_text", "enable_moe_block": True}, "dense MLP beside the experts"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), _UNMODELLED_CASES)
+def test_unmodelled_architectures_are_refused_not_miscounted(extra, message):
+    with pytest.raises(CatalogError, match=message) as info:
+        load_hf_config({**LLAMA_8B, **extra})
+    assert "not modelled" in str(info.value)
+
+
+def test_gemma_style_global_head_dim_equal_to_head_dim_is_read():
+    spec = load_hf_config({**LLAMA_8B, "head_dim": 128, "global_head_dim": 128, "num_global_key_value_heads": 8})
+    assert spec.head_dim == 128

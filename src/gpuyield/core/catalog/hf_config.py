@@ -5,7 +5,10 @@ style MoE, DeepSeek-V2/V3/V3.2 / Kimi-K2 / GLM-5 (MLA + MoE, sparse-attention in
 layers, biases, mxfp4) and Qwen3.5/Qwen3-Next (linear-attention layers, gated attention, shared expert).
 Llama 4 (chunked attention, interleaved MoE with a shared expert) is read too; its chunked layers are counted
 like sliding-window layers of ``attention_chunk_size`` tokens. Multimodal configs are read from their
-``text_config``; the vision tower is not counted.
+``text_config``; the vision tower is not counted. MiniMax-M3 (per-layer MoE flags, a separate dense width) is
+read with its block-sparse attention counted dense. Architectures whose layers a :class:`ModelSpec` cannot
+describe (Mamba hybrids, NAS-pruned blocks, DeepSeek-V4, Kimi Linear, MiMo-V2, Gemma 4) are refused with the
+reason (``_UNMODELLED``), never read as a plain decoder of the wrong size.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
 
@@ -32,6 +35,9 @@ _LAYER_KINDS = {
     "sliding_window": "sliding_attention",
     "local": "sliding_attention",
     "linear_attention": "linear_attention",
+    # GLM-5.2/5.3 name their MLA layers with the DeepSeek Sparse Attention indexer this way; the indexer comes
+    # from index_n_heads/index_head_dim and the attention itself is counted dense, as for DeepSeek-V3.2
+    "deepseek_sparse_attention": "full_attention",
 }
 _QK_NORM_PER_HEAD = {
     "qwen3",
@@ -87,6 +93,42 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, "bf16")
 
 
+# Config keys of architectures whose layers this catalogue cannot describe: reading such a config as a plain
+# decoder would give a wrong parameter count and KV size without a word (e.g. Nemotron-3-Nano, 30 B, read as
+# 102 B), so it is refused, naming what is missing.
+_UNMODELLED: tuple[tuple[str, str], ...] = (
+    ("hybrid_override_pattern", "Mamba (state-space) layers mixed with attention and MoE layers (Nemotron-H)"),
+    ("layers_block_type", "Mamba (state-space) layers mixed with attention and MoE layers (Nemotron-H)"),
+    ("block_configs", "per-layer pruned blocks (Nemotron NAS / DeciLM)"),
+    ("hc_mult", "hyper-connections and compressed attention (DeepSeek-V4)"),
+    ("compress_ratios", "hyper-connections and compressed attention (DeepSeek-V4)"),
+    ("linear_attn_config", "Kimi Delta Attention layers (Kimi Linear)"),
+    ("hybrid_layer_pattern", "sliding and full attention layers of different head counts and widths (MiMo-V2)"),
+    ("global_head_dim", "full-attention layers with their own head width and KV heads (Gemma 4)"),
+)
+
+
+def _refuse_unmodelled(cfg: Mapping[str, Any], arch: str) -> None:
+    for key, what in _UNMODELLED:
+        value = cfg.get(key)
+        if value is None or value == [] or value == {}:
+            continue
+        if key == "global_head_dim" and value == _first(cfg, "head_dim") and _first(
+            cfg, "num_global_key_value_heads", default=None
+        ) in (None, _first(cfg, "num_key_value_heads")):
+            continue  # the same shapes as the sliding layers: nothing new
+        raise CatalogError(
+            f"config.json ({arch}) has '{key}': {what} are not modelled, so its parameter count, step time and "
+            "KV cache would be wrong; describe the model in a catalogue YAML if an approximation will do "
+            "(docs/formats.md)"
+        )
+    if cfg.get("enable_moe_block") and int(cfg.get("intermediate_size") or 0):
+        raise CatalogError(
+            f"config.json ({arch}) has a dense MLP beside the experts in every layer (enable_moe_block), which is "
+            "not modelled; describe the model in a catalogue YAML if an approximation will do (docs/formats.md)"
+        )
+
+
 def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`ModelSpec` architecture fields for a HF config (no id/source/as_of)."""
     if not isinstance(config, Mapping):
@@ -97,6 +139,7 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(text_config, Mapping) and "num_hidden_layers" in text_config:
         cfg = text_config
     arch = str(_first(cfg, "model_type", default=_first(top, "model_type", default="llama")))
+    _refuse_unmodelled(cfg, arch)
 
     missing = [
         k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size") if k not in cfg
@@ -114,7 +157,8 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "num_attention_heads": heads,
         "num_kv_heads": kv_heads,
         "head_dim": int(_first(cfg, "head_dim", default=hidden // heads)),
-        "intermediate_size": int(_first(cfg, "intermediate_size", default=0)),
+        # MiniMax-M3 names its leading dense layers' MLP width apart from intermediate_size (the expert width)
+        "intermediate_size": int(_first(cfg, "dense_intermediate_size", "intermediate_size", default=0)),
         "vocab_size": int(cfg["vocab_size"]),
         "tie_word_embeddings": bool(
             _first(cfg, "tie_word_embeddings", default=_first(top, "tie_word_embeddings", default=False))
@@ -157,11 +201,18 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             if arch in _SHARED_GATE:
                 fields["shared_expert_gate"] = True
         fields["first_dense_layers"] = int(_first(cfg, "first_k_dense_replace", default=0) or 0)
-        fields["moe_layer_step"] = int(
-            _first(cfg, "decoder_sparse_step", "moe_layer_freq", "interleave_moe_layer_step", default=1) or 1
-        )
-        dense = _first(cfg, "mlp_only_layers", default=[]) or []
-        fields["dense_layers"] = tuple(int(i) for i in dense)
+        step = _first(cfg, "decoder_sparse_step", "moe_layer_freq", "interleave_moe_layer_step", default=1) or 1
+        dense = list(_first(cfg, "mlp_only_layers", default=[]) or [])
+        if isinstance(step, list):  # MiniMax-M3, MiMo-V2: one 0/1 flag a layer (1 = MoE)
+            if len(step) != layers:
+                raise CatalogError(
+                    f"config.json moe_layer_freq has {len(step)} entries but num_hidden_layers is {layers}"
+                )
+            dense += [i for i, flag in enumerate(step) if not flag]
+            step = 1
+        fields["moe_layer_step"] = int(step)
+        first_dense = fields["first_dense_layers"]
+        fields["dense_layers"] = tuple(sorted({int(i) for i in dense if int(i) >= first_dense}))
         if (
             arch == "gpt_oss"
             or _first(cfg, "topk_method", default="") == "noaux_tc"
