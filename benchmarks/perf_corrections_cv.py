@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--learned", action="store_true", help="also fit and score the learned residual model per fold")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rows-out", default=None, help="also write every held-out row's predictions (JSON lines)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override a correction setting")
     ap.add_argument("--leave-own-out", choices=tuple(LEAVE_OWN_OUT_MODES), default="auto", help="as gpuyield validate's")
     args = ap.parse_args()
@@ -115,6 +116,7 @@ def main() -> None:
         for name in ("with corrections, plausible, copy in training", "with corrections, plausible, no copy"):
             pairs[name] = {"ttft_ms": [], "tpot_ms": []}
     corrected = 0
+    row_records: list[dict[str, object]] = []
     for f in range(args.folds):
         train = [r for r in rows if fold_of[group_of(r)] != f]
         test = [r for r in rows if fold_of[group_of(r)] == f]
@@ -136,6 +138,8 @@ def main() -> None:
             res = validate_rows(test, model_of, gpu_of, c, leave_own_out=LEAVE_OWN_OUT_MODES[args.leave_own_out])
             if name == "with corrections":
                 corrected += res["corrected_rows"]
+            if args.rows_out:
+                row_records.extend({"variant": name, "fold": f, **rec} for rec in res["rows"])
             for rec in res["rows"]:
                 for m in ("ttft_ms", "tpot_ms"):
                     meas = rec.get(f"measured_{m}")
@@ -167,6 +171,8 @@ def main() -> None:
     print(f"corrected rows: {corrected}; {out['seconds']} s")
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2))
+    if args.rows_out:
+        Path(args.rows_out).write_text("".join(json.dumps(r) + "\n" for r in row_records))
 
 
 if __name__ == "__main__":

@@ -175,6 +175,13 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
     _, corr = correct_row(res, q, CAT.model, CAT.gpu, cal)
     assert corr is not None and not corr.at_query
     assert corr.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
+    # the fold's ensemble only when the caller says the row is the calibration's own (leaving points out alone
+    # does not make it so)
+    fold = sweep_fold(sweep_key(q, CAT.model, CAT.gpu), 2)
+    _, corr_out = correct_row(res, q, CAT.model, CAT.gpu, cal, exclude=("nothing",))
+    _, corr_own = correct_row(res, q, CAT.model, CAT.gpu, cal, own_data=True)
+    assert corr_out is not None and corr_out.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
+    assert corr_own is not None and corr_own.learned_factors == pytest.approx(_stumps().factors(_x(1024), fold))
 
 
 def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_alone() -> None:

@@ -517,10 +517,13 @@ def correct_row(
     cal: Calibration,
     exclude: Iterable[str] = (),
     method: str = "analytic",
+    own_data: bool = False,
 ) -> tuple[_R, Correction | None]:
     """``result`` corrected by the calibration's measured operating points near ``row`` (closed-loop rows
     only; offline rows and unmeasured models are returned unchanged, with None). ``method`` says which
-    prediction ``result`` is (``analytic`` or ``sim``): each has its own residuals."""
+    prediction ``result`` is (``analytic`` or ``sim``): each has its own residuals. ``own_data``: ``row`` is
+    one of the rows the calibration was fitted on (``validate`` leaving its own measurement out, ``exclude``),
+    so the learned stage uses the ensemble that never saw its sweep instead of the mean of all."""
     if cal.corrections is None or row.concurrency is None:
         return result, None
     try:
@@ -539,7 +542,7 @@ def correct_row(
         return corrected, corr
     # the learned second stage: on a row whose own measurement is left out (the calibration's own data), the
     # ensemble that never saw its sweep; otherwise the mean of the folds' ensembles
-    fold = learned.fold_of(sweep_key(row, model_of, gpu_of, key)) if exclude else None
+    fold = learned.fold_of(sweep_key(row, model_of, gpu_of, key)) if own_data else None
     ft, fd = learned.factors(residual_features(row, model_of, gpu_of, corrected, corr, key), fold)
     both = dataclasses.replace(
         corr, ttft_factor=corr.ttft_factor * ft, tpot_factor=corr.tpot_factor * fd, learned_factors=(ft, fd)
@@ -863,6 +866,7 @@ def validate_rows(
                     cal,
                     exclude=(row_measurement_id(row),) if own["left_out"] else (),
                     method=method,
+                    own_data=own["left_out"],
                 )
             if corr is not None:
                 corrected += 1
