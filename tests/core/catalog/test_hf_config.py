@@ -166,8 +166,6 @@ _UNMODELLED_CASES = [
     ({"model_type": "deepseek_v4", "hc_mult": 4}, "DeepSeek-V4"),
     ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
     ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1, 1, 1]}, "MiMo-V2"),
-    ({"model_type": "gemma4_text", "head_dim": 256, "global_head_dim": 512}, "Gemma 4"),
-    ({"model_type": "gemma4_text", "enable_moe_block": True}, "dense MLP beside the experts"),
 ]
 
 
@@ -178,6 +176,29 @@ def test_unmodelled_architectures_are_refused_not_miscounted(extra, message):
     assert "not modelled" in str(info.value)
 
 
-def test_gemma_style_global_head_dim_equal_to_head_dim_is_read():
-    spec = load_hf_config({**LLAMA_8B, "head_dim": 128, "global_head_dim": 128, "num_global_key_value_heads": 8})
-    assert spec.head_dim == 128
+GEMMA4_26B = {  # google/gemma-4-26B-A4B's text_config (aiconfigurator-core 0.12.0), the fields that shape it
+    "model_type": "gemma4_text", "hidden_size": 2816, "intermediate_size": 2112, "num_hidden_layers": 30,
+    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "global_head_dim": 512,
+    "num_global_key_value_heads": 2, "attention_k_eq_v": True, "enable_moe_block": True, "num_experts": 128,
+    "top_k_experts": 8, "moe_intermediate_size": 704, "sliding_window": 1024, "vocab_size": 262144,
+    "tie_word_embeddings": True, "max_position_embeddings": 262144,
+    "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 5,
+}
+
+
+def test_gemma4_full_attention_layers_and_dense_mlp_beside_the_experts():
+    spec = load_hf_config({"model_type": "gemma4", "text_config": GEMMA4_26B}, model_id="google/gemma-4-26B-A4B")
+    ref = default_catalog().model("google/gemma-4-26B-A4B")
+    assert spec.params_total == ref.params_total and spec.params_active == ref.params_active
+    assert spec.params_total / 1e9 == pytest.approx(25.2, rel=0.01)  # "26B" with its vision tower
+    assert spec.params_active / 1e9 == pytest.approx(3.8, rel=0.01)  # "A4B"
+    assert spec.attention_shape("full_attention") == (512, 2) and spec.attention_shape("sliding_attention") == (256, 8)
+    # the cache that grows: 5 full layers x 2 KV heads x 512 x (K and V) x 2 bytes; the sliding layers are bounded
+    assert spec.kv_bytes_per_token("bf16") == 5 * 2 * 512 * 2 * 2
+    assert spec.kv_bytes_fixed_per_sequence("bf16") == 25 * 1024 * 8 * 256 * 2 * 2
+    full_qkv = next(g for g in spec.gemm_shapes if g.name == "full_qkv_proj")
+    assert (full_qkv.n, full_qkv.num_layers) == (16 * 512 + 2 * 512, 5)  # Q, and K once (V = K)
+    # without the global fields every layer has the sliding shape, as before
+    plain = {k: v for k, v in GEMMA4_26B.items() if k not in ("global_head_dim", "num_global_key_value_heads",
+                                                               "attention_k_eq_v")}
+    assert not load_hf_config(plain).full_attention_shaped_apart

@@ -610,3 +610,16 @@ def test_tpot_is_corrected_where_only_its_wider_kernel_reaches():
     assert c is not None
     assert c.ttft_factor == 1.0 and c.tpot_factor > 1.0
     assert t.correct(KEY, 1024 * 4000, 1024, 16) is None  # beyond both
+
+
+def test_every_shipped_measured_point_is_filed_under_a_catalogue_architecture() -> None:
+    """A new ModelSpec field must not re-key the shipped points (architecture_id hashes it only when set):
+    were the ids to move, every stored point would silently stop matching its model."""
+    table = default_calibration().corrections
+    assert table is not None
+    stored = {DeploymentKey.parse(text).architecture for text in table.deployments}
+    catalogue = {architecture_id(m) for m in default_catalog().models}
+    assert stored and stored <= catalogue
+    llama = default_catalog().model("meta-llama/Llama-3.1-8B")
+    gemma_like = llama.model_copy(update={"full_attention_kv_heads": 4})
+    assert architecture_id(gemma_like) != architecture_id(llama)

@@ -248,3 +248,25 @@ def test_moe_layer_overhead_lands_on_moe_models_only():
     )
     assert grow == pytest.approx(1e-4 * moe.num_moe_layers)
     assert overhead(bumped, "Qwen/Qwen3-32B", tp=2) == pytest.approx(overhead(base, "Qwen/Qwen3-32B", tp=2))
+
+
+def test_full_attention_layers_shaped_apart_size_the_cache_and_the_attention_time():
+    """Gemma 4: the cache that grows comes from the 5 full layers' own shape (2 KV heads x 512), the bounded
+    part from the 25 sliding layers (8 KV heads x 256), each split over the GPUs its own KV heads allow."""
+    spec = CAT.model("google/gemma-4-26B-A4B")
+    one = PerfModel.build(spec, CAT.gpu("h100_sxm"), tp=1).memory(0.9, max_model_len=32768)
+    assert one.kv_bytes_per_token == spec.kv_bytes_per_token("bf16") == 5 * 2 * 512 * 2 * 2
+    assert one.kv_bytes_fixed_per_seq == spec.kv_bytes_fixed_per_sequence("bf16")
+    four = PerfModel.build(spec, CAT.gpu("h100_sxm"), tp=4).memory(0.9, max_model_len=32768)
+    assert four.kv_bytes_per_token == one.kv_bytes_per_token / 2  # 2 full-layer KV heads: replicated beyond tp=2
+    assert four.kv_bytes_fixed_per_seq == one.kv_bytes_fixed_per_seq / 4  # 8 sliding-layer KV heads
+    # against the same model with every layer at the sliding shape: the full layers' cache is half as wide
+    # (2 x 512 against 8 x 256 elements per K or V), so long decodes read less, but their 512-wide heads do twice
+    # the attention arithmetic, so a long prompt's prefill takes longer
+    plain = spec.model_copy(
+        update={"full_attention_head_dim": None, "full_attention_kv_heads": None, "full_attention_k_eq_v": False}
+    )
+    real, same = (PerfModel.build(m, CAT.gpu("h100_sxm"), tp=1) for m in (spec, plain))
+    assert real.step_time_s(0, 0.0, 64, 64 * 32768) < same.step_time_s(0, 0.0, 64, 64 * 32768)
+    prompt = 32768
+    assert real.step_time_s(prompt, prompt * prompt / 2, 0, 0) > same.step_time_s(prompt, prompt * prompt / 2, 0, 0)

@@ -6,8 +6,10 @@ layers, biases, mxfp4) and Qwen3.5/Qwen3-Next (linear-attention layers, gated at
 Llama 4 (chunked attention, interleaved MoE with a shared expert) is read too; its chunked layers are counted
 like sliding-window layers of ``attention_chunk_size`` tokens. Multimodal configs are read from their
 ``text_config``; the vision tower is not counted. MiniMax-M3 (per-layer MoE flags, a separate dense width) is
-read with its block-sparse attention counted dense. Architectures whose layers a :class:`ModelSpec` cannot
-describe (Mamba hybrids, NAS-pruned blocks, DeepSeek-V4, Kimi Linear, MiMo-V2, Gemma 4) are refused with the
+read with its block-sparse attention counted dense; Gemma 4 with its full-attention layers shaped apart
+(``global_head_dim``, ``num_global_key_value_heads``, K=V) and its dense MLP beside the experts read as a shared
+expert. Architectures whose layers a :class:`ModelSpec` cannot
+describe (Mamba hybrids, NAS-pruned blocks, DeepSeek-V4, Kimi Linear, MiMo-V2) are refused with the
 reason (``_UNMODELLED``), never read as a plain decoder of the wrong size.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
@@ -104,7 +106,6 @@ _UNMODELLED: tuple[tuple[str, str], ...] = (
     ("compress_ratios", "hyper-connections and compressed attention (DeepSeek-V4)"),
     ("linear_attn_config", "Kimi Delta Attention layers (Kimi Linear)"),
     ("hybrid_layer_pattern", "sliding and full attention layers of different head counts and widths (MiMo-V2)"),
-    ("global_head_dim", "full-attention layers with their own head width and KV heads (Gemma 4)"),
 )
 
 
@@ -113,19 +114,10 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], arch: str) -> None:
         value = cfg.get(key)
         if value is None or value == [] or value == {}:
             continue
-        if key == "global_head_dim" and value == _first(cfg, "head_dim") and _first(
-            cfg, "num_global_key_value_heads", default=None
-        ) in (None, _first(cfg, "num_key_value_heads")):
-            continue  # the same shapes as the sliding layers: nothing new
         raise CatalogError(
             f"config.json ({arch}) has '{key}': {what} are not modelled, so its parameter count, step time and "
             "KV cache would be wrong; describe the model in a catalogue YAML if an approximation will do "
             "(docs/formats.md)"
-        )
-    if cfg.get("enable_moe_block") and int(cfg.get("intermediate_size") or 0):
-        raise CatalogError(
-            f"config.json ({arch}) has a dense MLP beside the experts in every layer (enable_moe_block), which is "
-            "not modelled; describe the model in a catalogue YAML if an approximation will do (docs/formats.md)"
         )
 
 
@@ -182,7 +174,7 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if experts:
         fields["num_experts"] = experts
         fields["num_experts_per_tok"] = int(
-            _first(cfg, "num_experts_per_tok", "experts_per_token", "moe_topk", default=0)
+            _first(cfg, "num_experts_per_tok", "experts_per_token", "moe_topk", "top_k_experts", default=0)
         )
         fields["moe_intermediate_size"] = int(_first(cfg, "moe_intermediate_size", "intermediate_size"))
         shared_width = (
@@ -191,6 +183,10 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         n_shared = int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0)
         if shared_width and not n_shared:
             n_shared = 1
+        if _first(cfg, "enable_moe_block", default=False) and not n_shared and fields["intermediate_size"]:
+            # Gemma 4: every layer runs its dense MLP beside the routed experts and sums the two, which is what
+            # a shared expert of the dense width is
+            n_shared, shared_width = 1, fields["intermediate_size"]
         if arch.startswith("llama4"):
             n_shared = 1  # every Llama 4 MoE layer has one shared expert of the expert width
             fields["intermediate_size"] = int(_first(cfg, "intermediate_size_mlp", default=0) or 0)
@@ -236,6 +232,17 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if _first(cfg, "index_n_heads") is not None and _first(cfg, "index_head_dim") is not None:
             fields["index_num_heads"] = int(cfg["index_n_heads"])
             fields["index_head_dim"] = int(cfg["index_head_dim"])
+
+    # --- full-attention layers shaped apart from the sliding ones (Gemma 4)
+    if _first(cfg, "kv_lora_rank") is None:
+        global_hd = _first(cfg, "global_head_dim")
+        global_kv = _first(cfg, "num_global_key_value_heads")
+        if global_hd is not None and int(global_hd) != fields["head_dim"]:
+            fields["full_attention_head_dim"] = int(global_hd)
+        if global_kv is not None and int(global_kv) != fields["num_kv_heads"]:
+            fields["full_attention_kv_heads"] = int(global_kv)
+        if _first(cfg, "attention_k_eq_v", default=False):
+            fields["full_attention_k_eq_v"] = True
 
     # --- attention layer pattern
     window = _first(cfg, "sliding_window")

@@ -171,6 +171,12 @@ class ModelSpec(BaseModel):
     index_head_dim: int | None = Field(None, gt=0)
     # Attention layer pattern, repeated cyclically over the layers; ("full_attention",) = all full.
     layer_pattern: tuple[LayerKind, ...] = ("full_attention",)
+    # full-attention layers shaped unlike the sliding ones (Gemma 4: global_head_dim, num_global_key_value_heads,
+    # attention_k_eq_v); None = head_dim / num_kv_heads. ``full_attention_k_eq_v``: those layers project K once
+    # and use it as V (no v_proj weight); the cache still holds K and V.
+    full_attention_head_dim: int | None = Field(None, gt=0)
+    full_attention_kv_heads: int | None = Field(None, gt=0)
+    full_attention_k_eq_v: bool = False
     sliding_window: int | None = Field(None, gt=0, description="tokens a sliding_attention layer keeps")
     # Linear-attention (Gated DeltaNet) layers: fixed-size state per sequence
     linear_num_key_heads: int | None = Field(None, gt=0)
@@ -218,6 +224,14 @@ class ModelSpec(BaseModel):
             raise ValueError("layer_pattern must not be empty")
         if any(i < 0 or i >= self.num_layers for i in self.dense_layers):
             raise ValueError(f"dense_layers indices must be in [0, {self.num_layers})")
+        if self.full_attention_shaped_apart:
+            if self.kv_lora_rank is not None:
+                raise ValueError("full_attention_head_dim/_kv_heads/_k_eq_v do not apply to MLA models")
+            if self.num_attention_heads % (self.full_attention_kv_heads or self.num_kv_heads):
+                raise ValueError(
+                    f"num_attention_heads ({self.num_attention_heads}) must be a multiple of full_attention_kv_heads "
+                    f"({self.full_attention_kv_heads})"
+                )
         return self
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
@@ -239,6 +253,25 @@ class ModelSpec(BaseModel):
     def layers(self) -> int:
         """Alias of ``num_layers`` (the name the JSON output uses)."""
         return self.num_layers
+
+    @property
+    def full_attention_shaped_apart(self) -> bool:
+        """Whether full-attention layers have their own head width, KV heads or K=V projection (Gemma 4)."""
+        return (
+            self.full_attention_head_dim is not None
+            or self.full_attention_kv_heads is not None
+            or self.full_attention_k_eq_v
+        )
+
+    def attention_shape(self, kind: LayerKind = "full_attention") -> tuple[int, int]:
+        """(head width, KV heads) of a softmax-attention layer of ``kind`` (``full_attention`` or
+        ``sliding_attention``); for MLA, ``head_dim`` and ``num_kv_heads`` as stored."""
+        if kind == "full_attention":
+            return (
+                self.full_attention_head_dim or self.head_dim,
+                self.full_attention_kv_heads or self.num_kv_heads,
+            )
+        return self.head_dim, self.num_kv_heads
 
     def layer_kind(self, index: int) -> LayerKind:
         """Attention kind of decoder layer ``index``."""
@@ -266,9 +299,12 @@ class ModelSpec(BaseModel):
         return self.num_layers - self.num_moe_layers
 
     # ----------------------------------------------------------------- GEMMs
-    def _attention_gemms(self, n_layers: int) -> list[GemmShape]:
-        h, hd = self.hidden_size, self.head_dim
-        heads, kv = self.num_attention_heads, self.num_kv_heads
+    def _attention_gemms(
+        self, n_layers: int, shape: tuple[int, int] | None = None, k_eq_v: bool = False, prefix: str = ""
+    ) -> list[GemmShape]:
+        h = self.hidden_size
+        hd, kv = shape or (self.head_dim, self.num_kv_heads)
+        heads = self.num_attention_heads
         out: list[GemmShape] = []
         if n_layers == 0:
             return out
@@ -310,8 +346,9 @@ class ModelSpec(BaseModel):
                 out.append(GemmShape("indexer_weights_proj", self.index_num_heads, h, n_layers, "attention"))
             return out
         q_out = heads * hd * (2 if self.attention_output_gate else 1)
-        out.append(GemmShape("qkv_proj", q_out + 2 * kv * hd, h, n_layers, "attention"))
-        out.append(GemmShape("o_proj", h, heads * hd, n_layers, "attention"))
+        kv_out = (1 if k_eq_v else 2) * kv * hd
+        out.append(GemmShape(f"{prefix}qkv_proj", q_out + kv_out, h, n_layers, "attention"))
+        out.append(GemmShape(f"{prefix}o_proj", h, heads * hd, n_layers, "attention"))
         return out
 
     def _linear_attention_gemms(self, n_layers: int) -> list[GemmShape]:
@@ -340,7 +377,14 @@ class ModelSpec(BaseModel):
         h = self.hidden_size
         attn_layers = sum(1 for k in self.layer_kinds if k != "linear_attention")
         lin_layers = self.num_layers - attn_layers
-        out = self._attention_gemms(attn_layers) + self._linear_attention_gemms(lin_layers)
+        if self.full_attention_shaped_apart:  # Gemma 4: full-attention layers are shaped apart
+            full = self.num_layers_of("full_attention")
+            out = self._attention_gemms(attn_layers - full) + self._attention_gemms(
+                full, self.attention_shape("full_attention"), self.full_attention_k_eq_v, prefix="full_"
+            )
+        else:
+            out = self._attention_gemms(attn_layers)
+        out += self._linear_attention_gemms(lin_layers)
         dense = self.num_dense_mlp_layers
         if dense and self.intermediate_size:
             out.append(GemmShape("gate_up_proj", 2 * self.intermediate_size, h, dense, "mlp"))
@@ -447,20 +491,21 @@ class ModelSpec(BaseModel):
         return out
 
     # ----------------------------------------------------------------- KV cache
-    def _kv_elements_per_token_per_layer(self) -> float:
-        """Cached elements per token in one attention layer (K and V, or MLA latent + rope key)."""
+    def _kv_elements_per_token_per_layer(self, kind: LayerKind = "full_attention") -> float:
+        """Cached elements per token in one attention layer of ``kind`` (K and V, or MLA latent + rope key)."""
         if self.uses_mla:
             assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
             return float(self.kv_lora_rank + self.qk_rope_head_dim)
-        return float(2 * self.num_kv_heads * self.head_dim)
+        hd, kv = self.attention_shape(kind)
+        return float(2 * kv * hd)
 
     def _indexer_bytes_per_token_per_layer(self) -> float:
         # DeepSeek sparse-attention indexer keys: vLLM keeps them in fp8 plus one fp32 scale per token.
         return float(self.index_head_dim + 4) if self.index_head_dim else 0.0
 
-    def kv_bytes_per_token_per_layer(self, kv_dtype: str = "bf16") -> float:
-        """Bytes one token adds to one attention layer's cache."""
-        return self._kv_elements_per_token_per_layer() * kv_element_bytes(kv_dtype) + (
+    def kv_bytes_per_token_per_layer(self, kv_dtype: str = "bf16", kind: LayerKind = "full_attention") -> float:
+        """Bytes one token adds to the cache of one attention layer of ``kind`` (full or sliding)."""
+        return self._kv_elements_per_token_per_layer(kind) * kv_element_bytes(kv_dtype) + (
             self._indexer_bytes_per_token_per_layer()
         )
 
@@ -492,7 +537,7 @@ class ModelSpec(BaseModel):
         """Most a sequence can hold in bounded layers: sliding windows (full) plus linear-attention state."""
         sliding = self.num_layers_of("sliding_attention")
         window = self.sliding_window or 0
-        return sliding * window * self.kv_bytes_per_token_per_layer(kv_dtype) + (
+        return sliding * window * self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention") + (
             self.linear_state_bytes_per_sequence(kv_dtype)
         )
 
@@ -500,7 +545,7 @@ class ModelSpec(BaseModel):
         """Cache bytes one sequence of ``context_tokens`` tokens holds, all layer kinds included."""
         if context_tokens < 0:
             raise CatalogError(f"context_tokens must be >= 0, got {context_tokens}")
-        per_layer = self.kv_bytes_per_token_per_layer(kv_dtype)
+        per_layer = self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention")
         sliding = self.num_layers_of("sliding_attention") * min(context_tokens, self.sliding_window or 0)
         return (
             self.kv_bytes_per_token(kv_dtype) * context_tokens

@@ -221,10 +221,23 @@ _NOT_ARCHITECTURE = frozenset(
 )
 
 
+# shape fields added to ModelSpec after measured points were first stored, with their defaults: hashed only when
+# set, so every model that does not use them keeps the id its stored points are filed under
+_HASHED_WHEN_SET: Mapping[str, Any] = {
+    "full_attention_head_dim": None,
+    "full_attention_kv_heads": None,
+    "full_attention_k_eq_v": False,
+}
+
+
 def architecture_id(model: Any) -> str:
     """A short hash of a catalogue model's shape (every field but its names, provenance and context limit)."""
     data = model.model_dump() if hasattr(model, "model_dump") else dict(vars(model))
-    shape = {k: v for k, v in sorted(data.items()) if k not in _NOT_ARCHITECTURE}
+    shape = {
+        k: v
+        for k, v in sorted(data.items())
+        if k not in _NOT_ARCHITECTURE and not (k in _HASHED_WHEN_SET and v == _HASHED_WHEN_SET[k])
+    }
     return hashlib.sha1(json.dumps(shape, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -398,15 +398,20 @@ class PerfModel:
             dense_bytes += p * elem / tp
         full, sliding, linear = _layer_counts(m)
         # --- attention prefill FLOPs per unit of sum(new*(ctx+new/2)) on one GPU
-        if getattr(m, "uses_mla", False):
+        # full and sliding layers may differ in head width and KV heads (Gemma 4); MLA has one shape
+        mla = bool(getattr(m, "uses_mla", False))
+        hd_full, kvh_full = (m.head_dim, m.num_kv_heads) if mla else m.attention_shape("full_attention")
+        hd_win, kvh_win = (m.head_dim, m.num_kv_heads) if mla else m.attention_shape("sliding_attention")
+        if mla:
             qk = m.qk_nope_head_dim + m.qk_rope_head_dim
-            per_layer = 2.0 * m.num_attention_heads * (qk + m.v_head_dim)
+            per_layer = per_layer_win = 2.0 * m.num_attention_heads * (qk + m.v_head_dim)
         else:
-            per_layer = 4.0 * m.num_attention_heads * m.head_dim
+            per_layer = 4.0 * m.num_attention_heads * hd_full
+            per_layer_win = 4.0 * m.num_attention_heads * hd_win
         heads_shard = min(tp, m.num_attention_heads)
         attn_prefill_flops_per_sq = per_layer * full / heads_shard / adp
         window = float(getattr(m, "sliding_window", 0) or 0)
-        sliding_prefill_flops_per_tok = per_layer * sliding * window / heads_shard / adp
+        sliding_prefill_flops_per_tok = per_layer_win * sliding * window / heads_shard / adp
         linear_attn_flops_per_tok = 0.0
         if linear:
             dk, dv, hv = m.linear_key_head_dim, m.linear_value_head_dim, m.linear_num_value_heads
@@ -422,13 +427,14 @@ class PerfModel:
                 2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * full / heads_shard
             )
         else:
-            kv_shard = min(tp, m.num_kv_heads)
-            kv_per_tok_layer = 2.0 * m.num_kv_heads * m.head_dim * kvb
-            dec_flops_per_ctx = 4.0 * m.num_attention_heads * m.head_dim * full / heads_shard
+            kv_shard = min(tp, kvh_full)
+            kv_per_tok_layer = 2.0 * kvh_full * hd_full * kvb
+            dec_flops_per_ctx = 4.0 * m.num_attention_heads * hd_full * full / heads_shard
         kv_per_tok_gpu = kv_per_tok_layer * full / kv_shard / pp
         kv_fixed_gpu = 0.0
         if sliding:
-            kv_fixed_gpu += kv_per_tok_layer * sliding * window / kv_shard / pp
+            kv_win_layer = kv_per_tok_layer if mla else 2.0 * kvh_win * hd_win * kvb
+            kv_fixed_gpu += kv_win_layer * sliding * window / (kv_shard if mla else min(tp, kvh_win)) / pp
         if linear:
             kv_fixed_gpu += (
                 float(m.linear_state_bytes_per_sequence("bf16")) / min(tp, m.linear_num_value_heads) / pp
@@ -735,12 +741,16 @@ class PerfModel:
                 (m.index_head_dim + 4) if getattr(m, "index_head_dim", None) else 0
             )
             shard = 1
+            per_layer_win, shard_win = per_layer, shard
         else:
-            per_layer = 2.0 * m.num_kv_heads * m.head_dim * kvb
-            shard = min(self.tp, m.num_kv_heads)
+            hd_full, kvh_full = m.attention_shape("full_attention")
+            hd_win, kvh_win = m.attention_shape("sliding_attention")
+            per_layer = 2.0 * kvh_full * hd_full * kvb
+            shard = min(self.tp, kvh_full)
+            per_layer_win, shard_win = 2.0 * kvh_win * hd_win * kvb, min(self.tp, kvh_win)
         kv_per_tok = per_layer * full / shard / self.pp
         window = float(getattr(m, "sliding_window", 0) or 0)
-        fixed = per_layer * sliding * window / shard / self.pp
+        fixed = per_layer_win * sliding * window / shard_win / self.pp
         if linear:
             fixed += (
                 float(m.linear_state_bytes_per_sequence("bf16"))

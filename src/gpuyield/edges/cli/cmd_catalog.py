@@ -89,6 +89,8 @@ def model_record(spec: Any, *, full: bool = False) -> dict[str, Any]:
         "num_attention_heads": spec.num_attention_heads,
         "num_kv_heads": spec.num_kv_heads,
         "head_dim": spec.head_dim,
+        "full_attention_kv_heads": spec.attention_shape("full_attention")[1],
+        "full_attention_head_dim": spec.attention_shape("full_attention")[0],
         "is_moe": spec.is_moe,
         "uses_mla": spec.uses_mla,
         "num_experts": spec.num_experts,
@@ -440,6 +442,11 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
         if spec.uses_mla
         else f"GQA {spec.num_attention_heads} heads / {spec.num_kv_heads} KV heads x {spec.head_dim}"
     )
+    if spec.full_attention_shaped_apart:
+        hd_full, kv_full = spec.attention_shape("full_attention")
+        attn += f"; full-attention layers {kv_full} KV heads x {hd_full}" + (
+            " (K = V projection)" if spec.full_attention_k_eq_v else ""
+        )
     kinds = ", ".join(
         f"{spec.num_layers_of(k)} {k}"
         for k in ("full_attention", "sliding_attention", "linear_attention")
