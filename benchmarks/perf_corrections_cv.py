@@ -26,6 +26,9 @@ With ``--learned`` the learned residual model (``gpuyield.edges.perf.learned``) 
 split (about a minute a fold) and the fold is scored with it too ("with learned residuals"), so the figure is a
 nested cross-validation: the trees never see the held-out groups.
 
+``--rows-out FILE`` also writes every held-out row's record (``validate``'s row format plus ``variant`` and
+``fold``), one JSON object a line, to see where a variant's error lies.
+
 With ``--refit`` the engine constants are also refitted on the training folds (``fit_engines``, slow: about
 two minutes a fold here); without it the shipped constants are used, which saw every row (the correction is
 the only thing held out).

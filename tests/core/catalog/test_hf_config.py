@@ -166,6 +166,9 @@ _UNMODELLED_CASES = [
     ({"model_type": "deepseek_v4", "hc_mult": 4}, "DeepSeek-V4"),
     ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
     ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1, 1, 1]}, "MiMo-V2"),
+    ({"model_type": "gemma4_text", "hidden_size_per_layer_input": 256}, "per-layer input embeddings"),
+    ({"model_type": "gemma4_text", "num_kv_shared_layers": 20}, "reuse an earlier layer's KV cache"),
+    ({"model_type": "gemma4_text", "use_double_wide_mlp": True}, "double-width MLPs"),
 ]
 
 
@@ -198,7 +201,22 @@ def test_gemma4_full_attention_layers_and_dense_mlp_beside_the_experts():
     assert spec.kv_bytes_fixed_per_sequence("bf16") == 25 * 1024 * 8 * 256 * 2 * 2
     full_qkv = next(g for g in spec.gemm_shapes if g.name == "full_qkv_proj")
     assert (full_qkv.n, full_qkv.num_layers) == (16 * 512 + 2 * 512, 5)  # Q, and K once (V = K)
-    # without the global fields every layer has the sliding shape, as before
-    plain = {k: v for k, v in GEMMA4_26B.items() if k not in ("global_head_dim", "num_global_key_value_heads",
-                                                               "attention_k_eq_v")}
-    assert not load_hf_config(plain).full_attention_shaped_apart
+    # without attention_k_eq_v declared as on, the global KV-head count is not applied (transformers' reading);
+    # global_head_dim defaults to 512
+    off = load_hf_config({k: v for k, v in GEMMA4_26B.items() if k != "global_head_dim"} | {"attention_k_eq_v": False})
+    assert off.attention_shape("full_attention") == (512, 8) and not off.full_attention_k_eq_v
+    # the E2B/E4B switches present but off (0 / false, as in the 26B and 31B configs) refuse nothing
+    quiet = {**GEMMA4_26B, "hidden_size_per_layer_input": 0, "num_kv_shared_layers": 0, "use_double_wide_mlp": False}
+    assert load_hf_config(quiet).params_total == spec.params_total
+
+
+def test_gemma4_dense_31b_config():
+    cfg = {**GEMMA4_26B, "hidden_size": 5376, "intermediate_size": 21504, "num_hidden_layers": 60,
+           "num_attention_heads": 32, "num_key_value_heads": 16, "num_global_key_value_heads": 4,
+           "enable_moe_block": False, "num_experts": None, "top_k_experts": None, "moe_intermediate_size": None,
+           "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 10}  # fmt: skip
+    spec = load_hf_config(cfg)
+    ref = default_catalog().model("google/gemma-4-31B")
+    assert not spec.is_moe and spec.params_total == ref.params_total
+    assert spec.params_total / 1e9 == pytest.approx(30.7, rel=0.01)
+    assert spec.kv_bytes_per_token("bf16") == 10 * 4 * 512 * 2 * 2

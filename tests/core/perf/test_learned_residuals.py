@@ -182,6 +182,10 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
     _, corr_own = correct_row(res, q, CAT.model, CAT.gpu, cal, own_data=True)
     assert corr_out is not None and corr_out.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
     assert corr_own is not None and corr_own.learned_factors == pytest.approx(_stumps().factors(_x(1024), fold))
+    # left out as own data, a row the table does not hold still gets the mean: no ensemble ever saw it
+    mixed = validate_rows([*rows, q], CAT.model, CAT.gpu, cal, leave_own_out=True)
+    assert mixed["own_rows"]["left_out"]
+    assert mixed["rows"][-1]["correction"]["learned_factors"] == pytest.approx(list(_stumps().factors(_x(1024))))
 
 
 def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_alone() -> None:

@@ -154,3 +154,17 @@ def test_profile_prefix_hits() -> None:
     assert prof.shared_hit_fraction == pytest.approx((512 + 1023) / 3072)
     assert prof.hit_fraction(2, affinity=False) == pytest.approx(1023 / 3072)
     assert prof.hit_fraction(2, affinity=True) == prof.shared_hit_fraction
+
+
+def test_screen_charges_each_sequence_its_bounded_cache() -> None:
+    """Sliding-window layers: a sequence holds its window's cache whatever its length, so the KV cap on the
+    batch counts it (MemoryPlan.fixed_tokens_per_seq), as the engine model does."""
+    import dataclasses
+
+    perf = ReplicaPerf(ToyStep(), kv_capacity_tokens=60_000, kv_bytes_per_token=131072, kv_transfer_bytes_per_s=50e9)
+    windowed = dataclasses.replace(perf, kv_fixed_tokens_per_seq=4_000.0)
+    prof = profile_workload(_workload(20.0))
+    a = screen_candidate(CAND, prof, SLO, lambda p: perf, lambda g: 2.0)
+    b = screen_candidate(CAND, prof, SLO, lambda p: windowed, lambda g: 2.0)
+    assert a.feasible and b.feasible
+    assert b.level > a.level  # fewer sequences a replica: more replicas for the same load

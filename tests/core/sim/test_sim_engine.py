@@ -219,3 +219,31 @@ def test_decodes_take_k_plus_one_budget_tokens_with_speculative_decoding() -> No
         assert out is not None and out.num_decode_seqs == 1 and out.prefill_reqs == [c]
         # the prompt's chunk is what the decode leaves of the 64-token budget
         assert out.prefill_num_new_tokens == [64 - per_decode]
+
+
+def test_bounded_cache_blocks_are_held_per_sequence_and_returned() -> None:
+    """A model with sliding-window layers: each running sequence also holds ``fixed_blocks_per_seq`` blocks
+    (MemoryPlan.fixed_blocks_per_seq), so fewer run at once; every block comes back when they finish, also
+    through preemptions."""
+    running: list[int] = []
+
+    def check(engine: ReplicaEngine, _t: float) -> None:
+        n = len(engine.scheduler.decoding) + len(engine.scheduler.prefilling)
+        running.append(n)
+        assert engine.kv.pool.num_used_blocks <= engine.num_gpu_blocks
+
+    plain = ReplicaEngine(EngineConfig(max_num_seqs=64), LinearStepModel(), 100)
+    held = ReplicaEngine(EngineConfig(max_num_seqs=64), LinearStepModel(), 100, fixed_blocks_per_seq=9)
+    drive(plain, [(0.0, r) for r in make_requests(30, prompt=15, output=1)])
+    assert plain.kv.pool.num_used_blocks == 0
+    drive(held, [(0.0, r) for r in make_requests(30, prompt=15, output=1)], check)
+    assert max(running) == 10  # 100 blocks / (1 for the 15-token prompt + 9 bounded)
+    assert held.kv.pool.num_used_blocks == 0
+    # longer decodes crossing block boundaries, with preemptions, still return every block
+    tight = ReplicaEngine(EngineConfig(max_num_seqs=16), LinearStepModel(), 60, fixed_blocks_per_seq=3)
+    reqs = make_requests(8, prompt=40, output=60)
+    fin = drive(tight, [(0.0, r) for r in reqs], check)
+    assert len(fin) == 8 and all(r.num_output_tokens == 60 for r in reqs)
+    assert tight.kv.pool.num_used_blocks == 0
+    # a request that cannot fit alone says so, counting the bounded blocks
+    assert tight.can_ever_fit(16 * 57, 16) is not None and tight.can_ever_fit(16 * 50, 16) is None

@@ -49,7 +49,12 @@ _QK_NORM_PER_HEAD = {
     "qwen3_5_moe",
     "qwen3_5_text",
     "qwen3_5_moe_text",
+    "gemma3",
+    "gemma3_text",
+    "gemma4",
+    "gemma4_text",
 }
+_GEMMA4 = {"gemma4", "gemma4_text"}
 _SHARED_GATE = {"qwen2_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text"}
 _QKV_BIAS = {"qwen2", "qwen2_moe"}
 
@@ -106,13 +111,17 @@ _UNMODELLED: tuple[tuple[str, str], ...] = (
     ("compress_ratios", "hyper-connections and compressed attention (DeepSeek-V4)"),
     ("linear_attn_config", "Kimi Delta Attention layers (Kimi Linear)"),
     ("hybrid_layer_pattern", "sliding and full attention layers of different head counts and widths (MiMo-V2)"),
+    # the small Gemma 4 models (E2B, E4B)
+    ("hidden_size_per_layer_input", "per-layer input embeddings (Gemma 4 E2B/E4B)"),
+    ("num_kv_shared_layers", "layers that reuse an earlier layer's KV cache (Gemma 4 E2B/E4B)"),
+    ("use_double_wide_mlp", "double-width MLPs in the KV-sharing layers (Gemma 4 E2B/E4B)"),
 )
 
 
 def _refuse_unmodelled(cfg: Mapping[str, Any], arch: str) -> None:
     for key, what in _UNMODELLED:
         value = cfg.get(key)
-        if value is None or value == [] or value == {}:
+        if value is None or value is False or value in (0, "", [], {}):  # absent, off or empty: nothing unmodelled
             continue
         raise CatalogError(
             f"config.json ({arch}) has '{key}': {what} are not modelled, so its parameter count, step time and "
@@ -204,6 +213,8 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
                 raise CatalogError(
                     f"config.json moe_layer_freq has {len(step)} entries but num_hidden_layers is {layers}"
                 )
+            lead = next((i for i, flag in enumerate(step) if flag), layers)  # a leading dense run is first_k_dense
+            fields["first_dense_layers"] = max(fields["first_dense_layers"], lead)
             dense += [i for i, flag in enumerate(step) if not flag]
             step = 1
         fields["moe_layer_step"] = int(step)
@@ -233,15 +244,18 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             fields["index_num_heads"] = int(cfg["index_n_heads"])
             fields["index_head_dim"] = int(cfg["index_head_dim"])
 
-    # --- full-attention layers shaped apart from the sliding ones (Gemma 4)
-    if _first(cfg, "kv_lora_rank") is None:
-        global_hd = _first(cfg, "global_head_dim")
-        global_kv = _first(cfg, "num_global_key_value_heads")
-        if global_hd is not None and int(global_hd) != fields["head_dim"]:
-            fields["full_attention_head_dim"] = int(global_hd)
+    # --- full-attention layers shaped apart from the sliding ones (Gemma 4, read as transformers' Gemma4TextConfig
+    # does: global_head_dim defaults to 512, and num_global_key_value_heads applies where attention_k_eq_v is on
+    # or not declared)
+    if arch in _GEMMA4 and _first(cfg, "kv_lora_rank") is None:
+        global_hd = int(_first(cfg, "global_head_dim", default=512))
+        k_eq_v = _first(cfg, "attention_k_eq_v")
+        global_kv = _first(cfg, "num_global_key_value_heads") if k_eq_v in (None, True) else None
+        if global_hd != fields["head_dim"]:
+            fields["full_attention_head_dim"] = global_hd
         if global_kv is not None and int(global_kv) != fields["num_kv_heads"]:
             fields["full_attention_kv_heads"] = int(global_kv)
-        if _first(cfg, "attention_k_eq_v", default=False):
+        if k_eq_v:
             fields["full_attention_k_eq_v"] = True
 
     # --- attention layer pattern

@@ -247,7 +247,7 @@ def estimate_disaggregated(
     tpot = t_dec
     wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0)
     # KV transfer of one prompt's cache from the prefill to the decode pool
-    kv_bytes = isl * float(decode.model.kv_bytes_per_token(decode.kv_dtype))
+    kv_bytes = float(decode.model.kv_bytes_for_context(isl, decode.kv_dtype))  # all layer kinds
     link = (kv_transfer_gb_s or float(getattr(decode.gpu, "inter_node_gb_s", 0) or 0) or 25.0) * 1e9
     # every GPU of the smaller pool sends/receives its shard of the cache in parallel
     transfer = kv_bytes / (link * min(prefill.num_gpus, decode.num_gpus))

@@ -150,6 +150,19 @@ class MemoryPlan:
     reason: str
     attention_dp: int = 1
 
+    @property
+    def fixed_tokens_per_seq(self) -> float:
+        """The bounded cache one sequence holds (sliding windows, linear-attention state) in tokens of the
+        growing layers' cache: what the engine model and the planner add to each sequence's context (0 when no
+        layer's cache grows, i.e. every layer is bounded)."""
+        if self.kv_bytes_fixed_per_seq <= 0 or self.kv_bytes_per_token <= 0:
+            return 0.0
+        return self.kv_bytes_fixed_per_seq / self.kv_bytes_per_token
+
+    def fixed_blocks_per_seq(self, block_size: int | None = None) -> int:
+        """:attr:`fixed_tokens_per_seq` in whole blocks of ``block_size`` tokens (default: this plan's)."""
+        return math.ceil(self.fixed_tokens_per_seq / (block_size or self.block_size_tokens))
+
     def max_concurrent_seqs(self, context_tokens: int) -> int:
         """Sequences of ``context_tokens`` tokens the replica's KV cache holds at once."""
         if not self.fits or context_tokens <= 0:

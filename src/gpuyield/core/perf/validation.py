@@ -837,6 +837,7 @@ def validate_rows(
         if progress is not None:
             progress(1)  # first of two calls per row: predicted (the second: corrected and scored)
     own = _own_rows([r for r, p in zip(rows, predictions, strict=True) if not isinstance(p, str)], table, leave_own_out)
+    held = table.measurement_ids() if table is not None else frozenset()
     for row, res in zip(rows, predictions, strict=True):
         total += 1
         rec: dict[str, Any] = {
@@ -866,7 +867,8 @@ def validate_rows(
                     cal,
                     exclude=(row_measurement_id(row),) if own["left_out"] else (),
                     method=method,
-                    own_data=own["left_out"],
+                    # the held-out fold's ensemble only for a row the calibration was fitted on
+                    own_data=own["left_out"] and row_measurement_id(row) in held,
                 )
             if corr is not None:
                 corrected += 1

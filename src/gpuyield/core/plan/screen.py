@@ -5,7 +5,8 @@ For an aggregated candidate with ``N`` replicas and the workload's sizing rate `
 1. Per replica, steady-state continuous batching at concurrency ``B``: each step decodes ``B`` sequences
    and prefills ``p(B) = B * isl_uncached / osl`` prompt tokens (each request needs ``isl_uncached`` prefill
    tokens per ``osl`` decode steps). The step time ``T(B)`` comes from the performance model.
-2. ``B`` is capped by ``max_num_seqs``, by KV capacity (``B * (isl + osl/2) <= kv_capacity_tokens``) and by
+2. ``B`` is capped by ``max_num_seqs``, by KV capacity (``B * (isl + osl/2 + fixed) <= kv_capacity_tokens``,
+   ``fixed`` being the bounded sliding-window / linear-attention cache of a sequence in tokens) and by
    the token budget (``B x d + p(B) <= max_num_batched_tokens``, ``d`` = 1, or K + 1 with speculative
    decoding).
 3. The operating concurrency solves Little's law ``B = (lam / N) * osl * T(B)``; no solution under the cap
@@ -69,6 +70,12 @@ class ReplicaPerf:
     kv_bytes_per_token: float  # for the P/D transfer time
     kv_transfer_bytes_per_s: float  # prefill -> decode link bandwidth per replica
     first_token_overhead_s: float = 0.0  # the engine family's, as the simulator adds it to every first token
+    # the bounded cache each sequence also holds (sliding windows, linear-attention state), in tokens of the
+    # growing cache (MemoryPlan.fixed_tokens_per_seq): added to every sequence's context for the KV cap
+    kv_fixed_tokens_per_seq: float = 0.0
+    # bytes of one prompt's cache, all layer kinds (ModelSpec.kv_bytes_for_context at the pool's KV dtype), for
+    # the P/D transfer; None: prompt tokens x kv_bytes_per_token
+    kv_bytes_for_prompt: Callable[[int], float] | None = None
 
 
 # perf_for(pool) -> ReplicaPerf, or a one-line reason it does not fit.
@@ -155,7 +162,7 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
         attn = int(num_chunks * _attn_sq(min(p, isl_u), isl))
         return step.step_time_s(int(round(p)), attn, max(1, int(round(b))), int(round(b * ctx)))
 
-    b_mem = perf.kv_capacity_tokens / ctx
+    b_mem = perf.kv_capacity_tokens / (ctx + perf.kv_fixed_tokens_per_seq)
     # a decoding request takes decode_budget_tokens of the budget (K + 1 with speculative decoding)
     b_budget = pool.max_num_batched_tokens / (float(getattr(step, "decode_budget_tokens", 1)) + isl_u / osl)
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem, b_budget))
@@ -209,7 +216,7 @@ def _decode_pool_at(
     def t_step(b: float) -> float:
         return perf.step.step_time_s(0, 0, max(1, int(round(b))), int(round(b * ctx)))
 
-    b_max = max(1.0, min(float(pool.max_num_seqs), perf.kv_capacity_tokens / ctx))
+    b_max = max(1.0, min(float(pool.max_num_seqs), perf.kv_capacity_tokens / (ctx + perf.kv_fixed_tokens_per_seq)))
     b_op = _operating_batch(lam, osl, t_step, b_max)
     if b_op is None:
         return False, math.inf, b_max, 1.0
@@ -353,7 +360,13 @@ def _at_level(
         return f"prefill pool overloaded at {gpus} GPUs"
     if not ok_d:
         return f"decode pool overloaded at {gpus} GPUs"
-    transfer_ms = prof.input_p99_tokens * perfs[1].kv_bytes_per_token / perfs[1].kv_transfer_bytes_per_s * 1000.0
+    dperf = perfs[1]
+    prompt_bytes = (
+        dperf.kv_bytes_for_prompt(int(math.ceil(prof.input_p99_tokens)))
+        if dperf.kv_bytes_for_prompt is not None
+        else prof.input_p99_tokens * dperf.kv_bytes_per_token
+    )
+    transfer_ms = prompt_bytes / dperf.kv_transfer_bytes_per_s * 1000.0
     ttft_total = ttft_ms + transfer_ms + tpot_ms / _TPOT_P99_FACTOR
     if ttft_total <= ttft_lim and tpot_ms <= tpot_lim:
         usd_p = n_p * pp.gpus_per_replica * price_for(pp.gpu_id)

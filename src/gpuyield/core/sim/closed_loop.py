@@ -50,6 +50,7 @@ __all__ = [
     "EngineEstimate",
     "LatencyStats",
     "estimate_with_engine_model",
+    "fixed_blocks_from_memory_plan",
     "kv_blocks_from_memory_plan",
     "run_closed_loop",
 ]
@@ -105,6 +106,13 @@ def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
     raise ConfigError(f"memory plan {type(plan).__name__} has no kv_capacity_tokens")
 
 
+def fixed_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
+    """Blocks each sequence holds for its bounded cache (sliding windows, linear-attention state), from a perf
+    ``MemoryPlan``; 0 for a plan without it."""
+    method = getattr(plan, "fixed_blocks_per_seq", None)
+    return int(method(block_size)) if callable(method) else 0
+
+
 def _request_duration_s(perf_model: StepTimeModel, cfg: EngineConfig, isl: int, osl: int, c: int) -> float:
     """Zero-queue duration of one request among ``c`` running ones: its (chunked) prefill alone, then
     ``osl - 1`` decode steps of ``c`` sequences at mean context ``isl + osl/2``. Sets the start spread."""
@@ -145,12 +153,15 @@ def run_closed_loop(
         num_requests = concurrency if offline else max(concurrency, min(max(10 * concurrency, 16), 4096))
     if num_requests < 1:
         raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
+    fixed_blocks = 0
     if num_gpu_blocks is None:
         memory = getattr(perf_model, "memory", None)
         if memory is None:
             raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
-        num_gpu_blocks = kv_blocks_from_memory_plan(memory(engine_config.gpu_memory_utilization), engine_config.block_size)
-    eng = ReplicaEngine(engine_config, perf_model, num_gpu_blocks)
+        plan = memory(engine_config.gpu_memory_utilization)
+        num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
+        fixed_blocks = fixed_blocks_from_memory_plan(plan, engine_config.block_size)
+    eng = ReplicaEngine(engine_config, perf_model, num_gpu_blocks, fixed_blocks_per_seq=fixed_blocks)
     reason = eng.can_ever_fit(isl, osl)
     if reason is not None:
         raise DoesNotFitError(f"isl={isl} osl={osl}: {reason}")

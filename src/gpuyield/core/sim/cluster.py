@@ -73,6 +73,12 @@ class ReplicaSetup:
     step_model: StepTimeModel
     num_gpu_blocks: int
     kv_bytes_per_token: float = 0.0  # whole model, all layers (transfer size / offload sizing)
+    # blocks each sequence holds for its bounded cache (MemoryPlan.fixed_blocks_per_seq: sliding windows,
+    # linear-attention state)
+    fixed_blocks_per_seq: int = 0
+    # bytes of a prompt's cache over all layer kinds (ModelSpec.kv_bytes_for_context), for the P/D transfer;
+    # None: prompt tokens x kv_bytes_per_token
+    kv_bytes_for_prompt: Callable[[int], float] | None = None
     num_gpus: int = 1
     tp: int = 1
     served_model_names: tuple[str, ...] = ()
@@ -134,7 +140,13 @@ class _Rt:
     def __init__(self, idx: int, setup: ReplicaSetup) -> None:
         self.idx = idx
         self.setup = setup
-        self.engine = ReplicaEngine(setup.engine_config, setup.step_model, setup.num_gpu_blocks, setup.kv_bytes_per_token)
+        self.engine = ReplicaEngine(
+            setup.engine_config,
+            setup.step_model,
+            setup.num_gpu_blocks,
+            setup.kv_bytes_per_token,
+            fixed_blocks_per_seq=setup.fixed_blocks_per_seq,
+        )
         m = setup.step_model
         per_tok = m.step_time_s(2048, 2048 * 1024.0, 0, 0) / 2048.0
         self.snap = ReplicaSnapshot(
@@ -330,7 +342,13 @@ class Cluster:
                     # using the sender's or the receiver's links (FIFO; no sharing of bandwidth).
                     src = prefill_rt_of.get(er.idx)
                     tp = min(rt.setup.tp, src.setup.tp) if src is not None else rt.setup.tp
-                    wire = er.num_prompt_tokens * rt.setup.kv_bytes_per_token / (bw * tp)
+                    size = rt.setup.kv_bytes_for_prompt
+                    nbytes = (
+                        size(er.num_prompt_tokens)
+                        if size is not None
+                        else er.num_prompt_tokens * rt.setup.kv_bytes_per_token
+                    )
+                    wire = nbytes / (bw * tp)
                     start = now if rt.link_free_s < now else rt.link_free_s
                     if src is not None and src.link_free_s > start:
                         start = src.link_free_s

@@ -89,8 +89,10 @@ def model_record(spec: Any, *, full: bool = False) -> dict[str, Any]:
         "num_attention_heads": spec.num_attention_heads,
         "num_kv_heads": spec.num_kv_heads,
         "head_dim": spec.head_dim,
-        "full_attention_kv_heads": spec.attention_shape("full_attention")[1],
-        "full_attention_head_dim": spec.attention_shape("full_attention")[0],
+        # null unless the full-attention layers are shaped apart from the others (Gemma 4)
+        "full_attention_kv_heads": spec.full_attention_kv_heads,
+        "full_attention_head_dim": spec.full_attention_head_dim,
+        "full_attention_k_eq_v": spec.full_attention_k_eq_v,
         "is_moe": spec.is_moe,
         "uses_mla": spec.uses_mla,
         "num_experts": spec.num_experts,
@@ -183,6 +185,8 @@ def _models(catalog_files: list[str] | None, json_out: str | None) -> None:
         table.add_column(col, justify=justify, no_wrap=_no_wrap(col, justify), overflow="fold")  # type: ignore[arg-type]
     for m in models:
         attn = "MLA" if m.uses_mla else f"GQA {m.num_attention_heads}/{m.num_kv_heads}"
+        if m.full_attention_shaped_apart:  # Gemma 4: the full layers' own KV heads
+            attn += f" (full /{m.attention_shape('full_attention')[1]})"
         kinds = [k for k in ("sliding_attention", "linear_attention") if m.num_layers_of(k)]
         if kinds:
             attn += " + " + ", ".join(k.split("_")[0] for k in kinds)

@@ -64,6 +64,8 @@ class EngineConfig:
     # added to every request's token stream (the engine family's per-request first-token overhead; 0 for the
     # fixed-step router-benchmark modes)
     first_token_overhead_s: float = 0.0
+    # blocks each sequence holds for its bounded cache (sliding windows, linear state; fleet-model mode)
+    fixed_blocks_per_seq: int = 0
 
 
 @dataclass(slots=True)
@@ -114,7 +116,9 @@ class EmulatedEngine:
                                     max_num_batched_tokens=max(c.max_num_batched_tokens, c.max_num_seqs),
                                     enable_prefix_caching=c.enable_prefix_caching, max_model_len=c.max_model_len,
                                     max_decode_run_steps=1)
-        self.kv = KVCacheManager(c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching)
+        self.kv = KVCacheManager(
+            c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching, fixed_blocks_per_seq=c.fixed_blocks_per_seq
+        )
         # fleet-model timing says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(core_cfg, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
         self.stats = EngineStats()

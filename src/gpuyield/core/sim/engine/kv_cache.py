@@ -54,7 +54,7 @@ class OffloadTier:
 class KVCacheManager:
     """Allocation on top of a :class:`BlockPool` for requests of one replica."""
 
-    __slots__ = ("pool", "block_size", "enable_prefix_caching", "offload")
+    __slots__ = ("pool", "block_size", "enable_prefix_caching", "offload", "fixed_blocks")
 
     def __init__(
         self,
@@ -62,11 +62,16 @@ class KVCacheManager:
         block_size: int,
         enable_prefix_caching: bool = True,
         offload: OffloadTier | None = None,
+        fixed_blocks_per_seq: int = 0,
     ) -> None:
         self.pool = BlockPool(num_blocks, on_evict=offload.store if offload is not None else None)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.offload = offload
+        # blocks every admitted sequence holds whatever its length: the bounded cache of its sliding-window and
+        # linear-attention layers, in blocks of the growing layers' size (MemoryPlan.fixed_blocks_per_seq); kept
+        # among its private blocks from admission to release
+        self.fixed_blocks = fixed_blocks_per_seq
 
     def get_computed(self, req: EngineRequest) -> tuple[list[CacheEntry], int]:
         """Longest cached prefix of ``req``: (GPU entries hit, number of further units in the offload tier)."""
@@ -104,7 +109,7 @@ class KVCacheManager:
         hit_blocks = num_hit_units * req.unit_blocks
         num_computed = (num_hit_units + num_load_units) * unit_tokens
         required = -(-(num_computed + num_new_tokens) // bs)
-        to_alloc = required - hit_blocks
+        to_alloc = required - hit_blocks + self.fixed_blocks
         free_eff = pool.num_free_uncached + pool.num_free_cached - reserve
         for e in hits:
             if e.ref_cnt == 0:
@@ -137,7 +142,7 @@ class KVCacheManager:
         """Slots for the next chunk of a request already running."""
         bs = self.block_size
         required = -(-(req.num_computed_tokens + num_new_tokens) // bs)
-        to_alloc = required - req.num_entry_blocks - req.num_anon_blocks
+        to_alloc = required - req.num_entry_blocks - (req.num_anon_blocks - self.fixed_blocks)
         if to_alloc > 0:
             pool = self.pool
             if to_alloc > pool.num_free_uncached + pool.num_free_cached - reserve:
@@ -149,7 +154,7 @@ class KVCacheManager:
 
     def allocate_blocks(self, req: EngineRequest, num_tokens: int, reserve: int = 0) -> bool:
         """Private blocks for ``num_tokens`` tokens of KV arriving from elsewhere (P/D decode side)."""
-        n = -(-num_tokens // self.block_size)
+        n = -(-num_tokens // self.block_size) + self.fixed_blocks
         pool = self.pool
         if n > pool.num_free_uncached + pool.num_free_cached - reserve:
             return False

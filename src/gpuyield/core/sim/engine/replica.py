@@ -32,6 +32,7 @@ class ReplicaEngine:
         step_model: StepTimeModel,
         num_gpu_blocks: int,
         kv_bytes_per_token: float = 0.0,
+        fixed_blocks_per_seq: int = 0,
     ) -> None:
         self.config = config
         self.step_model = step_model
@@ -40,7 +41,9 @@ class ReplicaEngine:
         if config.offload is not None and kv_bytes_per_token > 0:
             cap_blocks = int(config.offload.capacity_bytes // (kv_bytes_per_token * config.block_size))
             offload = OffloadTier(cap_blocks, kv_bytes_per_token / config.offload.read_bytes_per_s)
-        self.kv = KVCacheManager(num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload)
+        self.kv = KVCacheManager(
+            num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload, fixed_blocks_per_seq
+        )
         # a PerfModel says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(config, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
         self.num_gpu_blocks = num_gpu_blocks
@@ -82,7 +85,7 @@ class ReplicaEngine:
                 f"prompt {num_prompt_tokens} tokens > max_num_batched_tokens {cfg.max_num_batched_tokens} "
                 "with chunked prefill off"
             )
-        need = -(-total // self.config.block_size)
+        need = -(-total // self.config.block_size) + self.kv.fixed_blocks
         if need > self.num_gpu_blocks:
             return f"needs {need} KV blocks, replica has {self.num_gpu_blocks}"
         return None
