@@ -165,7 +165,7 @@ _UNMODELLED_CASES = [
     ({"model_type": "nemotron-nas", "block_configs": [{"attention": {"n_heads_in_group": 8}}]}, "pruned blocks"),
     ({"model_type": "deepseek_v4", "hc_mult": 4}, "DeepSeek-V4"),
     ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
-    ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1, 1, 1]}, "MiMo-V2"),
+    ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1] * 16, "swa_head_dim": 64}, "own head width"),
     ({"model_type": "gemma4_text", "hidden_size_per_layer_input": 256}, "per-layer input embeddings"),
     ({"model_type": "gemma4_text", "num_kv_shared_layers": 20}, "reuse an earlier layer's KV cache"),
     ({"model_type": "gemma4_text", "use_double_wide_mlp": True}, "double-width MLPs"),
@@ -177,6 +177,34 @@ def test_unmodelled_architectures_are_refused_not_miscounted(extra, message):
     with pytest.raises(CatalogError, match=message) as info:
         load_hf_config({**LLAMA_8B, **extra})
     assert "not modelled" in str(info.value)
+
+
+MIMO_V2_FLASH = {  # XiaomiMiMo/MiMo-V2-Flash's config.json (aiconfigurator-core 0.12.0), the fields that shape it
+    "model_type": "mimo_v2_flash", "num_hidden_layers": 48, "hidden_size": 4096, "num_attention_heads": 64,
+    "num_key_value_heads": 4, "head_dim": 192, "v_head_dim": 128, "intermediate_size": 16384,
+    "vocab_size": 152576, "max_position_embeddings": 262144, "sliding_window": 128, "sliding_window_size": 128,
+    "swa_num_attention_heads": 64, "swa_num_key_value_heads": 8, "swa_head_dim": 192, "swa_v_head_dim": 128,
+    "hybrid_layer_pattern": [0] + [1] * 4 + ([0] + [1] * 5) * 7 + [0],
+    "moe_layer_freq": [0] + [1] * 47, "moe_intermediate_size": 2048, "n_routed_experts": 256,
+    "n_shared_experts": None, "num_experts_per_tok": 8, "topk_method": "noaux_tc", "tie_word_embeddings": False,
+}
+
+
+def test_mimo_v2_flash_hybrid_attention_and_narrow_values():
+    spec = load_hf_config(MIMO_V2_FLASH, model_id="XiaomiMiMo/MiMo-V2-Flash")
+    ref = default_catalog().model("XiaomiMiMo/MiMo-V2-Flash")
+    assert spec.params_total == ref.params_total and spec.params_active == ref.params_active
+    assert spec.params_total / 1e9 == pytest.approx(309, rel=0.01)  # as published: 309 B total, 15 B active
+    assert spec.params_active / 1e9 == pytest.approx(15.4, rel=0.01)
+    assert not spec.uses_mla and spec.value_head_dim == 128 and spec.first_dense_layers == 1
+    # hybrid_layer_pattern 1 = sliding (vLLM's mimo_v2.py): 9 full layers of 4 KV heads, 39 sliding of 8
+    assert spec.num_layers_of("full_attention") == 9 and spec.num_layers_of("sliding_attention") == 39
+    assert spec.attention_shape("full_attention") == (192, 4) and spec.attention_shape("sliding_attention") == (192, 8)
+    assert spec.kv_bytes_per_token("bf16") == 9 * 4 * (192 + 128) * 2
+    assert spec.kv_bytes_fixed_per_sequence("bf16") == 39 * 128 * 8 * (192 + 128) * 2
+    qkv = next(g for g in spec.gemm_shapes if g.name == "qkv_proj")
+    o = next(g for g in spec.gemm_shapes if g.name == "o_proj")
+    assert (qkv.n, qkv.num_layers) == (64 * 192 + 8 * (192 + 128), 39) and o.k == 64 * 128
 
 
 GEMMA4_26B = {  # google/gemma-4-26B-A4B's text_config (aiconfigurator-core 0.12.0), the fields that shape it

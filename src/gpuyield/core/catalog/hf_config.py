@@ -8,8 +8,8 @@ like sliding-window layers of ``attention_chunk_size`` tokens. Multimodal config
 ``text_config``; the vision tower is not counted. MiniMax-M3 (per-layer MoE flags, a separate dense width) is
 read with its block-sparse attention counted dense; Gemma 4 with its full-attention layers shaped apart
 (``global_head_dim``, ``num_global_key_value_heads``, K=V) and its dense MLP beside the experts read as a shared
-expert. Architectures whose layers a :class:`ModelSpec` cannot
-describe (Mamba hybrids, NAS-pruned blocks, DeepSeek-V4, Kimi Linear, MiMo-V2) are refused with the
+expert; MiMo-V2 with its sliding layers' own KV heads and its values narrower than its keys. Architectures whose layers a :class:`ModelSpec` cannot
+describe (Mamba hybrids, NAS-pruned blocks, DeepSeek-V4, Kimi Linear, Gemma 4 E2B/E4B) are refused with the
 reason (``_UNMODELLED``), never read as a plain decoder of the wrong size.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
@@ -110,7 +110,6 @@ _UNMODELLED: tuple[tuple[str, str], ...] = (
     ("hc_mult", "hyper-connections and compressed attention (DeepSeek-V4)"),
     ("compress_ratios", "hyper-connections and compressed attention (DeepSeek-V4)"),
     ("linear_attn_config", "Kimi Delta Attention layers (Kimi Linear)"),
-    ("hybrid_layer_pattern", "sliding and full attention layers of different head counts and widths (MiMo-V2)"),
     # the small Gemma 4 models (E2B, E4B)
     ("hidden_size_per_layer_input", "per-layer input embeddings (Gemma 4 E2B/E4B)"),
     ("num_kv_shared_layers", "layers that reuse an earlier layer's KV cache (Gemma 4 E2B/E4B)"),
@@ -119,6 +118,15 @@ _UNMODELLED: tuple[tuple[str, str], ...] = (
 
 
 def _refuse_unmodelled(cfg: Mapping[str, Any], arch: str) -> None:
+    if "hybrid_layer_pattern" in cfg:  # MiMo-V2: sliding layers may differ from the full ones only in KV heads
+        for swa, full in (("swa_head_dim", "head_dim"), ("swa_v_head_dim", "v_head_dim"),
+                          ("swa_num_attention_heads", "num_attention_heads")):  # fmt: skip
+            if swa in cfg and cfg[swa] != cfg.get(full):
+                raise CatalogError(
+                    f"config.json ({arch}) has {swa}={cfg[swa]} but {full}={cfg.get(full)}: sliding layers with "
+                    "their own head width or query heads are not modelled; describe the model in a catalogue YAML "
+                    "if an approximation will do (docs/formats.md)"
+                )
     for key, what in _UNMODELLED:
         value = cfg.get(key)
         if value is None or value is False or value in (0, "", [], {}):  # absent, off or empty: nothing unmodelled
@@ -258,9 +266,28 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if k_eq_v:
             fields["full_attention_k_eq_v"] = True
 
+    # --- values narrower than queries and keys in a GQA model (MiMo-V2: 128 against 192)
+    v_dim = _first(cfg, "v_head_dim")
+    if _first(cfg, "kv_lora_rank") is None and v_dim is not None and int(v_dim) != fields["head_dim"]:
+        fields["v_head_dim"] = int(v_dim)
+
     # --- attention layer pattern
     window = _first(cfg, "sliding_window")
     layer_types = _first(cfg, "layer_types")
+    pattern = _first(cfg, "hybrid_layer_pattern")
+    if pattern is not None and not layer_types:
+        # MiMo-V2: 1 = a sliding-window layer (vLLM's "compressed softmax" layer), 0 = full attention; the sliding
+        # layers carry their own KV-head count
+        if len(pattern) != layers or any(v not in (0, 1) for v in pattern):
+            raise CatalogError(
+                f"config.json hybrid_layer_pattern must hold {layers} entries of 0 or 1, got {len(pattern)}"
+            )
+        layer_types = ["sliding_attention" if v else "full_attention" for v in pattern]
+        window = _first(cfg, "sliding_window_size", "sliding_window")
+        swa_kv = _first(cfg, "swa_num_key_value_heads")
+        if swa_kv is not None and int(swa_kv) != fields["num_kv_heads"]:
+            fields["full_attention_kv_heads"] = fields["num_kv_heads"]
+            fields["num_kv_heads"] = int(swa_kv)
     if layer_types:
         kinds = []
         for i, kind in enumerate(layer_types):

@@ -205,7 +205,8 @@ class ModelSpec(BaseModel):
         elif self.num_experts_per_tok or self.num_shared_experts:
             raise ValueError("num_experts_per_tok/num_shared_experts need num_experts > 0")
         mla = (self.kv_lora_rank, self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
-        if any(v is not None for v in mla) and any(v is None for v in mla):
+        # v_head_dim alone is a GQA model whose values are narrower than its queries and keys (MiMo-V2)
+        if any(v is not None for v in mla[:3]) and any(v is None for v in mla):
             raise ValueError("MLA needs all of kv_lora_rank, qk_rope_head_dim, qk_nope_head_dim, v_head_dim")
         if "sliding_attention" in self.layer_pattern and self.sliding_window is None:
             raise ValueError("layer_pattern has sliding_attention layers but sliding_window is not set")
@@ -262,6 +263,12 @@ class ModelSpec(BaseModel):
             or self.full_attention_kv_heads is not None
             or self.full_attention_k_eq_v
         )
+
+    @property
+    def value_head_dim(self) -> int:
+        """Width of a value head in a GQA layer (MiMo-V2: 128 against 192 for queries and keys); ``head_dim``
+        unless ``v_head_dim`` says otherwise. MLA models use their own formulas."""
+        return self.v_head_dim if self.v_head_dim is not None and not self.uses_mla else self.head_dim
 
     def attention_shape(self, kind: LayerKind = "full_attention") -> tuple[int, int]:
         """(head width, KV heads) of a softmax-attention layer of ``kind`` (``full_attention`` or
@@ -346,9 +353,10 @@ class ModelSpec(BaseModel):
                 out.append(GemmShape("indexer_weights_proj", self.index_num_heads, h, n_layers, "attention"))
             return out
         q_out = heads * hd * (2 if self.attention_output_gate else 1)
-        kv_out = (1 if k_eq_v else 2) * kv * hd
+        vd = hd if self.v_head_dim is None else self.value_head_dim
+        kv_out = kv * hd if k_eq_v else kv * (hd + vd)
         out.append(GemmShape(f"{prefix}qkv_proj", q_out + kv_out, h, n_layers, "attention"))
-        out.append(GemmShape(f"{prefix}o_proj", h, heads * hd, n_layers, "attention"))
+        out.append(GemmShape(f"{prefix}o_proj", h, heads * vd, n_layers, "attention"))
         return out
 
     def _linear_attention_gemms(self, n_layers: int) -> list[GemmShape]:
@@ -497,7 +505,8 @@ class ModelSpec(BaseModel):
             assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
             return float(self.kv_lora_rank + self.qk_rope_head_dim)
         hd, kv = self.attention_shape(kind)
-        return float(2 * kv * hd)
+        vd = hd if self.v_head_dim is None else self.value_head_dim
+        return float(kv * (hd + vd))
 
     def _indexer_bytes_per_token_per_layer(self) -> float:
         # DeepSeek sparse-attention indexer keys: vLLM keeps them in fp8 plus one fp32 scale per token.

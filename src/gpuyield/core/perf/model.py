@@ -419,8 +419,11 @@ class PerfModel:
             qk = m.qk_nope_head_dim + m.qk_rope_head_dim
             per_layer = per_layer_win = 2.0 * m.num_attention_heads * (qk + m.v_head_dim)
         else:
-            per_layer = 4.0 * m.num_attention_heads * hd_full
-            per_layer_win = 4.0 * m.num_attention_heads * hd_win
+            vd = m.value_head_dim  # values narrower than queries and keys (MiMo-V2); else head_dim
+            vd_full = hd_full if m.v_head_dim is None else vd
+            vd_win = hd_win if m.v_head_dim is None else vd
+            per_layer = 2.0 * m.num_attention_heads * (hd_full + vd_full)
+            per_layer_win = 2.0 * m.num_attention_heads * (hd_win + vd_win)
         heads_shard = min(tp, m.num_attention_heads)
         attn_prefill_flops_per_sq = per_layer * full / heads_shard / adp
         window = float(getattr(m, "sliding_window", 0) or 0)
@@ -441,12 +444,12 @@ class PerfModel:
             )
         else:
             kv_shard = min(tp, kvh_full)
-            kv_per_tok_layer = 2.0 * kvh_full * hd_full * kvb
-            dec_flops_per_ctx = 4.0 * m.num_attention_heads * hd_full * full / heads_shard
+            kv_per_tok_layer = kvh_full * (hd_full + vd_full) * kvb
+            dec_flops_per_ctx = 2.0 * m.num_attention_heads * (hd_full + vd_full) * full / heads_shard
         kv_per_tok_gpu = kv_per_tok_layer * full / kv_shard / pp
         kv_fixed_gpu = 0.0
         if sliding:
-            kv_win_layer = kv_per_tok_layer if mla else 2.0 * kvh_win * hd_win * kvb
+            kv_win_layer = kv_per_tok_layer if mla else kvh_win * (hd_win + vd_win) * kvb
             kv_fixed_gpu += kv_win_layer * sliding * window / (kv_shard if mla else min(tp, kvh_win)) / pp
         if linear:
             kv_fixed_gpu += (
@@ -758,9 +761,11 @@ class PerfModel:
         else:
             hd_full, kvh_full = m.attention_shape("full_attention")
             hd_win, kvh_win = m.attention_shape("sliding_attention")
-            per_layer = 2.0 * kvh_full * hd_full * kvb
+            vd = m.value_head_dim
+            per_layer = kvh_full * (hd_full + (hd_full if m.v_head_dim is None else vd)) * kvb
             shard = min(self.tp, kvh_full)
-            per_layer_win, shard_win = 2.0 * kvh_win * hd_win * kvb, min(self.tp, kvh_win)
+            per_layer_win = kvh_win * (hd_win + (hd_win if m.v_head_dim is None else vd)) * kvb
+            shard_win = min(self.tp, kvh_win)
         kv_per_tok = per_layer * full / shard / self.pp
         window = float(getattr(m, "sliding_window", 0) or 0)
         fixed = per_layer_win * sliding * window / shard_win / self.pp
