@@ -98,3 +98,20 @@ def test_fleet_model_emulator_takes_the_engine_familys_overhead() -> None:
     # the fixed-step router-benchmark mode is not the fleet model and adds nothing
     fixed = build_emulator(EmulatorSpec(model="m", fixed_step_ms=5))
     assert fixed.engine is not None and fixed.engine.config.first_token_overhead_s == 0.0
+
+
+def test_a_request_that_fits_only_without_the_bounded_cache_is_refused_up_front() -> None:
+    """Each sequence also holds its sliding-window / linear-state blocks (fleet-model mode): a request whose own
+    blocks fit but not with those is refused when it arrives, not left at the head of the queue forever."""
+    eng = EmulatedEngine(FixedStepTime(STEP_S), EngineConfig(num_kv_blocks=10, block_size_tokens=16,
+                                                             fixed_blocks_per_seq=9))  # fmt: skip
+    with pytest.raises(ValueError, match="needs 11 KV blocks, the engine has 10"):
+        eng.add_request(EmuRequest("big", prompt_tokens=16, block_hashes=(), max_tokens=1, arrival_s=0.0))
+    eng.add_request(EmuRequest("ok", prompt_tokens=8, block_hashes=(), max_tokens=1, arrival_s=0.0))
+
+
+def test_fleet_model_mode_passes_the_bounded_cache_to_the_engine() -> None:
+    app = build_emulator(EmulatorSpec(model="google/gemma-4-26B-A4B", gpu="h100_sxm", tp=1, max_model_len=8192))
+    engine = app.engine
+    assert engine.config.fixed_blocks_per_seq > 0
+    assert engine.kv.fixed_blocks == engine.config.fixed_blocks_per_seq

@@ -542,16 +542,19 @@ class ModelSpec(BaseModel):
         conv = (2 * key_dim + value_dim) * ((self.linear_conv_kernel_dim or 4) - 1)
         return lin * (recurrent + conv) * kv_element_bytes(state_dtype)
 
-    def kv_bytes_fixed_per_sequence(self, kv_dtype: str = "bf16") -> float:
+    def kv_bytes_fixed_per_sequence(self, kv_dtype: str = "bf16", state_dtype: str = "bf16") -> float:
         """Most a sequence can hold in bounded layers: sliding windows (full) plus linear-attention state."""
         sliding = self.num_layers_of("sliding_attention")
         window = self.sliding_window or 0
+        # linear-attention state in ``state_dtype``, not the KV cache's dtype: engines keep the recurrent state apart
+        # from the paged KV cache (16-bit by default; the memory model sizes it in bf16 too)
         return sliding * window * self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention") + (
-            self.linear_state_bytes_per_sequence(kv_dtype)
+            self.linear_state_bytes_per_sequence(state_dtype)
         )
 
-    def kv_bytes_for_context(self, context_tokens: int, kv_dtype: str = "bf16") -> float:
-        """Cache bytes one sequence of ``context_tokens`` tokens holds, all layer kinds included."""
+    def kv_bytes_for_context(self, context_tokens: int, kv_dtype: str = "bf16", state_dtype: str = "bf16") -> float:
+        """Cache bytes one sequence of ``context_tokens`` tokens holds, all layer kinds included (linear-attention
+        state in ``state_dtype``)."""
         if context_tokens < 0:
             raise CatalogError(f"context_tokens must be >= 0, got {context_tokens}")
         per_layer = self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention")
@@ -559,7 +562,7 @@ class ModelSpec(BaseModel):
         return (
             self.kv_bytes_per_token(kv_dtype) * context_tokens
             + sliding * per_layer
-            + (self.linear_state_bytes_per_sequence(kv_dtype) if context_tokens else 0.0)
+            + (self.linear_state_bytes_per_sequence(state_dtype) if context_tokens else 0.0)
         )
 
     def kv_bytes_per_token_at(self, context_tokens: int, kv_dtype: str = "bf16") -> float:

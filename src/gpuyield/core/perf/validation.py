@@ -407,7 +407,7 @@ def measurement_floor(
             num_gpus=g,
             params_active=float(sum(s.params_active for s in model.gemm_shapes if s.group != "lm_head")),
             # sparse (indexed) attention reads a top-k subset of the cache: no memory floor for those models
-            kv_bytes_at_isl=0.0 if model.index_head_dim else model.kv_bytes_for_context(row.isl, "fp4"),
+            kv_bytes_at_isl=0.0 if model.index_head_dim else model.kv_bytes_for_context(row.isl, "fp4", state_dtype="fp4"),
             peak_flops_per_gpu=max(rates) * 1e12,
             memory_bytes_per_s_per_gpu=gpu.memory_bandwidth_bytes_per_s,
             tokens_per_cache_read=max(SPECULATIVE_TOKENS_PER_STEP, model.num_mtp_layers + 1.0),

@@ -192,7 +192,8 @@ class EmulatedEngine:
                 f"prompt ({req.prompt_tokens} tokens) + max_tokens ({req.max_tokens}) exceeds "
                 f"max_model_len {c.max_model_len}"
             )
-        need_blocks = -(-(req.prompt_tokens + req.max_tokens) // c.block_size_tokens)
+        # its own tokens' blocks plus the bounded cache every sequence holds (sliding windows, linear state)
+        need_blocks = -(-(req.prompt_tokens + req.max_tokens) // c.block_size_tokens) + c.fixed_blocks_per_seq
         if need_blocks > c.num_kv_blocks:
             raise ValueError(f"request needs {need_blocks} KV blocks, the engine has {c.num_kv_blocks}")
         self._next_idx += 1

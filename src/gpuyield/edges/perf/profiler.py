@@ -186,16 +186,20 @@ def run_profile(
     heads = getattr(model, "num_attention_heads", 8) if model is not None else 8
     kv_heads = getattr(model, "num_kv_heads", heads) if model is not None else heads
     hd = getattr(model, "head_dim", 64) if model is not None else 64
-    # one (head width, KV heads) per attention layer kind the model has: Gemma 4's full layers are 512 wide
+    # one kernel per head width the model's attention layers have (Gemma 4's full layers are 512 wide beside 256;
+    # the kernels here expand KV heads to query heads, so another KV-head count is the same kernel); values at
+    # their own width where it differs (MiMo-V2: 128 against 192)
+    narrow_v = model is not None and getattr(model, "v_head_dim", None) is not None and not model.uses_mla
+    vd = int(getattr(model, "value_head_dim", hd)) if narrow_v else 0
     attn_shapes = [(hd, kv_heads)]
     if model is not None and getattr(model, "full_attention_shaped_apart", False):
-        full = tuple(model.attention_shape("full_attention"))
-        if full not in attn_shapes:
-            attn_shapes.append(full)
+        full_hd, full_kv = model.attention_shape("full_attention")
+        if full_hd != hd:
+            attn_shapes.append((full_hd, full_kv))
     sdpa = torch.nn.functional.scaled_dot_product_attention
     for hd, kv_heads in attn_shapes:
         _profile_attention(torch, sdpa, dev, tdtype, sync, repeats, deadline, version, dev_id, dt_name, heads,
-                           kv_heads, hd, ctx_rows, gen_rows)  # fmt: skip
+                           kv_heads, hd, vd if narrow_v else hd, ctx_rows, gen_rows)  # fmt: skip
     stopped = stopped or time.perf_counter() > deadline
     kept = _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
     kept += _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
@@ -284,17 +288,18 @@ def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> in
 
 def _profile_attention(
     torch: Any, sdpa: Any, dev: Any, tdtype: Any, sync: Any, repeats: int, deadline: float, version: str,
-    dev_id: str, dt_name: str, heads: int, kv_heads: int, hd: int,
+    dev_id: str, dt_name: str, heads: int, kv_heads: int, hd: int, vd: int,
     ctx_rows: list[tuple[Any, ...]], gen_rows: list[tuple[Any, ...]],
 ) -> None:
-    """Time prefill (causal) and decode attention of ``heads`` heads ``hd`` wide into ``ctx_rows`` / ``gen_rows``
-    until ``deadline``."""  # fmt: skip
+    """Time prefill (causal) and decode attention of ``heads`` heads ``hd`` wide (values ``vd`` wide) into
+    ``ctx_rows`` / ``gen_rows`` until ``deadline``."""  # fmt: skip
     for isl in (128, 256, 512, 1024, 2048):
         if time.perf_counter() > deadline:
             return
         q = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
         kk = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
-        ms = _time_ms(lambda q=q, kk=kk: sdpa(q, kk, kk, is_causal=True), sync, repeats)
+        vv = kk if vd == hd else torch.randn(1, heads, isl, vd, dtype=tdtype, device=dev)
+        ms = _time_ms(lambda q=q, kk=kk, vv=vv: sdpa(q, kk, vv, is_causal=True), sync, repeats)
         ctx_rows.append(
             (
                 "TORCH",
@@ -321,7 +326,8 @@ def _profile_attention(
                 return
             q = torch.randn(bsz, heads, 1, hd, dtype=tdtype, device=dev)
             kk = torch.randn(bsz, heads, ctx, hd, dtype=tdtype, device=dev)
-            ms = _time_ms(lambda q=q, kk=kk: sdpa(q, kk, kk), sync, repeats)
+            vv = kk if vd == hd else torch.randn(bsz, heads, ctx, vd, dtype=tdtype, device=dev)
+            ms = _time_ms(lambda q=q, kk=kk, vv=vv: sdpa(q, kk, vv), sync, repeats)
             # engines keep KV per KV head; the kernel reads heads x ctx here (repeat_kv), so record heads
             gen_rows.append(
                 (

@@ -213,7 +213,8 @@ class ReplicaEngine:
 
     # ------------------------------------------------------------------ P/D
     def finish_transfer(self, req: EngineRequest, now_s: float) -> float | None:
+        was_aborted = req.status == RequestStatus.FINISHED_ABORTED
         self.scheduler.finish_transfer(req)
-        if req.status in (RequestStatus.FINISHED_STOPPED, RequestStatus.FINISHED_ABORTED):
+        if was_aborted:
             return None
-        return self.poke(now_s)
+        return self.poke(now_s)  # also when it finished on arrival: its seat and blocks are free for the queue

@@ -146,7 +146,7 @@ class Scheduler:
             if step_blocks:
                 pool.allocate(step_blocks)
             self._dec_alloc = step_blocks
-            self._step_blocks_allocated = True
+            self._step_blocks_allocated = bool(decoding)  # preempting the last decoder leaves no step
             budget -= len(decoding) * self.decode_budget_tokens
 
         # 2. Running requests still prefilling, in admission order.
@@ -405,8 +405,7 @@ class Scheduler:
         del self.transferring[req.idx]
         req.status = _RUNNING
         if req.num_output_tokens >= req.max_output_tokens:
-            self.kv.free(req)
-            req.status = RequestStatus.FINISHED_STOPPED
+            self._finish(req)  # frees its KV and its output reserve
             return
         self.ready.append(req)
 
@@ -435,7 +434,8 @@ class Scheduler:
         else:  # not this scheduler's request: nothing to free
             return False
         self.kv.free(req)
-        if self.reserve_output and req.status == _RUNNING:
+        # admitted requests hold an output reserve, those whose remote KV is still arriving too
+        if self.reserve_output and req.status in (_RUNNING, RequestStatus.WAITING_FOR_REMOTE_KVS):
             self._final_blocks -= self.final_blocks(req)
         req.status = RequestStatus.FINISHED_ABORTED
         return True
