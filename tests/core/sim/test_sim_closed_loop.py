@@ -66,3 +66,18 @@ def test_bad_arguments() -> None:
         run_closed_loop(LinearStepModel(), EngineConfig(), isl=1, osl=1, concurrency=0, num_gpu_blocks=10)
     with pytest.raises(ConfigError, match="memory"):
         run_closed_loop(LinearStepModel(), EngineConfig(), isl=1, osl=1, concurrency=1)
+
+
+def test_the_bounded_cache_of_sliding_layers_limits_the_batch() -> None:
+    """Gemma 4 26B-A4B on one H100: each sequence also holds its 25 sliding layers' 1,024-token window (about 10 k
+    tokens of the growing cache), so about 90 sequences fit, not 500: 256 clients queue."""
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+
+    cat = default_catalog()
+    pm = PerfModel.build(cat.model("google/gemma-4-26B-A4B"), cat.gpu("h100_sxm"), tp=1)
+    cfg = EngineConfig(max_num_seqs=512, max_model_len=4096)
+    assert pm.memory(cfg.gpu_memory_utilization).fixed_blocks_per_seq(cfg.block_size) == 640
+    held = run_closed_loop(pm, cfg, 2048, 128, 256, num_requests=600)
+    ignored = run_closed_loop(pm, cfg, 2048, 128, 256, num_requests=600, fixed_blocks_per_seq=0)
+    assert held.ttft_ms.mean > 3 * ignored.ttft_ms.mean

@@ -113,9 +113,10 @@ def _admission(
     mns = (max_num_seqs or perf.engine_coeffs.max_num_seqs) * perf.attention_dp
     kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2))
     if kv_seqs < 1:
+        held = f" plus {mem.fixed_tokens_per_seq:.0f} of bounded cache" if mem.fixed_tokens_per_seq else ""
         raise DoesNotFitError(
             f"KV cache holds {mem.kv_capacity_tokens} tokens, less than one sequence of isl+osl/2="
-            f"{isl + osl // 2} tokens"
+            f"{isl + osl // 2} tokens{held}"
         )
     n = min(c, mns, kv_seqs)
     limited = "concurrency" if n == c else ("max_num_seqs" if n == mns else "kv_cache")

@@ -167,7 +167,8 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
     b_budget = pool.max_num_batched_tokens / (float(getattr(step, "decode_budget_tokens", 1)) + isl_u / osl)
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem, b_budget))
     if b_mem < 1.0:
-        return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f})",
+        held = f" + {perf.kv_fixed_tokens_per_seq:.0f} bounded" if perf.kv_fixed_tokens_per_seq else ""
+        return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f}{held})",
                     math.inf, math.inf, 0, 0, 0)
     b_op_or_none = _operating_batch(lam, osl, t_step, b_max)
     if b_op_or_none is None:
@@ -216,7 +217,10 @@ def _decode_pool_at(
     def t_step(b: float) -> float:
         return perf.step.step_time_s(0, 0, max(1, int(round(b))), int(round(b * ctx)))
 
-    b_max = max(1.0, min(float(pool.max_num_seqs), perf.kv_capacity_tokens / (ctx + perf.kv_fixed_tokens_per_seq)))
+    b_mem = perf.kv_capacity_tokens / (ctx + perf.kv_fixed_tokens_per_seq)
+    if b_mem < 1.0:  # the decode pool's KV cannot hold one mean request
+        return False, math.inf, 0.0, 1.0
+    b_max = max(1.0, min(float(pool.max_num_seqs), b_mem))
     b_op = _operating_batch(lam, osl, t_step, b_max)
     if b_op is None:
         return False, math.inf, b_max, 1.0

@@ -141,8 +141,11 @@ def run_closed_loop(
     num_gpu_blocks: int | None = None,
     start_spread: float = 0.0,
     exclude_warmup: bool = False,
+    fixed_blocks_per_seq: int | None = None,
 ) -> ClosedLoopResult:
-    """Simulate C clients in a closed loop (or N requests queued at once) against one replica."""
+    """Simulate C clients in a closed loop (or N requests queued at once) against one replica. Without
+    ``num_gpu_blocks`` the KV blocks and the blocks each sequence's bounded cache takes come from the perf
+    model's memory plan; ``fixed_blocks_per_seq`` overrides the latter (0 when ``num_gpu_blocks`` is given)."""
     if isl < 1 or osl < 1:
         raise ConfigError(f"isl and osl must be >= 1, got isl={isl} osl={osl}")
     if concurrency < 1:
@@ -153,14 +156,15 @@ def run_closed_loop(
         num_requests = concurrency if offline else max(concurrency, min(max(10 * concurrency, 16), 4096))
     if num_requests < 1:
         raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
-    fixed_blocks = 0
+    fixed_blocks = fixed_blocks_per_seq or 0
     if num_gpu_blocks is None:
         memory = getattr(perf_model, "memory", None)
         if memory is None:
             raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
         plan = memory(engine_config.gpu_memory_utilization)
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
-        fixed_blocks = fixed_blocks_from_memory_plan(plan, engine_config.block_size)
+        if fixed_blocks_per_seq is None:
+            fixed_blocks = fixed_blocks_from_memory_plan(plan, engine_config.block_size)
     eng = ReplicaEngine(engine_config, perf_model, num_gpu_blocks, fixed_blocks_per_seq=fixed_blocks)
     reason = eng.can_ever_fit(isl, osl)
     if reason is not None:

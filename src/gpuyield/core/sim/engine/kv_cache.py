@@ -71,6 +71,8 @@ class KVCacheManager:
         # blocks every admitted sequence holds whatever its length: the bounded cache of its sliding-window and
         # linear-attention layers, in blocks of the growing layers' size (MemoryPlan.fixed_blocks_per_seq); kept
         # among its private blocks from admission to release
+        if fixed_blocks_per_seq < 0:
+            raise ValueError(f"fixed_blocks_per_seq must be >= 0, got {fixed_blocks_per_seq}")
         self.fixed_blocks = fixed_blocks_per_seq
 
     def get_computed(self, req: EngineRequest) -> tuple[list[CacheEntry], int]:
