@@ -270,3 +270,19 @@ def test_full_attention_layers_shaped_apart_size_the_cache_and_the_attention_tim
     assert real.step_time_s(0, 0.0, 64, 64 * 32768) < same.step_time_s(0, 0.0, 64, 64 * 32768)
     prompt = 32768
     assert real.step_time_s(prompt, prompt * prompt / 2, 0, 0) > same.step_time_s(prompt, prompt * prompt / 2, 0, 0)
+
+
+def test_a_sequence_fills_its_windows_only_as_far_as_it_is_long():
+    """Sliding windows hold min(length, window) tokens (vLLM's hybrid KV manager frees the rest); linear-attention
+    state is held whole from the first token."""
+    gemma = PerfModel.build(CAT.model("google/gemma-4-26B-A4B"), CAT.gpu("h100_sxm"), tp=1).memory(0.9, 32768)
+    full = gemma.fixed_tokens_per_seq
+    assert gemma.sliding_window_tokens == 1024 and full > 0
+    assert gemma.fixed_tokens_for(4096) == pytest.approx(full) == gemma.fixed_tokens_for(1024)
+    assert gemma.fixed_tokens_for(512) == pytest.approx(full / 2)
+    assert gemma.fixed_blocks_for(512, 16) < gemma.fixed_blocks_for(4096, 16) == gemma.fixed_blocks_per_seq(16)
+    # so more short sequences fit than long ones, by more than their own tokens account for
+    assert gemma.max_concurrent_seqs(512) > 2 * gemma.max_concurrent_seqs(4096)
+    qwen = PerfModel.build(CAT.model("Qwen/Qwen3.5-397B-A17B"), CAT.gpu("h200_sxm"), tp=8).memory(0.9, 32768)
+    assert qwen.sliding_window_tokens == 0 and qwen.fixed_tokens_per_seq > 0
+    assert qwen.fixed_tokens_for(16) == pytest.approx(qwen.fixed_tokens_per_seq)

@@ -1,5 +1,6 @@
 """KV block accounting of the engine model under random traffic: every block a sequence holds is counted
-exactly (its tokens' blocks, its bounded sliding-window / linear-state blocks, its shared prefix entries), the
+exactly (its tokens' blocks, its bounded sliding-window / linear-state blocks, whole or as long as the
+sequence, its shared prefix entries), the
 pool never overflows, and everything comes back when the traffic ends -- through preemptions, aborts, P/D
 transfers, prefix-cache hits, an offload tier and output reservations."""
 
@@ -20,16 +21,16 @@ from gpuyield.core.sim.engine.request import RequestStatus
 def _expected_used(eng: ReplicaEngine) -> int:
     """Blocks the requests hold, counted from their state alone."""
     s = eng.scheduler
-    fixed = eng.kv.fixed_blocks
     total = 0
     for r in [*s.prefilling, *s.transferring.values(), *s.ready]:
-        assert r.num_anon_blocks >= fixed
+        assert r.num_fixed_blocks == eng.kv.fixed_for(r.num_prompt_tokens, r.max_output_tokens)
+        assert r.num_anon_blocks >= r.num_fixed_blocks
         total += r.num_anon_blocks
     for r in s.decoding.values():
         c = r.decode_c0 + s.G - r.decode_g0
         held = -(-(c + (1 if s._step_blocks_allocated else 0)) // s.block_size)
         assert held >= r.num_entry_blocks
-        total += held - r.num_entry_blocks + fixed
+        total += held - r.num_entry_blocks + r.num_fixed_blocks
     entries = {id(e): e for e in eng.kv.pool.cached.values() if e.ref_cnt > 0}
     return total + sum(e.num_blocks for e in entries.values())
 
@@ -45,6 +46,9 @@ def _run(seed: int) -> int:
     rng = random.Random(seed)
     bs = rng.choice([2, 4, 16])
     fixed = rng.choice([0, 3, 9])
+    # a window of `window` tokens on `fixed` blocks' worth of layers: min(length, window) of it is held
+    window = rng.choice([0, 2 * bs, 5 * bs])
+    fixed_of = (lambda n: -(-fixed * min(n, window) // window)) if window else None
     prefix_caching = rng.random() < 0.6
     chunked = rng.random() < 0.7
     admission = rng.choice(["on_demand", "on_demand", "max_output"])
@@ -58,7 +62,8 @@ def _run(seed: int) -> int:
                        enable_prefix_caching=prefix_caching, enable_chunked_prefill=chunked, kv_admission=admission,
                        max_decode_run_steps=rng.choice([None, 1, 3]), offload=offload)  # fmt: skip
     eng = ReplicaEngine(cfg, LinearStepModel(), rng.randint(fixed + 4, fixed + 60),
-                        kv_bytes_per_token=1000.0 if offload else 0.0, fixed_blocks_per_seq=fixed)  # fmt: skip
+                        kv_bytes_per_token=1000.0 if offload else 0.0, fixed_blocks_per_seq=fixed,
+                        fixed_blocks_of=fixed_of)  # fmt: skip
     unit_blocks = rng.choice([1, 2])
     prefixes = [tuple(rng.getrandbits(40) for _ in range(12)) for _ in range(3)]
     events: list[tuple[float, int, str, EngineRequest]] = []

@@ -115,3 +115,5 @@ def test_fleet_model_mode_passes_the_bounded_cache_to_the_engine() -> None:
     engine = app.engine
     assert engine.config.fixed_blocks_per_seq > 0
     assert engine.kv.fixed_blocks == engine.config.fixed_blocks_per_seq
+    # windows filled to the request's length: a short request holds less of them
+    assert engine.kv.fixed_for(100, 10) < engine.kv.fixed_for(4000, 10) == engine.config.fixed_blocks_per_seq

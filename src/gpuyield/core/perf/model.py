@@ -149,6 +149,10 @@ class MemoryPlan:
     fits: bool
     reason: str
     attention_dp: int = 1
+    # of kv_bytes_fixed_per_seq, the sliding-window layers' part at a full window of ``sliding_window_tokens``
+    # (a sequence holds min(its length, window) of it; the rest is linear-attention state, held whole)
+    kv_bytes_window_per_seq: float = 0.0
+    sliding_window_tokens: int = 0
 
     @property
     def fixed_tokens_per_seq(self) -> float:
@@ -163,14 +167,30 @@ class MemoryPlan:
         """:attr:`fixed_tokens_per_seq` in whole blocks of ``block_size`` tokens (default: this plan's)."""
         return math.ceil(self.fixed_tokens_per_seq / (block_size or self.block_size_tokens))
 
+    def fixed_tokens_for(self, length_tokens: int) -> float:
+        """The bounded cache a sequence of ``length_tokens`` tokens holds, in tokens of the growing cache: its
+        sliding windows filled to min(length, window), plus the linear-attention state whole."""
+        if self.kv_bytes_per_token <= 0 or self.kv_bytes_fixed_per_seq <= 0:
+            return 0.0
+        window = self.kv_bytes_window_per_seq
+        if window > 0 and self.sliding_window_tokens > 0:
+            window *= min(1.0, max(0, length_tokens) / self.sliding_window_tokens)
+        linear = self.kv_bytes_fixed_per_seq - self.kv_bytes_window_per_seq
+        return (window + linear) / self.kv_bytes_per_token
+
+    def fixed_blocks_for(self, length_tokens: int, block_size: int | None = None) -> int:
+        """:meth:`fixed_tokens_for` in whole blocks (what the engine model holds for one sequence)."""
+        return math.ceil(self.fixed_tokens_for(length_tokens) / (block_size or self.block_size_tokens))
+
     def max_concurrent_seqs(self, context_tokens: int) -> int:
         """Sequences of ``context_tokens`` tokens the replica's KV cache holds at once."""
         if not self.fits or context_tokens <= 0:
             return 0
         blocks_per_seq = math.ceil(context_tokens / self.block_size_tokens)
-        per_seq = (
-            blocks_per_seq * self.block_size_tokens * self.kv_bytes_per_token + self.kv_bytes_fixed_per_seq
-        )
+        fixed = self.kv_bytes_fixed_per_seq
+        if self.kv_bytes_window_per_seq > 0 and self.sliding_window_tokens > 0:  # windows filled to the context
+            fixed -= self.kv_bytes_window_per_seq * (1.0 - min(1.0, context_tokens / self.sliding_window_tokens))
+        per_seq = blocks_per_seq * self.block_size_tokens * self.kv_bytes_per_token + fixed
         if per_seq <= 0:
             return 1 << 30
         per_rank = int(self.kv_gb * _GB // per_seq)
@@ -769,6 +789,7 @@ class PerfModel:
         kv_per_tok = per_layer * full / shard / self.pp
         window = float(getattr(m, "sliding_window", 0) or 0)
         fixed = per_layer_win * sliding * window / shard_win / self.pp
+        window_part = fixed
         if linear:
             fixed += (
                 float(m.linear_state_bytes_per_sequence("bf16"))
@@ -812,6 +833,8 @@ class PerfModel:
             fits=fits,
             reason=reason,
             attention_dp=self.attention_dp,
+            kv_bytes_window_per_seq=window_part,
+            sliding_window_tokens=int(window) if sliding else 0,
         )
 
 

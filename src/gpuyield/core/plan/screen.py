@@ -73,6 +73,15 @@ class ReplicaPerf:
     # the bounded cache each sequence also holds (sliding windows, linear-attention state), in tokens of the
     # growing cache (MemoryPlan.fixed_tokens_per_seq): added to every sequence's context for the KV cap
     kv_fixed_tokens_per_seq: float = 0.0
+    # the same for a sequence of a given length (windows filled to min(length, window); MemoryPlan.fixed_tokens_for);
+    # None: kv_fixed_tokens_per_seq whatever the length
+    kv_fixed_tokens_for: Callable[[int], float] | None = None
+
+    def fixed_tokens_at(self, context_tokens: float) -> float:
+        """Bounded cache of a sequence of ``context_tokens`` tokens, in tokens of the growing cache."""
+        if self.kv_fixed_tokens_for is None:
+            return self.kv_fixed_tokens_per_seq
+        return float(self.kv_fixed_tokens_for(int(math.ceil(context_tokens))))
     # bytes of one prompt's cache, all layer kinds (ModelSpec.kv_bytes_for_context at the pool's KV dtype), for
     # the P/D transfer; None: prompt tokens x kv_bytes_per_token
     kv_bytes_for_prompt: Callable[[int], float] | None = None
@@ -162,12 +171,13 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
         attn = int(num_chunks * _attn_sq(min(p, isl_u), isl))
         return step.step_time_s(int(round(p)), attn, max(1, int(round(b))), int(round(b * ctx)))
 
-    b_mem = perf.kv_capacity_tokens / (ctx + perf.kv_fixed_tokens_per_seq)
+    fixed = perf.fixed_tokens_at(isl + osl)  # held for the request's whole life, at its final length
+    b_mem = perf.kv_capacity_tokens / (ctx + fixed)
     # a decoding request takes decode_budget_tokens of the budget (K + 1 with speculative decoding)
     b_budget = pool.max_num_batched_tokens / (float(getattr(step, "decode_budget_tokens", 1)) + isl_u / osl)
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem, b_budget))
     if b_mem < 1.0:
-        held = f" + {perf.kv_fixed_tokens_per_seq:.0f} bounded" if perf.kv_fixed_tokens_per_seq else ""
+        held = f" + {fixed:.0f} bounded" if fixed else ""
         return _Agg(False, f"memory: KV capacity {perf.kv_capacity_tokens} tokens < one mean request ({ctx:.0f}{held})",
                     math.inf, math.inf, 0, 0, 0)
     b_op_or_none = _operating_batch(lam, osl, t_step, b_max)
@@ -217,7 +227,7 @@ def _decode_pool_at(
     def t_step(b: float) -> float:
         return perf.step.step_time_s(0, 0, max(1, int(round(b))), int(round(b * ctx)))
 
-    b_mem = perf.kv_capacity_tokens / (ctx + perf.kv_fixed_tokens_per_seq)
+    b_mem = perf.kv_capacity_tokens / (ctx + perf.fixed_tokens_at(isl + osl))
     if b_mem < 1.0:  # the decode pool's KV cannot hold one mean request
         return False, math.inf, 0.0, 1.0
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem))

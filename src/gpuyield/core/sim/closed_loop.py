@@ -33,6 +33,8 @@ Deterministic: the same ``seed`` gives the same start offsets and byte-identical
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,7 @@ __all__ = [
     "LatencyStats",
     "estimate_with_engine_model",
     "fixed_blocks_from_memory_plan",
+    "fixed_blocks_of_memory_plan",
     "kv_blocks_from_memory_plan",
     "run_closed_loop",
 ]
@@ -107,10 +110,19 @@ def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
 
 
 def fixed_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
-    """Blocks each sequence holds for its bounded cache (sliding windows, linear-attention state), from a perf
-    ``MemoryPlan``; 0 for a plan without it."""
+    """Blocks a sequence holds for its bounded cache (sliding windows, linear-attention state) at full windows,
+    from a perf ``MemoryPlan``; 0 for a plan without it."""
     method = getattr(plan, "fixed_blocks_per_seq", None)
     return int(method(block_size)) if callable(method) else 0
+
+
+def fixed_blocks_of_memory_plan(plan: Any, block_size: int) -> Callable[[int], int] | None:
+    """``length -> blocks`` a sequence of that many tokens holds for its bounded cache (windows filled to
+    min(length, window)), from a perf ``MemoryPlan``; None for a plan without it."""
+    method = getattr(plan, "fixed_blocks_for", None)
+    if not callable(method):
+        return None
+    return functools.partial(method, block_size=block_size)
 
 
 def _request_duration_s(perf_model: StepTimeModel, cfg: EngineConfig, isl: int, osl: int, c: int) -> float:
@@ -157,6 +169,7 @@ def run_closed_loop(
     if num_requests < 1:
         raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
     fixed_blocks = fixed_blocks_per_seq or 0
+    fixed_of = None
     if num_gpu_blocks is None:
         memory = getattr(perf_model, "memory", None)
         if memory is None:
@@ -165,7 +178,10 @@ def run_closed_loop(
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
         if fixed_blocks_per_seq is None:
             fixed_blocks = fixed_blocks_from_memory_plan(plan, engine_config.block_size)
-    eng = ReplicaEngine(engine_config, perf_model, num_gpu_blocks, fixed_blocks_per_seq=fixed_blocks)
+            fixed_of = fixed_blocks_of_memory_plan(plan, engine_config.block_size)
+    eng = ReplicaEngine(
+        engine_config, perf_model, num_gpu_blocks, fixed_blocks_per_seq=fixed_blocks, fixed_blocks_of=fixed_of
+    )
     reason = eng.can_ever_fit(isl, osl)
     if reason is not None:
         raise DoesNotFitError(f"isl={isl} osl={osl}: {reason}")

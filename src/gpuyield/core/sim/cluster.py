@@ -76,6 +76,8 @@ class ReplicaSetup:
     # blocks each sequence holds for its bounded cache (MemoryPlan.fixed_blocks_per_seq: sliding windows,
     # linear-attention state)
     fixed_blocks_per_seq: int = 0
+    # the same as a function of a sequence's length (windows filled to min(length, window)); None: the above
+    fixed_blocks_of: Callable[[int], int] | None = None
     # bytes of a prompt's cache over all layer kinds (ModelSpec.kv_bytes_for_context), for the P/D transfer;
     # None: prompt tokens x kv_bytes_per_token
     kv_bytes_for_prompt: Callable[[int], float] | None = None
@@ -146,6 +148,7 @@ class _Rt:
             setup.num_gpu_blocks,
             setup.kv_bytes_per_token,
             fixed_blocks_per_seq=setup.fixed_blocks_per_seq,
+            fixed_blocks_of=setup.fixed_blocks_of,
         )
         m = setup.step_model
         per_tok = m.step_time_s(2048, 2048 * 1024.0, 0, 0) / 2048.0

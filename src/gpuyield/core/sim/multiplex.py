@@ -23,6 +23,7 @@ optimistic bias for the first requests after a wake.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -345,6 +346,7 @@ def build_multiplex(
                         replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=lab, engine_config=cfg,
                         step_model=sm, num_gpu_blocks=blocks, kv_bytes_per_token=float(m.kv_bytes_per_token(g.kv_dtype)),
                         fixed_blocks_per_seq=p.fixed_blocks_per_seq(cfg.block_size),
+                        fixed_blocks_of=functools.partial(p.fixed_blocks_for, block_size=cfg.block_size),
                         num_gpus=g.tp if j == 0 else 0, tp=g.tp,
                         first_token_overhead_s=perf.first_token_overhead_s,
                     )

@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,8 +65,10 @@ class EngineConfig:
     # added to every request's token stream (the engine family's per-request first-token overhead; 0 for the
     # fixed-step router-benchmark modes)
     first_token_overhead_s: float = 0.0
-    # blocks each sequence holds for its bounded cache (sliding windows, linear state; fleet-model mode)
+    # blocks each sequence holds for its bounded cache (sliding windows, linear state; fleet-model mode), or as a
+    # function of its length (windows filled to min(length, window)) when given
     fixed_blocks_per_seq: int = 0
+    fixed_blocks_of: Callable[[int], int] | None = None
 
 
 @dataclass(slots=True)
@@ -117,7 +120,8 @@ class EmulatedEngine:
                                     enable_prefix_caching=c.enable_prefix_caching, max_model_len=c.max_model_len,
                                     max_decode_run_steps=1)
         self.kv = KVCacheManager(
-            c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching, fixed_blocks_per_seq=c.fixed_blocks_per_seq
+            c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching, fixed_blocks_per_seq=c.fixed_blocks_per_seq,
+            fixed_blocks_of=c.fixed_blocks_of,
         )
         # fleet-model timing says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(core_cfg, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
@@ -193,7 +197,9 @@ class EmulatedEngine:
                 f"max_model_len {c.max_model_len}"
             )
         # its own tokens' blocks plus the bounded cache every sequence holds (sliding windows, linear state)
-        need_blocks = -(-(req.prompt_tokens + req.max_tokens) // c.block_size_tokens) + c.fixed_blocks_per_seq
+        need_blocks = -(-(req.prompt_tokens + req.max_tokens) // c.block_size_tokens) + self.kv.fixed_for(
+            req.prompt_tokens, req.max_tokens
+        )
         if need_blocks > c.num_kv_blocks:
             raise ValueError(f"request needs {need_blocks} KV blocks, the engine has {c.num_kv_blocks}")
         self._next_idx += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,9 @@ class EmulatorSpec:
     speculative: Any = None
 
 
-def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, int, float, str]:
+def _perf_step_model(
+    spec: EmulatorSpec,
+) -> tuple[StepTimeModel, int | None, tuple[int, Callable[[int], int] | None], float, str]:
     """The fleet model's step time, KV capacity in blocks (when it says), the blocks each sequence's bounded
     cache takes, and the engine family's first-token overhead in seconds for the spec's model/GPU/TP."""
     try:
@@ -70,13 +74,15 @@ def _perf_step_model(spec: EmulatorSpec) -> tuple[StepTimeModel, int | None, int
             break
     fixed = getattr(plan, "fixed_blocks_per_seq", None)
     fixed_blocks = int(fixed(spec.block_size_tokens)) if callable(fixed) else 0
+    fixed_for = getattr(plan, "fixed_blocks_for", None)
+    fixed_of = functools.partial(fixed_for, block_size=spec.block_size_tokens) if callable(fixed_for) else None
     overhead_s = float(pm.first_token_overhead_s)
     desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine})"
     if overhead_s > 0:
         desc += f"; first-token overhead {overhead_s * 1000:.3g} ms"
     if spec.speculative is not None:
         desc += "; " + spec.speculative.describe()
-    return pm, blocks, fixed_blocks, overhead_s, desc
+    return pm, blocks, (fixed_blocks, fixed_of), overhead_s, desc
 
 
 def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
@@ -102,20 +108,20 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
         step: StepTimeModel
         blocks: int | None
         overhead_s = 0.0
-        fixed_blocks = 0
+        fixed: tuple[int, Callable[[int], int] | None] = (0, None)
         if spec.fixed_step_ms is not None:
             if spec.fixed_step_ms <= 0:
                 raise ConfigError(f"--fixed-step-ms must be > 0, got {spec.fixed_step_ms}")
             step, blocks = FixedStepTime(spec.fixed_step_ms / 1000.0), None
             desc = f"engine loop, fixed step {spec.fixed_step_ms} ms (not the fleet model)"
         else:
-            step, blocks, fixed_blocks, overhead_s, desc = _perf_step_model(spec)
+            step, blocks, fixed, overhead_s, desc = _perf_step_model(spec)
         num_blocks = spec.num_kv_blocks or blocks or 4096
         engine = EmulatedEngine(step, EngineConfig(
             num_kv_blocks=num_blocks, block_size_tokens=spec.block_size_tokens, max_num_seqs=spec.max_num_seqs,
             max_num_batched_tokens=spec.max_num_batched_tokens, max_model_len=spec.max_model_len,
             enable_prefix_caching=spec.enable_prefix_caching, first_token_overhead_s=overhead_s,
-            fixed_blocks_per_seq=fixed_blocks), family=spec.engine)
+            fixed_blocks_per_seq=fixed[0], fixed_blocks_of=fixed[1]), family=spec.engine)
         desc += f"; {num_blocks} KV blocks of {spec.block_size_tokens} tokens"
     settings = EmulatorSettings(
         served_model_name=name, mean_output_tokens=spec.mean_output_tokens, max_model_len=spec.max_model_len,

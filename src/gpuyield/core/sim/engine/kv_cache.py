@@ -14,6 +14,7 @@ Semantics follow vLLM v1's ``kv_cache_manager.py``:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from gpuyield.core.sim.engine.block_pool import BlockPool, CacheEntry
 from gpuyield.core.sim.engine.request import EngineRequest
@@ -54,7 +55,7 @@ class OffloadTier:
 class KVCacheManager:
     """Allocation on top of a :class:`BlockPool` for requests of one replica."""
 
-    __slots__ = ("pool", "block_size", "enable_prefix_caching", "offload", "fixed_blocks")
+    __slots__ = ("pool", "block_size", "enable_prefix_caching", "offload", "fixed_blocks", "fixed_blocks_of")
 
     def __init__(
         self,
@@ -63,17 +64,26 @@ class KVCacheManager:
         enable_prefix_caching: bool = True,
         offload: OffloadTier | None = None,
         fixed_blocks_per_seq: int = 0,
+        fixed_blocks_of: Callable[[int], int] | None = None,
     ) -> None:
         self.pool = BlockPool(num_blocks, on_evict=offload.store if offload is not None else None)
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.offload = offload
-        # blocks every admitted sequence holds whatever its length: the bounded cache of its sliding-window and
-        # linear-attention layers, in blocks of the growing layers' size (MemoryPlan.fixed_blocks_per_seq); kept
-        # among its private blocks from admission to release
+        # the bounded cache of a sequence's sliding-window and linear-attention layers, in blocks of the growing
+        # layers' size, held among its private blocks from admission to release: ``fixed_blocks_of(prompt +
+        # output tokens)`` when given (MemoryPlan.fixed_blocks_for: a window holds min(length, window) tokens),
+        # else ``fixed_blocks_per_seq`` for every sequence (MemoryPlan.fixed_blocks_per_seq: the full window)
         if fixed_blocks_per_seq < 0:
             raise ValueError(f"fixed_blocks_per_seq must be >= 0, got {fixed_blocks_per_seq}")
         self.fixed_blocks = fixed_blocks_per_seq
+        self.fixed_blocks_of = fixed_blocks_of
+
+    def fixed_for(self, num_prompt_tokens: int, max_output_tokens: int) -> int:
+        """Blocks of bounded cache a sequence of this size holds."""
+        if self.fixed_blocks_of is None:
+            return self.fixed_blocks
+        return max(0, int(self.fixed_blocks_of(num_prompt_tokens + max_output_tokens)))
 
     def get_computed(self, req: EngineRequest) -> tuple[list[CacheEntry], int]:
         """Longest cached prefix of ``req``: (GPU entries hit, number of further units in the offload tier)."""
@@ -111,7 +121,8 @@ class KVCacheManager:
         hit_blocks = num_hit_units * req.unit_blocks
         num_computed = (num_hit_units + num_load_units) * unit_tokens
         required = -(-(num_computed + num_new_tokens) // bs)
-        to_alloc = required - hit_blocks + self.fixed_blocks
+        fixed = self.fixed_for(req.num_prompt_tokens, req.max_output_tokens)
+        to_alloc = required - hit_blocks + fixed
         free_eff = pool.num_free_uncached + pool.num_free_cached - reserve
         for e in hits:
             if e.ref_cnt == 0:
@@ -133,6 +144,7 @@ class KVCacheManager:
         req.entries = hits
         req.num_entry_blocks = hit_blocks
         req.num_anon_blocks = to_alloc
+        req.num_fixed_blocks = fixed
         req.num_computed_tokens = num_computed
         req.load_tokens = num_load_units * unit_tokens
         if num_load_units and off is not None:
@@ -144,7 +156,7 @@ class KVCacheManager:
         """Slots for the next chunk of a request already running."""
         bs = self.block_size
         required = -(-(req.num_computed_tokens + num_new_tokens) // bs)
-        to_alloc = required - req.num_entry_blocks - (req.num_anon_blocks - self.fixed_blocks)
+        to_alloc = required - req.num_entry_blocks - (req.num_anon_blocks - req.num_fixed_blocks)
         if to_alloc > 0:
             pool = self.pool
             if to_alloc > pool.num_free_uncached + pool.num_free_cached - reserve:
@@ -156,12 +168,14 @@ class KVCacheManager:
 
     def allocate_blocks(self, req: EngineRequest, num_tokens: int, reserve: int = 0) -> bool:
         """Private blocks for ``num_tokens`` tokens of KV arriving from elsewhere (P/D decode side)."""
-        n = -(-num_tokens // self.block_size) + self.fixed_blocks
+        fixed = self.fixed_for(req.num_prompt_tokens, req.max_output_tokens)
+        n = -(-num_tokens // self.block_size) + fixed
         pool = self.pool
         if n > pool.num_free_uncached + pool.num_free_cached - reserve:
             return False
         pool.allocate(n)
         req.num_anon_blocks = n
+        req.num_fixed_blocks = fixed
         return True
 
     def cache_full_units(self, req: EngineRequest, num_tokens_computed: int) -> None:

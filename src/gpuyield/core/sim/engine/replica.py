@@ -10,6 +10,7 @@ context sum grows by ``num_decode_seqs`` per step and the step time is affine in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from gpuyield.core.sim.engine.config import EngineConfig
 from gpuyield.core.sim.engine.kv_cache import KVCacheManager, OffloadTier
@@ -33,6 +34,7 @@ class ReplicaEngine:
         num_gpu_blocks: int,
         kv_bytes_per_token: float = 0.0,
         fixed_blocks_per_seq: int = 0,
+        fixed_blocks_of: Callable[[int], int] | None = None,
     ) -> None:
         self.config = config
         self.step_model = step_model
@@ -42,7 +44,8 @@ class ReplicaEngine:
             cap_blocks = int(config.offload.capacity_bytes // (kv_bytes_per_token * config.block_size))
             offload = OffloadTier(cap_blocks, kv_bytes_per_token / config.offload.read_bytes_per_s)
         self.kv = KVCacheManager(
-            num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload, fixed_blocks_per_seq
+            num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload, fixed_blocks_per_seq,
+            fixed_blocks_of,
         )
         # a PerfModel says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(config, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
@@ -85,7 +88,7 @@ class ReplicaEngine:
                 f"prompt {num_prompt_tokens} tokens > max_num_batched_tokens {cfg.max_num_batched_tokens} "
                 "with chunked prefill off"
             )
-        need = -(-total // self.config.block_size) + self.kv.fixed_blocks
+        need = -(-total // self.config.block_size) + self.kv.fixed_for(num_prompt_tokens, num_output_tokens)
         if need > self.num_gpu_blocks:
             return f"needs {need} KV blocks, replica has {self.num_gpu_blocks}"
         return None

@@ -46,6 +46,7 @@ class EngineRequest:
         "entries",
         "num_entry_blocks",
         "num_anon_blocks",
+        "num_fixed_blocks",
         "num_cached_tokens",
         "num_preemptions",
         "first_token_s",
@@ -80,6 +81,8 @@ class EngineRequest:
         self.entries: list[CacheEntry] = []  # prefix-cache entries this request holds a reference on
         self.num_entry_blocks = 0  # sum of num_blocks over ``entries``
         self.num_anon_blocks = 0  # private (unhashed) blocks held, outside the decode set
+        # of those, the blocks of its bounded cache (sliding windows, linear state), held from admission to release
+        self.num_fixed_blocks = 0
         self.num_cached_tokens = -1  # prefix-cache hit tokens at first scheduling (-1: not yet looked up)
         self.num_preemptions = 0
         self.first_token_s = -1.0  # when the first output token was produced (-1: not yet)

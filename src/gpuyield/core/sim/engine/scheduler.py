@@ -115,7 +115,8 @@ class Scheduler:
         self.waiting.append(req)
 
     def final_blocks(self, req: EngineRequest) -> int:
-        return -(-(req.num_prompt_tokens + req.max_output_tokens) // self.block_size) + self.kv.fixed_blocks
+        n = req.num_prompt_tokens + req.max_output_tokens
+        return -(-n // self.block_size) + self.kv.fixed_for(req.num_prompt_tokens, req.max_output_tokens)
 
     # ------------------------------------------------------------------ schedule
     def schedule(self) -> SchedulerOutput | None:
@@ -309,7 +310,7 @@ class Scheduler:
             if self._step_blocks_allocated and (c % self.block_size) == 0:
                 held += 1  # the block taken for this step's token
                 self._dec_alloc -= 1
-            req.num_anon_blocks = held - req.num_entry_blocks + self.kv.fixed_blocks
+            req.num_anon_blocks = held - req.num_entry_blocks + req.num_fixed_blocks
         else:
             self.prefilling.remove(req)
         self.kv.free(req)
@@ -377,7 +378,7 @@ class Scheduler:
                 if decoding.get(idx) is not req or req.decode_g_finish != gf:
                     continue
                 c = self._leave_decode_set(req)
-                req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks + self.kv.fixed_blocks
+                req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks + req.num_fixed_blocks
                 self._finish(req)
                 finished.append(req)
         self._step_blocks_allocated = False
@@ -428,7 +429,7 @@ class Scheduler:
             self.ready.remove(req)
         elif self.decoding.get(idx) is req:
             c = self._leave_decode_set(req)  # its finish-heap entry is skipped lazily
-            req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks + self.kv.fixed_blocks
+            req.num_anon_blocks = -(-c // self.block_size) - req.num_entry_blocks + req.num_fixed_blocks
         elif req in self.prefilling:
             self.prefilling.remove(req)
         else:  # not this scheduler's request: nothing to free
