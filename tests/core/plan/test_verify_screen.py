@@ -168,3 +168,7 @@ def test_screen_charges_each_sequence_its_bounded_cache() -> None:
     b = screen_candidate(CAND, prof, SLO, lambda p: windowed, lambda g: 2.0)
     assert a.feasible and b.feasible
     assert b.level > a.level  # fewer sequences a replica: more replicas for the same load
+    # windows of 8,000 tokens that a ~1,000-token request fills only to its length
+    partial = dataclasses.replace(windowed, kv_fixed_tokens_for=lambda n: 4_000.0 * min(n, 8_000) / 8_000)
+    c = screen_candidate(CAND, prof, SLO, lambda p: partial, lambda g: 2.0)
+    assert c.feasible and a.level <= c.level < b.level

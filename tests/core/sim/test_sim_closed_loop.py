@@ -81,3 +81,24 @@ def test_the_bounded_cache_of_sliding_layers_limits_the_batch() -> None:
     held = run_closed_loop(pm, cfg, 2048, 128, 256, num_requests=600)
     ignored = run_closed_loop(pm, cfg, 2048, 128, 256, num_requests=600, fixed_blocks_per_seq=0)
     assert held.ttft_ms.mean > 3 * ignored.ttft_ms.mean
+
+
+def test_short_requests_fill_only_part_of_their_windows() -> None:
+    """Requests of 384 tokens hold 384 of each 1,024-token window, so all 256 clients run at once; charged whole
+    windows, they would queue. The analytic admission holds the same number as the engine model."""
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+    from gpuyield.core.perf.closed_loop import estimate_closed_loop
+
+    cat = default_catalog()
+    pm = PerfModel.build(cat.model("google/gemma-4-26B-A4B"), cat.gpu("h100_sxm"), tp=1)
+    cfg = EngineConfig(max_num_seqs=512, max_model_len=4096)
+    mem = pm.memory(cfg.gpu_memory_utilization)
+    by_length = run_closed_loop(pm, cfg, 256, 128, 256, num_requests=600)
+    whole = run_closed_loop(pm, cfg, 256, 128, 256, num_requests=600,
+                            fixed_blocks_per_seq=mem.fixed_blocks_per_seq(cfg.block_size))  # fmt: skip
+    assert whole.ttft_ms.mean > 5 * by_length.ttft_ms.mean
+    # the analytic solver sizes the windows at the final length too: 256 / 1,024 admits fewer than 256 / 128
+    long_out = estimate_closed_loop(pm, 256, 1024, 1000, max_num_seqs=1000)
+    assert long_out.running_seqs == mem.max_concurrent_seqs(256 + 512, bounded_tokens=256 + 1024)
+    assert long_out.running_seqs < mem.max_concurrent_seqs(256 + 512)

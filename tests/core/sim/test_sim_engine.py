@@ -247,3 +247,39 @@ def test_bounded_cache_blocks_are_held_per_sequence_and_returned() -> None:
     assert tight.scheduler.num_preemptions > 0 and tight.kv.pool.num_used_blocks == 0
     # a request that cannot fit alone says so, counting the bounded blocks
     assert tight.can_ever_fit(16 * 57, 16) is not None and tight.can_ever_fit(16 * 50, 16) is None
+
+
+def test_a_transfer_that_arrives_finished_frees_its_seat_and_reserve() -> None:
+    """P/D decode side, output reservations on: a request whose output was complete when its KV arrived
+    releases its reserve and its seat, and the request waiting for that seat runs."""
+    cfg = EngineConfig(block_size=4, max_num_seqs=1, max_num_batched_tokens=64, enable_prefix_caching=False,
+                       max_decode_run_steps=1, kv_admission="max_output")  # fmt: skip
+    eng = ReplicaEngine(cfg, LinearStepModel(), 20, fixed_blocks_per_seq=2)
+    done = EngineRequest(1, 0.0, 16, 1, remote_kv=True)
+    done.num_output_tokens = 1
+    eng.add_request(done, 0.0)
+    waiting = EngineRequest(2, 0.0, 4, 2)
+    eng.add_request(waiting, 0.0)  # the only seat is taken by the transfer
+    eng.finish_transfer(done, 1.0)
+    assert done.status == RequestStatus.FINISHED_STOPPED
+    fin = drive(eng, [])
+    assert waiting.idx in fin and eng.scheduler._final_blocks == 0 and eng.kv.pool.num_used_blocks == 0
+
+
+def test_an_abort_after_the_last_decoder_was_preempted_is_between_runs() -> None:
+    """A transfer holds the blocks, the only local decoder is preempted for lack of them: no step is left
+    running, so aborting it is allowed (the step's blocks were never taken)."""
+    cfg = EngineConfig(block_size=4, max_num_seqs=8, max_num_batched_tokens=64, enable_prefix_caching=False,
+                       max_decode_run_steps=1)  # fmt: skip
+    eng = ReplicaEngine(cfg, LinearStepModel(), 6)
+    local = EngineRequest(0, 0.0, 4, 8)
+    eng.add_request(local, 0.0)
+    eng.complete_run()  # its prefill: it now decodes, and will need a second block
+    remote = EngineRequest(1, 0.0, 16, 4, remote_kv=True)
+    remote.num_output_tokens = 1
+    eng.add_request(remote, eng.run_end_s)  # takes 4 of the 6 blocks while its KV is in flight
+    while eng.run is not None:
+        eng.complete_run()
+    assert eng.scheduler.num_preemptions > 0
+    eng.abort(local, 1.0)
+    assert local.status == RequestStatus.FINISHED_ABORTED

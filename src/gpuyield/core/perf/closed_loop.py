@@ -111,9 +111,11 @@ def _admission(
         raise DoesNotFitError(mem.reason)
     # the batch limit is per scheduler: every attention-DP rank runs its own
     mns = (max_num_seqs or perf.engine_coeffs.max_num_seqs) * perf.attention_dp
-    kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2))
+    # the growing cache at the mean context; the bounded one at the final length, as the engine model reserves it
+    kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2), bounded_tokens=isl + osl)
     if kv_seqs < 1:
-        held = f" plus {mem.fixed_tokens_per_seq:.0f} of bounded cache" if mem.fixed_tokens_per_seq else ""
+        bounded = mem.fixed_tokens_for(isl + osl)
+        held = f" plus {bounded:.0f} of bounded cache" if bounded else ""
         raise DoesNotFitError(
             f"KV cache holds {mem.kv_capacity_tokens} tokens, less than one sequence of isl+osl/2="
             f"{isl + osl // 2} tokens{held}"

@@ -182,14 +182,16 @@ class MemoryPlan:
         """:meth:`fixed_tokens_for` in whole blocks (what the engine model holds for one sequence)."""
         return math.ceil(self.fixed_tokens_for(length_tokens) / (block_size or self.block_size_tokens))
 
-    def max_concurrent_seqs(self, context_tokens: int) -> int:
-        """Sequences of ``context_tokens`` tokens the replica's KV cache holds at once."""
+    def max_concurrent_seqs(self, context_tokens: int, bounded_tokens: int | None = None) -> int:
+        """Sequences of ``context_tokens`` tokens the replica's KV cache holds at once, each with its bounded cache
+        (windows filled to min(``bounded_tokens``, window), default ``context_tokens``; linear state whole)."""
         if not self.fits or context_tokens <= 0:
             return 0
         blocks_per_seq = math.ceil(context_tokens / self.block_size_tokens)
         fixed = self.kv_bytes_fixed_per_seq
-        if self.kv_bytes_window_per_seq > 0 and self.sliding_window_tokens > 0:  # windows filled to the context
-            fixed -= self.kv_bytes_window_per_seq * (1.0 - min(1.0, context_tokens / self.sliding_window_tokens))
+        filled = context_tokens if bounded_tokens is None else bounded_tokens
+        if self.kv_bytes_window_per_seq > 0 and self.sliding_window_tokens > 0:  # windows filled that far
+            fixed -= self.kv_bytes_window_per_seq * (1.0 - min(1.0, filled / self.sliding_window_tokens))
         per_seq = blocks_per_seq * self.block_size_tokens * self.kv_bytes_per_token + fixed
         if per_seq <= 0:
             return 1 << 30

@@ -228,8 +228,8 @@ def _decode_pool_at(
         return perf.step.step_time_s(0, 0, max(1, int(round(b))), int(round(b * ctx)))
 
     b_mem = perf.kv_capacity_tokens / (ctx + perf.fixed_tokens_at(isl + osl))
-    if b_mem < 1.0:  # the decode pool's KV cannot hold one mean request
-        return False, math.inf, 0.0, 1.0
+    if b_mem < 1.0:  # the decode pool's KV cannot hold one mean request: more replicas will not help
+        return False, math.inf, 0.0, math.inf
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem))
     b_op = _operating_batch(lam, osl, t_step, b_max)
     if b_op is None:
@@ -373,6 +373,8 @@ def _at_level(
     if not ok_p:
         return f"prefill pool overloaded at {gpus} GPUs"
     if not ok_d:
+        if math.isinf(util_d):
+            return f"memory: decode pool KV capacity {perfs[1].kv_capacity_tokens} tokens < one mean request"
         return f"decode pool overloaded at {gpus} GPUs"
     dperf = perfs[1]
     prompt_bytes = (

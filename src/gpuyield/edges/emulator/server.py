@@ -42,7 +42,8 @@ def _perf_step_model(
     spec: EmulatorSpec,
 ) -> tuple[StepTimeModel, int | None, tuple[int, Callable[[int], int] | None], float, str]:
     """The fleet model's step time, KV capacity in blocks (when it says), the blocks each sequence's bounded
-    cache takes, and the engine family's first-token overhead in seconds for the spec's model/GPU/TP."""
+    cache takes (at full windows, and as a function of its length), and the engine family's first-token
+    overhead in seconds for the spec's model/GPU/TP."""
     try:
         from gpuyield.core import perf as perf_mod
         from gpuyield.core.catalog import default_catalog

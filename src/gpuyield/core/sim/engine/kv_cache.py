@@ -216,3 +216,4 @@ class KVCacheManager:
         req.entries = []
         req.num_entry_blocks = 0
         req.num_anon_blocks = 0
+        req.num_fixed_blocks = 0
