@@ -270,6 +270,12 @@ class ModelSpec(BaseModel):
         unless ``v_head_dim`` says otherwise. MLA models use their own formulas."""
         return self.v_head_dim if self.v_head_dim is not None and not self.uses_mla else self.head_dim
 
+    def attention_dims(self, kind: LayerKind = "full_attention") -> tuple[int, int, int]:
+        """(query/key head width, value head width, KV heads) of a GQA layer of ``kind``: values are as wide as
+        the keys unless ``v_head_dim`` makes them narrower (for MLA, the stored ``head_dim``/``num_kv_heads``)."""
+        hd, kv = self.attention_shape(kind)
+        return hd, (hd if self.v_head_dim is None or self.uses_mla else self.v_head_dim), kv
+
     def attention_shape(self, kind: LayerKind = "full_attention") -> tuple[int, int]:
         """(head width, KV heads) of a softmax-attention layer of ``kind`` (``full_attention`` or
         ``sliding_attention``); for MLA, ``head_dim`` and ``num_kv_heads`` as stored."""
@@ -311,6 +317,7 @@ class ModelSpec(BaseModel):
     ) -> list[GemmShape]:
         h = self.hidden_size
         hd, kv = shape or (self.head_dim, self.num_kv_heads)
+        vd = hd if self.v_head_dim is None else self.value_head_dim
         heads = self.num_attention_heads
         out: list[GemmShape] = []
         if n_layers == 0:
@@ -353,7 +360,6 @@ class ModelSpec(BaseModel):
                 out.append(GemmShape("indexer_weights_proj", self.index_num_heads, h, n_layers, "attention"))
             return out
         q_out = heads * hd * (2 if self.attention_output_gate else 1)
-        vd = hd if self.v_head_dim is None else self.value_head_dim
         kv_out = kv * hd if k_eq_v else kv * (hd + vd)
         out.append(GemmShape(f"{prefix}qkv_proj", q_out + kv_out, h, n_layers, "attention"))
         out.append(GemmShape(f"{prefix}o_proj", h, heads * vd, n_layers, "attention"))
@@ -504,8 +510,7 @@ class ModelSpec(BaseModel):
         if self.uses_mla:
             assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
             return float(self.kv_lora_rank + self.qk_rope_head_dim)
-        hd, kv = self.attention_shape(kind)
-        vd = hd if self.v_head_dim is None else self.value_head_dim
+        hd, vd, kv = self.attention_dims(kind)
         return float(kv * (hd + vd))
 
     def _indexer_bytes_per_token_per_layer(self) -> float:

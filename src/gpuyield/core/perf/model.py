@@ -433,17 +433,15 @@ class PerfModel:
             dense_bytes += p * elem / tp
         full, sliding, linear = _layer_counts(m)
         # --- attention prefill FLOPs per unit of sum(new*(ctx+new/2)) on one GPU
-        # full and sliding layers may differ in head width and KV heads (Gemma 4); MLA has one shape
+        # full and sliding layers may differ in head width and KV heads (Gemma 4), values may be narrower than
+        # keys (MiMo-V2); MLA has one shape of its own
         mla = bool(getattr(m, "uses_mla", False))
-        hd_full, kvh_full = (m.head_dim, m.num_kv_heads) if mla else m.attention_shape("full_attention")
-        hd_win, kvh_win = (m.head_dim, m.num_kv_heads) if mla else m.attention_shape("sliding_attention")
+        hd_full, vd_full, kvh_full = m.attention_dims("full_attention")
+        hd_win, vd_win, kvh_win = m.attention_dims("sliding_attention")
         if mla:
             qk = m.qk_nope_head_dim + m.qk_rope_head_dim
             per_layer = per_layer_win = 2.0 * m.num_attention_heads * (qk + m.v_head_dim)
         else:
-            vd = m.value_head_dim  # values narrower than queries and keys (MiMo-V2); else head_dim
-            vd_full = hd_full if m.v_head_dim is None else vd
-            vd_win = hd_win if m.v_head_dim is None else vd
             per_layer = 2.0 * m.num_attention_heads * (hd_full + vd_full)
             per_layer_win = 2.0 * m.num_attention_heads * (hd_win + vd_win)
         heads_shard = min(tp, m.num_attention_heads)
@@ -781,12 +779,11 @@ class PerfModel:
             shard = 1
             per_layer_win, shard_win = per_layer, shard
         else:
-            hd_full, kvh_full = m.attention_shape("full_attention")
-            hd_win, kvh_win = m.attention_shape("sliding_attention")
-            vd = m.value_head_dim
-            per_layer = kvh_full * (hd_full + (hd_full if m.v_head_dim is None else vd)) * kvb
+            hd_full, vd_full, kvh_full = m.attention_dims("full_attention")
+            hd_win, vd_win, kvh_win = m.attention_dims("sliding_attention")
+            per_layer = kvh_full * (hd_full + vd_full) * kvb
             shard = min(self.tp, kvh_full)
-            per_layer_win = kvh_win * (hd_win + (hd_win if m.v_head_dim is None else vd)) * kvb
+            per_layer_win = kvh_win * (hd_win + vd_win) * kvb
             shard_win = min(self.tp, kvh_win)
         kv_per_tok = per_layer * full / shard / self.pp
         window = float(getattr(m, "sliding_window", 0) or 0)
