@@ -52,7 +52,6 @@ __all__ = [
     "EngineEstimate",
     "LatencyStats",
     "estimate_with_engine_model",
-    "fixed_blocks_from_memory_plan",
     "fixed_blocks_of_memory_plan",
     "kv_blocks_from_memory_plan",
     "run_closed_loop",
@@ -107,13 +106,6 @@ def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
                 raise DoesNotFitError(f"KV capacity {tokens} tokens is less than one {block_size}-token block")
             return blocks
     raise ConfigError(f"memory plan {type(plan).__name__} has no kv_capacity_tokens")
-
-
-def fixed_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
-    """Blocks a sequence holds for its bounded cache (sliding windows, linear-attention state) at full windows,
-    from a perf ``MemoryPlan``; 0 for a plan without it."""
-    method = getattr(plan, "fixed_blocks_per_seq", None)
-    return int(method(block_size)) if callable(method) else 0
 
 
 def fixed_blocks_of_memory_plan(plan: Any, block_size: int) -> Callable[[int], int] | None:
@@ -177,7 +169,6 @@ def run_closed_loop(
         plan = memory(engine_config.gpu_memory_utilization)
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
         if fixed_blocks_per_seq is None:
-            fixed_blocks = fixed_blocks_from_memory_plan(plan, engine_config.block_size)
             fixed_of = fixed_blocks_of_memory_plan(plan, engine_config.block_size)
     eng = ReplicaEngine(
         engine_config, perf_model, num_gpu_blocks, fixed_blocks_per_seq=fixed_blocks, fixed_blocks_of=fixed_of

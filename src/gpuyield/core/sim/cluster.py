@@ -73,10 +73,8 @@ class ReplicaSetup:
     step_model: StepTimeModel
     num_gpu_blocks: int
     kv_bytes_per_token: float = 0.0  # whole model, all layers (transfer size / offload sizing)
-    # blocks each sequence holds for its bounded cache (MemoryPlan.fixed_blocks_per_seq: sliding windows,
-    # linear-attention state)
-    fixed_blocks_per_seq: int = 0
-    # the same as a function of a sequence's length (windows filled to min(length, window)); None: the above
+    # blocks a sequence of a given length holds for its bounded cache (sliding windows filled to min(length,
+    # window), linear-attention state; MemoryPlan.fixed_blocks_for); None: none
     fixed_blocks_of: Callable[[int], int] | None = None
     # bytes of a prompt's cache over all layer kinds (ModelSpec.kv_bytes_for_context), for the P/D transfer;
     # None: prompt tokens x kv_bytes_per_token
@@ -147,7 +145,6 @@ class _Rt:
             setup.step_model,
             setup.num_gpu_blocks,
             setup.kv_bytes_per_token,
-            fixed_blocks_per_seq=setup.fixed_blocks_per_seq,
             fixed_blocks_of=setup.fixed_blocks_of,
         )
         m = setup.step_model

@@ -345,7 +345,6 @@ def build_multiplex(
                     setup_cls(
                         replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=lab, engine_config=cfg,
                         step_model=sm, num_gpu_blocks=blocks, kv_bytes_per_token=float(m.kv_bytes_per_token(g.kv_dtype)),
-                        fixed_blocks_per_seq=p.fixed_blocks_per_seq(cfg.block_size),
                         fixed_blocks_of=functools.partial(p.fixed_blocks_for, block_size=cfg.block_size),
                         num_gpus=g.tp if j == 0 else 0, tp=g.tp,
                         first_token_overhead_s=perf.first_token_overhead_s,

@@ -16,11 +16,7 @@ from typing import Any
 import numpy as np
 
 from gpuyield.core.policy.routing import make_policy
-from gpuyield.core.sim.closed_loop import (
-    fixed_blocks_from_memory_plan,
-    fixed_blocks_of_memory_plan,
-    kv_blocks_from_memory_plan,
-)
+from gpuyield.core.sim.closed_loop import fixed_blocks_of_memory_plan, kv_blocks_from_memory_plan
 from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ClusterRecords, ReplicaSetup
 from gpuyield.core.sim.deployment import Deployment
 from gpuyield.core.sim.multiplex import MultiplexState, multiplex_summary
@@ -148,7 +144,6 @@ def build_cluster(
                     step_model=perf,
                     num_gpu_blocks=blocks,
                     kv_bytes_per_token=kv_bpt,
-                    fixed_blocks_per_seq=fixed_blocks_from_memory_plan(plan, cfg.block_size),
                     fixed_blocks_of=fixed_blocks_of_memory_plan(plan, cfg.block_size),
                     kv_bytes_for_prompt=functools.partial(model.kv_bytes_for_context, kv_dtype=pool.kv_dtype),
                     num_gpus=pool.gpus_per_replica,
