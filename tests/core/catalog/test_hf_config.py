@@ -160,8 +160,6 @@ def test_dsa_layer_type_reads_as_mla_full_attention():
 
 # what each unmodelled architecture's config carries (values as in the real configs, shortened)
 _UNMODELLED_CASES = [
-    ({"model_type": "nemotron_h", "hybrid_override_pattern": "MEMEM*E"}, "Mamba"),
-    ({"model_type": "nemotron_h", "layers_block_type": ["mamba", "moe", "attention"]}, "Mamba"),
     ({"model_type": "nemotron-nas", "block_configs": [{"attention": {"n_heads_in_group": 8}}]}, "pruned blocks"),
     ({"model_type": "deepseek_v4", "hc_mult": 4}, "DeepSeek-V4"),
     ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
@@ -248,3 +246,67 @@ def test_gemma4_dense_31b_config():
     assert not spec.is_moe and spec.params_total == ref.params_total
     assert spec.params_total / 1e9 == pytest.approx(30.7, rel=0.01)
     assert spec.kv_bytes_per_token("bf16") == 10 * 4 * 512 * 2 * 2
+
+
+# NVIDIA Nemotron-3-Nano-30B-A3B-BF16's config.json (aiconfigurator-core 0.12.0), the fields that shape it
+NEMOTRON3_NANO = {
+    "model_type": "nemotron_h", "hidden_size": 2688, "num_hidden_layers": 52, "num_attention_heads": 32,
+    "num_key_value_heads": 2, "head_dim": 128, "intermediate_size": 1856, "vocab_size": 131072,
+    "max_position_embeddings": 262144, "tie_word_embeddings": False, "mlp_hidden_act": "relu2",
+    "hybrid_override_pattern": "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME",
+    "mamba_num_heads": 64, "mamba_head_dim": 64, "ssm_state_size": 128, "n_groups": 8, "conv_kernel": 4,
+    "mamba_ssm_cache_dtype": "float32", "n_routed_experts": 128, "num_experts_per_tok": 6,
+    "moe_intermediate_size": 1856, "moe_shared_expert_intermediate_size": 3712, "n_shared_experts": 1,
+}
+
+
+def test_nemotron3_nano_blocks_mamba_state_and_non_gated_experts():
+    spec = load_hf_config(NEMOTRON3_NANO, model_id="nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16")
+    ref = default_catalog().model("nemotron-3-nano")
+    assert spec.params_total == ref.params_total and spec.params_active == ref.params_active
+    # transformers' NemotronHForCausalLM on the meta device holds 31,577,937,344 parameters; the checkpoint adds
+    # the routers' e_score_correction_bias buffers (128 a MoE block)
+    assert spec.params_total == 31_577_937_344 + 23 * 128
+    assert spec.params_active / 1e9 == pytest.approx(3.58, abs=0.01)  # published: 3.6 B with embeddings
+    # one block a layer: 23 Mamba2, 6 attention, 23 MoE; every block is one residual branch
+    assert spec.num_layers == 52 and spec.num_layers_of("linear_attention") == 23
+    assert spec.num_layers_of("full_attention") == 6 and spec.num_moe_layers == 23
+    assert spec.num_dense_mlp_layers == 0 and spec.num_sublayers == 52 and spec.layer_equivalents == 26
+    # the cache that grows: 6 attention layers x 2 KV heads x 128 x (K and V) x 2 bytes
+    assert spec.kv_bytes_per_token("bf16") == 6 * 2 * 128 * 2 * 2
+    # Mamba2 state: 64 heads x 64 x 128 in fp32 (mamba_ssm_cache_dtype), conv window over x, B, C in bf16
+    assert spec.linear_state_bytes_per_sequence() == 23 * (64 * 64 * 128 * 4 + (4096 + 2 * 8 * 128) * 3 * 2)
+    names = {g.name: g for g in spec.gemm_shapes}
+    assert names["in_proj"].n == 2 * 4096 + 2 * 8 * 128 + 64  # z, x, B, C, dt
+    assert names["expert_up_proj"].n == 1856 and "expert_gate_up_proj" not in names  # relu^2, not gated
+    assert names["shared_expert_up_proj"].n == 3712
+
+
+def test_nemotron_h_dense_blocks_latent_moe_and_block_lists():
+    # Nemotron-H-56B: dense relu^2 MLP blocks ("-"), no MoE; transformers counts 56,324,350,464 parameters
+    dense = {k: v for k, v in NEMOTRON3_NANO.items() if not k.startswith(("n_routed", "num_experts", "moe_", "n_shared"))}
+    dense |= {"hidden_size": 8192, "num_attention_heads": 64, "num_key_value_heads": 8, "intermediate_size": 32768,
+              "mamba_num_heads": 256, "ssm_state_size": 256, "max_position_embeddings": 8192,
+              "hybrid_override_pattern": "M-M-M-M*-" + "M-M-M-M-M*-" * 9 + "M-M-M-M-M-", "num_hidden_layers": 118}
+    del dense["head_dim"], dense["mamba_ssm_cache_dtype"]
+    spec = load_hf_config(dense | {"attention_head_dim": 128})
+    assert spec.params_total == 56_324_350_464 and not spec.is_moe
+    assert spec.num_dense_mlp_layers == 54 and spec.linear_state_dtype == "bf16"  # no cache dtype named: vLLM's auto
+    # Super's latent MoE: the experts read and write a 1,024-wide latent, dispatched at that width
+    super_ = NEMOTRON3_NANO | {"hidden_size": 4096, "moe_latent_size": 1024, "n_routed_experts": 512,
+                               "num_experts_per_tok": 22, "moe_intermediate_size": 2688}
+    spec = load_hf_config(super_)
+    names = {g.name: g for g in spec.gemm_shapes}
+    assert (names["latent_in_proj"].n, names["latent_in_proj"].k) == (1024, 4096)
+    assert (names["expert_up_proj"].k, names["expert_down_proj"].n) == (1024, 1024)
+    assert spec.moe_dispatch_width == 1024
+    # Ultra's form: layers_block_type, no num_hidden_layers
+    listed = {k: v for k, v in NEMOTRON3_NANO.items() if k not in ("hybrid_override_pattern", "num_hidden_layers")}
+    names_of = {"M": "mamba", "E": "moe", "*": "attention"}
+    listed["layers_block_type"] = [names_of[c] for c in NEMOTRON3_NANO["hybrid_override_pattern"]]
+    assert load_hf_config(listed).params_total == load_hf_config(NEMOTRON3_NANO).params_total
+    with pytest.raises(CatalogError, match="block 3 is 'X'"):
+        load_hf_config(NEMOTRON3_NANO | {"hybrid_override_pattern": "MEMX"})
+    with pytest.raises(CatalogError, match="ssm_state_size"):
+        load_hf_config({k: v for k, v in NEMOTRON3_NANO.items() if k != "ssm_state_size"})
+

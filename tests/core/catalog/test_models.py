@@ -31,6 +31,10 @@ def cat():
         ("Qwen/Qwen3.5-397B-A17B", 397, 17),
         ("zai-org/GLM-5", 744, 40),
         ("mistralai/Mistral-Small-24B-Instruct-2501", 23.6, None),
+        ("nemotron-3-nano", 31.6, 3.6),
+        ("nemotron-3-super", 120, 12),
+        ("nemotron-3-ultra", 550, 55),
+        ("nvidia/Nemotron-H-56B-Base-8K", 56, None),
     ],
 )
 def test_params_match_published(cat, model, total_b, active_b):
@@ -192,3 +196,33 @@ def test_new_qwen35_sizes_match_their_names(cat, model, total_b, active_b):
     assert spec.params_total / 1e9 == pytest.approx(total_b, rel=0.02)
     if active_b is not None:
         assert spec.params_active / 1e9 == pytest.approx(active_b, rel=0.05)
+
+
+def _nemotron_fields(cat, **update):
+    return cat.model("nemotron-3-nano").model_dump() | update
+
+
+def test_layers_need_a_mixer_or_an_mlp(cat):
+    from gpuyield.core.catalog import ModelSpec
+
+    spec = cat.model("nemotron-3-nano")
+    moe_block = spec.layer_kinds.index("none")
+    with pytest.raises(ValueError, match=f"layer {moe_block} has neither"):
+        ModelSpec.model_validate(_nemotron_fields(cat, mlp_free_layers=(*spec.mlp_free_layers, moe_block)))
+    with pytest.raises(ValueError, match="mlp_free_layers indices"):
+        ModelSpec.model_validate(_nemotron_fields(cat, mlp_free_layers=(52,)))
+    with pytest.raises(ValueError, match="linear_state_dtype"):
+        ModelSpec.model_validate(_nemotron_fields(cat, linear_state_dtype="fp64"))
+    llama = cat.model("meta-llama/Llama-3.1-8B").model_dump()
+    with pytest.raises(ValueError, match="moe_latent_size needs"):
+        ModelSpec.model_validate(llama | {"moe_latent_size": 1024})
+    # a plain decoder: every layer a mixer and an MLP; dropping one layer's MLP takes its two matrices and its norm
+    plain = ModelSpec.model_validate(llama)
+    assert plain.num_sublayers == 64 and plain.layer_equivalents == 32
+    cut = ModelSpec.model_validate(llama | {"mlp_free_layers": (0,)})
+    assert plain.params_total - cut.params_total == 3 * 4096 * 14336 + 4096
+    assert cut.num_sublayers == 63 and cut.num_dense_mlp_layers == 31
+    # non-gated: up and down only
+    relu2 = ModelSpec.model_validate(llama | {"mlp_gated": False})
+    assert plain.params_total - relu2.params_total == 32 * 4096 * 14336
+

@@ -45,6 +45,10 @@ MODELS = [
         kv_dtype="fp8",
         engine="sglang",
     ),
+    # Nemotron-H: one block a layer, Mamba2 state in fp32, latent MoE
+    PerfModel.build(
+        CAT.model("nemotron-3-super"), CAT.gpu("b200_sxm"), tp=4, ep=4, weight_precision="fp8", kv_dtype="fp8"
+    ),
     # speculative decoding keeps the contract: monotone, breakdown = total (gpuyield.core.perf.speculative)
     _moe().with_speculative(SpeculativeDecoding("mtp", 3, 0.7)),
     _dense().with_speculative(SpeculativeDecoding("eagle", 16, 1.0)),
@@ -286,3 +290,24 @@ def test_a_sequence_fills_its_windows_only_as_far_as_it_is_long():
     qwen = PerfModel.build(CAT.model("Qwen/Qwen3.5-397B-A17B"), CAT.gpu("h200_sxm"), tp=8).memory(0.9, 32768)
     assert qwen.sliding_window_tokens == 0 and qwen.fixed_tokens_per_seq > 0
     assert qwen.fixed_tokens_for(16) == pytest.approx(qwen.fixed_tokens_per_seq)
+
+
+def test_nemotron_h_blocks_count_one_all_reduce_each_and_dispatch_the_latent():
+    """Each Nemotron-H block is one residual branch: one all-reduce under TP (a plain decoder layer has two), and the
+    per-layer overheads count layer equivalents (blocks / 2). Latent MoE sends the 1,024-wide latent to the experts,
+    not the 4,096-wide hidden state. The Mamba2 state (fp32) is held per sequence, split over the Mamba heads."""
+    spec = CAT.model("nemotron-3-super")
+    pm = PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=4, attention_dp=2, ep=8, weight_precision="fp8")
+    assert pm._c.n_allreduce == spec.num_sublayers == 88
+    flat = spec.model_copy(update={"moe_latent_size": None})
+    wide = PerfModel.build(flat, CAT.gpu("b200_sxm"), tp=4, attention_dp=2, ep=8, weight_precision="fp8")
+    assert pm._c.a2a_bytes_per_tok == pytest.approx(wide._c.a2a_bytes_per_tok * 1024 / 4096)
+    assert pm.step_breakdown(0, 0.0, 64, 64 * 2048).ops["comm_ep"] < wide.step_breakdown(0, 0.0, 64, 64 * 2048).ops["comm_ep"]
+    eng = pm.engine_coeffs
+    assert pm.first_token_overhead_s == pytest.approx(eng.ttft_overhead_s + eng.ttft_per_layer_s * 44)
+    mem = PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=4, weight_precision="fp8").memory(0.9, max_model_len=8192)
+    assert mem.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence() / 4)
+    assert spec.linear_state_bytes_per_sequence() == pytest.approx(
+        40 * (128 * 64 * 128 * 4 + (8192 + 2 * 8 * 128) * 3 * 2)
+    )
+

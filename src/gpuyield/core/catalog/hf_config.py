@@ -8,8 +8,10 @@ like sliding-window layers of ``attention_chunk_size`` tokens. Multimodal config
 ``text_config``; the vision tower is not counted. MiniMax-M3 (per-layer MoE flags, a separate dense width) is
 read with its block-sparse attention counted dense; Gemma 4 with its full-attention layers shaped apart
 (``global_head_dim``, ``num_global_key_value_heads``, K=V) and its dense MLP beside the experts read as a shared
-expert; MiMo-V2 with its sliding layers' own KV heads and its values narrower than its keys. Architectures whose layers a :class:`ModelSpec` cannot
-describe (Mamba hybrids, NAS-pruned blocks, DeepSeek-V4, Kimi Linear, Gemma 4 E2B/E4B) are refused with the
+expert; MiMo-V2 with its sliding layers' own KV heads and its values narrower than its keys; Nemotron-H /
+Nemotron-3 as one block a layer (Mamba2 mixers as linear-attention layers, attention, non-gated relu^2 MLPs or
+latent MoE). Architectures whose layers a :class:`ModelSpec` cannot
+describe (NAS-pruned blocks, DeepSeek-V4, Kimi Linear, Gemma 4 E2B/E4B) are refused with the
 reason (``_UNMODELLED``), never read as a plain decoder of the wrong size.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
@@ -104,8 +106,6 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
 # decoder would give a wrong parameter count and KV size without a word (e.g. Nemotron-3-Nano, 30 B, read as
 # 102 B), so it is refused, naming what is missing.
 _UNMODELLED: tuple[tuple[str, str], ...] = (
-    ("hybrid_override_pattern", "Mamba (state-space) layers mixed with attention and MoE layers (Nemotron-H)"),
-    ("layers_block_type", "Mamba (state-space) layers mixed with attention and MoE layers (Nemotron-H)"),
     ("block_configs", "per-layer pruned blocks (Nemotron NAS / DeciLM)"),
     ("hc_mult", "hyper-connections and compressed attention (DeepSeek-V4)"),
     ("compress_ratios", "hyper-connections and compressed attention (DeepSeek-V4)"),
@@ -138,6 +138,80 @@ def _refuse_unmodelled(cfg: Mapping[str, Any], arch: str) -> None:
         )
 
 
+# Nemotron-H blocks (``hybrid_override_pattern`` characters or ``layers_block_type`` names, old and new): each
+# block is one token mixer or one MLP, never both
+_NEMOTRON_H_BLOCKS = {
+    "M": "mamba", "mamba": "mamba", "linear_attention": "mamba",
+    "*": "attention", "attention": "attention", "full_attention": "attention",
+    "E": "moe", "moe": "moe",
+    "-": "mlp", "mlp": "mlp",
+}  # fmt: skip
+
+
+def _nemotron_h_blocks(cfg: Mapping[str, Any]) -> list[str] | None:
+    """Nemotron-H's block list (mamba, attention, moe, mlp), or None for any other architecture."""
+    raw = _first(cfg, "layers_block_type", "hybrid_override_pattern")
+    if raw is None and str(cfg.get("model_type", "")) == "nemotron_h":
+        raw = _first(cfg, "layer_types")
+    if raw is None:
+        return None
+    items = list(raw) if isinstance(raw, str) else list(raw)
+    blocks = []
+    for i, item in enumerate(items):
+        kind = _NEMOTRON_H_BLOCKS.get(str(item))
+        if kind is None:
+            raise CatalogError(
+                f"config.json Nemotron-H block {i} is '{item}'; expected one of M, *, E, - "
+                "(mamba, attention, moe, mlp)"
+            )
+        blocks.append(kind)
+    if not blocks:
+        raise CatalogError("config.json Nemotron-H block list is empty")
+    return blocks
+
+
+def _nemotron_h_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Nemotron-H / Nemotron-3 (transformers' ``NemotronHConfig``): one block a layer, each a Mamba2 mixer, a GQA
+    attention mixer, a non-gated relu^2 MLP or an MoE of such experts (with a shared expert, a routing bias and,
+    in Super/Ultra, a latent space the experts work in). Mamba2 layers are linear-attention layers whose state is
+    held in ``mamba_ssm_cache_dtype`` (vLLM reads it from the config)."""
+    blocks = _nemotron_h_blocks(cfg)
+    assert blocks is not None
+    out: dict[str, Any] = {"num_layers": len(blocks), "mlp_gated": False}
+    mixer = {"mamba": "linear_attention", "attention": "full_attention", "moe": "none", "mlp": "none"}
+    out["layer_pattern"] = _period([mixer[b] for b in blocks])
+    out["mlp_free_layers"] = tuple(i for i, b in enumerate(blocks) if b in ("mamba", "attention"))
+    out["head_dim"] = int(_first(cfg, "head_dim", "attention_head_dim", default=fields["head_dim"]))
+    if "moe" in blocks:
+        if not fields.get("num_experts"):
+            raise CatalogError("config.json (nemotron_h) has MoE blocks but no n_routed_experts")
+        out["first_dense_layers"], out["moe_layer_step"] = 0, 1
+        out["dense_layers"] = tuple(i for i, b in enumerate(blocks) if b == "mlp")
+        out["router_bias"] = True  # NemotronHTopkRouter's e_score_correction_bias
+        latent = _first(cfg, "moe_latent_size")
+        if latent:
+            out["moe_latent_size"] = int(latent)
+    else:
+        for key in ("num_experts", "num_experts_per_tok", "num_shared_experts"):
+            out[key] = 0
+        for key in ("moe_intermediate_size", "shared_expert_intermediate_size"):
+            out[key] = None
+        out["router_bias"] = False
+    if "mamba" in blocks:
+        missing = [k for k in ("mamba_num_heads", "mamba_head_dim", "ssm_state_size") if _first(cfg, k) is None]
+        if missing:
+            raise CatalogError(f"config.json (nemotron_h) has Mamba blocks but lacks '{missing[0]}'")
+        out["linear_attention_type"] = "mamba2"
+        out["linear_num_key_heads"] = int(_first(cfg, "n_groups", "mamba_n_groups", default=1))
+        out["linear_key_head_dim"] = int(cfg["ssm_state_size"])
+        out["linear_num_value_heads"] = int(cfg["mamba_num_heads"])
+        out["linear_value_head_dim"] = int(cfg["mamba_head_dim"])
+        out["linear_conv_kernel_dim"] = int(_first(cfg, "conv_kernel", "mamba_d_conv", default=4))
+        state = str(_first(cfg, "mamba_ssm_cache_dtype", default="auto"))
+        out["linear_state_dtype"] = {"float32": "fp32", "float16": "fp16"}.get(state, "bf16")
+    return out
+
+
 def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`ModelSpec` architecture fields for a HF config (no id/source/as_of)."""
     if not isinstance(config, Mapping):
@@ -150,12 +224,12 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     arch = str(_first(cfg, "model_type", default=_first(top, "model_type", default="llama")))
     _refuse_unmodelled(cfg, arch)
 
-    missing = [
-        k for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size") if k not in cfg
-    ]
+    blocks = _nemotron_h_blocks(cfg)  # Nemotron-H may give its block list instead of num_hidden_layers
+    required = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
+    missing = [k for k in required[1 if blocks else 0 :] if k not in cfg]
     if missing:
         raise CatalogError(f"config.json ({arch}) lacks required field '{missing[0]}'")
-    layers = int(cfg["num_hidden_layers"])
+    layers = len(blocks) if blocks else int(cfg["num_hidden_layers"])
     hidden = int(cfg["hidden_size"])
     heads = int(cfg["num_attention_heads"])
     kv_heads = int(_first(cfg, "num_key_value_heads", default=heads))
@@ -195,7 +269,14 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         )
         fields["moe_intermediate_size"] = int(_first(cfg, "moe_intermediate_size", "intermediate_size"))
         shared_width = (
-            _first(cfg, "shared_expert_intermediate_size", "shared_intermediate_size", default=0) or 0
+            _first(
+                cfg,
+                "shared_expert_intermediate_size",
+                "shared_intermediate_size",
+                "moe_shared_expert_intermediate_size",
+                default=0,
+            )
+            or 0
         )
         n_shared = int(_first(cfg, "n_shared_experts", "num_shared_experts", default=0) or 0)
         if shared_width and not n_shared:
@@ -272,6 +353,11 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         fields["v_head_dim"] = int(v_dim)
 
     # --- attention layer pattern
+    if blocks is not None:
+        fields.update(_nemotron_h_fields(cfg, fields))
+        mtp = _first(cfg, "num_nextn_predict_layers", default=0) or 0
+        fields["num_mtp_layers"] = int(mtp)
+        return fields
     window = _first(cfg, "sliding_window")
     layer_types = _first(cfg, "layer_types")
     pattern = _first(cfg, "hybrid_layer_pattern")

@@ -36,13 +36,16 @@ __all__ = [
     "AttentionKind",
     "GemmShape",
     "LayerKind",
+    "LinearAttentionType",
     "ModelSpec",
     "WEIGHT_PRECISIONS",
     "bytes_per_weight",
     "kv_element_bytes",
 ]
 
-LayerKind = Literal["full_attention", "sliding_attention", "linear_attention"]
+# A layer's token mixer; "none" is a layer with an MLP or experts only (Nemotron-H's MLP and MoE blocks).
+LayerKind = Literal["full_attention", "sliding_attention", "linear_attention", "none"]
+LinearAttentionType = Literal["gated_deltanet", "mamba2"]
 AttentionKind = Literal["gqa", "mla"]
 
 # Bytes per cached K/V element, by KV-cache dtype.
@@ -160,6 +163,15 @@ class ModelSpec(BaseModel):
     dense_layers: tuple[int, ...] = Field(
         (), description="explicit dense-MLP layer indices (mlp_only_layers)"
     )
+    mlp_free_layers: tuple[int, ...] = Field(
+        (), description="layers with a token mixer only, no MLP or experts (Nemotron-H's Mamba and attention blocks)"
+    )
+    mlp_gated: bool = Field(
+        True, description="gated MLPs (SwiGLU: gate, up, down); False = up, activation, down (Nemotron-H's relu^2)"
+    )
+    moe_latent_size: int | None = Field(
+        None, gt=0, description="routed experts work in a latent space this wide (Nemotron-3 Super/Ultra)"
+    )
     # MLA (DeepSeek-V2/V3, Kimi-K2, GLM-5)
     q_lora_rank: int | None = Field(None, gt=0)
     kv_lora_rank: int | None = Field(None, gt=0)
@@ -184,6 +196,12 @@ class ModelSpec(BaseModel):
     linear_key_head_dim: int | None = Field(None, gt=0)
     linear_value_head_dim: int | None = Field(None, gt=0)
     linear_conv_kernel_dim: int | None = Field(None, gt=0)
+    # which recurrence the linear-attention layers run. Mamba2 maps onto the same fields: key heads = n_groups,
+    # key head dim = ssm_state_size, value heads = mamba_num_heads, value head dim = mamba_head_dim
+    linear_attention_type: LinearAttentionType = "gated_deltanet"
+    linear_state_dtype: str = Field(
+        "bf16", description="dtype of the linear layers' recurrent state (Nemotron-H: mamba_ssm_cache_dtype fp32)"
+    )
     num_mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers (not in params_total)")
     max_position_embeddings: int = Field(gt=0)
     native_dtype: str = Field("bf16", description="checkpoint weight dtype: bf16, fp8, mxfp4, nvfp4, ...")
@@ -225,6 +243,17 @@ class ModelSpec(BaseModel):
             raise ValueError("layer_pattern must not be empty")
         if any(i < 0 or i >= self.num_layers for i in self.dense_layers):
             raise ValueError(f"dense_layers indices must be in [0, {self.num_layers})")
+        if any(i < 0 or i >= self.num_layers for i in self.mlp_free_layers):
+            raise ValueError(f"mlp_free_layers indices must be in [0, {self.num_layers})")
+        empty = [i for i in self.mlp_free_layers if self.layer_kind(i) == "none"]
+        if empty:
+            raise ValueError(f"layer {empty[0]} has neither a token mixer (layer_pattern 'none') nor an MLP")
+        if self.moe_latent_size is not None and not self.num_experts:
+            raise ValueError("moe_latent_size needs num_experts > 0")
+        if self.linear_state_dtype.strip().lower() not in BYTES_PER_KV_ELEMENT:
+            raise ValueError(
+                f"unknown linear_state_dtype '{self.linear_state_dtype}'; expected one of {', '.join(BYTES_PER_KV_ELEMENT)}"
+            )
         if self.full_attention_shaped_apart:
             if self.kv_lora_rank is not None:
                 raise ValueError("full_attention_head_dim/_kv_heads/_k_eq_v do not apply to MLA models")
@@ -297,11 +326,15 @@ class ModelSpec(BaseModel):
     def num_layers_of(self, kind: LayerKind) -> int:
         return sum(1 for k in self.layer_kinds if k == kind)
 
+    def has_mlp(self, index: int) -> bool:
+        """True when layer ``index`` has an MLP or experts (False for Nemotron-H's Mamba and attention blocks)."""
+        return index not in self.mlp_free_layers
+
     def is_moe_layer(self, index: int) -> bool:
         """True when layer ``index`` has routed experts rather than a dense MLP."""
         if not self.is_moe or index < self.first_dense_layers or index in self.dense_layers:
             return False
-        return (index + 1) % self.moe_layer_step == 0
+        return (index + 1) % self.moe_layer_step == 0 and self.has_mlp(index)
 
     @cached_property
     def num_moe_layers(self) -> int:
@@ -309,7 +342,29 @@ class ModelSpec(BaseModel):
 
     @property
     def num_dense_mlp_layers(self) -> int:
-        return self.num_layers - self.num_moe_layers
+        return self.num_layers - self.num_moe_layers - len(set(self.mlp_free_layers))
+
+    @cached_property
+    def num_attention_layers(self) -> int:
+        """Softmax-attention layers (full and sliding)."""
+        return sum(1 for k in self.layer_kinds if k in ("full_attention", "sliding_attention"))
+
+    @cached_property
+    def num_sublayers(self) -> int:
+        """Token mixers plus MLPs over all layers: twice ``num_layers`` for a decoder whose every layer has both;
+        Nemotron-H's blocks each hold one. Each sublayer is one residual branch (one all-reduce under TP)."""
+        return sum(1 for k in self.layer_kinds if k != "none") + self.num_layers - len(set(self.mlp_free_layers))
+
+    @property
+    def layer_equivalents(self) -> float:
+        """Depth in standard decoder layers (a mixer and an MLP each): ``num_sublayers / 2``; equals
+        ``num_layers`` for every model whose layers all hold both. Per-layer overheads scale with it."""
+        return self.num_sublayers / 2.0
+
+    @property
+    def moe_dispatch_width(self) -> int:
+        """Width of the activations sent to the experts: ``moe_latent_size`` for latent MoE, else ``hidden_size``."""
+        return self.moe_latent_size or self.hidden_size
 
     # ----------------------------------------------------------------- GEMMs
     def _attention_gemms(
@@ -373,6 +428,14 @@ class ModelSpec(BaseModel):
         h = self.hidden_size
         key_dim = self.linear_num_key_heads * self.linear_key_head_dim
         value_dim = self.linear_num_value_heads * self.linear_value_head_dim
+        if self.linear_attention_type == "mamba2":
+            return [
+                # z (gate), x, B and C (n_groups x ssm_state_size each) and one dt per head
+                GemmShape(
+                    "in_proj", 2 * value_dim + 2 * key_dim + self.linear_num_value_heads, h, n_layers, "attention"
+                ),
+                GemmShape("out_proj", h, value_dim, n_layers, "attention"),
+            ]
         return [
             # q, k, v and the output gate z
             GemmShape("in_proj_qkvz", 2 * key_dim + 2 * value_dim, h, n_layers, "attention"),
@@ -385,12 +448,15 @@ class ModelSpec(BaseModel):
     def gemm_shapes(self) -> tuple[GemmShape, ...]:
         """Every weight matrix of the decoder, grouped by kind, with how many layers hold it.
 
-        Dense MLPs and experts are gated (SwiGLU): ``gate_up_proj`` is ``[2 * width, hidden]`` (gate and up
-        fused, as engines run them) and ``down_proj`` is ``[hidden, width]``.
+        Dense MLPs and experts are gated (SwiGLU) unless ``mlp_gated`` is off: ``gate_up_proj`` is
+        ``[2 * width, hidden]`` (gate and up fused, as engines run them) and ``down_proj`` is ``[hidden, width]``;
+        a non-gated MLP has ``up_proj`` ``[width, hidden]`` instead. Latent MoE (``moe_latent_size``) adds the
+        projections into and out of the experts' latent space, which every token of the layer runs.
         """
         h = self.hidden_size
-        attn_layers = sum(1 for k in self.layer_kinds if k != "linear_attention")
-        lin_layers = self.num_layers - attn_layers
+        attn_layers = self.num_attention_layers
+        lin_layers = self.num_layers_of("linear_attention")
+        up, gates = ("gate_up_proj", 2) if self.mlp_gated else ("up_proj", 1)
         if self.full_attention_shaped_apart:  # Gemma 4: full-attention layers are shaped apart
             full = self.num_layers_of("full_attention")
             out = self._attention_gemms(attn_layers - full) + self._attention_gemms(
@@ -401,18 +467,22 @@ class ModelSpec(BaseModel):
         out += self._linear_attention_gemms(lin_layers)
         dense = self.num_dense_mlp_layers
         if dense and self.intermediate_size:
-            out.append(GemmShape("gate_up_proj", 2 * self.intermediate_size, h, dense, "mlp"))
+            out.append(GemmShape(up, gates * self.intermediate_size, h, dense, "mlp"))
             out.append(GemmShape("down_proj", h, self.intermediate_size, dense, "mlp"))
         moe = self.num_moe_layers
         if moe:
             assert self.moe_intermediate_size is not None
             e, k, w = self.num_experts, self.num_experts_per_tok, self.moe_intermediate_size
+            d = self.moe_dispatch_width
             out.append(GemmShape("router", e, h, moe, "router"))
-            out.append(GemmShape("expert_gate_up_proj", 2 * w, h, moe, "moe_expert", e, k))
-            out.append(GemmShape("expert_down_proj", h, w, moe, "moe_expert", e, k))
+            if self.moe_latent_size:
+                out.append(GemmShape("latent_in_proj", d, h, moe, "moe_shared"))
+                out.append(GemmShape("latent_out_proj", h, d, moe, "moe_shared"))
+            out.append(GemmShape(f"expert_{up}", gates * w, d, moe, "moe_expert", e, k))
+            out.append(GemmShape("expert_down_proj", d, w, moe, "moe_expert", e, k))
             if self.num_shared_experts:
                 sw = (self.shared_expert_intermediate_size or w) * self.num_shared_experts
-                out.append(GemmShape("shared_expert_gate_up_proj", 2 * sw, h, moe, "moe_shared"))
+                out.append(GemmShape(f"shared_expert_{up}", gates * sw, h, moe, "moe_shared"))
                 out.append(GemmShape("shared_expert_down_proj", h, sw, moe, "moe_shared"))
                 if self.shared_expert_gate:
                     out.append(GemmShape("shared_expert_gate", 1, h, moe, "moe_shared"))
@@ -425,9 +495,10 @@ class ModelSpec(BaseModel):
         """Non-GEMM parameters: embeddings, norms, biases, convolutions, per-head scalars."""
         h, hd = self.hidden_size, self.head_dim
         heads, kv = self.num_attention_heads, self.num_kv_heads
-        attn_layers = sum(1 for k in self.layer_kinds if k != "linear_attention")
-        lin_layers = self.num_layers - attn_layers
-        out = {"embed_tokens": self.vocab_size * h, "norms": (2 * self.num_layers + 1) * h}
+        attn_layers = self.num_attention_layers
+        lin_layers = self.num_layers_of("linear_attention")
+        # one pre-norm a sublayer (mixer or MLP) and the final norm
+        out = {"embed_tokens": self.vocab_size * h, "norms": (self.num_sublayers + 1) * h}
         per_attn = 0
         if self.uses_mla:
             assert self.kv_lora_rank is not None
@@ -449,19 +520,25 @@ class ModelSpec(BaseModel):
             assert self.linear_key_head_dim and self.linear_value_head_dim
             key_dim = self.linear_num_key_heads * self.linear_key_head_dim
             value_dim = self.linear_num_value_heads * self.linear_value_head_dim
-            conv = (2 * key_dim + value_dim) * (self.linear_conv_kernel_dim or 4)
-            # conv1d weights, A_log and dt_bias per value head, gated RMSNorm over the value head dim
-            per_lin = conv + 2 * self.linear_num_value_heads + self.linear_value_head_dim
+            conv_dim = 2 * key_dim + value_dim
+            conv = conv_dim * (self.linear_conv_kernel_dim or 4)
+            if self.linear_attention_type == "mamba2":
+                # conv1d weights and bias, dt_bias, A_log and D per head, gated group RMSNorm over all value heads
+                per_lin = conv + conv_dim + 3 * self.linear_num_value_heads + value_dim
+            else:
+                # conv1d weights, A_log and dt_bias per value head, gated RMSNorm over the value head dim
+                per_lin = conv + 2 * self.linear_num_value_heads + self.linear_value_head_dim
         out["attention_extras"] = per_attn * attn_layers + per_lin * lin_layers
         moe = self.num_moe_layers
         extras = 0
         if moe and self.router_bias:
             extras += self.num_experts * moe
         if self.mlp_bias:
+            gates = 2 if self.mlp_gated else 1
             if moe:
                 assert self.moe_intermediate_size is not None
-                extras += moe * self.num_experts * (2 * self.moe_intermediate_size + h)
-            extras += self.num_dense_mlp_layers * (2 * self.intermediate_size + h)
+                extras += moe * self.num_experts * (gates * self.moe_intermediate_size + self.moe_dispatch_width)
+            extras += self.num_dense_mlp_layers * (gates * self.intermediate_size + h)
         out["mlp_extras"] = extras
         return out
 
@@ -471,7 +548,8 @@ class ModelSpec(BaseModel):
         if self.mlp_bias and self.num_moe_layers:
             assert self.moe_intermediate_size is not None
             unused = self.num_experts - self.num_experts_per_tok
-            total -= self.num_moe_layers * unused * (2 * self.moe_intermediate_size + self.hidden_size)
+            gates = 2 if self.mlp_gated else 1
+            total -= self.num_moe_layers * unused * (gates * self.moe_intermediate_size + self.moe_dispatch_width)
         return total
 
     @cached_property
@@ -534,8 +612,13 @@ class ModelSpec(BaseModel):
         value = full * self.kv_bytes_per_token_per_layer(kv_dtype)
         return int(value) if value.is_integer() else value
 
-    def linear_state_bytes_per_sequence(self, state_dtype: str = "bf16") -> float:
-        """Recurrent + convolution state of all linear-attention layers for one sequence."""
+    def linear_state_bytes_per_sequence(self, state_dtype: str | None = None) -> float:
+        """Recurrent + convolution state of all linear-attention layers for one sequence.
+
+        ``state_dtype`` None keeps each part in the dtype the engine holds it in: the recurrent state in
+        ``linear_state_dtype`` (Nemotron-H: fp32), the convolution window in 16 bits. A dtype given sizes both.
+        (Mamba2's state is heads x head dim x state size, its convolution spans x, B and C: the same formulas.)
+        """
         lin = self.num_layers_of("linear_attention")
         if not lin:
             return 0.0
@@ -545,19 +628,23 @@ class ModelSpec(BaseModel):
         value_dim = self.linear_num_value_heads * self.linear_value_head_dim
         recurrent = self.linear_num_value_heads * self.linear_key_head_dim * self.linear_value_head_dim
         conv = (2 * key_dim + value_dim) * ((self.linear_conv_kernel_dim or 4) - 1)
-        return lin * (recurrent + conv) * kv_element_bytes(state_dtype)
+        rec_b = kv_element_bytes(state_dtype or self.linear_state_dtype)
+        conv_b = kv_element_bytes(state_dtype or "bf16")
+        return lin * (recurrent * rec_b + conv * conv_b)
 
-    def kv_bytes_fixed_per_sequence(self, kv_dtype: str = "bf16", state_dtype: str = "bf16") -> float:
+    def kv_bytes_fixed_per_sequence(self, kv_dtype: str = "bf16", state_dtype: str | None = None) -> float:
         """Most a sequence can hold in bounded layers: sliding windows (full) plus linear-attention state."""
         sliding = self.num_layers_of("sliding_attention")
         window = self.sliding_window or 0
         # linear-attention state in ``state_dtype``, not the KV cache's dtype: engines keep the recurrent state apart
-        # from the paged KV cache (16-bit by default; the memory model sizes it in bf16 too)
+        # from the paged KV cache (None: the model's own state dtype, see linear_state_bytes_per_sequence)
         return sliding * window * self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention") + (
             self.linear_state_bytes_per_sequence(state_dtype)
         )
 
-    def kv_bytes_for_context(self, context_tokens: int, kv_dtype: str = "bf16", state_dtype: str = "bf16") -> float:
+    def kv_bytes_for_context(
+        self, context_tokens: int, kv_dtype: str = "bf16", state_dtype: str | None = None
+    ) -> float:
         """Cache bytes one sequence of ``context_tokens`` tokens holds, all layer kinds included (linear-attention
         state in ``state_dtype``)."""
         if context_tokens < 0:

@@ -125,7 +125,7 @@ class EngineCoefficients:
     )
     source: str = "generic defaults"
 
-    def first_token_overhead_s(self, num_layers: int) -> float:
+    def first_token_overhead_s(self, num_layers: float) -> float:
         """A request's fixed first-token latency outside its share of the forward steps, for a model of
         ``num_layers`` decoder layers."""
         return self.ttft_overhead_s + self.ttft_per_layer_s * num_layers

@@ -227,6 +227,11 @@ _HASHED_WHEN_SET: Mapping[str, Any] = {
     "full_attention_head_dim": None,
     "full_attention_kv_heads": None,
     "full_attention_k_eq_v": False,
+    "mlp_free_layers": (),
+    "mlp_gated": True,
+    "moe_latent_size": None,
+    "linear_attention_type": "gated_deltanet",
+    "linear_state_dtype": "bf16",
 }
 
 

@@ -253,6 +253,21 @@ class _Coeffs:
     gemm_range: tuple[float, float]
 
 
+def _sublayers(model: Any) -> int:
+    """Mixers plus MLPs (``ModelSpec.num_sublayers``); 2 x layers for models that do not say."""
+    return int(getattr(model, "num_sublayers", 2 * model.num_layers))
+
+
+def _layer_equivalents(model: Any) -> float:
+    """Depth in standard decoder layers, for the per-layer overheads (``ModelSpec.layer_equivalents``)."""
+    return float(getattr(model, "layer_equivalents", model.num_layers))
+
+
+def _dispatch_width(model: Any) -> int:
+    """Width of the vectors sent to the experts (``ModelSpec.moe_dispatch_width``)."""
+    return int(getattr(model, "moe_dispatch_width", 0) or model.hidden_size)
+
+
 def _layer_counts(model: Any) -> tuple[int, int, int]:
     kinds = list(model.layer_kinds)
     return (
@@ -473,7 +488,7 @@ class PerfModel:
             kv_fixed_gpu += kv_win_layer * sliding * window / (kv_shard if mla else min(tp, kvh_win)) / pp
         if linear:
             kv_fixed_gpu += (
-                float(m.linear_state_bytes_per_sequence("bf16")) / min(tp, m.linear_num_value_heads) / pp
+                float(m.linear_state_bytes_per_sequence()) / min(tp, m.linear_num_value_heads) / pp
             )
         attn_bw = bw * gc.attn_decode_bw_eff
         # decode attention is memory- or compute-bound; both terms are proportional to context (affine)
@@ -508,7 +523,8 @@ class PerfModel:
                 self.notes.append(
                     "accelerator has no interconnect_gb_s: PCIe-class 32 GB/s assumed for collectives"
                 )
-        n_ar = 2 * m.num_layers // pp if tp > 1 else 0
+        # one all-reduce a sublayer (mixer or MLP): 2 a layer for a plain decoder, 1 a Nemotron-H block
+        n_ar = _sublayers(m) // pp if tp > 1 else 0
         # the all-reduce runs inside one attention tensor-parallel group (tp GPUs), not the whole stage
         ar_s_per_byte = 2.0 * (tp - 1) / tp / (link_for(tp) * gc.allreduce_bw_eff) if tp > 1 else 0.0
         ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
@@ -518,10 +534,10 @@ class PerfModel:
         a2a_s_per_byte = (stage - 1) / stage / (link * gc.allreduce_bw_eff) if stage > 1 else 0.0
         # fp8 dispatch + bf16 combine, averaged; every GPU of the stage sends its share of the tokens (the
         # tp ranks of one attention group split their replicated tokens before dispatch)
-        a2a_bytes_per_tok = k * hidden * 1.5 / stage
+        a2a_bytes_per_tok = k * _dispatch_width(m) * 1.5 / stage  # latent MoE dispatches the latent vector
         if n_a2a and moe_tp > 1 and adp == 1:
             n_a2a = 0  # pure TP MoE: the all-reduce above already carries it
-        overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * m.num_layers
+        overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * _layer_equivalents(m)
         if E:
             overhead_fixed += ec.moe_layer_overhead_s * int(getattr(m, "num_moe_layers", 0) or 0)
         return _Coeffs(
@@ -688,7 +704,7 @@ class PerfModel:
     def first_token_overhead_s(self) -> float:
         """The engine family's fixed first-token latency for this model (``EngineCoefficients``), which every
         closed-loop estimate, simulation and the emulator add to each request's first token."""
-        return self.engine_coeffs.first_token_overhead_s(self.model.num_layers)
+        return self.engine_coeffs.first_token_overhead_s(_layer_equivalents(self.model))
 
     def with_speculative(self, spec: SpeculativeDecoding | None) -> PerfModel:
         """This model with speculative decoding on (``None``: off). A copy; checks the method against the model
@@ -791,7 +807,7 @@ class PerfModel:
         window_part = fixed
         if linear:
             fixed += (
-                float(m.linear_state_bytes_per_sequence("bf16"))
+                float(m.linear_state_bytes_per_sequence())
                 / min(self.tp, m.linear_num_value_heads)
                 / self.pp
             )

@@ -109,8 +109,9 @@ def model_record(spec: Any, *, full: bool = False) -> dict[str, Any]:
         out["param_breakdown"] = spec.param_breakdown()
         out["layer_kinds"] = {
             kind: spec.num_layers_of(kind)
-            for kind in ("full_attention", "sliding_attention", "linear_attention")
+            for kind in ("full_attention", "sliding_attention", "linear_attention", "none")
         }
+        out["mlp_free_layers"] = len(set(spec.mlp_free_layers))
         out["gemm_shapes"] = [
             {
                 "name": g.name,
@@ -189,7 +190,10 @@ def _models(catalog_files: list[str] | None, json_out: str | None) -> None:
             attn += f" (full /{m.attention_shape('full_attention')[1]})"
         kinds = [k for k in ("sliding_attention", "linear_attention") if m.num_layers_of(k)]
         if kinds:
-            attn += " + " + ", ".join(k.split("_")[0] for k in kinds)
+            attn += " + " + ", ".join(
+                "mamba2" if k == "linear_attention" and m.linear_attention_type == "mamba2" else k.split("_")[0]
+                for k in kinds
+            )
         table.add_row(
             m.id,
             _billions(m.params_total),
@@ -453,9 +457,14 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
         )
     kinds = ", ".join(
         f"{spec.num_layers_of(k)} {k}"
+        + (" (mamba2)" if k == "linear_attention" and spec.linear_attention_type == "mamba2" else "")
         for k in ("full_attention", "sliding_attention", "linear_attention")
         if spec.num_layers_of(k)
     )
+    if spec.num_layers_of("none"):  # Nemotron-H: blocks with an MLP or experts only
+        kinds += f", {spec.num_layers_of('none')} MLP/MoE only"
+    if spec.mlp_free_layers:
+        kinds += f", {len(set(spec.mlp_free_layers))} without an MLP"
     rows = [
         ("aliases", ", ".join(spec.aliases) or "—"),
         ("architecture", spec.architecture),
@@ -476,7 +485,9 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
             (
                 "MoE",
                 f"{spec.num_experts} experts, top-{spec.num_experts_per_tok}, width {spec.moe_intermediate_size}, "
-                f"{spec.num_shared_experts} shared, {spec.num_moe_layers} MoE layers",
+                f"{spec.num_shared_experts} shared, {spec.num_moe_layers} MoE layers"
+                + (f", latent {spec.moe_latent_size}" if spec.moe_latent_size else "")
+                + ("" if spec.mlp_gated else ", non-gated"),
             )
         )
     rows += [
