@@ -161,7 +161,6 @@ def test_dsa_layer_type_reads_as_mla_full_attention():
 # what each unmodelled architecture's config carries (values as in the real configs, shortened)
 _UNMODELLED_CASES = [
     ({"model_type": "nemotron-nas", "block_configs": [{"attention": {"n_heads_in_group": 8}}]}, "pruned blocks"),
-    ({"model_type": "deepseek_v4", "hc_mult": 4}, "DeepSeek-V4"),
     ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
     ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1] * 16, "swa_head_dim": 64}, "own head width"),
     ({"model_type": "gemma4_text", "hidden_size_per_layer_input": 256}, "per-layer input embeddings"),
@@ -291,7 +290,12 @@ def test_nemotron_h_dense_blocks_latent_moe_and_block_lists():
     del dense["head_dim"], dense["mamba_ssm_cache_dtype"]
     spec = load_hf_config(dense | {"attention_head_dim": 128})
     assert spec.params_total == 56_324_350_464 and not spec.is_moe
-    assert spec.num_dense_mlp_layers == 54 and spec.linear_state_dtype == "bf16"  # no cache dtype named: vLLM's auto
+    # no cache dtype named: fp32, vLLM's and transformers' default
+    assert spec.num_dense_mlp_layers == 54 and spec.linear_state_dtype == "fp32"
+    assert spec.params_total == default_catalog().model("nvidia/Nemotron-H-56B-Base-8K").params_total
+    assert spec.linear_state_dtype == default_catalog().model("nvidia/Nemotron-H-56B-Base-8K").linear_state_dtype
+    with pytest.raises(CatalogError, match="mamba_ssm_cache_dtype 'fp64'"):
+        load_hf_config(NEMOTRON3_NANO | {"mamba_ssm_cache_dtype": "fp64"})
     # Super's latent MoE: the experts read and write a 1,024-wide latent, dispatched at that width
     super_ = NEMOTRON3_NANO | {"hidden_size": 4096, "moe_latent_size": 1024, "n_routed_experts": 512,
                                "num_experts_per_tok": 22, "moe_intermediate_size": 2688}
@@ -299,14 +303,62 @@ def test_nemotron_h_dense_blocks_latent_moe_and_block_lists():
     names = {g.name: g for g in spec.gemm_shapes}
     assert (names["latent_in_proj"].n, names["latent_in_proj"].k) == (1024, 4096)
     assert (names["expert_up_proj"].k, names["expert_down_proj"].n) == (1024, 1024)
-    assert spec.moe_dispatch_width == 1024
+    assert spec.moe_dispatch_width == 1024 and names["latent_in_proj"].group == "moe_latent"
     # Ultra's form: layers_block_type, no num_hidden_layers
     listed = {k: v for k, v in NEMOTRON3_NANO.items() if k not in ("hybrid_override_pattern", "num_hidden_layers")}
     names_of = {"M": "mamba", "E": "moe", "*": "attention"}
     listed["layers_block_type"] = [names_of[c] for c in NEMOTRON3_NANO["hybrid_override_pattern"]]
     assert load_hf_config(listed).params_total == load_hf_config(NEMOTRON3_NANO).params_total
+    # another Mamba hybrid naming its blocks alike is refused, not read as Nemotron-H
+    with pytest.raises(CatalogError, match="only Nemotron-H's"):
+        load_hf_config({**LLAMA_8B, "model_type": "zamba2", "layers_block_type": ["mamba", "hybrid"]})
     with pytest.raises(CatalogError, match="block 3 is 'X'"):
         load_hf_config(NEMOTRON3_NANO | {"hybrid_override_pattern": "MEMX"})
     with pytest.raises(CatalogError, match="ssm_state_size"):
         load_hf_config({k: v for k, v in NEMOTRON3_NANO.items() if k != "ssm_state_size"})
+
+
+# deepseek-ai/DeepSeek-V4-Flash's config.json (aiconfigurator-core 0.12.0), the fields that shape it
+DEEPSEEK_V4_FLASH = {
+    "model_type": "deepseek_v4", "hidden_size": 4096, "num_hidden_layers": 43, "num_attention_heads": 64,
+    "num_key_value_heads": 1, "head_dim": 512, "qk_rope_head_dim": 64, "q_lora_rank": 1024, "o_groups": 8,
+    "o_lora_rank": 1024, "index_head_dim": 128, "index_n_heads": 64, "index_topk": 512, "sliding_window": 128,
+    "hc_mult": 4, "moe_intermediate_size": 2048, "n_routed_experts": 256, "n_shared_experts": 1,
+    "num_experts_per_tok": 6, "num_hash_layers": 3, "num_nextn_predict_layers": 1, "topk_method": "noaux_tc",
+    "vocab_size": 129280, "max_position_embeddings": 1048576, "tie_word_embeddings": False,
+    "quantization_config": {"quant_method": "fp8", "fmt": "e4m3"}, "expert_dtype": "fp4",
+    "compress_ratios": [0, 0] + [4, 128] * 20 + [4, 0],  # 43 layers, then the MTP block's
+}
+
+
+def test_deepseek_v4_compressed_attention_shared_kv_and_hyper_connections():
+    spec = load_hf_config(DEEPSEEK_V4_FLASH, model_id="deepseek-ai/DeepSeek-V4-Flash")
+    ref = default_catalog().model("deepseek-ai/DeepSeek-V4-Flash")
+    assert spec.params_total == ref.params_total and spec.params_active == ref.params_active
+    # transformers' DeepseekV4ForCausalLM on the meta device: 284,332,230,231 parameters; plus a routing-bias
+    # buffer of 256 on each of the 43 layers
+    assert spec.params_total == 284_332_230_231 + 43 * 256
+    assert spec.params_active / 1e9 == pytest.approx(13.8, abs=0.05)
+    kinds = [spec.num_layers_of(k) for k in ("sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention")]
+    assert kinds == [2, 21, 20] and spec.num_window_layers == 43 and spec.native_dtype == "fp8"
+    # one 512-wide K = V entry per 4 tokens (CSA, plus its fp4 indexer key of 128) or per 128 tokens (HCA)
+    assert spec.kv_bytes_per_token("fp8") == 21 * (512 + 64) / 4 + 20 * 512 / 128
+    # bounded: every layer's 128-token window, and the compressors' fp32 partial windows
+    states = 21 * (2 * 4 * 2 * 512 + 2 * 4 * 2 * 128) * 4 + 20 * 2 * 128 * 512 * 4
+    assert spec.kv_bytes_fixed_per_sequence("fp8") == 43 * 128 * 512 + states
+    assert spec.kv_bytes_for_context(1000, "fp8") == pytest.approx(1000 * 3104 + 43 * 128 * 512 + states)
+    assert spec.kv_bytes_for_context(0, "fp8") == 0
+    names = {g.name: g for g in spec.gemm_shapes}
+    assert (names["kv_proj"].n, names["q_b_proj"].k) == (512, 1024)  # K = V projected once
+    assert (names["o_a_proj"].n, names["o_a_proj"].k) == (8 * 1024, 64 * 512 // 8)  # per group: 4,096 -> 1,024
+    assert names["csa_compressor_kv_gate"].num_layers == 21 and names["hca_compressor_kv_gate"].n == 2 * 512
+    # the newer layer_types form reads the same
+    named = {k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "compress_ratios"}
+    by_ratio = {0: "sliding_attention", 4: "compressed_sparse_attention", 128: "heavily_compressed_attention"}
+    named["layer_types"] = [by_ratio[r] for r in DEEPSEEK_V4_FLASH["compress_ratios"][:43]]
+    assert load_hf_config(named).params_total == spec.params_total
+    with pytest.raises(CatalogError, match="compress_ratios has 16"):
+        load_hf_config(DEEPSEEK_V4_FLASH | {"compress_ratios": [0, 16] + [4, 128] * 21})
+    with pytest.raises(CatalogError, match="o_groups"):
+        load_hf_config({k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "o_groups"})
 

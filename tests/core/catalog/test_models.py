@@ -35,6 +35,8 @@ def cat():
         ("nemotron-3-super", 120, 12),
         ("nemotron-3-ultra", 550, 55),
         ("nvidia/Nemotron-H-56B-Base-8K", 56, None),
+        ("deepseek-ai/DeepSeek-V4-Flash", 284, 13),
+        ("deepseek-ai/DeepSeek-V4-Pro", 1600, 49),
     ],
 )
 def test_params_match_published(cat, model, total_b, active_b):
@@ -50,7 +52,7 @@ def test_params_match_published(cat, model, total_b, active_b):
         active = spec.params_active
         if model.startswith("openai/"):
             active -= spec.vocab_size * spec.hidden_size  # OpenAI's 5.13 B leaves out the input embedding
-        tol = 0.02 if model.startswith(("mistralai", "deepseek", "openai")) else 0.12
+        tol = 0.02 if model.startswith(("mistralai", "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1", "openai")) else 0.12
         assert active / 1e9 == pytest.approx(active_b, rel=tol)
 
 
@@ -225,4 +227,22 @@ def test_layers_need_a_mixer_or_an_mlp(cat):
     # non-gated: up and down only
     relu2 = ModelSpec.model_validate(llama | {"mlp_gated": False})
     assert plain.params_total - relu2.params_total == 32 * 4096 * 14336
+
+
+def test_compressed_attention_fields_are_checked(cat):
+    from gpuyield.core.catalog import ModelSpec
+
+    v4 = cat.model("deepseek-ai/DeepSeek-V4-Flash").model_dump()
+    with pytest.raises(ValueError, match="need csa_compress_ratio"):
+        ModelSpec.model_validate(v4 | {"index_topk": None})
+    with pytest.raises(ValueError, match="need hca_compress_ratio"):
+        ModelSpec.model_validate(v4 | {"hca_compress_ratio": None})
+    with pytest.raises(ValueError, match="keep a sliding window"):  # Pro: no window-only layers
+        ModelSpec.model_validate(cat.model("deepseek-ai/DeepSeek-V4-Pro").model_dump() | {"sliding_window": None})
+    with pytest.raises(ValueError, match="go together"):
+        ModelSpec.model_validate(v4 | {"o_groups": None})
+    # K = V cached once: half the cache of the same heads with K and V apart
+    llama = cat.model("meta-llama/Llama-3.1-8B").model_dump()
+    shared = ModelSpec.model_validate(llama | {"kv_shared": True})
+    assert shared.kv_bytes_per_token("bf16") * 2 == cat.model("meta-llama/Llama-3.1-8B").kv_bytes_per_token("bf16")
 

@@ -49,6 +49,11 @@ MODELS = [
     PerfModel.build(
         CAT.model("nemotron-3-super"), CAT.gpu("b200_sxm"), tp=4, ep=4, weight_precision="fp8", kv_dtype="fp8"
     ),
+    # DeepSeek-V4: windows, compressed caches, top-k sparse attention, per-sequence decode compute
+    PerfModel.build(
+        CAT.model("deepseek-ai/DeepSeek-V4-Flash"), CAT.gpu("b200_sxm"), tp=4, weight_precision="fp4", kv_dtype="fp8",
+        engine="sglang",
+    ),
     # speculative decoding keeps the contract: monotone, breakdown = total (gpuyield.core.perf.speculative)
     _moe().with_speculative(SpeculativeDecoding("mtp", 3, 0.7)),
     _dense().with_speculative(SpeculativeDecoding("eagle", 16, 1.0)),
@@ -305,9 +310,46 @@ def test_nemotron_h_blocks_count_one_all_reduce_each_and_dispatch_the_latent():
     assert pm.step_breakdown(0, 0.0, 64, 64 * 2048).ops["comm_ep"] < wide.step_breakdown(0, 0.0, 64, 64 * 2048).ops["comm_ep"]
     eng = pm.engine_coeffs
     assert pm.first_token_overhead_s == pytest.approx(eng.ttft_overhead_s + eng.ttft_per_layer_s * 44)
+    # the latent projections are replicated on every GPU in 16 bits: w(tp) = rest / tp + latent
+    latent = sum(g.params for g in spec.gemm_shapes if g.group == "moe_latent") * 2.0
+    assert latent == 2 * 40 * 1024 * 4096 * 2.0
+    w = {tp: PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=tp, weight_precision="fp8").weights_bytes_per_gpu() for tp in (2, 4)}
+    assert 2 * w[4] - w[2] == pytest.approx(latent)
+    # an MTP drafter pass runs one of Super's 44 layer equivalents (its attention + MoE blocks), not one of 88 blocks
+    spec_pm = pm.with_speculative(SpeculativeDecoding("mtp", 3, 0.7))
+    assert spec_pm.notes[-1].endswith("about 1 of 44 layers)")
     mem = PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=4, weight_precision="fp8").memory(0.9, max_model_len=8192)
     assert mem.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence() / 4)
     assert spec.linear_state_bytes_per_sequence() == pytest.approx(
         40 * (128 * 64 * 128 * 4 + (8192 + 2 * 8 * 128) * 3 * 2)
     )
+
+
+def test_deepseek_v4_reads_a_compressed_cache_and_a_fixed_sparse_set():
+    """A DeepSeek-V4 decode reads every layer's window and each CSA layer's top-k entries whatever the context, and
+    per context token only the compressed entries: so its decode attention grows far slower with context than
+    DeepSeek-V3's, and its cache holds 20x more tokens. Its one shared KV head is not split by tensor parallelism
+    while its 64 query heads are, so the fixed part is compute-bound on one GPU and memory-bound on four."""
+    v4 = PerfModel.build(
+        CAT.model("deepseek-ai/DeepSeek-V4-Flash"), CAT.gpu("b200_sxm"), tp=4, weight_precision="fp4", kv_dtype="fp8"
+    )
+    v3 = PerfModel.build(
+        CAT.model("deepseek-ai/DeepSeek-V3"), CAT.gpu("b200_sxm"), tp=4, weight_precision="fp4", kv_dtype="fp8"
+    )
+    c4 = v4._c
+    assert c4.attn_decode_s_per_seq > c4.attn_decode_flops_s_per_seq > 0
+    one = PerfModel.build(v4.model, CAT.gpu("b200_sxm"), tp=1, attention_dp=4, ep=4, weight_precision="fp4", kv_dtype="fp8")
+    assert one._c.attn_decode_flops_s_per_seq > one._c.attn_decode_s_per_seq
+    assert v3._c.attn_decode_flops_s_per_seq == 0.0  # no such term for other models
+    short = v4.step_breakdown(0, 0.0, 32, 32 * 4096).ops["attn_decode"]
+    long = v4.step_breakdown(0, 0.0, 32, 32 * 131072).ops["attn_decode"]
+    v3_short = v3.step_breakdown(0, 0.0, 32, 32 * 4096).ops["attn_decode"]
+    v3_long = v3.step_breakdown(0, 0.0, 32, 32 * 131072).ops["attn_decode"]
+    assert long < v3_long / 10 and short < v3_short / 5
+    assert long / short < v3_long / v3_short  # the fixed window and top-k share does not grow
+    spec = v4.model
+    mem = v4.memory(0.9, max_model_len=131072)
+    assert mem.kv_bytes_per_token == pytest.approx(spec.kv_bytes_per_token("fp8"))  # one KV head: not split by TP
+    assert mem.kv_bytes_fixed_per_seq == pytest.approx(spec.kv_bytes_fixed_per_sequence("fp8"))
+    assert mem.kv_capacity_tokens > 15 * v3.memory(0.9, max_model_len=131072).kv_capacity_tokens
 

@@ -10,8 +10,9 @@ read with its block-sparse attention counted dense; Gemma 4 with its full-attent
 (``global_head_dim``, ``num_global_key_value_heads``, K=V) and its dense MLP beside the experts read as a shared
 expert; MiMo-V2 with its sliding layers' own KV heads and its values narrower than its keys; Nemotron-H /
 Nemotron-3 as one block a layer (Mamba2 mixers as linear-attention layers, attention, non-gated relu^2 MLPs or
-latent MoE). Architectures whose layers a :class:`ModelSpec` cannot
-describe (NAS-pruned blocks, DeepSeek-V4, Kimi Linear, Gemma 4 E2B/E4B) are refused with the
+latent MoE); DeepSeek-V4 with its sliding-window and compressed (CSA, HCA) layers, shared K = V head, grouped output
+projection and hyper-connections. Architectures whose layers a :class:`ModelSpec` cannot
+describe (NAS-pruned blocks, Kimi Linear, Gemma 4 E2B/E4B) are refused with the
 reason (``_UNMODELLED``), never read as a plain decoder of the wrong size.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
@@ -107,8 +108,6 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
 # 102 B), so it is refused, naming what is missing.
 _UNMODELLED: tuple[tuple[str, str], ...] = (
     ("block_configs", "per-layer pruned blocks (Nemotron NAS / DeciLM)"),
-    ("hc_mult", "hyper-connections and compressed attention (DeepSeek-V4)"),
-    ("compress_ratios", "hyper-connections and compressed attention (DeepSeek-V4)"),
     ("linear_attn_config", "Kimi Delta Attention layers (Kimi Linear)"),
     # the small Gemma 4 models (E2B, E4B)
     ("hidden_size_per_layer_input", "per-layer input embeddings (Gemma 4 E2B/E4B)"),
@@ -151,10 +150,17 @@ _NEMOTRON_H_BLOCKS = {
 def _nemotron_h_blocks(cfg: Mapping[str, Any]) -> list[str] | None:
     """Nemotron-H's block list (mamba, attention, moe, mlp), or None for any other architecture."""
     raw = _first(cfg, "layers_block_type", "hybrid_override_pattern")
-    if raw is None and str(cfg.get("model_type", "")) == "nemotron_h":
+    nemotron = str(cfg.get("model_type", "")) == "nemotron_h"
+    if raw is None and nemotron:
         raw = _first(cfg, "layer_types")
     if raw is None:
         return None
+    if not nemotron:  # another Mamba hybrid (Zamba2, ...) names its blocks alike but shapes them otherwise
+        raise CatalogError(
+            f"config.json ({cfg.get('model_type')}) has Mamba (state-space) blocks mixed with attention; only "
+            "Nemotron-H's (model_type nemotron_h) are modelled, so its parameter count, step time and KV cache would "
+            "be wrong; describe the model in a catalogue YAML if an approximation will do (docs/formats.md)"
+        )
     items = list(raw) if isinstance(raw, str) else list(raw)
     blocks = []
     for i, item in enumerate(items):
@@ -202,13 +208,84 @@ def _nemotron_h_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> dic
         if missing:
             raise CatalogError(f"config.json (nemotron_h) has Mamba blocks but lacks '{missing[0]}'")
         out["linear_attention_type"] = "mamba2"
-        out["linear_num_key_heads"] = int(_first(cfg, "n_groups", "mamba_n_groups", default=1))
+        out["linear_num_key_heads"] = int(_first(cfg, "n_groups", "mamba_n_groups", default=8))  # transformers' default
         out["linear_key_head_dim"] = int(cfg["ssm_state_size"])
         out["linear_num_value_heads"] = int(cfg["mamba_num_heads"])
         out["linear_value_head_dim"] = int(cfg["mamba_head_dim"])
         out["linear_conv_kernel_dim"] = int(_first(cfg, "conv_kernel", "mamba_d_conv", default=4))
-        state = str(_first(cfg, "mamba_ssm_cache_dtype", default="auto"))
-        out["linear_state_dtype"] = {"float32": "fp32", "float16": "fp16"}.get(state, "bf16")
+        # vLLM reads mamba_ssm_cache_dtype from the config, float32 when it names none (DEFAULT_MAMBA_SSM_CACHE_DTYPE
+        # in vllm/model_executor/models/config.py), as transformers' NemotronHConfig defaults it
+        state = str(_first(cfg, "mamba_ssm_cache_dtype", default="float32"))
+        dtypes = {"float32": "fp32", "auto": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+        if state not in dtypes:
+            raise CatalogError(
+                f"config.json (nemotron_h) mamba_ssm_cache_dtype '{state}' is not one of {', '.join(dtypes)}"
+            )
+        out["linear_state_dtype"] = dtypes[state]
+    return out
+
+
+_DEEPSEEK_V4_KINDS = {
+    "sliding_attention": "sliding_attention",
+    "compressed_sparse_attention": "compressed_sparse_attention",
+    "heavily_compressed_attention": "heavily_compressed_attention",
+}
+
+
+def _is_deepseek_v4(cfg: Mapping[str, Any]) -> bool:
+    return str(cfg.get("model_type", "")) == "deepseek_v4" or cfg.get("hc_mult") is not None or (
+        cfg.get("compress_ratios") is not None
+    )
+
+
+def _deepseek_v4_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """DeepSeek-V4 (transformers' ``DeepseekV4Config``): every layer attends over a sliding window with one shared
+    K = V head, and CSA / HCA layers over a compressed cache as well (``layer_types``, or the legacy per-layer
+    ``compress_ratios`` 0 / 4 / 128, whose extra trailing entries belong to the MTP block); low-rank queries, a
+    grouped low-rank output projection, hyper-connections, MoE in every layer."""
+    layers = int(fields["num_layers"])
+    rates = _first(cfg, "compress_rates", default={}) or {}
+    csa_r = int(rates.get("compressed_sparse_attention", _first(cfg, "compress_rate_csa", default=4)))
+    hca_r = int(rates.get("heavily_compressed_attention", _first(cfg, "compress_rate_hca", default=128)))
+    kinds_raw = _first(cfg, "layer_types")
+    if kinds_raw is None:
+        ratios = _first(cfg, "compress_ratios")
+        if isinstance(ratios, str):
+            ratios = [int(v) for v in ratios.strip("[] ").split(",") if v.strip()]
+        if ratios is None:
+            raise CatalogError("config.json (deepseek_v4) has neither layer_types nor compress_ratios")
+        by_ratio = {0: "sliding_attention", csa_r: "compressed_sparse_attention", hca_r: "heavily_compressed_attention"}
+        unknown = sorted({int(r) for r in ratios[:layers]} - set(by_ratio))
+        if unknown:
+            raise CatalogError(f"config.json (deepseek_v4) compress_ratios has {unknown[0]}; expected 0, {csa_r} or {hca_r}")
+        kinds_raw = [by_ratio[int(r)] for r in ratios[:layers]]
+    kinds = []
+    for i, kind in enumerate(list(kinds_raw)[:layers]):
+        mapped = _DEEPSEEK_V4_KINDS.get(str(kind))
+        if mapped is None:
+            raise CatalogError(f"config.json (deepseek_v4) layer_types[{i}] = '{kind}' is not a DeepSeek-V4 layer type")
+        kinds.append(mapped)
+    if len(kinds) != layers:
+        raise CatalogError(f"config.json (deepseek_v4) gives {len(kinds)} layer types for {layers} layers")
+    missing = [k for k in ("o_groups", "o_lora_rank", "q_lora_rank", "sliding_window") if _first(cfg, k) is None]
+    if missing:
+        raise CatalogError(f"config.json (deepseek_v4) lacks '{missing[0]}'")
+    out: dict[str, Any] = {
+        "layer_pattern": _period(kinds),
+        "kv_shared": True,
+        "q_lora_rank": int(cfg["q_lora_rank"]),
+        "o_groups": int(cfg["o_groups"]),
+        "o_lora_rank": int(cfg["o_lora_rank"]),
+        "sliding_window": int(cfg["sliding_window"]),
+        "hc_mult": int(_first(cfg, "hc_mult", default=1)),
+    }
+    if "compressed_sparse_attention" in kinds:
+        out["csa_compress_ratio"] = csa_r
+        out["index_num_heads"] = int(_first(cfg, "index_n_heads", "index_num_heads"))
+        out["index_head_dim"] = int(_first(cfg, "index_head_dim"))
+        out["index_topk"] = int(_first(cfg, "index_topk"))
+    if "heavily_compressed_attention" in kinds:
+        out["hca_compress_ratio"] = hca_r
     return out
 
 
@@ -353,6 +430,10 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         fields["v_head_dim"] = int(v_dim)
 
     # --- attention layer pattern
+    if _is_deepseek_v4(cfg):
+        fields.update(_deepseek_v4_fields(cfg, fields))
+        fields["num_mtp_layers"] = int(_first(cfg, "num_nextn_predict_layers", default=0) or 0)
+        return fields
     if blocks is not None:
         fields.update(_nemotron_h_fields(cfg, fields))
         mtp = _first(cfg, "num_nextn_predict_layers", default=0) or 0

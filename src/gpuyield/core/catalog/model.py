@@ -33,6 +33,7 @@ from gpuyield.errors import CatalogError
 
 __all__ = [
     "BYTES_PER_KV_ELEMENT",
+    "COMPRESSED_KINDS",
     "AttentionKind",
     "GemmShape",
     "LayerKind",
@@ -43,8 +44,18 @@ __all__ = [
     "kv_element_bytes",
 ]
 
-# A layer's token mixer; "none" is a layer with an MLP or experts only (Nemotron-H's MLP and MoE blocks).
-LayerKind = Literal["full_attention", "sliding_attention", "linear_attention", "none"]
+# A layer's token mixer; "none" is a layer with an MLP or experts only (Nemotron-H's MLP and MoE blocks). The two
+# compressed kinds (DeepSeek-V4) attend over a sliding window plus a cache of one entry per ``*_compress_ratio``
+# tokens: sparsely through an indexer's top-k (CSA) or densely (HCA).
+LayerKind = Literal[
+    "full_attention",
+    "sliding_attention",
+    "linear_attention",
+    "compressed_sparse_attention",
+    "heavily_compressed_attention",
+    "none",
+]
+COMPRESSED_KINDS: tuple[LayerKind, ...] = ("compressed_sparse_attention", "heavily_compressed_attention")
 LinearAttentionType = Literal["gated_deltanet", "mamba2"]
 AttentionKind = Literal["gqa", "mla"]
 
@@ -112,7 +123,9 @@ class GemmShape:
     n: int  # output features
     k: int  # input features
     num_layers: int  # decoder layers holding this matrix (1 for lm_head)
-    group: Literal["attention", "mlp", "moe_expert", "moe_shared", "router", "lm_head"]
+    # moe_latent: the projections into and out of a latent MoE's expert space, which engines replicate on every GPU
+    # and keep in 16 bits (vLLM's ReplicatedLinear, left out of ModelOpt's quantisation)
+    group: Literal["attention", "mlp", "moe_expert", "moe_shared", "moe_latent", "router", "lm_head"]
     num_experts: int = 1  # copies per layer (routed experts); 1 for dense matrices
     experts_per_token: int = 1  # copies a token uses; == num_experts for dense matrices
 
@@ -190,6 +203,15 @@ class ModelSpec(BaseModel):
     full_attention_kv_heads: int | None = Field(None, gt=0)
     full_attention_k_eq_v: bool = False
     sliding_window: int | None = Field(None, gt=0, description="tokens a sliding_attention layer keeps")
+    # DeepSeek-V4: compressed attention (every layer also keeps a sliding window), K and V one cached tensor,
+    # a grouped low-rank output projection and hyper-connections
+    csa_compress_ratio: int | None = Field(None, gt=0, description="tokens per cached entry in CSA layers (4)")
+    hca_compress_ratio: int | None = Field(None, gt=0, description="tokens per cached entry in HCA layers (128)")
+    index_topk: int | None = Field(None, gt=0, description="compressed entries a CSA query attends to")
+    kv_shared: bool = Field(False, description="K and V are one tensor, projected and cached once (DeepSeek-V4)")
+    o_groups: int | None = Field(None, gt=0, description="groups of heads in the low-rank output projection")
+    o_lora_rank: int | None = Field(None, gt=0, description="each group's output rank before o_b_proj")
+    hc_mult: int = Field(1, ge=1, description="hyper-connection residual streams (DeepSeek-V4: 4); 1 = plain")
     # Linear-attention (Gated DeltaNet) layers: fixed-size state per sequence
     linear_num_key_heads: int | None = Field(None, gt=0)
     linear_num_value_heads: int | None = Field(None, gt=0)
@@ -248,6 +270,28 @@ class ModelSpec(BaseModel):
         empty = [i for i in self.mlp_free_layers if self.layer_kind(i) == "none"]
         if empty:
             raise ValueError(f"layer {empty[0]} has neither a token mixer (layer_pattern 'none') nor an MLP")
+        compressed = [k for k in COMPRESSED_KINDS if k in self.layer_pattern]
+        if compressed:
+            if self.sliding_window is None:
+                raise ValueError("compressed attention layers keep a sliding window: set sliding_window")
+            if "compressed_sparse_attention" in compressed and not (
+                self.csa_compress_ratio and self.index_topk and self.index_num_heads and self.index_head_dim
+            ):
+                raise ValueError(
+                    "compressed_sparse_attention layers need csa_compress_ratio, index_topk, index_num_heads and "
+                    "index_head_dim"
+                )
+            if "heavily_compressed_attention" in compressed and not self.hca_compress_ratio:
+                raise ValueError("heavily_compressed_attention layers need hca_compress_ratio")
+        if (self.o_groups is None) != (self.o_lora_rank is None):
+            raise ValueError("o_groups and o_lora_rank go together")
+        if self.o_groups is not None:
+            if self.uses_mla:
+                raise ValueError("o_groups/o_lora_rank (grouped output projection) do not apply to MLA models")
+            if (self.num_attention_heads * self.head_dim) % self.o_groups:
+                raise ValueError("num_attention_heads x head_dim must be a multiple of o_groups")
+        if self.kv_shared and (self.uses_mla or self.v_head_dim is not None):
+            raise ValueError("kv_shared (one K = V tensor) needs GQA heads without v_head_dim")
         if self.moe_latent_size is not None and not self.num_experts:
             raise ValueError("moe_latent_size needs num_experts > 0")
         if self.linear_state_dtype.strip().lower() not in BYTES_PER_KV_ELEMENT:
@@ -346,8 +390,21 @@ class ModelSpec(BaseModel):
 
     @cached_property
     def num_attention_layers(self) -> int:
-        """Softmax-attention layers (full and sliding)."""
-        return sum(1 for k in self.layer_kinds if k in ("full_attention", "sliding_attention"))
+        """Softmax-attention layers (full, sliding and compressed)."""
+        return sum(1 for k in self.layer_kinds if k not in ("linear_attention", "none"))
+
+    @cached_property
+    def num_window_layers(self) -> int:
+        """Layers that keep a sliding window of ``sliding_window`` tokens: sliding and compressed ones."""
+        return sum(1 for k in self.layer_kinds if k == "sliding_attention" or k in COMPRESSED_KINDS)
+
+    def compress_ratio(self, kind: LayerKind) -> int:
+        """Tokens per cached entry of a compressed layer ``kind`` (0 for the other kinds)."""
+        if kind == "compressed_sparse_attention":
+            return int(self.csa_compress_ratio or 0)
+        if kind == "heavily_compressed_attention":
+            return int(self.hca_compress_ratio or 0)
+        return 0
 
     @cached_property
     def num_sublayers(self) -> int:
@@ -415,9 +472,38 @@ class ModelSpec(BaseModel):
                 out.append(GemmShape("indexer_weights_proj", self.index_num_heads, h, n_layers, "attention"))
             return out
         q_out = heads * hd * (2 if self.attention_output_gate else 1)
-        kv_out = kv * hd if k_eq_v else kv * (hd + vd)
-        out.append(GemmShape(f"{prefix}qkv_proj", q_out + kv_out, h, n_layers, "attention"))
-        out.append(GemmShape(f"{prefix}o_proj", h, heads * vd, n_layers, "attention"))
+        kv_out = kv * hd if (k_eq_v or self.kv_shared) else kv * (hd + vd)
+        if self.q_lora_rank:  # low-rank queries without MLA (DeepSeek-V4): q_a -> norm -> q_b, K = V apart
+            out.append(GemmShape(f"{prefix}q_a_proj", self.q_lora_rank, h, n_layers, "attention"))
+            out.append(GemmShape(f"{prefix}q_b_proj", q_out, self.q_lora_rank, n_layers, "attention"))
+            out.append(GemmShape(f"{prefix}kv_proj", kv_out, h, n_layers, "attention"))
+        else:
+            out.append(GemmShape(f"{prefix}qkv_proj", q_out + kv_out, h, n_layers, "attention"))
+        if self.o_groups and self.o_lora_rank:
+            # grouped low-rank output: each group of heads to o_lora_rank (block-diagonal), then all groups to hidden
+            rank = self.o_groups * self.o_lora_rank
+            out.append(GemmShape(f"{prefix}o_a_proj", rank, heads * vd // self.o_groups, n_layers, "attention"))
+            out.append(GemmShape(f"{prefix}o_b_proj", h, rank, n_layers, "attention"))
+        else:
+            out.append(GemmShape(f"{prefix}o_proj", h, heads * vd, n_layers, "attention"))
+        return out
+
+    def _compressor_gemms(self) -> list[GemmShape]:
+        """DeepSeek-V4's compressors: KV and gate projections (CSA's two overlapping series, so twice as wide), and in
+        CSA layers the lightning indexer's own compressor, query projection and head weights."""
+        h, hd = self.hidden_size, self.head_dim
+        out: list[GemmShape] = []
+        csa = self.num_layers_of("compressed_sparse_attention")
+        hca = self.num_layers_of("heavily_compressed_attention")
+        if csa:
+            assert self.index_num_heads and self.index_head_dim
+            ih, ihd = self.index_num_heads, self.index_head_dim
+            out.append(GemmShape("csa_compressor_kv_gate", 4 * hd, h, csa, "attention"))
+            out.append(GemmShape("indexer_compressor_kv_gate", 4 * ihd, h, csa, "attention"))
+            out.append(GemmShape("indexer_q_b_proj", ih * ihd, self.q_lora_rank or h, csa, "attention"))
+            out.append(GemmShape("indexer_weights_proj", ih, h, csa, "attention"))
+        if hca:
+            out.append(GemmShape("hca_compressor_kv_gate", 2 * hd, h, hca, "attention"))
         return out
 
     def _linear_attention_gemms(self, n_layers: int) -> list[GemmShape]:
@@ -464,7 +550,7 @@ class ModelSpec(BaseModel):
             )
         else:
             out = self._attention_gemms(attn_layers)
-        out += self._linear_attention_gemms(lin_layers)
+        out += self._compressor_gemms() + self._linear_attention_gemms(lin_layers)
         dense = self.num_dense_mlp_layers
         if dense and self.intermediate_size:
             out.append(GemmShape(up, gates * self.intermediate_size, h, dense, "mlp"))
@@ -476,8 +562,8 @@ class ModelSpec(BaseModel):
             d = self.moe_dispatch_width
             out.append(GemmShape("router", e, h, moe, "router"))
             if self.moe_latent_size:
-                out.append(GemmShape("latent_in_proj", d, h, moe, "moe_shared"))
-                out.append(GemmShape("latent_out_proj", h, d, moe, "moe_shared"))
+                out.append(GemmShape("latent_in_proj", d, h, moe, "moe_latent"))
+                out.append(GemmShape("latent_out_proj", h, d, moe, "moe_latent"))
             out.append(GemmShape(f"expert_{up}", gates * w, d, moe, "moe_expert", e, k))
             out.append(GemmShape("expert_down_proj", d, w, moe, "moe_expert", e, k))
             if self.num_shared_experts:
@@ -512,8 +598,12 @@ class ModelSpec(BaseModel):
                 per_attn += 2 * hd
             elif self.qk_norm == "per_layer":
                 per_attn += (heads + kv) * hd
-            if self.architecture == "gpt_oss":
+            if self.architecture in ("gpt_oss", "deepseek_v4"):
                 per_attn += heads  # attention sinks
+            if self.q_lora_rank:
+                per_attn += self.q_lora_rank  # q_a norm
+            if self.kv_shared:
+                per_attn += hd  # kv norm
         per_lin = 0
         if lin_layers:
             assert self.linear_num_key_heads and self.linear_num_value_heads
@@ -528,7 +618,11 @@ class ModelSpec(BaseModel):
             else:
                 # conv1d weights, A_log and dt_bias per value head, gated RMSNorm over the value head dim
                 per_lin = conv + 2 * self.linear_num_value_heads + self.linear_value_head_dim
-        out["attention_extras"] = per_attn * attn_layers + per_lin * lin_layers
+        out["attention_extras"] = per_attn * attn_layers + per_lin * lin_layers + self._compressor_small_params()
+        if self.hc_mult > 1:  # hyper-connections: two mixers a layer (attention, MLP) and the head's
+            hc, width = self.hc_mult, self.hc_mult * h
+            per_mix = (2 + hc) * hc * width + (2 + hc) * hc + 3
+            out["hyper_connections"] = 2 * self.num_layers * per_mix + hc * width + hc + 1
         moe = self.num_moe_layers
         extras = 0
         if moe and self.router_bias:
@@ -541,6 +635,20 @@ class ModelSpec(BaseModel):
             extras += self.num_dense_mlp_layers * (gates * self.intermediate_size + h)
         out["mlp_extras"] = extras
         return out
+
+    def _compressor_small_params(self) -> int:
+        """Compressor position biases and norms (DeepSeek-V4), per CSA and HCA layer."""
+        hd, total = self.head_dim, 0
+        csa = self.num_layers_of("compressed_sparse_attention")
+        if csa:
+            assert self.csa_compress_ratio and self.index_head_dim
+            r, ihd = self.csa_compress_ratio, self.index_head_dim
+            total += csa * (r * 2 * hd + hd + r * 2 * ihd + ihd)
+        hca = self.num_layers_of("heavily_compressed_attention")
+        if hca:
+            assert self.hca_compress_ratio
+            total += hca * (self.hca_compress_ratio * hd + hd)
+        return total
 
     @cached_property
     def _active_small_params(self) -> int:
@@ -579,37 +687,76 @@ class ModelSpec(BaseModel):
             out[g.group] = out.get(g.group, 0) + g.params
         small = self._small_params
         out["embed_tokens"] = small["embed_tokens"]
-        out["other"] = small["norms"] + small["attention_extras"] + small["mlp_extras"]
+        out["other"] = small["norms"] + small["attention_extras"] + small["mlp_extras"] + small.get("hyper_connections", 0)
         return out
 
     # ----------------------------------------------------------------- KV cache
     def _kv_elements_per_token_per_layer(self, kind: LayerKind = "full_attention") -> float:
-        """Cached elements per token in one attention layer of ``kind`` (K and V, or MLA latent + rope key)."""
+        """Cached elements per token in one attention layer of ``kind`` (K and V, K = V once when ``kv_shared``, or
+        MLA latent + rope key)."""
         if self.uses_mla:
             assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
             return float(self.kv_lora_rank + self.qk_rope_head_dim)
         hd, vd, kv = self.attention_dims(kind)
-        return float(kv * (hd + vd))
+        return float(kv * hd if self.kv_shared else kv * (hd + vd))
+
+    @property
+    def uses_compressed_attention(self) -> bool:
+        """Whether any layer keeps a compressed cache (DeepSeek-V4's CSA and HCA layers)."""
+        return any(k in COMPRESSED_KINDS for k in self.layer_pattern)
 
     def _indexer_bytes_per_token_per_layer(self) -> float:
-        # DeepSeek sparse-attention indexer keys: vLLM keeps them in fp8 plus one fp32 scale per token.
-        return float(self.index_head_dim + 4) if self.index_head_dim else 0.0
+        # DeepSeek sparse-attention indexer keys of every MLA layer (V3.2, GLM-5): vLLM keeps them in fp8 plus one
+        # fp32 scale per token. DeepSeek-V4's indexer sits in its CSA layers only (see compressed_kv_bytes_per_token).
+        if not self.index_head_dim or self.uses_compressed_attention:
+            return 0.0
+        return float(self.index_head_dim + 4)
 
     def kv_bytes_per_token_per_layer(self, kv_dtype: str = "bf16", kind: LayerKind = "full_attention") -> float:
-        """Bytes one token adds to the cache of one attention layer of ``kind`` (full or sliding)."""
+        """Bytes one token adds to the cache of one attention layer of ``kind`` (full or sliding; a compressed
+        layer's window holds entries of this size too)."""
         return self._kv_elements_per_token_per_layer(kind) * kv_element_bytes(kv_dtype) + (
             self._indexer_bytes_per_token_per_layer()
         )
 
+    def compressed_kv_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
+        """Cache bytes per token of context in the compressed layers: one entry per ``ratio`` tokens, plus in CSA
+        layers the indexer's key for that entry, kept in fp4 (``index_head_dim / 2`` bytes; DeepSeek-V4's FP4
+        indexer cache, as aiconfigurator-core 0.12.0 sizes it)."""
+        total = 0.0
+        for kind in COMPRESSED_KINDS:
+            n = self.num_layers_of(kind)
+            if not n:
+                continue
+            entry = self._kv_elements_per_token_per_layer(kind) * kv_element_bytes(kv_dtype)
+            if kind == "compressed_sparse_attention":
+                entry += (self.index_head_dim or 0) * 0.5
+            total += n * entry / self.compress_ratio(kind)
+        return total
+
+    def compressor_state_bytes_per_sequence(self) -> float:
+        """The compressors' partial-window buffers one sequence holds (DeepSeek-V4): KV and gate scores of up to
+        ``ratio`` tokens in fp32, twice over in CSA layers (two overlapping series), whose indexer keeps its own."""
+        total = 0.0
+        csa = self.num_layers_of("compressed_sparse_attention")
+        if csa:
+            r = self.csa_compress_ratio or 0
+            total += csa * (2 * r * 2 * self.head_dim + 2 * r * 2 * (self.index_head_dim or 0)) * 4.0
+        hca = self.num_layers_of("heavily_compressed_attention")
+        if hca:
+            total += hca * 2 * (self.hca_compress_ratio or 0) * self.head_dim * 4.0
+        return total
+
     def kv_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
         """Cache bytes per token of context in the layers whose cache grows with context.
 
-        Counts full-attention (and MLA) layers only; sliding-window and linear-attention layers are bounded
-        per sequence (see :meth:`kv_bytes_fixed_per_sequence`). Llama-3.1-8B in bf16:
-        32 layers x 8 KV heads x 128 x 2 (K and V) x 2 bytes = 131072.
+        Counts full-attention (and MLA) layers, and the compressed layers' entries (one per ``ratio`` tokens);
+        sliding-window and linear-attention layers are bounded per sequence (see
+        :meth:`kv_bytes_fixed_per_sequence`). Llama-3.1-8B in bf16: 32 layers x 8 KV heads x 128 x 2 (K and V)
+        x 2 bytes = 131072.
         """
         full = self.num_layers_of("full_attention")
-        value = full * self.kv_bytes_per_token_per_layer(kv_dtype)
+        value = full * self.kv_bytes_per_token_per_layer(kv_dtype) + self.compressed_kv_bytes_per_token(kv_dtype)
         return int(value) if value.is_integer() else value
 
     def linear_state_bytes_per_sequence(self, state_dtype: str | None = None) -> float:
@@ -633,13 +780,13 @@ class ModelSpec(BaseModel):
         return lin * (recurrent * rec_b + conv * conv_b)
 
     def kv_bytes_fixed_per_sequence(self, kv_dtype: str = "bf16", state_dtype: str | None = None) -> float:
-        """Most a sequence can hold in bounded layers: sliding windows (full) plus linear-attention state."""
-        sliding = self.num_layers_of("sliding_attention")
+        """Most a sequence can hold in bounded layers: sliding windows (full; compressed layers keep one too), plus
+        linear-attention state and the compressors' buffers."""
         window = self.sliding_window or 0
         # linear-attention state in ``state_dtype``, not the KV cache's dtype: engines keep the recurrent state apart
         # from the paged KV cache (None: the model's own state dtype, see linear_state_bytes_per_sequence)
-        return sliding * window * self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention") + (
-            self.linear_state_bytes_per_sequence(state_dtype)
+        return self.num_window_layers * window * self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention") + (
+            self.linear_state_bytes_per_sequence(state_dtype) + self.compressor_state_bytes_per_sequence()
         )
 
     def kv_bytes_for_context(
@@ -650,12 +797,9 @@ class ModelSpec(BaseModel):
         if context_tokens < 0:
             raise CatalogError(f"context_tokens must be >= 0, got {context_tokens}")
         per_layer = self.kv_bytes_per_token_per_layer(kv_dtype, "sliding_attention")
-        sliding = self.num_layers_of("sliding_attention") * min(context_tokens, self.sliding_window or 0)
-        return (
-            self.kv_bytes_per_token(kv_dtype) * context_tokens
-            + sliding * per_layer
-            + (self.linear_state_bytes_per_sequence(state_dtype) if context_tokens else 0.0)
-        )
+        sliding = self.num_window_layers * min(context_tokens, self.sliding_window or 0)
+        held = self.linear_state_bytes_per_sequence(state_dtype) + self.compressor_state_bytes_per_sequence()
+        return self.kv_bytes_per_token(kv_dtype) * context_tokens + sliding * per_layer + (held if context_tokens else 0.0)
 
     def kv_bytes_per_token_at(self, context_tokens: int, kv_dtype: str = "bf16") -> float:
         """Average cache bytes per token for a sequence of ``context_tokens`` tokens."""
@@ -682,7 +826,7 @@ class ModelSpec(BaseModel):
             if g.group == "lm_head":
                 if not self.tie_word_embeddings:
                     total += g.params * 2.0
-            elif g.group == "router":
+            elif g.group in ("router", "moe_latent"):
                 total += g.params * 2.0
             elif g.group == "attention":
                 total += g.params * attn

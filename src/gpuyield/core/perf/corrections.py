@@ -232,6 +232,13 @@ _HASHED_WHEN_SET: Mapping[str, Any] = {
     "moe_latent_size": None,
     "linear_attention_type": "gated_deltanet",
     "linear_state_dtype": "bf16",
+    "csa_compress_ratio": None,
+    "hca_compress_ratio": None,
+    "index_topk": None,
+    "kv_shared": False,
+    "o_groups": None,
+    "o_lora_rank": None,
+    "hc_mult": 1,
 }
 
 

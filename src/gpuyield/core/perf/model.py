@@ -228,6 +228,7 @@ class _Coeffs:
     linear_attn_flops_per_tok: float
     attn_prefill_eff: float
     attn_decode_s_per_seq: float  # bounded layers (sliding windows, linear state) per decode sequence
+    attn_decode_flops_s_per_seq: float  # compute of the entries every decode query reads whatever its context
     # per decode context token, per GPU: the KV read and the compute of one query (the step takes the larger;
     # speculative verification runs K + 1 queries over one read of the KV)
     attn_decode_bytes_s_per_ctx: float
@@ -266,6 +267,15 @@ def _layer_equivalents(model: Any) -> float:
 def _dispatch_width(model: Any) -> int:
     """Width of the vectors sent to the experts (``ModelSpec.moe_dispatch_width``)."""
     return int(getattr(model, "moe_dispatch_width", 0) or model.hidden_size)
+
+
+def _compressed_counts(model: Any) -> tuple[int, int]:
+    """DeepSeek-V4's CSA and HCA layers (0, 0 for every other model)."""
+    kinds = list(model.layer_kinds)
+    return (
+        sum(1 for k in kinds if k == "compressed_sparse_attention"),
+        sum(1 for k in kinds if k == "heavily_compressed_attention"),
+    )
 
 
 def _layer_counts(model: Any) -> tuple[int, int, int]:
@@ -439,13 +449,15 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 continue
-            elem = 2.0 if s.group == "router" or (gpt_oss and s.group == "attention") else wb
+            elem = 2.0 if s.group in ("router", "moe_latent") or (gpt_oss and s.group == "attention") else wb
             # int4/fp4 checkpoints usually keep attention in 8/16 bit; engines quantise experts only
             if self.weight_precision in ("int4",) and s.group == "attention":
                 elem = 2.0
             p = s.n * s.k * s.num_layers
-            dense_flops += 2.0 * p / tp
-            dense_bytes += p * elem / tp
+            # latent-MoE projections are replicated (vLLM's ReplicatedLinear): every GPU runs them whole
+            split = 1 if s.group == "moe_latent" else tp
+            dense_flops += 2.0 * p / split
+            dense_bytes += p * elem / split
         full, sliding, linear = _layer_counts(m)
         # --- attention prefill FLOPs per unit of sum(new*(ctx+new/2)) on one GPU
         # full and sliding layers may differ in head width and KV heads (Gemma 4), values may be narrower than
@@ -463,6 +475,20 @@ class PerfModel:
         attn_prefill_flops_per_sq = per_layer * full / heads_shard / adp
         window = float(getattr(m, "sliding_window", 0) or 0)
         sliding_prefill_flops_per_tok = per_layer_win * sliding * window / heads_shard / adp
+        # DeepSeek-V4: a compressed layer attends its window like a sliding layer; a CSA query also attends the
+        # index_topk entries its indexer picks (counted whole), and the indexer scores every compressed entry (one
+        # per ratio tokens); an HCA query attends every compressed entry. Per entry per query: FLOPs as below.
+        csa, hca = _compressed_counts(m)
+        fixed_entries = sliding * window  # entries every query attends whatever its context (per layer, summed)
+        cmp_flops_per_ctx = 0.0  # FLOPs per query per context token in the compressed part
+        if csa or hca:
+            fixed_entries += (csa + hca) * window + csa * float(m.index_topk or 0)
+            sliding_prefill_flops_per_tok = per_layer_win * fixed_entries / heads_shard / adp
+            if csa:
+                cmp_flops_per_ctx += 2.0 * m.index_num_heads * m.index_head_dim / m.csa_compress_ratio * csa
+            if hca:
+                cmp_flops_per_ctx += per_layer_win / m.hca_compress_ratio * hca
+            attn_prefill_flops_per_sq += cmp_flops_per_ctx / heads_shard / adp
         linear_attn_flops_per_tok = 0.0
         if linear:
             dk, dv, hv = m.linear_key_head_dim, m.linear_value_head_dim, m.linear_num_value_heads
@@ -479,22 +505,36 @@ class PerfModel:
             )
         else:
             kv_shard = min(tp, kvh_full)
-            kv_per_tok_layer = kvh_full * (hd_full + vd_full) * kvb
+            kv_per_tok_layer = m.kv_bytes_per_token_per_layer(self.kv_dtype, "full_attention")
             dec_flops_per_ctx = 2.0 * m.num_attention_heads * (hd_full + vd_full) * full / heads_shard
         kv_per_tok_gpu = kv_per_tok_layer * full / kv_shard / pp
         kv_fixed_gpu = 0.0
-        if sliding:
-            kv_win_layer = kv_per_tok_layer if mla else kvh_win * (hd_win + vd_win) * kvb
-            kv_fixed_gpu += kv_win_layer * sliding * window / (kv_shard if mla else min(tp, kvh_win)) / pp
+        win_shard = kv_shard if mla else min(tp, kvh_win)
+        kv_win_layer = kv_per_tok_layer if mla else m.kv_bytes_per_token_per_layer(self.kv_dtype, "sliding_attention")
+        if sliding or csa or hca:
+            kv_fixed_gpu += kv_win_layer * (sliding + csa + hca) * window / win_shard / pp
+        read_per_seq_gpu = kv_fixed_gpu  # bytes a decode query reads whatever its context
+        if csa or hca:
+            kv_per_tok_gpu += m.compressed_kv_bytes_per_token(self.kv_dtype) / win_shard / pp
+            dec_flops_per_ctx += cmp_flops_per_ctx / heads_shard
+            read_per_seq_gpu += kv_win_layer * csa * float(m.index_topk or 0) / win_shard / pp
         if linear:
-            kv_fixed_gpu += (
+            read_per_seq_gpu += (
                 float(m.linear_state_bytes_per_sequence()) / min(tp, m.linear_num_value_heads) / pp
             )
         attn_bw = bw * gc.attn_decode_bw_eff
         # decode attention is memory- or compute-bound; both terms are proportional to context (affine)
         s_bytes_per_ctx = kv_per_tok_gpu * pp / attn_bw / adp
         s_flops_per_ctx = dec_flops_per_ctx / (peak_attn * gc.attn_prefill_eff) / adp
-        s_per_seq = kv_fixed_gpu * pp / attn_bw / adp
+        s_per_seq = read_per_seq_gpu * pp / attn_bw / adp
+        # compute of the entries read whatever the context: DeepSeek-V4's one shared KV head (512 wide, 64 or 128
+        # query heads on it) can make it outweigh the bytes where few GPUs split the heads; GQA windows stay
+        # memory-bound, so it is charged for compressed models only
+        s_flops_per_seq = (
+            per_layer_win * fixed_entries / heads_shard / (peak_attn * gc.attn_prefill_eff) / adp
+            if (csa or hca)
+            else 0.0
+        )
         # --- experts
         E = int(m.num_experts or 0)
         k = int(m.num_experts_per_tok or 0)
@@ -563,6 +603,7 @@ class PerfModel:
             linear_attn_flops_per_tok=linear_attn_flops_per_tok / pp,
             attn_prefill_eff=gc.attn_prefill_eff,
             attn_decode_s_per_seq=s_per_seq / pp,
+            attn_decode_flops_s_per_seq=s_flops_per_seq / pp,
             attn_decode_bytes_s_per_ctx=s_bytes_per_ctx / pp,
             attn_decode_flops_s_per_ctx=s_flops_per_ctx / pp,
             lm_flops_per_tok=lm_flops_per_tok,
@@ -630,7 +671,10 @@ class PerfModel:
         attn_d = (
             pp
             * c.decode_attn_scale
-            * (self._attn_per_ctx(queries_per_seq) * decode_ctx_tokens + c.attn_decode_s_per_seq * D)
+            * (
+                self._attn_per_ctx(queries_per_seq) * decode_ctx_tokens
+                + max(c.attn_decode_s_per_seq, c.attn_decode_flops_s_per_seq * queries_per_seq) * D
+            )
         )
         # LM head: decode sequences plus (at most) one last prompt token per prefill step
         lm_tok = (Dq + (1.0 if P > 0 else 0.0)) / c.adp
@@ -676,7 +720,8 @@ class PerfModel:
         # ... after K drafter passes over the decoding sequences: draft_layers of the target's layers (GEMMs,
         # experts, attention, collectives) and an LM head each; the fixed step overhead is the real step's
         k = spec.num_draft_tokens
-        frac = spec.draft_layers(self.model) / self.model.num_layers
+        # in layer equivalents: a Nemotron-H MTP module (attention + MoE block) is one of its 44, not one of 88 blocks
+        frac = spec.draft_layers(self.model) / _layer_equivalents(self.model)
         draft = [0.0] * len(OPS)  # n-gram lookup runs no model
         if frac > 0:
             plain = self._ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
@@ -719,7 +764,7 @@ class PerfModel:
         if spec is not None:
             out.notes.append(
                 spec.describe() + " (drafter weights and KV not counted in memory: about "
-                f"{spec.draft_layers(self.model)} of {self.model.num_layers} layers)"
+                f"{spec.draft_layers(self.model)} of {_layer_equivalents(self.model):g} layers)"
             )
         return out
 
@@ -761,6 +806,8 @@ class PerfModel:
             elif s.group in ("lm_head", "router"):
                 if not (s.group == "lm_head" and m.tie_word_embeddings):
                     total += p * 2.0 / self.tp
+            elif s.group == "moe_latent":  # replicated on every GPU, left unquantised (ModelOpt checkpoints)
+                total += p * 2.0
             elif s.group == "attention" and (gpt_oss or self.weight_precision == "int4"):
                 total += p * 2.0 / self.tp
             else:
@@ -795,15 +842,18 @@ class PerfModel:
             shard = 1
             per_layer_win, shard_win = per_layer, shard
         else:
-            hd_full, vd_full, kvh_full = m.attention_dims("full_attention")
-            hd_win, vd_win, kvh_win = m.attention_dims("sliding_attention")
-            per_layer = kvh_full * (hd_full + vd_full) * kvb
+            _, _, kvh_full = m.attention_dims("full_attention")
+            _, _, kvh_win = m.attention_dims("sliding_attention")
+            per_layer = m.kv_bytes_per_token_per_layer(self.kv_dtype, "full_attention")
             shard = min(self.tp, kvh_full)
-            per_layer_win = kvh_win * (hd_win + vd_win) * kvb
+            per_layer_win = m.kv_bytes_per_token_per_layer(self.kv_dtype, "sliding_attention")
             shard_win = min(self.tp, kvh_win)
+        csa, hca = _compressed_counts(m)
         kv_per_tok = per_layer * full / shard / self.pp
+        if csa or hca:  # DeepSeek-V4: one compressed entry per ratio tokens grows with the context
+            kv_per_tok += m.compressed_kv_bytes_per_token(self.kv_dtype) / shard_win / self.pp
         window = float(getattr(m, "sliding_window", 0) or 0)
-        fixed = per_layer_win * sliding * window / shard_win / self.pp
+        fixed = per_layer_win * (sliding + csa + hca) * window / shard_win / self.pp
         window_part = fixed
         if linear:
             fixed += (
@@ -811,6 +861,8 @@ class PerfModel:
                 / min(self.tp, m.linear_num_value_heads)
                 / self.pp
             )
+        if csa or hca:  # the compressors' partial windows, held whole like a linear state
+            fixed += m.compressor_state_bytes_per_sequence() / shard_win / self.pp
         mml = int(max_model_len or m.max_position_embeddings)
         bs = self.engine_coeffs.block_size_tokens
         fits, reason = True, "ok"

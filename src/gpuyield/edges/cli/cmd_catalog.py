@@ -109,7 +109,14 @@ def model_record(spec: Any, *, full: bool = False) -> dict[str, Any]:
         out["param_breakdown"] = spec.param_breakdown()
         out["layer_kinds"] = {
             kind: spec.num_layers_of(kind)
-            for kind in ("full_attention", "sliding_attention", "linear_attention", "none")
+            for kind in (
+                "full_attention",
+                "sliding_attention",
+                "linear_attention",
+                "compressed_sparse_attention",
+                "heavily_compressed_attention",
+                "none",
+            )
         }
         out["mlp_free_layers"] = len(set(spec.mlp_free_layers))
         out["gemm_shapes"] = [
@@ -189,6 +196,8 @@ def _models(catalog_files: list[str] | None, json_out: str | None) -> None:
         if m.full_attention_shaped_apart:  # Gemma 4: the full layers' own KV heads
             attn += f" (full /{m.attention_shape('full_attention')[1]})"
         kinds = [k for k in ("sliding_attention", "linear_attention") if m.num_layers_of(k)]
+        if m.uses_compressed_attention:
+            kinds.append("compressed_attention")
         if kinds:
             attn += " + " + ", ".join(
                 "mamba2" if k == "linear_attention" and m.linear_attention_type == "mamba2" else k.split("_")[0]
@@ -450,6 +459,17 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
         if spec.uses_mla
         else f"GQA {spec.num_attention_heads} heads / {spec.num_kv_heads} KV heads x {spec.head_dim}"
     )
+    if spec.kv_shared:
+        attn += " (K = V, cached once)"
+    if spec.q_lora_rank and not spec.uses_mla:
+        attn += f"; q_lora_rank {spec.q_lora_rank}"
+    if spec.o_groups:
+        attn += f"; output {spec.o_groups} groups x rank {spec.o_lora_rank}"
+    if spec.uses_compressed_attention:
+        attn += (
+            f"; compressed: CSA 1 entry / {spec.csa_compress_ratio} tokens, top-{spec.index_topk} "
+            f"(indexer {spec.index_num_heads} x {spec.index_head_dim}), HCA 1 / {spec.hca_compress_ratio}"
+        )
     if spec.full_attention_shaped_apart:
         hd_full, kv_full = spec.attention_shape("full_attention")
         attn += f"; full-attention layers {kv_full} KV heads x {hd_full}" + (
@@ -458,7 +478,13 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
     kinds = ", ".join(
         f"{spec.num_layers_of(k)} {k}"
         + (" (mamba2)" if k == "linear_attention" and spec.linear_attention_type == "mamba2" else "")
-        for k in ("full_attention", "sliding_attention", "linear_attention")
+        for k in (
+            "full_attention",
+            "sliding_attention",
+            "linear_attention",
+            "compressed_sparse_attention",
+            "heavily_compressed_attention",
+        )
         if spec.num_layers_of(k)
     )
     if spec.num_layers_of("none"):  # Nemotron-H: blocks with an MLP or experts only
