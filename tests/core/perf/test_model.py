@@ -292,9 +292,14 @@ def test_a_sequence_fills_its_windows_only_as_far_as_it_is_long():
     assert gemma.fixed_blocks_for(512, 16) < gemma.fixed_blocks_for(4096, 16) == gemma.fixed_blocks_per_seq(16)
     # so more short sequences fit than long ones, by more than their own tokens account for
     assert gemma.max_concurrent_seqs(512) > 2 * gemma.max_concurrent_seqs(4096)
-    qwen = PerfModel.build(CAT.model("Qwen/Qwen3.5-397B-A17B"), CAT.gpu("h200_sxm"), tp=8).memory(0.9, 32768)
+    qwen_pm = PerfModel.build(CAT.model("Qwen/Qwen3.5-397B-A17B"), CAT.gpu("h200_sxm"), tp=8, engine="sglang")
+    qwen = qwen_pm.memory(0.9, 32768)
     assert qwen.sliding_window_tokens == 0 and qwen.fixed_tokens_per_seq > 0
     assert qwen.fixed_tokens_for(16) == pytest.approx(qwen.fixed_tokens_per_seq)
+    # vLLM also rounds the growing cache up to its raised hybrid block (272 tokens here)
+    paged = PerfModel.build(qwen_pm.model, CAT.gpu("h200_sxm"), tp=8, engine="vllm").memory(0.9, 32768)
+    assert paged.hybrid_block_tokens == 272
+    assert paged.fixed_tokens_for(16) == pytest.approx(paged.fixed_tokens_per_seq + 272 - 16)
 
 
 def test_nemotron_h_blocks_count_one_all_reduce_each_and_dispatch_the_latent():
@@ -318,7 +323,8 @@ def test_nemotron_h_blocks_count_one_all_reduce_each_and_dispatch_the_latent():
     # an MTP drafter pass runs one of Super's 44 layer equivalents (its attention + MoE blocks), not one of 88 blocks
     spec_pm = pm.with_speculative(SpeculativeDecoding("mtp", 3, 0.7))
     assert spec_pm.notes[-1].endswith("about 1 of 44 layers)")
-    mem = PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=4, weight_precision="fp8").memory(0.9, max_model_len=8192)
+    # SGLang holds the exact state (vLLM pages it: test_vllm_pages_hybrid_models_as_its_hybrid_kv_manager_does)
+    mem = PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=4, weight_precision="fp8", engine="sglang").memory(0.9, 8192)
     assert mem.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence() / 4)
     assert spec.linear_state_bytes_per_sequence() == pytest.approx(
         40 * (128 * 64 * 128 * 4 + (8192 + 2 * 8 * 128) * 3 * 2)
@@ -353,3 +359,26 @@ def test_deepseek_v4_reads_a_compressed_cache_and_a_fixed_sparse_set():
     assert mem.kv_bytes_fixed_per_seq == pytest.approx(spec.kv_bytes_fixed_per_sequence("fp8"))
     assert mem.kv_capacity_tokens > 15 * v3.memory(0.9, max_model_len=131072).kv_capacity_tokens
 
+
+
+def test_vllm_pages_hybrid_models_as_its_hybrid_kv_manager_does():
+    """vLLM raises the attention block size until one page holds a Mamba layer's state (Nemotron-3 Nano on one
+    H100: 2,096 tokens of 1,024 bytes >= 2,134,016 bytes), pads the 23 Mamba layers to groups of the 6 attention
+    layers (24) and, with prefix caching (its default), holds two state pages a layer; SGLang keeps the exact state."""
+    spec = CAT.model("nemotron-3-nano")
+    vllm = PerfModel.build(spec, CAT.gpu("h100_sxm"), tp=1, engine="vllm")
+    on = vllm.memory(0.9, max_model_len=8192)
+    off = vllm.memory(0.9, max_model_len=8192, prefix_caching=False)
+    assert on.hybrid_block_tokens == off.hybrid_block_tokens == 2096
+    page = 2096 * 2 * 128 * 2 * 2  # one attention layer's KV for a block: 2 KV heads x 128 x (K, V) x 2 bytes
+    assert on.kv_bytes_fixed_per_seq == 24 * 2 * page and off.kv_bytes_fixed_per_seq == 24 * page
+    # a 1,000-token sequence holds a whole 2,096-token block of every attention layer
+    assert off.fixed_tokens_for(1000) == pytest.approx(24 * page / off.kv_bytes_per_token + 1096)
+    assert off.fixed_tokens_for(2096) == pytest.approx(24 * page / off.kv_bytes_per_token)
+    assert on.max_concurrent_seqs(2048) < off.max_concurrent_seqs(2048)
+    # speculative decoding: one more state page a layer per draft token
+    mtp = vllm.with_speculative(SpeculativeDecoding("eagle", 3, 0.7)).memory(0.9, 8192, prefix_caching=False)
+    assert mtp.kv_bytes_fixed_per_seq == 24 * 4 * page
+    sglang = PerfModel.build(spec, CAT.gpu("h100_sxm"), tp=1, engine="sglang").memory(0.9, max_model_len=8192)
+    assert sglang.hybrid_block_tokens == 0
+    assert sglang.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence())

@@ -153,6 +153,10 @@ class MemoryPlan:
     # (a sequence holds min(its length, window) of it; the rest is linear-attention state, held whole)
     kv_bytes_window_per_seq: float = 0.0
     sliding_window_tokens: int = 0
+    # vLLM with linear-attention layers allocates the growing cache in blocks of this many tokens (raised so that a
+    # page holds a layer's state; PerfModel._vllm_hybrid_pages): a sequence holds its length rounded up to them.
+    # 0: the engine's small blocks (``block_size_tokens``)
+    hybrid_block_tokens: int = 0
 
     @property
     def fixed_tokens_per_seq(self) -> float:
@@ -169,14 +173,18 @@ class MemoryPlan:
 
     def fixed_tokens_for(self, length_tokens: int) -> float:
         """The bounded cache a sequence of ``length_tokens`` tokens holds, in tokens of the growing cache: its
-        sliding windows filled to min(length, window), plus the linear-attention state whole."""
+        sliding windows filled to min(length, window), plus the linear-attention state whole; with
+        ``hybrid_block_tokens``, also the rest of its last block."""
         if self.kv_bytes_per_token <= 0 or self.kv_bytes_fixed_per_seq <= 0:
             return 0.0
         window = self.kv_bytes_window_per_seq
         if window > 0 and self.sliding_window_tokens > 0:
             window *= min(1.0, max(0, length_tokens) / self.sliding_window_tokens)
         linear = self.kv_bytes_fixed_per_seq - self.kv_bytes_window_per_seq
-        return (window + linear) / self.kv_bytes_per_token
+        round_up = 0.0
+        if self.hybrid_block_tokens > 0 and length_tokens > 0:
+            round_up = float(-length_tokens % self.hybrid_block_tokens)
+        return (window + linear) / self.kv_bytes_per_token + round_up
 
     def fixed_blocks_for(self, length_tokens: int, block_size: int | None = None) -> int:
         """:meth:`fixed_tokens_for` in whole blocks (what the engine model holds for one sequence)."""
@@ -187,12 +195,13 @@ class MemoryPlan:
         (windows filled to min(``bounded_tokens``, window), default ``context_tokens``; linear state whole)."""
         if not self.fits or context_tokens <= 0:
             return 0
-        blocks_per_seq = math.ceil(context_tokens / self.block_size_tokens)
+        block = self.hybrid_block_tokens or self.block_size_tokens
+        blocks_per_seq = math.ceil(context_tokens / block)
         fixed = self.kv_bytes_fixed_per_seq
         filled = context_tokens if bounded_tokens is None else bounded_tokens
         if self.kv_bytes_window_per_seq > 0 and self.sliding_window_tokens > 0:  # windows filled that far
             fixed -= self.kv_bytes_window_per_seq * (1.0 - min(1.0, filled / self.sliding_window_tokens))
-        per_seq = blocks_per_seq * self.block_size_tokens * self.kv_bytes_per_token + fixed
+        per_seq = blocks_per_seq * block * self.kv_bytes_per_token + fixed
         if per_seq <= 0:
             return 1 << 30
         per_rank = int(self.kv_gb * _GB // per_seq)
@@ -815,8 +824,17 @@ class PerfModel:
         total += m.vocab_size * m.hidden_size * 2.0 / self.tp  # embeddings (vocab-parallel)
         return total / self.pp
 
-    def memory(self, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None) -> MemoryPlan:
-        """Weights, runtime reserve and KV capacity; ``fits`` False names the reason."""
+    def memory(
+        self,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        *,
+        prefix_caching: bool | None = None,
+    ) -> MemoryPlan:
+        """Weights, runtime reserve and KV capacity; ``fits`` False names the reason.
+
+        ``prefix_caching`` (None: the engine's default, on for vLLM) matters for vLLM's hybrid models, whose
+        linear-attention state it holds twice (see :meth:`_vllm_hybrid_pages`)."""
         if not 0.0 < gpu_memory_utilization <= 1.0:
             raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
         m = self.model
@@ -863,6 +881,13 @@ class PerfModel:
             )
         if csa or hca:  # the compressors' partial windows, held whole like a linear state
             fixed += m.compressor_state_bytes_per_sequence() / shard_win / self.pp
+        hybrid_block = 0
+        if linear and full and self.engine == "vllm" and not getattr(m, "uses_mla", False):
+            pages = self._vllm_hybrid_pages(per_layer / shard, full, sliding, linear, prefix_caching)
+            hybrid_block, state_bytes, kv_scale = pages
+            fixed = window_part * kv_scale[1] + state_bytes / self.pp
+            window_part *= kv_scale[1]
+            kv_per_tok *= kv_scale[0]
         mml = int(max_model_len or m.max_position_embeddings)
         bs = self.engine_coeffs.block_size_tokens
         fits, reason = True, "ok"
@@ -877,7 +902,8 @@ class PerfModel:
         else:
             per_rank = int(kv_gb * _GB // kv_per_tok) if kv_per_tok > 0 else 1 << 40
             cap_tokens = per_rank * c.adp
-            need = mml * kv_per_tok + fixed
+            held_tokens = math.ceil(mml / hybrid_block) * hybrid_block if hybrid_block else mml
+            need = held_tokens * kv_per_tok + fixed
             if kv_gb * _GB < need:
                 fits = False
                 reason = (
@@ -901,8 +927,43 @@ class PerfModel:
             reason=reason,
             attention_dp=self.attention_dp,
             kv_bytes_window_per_seq=window_part,
-            sliding_window_tokens=int(window) if sliding else 0,
+            sliding_window_tokens=int(window) if (sliding or csa or hca) else 0,
+            hybrid_block_tokens=hybrid_block,
         )
+
+
+    def _vllm_hybrid_pages(
+        self, attn_bytes_per_token: float, full: int, sliding: int, linear: int, prefix_caching: bool | None
+    ) -> tuple[int, float, tuple[float, float]]:
+        """How vLLM's hybrid KV-cache manager holds a model with linear-attention (Mamba2, Gated DeltaNet) layers:
+        (attention block size in tokens, linear-state bytes per sequence per GPU, padding factors of the full and
+        the sliding layers' cache).
+
+        vLLM (0.32: ``platforms/interface.py``, ``v1/core/kv_cache_utils.py``, ``v1/kv_cache_interface.py``) pages
+        every layer alike: it raises the attention block size to the smallest multiple of 16 tokens whose page (one
+        layer's KV for that many tokens) holds one layer's state, pads the state to that page, groups the layers
+        into groups of the smallest kind's count (the largest when within 1.5x of it), padding the other kinds to
+        whole groups, and holds a sequence's state in one page per layer, two with prefix caching (``mamba_cache_mode
+        align``, its default once prefix caching is on) and one more per speculative token."""
+        m = self.model
+        state_per_layer = float(m.linear_state_bytes_per_sequence()) / linear / min(self.tp, m.linear_num_value_heads)
+        align = 16  # the attention backends' smallest kernel block
+        block = align * max(1, math.ceil(state_per_layer / (align * attn_bytes_per_token)))
+        page = block * attn_bytes_per_token
+        counts = [n for n in (full, sliding, linear) if n]
+        group = min(counts)
+        if max(counts) < 1.5 * group:
+            group = max(counts)
+
+        def padded(n: int) -> int:
+            return math.ceil(n / group) * group if n else 0
+
+        held = 2 if (prefix_caching is None or prefix_caching) else 1
+        spec = self.speculative
+        if spec is not None and spec.method != "ngram":
+            held += spec.num_draft_tokens
+        state = padded(linear) * held * page
+        return block, state, (padded(full) / full, (padded(sliding) / sliding) if sliding else 1.0)
 
 
 def _sanitise(curve: LogCurve) -> LogCurve:

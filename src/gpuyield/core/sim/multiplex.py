@@ -306,7 +306,7 @@ def build_multiplex(
         for m in models:
             perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=g.weight_precision, kv_dtype=g.kv_dtype,
                                    engine=cfg.family, calibration=calibration)  # fmt: skip
-            plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len)
+            plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
             perfs.append(perf)
             plans.append(plan)
         usable_gb = gpu.memory_gb * cfg.gpu_memory_utilization  # per GPU

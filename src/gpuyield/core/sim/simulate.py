@@ -121,7 +121,7 @@ def build_cluster(
                 perf = perf.with_speculative(pool.speculative.to_core())
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-        plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len)
+        plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
         try:
             blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)
         except Exception as exc:

@@ -60,12 +60,16 @@ def _perf_step_model(
     gpu = cat.gpu(spec.gpu)
     pm: Any = perf_cls.build(model_spec, gpu, tp=spec.tp, engine=spec.engine)
     blocks: int | None = None
+    if spec.speculative is not None:  # before the memory plan: vLLM holds hybrid models' state per draft token too
+        pm = pm.with_speculative(spec.speculative)
     try:
-        plan = pm.memory(gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len)
+        plan = pm.memory(
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            max_model_len=spec.max_model_len,
+            prefix_caching=spec.enable_prefix_caching,
+        )
     except TypeError:
         plan = pm.memory(gpu_memory_utilization=spec.gpu_memory_utilization)
-    if spec.speculative is not None:
-        pm = pm.with_speculative(spec.speculative)
     if getattr(plan, "fits", True) is False:
         raise ConfigError(f"model {spec.model} does not fit on {spec.tp} x {spec.gpu}: {getattr(plan, 'reason', '')}")
     for attr in ("kv_capacity_tokens", "kv_tokens", "kv_cache_tokens"):
