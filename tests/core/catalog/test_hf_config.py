@@ -341,17 +341,43 @@ def test_deepseek_v4_compressed_attention_shared_kv_and_hyper_connections():
     assert spec.params_active / 1e9 == pytest.approx(13.8, abs=0.05)
     kinds = [spec.num_layers_of(k) for k in ("sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention")]
     assert kinds == [2, 21, 20] and spec.num_window_layers == 43 and spec.native_dtype == "fp8"
-    # one 512-wide K = V entry per 4 tokens (CSA, plus its fp4 indexer key of 128) or per 128 tokens (HCA)
-    assert spec.kv_bytes_per_token("fp8") == 21 * (512 + 64) / 4 + 20 * 512 / 128
-    # bounded: every layer's 128-token window, and the compressors' fp32 partial windows
-    states = 21 * (2 * 4 * 2 * 512 + 2 * 4 * 2 * 128) * 4 + 20 * 2 * 128 * 512 * 4
-    assert spec.kv_bytes_fixed_per_sequence("fp8") == 43 * 128 * 512 + states
-    assert spec.kv_bytes_for_context(1000, "fp8") == pytest.approx(1000 * 3104 + 43 * 128 * 512 + states)
+    # SGLang's layouts: a K = V entry of 448 fp8 no-RoPE values, 64 bf16 RoPE values, 7 scale bytes and a pad byte
+    # (584); an indexer key of 128 fp8 values and an fp32 scale (132); one entry per 4 tokens (CSA) or 128 (HCA)
+    entry, index = 448 + 64 * 2 + 7 + 1, 128 + 4
+    assert spec.kv_bytes_per_token_per_layer("fp8", "heavily_compressed_attention") == entry
+    assert spec.kv_bytes_per_token_per_layer("bf16", "sliding_attention") == 512 * 2
+    per_token = 21 * (entry + index) / 4 + 20 * entry / 128
+    assert spec.kv_bytes_per_token("fp8") == per_token
+    # a decode reads per context token only the CSA indexer keys and the HCA entries (top-k entries are fixed)
+    assert spec.compressed_read_bytes_per_token("fp8") == 21 * index / 4 + 20 * entry / 128
+    # bounded: every layer's 128-token window, and the compressors' fp32 rings (SGLang: CSA 8 slots of KV and gate
+    # for two overlapping series, its indexer alike at 128 wide; HCA 128 slots), doubled with speculative decoding
+    states = 21 * 8 * (4 * 512 + 4 * 128) * 4 + 20 * 128 * 2 * 512 * 4
+    assert spec.compressor_state_bytes_per_sequence() == states
+    assert spec.compressor_state_bytes_per_sequence(speculative=True) == 2 * states
+    assert spec.kv_bytes_fixed_per_sequence("fp8") == 43 * 128 * entry + states
+    assert spec.kv_bytes_for_context(1000, "fp8") == pytest.approx(1000 * per_token + 43 * 128 * entry + states)
+    assert spec.kv_bytes_for_context(100, "fp8") == pytest.approx(100 * per_token + 43 * 100 * entry + states)
     assert spec.kv_bytes_for_context(0, "fp8") == 0
     names = {g.name: g for g in spec.gemm_shapes}
     assert (names["kv_proj"].n, names["q_b_proj"].k) == (512, 1024)  # K = V projected once
     assert (names["o_a_proj"].n, names["o_a_proj"].k) == (8 * 1024, 64 * 512 // 8)  # per group: 4,096 -> 1,024
     assert names["csa_compressor_kv_gate"].num_layers == 21 and names["hca_compressor_kv_gate"].n == 2 * 512
+    # as SGLang holds them: q_a and kv replicated, o_a in bf16, compressors and indexer bf16 on every GPU
+    assert names["q_a_proj"].replicated and names["kv_proj"].replicated and not names["q_b_proj"].replicated
+    assert names["o_a_proj"].precision == "bf16" and not names["o_a_proj"].replicated
+    assert all(names[n].replicated and names[n].precision == "bf16" for n in names if "compressor" in n or "indexer" in n)
+    # SGLang's own copies (model_type deepseek_ref) read as the same architecture, sinks included
+    ref_copy = load_hf_config(DEEPSEEK_V4_FLASH | {"model_type": "deepseek_ref"})
+    assert ref_copy.architecture == "deepseek_v4" and ref_copy.params_total == spec.params_total
+    # Pro starts with two HCA layers and has no window-only layer
+    pro_ratios = [128, 128] + [4, 128] * 29 + [4]
+    pro = load_hf_config(DEEPSEEK_V4_FLASH | {"num_hidden_layers": 61, "compress_ratios": pro_ratios})
+    assert pro.layer_kinds[:3] == ("heavily_compressed_attention",) * 2 + ("compressed_sparse_attention",)
+    assert pro.num_layers_of("sliding_attention") == 0 and pro.num_window_layers == 61
+    assert load_hf_config(DEEPSEEK_V4_FLASH | {"compress_ratios": str(DEEPSEEK_V4_FLASH["compress_ratios"])}).params_total == (
+        spec.params_total
+    )
     # the newer layer_types form reads the same
     named = {k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "compress_ratios"}
     by_ratio = {0: "sliding_attention", 4: "compressed_sparse_attention", 128: "heavily_compressed_attention"}
@@ -361,4 +387,6 @@ def test_deepseek_v4_compressed_attention_shared_kv_and_hyper_connections():
         load_hf_config(DEEPSEEK_V4_FLASH | {"compress_ratios": [0, 16] + [4, 128] * 21})
     with pytest.raises(CatalogError, match="o_groups"):
         load_hf_config({k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "o_groups"})
+    with pytest.raises(CatalogError, match="lacks 'index_topk'"):
+        load_hf_config({k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "index_topk"})
 

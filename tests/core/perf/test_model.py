@@ -354,6 +354,20 @@ def test_deepseek_v4_reads_a_compressed_cache_and_a_fixed_sparse_set():
     assert long < v3_long / 10 and short < v3_short / 5
     assert long / short < v3_long / v3_short  # the fixed window and top-k share does not grow
     spec = v4.model
+    # per context token a decode reads the CSA indexer keys and HCA entries, not every stored entry
+    attn_bw = v4._c.bw * v4.gpu_coeffs.attn_decode_bw_eff
+    assert c4.attn_decode_bytes_s_per_ctx == pytest.approx(spec.compressed_read_bytes_per_token("fp8") / attn_bw)
+    # the indexer runs whole on every TP rank (SGLang duplicates it); the HCA attention splits by heads
+    eight = PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=8, weight_precision="fp4", kv_dtype="fp8")
+    peak = v4._c.peak_attn * v4._c.attn_prefill_eff
+    idx = 2.0 * 64 * 128 / 4 * 21
+    hca = 2.0 * 64 * 1024 / 128 * 20
+    assert c4.attn_decode_flops_s_per_ctx * peak == pytest.approx(idx + hca / 4)
+    assert eight._c.attn_decode_flops_s_per_ctx * peak == pytest.approx(idx + hca / 8)
+    # replicated matrices are held whole on every GPU: w(tp) = sharded / tp + replicated
+    w = {tp: PerfModel.build(spec, CAT.gpu("b200_sxm"), tp=tp, weight_precision="fp8").weights_bytes_per_gpu() for tp in (4, 8)}
+    rep = sum(g.params * (2.0 if g.precision == "bf16" else 1.0) for g in spec.gemm_shapes if g.replicated)
+    assert 2 * w[8] - w[4] == pytest.approx(rep)
     mem = v4.memory(0.9, max_model_len=131072)
     assert mem.kv_bytes_per_token == pytest.approx(spec.kv_bytes_per_token("fp8"))  # one KV head: not split by TP
     assert mem.kv_bytes_fixed_per_seq == pytest.approx(spec.kv_bytes_fixed_per_sequence("fp8"))

@@ -100,3 +100,22 @@ def test_speculative_plans_keep_budgets_that_hold_a_full_batch_of_drafts() -> No
     assert (512, 2048) not in shapes and (256, 2048) in shapes  # 5 x 512 > 2048 >= 5 x 256
     decode = [c.pools[1] for c in cands if c.disaggregated]
     assert decode and all(p.max_num_batched_tokens >= 5 * p.max_num_seqs for p in decode)
+
+
+def test_a_quantised_checkpoint_is_planned_as_shipped() -> None:
+    """A natively fp8 checkpoint is planned at fp8, not upcast to bf16, and runs on a GPU without fp8 tensor cores
+    (weight-only kernels); a model whose cache must be fp8 gets only fp8 KV; a bf16 checkpoint still needs the flag."""
+    fp8 = SearchSpace.for_request(("big", "small"), allow_lower_precision=False, allow_disaggregated=False, is_moe=True,
+                                  native_precision="fp8", kv_dtypes=("fp8",))
+    assert fp8.weight_precisions == ("fp8",) and fp8.kv_dtypes == ("fp8",)
+    cands, rej = enumerate_candidates(fp8, lambda g, tp, pp, wp, kvd: None, lambda g, p: g == "big" or p == "bf16")
+    # "small" lacks fp8: the checkpoint's own weights run there, the fp8 KV the model needs does not
+    assert {c.pools[0].gpu_id for c in cands} == {"big"} and any("small" in r.candidate for r in rej)
+    cands, _ = enumerate_candidates(
+        SearchSpace.for_request(("small",), allow_lower_precision=False, allow_disaggregated=False, is_moe=True,
+                                native_precision="mxfp4"),
+        lambda g, tp, pp, wp, kvd: None, lambda g, p: p == "bf16")
+    assert cands and {c.pools[0].weight_precision for c in cands} == {"mxfp4"}
+    low = SearchSpace.for_request(("big",), allow_lower_precision=True, allow_disaggregated=False, is_moe=False,
+                                  native_precision="nvfp4")
+    assert low.weight_precisions == ("fp4",) and low.kv_dtypes == ("bf16", "fp8")

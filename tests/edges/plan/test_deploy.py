@@ -160,3 +160,16 @@ def test_rendered_files_are_yaml_and_gateway_config_validates() -> None:
         if rel.endswith(".yaml"):
             assert list(yaml.safe_load_all(text)), rel
     config.load_config(yaml.safe_load(files["gateway.yaml"]))
+
+
+def test_quantisation_flags_follow_the_checkpoint() -> None:
+    """A bf16 checkpoint planned at fp8 is quantised online (--quantization fp8); a natively fp8 checkpoint at its own
+    precision needs no flag (the engine reads its quantisation config). fp8 KV is e4m3 in both engines."""
+    pool = PoolShape("mixed", "h100_sxm", tp=2, weight_precision="fp8", kv_dtype="fp8")
+    cand = Candidate((pool,), "least_outstanding")
+    bf16 = DeployModel("meta-llama/Llama-3.1-8B-Instruct", "llama")
+    native = DeployModel("deepseek-ai/DeepSeek-V4-Flash", "v4", native_precision="fp8")
+    assert "--quantization fp8" in launch_vllm(cand, (1,), bf16) and "--quantization" not in launch_vllm(cand, (1,), native)
+    assert "--kv-cache-dtype fp8" in launch_vllm(cand, (1,), native)
+    assert "--quantization fp8" in launch_sglang(cand, (1,), bf16) and "--quantization" not in launch_sglang(cand, (1,), native)
+    assert "--kv-cache-dtype fp8_e4m3" in launch_sglang(cand, (1,), native)

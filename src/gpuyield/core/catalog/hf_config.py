@@ -278,8 +278,15 @@ def _deepseek_v4_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> di
         "o_lora_rank": int(cfg["o_lora_rank"]),
         "sliding_window": int(cfg["sliding_window"]),
         "hc_mult": int(_first(cfg, "hc_mult", default=1)),
+        "architecture": "deepseek_v4",  # also for the sgl-project copies (model_type deepseek_ref)
     }
+    rope = _first(cfg, "qk_rope_head_dim")
+    if rope is not None:  # partial RoPE: the cached entry keeps these dims in bf16 (SGLang)
+        out["qk_rope_head_dim"] = int(rope)
     if "compressed_sparse_attention" in kinds:
+        missing = [k for k in ("index_n_heads", "index_head_dim", "index_topk") if _first(cfg, k) is None]
+        if missing:
+            raise CatalogError(f"config.json (deepseek_v4) has CSA layers but lacks '{missing[0]}'")
         out["csa_compress_ratio"] = csa_r
         out["index_num_heads"] = int(_first(cfg, "index_n_heads", "index_num_heads"))
         out["index_head_dim"] = int(_first(cfg, "index_head_dim"))

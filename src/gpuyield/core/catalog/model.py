@@ -22,6 +22,7 @@ Counting conventions (documented in ``docs/formats.md``):
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -128,6 +129,10 @@ class GemmShape:
     group: Literal["attention", "mlp", "moe_expert", "moe_shared", "moe_latent", "router", "lm_head"]
     num_experts: int = 1  # copies per layer (routed experts); 1 for dense matrices
     experts_per_token: int = 1  # copies a token uses; == num_experts for dense matrices
+    # every GPU holds and runs the whole matrix (engines' ReplicatedLinear) instead of a tensor-parallel shard
+    replicated: bool = False
+    # held at this precision whatever the deployment's weight precision (engines keep some matrices in 16 bits)
+    precision: str | None = None
 
     @property
     def params(self) -> int:
@@ -246,7 +251,10 @@ class ModelSpec(BaseModel):
             raise ValueError("num_experts_per_tok/num_shared_experts need num_experts > 0")
         mla = (self.kv_lora_rank, self.qk_rope_head_dim, self.qk_nope_head_dim, self.v_head_dim)
         # v_head_dim alone is a GQA model whose values are narrower than its queries and keys (MiMo-V2)
-        if any(v is not None for v in mla[:3]) and any(v is None for v in mla):
+        # qk_rope_head_dim alone, on a shared K = V head, is DeepSeek-V4's partial RoPE (it shapes the cached entry)
+        if (mla[0] is not None or mla[2] is not None or (mla[1] is not None and not self.kv_shared)) and any(
+            v is None for v in mla
+        ):
             raise ValueError("MLA needs all of kv_lora_rank, qk_rope_head_dim, qk_nope_head_dim, v_head_dim")
         if "sliding_attention" in self.layer_pattern and self.sliding_window is None:
             raise ValueError("layer_pattern has sliding_attention layers but sliding_window is not set")
@@ -474,15 +482,19 @@ class ModelSpec(BaseModel):
         q_out = heads * hd * (2 if self.attention_output_gate else 1)
         kv_out = kv * hd if (k_eq_v or self.kv_shared) else kv * (hd + vd)
         if self.q_lora_rank:  # low-rank queries without MLA (DeepSeek-V4): q_a -> norm -> q_b, K = V apart
-            out.append(GemmShape(f"{prefix}q_a_proj", self.q_lora_rank, h, n_layers, "attention"))
+            # SGLang's DeepSeek-V4 replicates the query down-projection and the single KV head's projection
+            shared = self.kv_shared
+            out.append(GemmShape(f"{prefix}q_a_proj", self.q_lora_rank, h, n_layers, "attention", replicated=shared))
             out.append(GemmShape(f"{prefix}q_b_proj", q_out, self.q_lora_rank, n_layers, "attention"))
-            out.append(GemmShape(f"{prefix}kv_proj", kv_out, h, n_layers, "attention"))
+            out.append(GemmShape(f"{prefix}kv_proj", kv_out, h, n_layers, "attention", replicated=shared))
         else:
             out.append(GemmShape(f"{prefix}qkv_proj", q_out + kv_out, h, n_layers, "attention"))
         if self.o_groups and self.o_lora_rank:
             # grouped low-rank output: each group of heads to o_lora_rank (block-diagonal), then all groups to hidden
             rank = self.o_groups * self.o_lora_rank
-            out.append(GemmShape(f"{prefix}o_a_proj", rank, heads * vd // self.o_groups, n_layers, "attention"))
+            out.append(  # kept in bf16 by SGLang
+                GemmShape(f"{prefix}o_a_proj", rank, heads * vd // self.o_groups, n_layers, "attention", precision="bf16")
+            )
             out.append(GemmShape(f"{prefix}o_b_proj", h, rank, n_layers, "attention"))
         else:
             out.append(GemmShape(f"{prefix}o_proj", h, heads * vd, n_layers, "attention"))
@@ -490,20 +502,22 @@ class ModelSpec(BaseModel):
 
     def _compressor_gemms(self) -> list[GemmShape]:
         """DeepSeek-V4's compressors: KV and gate projections (CSA's two overlapping series, so twice as wide), and in
-        CSA layers the lightning indexer's own compressor, query projection and head weights."""
+        CSA layers the lightning indexer's own compressor, query projection and head weights. SGLang holds them all
+        in bf16 on every GPU (the indexer is duplicated on every tensor-parallel rank)."""
         h, hd = self.hidden_size, self.head_dim
         out: list[GemmShape] = []
         csa = self.num_layers_of("compressed_sparse_attention")
         hca = self.num_layers_of("heavily_compressed_attention")
+        kw: dict[str, Any] = {"replicated": True, "precision": "bf16"}
         if csa:
             assert self.index_num_heads and self.index_head_dim
             ih, ihd = self.index_num_heads, self.index_head_dim
-            out.append(GemmShape("csa_compressor_kv_gate", 4 * hd, h, csa, "attention"))
-            out.append(GemmShape("indexer_compressor_kv_gate", 4 * ihd, h, csa, "attention"))
-            out.append(GemmShape("indexer_q_b_proj", ih * ihd, self.q_lora_rank or h, csa, "attention"))
-            out.append(GemmShape("indexer_weights_proj", ih, h, csa, "attention"))
+            out.append(GemmShape("csa_compressor_kv_gate", 4 * hd, h, csa, "attention", **kw))
+            out.append(GemmShape("indexer_compressor_kv_gate", 4 * ihd, h, csa, "attention", **kw))
+            out.append(GemmShape("indexer_q_b_proj", ih * ihd, self.q_lora_rank or h, csa, "attention", **kw))
+            out.append(GemmShape("indexer_weights_proj", ih, h, csa, "attention", **kw))
         if hca:
-            out.append(GemmShape("hca_compressor_kv_gate", 2 * hd, h, hca, "attention"))
+            out.append(GemmShape("hca_compressor_kv_gate", 2 * hd, h, hca, "attention", **kw))
         return out
 
     def _linear_attention_gemms(self, n_layers: int) -> list[GemmShape]:
@@ -562,8 +576,9 @@ class ModelSpec(BaseModel):
             d = self.moe_dispatch_width
             out.append(GemmShape("router", e, h, moe, "router"))
             if self.moe_latent_size:
-                out.append(GemmShape("latent_in_proj", d, h, moe, "moe_latent"))
-                out.append(GemmShape("latent_out_proj", h, d, moe, "moe_latent"))
+                kw: dict[str, Any] = {"replicated": True, "precision": "bf16"}
+                out.append(GemmShape("latent_in_proj", d, h, moe, "moe_latent", **kw))
+                out.append(GemmShape("latent_out_proj", h, d, moe, "moe_latent", **kw))
             out.append(GemmShape(f"expert_{up}", gates * w, d, moe, "moe_expert", e, k))
             out.append(GemmShape("expert_down_proj", d, w, moe, "moe_expert", e, k))
             if self.num_shared_experts:
@@ -705,6 +720,23 @@ class ModelSpec(BaseModel):
         """Whether any layer keeps a compressed cache (DeepSeek-V4's CSA and HCA layers)."""
         return any(k in COMPRESSED_KINDS for k in self.layer_pattern)
 
+    def _shared_entry_bytes(self, kv_dtype: str) -> float:
+        """One cached K = V entry of DeepSeek-V4 (``kv_shared``): in an 8-bit cache SGLang stores the no-RoPE part in
+        fp8 with one scale byte per 64 values and a pad byte, the RoPE part in bf16 (``DeepSeekV4SingleKVPool``: 448
+        + 64 x 2 + 7 + 1 = 584 bytes); otherwise every element at the cache's width."""
+        hd, _, kv = self.attention_dims("sliding_attention")
+        rope = self.qk_rope_head_dim or 0
+        if kv_element_bytes(kv_dtype) == 1.0 and rope:
+            nope = hd - rope
+            return float(kv * (nope + 2 * rope + nope // 64 + 1))
+        return float(kv * hd) * kv_element_bytes(kv_dtype)
+
+    def _indexer_entry_bytes(self) -> float:
+        """One compressed entry's lightning-indexer key in a CSA layer: fp8 with an fp32 scale per 128 values
+        (SGLang's ``DeepSeekV4IndexerPool``: 128 + 4 bytes)."""
+        ihd = self.index_head_dim or 0
+        return float(ihd + 4 * math.ceil(ihd / 128)) if ihd else 0.0
+
     def _indexer_bytes_per_token_per_layer(self) -> float:
         # DeepSeek sparse-attention indexer keys of every MLA layer (V3.2, GLM-5): vLLM keeps them in fp8 plus one
         # fp32 scale per token. DeepSeek-V4's indexer sits in its CSA layers only (see compressed_kv_bytes_per_token).
@@ -715,36 +747,55 @@ class ModelSpec(BaseModel):
     def kv_bytes_per_token_per_layer(self, kv_dtype: str = "bf16", kind: LayerKind = "full_attention") -> float:
         """Bytes one token adds to the cache of one attention layer of ``kind`` (full or sliding; a compressed
         layer's window holds entries of this size too)."""
+        if self.kv_shared:
+            return self._shared_entry_bytes(kv_dtype)
         return self._kv_elements_per_token_per_layer(kind) * kv_element_bytes(kv_dtype) + (
             self._indexer_bytes_per_token_per_layer()
         )
 
     def compressed_kv_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
         """Cache bytes per token of context in the compressed layers: one entry per ``ratio`` tokens, plus in CSA
-        layers the indexer's key for that entry, kept in fp4 (``index_head_dim / 2`` bytes; DeepSeek-V4's FP4
-        indexer cache, as aiconfigurator-core 0.12.0 sizes it)."""
+        layers the indexer's key for that entry (what the cache holds; a decode reads less, see
+        :meth:`compressed_read_bytes_per_token`)."""
         total = 0.0
         for kind in COMPRESSED_KINDS:
             n = self.num_layers_of(kind)
             if not n:
                 continue
-            entry = self._kv_elements_per_token_per_layer(kind) * kv_element_bytes(kv_dtype)
+            entry = self.kv_bytes_per_token_per_layer(kv_dtype, kind)
             if kind == "compressed_sparse_attention":
-                entry += (self.index_head_dim or 0) * 0.5
+                entry += self._indexer_entry_bytes()
             total += n * entry / self.compress_ratio(kind)
         return total
 
-    def compressor_state_bytes_per_sequence(self) -> float:
-        """The compressors' partial-window buffers one sequence holds (DeepSeek-V4): KV and gate scores of up to
-        ``ratio`` tokens in fp32, twice over in CSA layers (two overlapping series), whose indexer keeps its own."""
+    def compressed_read_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
+        """Bytes a decode query reads per token of context in the compressed layers: every indexer key of a CSA layer
+        (its top-k entries are a fixed read, not per context token) and every entry of an HCA layer."""
         total = 0.0
         csa = self.num_layers_of("compressed_sparse_attention")
         if csa:
-            r = self.csa_compress_ratio or 0
-            total += csa * (2 * r * 2 * self.head_dim + 2 * r * 2 * (self.index_head_dim or 0)) * 4.0
+            total += csa * self._indexer_entry_bytes() / self.compress_ratio("compressed_sparse_attention")
         hca = self.num_layers_of("heavily_compressed_attention")
         if hca:
-            total += hca * 2 * (self.hca_compress_ratio or 0) * self.head_dim * 4.0
+            entry = self.kv_bytes_per_token_per_layer(kv_dtype, "heavily_compressed_attention")
+            total += hca * entry / self.compress_ratio("heavily_compressed_attention")
+        return total
+
+    def compressor_state_bytes_per_sequence(self, speculative: bool = False) -> float:
+        """The compressors' partial-window buffers one sequence holds (DeepSeek-V4), in fp32, as SGLang sizes its
+        rings (``get_compress_state_ring_size``, ``CompressStatePool``): a CSA layer keeps 2 x ratio slots of KV and
+        gate for its two overlapping series (4 x ``head_dim`` floats a slot) and its indexer the same at
+        ``index_head_dim``; an HCA layer ratio slots of KV and gate (2 x ``head_dim``). Speculative decoding doubles
+        the rings."""
+        total = 0.0
+        ring = 2 if speculative else 1
+        csa = self.num_layers_of("compressed_sparse_attention")
+        if csa:
+            r = 2 * (self.csa_compress_ratio or 0) * ring
+            total += csa * r * (4 * self.head_dim + 4 * (self.index_head_dim or 0)) * 4.0
+        hca = self.num_layers_of("heavily_compressed_attention")
+        if hca:
+            total += hca * (self.hca_compress_ratio or 0) * ring * 2 * self.head_dim * 4.0
         return total
 
     def kv_bytes_per_token(self, kv_dtype: str = "bf16") -> float:
@@ -823,10 +874,13 @@ class ModelSpec(BaseModel):
             attn = 2.0  # the gpt-oss checkpoint quantises only the experts
         total = 0.0
         for g in self.gemm_shapes:
+            if g.precision is not None:
+                total += g.params * bytes_per_weight(g.precision)
+                continue
             if g.group == "lm_head":
                 if not self.tie_word_embeddings:
                     total += g.params * 2.0
-            elif g.group in ("router", "moe_latent"):
+            elif g.group == "router":
                 total += g.params * 2.0
             elif g.group == "attention":
                 total += g.params * attn

@@ -458,13 +458,15 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 continue
-            elem = 2.0 if s.group in ("router", "moe_latent") or (gpt_oss and s.group == "attention") else wb
+            elem = 2.0 if s.group == "router" or (gpt_oss and s.group == "attention") else wb
             # int4/fp4 checkpoints usually keep attention in 8/16 bit; engines quantise experts only
             if self.weight_precision in ("int4",) and s.group == "attention":
                 elem = 2.0
+            if s.precision is not None:  # pinned by the engine (e.g. bf16 latent-MoE projections)
+                elem = _WEIGHT_BYTES.get(s.precision, 2.0)
             p = s.n * s.k * s.num_layers
-            # latent-MoE projections are replicated (vLLM's ReplicatedLinear): every GPU runs them whole
-            split = 1 if s.group == "moe_latent" else tp
+            # replicated matrices (engines' ReplicatedLinear): every GPU holds and runs them whole
+            split = 1 if s.replicated else tp
             dense_flops += 2.0 * p / split
             dense_bytes += p * elem / split
         full, sliding, linear = _layer_counts(m)
@@ -489,15 +491,17 @@ class PerfModel:
         # per ratio tokens); an HCA query attends every compressed entry. Per entry per query: FLOPs as below.
         csa, hca = _compressed_counts(m)
         fixed_entries = sliding * window  # entries every query attends whatever its context (per layer, summed)
-        cmp_flops_per_ctx = 0.0  # FLOPs per query per context token in the compressed part
+        cmp_flops_per_ctx = 0.0  # FLOPs per query per context token in the compressed part, split by heads
+        idx_flops_per_ctx = 0.0
         if csa or hca:
             fixed_entries += (csa + hca) * window + csa * float(m.index_topk or 0)
             sliding_prefill_flops_per_tok = per_layer_win * fixed_entries / heads_shard / adp
+            idx_flops_per_ctx = 0.0  # the indexer's scoring: SGLang duplicates the indexer on every TP rank
             if csa:
-                cmp_flops_per_ctx += 2.0 * m.index_num_heads * m.index_head_dim / m.csa_compress_ratio * csa
+                idx_flops_per_ctx = 2.0 * m.index_num_heads * m.index_head_dim / m.csa_compress_ratio * csa
             if hca:
                 cmp_flops_per_ctx += per_layer_win / m.hca_compress_ratio * hca
-            attn_prefill_flops_per_sq += cmp_flops_per_ctx / heads_shard / adp
+            attn_prefill_flops_per_sq += (cmp_flops_per_ctx / heads_shard + idx_flops_per_ctx) / adp
         linear_attn_flops_per_tok = 0.0
         if linear:
             dk, dv, hv = m.linear_key_head_dim, m.linear_value_head_dim, m.linear_num_value_heads
@@ -524,8 +528,10 @@ class PerfModel:
             kv_fixed_gpu += kv_win_layer * (sliding + csa + hca) * window / win_shard / pp
         read_per_seq_gpu = kv_fixed_gpu  # bytes a decode query reads whatever its context
         if csa or hca:
-            kv_per_tok_gpu += m.compressed_kv_bytes_per_token(self.kv_dtype) / win_shard / pp
-            dec_flops_per_ctx += cmp_flops_per_ctx / heads_shard
+            # a decode query reads its CSA layers' indexer keys and HCA entries per context token, and a fixed
+            # top-k of CSA entries (counted whole) besides its windows
+            kv_per_tok_gpu += m.compressed_read_bytes_per_token(self.kv_dtype) / win_shard / pp
+            dec_flops_per_ctx += cmp_flops_per_ctx / heads_shard + idx_flops_per_ctx
             read_per_seq_gpu += kv_win_layer * csa * float(m.index_topk or 0) / win_shard / pp
         if linear:
             read_per_seq_gpu += (
@@ -812,11 +818,12 @@ class PerfModel:
             p = float(s.n * s.k * s.num_layers * s.num_experts)
             if s.group == "moe_expert":
                 total += p * wb / stage
+            elif s.precision is not None or s.replicated:  # pinned precision, or whole on every GPU
+                elem = _WEIGHT_BYTES.get(s.precision, wb) if s.precision is not None else wb
+                total += p * elem / (1 if s.replicated else self.tp)
             elif s.group in ("lm_head", "router"):
                 if not (s.group == "lm_head" and m.tie_word_embeddings):
                     total += p * 2.0 / self.tp
-            elif s.group == "moe_latent":  # replicated on every GPU, left unquantised (ModelOpt checkpoints)
-                total += p * 2.0
             elif s.group == "attention" and (gpt_oss or self.weight_precision == "int4"):
                 total += p * 2.0 / self.tp
             else:
@@ -880,7 +887,8 @@ class PerfModel:
                 / self.pp
             )
         if csa or hca:  # the compressors' partial windows, held whole like a linear state
-            fixed += m.compressor_state_bytes_per_sequence() / shard_win / self.pp
+            spec = self.speculative is not None and self.speculative.method != "ngram"
+            fixed += m.compressor_state_bytes_per_sequence(speculative=spec) / shard_win / self.pp
         hybrid_block = 0
         if linear and full and self.engine == "vllm" and not getattr(m, "uses_mla", False):
             pages = self._vllm_hybrid_pages(per_layer / shard, full, sliding, linear, prefix_caching)

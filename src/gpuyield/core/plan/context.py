@@ -197,6 +197,9 @@ def build_plan_inputs(
         is_moe=model.is_moe,
         routers=routers,
         decode_budget_tokens=request.speculative.positions_per_seq if request.speculative is not None else 1,
+        native_precision=model.native_dtype,
+        # DeepSeek-V4's engines hold its compressed cache in fp8 only (vLLM refuses any other kv-cache dtype)
+        kv_dtypes=("fp8",) if getattr(model, "uses_compressed_attention", False) else None,
     )
     inputs = PlanInputs(
         request=request,

@@ -102,6 +102,13 @@ class Rejection:
     num_gpus: int | None = None
 
 
+# checkpoint weight dtypes (ModelSpec.native_dtype) -> the precision the planner and the performance model use
+_PLANNER_PRECISION = {
+    "bf16": "bf16", "fp16": "bf16", "fp32": "bf16", "fp8": "fp8", "int8": "fp8",
+    "nvfp4": "fp4", "fp4": "fp4", "mxfp4": "mxfp4", "int4": "int4",
+}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class SearchSpace:
     """The axes searched. Defaults are what ``gpuyield plan`` uses."""
@@ -116,6 +123,9 @@ class SearchSpace:
     routers: tuple[str, ...] = ("round_robin", "least_outstanding", "prefix_affinity", "cost")
     weight_precisions: tuple[str, ...] = ("bf16",)
     kv_dtypes: tuple[str, ...] = ("bf16",)
+    # the checkpoint's own weight precision: engines run it wherever they load the checkpoint (weight-only kernels
+    # where the GPU lacks the format's tensor cores), so it is not checked against the GPU as a planner's choice is
+    native_precision: str = "bf16"
     allow_disaggregated: bool = True
     pd_ratios: tuple[tuple[int, int], ...] = ((1, 1), (1, 2), (1, 3), (2, 1), (2, 3))
     # Disaggregated pools use a smaller knob set: prefill pools batch by tokens, decode pools by sequences.
@@ -137,14 +147,24 @@ class SearchSpace:
         is_moe: bool,
         routers: tuple[str, ...] | None = None,
         decode_budget_tokens: int = 1,
+        native_precision: str = "bf16",
+        kv_dtypes: tuple[str, ...] | None = None,
     ) -> SearchSpace:
-        """The default space for a plan request; lower precision only with the quality flag."""
-        kw: dict[str, object] = {"decode_budget_tokens": decode_budget_tokens}
+        """The default space for a plan request: the checkpoint as shipped (``native_precision``: a natively fp8,
+        fp4 or int4 checkpoint is planned at that precision, not upcast to bf16); a bf16 checkpoint may also be
+        quantised to fp8, and the KV cache kept in fp8, only with the quality flag. ``kv_dtypes`` pins the KV
+        cache's dtypes where the model allows no other (DeepSeek-V4: fp8)."""
+        native = _PLANNER_PRECISION.get(native_precision.strip().lower(), "bf16")
+        kw: dict[str, object] = {"decode_budget_tokens": decode_budget_tokens, "native_precision": native}
         if routers:
             kw["routers"] = routers
+        kw["weight_precisions"] = (native,)
         if allow_lower_precision:
-            kw["weight_precisions"] = ("bf16", "fp8")
+            if native == "bf16":
+                kw["weight_precisions"] = ("bf16", "fp8")
             kw["kv_dtypes"] = ("bf16", "fp8")
+        if kv_dtypes:
+            kw["kv_dtypes"] = kv_dtypes
         return cls(gpu_ids=gpu_ids, allow_disaggregated=allow_disaggregated, is_moe=is_moe, **kw)  # type: ignore[arg-type]
 
 
@@ -198,7 +218,8 @@ def enumerate_candidates(
     for gpu_id in space.gpu_ids:
         for wp, kvd in precisions:
             if supports_precision is not None:
-                missing = [p for p in (wp, kvd) if not supports_precision(gpu_id, p)]
+                chosen = [kvd] if wp == space.native_precision else [wp, kvd]  # the checkpoint's own runs anywhere
+                missing = [p for p in chosen if not supports_precision(gpu_id, p)]
                 if missing:
                     reason = f"{gpu_id} has no native {missing[0]} support"
                     rejections.append(Rejection(f"{gpu_id} w{wp}/kv{kvd}", "precision", reason, stage="enumerate"))

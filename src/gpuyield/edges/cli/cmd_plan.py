@@ -268,7 +268,7 @@ def run_plan_command(
     gpu_names = {g.id: g.name for g in catalog.gpus}
     hf_id = model_spec.id
     write_outputs(Path(out), result, request, profile, info, model_hf_id=hf_id, gpu_names=gpu_names,
-                  report_html=html)
+                  report_html=html, native_precision=model_spec.native_dtype)
     from gpuyield.edges.plan.outputs import plan_document
 
     return plan_document(result, request, profile, info)

@@ -59,6 +59,13 @@ class DeployModel:
     gguf_path: str = "/models/model.gguf"  # llama.cpp needs a GGUF file
     max_model_len: int | None = None
     speculative: Any = None  # gpuyield.core.perf.SpeculativeDecoding of the decoding pools, None: off
+    # the checkpoint's weight dtype (ModelSpec.native_dtype): a pool at another precision is quantised online
+    # (--quantization); at its own, the engine reads the checkpoint's quantisation config and needs no flag
+    native_precision: str = "bf16"
+
+    def quantizes(self, pool: PoolShape) -> bool:
+        """Whether ``pool`` runs an fp8 quantisation of a 16-bit checkpoint (the only one the planner picks)."""
+        return pool.weight_precision == "fp8" and self.native_precision.lower() in ("bf16", "fp16", "fp32")
 
 
 def _dns(text: str) -> str:
@@ -90,9 +97,9 @@ def _speculates(pool: PoolShape, model: DeployModel) -> bool:
     return model.speculative is not None and bool(model.speculative.launches_on(pool.role))
 
 
-def _quant_flags_vllm(pool: PoolShape) -> list[str]:
+def _quant_flags_vllm(pool: PoolShape, model: DeployModel) -> list[str]:
     flags: list[str] = []
-    if pool.weight_precision == "fp8":
+    if model.quantizes(pool):
         flags += ["--quantization", "fp8"]
     if pool.kv_dtype == "fp8":
         flags += ["--kv-cache-dtype", "fp8"]
@@ -118,7 +125,7 @@ def vllm_args(pool: PoolShape, model: DeployModel, cand: Candidate, *, gpu_memor
         args += ["--enable-expert-parallel"]
     if model.max_model_len:
         args += ["--max-model-len", str(model.max_model_len)]
-    args += _quant_flags_vllm(pool)
+    args += _quant_flags_vllm(pool, model)
     if _speculates(pool, model):
         args += ["--speculative-config", json.dumps(model.speculative.vllm_config(), separators=(",", ":"))]
     if cand.disaggregated:
@@ -151,10 +158,10 @@ def sglang_args(pool: PoolShape, model: DeployModel, cand: Candidate) -> list[st
         args += ["--disable-radix-cache"]
     if pool.kv_offload == "cpu":
         args += ["--enable-hierarchical-cache"]
-    if pool.weight_precision == "fp8":
+    if model.quantizes(pool):
         args += ["--quantization", "fp8"]
-    if pool.kv_dtype == "fp8":
-        args += ["--kv-cache-dtype", "fp8_e5m2"]
+    if pool.kv_dtype == "fp8":  # e4m3, as vLLM's fp8 (and DeepSeek-V4's only cache format)
+        args += ["--kv-cache-dtype", "fp8_e4m3"]
     if model.max_model_len:
         args += ["--context-length", str(model.max_model_len)]
     if _speculates(pool, model):
@@ -364,7 +371,7 @@ def _llm_config(pool: PoolShape, n: int, model: DeployModel, cand: Candidate) ->
         "enable_chunked_prefill": True,
         "enable_prefix_caching": pool.enable_prefix_caching,
     }
-    if pool.weight_precision == "fp8":
+    if model.quantizes(pool):
         engine["quantization"] = "fp8"
     if pool.kv_dtype == "fp8":
         engine["kv_cache_dtype"] = "fp8"

@@ -220,6 +220,7 @@ def write_outputs(
     gpu_names: dict[str, str],
     report_html: str | None,
     gateway: dict[str, Any] | None = None,
+    native_precision: str = "bf16",
 ) -> dict[str, Path]:
     """Write everything into ``out_dir``; returns ``{name: path}``."""
     import json
@@ -248,7 +249,8 @@ def write_outputs(
         written["report.html"] = out_dir / "report.html"
     served = request.model_id.split("/")[-1].lower()
     gw = gateway if gateway is not None else gateway_config(result, served)
-    files = render_deploy_files(result.best_candidate, result.best.replicas, DeployModel(model_hf_id, served, speculative=request.speculative),
+    files = render_deploy_files(result.best_candidate, result.best.replicas, DeployModel(model_hf_id, served, speculative=request.speculative,
+                                                                                             native_precision=native_precision),
                                  gpu_names, gw)
     for rel, text in files.items():
         path = out_dir / "deploy" / rel
