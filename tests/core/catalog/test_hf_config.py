@@ -161,7 +161,6 @@ def test_dsa_layer_type_reads_as_mla_full_attention():
 # what each unmodelled architecture's config carries (values as in the real configs, shortened)
 _UNMODELLED_CASES = [
     ({"model_type": "nemotron-nas", "block_configs": [{"attention": {"n_heads_in_group": 8}}]}, "pruned blocks"),
-    ({"model_type": "kimi_linear", "linear_attn_config": {"kda_layers": [1, 2, 3]}}, "Kimi Delta Attention"),
     ({"model_type": "mimo_v2_flash", "hybrid_layer_pattern": [0, 1] * 16, "swa_head_dim": 64}, "own head width"),
     ({"model_type": "gemma4_text", "hidden_size_per_layer_input": 256}, "per-layer input embeddings"),
     ({"model_type": "gemma4_text", "num_kv_shared_layers": 20}, "reuse an earlier layer's KV cache"),
@@ -389,4 +388,46 @@ def test_deepseek_v4_compressed_attention_shared_kv_and_hyper_connections():
         load_hf_config({k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "o_groups"})
     with pytest.raises(CatalogError, match="lacks 'index_topk'"):
         load_hf_config({k: v for k, v in DEEPSEEK_V4_FLASH.items() if k != "index_topk"})
+
+
+# Kimi-K3's text_config (aiconfigurator-core 0.12.0), shrunk to 8 layers and 16 experts, without the latent MoE and
+# the MLA output gate, with the low-rank KDA output gate: transformers' KimiLinearForCausalLM then applies, and on the
+# meta device holds 13,837,128,000 parameters (plus 7 MoE layers' routing-bias buffers of 16)
+KIMI_LINEAR_SMALL = {
+    "model_type": "kimi_linear", "hidden_size": 7168, "num_hidden_layers": 8, "num_attention_heads": 96,
+    "num_key_value_heads": 96, "intermediate_size": 33792, "vocab_size": 163840, "max_position_embeddings": 1048576,
+    "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128,
+    "num_experts": 16, "num_experts_per_token": 16, "moe_intermediate_size": 3072, "num_shared_experts": 2,
+    "first_k_dense_replace": 1, "moe_layer_freq": 1, "topk_method": "noaux_tc", "tie_word_embeddings": False,
+    "linear_attn_config": {"kda_layers": [1, 2, 3, 5, 6, 7], "full_attn_layers": [4, 8], "num_heads": 96,
+                           "head_dim": 128, "short_conv_kernel_size": 4, "use_full_rank_gate": False},
+}
+
+
+def test_kimi_linear_delta_attention_layers_and_gated_mla():
+    small = load_hf_config(KIMI_LINEAR_SMALL)
+    assert small.params_total == 13_837_128_000 + 7 * 16
+    assert small.linear_attention_type == "kda" and small.linear_state_dtype == "fp32"
+    assert small.layer_kinds == ("linear_attention",) * 3 + ("full_attention",) + ("linear_attention",) * 3 + (
+        "full_attention",
+    )
+    # KDA state as vLLM shapes it: 96 heads x 128 x 128 in fp32, the conv window over q, k, v (3 x 12,288) in bf16
+    assert small.linear_state_bytes_per_sequence() == 6 * (96 * 128 * 128 * 4 + 3 * 12288 * 3 * 2)
+    # Kimi-K3 (aiconfigurator-core 0.12.0's config): full-rank KDA gate, MLA output gate, latent MoE
+    k3 = load_hf_config({"model_type": "kimi_k3", "text_config": {
+        **KIMI_LINEAR_SMALL, "num_hidden_layers": 93, "num_experts": 896,
+        "routed_expert_hidden_size": 3584, "mla_use_output_gate": True,
+        "linear_attn_config": {**KIMI_LINEAR_SMALL["linear_attn_config"], "use_full_rank_gate": True,
+                               "kda_layers": [i for i in range(1, 93) if i % 4], "full_attn_layers": [*range(4, 93, 4), 93]},
+        "quantization_config": {"quant_method": "compressed-tensors", "format": "mxfp4-pack-quantized"}}})
+    ref = default_catalog().model("moonshotai/Kimi-K3")
+    assert k3.params_total == ref.params_total and k3.native_dtype == "mxfp4"
+    assert k3.num_layers_of("linear_attention") == 69 and k3.num_layers_of("full_attention") == 24
+    names = {g.name: g for g in k3.gemm_shapes}
+    assert names["in_proj_qkvg"].n == 4 * 12288 and "g_a_proj" not in names
+    assert (names["o_gate_proj"].n, names["o_gate_proj"].num_layers) == (96 * 128, 24)
+    assert names["expert_gate_up_proj"].k == 3584 and names["latent_in_proj"].replicated
+    with pytest.raises(CatalogError, match="out of 1..8"):
+        load_hf_config(KIMI_LINEAR_SMALL | {"linear_attn_config": {**KIMI_LINEAR_SMALL["linear_attn_config"],
+                                                                   "kda_layers": [0, 1]}})
 

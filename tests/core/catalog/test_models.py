@@ -37,6 +37,7 @@ def cat():
         ("nvidia/Nemotron-H-56B-Base-8K", 56, None),
         ("deepseek-ai/DeepSeek-V4-Flash", 284, 13),
         ("deepseek-ai/DeepSeek-V4-Pro", 1600, 49),
+        ("moonshotai/Kimi-K3", 2800, 105.4),  # no published active count: ours, checks the total only
     ],
 )
 def test_params_match_published(cat, model, total_b, active_b):

@@ -11,8 +11,9 @@ read with its block-sparse attention counted dense; Gemma 4 with its full-attent
 expert; MiMo-V2 with its sliding layers' own KV heads and its values narrower than its keys; Nemotron-H /
 Nemotron-3 as one block a layer (Mamba2 mixers as linear-attention layers, attention, non-gated relu^2 MLPs or
 latent MoE); DeepSeek-V4 with its sliding-window and compressed (CSA, HCA) layers, shared K = V head, grouped output
-projection and hyper-connections. Architectures whose layers a :class:`ModelSpec` cannot
-describe (NAS-pruned blocks, Kimi Linear, Gemma 4 E2B/E4B) are refused with the
+projection and hyper-connections; Kimi Linear / Kimi-K3 with Kimi Delta Attention as linear-attention layers and
+gated MLA. Architectures whose layers a :class:`ModelSpec` cannot
+describe (NAS-pruned blocks, Gemma 4 E2B/E4B) are refused with the
 reason (``_UNMODELLED``), never read as a plain decoder of the wrong size.
 Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 """
@@ -93,6 +94,8 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
             return "int4"
         if method == "compressed-tensors":
             text = str(quant).lower()
+            if "mxfp4" in text:
+                return "mxfp4"
             if "'num_bits': 4" in text:
                 return "int4"
             if "'num_bits': 8" in text and "float" in text:
@@ -108,7 +111,6 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
 # 102 B), so it is refused, naming what is missing.
 _UNMODELLED: tuple[tuple[str, str], ...] = (
     ("block_configs", "per-layer pruned blocks (Nemotron NAS / DeciLM)"),
-    ("linear_attn_config", "Kimi Delta Attention layers (Kimi Linear)"),
     # the small Gemma 4 models (E2B, E4B)
     ("hidden_size_per_layer_input", "per-layer input embeddings (Gemma 4 E2B/E4B)"),
     ("num_kv_shared_layers", "layers that reuse an earlier layer's KV cache (Gemma 4 E2B/E4B)"),
@@ -296,6 +298,43 @@ def _deepseek_v4_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> di
     return out
 
 
+def _kimi_linear_fields(cfg: Mapping[str, Any], lin: Mapping[str, Any], layers: int) -> dict[str, Any]:
+    """Kimi Linear / Kimi-K3 (``linear_attn_config``): Kimi Delta Attention layers (``kda_layers``, 1-based) and MLA
+    layers (``full_attn_layers``), as transformers' ``KimiLinearConfig`` and vLLM read them. KDA maps onto the
+    linear-attention fields with as many key as value heads; its recurrent state is fp32 (vLLM's
+    ``kda_state_dtype`` for ``auto``); its output gate is full-rank when ``use_full_rank_gate`` says so (K3), else
+    through the head dim (Kimi Linear). ``mla_use_output_gate`` gates the MLA output from the hidden state."""
+    kda = {int(i) for i in (lin.get("kda_layers") or [])}
+    full = {int(i) for i in (lin.get("full_attn_layers") or [])}
+    if not kda:
+        raise CatalogError("config.json linear_attn_config has no kda_layers")
+    bad = sorted(i for i in kda | full if not 1 <= i <= layers)
+    if bad or kda & full:
+        raise CatalogError(
+            f"config.json linear_attn_config: layer {(bad or sorted(kda & full))[0]} is out of 1..{layers} or both "
+            "KDA and full attention"
+        )
+    heads, hd = lin.get("num_heads"), lin.get("head_dim")
+    if not heads or not hd:
+        raise CatalogError("config.json linear_attn_config lacks num_heads or head_dim")
+    kinds = ["linear_attention" if (i + 1) in kda else "full_attention" for i in range(layers)]
+    out: dict[str, Any] = {
+        "layer_pattern": _period(kinds),
+        "linear_attention_type": "kda",
+        "linear_num_key_heads": int(heads),
+        "linear_num_value_heads": int(heads),
+        "linear_key_head_dim": int(hd),
+        "linear_value_head_dim": int(hd),
+        "linear_conv_kernel_dim": int(lin.get("short_conv_kernel_size") or 4),
+        "linear_state_dtype": "fp32",
+    }
+    if not lin.get("use_full_rank_gate", False):
+        out["linear_gate_rank"] = int(hd)
+    if _first(cfg, "mla_use_output_gate", default=False):
+        out["attention_output_gate"] = True
+    return out
+
+
 def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The :class:`ModelSpec` architecture fields for a HF config (no id/source/as_of)."""
     if not isinstance(config, Mapping):
@@ -349,7 +388,7 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if experts:
         fields["num_experts"] = experts
         fields["num_experts_per_tok"] = int(
-            _first(cfg, "num_experts_per_tok", "experts_per_token", "moe_topk", "top_k_experts", default=0)
+            _first(cfg, "num_experts_per_tok", "num_experts_per_token", "experts_per_token", "moe_topk", "top_k_experts", default=0)
         )
         fields["moe_intermediate_size"] = int(_first(cfg, "moe_intermediate_size", "intermediate_size"))
         shared_width = (
@@ -401,6 +440,9 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             fields["router_bias"] = True
         if arch == "gpt_oss":
             fields["mlp_bias"] = True
+        latent = _first(cfg, "routed_expert_hidden_size")  # Kimi-K3's latent MoE (Nemotron's is read apart)
+        if latent and int(latent) != hidden:
+            fields["moe_latent_size"] = int(latent)
         if arch in ("mixtral", "minimax_m2", "gpt_oss") and "moe_intermediate_size" not in cfg:
             fields["intermediate_size"] = 0  # the only MLPs are experts
 
@@ -437,6 +479,11 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         fields["v_head_dim"] = int(v_dim)
 
     # --- attention layer pattern
+    kimi = _first(cfg, "linear_attn_config")
+    if isinstance(kimi, Mapping):
+        fields.update(_kimi_linear_fields(cfg, kimi, layers))
+        fields["num_mtp_layers"] = int(_first(cfg, "num_nextn_predict_layers", default=0) or 0)
+        return fields
     if _is_deepseek_v4(cfg):
         fields.update(_deepseek_v4_fields(cfg, fields))
         fields["num_mtp_layers"] = int(_first(cfg, "num_nextn_predict_layers", default=0) or 0)

@@ -57,7 +57,7 @@ LayerKind = Literal[
     "none",
 ]
 COMPRESSED_KINDS: tuple[LayerKind, ...] = ("compressed_sparse_attention", "heavily_compressed_attention")
-LinearAttentionType = Literal["gated_deltanet", "mamba2"]
+LinearAttentionType = Literal["gated_deltanet", "mamba2", "kda"]
 AttentionKind = Literal["gqa", "mla"]
 
 # Bytes per cached K/V element, by KV-cache dtype.
@@ -226,6 +226,8 @@ class ModelSpec(BaseModel):
     # which recurrence the linear-attention layers run. Mamba2 maps onto the same fields: key heads = n_groups,
     # key head dim = ssm_state_size, value heads = mamba_num_heads, value head dim = mamba_head_dim
     linear_attention_type: LinearAttentionType = "gated_deltanet"
+    # Kimi Delta Attention's output gate: projected at full rank (Kimi-K3) or through this rank (Kimi Linear: head dim)
+    linear_gate_rank: int | None = Field(None, gt=0)
     linear_state_dtype: str = Field(
         "bf16", description="dtype of the linear layers' recurrent state (Nemotron-H: mamba_ssm_cache_dtype fp32)"
     )
@@ -465,6 +467,8 @@ class ModelSpec(BaseModel):
                 )
             )
             out.append(GemmShape("o_proj", h, heads * self.v_head_dim, n_layers, "attention"))
+            if self.attention_output_gate:  # Kimi-K3: a sigmoid gate on the attention output, from the hidden state
+                out.append(GemmShape("o_gate_proj", heads * self.v_head_dim, h, n_layers, "attention"))
             if self.index_num_heads and self.index_head_dim:
                 q_in = self.q_lora_rank or h
                 out.append(
@@ -528,6 +532,23 @@ class ModelSpec(BaseModel):
         h = self.hidden_size
         key_dim = self.linear_num_key_heads * self.linear_key_head_dim
         value_dim = self.linear_num_value_heads * self.linear_value_head_dim
+        if self.linear_attention_type == "kda":
+            heads, hd = self.linear_num_value_heads, self.linear_value_head_dim
+            gate = (  # the output gate, at full rank or through a low rank
+                [GemmShape("in_proj_qkvg", 2 * key_dim + 2 * value_dim, h, n_layers, "attention")]
+                if self.linear_gate_rank is None
+                else [
+                    GemmShape("in_proj_qkv", 2 * key_dim + value_dim, h, n_layers, "attention"),
+                    GemmShape("g_a_proj", self.linear_gate_rank, h, n_layers, "attention"),
+                    GemmShape("g_b_proj", value_dim, self.linear_gate_rank, n_layers, "attention"),
+                ]
+            )
+            return gate + [
+                # per-head beta and the forget gate's low-rank first factor (head dim), then its second factor
+                GemmShape("in_proj_bf", heads + hd, h, n_layers, "attention"),
+                GemmShape("f_b_proj", value_dim, hd, n_layers, "attention"),
+                GemmShape("out_proj", h, value_dim, n_layers, "attention"),
+            ]
         if self.linear_attention_type == "mamba2":
             return [
                 # z (gate), x, B and C (n_groups x ssm_state_size each) and one dt per head
@@ -630,6 +651,9 @@ class ModelSpec(BaseModel):
             if self.linear_attention_type == "mamba2":
                 # conv1d weights and bias, dt_bias, A_log and D per head, gated group RMSNorm over all value heads
                 per_lin = conv + conv_dim + 3 * self.linear_num_value_heads + value_dim
+            elif self.linear_attention_type == "kda":
+                # conv1d weights (no bias), a dt_bias per channel, A_log per head, gated RMSNorm over the head dim
+                per_lin = conv + value_dim + self.linear_num_value_heads + self.linear_value_head_dim
             else:
                 # conv1d weights, A_log and dt_bias per value head, gated RMSNorm over the value head dim
                 per_lin = conv + 2 * self.linear_num_value_heads + self.linear_value_head_dim

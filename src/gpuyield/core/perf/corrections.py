@@ -239,6 +239,7 @@ _HASHED_WHEN_SET: Mapping[str, Any] = {
     "o_groups": None,
     "o_lora_rank": None,
     "hc_mult": 1,
+    "linear_gate_rank": None,
 }
 
 
