@@ -393,6 +393,11 @@ def test_vllm_pages_hybrid_models_as_its_hybrid_kv_manager_does():
     # speculative decoding: one more state page a layer per draft token
     mtp = vllm.with_speculative(SpeculativeDecoding("eagle", 3, 0.7)).memory(0.9, 8192, prefix_caching=False)
     assert mtp.kv_bytes_fixed_per_seq == 24 * 4 * page
+    # an MLA hybrid (Kimi-K3 on 16 GB300): MLA blocks align to 128 tokens; its 576-byte fp8 latent replicated on
+    # every rank, one KDA layer's state (6 of 96 heads) 400 KB: 768-token blocks; 69 KDA layers padded to 72
+    k3 = PerfModel.build(CAT.model("moonshotai/Kimi-K3"), CAT.gpu("gb300"), tp=16, weight_precision="fp4", kv_dtype="fp8")
+    k3_mem = k3.memory(0.9, 8192)
+    assert k3_mem.hybrid_block_tokens == 768 and k3_mem.kv_bytes_fixed_per_seq == 72 * 2 * 768 * 576
     sglang = PerfModel.build(spec, CAT.gpu("h100_sxm"), tp=1, engine="sglang").memory(0.9, max_model_len=8192)
     assert sglang.hybrid_block_tokens == 0
     assert sglang.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence())

@@ -890,8 +890,9 @@ class PerfModel:
             spec = self.speculative is not None and self.speculative.method != "ngram"
             fixed += m.compressor_state_bytes_per_sequence(speculative=spec) / shard_win / self.pp
         hybrid_block = 0
-        if linear and full and self.engine == "vllm" and not getattr(m, "uses_mla", False):
-            pages = self._vllm_hybrid_pages(per_layer / shard, full, sliding, linear, prefix_caching)
+        if linear and full and self.engine == "vllm":
+            mla = bool(getattr(m, "uses_mla", False))
+            pages = self._vllm_hybrid_pages(per_layer / shard, full, sliding, linear, prefix_caching, mla=mla)
             hybrid_block, state_bytes, kv_scale = pages
             fixed = window_part * kv_scale[1] + state_bytes / self.pp
             window_part *= kv_scale[1]
@@ -941,7 +942,14 @@ class PerfModel:
 
 
     def _vllm_hybrid_pages(
-        self, attn_bytes_per_token: float, full: int, sliding: int, linear: int, prefix_caching: bool | None
+        self,
+        attn_bytes_per_token: float,
+        full: int,
+        sliding: int,
+        linear: int,
+        prefix_caching: bool | None,
+        *,
+        mla: bool = False,
     ) -> tuple[int, float, tuple[float, float]]:
         """How vLLM's hybrid KV-cache manager holds a model with linear-attention (Mamba2, Gated DeltaNet) layers:
         (attention block size in tokens, linear-state bytes per sequence per GPU, padding factors of the full and
@@ -955,7 +963,9 @@ class PerfModel:
         align``, its default once prefix caching is on) and one more per speculative token."""
         m = self.model
         state_per_layer = float(m.linear_state_bytes_per_sequence()) / linear / min(self.tp, m.linear_num_value_heads)
-        align = 16  # the attention backends' smallest kernel block
+        # the attention backends' smallest kernel block; MLA decode kernels need blocks of 128 (vLLM aligns hybrid
+        # MLA models' block to it: Kimi-K3)
+        align = 128 if mla else 16
         block = align * max(1, math.ceil(state_per_layer / (align * attn_bytes_per_token)))
         page = block * attn_bytes_per_token
         counts = [n for n in (full, sliding, linear) if n]
