@@ -73,8 +73,8 @@ def _run(seed: int) -> int:
     for i in range(rng.randint(1, 40)):
         t += rng.expovariate(100.0)
         prompt, output = rng.randint(1, 6 * bs * unit_blocks), rng.randint(1, 3 * bs)
-        if eng.can_ever_fit(prompt, output) is not None or (not chunked and prompt + output > budget):
-            continue  # chunked prefill off: a preempted request is recomputed whole, within the budget
+        if eng.can_ever_fit(prompt, output) is not None:
+            continue  # (chunked prefill off: prompt + output within the budget, as a recompute needs)
         hashes: tuple[int, ...] = ()
         if prefix_caching:
             units = prompt // (bs * unit_blocks)

@@ -190,12 +190,18 @@ def test_arrival_truncates_run_after_step_in_flight() -> None:
 
 
 def test_requests_that_can_never_run_are_named() -> None:
-    eng = make_engine(num_blocks=10, block_size=16, max_num_seqs=8, max_num_batched_tokens=64, enable_chunked_prefill=False,
-                      max_model_len=150)  # fmt: skip
+    eng = make_engine(num_blocks=10, block_size=16, max_num_seqs=8, max_num_batched_tokens=64, enable_chunked_prefill=False)
     assert eng.can_ever_fit(100, 10) is not None and "chunked prefill off" in eng.can_ever_fit(100, 10)
-    assert "max_model_len" in (eng.can_ever_fit(60, 100) or "")
+    # without chunking a preempted request is recomputed whole, so prompt + output must fit one step's budget
+    assert "chunked prefill off" in (eng.can_ever_fit(60, 10) or "")
+    assert eng.can_ever_fit(50, 14) is None
+    chunked = make_engine(num_blocks=10, block_size=16, max_num_seqs=8, max_num_batched_tokens=64, max_model_len=150)
+    assert "max_model_len" in (chunked.can_ever_fit(60, 100) or "")
+    assert chunked.can_ever_fit(60, 10) is None
     assert "KV blocks" in (make_engine(num_blocks=2).can_ever_fit(30, 10) or "")
-    assert eng.can_ever_fit(60, 10) is None
+    # and, as vLLM, a budget below max_model_len with chunked prefill off is refused up front
+    with pytest.raises(ConfigError, match="smaller than max_model_len"):
+        make_engine(max_num_batched_tokens=64, max_num_seqs=8, enable_chunked_prefill=False, max_model_len=150)
 
 
 class _SpeculativeStep(LinearStepModel):

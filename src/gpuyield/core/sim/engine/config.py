@@ -61,6 +61,18 @@ class EngineConfig:
                 f"engine.max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
                 f"({self.max_num_seqs}), as vLLM requires"
             )
+        if (
+            not self.enable_chunked_prefill
+            and self.max_model_len is not None
+            and self.max_num_batched_tokens < self.max_model_len
+        ):
+            # vLLM refuses this (SchedulerConfig.verify_max_model_len): without chunking a sequence, and a preempted
+            # one recomputed whole, must fit one step's budget
+            raise ConfigError(
+                f"engine.max_num_batched_tokens ({self.max_num_batched_tokens}) is smaller than max_model_len "
+                f"({self.max_model_len}) with chunked prefill off; raise the budget or lower max_model_len, as vLLM "
+                "requires"
+            )
         if self.kv_admission not in ("on_demand", "max_output"):
             raise ConfigError(f"engine.kv_admission: expected 'on_demand' or 'max_output', got {self.kv_admission!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

@@ -83,9 +83,11 @@ class ReplicaEngine:
         if mml is not None and total > mml:
             return f"prompt+output {total} tokens > max_model_len {mml}"
         cfg = self.config
-        if not cfg.enable_chunked_prefill and num_prompt_tokens > cfg.max_num_batched_tokens:
+        if not cfg.enable_chunked_prefill and total > cfg.max_num_batched_tokens:
+            # a preempted request is recomputed whole (prompt and the output so far) in one step, so without
+            # chunking vLLM limits sequences to the budget (max_model_len <= max_num_batched_tokens)
             return (
-                f"prompt {num_prompt_tokens} tokens > max_num_batched_tokens {cfg.max_num_batched_tokens} "
+                f"prompt+output {total} tokens > max_num_batched_tokens {cfg.max_num_batched_tokens} "
                 "with chunked prefill off"
             )
         need = -(-total // self.config.block_size) + self.kv.fixed_for(num_prompt_tokens, num_output_tokens)
