@@ -940,7 +940,6 @@ class PerfModel:
             hybrid_block_tokens=hybrid_block,
         )
 
-
     def _vllm_hybrid_pages(
         self,
         attn_bytes_per_token: float,
