@@ -14,9 +14,12 @@ Counting conventions (documented in ``docs/formats.md``):
   (``num_experts - num_experts_per_tok`` of them in every MoE layer). Embeddings and LM head count as active,
   which is how Mixtral's 12.9 B and DeepSeek-V3's 37 B are quoted.
 - ``kv_bytes_per_token(kv_dtype)`` is the cache that grows with context: every full-attention (or MLA) layer
-  stores each token. Sliding-window layers hold at most ``sliding_window`` tokens and linear-attention layers
-  hold a fixed recurrent state; both are bounded per sequence and reported by
+  stores each token, a compressed layer (DeepSeek-V4) one entry per ``ratio`` tokens. Sliding-window layers hold
+  at most ``sliding_window`` tokens and linear-attention layers (Gated DeltaNet, Mamba2, Kimi Delta Attention)
+  a fixed recurrent state; both are bounded per sequence and reported by
   :meth:`ModelSpec.kv_bytes_fixed_per_sequence` / :meth:`ModelSpec.kv_bytes_for_context`.
+- A layer is a token mixer and an MLP (or experts); Nemotron-H's blocks hold one of the two (``layer_pattern``
+  kind ``none``, ``mlp_free_layers``), so ``num_sublayers`` and ``layer_equivalents`` count the depth.
 """
 
 from __future__ import annotations
