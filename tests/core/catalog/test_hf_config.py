@@ -431,3 +431,25 @@ def test_kimi_linear_delta_attention_layers_and_gated_mla():
         load_hf_config(KIMI_LINEAR_SMALL | {"linear_attn_config": {**KIMI_LINEAR_SMALL["linear_attn_config"],
                                                                    "kda_layers": [0, 1]}})
 
+
+def test_checkpoint_precision_and_state_dtypes_from_the_config():
+    from gpuyield.core.catalog import checkpoint_precision
+
+    assert checkpoint_precision("nvidia/DeepSeek-R1-NVFP4", "fp8") == "nvfp4"
+    assert checkpoint_precision("Qwen/Qwen3-32B-FP8-Static-PerTensor", "bf16") == "fp8"
+    assert checkpoint_precision("deepseek-ai/DeepSeek-V4-Flash", "fp8") == "fp8"
+    # ModelOpt's per-layer formats (FP8 attention, NVFP4 MLPs) and compressed-tensors NVFP4 are nvfp4 checkpoints
+    mixed = {**LLAMA_8B, "quantization_config": {"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION",
+                                                  "quantized_layers": {"l.0.mlp.up_proj": {"quant_algo": "W4A16_NVFP4"}}}}
+    assert load_hf_config(mixed).native_dtype == "nvfp4"
+    packed = {**LLAMA_8B, "quantization_config": {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+                                                  "config_groups": {"g": {"weights": {"num_bits": 4}}}}}
+    assert load_hf_config(packed).native_dtype == "nvfp4"
+    # Qwen3.5 names its Gated DeltaNet state dtype (vLLM holds the state in it)
+    qwen35 = {**LLAMA_8B, "model_type": "qwen3_5_text", "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+              "num_hidden_layers": 4, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+              "linear_key_head_dim": 128, "linear_value_head_dim": 128, "mamba_ssm_dtype": "float32"}
+    assert load_hf_config(qwen35).linear_state_dtype == "fp32"
+    with pytest.raises(CatalogError, match="mamba_ssm_dtype 'int8'"):
+        load_hf_config(qwen35 | {"mamba_ssm_dtype": "int8"})
+

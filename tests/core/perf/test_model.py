@@ -296,10 +296,12 @@ def test_a_sequence_fills_its_windows_only_as_far_as_it_is_long():
     qwen = qwen_pm.memory(0.9, 32768)
     assert qwen.sliding_window_tokens == 0 and qwen.fixed_tokens_per_seq > 0
     assert qwen.fixed_tokens_for(16) == pytest.approx(qwen.fixed_tokens_per_seq)
-    # vLLM also rounds the growing cache up to its raised hybrid block (272 tokens here)
+    # vLLM also rounds the growing cache up to its raised hybrid block: one Gated DeltaNet layer's fp32 state
+    # (mamba_ssm_dtype) on one of 8 GPUs is 8 x 128 x 128 x 4 + conv = 540,672 bytes; one full layer's bf16 KV a
+    # token 2 x 256 x 2 x 2 / 2 (2 KV heads over 8 GPUs) = 1,024 bytes: 528 tokens
     paged = PerfModel.build(qwen_pm.model, CAT.gpu("h200_sxm"), tp=8, engine="vllm").memory(0.9, 32768)
-    assert paged.hybrid_block_tokens == 272
-    assert paged.fixed_tokens_for(16) == pytest.approx(paged.fixed_tokens_per_seq + 272 - 16)
+    assert paged.hybrid_block_tokens == 528
+    assert paged.fixed_tokens_for(16) == pytest.approx(paged.fixed_tokens_per_seq + 528 - 16)
 
 
 def test_nemotron_h_blocks_count_one_all_reduce_each_and_dispatch_the_latent():
@@ -401,3 +403,20 @@ def test_vllm_pages_hybrid_models_as_its_hybrid_kv_manager_does():
     sglang = PerfModel.build(spec, CAT.gpu("h100_sxm"), tp=1, engine="sglang").memory(0.9, max_model_len=8192)
     assert sglang.hybrid_block_tokens == 0
     assert sglang.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence())
+
+
+def test_an_mxfp4_checkpoint_keeps_all_but_its_routed_experts_in_16_bits():
+    """gpt-oss and Kimi-K3 quantise only the routed experts (K3's quantisation ignores self_attn, shared_experts and
+    mlp): at a 4-bit deployment the rest is charged 16-bit; at fp8 everything is fp8."""
+    k3 = CAT.model("moonshotai/Kimi-K3")
+    pm = PerfModel.build(k3, CAT.gpu("b200_sxm"), tp=8, weight_precision="mxfp4")
+    rest = sum(g.params for g in k3.gemm_shapes if g.group in ("attention", "mlp", "moe_shared") and g.precision is None)
+    fp8 = PerfModel.build(k3, CAT.gpu("b200_sxm"), tp=8, weight_precision="fp8")
+    experts = sum(g.params for g in k3.gemm_shapes if g.group == "moe_expert")
+    # mxfp4 vs fp8: the experts drop from 1 byte to 0.53, the rest rises from 1 to 2
+    diff = fp8.weights_bytes_per_gpu() - pm.weights_bytes_per_gpu()
+    assert diff == pytest.approx((experts * (1.0 - (0.5 + 1 / 32)) - rest * 1.0) / 8)
+    assert k3.weight_bytes() == pytest.approx(k3.weight_bytes("mxfp4") + rest * (2.0 - (0.5 + 1 / 32)))
+    gpt = CAT.model("openai/gpt-oss-120b")
+    assert gpt.weight_bytes() / 1e9 == pytest.approx(65.2, abs=0.1)  # the published checkpoint's size
+

@@ -119,3 +119,17 @@ def test_a_quantised_checkpoint_is_planned_as_shipped() -> None:
     low = SearchSpace.for_request(("big",), allow_lower_precision=True, allow_disaggregated=False, is_moe=False,
                                   native_precision="nvfp4")
     assert low.weight_precisions == ("fp4",) and low.kv_dtypes == ("bf16", "fp8")
+
+
+def test_the_naive_baseline_runs_the_checkpoint_as_shipped() -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.plan.context import PlanContext
+
+    cat = default_catalog()
+    gpt = PlanContext(cat, cat.model("openai/gpt-oss-120b")).naive_pool("h100_sxm", 1)
+    assert (gpt.weight_precision, gpt.kv_dtype) == ("mxfp4", "bf16")
+    v4 = PlanContext(cat, cat.model("deepseek-ai/DeepSeek-V4-Flash")).naive_pool("b200_sxm", 4)
+    assert (v4.weight_precision, v4.kv_dtype) == ("fp8", "fp8")
+    r1_fp4 = PlanContext(cat, cat.model("deepseek-ai/DeepSeek-R1"), checkpoint_dtype="nvfp4").naive_pool("b200_sxm", 8)
+    assert r1_fp4.weight_precision == "fp4"
+

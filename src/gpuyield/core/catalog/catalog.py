@@ -35,6 +35,7 @@ __all__ = [
     "DATA_FILES",
     "Catalog",
     "CatalogDefaults",
+    "checkpoint_precision",
     "default_catalog",
     "normalise_gpu_name",
     "normalise_model_name",
@@ -66,6 +67,25 @@ _KeyFn = Callable[[str], list[str]]
 @lru_cache(maxsize=8192)
 def _squash(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", text.strip().lower())
+
+
+# quantisation suffixes of checkpoint names -> the weight precision such a checkpoint holds
+_SUFFIX_PRECISION = (
+    ("nvfp4", "nvfp4"), ("mxfp4", "mxfp4"), ("fp4", "nvfp4"), ("fp8", "fp8"), ("w8a8", "fp8"), ("w4a16", "int4"),
+    ("awq", "int4"), ("gptq", "int4"), ("int4", "int4"), ("bf16", "bf16"),
+)  # fmt: skip
+
+
+def checkpoint_precision(name: str, native_dtype: str) -> str:
+    """The weight precision of the checkpoint called ``name``: its quantisation suffix (``-NVFP4``, ``-FP8``,
+    ``-FP8-Dynamic``, ``-AWQ``, ...) where it has one, else the catalogue entry's ``native_dtype``; e.g.
+    ``nvidia/DeepSeek-R1-NVFP4`` is an nvfp4 checkpoint of DeepSeek-R1 (native fp8)."""
+    parts = [p for p in re.split(r"[-_/]", name.strip().lower()) if p]
+    for part in reversed(parts[-3:]):
+        for suffix, precision in _SUFFIX_PRECISION:
+            if part == suffix:
+                return precision
+    return native_dtype
 
 
 def normalise_gpu_name(text: str) -> str:

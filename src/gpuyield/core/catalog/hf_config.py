@@ -86,6 +86,9 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
         algo = str(quant.get("quant_algo", "")).lower()
         if method == "fp8" or algo == "fp8" or "fp8" in str(quant.get("fmt", "")).lower():
             return "fp8"
+        if algo == "mixed_precision":  # ModelOpt per-layer formats: NVFP4 MLPs or experts beside FP8 attention
+            text = str(quant).lower()
+            return "nvfp4" if "nvfp4" in text else ("fp8" if "fp8" in text else "bf16")
         if method == "mxfp4":
             return "mxfp4"
         if "nvfp4" in algo or "nvfp4" in method:
@@ -96,6 +99,8 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
             text = str(quant).lower()
             if "mxfp4" in text:
                 return "mxfp4"
+            if "nvfp4" in text:
+                return "nvfp4"
             if "'num_bits': 4" in text:
                 return "int4"
             if "'num_bits': 8" in text and "float" in text:
@@ -543,6 +548,14 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         fields["linear_key_head_dim"] = _first(cfg, "linear_key_head_dim")
         fields["linear_value_head_dim"] = _first(cfg, "linear_value_head_dim")
         fields["linear_conv_kernel_dim"] = _first(cfg, "linear_conv_kernel_dim", default=4)
+        # Qwen3.5/3.6 name their recurrent state's dtype; vLLM holds the state in it (Qwen3_5...Config.
+        # verify_and_update_config copies mamba_ssm_dtype into mamba_ssm_cache_dtype)
+        state = _first(cfg, "mamba_ssm_dtype", "mamba_ssm_cache_dtype")
+        if state is not None:
+            dtypes = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+            if str(state) not in dtypes:
+                raise CatalogError(f"config.json ({arch}) mamba_ssm_dtype '{state}' is not one of {', '.join(dtypes)}")
+            fields["linear_state_dtype"] = dtypes[str(state)]
 
     mtp = _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers", default=0) or 0
     if not mtp and _first(cfg, "use_mtp", default=False):

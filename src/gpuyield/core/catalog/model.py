@@ -899,6 +899,10 @@ class ModelSpec(BaseModel):
         attn = bytes_per_weight(attention_precision) if attention_precision else linear
         if precision is None and self.architecture == "gpt_oss" and attention_precision is None:
             attn = 2.0  # the gpt-oss checkpoint quantises only the experts
+        # an mxfp4 checkpoint (gpt-oss, Kimi-K3) quantises the routed experts only: the rest stays 16-bit
+        dense = 2.0 if precision is None and self.native_dtype == "mxfp4" else linear
+        if dense == 2.0 and attention_precision is None:
+            attn = 2.0
         total = 0.0
         for g in self.gemm_shapes:
             if g.precision is not None:
@@ -911,6 +915,8 @@ class ModelSpec(BaseModel):
                 total += g.params * 2.0
             elif g.group == "attention":
                 total += g.params * attn
+            elif g.group in ("mlp", "moe_shared"):
+                total += g.params * dense
             else:
                 total += g.params * linear
         return total + sum(self._small_params.values()) * 2.0

@@ -217,7 +217,8 @@ class DeploymentKey:
 
 # catalogue fields that name or document a model rather than shape its kernels
 _NOT_ARCHITECTURE = frozenset(
-    {"id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype"}
+    # the linear layers' state dtype is how an engine holds the cache, not a kernel shape
+    {"id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype", "linear_state_dtype"}
 )
 
 
@@ -231,7 +232,6 @@ _HASHED_WHEN_SET: Mapping[str, Any] = {
     "mlp_gated": True,
     "moe_latent_size": None,
     "linear_attention_type": "gated_deltanet",
-    "linear_state_dtype": "bf16",
     "csa_compress_ratio": None,
     "hca_compress_ratio": None,
     "index_topk": None,

@@ -445,7 +445,7 @@ class PerfModel:
         if bw <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
         wb = _WEIGHT_BYTES[self.weight_precision]
-        gpt_oss = getattr(m, "architecture", "") == "gpt_oss"
+        keep16 = self._sixteen_bit_groups()
 
         dense_flops = 0.0
         dense_bytes = 0.0
@@ -458,7 +458,7 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 continue
-            elem = 2.0 if s.group == "router" or (gpt_oss and s.group == "attention") else wb
+            elem = 2.0 if s.group == "router" or s.group in keep16 else wb
             # int4/fp4 checkpoints usually keep attention in 8/16 bit; engines quantise experts only
             if self.weight_precision in ("int4",) and s.group == "attention":
                 elem = 2.0
@@ -811,7 +811,6 @@ class PerfModel:
     def weights_bytes_per_gpu(self) -> float:
         m = self.model
         wb = _WEIGHT_BYTES[self.weight_precision]
-        gpt_oss = getattr(m, "architecture", "") == "gpt_oss"
         stage = self.expert_gpus
         total = 0.0
         for s in m.gemm_shapes:
@@ -824,7 +823,7 @@ class PerfModel:
             elif s.group in ("lm_head", "router"):
                 if not (s.group == "lm_head" and m.tie_word_embeddings):
                     total += p * 2.0 / self.tp
-            elif s.group == "attention" and (gpt_oss or self.weight_precision == "int4"):
+            elif s.group in self._sixteen_bit_groups() or (s.group == "attention" and self.weight_precision == "int4"):
                 total += p * 2.0 / self.tp
             else:
                 total += p * wb / self.tp
@@ -939,6 +938,19 @@ class PerfModel:
             sliding_window_tokens=int(window) if (sliding or csa or hca) else 0,
             hybrid_block_tokens=hybrid_block,
         )
+
+    def _sixteen_bit_groups(self) -> frozenset[str]:
+        """Weight groups a quantised checkpoint keeps in 16 bits: gpt-oss its attention; an mxfp4 checkpoint run at
+        a 4-bit precision (gpt-oss, Kimi-K3, whose quantisation ignores ``self_attn``, ``shared_experts``, ``mlp``)
+        everything but the routed experts."""
+        m = self.model
+        out: set[str] = set()
+        if getattr(m, "architecture", "") == "gpt_oss":
+            out.add("attention")
+        native = str(getattr(m, "native_dtype", "")).lower()
+        if native == "mxfp4" and self.weight_precision in ("mxfp4", "fp4", "nvfp4"):
+            out |= {"attention", "mlp", "moe_shared"}
+        return frozenset(out)
 
     def _vllm_hybrid_pages(
         self,

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuyield.core.catalog import Catalog, ModelSpec
+from gpuyield.core.catalog import Catalog, ModelSpec, checkpoint_precision
 from gpuyield.core.perf import PerfModel
 from gpuyield.core.plan.economics import GpuPrice, OwnedDefaults, OwnedHardware, owned_gpu_price
 from gpuyield.core.plan.profile import WorkloadProfile
 from gpuyield.core.plan.screen import ReplicaPerf
 from gpuyield.core.plan.search import PlanInputs
-from gpuyield.core.plan.space import PoolShape, SearchSpace
+from gpuyield.core.plan.space import PoolShape, SearchSpace, default_kv_dtype, planner_precision
 from gpuyield.core.plan.spec import ApiPrice, PlanRequest
 from gpuyield.core.plan.to_deployment import PD_LINK
 from gpuyield.core.policy.routing import POLICY_NAMES
@@ -85,6 +85,9 @@ class PlanContext:
     owned: Mapping[str, OwnedHardware] = field(default_factory=dict)
     calibration: Any = None  # gpuyield.core.perf.Calibration; None = the shipped one
     speculative: Any = None  # gpuyield.core.perf.SpeculativeDecoding of every replica's decode steps; None: off
+    # the weight precision of the checkpoint asked for (its name's quantisation suffix, else the entry's native
+    # dtype: nvidia/DeepSeek-R1-NVFP4 is nvfp4); None: the entry's native dtype
+    checkpoint_dtype: str | None = None
 
     def __post_init__(self) -> None:
         self._perf_cache: dict[tuple[Any, ...], PerfModel] = {}
@@ -123,7 +126,7 @@ class PlanContext:
         if hit is not None:
             return hit
         pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
-        mem = pm.memory(GPU_MEMORY_UTILIZATION)
+        mem = pm.memory(GPU_MEMORY_UTILIZATION, prefix_caching=pool.enable_prefix_caching)
         out: ReplicaPerf | str
         if not mem.fits:
             out = f"{pool.gpu_id} tp{pool.tp}: {mem.reason}"
@@ -163,7 +166,8 @@ class PlanContext:
         return PoolShape(
             "mixed", gpu_id, tp, 1, tp if self.model.is_moe else 1,
             int(d.get("max_num_seqs", 256)), int(d.get("max_num_batched_tokens", 8192)),
-            bool(d.get("enable_prefix_caching", True)), "none", "bf16", "bf16",
+            bool(d.get("enable_prefix_caching", True)), "none",
+            planner_precision(self.checkpoint_dtype or self.model.native_dtype), default_kv_dtype(self.model),
         )
 
 
@@ -184,8 +188,9 @@ def build_plan_inputs(
     for r in routers or ():
         if r not in POLICY_NAMES:
             raise ConfigError(f"--routers {r!r}: expected one of {', '.join(POLICY_NAMES)}")
+    checkpoint = request.checkpoint_dtype or checkpoint_precision(request.model_id, model.native_dtype)
     ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration,
-                      request.speculative)
+                      request.speculative, checkpoint)
     if request.speculative is not None:
         request.speculative.draft_layers(model)  # MTP needs the model's MTP layers: say so before searching
     for g in gpu_ids:
@@ -197,9 +202,9 @@ def build_plan_inputs(
         is_moe=model.is_moe,
         routers=routers,
         decode_budget_tokens=request.speculative.positions_per_seq if request.speculative is not None else 1,
-        native_precision=model.native_dtype,
+        native_precision=checkpoint,
         # DeepSeek-V4's engines hold its compressed cache in fp8 only (vLLM refuses any other kv-cache dtype)
-        kv_dtypes=("fp8",) if getattr(model, "uses_compressed_attention", False) else None,
+        kv_dtypes=("fp8",) if default_kv_dtype(model) == "fp8" else None,
     )
     inputs = PlanInputs(
         request=request,

@@ -109,6 +109,17 @@ _PLANNER_PRECISION = {
 }  # fmt: skip
 
 
+def planner_precision(native_dtype: str) -> str:
+    """The weight precision a checkpoint of ``native_dtype`` (``ModelSpec.native_dtype``) is planned and run at."""
+    return _PLANNER_PRECISION.get(native_dtype.strip().lower(), "bf16")
+
+
+def default_kv_dtype(model: object) -> str:
+    """The KV-cache dtype a plan starts from: bf16, or fp8 where the model's engines accept no other
+    (DeepSeek-V4's compressed cache)."""
+    return "fp8" if getattr(model, "uses_compressed_attention", False) else "bf16"
+
+
 @dataclass(frozen=True, slots=True)
 class SearchSpace:
     """The axes searched. Defaults are what ``gpuyield plan`` uses."""
@@ -154,7 +165,7 @@ class SearchSpace:
         fp4 or int4 checkpoint is planned at that precision, not upcast to bf16); a bf16 checkpoint may also be
         quantised to fp8, and the KV cache kept in fp8, only with the quality flag. ``kv_dtypes`` pins the KV
         cache's dtypes where the model allows no other (DeepSeek-V4: fp8)."""
-        native = _PLANNER_PRECISION.get(native_precision.strip().lower(), "bf16")
+        native = planner_precision(native_precision)
         kw: dict[str, object] = {"decode_budget_tokens": decode_budget_tokens, "native_precision": native}
         if routers:
             kw["routers"] = routers

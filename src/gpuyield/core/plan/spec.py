@@ -135,6 +135,9 @@ class PlanRequest:
     max_gpus: int | None = None  # cap on GPUs in any plan (and the fleet size in capacity mode)
     budget_usd_per_hour: float | None = None  # required in max-goodput mode; a hard cap otherwise
     allow_lower_precision: bool = False  # lets the search try fp8 weights / fp8 KV (a quality trade-off)
+    # weight precision of the checkpoint to deploy (catalog.checkpoint_precision of the name asked for: an alias
+    # such as nvidia/DeepSeek-R1-NVFP4 is nvfp4); None: the model's native dtype
+    checkpoint_dtype: str | None = None
     allow_disaggregated: bool = True
     top_k: int = 12  # candidates verified by simulation
     seed: int = 0

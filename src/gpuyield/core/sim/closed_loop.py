@@ -166,7 +166,7 @@ def run_closed_loop(
         memory = getattr(perf_model, "memory", None)
         if memory is None:
             raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
-        plan = memory(engine_config.gpu_memory_utilization)
+        plan = memory(engine_config.gpu_memory_utilization, prefix_caching=engine_config.enable_prefix_caching)
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
         if fixed_blocks_per_seq is None:
             fixed_of = fixed_blocks_of_memory_plan(plan, engine_config.block_size)
