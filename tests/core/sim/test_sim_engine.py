@@ -289,3 +289,23 @@ def test_an_abort_after_the_last_decoder_was_preempted_is_between_runs() -> None
     assert eng.scheduler.num_preemptions > 0
     eng.abort(local, 1.0)
     assert local.status == RequestStatus.FINISHED_ABORTED
+
+
+def test_hybrid_prefix_hits_count_in_whole_raised_blocks() -> None:
+    """vLLM caches a hybrid (linear-attention) model's prefixes at its raised block: with 64-token granules a
+    96-token shared prefix hits 64 tokens, not 96; without a granule, every cached unit hits."""
+    from gpuyield.core.sim.engine.kv_cache import KVCacheManager
+
+    def hit_tokens(granule: int) -> int:
+        kv = KVCacheManager(64, 16, True, prefix_hit_tokens=granule)
+        first, second = make_requests(2, prompt=128, output=4)
+        shared = tuple(range(6))  # six 16-token units: 96 tokens in common
+        first.unit_hashes, second.unit_hashes = shared + (100, 101), shared + (200, 201)
+        hits, load = kv.get_computed(first)
+        assert kv.allocate_admit(first, hits, load, first.num_prompt_tokens)
+        hits, load = kv.get_computed(second)
+        return (len(hits) + load) * second.unit_blocks * 16
+
+    assert hit_tokens(0) == 96 and hit_tokens(64) == 64 and hit_tokens(128) == 0
+    with pytest.raises(ConfigError, match="prefix_hit_tokens"):
+        EngineConfig(prefix_hit_tokens=-1)

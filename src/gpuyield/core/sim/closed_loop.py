@@ -33,6 +33,7 @@ Deterministic: the same ``seed`` gives the same start offsets and byte-identical
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -168,6 +169,8 @@ def run_closed_loop(
             raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
         plan = memory(engine_config.gpu_memory_utilization, prefix_caching=engine_config.enable_prefix_caching)
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
+        if getattr(plan, "hybrid_block_tokens", 0):  # vLLM caches a hybrid model's prefixes in its raised blocks
+            engine_config = dataclasses.replace(engine_config, prefix_hit_tokens=int(plan.hybrid_block_tokens))
         if fixed_blocks_per_seq is None:
             fixed_of = fixed_blocks_of_memory_plan(plan, engine_config.block_size)
     eng = ReplicaEngine(

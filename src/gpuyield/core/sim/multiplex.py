@@ -23,6 +23,7 @@ optimistic bias for the first requests after a wake.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -341,9 +342,12 @@ def build_multiplex(
                 sm = _SharedGpuStepTime(perf, interference)
                 kv_tokens = int(kv_gb * 1e9 / p.kv_bytes_per_token) if p.kv_bytes_per_token > 0 else 0
                 blocks = max(1, kv_tokens // cfg.block_size)
+                m_cfg = cfg  # vLLM caches a hybrid model's prefixes in its raised blocks
+                if getattr(p, "hybrid_block_tokens", 0):
+                    m_cfg = dataclasses.replace(cfg, prefix_hit_tokens=int(p.hybrid_block_tokens))
                 setups.append(
                     setup_cls(
-                        replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=lab, engine_config=cfg,
+                        replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=lab, engine_config=m_cfg,
                         step_model=sm, num_gpu_blocks=blocks, kv_bytes_per_token=float(m.kv_bytes_per_token(g.kv_dtype)),
                         fixed_blocks_of=functools.partial(p.fixed_blocks_for, block_size=cfg.block_size),
                         num_gpus=g.tp if j == 0 else 0, tp=g.tp,

@@ -7,6 +7,7 @@ may pass ``wall_clock`` (e.g. ``time.perf_counter``) to fill ``sim_wall_s`` and 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -122,6 +123,8 @@ def build_cluster(
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
+        if getattr(plan, "hybrid_block_tokens", 0):  # vLLM caches a hybrid model's prefixes in its raised blocks
+            cfg = dataclasses.replace(cfg, prefix_hit_tokens=int(plan.hybrid_block_tokens))
         try:
             blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)
         except Exception as exc:

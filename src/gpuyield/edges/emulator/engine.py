@@ -69,6 +69,8 @@ class EngineConfig:
     # function of its length (windows filled to min(length, window)) when given
     fixed_blocks_per_seq: int = 0
     fixed_blocks_of: Callable[[int], int] | None = None
+    # prefix-cache hits in whole multiples of this many tokens (vLLM's hybrid models' raised block); 0 = any block
+    prefix_hit_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -121,7 +123,7 @@ class EmulatedEngine:
                                     max_decode_run_steps=1)
         self.kv = KVCacheManager(
             c.num_kv_blocks, c.block_size_tokens, c.enable_prefix_caching, fixed_blocks_per_seq=c.fixed_blocks_per_seq,
-            fixed_blocks_of=c.fixed_blocks_of,
+            fixed_blocks_of=c.fixed_blocks_of, prefix_hit_tokens=c.prefix_hit_tokens,
         )
         # fleet-model timing says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(core_cfg, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))

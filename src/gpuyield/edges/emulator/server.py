@@ -40,10 +40,10 @@ class EmulatorSpec:
 
 def _perf_step_model(
     spec: EmulatorSpec,
-) -> tuple[StepTimeModel, int | None, tuple[int, Callable[[int], int] | None], float, str]:
+) -> tuple[StepTimeModel, int | None, tuple[int, Callable[[int], int] | None, int], float, str]:
     """The fleet model's step time, KV capacity in blocks (when it says), the blocks each sequence's bounded
-    cache takes (at full windows, and as a function of its length), and the engine family's first-token
-    overhead in seconds for the spec's model/GPU/TP."""
+    cache takes (at full windows, and as a function of its length) with the prefix-hit granule in tokens (vLLM's
+    hybrid models), and the engine family's first-token overhead in seconds for the spec's model/GPU/TP."""
     try:
         from gpuyield.core import perf as perf_mod
         from gpuyield.core.catalog import default_catalog
@@ -81,13 +81,14 @@ def _perf_step_model(
     fixed_blocks = int(fixed(spec.block_size_tokens)) if callable(fixed) else 0
     fixed_for = getattr(plan, "fixed_blocks_for", None)
     fixed_of = functools.partial(fixed_for, block_size=spec.block_size_tokens) if callable(fixed_for) else None
+    hit_tokens = int(getattr(plan, "hybrid_block_tokens", 0) or 0)  # vLLM's hybrid models: prefixes in raised blocks
     overhead_s = float(pm.first_token_overhead_s)
     desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine})"
     if overhead_s > 0:
         desc += f"; first-token overhead {overhead_s * 1000:.3g} ms"
     if spec.speculative is not None:
         desc += "; " + spec.speculative.describe()
-    return pm, blocks, (fixed_blocks, fixed_of), overhead_s, desc
+    return pm, blocks, (fixed_blocks, fixed_of, hit_tokens), overhead_s, desc
 
 
 def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
@@ -113,7 +114,7 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
         step: StepTimeModel
         blocks: int | None
         overhead_s = 0.0
-        fixed: tuple[int, Callable[[int], int] | None] = (0, None)
+        fixed: tuple[int, Callable[[int], int] | None, int] = (0, None, 0)
         if spec.fixed_step_ms is not None:
             if spec.fixed_step_ms <= 0:
                 raise ConfigError(f"--fixed-step-ms must be > 0, got {spec.fixed_step_ms}")
@@ -126,7 +127,7 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
             num_kv_blocks=num_blocks, block_size_tokens=spec.block_size_tokens, max_num_seqs=spec.max_num_seqs,
             max_num_batched_tokens=spec.max_num_batched_tokens, max_model_len=spec.max_model_len,
             enable_prefix_caching=spec.enable_prefix_caching, first_token_overhead_s=overhead_s,
-            fixed_blocks_per_seq=fixed[0], fixed_blocks_of=fixed[1]), family=spec.engine)
+            fixed_blocks_per_seq=fixed[0], fixed_blocks_of=fixed[1], prefix_hit_tokens=fixed[2]), family=spec.engine)
         desc += f"; {num_blocks} KV blocks of {spec.block_size_tokens} tokens"
     settings = EmulatorSettings(
         served_model_name=name, mean_output_tokens=spec.mean_output_tokens, max_model_len=spec.max_model_len,

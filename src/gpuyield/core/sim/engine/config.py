@@ -49,6 +49,9 @@ class EngineConfig:
     offload: OffloadTierConfig | None = None
     # Longest run of pure-decode steps advanced analytically in one event (None = unbounded; 1 = step by step).
     max_decode_run_steps: int | None = None
+    # prefix-cache hits count in whole multiples of this many tokens: vLLM caches a hybrid (linear-attention) model's
+    # prefixes at its raised block (MemoryPlan.hybrid_block_tokens); 0 = any whole block
+    prefix_hit_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.family not in ENGINE_FAMILIES:
@@ -77,6 +80,8 @@ class EngineConfig:
             raise ConfigError(f"engine.kv_admission: expected 'on_demand' or 'max_output', got {self.kv_admission!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ConfigError(f"engine.gpu_memory_utilization: expected 0 < x <= 1, got {self.gpu_memory_utilization}")
+        if self.prefix_hit_tokens < 0:
+            raise ConfigError(f"engine.prefix_hit_tokens: must be >= 0, got {self.prefix_hit_tokens}")
         if self.max_decode_run_steps is not None and self.max_decode_run_steps < 1:
             raise ConfigError(f"engine.max_decode_run_steps: must be >= 1, got {self.max_decode_run_steps}")
 

@@ -55,7 +55,7 @@ class OffloadTier:
 class KVCacheManager:
     """Allocation on top of a :class:`BlockPool` for requests of one replica."""
 
-    __slots__ = ("pool", "block_size", "enable_prefix_caching", "offload", "fixed_blocks", "fixed_blocks_of")
+    __slots__ = ("pool", "block_size", "enable_prefix_caching", "offload", "fixed_blocks", "fixed_blocks_of", "prefix_hit_tokens")
 
     def __init__(
         self,
@@ -65,8 +65,11 @@ class KVCacheManager:
         offload: OffloadTier | None = None,
         fixed_blocks_per_seq: int = 0,
         fixed_blocks_of: Callable[[int], int] | None = None,
+        prefix_hit_tokens: int = 0,
     ) -> None:
         self.pool = BlockPool(num_blocks, on_evict=offload.store if offload is not None else None)
+        # hits count in whole multiples of this many tokens (vLLM's hybrid models: the raised block); 0 = any unit
+        self.prefix_hit_tokens = prefix_hit_tokens
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.offload = offload
@@ -108,6 +111,14 @@ class KVCacheManager:
             while i < max_units and hashes[i] in off.units:
                 num_load += 1
                 i += 1
+        if self.prefix_hit_tokens > 0:  # keep the units inside whole hit granules (offloaded ones go first)
+            unit_tokens = req.unit_blocks * self.block_size
+            keep = (i * unit_tokens // self.prefix_hit_tokens) * self.prefix_hit_tokens // unit_tokens
+            drop = i - keep
+            cut = min(drop, num_load)
+            num_load -= cut
+            if drop > cut:
+                del hits[len(hits) - (drop - cut) :]
         return hits, num_load
 
     def allocate_admit(

@@ -45,7 +45,7 @@ class ReplicaEngine:
             offload = OffloadTier(cap_blocks, kv_bytes_per_token / config.offload.read_bytes_per_s)
         self.kv = KVCacheManager(
             num_gpu_blocks, config.block_size, config.enable_prefix_caching, offload, fixed_blocks_per_seq,
-            fixed_blocks_of,
+            fixed_blocks_of, config.prefix_hit_tokens,
         )
         # a PerfModel says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(config, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
