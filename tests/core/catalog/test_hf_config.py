@@ -339,7 +339,10 @@ def test_deepseek_v4_compressed_attention_shared_kv_and_hyper_connections():
     assert spec.params_total == 284_332_230_231 + 43 * 256
     assert spec.params_active / 1e9 == pytest.approx(13.8, abs=0.05)
     kinds = [spec.num_layers_of(k) for k in ("sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention")]
-    assert kinds == [2, 21, 20] and spec.num_window_layers == 43 and spec.native_dtype == "fp8"
+    assert kinds == [2, 21, 20] and spec.num_window_layers == 43
+    # DeepSeek's checkpoint: routed experts in fp4 (expert_dtype; mxfp4-like), the rest fp8: 157.5 GB
+    assert (spec.native_dtype, spec.native_dense_dtype) == ("mxfp4", "fp8")
+    assert spec.weight_bytes() / 1e9 == pytest.approx(157.5, abs=0.1)
     # SGLang's layouts: a K = V entry of 448 fp8 no-RoPE values, 64 bf16 RoPE values, 7 scale bytes and a pad byte
     # (584); an indexer key of 128 fp8 values and an fp32 scale (132); one entry per 4 tokens (CSA) or 128 (HCA)
     entry, index = 448 + 64 * 2 + 7 + 1, 128 + 4

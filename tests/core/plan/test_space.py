@@ -129,7 +129,7 @@ def test_the_naive_baseline_runs_the_checkpoint_as_shipped() -> None:
     gpt = PlanContext(cat, cat.model("openai/gpt-oss-120b")).naive_pool("h100_sxm", 1)
     assert (gpt.weight_precision, gpt.kv_dtype) == ("mxfp4", "bf16")
     v4 = PlanContext(cat, cat.model("deepseek-ai/DeepSeek-V4-Flash")).naive_pool("b200_sxm", 4)
-    assert (v4.weight_precision, v4.kv_dtype) == ("fp8", "fp8")
+    assert (v4.weight_precision, v4.kv_dtype) == ("mxfp4", "fp8")  # fp4 experts, fp8 elsewhere (native_dense_dtype)
     r1_fp4 = PlanContext(cat, cat.model("deepseek-ai/DeepSeek-R1"), checkpoint_dtype="nvfp4").naive_pool("b200_sxm", 8)
     assert r1_fp4.weight_precision == "fp4"
 

@@ -287,6 +287,11 @@ def _deepseek_v4_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> di
         "hc_mult": int(_first(cfg, "hc_mult", default=1)),
         "architecture": "deepseek_v4",  # also for the sgl-project copies (model_type deepseek_ref)
     }
+    # DeepSeek's own checkpoints hold the routed experts in fp4 (expert_dtype, ue8m0 scales per 32: mxfp4) and the
+    # rest in fp8
+    if str(_first(cfg, "expert_dtype", default="")).lower() in ("fp4", "mxfp4"):
+        out["native_dtype"] = "mxfp4"
+        out["native_dense_dtype"] = fields.get("native_dtype", "fp8") if fields.get("native_dtype") != "bf16" else None
     rope = _first(cfg, "qk_rope_head_dim")
     if rope is not None:  # partial RoPE: the cached entry keeps these dims in bf16 (SGLang)
         out["qk_rope_head_dim"] = int(rope)

@@ -237,6 +237,9 @@ class ModelSpec(BaseModel):
     num_mtp_layers: int = Field(0, ge=0, description="multi-token-prediction layers (not in params_total)")
     max_position_embeddings: int = Field(gt=0)
     native_dtype: str = Field("bf16", description="checkpoint weight dtype: bf16, fp8, mxfp4, nvfp4, ...")
+    # an mxfp4 checkpoint quantises its routed experts only: the rest is held at this dtype (DeepSeek-V4: fp8);
+    # None: 16-bit (gpt-oss, Kimi-K3)
+    native_dense_dtype: str | None = None
     source: str = Field(min_length=1)
     as_of: _dt.date
     notes: str = ""
@@ -899,10 +902,13 @@ class ModelSpec(BaseModel):
         attn = bytes_per_weight(attention_precision) if attention_precision else linear
         if precision is None and self.architecture == "gpt_oss" and attention_precision is None:
             attn = 2.0  # the gpt-oss checkpoint quantises only the experts
-        # an mxfp4 checkpoint (gpt-oss, Kimi-K3) quantises the routed experts only: the rest stays 16-bit
-        dense = 2.0 if precision is None and self.native_dtype == "mxfp4" else linear
-        if dense == 2.0 and attention_precision is None:
-            attn = 2.0
+        # an mxfp4 checkpoint (gpt-oss, Kimi-K3, DeepSeek-V4) quantises the routed experts only: the rest stays
+        # 16-bit, or at native_dense_dtype (DeepSeek-V4: fp8)
+        dense = linear
+        if precision is None and self.native_dtype == "mxfp4":
+            dense = bytes_per_weight(self.native_dense_dtype or "bf16")
+            if attention_precision is None:
+                attn = dense
         total = 0.0
         for g in self.gemm_shapes:
             if g.precision is not None:

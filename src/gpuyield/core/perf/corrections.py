@@ -218,7 +218,10 @@ class DeploymentKey:
 # catalogue fields that name or document a model rather than shape its kernels
 _NOT_ARCHITECTURE = frozenset(
     # the linear layers' state dtype is how an engine holds the cache, not a kernel shape
-    {"id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype", "linear_state_dtype"}
+    {
+        "id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype",
+        "native_dense_dtype", "linear_state_dtype",
+    }  # fmt: skip
 )
 
 

@@ -445,7 +445,7 @@ class PerfModel:
         if bw <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
         wb = _WEIGHT_BYTES[self.weight_precision]
-        keep16 = self._sixteen_bit_groups()
+        dense_groups = self._dense_group_bytes()
 
         dense_flops = 0.0
         dense_bytes = 0.0
@@ -458,7 +458,7 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 continue
-            elem = 2.0 if s.group == "router" or s.group in keep16 else wb
+            elem = 2.0 if s.group == "router" else dense_groups.get(s.group, wb)
             # int4/fp4 checkpoints usually keep attention in 8/16 bit; engines quantise experts only
             if self.weight_precision in ("int4",) and s.group == "attention":
                 elem = 2.0
@@ -812,18 +812,21 @@ class PerfModel:
         m = self.model
         wb = _WEIGHT_BYTES[self.weight_precision]
         stage = self.expert_gpus
+        dense_groups = self._dense_group_bytes()
         total = 0.0
         for s in m.gemm_shapes:
             p = float(s.n * s.k * s.num_layers * s.num_experts)
             if s.group == "moe_expert":
                 total += p * wb / stage
             elif s.precision is not None or s.replicated:  # pinned precision, or whole on every GPU
-                elem = _WEIGHT_BYTES.get(s.precision, wb) if s.precision is not None else wb
+                elem = _WEIGHT_BYTES.get(s.precision, wb) if s.precision is not None else dense_groups.get(s.group, wb)
                 total += p * elem / (1 if s.replicated else self.tp)
             elif s.group in ("lm_head", "router"):
                 if not (s.group == "lm_head" and m.tie_word_embeddings):
                     total += p * 2.0 / self.tp
-            elif s.group in self._sixteen_bit_groups() or (s.group == "attention" and self.weight_precision == "int4"):
+            elif s.group in dense_groups:
+                total += p * dense_groups[s.group] / self.tp
+            elif s.group == "attention" and self.weight_precision == "int4":
                 total += p * 2.0 / self.tp
             else:
                 total += p * wb / self.tp
@@ -939,18 +942,20 @@ class PerfModel:
             hybrid_block_tokens=hybrid_block,
         )
 
-    def _sixteen_bit_groups(self) -> frozenset[str]:
-        """Weight groups a quantised checkpoint keeps in 16 bits: gpt-oss its attention; an mxfp4 checkpoint run at
-        a 4-bit precision (gpt-oss, Kimi-K3, whose quantisation ignores ``self_attn``, ``shared_experts``, ``mlp``)
-        everything but the routed experts."""
+    def _dense_group_bytes(self) -> dict[str, float]:
+        """Bytes per weight of the groups a quantised checkpoint holds apart from its routed experts: gpt-oss its
+        attention in 16 bits; an mxfp4 checkpoint run at a 4-bit precision (gpt-oss, Kimi-K3, whose quantisation
+        ignores ``self_attn``, ``shared_experts``, ``mlp``; DeepSeek-V4) everything but the routed experts, in
+        16 bits or at the model's ``native_dense_dtype`` (V4: fp8)."""
         m = self.model
-        out: set[str] = set()
+        out: dict[str, float] = {}
         if getattr(m, "architecture", "") == "gpt_oss":
-            out.add("attention")
+            out["attention"] = 2.0
         native = str(getattr(m, "native_dtype", "")).lower()
         if native == "mxfp4" and self.weight_precision in ("mxfp4", "fp4", "nvfp4"):
-            out |= {"attention", "mlp", "moe_shared"}
-        return frozenset(out)
+            dense = _WEIGHT_BYTES.get(str(getattr(m, "native_dense_dtype", None) or "bf16"), 2.0)
+            out.update(dict.fromkeys(("attention", "mlp", "moe_shared"), dense))
+        return out
 
     def _vllm_hybrid_pages(
         self,
