@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,6 +38,7 @@ from gpuyield.errors import CatalogError
 __all__ = [
     "BYTES_PER_KV_ELEMENT",
     "COMPRESSED_KINDS",
+    "LAYER_KINDS",
     "AttentionKind",
     "GemmShape",
     "LayerKind",
@@ -59,6 +60,7 @@ LayerKind = Literal[
     "heavily_compressed_attention",
     "none",
 ]
+LAYER_KINDS: tuple[LayerKind, ...] = get_args(LayerKind)
 COMPRESSED_KINDS: tuple[LayerKind, ...] = ("compressed_sparse_attention", "heavily_compressed_attention")
 LinearAttentionType = Literal["gated_deltanet", "mamba2", "kda"]
 AttentionKind = Literal["gqa", "mla"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from gpuyield.core.catalog.model import LAYER_KINDS
 from gpuyield.edges.cli.common import (
     CATALOG_OPTION_HELP,
     JSON_OPTION_HELP,
@@ -107,17 +108,7 @@ def model_record(spec: Any, *, full: bool = False) -> dict[str, Any]:
     if full:
         out["spec"] = spec.model_dump(mode="json")
         out["param_breakdown"] = spec.param_breakdown()
-        out["layer_kinds"] = {
-            kind: spec.num_layers_of(kind)
-            for kind in (
-                "full_attention",
-                "sliding_attention",
-                "linear_attention",
-                "compressed_sparse_attention",
-                "heavily_compressed_attention",
-                "none",
-            )
-        }
+        out["layer_kinds"] = {kind: spec.num_layers_of(kind) for kind in LAYER_KINDS}
         out["mlp_free_layers"] = len(set(spec.mlp_free_layers))
         out["gemm_shapes"] = [
             {
@@ -478,14 +469,8 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
     kinds = ", ".join(
         f"{spec.num_layers_of(k)} {k}"
         + (" (mamba2)" if k == "linear_attention" and spec.linear_attention_type == "mamba2" else "")
-        for k in (
-            "full_attention",
-            "sliding_attention",
-            "linear_attention",
-            "compressed_sparse_attention",
-            "heavily_compressed_attention",
-        )
-        if spec.num_layers_of(k)
+        for k in LAYER_KINDS
+        if k != "none" and spec.num_layers_of(k)
     )
     if spec.num_layers_of("none"):  # Nemotron-H: blocks with an MLP or experts only
         kinds += f", {spec.num_layers_of('none')} MLP/MoE only"
