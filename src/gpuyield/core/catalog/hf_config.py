@@ -21,7 +21,7 @@ Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -68,6 +68,17 @@ def _first(cfg: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
         if key in cfg and cfg[key] is not None:
             return cfg[key]
     return default
+
+
+def _mapped(items: list[Any], table: Mapping[str, str], refusal: Callable[[int, Any], str]) -> list[str]:
+    """``items`` looked up in ``table``; the first unknown one is refused with ``refusal(index, item)``."""
+    out = []
+    for i, item in enumerate(items):
+        kind = table.get(str(item))
+        if kind is None:
+            raise CatalogError(refusal(i, item))
+        out.append(kind)
+    return out
 
 
 def _period(kinds: list[str]) -> tuple[str, ...]:
@@ -168,16 +179,10 @@ def _nemotron_h_blocks(cfg: Mapping[str, Any]) -> list[str] | None:
             "Nemotron-H's (model_type nemotron_h) are modelled, so its parameter count, step time and KV cache would "
             "be wrong; describe the model in a catalogue YAML if an approximation will do (docs/formats.md)"
         )
-    items = list(raw) if isinstance(raw, str) else list(raw)
-    blocks = []
-    for i, item in enumerate(items):
-        kind = _NEMOTRON_H_BLOCKS.get(str(item))
-        if kind is None:
-            raise CatalogError(
-                f"config.json Nemotron-H block {i} is '{item}'; expected one of M, *, E, - "
-                "(mamba, attention, moe, mlp)"
-            )
-        blocks.append(kind)
+    blocks = _mapped(
+        list(raw), _NEMOTRON_H_BLOCKS,
+        lambda i, item: f"config.json Nemotron-H block {i} is '{item}'; expected one of M, *, E, - (mamba, attention, moe, mlp)",
+    )  # fmt: skip
     if not blocks:
         raise CatalogError("config.json Nemotron-H block list is empty")
     return blocks
@@ -266,12 +271,10 @@ def _deepseek_v4_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> di
         if unknown:
             raise CatalogError(f"config.json (deepseek_v4) compress_ratios has {unknown[0]}; expected 0, {csa_r} or {hca_r}")
         kinds_raw = [by_ratio[int(r)] for r in ratios[:layers]]
-    kinds = []
-    for i, kind in enumerate(list(kinds_raw)[:layers]):
-        mapped = _DEEPSEEK_V4_KINDS.get(str(kind))
-        if mapped is None:
-            raise CatalogError(f"config.json (deepseek_v4) layer_types[{i}] = '{kind}' is not a DeepSeek-V4 layer type")
-        kinds.append(mapped)
+    kinds = _mapped(
+        list(kinds_raw)[:layers], _DEEPSEEK_V4_KINDS,
+        lambda i, kind: f"config.json (deepseek_v4) layer_types[{i}] = '{kind}' is not a DeepSeek-V4 layer type",
+    )  # fmt: skip
     if len(kinds) != layers:
         raise CatalogError(f"config.json (deepseek_v4) gives {len(kinds)} layer types for {layers} layers")
     missing = [k for k in ("o_groups", "o_lora_rank", "q_lora_rank", "sliding_window") if _first(cfg, k) is None]
@@ -520,15 +523,11 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
             fields["full_attention_kv_heads"] = fields["num_kv_heads"]
             fields["num_kv_heads"] = int(swa_kv)
     if layer_types:
-        kinds = []
-        for i, kind in enumerate(layer_types):
-            mapped = _LAYER_KINDS.get(str(kind))
-            if mapped is None:
-                raise CatalogError(
-                    f"config.json layer_types[{i}] = '{kind}' is not supported; "
-                    "expected full_attention, sliding_attention or linear_attention"
-                )
-            kinds.append(mapped)
+        kinds = _mapped(
+            list(layer_types), _LAYER_KINDS,
+            lambda i, kind: f"config.json layer_types[{i}] = '{kind}' is not supported; "
+            "expected full_attention, sliding_attention or linear_attention",
+        )  # fmt: skip
         if len(kinds) != layers:
             raise CatalogError(
                 f"config.json layer_types has {len(kinds)} entries but num_hidden_layers is {layers}"
