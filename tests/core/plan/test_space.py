@@ -133,3 +133,13 @@ def test_the_naive_baseline_runs_the_checkpoint_as_shipped() -> None:
     r1_fp4 = PlanContext(cat, cat.model("deepseek-ai/DeepSeek-R1"), checkpoint_dtype="nvfp4").naive_pool("b200_sxm", 8)
     assert r1_fp4.weight_precision == "fp4"
 
+
+
+def test_shared_gpu_groups_run_the_checkpoints_as_shipped_when_they_agree() -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.plan.placement import shared_precision
+
+    cat = default_catalog()
+    assert shared_precision(cat, ["openai/gpt-oss-120b", "openai/gpt-oss-20b"]) == "mxfp4"
+    assert shared_precision(cat, ["deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3"]) == "fp8"
+    assert shared_precision(cat, ["openai/gpt-oss-120b", "meta-llama/Llama-3.1-8B"]) == "bf16"

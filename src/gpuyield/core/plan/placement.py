@@ -103,13 +103,21 @@ def _trim(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keep}
 
 
+def shared_precision(catalog: Any, archs: list[str]) -> str:
+    """The weight precision one group of ``archs`` runs at: their checkpoints' own when they share it, else bf16."""
+    from gpuyield.core.plan.space import planner_precision
+
+    natives = {planner_precision(catalog.model(a).native_dtype) for a in archs}
+    return natives.pop() if len(natives) == 1 else "bf16"
+
+
 def plan_multi_model(
     workload: Workload,
     catalog: Any,
     gpu: str,
     simulate_fn: SimulateFn,
     *,
-    weight_precision: str = "bf16",
+    weight_precision: str | None = None,
     attainment_target: float = 0.99,
     copy_utilisation: float = 0.6,
     idle_sleep_s: float | None = 120.0,
@@ -118,7 +126,10 @@ def plan_multi_model(
     archs_by_label: dict[str, str] | None = None,
     calibration: Any = None,
 ) -> MultiModelPlan:
-    """Dedicated baseline, then the fewest shared groups that meet the SLO (see the module docstring)."""
+    """Dedicated baseline, then the fewest shared groups that meet the SLO (see the module docstring).
+
+    ``weight_precision`` None: the models' checkpoints as shipped when they share a precision (gpt-oss models at
+    mxfp4, DeepSeek models at fp8), else bf16 (one precision serves every group)."""
     from gpuyield.core.perf import PerfModel
 
     g = catalog.gpu(gpu)
@@ -141,6 +152,8 @@ def plan_multi_model(
                                    int(workload.input_tokens[idx].sum()), int(workload.output_tokens[idx].sum())))  # fmt: skip
     if not demands:
         raise ConfigError("the workload has no requests")
+    if weight_precision is None:
+        weight_precision = shared_precision(catalog, [d.arch for d in demands])
     # smallest TP that fits every model (one TP for all groups keeps groups interchangeable)
     tp = 1
     while True:

@@ -26,7 +26,7 @@ def run_multi_model_plan(
     gpu: str,
     rate_scale: float = 1.0,
     models_from_tenants: str | None = None,
-    weight_precision: str = "bf16",
+    weight_precision: str | None = None,
     idle_sleep_s: float | None = 120.0,
     seed: int = 0,
     start_s: float = 0.0,
