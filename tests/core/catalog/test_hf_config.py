@@ -456,3 +456,21 @@ def test_checkpoint_precision_and_state_dtypes_from_the_config():
     with pytest.raises(CatalogError, match="mamba_ssm_dtype 'int8'"):
         load_hf_config(qwen35 | {"mamba_ssm_dtype": "int8"})
 
+
+def test_every_catalogue_name_resolves_to_a_repository_and_its_precision():
+    from gpuyield.core.catalog import resolve_checkpoint
+
+    cat = default_catalog()
+    for spec in cat.models:
+        for name in (spec.id, *spec.aliases):
+            repo, precision = resolve_checkpoint(spec, name)
+            assert "/" in repo or repo == spec.id, (name, repo)  # short names deploy the entry's own repository
+            assert precision in ("bf16", "fp16", "fp8", "int8", "nvfp4", "mxfp4", "int4"), (name, precision)
+    # the bf16 release listed beside an nvfp4 entry, int4 Kimi releases beside nvfp4 / fp8 entries
+    assert resolve_checkpoint(cat.model("Qwen/Qwen3.6-27B"), "Qwen/Qwen3.6-27B") == ("Qwen/Qwen3.6-27B", "bf16")
+    assert resolve_checkpoint(cat.model("moonshotai/Kimi-K2.6"), "moonshotai/Kimi-K2.6")[1] == "int4"
+    assert resolve_checkpoint(cat.model("moonshotai/Kimi-K2-Thinking"), "moonshotai/Kimi-K2-Thinking")[1] == "int4"
+    r1 = cat.model("deepseek-r1")
+    assert resolve_checkpoint(r1, "deepseek-r1") == ("deepseek-ai/DeepSeek-R1", "fp8")
+    assert resolve_checkpoint(r1, "NVIDIA/DeepSeek-R1-NVFP4") == ("nvidia/DeepSeek-R1-NVFP4", "nvfp4")  # catalogue spelling
+

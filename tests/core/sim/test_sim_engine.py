@@ -309,3 +309,15 @@ def test_hybrid_prefix_hits_count_in_whole_raised_blocks() -> None:
     assert hit_tokens(0) == 96 and hit_tokens(64) == 64 and hit_tokens(128) == 0
     with pytest.raises(ConfigError, match="prefix_hit_tokens"):
         EngineConfig(prefix_hit_tokens=-1)
+
+
+def test_chunked_prefill_off_raises_an_unset_budget_to_the_longest_sequence() -> None:
+    """As vLLM: without chunking and without a budget of one's own, the step budget becomes max_model_len (else the
+    model's context limit); a budget set below max_model_len is refused."""
+    from gpuyield.core.sim.deployment import EngineSpec
+
+    assert EngineSpec(enable_chunked_prefill=False, max_model_len=32768).to_config().max_num_batched_tokens == 32768
+    assert EngineSpec(enable_chunked_prefill=False).to_config(model_max_len=131072).max_num_batched_tokens == 131072
+    assert EngineSpec().to_config(model_max_len=131072).max_num_batched_tokens == 8192  # chunked: the default
+    with pytest.raises(ConfigError, match="smaller than max_model_len"):
+        EngineSpec(enable_chunked_prefill=False, max_model_len=32768, max_num_batched_tokens=8192).to_config()

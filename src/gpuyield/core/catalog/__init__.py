@@ -20,6 +20,7 @@ from gpuyield.core.catalog.catalog import (
     normalise_model_name,
     parse_catalog_document,
     parse_catalog_yaml,
+    resolve_checkpoint,
 )
 from gpuyield.core.catalog.hf_config import load_hf_config
 from gpuyield.core.catalog.model import (
@@ -55,6 +56,7 @@ __all__ = [
     "Catalog",
     "CatalogDefaults",
     "checkpoint_precision",
+    "resolve_checkpoint",
     "ElectricityPrice",
     "GemmShape",
     "GpuPrice",

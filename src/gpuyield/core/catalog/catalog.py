@@ -37,6 +37,7 @@ __all__ = [
     "CatalogDefaults",
     "checkpoint_precision",
     "default_catalog",
+    "resolve_checkpoint",
     "normalise_gpu_name",
     "normalise_model_name",
     "parse_catalog_document",
@@ -76,16 +77,31 @@ _SUFFIX_PRECISION = (
 )  # fmt: skip
 
 
-def checkpoint_precision(name: str, native_dtype: str) -> str:
+def checkpoint_precision(name: str, native_dtype: str, alias_dtypes: Mapping[str, str] | None = None) -> str:
     """The weight precision of the checkpoint called ``name``: its quantisation suffix (``-NVFP4``, ``-FP8``,
-    ``-FP8-Dynamic``, ``-AWQ``, ...) where it has one, else the catalogue entry's ``native_dtype``; e.g.
-    ``nvidia/DeepSeek-R1-NVFP4`` is an nvfp4 checkpoint of DeepSeek-R1 (native fp8)."""
+    ``-FP8-Dynamic``, ``-AWQ``, ...) where it has one, else its entry's ``alias_dtypes`` for it, else the entry's
+    ``native_dtype``; e.g. ``nvidia/DeepSeek-R1-NVFP4`` is an nvfp4 checkpoint of DeepSeek-R1 (native fp8)."""
     parts = [p for p in re.split(r"[-_/]", name.strip().lower()) if p]
     for part in reversed(parts[-3:]):
         for suffix, precision in _SUFFIX_PRECISION:
             if part == suffix:
                 return precision
+    key = _squash(name)
+    for alias, dtype in (alias_dtypes or {}).items():
+        if _squash(alias) == key:
+            return dtype
     return native_dtype
+
+
+def resolve_checkpoint(spec: ModelSpec, name: str) -> tuple[str, str]:
+    """(repository id, weight precision) of the checkpoint ``name`` asks for among ``spec``'s id and aliases, spelt
+    as the catalogue spells it; a name it does not list is taken as typed when it looks like a repository
+    (``org/name``); a short name (no ``org/``) is the entry's own id."""
+    key = _squash(name)
+    repo = next((c for c in (spec.id, *spec.aliases) if _squash(c) == key), None) or name.strip()
+    if "/" not in repo:  # a short name (deepseek-r1, gpt-oss-120b): the entry's own repository
+        repo = spec.id
+    return repo, checkpoint_precision(repo, spec.native_dtype, spec.alias_dtypes)
 
 
 def normalise_gpu_name(text: str) -> str:

@@ -242,6 +242,9 @@ class ModelSpec(BaseModel):
     # an mxfp4 checkpoint quantises its routed experts only: the rest is held at this dtype (DeepSeek-V4: fp8);
     # None: 16-bit (gpt-oss, Kimi-K3)
     native_dense_dtype: str | None = None
+    # checkpoint dtype of aliases that are other releases than the entry's own (Qwen/Qwen3.6-27B is the bf16 release
+    # of the nvfp4 entry nvidia/Qwen3.6-27B-NVFP4); catalog.checkpoint_precision reads it
+    alias_dtypes: dict[str, str] = Field(default_factory=dict)
     source: str = Field(min_length=1)
     as_of: _dt.date
     notes: str = ""

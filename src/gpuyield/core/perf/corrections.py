@@ -220,7 +220,7 @@ _NOT_ARCHITECTURE = frozenset(
     # the linear layers' state dtype is how an engine holds the cache, not a kernel shape
     {
         "id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype",
-        "native_dense_dtype", "linear_state_dtype",
+        "native_dense_dtype", "alias_dtypes", "linear_state_dtype",
     }  # fmt: skip
 )
 

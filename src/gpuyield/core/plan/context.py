@@ -188,7 +188,7 @@ def build_plan_inputs(
     for r in routers or ():
         if r not in POLICY_NAMES:
             raise ConfigError(f"--routers {r!r}: expected one of {', '.join(POLICY_NAMES)}")
-    checkpoint = request.checkpoint_dtype or checkpoint_precision(request.model_id, model.native_dtype)
+    checkpoint = request.checkpoint_dtype or checkpoint_precision(request.model_id, model.native_dtype, model.alias_dtypes)
     ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration,
                       request.speculative, checkpoint)
     if request.speculative is not None:

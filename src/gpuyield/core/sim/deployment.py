@@ -74,7 +74,9 @@ class EngineSpec(BaseModel):
     offload: OffloadSpec | None = None
     max_decode_run_steps: int | None = Field(default=None, ge=1)
 
-    def to_config(self) -> EngineConfig:
+    def to_config(self, model_max_len: int | None = None) -> EngineConfig:
+        """The engine config; with chunked prefill off and no token budget given, the budget rises to the longest
+        sequence (``max_model_len``, else the model's ``model_max_len``), as vLLM sets it."""
         base: dict[str, Any] = dict(engine_family_defaults(self.family))
         for k in (
             "block_size",
@@ -92,6 +94,10 @@ class EngineSpec(BaseModel):
                 base[k] = v
         base["family"] = self.family
         base["offload"] = self.offload.to_config() if self.offload is not None else None
+        if self.enable_chunked_prefill is False and self.max_num_batched_tokens is None:
+            longest = self.max_model_len or model_max_len
+            if longest:
+                base["max_num_batched_tokens"] = max(int(base.get("max_num_batched_tokens", 0) or 0), int(longest))
         return EngineConfig(**base)
 
 

@@ -299,8 +299,8 @@ def build_multiplex(
             eng = engine_spec_cls(**g.engine)
         except Exception as exc:
             raise ConfigError(f"{where}.engine: {exc}") from None
-        cfg = eng.to_config()
         models = [catalog.model(m) for m in g.model_archs]
+        cfg = eng.to_config(model_max_len=max(m.max_position_embeddings for m in models))
         labels = [m.id if isinstance(ref, str) else ref.name for ref, m in zip(g.models, models, strict=True)]
         perfs = []
         plans = []

@@ -105,7 +105,7 @@ def build_cluster(
         where = f"pools[{pool.name}]"
         model = catalog.model(pool.model)
         gpu = calibration.accelerator(catalog, pool.gpu) if calibration is not None else catalog.gpu(pool.gpu)
-        cfg = pool.engine.to_config()
+        cfg = pool.engine.to_config(model_max_len=model.max_position_embeddings)
         perf = PerfModel.build(
             model,
             gpu,

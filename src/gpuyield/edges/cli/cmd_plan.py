@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from gpuyield.core.catalog import checkpoint_precision
+from gpuyield.core.catalog import resolve_checkpoint
 from gpuyield.edges.cli.common import (
     CATALOG_OPTION_HELP,
     JSON_OPTION_HELP,
@@ -201,12 +201,14 @@ def run_plan_command(
         raise ConfigError(f"--mode {mode!r}: expected one of {', '.join(m.value for m in PlanMode)}") from None
     catalog = load_catalog(catalog_files)
     model_spec = catalog.model(model)
+    # the checkpoint asked for: an alias such as nvidia/DeepSeek-R1-NVFP4 is its own repository and precision
+    checkpoint = (model_spec.id, model_spec.native_dtype) if Path(model).exists() else resolve_checkpoint(model_spec, model)
     gpu_list = tuple(g.strip() for g in gpus.split(",") if g.strip())
     request = PlanRequest(
         model_id=model_spec.id, slo=parse_slo(slo), gpu_ids=tuple(catalog.gpu(g).id for g in gpu_list), mode=plan_mode,
         max_gpus=max_gpus, budget_usd_per_hour=budget_usd_per_hour, allow_lower_precision=allow_lower_precision,
         allow_disaggregated=disaggregated, top_k=top_k, seed=seed, speculative=speculative,
-        checkpoint_dtype=checkpoint_precision(model, model_spec.native_dtype),
+        checkpoint_dtype=checkpoint[1],
     )
     if speculative is not None:
         speculative.vllm_config()  # the deployment files need everything (an EAGLE head): fail before searching
@@ -268,10 +270,8 @@ def run_plan_command(
 
         html = render_plan_report(result, request, profile, info)
     gpu_names = {g.id: g.name for g in catalog.gpus}
-    # deploy the checkpoint asked for (an alias such as nvidia/DeepSeek-R1-NVFP4 is its own repo and precision)
-    hf_id = model if "/" in model and not Path(model).exists() else model_spec.id
-    write_outputs(Path(out), result, request, profile, info, model_hf_id=hf_id, gpu_names=gpu_names,
-                  report_html=html, native_precision=checkpoint_precision(model, model_spec.native_dtype))
+    write_outputs(Path(out), result, request, profile, info, model_hf_id=checkpoint[0], gpu_names=gpu_names,
+                  report_html=html, native_precision=checkpoint[1])
     from gpuyield.edges.plan.outputs import plan_document
 
     return plan_document(result, request, profile, info)
