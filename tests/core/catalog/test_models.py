@@ -247,3 +247,13 @@ def test_compressed_attention_fields_are_checked(cat):
     shared = ModelSpec.model_validate(llama | {"kv_shared": True})
     assert shared.kv_bytes_per_token("bf16") * 2 == cat.model("meta-llama/Llama-3.1-8B").kv_bytes_per_token("bf16")
 
+
+
+def test_every_model_spec_is_hashable_and_round_trips(cat):
+    """Frozen specs stay usable as cache keys (alias_dtypes is stored as pairs), and a dump validates back equal."""
+    from gpuyield.core.catalog import ModelSpec
+
+    for spec in cat.models:
+        assert isinstance(hash(spec), int)
+        assert ModelSpec.model_validate(spec.model_dump()) == spec
+    assert dict(cat.model("nvidia/Qwen3.6-27B-NVFP4").alias_dtypes) == {"Qwen/Qwen3.6-27B": "bf16"}

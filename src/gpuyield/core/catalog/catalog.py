@@ -77,7 +77,9 @@ _SUFFIX_PRECISION = (
 )  # fmt: skip
 
 
-def checkpoint_precision(name: str, native_dtype: str, alias_dtypes: Mapping[str, str] | None = None) -> str:
+def checkpoint_precision(
+    name: str, native_dtype: str, alias_dtypes: Mapping[str, str] | Iterable[tuple[str, str]] | None = None
+) -> str:
     """The weight precision of the checkpoint called ``name``: its quantisation suffix (``-NVFP4``, ``-FP8``,
     ``-FP8-Dynamic``, ``-AWQ``, ...) where it has one, else its entry's ``alias_dtypes`` for it, else the entry's
     ``native_dtype``; e.g. ``nvidia/DeepSeek-R1-NVFP4`` is an nvfp4 checkpoint of DeepSeek-R1 (native fp8)."""
@@ -87,7 +89,7 @@ def checkpoint_precision(name: str, native_dtype: str, alias_dtypes: Mapping[str
             if part == suffix:
                 return precision
     key = _squash(name)
-    for alias, dtype in (alias_dtypes or {}).items():
+    for alias, dtype in dict(alias_dtypes or ()).items():
         if _squash(alias) == key:
             return dtype
     return native_dtype

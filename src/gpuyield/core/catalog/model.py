@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gpuyield.errors import CatalogError
 
@@ -244,7 +244,15 @@ class ModelSpec(BaseModel):
     native_dense_dtype: str | None = None
     # checkpoint dtype of aliases that are other releases than the entry's own (Qwen/Qwen3.6-27B is the bf16 release
     # of the nvfp4 entry nvidia/Qwen3.6-27B-NVFP4); catalog.checkpoint_precision reads it
-    alias_dtypes: dict[str, str] = Field(default_factory=dict)
+    # (stored as sorted pairs so the model stays hashable; the YAML gives a mapping)
+    alias_dtypes: tuple[tuple[str, str], ...] = ()
+
+    @field_validator("alias_dtypes", mode="before")
+    @classmethod
+    def _alias_dtypes_pairs(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+        return value
     source: str = Field(min_length=1)
     as_of: _dt.date
     notes: str = ""
