@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from gpuyield.core.plan.space import Candidate, PoolShape, SearchSpace, enumerate_candidates
@@ -143,3 +145,21 @@ def test_shared_gpu_groups_run_the_checkpoints_as_shipped_when_they_agree() -> N
     assert shared_precision(cat, ["openai/gpt-oss-120b", "openai/gpt-oss-20b"]) == "mxfp4"
     assert shared_precision(cat, ["deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3"]) == "fp8"
     assert shared_precision(cat, ["openai/gpt-oss-120b", "meta-llama/Llama-3.1-8B"]) == "bf16"
+
+
+def test_the_screen_credits_hybrid_prefix_hits_in_whole_granules() -> None:
+    """vLLM caches a hybrid model's prefixes in whole raised blocks: the screen takes half a granule off each
+    request's hit (all of it when the hit is smaller)."""
+    from types import SimpleNamespace
+
+    from gpuyield.core.plan.screen import ReplicaPerf, _hit_for
+
+    prof = SimpleNamespace(input_mean_tokens=4000.0, hit_fraction=lambda replicas, affinity: 0.5)
+    pool = PoolShape("mixed", "h100_sxm", 1)
+    cand = Candidate((pool,), "prefix_affinity")
+    plain = ReplicaPerf(step=None, kv_capacity_tokens=1, kv_bytes_per_token=1.0, kv_transfer_bytes_per_s=1.0)  # type: ignore[arg-type]
+    hybrid = dataclasses.replace(plain, prefix_hit_tokens=2000)
+    assert _hit_for(cand, pool, prof, 1, plain) == 0.5  # type: ignore[arg-type]
+    assert _hit_for(cand, pool, prof, 1, hybrid) == pytest.approx(0.25)  # type: ignore[arg-type]
+    coarse = dataclasses.replace(plain, prefix_hit_tokens=8000)
+    assert _hit_for(cand, pool, prof, 1, coarse) == 0.0  # type: ignore[arg-type]

@@ -138,6 +138,7 @@ class PlanContext:
                 kv_bytes_per_token=float(self.model.kv_bytes_per_token(pool.kv_dtype)),
                 kv_fixed_tokens_per_seq=float(mem.fixed_tokens_per_seq),
                 kv_fixed_tokens_for=mem.fixed_tokens_for,
+                prefix_hit_tokens=int(mem.hybrid_block_tokens),
                 kv_bytes_for_prompt=functools.partial(self.model.kv_bytes_for_context, kv_dtype=pool.kv_dtype),
                 kv_transfer_bytes_per_s=link_gb_s * 1e9 * pool.gpus_per_replica,
                 first_token_overhead_s=pm.first_token_overhead_s,

@@ -85,6 +85,9 @@ class ReplicaPerf:
     # bytes of one prompt's cache, all layer kinds (ModelSpec.kv_bytes_for_context at the pool's KV dtype), for
     # the P/D transfer; None: prompt tokens x kv_bytes_per_token
     kv_bytes_for_prompt: Callable[[int], float] | None = None
+    # prefix-cache hits count in whole multiples of this many tokens (vLLM's hybrid models: MemoryPlan.
+    # hybrid_block_tokens); 0 = any block
+    prefix_hit_tokens: int = 0
 
 
 # perf_for(pool) -> ReplicaPerf, or a one-line reason it does not fit.
@@ -259,10 +262,17 @@ def _prefill_pool_at(
     return True, (wait + own + perf.first_token_overhead_s) * 1000.0, rho
 
 
-def _hit_for(cand: Candidate, pool: PoolShape, prof: WorkloadProfile, replicas: int) -> float:
+def _hit_for(
+    cand: Candidate, pool: PoolShape, prof: WorkloadProfile, replicas: int, perf: ReplicaPerf | None = None
+) -> float:
     if not pool.enable_prefix_caching:
         return 0.0
-    return prof.hit_fraction(replicas, affinity=cand.router == "prefix_affinity")
+    hit = prof.hit_fraction(replicas, affinity=cand.router == "prefix_affinity")
+    if perf is not None and perf.prefix_hit_tokens > 0 and hit > 0:
+        # hits in whole granules: a request's hit loses half a granule on average (at most all of it)
+        isl = max(1.0, prof.input_mean_tokens)
+        hit = max(0.0, hit - min(hit, perf.prefix_hit_tokens / 2.0 / isl))
+    return hit
 
 
 def screen_candidate(
@@ -293,7 +303,7 @@ def screen_candidate(
         return _reject(cand, "slo", f"tpot_p99_ms >= {min_tpot_ms:.1f} (one sequence alone on {decode_pool.gpu_id} "
                                     f"tp{decode_pool.tp}) > {tpot_lim:g}")
     first = cand.pools[0]
-    isl99 = max(1.0, prof.input_p99_tokens * (1.0 - _hit_for(cand, first, prof, 1)))
+    isl99 = max(1.0, prof.input_p99_tokens * (1.0 - _hit_for(cand, first, prof, 1, perfs[0])))
     chunk = min(isl99, float(first.max_num_batched_tokens))
     min_ttft_ms = (
         math.ceil(isl99 / chunk) * perfs[0].step.step_time_s(int(chunk), _attn_sq(chunk, prof.input_p99_tokens), 0, 0)
@@ -360,7 +370,7 @@ def _at_level(
     if not cand.disaggregated:
         pool = cand.pools[0]
         n = cand.replicas_at(level)[0]
-        a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n), n)
+        a = _aggregated_at(pool, perfs[0], prof, _hit_for(cand, pool, prof, n, perfs[0]), n)
         if not a.ok:
             return a.why
         if a.ttft_ms <= ttft_lim and a.tpot_ms <= tpot_lim:
@@ -368,7 +378,7 @@ def _at_level(
         return f"estimated ttft_p99_ms {a.ttft_ms:.0f} / tpot_p99_ms {a.tpot_ms:.0f} at {gpus} GPUs"
     pp, dp = cand.pools
     n_p, n_d = cand.replicas_at(level)
-    ok_p, ttft_ms, util_p = _prefill_pool_at(pp, perfs[0], prof, _hit_for(cand, pp, prof, n_p), n_p)
+    ok_p, ttft_ms, util_p = _prefill_pool_at(pp, perfs[0], prof, _hit_for(cand, pp, prof, n_p, perfs[0]), n_p)
     ok_d, tpot_ms, b_op, util_d = _decode_pool_at(dp, perfs[1], prof, n_d)
     if not ok_p:
         return f"prefill pool overloaded at {gpus} GPUs"
