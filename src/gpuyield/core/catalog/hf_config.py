@@ -188,13 +188,21 @@ def _nemotron_h_blocks(cfg: Mapping[str, Any]) -> list[str] | None:
     return blocks
 
 
-def _nemotron_h_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+_STATE_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def _state_dtype(arch: str, key: str, value: Any) -> str:
+    """A recurrent state's dtype as the config names it (``float32`` ...), in catalogue spelling."""
+    if str(value) not in _STATE_DTYPES:
+        raise CatalogError(f"config.json ({arch}) {key} '{value}' is not one of {', '.join(_STATE_DTYPES)}")
+    return _STATE_DTYPES[str(value)]
+
+
+def _nemotron_h_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any], blocks: list[str]) -> dict[str, Any]:
     """Nemotron-H / Nemotron-3 (transformers' ``NemotronHConfig``): one block a layer, each a Mamba2 mixer, a GQA
     attention mixer, a non-gated relu^2 MLP or an MoE of such experts (with a shared expert, a routing bias and,
     in Super/Ultra, a latent space the experts work in). Mamba2 layers are linear-attention layers whose state is
     held in ``mamba_ssm_cache_dtype`` (vLLM reads it from the config)."""
-    blocks = _nemotron_h_blocks(cfg)
-    assert blocks is not None
     out: dict[str, Any] = {"num_layers": len(blocks), "mlp_gated": False}
     mixer = {"mamba": "linear_attention", "attention": "full_attention", "moe": "none", "mlp": "none"}
     out["layer_pattern"] = _period([mixer[b] for b in blocks])
@@ -228,12 +236,9 @@ def _nemotron_h_fields(cfg: Mapping[str, Any], fields: Mapping[str, Any]) -> dic
         # vLLM reads mamba_ssm_cache_dtype from the config, float32 when it names none (DEFAULT_MAMBA_SSM_CACHE_DTYPE
         # in vllm/model_executor/models/config.py), as transformers' NemotronHConfig defaults it
         state = str(_first(cfg, "mamba_ssm_cache_dtype", default="float32"))
-        dtypes = {"float32": "fp32", "auto": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-        if state not in dtypes:
-            raise CatalogError(
-                f"config.json (nemotron_h) mamba_ssm_cache_dtype '{state}' is not one of {', '.join(dtypes)}"
-            )
-        out["linear_state_dtype"] = dtypes[state]
+        out["linear_state_dtype"] = _state_dtype(
+            "nemotron_h", "mamba_ssm_cache_dtype", "float32" if state == "auto" else state
+        )
     return out
 
 
@@ -502,7 +507,7 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         fields["num_mtp_layers"] = int(_first(cfg, "num_nextn_predict_layers", default=0) or 0)
         return fields
     if blocks is not None:
-        fields.update(_nemotron_h_fields(cfg, fields))
+        fields.update(_nemotron_h_fields(cfg, fields, blocks))
         mtp = _first(cfg, "num_nextn_predict_layers", default=0) or 0
         fields["num_mtp_layers"] = int(mtp)
         return fields
@@ -556,10 +561,7 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         # verify_and_update_config copies mamba_ssm_dtype into mamba_ssm_cache_dtype)
         state = _first(cfg, "mamba_ssm_dtype", "mamba_ssm_cache_dtype")
         if state is not None:
-            dtypes = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
-            if str(state) not in dtypes:
-                raise CatalogError(f"config.json ({arch}) mamba_ssm_dtype '{state}' is not one of {', '.join(dtypes)}")
-            fields["linear_state_dtype"] = dtypes[str(state)]
+            fields["linear_state_dtype"] = _state_dtype(arch, "mamba_ssm_dtype", state)
 
     mtp = _first(cfg, "num_nextn_predict_layers", "mtp_num_hidden_layers", default=0) or 0
     if not mtp and _first(cfg, "use_mtp", default=False):
