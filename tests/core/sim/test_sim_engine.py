@@ -321,3 +321,17 @@ def test_chunked_prefill_off_raises_an_unset_budget_to_the_longest_sequence() ->
     assert EngineSpec().to_config(model_max_len=131072).max_num_batched_tokens == 8192  # chunked: the default
     with pytest.raises(ConfigError, match="smaller than max_model_len"):
         EngineSpec(enable_chunked_prefill=False, max_model_len=32768, max_num_batched_tokens=8192).to_config()
+
+
+def test_a_memory_plan_with_hybrid_blocks_sets_the_prefix_hit_granule() -> None:
+    """simulate, shared-GPU replicas and run_closed_loop take the granule from the memory plan: vLLM's pages for
+    Nemotron-3 Nano on one H100 are 2,096 tokens; SGLang's plan has none."""
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+    from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
+
+    cat = default_catalog()
+    cfg = EngineConfig()
+    for engine, granule in (("vllm", 2096), ("sglang", 0)):
+        pm = PerfModel.build(cat.model("nemotron-3-nano"), cat.gpu("h100_sxm"), tp=1, engine=engine)
+        assert engine_config_for_memory_plan(cfg, pm.memory(0.9, 8192)).prefix_hit_tokens == granule

@@ -109,6 +109,13 @@ def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
     raise ConfigError(f"memory plan {type(plan).__name__} has no kv_capacity_tokens")
 
 
+def engine_config_for_memory_plan(config: EngineConfig, plan: Any) -> EngineConfig:
+    """``config`` with the prefix-hit granule the memory plan implies: vLLM caches a hybrid (linear-attention)
+    model's prefixes in its raised blocks (``MemoryPlan.hybrid_block_tokens``); unchanged otherwise."""
+    granule = int(getattr(plan, "hybrid_block_tokens", 0) or 0)
+    return dataclasses.replace(config, prefix_hit_tokens=granule) if granule else config
+
+
 def fixed_blocks_of_memory_plan(plan: Any, block_size: int) -> Callable[[int], int] | None:
     """``length -> blocks`` a sequence of that many tokens holds for its bounded cache (windows filled to
     min(length, window)), from a perf ``MemoryPlan``; None for a plan without it."""
@@ -169,8 +176,7 @@ def run_closed_loop(
             raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
         plan = memory(engine_config.gpu_memory_utilization, prefix_caching=engine_config.enable_prefix_caching)
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
-        if getattr(plan, "hybrid_block_tokens", 0):  # vLLM caches a hybrid model's prefixes in its raised blocks
-            engine_config = dataclasses.replace(engine_config, prefix_hit_tokens=int(plan.hybrid_block_tokens))
+        engine_config = engine_config_for_memory_plan(engine_config, plan)
         if fixed_blocks_per_seq is None:
             fixed_of = fixed_blocks_of_memory_plan(plan, engine_config.block_size)
     eng = ReplicaEngine(

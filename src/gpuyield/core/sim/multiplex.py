@@ -23,7 +23,6 @@ optimistic bias for the first requests after a wake.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -281,6 +280,7 @@ def build_multiplex(
 ]:
     """Replica setups for every (group copy, model), the shared residency state and per-group info."""
     from gpuyield.core.perf import PerfModel
+    from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
 
     interference = spec.co_residence_interference
     if interference is None:
@@ -342,9 +342,7 @@ def build_multiplex(
                 sm = _SharedGpuStepTime(perf, interference)
                 kv_tokens = int(kv_gb * 1e9 / p.kv_bytes_per_token) if p.kv_bytes_per_token > 0 else 0
                 blocks = max(1, kv_tokens // cfg.block_size)
-                m_cfg = cfg  # vLLM caches a hybrid model's prefixes in its raised blocks
-                if getattr(p, "hybrid_block_tokens", 0):
-                    m_cfg = dataclasses.replace(cfg, prefix_hit_tokens=int(p.hybrid_block_tokens))
+                m_cfg = engine_config_for_memory_plan(cfg, p)
                 setups.append(
                     setup_cls(
                         replica_id=rid, pool=g.name, role="mixed", gpu=gpu.id, model=lab, engine_config=m_cfg,

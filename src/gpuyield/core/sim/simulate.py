@@ -7,7 +7,6 @@ may pass ``wall_clock`` (e.g. ``time.perf_counter``) to fill ``sim_wall_s`` and 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -17,7 +16,11 @@ from typing import Any
 import numpy as np
 
 from gpuyield.core.policy.routing import make_policy
-from gpuyield.core.sim.closed_loop import fixed_blocks_of_memory_plan, kv_blocks_from_memory_plan
+from gpuyield.core.sim.closed_loop import (
+    engine_config_for_memory_plan,
+    fixed_blocks_of_memory_plan,
+    kv_blocks_from_memory_plan,
+)
 from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ClusterRecords, ReplicaSetup
 from gpuyield.core.sim.deployment import Deployment
 from gpuyield.core.sim.multiplex import MultiplexState, multiplex_summary
@@ -123,8 +126,7 @@ def build_cluster(
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
-        if getattr(plan, "hybrid_block_tokens", 0):  # vLLM caches a hybrid model's prefixes in its raised blocks
-            cfg = dataclasses.replace(cfg, prefix_hit_tokens=int(plan.hybrid_block_tokens))
+        cfg = engine_config_for_memory_plan(cfg, plan)
         try:
             blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)
         except Exception as exc:
