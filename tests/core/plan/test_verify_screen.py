@@ -172,3 +172,27 @@ def test_screen_charges_each_sequence_its_bounded_cache() -> None:
     partial = dataclasses.replace(windowed, kv_fixed_tokens_for=lambda n: 4_000.0 * min(n, 8_000) / 8_000)
     c = screen_candidate(CAND, prof, SLO, lambda p: partial, lambda g: 2.0)
     assert c.feasible and a.level <= c.level < b.level
+
+
+def test_plan_inputs_search_the_checkpoint_asked_for() -> None:
+    """build_plan_inputs feeds the checkpoint's precision to the search space and the naive baseline: DeepSeek-R1's
+    own checkpoint is fp8, its NVFP4 release fp4; gpt-oss is mxfp4; DeepSeek-V4's cache is fp8 only."""
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.plan.context import build_plan_inputs
+    from gpuyield.core.plan.profile import profile_workload
+    from gpuyield.core.plan.spec import PlanRequest, parse_slo
+
+    cat = default_catalog()
+    prof = profile_workload(_workload(5.0, n=200))
+
+    def space_of(model: str, **kw: object) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+        req = PlanRequest(model_id=model, slo=parse_slo("ttft_p99_ms=2000"), gpu_ids=("b200_sxm",), **kw)  # type: ignore[arg-type]
+        inputs, _ = build_plan_inputs(cat, req, prof)
+        return inputs.space.weight_precisions, inputs.space.kv_dtypes, inputs.naive_pool("b200_sxm", 8).weight_precision
+
+    assert space_of("deepseek-ai/DeepSeek-R1") == (("fp8",), ("bf16",), "fp8")
+    assert space_of("deepseek-ai/DeepSeek-R1", checkpoint_dtype="nvfp4") == (("fp4",), ("bf16",), "fp4")
+    assert space_of("nvidia/DeepSeek-R1-NVFP4")[0] == ("fp4",)  # the alias's own precision without cmd_plan's help
+    assert space_of("openai/gpt-oss-120b")[0] == ("mxfp4",)
+    assert space_of("deepseek-ai/DeepSeek-V4-Flash")[1] == ("fp8",)
+    assert space_of("meta-llama/Llama-3.1-8B", allow_lower_precision=True)[:2] == (("bf16", "fp8"), ("bf16", "fp8"))
