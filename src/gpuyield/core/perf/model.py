@@ -14,6 +14,7 @@ per-step, per-layer and per-sequence overhead (scheduler, launch gaps, sampling)
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -458,12 +459,7 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 continue
-            elem = 2.0 if s.group == "router" else dense_groups.get(s.group, wb)
-            # int4/fp4 checkpoints usually keep attention in 8/16 bit; engines quantise experts only
-            if self.weight_precision in ("int4",) and s.group == "attention":
-                elem = 2.0
-            if s.precision is not None:  # pinned by the engine (e.g. bf16 latent-MoE projections)
-                elem = _WEIGHT_BYTES.get(s.precision, 2.0)
+            elem = self._weight_elem_bytes(s, wb, dense_groups)
             p = s.n * s.k * s.num_layers
             # replicated matrices (engines' ReplicatedLinear): every GPU holds and runs them whole
             split = 1 if s.replicated else tp
@@ -496,7 +492,7 @@ class PerfModel:
         if csa or hca:
             fixed_entries += (csa + hca) * window + csa * float(m.index_topk or 0)
             sliding_prefill_flops_per_tok = per_layer_win * fixed_entries / heads_shard / adp
-            idx_flops_per_ctx = 0.0  # the indexer's scoring: SGLang duplicates the indexer on every TP rank
+            # the indexer's scoring: SGLang duplicates the indexer on every TP rank
             if csa:
                 idx_flops_per_ctx = 2.0 * m.index_num_heads * m.index_head_dim / m.csa_compress_ratio * csa
             if hca:
@@ -507,18 +503,15 @@ class PerfModel:
             dk, dv, hv = m.linear_key_head_dim, m.linear_value_head_dim, m.linear_num_value_heads
             linear_attn_flops_per_tok = 6.0 * hv * dk * dv * linear / min(tp, hv) / adp
         # --- decode attention: KV bytes per context token on one GPU (and compute, for MLA)
-        kvb = _KV_BYTES[self.kv_dtype]
-        if getattr(m, "uses_mla", False):
+        # one layer's cache bytes a token (MLA: latent + rope key, and the sparse-attention indexer's key)
+        kv_per_tok_layer = m.kv_bytes_per_token_per_layer(self.kv_dtype, "full_attention")
+        if mla:
             kv_shard = 1
-            kv_per_tok_layer = (m.kv_lora_rank + m.qk_rope_head_dim) * kvb
-            if getattr(m, "index_head_dim", None):
-                kv_per_tok_layer += m.index_head_dim + 4
             dec_flops_per_ctx = (
                 2.0 * m.num_attention_heads * (2 * m.kv_lora_rank + m.qk_rope_head_dim) * full / heads_shard
             )
         else:
             kv_shard = min(tp, kvh_full)
-            kv_per_tok_layer = m.kv_bytes_per_token_per_layer(self.kv_dtype, "full_attention")
             dec_flops_per_ctx = 2.0 * m.num_attention_heads * (hd_full + vd_full) * full / heads_shard
         kv_per_tok_gpu = kv_per_tok_layer * full / kv_shard / pp
         kv_fixed_gpu = 0.0
@@ -818,18 +811,8 @@ class PerfModel:
             p = float(s.n * s.k * s.num_layers * s.num_experts)
             if s.group == "moe_expert":
                 total += p * wb / stage
-            elif s.precision is not None or s.replicated:  # pinned precision, or whole on every GPU
-                elem = _WEIGHT_BYTES.get(s.precision, wb) if s.precision is not None else dense_groups.get(s.group, wb)
-                total += p * elem / (1 if s.replicated else self.tp)
-            elif s.group in ("lm_head", "router"):
-                if not (s.group == "lm_head" and m.tie_word_embeddings):
-                    total += p * 2.0 / self.tp
-            elif s.group in dense_groups:
-                total += p * dense_groups[s.group] / self.tp
-            elif s.group == "attention" and self.weight_precision == "int4":
-                total += p * 2.0 / self.tp
-            else:
-                total += p * wb / self.tp
+            elif not (s.group == "lm_head" and m.tie_word_embeddings):
+                total += p * self._weight_elem_bytes(s, wb, dense_groups) / (1 if s.replicated else self.tp)
         total += m.vocab_size * m.hidden_size * 2.0 / self.tp  # embeddings (vocab-parallel)
         return total / self.pp
 
@@ -861,20 +844,14 @@ class PerfModel:
         if free_basis:
             kv_gb *= gpu_memory_utilization
         full, sliding, linear = _layer_counts(m)
-        kvb = _KV_BYTES[self.kv_dtype]
+        # one layer's cache bytes a token, split over the GPUs its KV heads allow (MLA's latent is not split)
+        per_layer = m.kv_bytes_per_token_per_layer(self.kv_dtype, "full_attention")
+        per_layer_win = m.kv_bytes_per_token_per_layer(self.kv_dtype, "sliding_attention")
         if getattr(m, "uses_mla", False):
-            per_layer = (m.kv_lora_rank + m.qk_rope_head_dim) * kvb + (
-                (m.index_head_dim + 4) if getattr(m, "index_head_dim", None) else 0
-            )
-            shard = 1
-            per_layer_win, shard_win = per_layer, shard
+            shard = shard_win = 1
         else:
-            _, _, kvh_full = m.attention_dims("full_attention")
-            _, _, kvh_win = m.attention_dims("sliding_attention")
-            per_layer = m.kv_bytes_per_token_per_layer(self.kv_dtype, "full_attention")
-            shard = min(self.tp, kvh_full)
-            per_layer_win = m.kv_bytes_per_token_per_layer(self.kv_dtype, "sliding_attention")
-            shard_win = min(self.tp, kvh_win)
+            shard = min(self.tp, m.attention_dims("full_attention")[2])
+            shard_win = min(self.tp, m.attention_dims("sliding_attention")[2])
         csa, hca = _compressed_counts(m)
         kv_per_tok = per_layer * full / shard / self.pp
         if csa or hca:  # DeepSeek-V4: one compressed entry per ratio tokens grows with the context
@@ -941,6 +918,20 @@ class PerfModel:
             sliding_window_tokens=int(window) if (sliding or csa or hca) else 0,
             hybrid_block_tokens=hybrid_block,
         )
+
+    def _weight_elem_bytes(self, s: Any, wb: float, dense_groups: Mapping[str, float]) -> float:
+        """Bytes per weight of the non-expert matrix ``s``: its engine-pinned precision; 16 bits for the LM head
+        and router; the checkpoint's own for the groups a quantised checkpoint holds apart (``_dense_group_bytes``);
+        16-bit attention under int4 (engines quantise the experts only); else the deployment's ``wb``."""
+        if s.precision is not None:
+            return _WEIGHT_BYTES.get(s.precision, 2.0)
+        if s.group in ("lm_head", "router"):
+            return 2.0
+        if s.group in dense_groups:
+            return dense_groups[s.group]
+        if s.group == "attention" and self.weight_precision == "int4":
+            return 2.0
+        return wb
 
     def _dense_group_bytes(self) -> dict[str, float]:
         """Bytes per weight of the groups a quantised checkpoint holds apart from its routed experts: gpt-oss its
