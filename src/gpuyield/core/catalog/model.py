@@ -596,7 +596,7 @@ class ModelSpec(BaseModel):
         h = self.hidden_size
         attn_layers = self.num_attention_layers
         lin_layers = self.num_layers_of("linear_attention")
-        up, gates = ("gate_up_proj", 2) if self.mlp_gated else ("up_proj", 1)
+        up, gates = ("gate_up_proj" if self.mlp_gated else "up_proj"), self._mlp_gates
         if self.full_attention_shaped_apart:  # Gemma 4: full-attention layers are shaped apart
             full = self.num_layers_of("full_attention")
             out = self._attention_gemms(attn_layers - full) + self._attention_gemms(
@@ -686,11 +686,9 @@ class ModelSpec(BaseModel):
         if moe and self.router_bias:
             extras += self.num_experts * moe
         if self.mlp_bias:
-            gates = 2 if self.mlp_gated else 1
             if moe:
-                assert self.moe_intermediate_size is not None
-                extras += moe * self.num_experts * (gates * self.moe_intermediate_size + self.moe_dispatch_width)
-            extras += self.num_dense_mlp_layers * (gates * self.intermediate_size + h)
+                extras += moe * self.num_experts * self._expert_bias_params
+            extras += self.num_dense_mlp_layers * (self._mlp_gates * self.intermediate_size + h)
         out["mlp_extras"] = extras
         return out
 
@@ -712,11 +710,20 @@ class ModelSpec(BaseModel):
     def _active_small_params(self) -> int:
         total = sum(self._small_params.values())
         if self.mlp_bias and self.num_moe_layers:
-            assert self.moe_intermediate_size is not None
             unused = self.num_experts - self.num_experts_per_tok
-            gates = 2 if self.mlp_gated else 1
-            total -= self.num_moe_layers * unused * (gates * self.moe_intermediate_size + self.moe_dispatch_width)
+            total -= self.num_moe_layers * unused * self._expert_bias_params
         return total
+
+    @property
+    def _mlp_gates(self) -> int:
+        """Up-projection widths an MLP has: gate and up (2), or up alone (1) when ``mlp_gated`` is off."""
+        return 2 if self.mlp_gated else 1
+
+    @property
+    def _expert_bias_params(self) -> int:
+        """Bias parameters of one routed expert (``mlp_bias``): its up projections' and its down projection's."""
+        assert self.moe_intermediate_size is not None
+        return self._mlp_gates * self.moe_intermediate_size + self.moe_dispatch_width
 
     @cached_property
     def params_total(self) -> int:
