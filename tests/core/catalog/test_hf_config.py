@@ -474,3 +474,58 @@ def test_every_catalogue_name_resolves_to_a_repository_and_its_precision():
     assert resolve_checkpoint(r1, "deepseek-r1") == ("deepseek-ai/DeepSeek-R1", "fp8")
     assert resolve_checkpoint(r1, "NVIDIA/DeepSeek-R1-NVFP4") == ("nvidia/DeepSeek-R1-NVFP4", "nvfp4")  # catalogue spelling
 
+
+
+DEEPSEEK_V3 = {
+    "model_type": "deepseek_v3", "hidden_size": 7168, "intermediate_size": 18432, "num_hidden_layers": 61,
+    "num_attention_heads": 128, "num_key_value_heads": 128, "vocab_size": 129280, "kv_lora_rank": 512,
+    "q_lora_rank": 1536, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+    "n_routed_experts": 256, "n_shared_experts": 1, "num_experts_per_tok": 8, "moe_intermediate_size": 2048,
+    "first_k_dense_replace": 3, "moe_layer_freq": 1, "max_position_embeddings": 163840,
+}
+
+
+def test_nvfp4_release_keeps_what_its_quantisation_config_leaves_out():
+    # ModelOpt's exclude_modules, as nvidia/DeepSeek-V3.1-NVFP4's hf_quant_config.json lists them: the MLA down and up
+    # projections of every layer (and the MTP layer 61) stay bf16; o_proj, the dense MLPs and the experts are NVFP4
+    mla = ("kv_a_proj_with_mqa", "kv_b_proj", "q_a_proj", "q_b_proj")
+    exclude = ["lm_head", "model.layers.61*"] + [f"model.layers.{i}.self_attn.{n}" for i in range(61) for n in mla]
+    quant = {"quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "exclude_modules": exclude}
+    spec = load_hf_config(DEEPSEEK_V3 | {"quantization_config": quant})
+    assert spec.native_dtype == "nvfp4" and dict(spec.nvfp4_kept) == dict.fromkeys(mla, "bf16")
+    assert spec.nvfp4_kept == default_catalog().model("nvidia/DeepSeek-V3.1-NVFP4").nvfp4_kept
+    # one layer quantised after all: a matrix is kept only when every layer holding it keeps it
+    partial = load_hf_config(DEEPSEEK_V3 | {"quantization_config": quant | {"exclude_modules": exclude[:-4]}})
+    assert partial.nvfp4_kept == ()
+    # whole modules by glob (GLM-5.1-style: self_attn and shared experts everywhere, the dense layers whole)
+    globs = ["lm_head", "*self_attn*", "model.layers.*.mlp.shared_experts*"] + [f"model.layers.{i}.*" for i in range(3)]
+    whole = load_hf_config(DEEPSEEK_V3 | {"quantization_config": quant | {"exclude_modules": globs}})
+    assert dict(whole.nvfp4_kept) == {"attention": "bf16", "moe_shared": "bf16", "mlp": "bf16"}
+    # compressed-tensors names them in ``ignore`` (nvidia/Kimi-K2.5-NVFP4)
+    ct = {"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+          "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float", "group_size": 16}}},
+          "ignore": ["lm_head"] + [f"model.layers.{i}.self_attn*" for i in range(61)]}
+    assert dict(load_hf_config(DEEPSEEK_V3 | {"quantization_config": ct}).nvfp4_kept) == {"attention": "bf16"}
+    # other checkpoints keep nothing apart
+    assert load_hf_config(DEEPSEEK_V3 | {"quantization_config": {"quant_method": "fp8"}}).nvfp4_kept == ()
+
+
+def test_nvfp4_mixed_precision_export_keeps_fp8_attention_and_what_it_does_not_name():
+    # nvidia/Qwen3.6-27B-NVFP4's quantized_layers: FP8 attention (full and Gated DeltaNet) beside W4A16 NVFP4
+    # MLPs; in_proj_a/b are named nowhere, so they stay bf16
+    layers = ["linear_attention"] * 3 + ["full_attention"]
+    cfg = {**LLAMA_8B, "model_type": "qwen3_5_text", "num_hidden_layers": 8, "layer_types": layers * 2,
+           "linear_num_key_heads": 16, "linear_num_value_heads": 32, "linear_key_head_dim": 128,
+           "linear_value_head_dim": 128}
+    q: dict[str, dict[str, str]] = {}
+    for i, kind in enumerate(layers * 2):
+        p = f"model.language_model.layers.{i}"
+        mods = ("linear_attn.in_proj_qkv", "linear_attn.in_proj_z", "linear_attn.out_proj") if kind == "linear_attention" \
+            else ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+        q |= {f"{p}.{m}": {"quant_algo": "FP8"} for m in mods}
+        q |= {f"{p}.mlp.{m}": {"quant_algo": "W4A16_NVFP4"} for m in ("gate_proj", "up_proj", "down_proj")}
+    quant = {"quant_method": "modelopt", "quant_algo": "MIXED_PRECISION", "exclude_modules": ["mtp*"],
+             "quantized_layers": q}
+    spec = load_hf_config(cfg | {"quantization_config": quant})
+    assert spec.native_dtype == "nvfp4" and dict(spec.nvfp4_kept) == {"attention": "fp8", "in_proj_ba": "bf16"}
+    assert spec.nvfp4_kept == default_catalog().model("nvidia/Qwen3.6-27B-NVFP4").nvfp4_kept

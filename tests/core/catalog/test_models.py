@@ -257,3 +257,26 @@ def test_every_model_spec_is_hashable_and_round_trips(cat):
         assert isinstance(hash(spec), int)
         assert ModelSpec.model_validate(spec.model_dump()) == spec
     assert dict(cat.model("nvidia/Qwen3.6-27B-NVFP4").alias_dtypes) == {"Qwen/Qwen3.6-27B": "bf16"}
+
+
+def test_nvfp4_release_weights_count_the_matrices_it_keeps_wider():
+    from gpuyield.core.catalog.model import WEIGHT_PRECISIONS
+
+    cat = default_catalog()
+    r1 = cat.model("deepseek-ai/DeepSeek-R1")
+    kept = dict(r1.nvfp4_kept)
+    assert set(kept) == {"q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj"}
+    plain = r1.model_copy(update={"nvfp4_kept": {}})
+    wider = sum(g.params for g in r1.gemm_shapes if g.name in kept) * (2.0 - WEIGHT_PRECISIONS["nvfp4"])
+    assert r1.weight_bytes("fp4") - plain.weight_bytes("fp4") == pytest.approx(wider)
+    assert wider / 1e9 == pytest.approx(6.0, abs=0.2)  # the MLA projections: 4.2 B weights
+    # other precisions are untouched; the entry's own fp4 checkpoint (Kimi-K2.6-NVFP4) counts it by default
+    assert r1.weight_bytes("fp8") == plain.weight_bytes("fp8")
+    k26 = cat.model("nvidia/Kimi-K2.6-NVFP4")
+    assert k26.weight_bytes() == k26.weight_bytes("nvfp4") > k26.model_copy(update={"nvfp4_kept": {}}).weight_bytes()
+    with pytest.raises(ValueError, match="not a matrix or non-expert group"):
+        r1.model_copy(update={"nvfp4_kept": {"moe_expert": "bf16"}})
+    with pytest.raises(ValueError, match="not a matrix or non-expert group"):
+        r1.model_copy(update={"nvfp4_kept": {"qkv_proj": "bf16"}})
+    with pytest.raises(ValueError, match="unknown dtype"):
+        r1.model_copy(update={"nvfp4_kept": {"attention": "fp6"}})

@@ -405,6 +405,26 @@ def test_vllm_pages_hybrid_models_as_its_hybrid_kv_manager_does():
     assert sglang.kv_bytes_fixed_per_seq == pytest.approx(spec.linear_state_bytes_per_sequence())
 
 
+def test_an_nvfp4_release_charges_the_matrices_it_keeps_wider_in_memory_and_step_time():
+    """NVIDIA's NVFP4 DeepSeek exports keep the MLA down/up projections in bf16 (``nvfp4_kept``): at fp4 a GPU holds
+    and reads them at 2 bytes, at fp8 nothing changes."""
+    r1 = CAT.model("deepseek-ai/DeepSeek-R1")
+    plain = r1.model_copy(update={"nvfp4_kept": {}})
+    b200 = CAT.gpu("b200_sxm")
+    kept, bare = (PerfModel.build(m, b200, tp=4, ep=4, weight_precision="fp4", kv_dtype="fp8") for m in (r1, plain))
+    mla = sum(g.params for g in r1.gemm_shapes if g.name in dict(r1.nvfp4_kept))
+    assert kept.weights_bytes_per_gpu() - bare.weights_bytes_per_gpu() == pytest.approx(
+        mla * (2.0 - (0.5 + 1 / 16)) / 4
+    )
+    # a small decode batch reads weights: the step is slower by about the extra bytes over the bandwidth
+    extra_s = mla * (2.0 - (0.5 + 1 / 16)) / 4 / (b200.memory_bandwidth_tb_s * 1e12)
+    slower = kept.step_time_s(0, 0.0, 8, 8 * 2048) - bare.step_time_s(0, 0.0, 8, 8 * 2048)
+    assert 0.5 * extra_s < slower < 1.5 * extra_s
+    fp8 = [PerfModel.build(m, b200, tp=8, weight_precision="fp8") for m in (r1, plain)]
+    assert fp8[0].weights_bytes_per_gpu() == fp8[1].weights_bytes_per_gpu()
+    assert fp8[0].step_time_s(0, 0.0, 8, 8 * 2048) == fp8[1].step_time_s(0, 0.0, 8, 8 * 2048)
+
+
 def test_an_mxfp4_checkpoint_keeps_all_but_its_routed_experts_in_16_bits():
     """gpt-oss and Kimi-K3 quantise only the routed experts (K3's quantisation ignores self_attn, shared_experts and
     mlp): at a 4-bit deployment the rest is charged 16-bit; at fp8 everything is fp8."""

@@ -42,3 +42,22 @@ def test_errors_name_the_file(tmp_path):
     bad.write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(CatalogError, match=r"bad.json: .*lacks required field 'num_hidden_layers'"):
         resolve_model(default_catalog(), str(bad))
+
+
+def test_a_modelopt_export_is_read_with_its_hf_quant_config(tmp_path):
+    """ModelOpt writes its quantisation beside config.json (hf_quant_config.json): the matrices it leaves out of
+    NVFP4 are read from there."""
+    d = tmp_path / "Qwen3-Tiny-NVFP4"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps(CFG))
+    quant = {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8",
+             "exclude_modules": ["lm_head", "model.layers.0.self_attn*", "model.layers.1.self_attn*"]}
+    (d / "hf_quant_config.json").write_text(json.dumps({"producer": {"name": "modelopt"}, "quantization": quant}))
+    spec = load_hf_config_file(d)
+    assert spec.native_dtype == "nvfp4" and dict(spec.nvfp4_kept) == {"attention": "bf16"}
+    (d / "hf_quant_config.json").write_text(json.dumps({"quantization": "NVFP4"}))
+    with pytest.raises(CatalogError, match="hf_quant_config.json: expected a JSON object with a 'quantization'"):
+        load_hf_config_file(d)
+    (d / "hf_quant_config.json").write_text("{")
+    with pytest.raises(CatalogError, match="not valid JSON"):
+        load_hf_config_file(d)

@@ -21,6 +21,8 @@ Reading the file is the caller's job (see ``gpuyield.edges.io.models``).
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -570,6 +572,140 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return fields
 
 
+# How a checkpoint names each of ModelSpec.gemm_shapes' non-expert matrices inside a decoder layer (every name the
+# matrix may go by, across architectures), to read which of them a 4-bit float release leaves out of its quantisation
+_HF_MODULES: Mapping[str, tuple[str, ...]] = {
+    "q_a_proj": ("self_attn.q_a_proj", "attn.wq_a"),
+    "q_b_proj": ("self_attn.q_b_proj", "attn.wq_b"),
+    "kv_a_proj_with_mqa": ("self_attn.kv_a_proj_with_mqa", "attn.wkv_a"),
+    "kv_b_proj": ("self_attn.kv_b_proj", "attn.wkv_b"),
+    "qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mixer.q_proj", "mixer.k_proj",
+                 "mixer.v_proj"),
+    "full_qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o_proj": ("self_attn.o_proj", "mixer.o_proj", "attn.wo"),
+    "full_o_proj": ("self_attn.o_proj",),
+    "indexer_wq_b": ("self_attn.indexer.wq_b",),
+    "indexer_wk": ("self_attn.indexer.wk",),
+    "indexer_weights_proj": ("self_attn.indexer.weights_proj",),
+    "in_proj_qkvz": ("linear_attn.in_proj_qkvz", "linear_attn.in_proj_qkv", "linear_attn.in_proj_z"),
+    "in_proj_ba": ("linear_attn.in_proj_ba", "linear_attn.in_proj_a", "linear_attn.in_proj_b"),
+    "out_proj": ("linear_attn.out_proj", "mixer.out_proj"),
+    "in_proj": ("mixer.in_proj",),
+    "gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    "down_proj": ("mlp.down_proj",),
+    "shared_expert_gate_up_proj": ("mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj",
+                                   "mlp.shared_expert.gate_proj", "mlp.shared_expert.up_proj",
+                                   "block_sparse_moe.shared_experts.gate_proj", "block_sparse_moe.shared_experts.up_proj",
+                                   "mixer.shared_experts.up_proj", "ffn.shared_experts.w1", "ffn.shared_experts.w3"),
+    "shared_expert_up_proj": ("mixer.shared_experts.up_proj",),
+    "shared_expert_down_proj": ("mlp.shared_experts.down_proj", "mlp.shared_expert.down_proj",
+                                "block_sparse_moe.shared_experts.down_proj", "mixer.shared_experts.down_proj",
+                                "ffn.shared_experts.w2"),
+    "shared_expert_gate": ("mlp.shared_expert_gate",),
+}  # fmt: skip
+# Gemma 4 runs a dense MLP beside its experts (the catalogue's shared expert), named mlp like a dense model's
+_HF_MODULES_GEMMA4 = {
+    "shared_expert_gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+    "shared_expert_down_proj": ("mlp.down_proj",),
+}
+_LAYER_PREFIXES = ("model.layers", "model.language_model.layers", "language_model.model.layers", "backbone.layers",
+                   "layers", "model.model.layers")  # fmt: skip
+_FP8_ALGOS = {"fp8": "fp8", "mxfp8": "fp8", "fp8_pb_wo": "fp8", "fp8_block": "fp8", "int8": "int8"}
+
+
+def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
+    """Which of ``spec``'s non-expert matrices a 4-bit float checkpoint leaves out of its 4-bit quantisation, and
+    the dtype it holds them at (``ModelSpec.nvfp4_kept``), from its ``quantization_config`` (or ModelOpt's
+    ``hf_quant_config.json`` ``quantization`` section).
+
+    ModelOpt lists the modules it leaves alone in ``exclude_modules`` (globs; compressed-tensors: ``ignore``), held
+    at the checkpoint's 16-bit dtype; a ``MIXED_PRECISION`` export names each quantised module's format in
+    ``quantized_layers`` (FP8 attention beside NVFP4 MLPs), and leaves any module it does not name in 16 bits. A
+    matrix counts as kept when it is kept in every decoder layer that holds it (NVIDIA's Nemotron-3-Nano keeps 6
+    of its 23 Mamba layers' projections in 16 bits: not represented). Empty for other checkpoints."""
+    if not isinstance(quant, Mapping) or spec.native_dtype != "nvfp4":
+        return {}
+    excluded = [str(p) for p in (quant.get("exclude_modules") or quant.get("ignore") or ()) if isinstance(p, str)]
+    mixed = str(quant.get("quant_algo", "")).upper() == "MIXED_PRECISION"
+    layers_q: dict[str, str] = {}
+    if mixed and isinstance(quant.get("quantized_layers"), Mapping):
+        for name, cfg in quant["quantized_layers"].items():
+            algo = str(cfg.get("quant_algo", "") if isinstance(cfg, Mapping) else cfg).lower()
+            layers_q[str(name)] = algo
+    if not excluded and not layers_q:
+        return {}
+    # the globs as one regular expression (a release lists hundreds, one a layer and module)
+    excluded_re = re.compile("|".join(fnmatch.translate(p) for p in excluded)) if excluded else None
+    table = dict(_HF_MODULES)
+    if spec.architecture.startswith("gemma4"):
+        table.update(_HF_MODULES_GEMMA4)
+
+    def listed(name: str) -> str | None:
+        """The format quantized_layers gives the module ``name`` (itself, or a parent module it names whole, such as
+        ``…mlp.experts``)."""
+        parts = name.split(".")
+        for end in range(len(parts), 0, -1):
+            algo = layers_q.get(".".join(parts[:end]))
+            if algo is not None:
+                return algo
+        return None
+
+    def layer_dtype(names: list[str], kin: list[str]) -> tuple[bool, str | None]:
+        """(whether the lists show this layer holding the matrix, the dtype it is kept at; None: 4-bit). ``names``:
+        the matrix's possible module names in the layer, ``kin``: those of its group's other matrices."""
+        if excluded_re is not None and any(excluded_re.match(n) for n in names):
+            return True, "bf16"
+        if not mixed:
+            return True, None
+        for n in names:
+            algo = listed(n)
+            if algo is not None:
+                return True, _FP8_ALGOS.get(algo)
+        # not named, but a matrix of its group in this layer is: the layer holds it, unquantised
+        if any(listed(n) is not None for n in kin):
+            return True, "bf16"
+        return False, None
+
+    out: dict[str, str] = {}
+    prefixes: tuple[str, ...] = _LAYER_PREFIXES
+    if layers_q:  # the checkpoint's own layer prefix, where quantized_layers gives it
+        m = re.match(r"(.*?)\.\d+\.", next(iter(layers_q)))
+        if m:
+            prefixes = (m.group(1),)
+    for g in spec.gemm_shapes:
+        if g.group in ("moe_expert", "lm_head", "router") or g.precision is not None or g.name not in table:
+            continue
+        # its group's other matrices in the same module (self_attn, linear_attn, mixer, mlp)
+        heads = {mod.split(".", 1)[0] for mod in table[g.name]}
+        kin_modules = [mod for h in spec.gemm_shapes if h.group == g.group and h.name != g.name
+                       for mod in table.get(h.name, ()) if mod.split(".", 1)[0] in heads]  # fmt: skip
+        for prefix in prefixes:
+            seen: list[str | None] = []
+            for layer in range(spec.num_layers):
+                held, dtype = layer_dtype(
+                    [f"{prefix}.{layer}.{mod}" for mod in table[g.name]],
+                    [f"{prefix}.{layer}.{mod}" for mod in kin_modules],
+                )
+                if held and (mixed or dtype is not None):
+                    seen.append(dtype)
+            kinds = set(seen)
+            if len(kinds) == 1 and None not in kinds and len(seen) >= g.num_layers:
+                out[g.name] = str(seen[0])
+                break
+    # a group every matrix of which is kept is written as the group, at its most common dtype (others by name)
+    for group in {g.group for g in spec.gemm_shapes}:
+        names = [g.name for g in spec.gemm_shapes if g.group == group]
+        if len(names) < 2 or any(n not in out for n in names):
+            continue
+        dtypes = [out[n] for n in names]
+        common = max(sorted(set(dtypes)), key=dtypes.count)
+        for n in names:
+            if out[n] == common:
+                del out[n]
+        out[group] = common
+    return out
+
+
 def load_hf_config(
     config: Mapping[str, Any],
     *,
@@ -587,7 +723,7 @@ def load_hf_config(
     fields = spec_fields_from_hf_config(config)
     ident = model_id or str(config.get("_name_or_path") or "") or "hf-config"
     try:
-        return ModelSpec(
+        spec = ModelSpec(
             id=ident,
             aliases=aliases,
             source=source or "config.json",
@@ -595,6 +731,12 @@ def load_hf_config(
             notes=notes,
             **fields,
         )
+        text_config = config.get("text_config")
+        quant = config.get("quantization_config") or (
+            text_config.get("quantization_config") if isinstance(text_config, Mapping) else None
+        )
+        kept = nvfp4_kept_from_quantization(quant, spec)
+        return spec.model_copy(update={"nvfp4_kept": kept}) if kept else spec
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err.get("loc", ())) or "(config)"

@@ -246,10 +246,16 @@ class ModelSpec(BaseModel):
     # of the nvfp4 entry nvidia/Qwen3.6-27B-NVFP4); catalog.checkpoint_precision reads it
     # (stored as sorted pairs so the model stays hashable; the YAML gives a mapping)
     alias_dtypes: tuple[tuple[str, str], ...] = ()
+    # what the model's 4-bit float releases (NVIDIA ModelOpt NVFP4, compressed-tensors nvfp4) leave out of the
+    # 4-bit quantisation, and the dtype they hold it at: a matrix name or a group of gemm_shapes -> dtype, read
+    # from the release's exclude_modules / ignore / quantized_layers (nvidia/DeepSeek-V3.1-NVFP4: the MLA down and
+    # up projections in bf16, o_proj in fp4; nvidia/Qwen3.6-27B-NVFP4: attention in fp8). Applies when the
+    # deployment's weight precision is fp4/nvfp4 (stored as sorted pairs; the YAML gives a mapping)
+    nvfp4_kept: tuple[tuple[str, str], ...] = ()
 
-    @field_validator("alias_dtypes", mode="before")
+    @field_validator("alias_dtypes", "nvfp4_kept", mode="before")
     @classmethod
-    def _alias_dtypes_pairs(cls, value: Any) -> Any:
+    def _mapping_pairs(cls, value: Any) -> Any:
         if isinstance(value, Mapping):
             return tuple(sorted((str(k), str(v)) for k, v in value.items()))
         return value
@@ -335,7 +341,28 @@ class ModelSpec(BaseModel):
                     f"num_attention_heads ({self.num_attention_heads}) must be a multiple of full_attention_kv_heads "
                     f"({self.full_attention_kv_heads})"
                 )
+        if self.nvfp4_kept:
+            known = {g.name for g in self.gemm_shapes} | {g.group for g in self.gemm_shapes}
+            for what, dtype in self.nvfp4_kept:
+                if what not in known or what == "moe_expert":
+                    raise ValueError(
+                        f"nvfp4_kept: '{what}' is not a matrix or non-expert group of this model "
+                        f"(expected one of {', '.join(sorted(known - {'moe_expert'}))})"
+                    )
+                if dtype not in WEIGHT_PRECISIONS:
+                    raise ValueError(
+                        f"nvfp4_kept.{what}: unknown dtype '{dtype}'; expected one of {', '.join(WEIGHT_PRECISIONS)}"
+                    )
         return self
+
+    def nvfp4_kept_dtype(self, gemm: GemmShape, precision: str) -> str | None:
+        """The dtype the model's 4-bit float release holds ``gemm`` at when it is not quantised to 4 bits
+        (``nvfp4_kept``, by matrix name first, then by group), or None: quantised with the rest, or a deployment
+        at another ``precision`` than fp4/nvfp4."""
+        if not self.nvfp4_kept or precision.strip().lower() not in ("fp4", "nvfp4"):
+            return None
+        kept = dict(self.nvfp4_kept)
+        return kept.get(gemm.name) or kept.get(gemm.group)
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A validated copy with ``update`` applied; derived values (params, GEMMs) are recomputed, not copied."""
@@ -933,6 +960,10 @@ class ModelSpec(BaseModel):
         for g in self.gemm_shapes:
             if g.precision is not None:
                 total += g.params * bytes_per_weight(g.precision)
+                continue
+            kept = self.nvfp4_kept_dtype(g, prec) if attention_precision is None else None
+            if kept is not None and g.group not in ("lm_head", "router"):
+                total += g.params * bytes_per_weight(kept)
                 continue
             if g.group == "lm_head":
                 if not self.tie_word_embeddings:

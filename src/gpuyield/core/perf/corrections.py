@@ -217,10 +217,11 @@ class DeploymentKey:
 
 # catalogue fields that name or document a model rather than shape its kernels
 _NOT_ARCHITECTURE = frozenset(
-    # the linear layers' state dtype is how an engine holds the cache, not a kernel shape
+    # the linear layers' state dtype is how an engine holds the cache, not a kernel shape; nvfp4_kept how a release
+    # is quantised
     {
         "id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype",
-        "native_dense_dtype", "alias_dtypes", "linear_state_dtype",
+        "native_dense_dtype", "alias_dtypes", "linear_state_dtype", "nvfp4_kept",
     }  # fmt: skip
 )
 

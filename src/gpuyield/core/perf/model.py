@@ -921,12 +921,16 @@ class PerfModel:
 
     def _weight_elem_bytes(self, s: Any, wb: float, dense_groups: Mapping[str, float]) -> float:
         """Bytes per weight of the non-expert matrix ``s``: its engine-pinned precision; 16 bits for the LM head
-        and router; the checkpoint's own for the groups a quantised checkpoint holds apart (``_dense_group_bytes``);
+        and router; at fp4/nvfp4, the dtype the model's 4-bit float release keeps it at (``nvfp4_kept``); the
+        checkpoint's own for the groups a quantised checkpoint holds apart (``_dense_group_bytes``);
         16-bit attention under int4 (engines quantise the experts only); else the deployment's ``wb``."""
         if s.precision is not None:
             return _WEIGHT_BYTES.get(s.precision, 2.0)
         if s.group in ("lm_head", "router"):
             return 2.0
+        kept = self.model.nvfp4_kept_dtype(s, self.weight_precision)
+        if kept is not None:  # what a 4-bit float release leaves out of its quantisation
+            return _WEIGHT_BYTES.get(kept, 2.0)
         if s.group in dense_groups:
             return dense_groups[s.group]
         if s.group == "attention" and self.weight_precision == "int4":

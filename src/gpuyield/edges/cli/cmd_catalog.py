@@ -102,6 +102,8 @@ def model_record(spec: Any, *, full: bool = False) -> dict[str, Any]:
         "native_dtype": spec.native_dtype,
         "weight_bytes_bf16": spec.weight_bytes("bf16"),
         "weight_bytes_native": spec.weight_bytes(),
+        "weight_bytes_nvfp4": spec.weight_bytes("nvfp4"),
+        "nvfp4_kept": dict(spec.nvfp4_kept),
         "source": spec.source,
         "as_of": spec.as_of.isoformat(),
     }
@@ -510,6 +512,11 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
         (
             "weights bf16 / native",
             f"{spec.weight_bytes('bf16') / 1e9:,.1f} GB / {spec.weight_bytes() / 1e9:,.1f} GB ({spec.native_dtype})",
+        ),
+        (
+            "weights nvfp4",
+            f"{spec.weight_bytes('nvfp4') / 1e9:,.1f} GB"
+            + (" (kept wider: " + ", ".join(f"{k} {v}" for k, v in spec.nvfp4_kept) + ")" if spec.nvfp4_kept else ""),
         ),
         ("max context", f"{spec.max_position_embeddings:,}"),
         ("source", spec.source),

@@ -64,12 +64,33 @@ def load_hf_config_file(path: str | Path) -> ModelSpec:
         raise CatalogError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except OSError as exc:
         raise CatalogError(f"{p}: cannot be read ({exc.strerror})") from None
+    if isinstance(data, dict) and "quantization_config" not in data:
+        # NVIDIA ModelOpt exports describe their quantisation in hf_quant_config.json beside config.json
+        quant = _read_hf_quant_config(p.parent / "hf_quant_config.json")
+        if quant is not None:
+            data["quantization_config"] = {"quant_method": "modelopt", **quant}
     as_of = _dt.datetime.fromtimestamp(p.stat().st_mtime, tz=_dt.UTC).date()
     model_id = p.parent.name if p.name == "config.json" and p.parent.name else p.stem
     try:
         return load_hf_config(data, model_id=model_id, source=str(p), as_of=as_of)
     except CatalogError as exc:
         raise CatalogError(f"{p}: {exc}") from None
+
+
+def _read_hf_quant_config(path: Path) -> dict[str, Any] | None:
+    """The ``quantization`` section of a ModelOpt ``hf_quant_config.json``, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot be read ({exc.strerror})") from None
+    quant = data.get("quantization") if isinstance(data, dict) else None
+    if not isinstance(quant, dict):
+        raise CatalogError(f"{path}: expected a JSON object with a 'quantization' object (NVIDIA ModelOpt's format)")
+    return quant
 
 
 def resolve_model(catalog: Catalog, text: str) -> ModelSpec:
