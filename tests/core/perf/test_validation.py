@@ -174,7 +174,9 @@ def test_max_num_seqs_is_per_attention_dp_rank():
     assert r.running_seqs == 128 and r.limited_by == "max_num_seqs"
 
 
-def test_disaggregated_decode_admission_wait_lands_in_tpot_and_unknown_counts_admit_everyone():
+def test_disaggregated_decode_admission_wait_lands_in_ttft_and_unknown_counts_admit_everyone():
+    """The client streams from the decode engine: its first token comes with the first decode step, after any
+    wait for a decode seat, so the wait is in TTFT and TPOT is the decode step."""
     m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
     pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
     dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
@@ -182,9 +184,14 @@ def test_disaggregated_decode_admission_wait_lands_in_tpot_and_unknown_counts_ad
     known = estimate_disaggregated(pre, dec, 1024, 1024, 2 * cap, num_prefill=4, num_decode=1)
     assert known.limited_by == "max_num_seqs" and known.queue_wait_ms > 0
     step_ms = dec.step_time_s(0, 0.0, cap, cap * 1536) * 1e3
-    assert known.tpot_ms == pytest.approx(step_ms + known.queue_wait_ms / 1023, rel=1e-6)
+    assert known.tpot_ms == pytest.approx(step_ms, rel=1e-9)
+    # closed loop: every client is somewhere in its cycle (Little's law), and with every seat busy the replica
+    # serves cap requests per seat-holding time
+    assert known.request_rate_per_s * known.e2e_ms / 1e3 == pytest.approx(2 * cap, rel=1e-6)
+    one = estimate_disaggregated(pre, dec, 1024, 1024, cap, num_prefill=4, num_decode=1)
+    assert one.queue_wait_ms == 0 and known.ttft_ms > one.ttft_ms + known.queue_wait_ms * 0.99
     unknown = estimate_disaggregated(pre, dec, 1024, 1024, 2 * cap, num_prefill=None, num_decode=None)
-    assert unknown.queue_wait_ms == 0 and unknown.tpot_ms < known.tpot_ms
+    assert unknown.queue_wait_ms == 0 and unknown.ttft_ms < known.ttft_ms
     assert any("2 decode replica" in n for n in unknown.notes)
 
 

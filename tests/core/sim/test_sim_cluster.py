@@ -179,9 +179,36 @@ def test_pd_transfers_queue_on_the_link() -> None:
         c = Cluster(setups, make_policy("round_robin"), decode_policy=make_policy("round_robin"),
                     link_bandwidth_bytes_per_s=bw, link_latency_s=0.0)  # fmt: skip
         rec = c.run(make_workload([0.0] * 8, [1000] * 8, [2] * 8))
-        return rec.finish_s - rec.first_token_s
+        return rec.first_token_s - rec.arrival_s
 
     slow, fast = run(1e10), run(1e13)  # 1 GB of KV per request: 0.1 s each at 10 GB/s
-    assert np.all(slow > fast)
+    # the client streams from the decode replica: the transfer is in the time to first token
+    assert np.all(slow[1:] > fast[1:] + 0.09)
     # eight simultaneous prefills finish together; their transfers leave one after another
     assert np.ptp(slow) > 0.5
+
+
+def test_pd_first_token_waits_for_a_decode_seat_and_tpot_is_the_decode_step() -> None:
+    from gpuyield.core.policy.routing import make_policy
+    from gpuyield.core.sim.cluster import Cluster, ReplicaSetup
+    from gpuyield.core.sim.engine import EngineConfig
+
+    model = LinearStepModel()
+    setups = [
+        ReplicaSetup(role, role, role, "fake", "m", EngineConfig(max_num_seqs=2, max_num_batched_tokens=8192),
+                     model, 100_000, kv_bytes_per_token=1e3)  # fmt: skip
+        for role in ("prefill", "decode")
+    ]
+    c = Cluster(setups, make_policy("round_robin"), decode_policy=make_policy("round_robin"),
+                link_bandwidth_bytes_per_s=1e13, link_latency_s=0.0)  # fmt: skip
+    rec = c.run(make_workload([0.0] * 6, [1000] * 6, [50] * 6))
+    order = np.argsort(rec.first_token_s)
+    first, finish = rec.first_token_s[order], rec.finish_s[order]
+    # two decode seats: from the third request on, a first token comes only once a seat frees (an earlier request
+    # finished), one decode step later
+    step = model.step_time_s(0, 0.0, 2, 2 * 1025)
+    assert np.all(first[2:] > finish[:-2])
+    assert np.all(first[2:] < finish[:-2] + 3 * step)
+    assert first[0] > model.step_time_s(1000, 1000 * 500.0, 0, 0)  # its prefill and one decode step
+    tpot = (rec.finish_s - rec.first_token_s) / 49
+    assert np.all(np.abs(tpot - step) < 0.2 * step)

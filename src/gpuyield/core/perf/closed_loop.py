@@ -270,15 +270,25 @@ def estimate_disaggregated(
     ttft = wall + transfer + wait
     lifetime = ttft + (osl - 1) * tpot
     rate = n * nd / lifetime
-    # Requests beyond the decode pool's admission limit wait *after* their first token (the prefill pool
-    # already produced it): the wait lands between the first and the second token, so in TPOT, not TTFT.
+    # The client streams from the decode engine (vLLM's proxy, SGLang's router and TRT-LLM's disaggregated
+    # server forward its stream), so the first token arrives with the request's first decode step, after the KV
+    # transfer; requests beyond the decode pool's admission limit wait for a seat before that, so the wait is in
+    # TTFT too, not TPOT (TRT-LLM sweeps measured just past workers x batch show it: TTFT jumps, TPOT stays).
+    ttft += t_dec
+    overhead = prefill.first_token_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
+    lifetime = ttft + (osl - 1) * tpot
+    rate = n * nd / lifetime
     queue_wait = 0.0
     if c > n and osl > 1:
-        queue_wait = (c - n) / (rate / nd)  # closed loop: c - n clients always waiting (Little's law)
-        tpot += queue_wait / (osl - 1)
-        lifetime = ttft + (osl - 1) * tpot
-        rate = n * nd / lifetime
-    ttft += prefill.first_token_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
+        # closed loop of c clients a decode replica: each holds a seat from its transfer to its last token (S) and
+        # spends B before it (prefill, its queue, the first-token overhead); with every seat busy the replica
+        # serves n / S requests a second, so by Little's law c = (n / S) (B + w + S): the wait is c S / n - B - S
+        seat = transfer + t_dec + (osl - 1) * tpot
+        queue_wait = max(0.0, c * seat / n - (ttft - transfer - t_dec + overhead) - seat)
+        if queue_wait > 0:
+            ttft += queue_wait
+            rate = n * nd / seat
+    ttft += overhead
     notes = list(decode.notes) + _context_notes(decode, isl, osl)
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")

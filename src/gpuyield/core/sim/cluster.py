@@ -480,8 +480,15 @@ class Cluster:
                 num_events += 1
                 done, first = eng.complete_run()
                 for er in first:
-                    er.first_token_s = t
-                    first_tok[er.idx] = t
+                    if er.first_token_s < 0:
+                        er.first_token_s = t
+                    first_tok[er.idx] = er.first_token_s
+                    if rt.setup.role == "decode":
+                        # P/D: the client streams from the decode engine, so its first token arrives with the
+                        # request's first decode step (the engine dates it), after the KV transfer and any wait for
+                        # a decode seat: vLLM's proxy, SGLang's router and TRT-LLM's disaggregated server all
+                        # forward the decode engine's stream
+                        continue
                     first_overhead[er.idx] = rt.setup.first_token_overhead_s
                     rt.prefill_tokens -= er.num_prompt_tokens
                 for er in done:
@@ -510,8 +517,7 @@ class Cluster:
                         drt = by_id[drid]
                         dpolicy.on_dispatch(view, drid, t)
                         der = EngineRequest(idx, t, er.num_prompt_tokens, o_tok, remote_kv=True)
-                        der.num_output_tokens = 1
-                        der.first_token_s = t
+                        der.num_output_tokens = 1  # the prefill's token, sent on with the first decode step
                         der.num_cached_tokens = er.num_cached_tokens
                         prefill_rt_of[idx] = rt
                         drt.outstanding += 1

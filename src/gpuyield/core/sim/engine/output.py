@@ -30,3 +30,5 @@ class SchedulerOutput:
     load_tokens: int = 0  # prefix tokens reloaded from the offload tier before the step
     preempted: list[EngineRequest] = field(default_factory=list)  # preempted while scheduling this output
     remote_started: list[EngineRequest] = field(default_factory=list)  # P/D: KV transfers admitted this step
+    # P/D: requests whose KV arrived and that decode from this step on (their first token streams after it)
+    remote_joined: list[EngineRequest] = field(default_factory=list)

@@ -207,6 +207,14 @@ class ReplicaEngine:
         if out.num_steps:
             self.last_step_s = dur / out.num_steps
         finished, first = self.scheduler.update_from_output(out, out.num_steps)
+        if out.remote_joined:
+            # P/D: a request whose KV arrived streams its first token (the prefill's) with its first decode step,
+            # the first of this run; one preempted before it stepped recomputes and gets its first token then
+            gone = {id(r) for r in out.preempted}
+            for r in out.remote_joined:
+                if r.first_token_s < 0 and id(r) not in gone and r.status != RequestStatus.FINISHED_ABORTED:
+                    r.first_token_s = self.run_start_s + self._a
+                    first.append(r)
         if self._aborts:
             gone = {id(r) for r in self._aborts if self.scheduler.abort(r)}
             self._aborts.clear()

@@ -132,6 +132,7 @@ class Scheduler:
         if self.ready:  # remote KV arrived while the previous step ran: these decode from this step on
             for req in self.ready:
                 self._join_decode_set(req)
+            out.remote_joined.extend(self.ready)
             self.ready.clear()
 
         # 1. Decoding requests: one token each. Take this step's blocks first; preempt from the tail if short.
