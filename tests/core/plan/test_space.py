@@ -137,14 +137,45 @@ def test_the_naive_baseline_runs_the_checkpoint_as_shipped() -> None:
 
 
 
-def test_shared_gpu_groups_run_the_checkpoints_as_shipped_when_they_agree() -> None:
+def test_models_sharing_gpus_each_keep_their_checkpoint_precision() -> None:
+    """gpt-oss (mxfp4) beside Llama (bf16) on one GPU: each engine process loads its own checkpoint, so each model
+    is sized and timed at its own precision (it used to fall back to bf16 for the whole group)."""
     from gpuyield.core.catalog import default_catalog
-    from gpuyield.core.plan.placement import shared_precision
+    from gpuyield.core.perf import PerfModel
+    from gpuyield.core.plan.placement import ModelDemand, _multiplex_deployment, checkpoint_precisions
+    from gpuyield.core.sim.cluster import ReplicaSetup
+    from gpuyield.core.sim.deployment import EngineSpec
+    from gpuyield.core.sim.multiplex import build_multiplex
 
     cat = default_catalog()
-    assert shared_precision(cat, ["openai/gpt-oss-120b", "openai/gpt-oss-20b"]) == "mxfp4"
-    assert shared_precision(cat, ["deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3"]) == "fp8"
-    assert shared_precision(cat, ["openai/gpt-oss-120b", "meta-llama/Llama-3.1-8B"]) == "bf16"
+    demands = [ModelDemand("oss", "openai/gpt-oss-20b", 1, 1.0, 1, 1), ModelDemand("llama", "meta-llama/Llama-3.1-8B", 1, 1.0, 1, 1),
+               ModelDemand("r1", "deepseek-ai/DeepSeek-R1", 1, 1.0, 1, 1)]  # fmt: skip
+    precisions = checkpoint_precisions(cat, demands)
+    assert precisions == {"oss": "mxfp4", "llama": "bf16", "r1": "fp8"}
+    archs = {d.name: d.arch for d in demands}
+    dep = _multiplex_deployment([["oss", "llama"]], archs, "h100_sxm", 1, precisions, None, {}, {"oss": 1.0})
+    assert dep.multiplex is not None
+    group = dep.multiplex.groups[0]
+    assert [(m.name, m.weight_precision) for m in group.models] == [("oss", "mxfp4"), ("llama", "bf16")]  # type: ignore[union-attr]
+    _, _, info = build_multiplex(dep.multiplex, cat, EngineSpec, ReplicaSetup)
+    uniform = _multiplex_deployment([["oss", "llama"]], archs, "h100_sxm", 1, dict.fromkeys(archs, "bf16"), None, {},
+                                    {"oss": 1.0})  # fmt: skip
+    assert uniform.multiplex is not None
+    _, _, info16 = build_multiplex(uniform.multiplex, cat, EngineSpec, ReplicaSetup)
+    resident = {f["model"]: f["resident_gb"] for f in info[0]["footprints"]}
+    resident16 = {f["model"]: f["resident_gb"] for f in info16[0]["footprints"]}
+    h100 = cat.gpu("h100_sxm")
+    oss = cat.model("openai/gpt-oss-20b")
+    saved = (PerfModel.build(oss, h100, weight_precision="bf16").weights_bytes_per_gpu()
+             - PerfModel.build(oss, h100, weight_precision="mxfp4").weights_bytes_per_gpu()) / 1e9  # fmt: skip
+    assert saved > 20  # 21 B weights: 2 bytes vs about half a byte for the experts
+    # resident = weights + runtime reserve + the group's KV budget (which the smaller model leaves larger)
+    held = resident["oss"] - info[0]["kv_budget_gb_per_gpu"]
+    held16 = resident16["oss"] - info16[0]["kv_budget_gb_per_gpu"]
+    assert held16 - held == pytest.approx(saved, rel=1e-6)
+    assert resident["llama"] - info[0]["kv_budget_gb_per_gpu"] == pytest.approx(
+        resident16["llama"] - info16[0]["kv_budget_gb_per_gpu"], rel=1e-9
+    )
 
 
 def test_the_screen_credits_hybrid_prefix_hits_in_whole_granules() -> None:

@@ -47,7 +47,8 @@ class ModelDemand:
 class MultiModelPlan:
     gpu: str
     tp: int
-    weight_precision: str
+    weight_precision: str  # the models' common precision, or "per model: a fp8, b mxfp4"
+    weight_precisions: dict[str, str]  # model -> its weight precision
     demands: list[ModelDemand]
     dedicated_replicas: dict[str, int]  # model -> replicas (each tp GPUs)
     dedicated_summary: dict[str, dict[str, Any]]  # model -> its dedicated simulation summary (trimmed)
@@ -103,12 +104,12 @@ def _trim(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keep}
 
 
-def shared_precision(catalog: Any, archs: list[str]) -> str:
-    """The weight precision one group of ``archs`` runs at: their checkpoints' own when they share it, else bf16."""
+def checkpoint_precisions(catalog: Any, demands: list[ModelDemand]) -> dict[str, str]:
+    """Each model's weight precision as its checkpoint ships (gpt-oss mxfp4, DeepSeek fp8, Llama bf16): models
+    sharing GPUs each keep their own (an engine process per model)."""
     from gpuyield.core.plan.space import planner_precision
 
-    natives = {planner_precision(catalog.model(a).native_dtype) for a in archs}
-    return natives.pop() if len(natives) == 1 else "bf16"
+    return {d.name: planner_precision(catalog.model(d.arch).native_dtype) for d in demands}
 
 
 def plan_multi_model(
@@ -128,8 +129,8 @@ def plan_multi_model(
 ) -> MultiModelPlan:
     """Dedicated baseline, then the fewest shared groups that meet the SLO (see the module docstring).
 
-    ``weight_precision`` None: the models' checkpoints as shipped when they share a precision (gpt-oss models at
-    mxfp4, DeepSeek models at fp8), else bf16 (one precision serves every group)."""
+    ``weight_precision`` None: each model at its checkpoint's precision as shipped (gpt-oss mxfp4, DeepSeek fp8,
+    Llama bf16), also where they share GPUs (each runs its own engine process); else every model at it."""
     from gpuyield.core.perf import PerfModel
 
     g = catalog.gpu(gpu)
@@ -153,23 +154,27 @@ def plan_multi_model(
     if not demands:
         raise ConfigError("the workload has no requests")
     if weight_precision is None:
-        weight_precision = shared_precision(catalog, [d.arch for d in demands])
+        precisions = checkpoint_precisions(catalog, demands)
+    else:
+        precisions = {d.name: weight_precision for d in demands}
+    kinds = sorted(set(precisions.values()))
+    precision_label = kinds[0] if len(kinds) == 1 else "per model: " + ", ".join(f"{k} {v}" for k, v in precisions.items())
     # smallest TP that fits every model (one TP for all groups keeps groups interchangeable)
     tp = 1
     while True:
-        ok = all(PerfModel.build(catalog.model(d.arch), g, tp=tp, weight_precision=weight_precision,
+        ok = all(PerfModel.build(catalog.model(d.arch), g, tp=tp, weight_precision=precisions[d.name],
                                  calibration=calibration).memory().fits for d in demands)  # fmt: skip
         if ok:
             break
         tp *= 2
         if tp > g.gpus_per_node:
-            raise DoesNotFitError(f"the models do not all fit on {g.gpus_per_node} x {g.id} with {weight_precision} weights")
+            raise DoesNotFitError(f"the models do not all fit on {g.gpus_per_node} x {g.id} with {precision_label} weights")
     eng = dict(engine or {})
 
     def dedicated(d: ModelDemand, replicas: int) -> Deployment:
         return parse_deployment({"name": f"dedicated-{d.name}", "pools": [{
             "name": "dedicated", "replicas": replicas, "gpu": g.id, "model": d.arch, "served_model_names": [d.name],
-            "tp": tp, "weight_precision": weight_precision, "engine": eng}],
+            "tp": tp, "weight_precision": precisions[d.name], "engine": eng}],
             "router": {"policy": "least_outstanding"}})  # fmt: skip
 
     dedicated_replicas: dict[str, int] = {}
@@ -199,7 +204,7 @@ def plan_multi_model(
     best: tuple[list[list[str]], Deployment, dict[str, Any]] | None = None
     for n_groups in range(lower, n_dedicated + 1):
         placement = lpt_placement(loads, n_groups, copy_utilisation)
-        dep = _multiplex_deployment(placement, archs, g.id, tp, weight_precision, idle_sleep_s, eng, loads)
+        dep = _multiplex_deployment(placement, archs, g.id, tp, precisions, idle_sleep_s, eng, loads)
         try:
             s = simulate_fn(dep, workload)
         except DoesNotFitError as exc:
@@ -213,10 +218,11 @@ def plan_multi_model(
             break
     if best is None:  # sharing never beats dedicated GPUs at this SLO: the dedicated fleet is the plan
         placement = [[d.name] for d in demands for _ in range(dedicated_replicas[d.name])]
-        dep = _multiplex_deployment(placement, archs, g.id, tp, weight_precision, None, eng, loads, all_awake=True)
+        dep = _multiplex_deployment(placement, archs, g.id, tp, precisions, None, eng, loads, all_awake=True)
         best = (placement, dep, simulate_fn(dep, workload))
     return MultiModelPlan(
-        gpu=g.id, tp=tp, weight_precision=weight_precision, demands=demands, dedicated_replicas=dedicated_replicas,
+        gpu=g.id, tp=tp, weight_precision=precision_label, weight_precisions=precisions, demands=demands,
+        dedicated_replicas=dedicated_replicas,
         dedicated_summary=dedicated_summary, loads=loads, placement=best[0], deployment=best[1], summary=best[2],
         attempts=attempts,
     )
@@ -227,7 +233,7 @@ def _multiplex_deployment(
     archs: dict[str, str],
     gpu: str,
     tp: int,
-    precision: str,
+    precisions: dict[str, str],
     idle_sleep_s: float | None,
     engine: dict[str, Any],
     loads: dict[str, float],
@@ -237,9 +243,12 @@ def _multiplex_deployment(
     groups = []
     for k, models in enumerate(placement):
         hottest = max(models, key=lambda m: loads.get(m, 0.0))
+        # the group's precision is its models' most common one; each model states its own
+        kinds = [precisions[m] for m in models]
         groups.append({
-            "name": f"group{k}", "gpu": gpu, "tp": tp, "replicas": 1, "weight_precision": precision,
-            "models": [{"name": m, "model": archs[m]} for m in models],
+            "name": f"group{k}", "gpu": gpu, "tp": tp, "replicas": 1,
+            "weight_precision": max(sorted(set(kinds)), key=kinds.count),
+            "models": [{"name": m, "model": archs[m], "weight_precision": precisions[m]} for m in models],
             "initially_awake": list(models) if all_awake else [hottest], "idle_sleep_s": idle_sleep_s,
             "engine": engine,
         })  # fmt: skip

@@ -58,6 +58,9 @@ class ModelRef(BaseModel):
 
     name: str = Field(min_length=1, description="the name requests use")
     model: str = Field(min_length=1, description="catalogue model id or alias (the architecture)")
+    weight_precision: str | None = Field(
+        default=None, description="this model's weight precision (its checkpoint's); None: the group's"
+    )
 
 
 class MultiplexGroupSpec(BaseModel):
@@ -304,8 +307,9 @@ def build_multiplex(
         labels = [m.id if isinstance(ref, str) else ref.name for ref, m in zip(g.models, models, strict=True)]
         perfs = []
         plans = []
-        for m in models:
-            perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=g.weight_precision, kv_dtype=g.kv_dtype,
+        for ref, m in zip(g.models, models, strict=True):
+            prec = (ref.weight_precision if isinstance(ref, ModelRef) else None) or g.weight_precision
+            perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=prec, kv_dtype=g.kv_dtype,
                                    engine=cfg.family, calibration=calibration)  # fmt: skip
             plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
             perfs.append(perf)

@@ -115,6 +115,7 @@ def multi_model_document(plan: MultiModelPlan, price: dict[str, Any], **run: Any
         "gpu": plan.gpu,
         "tp": plan.tp,
         "weight_precision": plan.weight_precision,
+        "weight_precisions": plan.weight_precisions,
         "run": run,
         "demand": [asdict(d) for d in plan.demands],
         "dedicated": {
