@@ -506,8 +506,25 @@ def test_nvfp4_release_keeps_what_its_quantisation_config_leaves_out():
           "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float", "group_size": 16}}},
           "ignore": ["lm_head"] + [f"model.layers.{i}.self_attn*" for i in range(61)]}
     assert dict(load_hf_config(DEEPSEEK_V3 | {"quantization_config": ct}).nvfp4_kept) == {"attention": "bf16"}
+    # llm-compressor writes regular expressions
+    regex = ct | {"ignore": ["lm_head", "re:.*self_attn.*"]}
+    assert dict(load_hf_config(DEEPSEEK_V3 | {"quantization_config": regex}).nvfp4_kept) == {"attention": "bf16"}
     # other checkpoints keep nothing apart
     assert load_hf_config(DEEPSEEK_V3 | {"quantization_config": {"quant_method": "fp8"}}).nvfp4_kept == ()
+
+
+def test_a_kept_matrix_counts_only_the_layers_that_hold_it():
+    """A hybrid of 3 Gated DeltaNet layers to 1 full-attention layer: excluding self_attn in layers 0-3 keeps one
+    of its 4 full-attention layers' projections, not all of them (the linear layers hold no self_attn)."""
+    cfg = {**LLAMA_8B, "model_type": "qwen3_5_text", "num_hidden_layers": 16,
+           "layer_types": (["linear_attention"] * 3 + ["full_attention"]) * 4, "linear_num_key_heads": 16,
+           "linear_num_value_heads": 32, "linear_key_head_dim": 128, "linear_value_head_dim": 128}
+    quant = {"quant_method": "modelopt", "quant_algo": "NVFP4",
+             "exclude_modules": [f"model.layers.{i}.self_attn*" for i in range(4)]}
+    assert load_hf_config(cfg | {"quantization_config": quant}).nvfp4_kept == ()
+    every = quant | {"exclude_modules": [f"model.layers.{i}.self_attn*" for i in (3, 7, 11, 15)]}
+    spec = load_hf_config(cfg | {"quantization_config": every})
+    assert dict(spec.nvfp4_kept) == {"qkv_proj": "bf16", "o_proj": "bf16"}
 
 
 def test_nvfp4_mixed_precision_export_keeps_fp8_attention_and_what_it_does_not_name():

@@ -188,6 +188,10 @@ def test_disaggregated_decode_admission_wait_lands_in_ttft_and_unknown_counts_ad
     # closed loop: every client is somewhere in its cycle (Little's law), and with every seat busy the replica
     # serves cap requests per seat-holding time
     assert known.request_rate_per_s * known.e2e_ms / 1e3 == pytest.approx(2 * cap, rel=1e-6)
+    # more clients than seats but a long prefill before each seat: no wait, every client still cycles
+    long = estimate_disaggregated(pre, dec, 8192, 64, cap + cap // 8, num_prefill=1, num_decode=1)
+    assert long.queue_wait_ms == 0
+    assert long.request_rate_per_s * long.e2e_ms / 1e3 == pytest.approx(cap + cap // 8, rel=1e-6)
     one = estimate_disaggregated(pre, dec, 1024, 1024, cap, num_prefill=4, num_decode=1)
     assert one.queue_wait_ms == 0 and known.ttft_ms > one.ttft_ms + known.queue_wait_ms * 0.99
     unknown = estimate_disaggregated(pre, dec, 1024, 1024, 2 * cap, num_prefill=None, num_decode=None)

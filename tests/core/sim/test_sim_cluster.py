@@ -211,4 +211,4 @@ def test_pd_first_token_waits_for_a_decode_seat_and_tpot_is_the_decode_step() ->
     assert np.all(first[2:] < finish[:-2] + 3 * step)
     assert first[0] > model.step_time_s(1000, 1000 * 500.0, 0, 0)  # its prefill and one decode step
     tpot = (rec.finish_s - rec.first_token_s) / 49
-    assert np.all(np.abs(tpot - step) < 0.2 * step)
+    assert np.all(np.abs(tpot - step) < 0.05 * step)

@@ -613,6 +613,33 @@ _LAYER_PREFIXES = ("model.layers", "model.language_model.layers", "language_mode
 _FP8_ALGOS = {"fp8": "fp8", "mxfp8": "fp8", "fp8_pb_wo": "fp8", "fp8_block": "fp8", "int8": "int8"}
 
 
+_LINEAR_MATRICES = frozenset({"in_proj_qkvz", "in_proj_ba", "out_proj", "in_proj"})
+
+
+def _holds(spec: ModelSpec, gemm: Any, layer: int) -> bool:
+    """Whether decoder layer ``layer`` of ``spec`` holds the non-expert matrix ``gemm``."""
+    kind = spec.layer_kind(layer)
+    if gemm.group == "mlp":
+        return spec.has_mlp(layer) and not spec.is_moe_layer(layer)
+    if gemm.group == "moe_shared":
+        return spec.is_moe_layer(layer)
+    if gemm.name in _LINEAR_MATRICES:
+        return kind == "linear_attention"
+    if gemm.name.startswith("full_"):
+        return kind == "full_attention"
+    if kind in ("linear_attention", "none"):
+        return False
+    # a model whose full-attention layers are shaped apart (Gemma 4) names their matrices full_*
+    return not (spec.full_attention_shaped_apart and kind == "full_attention")
+
+
+def _module_patterns(patterns: list[str]) -> re.Pattern[str] | None:
+    """ModelOpt's ``exclude_modules`` globs and compressed-tensors' ``ignore`` names (``re:``-prefixed entries are
+    regular expressions, as llm-compressor writes them) as one expression."""
+    parts = [p[3:] if p.startswith("re:") else fnmatch.translate(p) for p in patterns]
+    return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else None
+
+
 def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
     """Which of ``spec``'s non-expert matrices a 4-bit float checkpoint leaves out of its 4-bit quantisation, and
     the dtype it holds them at (``ModelSpec.nvfp4_kept``), from its ``quantization_config`` (or ModelOpt's
@@ -621,8 +648,10 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
     ModelOpt lists the modules it leaves alone in ``exclude_modules`` (globs; compressed-tensors: ``ignore``), held
     at the checkpoint's 16-bit dtype; a ``MIXED_PRECISION`` export names each quantised module's format in
     ``quantized_layers`` (FP8 attention beside NVFP4 MLPs), and leaves any module it does not name in 16 bits. A
-    matrix counts as kept when it is kept in every decoder layer that holds it (NVIDIA's Nemotron-3-Nano keeps 6
-    of its 23 Mamba layers' projections in 16 bits: not represented). Empty for other checkpoints."""
+    matrix counts as kept when every decoder layer that holds it keeps it alike (NVIDIA's Nemotron-3-Nano keeps 6
+    of its 23 Mamba layers' projections in 16 bits: not represented). Empty for other checkpoints. Excluded
+    modules are taken as bf16 (an export from an fp8 base, such as DeepSeek-V4's, may hold them at fp8: give the
+    catalogue entry's ``nvfp4_kept`` by hand then)."""
     if not isinstance(quant, Mapping) or spec.native_dtype != "nvfp4":
         return {}
     excluded = [str(p) for p in (quant.get("exclude_modules") or quant.get("ignore") or ()) if isinstance(p, str)]
@@ -634,8 +663,7 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
             layers_q[str(name)] = algo
     if not excluded and not layers_q:
         return {}
-    # the globs as one regular expression (a release lists hundreds, one a layer and module)
-    excluded_re = re.compile("|".join(fnmatch.translate(p) for p in excluded)) if excluded else None
+    excluded_re = _module_patterns(excluded)  # a release lists hundreds, one a layer and module
     table = dict(_HF_MODULES)
     if spec.architecture.startswith("gemma4"):
         table.update(_HF_MODULES_GEMMA4)
@@ -650,47 +678,44 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
                 return algo
         return None
 
-    def layer_dtype(names: list[str], kin: list[str]) -> tuple[bool, str | None]:
-        """(whether the lists show this layer holding the matrix, the dtype it is kept at; None: 4-bit). ``names``:
-        the matrix's possible module names in the layer, ``kin``: those of its group's other matrices."""
+    def kept_dtype(names: list[str], kin: list[str]) -> str | None:
+        """The dtype a layer keeps a matrix at (None: quantised to 4 bits), from the module names it may go by
+        and those of its group's other matrices in the same module (``kin``)."""
         if excluded_re is not None and any(excluded_re.match(n) for n in names):
-            return True, "bf16"
+            return "bf16"
         if not mixed:
-            return True, None
+            return None
         for n in names:
             algo = listed(n)
             if algo is not None:
-                return True, _FP8_ALGOS.get(algo)
-        # not named, but a matrix of its group in this layer is: the layer holds it, unquantised
-        if any(listed(n) is not None for n in kin):
-            return True, "bf16"
-        return False, None
+                return _FP8_ALGOS.get(algo)
+        # a mixed-precision export leaves unquantised what it does not name beside what it does (Qwen3.6's
+        # in_proj_a/b beside its FP8 in_proj_qkv); a module it names nothing of may go by a name not read here
+        return "bf16" if any(listed(k) is not None for k in kin) else None
 
-    out: dict[str, str] = {}
+    # the layer prefix: in a mixed export the one most of its quantized_layers use, else any the patterns match
     prefixes: tuple[str, ...] = _LAYER_PREFIXES
-    if layers_q:  # the checkpoint's own layer prefix, where quantized_layers gives it
-        m = re.match(r"(.*?)\.\d+\.", next(iter(layers_q)))
-        if m:
-            prefixes = (m.group(1),)
+    if layers_q:
+        found_prefixes = [m.group(1) for m in (re.match(r"(.*?)\.\d+\.", n) for n in layers_q) if m]
+        if found_prefixes:
+            prefixes = (max(sorted(set(found_prefixes)), key=found_prefixes.count),)
+    out: dict[str, str] = {}
     for g in spec.gemm_shapes:
         if g.group in ("moe_expert", "lm_head", "router") or g.precision is not None or g.name not in table:
             continue
-        # its group's other matrices in the same module (self_attn, linear_attn, mixer, mlp)
+        holding = [i for i in range(spec.num_layers) if _holds(spec, g, i)]
+        if len(holding) != g.num_layers:  # a layout this reading does not know: leave the matrix quantised
+            continue
         heads = {mod.split(".", 1)[0] for mod in table[g.name]}
-        kin_modules = [mod for h in spec.gemm_shapes if h.group == g.group and h.name != g.name
-                       for mod in table.get(h.name, ()) if mod.split(".", 1)[0] in heads]  # fmt: skip
+        kin = [mod for h in spec.gemm_shapes if h.group == g.group and h.name != g.name
+               for mod in table.get(h.name, ()) if mod.split(".", 1)[0] in heads]  # fmt: skip
         for prefix in prefixes:
-            seen: list[str | None] = []
-            for layer in range(spec.num_layers):
-                held, dtype = layer_dtype(
-                    [f"{prefix}.{layer}.{mod}" for mod in table[g.name]],
-                    [f"{prefix}.{layer}.{mod}" for mod in kin_modules],
-                )
-                if held and (mixed or dtype is not None):
-                    seen.append(dtype)
-            kinds = set(seen)
-            if len(kinds) == 1 and None not in kinds and len(seen) >= g.num_layers:
-                out[g.name] = str(seen[0])
+            found = {
+                kept_dtype([f"{prefix}.{i}.{mod}" for mod in table[g.name]], [f"{prefix}.{i}.{mod}" for mod in kin])
+                for i in holding
+            }
+            if len(found) == 1 and None not in found:
+                out[g.name] = str(found.pop())
                 break
     # a group every matrix of which is kept is written as the group, at its most common dtype (others by name)
     for group in {g.group for g in spec.gemm_shapes}:

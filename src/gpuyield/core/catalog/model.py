@@ -107,6 +107,10 @@ def kv_element_bytes(kv_dtype: str) -> float:
     return BYTES_PER_KV_ELEMENT[key]
 
 
+# dtypes a 4-bit release holds the matrices it does not quantise at
+_KEPT_DTYPES = ("bf16", "fp16", "fp8", "int8")
+
+
 def bytes_per_weight(precision: str) -> float:
     """Bytes per weight element at ``precision`` (``bf16``, ``fp8``, ``fp4``/``nvfp4``, ``mxfp4``, ``int4``)."""
     key = precision.strip().lower()
@@ -342,16 +346,18 @@ class ModelSpec(BaseModel):
                     f"({self.full_attention_kv_heads})"
                 )
         if self.nvfp4_kept:
-            known = {g.name for g in self.gemm_shapes} | {g.group for g in self.gemm_shapes}
+            # routed experts are what an NVFP4 release quantises; the LM head and routers are 16-bit anyway
+            held = [g for g in self.gemm_shapes if g.group not in ("moe_expert", "lm_head", "router")]
+            known = {g.name for g in held} | {g.group for g in held}
             for what, dtype in self.nvfp4_kept:
-                if what not in known or what == "moe_expert":
+                if what not in known:
                     raise ValueError(
-                        f"nvfp4_kept: '{what}' is not a matrix or non-expert group of this model "
-                        f"(expected one of {', '.join(sorted(known - {'moe_expert'}))})"
+                        f"nvfp4_kept: '{what}' is not a non-expert matrix or group of this model "
+                        f"(expected one of {', '.join(sorted(known))})"
                     )
-                if dtype not in WEIGHT_PRECISIONS:
+                if dtype not in _KEPT_DTYPES:
                     raise ValueError(
-                        f"nvfp4_kept.{what}: unknown dtype '{dtype}'; expected one of {', '.join(WEIGHT_PRECISIONS)}"
+                        f"nvfp4_kept.{what}: unknown dtype '{dtype}'; expected one of {', '.join(_KEPT_DTYPES)}"
                     )
         return self
 

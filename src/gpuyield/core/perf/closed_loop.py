@@ -268,34 +268,29 @@ def estimate_disaggregated(
         + prefill.engine_coeffs.ttft_sync_weight * (c - 1) / 2.0 * isl / (np_ * tok_per_s) * nd
     )
     ttft = wall + transfer + wait
-    lifetime = ttft + (osl - 1) * tpot
-    rate = n * nd / lifetime
     # The client streams from the decode engine (vLLM's proxy, SGLang's router and TRT-LLM's disaggregated
     # server forward its stream), so the first token arrives with the request's first decode step, after the KV
     # transfer; requests beyond the decode pool's admission limit wait for a seat before that, so the wait is in
     # TTFT too, not TPOT (TRT-LLM sweeps measured just past workers x batch show it: TTFT jumps, TPOT stays).
     ttft += t_dec
     overhead = prefill.first_token_overhead_s + prefill.engine_coeffs.ttft_per_seq_s * (c - 1)
-    lifetime = ttft + (osl - 1) * tpot
-    rate = n * nd / lifetime
-    queue_wait = 0.0
-    if c > n and osl > 1:
-        # closed loop of c clients a decode replica: each holds a seat from its transfer to its last token (S) and
-        # spends B before it (prefill, its queue, the first-token overhead); with every seat busy the replica
-        # serves n / S requests a second, so by Little's law c = (n / S) (B + w + S): the wait is c S / n - B - S
-        seat = transfer + t_dec + (osl - 1) * tpot
-        queue_wait = max(0.0, c * seat / n - (ttft - transfer - t_dec + overhead) - seat)
-        if queue_wait > 0:
-            ttft += queue_wait
-            rate = n * nd / seat
-    ttft += overhead
+    # closed loop of c clients a decode replica: each holds a decode seat from its transfer to its last token (S)
+    # and spends B before it (prefill, its queue, the first-token overhead). With every seat busy the replica
+    # serves n / S requests a second, so by Little's law c = (n / S) (B + w + S) and the wait for a seat is
+    # w = c S / n - B - S; with seats to spare (w <= 0) each client simply cycles in B + S.
+    seat = transfer + t_dec + (osl - 1) * tpot
+    before = ttft - transfer - t_dec + overhead
+    queue_wait = max(0.0, c * seat / n - before - seat) if c > n and osl > 1 else 0.0
+    ttft += queue_wait + overhead
+    e2e = ttft + (osl - 1) * tpot
+    rate = nd * min(n / seat, c / e2e)
     notes = list(decode.notes) + _context_notes(decode, isl, osl)
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")
     return ClosedLoopResult(
         ttft_ms=ttft * 1e3,
         tpot_ms=tpot * 1e3,
-        e2e_ms=(ttft + (osl - 1) * tpot) * 1e3,
+        e2e_ms=e2e * 1e3,
         throughput_tok_s=rate * osl,
         request_rate_per_s=rate,
         concurrency=concurrency,

@@ -104,12 +104,14 @@ def _trim(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keep}
 
 
-def checkpoint_precisions(catalog: Any, demands: list[ModelDemand]) -> dict[str, str]:
+def checkpoint_precisions(catalog: Any, demands: list[ModelDemand], lower: bool = False) -> dict[str, str]:
     """Each model's weight precision as its checkpoint ships (gpt-oss mxfp4, DeepSeek fp8, Llama bf16): models
-    sharing GPUs each keep their own (an engine process per model)."""
+    sharing GPUs each keep their own (an engine process per model). ``lower`` (the quality flag): 16-bit
+    checkpoints are quantised to fp8, as ``plan`` does; 8- and 4-bit ones keep theirs."""
     from gpuyield.core.plan.space import planner_precision
 
-    return {d.name: planner_precision(catalog.model(d.arch).native_dtype) for d in demands}
+    out = {d.name: planner_precision(catalog.model(d.arch).native_dtype) for d in demands}
+    return {k: "fp8" if lower and v == "bf16" else v for k, v in out.items()}
 
 
 def plan_multi_model(
@@ -126,11 +128,13 @@ def plan_multi_model(
     engine: dict[str, Any] | None = None,
     archs_by_label: dict[str, str] | None = None,
     calibration: Any = None,
+    allow_lower_precision: bool = False,
 ) -> MultiModelPlan:
     """Dedicated baseline, then the fewest shared groups that meet the SLO (see the module docstring).
 
     ``weight_precision`` None: each model at its checkpoint's precision as shipped (gpt-oss mxfp4, DeepSeek fp8,
-    Llama bf16), also where they share GPUs (each runs its own engine process); else every model at it."""
+    Llama bf16), also where they share GPUs (each runs its own engine process), 16-bit ones at fp8 with
+    ``allow_lower_precision``; else every model at ``weight_precision``."""
     from gpuyield.core.perf import PerfModel
 
     g = catalog.gpu(gpu)
@@ -154,7 +158,7 @@ def plan_multi_model(
     if not demands:
         raise ConfigError("the workload has no requests")
     if weight_precision is None:
-        precisions = checkpoint_precisions(catalog, demands)
+        precisions = checkpoint_precisions(catalog, demands, lower=allow_lower_precision)
     else:
         precisions = {d.name: weight_precision for d in demands}
     kinds = sorted(set(precisions.values()))

@@ -59,7 +59,7 @@ class ModelRef(BaseModel):
     name: str = Field(min_length=1, description="the name requests use")
     model: str = Field(min_length=1, description="catalogue model id or alias (the architecture)")
     weight_precision: str | None = Field(
-        default=None, description="this model's weight precision (its checkpoint's); None: the group's"
+        default=None, min_length=1, description="this model's weight precision (its checkpoint's); None: the group's"
     )
 
 
@@ -309,8 +309,11 @@ def build_multiplex(
         plans = []
         for ref, m in zip(g.models, models, strict=True):
             prec = (ref.weight_precision if isinstance(ref, ModelRef) else None) or g.weight_precision
-            perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=prec, kv_dtype=g.kv_dtype,
-                                   engine=cfg.family, calibration=calibration)  # fmt: skip
+            try:
+                perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=prec, kv_dtype=g.kv_dtype,
+                                       engine=cfg.family, calibration=calibration)  # fmt: skip
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.models[{m.id}]: {exc}") from None
             plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
             perfs.append(perf)
             plans.append(plan)

@@ -407,7 +407,7 @@ def register(app: typer.Typer) -> None:
                 gpu_first = next((g.strip() for g in gpus.split(",") if g.strip()), "h100_sxm")
                 mdoc = run_multi_model_plan(
                     workload=workload, slo=slo, out=out, gpu=gpu_first, rate_scale=rate_scale,
-                    models_from_tenants=models_from_tenants, weight_precision="fp8" if allow_lower_precision else None,
+                    models_from_tenants=models_from_tenants, allow_lower_precision=allow_lower_precision,
                     idle_sleep_s=idle_sleep_s, seed=seed, start_s=start_s, duration_s=duration_s, catalog_files=catalog,
                     calibration=calibration,
                 )

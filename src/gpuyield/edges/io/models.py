@@ -64,7 +64,7 @@ def load_hf_config_file(path: str | Path) -> ModelSpec:
         raise CatalogError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except OSError as exc:
         raise CatalogError(f"{p}: cannot be read ({exc.strerror})") from None
-    if isinstance(data, dict) and "quantization_config" not in data:
+    if p.name == "config.json" and isinstance(data, dict) and "quantization_config" not in data:
         # NVIDIA ModelOpt exports describe their quantisation in hf_quant_config.json beside config.json
         quant = _read_hf_quant_config(p.parent / "hf_quant_config.json")
         if quant is not None:

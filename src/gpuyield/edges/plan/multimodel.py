@@ -27,6 +27,7 @@ def run_multi_model_plan(
     rate_scale: float = 1.0,
     models_from_tenants: str | None = None,
     weight_precision: str | None = None,
+    allow_lower_precision: bool = False,
     idle_sleep_s: float | None = 120.0,
     seed: int = 0,
     start_s: float = 0.0,
@@ -82,7 +83,7 @@ def run_multi_model_plan(
         return simulate(dep, wl, catalog, seed=seed, slo=sim_slo, calibration=cal).summary
 
     plan = plan_multi_model(w, catalog, gpu, sim, weight_precision=weight_precision, idle_sleep_s=idle_sleep_s,
-                            archs_by_label=archs, calibration=cal)
+                            archs_by_label=archs, calibration=cal, allow_lower_precision=allow_lower_precision)
     try:
         price = catalog.gpu_price(plan.gpu)
         price_info = {"usd_per_gpu_hour": float(price.usd_per_gpu_hour), "source": f"{price.provider} {price.tier}",
