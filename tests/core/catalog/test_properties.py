@@ -73,7 +73,12 @@ def test_kv_monotone_in_context(spec: ModelSpec, a: int, b: int) -> None:
 @settings(max_examples=40, deadline=None)
 @given(specs())
 def test_weight_bytes_order_and_copy(spec: ModelSpec) -> None:
-    assert spec.weight_bytes("int4") < spec.weight_bytes("fp8") < spec.weight_bytes("bf16") < spec.weight_bytes("fp32")
+    assert spec.weight_bytes("fp8") < spec.weight_bytes("bf16") < spec.weight_bytes("fp32")
+    # a MoE model's int4 release keeps attention 16-bit (ModelSpec.bytes_per_weight_of): below bf16, and below fp8
+    # only where the experts outweigh attention, as in every real MoE model
+    assert spec.weight_bytes("int4") < spec.weight_bytes("bf16")
+    if not spec.is_moe:
+        assert spec.weight_bytes("int4") < spec.weight_bytes("fp8")
     bigger = spec.model_copy(update={"num_layers": spec.num_layers + 1})
     assert bigger.params_total > spec.params_total
     assert bigger.kv_bytes_for_context(100) >= spec.kv_bytes_for_context(100)

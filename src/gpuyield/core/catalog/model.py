@@ -942,46 +942,44 @@ class ModelSpec(BaseModel):
         return self.kv_bytes_for_context(context_tokens, kv_dtype) / context_tokens
 
     # ----------------------------------------------------------------- weights
-    def weight_bytes(self, precision: str | None = None, *, attention_precision: str | None = None) -> float:
-        """Bytes of weights at ``precision`` (default: the checkpoint's ``native_dtype``).
+    def bytes_per_weight_of(self, gemm: GemmShape, precision: str) -> float:
+        """Bytes one weight of ``gemm`` takes in a deployment at weight ``precision``: the one rule the memory
+        model, the step model (``PerfModel``) and :meth:`weight_bytes` share.
 
-        ``precision`` applies to the linear layers inside the decoder layers (attention, MLP, experts);
-        ``attention_precision`` overrides it for attention projections (gpt-oss keeps attention in bf16
-        while experts are mxfp4). Embeddings, LM head, norms, routers, biases and convolutions stay 16-bit,
-        as engines keep them.
-        """
+        A matrix pinned to a precision (``GemmShape.precision``) keeps it; the LM head and routers stay 16-bit;
+        routed experts take ``precision``. Of the rest: at fp4/nvfp4 what the model's NVFP4 release leaves out of
+        its quantisation keeps its dtype (``nvfp4_kept``); gpt-oss keeps attention 16-bit (its checkpoint
+        quantises the experts only); an mxfp4 checkpoint (gpt-oss, Kimi-K3, DeepSeek-V4) run at a 4-bit precision
+        keeps everything but its routed experts at ``native_dense_dtype`` (16-bit when unset); a MoE model's int4
+        release keeps attention 16-bit (Kimi-K2's quantises the experts, a dense model's AWQ/GPTQ every linear
+        layer); else ``precision``."""
+        if gemm.precision is not None:
+            return bytes_per_weight(gemm.precision)
+        if gemm.group in ("lm_head", "router"):
+            return 2.0
+        if gemm.group == "moe_expert":
+            return bytes_per_weight(precision)
+        key = precision.strip().lower()
+        kept = self.nvfp4_kept_dtype(gemm, key)
+        if kept is not None:
+            return bytes_per_weight(kept)
+        if gemm.group == "attention" and self.architecture == "gpt_oss":
+            return 2.0
+        if self.native_dtype == "mxfp4" and key in ("mxfp4", "fp4", "nvfp4"):
+            return bytes_per_weight(self.native_dense_dtype or "bf16")
+        if gemm.group == "attention" and key == "int4" and self.is_moe:
+            return 2.0
+        return bytes_per_weight(key)
+
+    def weight_bytes(self, precision: str | None = None) -> float:
+        """Bytes of weights at ``precision`` (default: the checkpoint's ``native_dtype``), each matrix at
+        :meth:`bytes_per_weight_of`; embeddings, norms, biases and convolutions 16-bit, as engines keep them."""
         prec = precision or self.native_dtype
-        linear = bytes_per_weight(prec)
-        attn = bytes_per_weight(attention_precision) if attention_precision else linear
-        if precision is None and self.architecture == "gpt_oss" and attention_precision is None:
-            attn = 2.0  # the gpt-oss checkpoint quantises only the experts
-        # an mxfp4 checkpoint (gpt-oss, Kimi-K3, DeepSeek-V4) quantises the routed experts only: the rest stays
-        # 16-bit, or at native_dense_dtype (DeepSeek-V4: fp8)
-        dense = linear
-        if precision is None and self.native_dtype == "mxfp4":
-            dense = bytes_per_weight(self.native_dense_dtype or "bf16")
-            if attention_precision is None:
-                attn = dense
         total = 0.0
         for g in self.gemm_shapes:
-            if g.precision is not None:
-                total += g.params * bytes_per_weight(g.precision)
+            if g.group == "lm_head" and self.tie_word_embeddings:
                 continue
-            kept = self.nvfp4_kept_dtype(g, prec) if attention_precision is None else None
-            if kept is not None and g.group not in ("lm_head", "router"):
-                total += g.params * bytes_per_weight(kept)
-                continue
-            if g.group == "lm_head":
-                if not self.tie_word_embeddings:
-                    total += g.params * 2.0
-            elif g.group == "router":
-                total += g.params * 2.0
-            elif g.group == "attention":
-                total += g.params * attn
-            elif g.group in ("mlp", "moe_shared"):
-                total += g.params * dense
-            else:
-                total += g.params * linear
+            total += g.params * self.bytes_per_weight_of(g, prec)
         return total + sum(self._small_params.values()) * 2.0
 
     def weight_gb(self, precision: str | None = None) -> float:

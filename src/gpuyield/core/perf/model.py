@@ -14,7 +14,6 @@ per-step, per-layer and per-sequence overhead (scheduler, launch gaps, sampling)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -446,7 +445,6 @@ class PerfModel:
         if bw <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
         wb = _WEIGHT_BYTES[self.weight_precision]
-        dense_groups = self._dense_group_bytes()
 
         dense_flops = 0.0
         dense_bytes = 0.0
@@ -459,7 +457,7 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 continue
-            elem = self._weight_elem_bytes(s, wb, dense_groups)
+            elem = self._weight_elem_bytes(s)
             p = s.n * s.k * s.num_layers
             # replicated matrices (engines' ReplicatedLinear): every GPU holds and runs them whole
             split = 1 if s.replicated else tp
@@ -805,14 +803,13 @@ class PerfModel:
         m = self.model
         wb = _WEIGHT_BYTES[self.weight_precision]
         stage = self.expert_gpus
-        dense_groups = self._dense_group_bytes()
         total = 0.0
         for s in m.gemm_shapes:
             p = float(s.n * s.k * s.num_layers * s.num_experts)
             if s.group == "moe_expert":
                 total += p * wb / stage
             elif not (s.group == "lm_head" and m.tie_word_embeddings):
-                total += p * self._weight_elem_bytes(s, wb, dense_groups) / (1 if s.replicated else self.tp)
+                total += p * self._weight_elem_bytes(s) / (1 if s.replicated else self.tp)
         total += m.vocab_size * m.hidden_size * 2.0 / self.tp  # embeddings (vocab-parallel)
         return total / self.pp
 
@@ -919,38 +916,10 @@ class PerfModel:
             hybrid_block_tokens=hybrid_block,
         )
 
-    def _weight_elem_bytes(self, s: Any, wb: float, dense_groups: Mapping[str, float]) -> float:
-        """Bytes per weight of the non-expert matrix ``s``: its engine-pinned precision; 16 bits for the LM head
-        and router; at fp4/nvfp4, the dtype the model's 4-bit float release keeps it at (``nvfp4_kept``); the
-        checkpoint's own for the groups a quantised checkpoint holds apart (``_dense_group_bytes``);
-        16-bit attention under int4 (engines quantise the experts only); else the deployment's ``wb``."""
-        if s.precision is not None:
-            return _WEIGHT_BYTES.get(s.precision, 2.0)
-        if s.group in ("lm_head", "router"):
-            return 2.0
-        kept = self.model.nvfp4_kept_dtype(s, self.weight_precision)
-        if kept is not None:  # what a 4-bit float release leaves out of its quantisation
-            return _WEIGHT_BYTES.get(kept, 2.0)
-        if s.group in dense_groups:
-            return dense_groups[s.group]
-        if s.group == "attention" and self.weight_precision == "int4":
-            return 2.0
-        return wb
-
-    def _dense_group_bytes(self) -> dict[str, float]:
-        """Bytes per weight of the groups a quantised checkpoint holds apart from its routed experts: gpt-oss its
-        attention in 16 bits; an mxfp4 checkpoint run at a 4-bit precision (gpt-oss, Kimi-K3, whose quantisation
-        ignores ``self_attn``, ``shared_experts``, ``mlp``; DeepSeek-V4) everything but the routed experts, in
-        16 bits or at the model's ``native_dense_dtype`` (V4: fp8)."""
-        m = self.model
-        out: dict[str, float] = {}
-        if getattr(m, "architecture", "") == "gpt_oss":
-            out["attention"] = 2.0
-        native = str(getattr(m, "native_dtype", "")).lower()
-        if native == "mxfp4" and self.weight_precision in ("mxfp4", "fp4", "nvfp4"):
-            dense = _WEIGHT_BYTES.get(str(getattr(m, "native_dense_dtype", None) or "bf16"), 2.0)
-            out.update(dict.fromkeys(("attention", "mlp", "moe_shared"), dense))
-        return out
+    def _weight_elem_bytes(self, s: Any) -> float:
+        """Bytes per weight of the non-expert matrix ``s`` in this deployment (``ModelSpec.bytes_per_weight_of``,
+        the rule the catalogue's weight sizes use too)."""
+        return float(self.model.bytes_per_weight_of(s, self.weight_precision))
 
     def _vllm_hybrid_pages(
         self,
