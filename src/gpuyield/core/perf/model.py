@@ -380,6 +380,9 @@ class PerfModel:
         self.speculative: SpeculativeDecoding | None = None
         if not calibration.has_gpu(self.gpu_id):
             self.notes.append(f"no measured kernel tables for '{self.gpu_id}': generic efficiencies used")
+        kept = [f"{k} {v}" for k, v in getattr(model, "nvfp4_kept", ())]
+        if kept and wp in ("fp4", "nvfp4"):
+            self.notes.append(f"{model.id}'s NVFP4 release keeps {', '.join(kept)} (not 4-bit); counted so")
         self._c = self._precompute()
 
     # ------------------------------------------------------------------ construction

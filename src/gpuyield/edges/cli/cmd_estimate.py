@@ -438,7 +438,12 @@ def estimate(
     attention_dp: int = typer.Option(1, "--attention-dp", help="Attention data-parallel ranks (MoE)."),
     replicas: int = typer.Option(1, "--replicas", help="Identical replicas sharing the concurrency."),
     engine: str = typer.Option("vllm", "--engine", help="Engine family: vllm, sglang or trtllm."),
-    precision: str = typer.Option("bf16", "--precision", help="Weight precision: bf16, fp8, fp4, int4."),
+    precision: str | None = typer.Option(
+        None,
+        "--precision",
+        help="Weight precision: bf16, fp8, fp4, mxfp4, int4 (default: the checkpoint's as shipped, e.g. fp8 for "
+        "DeepSeek-R1, fp4 for nvidia/DeepSeek-R1-NVFP4, mxfp4 for gpt-oss).",
+    ),
     kv_dtype: str | None = typer.Option(
         None, "--kv-dtype", help="KV-cache dtype (default: fp8 with fp8/fp4 weights)."
     ),
@@ -475,17 +480,23 @@ def estimate(
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     def body() -> None:
+        from gpuyield.core.catalog import resolve_checkpoint
+        from gpuyield.core.plan.space import planner_precision
         from gpuyield.edges.perf.io import load_calibration
         from gpuyield.errors import ConfigError
 
         speculative = parse_speculative(spec_method, spec_tokens, spec_acceptance)
+        cat = load_catalog(catalog)
+        weights = precision
+        if weights is None:  # the checkpoint the model name asks for, as shipped
+            weights = planner_precision(resolve_checkpoint(cat.model(model), model)[1])
 
         common: dict[str, Any] = {
-            "catalog": load_catalog(catalog),
+            "catalog": cat,
             "calibration": load_calibration(calibration),
             "model": model,
             "gpu": gpu,
-            "precision": precision.lower(),
+            "precision": weights.lower(),
             "engine": engine.lower(),
             "isl": isl,
             "osl": osl,
