@@ -46,3 +46,32 @@ def test_another_dtype_in_any_version_directory_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="would mix"):
         _check_same_dtype(dev, "2.13.0", "float32")
     _check_same_dtype(dev, "2.13.0", "bfloat16")  # the same dtype adds up
+
+
+def test_a_shape_that_would_overrun_the_budget_is_skipped() -> None:
+    """The profiler predicts a kernel's time (warm-up + repeats at the measured roofline, plus filling its inputs)
+    and skips it when it would end past the deadline, so one wide model's large shapes cannot overrun the budget."""
+    import time
+
+    from gpuyield.edges.perf.profiler import _would_overrun
+
+    now = time.perf_counter()
+    # 1 TFLOP at 1 TFLOP/s, 5 repeats: about 6 s
+    assert _would_overrun(now + 5.0, 1e12, 0.0, 1e12, 1e11, 5)
+    assert not _would_overrun(now + 7.0, 1e12, 0.0, 1e12, 1e11, 5)
+    # memory-bound: 10 GB at 100 GB/s, 5 repeats: 0.6 s; filling the inputs adds its own time
+    assert not _would_overrun(now + 1.0, 0.0, 1e10, 1e12, 1e11, 5)
+    assert _would_overrun(now + 1.0, 0.0, 1e10, 1e12, 1e11, 5, setup_s=0.5)
+
+
+def test_profiling_a_wide_model_keeps_to_its_budget(tmp_path) -> None:
+    """DeepSeek-V4-Flash's 64 query heads on one 512-wide KV head: its long prefills and batch-16 decode inputs
+    (gigabytes on the CPU) used to run the profile past --budget-s and leave decode attention unmeasured."""
+    pytest.importorskip("torch")
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.edges.perf.profiler import run_profile
+
+    res = run_profile(tmp_path / "prof", device="cpu", model=default_catalog().model("deepseek-ai/DeepSeek-V4-Flash"),
+                      budget_s=8.0)  # fmt: skip
+    assert res["elapsed_s"] < 8.0 * 1.25  # a busy machine slows kernels below the rates measured at the start
+    assert res["generation_attention_rows"] > 0 and res["context_attention_rows"] > 0

@@ -80,6 +80,17 @@ def gemm_shapes_for(model: Any | None) -> list[tuple[int, int]]:
     return list(seen)
 
 
+def _would_overrun(
+    deadline: float, flops: float, nbytes: float, peak: float, bw: float, repeats: int, setup_s: float = 0.0
+) -> bool:
+    """Whether timing a kernel of ``flops`` FLOPs and ``nbytes`` bytes (``_time_ms``: a warm-up, ``repeats`` runs
+    and at least 20 ms) at the device's measured ``peak`` FLOP/s and ``bw`` bytes/s, after ``setup_s`` to fill
+    its inputs, would end past ``deadline``: the run then skips it rather than overrun its budget on one large
+    shape."""
+    one_s = max(flops / max(peak, 1.0), nbytes / max(bw, 1.0))
+    return time.perf_counter() + setup_s + (1 + repeats) * one_s + 0.02 > deadline
+
+
 def _time_ms(
     fn: Callable[[], Any], sync: Callable[[], None], repeats: int, min_time_s: float = 0.02
 ) -> float:
@@ -159,6 +170,11 @@ def run_profile(
     y = torch.randn(sq, sq, dtype=tdtype, device=dev)
     mm_ms = _time_ms(lambda: x @ y, sync, repeats)
     peak = 2.0 * sq**3 / (mm_ms / 1e3)
+    # how fast random inputs are filled (seconds an element): a wide model's decode shapes hold gigabytes
+    t0 = time.perf_counter()
+    torch.randn(nbytes // 4, dtype=tdtype, device=dev)
+    sync()
+    fill_s = (time.perf_counter() - t0) / (nbytes // 4)
     if log:
         log(f"{dev_id}: copy bandwidth {mem_bw / 1e9:.1f} GB/s, {dt_name} GEMM {peak / 1e12:.3f} TFLOP/s")
 
@@ -172,6 +188,10 @@ def run_profile(
             if time.perf_counter() > gemm_deadline:
                 stopped = True
                 break
+            if _would_overrun(gemm_deadline, 2.0 * m * n * k, (m * k + n * k + m * n) * elem, peak, mem_bw, repeats,
+                              (m * k + n * k) * fill_s):  # fmt: skip
+                stopped = True  # larger token counts would not fit either; smaller shapes of this M may
+                continue
             w = torch.randn(n, k, dtype=tdtype, device=dev)
             inp = torch.randn(m, k, dtype=tdtype, device=dev)
             ms = _time_ms(lambda inp=inp, w=w: torch.nn.functional.linear(inp, w), sync, repeats)
@@ -199,7 +219,7 @@ def run_profile(
     sdpa = torch.nn.functional.scaled_dot_product_attention
     for hd, kv_heads in attn_shapes:
         _profile_attention(torch, sdpa, dev, tdtype, sync, repeats, deadline, version, dev_id, dt_name, heads,
-                           kv_heads, hd, vd if narrow_v else hd, ctx_rows, gen_rows)  # fmt: skip
+                           kv_heads, hd, vd if narrow_v else hd, ctx_rows, gen_rows, peak, mem_bw, elem, fill_s)  # fmt: skip
     stopped = stopped or time.perf_counter() > deadline
     kept = _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
     kept += _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
@@ -289,17 +309,25 @@ def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> in
 def _profile_attention(
     torch: Any, sdpa: Any, dev: Any, tdtype: Any, sync: Any, repeats: int, deadline: float, version: str,
     dev_id: str, dt_name: str, heads: int, kv_heads: int, hd: int, vd: int,
-    ctx_rows: list[tuple[Any, ...]], gen_rows: list[tuple[Any, ...]],
+    ctx_rows: list[tuple[Any, ...]], gen_rows: list[tuple[Any, ...]], peak: float, bw: float, elem: int,
+    fill_s: float,
 ) -> None:
     """Time prefill (causal) and decode attention of ``heads`` heads ``hd`` wide (values ``vd`` wide) into
-    ``ctx_rows`` / ``gen_rows`` until ``deadline``."""  # fmt: skip
+    ``ctx_rows`` / ``gen_rows`` until ``deadline``; a shape whose expected time would overrun it is skipped
+    (``_would_overrun``), so one wide model's long prefills cannot leave decode attention unmeasured."""  # fmt: skip
+    # prefill shapes may take at most 2/3 of what is left, so the decode shapes get their turn
+    prefill_deadline = time.perf_counter() + (deadline - time.perf_counter()) * 2.0 / 3.0
+    rate = peak  # FLOP/s the kernel reached on the last shape (attention runs below the GEMM peak)
     for isl in (128, 256, 512, 1024, 2048):
-        if time.perf_counter() > deadline:
-            return
+        flops = 2.0 * heads * isl * isl * (hd + vd) / 2.0
+        if _would_overrun(prefill_deadline, flops, heads * isl * (2 * hd + 2 * vd) * elem, rate, bw, repeats,
+                          heads * isl * (2 * hd + vd) * fill_s):  # fmt: skip
+            break  # longer prompts would not fit either
         q = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
         kk = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
         vv = kk if vd == hd else torch.randn(1, heads, isl, vd, dtype=tdtype, device=dev)
         ms = _time_ms(lambda q=q, kk=kk, vv=vv: sdpa(q, kk, vv, is_causal=True), sync, repeats)
+        rate = min(peak, flops / (ms / 1e3))
         ctx_rows.append(
             (
                 "TORCH",
@@ -320,14 +348,19 @@ def _profile_attention(
                 ms,
             )
         )
+    rate, eff_bw = peak, bw  # what the decode kernel reached on the last shape
     for bsz in (1, 4, 16):
         for ctx in (128, 512, 1024, 2048):
-            if time.perf_counter() > deadline:
-                return
+            flops, nbytes = 2.0 * bsz * heads * ctx * (hd + vd), bsz * heads * ctx * (hd + vd) * elem
+            if _would_overrun(deadline, flops, nbytes, rate, eff_bw, repeats, bsz * heads * ctx * (hd + vd) * fill_s):
+                break  # longer contexts of this batch would not fit either
             q = torch.randn(bsz, heads, 1, hd, dtype=tdtype, device=dev)
             kk = torch.randn(bsz, heads, ctx, hd, dtype=tdtype, device=dev)
             vv = kk if vd == hd else torch.randn(bsz, heads, ctx, vd, dtype=tdtype, device=dev)
             ms = _time_ms(lambda q=q, kk=kk, vv=vv: sdpa(q, kk, vv), sync, repeats)
+            # scale both limits by how far the kernel fell short of the roofline on this shape
+            shortfall = max(flops / peak, nbytes / bw) / (ms / 1e3)
+            rate, eff_bw = min(peak, peak * shortfall), min(bw, bw * shortfall)
             # engines keep KV per KV head; the kernel reads heads x ctx here (repeat_kv), so record heads
             gen_rows.append(
                 (
