@@ -154,6 +154,9 @@ def test_models_sharing_gpus_each_keep_their_checkpoint_precision() -> None:
     assert precisions == {"oss": "mxfp4", "llama": "bf16", "r1": "fp8"}
     # the quality flag quantises the 16-bit checkpoint only
     assert checkpoint_precisions(cat, demands, lower=True) == {"oss": "mxfp4", "llama": "fp8", "r1": "fp8"}
+    # a label naming a release is planned at that release's precision
+    nv = [ModelDemand("nvidia/DeepSeek-R1-NVFP4", "deepseek-ai/DeepSeek-R1", 1, 1.0, 1, 1)]
+    assert checkpoint_precisions(cat, nv) == {"nvidia/DeepSeek-R1-NVFP4": "fp4"}
     archs = {d.name: d.arch for d in demands}
     dep = _multiplex_deployment([["oss", "llama"]], archs, "h100_sxm", 1, precisions, None, {}, {"oss": 1.0})
     assert dep.multiplex is not None

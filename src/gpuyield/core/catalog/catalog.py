@@ -98,12 +98,19 @@ def checkpoint_precision(
 def resolve_checkpoint(spec: ModelSpec, name: str) -> tuple[str, str]:
     """(repository id, weight precision) of the checkpoint ``name`` asks for among ``spec``'s id and aliases, spelt
     as the catalogue spells it; a name it does not list is taken as typed when it looks like a repository
-    (``org/name``); a short name (no ``org/``) is the entry's own id."""
+    (``org/name``); a short name (no ``org/``) is a listed repository's name without its org, else the entry's
+    own id (at the precision a quantisation suffix of the name says, if it has one)."""
     key = _squash(name)
-    repo = next((c for c in (spec.id, *spec.aliases) if _squash(c) == key), None) or name.strip()
-    if "/" not in repo:  # a short name (deepseek-r1, gpt-oss-120b): the entry's own repository
-        repo = spec.id
-    return repo, checkpoint_precision(repo, spec.native_dtype, spec.alias_dtypes)
+    names = (spec.id, *spec.aliases)
+    repo = next((c for c in names if _squash(c) == key), None)
+    if repo is None and "/" not in name:  # a listed repository named without its org (DeepSeek-R1-NVFP4)
+        repo = next((c for c in names if "/" in c and _squash(c.split("/", 1)[1]) == key), None)
+    if repo is not None and "/" in repo:
+        return repo, checkpoint_precision(repo, spec.native_dtype, spec.alias_dtypes)
+    if "/" in name:  # a repository the catalogue does not list, taken as typed
+        return name.strip(), checkpoint_precision(name, spec.native_dtype, spec.alias_dtypes)
+    # a short name (deepseek-r1, gpt-oss-120b): the entry's own repository, at the precision its name says if any
+    return spec.id, checkpoint_precision(name, checkpoint_precision(spec.id, spec.native_dtype, spec.alias_dtypes))
 
 
 def normalise_gpu_name(text: str) -> str:

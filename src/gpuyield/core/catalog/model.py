@@ -951,8 +951,9 @@ class ModelSpec(BaseModel):
         its quantisation keeps its dtype (``nvfp4_kept``); gpt-oss keeps attention 16-bit (its checkpoint
         quantises the experts only); an mxfp4 checkpoint (gpt-oss, Kimi-K3, DeepSeek-V4) run at a 4-bit precision
         keeps everything but its routed experts at ``native_dense_dtype`` (16-bit when unset); a MoE model's int4
-        release keeps attention 16-bit (Kimi-K2's quantises the experts, a dense model's AWQ/GPTQ every linear
-        layer); else ``precision``."""
+        release keeps everything but its routed experts 16-bit (Kimi-K2.5's compressed-tensors config ignores
+        self_attn, shared_experts and the dense MLP; a dense model's AWQ/GPTQ quantises every linear layer); else
+        ``precision``."""
         if gemm.precision is not None:
             return bytes_per_weight(gemm.precision)
         if gemm.group in ("lm_head", "router"):
@@ -967,7 +968,7 @@ class ModelSpec(BaseModel):
             return 2.0
         if self.native_dtype == "mxfp4" and key in ("mxfp4", "fp4", "nvfp4"):
             return bytes_per_weight(self.native_dense_dtype or "bf16")
-        if gemm.group == "attention" and key == "int4" and self.is_moe:
+        if key == "int4" and self.is_moe:
             return 2.0
         return bytes_per_weight(key)
 

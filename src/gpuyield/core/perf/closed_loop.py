@@ -280,7 +280,7 @@ def estimate_disaggregated(
     # w = c S / n - B - S; with seats to spare (w <= 0) each client simply cycles in B + S.
     seat = transfer + t_dec + (osl - 1) * tpot
     before = ttft - transfer - t_dec + overhead
-    queue_wait = max(0.0, c * seat / n - before - seat) if c > n and osl > 1 else 0.0
+    queue_wait = max(0.0, c * seat / n - before - seat) if c > n else 0.0
     ttft += queue_wait + overhead
     e2e = ttft + (osl - 1) * tpot
     rate = nd * min(n / seat, c / e2e)

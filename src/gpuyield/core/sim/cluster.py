@@ -494,15 +494,14 @@ class Cluster:
                 for er in done:
                     idx = er.idx
                     if rt.setup.role == "prefill":
-                        rt.outstanding -= 1
-                        rt.output_tokens += 1
+                        rt.outstanding -= 1  # its token is dropped: the decode replica computes every output token
                         cached[idx] = er.num_cached_tokens
                         preempt_col[idx] = er.num_preemptions
                         prefill_col[idx] = rt.idx
                         if track_complete:
                             policy.on_complete(views[idx], rt.setup.replica_id, t)
                         o_tok = outl[idx]
-                        if o_tok <= 1:
+                        if o_tok < 1:
                             finish[idx] = t
                             replica_col[idx] = rt.idx
                             if admission is not None:
@@ -537,7 +536,7 @@ class Cluster:
                     rt.outstanding -= 1
                     if prefill_col[idx] >= 0:
                         prefill_rt_of.pop(idx, None)
-                        rt.output_tokens += er.max_output_tokens - 1
+                        rt.output_tokens += er.max_output_tokens
                         if track_complete and dpolicy is not policy:
                             dpolicy.on_complete(views[idx], rt.setup.replica_id, t)
                     else:

@@ -217,9 +217,13 @@ def run_profile(
         if full_hd != hd:
             attn_shapes.append((full_hd, full_kv))
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    for hd, kv_heads in attn_shapes:
-        _profile_attention(torch, sdpa, dev, tdtype, sync, repeats, deadline, version, dev_id, dt_name, heads,
-                           kv_heads, hd, vd if narrow_v else hd, ctx_rows, gen_rows, peak, mem_bw, elem, fill_s)  # fmt: skip
+    for i, (hd, kv_heads) in enumerate(attn_shapes):
+        # each head width gets its share of the time left (Gemma 4's 512-wide full layers beside the 256-wide)
+        share = time.perf_counter() + (deadline - time.perf_counter()) / (len(attn_shapes) - i)
+        skipped = _profile_attention(torch, sdpa, dev, tdtype, sync, repeats, share, version, dev_id, dt_name, heads,
+                                     kv_heads, hd, vd if narrow_v else hd, ctx_rows, gen_rows, peak, mem_bw, elem,
+                                     fill_s)  # fmt: skip
+        stopped = stopped or skipped
     stopped = stopped or time.perf_counter() > deadline
     kept = _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
     kept += _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
@@ -311,10 +315,12 @@ def _profile_attention(
     dev_id: str, dt_name: str, heads: int, kv_heads: int, hd: int, vd: int,
     ctx_rows: list[tuple[Any, ...]], gen_rows: list[tuple[Any, ...]], peak: float, bw: float, elem: int,
     fill_s: float,
-) -> None:
+) -> bool:
     """Time prefill (causal) and decode attention of ``heads`` heads ``hd`` wide (values ``vd`` wide) into
     ``ctx_rows`` / ``gen_rows`` until ``deadline``; a shape whose expected time would overrun it is skipped
-    (``_would_overrun``), so one wide model's long prefills cannot leave decode attention unmeasured."""  # fmt: skip
+    (``_would_overrun``), so one wide model's long prefills cannot leave decode attention unmeasured. Returns
+    whether any shape was left out."""  # fmt: skip
+    skipped = False
     # prefill shapes may take at most 2/3 of what is left, so the decode shapes get their turn
     prefill_deadline = time.perf_counter() + (deadline - time.perf_counter()) * 2.0 / 3.0
     rate = peak  # FLOP/s the kernel reached on the last shape (attention runs below the GEMM peak)
@@ -322,6 +328,7 @@ def _profile_attention(
         flops = 2.0 * heads * isl * isl * (hd + vd) / 2.0
         if _would_overrun(prefill_deadline, flops, heads * isl * (2 * hd + 2 * vd) * elem, rate, bw, repeats,
                           heads * isl * (2 * hd + vd) * fill_s):  # fmt: skip
+            skipped = True
             break  # longer prompts would not fit either
         q = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
         kk = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
@@ -353,6 +360,7 @@ def _profile_attention(
         for ctx in (128, 512, 1024, 2048):
             flops, nbytes = 2.0 * bsz * heads * ctx * (hd + vd), bsz * heads * ctx * (hd + vd) * elem
             if _would_overrun(deadline, flops, nbytes, rate, eff_bw, repeats, bsz * heads * ctx * (hd + vd) * fill_s):
+                skipped = True
                 break  # longer contexts of this batch would not fit either
             q = torch.randn(bsz, heads, 1, hd, dtype=tdtype, device=dev)
             kk = torch.randn(bsz, heads, ctx, hd, dtype=tdtype, device=dev)
@@ -382,3 +390,4 @@ def _profile_attention(
                     ms,
                 )
             )
+    return skipped

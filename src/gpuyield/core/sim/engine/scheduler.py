@@ -348,7 +348,8 @@ class Scheduler:
         self._dec_s0 -= req.decode_c0 - req.decode_g0
         c = req.decode_c0 + self.G - req.decode_g0
         req.num_computed_tokens = c
-        req.num_output_tokens = c - req.num_prompt_tokens + 1
+        # one token a step since it joined (a P/D request joins with none, a local one with its prefill's)
+        req.num_output_tokens += self.G - req.decode_g0
         return c
 
     # ------------------------------------------------------------------ update
