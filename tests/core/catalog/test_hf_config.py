@@ -546,3 +546,17 @@ def test_nvfp4_mixed_precision_export_keeps_fp8_attention_and_what_it_does_not_n
     spec = load_hf_config(cfg | {"quantization_config": quant})
     assert spec.native_dtype == "nvfp4" and dict(spec.nvfp4_kept) == {"attention": "fp8", "in_proj_ba": "bf16"}
     assert spec.nvfp4_kept == default_catalog().model("nvidia/Qwen3.6-27B-NVFP4").nvfp4_kept
+
+
+def test_int4_group_size_is_read_from_a_compressed_tensors_config():
+    quant = {"quant_method": "compressed-tensors", "format": "pack-quantized",
+             "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int",
+                                                                             "group_size": 32, "symmetric": True}}},
+             "ignore": ["lm_head", "re:.*self_attn.*", "re:.*shared_experts.*"]}
+    spec = load_hf_config(DEEPSEEK_V3 | {"quantization_config": quant})
+    assert spec.native_dtype == "int4" and spec.int4_group_size == 32
+    # zero points (asymmetric) or AWQ: the generic int4 sizing
+    asym = quant | {"config_groups": {"g": {"weights": {"num_bits": 4, "type": "int", "group_size": 32, "symmetric": False}}}}
+    assert load_hf_config(DEEPSEEK_V3 | {"quantization_config": asym}).int4_group_size is None
+    awq = {"quant_method": "awq", "bits": 4, "group_size": 128}
+    assert load_hf_config(DEEPSEEK_V3 | {"quantization_config": awq}).int4_group_size is None

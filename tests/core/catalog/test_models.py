@@ -280,3 +280,13 @@ def test_nvfp4_release_weights_count_the_matrices_it_keeps_wider():
     for dtype in ("fp6", "fp32", "mxfp4"):
         with pytest.raises(ValueError, match="unknown dtype"):
             r1.model_copy(update={"nvfp4_kept": {"attention": dtype}})
+
+
+def test_kimi_int4_release_is_sized_with_its_group_32_scales():
+    """Kimi-K2.5's routed experts are int4 with one bf16 scale per 32 weights (0.5625 bytes a weight) and
+    everything else bf16: 594 GB, the published checkpoint's size; the generic int4 (AWQ/GPTQ, groups of 128
+    with zero points) would say 550 GB."""
+    m = default_catalog().model("moonshotai/Kimi-K2.5")
+    assert m.native_dtype == "int4" and m.int4_group_size == 32
+    assert m.weight_bytes() / 1e9 == pytest.approx(594.2, abs=0.5)
+    assert m.model_copy(update={"int4_group_size": None}).weight_bytes() / 1e9 == pytest.approx(550.6, abs=0.5)

@@ -124,6 +124,20 @@ def _native_dtype(cfg: Mapping[str, Any], top: Mapping[str, Any]) -> str:
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, "bf16")
 
 
+def _int4_group_size(quant: Any) -> int | None:
+    """Weights one scale covers in a symmetric int4 compressed-tensors checkpoint (``config_groups.*.weights.
+    group_size``; Kimi-K2.5: 32), or None (AWQ/GPTQ with zero points, or not stated)."""
+    if not isinstance(quant, Mapping) or str(quant.get("quant_method", "")).lower() != "compressed-tensors":
+        return None
+    for group in (quant.get("config_groups") or {}).values():
+        w = group.get("weights") if isinstance(group, Mapping) else None
+        if isinstance(w, Mapping) and w.get("num_bits") == 4 and str(w.get("type", "int")) == "int":
+            size = w.get("group_size")
+            if isinstance(size, int) and size > 0 and w.get("symmetric", True):
+                return size
+    return None
+
+
 # Config keys of architectures whose layers this catalogue cannot describe: reading such a config as a plain
 # decoder would give a wrong parameter count and KV size without a word (e.g. Nemotron-3-Nano, 30 B, read as
 # 102 B), so it is refused, naming what is missing.
@@ -392,6 +406,10 @@ def spec_fields_from_hf_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "max_position_embeddings": int(_first(cfg, "max_position_embeddings", "max_seq_len", default=4096)),
         "native_dtype": _native_dtype(cfg, top),
     }
+    if fields["native_dtype"] == "int4":
+        group = _int4_group_size(_first(cfg, "quantization_config") or _first(top, "quantization_config"))
+        if group:
+            fields["int4_group_size"] = group
     attention_bias = bool(_first(cfg, "attention_bias", default=arch in _QKV_BIAS))
     fields["attention_bias"] = attention_bias
     if _first(cfg, "attn_output_gate", default=False):

@@ -256,6 +256,9 @@ class ModelSpec(BaseModel):
     # up projections in bf16, o_proj in fp4; nvidia/Qwen3.6-27B-NVFP4: attention in fp8). Applies when the
     # deployment's weight precision is fp4/nvfp4 (stored as sorted pairs; the YAML gives a mapping)
     nvfp4_kept: tuple[tuple[str, str], ...] = ()
+    # weights a bf16 scale covers in the model's int4 release (compressed-tensors ``group_size``; Kimi-K2.5: 32,
+    # 0.5625 bytes a weight); None: AWQ/GPTQ's 128 with zero points (0.52 bytes)
+    int4_group_size: int | None = Field(None, gt=0)
 
     @field_validator("alias_dtypes", "nvfp4_kept", mode="before")
     @classmethod
@@ -958,9 +961,13 @@ class ModelSpec(BaseModel):
             return bytes_per_weight(gemm.precision)
         if gemm.group in ("lm_head", "router"):
             return 2.0
-        if gemm.group == "moe_expert":
-            return bytes_per_weight(precision)
         key = precision.strip().lower()
+        if key == "int4" and self.int4_group_size:  # symmetric groups: a bf16 scale each, no zero points
+            quantised = 0.5 + 2.0 / self.int4_group_size
+        else:
+            quantised = bytes_per_weight(key)
+        if gemm.group == "moe_expert":
+            return quantised
         kept = self.nvfp4_kept_dtype(gemm, key)
         if kept is not None:
             return bytes_per_weight(kept)
@@ -970,7 +977,7 @@ class ModelSpec(BaseModel):
             return bytes_per_weight(self.native_dense_dtype or "bf16")
         if key == "int4" and self.is_moe:
             return 2.0
-        return bytes_per_weight(key)
+        return quantised
 
     def weight_bytes(self, precision: str | None = None) -> float:
         """Bytes of weights at ``precision`` (default: the checkpoint's ``native_dtype``), each matrix at

@@ -221,7 +221,7 @@ _NOT_ARCHITECTURE = frozenset(
     # is quantised
     {
         "id", "aliases", "name", "source", "as_of", "notes", "max_position_embeddings", "native_dtype",
-        "native_dense_dtype", "alias_dtypes", "linear_state_dtype", "nvfp4_kept",
+        "native_dense_dtype", "alias_dtypes", "linear_state_dtype", "nvfp4_kept", "int4_group_size",
     }  # fmt: skip
 )
 

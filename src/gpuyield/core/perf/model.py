@@ -447,11 +447,11 @@ class PerfModel:
         bw = float(g.memory_bandwidth_tb_s) * 1e12
         if bw <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
-        wb = _WEIGHT_BYTES[self.weight_precision]
 
         dense_flops = 0.0
         dense_bytes = 0.0
         expert_params_per_expert = 0.0
+        expert_weight_bytes_per_expert = 0.0  # at the deployment's precision (ModelSpec.bytes_per_weight_of)
         lm_params = 0.0
         for s in m.gemm_shapes:
             if s.group == "lm_head":
@@ -459,6 +459,7 @@ class PerfModel:
                 continue
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
+                expert_weight_bytes_per_expert += s.n * s.k * s.num_layers * self._weight_elem_bytes(s)
                 continue
             elem = self._weight_elem_bytes(s)
             p = s.n * s.k * s.num_layers
@@ -550,7 +551,7 @@ class PerfModel:
         experts_local = E / ep if E else 0.0
         # per assignment the work lands on one expert's GPUs: moe_tp GPUs share it; spread over ep ranks
         expert_flops_per_assign = 2.0 * expert_params_per_expert / moe_tp
-        expert_bytes_per_expert = expert_params_per_expert * wb / moe_tp
+        expert_bytes_per_expert = expert_weight_bytes_per_expert / moe_tp
         # --- LM head
         lm_flops_per_tok = 2.0 * lm_params / tp
         lm_bytes = lm_params * 2.0 / tp
@@ -804,13 +805,12 @@ class PerfModel:
     # ------------------------------------------------------------------ memory
     def weights_bytes_per_gpu(self) -> float:
         m = self.model
-        wb = _WEIGHT_BYTES[self.weight_precision]
         stage = self.expert_gpus
         total = 0.0
         for s in m.gemm_shapes:
             p = float(s.n * s.k * s.num_layers * s.num_experts)
             if s.group == "moe_expert":
-                total += p * wb / stage
+                total += p * self._weight_elem_bytes(s) / stage
             elif not (s.group == "lm_head" and m.tie_word_embeddings):
                 total += p * self._weight_elem_bytes(s) / (1 if s.replicated else self.tp)
         total += m.vocab_size * m.hidden_size * 2.0 / self.tp  # embeddings (vocab-parallel)
@@ -920,8 +920,8 @@ class PerfModel:
         )
 
     def _weight_elem_bytes(self, s: Any) -> float:
-        """Bytes per weight of the non-expert matrix ``s`` in this deployment (``ModelSpec.bytes_per_weight_of``,
-        the rule the catalogue's weight sizes use too)."""
+        """Bytes per weight of the matrix ``s`` in this deployment (``ModelSpec.bytes_per_weight_of``, the rule
+        the catalogue's weight sizes use too)."""
         return float(self.model.bytes_per_weight_of(s, self.weight_precision))
 
     def _vllm_hybrid_pages(
