@@ -58,12 +58,7 @@ def load_hf_config_file(path: str | Path) -> ModelSpec:
         p = p / "config.json"
     if not p.is_file():
         raise CatalogError(f"model config '{path}' not found (expected a config.json or a directory containing one)")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CatalogError(f"{p}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except OSError as exc:
-        raise CatalogError(f"{p}: cannot be read ({exc.strerror})") from None
+    data = _read_json(p)
     if p.name == "config.json" and isinstance(data, dict) and "quantization_config" not in data:
         # NVIDIA ModelOpt exports describe their quantisation in hf_quant_config.json beside config.json
         quant = _read_hf_quant_config(p.parent / "hf_quant_config.json")
@@ -77,16 +72,21 @@ def load_hf_config_file(path: str | Path) -> ModelSpec:
         raise CatalogError(f"{p}: {exc}") from None
 
 
-def _read_hf_quant_config(path: Path) -> dict[str, Any] | None:
-    """The ``quantization`` section of a ModelOpt ``hf_quant_config.json``, or None when there is no such file."""
-    if not path.is_file():
-        return None
+def _read_json(path: Path) -> Any:
+    """The parsed JSON file ``path``; a clear error naming it when it cannot be read or parsed."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CatalogError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
     except OSError as exc:
         raise CatalogError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _read_hf_quant_config(path: Path) -> dict[str, Any] | None:
+    """The ``quantization`` section of a ModelOpt ``hf_quant_config.json``, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    data = _read_json(path)
     quant = data.get("quantization") if isinstance(data, dict) else None
     if not isinstance(quant, dict):
         raise CatalogError(f"{path}: expected a JSON object with a 'quantization' object (NVIDIA ModelOpt's format)")
