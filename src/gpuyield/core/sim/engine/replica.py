@@ -208,8 +208,8 @@ class ReplicaEngine:
             self.last_step_s = dur / out.num_steps
         finished, first = self.scheduler.update_from_output(out, out.num_steps)
         if out.remote_joined:
-            # P/D: a request whose KV arrived streams its first token (the prefill's) with its first decode step,
-            # the first of this run; one preempted before it stepped recomputes and gets its first token then
+            # P/D: a request whose KV arrived gets its first token from its first decode step, the first of this
+            # run; one preempted before it stepped recomputes and gets its first token then
             gone = {id(r) for r in out.preempted}
             for r in out.remote_joined:
                 if r.first_token_s < 0 and id(r) not in gone and r.status != RequestStatus.FINISHED_ABORTED:
