@@ -466,6 +466,11 @@ def test_every_catalogue_name_resolves_to_a_repository_and_its_precision():
             repo, precision = resolve_checkpoint(spec, name)
             assert "/" in repo or repo == spec.id, (name, repo)  # short names deploy the entry's own repository
             assert precision in ("bf16", "fp16", "fp8", "int8", "nvfp4", "mxfp4", "int4"), (name, precision)
+    # a listed repository named without its org; an unlisted short name is the entry's own repository at its own
+    # precision (repository and precision always match: a deploy file loads what was planned)
+    assert resolve_checkpoint(cat.model("DeepSeek-R1-NVFP4"), "DeepSeek-R1-NVFP4") == ("nvidia/DeepSeek-R1-NVFP4", "nvfp4")
+    assert resolve_checkpoint(cat.model("Kimi-K2-Thinking"), "Kimi-K2-Thinking") == ("moonshotai/Kimi-K2-Thinking", "int4")
+    assert resolve_checkpoint(cat.model("Qwen3-32B-AWQ"), "Qwen3-32B-AWQ") == ("Qwen/Qwen3-32B", "bf16")
     # the bf16 release listed beside an nvfp4 entry, int4 Kimi releases beside nvfp4 / fp8 entries
     assert resolve_checkpoint(cat.model("Qwen/Qwen3.6-27B"), "Qwen/Qwen3.6-27B") == ("Qwen/Qwen3.6-27B", "bf16")
     assert resolve_checkpoint(cat.model("moonshotai/Kimi-K2.6"), "moonshotai/Kimi-K2.6")[1] == "int4"

@@ -72,7 +72,7 @@ def _squash(text: str) -> str:
 
 # quantisation suffixes of checkpoint names -> the weight precision such a checkpoint holds
 _SUFFIX_PRECISION = (
-    ("nvfp4", "nvfp4"), ("mxfp4", "mxfp4"), ("fp4", "nvfp4"), ("fp8", "fp8"), ("w8a8", "fp8"), ("w4a16", "int4"),
+    ("nvfp4", "nvfp4"), ("mxfp4", "mxfp4"), ("fp4", "nvfp4"), ("fp8", "fp8"), ("w8a8", "int8"), ("w4a16", "int4"),
     ("awq", "int4"), ("gptq", "int4"), ("int4", "int4"), ("bf16", "bf16"),
 )  # fmt: skip
 
@@ -99,7 +99,7 @@ def resolve_checkpoint(spec: ModelSpec, name: str) -> tuple[str, str]:
     """(repository id, weight precision) of the checkpoint ``name`` asks for among ``spec``'s id and aliases, spelt
     as the catalogue spells it; a name it does not list is taken as typed when it looks like a repository
     (``org/name``); a short name (no ``org/``) is a listed repository's name without its org, else the entry's
-    own id (at the precision a quantisation suffix of the name says, if it has one)."""
+    own id at its own precision."""
     key = _squash(name)
     names = (spec.id, *spec.aliases)
     repo = next((c for c in names if _squash(c) == key), None)
@@ -109,8 +109,9 @@ def resolve_checkpoint(spec: ModelSpec, name: str) -> tuple[str, str]:
         return repo, checkpoint_precision(repo, spec.native_dtype, spec.alias_dtypes)
     if "/" in name:  # a repository the catalogue does not list, taken as typed
         return name.strip(), checkpoint_precision(name, spec.native_dtype, spec.alias_dtypes)
-    # a short name (deepseek-r1, gpt-oss-120b): the entry's own repository, at the precision its name says if any
-    return spec.id, checkpoint_precision(name, checkpoint_precision(spec.id, spec.native_dtype, spec.alias_dtypes))
+    # a short name (deepseek-r1, gpt-oss-120b): the entry's own repository at its own precision, so the two always
+    # match (an unlisted quantised release, Qwen3-32B-AWQ, is named as org/name to be deployed as such)
+    return spec.id, checkpoint_precision(spec.id, spec.native_dtype, spec.alias_dtypes)
 
 
 def normalise_gpu_name(text: str) -> str:

@@ -133,7 +133,7 @@ def _int4_group_size(quant: Any) -> int | None:
         w = group.get("weights") if isinstance(group, Mapping) else None
         if isinstance(w, Mapping) and w.get("num_bits") == 4 and str(w.get("type", "int")) == "int":
             size = w.get("group_size")
-            if isinstance(size, int) and size > 0 and w.get("symmetric", True):
+            if isinstance(size, int) and not isinstance(size, bool) and size > 0 and w.get("symmetric", True):
                 return size
     return None
 

@@ -516,9 +516,9 @@ class Cluster:
                         drt = by_id[drid]
                         dpolicy.on_dispatch(view, drid, t)
                         der = EngineRequest(idx, t, er.num_prompt_tokens, o_tok, remote_kv=True)
-                        # vLLM's P/D: the decode engine computes every output token itself (the prefill's token is
-                        # dropped), so the client's first token is its first step's (SGLang streams the prefill's
-                        # token as the request enters decoding, one step sooner)
+                        # vLLM's P/D, followed for every engine family: the decode engine computes every output
+                        # token itself (the prefill's token is dropped), so the client's first token is its first
+                        # step's (SGLang streams the prefill's token as the request enters decoding, one step sooner)
                         der.num_output_tokens = 0
                         der.num_cached_tokens = er.num_cached_tokens
                         prefill_rt_of[idx] = rt
