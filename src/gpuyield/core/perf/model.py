@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from gpuyield.core.catalog.model import WEIGHT_PRECISIONS
 from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients, LogCurve
 from gpuyield.core.perf.speculative import SpeculativeDecoding
 from gpuyield.errors import ConfigError
@@ -38,17 +39,9 @@ OPS = ("gemm", "moe", "attn_prefill", "attn_decode", "comm_tp", "comm_ep", "lm_h
 _GB = 1e9
 _GIB = 1024.0**3
 
-# Bytes per weight element (scales included); mirrors gpuyield.core.catalog.model.WEIGHT_PRECISIONS.
-_WEIGHT_BYTES = {
-    "bf16": 2.0,
-    "fp16": 2.0,
-    "fp8": 1.0,
-    "int8": 1.0,
-    "fp4": 0.5 + 1 / 16,
-    "nvfp4": 0.5 + 1 / 16,
-    "mxfp4": 0.5 + 1 / 32,
-    "int4": 0.5 + 2.5 / 128,
-}
+# weight precisions a deployment may run at (bytes per weight: ModelSpec.bytes_per_weight_of); fp32 is a catalogue
+# size only, no engine serves it
+_WEIGHT_PRECISIONS = tuple(p for p in WEIGHT_PRECISIONS if p != "fp32")
 _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp4": 0.5}
 ENGINES = ("vllm", "sglang", "trtllm")
 # Other spellings of weight precisions found in checkpoint names, engine flags and benchmark tables. W4A8
@@ -342,9 +335,9 @@ class PerfModel:
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         wp = normalise_precision(weight_precision)
-        if wp not in _WEIGHT_BYTES:
+        if wp not in _WEIGHT_PRECISIONS:
             raise ConfigError(
-                f"weight precision '{weight_precision}' is not supported; expected one of {', '.join(_WEIGHT_BYTES)}"
+                f"weight precision '{weight_precision}' is not supported; expected one of {', '.join(_WEIGHT_PRECISIONS)}"
             )
         kd = kv_dtype.strip().lower()
         if kd not in _KV_BYTES:
