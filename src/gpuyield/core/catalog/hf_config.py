@@ -665,7 +665,8 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
 
     ModelOpt lists the modules it leaves alone in ``exclude_modules`` (globs; compressed-tensors: ``ignore``), held
     at the checkpoint's 16-bit dtype; a ``MIXED_PRECISION`` export names each quantised module's format in
-    ``quantized_layers`` (FP8 attention beside NVFP4 MLPs), and leaves any module it does not name in 16 bits. A
+    ``quantized_layers`` (FP8 attention beside NVFP4 MLPs), and leaves in 16 bits a module it does not name beside
+    ones of the same module it does (Qwen3.6's in_proj_a/b beside its FP8 in_proj_qkv). A
     matrix counts as kept when every decoder layer that holds it keeps it alike (NVIDIA's Nemotron-3-Nano keeps 6
     of its 23 Mamba layers' projections in 16 bits: not represented). Empty for other checkpoints. Excluded
     modules are taken as bf16 (an export from an fp8 base, such as DeepSeek-V4's, may hold them at fp8: give the
