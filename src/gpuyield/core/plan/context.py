@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuyield.core.catalog import Catalog, ModelSpec, checkpoint_precision
+from gpuyield.core.catalog import Catalog, ModelSpec, resolve_checkpoint
 from gpuyield.core.perf import PerfModel
 from gpuyield.core.plan.economics import GpuPrice, OwnedDefaults, OwnedHardware, owned_gpu_price
 from gpuyield.core.plan.profile import WorkloadProfile
@@ -189,7 +189,8 @@ def build_plan_inputs(
     for r in routers or ():
         if r not in POLICY_NAMES:
             raise ConfigError(f"--routers {r!r}: expected one of {', '.join(POLICY_NAMES)}")
-    checkpoint = request.checkpoint_dtype or checkpoint_precision(request.model_id, model.native_dtype, model.alias_dtypes)
+    # the checkpoint the name asks for, by the rule `plan`, `estimate` and multi-model plans share
+    checkpoint = request.checkpoint_dtype or resolve_checkpoint(model, request.model_id)[1]
     ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration,
                       request.speculative, checkpoint)
     if request.speculative is not None:

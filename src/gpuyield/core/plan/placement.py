@@ -108,11 +108,10 @@ def checkpoint_precisions(catalog: Any, demands: list[ModelDemand], lower: bool 
     """Each model's weight precision as its checkpoint ships (gpt-oss mxfp4, DeepSeek fp8, Llama bf16): models
     sharing GPUs each keep their own (an engine process per model). ``lower`` (the quality flag): 16-bit
     checkpoints are quantised to fp8, as ``plan`` does; 8- and 4-bit ones keep theirs."""
-    from gpuyield.core.catalog import resolve_checkpoint
-    from gpuyield.core.plan.space import planner_precision
+    from gpuyield.core.plan.space import checkpoint_weight_precision
 
     # the checkpoint a model's label names where it names one (nvidia/DeepSeek-R1-NVFP4), else the architecture's
-    out = {d.name: planner_precision(resolve_checkpoint(catalog.model(d.arch), d.name)[1]) for d in demands}
+    out = {d.name: checkpoint_weight_precision(catalog.model(d.arch), d.name) for d in demands}
     return {k: "fp8" if lower and v == "bf16" else v for k, v in out.items()}
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "Candidate",
@@ -112,6 +113,14 @@ _PLANNER_PRECISION = {
 def planner_precision(native_dtype: str) -> str:
     """The weight precision a checkpoint of ``native_dtype`` (``ModelSpec.native_dtype``) is planned and run at."""
     return _PLANNER_PRECISION.get(native_dtype.strip().lower(), "bf16")
+
+
+def checkpoint_weight_precision(spec: Any, name: str) -> str:
+    """The weight precision the checkpoint ``name`` asks for (``catalog.resolve_checkpoint``: nvidia/DeepSeek-R1-NVFP4
+    is fp4, deepseek-ai/DeepSeek-R1 fp8) is planned and run at."""
+    from gpuyield.core.catalog import resolve_checkpoint
+
+    return planner_precision(resolve_checkpoint(spec, name)[1])
 
 
 def default_kv_dtype(model: object) -> str:

@@ -480,8 +480,7 @@ def estimate(
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     def body() -> None:
-        from gpuyield.core.catalog import resolve_checkpoint
-        from gpuyield.core.plan.space import planner_precision
+        from gpuyield.core.plan.space import checkpoint_weight_precision
         from gpuyield.edges.perf.io import load_calibration
         from gpuyield.errors import ConfigError
 
@@ -489,7 +488,7 @@ def estimate(
         cat = load_catalog(catalog)
         weights = precision
         if weights is None:  # the checkpoint the model name asks for, as shipped
-            weights = planner_precision(resolve_checkpoint(cat.model(model), model)[1])
+            weights = checkpoint_weight_precision(cat.model(model), model)
 
         common: dict[str, Any] = {
             "catalog": cat,
