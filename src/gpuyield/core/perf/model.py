@@ -14,6 +14,7 @@ per-step, per-layer and per-sequence overhead (scheduler, launch gaps, sampling)
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -271,22 +272,20 @@ def _dispatch_width(model: Any) -> int:
     return int(getattr(model, "moe_dispatch_width", 0) or model.hidden_size)
 
 
-def _compressed_counts(model: Any) -> tuple[int, int]:
+def _kind_counts(model: Any, *kinds: str) -> tuple[int, ...]:
+    """How many of the model's layers are of each of ``kinds`` (``ModelSpec.layer_kinds``)."""
+    counts = Counter(model.layer_kinds)
+    return tuple(counts[k] for k in kinds)
+
+
+def _layer_counts(model: Any) -> tuple[int, ...]:
+    """Full, sliding-window and linear-attention layers."""
+    return _kind_counts(model, "full_attention", "sliding_attention", "linear_attention")
+
+
+def _compressed_counts(model: Any) -> tuple[int, ...]:
     """DeepSeek-V4's CSA and HCA layers (0, 0 for every other model)."""
-    kinds = list(model.layer_kinds)
-    return (
-        sum(1 for k in kinds if k == "compressed_sparse_attention"),
-        sum(1 for k in kinds if k == "heavily_compressed_attention"),
-    )
-
-
-def _layer_counts(model: Any) -> tuple[int, int, int]:
-    kinds = list(model.layer_kinds)
-    return (
-        sum(1 for k in kinds if k == "full_attention"),
-        sum(1 for k in kinds if k == "sliding_attention"),
-        sum(1 for k in kinds if k == "linear_attention"),
-    )
+    return _kind_counts(model, "compressed_sparse_attention", "heavily_compressed_attention")
 
 
 class PerfModel:
