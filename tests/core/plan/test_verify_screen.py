@@ -196,3 +196,27 @@ def test_plan_inputs_search_the_checkpoint_asked_for() -> None:
     assert space_of("openai/gpt-oss-120b")[0] == ("mxfp4",)
     assert space_of("deepseek-ai/DeepSeek-V4-Flash")[1] == ("fp8",)
     assert space_of("meta-llama/Llama-3.1-8B", allow_lower_precision=True)[:2] == (("bf16", "fp8"), ("bf16", "fp8"))
+
+
+def test_screen_pd_ttft_waits_for_a_decode_seat() -> None:
+    """P/D: a prefilled request whose decode pool is full waits for a seat before its first decode step, and the
+    first token streams from the decode engine, so the screen's TTFT holds the seat wait (Erlang C on the decode
+    seats, as the aggregated slots) and one decode step."""
+    import dataclasses
+
+    perf = ReplicaPerf(ToyStep(), kv_capacity_tokens=200_000, kv_bytes_per_token=131072, kv_transfer_bytes_per_s=50e9)
+    prof = profile_workload(_workload(20.0))
+    roomy, tight = (Candidate((PoolShape("prefill", "g"), PoolShape("decode", "g", max_num_seqs=s)), "round_robin",
+                              pd_ratio=(1, 1)) for s in (256, 60))
+    loose_slo = Slo(ttft_p99_ms=1e6, tpot_p99_ms=1e3)
+    a = screen_candidate(roomy, prof, loose_slo, lambda p: perf, lambda g: 2.0)
+    b = screen_candidate(tight, prof, loose_slo, lambda p: perf, lambda g: 2.0)
+    assert a.feasible and b.feasible and a.level == b.level == 1
+    # same prefill, transfer and decode batch (~48 running); only the 60 seats make requests queue for one
+    assert b.tpot_p99_ms == pytest.approx(a.tpot_p99_ms, rel=0.02) and 40 < a.batch_per_replica < 60
+    assert b.ttft_p99_ms > a.ttft_p99_ms + 100.0
+    # with seats to spare there is no wait: the TTFT is the prefill pool's, the transfer and one decode step (the
+    # p99 decode step over its 1.15 factor), whatever the seat count
+    roomier = dataclasses.replace(roomy, pools=(roomy.pools[0], dataclasses.replace(roomy.pools[1], max_num_seqs=1024)))
+    c = screen_candidate(roomier, prof, loose_slo, lambda p: perf, lambda g: 2.0)
+    assert c.ttft_p99_ms == pytest.approx(a.ttft_p99_ms)

@@ -17,7 +17,9 @@ For an aggregated candidate with ``N`` replicas and the workload's sizing rate `
    p99 prompt in chunks of the free token budget, each chunk a mixed step.
 
 Disaggregated ``xPyD`` candidates: the prefill pool is a token-throughput server (step time at the full
-token budget), TTFT adds the KV transfer of the prompt; the decode pool runs steps 1-3 without prefill.
+token budget); the decode pool runs steps 1-3 without prefill. TTFT adds the KV transfer of the prompt, the
+wait for a decode seat (Erlang C on the decode pool's sequence slots, as in step 4) and one decode step: the
+first token streams from the decode engine.
 
 The screen only ranks; the simulator verifies. Estimates err towards optimism by design (a candidate the
 screen wrongly discards is lost; one it wrongly keeps only costs a simulation).
@@ -190,14 +192,8 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
     b_op = b_op_or_none
     t_op = t_step(b_op)
     tpot_ms = t_op * 1000.0 * _TPOT_P99_FACTOR
-    # Slot wait: M/M/c on sequence slots, service time osl * T(b_max) when the slots are full.
-    slots = max(1, int(b_max))
-    s_slot = osl * t_step(b_max)
-    pw = erlang_c(slots, lam * s_slot)
+    wait_slot = _slot_wait_p99_s(lam, b_max, osl * t_step(b_max), prof.arrival_scv)
     burst = (1.0 + prof.arrival_scv) / 2.0
-    wait_slot = 0.0
-    if pw > 0.01:
-        wait_slot = burst * s_slot / (slots - lam * s_slot) * math.log(pw / 0.01)
     # Wait behind other prefills: G/G/1 on prefill work (Kingman), p99 by an exponential tail.
     free_budget = max(1.0, pool.max_num_batched_tokens - b_op)
     t_decode_only = step.step_time_s(0, 0, max(1, int(round(b_op))), int(round(b_op * ctx)))
@@ -219,10 +215,22 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
     return _Agg(True, "", ttft_ms, tpot_ms, b_op, util, min(1.0, max(0.0, share)))
 
 
+def _slot_wait_p99_s(lam: float, b_max: float, s_slot: float, arrival_scv: float) -> float:
+    """p99 wait for a free sequence slot (seconds): M/M/c on ``int(b_max)`` slots with service time ``s_slot``
+    (a request's time in its slot when the slots are full) by Erlang C, an exponential tail and Kingman's burst
+    factor ``(1 + c_a^2) / 2``. An aggregated replica's slots and a decode pool's seats queue alike."""
+    slots = max(1, int(b_max))
+    pw = erlang_c(slots, lam * s_slot)
+    if pw <= 0.01:
+        return 0.0
+    return (1.0 + arrival_scv) / 2.0 * s_slot / (slots - lam * s_slot) * math.log(pw / 0.01)
+
+
 def _decode_pool_at(
     pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, replicas: int
 ) -> tuple[bool, float, float, float]:
-    """(ok, tpot_ms, b_op, util) of a decode-only pool."""
+    """(ok, tpot_ms, b_op, util, seat_wait_ms) of a decode-only pool. ``seat_wait_ms``: the p99 wait for a decode
+    seat (a prefilled request whose pool is full waits before its first decode step, so in its TTFT)."""
     lam = prof.sizing_rate_per_s / replicas
     isl, osl = prof.input_mean_tokens, max(1.0, prof.output_mean_tokens)
     ctx = isl + osl / 2.0
@@ -232,12 +240,13 @@ def _decode_pool_at(
 
     b_mem = perf.kv_capacity_tokens / (ctx + perf.fixed_tokens_at(isl + osl))
     if b_mem < 1.0:  # the decode pool's KV cannot hold one mean request: more replicas will not help
-        return False, math.inf, 0.0, math.inf
+        return False, math.inf, 0.0, math.inf, math.inf
     b_max = max(1.0, min(float(pool.max_num_seqs), b_mem))
     b_op = _operating_batch(lam, osl, t_step, b_max)
     if b_op is None:
-        return False, math.inf, b_max, 1.0
-    return True, t_step(b_op) * 1000.0 * _TPOT_P99_FACTOR, b_op, b_op / b_max
+        return False, math.inf, b_max, 1.0, math.inf
+    wait_seat = _slot_wait_p99_s(lam, b_max, osl * t_step(b_max), prof.arrival_scv)
+    return True, t_step(b_op) * 1000.0 * _TPOT_P99_FACTOR, b_op, b_op / b_max, wait_seat * 1000.0
 
 
 def _prefill_pool_at(
@@ -379,7 +388,7 @@ def _at_level(
     pp, dp = cand.pools
     n_p, n_d = cand.replicas_at(level)
     ok_p, ttft_ms, util_p = _prefill_pool_at(pp, perfs[0], prof, _hit_for(cand, pp, prof, n_p, perfs[0]), n_p)
-    ok_d, tpot_ms, b_op, util_d = _decode_pool_at(dp, perfs[1], prof, n_d)
+    ok_d, tpot_ms, b_op, util_d, seat_wait_ms = _decode_pool_at(dp, perfs[1], prof, n_d)
     if not ok_p:
         return f"prefill pool overloaded at {gpus} GPUs"
     if not ok_d:
@@ -393,7 +402,8 @@ def _at_level(
         else prof.input_p99_tokens * dperf.kv_bytes_per_token
     )
     transfer_ms = prompt_bytes / dperf.kv_transfer_bytes_per_s * 1000.0
-    ttft_total = ttft_ms + transfer_ms + tpot_ms / _TPOT_P99_FACTOR
+    # the first token streams from the decode engine: prefill, transfer, a wait for a decode seat, one decode step
+    ttft_total = ttft_ms + transfer_ms + seat_wait_ms + tpot_ms / _TPOT_P99_FACTOR
     if ttft_total <= ttft_lim and tpot_ms <= tpot_lim:
         usd_p = n_p * pp.gpus_per_replica * price_for(pp.gpu_id)
         return ScreenEstimate(cand, True, level, gpus, usd, ttft_total, tpot_ms, b_op, max(util_p, util_d),
