@@ -228,7 +228,7 @@ def _slot_wait_p99_s(lam: float, b_max: float, s_slot: float, arrival_scv: float
 
 def _decode_pool_at(
     pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, replicas: int
-) -> tuple[bool, float, float, float]:
+) -> tuple[bool, float, float, float, float]:
     """(ok, tpot_ms, b_op, util, seat_wait_ms) of a decode-only pool. ``seat_wait_ms``: the p99 wait for a decode
     seat (a prefilled request whose pool is full waits before its first decode step, so in its TTFT)."""
     lam = prof.sizing_rate_per_s / replicas
