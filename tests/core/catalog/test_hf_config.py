@@ -550,7 +550,20 @@ def test_nvfp4_mixed_precision_export_keeps_fp8_attention_and_what_it_does_not_n
              "quantized_layers": q}
     spec = load_hf_config(cfg | {"quantization_config": quant})
     assert spec.native_dtype == "nvfp4" and dict(spec.nvfp4_kept) == {"attention": "fp8", "in_proj_ba": "bf16"}
+    # the release also names its LM head W4A16_NVFP4: held at 4 bits, not the 16 bits an LM head gets otherwise
+    q["lm_head"] = {"quant_algo": "W4A16_NVFP4", "group_size": 16}
+    spec = load_hf_config(cfg | {"quantization_config": quant})
+    assert dict(spec.nvfp4_kept) == {"attention": "fp8", "in_proj_ba": "bf16", "lm_head": "nvfp4"}
     assert spec.nvfp4_kept == default_catalog().model("nvidia/Qwen3.6-27B-NVFP4").nvfp4_kept
+    head = next(g for g in spec.gemm_shapes if g.group == "lm_head")
+    assert spec.bytes_per_weight_of(head, "nvfp4") == 0.5625 and spec.bytes_per_weight_of(head, "bf16") == 2.0
+    plain = spec.model_copy(update={"nvfp4_kept": {"attention": "fp8", "in_proj_ba": "bf16"}})
+    assert spec.weight_bytes("nvfp4") == pytest.approx(plain.weight_bytes("nvfp4") - head.params * (2.0 - 0.5625))
+    # an LM head can be quantised (nvfp4, fp8), not "kept" at an unknown dtype; a body matrix cannot be nvfp4-kept
+    with pytest.raises(ValueError, match="lm_head"):
+        spec.model_copy(update={"nvfp4_kept": {"lm_head": "int8"}})
+    with pytest.raises(ValueError, match="attention"):
+        spec.model_copy(update={"nvfp4_kept": {"attention": "nvfp4"}})
 
 
 def test_int4_group_size_is_read_from_a_compressed_tensors_config():

@@ -274,9 +274,12 @@ def test_nvfp4_release_weights_count_the_matrices_it_keeps_wider():
     assert r1.weight_bytes("fp8") == plain.weight_bytes("fp8")
     k26 = cat.model("nvidia/Kimi-K2.6-NVFP4")
     assert k26.weight_bytes() == k26.weight_bytes("nvfp4") > k26.model_copy(update={"nvfp4_kept": {}}).weight_bytes()
-    for bad in ("moe_expert", "expert_gate_up_proj", "lm_head", "router", "qkv_proj"):
+    for bad in ("moe_expert", "expert_gate_up_proj", "router", "qkv_proj"):
         with pytest.raises(ValueError, match="not a non-expert matrix or group"):
             r1.model_copy(update={"nvfp4_kept": {bad: "bf16"}})
+    # the LM head is 16-bit already: only a release that quantises it says so
+    with pytest.raises(ValueError, match="lm_head: unknown dtype"):
+        r1.model_copy(update={"nvfp4_kept": {"lm_head": "bf16"}})
     for dtype in ("fp6", "fp32", "mxfp4"):
         with pytest.raises(ValueError, match="unknown dtype"):
             r1.model_copy(update={"nvfp4_kept": {"attention": dtype}})

@@ -666,7 +666,8 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
     ModelOpt lists the modules it leaves alone in ``exclude_modules`` (globs; compressed-tensors: ``ignore``), held
     at the checkpoint's 16-bit dtype; a ``MIXED_PRECISION`` export names each quantised module's format in
     ``quantized_layers`` (FP8 attention beside NVFP4 MLPs), and leaves in 16 bits a module it does not name beside
-    ones of the same module it does (Qwen3.6's in_proj_a/b beside its FP8 in_proj_qkv). A
+    ones of the same module it does (Qwen3.6's in_proj_a/b beside its FP8 in_proj_qkv). The LM head, 16-bit
+    otherwise, is quantised where such an export names it (Qwen3.6: ``lm_head`` W4A16_NVFP4). A
     matrix counts as kept when every decoder layer that holds it keeps it alike (NVIDIA's Nemotron-3-Nano keeps 6
     of its 23 Mamba layers' projections in 16 bits: not represented). Empty for other checkpoints. Excluded
     modules are taken as bf16 (an export from an fp8 base, such as DeepSeek-V4's, may hold them at fp8: give the
@@ -736,6 +737,13 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
             if len(found) == 1 and None not in found:
                 out[g.name] = str(found.pop())
                 break
+    # the LM head: 16-bit unless a mixed-precision export names it among its quantised layers (Qwen3.6's
+    # W4A16_NVFP4 lm_head); DeepSeek-V4 calls it "head"
+    head_algo = next((a for a in (listed("lm_head"), listed("head")) if a is not None), None) if mixed else None
+    if head_algo is not None and any(g.group == "lm_head" for g in spec.gemm_shapes):
+        head = "nvfp4" if "nvfp4" in head_algo else _FP8_ALGOS.get(head_algo)
+        if head in ("nvfp4", "fp8"):
+            out["lm_head"] = head
     # a group every matrix of which is kept is written as the group, at its most common dtype (others by name)
     for group in {g.group for g in spec.gemm_shapes}:
         names = [g.name for g in spec.gemm_shapes if g.group == group]

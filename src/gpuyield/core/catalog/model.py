@@ -109,6 +109,7 @@ def kv_element_bytes(kv_dtype: str) -> float:
 
 # dtypes a 4-bit release holds the matrices it does not quantise at
 _KEPT_DTYPES = ("bf16", "fp16", "fp8", "int8")
+_LM_HEAD_DTYPES = ("nvfp4", "fp8")  # an NVFP4 release that quantises its LM head (Qwen3.6: W4A16 NVFP4)
 
 
 def bytes_per_weight(precision: str) -> float:
@@ -250,11 +251,12 @@ class ModelSpec(BaseModel):
     # of the nvfp4 entry nvidia/Qwen3.6-27B-NVFP4); catalog.checkpoint_precision reads it
     # (stored as sorted pairs so the model stays hashable; the YAML gives a mapping)
     alias_dtypes: tuple[tuple[str, str], ...] = ()
-    # what the model's 4-bit float releases (NVIDIA ModelOpt NVFP4, compressed-tensors nvfp4) leave out of the
-    # 4-bit quantisation, and the dtype they hold it at: a matrix name or a group of gemm_shapes -> dtype, read
-    # from the release's exclude_modules / ignore / quantized_layers (nvidia/DeepSeek-V3.1-NVFP4: the MLA down and
-    # up projections in bf16, o_proj in fp4; nvidia/Qwen3.6-27B-NVFP4: attention in fp8). Applies when the
-    # deployment's weight precision is fp4/nvfp4 (stored as sorted pairs; the YAML gives a mapping)
+    # what the model's 4-bit float releases (NVIDIA ModelOpt NVFP4, compressed-tensors nvfp4) hold at another dtype
+    # than the rule (body matrices 4-bit, the LM head 16-bit): a matrix name or a group of gemm_shapes -> dtype,
+    # read from the release's exclude_modules / ignore / quantized_layers (nvidia/DeepSeek-V3.1-NVFP4: the MLA
+    # down and up projections in bf16, o_proj in fp4; nvidia/Qwen3.6-27B-NVFP4: attention in fp8 and the LM head
+    # in nvfp4). Applies when the deployment's weight precision is fp4/nvfp4 (stored as sorted pairs; the YAML
+    # gives a mapping)
     nvfp4_kept: tuple[tuple[str, str], ...] = ()
     # weights a bf16 scale covers in the model's int4 release (compressed-tensors ``group_size``; Kimi-K2.5: 32,
     # 0.5625 bytes a weight); None: AWQ/GPTQ's 128 with zero points (0.52 bytes)
@@ -349,8 +351,9 @@ class ModelSpec(BaseModel):
                     f"({self.full_attention_kv_heads})"
                 )
         if self.nvfp4_kept:
-            # routed experts are what an NVFP4 release quantises; the LM head and routers are 16-bit anyway
-            held = [g for g in self.gemm_shapes if g.group not in ("moe_expert", "lm_head", "router")]
+            # routed experts are what an NVFP4 release quantises and routers stay 16-bit; the LM head is 16-bit
+            # unless the release quantises it too (to 4 bits or fp8)
+            held = [g for g in self.gemm_shapes if g.group not in ("moe_expert", "router")]
             known = {g.name for g in held} | {g.group for g in held}
             for what, dtype in self.nvfp4_kept:
                 if what not in known:
@@ -358,16 +361,17 @@ class ModelSpec(BaseModel):
                         f"nvfp4_kept: '{what}' is not a non-expert matrix or group of this model "
                         f"(expected one of {', '.join(sorted(known))})"
                     )
-                if dtype not in _KEPT_DTYPES:
+                allowed = _LM_HEAD_DTYPES if what == "lm_head" else _KEPT_DTYPES
+                if dtype not in allowed:
                     raise ValueError(
-                        f"nvfp4_kept.{what}: unknown dtype '{dtype}'; expected one of {', '.join(_KEPT_DTYPES)}"
+                        f"nvfp4_kept.{what}: unknown dtype '{dtype}'; expected one of {', '.join(allowed)}"
                     )
         return self
 
     def nvfp4_kept_dtype(self, gemm: GemmShape, precision: str) -> str | None:
-        """The dtype the model's 4-bit float release holds ``gemm`` at when it is not quantised to 4 bits
-        (``nvfp4_kept``, by matrix name first, then by group), or None: quantised with the rest, or a deployment
-        at another ``precision`` than fp4/nvfp4."""
+        """The dtype the model's 4-bit float release holds ``gemm`` at where it departs from the rule
+        (``nvfp4_kept``, by matrix name first, then by group: a body matrix left out of the 4-bit quantisation, an
+        LM head quantised), or None: the rule, or a deployment at another ``precision`` than fp4/nvfp4."""
         if not self.nvfp4_kept or precision.strip().lower() not in ("fp4", "nvfp4"):
             return None
         kept = dict(self.nvfp4_kept)
@@ -949,8 +953,9 @@ class ModelSpec(BaseModel):
         """Bytes one weight of ``gemm`` takes in a deployment at weight ``precision``: the one rule the memory
         model, the step model (``PerfModel``) and :meth:`weight_bytes` share.
 
-        A matrix pinned to a precision (``GemmShape.precision``) keeps it; the LM head and routers stay 16-bit;
-        routed experts take ``precision``. Of the rest: at fp4/nvfp4 what the model's NVFP4 release leaves out of
+        A matrix pinned to a precision (``GemmShape.precision``) keeps it; routers stay 16-bit, and the LM head
+        too unless the model's NVFP4 release quantises it (``nvfp4_kept``, at fp4/nvfp4); routed experts take
+        ``precision``. Of the rest: at fp4/nvfp4 what the model's NVFP4 release leaves out of
         its quantisation keeps its dtype (``nvfp4_kept``); gpt-oss keeps attention 16-bit (its checkpoint
         quantises the experts only); an mxfp4 checkpoint (gpt-oss, Kimi-K3, DeepSeek-V4) run at a 4-bit precision
         keeps everything but its routed experts at ``native_dense_dtype`` (16-bit when unset); a MoE model's int4
@@ -959,9 +964,12 @@ class ModelSpec(BaseModel):
         ``precision``."""
         if gemm.precision is not None:
             return bytes_per_weight(gemm.precision)
-        if gemm.group in ("lm_head", "router"):
-            return 2.0
         key = precision.strip().lower()
+        if gemm.group == "lm_head":
+            head = self.nvfp4_kept_dtype(gemm, key)  # a release that quantises its LM head (Qwen3.6 NVFP4)
+            return bytes_per_weight(head) if head is not None else 2.0
+        if gemm.group == "router":
+            return 2.0
         if key == "int4" and self.int4_group_size:  # symmetric groups: a bf16 scale each, no zero points
             quantised = 0.5 + 2.0 / self.int4_group_size
         else:

@@ -445,9 +445,11 @@ class PerfModel:
         expert_params_per_expert = 0.0
         expert_weight_bytes_per_expert = 0.0  # at the deployment's precision (ModelSpec.bytes_per_weight_of)
         lm_params = 0.0
+        lm_bytes = 0.0
         for s in m.gemm_shapes:
             if s.group == "lm_head":
                 lm_params += s.n * s.k
+                lm_bytes += s.n * s.k * self._weight_elem_bytes(s) / tp
                 continue
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
@@ -546,7 +548,6 @@ class PerfModel:
         expert_bytes_per_expert = expert_weight_bytes_per_expert / moe_tp
         # --- LM head
         lm_flops_per_tok = 2.0 * lm_params / tp
-        lm_bytes = lm_params * 2.0 / tp
         # --- communication
         hidden = m.hidden_size
         per_node = int(getattr(g, "gpus_per_node", 0) or 8)
