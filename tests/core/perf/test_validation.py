@@ -14,6 +14,7 @@ from gpuyield.core.perf.closed_loop import estimate_disaggregated
 from gpuyield.core.perf.validation import (
     error_summary,
     parse_layout,
+    repeat_floor,
     row_from_mapping,
     validate_rows,
 )
@@ -155,6 +156,35 @@ def test_validate_rows_coverage_unsupported_and_errors_are_exact():
     expect = (expect + abs(r1["predicted_tpot_ms"] - 20.06) / 20.06) / 2
     assert math.isclose(res["summary"]["tpot_ms"]["mape"], expect, rel_tol=1e-12)
     assert res["rows"][2]["measured_tpot_ms"] is None
+
+
+def test_repeat_floor_is_the_error_no_model_of_the_inputs_can_remove():
+    """Rows 0 and 1 share every input and differ in TPOT (10 vs 20 ms): the best one answer for both is 10
+    (|10/20 - 1| = 0.5 summed), 0.5 / 5 rows = 0.1 of the file's MAPE; each predicted by the other scores 1.0 and
+    0.5. Rows 2 and 3 repeat verbatim (one measurement, no disagreement); row 4 is alone."""
+    raw = [
+        _row(0, tpot_ms="10", ttft_ms="100"),
+        _row(1, tpot_ms="20", ttft_ms="100"),
+        _row(2, concurrency="32", tpot_ms="12", ttft_ms="200"),
+        _row(3, concurrency="32", tpot_ms="12", ttft_ms="200"),
+        _row(4, concurrency="64", tpot_ms="14", ttft_ms="300"),
+    ]
+    rows = [row_from_mapping(r, i) for i, r in enumerate(raw)]
+    rep = repeat_floor(rows)
+    assert rep["rows"] == 2 and rep["groups"] == 1
+    d = rep["tpot_ms"]
+    assert d["n"] == 5 and d["rows"] == 2
+    assert d["oracle_floor"] == pytest.approx(0.5 / 5)
+    assert d["twin_mape"] == pytest.approx((1.0 + 0.5) / 2) and d["twin_points"] == pytest.approx(1.5 / 5)
+    # TTFT agrees within every group: nothing is irreducible there
+    t = rep["ttft_ms"]
+    assert t["rows"] == 0 and t["oracle_floor"] == 0.0 and t["twin_mape"] is None
+    # validate reports it over the rows it predicted
+    res = validate_rows(rows, CAT.model, CAT.gpu, CAL)
+    assert res["repeat_floor"] == rep
+    # a layout written with other spacing or case is the same input
+    raw[1]["layout"] = "  " + raw[1]["layout"].upper()
+    assert repeat_floor([row_from_mapping(r, i) for i, r in enumerate(raw)])["rows"] == 2
 
 
 def test_bad_rows_name_the_field():

@@ -714,3 +714,21 @@ def test_profiles_of_two_models_into_one_directory_add_up(tmp_path):
     mixed = _run([*args, "--model", "tiny-llama", "--dtype", "bf16"])
     assert mixed.exit_code == 2 and "would mix" in mixed.output
     assert table.read_text() == before
+
+
+def test_validate_reports_the_floor_of_repeated_inputs(tmp_path):
+    """A row repeated with another measured TPOT: the text, the JSON and the report say how much error no model
+    of the inputs can remove."""
+    rows = [FIXTURE[0], dict(FIXTURE[0], tpot_ms=str(2 * float(FIXTURE[0]["tpot_ms"]))), FIXTURE[1]]
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, rows)
+    report = tmp_path / "r.html"
+    r = _run(["validate", "--measurements", str(csv_path), "--report", str(report), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)["repeat_floor"]
+    assert rep["rows"] == 2 and rep["groups"] == 1
+    assert rep["tpot_ms"]["oracle_floor"] == pytest.approx(0.5 / 3)  # the lower answer for both, over 3 rows
+    assert "repeated inputs, other measurements" in report.read_text()
+    text = _run(["validate", "--measurements", str(csv_path), "--report", "-"])
+    assert text.exit_code == 0, text.output
+    assert "2 rows repeat another row's inputs" in " ".join(text.output.split())

@@ -47,6 +47,7 @@ __all__ = [
     "deployment_key",
     "error_summary",
     "implausible_reason",
+    "repeat_floor",
     "kv_dtype_for",
     "measurement_floor",
     "parse_layout",
@@ -738,6 +739,60 @@ def error_summary(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int
     }
 
 
+def repeat_floor(rows: Sequence[MeasurementRow]) -> dict[str, Any]:
+    """How much of a file's error no model of its inputs can remove: rows that share every input column with a row
+    measured with other values (another worker count behind a ``0x`` layout, MTP on or off, another batch limit:
+    settings the columns do not record).
+
+    Per metric, over the rows that measured it: ``oracle_floor``, the least MAPE any one answer per input group
+    could give the whole file (the best single value of each group, as a share of all ``n`` rows: a lower bound on
+    the file's MAPE for every model, this one included); ``twin_mape``, the MAPE of those rows when each is
+    predicted by the median of its group's other measurements (what a lookup of the repeats gives, leave-one-out),
+    and ``twin_points``, their share of the file's MAPE then. Verbatim repeats (same inputs, same values) are one
+    measurement. Pure: rows in, numbers out."""
+    groups: dict[tuple[Any, ...], list[MeasurementRow]] = {}
+    for r in rows:
+        key = (r.gpu, r.num_gpus, r.model, r.engine, r.precision, " ".join(r.layout.lower().split()), r.tp, r.isl,
+               r.osl, r.concurrency, r.num_requests)  # fmt: skip
+        groups.setdefault(key, []).append(r)
+    out: dict[str, Any] = {"rows": 0, "groups": 0}
+    for k in ("ttft_ms", "tpot_ms"):
+        n = 0
+        oracle = 0.0
+        twin: list[float] = []
+        for members in groups.values():
+            vals = [v for m in members if (v := m.measured.get(k))]
+            n += len(vals)
+            if len(set(vals)) < 2:
+                continue
+            # sum of |p / y - 1| is convex and piecewise linear in p: its least value is at one of the y
+            oracle += min(sum(abs(p / y - 1.0) for y in vals) for p in set(vals))
+            for i, y in enumerate(vals):
+                others = sorted(v for j, v in enumerate(vals) if j != i and v != y)
+                mid = len(others) // 2
+                guess = others[mid] if len(others) % 2 else 0.5 * (others[mid - 1] + others[mid])
+                twin.append(abs(guess / y - 1.0))
+        out[k] = {
+            "n": n,
+            "rows": len(twin),
+            "oracle_floor": oracle / n if n else None,
+            "twin_mape": sum(twin) / len(twin) if twin else None,
+            "twin_points": sum(twin) / n if n else None,
+        }
+    contradicting = [
+        m
+        for members in groups.values()
+        if len({(m.measured.get("ttft_ms"), m.measured.get("tpot_ms")) for m in members}) > 1
+        for m in members
+    ]
+    out["rows"] = len(contradicting)
+    out["groups"] = sum(
+        1 for members in groups.values()
+        if len({(m.measured.get("ttft_ms"), m.measured.get("tpot_ms")) for m in members}) > 1
+    )  # fmt: skip
+    return out
+
+
 def _own_rows(
     rows: Sequence[MeasurementRow], table: MeasuredCorrections | None, leave_own_out: bool | None
 ) -> dict[str, Any]:
@@ -911,6 +966,8 @@ def validate_rows(
         # above; summary_plausible scores the others
         "implausible": implausible,
         "summary_plausible": {k: error_summary(v) for k, v in plausible_pairs.items()},
+        # rows whose inputs repeat with other measured values: the error no model of the inputs can remove
+        "repeat_floor": repeat_floor([r for r, p in zip(rows, predictions, strict=True) if not isinstance(p, str)]),
         # the same errors per layout kind (aggregated vs disaggregated deployments)
         "summary_by_layout_kind": {
             kind: {k: error_summary(v) for k, v in kp.items()} for kind, kp in sorted(kind_pairs.items())

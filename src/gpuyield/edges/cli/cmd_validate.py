@@ -144,6 +144,20 @@ def validate(
                 f"{len(result['implausible'])} rows are physically impossible as recorded (scored above; "
                 f"without them: {_mapes(result['summary_plausible'])}); first: row {first['row']}: {first['reason']}"
             )
+        rep = result.get("repeat_floor") or {}
+        if rep.get("rows"):
+            t_, d_ = rep["ttft_ms"], rep["tpot_ms"]
+
+            def pct(v: float | None) -> str:
+                return "—" if v is None else f"{100 * v:.1f}"
+
+            console.print(
+                f"{rep['rows']} rows repeat another row's inputs with other measured values ({rep['groups']} groups: "
+                "settings the columns do not record): no model of the inputs scores below TTFT "
+                f"{pct(t_['oracle_floor'])}% / TPOT {pct(d_['oracle_floor'])}% MAPE on this file; each predicted by "
+                f"its repeats' median scores {pct(t_['twin_mape'])}% / {pct(d_['twin_mape'])}% "
+                f"({pct(t_['twin_points'])} / {pct(d_['twin_points'])} points of the file's MAPE)"
+            )
         if result["corrected_rows"]:
             own = result["own_rows"]
             how = (

@@ -176,6 +176,23 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
     )
     for key in ("gpu", "engine", "model", "precision"):
         body.append(_table(f"per {key}", {m: group_errors(rows, key, m) for m in metrics}))
+    rep = result.get("repeat_floor") or {}
+    if rep.get("rows"):
+        body.append(
+            f"<h3>repeated inputs, other measurements</h3><p>{rep['rows']} rows share every input column with a row "
+            f"measured with other values ({rep['groups']} groups): the runs differed in settings the columns do not "
+            "record (worker counts behind a <code>0x</code> layout, speculative decoding, batch limits). No model of "
+            "the inputs can score below the floor below on this file.</p>"
+            "<table><tr><th>metric</th><th>rows</th><th>least MAPE of the file</th><th>MAPE of these rows, each "
+            "from its repeats' median</th><th>their share of the file's MAPE</th></tr>"
+        )
+        for m in ("ttft_ms", "tpot_ms"):
+            v = rep.get(m) or {}
+            body.append(
+                f"<tr><td>{m}</td><td>{v.get('rows', 0)}</td><td>{_fmt(v.get('oracle_floor'))}</td>"
+                f"<td>{_fmt(v.get('twin_mape'))}</td><td>{_fmt(v.get('twin_points'))}</td></tr>"
+            )
+        body.append("</table>")
     if result.get("implausible"):
         body.append(
             "<h3>physically impossible rows (scored above)</h3><p>Their measured latency is below a floor no "
