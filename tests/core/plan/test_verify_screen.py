@@ -220,3 +220,15 @@ def test_screen_pd_ttft_waits_for_a_decode_seat() -> None:
     roomier = dataclasses.replace(roomy, pools=(roomy.pools[0], dataclasses.replace(roomy.pools[1], max_num_seqs=1024)))
     c = screen_candidate(roomier, prof, loose_slo, lambda p: perf, lambda g: 2.0)
     assert c.ttft_p99_ms == pytest.approx(a.ttft_p99_ms)
+
+
+def test_slot_wait_is_unbounded_when_the_whole_slots_cannot_carry_the_load() -> None:
+    """A KV-limited batch cap is fractional (48.9 sequences): a load between 48 and 48.9 slots' worth passes the
+    batch fixed point but no whole number of slots carries it, so the wait is unbounded, never negative."""
+    from gpuyield.core.plan.screen import _slot_wait_p99_s
+
+    assert _slot_wait_p99_s(48.5, 48.9, 1.0, 1.0) == math.inf
+    assert _slot_wait_p99_s(48.0, 48.9, 1.0, 1.0) == math.inf
+    w = _slot_wait_p99_s(40.0, 48.9, 1.0, 1.0)
+    assert 0.0 < w < math.inf
+    assert _slot_wait_p99_s(1.0, 48.9, 1.0, 1.0) == 0.0

@@ -218,8 +218,12 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
 def _slot_wait_p99_s(lam: float, b_max: float, s_slot: float, arrival_scv: float) -> float:
     """p99 wait for a free sequence slot (seconds): M/M/c on ``int(b_max)`` slots with service time ``s_slot``
     (a request's time in its slot when the slots are full) by Erlang C, an exponential tail and Kingman's burst
-    factor ``(1 + c_a^2) / 2``. An aggregated replica's slots and a decode pool's seats queue alike."""
+    factor ``(1 + c_a^2) / 2``. An aggregated replica's slots and a decode pool's seats queue alike. A load the
+    whole slots cannot carry (a fractional ``b_max``, set by KV memory, lets the batch fixed point pass just below
+    it) waits without bound: ``inf``."""
     slots = max(1, int(b_max))
+    if lam * s_slot >= slots:
+        return math.inf
     pw = erlang_c(slots, lam * s_slot)
     if pw <= 0.01:
         return 0.0
