@@ -564,6 +564,11 @@ def test_nvfp4_mixed_precision_export_keeps_fp8_attention_and_what_it_does_not_n
         spec.model_copy(update={"nvfp4_kept": {"lm_head": "int8"}})
     with pytest.raises(ValueError, match="attention"):
         spec.model_copy(update={"nvfp4_kept": {"attention": "nvfp4"}})
+    # a head tied to the embeddings is the 16-bit embedding matrix: neither read as quantised nor accepted so
+    tied = load_hf_config(cfg | {"tie_word_embeddings": True, "quantization_config": quant})
+    assert "lm_head" not in dict(tied.nvfp4_kept)
+    with pytest.raises(ValueError, match="ties its LM head"):
+        tied.model_copy(update={"nvfp4_kept": {"lm_head": "nvfp4"}})
 
 
 def test_int4_group_size_is_read_from_a_compressed_tensors_config():

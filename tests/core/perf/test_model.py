@@ -425,6 +425,21 @@ def test_an_nvfp4_release_charges_the_matrices_it_keeps_wider_in_memory_and_step
     assert fp8[0].step_time_s(0, 0.0, 8, 8 * 2048) == fp8[1].step_time_s(0, 0.0, 8, 8 * 2048)
 
 
+def test_an_nvfp4_release_that_quantises_its_lm_head_reads_it_at_4_bits():
+    """nvidia/Qwen3.6-27B-NVFP4 holds its LM head in W4A16 NVFP4 (``nvfp4_kept: {lm_head: nvfp4}``): a decode step
+    reads it at 0.5625 bytes a weight, memory holds it so, and the notes say so."""
+    q = CAT.model("nvidia/Qwen3.6-27B-NVFP4")
+    wide = q.model_copy(update={"nvfp4_kept": {k: v for k, v in q.nvfp4_kept if k != "lm_head"}})
+    gpu = CAT.gpu("b200_sxm")
+    four, sixteen = (PerfModel.build(m, gpu, tp=1, weight_precision="nvfp4", kv_dtype="fp8") for m in (q, wide))
+    head = q.vocab_size * q.hidden_size * (2.0 - 0.5625)
+    assert sixteen.weights_bytes_per_gpu() - four.weights_bytes_per_gpu() == pytest.approx(head)
+    t4, t16 = (pm.step_breakdown(0, 0.0, 1, 2048).ops["lm_head"] for pm in (four, sixteen))
+    assert t4 == pytest.approx(t16 * 0.5625 / 2.0, rel=0.05)
+    assert any("quantises its LM head to nvfp4" in n for n in four.notes)
+    assert not any("lm_head nvfp4 (not 4-bit)" in n for n in four.notes)
+
+
 def test_an_mxfp4_checkpoint_keeps_all_but_its_routed_experts_in_16_bits():
     """gpt-oss and Kimi-K3 quantise only the routed experts (K3's quantisation ignores self_attn, shared_experts and
     mlp): at a 4-bit deployment the rest is charged 16-bit; at fp8 everything is fp8."""

@@ -740,7 +740,7 @@ def nvfp4_kept_from_quantization(quant: Any, spec: ModelSpec) -> dict[str, str]:
     # the LM head: 16-bit unless a mixed-precision export names it among its quantised layers (Qwen3.6's
     # W4A16_NVFP4 lm_head); DeepSeek-V4 calls it "head"
     head_algo = next((a for a in (listed("lm_head"), listed("head")) if a is not None), None) if mixed else None
-    if head_algo is not None and any(g.group == "lm_head" for g in spec.gemm_shapes):
+    if head_algo is not None and not spec.tie_word_embeddings and any(g.group == "lm_head" for g in spec.gemm_shapes):
         head = "nvfp4" if "nvfp4" in head_algo else _FP8_ALGOS.get(head_algo)
         if head in ("nvfp4", "fp8"):
             out["lm_head"] = head

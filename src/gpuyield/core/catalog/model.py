@@ -361,6 +361,10 @@ class ModelSpec(BaseModel):
                         f"nvfp4_kept: '{what}' is not a non-expert matrix or group of this model "
                         f"(expected one of {', '.join(sorted(known))})"
                     )
+                if what == "lm_head" and self.tie_word_embeddings:
+                    raise ValueError(
+                        "nvfp4_kept.lm_head: this model ties its LM head to the embeddings, which stay 16-bit"
+                    )
                 allowed = _LM_HEAD_DTYPES if what == "lm_head" else _KEPT_DTYPES
                 if dtype not in allowed:
                     raise ValueError(

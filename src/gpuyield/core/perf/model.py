@@ -372,9 +372,14 @@ class PerfModel:
         self.speculative: SpeculativeDecoding | None = None
         if not calibration.has_gpu(self.gpu_id):
             self.notes.append(f"no measured kernel tables for '{self.gpu_id}': generic efficiencies used")
-        kept = [f"{k} {v}" for k, v in getattr(model, "nvfp4_kept", ())]
-        if kept and wp in ("fp4", "nvfp4"):
-            self.notes.append(f"{model.id}'s NVFP4 release keeps {', '.join(kept)} (not 4-bit); counted so")
+        release = dict(getattr(model, "nvfp4_kept", ()))
+        head = release.pop("lm_head", None)
+        kept = [f"{k} {v}" for k, v in sorted(release.items())]
+        if wp in ("fp4", "nvfp4") and (kept or head):
+            what = ([f"keeps {', '.join(kept)} (not 4-bit)"] if kept else []) + (
+                [f"quantises its LM head to {head}"] if head else []
+            )
+            self.notes.append(f"{model.id}'s NVFP4 release {' and '.join(what)}; counted so")
         self._c = self._precompute()
 
     # ------------------------------------------------------------------ construction

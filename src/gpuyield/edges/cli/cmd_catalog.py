@@ -516,7 +516,7 @@ def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
         (
             "weights nvfp4",
             f"{spec.weight_bytes('nvfp4') / 1e9:,.1f} GB"
-            + (" (kept wider: " + ", ".join(f"{k} {v}" for k, v in spec.nvfp4_kept) + ")" if spec.nvfp4_kept else ""),
+            + _nvfp4_release_text(spec.nvfp4_kept),
         ),
         ("max context", f"{spec.max_position_embeddings:,}"),
         ("source", spec.source),
@@ -629,3 +629,12 @@ def show_cmd(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(catalog_app, name="catalog")
+
+
+def _nvfp4_release_text(release: tuple[tuple[str, str], ...]) -> str:
+    """What a model's NVFP4 release holds at another dtype than the rule: body matrices kept wider, an LM head
+    quantised (``ModelSpec.nvfp4_kept``)."""
+    kept = [f"{k} {v}" for k, v in release if k != "lm_head"]
+    head = dict(release).get("lm_head")
+    parts = ([f"kept wider: {', '.join(kept)}"] if kept else []) + ([f"LM head {head}"] if head else [])
+    return f" ({'; '.join(parts)})" if parts else ""
