@@ -187,6 +187,25 @@ def test_repeat_floor_is_the_error_no_model_of_the_inputs_can_remove():
     assert repeat_floor([row_from_mapping(r, i) for i, r in enumerate(raw)])["rows"] == 2
 
 
+def test_repeat_floor_leaves_out_only_verbatim_copies_and_ignores_missing_values():
+    def floor(pairs: list[tuple[str, str]]) -> dict:
+        return repeat_floor([row_from_mapping(_row(i, ttft_ms=t, tpot_ms=d), i) for i, (t, d) in enumerate(pairs)])
+
+    # TPOT 10, 10, 10, 20 measured in four runs (TTFTs differ): a 10 is predicted by the other runs' median (10),
+    # the 20 by 10
+    rep = floor([("100", "10"), ("110", "10"), ("120", "10"), ("130", "20")])
+    assert rep["tpot_ms"]["twin_mape"] == pytest.approx(0.5 / 4) and rep["rows"] == 4
+    # a verbatim copy is the same measurement: each copy of (100, 10) is predicted by the other run alone
+    rep = floor([("100", "10"), ("100", "10"), ("100", "20")])
+    assert rep["tpot_ms"]["twin_mape"] == pytest.approx((1.0 + 1.0 + 0.5) / 3)
+    assert rep["ttft_ms"]["rows"] == 0 and rep["rows"] == 3 and rep["groups"] == 1
+    # a value one run did not measure disagrees with nothing
+    rep = floor([("100", "10"), ("100", "")])
+    assert rep["rows"] == 0 and rep["groups"] == 0 and rep["tpot_ms"]["n"] == 1
+    assert rep["tpot_ms"]["oracle_floor"] == 0.0 and rep["tpot_ms"]["twin_mape"] is None
+    assert floor([])["tpot_ms"] == {"n": 0, "rows": 0, "oracle_floor": None, "twin_mape": None, "twin_points": None}
+
+
 def test_bad_rows_name_the_field():
     with pytest.raises(ConfigError, match="isl"):
         row_from_mapping(_row(0, isl="abc"), 7)

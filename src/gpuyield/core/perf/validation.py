@@ -747,30 +747,42 @@ def repeat_floor(rows: Sequence[MeasurementRow]) -> dict[str, Any]:
     Per metric, over the rows that measured it: ``oracle_floor``, the least MAPE any one answer per input group
     could give the whole file (the best single value of each group, as a share of all ``n`` rows: a lower bound on
     the file's MAPE for every model, this one included); ``twin_mape``, the MAPE of those rows when each is
-    predicted by the median of its group's other measurements (what a lookup of the repeats gives, leave-one-out),
-    and ``twin_points``, their share of the file's MAPE then. Verbatim repeats (same inputs, same values) are one
-    measurement. Pure: rows in, numbers out."""
+    predicted by the median of its group's other measurements (what a lookup of the repeats gives, leave-one-out:
+    a verbatim copy of the row, same inputs and same values, is the same measurement and left out with it), and
+    ``twin_points``, the percentage points of the file's MAPE they add then. ``rows`` and ``groups`` count the
+    rows (verbatim copies included, as ``validate`` scores each) and input groups where some metric was measured
+    with two values; a missing value disagrees with nothing. Pure: rows in, numbers out."""
     groups: dict[tuple[Any, ...], list[MeasurementRow]] = {}
     for r in rows:
         key = (r.gpu, r.num_gpus, r.model, r.engine, r.precision, " ".join(r.layout.lower().split()), r.tp, r.isl,
                r.osl, r.concurrency, r.num_requests)  # fmt: skip
         groups.setdefault(key, []).append(r)
-    out: dict[str, Any] = {"rows": 0, "groups": 0}
+
+    def pair(m: MeasurementRow) -> tuple[float | None, float | None]:
+        return m.measured.get("ttft_ms"), m.measured.get("tpot_ms")
+
+    def disagree(members: list[MeasurementRow], k: str) -> bool:  # a missing value disagrees with nothing
+        return len({v for m in members if (v := m.measured.get(k))}) > 1
+
+    out: dict[str, Any] = {}
     for k in ("ttft_ms", "tpot_ms"):
         n = 0
         oracle = 0.0
         twin: list[float] = []
         for members in groups.values():
-            vals = [v for m in members if (v := m.measured.get(k))]
-            n += len(vals)
-            if len(set(vals)) < 2:
+            measured = [m for m in members if m.measured.get(k)]
+            n += len(measured)
+            if not disagree(members, k):
                 continue
+            vals = [float(m.measured[k] or 0.0) for m in measured]
             # sum of |p / y - 1| is convex and piecewise linear in p: its least value is at one of the y
             oracle += min(sum(abs(p / y - 1.0) for y in vals) for p in set(vals))
-            for i, y in enumerate(vals):
-                others = sorted(v for j, v in enumerate(vals) if j != i and v != y)
+            for m in measured:
+                # the group's other measurements: a verbatim repeat of this one is the same measurement
+                others = sorted(float(o.measured[k] or 0.0) for o in measured if pair(o) != pair(m))
                 mid = len(others) // 2
                 guess = others[mid] if len(others) % 2 else 0.5 * (others[mid - 1] + others[mid])
+                y = float(m.measured[k] or 0.0)
                 twin.append(abs(guess / y - 1.0))
         out[k] = {
             "n": n,
@@ -779,18 +791,8 @@ def repeat_floor(rows: Sequence[MeasurementRow]) -> dict[str, Any]:
             "twin_mape": sum(twin) / len(twin) if twin else None,
             "twin_points": sum(twin) / n if n else None,
         }
-    contradicting = [
-        m
-        for members in groups.values()
-        if len({(m.measured.get("ttft_ms"), m.measured.get("tpot_ms")) for m in members}) > 1
-        for m in members
-    ]
-    out["rows"] = len(contradicting)
-    out["groups"] = sum(
-        1 for members in groups.values()
-        if len({(m.measured.get("ttft_ms"), m.measured.get("tpot_ms")) for m in members}) > 1
-    )  # fmt: skip
-    return out
+    split = [ms for ms in groups.values() if disagree(ms, "ttft_ms") or disagree(ms, "tpot_ms")]
+    return {"rows": sum(len(ms) for ms in split), "groups": len(split)} | out
 
 
 def _own_rows(

@@ -29,6 +29,11 @@ def group_errors(rows: list[dict[str, Any]], key: str, metric: str) -> dict[str,
     return {k: error_summary(v) for k, v in sorted(pairs.items())}
 
 
+def _points(v: Any) -> str:
+    """A share of a MAPE in percentage points (0.087 -> 8.7)."""
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
 def _fmt(v: Any, pct: bool = True) -> str:
     if v is None:
         return "—"
@@ -184,13 +189,13 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
             "record (worker counts behind a <code>0x</code> layout, speculative decoding, batch limits). No model of "
             "the inputs can score below the floor below on this file.</p>"
             "<table><tr><th>metric</th><th>rows</th><th>least MAPE of the file</th><th>MAPE of these rows, each "
-            "from its repeats' median</th><th>their share of the file's MAPE</th></tr>"
+            "from its repeats' median</th><th>points of the file's MAPE they add</th></tr>"
         )
         for m in ("ttft_ms", "tpot_ms"):
             v = rep.get(m) or {}
             body.append(
                 f"<tr><td>{m}</td><td>{v.get('rows', 0)}</td><td>{_fmt(v.get('oracle_floor'))}</td>"
-                f"<td>{_fmt(v.get('twin_mape'))}</td><td>{_fmt(v.get('twin_points'))}</td></tr>"
+                f"<td>{_fmt(v.get('twin_mape'))}</td><td>{_points(v.get('twin_points'))}</td></tr>"
             )
         body.append("</table>")
     if result.get("implausible"):
