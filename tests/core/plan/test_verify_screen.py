@@ -232,3 +232,41 @@ def test_slot_wait_is_unbounded_when_the_whole_slots_cannot_carry_the_load() -> 
     w = _slot_wait_p99_s(40.0, 48.9, 1.0, 1.0)
     assert 0.0 < w < math.inf
     assert _slot_wait_p99_s(1.0, 48.9, 1.0, 1.0) == 0.0
+
+
+def test_a_load_the_whole_slots_cannot_carry_is_an_overload_even_without_a_ttft_target() -> None:
+    """KV room for a fractional batch (x.95 sequences) at a load between its whole part and itself: the screen
+    rejects that size as overloaded (aggregated and P/D decode pools alike), with or without a TTFT target."""
+    from gpuyield.core.plan.screen import _aggregated_at, _decode_pool_at
+
+    prof = profile_workload(_workload(20.0))
+    ctx = prof.input_mean_tokens + prof.output_mean_tokens / 2
+    mixed = PoolShape("mixed", "g", max_num_seqs=4096, max_num_batched_tokens=1 << 20)
+    decode = PoolShape("decode", "g", max_num_seqs=4096)
+
+    def perf_at(b: float) -> ReplicaPerf:
+        return ReplicaPerf(ToyStep(), kv_capacity_tokens=int(b * ctx), kv_bytes_per_token=131072,
+                           kv_transfer_bytes_per_s=50e9)
+
+    edge = {"agg": None, "pd": None}
+    for tenth in range(200, 2000):
+        perf = perf_at(tenth / 10 + 0.05)
+        a = _aggregated_at(mixed, perf, prof, 0.0, 1)
+        if edge["agg"] is None and not a.ok and "whole sequence slots" in a.why:
+            edge["agg"] = perf
+        d = _decode_pool_at(decode, perf, prof, 1)
+        if edge["pd"] is None and not d[0] and math.isinf(d[4]) and d[3] == 1.0:
+            edge["pd"] = perf
+    assert edge["agg"] is not None and edge["pd"] is not None
+    big = perf_at(1e6)
+    pd = Candidate((PoolShape("prefill", "g"), decode), "round_robin", pd_ratio=(1, 1))
+    for slo in (Slo(ttft_p99_ms=2000, tpot_p99_ms=100), Slo(tpot_p99_ms=100)):
+        agg = screen_candidate(Candidate((mixed,), "round_robin"), prof, slo, lambda p: edge["agg"], lambda g: 2.0,
+                               max_level=1)
+        assert not agg.feasible and agg.rejection is not None and "whole sequence slots" in agg.rejection.reason
+        dis = screen_candidate(pd, prof, slo, lambda p: big if p.role == "prefill" else edge["pd"], lambda g: 2.0,
+                               max_level=1)
+        assert not dis.feasible and dis.rejection is not None and "decode pool overloaded" in dis.rejection.reason
+        # one more replica carries it, with a finite TTFT
+        ok = screen_candidate(Candidate((mixed,), "round_robin"), prof, slo, lambda p: edge["agg"], lambda g: 2.0)
+        assert ok.feasible and ok.level == 2 and math.isfinite(ok.ttft_p99_ms)

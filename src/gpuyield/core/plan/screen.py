@@ -193,6 +193,9 @@ def _aggregated_at(pool: PoolShape, perf: ReplicaPerf, prof: WorkloadProfile, hi
     t_op = t_step(b_op)
     tpot_ms = t_op * 1000.0 * _TPOT_P99_FACTOR
     wait_slot = _slot_wait_p99_s(lam, b_max, osl * t_step(b_max), prof.arrival_scv)
+    if math.isinf(wait_slot):
+        return _Agg(False, f"overload: {replicas} replicas' {int(b_max)} whole sequence slots each carry < "
+                           f"{prof.sizing_rate_per_s:.2f} req/s", math.inf, math.inf, b_op, 1.0, 0)
     burst = (1.0 + prof.arrival_scv) / 2.0
     # Wait behind other prefills: G/G/1 on prefill work (Kingman), p99 by an exponential tail.
     free_budget = max(1.0, pool.max_num_batched_tokens - b_op)
@@ -250,6 +253,8 @@ def _decode_pool_at(
     if b_op is None:
         return False, math.inf, b_max, 1.0, math.inf
     wait_seat = _slot_wait_p99_s(lam, b_max, osl * t_step(b_max), prof.arrival_scv)
+    if math.isinf(wait_seat):  # whole seats cannot carry the load: overloaded like a too-small batch cap
+        return False, math.inf, b_max, 1.0, math.inf
     return True, t_step(b_op) * 1000.0 * _TPOT_P99_FACTOR, b_op, b_op / b_max, wait_seat * 1000.0
 
 
