@@ -322,6 +322,10 @@ def test_validate_json_shape_and_report(tmp_path):
         and "http" not in text.split("</title>")[1][:200]
     )
     assert "per layout kind" in text and "per gpu" in text
+    # error-vs-measured plots per GPU, engine and model (issue 3), when the file has more than one of each
+    engines = {r["engine"] for r in res["rows"]}
+    assert ("predicted vs measured per engine" in text) == (len(engines) > 1)
+    assert "predicted vs measured per model" in text
 
 
 def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):

@@ -165,7 +165,7 @@ def render_validation_html(result: dict[str, Any], title: str = "gpuyield valida
     for m in metrics:
         body.append(_scatter(rows, m, f"{m}: predicted vs measured"))
     body.append("</div>")
-    for key in ("gpu", "model"):
+    for key in ("gpu", "engine", "model"):
         values = sorted({str(r.get(key)) for r in rows})
         if len(values) < 2:
             continue
