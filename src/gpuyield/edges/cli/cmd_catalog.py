@@ -427,6 +427,15 @@ def _show_gpu(cat: Any, gpu: Any, json_out: str | None) -> None:
         console.print("[dim]No GPU-hour prices catalogued for this accelerator.[/dim]")
 
 
+def _nvfp4_release_text(release: tuple[tuple[str, str], ...]) -> str:
+    """What a model's NVFP4 release holds at another dtype than the rule: body matrices kept wider, an LM head
+    quantised (``ModelSpec.nvfp4_kept``)."""
+    kept = [f"{k} {v}" for k, v in release if k != "lm_head"]
+    head = dict(release).get("lm_head")
+    parts = ([f"kept wider: {', '.join(kept)}"] if kept else []) + ([f"LM head {head}"] if head else [])
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _show_model(cat: Any, spec: Any, json_out: str | None) -> None:
     api = [p.model_dump(mode="json") for p in cat.api_prices(spec.id)] if cat.find_model(spec.id) else []
     if json_out is not None:
@@ -629,12 +638,3 @@ def show_cmd(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(catalog_app, name="catalog")
-
-
-def _nvfp4_release_text(release: tuple[tuple[str, str], ...]) -> str:
-    """What a model's NVFP4 release holds at another dtype than the rule: body matrices kept wider, an LM head
-    quantised (``ModelSpec.nvfp4_kept``)."""
-    kept = [f"{k} {v}" for k, v in release if k != "lm_head"]
-    head = dict(release).get("lm_head")
-    parts = ([f"kept wider: {', '.join(kept)}"] if kept else []) + ([f"LM head {head}"] if head else [])
-    return f" ({'; '.join(parts)})" if parts else ""
