@@ -57,3 +57,23 @@ def test_prices_carry_source_and_date_and_owned_wins() -> None:
     o = owned.price_for("h100_sxm")
     assert o.kind == "owned" and set(o.breakdown_usd_per_gpu_hour) == {"capex", "power", "ops"}
     assert "defaults:" in o.source  # the fields left out came from the catalogue, and say so
+
+
+def test_the_screen_and_the_simulator_time_a_measured_pool_alike() -> None:
+    from gpuyield.core.perf import default_calibration
+    from gpuyield.core.plan.simulator import SimulatorBinding  # noqa: F401  (the binding passes measured_at on)
+
+    cal = default_calibration()
+    pool = PoolShape("mixed", "h100_sxm", tp=4)
+    on = PlanContext(CAT, CAT.model("Qwen/Qwen3-32B"), calibration=cal, measured_at=(1024, 256))
+    off = PlanContext(CAT, CAT.model("Qwen/Qwen3-32B"), calibration=cal)
+    step_on, step_off = on.perf_for(pool).step, off.perf_for(pool).step  # type: ignore[union-attr]
+    assert step_off.measured is None and step_on.measured is not None
+    assert step_on.measured is on.measured_scales(pool)
+    assert step_on.step_time_s(0, 0.0, 64, 64 * 1200) != step_off.step_time_s(0, 0.0, 64, 64 * 1200)
+    dep = candidate_to_deployment(Candidate((pool,), "round_robin"), 1, "Qwen/Qwen3-32B", prices={"h100_sxm": 2.5})
+    cluster, info = build_cluster(dep, CAT, calibration=cal, measured_at=(1024, 256))
+    sim_step = cluster.rts[0].setup.step_model
+    assert sim_step.measured == step_on.measured and info[0]["measured_step_scales"] == step_on.measured.to_dict()
+    # a decode (or prefill) pool takes the scales of an aggregated replica of its shape: the same kernels
+    assert on.perf_for(PoolShape("decode", "h100_sxm", tp=4)).step.measured is step_on.measured  # type: ignore[union-attr]

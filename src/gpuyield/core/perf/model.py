@@ -20,10 +20,12 @@ from typing import Any
 
 from gpuyield.core.catalog.model import WEIGHT_PRECISIONS
 from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients, LogCurve
+from gpuyield.core.perf.measured_steps import MeasuredStepScales
 from gpuyield.core.perf.speculative import SpeculativeDecoding
 from gpuyield.errors import ConfigError
 
 _SPEC_NOTE = "speculative decoding:"  # how SpeculativeDecoding.describe() starts
+_MEASURED_NOTE = "step times adjusted to "  # how MeasuredStepScales.describe() starts
 
 __all__ = [
     "MemoryPlan",
@@ -313,6 +315,7 @@ class PerfModel:
         "gpu_id",
         "notes",
         "speculative",
+        "measured",
     )
 
     def __init__(
@@ -370,6 +373,7 @@ class PerfModel:
         self.compute_dtype = compute_dtype_for(wp, gpu)
         self.notes: list[str] = []
         self.speculative: SpeculativeDecoding | None = None
+        self.measured: MeasuredStepScales | None = None  # step-level form of measured points (with_measured)
         if not calibration.has_gpu(self.gpu_id):
             self.notes.append(f"no measured kernel tables for '{self.gpu_id}': generic efficiencies used")
         release = dict(getattr(model, "nvfp4_kept", ()))
@@ -710,7 +714,37 @@ class PerfModel:
         """Seconds of one forward step (see the package docstring for the argument meanings). With
         speculative decoding (:meth:`with_speculative`) a step's decode part is charged per output token: its
         verification and drafting divided by the tokens a step yields (``gpuyield.core.perf.speculative``)."""
-        return sum(self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+        if self.measured is None:
+            return sum(self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+        return sum(self._measured_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+
+    def _measured_ops(
+        self, num_prefill_tokens: int, prefill_attn_tokens_sq: float, num_decode_seqs: int, decode_ctx_tokens: int
+    ) -> tuple[float, ...]:
+        """Per-op seconds with the measured step scales: the decoding sequences' part of the step (what the
+        step would take without its prefill chunks) times the decode multiplier, the rest times the prefill
+        multiplier (``gpuyield.core.perf.measured_steps``)."""
+        assert self.measured is not None
+        full = self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        mp, md = self.measured.at(num_decode_seqs)
+        if num_prefill_tokens <= 0:
+            return tuple(v * md for v in full)
+        if num_decode_seqs <= 0:
+            return tuple(v * mp for v in full)
+        dec = self._step_ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
+        return tuple(md * d + mp * max(0.0, f - d) for f, d in zip(full, dec, strict=True))
+
+    def with_measured(self, scales: MeasuredStepScales | None) -> PerfModel:
+        """This model with its step times scaled to measured operating points (``None``: the step model
+        alone). A copy; memory, overheads and notes otherwise unchanged (a note says so)."""
+        import copy
+
+        out = copy.copy(self)
+        out.measured = scales
+        out.notes = [n for n in self.notes if not n.startswith(_MEASURED_NOTE)]
+        if scales is not None:
+            out.notes.append(scales.describe())
+        return out
 
     def _attn_per_ctx(self, queries_per_seq: float) -> float:
         c = self._c
@@ -784,7 +818,8 @@ class PerfModel:
         decode_ctx_tokens: int,
     ) -> StepBreakdown:
         """Seconds per op for one step, and which lookups fell outside the measured ranges."""
-        vals = self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        step_ops = self._step_ops if self.measured is None else self._measured_ops
+        vals = step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c

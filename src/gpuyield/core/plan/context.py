@@ -88,6 +88,9 @@ class PlanContext:
     # the weight precision of the checkpoint asked for (its name's quantisation suffix, else the entry's native
     # dtype: nvidia/DeepSeek-R1-NVFP4 is nvfp4); None: the entry's native dtype
     checkpoint_dtype: str | None = None
+    # (mean prompt, mean output tokens) at which replicas' step times are adjusted to the calibration's measured
+    # points near their shape (gpuyield.core.sim.measured), as the simulator does; None: off
+    measured_at: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self._perf_cache: dict[tuple[Any, ...], PerfModel] = {}
@@ -126,6 +129,8 @@ class PlanContext:
         if hit is not None:
             return hit
         pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
+        if self.measured_at is not None and self.speculative is None:
+            pm = pm.with_measured(self.measured_scales(pool))
         mem = pm.memory(GPU_MEMORY_UTILIZATION, prefix_caching=pool.enable_prefix_caching)
         out: ReplicaPerf | str
         if not mem.fits:
@@ -145,6 +150,24 @@ class PlanContext:
             )
         self._replica_cache[pool] = out
         return out
+
+    def measured_scales(self, pool: PoolShape) -> Any:
+        """The measured step scales of a pool's replica shape at ``measured_at`` (None: no measured point
+        reaches it, or adjustment off): the same numbers the simulator times that pool's steps with. A prefill
+        or decode pool's replica runs the kernels an aggregated replica of its shape runs, so it takes that
+        shape's scales."""
+        from gpuyield.core.perf import default_calibration
+        from gpuyield.core.sim.measured import measured_step_scales_cached
+
+        if self.measured_at is None or self.speculative is not None:
+            return None
+        pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
+        cal = self.calibration if self.calibration is not None else default_calibration()
+        gpu = cal.accelerator(self.catalog, pool.gpu_id)
+        return measured_step_scales_cached(
+            pm, model_id=self.model.id, gpu_id=gpu.id, engine=self.engine, isl=self.measured_at[0], osl=self.measured_at[1], calibration=cal, catalog=self.catalog,
+            max_num_seqs=pool.max_num_seqs,
+        )  # fmt: skip
 
     def price_for(self, gpu_id: str) -> GpuPrice:
         hit = self._price_cache.get(gpu_id)
@@ -182,8 +205,11 @@ def build_plan_inputs(
     api_price: ApiPrice | None = None,
     routers: tuple[str, ...] | None = None,
     calibration: Any = None,
+    measured: bool = True,
 ) -> tuple[PlanInputs, PlanContext]:
-    """The search inputs for ``request`` against ``catalog`` (GPU ids resolved to catalogue ids)."""
+    """The search inputs for ``request`` against ``catalog`` (GPU ids resolved to catalogue ids). ``measured``:
+    every pool's step times are adjusted to the calibration's measured points near its replica shape, at the
+    workload's mean prompt and output lengths (screen and simulator alike)."""
     model = catalog.model(request.model_id)
     gpu_ids = tuple(dict.fromkeys(catalog.gpu(g).id for g in request.gpu_ids))
     for r in routers or ():
@@ -192,7 +218,9 @@ def build_plan_inputs(
     # the checkpoint the name asks for, by the rule `plan`, `estimate` and multi-model plans share
     checkpoint = request.checkpoint_dtype or resolve_checkpoint(model, request.model_id)[1]
     ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration,
-                      request.speculative, checkpoint)
+                      request.speculative, checkpoint,
+                      (max(1, round(profile.input_mean_tokens)), max(1, round(profile.output_mean_tokens)))
+                      if measured else None)
     if request.speculative is not None:
         request.speculative.draft_layers(model)  # MTP needs the model's MTP layers: say so before searching
     for g in gpu_ids:

@@ -105,7 +105,10 @@ class SimulatorBinding:
     def _prefill_s_per_token(self, cand: Candidate) -> dict[str, float]:
         out: dict[str, float] = {}
         for pool in cand.pools:
-            pm = self.ctx.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
+            rp = self.ctx.perf_for(pool)  # the step times the screen and the simulator use (measured scales too)
+            pm = rp.step if not isinstance(rp, str) else self.ctx.perf_model(
+                pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype
+            )
             budget = pool.max_num_batched_tokens
             # A full-budget prefill step of ~1k-token prompts: seconds per prompt token.
             chunk = min(budget, 1024)
@@ -118,7 +121,8 @@ class SimulatorBinding:
         target = SloTarget(self.slo.ttft_p99_ms, self.slo.tpot_p99_ms, self.slo.e2e_p99_ms)
         try:
             res = simulate(dep, self.workload, self.ctx.catalog, self.seed, target, rate_scale=rate_scale,  # type: ignore[arg-type]
-                           calibration=self.ctx.calibration)
+                           calibration=self.ctx.calibration, measured=self.ctx.measured_at is not None,
+                           measured_at=self.ctx.measured_at)
         except (RuntimeError, AssertionError, ValueError, GpuyieldError) as exc:
             # One broken point must not sink the search: it counts as a miss, with the simulator's message
             # (recorded in the rejection reasons of plan.json).

@@ -96,11 +96,21 @@ def _p99_within(stats_ms: dict[str, float | None], limit_ms: float | None, *, em
 
 
 def build_cluster(
-    deployment: Deployment, catalog: Any, *, seed: int = 0, calibration: Any = None
+    deployment: Deployment,
+    catalog: Any,
+    *,
+    seed: int = 0,
+    calibration: Any = None,
+    measured_at: tuple[int, int] | None = None,
 ) -> tuple[Cluster, list[dict[str, Any]]]:
     """The :class:`Cluster` for ``deployment`` and one info dict per pool (gpu, model, blocks, memory plan).
-    ``calibration`` (a :class:`~gpuyield.core.perf.Calibration`; None = the shipped one) times every step."""
-    from gpuyield.core.perf import PerfModel
+    ``calibration`` (a :class:`~gpuyield.core.perf.Calibration`; None = the shipped one) times every step.
+    ``measured_at`` (mean prompt and output tokens): a pool whose architecture, engine and precision the
+    calibration holds measured points of has its step times adjusted to them at that operating point
+    (``gpuyield.core.sim.measured``; the info dict's ``measured_step_scales``). A prefill or decode pool takes
+    the scales of an aggregated replica of its shape (the same kernels). None: the step model alone."""
+    from gpuyield.core.perf import PerfModel, default_calibration
+    from gpuyield.core.sim.measured import measured_step_scales_cached
 
     setups: list[ReplicaSetup] = []
     pools_info: list[dict[str, Any]] = []
@@ -125,6 +135,14 @@ def build_cluster(
                 perf = perf.with_speculative(pool.speculative.to_core())
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
+        scales = None
+        if measured_at is not None and pool.speculative is None:
+            scales = measured_step_scales_cached(
+                perf, model_id=model.id, gpu_id=gpu.id, engine=cfg.family, isl=measured_at[0], osl=measured_at[1],
+                calibration=calibration if calibration is not None else default_calibration(), catalog=catalog,
+                max_num_seqs=cfg.max_num_seqs,
+            )  # fmt: skip
+            perf = perf.with_measured(scales)
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
         cfg = engine_config_for_memory_plan(cfg, plan)
         try:
@@ -135,7 +153,8 @@ def build_cluster(
         pools_info.append(
             {"pool": pool.name, "role": pool.role, "gpu": gpu.id, "model": model.id, "replicas": pool.replicas,
              "gpus_per_replica": pool.gpus_per_replica, "num_gpu_blocks": blocks, "block_size": cfg.block_size,
-             "kv_capacity_tokens": blocks * cfg.block_size, "engine": cfg.family}
+             "kv_capacity_tokens": blocks * cfg.block_size, "engine": cfg.family,
+             "measured_step_scales": scales.to_dict() if scales is not None else None}
         )  # fmt: skip
         for k in range(pool.replicas):
             setups.append(
@@ -335,6 +354,8 @@ def simulate(
     progress: Callable[[int], None] | None = None,
     wall_clock: Callable[[], float] | None = None,
     calibration: Any = None,
+    measured: bool = True,
+    measured_at: tuple[int, int] | None = None,
 ) -> SimResult:
     """Replay ``workload`` on ``deployment``; every request ends completed or rejected with a reason.
 
@@ -342,6 +363,9 @@ def simulate(
     arrivals in the first ``duration_s`` simulated seconds (after scaling); those all run to completion.
     ``seed`` seeds every random choice (routing policies here are deterministic; the same inputs and seed give
     byte-identical results). ``calibration`` times the steps (None = the shipped calibration).
+    ``measured`` adjusts pools' step times to the calibration's measured operating points near their shape
+    (:func:`build_cluster`), at ``measured_at`` (mean prompt and output tokens; None: the workload's means);
+    False: the step model alone.
     """
     t0 = wall_clock() if wall_clock is not None else None
     w = workload if isinstance(workload, Workload) else Workload.from_requests(workload, WorkloadMeta("requests"))
@@ -353,7 +377,11 @@ def simulate(
         if duration_s <= 0:
             raise ConfigError(f"--duration must be > 0 s, got {duration_s}")
         w = slice_time(w, 0.0, float(w.arrival_s[0]) + duration_s if len(w) else duration_s, rebase_time=False)
-    cluster, pools_info = build_cluster(deployment, catalog, seed=seed, calibration=calibration)
+    if measured and measured_at is None and len(w):
+        measured_at = (max(1, round(float(np.mean(w.input_tokens)))), max(1, round(float(np.mean(w.output_tokens)))))
+    cluster, pools_info = build_cluster(
+        deployment, catalog, seed=seed, calibration=calibration, measured_at=measured_at if measured else None
+    )
     rec = cluster.run(w, progress=progress)
     prices, price_info = _prices(deployment, catalog, [r.gpu for r in rec.replicas])
     summary = summarise(rec, slo, prices)

@@ -107,14 +107,23 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
 
 
 def measured_cross_check(result: Any, ctx: Any, catalog: Any, cal: Any, profile: Any) -> list[str]:
-    """A note when the calibration holds measured operating points near the chosen (aggregated) deployment:
-    the plan is simulated with the step-time model alone, and the points say how far off it runs there."""
-    from gpuyield.core.perf.validation import METRICS, MeasurementRow, deployment_key
+    """Notes when the calibration holds measured operating points near the chosen deployment: the step-time
+    adjustment each pool was simulated with (if any) and, for an aggregated one, how far the engine model it
+    was simulated with still is from what the points say at the plan's operating point."""
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row
+    from gpuyield.core.sim.closed_loop import estimate_with_engine_model
     from gpuyield.edges.perf.calibrate import lookups
 
     cand, best = result.best_candidate, result.best
-    if cal.corrections is None or cand.disaggregated or best is None:
+    if cal.corrections is None or best is None:
         return []
+    notes: list[str] = []
+    for p in cand.pools:
+        sc = ctx.measured_scales(p)
+        if sc is not None:
+            notes.append(f"{'' if p.role == 'mixed' else p.role + ' pool '}{p.gpu_id} tp{p.tp}: {sc.describe()}")
+    if cand.disaggregated:
+        return notes
     (pool,) = cand.pools
     s = best.outcome.summary
     isl = max(1, round(profile.input_mean_tokens))
@@ -123,7 +132,7 @@ def measured_cross_check(result: Any, ctx: Any, catalog: Any, cal: Any, profile:
         rate = float(s["completed"]) / float(s["duration_s"])
         e2e_s = (float(s["ttft_p50_ms"]) + (osl - 1) * float(s["tpot_p50_ms"])) / 1e3
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return []
+        return notes
     replicas = max(1, best.replicas[0])
     conc = max(1, round(rate * e2e_s / replicas))  # requests in flight per replica (Little's law)
     row = MeasurementRow(
@@ -132,18 +141,26 @@ def measured_cross_check(result: Any, ctx: Any, catalog: Any, cal: Any, profile:
         isl=isl, osl=osl, concurrency=conc, num_requests=None, measured=dict.fromkeys(METRICS), source="plan",
     )  # fmt: skip
     model_of, gpu_of = lookups(catalog, cal)
-    corr = cal.corrections.correct(deployment_key(row, model_of, gpu_of), isl, osl, conc, method="sim")
+    plain = ctx.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
+    scales = ctx.measured_scales(pool)
+    used = plain.with_measured(scales)
+    base = estimate_with_engine_model(plain, isl, osl, conc)
+    target, corr = correct_row(base, row, model_of, gpu_of, cal, method="sim")
     if corr is None or corr.support < 0.05:
-        return []
-    return [
+        return notes
+    sim = estimate_with_engine_model(used, isl, osl, conc) if scales is not None else base
+    ft, fd = target.ttft_ms / sim.ttft_ms, target.tpot_ms / sim.tpot_ms
+    notes.append(
         f"measured operating points of {ctx.model.id} ({ctx.engine}, {pool.weight_precision}) near this deployment "
         f"(ISL {isl}, OSL {osl}, {conc} requests in flight per replica; kernel support {corr.support:.2g}"
-        f"{'' if corr.same_deployment else ', other layouts or GPUs'}) put TTFT at ×{corr.ttft_factor:.2f} and TPOT "
-        f"at ×{corr.tpot_factor:.2f} of the step-time model the plan was simulated with"
-        + ("; the plan may be optimistic" if max(corr.ttft_factor, corr.tpot_factor) > 1.1 else "")
+        f"{'' if corr.same_deployment else ', other layouts or GPUs'}) put TTFT at ×{ft:.2f} and TPOT "
+        f"at ×{fd:.2f} of the engine model the plan was simulated with"
+        + (" (its step times adjusted as above)" if scales is not None else "")
+        + ("; the plan may be optimistic" if max(ft, fd) > 1.1 else "")
         + f" (check: gpuyield estimate --model {ctx.model.id} --gpu {pool.gpu_id} --tp {pool.tp} --isl {isl} "
         f"--osl {osl} --concurrency {conc} --engine {ctx.engine} --precision {pool.weight_precision})"
-    ]
+    )
+    return notes
 
 
 def run_plan_command(
@@ -174,9 +191,11 @@ def run_plan_command(
     head: int | None = None,
     jobs: int = 1,
     speculative: Any = None,
+    measured: bool = True,
 ) -> dict[str, Any]:
     """The whole command as a function (tests and benchmarks call it); returns the plan.json document.
-    ``speculative``: a :class:`gpuyield.core.perf.SpeculativeDecoding` every decoding replica runs (None: off)."""
+    ``speculative``: a :class:`gpuyield.core.perf.SpeculativeDecoding` every decoding replica runs (None: off).
+    ``measured``: aggregated candidates' step times adjusted to the calibration's measured points near them."""
     from gpuyield import __version__
     from gpuyield.core.plan.context import build_plan_inputs
     from gpuyield.core.plan.executor import LocalExecutor
@@ -232,7 +251,7 @@ def run_plan_command(
 
     cal = load_calibration(calibration)
     inputs, ctx = build_plan_inputs(catalog, request, profile, price_overrides=price_overrides, owned=owned_hw,
-                                    api_price=api, routers=router_list, calibration=cal)
+                                    api_price=api, routers=router_list, calibration=cal, measured=measured)
     binding = SimulatorBinding(ctx, w, seed, request.slo)
     bar = _Bar(show_progress)
     prog = _TimedProgress(bar)
@@ -387,6 +406,7 @@ def register(app: typer.Typer) -> None:
         spec_tokens: int | None = typer.Option(None, "--spec-tokens", help=SPEC_TOKENS_HELP),
         spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help=SPEC_ACCEPTANCE_HELP),
         spec_draft_model: str | None = typer.Option(None, "--spec-draft-model", help="EAGLE head the engines load (Hugging Face id); required with eagle/eagle3."),
+        measured: bool = typer.Option(True, "--measured/--no-measured", help="Adjust step times to the calibration's measured operating points near each aggregated candidate (default on)."),
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
     ) -> None:
         def body() -> None:
@@ -424,6 +444,7 @@ def register(app: typer.Typer) -> None:
                 executor=executor, ray_address=ray_address, seed=seed, mode=mode, top_k=top_k,
                 allow_lower_precision=allow_lower_precision, disaggregated=disaggregated, routers=routers,
                 catalog_files=catalog, head=head, jobs=jobs, calibration=calibration, speculative=speculative,
+                measured=measured,
             )
             if json_out is not None:
                 emit_json(doc, json_out)

@@ -104,6 +104,8 @@ def write_records(columns: dict[str, list[Any]], path: str) -> int:
 def _show(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from gpuyield.core.perf.measured_steps import MeasuredStepScales
+
     def f(x: Any, d: int = 1) -> str:
         return "-" if x is None else f"{x:,.{d}f}"
 
@@ -122,6 +124,10 @@ def _show(summary: dict[str, Any]) -> None:
     as_of = ", ".join(f"{p['gpu']} {p['source']} as of {p['as_of']}" for p in summary["prices"] if p["as_of"])
     t.add_row("cost", "-" if cost is None else f"${cost:,.2f}/h ({as_of or 'deployment override'})")
     t.add_row("$ per 1M output tokens", f(summary["usd_per_1m_output_tokens"], 3))
+    for pool in summary.get("pools", []):
+        sc = pool.get("measured_step_scales")
+        if sc:
+            t.add_row(f"measured ({pool['pool']})", MeasuredStepScales.from_dict(sc).describe())
     t.add_row("simulator", f"{f(summary['sim_wall_s'], 2)} s wall ({f(summary.get('sim_cpu_s'), 2)} s CPU), "
               f"{f(summary['sim_requests_per_s'], 0)} simulated req/s")  # fmt: skip
     console.print(t)
@@ -154,6 +160,10 @@ def register(app: typer.Typer) -> None:
         calibration: str | None = typer.Option(
             None, "--calibration", help="Calibration YAML from `gpuyield calibrate` (default: shipped)."
         ),
+        measured: bool = typer.Option(
+            True, "--measured/--no-measured",
+            help="Adjust aggregated pools' step times to the calibration's measured operating points near them.",
+        ),
     ) -> None:
         def body() -> None:
             from gpuyield.core.sim.simulate import simulate
@@ -172,7 +182,7 @@ def register(app: typer.Typer) -> None:
             with progress("simulating", len(w), enabled=not quiet) as advance:
                 res = simulate(
                     dep, w, cat, seed=seed, slo=slo_t, rate_scale=rate_scale, duration_s=duration,
-                    progress=advance, wall_clock=time.perf_counter, calibration=cal,
+                    progress=advance, wall_clock=time.perf_counter, calibration=cal, measured=measured,
                 )  # fmt: skip
             cpu_s = time.process_time() - cpu0
             res.summary["sim_cpu_s"] = cpu_s  # on a busy machine wall time overstates the simulator's cost

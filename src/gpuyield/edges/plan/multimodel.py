@@ -80,7 +80,9 @@ def run_multi_model_plan(
     def sim(dep: Any, wl: Any) -> dict[str, Any]:
         nonlocal num_sims
         num_sims += 1
-        return simulate(dep, wl, catalog, seed=seed, slo=sim_slo, calibration=cal).summary
+        # the step model alone, as the placement it checks (measured step scales are solved at one workload's
+        # mean lengths; a shared-GPU fleet mixes several models' traffic)
+        return simulate(dep, wl, catalog, seed=seed, slo=sim_slo, calibration=cal, measured=False).summary
 
     plan = plan_multi_model(w, catalog, gpu, sim, weight_precision=weight_precision, idle_sleep_s=idle_sleep_s,
                             archs_by_label=archs, calibration=cal, allow_lower_precision=allow_lower_precision)

@@ -1,0 +1,153 @@
+"""Solve a deployment's measured step scales: the step model's prefill and decode times, per batch size, made
+to reproduce what its measured operating points say (``gpuyield.core.perf.measured_steps``).
+
+At each grid concurrency ``c`` (1, 2, 4, ... up to the engine's sequence cap):
+
+1. the engine model's closed-loop answer at the operating point (ISL, OSL, ``c`` clients on one replica),
+   exactly what ``gpuyield estimate`` computes before its correction;
+2. the calibration's measured points near it correct that answer (``correct_row``, learned stage included):
+   TTFT and TPOT factors, as ``estimate`` reports them;
+3. a decode multiplier of the step times such that the closed-loop TPOT with the scaled steps moves by the
+   TPOT factor (a few multiplicative fixed-point rounds of the analytic solver, whose TPOT responds to step
+   times as the engine model's does).
+
+The prefill multiplier is one number, solved with the decode one at a single client, where TTFT is a
+prefill plus fixed costs and nothing queues, and kept within [1/2, 2]. At higher concurrency a measured
+TTFT's residual is mostly the benchmark's queueing (every client sends at t = 0, and the first wave queues
+behind itself), which the simulator models on its own arrivals: read as a step-time error it would speed
+prefill up by 3–5× (Qwen3-32B on H100 with vLLM), which no kernel does.
+
+A grid point the corrections do not reach keeps multipliers of 1 there; a deployment they reach nowhere gets
+None (the step model alone). The scales are those of an aggregated replica of the shape: a prefill or decode
+pool of a disaggregated deployment runs the same kernels and takes them too (measured disaggregated rows are
+keyed by the whole deployment's worker counts, which one pool does not know, and are not used here).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from gpuyield.core.perf import PerfModel, estimate_closed_loop
+from gpuyield.core.perf.measured_steps import MeasuredStepScales
+from gpuyield.errors import GpuyieldError
+
+__all__ = ["MIN_MEASURED_SUPPORT", "measured_step_scales", "measured_step_scales_cached"]
+
+MIN_MEASURED_SUPPORT = 0.05  # kernel support below which a grid point is left at the step model
+_MULT_RANGE = (0.2, 5.0)
+_PREFILL_RANGE = (0.5, 2.0)  # the prefill multiplier's bounds (one client: the TTFT residual is prefill + fixed costs)
+_ROUNDS = 8
+
+
+def _grid(max_seqs: int) -> tuple[int, ...]:
+    out = [1]
+    while out[-1] * 2 <= max_seqs:
+        out.append(out[-1] * 2)
+    if out[-1] < max_seqs:
+        out.append(max_seqs)
+    return tuple(out)
+
+
+def _solve(
+    perf: PerfModel, isl: int, osl: int, c: int, f_ttft: float | None, f_tpot: float, prefill: float = 1.0
+) -> tuple[float, float]:
+    """(prefill, decode) multipliers moving the analytic closed-loop TPOT at ``c`` by ``f_tpot`` and, when
+    ``f_ttft`` is given, its TTFT by ``f_ttft`` (else the prefill multiplier stays ``prefill``)."""
+    base = estimate_closed_loop(perf, isl, osl, c)
+    want_t = base.ttft_ms * f_ttft if f_ttft is not None else None
+    want_d = base.tpot_ms * f_tpot
+    lo, hi = _MULT_RANGE
+    mp, md = prefill, 1.0
+    for _ in range(_ROUNDS):
+        flat = MeasuredStepScales((1,), (mp,), (md,), isl, osl, 0.0, 0, False)
+        got = estimate_closed_loop(perf.with_measured(flat), isl, osl, c)
+        rt = want_t / got.ttft_ms if want_t is not None else 1.0
+        rd = want_d / got.tpot_ms
+        if abs(math.log(rt)) < 0.005 and abs(math.log(rd)) < 0.005:
+            break
+        mp = min(hi, max(lo, mp * rt))
+        md = min(hi, max(lo, md * rd))
+    return mp, md
+
+
+def measured_step_scales(
+    perf: PerfModel,
+    *,
+    model_id: str,
+    gpu_id: str,
+    engine: str,
+    isl: int,
+    osl: int,
+    calibration: Any,
+    model_of: Callable[[str], Any],
+    gpu_of: Callable[[str], Any],
+    max_num_seqs: int = 256,
+) -> MeasuredStepScales | None:
+    """The measured step scales of one aggregated replica (``perf``) at mean prompt ``isl`` and output ``osl``
+    tokens, or None when no measured point of its architecture, engine and precision reaches it."""
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row
+    from gpuyield.core.sim.closed_loop import estimate_with_engine_model
+
+    if calibration is None or calibration.corrections is None or perf.speculative is not None:
+        return None  # measured rows record no speculative decoding: their residuals are not this engine's
+    isl, osl = max(1, int(isl)), max(1, int(osl))
+    grid = _grid(max(1, int(max_num_seqs)))
+    layout = f"agg tp{perf.tp} pp{perf.pp} adp{perf.attention_dp} ep{perf.ep}"
+    prefill_mult = 1.0
+    decode: list[float] = []
+    best: tuple[float, int, bool] | None = None
+    for c in grid:
+        row = MeasurementRow(
+            index=0, gpu=gpu_id, num_gpus=perf.num_gpus, model=model_id, engine=engine,
+            precision=perf.weight_precision, layout=layout, tp=perf.tp, isl=isl, osl=osl, concurrency=c,
+            num_requests=None, measured=dict.fromkeys(METRICS), source="measured step scales",
+        )  # fmt: skip
+        try:
+            eng = estimate_with_engine_model(perf, isl, osl, c)
+            corrected, corr = correct_row(eng, row, model_of, gpu_of, calibration, method="sim")
+        except GpuyieldError:
+            corr = None
+        if corr is None or corr.support < MIN_MEASURED_SUPPORT or not (eng.ttft_ms > 0 and eng.tpot_ms > 0):
+            decode.append(1.0)
+            continue
+        if best is None or corr.support > best[0]:
+            best = (corr.support, corr.num_points, corr.same_deployment)
+        f_ttft = corrected.ttft_ms / eng.ttft_ms if c == 1 else None
+        mp, md = _solve(perf, isl, osl, c, f_ttft, corrected.tpot_ms / eng.tpot_ms, prefill_mult)
+        if c == 1:
+            prefill_mult = min(_PREFILL_RANGE[1], max(_PREFILL_RANGE[0], mp))
+        decode.append(md)
+    if best is None:
+        return None
+    prefill = tuple(prefill_mult for _ in grid)
+    return MeasuredStepScales(grid, prefill, tuple(decode), isl, osl, best[0], best[1], best[2])
+
+
+_CACHE: dict[tuple[Any, ...], tuple[Any, Any, MeasuredStepScales | None]] = {}
+_CACHE_MAX = 512
+
+
+def measured_step_scales_cached(
+    perf: PerfModel, *, model_id: str, gpu_id: str, engine: str, isl: int, osl: int, calibration: Any,
+    catalog: Any, max_num_seqs: int = 256,
+) -> MeasuredStepScales | None:  # fmt: skip
+    """:func:`measured_step_scales` with the catalogue's lookups, remembered per (replica shape, operating
+    point, calibration and catalogue objects) for the life of the process: the planner's screen and every
+    simulation of a candidate ask for the same replica's scales."""
+    key = (
+        model_id, gpu_id, engine, perf.tp, perf.pp, perf.ep, perf.attention_dp, perf.weight_precision,
+        perf.kv_dtype, int(isl), int(osl), int(max_num_seqs), id(calibration), id(catalog),
+    )  # fmt: skip
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is calibration and hit[1] is catalog:
+        return hit[2]
+    out = measured_step_scales(
+        perf, model_id=model_id, gpu_id=gpu_id, engine=engine, isl=isl, osl=osl, calibration=calibration,
+        model_of=catalog.model, gpu_of=lambda g: calibration.accelerator(catalog, g), max_num_seqs=max_num_seqs,
+    )  # fmt: skip
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = (calibration, catalog, out)
+    return out

@@ -1,0 +1,142 @@
+"""Measured step scales: a deployment's measured points adjust the step times the simulator and planner use."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gpuyield.core.catalog import default_catalog
+from gpuyield.core.perf import PerfModel, SpeculativeDecoding, default_calibration
+from gpuyield.core.perf.measured_steps import MeasuredStepScales
+from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row
+from gpuyield.core.sim.closed_loop import estimate_with_engine_model
+from gpuyield.core.sim.deployment import parse_deployment
+from gpuyield.core.sim.measured import measured_step_scales, measured_step_scales_cached
+from gpuyield.core.sim.simulate import simulate
+from gpuyield.core.workload import Request
+from gpuyield.errors import ConfigError
+
+CAT = default_catalog()
+CAL = default_calibration()
+QWEN = "Qwen/Qwen3-32B"  # 90+ measured vLLM points on H100 TP4 in the shipped calibration
+
+
+def _qwen(engine: str = "vllm") -> PerfModel:
+    return PerfModel.build(CAT.model(QWEN), CAL.accelerator(CAT, "h100_sxm"), tp=4, engine=engine, calibration=CAL)
+
+
+def _scales(pm: PerfModel, engine: str = "vllm", model: str = QWEN) -> MeasuredStepScales | None:
+    return measured_step_scales(pm, model_id=model, gpu_id="h100_sxm", engine=engine, isl=1024, osl=256,
+                                calibration=CAL, model_of=CAT.model, gpu_of=lambda g: CAL.accelerator(CAT, g))  # fmt: skip
+
+
+def test_multipliers_interpolate_in_log_space_and_hold_at_the_ends() -> None:
+    s = MeasuredStepScales((1, 4, 16), (1.0, 1.0, 1.0), (1.0, 2.0, 4.0), 1000, 200, 3.0, 10, True)
+    assert s.at(0) == (1.0, 1.0) and s.at(1) == (1.0, 1.0)
+    assert s.at(2)[1] == pytest.approx(math.sqrt(2.0))  # halfway between 1 and 4 in log concurrency
+    assert s.at(8)[1] == pytest.approx(2.0 * math.sqrt(2.0))
+    assert s.at(16) == (1.0, 4.0) and s.at(1000) == (1.0, 4.0)
+    assert MeasuredStepScales.from_dict(s.to_dict()) == s
+    assert "prefill ×1.00, decode ×1.00–4.00" in s.describe()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (((), (), ()), "one value per point"),
+        (((1, 2), (1.0,), (1.0, 1.0)), "one value per point"),
+        (((2, 1), (1.0, 1.0), (1.0, 1.0)), "ascending"),
+        (((0, 1), (1.0, 1.0), (1.0, 1.0)), "ascending"),
+        (((1,), (0.0,), (1.0,)), "not a positive"),
+        (((1,), (1.0,), (math.nan,)), "not a positive"),
+    ],
+)
+def test_bad_scales_are_refused(args: tuple[tuple[float, ...], ...], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        MeasuredStepScales(*args, 1, 1, 0.0, 0, False)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="measured step scales"):
+        MeasuredStepScales.from_dict({"concurrency": [1]})
+
+
+def test_a_step_splits_into_its_decode_and_prefill_parts() -> None:
+    pm = _qwen()
+    s = MeasuredStepScales((1, 64), (0.5, 0.5), (2.0, 3.0), 1024, 256, 1.0, 1, True)
+    sp = pm.with_measured(s)
+    md = s.at(8)[1]
+    assert sp.step_time_s(0, 0.0, 8, 8000) == pytest.approx(md * pm.step_time_s(0, 0.0, 8, 8000))
+    assert sp.step_time_s(2048, 2048 * 1024.0, 0, 0) == pytest.approx(0.5 * pm.step_time_s(2048, 2048 * 1024.0, 0, 0))
+    full, dec = pm.step_time_s(512, 512 * 600.0, 8, 8000), pm.step_time_s(0, 0.0, 8, 8000)
+    assert sp.step_time_s(512, 512 * 600.0, 8, 8000) == pytest.approx(md * dec + 0.5 * (full - dec))
+    # the breakdown adds up to the step, and the step stays affine in the decode context
+    assert sp.step_breakdown(512, 512 * 600.0, 8, 8000).total_s == pytest.approx(sp.step_time_s(512, 512 * 600.0, 8, 8000))
+    a, b, c = (sp.step_time_s(0, 0.0, 8, x) for x in (1000, 5000, 9000))
+    assert b - a == pytest.approx(c - b)
+    assert any(n.startswith("step times adjusted to") for n in sp.notes)
+    off = sp.with_measured(None)
+    assert off.step_time_s(512, 512 * 600.0, 8, 8000) == pm.step_time_s(512, 512 * 600.0, 8, 8000)
+    assert not any(n.startswith("step times adjusted to") for n in off.notes)
+
+
+def _corrected(pm: PerfModel, c: int) -> tuple[float, float]:
+    row = MeasurementRow(index=0, gpu="h100_sxm", num_gpus=4, model=QWEN, engine="vllm", precision="bf16",
+                         layout="agg tp4 pp1 adp1 ep1", tp=4, isl=1024, osl=256, concurrency=c, num_requests=None,
+                         measured=dict.fromkeys(METRICS), source="test")  # fmt: skip
+    eng = estimate_with_engine_model(pm, 1024, 256, c)
+    out, corr = correct_row(eng, row, CAT.model, lambda g: CAL.accelerator(CAT, g), CAL, method="sim")
+    assert corr is not None
+    return out.ttft_ms, out.tpot_ms
+
+
+def test_the_scaled_engine_model_reproduces_what_estimate_reports_from_measured_points() -> None:
+    pm = _qwen()
+    s = _scales(pm)
+    assert s is not None and s.same_deployment and s.points > 10
+    sp = pm.with_measured(s)
+    ttft1, tpot1 = _corrected(pm, 1)
+    got = estimate_with_engine_model(sp, 1024, 256, 1)
+    assert got.ttft_ms == pytest.approx(ttft1, rel=0.03) and got.tpot_ms == pytest.approx(tpot1, rel=0.03)
+    for c in (16, 64):  # TPOT at every concurrency (the decode multiplier is per batch size)
+        _t, tpot = _corrected(pm, c)
+        base = estimate_with_engine_model(pm, 1024, 256, c).tpot_ms
+        assert abs(tpot / base - 1) > 0.05  # the measured points do move it here
+        assert estimate_with_engine_model(sp, 1024, 256, c).tpot_ms == pytest.approx(tpot, rel=0.05)
+
+
+def test_no_measured_point_no_adjustment() -> None:
+    llama = PerfModel.build(CAT.model("meta-llama/Llama-3.1-8B"), CAT.gpu("h100_sxm"), tp=1, calibration=CAL)
+    assert _scales(llama, model="meta-llama/Llama-3.1-8B") is None  # an architecture never measured
+    spec = _qwen().with_speculative(SpeculativeDecoding("ngram", 2, 0.5))
+    assert _scales(spec) is None  # measured rows record no speculative decoding
+    assert measured_step_scales(_qwen(), model_id=QWEN, gpu_id="h100_sxm", engine="vllm", isl=1024, osl=256,
+                                calibration=None, model_of=CAT.model, gpu_of=CAT.gpu) is None  # fmt: skip
+
+
+def test_the_cache_answers_with_the_same_numbers() -> None:
+    kw = dict(model_id=QWEN, gpu_id="h100_sxm", engine="vllm", isl=1024, osl=256, calibration=CAL, catalog=CAT)
+    a = measured_step_scales_cached(_qwen(), **kw)  # type: ignore[arg-type]
+    b = measured_step_scales_cached(_qwen(), **kw)  # type: ignore[arg-type]
+    assert a is b and a == _scales(_qwen())
+
+
+def _requests(n: int = 120) -> list[Request]:
+    return [Request(i, i * 0.05, 1024, 256) for i in range(n)]
+
+
+def test_simulate_times_a_measured_deployment_with_its_scales() -> None:
+    dep = parse_deployment({"pools": [{"name": "q", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4}]})
+    on = simulate(dep, _requests(), CAT, calibration=CAL)
+    off = simulate(dep, _requests(), CAT, calibration=CAL, measured=False)
+    sc = on.summary["pools"][0]["measured_step_scales"]
+    assert sc is not None and off.summary["pools"][0]["measured_step_scales"] is None
+    assert (sc["isl"], sc["osl"]) == (1024, 256)  # the workload's means
+    want = MeasuredStepScales.from_dict(sc).at(8)[1]
+    ratio = on.summary["tpot_ms"]["p50"] / off.summary["tpot_ms"]["p50"]
+    assert abs(want - 1) > 0.05 and ratio == pytest.approx(want, rel=0.25)
+    # an architecture without measured points simulates exactly as before
+    llama = parse_deployment({"pools": [{"name": "l", "replicas": 1, "gpu": "h100_sxm",
+                                         "model": "meta-llama/Llama-3.1-8B"}]})  # fmt: skip
+    a = simulate(llama, _requests(40), CAT, calibration=CAL)
+    b = simulate(llama, _requests(40), CAT, calibration=CAL, measured=False)
+    assert a.summary["pools"][0]["measured_step_scales"] is None
+    assert a.summary["ttft_ms"] == b.summary["ttft_ms"] and a.summary["tpot_ms"] == b.summary["tpot_ms"]
