@@ -8,9 +8,10 @@ part and one of its decode part, solved (:func:`gpuyield.core.sim.measured.measu
 closed-loop answer at that concurrency, with the scaled steps, equals the corrected answer.
 
 A step with ``D`` decoding sequences is timed ``decode(D) * t_decode + prefill(D) * (t - t_decode)``, where
-``t`` is the step model's time of the whole step and ``t_decode`` that of its decoding sequences alone; the
-multipliers are interpolated in log space over the grid and held at its ends (a step that only prefills uses
-the grid's smallest batch). Affine in the decode context for a fixed batch, like the plain step model.
+``t`` is the step model's time of the whole step and ``t_decode`` that of its decoding sequences alone (for a
+step that only prefills, one sequence at no context: the weight read and per-step overhead every step pays);
+the multipliers are interpolated in log space over the grid and held at its ends. Affine in the decode context
+for a fixed batch, like the plain step model.
 
 Pure: plain data; the solver lives with the engine model it runs.
 """

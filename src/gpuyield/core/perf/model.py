@@ -722,16 +722,17 @@ class PerfModel:
         self, num_prefill_tokens: int, prefill_attn_tokens_sq: float, num_decode_seqs: int, decode_ctx_tokens: int
     ) -> tuple[float, ...]:
         """Per-op seconds with the measured step scales: the decoding sequences' part of the step (what the
-        step would take without its prefill chunks) times the decode multiplier, the rest times the prefill
-        multiplier (``gpuyield.core.perf.measured_steps``)."""
+        step would take without its prefill chunks; at least one sequence's, the fixed costs) times the decode
+        multiplier, the rest times the prefill multiplier (``gpuyield.core.perf.measured_steps``)."""
         assert self.measured is not None
         full = self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
         mp, md = self.measured.at(num_decode_seqs)
         if num_prefill_tokens <= 0:
             return tuple(v * md for v in full)
-        if num_decode_seqs <= 0:
-            return tuple(v * mp for v in full)
-        dec = self._step_ops(0, 0.0, num_decode_seqs, decode_ctx_tokens)
+        # the decode part of a step with prefill chunks: its decoding sequences alone or, with none, what one
+        # sequence at no context costs (the weight read and per-step overhead every step pays), so those fixed
+        # costs carry the decode multiplier whether or not anything decodes (no jump at the first sequence)
+        dec = self._step_ops(0, 0.0, max(1, num_decode_seqs), decode_ctx_tokens if num_decode_seqs > 0 else 0)
         return tuple(md * d + mp * max(0.0, f - d) for f, d in zip(full, dec, strict=True))
 
     def with_measured(self, scales: MeasuredStepScales | None) -> PerfModel:

@@ -219,8 +219,9 @@ def build_plan_inputs(
     checkpoint = request.checkpoint_dtype or resolve_checkpoint(model, request.model_id)[1]
     ctx = PlanContext(catalog, model, request.engine, dict(price_overrides or {}), dict(owned or {}), calibration,
                       request.speculative, checkpoint,
+                      # measured rows record no speculative decoding: a speculative plan uses the step model alone
                       (max(1, round(profile.input_mean_tokens)), max(1, round(profile.output_mean_tokens)))
-                      if measured else None)
+                      if measured and request.speculative is None else None)
     if request.speculative is not None:
         request.speculative.draft_layers(model)  # MTP needs the model's MTP layers: say so before searching
     for g in gpu_ids:

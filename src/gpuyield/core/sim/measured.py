@@ -38,6 +38,7 @@ __all__ = ["MIN_MEASURED_SUPPORT", "measured_step_scales", "measured_step_scales
 MIN_MEASURED_SUPPORT = 0.05  # kernel support below which a grid point is left at the step model
 _MULT_RANGE = (0.2, 5.0)
 _PREFILL_RANGE = (0.5, 2.0)  # the prefill multiplier's bounds (one client: the TTFT residual is prefill + fixed costs)
+_PREFILL_MAX_CONCURRENCY = 2  # solved at the lowest reached grid point if it is this or smaller; else 1
 _ROUNDS = 8
 
 
@@ -87,7 +88,7 @@ def measured_step_scales(
 ) -> MeasuredStepScales | None:
     """The measured step scales of one aggregated replica (``perf``) at mean prompt ``isl`` and output ``osl``
     tokens, or None when no measured point of its architecture, engine and precision reaches it."""
-    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, deployment_key
     from gpuyield.core.sim.closed_loop import estimate_with_engine_model
 
     if calibration is None or calibration.corrections is None or perf.speculative is not None:
@@ -96,8 +97,9 @@ def measured_step_scales(
     grid = _grid(max(1, int(max_num_seqs)))
     layout = f"agg tp{perf.tp} pp{perf.pp} adp{perf.attention_dp} ep{perf.ep}"
     prefill_mult = 1.0
-    decode: list[float] = []
+    decode: list[float | None] = []  # None: a grid point the measured points do not reach
     best: tuple[float, int, bool] | None = None
+    first = True  # the lowest reached grid point sets the prefill multiplier (if it is a small concurrency)
     for c in grid:
         row = MeasurementRow(
             index=0, gpu=gpu_id, num_gpus=perf.num_gpus, model=model_id, engine=engine,
@@ -105,24 +107,46 @@ def measured_step_scales(
             num_requests=None, measured=dict.fromkeys(METRICS), source="measured step scales",
         )  # fmt: skip
         try:
+            # cheap first: no measured point within reach, no engine-model run (an unmeasured model costs nothing)
+            reach = calibration.corrections.correct(deployment_key(row, model_of, gpu_of), isl, osl, c, method="sim")
+            if reach is None or reach.support < MIN_MEASURED_SUPPORT:
+                decode.append(None)
+                continue
             eng = estimate_with_engine_model(perf, isl, osl, c)
             corrected, corr = correct_row(eng, row, model_of, gpu_of, calibration, method="sim")
         except GpuyieldError:
             corr = None
         if corr is None or corr.support < MIN_MEASURED_SUPPORT or not (eng.ttft_ms > 0 and eng.tpot_ms > 0):
-            decode.append(1.0)
+            decode.append(None)
             continue
         if best is None or corr.support > best[0]:
             best = (corr.support, corr.num_points, corr.same_deployment)
-        f_ttft = corrected.ttft_ms / eng.ttft_ms if c == 1 else None
+        solve_ttft = first and c <= _PREFILL_MAX_CONCURRENCY
+        f_ttft = corrected.ttft_ms / eng.ttft_ms if solve_ttft else None
         mp, md = _solve(perf, isl, osl, c, f_ttft, corrected.tpot_ms / eng.tpot_ms, prefill_mult)
-        if c == 1:
+        if solve_ttft:
             prefill_mult = min(_PREFILL_RANGE[1], max(_PREFILL_RANGE[0], mp))
+        first = False
         decode.append(md)
     if best is None:
         return None
+    # an unreached grid point takes its nearest reached neighbour's multiplier (not 1: no cliff between them)
+    reached = [k for k, v in enumerate(decode) if v is not None]
+    filled = [float(decode[min(reached, key=lambda r: (abs(r - k), r))] or 1.0) for k in range(len(grid))]
+    # a bigger batch never steps faster than a smaller one (the solved multipliers, one per concurrency, need
+    # not keep it so): between grid points the multiplier is a power of the batch, m ∝ D^a, and m·T(D) does not
+    # fall while a ≥ -(elasticity of the step time T in D), which is least at the interval's low end
+    ctx = isl + osl / 2.0
+
+    def step(d: int) -> float:
+        return perf.step_time_s(0, 0.0, d, int(d * ctx))
+
+    for k in range(1, len(grid)):
+        lo = grid[k - 1]
+        elasticity = lo * (step(lo + 1) - step(lo)) / step(lo)
+        filled[k] = max(filled[k], filled[k - 1] * (grid[k] / lo) ** (-max(0.0, elasticity)))
     prefill = tuple(prefill_mult for _ in grid)
-    return MeasuredStepScales(grid, prefill, tuple(decode), isl, osl, best[0], best[1], best[2])
+    return MeasuredStepScales(grid, prefill, tuple(filled), isl, osl, best[0], best[1], best[2])
 
 
 _CACHE: dict[tuple[Any, ...], tuple[Any, Any, MeasuredStepScales | None]] = {}

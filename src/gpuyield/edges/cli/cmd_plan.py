@@ -195,7 +195,7 @@ def run_plan_command(
 ) -> dict[str, Any]:
     """The whole command as a function (tests and benchmarks call it); returns the plan.json document.
     ``speculative``: a :class:`gpuyield.core.perf.SpeculativeDecoding` every decoding replica runs (None: off).
-    ``measured``: aggregated candidates' step times adjusted to the calibration's measured points near them."""
+    ``measured``: every pool's step times adjusted to the calibration's measured points near its replica shape."""
     from gpuyield import __version__
     from gpuyield.core.plan.context import build_plan_inputs
     from gpuyield.core.plan.executor import LocalExecutor
@@ -406,7 +406,7 @@ def register(app: typer.Typer) -> None:
         spec_tokens: int | None = typer.Option(None, "--spec-tokens", help=SPEC_TOKENS_HELP),
         spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help=SPEC_ACCEPTANCE_HELP),
         spec_draft_model: str | None = typer.Option(None, "--spec-draft-model", help="EAGLE head the engines load (Hugging Face id); required with eagle/eagle3."),
-        measured: bool = typer.Option(True, "--measured/--no-measured", help="Adjust step times to the calibration's measured operating points near each aggregated candidate (default on)."),
+        measured: bool = typer.Option(True, "--measured/--no-measured", help="Time each candidate's steps with measured step scales where the calibration's measured operating points reach its replica shape (default on)."),
         json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
     ) -> None:
         def body() -> None:

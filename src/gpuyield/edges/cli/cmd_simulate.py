@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         ),
         measured: bool = typer.Option(
             True, "--measured/--no-measured",
-            help="Adjust aggregated pools' step times to the calibration's measured operating points near them.",
+            help="Adjust pools' step times to the calibration's measured operating points near their replica shape.",
         ),
     ) -> None:
         def body() -> None:
