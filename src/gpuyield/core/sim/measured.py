@@ -11,8 +11,10 @@ At each grid concurrency ``c`` (1, 2, 4, ... up to the engine's sequence cap):
    TPOT factor (a few multiplicative fixed-point rounds of the analytic solver, whose TPOT responds to step
    times as the engine model's does).
 
-The prefill multiplier is one number, solved with the decode one at a single client, where TTFT is a
-prefill plus fixed costs and nothing queues, and kept within [1/2, 2]. At higher concurrency a measured
+The prefill multiplier is one number, solved with the decode one at the lowest concurrency the points reach
+if that is one or two clients (TTFT is then a prefill plus fixed costs and nothing queues; else 1), and kept
+within [1/2, 2]. Unreached grid points take their nearest reached neighbour's decode multiplier, and the
+multipliers are raised where needed so that a bigger batch never steps faster than a smaller one. At higher concurrency a measured
 TTFT's residual is mostly the benchmark's queueing (every client sends at t = 0, and the first wave queues
 behind itself), which the simulator models on its own arrivals: read as a step-time error it would speed
 prefill up by 3–5× (Qwen3-32B on H100 with vLLM), which no kernel does.
