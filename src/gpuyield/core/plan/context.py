@@ -129,8 +129,9 @@ class PlanContext:
         if hit is not None:
             return hit
         pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
-        if self.measured_at is not None and self.speculative is None:
-            pm = pm.with_measured(self.measured_scales(pool))
+        scales = self.measured_scales(pool)  # None when off, speculative, or out of the points' reach
+        if scales is not None:
+            pm = pm.with_measured(scales)
         mem = pm.memory(GPU_MEMORY_UTILIZATION, prefix_caching=pool.enable_prefix_caching)
         out: ReplicaPerf | str
         if not mem.fits:
@@ -165,8 +166,8 @@ class PlanContext:
         cal = self.calibration if self.calibration is not None else default_calibration()
         gpu = cal.accelerator(self.catalog, pool.gpu_id)
         return measured_step_scales_cached(
-            pm, model_id=self.model.id, gpu_id=gpu.id, engine=self.engine, isl=self.measured_at[0], osl=self.measured_at[1], calibration=cal, catalog=self.catalog,
-            max_num_seqs=pool.max_num_seqs,
+            pm, model_id=self.model.id, gpu_id=gpu.id, engine=self.engine, isl=self.measured_at[0],
+            osl=self.measured_at[1], calibration=cal, catalog=self.catalog, max_num_seqs=pool.max_num_seqs,
         )  # fmt: skip
 
     def price_for(self, gpu_id: str) -> GpuPrice:

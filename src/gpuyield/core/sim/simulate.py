@@ -142,7 +142,8 @@ def build_cluster(
                 calibration=calibration if calibration is not None else default_calibration(), catalog=catalog,
                 max_num_seqs=cfg.max_num_seqs,
             )  # fmt: skip
-            perf = perf.with_measured(scales)
+            if scales is not None:
+                perf = perf.with_measured(scales)
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
         cfg = engine_config_for_memory_plan(cfg, plan)
         try:
