@@ -96,7 +96,10 @@ def main() -> None:
                 name = r.model
             return name if args.group == "model" else f"{name}|{r.gpu}"
         try:
-            key = deployment_key(r, model_of, gpu_of).text()
+            # under its architecture, not its model name: a run filed under two names of one architecture
+            # (DeepSeek-R1 and -V3) is held out with its copy
+            k = deployment_key(r, model_of, gpu_of)
+            key = "|".join((k.engine, k.architecture, k.gpu, k.precision, k.layout, str(k.num_gpus)))
         except GpuyieldError:
             key = f"{r.model}|{r.gpu}|{r.layout}"
         if args.group == "deployment":

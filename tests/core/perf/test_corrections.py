@@ -25,7 +25,14 @@ from gpuyield.core.perf.corrections import (
     architecture_id,
     settings_with,
 )
-from gpuyield.core.perf.validation import build_corrections, deployment_key, row_from_mapping, validate_rows
+from gpuyield.core.perf.validation import (
+    build_corrections,
+    deployment_key,
+    measurement_copies,
+    row_from_mapping,
+    row_measurement_id,
+    validate_rows,
+)
 from gpuyield.errors import ConfigError
 
 CAT = default_catalog()
@@ -372,6 +379,29 @@ def test_validate_leaves_each_rows_own_measurement_out():
     # and --no-corrections scores the model alone
     off = validate_rows([*rows, twin], CAT.model, CAT.gpu, cal, corrections=False)
     assert off["corrected_rows"] == 0
+
+
+def test_a_measurement_filed_under_two_names_never_predicts_its_copy():
+    # a study may list one run under DeepSeek-R1 and -V3 (one architecture): the same GPU, engine, lengths,
+    # concurrency and measured values; leaving one out leaves the other out too
+    kw = {"gpu": "b200_sxm", "num_gpus": "8", "precision": "fp8", "layout": "agg tp8 pp1 adp1 moe_tp8 ep1", "tp": "8"}
+    r1 = _row(0, model="deepseek-ai/DeepSeek-R1", **kw)
+    v3 = _row(1, model="deepseek-ai/DeepSeek-V3", **kw)
+    other = _row(2, model="deepseek-ai/DeepSeek-V3", **kw | {"tpot_ms": "21"})  # another value: not a copy
+    copies = measurement_copies([r1, v3, other])
+    assert copies[0] == (row_measurement_id(r1), row_measurement_id(v3))
+    assert copies[1] == (row_measurement_id(v3), row_measurement_id(r1))
+    assert copies[2] == (row_measurement_id(other),)
+    cal = dataclasses.replace(BASE, corrections=build_corrections([r1, v3], CAT.model, CAT.gpu, BASE))
+    assert len(cal.corrections) == 2  # two deployments' points: the table keeps both names
+    plain = validate_rows([r1, v3], CAT.model, CAT.gpu, BASE)
+    loo = validate_rows([r1, v3], CAT.model, CAT.gpu, cal)
+    assert loo["own_rows"]["left_out"] is True
+    # each row's only neighbour is its own copy, so neither is corrected
+    assert loo["corrected_rows"] == 0
+    assert [r["predicted_tpot_ms"] for r in loo["rows"]] == [r["predicted_tpot_ms"] for r in plain["rows"]]
+    # on a file of new measurements the copy is a repeat the table really holds
+    assert validate_rows([r1], CAT.model, CAT.gpu, cal, leave_own_out=False)["corrected_rows"] == 1
 
 
 def test_a_row_repeated_verbatim_is_one_measurement():

@@ -65,7 +65,10 @@ def test_estimate_with_speculative_decoding_is_faster_per_token_and_says_so():
     assert rec["speculative"] == {"method": "mtp", "num_draft_tokens": 3, "acceptance_rate": 0.7,
                                   "tokens_per_step": pytest.approx(1 + 0.7 + 0.49 + 0.343)}  # fmt: skip
     assert plain["speculative"] is None
-    assert rec["tpot_ms"] < 0.8 * plain["tpot_ms"]
+    # against plain decoding on the same step model (the plain estimate is also corrected by measured points,
+    # some of which ran with MTP on: the columns do not say)
+    raw = json.loads(_run([*base, "--no-corrections"]).stdout)
+    assert rec["tpot_ms"] < 0.8 * raw["tpot_ms"]
     # the measured points (no speculative setting recorded) are not applied, and the output says why
     assert plain["measured_correction"] is not None and rec["measured_correction"] is None
     assert any("not applied" in n for n in rec["notes"]) and any("3 draft token" in n for n in rec["notes"])

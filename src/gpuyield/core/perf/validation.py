@@ -55,6 +55,7 @@ __all__ = [
     "repeat_floor",
     "residual_features",
     "row_from_mapping",
+    "measurement_copies",
     "row_measurement_id",
     "sweep_key",
     "validate_rows",
@@ -510,6 +511,34 @@ def row_measurement_id(row: MeasurementRow) -> str:
     )
 
 
+def measurement_copies(rows: Iterable[MeasurementRow]) -> dict[int, tuple[str, ...]]:
+    """For each row (by index), the measurement ids of every row of ``rows`` that holds the same measurement:
+    the same GPU, engine, ISL, OSL and concurrency with the same measured TTFT and TPOT, whatever model name or
+    layout it was filed under (a study may list one run under two names of one architecture, DeepSeek-R1 and
+    -V3, or under two spellings of one layout). Leaving a row out leaves all of them out: a copy of a
+    measurement is that measurement, and must not predict it. Rows without a measured TTFT or TPOT have only
+    their own id."""
+    rows = list(rows)
+    by_content: dict[tuple[Any, ...], set[str]] = {}
+
+    def content(r: MeasurementRow) -> tuple[Any, ...] | None:
+        ttft, tpot = r.measured.get("ttft_ms"), r.measured.get("tpot_ms")
+        if not ttft and not tpot:
+            return None
+        return (r.gpu.lower(), r.engine.lower(), r.isl, r.osl, r.concurrency, ttft, tpot)
+
+    for r in rows:
+        c = content(r)
+        if c is not None:
+            by_content.setdefault(c, set()).add(row_measurement_id(r))
+    out: dict[int, tuple[str, ...]] = {}
+    for r in rows:
+        own = row_measurement_id(r)
+        c = content(r)
+        out[r.index] = (own,) + tuple(sorted(by_content[c] - {own})) if c is not None else (own,)
+    return out
+
+
 def correct_row(
     result: _R,
     row: MeasurementRow,
@@ -552,9 +581,12 @@ def correct_row(
 
 
 def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, key: DeploymentKey | None = None) -> str:
-    """The concurrency sweep a row belongs to: its deployment (``key``, when the caller has it), ISL and OSL
-    (the learned residuals' folds)."""
-    return f"{(key or deployment_key(row, model_of, gpu_of)).text()}|{row.isl}|{row.osl}"
+    """The concurrency sweep a row belongs to: its deployment (``key``, when the caller has it) under its
+    architecture rather than its model name, ISL and OSL (the learned residuals' folds). Sweeps of two names of
+    one architecture share a fold, so a run a study filed under both (DeepSeek-R1 and -V3) is never seen by the
+    ensemble that corrects its copy."""
+    k = key or deployment_key(row, model_of, gpu_of)
+    return "|".join((k.engine, k.architecture, k.gpu, k.precision, k.layout, str(k.num_gpus), str(row.isl), str(row.osl)))
 
 
 def residual_features(
@@ -895,6 +927,7 @@ def validate_rows(
             progress(1)  # first of two calls per row: predicted (the second: corrected and scored)
     own = _own_rows([r for r, p in zip(rows, predictions, strict=True) if not isinstance(p, str)], table, leave_own_out)
     held = table.measurement_ids() if table is not None else frozenset()
+    copies = measurement_copies(rows) if own["left_out"] else {}
     for row, res in zip(rows, predictions, strict=True):
         total += 1
         rec: dict[str, Any] = {
@@ -922,7 +955,7 @@ def validate_rows(
                     model_of,
                     gpu_of,
                     cal,
-                    exclude=(row_measurement_id(row),) if own["left_out"] else (),
+                    exclude=copies[row.index] if own["left_out"] else (),
                     method=method,
                     # the held-out fold's ensemble only for a row the calibration was fitted on
                     own_data=own["left_out"] and row_measurement_id(row) in held,

@@ -34,8 +34,8 @@ scores the rest). Also writes a self-contained HTML report with predicted-vs-mea
 When the calibration holds measured operating points (the shipped one does: e2e_train.csv), predictions
 near measured points of the same architecture (model shape), engine and precision are corrected by them.
 On the calibration's own data (a file of which at least 90% of the predicted rows are already in the table,
-measurement for measurement) each row's own measurement is left out, so the errors are leave-one-out errors,
-never a lookup. On any other file, a row whose identical measurement (same inputs, same TTFT and TPOT) the
+measurement for measurement) each row's own measurement is left out (with its copies filed under another
+name of the same architecture or layout spelling), so the errors are leave-one-out errors, never a lookup. On any other file, a row whose identical measurement (same inputs, same TTFT and TPOT) the
 table holds keeps it: it is a repeat the calibration really has. --leave-own-out yes|no overrides the
 choice; the output says which was used. --no-corrections scores the step-time model alone.
 

@@ -296,7 +296,7 @@ def _fit(
             "parameters": dict(PARAMS),
             "sample_weight": "corrected / measured (the weighted median minimises MAPE)",
             "inner_cv": f"{INNER_FOLDS}-fold by {' and by '.join(INNER_GROUPINGS)} (seed {INNER_SEED})",
-            "folds": f"{FOLDS} by concurrency sweep (crc32 of deployment|isl|osl)",
+            "folds": f"{FOLDS} by concurrency sweep (crc32 of engine|architecture|gpu|precision|layout|num_gpus|isl|osl)",
         },
     )
     worst = 0.0
