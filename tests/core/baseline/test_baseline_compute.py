@@ -159,3 +159,39 @@ def test_idle_and_cost_invariants(increments: list[int], gaps: list[float]) -> N
     busy_s = sum(ts[i + 1] - ts[i] for i in range(len(ts) - 1) if values[i + 1] > values[i])
     assert r.fleet.idle_gpu_hours == pytest.approx(window_h - busy_s / 3600, abs=1e-12)
     assert r.fleet.output_tokens == values[-1] - values[0]
+
+
+def _mix(model: str, engine: str | None, tpot_s: float = 0.030, gpus: int = 2, device: str = "NVIDIA H100 80GB HBM3"
+         ) -> WorkloadMix:
+    return WorkloadMix(model, device, gpus, 1, 600.0, 1024.0, 128.0, None, None, tpot_s, None, None, engine_kind=engine)
+
+
+def test_achievable_is_what_estimate_reports_for_a_measured_deployment() -> None:
+    from gpuyield.core.baseline import perf_model_achievable
+
+    # vLLM Qwen3-32B on 2 x H100 (TP2) has measured points in the shipped calibration: the capacity at the
+    # observed TPOT is the corrected closed loop, not the step model's alone
+    mix = _mix("Qwen/Qwen3-32B", "vllm")
+    corrected, plain = perf_model_achievable()(mix), perf_model_achievable(corrections=False)(mix)
+    assert isinstance(corrected, Achievable) and isinstance(plain, Achievable)
+    assert "measured points of this model, GPU, engine and precision correct it" in corrected.method
+    assert "measured points" not in plain.method
+    assert corrected.output_tokens_per_gpu_hour != pytest.approx(plain.output_tokens_per_gpu_hour, rel=0.01)
+    assert default_achievable(mix) == corrected
+
+
+def test_achievable_uses_the_engines_family_and_the_checkpoints_precision() -> None:
+    from gpuyield.core.baseline import perf_model_achievable
+
+    fn = perf_model_achievable(corrections=False)
+    vllm, sglang = fn(_mix("Qwen/Qwen3-32B", "vllm")), fn(_mix("Qwen/Qwen3-32B", "sglang"))
+    assert isinstance(vllm, Achievable) and isinstance(sglang, Achievable)
+    assert "TP2, vllm, bf16 weights" in vllm.method and "TP2, sglang, bf16 weights" in sglang.method
+    assert vllm.output_tokens_per_gpu_hour != pytest.approx(sglang.output_tokens_per_gpu_hour, rel=1e-3)
+    # llama.cpp has no engine constants of its own: vLLM's, and the method says so
+    llama = fn(_mix("Qwen/Qwen3-32B", "llamacpp"))
+    assert isinstance(llama, Achievable) and "vllm constants (none for llamacpp)" in llama.method
+    assert llama.output_tokens_per_gpu_hour == pytest.approx(vllm.output_tokens_per_gpu_hour)
+    # an FP8 checkpoint is run (and its capacity modelled) at FP8 (in BF16 it would not fit on 8 x H200)
+    fp8 = fn(_mix("deepseek-ai/DeepSeek-R1", "vllm", tpot_s=0.05, gpus=8, device="NVIDIA H200"))
+    assert isinstance(fp8, Achievable) and "TP8, vllm, fp8 weights" in fp8.method

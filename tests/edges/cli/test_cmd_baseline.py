@@ -91,6 +91,9 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--metrics" in proc.stderr
     proc = gpuyield("baseline", "--prometheus", "http://127.0.0.1:9", "--out", str(tmp_path))
     assert proc.returncode == 2 and "--window" in proc.stderr
+    proc = gpuyield("baseline", "--metrics", str(FIX / "dcgm_sample.prom"), "--calibration",
+                    str(tmp_path / "nocal.yaml"), "--out", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 2 and "nocal.yaml" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_malformed_lines_are_reported_not_fatal(tmp_path: Path) -> None:

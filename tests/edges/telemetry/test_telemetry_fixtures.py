@@ -173,7 +173,7 @@ def test_productivity_from_the_performance_model(tmp_path: Path) -> None:
     r, _ = run("h100_multiscrape", map_file=str(mapping))
     (m,) = r.per_model
     assert m.achievable_method is not None and "perf model closed loop" in m.achievable_method
-    assert "h100_sxm TP1, ISL 23 / OSL 263" in m.achievable_method  # the observed mix (210/9, 2371/9)
+    assert "h100_sxm TP1, vllm, bf16 weights, ISL 23 / OSL 263" in m.achievable_method  # the mix (210/9, 2371/9)
     assert m.achievable_output_tokens is not None and m.achievable_output_tokens > m.output_tokens
     assert m.productivity == pytest.approx(9484 / m.achievable_output_tokens)
     # Fleet: all 8 GPUs charged at GPU 0's capacity per GPU-hour (same type), delivered 9,484 tokens.

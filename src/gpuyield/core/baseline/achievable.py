@@ -40,6 +40,8 @@ class WorkloadMix:
     observed_tpot_s: float | None  # mean inter-token latency
     observed_ttft_s: float | None  # mean time to first token
     mean_running: float | None  # mean number of running requests (batch size) per engine
+    # the engines' family ("vllm", "sglang", "llamacpp"), None when unknown or mixed
+    engine_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +70,19 @@ _CONCURRENCY_LADDER = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 38
 _TP_DEGREES = (1, 2, 4, 8)
 
 
-def perf_model_achievable(catalog: Any | None = None) -> AchievableFn:
-    """:func:`default_achievable` resolving names in ``catalog`` (e.g. with the user's ``--catalog`` files)."""
+# the engine families the performance model has constants for, by the telemetry's engine kind; llama.cpp's
+# server is not one of them, so its capacity is vLLM's on the same GPUs (the method string says so)
+_ENGINE_FAMILY = {"vllm": "vllm", "sglang": "sglang"}
+
+
+def perf_model_achievable(
+    catalog: Any | None = None, calibration: Any | None = None, corrections: bool = True
+) -> AchievableFn:
+    """:func:`default_achievable` resolving names in ``catalog`` (e.g. with the user's ``--catalog`` files),
+    under ``calibration`` (None: the shipped one); ``corrections=False`` leaves its measured points out."""
 
     def achievable(mix: WorkloadMix) -> Achievable | str:
-        return _perf_achievable(mix, catalog)
+        return _perf_achievable(mix, catalog, calibration, corrections)
 
     return achievable
 
@@ -86,12 +96,15 @@ def default_achievable(mix: WorkloadMix) -> Achievable | str:
     the steady-state TPOT and throughput at each concurrency of a ladder (1 … 512, within ``max_num_seqs``
     and the KV cache); achievable is the highest throughput whose TPOT is within the observed mean TPOT
     (the same latency), per GPU-hour. Prompts are taken at their full observed mean length (prefix-cache hits
-    are not credited, so capacity is not overstated by cache luck).
+    are not credited, so capacity is not overstated by cache luck). The step times are those of the engines'
+    family (vLLM or SGLang; vLLM's for llama.cpp) at the checkpoint's weight precision, and each point of the
+    ladder is corrected by the calibration's measured operating points where they reach this model, GPU,
+    engine and precision, exactly as ``gpuyield estimate`` reports it.
     """
-    return _perf_achievable(mix, None)
+    return _perf_achievable(mix, None, None, True)
 
 
-def _perf_achievable(mix: WorkloadMix, catalog: Any | None) -> Achievable | str:
+def _perf_achievable(mix: WorkloadMix, catalog: Any | None, calibration: Any | None, corrections: bool) -> Achievable | str:
     if mix.model_name is None:
         return "model name not reported by the engine"
     if mix.device_name is None:
@@ -104,9 +117,13 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None) -> Achievable | str:
         return "no GPU or engine in the deployment"
     from gpuyield.core.catalog import default_catalog
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
+    from gpuyield.core.perf.calibration import default_calibration
+    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row
+    from gpuyield.core.plan.space import checkpoint_weight_precision, default_kv_dtype
     from gpuyield.errors import GpuyieldError
 
     cat = catalog if catalog is not None else default_catalog()
+    cal = calibration if calibration is not None else default_calibration()
     model = cat.find_model(mix.model_name)
     if model is None:
         return f"model '{mix.model_name}' is not in the catalogue (add it with --catalog to model capacity)"
@@ -119,10 +136,18 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None) -> Achievable | str:
     isl = max(1, round(mix.mean_input_tokens))
     osl = max(1, round(mix.mean_output_tokens))
     target_ms = mix.observed_tpot_s * 1000.0
+    engine = _ENGINE_FAMILY.get(mix.engine_kind or "vllm", "vllm")
     try:
-        perf = PerfModel.build(model, gpu, tp=tp)
+        precision = checkpoint_weight_precision(model, mix.model_name)
+        perf = PerfModel.build(model, gpu, tp=tp, weight_precision=precision, kv_dtype=default_kv_dtype(model),
+                               engine=engine, calibration=cal)  # fmt: skip
     except GpuyieldError as exc:
         return f"performance model cannot build {model.id} on {gpu.id} TP{tp}: {exc}"
+    model_of = cat.model
+
+    def gpu_of(name: str) -> Any:
+        return cal.accelerator(cat, name)
+
     best = None
     fastest = None
     for c in _CONCURRENCY_LADDER:
@@ -132,21 +157,41 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None) -> Achievable | str:
             if best is None and fastest is None:
                 return f"performance model: {exc}"
             break
+        limited = r.limited_by
+        corr = None
+        if corrections:
+            # the measured operating points of this deployment, as `gpuyield estimate` applies them
+            row = MeasurementRow(
+                index=0, gpu=gpu.id, num_gpus=tp, model=model.id, engine=engine, precision=precision,
+                layout=f"agg tp{tp} pp1 adp1 ep1", tp=tp, isl=isl, osl=osl, concurrency=c, num_requests=None,
+                measured=dict.fromkeys(METRICS), source="gpuyield baseline",
+            )  # fmt: skip
+            r, corr = correct_row(r, row, model_of, gpu_of, cal)
         if fastest is None:
             fastest = r
-        if r.tpot_ms <= target_ms and (best is None or r.throughput_tok_s > best.throughput_tok_s):
-            best = r
-        if r.limited_by != "concurrency":
+        if r.tpot_ms <= target_ms and (best is None or r.throughput_tok_s > best[0].throughput_tok_s):
+            best = (r, corr)
+        if limited != "concurrency":
             break  # more clients only queue
+    if mix.engine_kind in _ENGINE_FAMILY:
+        family = engine
+    elif mix.engine_kind:
+        family = f"{engine} constants (none for {mix.engine_kind})"
+    else:
+        family = f"{engine} constants (engine not reported)"
     if best is None:
         assert fastest is not None
-        return (f"the performance model's TPOT for {model.id} on {gpu.id} TP{tp} at concurrency 1 "
-                f"({fastest.tpot_ms:.1f} ms) is already above the observed {target_ms:.1f} ms: capacity at the "
-                "observed latency not modelled")
+        return (f"the performance model's TPOT for {model.id} on {gpu.id} TP{tp} ({family}, {precision}) at "
+                f"concurrency 1 ({fastest.tpot_ms:.1f} ms) is already above the observed {target_ms:.1f} ms: "
+                "capacity at the observed latency not modelled")
+    r, corr = best
+    measured = "" if corr is None else (
+        f"; measured points of this model, GPU, engine and precision correct it (TTFT ×{corr.ttft_factor:.2f}, "
+        f"TPOT ×{corr.tpot_factor:.2f})")
     return Achievable(
-        output_tokens_per_gpu_hour=best.throughput_tok_s * 3600.0 / tp,
-        method=(f"perf model closed loop: {model.id} on {gpu.id} TP{tp}, ISL {isl} / OSL {osl}, concurrency "
-                f"{best.concurrency} → TPOT {best.tpot_ms:.1f} ms ≤ observed {target_ms:.1f} ms, "
-                f"{best.throughput_tok_s:,.0f} tok/s per replica"),
-        concurrency=best.concurrency,
+        output_tokens_per_gpu_hour=r.throughput_tok_s * 3600.0 / tp,
+        method=(f"perf model closed loop: {model.id} on {gpu.id} TP{tp}, {family}, {precision} weights, ISL {isl} / "
+                f"OSL {osl}, concurrency {r.concurrency} → TPOT {r.tpot_ms:.1f} ms ≤ observed {target_ms:.1f} ms, "
+                f"{r.throughput_tok_s:,.0f} tok/s per replica{measured}"),
+        concurrency=r.concurrency,
     )

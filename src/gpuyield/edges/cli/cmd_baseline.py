@@ -83,8 +83,12 @@ def build_baseline(
     db: str | None,
     interval: str,
     catalog: list[str] | None,
+    calibration: str | None = None,
+    corrections: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
-    """Read, store, join and compute. Returns (BaselineResult, the 'inputs' section of baseline.json)."""
+    """Read, store, join and compute. Returns (BaselineResult, the 'inputs' section of baseline.json).
+    ``calibration`` (a file from ``gpuyield calibrate``; None: the shipped one) times the achievable capacity,
+    corrected by its measured operating points unless ``corrections`` is False."""
     from gpuyield.core.baseline import compute_baseline
     from gpuyield.edges.telemetry import (
         SampleBuffer,
@@ -115,8 +119,10 @@ def build_baseline(
     prices_file = load_prices_file(prices) if prices else None
     from gpuyield.core.baseline import perf_model_achievable
     from gpuyield.edges.cli.common import load_catalog
+    from gpuyield.edges.perf.io import load_calibration
 
     cat = load_catalog(catalog)
+    cal = load_calibration(calibration)  # read before the telemetry: a bad file fails fast
     price_fn, notes = make_price_fn(prices_file, catalog=cat)
 
     buffer = SampleBuffer()
@@ -162,7 +168,7 @@ def build_baseline(
     inputs = type(inputs)(**{**inputs.__dict__, "notes": tuple(extra_notes) + inputs.notes})
     if not inputs.gpus and not inputs.engines and not inputs.tenants:
         raise ConfigError("no DCGM, vLLM, SGLang, llama.cpp or gpuyield metrics found in the input")
-    result = compute_baseline(inputs, perf_model_achievable(cat))
+    result = compute_baseline(inputs, perf_model_achievable(cat, cal, corrections))
     section = {
         "sources": [
             {"origin": s.origin, "samples": s.stats.num_samples, "malformed_lines": s.stats.num_malformed,
@@ -278,6 +284,14 @@ def baseline(
     out: str | None = typer.Option(None, "--out", help="Output directory for baseline.json and report.html."),
     interval: str = typer.Option("15s", "--interval", help="Span one scrape covers when a GPU was scraped once."),
     catalog: list[str] = typer.Option([], "--catalog", help=CATALOG_OPTION_HELP),
+    calibration: str | None = typer.Option(
+        None, "--calibration", help="Calibration YAML from `gpuyield calibrate` (default: the shipped one)."
+    ),
+    corrections: bool = typer.Option(
+        True,
+        "--corrections/--no-corrections",
+        help="Correct the achievable capacity by the calibration's measured operating points, as estimate does.",
+    ),
     measurements_out: str | None = typer.Option(
         None,
         "--measurements-out",
@@ -296,7 +310,8 @@ def baseline(
         if out is None:
             raise ConfigError("--out DIR is required (baseline.json and report.html are written there)")
         result, section = build_baseline(metrics=metrics, prometheus=prometheus, window=window, end=end,
-                                         prices=prices, map_file=map_file, db=db, interval=interval, catalog=catalog)
+                                         prices=prices, map_file=map_file, db=db, interval=interval, catalog=catalog,
+                                         calibration=calibration, corrections=corrections)
         out_dir = Path(out)
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
