@@ -39,7 +39,7 @@ def run(name: str, labels: list[str], archs: dict[str, str], args: argparse.Name
     def sim(dep, wl):  # type: ignore[no-untyped-def]
         nonlocal sims
         sims += 1
-        return simulate(dep, wl, cat, seed=args.seed, slo=slo, measured=False).summary  # as plan --multi-model
+        return simulate(dep, wl, cat, seed=args.seed, slo=slo).summary  # as plan --multi-model
 
     t0 = time.perf_counter()
     plan = plan_multi_model(w, cat, "h100_sxm", sim, weight_precision="fp8", archs_by_label=archs)

@@ -171,3 +171,42 @@ def test_an_unmeasured_model_costs_no_engine_run(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cl, "estimate_with_engine_model", boom)
     llama = PerfModel.build(CAT.model("meta-llama/Llama-3.1-8B"), CAT.gpu("h100_sxm"), tp=1, calibration=CAL)
     assert _scales(llama, model="meta-llama/Llama-3.1-8B") is None
+
+
+def test_each_model_is_adjusted_at_its_own_requests_lengths() -> None:
+    from gpuyield.core.sim.measured import operating_point, workload_operating_points
+
+    pts = workload_operating_points([100, 300, 2000], [10, 30, 500], [0, 0, 1], ("a", "b"))
+    assert pts == {None: (800, 180), "a": (200, 20), "b": (2000, 500)}
+    assert workload_operating_points([], [], [], ()) == {}
+    assert operating_point(pts, ("x", "b")) == (2000, 500) and operating_point(pts, ("x",)) == (800, 180)
+    assert operating_point((5, 6), ("a",)) == (5, 6) and operating_point(None, ("a",)) is None
+    # two pools of one measured architecture serving two names: each pool's scales at its own requests' means
+    dep = parse_deployment({"pools": [
+        {"name": "short", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4, "served_model_names": ["s"]},
+        {"name": "long", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4, "served_model_names": ["l"]},
+    ]})  # fmt: skip
+    reqs = [Request(i, 0.05 * i, 512 if i % 2 else 4096, 128 if i % 2 else 512, model="s" if i % 2 else "l")
+            for i in range(40)]  # fmt: skip
+    pools = {p["pool"]: p["measured_step_scales"] for p in simulate(dep, reqs, CAT, calibration=CAL).summary["pools"]}
+    assert (pools["short"]["isl"], pools["short"]["osl"]) == (512, 128)
+    assert (pools["long"]["isl"], pools["long"]["osl"]) == (4096, 512)
+
+
+def test_multiplexed_models_take_their_measured_scales() -> None:
+    from gpuyield.core.sim.simulate import build_cluster
+
+    dep = parse_deployment({"name": "mux", "multiplex": {"groups": [
+        {"name": "g", "gpu": "h100_sxm", "tp": 4, "models": [QWEN, "Qwen/Qwen3-8B"]},
+    ]}})  # fmt: skip
+    at = {None: (1024, 256)}
+    cluster, info = build_cluster(dep, CAT, calibration=CAL, measured_at=at)
+    scales = info[0]["measured_step_scales"]
+    assert scales["Qwen/Qwen3-8B"] is None  # no measured point of that architecture
+    assert scales[QWEN] is not None and (scales[QWEN]["isl"], scales[QWEN]["osl"]) == (1024, 256)
+    plain, _ = build_cluster(dep, CAT, calibration=CAL)
+    step = {rt.setup.model: rt.setup.step_model for rt in cluster.rts}
+    base = {rt.setup.model: rt.setup.step_model for rt in plain.rts}
+    args = (0, 0.0, 16, 16 * 1500)
+    assert step[QWEN].step_time_s(*args) != pytest.approx(base[QWEN].step_time_s(*args), rel=0.02)
+    assert step["Qwen/Qwen3-8B"].step_time_s(*args) == base["Qwen/Qwen3-8B"].step_time_s(*args)

@@ -28,14 +28,58 @@ keyed by the whole deployment's worker counts, which one pool does not know, and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gpuyield.core.perf import PerfModel, estimate_closed_loop
 from gpuyield.core.perf.measured_steps import MeasuredStepScales
 from gpuyield.errors import GpuyieldError
 
-__all__ = ["MIN_MEASURED_SUPPORT", "measured_step_scales", "measured_step_scales_cached"]
+__all__ = [
+    "MIN_MEASURED_SUPPORT",
+    "MeasuredAt",
+    "measured_step_scales",
+    "measured_step_scales_cached",
+    "operating_point",
+    "workload_operating_points",
+]
+
+# Where the measured step scales are solved: one (mean prompt tokens, mean output tokens) for every pool, or
+# one per model name the requests use, with None for the whole workload (a pool whose names have no entry).
+MeasuredAt = tuple[int, int] | Mapping[str | None, tuple[int, int]]
+
+
+def operating_point(measured_at: MeasuredAt | None, names: Iterable[str]) -> tuple[int, int] | None:
+    """The (ISL, OSL) a replica serving ``names`` is adjusted at: its first name's entry in a per-model map,
+    else the map's whole-workload entry; a plain pair is everyone's."""
+    if measured_at is None or isinstance(measured_at, tuple):
+        return measured_at
+    for n in names:
+        if n in measured_at:
+            return measured_at[n]
+    return measured_at.get(None)
+
+
+def workload_operating_points(
+    input_tokens: Any, output_tokens: Any, model_codes: Any, models: Sequence[str | None]
+) -> dict[str | None, tuple[int, int]]:
+    """Mean prompt and output tokens of a workload (key None) and of each model name its requests use: a model
+    served next to another is adjusted at its own requests' lengths, not the mix's."""
+    import numpy as np
+
+    inp, out, codes = np.asarray(input_tokens), np.asarray(output_tokens), np.asarray(model_codes)
+
+    def point(mask: Any) -> tuple[int, int]:
+        return max(1, round(float(inp[mask].mean()))), max(1, round(float(out[mask].mean())))
+
+    if not len(inp):
+        return {}
+    points: dict[str | None, tuple[int, int]] = {None: point(np.ones(len(inp), dtype=bool))}
+    for code, name in enumerate(models):
+        mask = codes == code
+        if name is not None and mask.any():
+            points[name] = point(mask)
+    return points
 
 MIN_MEASURED_SUPPORT = 0.05  # kernel support below which a grid point is left at the step model
 _MULT_RANGE = (0.2, 5.0)

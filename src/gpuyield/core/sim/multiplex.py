@@ -277,13 +277,18 @@ class ResidencyTrackingPolicy(RoutingPolicy):
 
 
 def build_multiplex(
-    spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, setup_cls: Any, calibration: Any = None
+    spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, setup_cls: Any, calibration: Any = None,
+    measured_at: Any = None,
 ) -> tuple[
     list[Any], MultiplexState, list[dict[str, Any]]
-]:
-    """Replica setups for every (group copy, model), the shared residency state and per-group info."""
-    from gpuyield.core.perf import PerfModel
+]:  # fmt: skip
+    """Replica setups for every (group copy, model), the shared residency state and per-group info.
+    ``measured_at`` (``gpuyield.core.sim.measured.MeasuredAt``; None: the step model alone): each model whose
+    architecture, engine and precision the calibration holds measured points of has its step times adjusted
+    to them at its own requests' operating point, as a pool's are (info's ``measured_step_scales``, per model)."""
+    from gpuyield.core.perf import PerfModel, default_calibration
     from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
+    from gpuyield.core.sim.measured import measured_step_scales_cached, operating_point
 
     interference = spec.co_residence_interference
     if interference is None:
@@ -307,13 +312,24 @@ def build_multiplex(
         labels = [m.id if isinstance(ref, str) else ref.name for ref, m in zip(g.models, models, strict=True)]
         perfs = []
         plans = []
-        for ref, m in zip(g.models, models, strict=True):
+        scales_of: dict[str, Any] = {}
+        for ref, m, lab in zip(g.models, models, labels, strict=True):
             prec = (ref.weight_precision if isinstance(ref, ModelRef) else None) or g.weight_precision
             try:
                 perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=prec, kv_dtype=g.kv_dtype,
                                        engine=cfg.family, calibration=calibration)  # fmt: skip
             except ConfigError as exc:
                 raise ConfigError(f"{where}.models[{m.id}]: {exc}") from None
+            at = operating_point(measured_at, (lab, m.id))
+            if at is not None:
+                sc = measured_step_scales_cached(
+                    perf, model_id=m.id, gpu_id=gpu.id, engine=cfg.family, isl=at[0], osl=at[1],
+                    calibration=calibration if calibration is not None else default_calibration(), catalog=catalog,
+                    max_num_seqs=cfg.max_num_seqs,
+                )  # fmt: skip
+                if sc is not None:
+                    perf = perf.with_measured(sc)
+                    scales_of[lab] = sc.to_dict()
             plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
             perfs.append(perf)
             plans.append(plan)
@@ -365,6 +381,7 @@ def build_multiplex(
         fps0 = policies[f"{g.name}-0"].footprints()
         info.append({"group": g.name, "gpu": gpu.id, "tp": g.tp, "replicas": g.replicas,
                      "models": labels, "kv_budget_gb_per_gpu": kv_gb, "memory_gb": usable_gb * g.tp,
+                     "measured_step_scales": {lab: scales_of.get(lab) for lab in labels},
                      "footprints": [{"model": f.model, "resident_gb": f.resident_bytes / 1e9, "wake_l1_s": f.wake_l1_s,
                                      "wake_l2_s": f.wake_l2_s, "cold_load_s": f.cold_load_s} for f in fps0]})  # fmt: skip
     return setups, MultiplexState(policies, replica_group, replica_model, step_models), info

@@ -23,6 +23,7 @@ from gpuyield.core.sim.closed_loop import (
 )
 from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ClusterRecords, ReplicaSetup
 from gpuyield.core.sim.deployment import Deployment
+from gpuyield.core.sim.measured import MeasuredAt, operating_point, workload_operating_points
 from gpuyield.core.sim.multiplex import MultiplexState, multiplex_summary
 from gpuyield.core.workload.request import Request
 from gpuyield.core.workload.stats import mean_p50_p90_p99
@@ -101,14 +102,15 @@ def build_cluster(
     *,
     seed: int = 0,
     calibration: Any = None,
-    measured_at: tuple[int, int] | None = None,
+    measured_at: MeasuredAt | None = None,
 ) -> tuple[Cluster, list[dict[str, Any]]]:
     """The :class:`Cluster` for ``deployment`` and one info dict per pool (gpu, model, blocks, memory plan).
     ``calibration`` (a :class:`~gpuyield.core.perf.Calibration`; None = the shipped one) times every step.
-    ``measured_at`` (mean prompt and output tokens): a pool whose architecture, engine and precision the
-    calibration holds measured points of has its step times adjusted to them at that operating point
-    (``gpuyield.core.sim.measured``; the info dict's ``measured_step_scales``). A prefill or decode pool takes
-    the scales of an aggregated replica of its shape (the same kernels). None: the step model alone."""
+    ``measured_at`` (mean prompt and output tokens, for all pools or per model name: ``MeasuredAt``): a pool
+    whose architecture, engine and precision the calibration holds measured points of has its step times
+    adjusted to them at its operating point (``gpuyield.core.sim.measured``; the info dict's
+    ``measured_step_scales``), and so has each model of a multiplexed group. A prefill or decode pool takes the
+    scales of an aggregated replica of its shape (the same kernels). None: the step model alone."""
     from gpuyield.core.perf import PerfModel, default_calibration
     from gpuyield.core.sim.measured import measured_step_scales_cached
 
@@ -136,9 +138,10 @@ def build_cluster(
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         scales = None
-        if measured_at is not None and pool.speculative is None:
+        at = operating_point(measured_at, (*pool.served_model_names, pool.model, model.id))
+        if at is not None and pool.speculative is None:
             scales = measured_step_scales_cached(
-                perf, model_id=model.id, gpu_id=gpu.id, engine=cfg.family, isl=measured_at[0], osl=measured_at[1],
+                perf, model_id=model.id, gpu_id=gpu.id, engine=cfg.family, isl=at[0], osl=at[1],
                 calibration=calibration if calibration is not None else default_calibration(), catalog=catalog,
                 max_num_seqs=cfg.max_num_seqs,
             )  # fmt: skip
@@ -185,7 +188,7 @@ def build_cluster(
         from gpuyield.core.sim.multiplex import ResidencyTrackingPolicy, build_multiplex
 
         mux_setups, mux, mux_info = build_multiplex(
-            deployment.multiplex, catalog, EngineSpec, ReplicaSetup, calibration=calibration
+            deployment.multiplex, catalog, EngineSpec, ReplicaSetup, calibration=calibration, measured_at=measured_at
         )
         setups.extend(mux_setups)
         pools_info.extend(mux_info)
@@ -356,7 +359,7 @@ def simulate(
     wall_clock: Callable[[], float] | None = None,
     calibration: Any = None,
     measured: bool = True,
-    measured_at: tuple[int, int] | None = None,
+    measured_at: MeasuredAt | None = None,
 ) -> SimResult:
     """Replay ``workload`` on ``deployment``; every request ends completed or rejected with a reason.
 
@@ -365,8 +368,8 @@ def simulate(
     ``seed`` seeds every random choice (routing policies here are deterministic; the same inputs and seed give
     byte-identical results). ``calibration`` times the steps (None = the shipped calibration).
     ``measured`` adjusts pools' step times to the calibration's measured operating points near their shape
-    (:func:`build_cluster`), at ``measured_at`` (mean prompt and output tokens; None: the workload's means);
-    False: the step model alone.
+    (:func:`build_cluster`), at ``measured_at`` (mean prompt and output tokens; None: the workload's means, each
+    model's at its own requests' means); False: the step model alone.
     """
     t0 = wall_clock() if wall_clock is not None else None
     w = workload if isinstance(workload, Workload) else Workload.from_requests(workload, WorkloadMeta("requests"))
@@ -379,7 +382,7 @@ def simulate(
             raise ConfigError(f"--duration must be > 0 s, got {duration_s}")
         w = slice_time(w, 0.0, float(w.arrival_s[0]) + duration_s if len(w) else duration_s, rebase_time=False)
     if measured and measured_at is None and len(w):
-        measured_at = (max(1, round(float(np.mean(w.input_tokens)))), max(1, round(float(np.mean(w.output_tokens)))))
+        measured_at = workload_operating_points(w.input_tokens, w.output_tokens, w.model_codes, w.models)
     cluster, pools_info = build_cluster(
         deployment, catalog, seed=seed, calibration=calibration, measured_at=measured_at if measured else None
     )

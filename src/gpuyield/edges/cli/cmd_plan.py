@@ -429,7 +429,7 @@ def register(app: typer.Typer) -> None:
                     workload=workload, slo=slo, out=out, gpu=gpu_first, rate_scale=rate_scale,
                     models_from_tenants=models_from_tenants, allow_lower_precision=allow_lower_precision,
                     idle_sleep_s=idle_sleep_s, seed=seed, start_s=start_s, duration_s=duration_s, catalog_files=catalog,
-                    calibration=calibration,
+                    calibration=calibration, measured=measured,
                 )
                 if json_out is not None:
                     emit_json(mdoc, json_out)

@@ -126,8 +126,12 @@ def _show(summary: dict[str, Any]) -> None:
     t.add_row("$ per 1M output tokens", f(summary["usd_per_1m_output_tokens"], 3))
     for pool in summary.get("pools", []):
         sc = pool.get("measured_step_scales")
-        if sc:
+        if sc and "pool" in pool:
             t.add_row(f"measured ({pool['pool']})", MeasuredStepScales.from_dict(sc).describe())
+        elif sc:  # a multiplexed group: one entry per model
+            for name, one in sc.items():
+                if one:
+                    t.add_row(f"measured ({pool['group']}: {name})", MeasuredStepScales.from_dict(one).describe())
     t.add_row("simulator", f"{f(summary['sim_wall_s'], 2)} s wall ({f(summary.get('sim_cpu_s'), 2)} s CPU), "
               f"{f(summary['sim_requests_per_s'], 0)} simulated req/s")  # fmt: skip
     console.print(t)

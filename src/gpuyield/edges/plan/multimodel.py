@@ -34,8 +34,11 @@ def run_multi_model_plan(
     duration_s: float | None = None,
     catalog_files: list[str] | None = None,
     calibration: str | None = None,
+    measured: bool = True,
 ) -> dict[str, Any]:
-    """Load the workload, plan the placement, write DIR/plan.yaml and DIR/plan.json; return plan.json."""
+    """Load the workload, plan the placement, write DIR/plan.yaml and DIR/plan.json; return plan.json.
+    ``measured``: every simulation times each model whose shape the calibration's measured points reach with
+    its measured step scales, at its own requests' mean lengths (as ``simulate`` does); False: the step model."""
     from gpuyield.core.plan.spec import parse_slo
     from gpuyield.core.sim.simulate import SloTarget, simulate
     from gpuyield.core.workload.multimodel import models_from_tenants as by_tenant
@@ -80,9 +83,8 @@ def run_multi_model_plan(
     def sim(dep: Any, wl: Any) -> dict[str, Any]:
         nonlocal num_sims
         num_sims += 1
-        # the step model alone, as the placement it checks (measured step scales are solved at one workload's
-        # mean lengths; a shared-GPU fleet mixes several models' traffic)
-        return simulate(dep, wl, catalog, seed=seed, slo=sim_slo, calibration=cal, measured=False).summary
+        # each model at its own requests' mean lengths (simulate's per-model operating points)
+        return simulate(dep, wl, catalog, seed=seed, slo=sim_slo, calibration=cal, measured=measured).summary
 
     plan = plan_multi_model(w, catalog, gpu, sim, weight_precision=weight_precision, idle_sleep_s=idle_sleep_s,
                             archs_by_label=archs, calibration=cal, allow_lower_precision=allow_lower_precision)
