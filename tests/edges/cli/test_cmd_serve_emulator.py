@@ -36,3 +36,15 @@ def test_emulator_bad_flags_exit_2() -> None:
     assert r.exit_code == 2 and "--fixed-step-ms" in r.output
     r = runner.invoke(app, ["engine-emulator", "--model", "no-such-model-xyz", "--gpu", "h100-sxm", "--port", "1"])
     assert r.exit_code == 2
+
+
+def test_emulator_fleet_model_flags_are_checked() -> None:
+    base = ["engine-emulator", "--model", "Qwen/Qwen3-32B", "--gpu", "h100_sxm", "--tp", "4", "--port", "1"]
+    r = runner.invoke(app, [*base, "--measured-at", "1024"])
+    assert r.exit_code == 2 and "ISL,OSL" in r.output
+    r = runner.invoke(app, [*base, "--measured-at", "0,256"])
+    assert r.exit_code == 2 and "positive" in r.output
+    r = runner.invoke(app, ["engine-emulator", "--model", "m", "--fixed-step-ms", "5", "--precision", "fp8"])
+    assert r.exit_code == 2 and "--fixed-step-ms" in r.output
+    r = runner.invoke(app, [*base, "--calibration", "/nonexistent/cal.yaml"])
+    assert r.exit_code == 2 and "cal.yaml" in r.output

@@ -152,3 +152,33 @@ def test_fleet_model_emulator_with_speculative_decoding() -> None:
         build_emulator(EmulatorSpec(model="m", fixed_step_ms=5, speculative=sd))
     with pytest.raises(ConfigError, match="MTP"):
         build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", speculative=SpeculativeDecoding("mtp", 1, 0.7)))
+
+
+def test_fleet_model_emulator_times_steps_as_simulate_does() -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import default_calibration
+    from gpuyield.core.sim.deployment import parse_deployment
+    from gpuyield.core.sim.simulate import build_cluster
+
+    # an FP8 checkpoint runs at FP8 (in BF16 it would not fit on 8 x H200)
+    r1 = build_emulator(EmulatorSpec(model="deepseek-ai/DeepSeek-R1", gpu="h200_sxm", tp=8))
+    assert "fp8 weights" in r1.settings.description
+    # Qwen3-32B on 4 x H100 (vLLM) has measured points: at --measured-at the replica steps as simulate's pool
+    # at a workload of those mean lengths, and the description says how
+    kw = {"model": "Qwen/Qwen3-32B", "gpu": "h100_sxm", "tp": 4}
+    emu = build_emulator(EmulatorSpec(**kw, measured_at=(1024, 256)))  # type: ignore[arg-type]
+    plain = build_emulator(EmulatorSpec(**kw))  # type: ignore[arg-type]
+    assert "measured" in emu.settings.description and "bf16 weights" in plain.settings.description
+    cat, cal = default_catalog(), default_calibration()
+    dep = parse_deployment({"pools": [{"name": "q", "replicas": 1, "gpu": "h100_sxm", "model": "Qwen/Qwen3-32B",
+                                       "tp": 4}]})  # fmt: skip
+    cluster, _ = build_cluster(dep, cat, calibration=cal, measured_at=(1024, 256))
+    sim_step = cluster.rts[0].setup.step_model
+    assert emu.engine is not None and plain.engine is not None
+    for args in ((0, 0.0, 16, 16 * 1200), (2048, 2048.0**2, 8, 8000), (0, 0.0, 1, 1100)):
+        assert emu.engine.step_model.step_time_s(*args) == pytest.approx(sim_step.step_time_s(*args))
+    assert emu.engine.step_model.step_time_s(0, 0.0, 16, 19200) != pytest.approx(
+        plain.engine.step_model.step_time_s(0, 0.0, 16, 19200), rel=0.02)
+    # an unmeasured model at --measured-at: the step model alone, and the description says so
+    llama = build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", measured_at=(1024, 256)))
+    assert "no measured point reaches it" in llama.settings.description

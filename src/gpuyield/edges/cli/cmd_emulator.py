@@ -70,6 +70,16 @@ def register(app: typer.Typer) -> None:
         spec_method: str | None = typer.Option(None, "--spec-method", help="Fleet-model timing only. " + SPEC_METHOD_HELP),
         spec_tokens: int | None = typer.Option(None, "--spec-tokens", help=SPEC_TOKENS_HELP),
         spec_acceptance: float | None = typer.Option(None, "--spec-acceptance", help=SPEC_ACCEPTANCE_HELP),
+        precision: str | None = typer.Option(None, "--precision", help="Weight precision (bf16, fp8, fp4, int4; "
+                                             "default: the checkpoint's own, e.g. fp8 for deepseek-ai/DeepSeek-R1)."),
+        kv_dtype: str | None = typer.Option(None, "--kv-dtype", help="KV-cache dtype (default: bf16, fp8 where "
+                                            "the model's engines accept no other)."),
+        calibration: str | None = typer.Option(None, "--calibration", help="Calibration YAML from `gpuyield "
+                                               "calibrate` (default: the shipped one)."),
+        measured_at: str | None = typer.Option(None, "--measured-at", help="ISL,OSL: time steps with the "
+                                               "calibration's measured step scales at that operating point, as "
+                                               "`simulate` does for a workload of those mean lengths (default: the "
+                                               "step model alone)."),
         log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
     ) -> None:
         def body() -> None:
@@ -79,6 +89,24 @@ def register(app: typer.Typer) -> None:
             names = list(model) + [m.strip() for m in (models or "").split(",") if m.strip()]
             if not names:
                 raise ConfigError("--model is required (repeat it, or use --models A,B, for several models)")
+            at = None
+            if measured_at is not None:
+                parts = measured_at.replace("/", ",").split(",")
+                try:
+                    at = (int(parts[0]), int(parts[1]))
+                except (ValueError, IndexError):
+                    raise ConfigError(f"--measured-at '{measured_at}': expected ISL,OSL, e.g. 1024,256") from None
+                if len(parts) != 2 or min(at) < 1:
+                    raise ConfigError(f"--measured-at '{measured_at}': expected two positive token counts ISL,OSL")
+            timed = fixed_step_ms is None and fixed_delay_ms is None
+            if not timed and (precision or kv_dtype or calibration or at):
+                raise ConfigError("--precision, --kv-dtype, --calibration and --measured-at time steps with the fleet "
+                                  "model: not with --fixed-step-ms/--fixed-delay-ms")
+            cal = None
+            if calibration is not None:
+                from gpuyield.edges.perf.io import load_calibration
+
+                cal = load_calibration(calibration)
             spec = EmulatorSpec(
                 model=names[0], gpu=gpu, tp=tp, engine=engine, served_model_name=served_model_name,
                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
@@ -86,7 +114,8 @@ def register(app: typer.Typer) -> None:
                 enable_prefix_caching=not no_prefix_caching, gpu_memory_utilization=gpu_memory_utilization,
                 mean_output_tokens=mean_output_tokens, tokenizer=tokenizer, fixed_step_ms=fixed_step_ms,
                 fixed_delay_ms=fixed_delay_ms, fixed_itl_ms=fixed_itl_ms,
-                speculative=parse_speculative(spec_method, spec_tokens, spec_acceptance))
+                speculative=parse_speculative(spec_method, spec_tokens, spec_acceptance), weight_precision=precision,
+                kv_dtype=kv_dtype, calibration=cal, measured_at=at)
             if len(names) > 1:
                 from gpuyield.edges.emulator.multimodel import build_multi_emulator
 

@@ -36,6 +36,12 @@ class EmulatorSpec:
     fixed_itl_ms: float = 0.0
     # fleet-model timing with speculative decoding (a gpuyield.core.perf.SpeculativeDecoding), None: plain
     speculative: Any = None
+    weight_precision: str | None = None  # None: the checkpoint's own (an FP8 release runs at FP8), as plan does
+    kv_dtype: str | None = None  # None: the plan's default for the model (bf16, fp8 where only fp8 exists)
+    calibration: Any = None  # a gpuyield.core.perf.Calibration; None: the shipped one
+    # (mean prompt tokens, mean output tokens): step times adjusted to the calibration's measured operating
+    # points there, as `simulate` times the same replica (None: the step model alone)
+    measured_at: tuple[int, int] | None = None
 
 
 def _perf_step_model(
@@ -44,24 +50,11 @@ def _perf_step_model(
     """The fleet model's step time, KV capacity in blocks (when it says), the blocks each sequence's bounded
     cache takes (at full windows, and as a function of its length) with the prefix-hit granule in tokens (vLLM's
     hybrid models), and the engine family's first-token overhead in seconds for the spec's model/GPU/TP."""
-    try:
-        from gpuyield.core import perf as perf_mod
-        from gpuyield.core.catalog import default_catalog
-    except ImportError as exc:  # pragma: no cover - depends on what has landed
-        raise ConfigError(f"engine timing needs gpuyield.core.perf and core.catalog ({exc}); "
-                          "use --fixed-step-ms or --fixed-delay-ms") from exc
-    perf_cls = getattr(perf_mod, "PerfModel", None)
-    if perf_cls is None:
-        raise ConfigError("this build has no gpuyield.core.perf.PerfModel yet; use --fixed-step-ms or --fixed-delay-ms")
-    if spec.gpu is None:
-        raise ConfigError("--gpu is required for engine timing (e.g. --gpu h100-sxm), or give --fixed-step-ms")
+    from gpuyield.core.catalog import default_catalog
+
     cat = default_catalog()
-    model_spec = cat.model(spec.model)
-    gpu = cat.gpu(spec.gpu)
-    pm: Any = perf_cls.build(model_spec, gpu, tp=spec.tp, engine=spec.engine)
+    pm, scales = _perf_model(spec, cat)
     blocks: int | None = None
-    if spec.speculative is not None:  # before the memory plan: vLLM holds hybrid models' state per draft token too
-        pm = pm.with_speculative(spec.speculative)
     try:
         plan = pm.memory(
             gpu_memory_utilization=spec.gpu_memory_utilization,
@@ -83,12 +76,45 @@ def _perf_step_model(
     fixed_of = functools.partial(fixed_for, block_size=spec.block_size_tokens) if callable(fixed_for) else None
     hit_tokens = int(getattr(plan, "hybrid_block_tokens", 0) or 0)  # vLLM's hybrid models: prefixes in raised blocks
     overhead_s = float(pm.first_token_overhead_s)
-    desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine})"
+    desc = f"fleet model: {spec.model} on {spec.tp} x {spec.gpu} ({spec.engine}, {pm.weight_precision} weights)"
     if overhead_s > 0:
         desc += f"; first-token overhead {overhead_s * 1000:.3g} ms"
     if spec.speculative is not None:
         desc += "; " + spec.speculative.describe()
+    if scales is not None:
+        desc += "; " + scales.describe()
+    elif spec.measured_at is not None and spec.speculative is None:
+        desc += f"; no measured point reaches it at ISL {spec.measured_at[0]} / OSL {spec.measured_at[1]}"
     return pm, blocks, (fixed_blocks, fixed_of, hit_tokens), overhead_s, desc
+
+
+def _perf_model(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
+    """The replica's PerfModel as ``simulate`` builds it (weight precision, KV dtype, calibration, speculative
+    decoding, measured step scales at ``spec.measured_at``) and its measured step scales (or None)."""
+    from gpuyield.core.perf import PerfModel, default_calibration
+    from gpuyield.core.plan.space import checkpoint_weight_precision, default_kv_dtype
+    from gpuyield.core.sim.measured import measured_step_scales_cached
+
+    if spec.gpu is None:
+        raise ConfigError("--gpu is required for engine timing (e.g. --gpu h100-sxm), or give --fixed-step-ms")
+    cal = spec.calibration if spec.calibration is not None else default_calibration()
+    model_spec = cat.model(spec.model)
+    gpu = cal.accelerator(cat, spec.gpu)
+    precision = spec.weight_precision or checkpoint_weight_precision(model_spec, spec.model)
+    pm = PerfModel.build(model_spec, gpu, tp=spec.tp, engine=spec.engine, weight_precision=precision,
+                         kv_dtype=spec.kv_dtype or default_kv_dtype(model_spec), calibration=cal)  # fmt: skip
+    if spec.speculative is not None:  # before the memory plan: vLLM holds hybrid models' state per draft token too
+        return pm.with_speculative(spec.speculative), None
+    scales = None
+    if spec.measured_at is not None:
+        isl, osl = spec.measured_at
+        if isl < 1 or osl < 1:
+            raise ConfigError(f"--measured-at: expected two positive token counts, got {isl},{osl}")
+        scales = measured_step_scales_cached(pm, model_id=model_spec.id, gpu_id=gpu.id, engine=pm.engine, isl=isl,
+                                             osl=osl, calibration=cal, catalog=cat, max_num_seqs=spec.max_num_seqs)  # fmt: skip
+        if scales is not None:
+            pm = pm.with_measured(scales)
+    return pm, scales
 
 
 def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
