@@ -195,3 +195,15 @@ def test_achievable_uses_the_engines_family_and_the_checkpoints_precision() -> N
     # an FP8 checkpoint is run (and its capacity modelled) at FP8 (in BF16 it would not fit on 8 x H200)
     fp8 = fn(_mix("deepseek-ai/DeepSeek-R1", "vllm", tpot_s=0.05, gpus=8, device="NVIDIA H200"))
     assert isinstance(fp8, Achievable) and "TP8, vllm, fp8 weights" in fp8.method
+
+
+def test_more_clients_never_decode_faster_in_the_achievable_ladder() -> None:
+    from gpuyield.core.baseline import perf_model_achievable
+
+    # AIConfigurator's gpt-oss-120b vLLM rows on 2 x H100 at 512 clients ran about 100 sequences at a time
+    # (TTFT 24-460 s of queueing, TPOT below the 64-client rows'): interpolated towards them, the corrected TPOT
+    # falls from ~16 ms at 128 clients to ~7 ms at 192-512. At a 13 ms target the ladder must not jump there.
+    mix = WorkloadMix("openai/gpt-oss-120b", "NVIDIA H100 80GB HBM3", 2, 1, 600.0, 1024.0, 128.0, None, None, 0.013,
+                      None, None, engine_kind="vllm")  # fmt: skip
+    got = perf_model_achievable()(mix)
+    assert isinstance(got, Achievable) and got.concurrency is not None and got.concurrency <= 64

@@ -355,6 +355,10 @@ def test_deployment_key_is_canonical():
     stated = _row(0, model="deepseek-ai/DeepSeek-R1", gpu="b200_sxm", layout="agg tp8 pp1 adp1 moe_tp8 ep1",
                   precision="fp8")  # fmt: skip
     assert deployment_key(moe, CAT.model, CAT.gpu) == deployment_key(stated, CAT.model, CAT.gpu)
+    # measured 4-bit float rows say "fp4" whatever the format: gpt-oss's MXFP4 release queried at mxfp4 matches
+    oss = {"model": "openai/gpt-oss-120b", "layout": "agg tp2 pp1 adp1 moe_tp2 ep1"}
+    keys = {deployment_key(_row(0, precision=p, **oss), CAT.model, CAT.gpu) for p in ("fp4", "mxfp4", "nvfp4")}
+    assert len(keys) == 1 and next(iter(keys)).precision == "fp4"
     disagg = _row(0, layout="disagg 0x prefill(tp1 adp1 ep1) + 0x decode(tp2 adp1 ep1)", num_gpus="0")
     assert deployment_key(disagg, CAT.model, CAT.gpu).layout == "disagg 0x prefill(tp1 pp1 adp1) + 0x decode(tp2 pp1 adp1)"
 

@@ -10,6 +10,7 @@ can answer and otherwise says so.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,7 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None, calibration: Any | N
     from gpuyield.core.catalog import default_catalog
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
     from gpuyield.core.perf.calibration import default_calibration
+    from gpuyield.core.perf.corrections import apply_correction
     from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row
     from gpuyield.core.plan.space import checkpoint_weight_precision, default_kv_dtype
     from gpuyield.errors import GpuyieldError
@@ -150,6 +152,7 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None, calibration: Any | N
 
     best = None
     fastest = None
+    least_tpot_ms = 0.0  # the corrected TPOT at the ladder's previous concurrency
     for c in _CONCURRENCY_LADDER:
         try:
             r = estimate_closed_loop(perf, isl, osl, c)
@@ -166,7 +169,14 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None, calibration: Any | N
                 layout=f"agg tp{tp} pp1 adp1 ep1", tp=tp, isl=isl, osl=osl, concurrency=c, num_requests=None,
                 measured=dict.fromkeys(METRICS), source="gpuyield baseline",
             )  # fmt: skip
-            r, corr = correct_row(r, row, model_of, gpu_of, cal)
+            raw = r
+            r, corr = correct_row(raw, row, model_of, gpu_of, cal)
+            if corr is not None and r.tpot_ms < least_tpot_ms and raw.tpot_ms > 0:
+                # more clients never decode faster: a measured point whose TPOT drops with load ran fewer
+                # sequences than its clients (an unrecorded cap) and says nothing of a bigger batch
+                corr = dataclasses.replace(corr, tpot_factor=least_tpot_ms / raw.tpot_ms)
+                r = apply_correction(raw, corr)
+            least_tpot_ms = max(least_tpot_ms, r.tpot_ms)
         if fastest is None:
             fastest = r
         if r.tpot_ms <= target_ms and (best is None or r.throughput_tok_s > best[0].throughput_tok_s):

@@ -458,6 +458,9 @@ def _pool_text(p: PoolLayout, moe: bool) -> str:
     return f"tp{tp} pp{pp} adp{adp}" + (f" ep{ep} moe_tp{moe_tp}" if moe else "")
 
 
+_KEY_PRECISION = {"mxfp4": "fp4", "nvfp4": "fp4"}
+
+
 def deployment_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup) -> DeploymentKey:
     """The canonical deployment a row was measured on (catalogue ids, normalised engine and precision).
 
@@ -467,6 +470,9 @@ def deployment_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup
     gpu = gpu_of(row.gpu)
     layout = parse_layout(row.layout, row.tp)
     engine, precision = normalise_engine(row.engine), normalise_precision(row.precision)
+    # measured 4-bit float rows are labelled "fp4" whichever format the checkpoint has (AIConfigurator's
+    # gpt-oss rows are its MXFP4 release): a query at mxfp4 or nvfp4 is the same deployment
+    precision = _KEY_PRECISION.get(precision, precision)
     moe = bool(getattr(model, "num_experts", 0))
     arch = architecture_id(model)
     if layout.kind == "agg":
