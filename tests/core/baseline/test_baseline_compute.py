@@ -174,7 +174,7 @@ def test_achievable_is_what_estimate_reports_for_a_measured_deployment() -> None
     mix = _mix("Qwen/Qwen3-32B", "vllm")
     corrected, plain = perf_model_achievable()(mix), perf_model_achievable(corrections=False)(mix)
     assert isinstance(corrected, Achievable) and isinstance(plain, Achievable)
-    assert "measured points of this model, GPU, engine and precision correct it" in corrected.method
+    assert "measured vllm points of this model, GPU and precision correct it" in corrected.method
     assert "measured points" not in plain.method
     assert corrected.output_tokens_per_gpu_hour != pytest.approx(plain.output_tokens_per_gpu_hour, rel=0.01)
     assert default_achievable(mix) == corrected
@@ -192,6 +192,8 @@ def test_achievable_uses_the_engines_family_and_the_checkpoints_precision() -> N
     llama = fn(_mix("Qwen/Qwen3-32B", "llamacpp"))
     assert isinstance(llama, Achievable) and "vllm constants (none for llamacpp)" in llama.method
     assert llama.output_tokens_per_gpu_hour == pytest.approx(vllm.output_tokens_per_gpu_hour)
+    mixed = fn(_mix("Qwen/Qwen3-32B", "mixed"))
+    assert isinstance(mixed, Achievable) and "vllm constants (engines of several kinds)" in mixed.method
     # an FP8 checkpoint is run (and its capacity modelled) at FP8 (in BF16 it would not fit on 8 x H200)
     fp8 = fn(_mix("deepseek-ai/DeepSeek-R1", "vllm", tpot_s=0.05, gpus=8, device="NVIDIA H200"))
     assert isinstance(fp8, Achievable) and "TP8, vllm, fp8 weights" in fp8.method

@@ -101,7 +101,8 @@ def test_the_scaled_engine_model_reproduces_what_estimate_reports_from_measured_
     got, base = estimate_with_engine_model(sp, 1024, 256, 1), estimate_with_engine_model(pm, 1024, 256, 1)
     assert got.tpot_ms == pytest.approx(tpot1, rel=0.03)
     if 0.5 < s.prefill[0] < 2.0:  # the single-client TTFT is met unless the prefill multiplier is at its bounds
-        assert got.ttft_ms == pytest.approx(ttft1, rel=0.03)
+        # (solved on the analytic solver, whose TTFT responds to prefill time a little unlike the engine model's)
+        assert got.ttft_ms == pytest.approx(ttft1, rel=0.05)
     else:  # here: the fixed costs (weight reads, first-token overhead) leave prefill too little to cut
         assert abs(got.ttft_ms - ttft1) < 0.5 * abs(base.ttft_ms - ttft1)
     for c in (16, 64):  # TPOT at every concurrency (the decode multiplier is per batch size)
@@ -173,24 +174,36 @@ def test_an_unmeasured_model_costs_no_engine_run(monkeypatch: pytest.MonkeyPatch
     assert _scales(llama, model="meta-llama/Llama-3.1-8B") is None
 
 
-def test_each_model_is_adjusted_at_its_own_requests_lengths() -> None:
-    from gpuyield.core.sim.measured import operating_point, workload_operating_points
+def test_each_replica_is_adjusted_at_the_lengths_of_the_requests_routed_to_it() -> None:
+    from gpuyield.core.sim.measured import WorkloadLengths, routed_points
 
-    pts = workload_operating_points([100, 300, 2000], [10, 30, 500], [0, 0, 1], ("a", "b"))
-    assert pts == {None: (800, 180), "a": (200, 20), "b": (2000, 500)}
-    assert workload_operating_points([], [], [], ()) == {}
-    assert operating_point(pts, ("x", "b")) == (2000, 500) and operating_point(pts, ("x",)) == (800, 180)
-    assert operating_point((5, 6), ("a",)) == (5, 6) and operating_point(None, ("a",)) is None
-    # two pools of one measured architecture serving two names: each pool's scales at its own requests' means
-    dep = parse_deployment({"pools": [
-        {"name": "short", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4, "served_model_names": ["s"]},
-        {"name": "long", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4, "served_model_names": ["l"]},
-    ]})  # fmt: skip
-    reqs = [Request(i, 0.05 * i, 512 if i % 2 else 4096, 128 if i % 2 else 512, model="s" if i % 2 else "l")
+    lengths = WorkloadLengths.of([100, 300, 2000, 50], [10, 30, 500, 5], [0, 0, 1, 2], ("a", "b", None))
+    assert lengths.mean() == (612, 136) and lengths.mean(["a"]) == (200, 20) and lengths.mean(["zz"]) is None
+    assert WorkloadLengths.of([], [], [], ()).mean() is None
+    kinds = [("p", "org/M", ("a", "b")), ("q", "org/N", ())]
+    # a replica serving two names gets both, whatever their order; unnamed requests go to the default model;
+    # an alias reaches the model it resolves to; a replica no request reaches takes the whole workload's means
+    got = routed_points(lengths, kinds, None, lambda n: {"m-alias": "org/M"}.get(n))
+    assert got == {"p": lengths.mean(["a", "b", None]), "q": (612, 136)}
+    assert routed_points(lengths, kinds[::-1], "org/M", None)["p"] == got["p"]
+    alias = WorkloadLengths.of([1000, 10], [100, 1], [0, 1], ("m-alias", "other"))
+    assert routed_points(alias, kinds, None, lambda n: {"m-alias": "org/M"}.get(n))["p"] == (1000, 100)
+    # one pool serving two names of one measured model: timed at all its requests, in either name order
+    reqs = [Request(i, 0.05 * i, 512 if i % 2 else 8000, 64 if i % 2 else 1000, model="chat" if i % 2 else "rag")
             for i in range(40)]  # fmt: skip
+    for names in (["chat", "rag"], ["rag", "chat"]):
+        dep = parse_deployment({"pools": [{"name": "q", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4,
+                                           "served_model_names": names}]})  # fmt: skip
+        sc = simulate(dep, reqs, CAT, calibration=CAL).summary["pools"][0]["measured_step_scales"]
+        assert (sc["isl"], sc["osl"]) == (4256, 532)
+    # two pools, one name each: each at its own requests' means
+    dep = parse_deployment({"pools": [
+        {"name": "short", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4, "served_model_names": ["chat"]},
+        {"name": "long", "replicas": 1, "gpu": "h100_sxm", "model": QWEN, "tp": 4, "served_model_names": ["rag"]},
+    ]})  # fmt: skip
     pools = {p["pool"]: p["measured_step_scales"] for p in simulate(dep, reqs, CAT, calibration=CAL).summary["pools"]}
-    assert (pools["short"]["isl"], pools["short"]["osl"]) == (512, 128)
-    assert (pools["long"]["isl"], pools["long"]["osl"]) == (4096, 512)
+    assert (pools["short"]["isl"], pools["short"]["osl"]) == (512, 64)
+    assert (pools["long"]["isl"], pools["long"]["osl"]) == (8000, 1000)
 
 
 def test_multiplexed_models_take_their_measured_scales() -> None:
@@ -199,8 +212,7 @@ def test_multiplexed_models_take_their_measured_scales() -> None:
     dep = parse_deployment({"name": "mux", "multiplex": {"groups": [
         {"name": "g", "gpu": "h100_sxm", "tp": 4, "models": [QWEN, "Qwen/Qwen3-8B"]},
     ]}})  # fmt: skip
-    at = {None: (1024, 256)}
-    cluster, info = build_cluster(dep, CAT, calibration=CAL, measured_at=at)
+    cluster, info = build_cluster(dep, CAT, calibration=CAL, measured_at=(1024, 256))
     scales = info[0]["measured_step_scales"]
     assert scales["Qwen/Qwen3-8B"] is None  # no measured point of that architecture
     assert scales[QWEN] is not None and (scales[QWEN]["isl"], scales[QWEN]["osl"]) == (1024, 256)
@@ -210,3 +222,10 @@ def test_multiplexed_models_take_their_measured_scales() -> None:
     args = (0, 0.0, 16, 16 * 1500)
     assert step[QWEN].step_time_s(*args) != pytest.approx(base[QWEN].step_time_s(*args), rel=0.02)
     assert step["Qwen/Qwen3-8B"].step_time_s(*args) == base["Qwen/Qwen3-8B"].step_time_s(*args)
+    # routed by name: the measured model at its own requests' lengths, not the mix's
+    from gpuyield.core.sim.measured import WorkloadLengths
+
+    lengths = WorkloadLengths.of([2048, 100], [512, 10], [0, 1], (QWEN, "Qwen/Qwen3-8B"))
+    _, info = build_cluster(dep, CAT, calibration=CAL, measured_at=lengths)
+    own = info[0]["measured_step_scales"][QWEN]
+    assert (own["isl"], own["osl"]) == (2048, 512)

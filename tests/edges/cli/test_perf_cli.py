@@ -739,3 +739,24 @@ def test_validate_reports_the_floor_of_repeated_inputs(tmp_path):
     text = _run(["validate", "--measurements", str(csv_path), "--report", "-"])
     assert text.exit_code == 0, text.output
     assert "2 rows repeat another row's inputs" in " ".join(text.output.split())
+
+
+def test_baseline_capacity_is_the_analytic_estimate_at_its_concurrency() -> None:
+    from gpuyield.core.baseline import Achievable, WorkloadMix, perf_model_achievable
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import default_calibration
+    from gpuyield.edges.cli.cmd_estimate import estimate_record
+
+    for engine, gpus, tpot_s in (("vllm", 2, 0.030), ("sglang", 4, 0.025)):
+        mix = WorkloadMix("Qwen/Qwen3-32B", "NVIDIA H100 80GB HBM3", gpus, 1, 600.0, 1024.0, 128.0, None, None, tpot_s,
+                          None, None, engine_kind=engine)  # fmt: skip
+        got = perf_model_achievable()(mix)
+        assert isinstance(got, Achievable) and got.concurrency is not None
+        rec = estimate_record(
+            catalog=default_catalog(), calibration=default_calibration(), model="Qwen/Qwen3-32B", gpu="h100_sxm",
+            tp=gpus, pp=1, ep=1, attention_dp=1, precision="bf16", kv_dtype="bf16", engine=engine, isl=1024, osl=128,
+            concurrency=got.concurrency, num_requests=None, replicas=1, gpu_memory_utilization=0.9, max_num_seqs=None,
+            max_num_batched_tokens=None, method="analytic",
+        )  # fmt: skip
+        assert rec["measured_correction"] is not None
+        assert got.output_tokens_per_gpu_hour == pytest.approx(rec["throughput_tok_s"] * 3600.0 / gpus, rel=1e-9)

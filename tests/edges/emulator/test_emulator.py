@@ -179,6 +179,17 @@ def test_fleet_model_emulator_times_steps_as_simulate_does() -> None:
         assert emu.engine.step_model.step_time_s(*args) == pytest.approx(sim_step.step_time_s(*args))
     assert emu.engine.step_model.step_time_s(0, 0.0, 16, 19200) != pytest.approx(
         plain.engine.step_model.step_time_s(0, 0.0, 16, 19200), rel=0.02)
+    # an FP8 checkpoint steps as a pool of that checkpoint at FP8 (what plan writes)
+    fp8 = build_emulator(EmulatorSpec(model="Qwen/Qwen3-32B-FP8", gpu="h100_sxm", tp=2))
+    pool8 = parse_deployment({"pools": [{"name": "q", "replicas": 1, "gpu": "h100_sxm", "model": "Qwen/Qwen3-32B-FP8",
+                                         "tp": 2, "weight_precision": "fp8"}]})  # fmt: skip
+    step8 = build_cluster(pool8, cat, calibration=cal)[0].rts[0].setup.step_model
+    assert fp8.engine is not None and "fp8 weights" in fp8.settings.description
+    assert fp8.engine.step_model.step_time_s(0, 0.0, 32, 32000) == pytest.approx(step8.step_time_s(0, 0.0, 32, 32000))
+    with pytest.raises(ConfigError, match="speculative"):
+        from gpuyield.core.perf import SpeculativeDecoding
+
+        build_emulator(EmulatorSpec(**kw, measured_at=(1024, 256), speculative=SpeculativeDecoding("ngram", 2, 0.5)))  # type: ignore[arg-type]
     # an unmeasured model at --measured-at: the step model alone, and the description says so
     llama = build_emulator(EmulatorSpec(model="llama-3.1-8b", gpu="h100-sxm", measured_at=(1024, 256)))
     assert "no measured point reaches it" in llama.settings.description

@@ -41,7 +41,7 @@ class WorkloadMix:
     observed_tpot_s: float | None  # mean inter-token latency
     observed_ttft_s: float | None  # mean time to first token
     mean_running: float | None  # mean number of running requests (batch size) per engine
-    # the engines' family ("vllm", "sglang", "llamacpp"), None when unknown or mixed
+    # the engines' family ("vllm", "sglang", "llamacpp"; "mixed" when they differ), None when unknown
     engine_kind: str | None = None
 
 
@@ -98,9 +98,11 @@ def default_achievable(mix: WorkloadMix) -> Achievable | str:
     and the KV cache); achievable is the highest throughput whose TPOT is within the observed mean TPOT
     (the same latency), per GPU-hour. Prompts are taken at their full observed mean length (prefix-cache hits
     are not credited, so capacity is not overstated by cache luck). The step times are those of the engines'
-    family (vLLM or SGLang; vLLM's for llama.cpp) at the checkpoint's weight precision, and each point of the
-    ladder is corrected by the calibration's measured operating points where they reach this model, GPU,
-    engine and precision, exactly as ``gpuyield estimate`` reports it.
+    family (vLLM or SGLang; vLLM's for llama.cpp and for engines of several kinds) at the checkpoint's weight
+    precision with a BF16 KV cache (vLLM's default), and each point of the ladder is corrected by the
+    calibration's measured operating points where they reach this model, GPU, engine and precision, as
+    ``gpuyield estimate --method analytic --kv-dtype bf16`` reports it; a corrected TPOT is never below the one
+    at fewer clients.
     """
     return _perf_achievable(mix, None, None, True)
 
@@ -185,6 +187,8 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None, calibration: Any | N
             break  # more clients only queue
     if mix.engine_kind in _ENGINE_FAMILY:
         family = engine
+    elif mix.engine_kind == "mixed":
+        family = f"{engine} constants (engines of several kinds)"
     elif mix.engine_kind:
         family = f"{engine} constants (none for {mix.engine_kind})"
     else:
@@ -196,7 +200,7 @@ def _perf_achievable(mix: WorkloadMix, catalog: Any | None, calibration: Any | N
                 "capacity at the observed latency not modelled")
     r, corr = best
     measured = "" if corr is None else (
-        f"; measured points of this model, GPU, engine and precision correct it (TTFT ×{corr.ttft_factor:.2f}, "
+        f"; measured {engine} points of this model, GPU and precision correct it (TTFT ×{corr.ttft_factor:.2f}, "
         f"TPOT ×{corr.tpot_factor:.2f})")
     return Achievable(
         output_tokens_per_gpu_hour=r.throughput_tok_s * 3600.0 / tp,

@@ -407,7 +407,7 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
             observed_tpot_s=tpot_mean,
             observed_ttft_s=ttft.mean if ttft else None,
             mean_running=mean_running,
-            engine_kind=kinds.pop() if len(kinds := {e.kind for e in engs}) == 1 else None,
+            engine_kind=(kinds.pop() if len(kinds) == 1 else "mixed") if (kinds := {e.kind for e in engs}) else None,
         )
         capacity: Achievable | None = None
         achievable_tokens = productivity = None

@@ -28,7 +28,8 @@ keyed by the whole deployment's worker counts, which one pool does not know, and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gpuyield.core.perf import PerfModel, estimate_closed_loop
@@ -38,48 +39,76 @@ from gpuyield.errors import GpuyieldError
 __all__ = [
     "MIN_MEASURED_SUPPORT",
     "MeasuredAt",
+    "WorkloadLengths",
     "measured_step_scales",
     "measured_step_scales_cached",
-    "operating_point",
-    "workload_operating_points",
+    "routed_points",
 ]
 
-# Where the measured step scales are solved: one (mean prompt tokens, mean output tokens) for every pool, or
-# one per model name the requests use, with None for the whole workload (a pool whose names have no entry).
-MeasuredAt = tuple[int, int] | Mapping[str | None, tuple[int, int]]
+
+@dataclass(frozen=True, slots=True)
+class WorkloadLengths:
+    """Prompt and output token sums and request counts of a workload per model name its requests use (None:
+    requests naming no model): where each replica's measured step scales are solved (:func:`routed_points`)."""
+
+    by_name: Mapping[str | None, tuple[float, float, int]]
+
+    @classmethod
+    def of(cls, input_tokens: Any, output_tokens: Any, model_codes: Any, models: Sequence[str | None]) -> WorkloadLengths:
+        import numpy as np
+
+        inp, out, codes = np.asarray(input_tokens), np.asarray(output_tokens), np.asarray(model_codes)
+        by: dict[str | None, tuple[float, float, int]] = {}
+        for code, name in enumerate(models):
+            mask = codes == code
+            n = int(mask.sum())
+            if n:
+                si, so, k = by.get(name, (0.0, 0.0, 0))
+                by[name] = (si + float(inp[mask].sum()), so + float(out[mask].sum()), k + n)
+        return cls(by)
+
+    def mean(self, names: Iterable[str | None] | None = None) -> tuple[int, int] | None:
+        """Mean (prompt, output) tokens over the requests naming ``names`` (None: all), or None if there are none."""
+        keys = list(self.by_name) if names is None else list(names)
+        si = so = 0.0
+        n = 0
+        for k in keys:
+            a, b, c = self.by_name.get(k, (0.0, 0.0, 0))
+            si, so, n = si + a, so + b, n + c
+        return (max(1, round(si / n)), max(1, round(so / n))) if n else None
 
 
-def operating_point(measured_at: MeasuredAt | None, names: Iterable[str]) -> tuple[int, int] | None:
-    """The (ISL, OSL) a replica serving ``names`` is adjusted at: its first name's entry in a per-model map,
-    else the map's whole-workload entry; a plain pair is everyone's."""
-    if measured_at is None or isinstance(measured_at, tuple):
-        return measured_at
-    for n in names:
-        if n in measured_at:
-            return measured_at[n]
-    return measured_at.get(None)
+# Where measured step scales are solved: one (mean prompt tokens, mean output tokens) for every replica, or the
+# workload's lengths per model name, routed to replicas as the cluster routes requests (routed_points).
+MeasuredAt = tuple[int, int] | WorkloadLengths
 
 
-def workload_operating_points(
-    input_tokens: Any, output_tokens: Any, model_codes: Any, models: Sequence[str | None]
-) -> dict[str | None, tuple[int, int]]:
-    """Mean prompt and output tokens of a workload (key None) and of each model name its requests use: a model
-    served next to another is adjusted at its own requests' lengths, not the mix's."""
-    import numpy as np
+def routed_points(
+    lengths: WorkloadLengths,
+    replicas: Sequence[tuple[Hashable, str, Sequence[str]]],
+    default_model: str | None,
+    resolver: Callable[[str], str | None] | None,
+) -> dict[Hashable, tuple[int, int] | None]:
+    """Mean (prompt, output) tokens of the requests each replica kind receives: ``replicas`` are (key, model,
+    served names); a request's name (``default_model`` when it names none, else the first replica's model)
+    goes to the replicas whose model or served names equal it, else to those whose model is the name's
+    catalogue id (``resolver``), as :meth:`Cluster._targets` routes it. A name several kinds serve counts for
+    each. A kind that receives no request is solved at the whole workload's means."""
+    default = default_model or (replicas[0][1] if replicas else None)
+    got: dict[Hashable, list[str | None]] = {k: [] for k, _, _ in replicas}
+    for name in lengths.by_name:
+        target = default if name is None else name
+        if target is None:
+            continue
+        match = [k for k, m, served in replicas if target == m or target in served]
+        if not match and resolver is not None:
+            canon = resolver(target)
+            match = [k for k, m, _ in replicas if canon is not None and m == canon]
+        for k in match:
+            got[k].append(name)
+    overall = lengths.mean()
+    return {k: (lengths.mean(names) if names else overall) for k, names in got.items()}
 
-    inp, out, codes = np.asarray(input_tokens), np.asarray(output_tokens), np.asarray(model_codes)
-
-    def point(mask: Any) -> tuple[int, int]:
-        return max(1, round(float(inp[mask].mean()))), max(1, round(float(out[mask].mean())))
-
-    if not len(inp):
-        return {}
-    points: dict[str | None, tuple[int, int]] = {None: point(np.ones(len(inp), dtype=bool))}
-    for code, name in enumerate(models):
-        mask = codes == code
-        if name is not None and mask.any():
-            points[name] = point(mask)
-    return points
 
 MIN_MEASURED_SUPPORT = 0.05  # kernel support below which a grid point is left at the step model
 _MULT_RANGE = (0.2, 5.0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -278,17 +278,18 @@ class ResidencyTrackingPolicy(RoutingPolicy):
 
 def build_multiplex(
     spec: MultiplexSpec, catalog: Any, engine_spec_cls: Any, setup_cls: Any, calibration: Any = None,
-    measured_at: Any = None,
+    measured_at: Callable[[str, str], tuple[int, int] | None] | None = None,
 ) -> tuple[
     list[Any], MultiplexState, list[dict[str, Any]]
 ]:  # fmt: skip
     """Replica setups for every (group copy, model), the shared residency state and per-group info.
-    ``measured_at`` (``gpuyield.core.sim.measured.MeasuredAt``; None: the step model alone): each model whose
-    architecture, engine and precision the calibration holds measured points of has its step times adjusted
-    to them at its own requests' operating point, as a pool's are (info's ``measured_step_scales``, per model)."""
+    ``measured_at(group, label)`` (None: the step model alone) gives the (mean prompt, mean output) tokens of
+    the requests a group's model receives: each model whose architecture, engine and precision the calibration
+    holds measured points of has its step times adjusted to them there, as a pool's are (info's
+    ``measured_step_scales``, per model)."""
     from gpuyield.core.perf import PerfModel, default_calibration
     from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
-    from gpuyield.core.sim.measured import measured_step_scales_cached, operating_point
+    from gpuyield.core.sim.measured import measured_step_scales_cached
 
     interference = spec.co_residence_interference
     if interference is None:
@@ -320,7 +321,7 @@ def build_multiplex(
                                        engine=cfg.family, calibration=calibration)  # fmt: skip
             except ConfigError as exc:
                 raise ConfigError(f"{where}.models[{m.id}]: {exc}") from None
-            at = operating_point(measured_at, (lab, m.id))
+            at = measured_at(g.name, lab) if measured_at is not None else None
             if at is not None:
                 sc = measured_step_scales_cached(
                     perf, model_id=m.id, gpu_id=gpu.id, engine=cfg.family, isl=at[0], osl=at[1],

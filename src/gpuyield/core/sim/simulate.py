@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from gpuyield.core.sim.closed_loop import (
 )
 from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ClusterRecords, ReplicaSetup
 from gpuyield.core.sim.deployment import Deployment
-from gpuyield.core.sim.measured import MeasuredAt, operating_point, workload_operating_points
+from gpuyield.core.sim.measured import MeasuredAt, WorkloadLengths, routed_points
 from gpuyield.core.sim.multiplex import MultiplexState, multiplex_summary
 from gpuyield.core.workload.request import Request
 from gpuyield.core.workload.stats import mean_p50_p90_p99
@@ -106,13 +106,36 @@ def build_cluster(
 ) -> tuple[Cluster, list[dict[str, Any]]]:
     """The :class:`Cluster` for ``deployment`` and one info dict per pool (gpu, model, blocks, memory plan).
     ``calibration`` (a :class:`~gpuyield.core.perf.Calibration`; None = the shipped one) times every step.
-    ``measured_at`` (mean prompt and output tokens, for all pools or per model name: ``MeasuredAt``): a pool
-    whose architecture, engine and precision the calibration holds measured points of has its step times
-    adjusted to them at its operating point (``gpuyield.core.sim.measured``; the info dict's
-    ``measured_step_scales``), and so has each model of a multiplexed group. A prefill or decode pool takes the
-    scales of an aggregated replica of its shape (the same kernels). None: the step model alone."""
+    ``measured_at`` (mean prompt and output tokens for every replica, or a :class:`WorkloadLengths`, whose
+    requests are routed to replicas as the cluster routes them, so each pool and each multiplexed model is
+    adjusted at the mean lengths of the requests it receives): a pool whose architecture, engine and precision
+    the calibration holds measured points of has its step times adjusted to them there
+    (``gpuyield.core.sim.measured``; the info dict's ``measured_step_scales``), and so has each model of a
+    multiplexed group. A prefill or decode pool takes the scales of an aggregated replica of its shape (the
+    same kernels). None: the step model alone."""
     from gpuyield.core.perf import PerfModel, default_calibration
     from gpuyield.core.sim.measured import measured_step_scales_cached
+
+    def resolve(name: str) -> str | None:
+        found = catalog.find_model(name) if hasattr(catalog, "find_model") else None
+        return found.id if found is not None else None
+
+    default_model = None
+    if deployment.default_model is not None:
+        default_model = catalog.model(deployment.default_model).id
+    points: dict[Any, tuple[int, int] | None] = {}
+    if isinstance(measured_at, WorkloadLengths):
+        kinds: list[tuple[Any, str, Sequence[str]]] = [
+            (("pool", p.name), catalog.model(p.model).id, tuple(p.served_model_names)) for p in deployment.pools
+        ]
+        for g in deployment.multiplex.groups if deployment.multiplex is not None else ():
+            for ref, arch in zip(g.models, g.model_archs, strict=True):
+                lab = catalog.model(arch).id if isinstance(ref, str) else ref.name
+                kinds.append((("mux", g.name, lab), lab, ()))
+        points = routed_points(measured_at, kinds, default_model, resolve)
+
+    def point(key: Any) -> tuple[int, int] | None:
+        return points.get(key) if isinstance(measured_at, WorkloadLengths) else measured_at
 
     setups: list[ReplicaSetup] = []
     pools_info: list[dict[str, Any]] = []
@@ -138,7 +161,7 @@ def build_cluster(
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         scales = None
-        at = operating_point(measured_at, (*pool.served_model_names, pool.model, model.id))
+        at = point(("pool", pool.name))
         if at is not None and pool.speculative is None:
             scales = measured_step_scales_cached(
                 perf, model_id=model.id, gpu_id=gpu.id, engine=cfg.family, isl=at[0], osl=at[1],
@@ -188,7 +211,8 @@ def build_cluster(
         from gpuyield.core.sim.multiplex import ResidencyTrackingPolicy, build_multiplex
 
         mux_setups, mux, mux_info = build_multiplex(
-            deployment.multiplex, catalog, EngineSpec, ReplicaSetup, calibration=calibration, measured_at=measured_at
+            deployment.multiplex, catalog, EngineSpec, ReplicaSetup, calibration=calibration,
+            measured_at=None if measured_at is None else lambda group, label: point(("mux", group, label)),
         )
         setups.extend(mux_setups)
         pools_info.extend(mux_info)
@@ -203,13 +227,6 @@ def build_cluster(
         link = pd.resolved_link()
         bw, lat = link.bandwidth_gb_s * 1e9, link.latency_us * 1e-6
 
-    def resolve(name: str) -> str | None:
-        found = catalog.find_model(name) if hasattr(catalog, "find_model") else None
-        return found.id if found is not None else None
-
-    default_model = None
-    if deployment.default_model is not None:
-        default_model = catalog.model(deployment.default_model).id
     cluster = Cluster(
         setups,
         policy,
@@ -368,8 +385,8 @@ def simulate(
     ``seed`` seeds every random choice (routing policies here are deterministic; the same inputs and seed give
     byte-identical results). ``calibration`` times the steps (None = the shipped calibration).
     ``measured`` adjusts pools' step times to the calibration's measured operating points near their shape
-    (:func:`build_cluster`), at ``measured_at`` (mean prompt and output tokens; None: the workload's means, each
-    model's at its own requests' means); False: the step model alone.
+    (:func:`build_cluster`), at ``measured_at`` (mean prompt and output tokens; None: each pool's and each
+    multiplexed model's at the means of the requests routed to it); False: the step model alone.
     """
     t0 = wall_clock() if wall_clock is not None else None
     w = workload if isinstance(workload, Workload) else Workload.from_requests(workload, WorkloadMeta("requests"))
@@ -382,7 +399,7 @@ def simulate(
             raise ConfigError(f"--duration must be > 0 s, got {duration_s}")
         w = slice_time(w, 0.0, float(w.arrival_s[0]) + duration_s if len(w) else duration_s, rebase_time=False)
     if measured and measured_at is None and len(w):
-        measured_at = workload_operating_points(w.input_tokens, w.output_tokens, w.model_codes, w.models)
+        measured_at = WorkloadLengths.of(w.input_tokens, w.output_tokens, w.model_codes, w.models)
     cluster, pools_info = build_cluster(
         deployment, catalog, seed=seed, calibration=calibration, measured_at=measured_at if measured else None
     )

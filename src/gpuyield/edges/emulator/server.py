@@ -104,6 +104,9 @@ def _perf_model(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
     pm = PerfModel.build(model_spec, gpu, tp=spec.tp, engine=spec.engine, weight_precision=precision,
                          kv_dtype=spec.kv_dtype or default_kv_dtype(model_spec), calibration=cal)  # fmt: skip
     if spec.speculative is not None:  # before the memory plan: vLLM holds hybrid models' state per draft token too
+        if spec.measured_at is not None:
+            raise ConfigError("--measured-at: the measured points record no speculative setting, so their step "
+                              "scales are plain decoding's; not with --spec-method (as simulate and plan)")
         return pm.with_speculative(spec.speculative), None
     scales = None
     if spec.measured_at is not None:
