@@ -52,6 +52,7 @@ from gpuyield.core.perf.validation import (
     build_corrections,
     deployment_key,
     error_summary,
+    measurement_content,
     row_measurement_id,
     validate_rows,
 )
@@ -110,9 +111,27 @@ def main() -> None:
 
     import random
 
-    groups = sorted({group_of(r) for r in rows})
+    # groups holding copies of one measurement (one run filed under two model names or layout spellings) are held
+    # out together, except with --group row (whose point is what a copy on the training side buys)
+    parent: dict[str, str] = {}
+
+    def find(g: str) -> str:
+        while parent.get(g, g) != g:
+            g = parent[g]
+        return g
+
+    if args.group != "row":
+        first: dict[object, str] = {}
+        for r in rows:
+            c = measurement_content(r)
+            if c is not None:
+                a, b = find(group_of(r)), find(first.setdefault(c, group_of(r)))
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    groups = sorted({find(group_of(r)) for r in rows})
     random.Random(args.seed).shuffle(groups)
     fold_of = {g: i % args.folds for i, g in enumerate(groups)}
+    fold_of = {g: fold_of[find(g)] for g in {group_of(r) for r in rows}}
     pairs: dict[str, dict[str, list[tuple[float, float]]]] = {
         name: {"ttft_ms": [], "tpot_ms": []}
         for name in ("model only", "with corrections", "model only, plausible rows", "with corrections, plausible rows")

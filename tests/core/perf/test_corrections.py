@@ -392,10 +392,11 @@ def test_a_measurement_filed_under_two_names_never_predicts_its_copy():
     r1 = _row(0, model="deepseek-ai/DeepSeek-R1", **kw)
     v3 = _row(1, model="deepseek-ai/DeepSeek-V3", **kw)
     other = _row(2, model="deepseek-ai/DeepSeek-V3", **kw | {"tpot_ms": "21"})  # another value: not a copy
-    copies = measurement_copies([r1, v3, other])
-    assert copies[0] == (row_measurement_id(r1), row_measurement_id(v3))
-    assert copies[1] == (row_measurement_id(v3), row_measurement_id(r1))
-    assert copies[2] == (row_measurement_id(other),)
+    assert measurement_copies([r1, v3, other]) == [
+        (row_measurement_id(r1), row_measurement_id(v3)),
+        (row_measurement_id(v3), row_measurement_id(r1)),
+        (row_measurement_id(other),),
+    ]
     cal = dataclasses.replace(BASE, corrections=build_corrections([r1, v3], CAT.model, CAT.gpu, BASE))
     assert len(cal.corrections) == 2  # two deployments' points: the table keeps both names
     plain = validate_rows([r1, v3], CAT.model, CAT.gpu, BASE)

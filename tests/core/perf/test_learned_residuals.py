@@ -151,6 +151,11 @@ def _row(i: int, **kw: str):  # type: ignore[no-untyped-def]
     return row_from_mapping(base, i)
 
 
+def _in_sweep(factors: tuple[float, float]) -> tuple[float, float]:
+    """The learned factors a query gets when its own sweep has another measured point: TPOT's only."""
+    return 1.0, factors[1]
+
+
 def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data() -> None:
     rows = [_row(i, concurrency=str(c), isl=str(isl)) for i, (c, isl) in enumerate([(8, 1024), (16, 1024), (16, 8192), (32, 8192)])]
     table = dataclasses.replace(build_corrections(rows, CAT.model, CAT.gpu, BASE), learned=_stumps())
@@ -164,7 +169,7 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
         if "correction" not in rec:
             continue
         fold = sweep_fold(sweep_key(row, CAT.model, CAT.gpu), 2)
-        want = _stumps().factors(_x(row.isl), fold)
+        want = _in_sweep(_stumps().factors(_x(row.isl), fold))
         assert rec["correction"]["learned_factors"] == pytest.approx(list(want))
         assert rec["predicted_tpot_ms"] == pytest.approx(rec0["predicted_tpot_ms"] * want[1])
         # kept, the row's own measurement is a measurement of the query itself: the learned model leaves it alone
@@ -174,18 +179,18 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
     res = predict_row(q, CAT.model, CAT.gpu, cal, "analytic")
     _, corr = correct_row(res, q, CAT.model, CAT.gpu, cal)
     assert corr is not None and not corr.at_query
-    assert corr.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
+    assert corr.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024))))
     # the fold's ensemble only when the caller says the row is the calibration's own (leaving points out alone
     # does not make it so)
     fold = sweep_fold(sweep_key(q, CAT.model, CAT.gpu), 2)
     _, corr_out = correct_row(res, q, CAT.model, CAT.gpu, cal, exclude=("nothing",))
     _, corr_own = correct_row(res, q, CAT.model, CAT.gpu, cal, own_data=True)
-    assert corr_out is not None and corr_out.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
-    assert corr_own is not None and corr_own.learned_factors == pytest.approx(_stumps().factors(_x(1024), fold))
+    assert corr_out is not None and corr_out.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024))))
+    assert corr_own is not None and corr_own.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024), fold)))
     # left out as own data, a row the table does not hold still gets the mean: no ensemble ever saw it
     mixed = validate_rows([*rows, q], CAT.model, CAT.gpu, cal, leave_own_out=True)
     assert mixed["own_rows"]["left_out"]
-    assert mixed["rows"][-1]["correction"]["learned_factors"] == pytest.approx(list(_stumps().factors(_x(1024))))
+    assert mixed["rows"][-1]["correction"]["learned_factors"] == pytest.approx(list(_in_sweep(_stumps().factors(_x(1024)))))
 
 
 def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_alone() -> None:
@@ -195,8 +200,13 @@ def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_al
     q = _row(2, concurrency="24", ttft_ms="", tpot_ms="")
     res = predict_row(q, CAT.model, CAT.gpu, cal, "analytic")
     out, corr = correct_row(res, q, CAT.model, CAT.gpu, cal)
-    assert corr is not None and corr.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
+    assert corr is not None and corr.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024))))
     assert "learned residual model" in out.notes[-1]
+    # a query whose own sweep (ISL, OSL) has no measured point gets the TTFT factor too
+    far = _row(4, isl="2048", concurrency="24", ttft_ms="", tpot_ms="")
+    _, corr_far = correct_row(predict_row(far, CAT.model, CAT.gpu, cal, "analytic"), far, CAT.model, CAT.gpu, cal)
+    assert corr_far is not None and corr_far.learned_factors == pytest.approx(_stumps().factors(_x(2048)))
+    assert corr_far.learned_factors[0] != 1.0
     other = _row(3, model="meta-llama/Llama-3.1-8B", layout="agg tp1", tp="1", num_gpus="1")
     res2 = predict_row(other, CAT.model, CAT.gpu, cal, "analytic")
     assert correct_row(res2, other, CAT.model, CAT.gpu, cal) == (res2, None)
@@ -262,7 +272,32 @@ def test_shipped_learned_stage_lowers_the_leave_one_out_error_on_its_training_fi
         if r.concurrency is not None and (r.measured["ttft_ms"] or r.measured["tpot_ms"]):
             with contextlib.suppress(GpuyieldError):  # a model outside the catalogue has no sweep key
                 keys.append(sweep_key(r, model_of, gpu_of))
-    assert learned.training["folds_digest"] == folds_digest(keys, learned.folds)
+    assert learned.training["folds_digest"] == folds_digest(keys, learned.folds, learned.fold_aliases)
+    # and sweeps holding copies of one measurement (DeepSeek-R1 and -V3 names) share a fold
+    from gpuyield.core.perf.validation import measurement_content
+
+    learned_rows = {rec["row"] for rec in with_learned["rows"] if "learned_factors" in rec.get("correction", {})}
+    fold_of: dict[tuple[object, ...], set[int]] = {}
+    for r in rows:
+        c = measurement_content(r)
+        if c is not None and r.index in learned_rows:
+            fold_of.setdefault(c, set()).add(learned.fold_of(sweep_key(r, model_of, gpu_of)))
+    assert learned.fold_aliases and any(len(f) > 1 for f in _copies_by_content(rows))
+    assert all(len(f) == 1 for f in fold_of.values())
+    # leave-one-out with copies under other names left out everywhere (sixteenth pass): TPOT 13.7 -> 13.3 %;
+    # TTFT is only touched where the row's own sweep has no other measured point (23.13 -> 23.10 %)
     a, b = with_learned["summary"], without["summary"]
-    assert a["tpot_ms"]["mape"] < b["tpot_ms"]["mape"] - 0.005
+    assert a["tpot_ms"]["mape"] < b["tpot_ms"]["mape"] - 0.002
     assert a["ttft_ms"]["mape"] < b["ttft_ms"]["mape"]
+
+
+def _copies_by_content(rows):  # type: ignore[no-untyped-def]
+    """Groups of rows holding one measurement (by content), as sets of their model names and layouts."""
+    from gpuyield.core.perf.validation import measurement_content
+
+    groups: dict[object, set[tuple[str, str]]] = {}
+    for r in rows:
+        c = measurement_content(r)
+        if c is not None:
+            groups.setdefault(c, set()).add((r.model, r.layout))
+    return list(groups.values())

@@ -23,7 +23,7 @@ import base64
 import io
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,9 @@ class LearnedResiduals:
     tree_fold: np.ndarray
     source: str = ""
     training: dict[str, Any] = field(default_factory=dict)  # how it was fitted (rows, parameters, CV figures)
+    # sweep key -> the sweep key whose fold it shares: sweeps holding copies of one measurement (one run filed
+    # under two model names or layout spellings) are cross-fitted together
+    fold_aliases: Mapping[str, str] = field(default_factory=dict)
     _roots: np.ndarray = field(init=False, repr=False, compare=False)
     _left: np.ndarray = field(init=False, repr=False, compare=False)
     _right: np.ndarray = field(init=False, repr=False, compare=False)
@@ -158,8 +161,9 @@ class LearnedResiduals:
         return len(self.tree_start)
 
     def fold_of(self, sweep_key: str) -> int:
-        """The fold whose ensemble never saw the sweep ``sweep_key`` (see :func:`sweep_fold`)."""
-        return sweep_fold(sweep_key, self.folds)
+        """The fold whose ensemble never saw the sweep ``sweep_key`` (see :func:`sweep_fold`), or a sweep holding a
+        copy of one of its measurements (:attr:`fold_aliases`)."""
+        return sweep_fold(self.fold_aliases.get(sweep_key, sweep_key), self.folds)
 
     def log_factors(self, x: Sequence[float], fold: int | None = None) -> tuple[float, float]:
         """``log`` multipliers for (TTFT, TPOT) at the feature vector ``x``: the ensemble of ``fold``, or the
@@ -212,13 +216,13 @@ class LearnedResiduals:
             "folds": self.folds,
             "baseline": [list(b) for b in self.baseline],
             "trees": base64.b64encode(buf.getvalue()).decode("ascii"),
-        }
+        } | ({"fold_aliases": dict(sorted(self.fold_aliases.items()))} if self.fold_aliases else {})
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "corrections.learned") -> LearnedResiduals:
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        unknown = set(data) - {"source", "training", "features", "folds", "baseline", "trees"}
+        unknown = set(data) - {"source", "training", "features", "folds", "baseline", "trees", "fold_aliases"}
         if unknown:
             raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)}")
         missing = {"features", "folds", "baseline", "trees"} - set(data)
@@ -242,6 +246,9 @@ class LearnedResiduals:
         training = data.get("training") or {}
         if not isinstance(training, dict):
             raise ConfigError(f"{where}.training: expected a mapping")
+        aliases = data.get("fold_aliases") or {}
+        if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+            raise ConfigError(f"{where}.fold_aliases: expected a mapping of sweep keys to sweep keys")
         return cls(
             features=tuple(data["features"]),
             folds=folds,
@@ -257,6 +264,7 @@ class LearnedResiduals:
             tree_fold=arrays["tree_fold"].astype(np.int64),
             source=str(data.get("source", "")),
             training=dict(training),
+            fold_aliases=dict(aliases),
         )
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "repeat_floor",
     "residual_features",
     "row_from_mapping",
+    "measurement_content",
     "measurement_copies",
     "row_measurement_id",
     "sweep_key",
@@ -517,31 +518,32 @@ def row_measurement_id(row: MeasurementRow) -> str:
     )
 
 
-def measurement_copies(rows: Iterable[MeasurementRow]) -> dict[int, tuple[str, ...]]:
-    """For each row (by index), the measurement ids of every row of ``rows`` that holds the same measurement:
-    the same GPU, engine, ISL, OSL and concurrency with the same measured TTFT and TPOT, whatever model name or
-    layout it was filed under (a study may list one run under two names of one architecture, DeepSeek-R1 and
-    -V3, or under two spellings of one layout). Leaving a row out leaves all of them out: a copy of a
-    measurement is that measurement, and must not predict it. Rows without a measured TTFT or TPOT have only
-    their own id."""
+def measurement_content(r: MeasurementRow) -> tuple[Any, ...] | None:
+    """What makes two rows one measurement whatever they were filed under: GPU, engine, ISL, OSL, concurrency and
+    the measured TTFT and TPOT (None for a row that measured neither)."""
+    ttft, tpot = r.measured.get("ttft_ms"), r.measured.get("tpot_ms")
+    if not ttft and not tpot:
+        return None
+    return (r.gpu.lower(), r.engine.lower(), r.isl, r.osl, r.concurrency, ttft, tpot)
+
+
+def measurement_copies(rows: Iterable[MeasurementRow]) -> list[tuple[str, ...]]:
+    """For each row (in order), its own measurement id followed by those of every other row of ``rows`` that
+    holds the same measurement (:func:`measurement_content`: the same GPU, engine, ISL, OSL and concurrency with
+    the same measured TTFT and TPOT), whatever model name or layout it was filed under (a study may list one run
+    under two names of one architecture, DeepSeek-R1 and -V3, or under two spellings of one layout). Leaving a
+    row out leaves all of them out: a copy of a measurement is that measurement, and must not predict it."""
     rows = list(rows)
     by_content: dict[tuple[Any, ...], set[str]] = {}
-
-    def content(r: MeasurementRow) -> tuple[Any, ...] | None:
-        ttft, tpot = r.measured.get("ttft_ms"), r.measured.get("tpot_ms")
-        if not ttft and not tpot:
-            return None
-        return (r.gpu.lower(), r.engine.lower(), r.isl, r.osl, r.concurrency, ttft, tpot)
-
     for r in rows:
-        c = content(r)
+        c = measurement_content(r)
         if c is not None:
             by_content.setdefault(c, set()).add(row_measurement_id(r))
-    out: dict[int, tuple[str, ...]] = {}
+    out: list[tuple[str, ...]] = []
     for r in rows:
         own = row_measurement_id(r)
-        c = content(r)
-        out[r.index] = (own,) + tuple(sorted(by_content[c] - {own})) if c is not None else (own,)
+        c = measurement_content(r)
+        out.append((own,) + tuple(sorted(by_content[c] - {own})) if c is not None else (own,))
     return out
 
 
@@ -580,17 +582,32 @@ def correct_row(
     # ensemble that never saw its sweep; otherwise the mean of the folds' ensembles
     fold = learned.fold_of(sweep_key(row, model_of, gpu_of, key)) if own_data else None
     ft, fd = learned.factors(residual_features(row, model_of, gpu_of, corrected, corr, key), fold)
+    if ft != 1.0 and _sweep_measured(cal.corrections, key, row, exclude):
+        # the query's own concurrency sweep is measured: its TTFT (much of it the benchmark's own queueing at
+        # these lengths) is interpolated within the sweep, which the trees, fitted to carry residuals across
+        # sweeps, only blur (leave-one-out on e2e_train.csv: TTFT 23.1 % without them there, 24.7 % with; TPOT
+        # gains from them either way, and whole sweeps held out keep both)
+        ft = 1.0
     both = dataclasses.replace(
         corr, ttft_factor=corr.ttft_factor * ft, tpot_factor=corr.tpot_factor * fd, learned_factors=(ft, fd)
     )
     return apply_correction(result, both), both
 
 
+def _sweep_measured(table: MeasuredCorrections, key: DeploymentKey, row: MeasurementRow, exclude: Sequence[str]) -> bool:
+    """Whether ``table`` holds a point of ``row``'s deployment at its ISL and OSL (another concurrency of its
+    sweep), measurements in ``exclude`` aside."""
+    left_out = set(exclude)
+    return any(
+        p.isl == row.isl and p.osl == row.osl and p.measurement_id not in left_out
+        for p in table.deployments.get(key.text(), ())
+    )
+
+
 def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, key: DeploymentKey | None = None) -> str:
     """The concurrency sweep a row belongs to: its deployment (``key``, when the caller has it) under its
-    architecture rather than its model name, ISL and OSL (the learned residuals' folds). Sweeps of two names of
-    one architecture share a fold, so a run a study filed under both (DeepSeek-R1 and -V3) is never seen by the
-    ensemble that corrects its copy."""
+    architecture rather than its model name, ISL and OSL (the learned residuals' folds; sweeps holding copies
+    of one measurement are tied together by :attr:`LearnedResiduals.fold_aliases`)."""
     k = key or deployment_key(row, model_of, gpu_of)
     return "|".join((k.engine, k.architecture, k.gpu, k.precision, k.layout, str(k.num_gpus), str(row.isl), str(row.osl)))
 
@@ -933,8 +950,8 @@ def validate_rows(
             progress(1)  # first of two calls per row: predicted (the second: corrected and scored)
     own = _own_rows([r for r, p in zip(rows, predictions, strict=True) if not isinstance(p, str)], table, leave_own_out)
     held = table.measurement_ids() if table is not None else frozenset()
-    copies = measurement_copies(rows) if own["left_out"] else {}
-    for row, res in zip(rows, predictions, strict=True):
+    copies = measurement_copies(rows) if own["left_out"] else [()] * len(rows)
+    for row, res, row_copies in zip(rows, predictions, copies, strict=True):
         total += 1
         rec: dict[str, Any] = {
             "row": row.index,
@@ -961,7 +978,7 @@ def validate_rows(
                     model_of,
                     gpu_of,
                     cal,
-                    exclude=copies[row.index] if own["left_out"] else (),
+                    exclude=row_copies,
                     method=method,
                     # the held-out fold's ensemble only for a row the calibration was fitted on
                     own_data=own["left_out"] and row_measurement_id(row) in held,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ from gpuyield.core.perf.validation import (
     ModelLookup,
     build_corrections,
     correct_row,
+    measurement_content,
+    measurement_copies,
     predict_row,
     prediction_cache_key,
     residual_features,
@@ -140,6 +142,8 @@ def training_set(
     base = dataclasses.replace(cal, corrections=None)
     xs: list[list[float]] = []
     ys: list[tuple[float, float]] = []
+    # a row's copies under other names (measurement_copies) are left out with it, as validate leaves them out
+    copies = dict(zip((r.index for r in rows), measurement_copies(rows), strict=True))
     for how in INNER_GROUPINGS:
         inner = _groups(rows, how, keys, INNER_SEED, INNER_FOLDS)
         for j in range(INNER_FOLDS):
@@ -152,7 +156,7 @@ def training_set(
                 res = cache.get(prediction_cache_key("analytic", row))
                 if res is None:
                     continue
-                corrected, corr = correct_row(res, row, model_of, gpu_of, cal_j)
+                corrected, corr = correct_row(res, row, model_of, gpu_of, cal_j, exclude=copies[row.index])
                 if corr is None or corr.at_query:  # where the model is applied: not at a measured query
                     continue
                 mt, md = row.measured.get("ttft_ms"), row.measured.get("tpot_ms")
@@ -174,13 +178,41 @@ def sklearn_available() -> bool:
     return importlib.util.find_spec("sklearn") is not None
 
 
-def folds_digest(keys: Sequence[str], folds: int) -> str:
-    """A digest of which concurrency sweeps went to which fold: ``validate`` on the training file is honest only
-    while :func:`sweep_key` gives the same keys (a catalogue change can alter them); a test recomputes it."""
+def folds_digest(keys: Sequence[str], folds: int, aliases: Mapping[str, str] | None = None) -> str:
+    """A digest of which concurrency sweeps went to which fold (through ``aliases``, :func:`fold_aliases`):
+    ``validate`` on the training file is honest only while :func:`sweep_key` gives the same keys (a catalogue
+    change can alter them); a test recomputes it."""
     import hashlib
 
-    body = "\n".join(f"{k}\t{sweep_fold(k, folds)}" for k in sorted(set(keys)))
+    al = aliases or {}
+    body = "\n".join(f"{k}\t{sweep_fold(al.get(k, k), folds)}" for k in sorted(set(keys)))
     return hashlib.sha1(body.encode()).hexdigest()[:12]
+
+
+def fold_aliases(rows: Sequence[MeasurementRow], keys: Mapping[int, str]) -> dict[str, str]:
+    """Sweep key -> the least sweep key tied to it by copies of one measurement (:func:`measurement_content`:
+    one run filed under two model names or two layout spellings), for every sweep tied to a lesser one: such
+    sweeps are cross-fitted in one fold, so the ensemble that corrects a row never saw its copy."""
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.get(k, k) != k:
+            parent[k] = parent.get(parent[k], parent[k])
+            k = parent[k]
+        return k
+
+    first: dict[tuple[Any, ...], str] = {}
+    for r in rows:
+        k = keys.get(r.index)
+        c = measurement_content(r)
+        if k is None or c is None:
+            continue
+        other = first.setdefault(c, k)
+        a, b = find(k), find(other)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    out = {k: find(k) for k in set(keys.values())}
+    return {k: v for k, v in out.items() if k != v}
 
 
 def fit_learned_residuals(
@@ -220,6 +252,10 @@ def fit_learned_residuals(
             f"learned residuals: {len(usable)} usable closed-loop rows; at least {MIN_ROWS_PER_FOLD * FOLDS} are "
             "needed"
         )
+    aliases = fold_aliases(usable, keys)
+    if aliases:
+        keys = {i: aliases.get(k, k) for i, k in keys.items()}
+        log(f"learned residuals: {len(aliases)} sweep(s) share a fold with another holding copies of their measurements")
     hgb = _sklearn()
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
@@ -227,8 +263,8 @@ def fit_learned_residuals(
     # parallel fit next to another took 8x longer here)
     with threadpool_limits(limits=1, user_api="openmp"):
         model = _fit(hgb, usable, keys, cache, model_of, gpu_of, cal, log, source)
-    training = {**model.training, "folds_digest": folds_digest(digest_keys, FOLDS)}
-    return dataclasses.replace(model, training=training)
+    training = {**model.training, "folds_digest": folds_digest(digest_keys, FOLDS, aliases)}
+    return dataclasses.replace(model, training=training, fold_aliases=aliases)
 
 
 def _fit(
@@ -296,7 +332,8 @@ def _fit(
             "parameters": dict(PARAMS),
             "sample_weight": "corrected / measured (the weighted median minimises MAPE)",
             "inner_cv": f"{INNER_FOLDS}-fold by {' and by '.join(INNER_GROUPINGS)} (seed {INNER_SEED})",
-            "folds": f"{FOLDS} by concurrency sweep (crc32 of engine|architecture|gpu|precision|layout|num_gpus|isl|osl)",
+            "folds": (f"{FOLDS} by concurrency sweep (crc32 of engine|architecture|gpu|precision|layout|num_gpus|isl|"
+                      "osl; sweeps holding copies of one measurement share one: fold_aliases)"),
         },
     )
     worst = 0.0
