@@ -392,6 +392,9 @@ def test_a_measurement_filed_under_two_names_never_predicts_its_copy():
     r1 = _row(0, model="deepseek-ai/DeepSeek-R1", **kw)
     v3 = _row(1, model="deepseek-ai/DeepSeek-V3", **kw)
     other = _row(2, model="deepseek-ai/DeepSeek-V3", **kw | {"tpot_ms": "21"})  # another value: not a copy
+    # the sample also files runs under a second layout with their values rounded to two decimals
+    rounded = [_row(5, ttft_ms="207.73", tpot_ms="14.2201"), _row(6, layout="agg tp2", ttft_ms="207.73", tpot_ms="14.22")]
+    assert len(measurement_copies(rounded)[0]) == 2
     assert measurement_copies([r1, v3, other]) == [
         (row_measurement_id(r1), row_measurement_id(v3)),
         (row_measurement_id(v3), row_measurement_id(r1)),

@@ -180,7 +180,7 @@ def test_each_replica_is_adjusted_at_the_lengths_of_the_requests_routed_to_it() 
     lengths = WorkloadLengths.of([100, 300, 2000, 50], [10, 30, 500, 5], [0, 0, 1, 2], ("a", "b", None))
     assert lengths.mean() == (612, 136) and lengths.mean(["a"]) == (200, 20) and lengths.mean(["zz"]) is None
     assert WorkloadLengths.of([], [], [], ()).mean() is None
-    kinds = [("p", "org/M", ("a", "b")), ("q", "org/N", ())]
+    kinds = [("p", "org/M", ("a", "b"), "mixed"), ("q", "org/N", (), "mixed")]
     # a replica serving two names gets both, whatever their order; unnamed requests go to the default model;
     # an alias reaches the model it resolves to; a replica no request reaches takes the whole workload's means
     got = routed_points(lengths, kinds, None, lambda n: {"m-alias": "org/M"}.get(n))
@@ -188,6 +188,10 @@ def test_each_replica_is_adjusted_at_the_lengths_of_the_requests_routed_to_it() 
     assert routed_points(lengths, kinds[::-1], "org/M", None)["p"] == got["p"]
     alias = WorkloadLengths.of([1000, 10], [100, 1], [0, 1], ("m-alias", "other"))
     assert routed_points(alias, kinds, None, lambda n: {"m-alias": "org/M"}.get(n))["p"] == (1000, 100)
+    # a name only a decode pool lists is rejected by the cluster, and counts for nobody
+    pd = [("pre", "org/M", ("a",), "prefill"), ("dec", "org/M", ("a", "b"), "decode")]
+    got_pd = routed_points(lengths, pd, "org/M", None)
+    assert got_pd["pre"] == got_pd["dec"] == lengths.mean(["a", None])
     # one pool serving two names of one measured model: timed at all its requests, in either name order
     reqs = [Request(i, 0.05 * i, 512 if i % 2 else 8000, 64 if i % 2 else 1000, model="chat" if i % 2 else "rag")
             for i in range(40)]  # fmt: skip

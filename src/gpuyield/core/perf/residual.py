@@ -246,9 +246,12 @@ class LearnedResiduals:
         training = data.get("training") or {}
         if not isinstance(training, dict):
             raise ConfigError(f"{where}.training: expected a mapping")
-        aliases = data.get("fold_aliases") or {}
+        aliases = data.get("fold_aliases", {})
         if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
             raise ConfigError(f"{where}.fold_aliases: expected a mapping of sweep keys to sweep keys")
+        chained = sorted(k for k, v in aliases.items() if v in aliases)
+        if chained:
+            raise ConfigError(f"{where}.fold_aliases: '{chained[0]}' points at a key that is itself aliased")
         return cls(
             features=tuple(data["features"]),
             folds=folds,

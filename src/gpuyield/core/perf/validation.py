@@ -520,11 +520,16 @@ def row_measurement_id(row: MeasurementRow) -> str:
 
 def measurement_content(r: MeasurementRow) -> tuple[Any, ...] | None:
     """What makes two rows one measurement whatever they were filed under: GPU, engine, ISL, OSL, concurrency and
-    the measured TTFT and TPOT (None for a row that measured neither)."""
+    the measured TTFT and TPOT to four significant digits (the sample also files runs under a second layout with
+    their values rounded to two decimals: 14.2201 and 14.22 ms); None for a row that measured neither."""
     ttft, tpot = r.measured.get("ttft_ms"), r.measured.get("tpot_ms")
     if not ttft and not tpot:
         return None
-    return (r.gpu.lower(), r.engine.lower(), r.isl, r.osl, r.concurrency, ttft, tpot)
+
+    def sig(v: float | None) -> str:
+        return "" if v is None else f"{v:.4g}"
+
+    return (r.gpu.lower(), normalise_engine(r.engine), r.isl, r.osl, r.concurrency, sig(ttft), sig(tpot))
 
 
 def measurement_copies(rows: Iterable[MeasurementRow]) -> list[tuple[str, ...]]:
@@ -595,11 +600,11 @@ def correct_row(
 
 
 def _sweep_measured(table: MeasuredCorrections, key: DeploymentKey, row: MeasurementRow, exclude: Sequence[str]) -> bool:
-    """Whether ``table`` holds a point of ``row``'s deployment at its ISL and OSL (another concurrency of its
-    sweep), measurements in ``exclude`` aside."""
+    """Whether ``table`` holds a point with a measured TTFT of ``row``'s deployment at its ISL and OSL (another
+    concurrency of its sweep), measurements in ``exclude`` aside."""
     left_out = set(exclude)
     return any(
-        p.isl == row.isl and p.osl == row.osl and p.measurement_id not in left_out
+        p.isl == row.isl and p.osl == row.osl and p.log_ttft is not None and p.measurement_id not in left_out
         for p in table.deployments.get(key.text(), ())
     )
 

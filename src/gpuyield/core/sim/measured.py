@@ -85,26 +85,30 @@ MeasuredAt = tuple[int, int] | WorkloadLengths
 
 def routed_points(
     lengths: WorkloadLengths,
-    replicas: Sequence[tuple[Hashable, str, Sequence[str]]],
+    replicas: Sequence[tuple[Hashable, str, Sequence[str], str]],
     default_model: str | None,
     resolver: Callable[[str], str | None] | None,
 ) -> dict[Hashable, tuple[int, int] | None]:
     """Mean (prompt, output) tokens of the requests each replica kind receives: ``replicas`` are (key, model,
-    served names); a request's name (``default_model`` when it names none, else the first replica's model)
-    goes to the replicas whose model or served names equal it, else to those whose model is the name's
-    catalogue id (``resolver``), as :meth:`Cluster._targets` routes it. A name several kinds serve counts for
+    served names, role); a request's name (``default_model`` when it names none, else the first replica's
+    model) goes to the kinds whose model or served names equal it, else to those whose model is the name's
+    catalogue id (``resolver``), as :meth:`Cluster._targets` routes it, and nowhere when the cluster would reject
+    it (only decode replicas match, or prefill ones without decode ones). A name several kinds serve counts for
     each. A kind that receives no request is solved at the whole workload's means."""
     default = default_model or (replicas[0][1] if replicas else None)
-    got: dict[Hashable, list[str | None]] = {k: [] for k, _, _ in replicas}
+    got: dict[Hashable, list[str | None]] = {k: [] for k, _, _, _ in replicas}
     for name in lengths.by_name:
         target = default if name is None else name
         if target is None:
             continue
-        match = [k for k, m, served in replicas if target == m or target in served]
+        match = [(k, role) for k, m, served, role in replicas if target == m or target in served]
         if not match and resolver is not None:
             canon = resolver(target)
-            match = [k for k, m, _ in replicas if canon is not None and m == canon]
-        for k in match:
+            match = [(k, role) for k, m, _, role in replicas if canon is not None and m == canon]
+        entry = [role for _, role in match if role != "decode"]
+        if not entry or ("prefill" in entry and not any(role == "decode" for _, role in match)):
+            continue  # rejected: no replica serves it
+        for k, _ in match:
             got[k].append(name)
     overall = lengths.mean()
     return {k: (lengths.mean(names) if names else overall) for k, names in got.items()}

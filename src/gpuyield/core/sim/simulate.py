@@ -125,13 +125,14 @@ def build_cluster(
         default_model = catalog.model(deployment.default_model).id
     points: dict[Any, tuple[int, int] | None] = {}
     if isinstance(measured_at, WorkloadLengths):
-        kinds: list[tuple[Any, str, Sequence[str]]] = [
-            (("pool", p.name), catalog.model(p.model).id, tuple(p.served_model_names)) for p in deployment.pools
+        kinds: list[tuple[Any, str, Sequence[str], str]] = [
+            (("pool", p.name), catalog.model(p.model).id, tuple(p.served_model_names), p.role)
+            for p in deployment.pools
         ]
         for g in deployment.multiplex.groups if deployment.multiplex is not None else ():
             for ref, arch in zip(g.models, g.model_archs, strict=True):
                 lab = catalog.model(arch).id if isinstance(ref, str) else ref.name
-                kinds.append((("mux", g.name, lab), lab, ()))
+                kinds.append((("mux", g.name, lab), lab, (), "mixed"))
         points = routed_points(measured_at, kinds, default_model, resolve)
 
     def point(key: Any) -> tuple[int, int] | None:

@@ -227,6 +227,8 @@ def fit_learned_residuals(
     measured points are rebuilt per fold from ``rows``). Rows that cannot be predicted or keyed are skipped;
     :class:`TooFewRows` when fewer than ``MIN_ROWS_PER_FOLD x FOLDS`` remain (checked before scikit-learn is
     needed)."""
+    if len({r.index for r in rows}) != len(rows):
+        raise ConfigError("learned residuals: rows must have distinct indices (folds and copies are keyed by them)")
     cache: dict[tuple[Any, ...], ClosedLoopResult | None] = {}
     base = dataclasses.replace(cal, corrections=None)
     keys: dict[int, str] = {}
