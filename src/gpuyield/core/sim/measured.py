@@ -43,6 +43,7 @@ __all__ = [
     "measured_step_scales",
     "measured_step_scales_cached",
     "routed_points",
+    "with_measured_scales",
 ]
 
 
@@ -254,3 +255,23 @@ def measured_step_scales_cached(
         _CACHE.clear()
     _CACHE[key] = (calibration, catalog, out)
     return out
+
+
+def with_measured_scales(
+    perf: PerfModel, *, model_id: str, gpu_id: str, engine: str, at: tuple[int, int] | None, calibration: Any,
+    catalog: Any, max_num_seqs: int,
+) -> tuple[PerfModel, MeasuredStepScales | None]:  # fmt: skip
+    """``perf`` with its measured step scales at ``at`` (mean prompt, output tokens; None: none asked) applied,
+    and the scales, or ``perf`` unchanged and None where no measured point reaches it (``calibration`` None:
+    the shipped one). What ``simulate`` does to each pool and each multiplexed model."""
+    if at is None or perf.speculative is not None:
+        return perf, None
+    if calibration is None:
+        from gpuyield.core.perf import default_calibration
+
+        calibration = default_calibration()
+    scales = measured_step_scales_cached(
+        perf, model_id=model_id, gpu_id=gpu_id, engine=engine, isl=at[0], osl=at[1], calibration=calibration,
+        catalog=catalog, max_num_seqs=max_num_seqs,
+    )  # fmt: skip
+    return (perf.with_measured(scales), scales) if scales is not None else (perf, None)

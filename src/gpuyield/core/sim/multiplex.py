@@ -287,9 +287,9 @@ def build_multiplex(
     the requests a group's model receives: each model whose architecture, engine and precision the calibration
     holds measured points of has its step times adjusted to them there, as a pool's are (info's
     ``measured_step_scales``, per model)."""
-    from gpuyield.core.perf import PerfModel, default_calibration
+    from gpuyield.core.perf import PerfModel
     from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
-    from gpuyield.core.sim.measured import measured_step_scales_cached
+    from gpuyield.core.sim.measured import with_measured_scales
 
     interference = spec.co_residence_interference
     if interference is None:
@@ -321,16 +321,13 @@ def build_multiplex(
                                        engine=cfg.family, calibration=calibration)  # fmt: skip
             except ConfigError as exc:
                 raise ConfigError(f"{where}.models[{m.id}]: {exc}") from None
-            at = measured_at(g.name, lab) if measured_at is not None else None
-            if at is not None:
-                sc = measured_step_scales_cached(
-                    perf, model_id=m.id, gpu_id=gpu.id, engine=cfg.family, isl=at[0], osl=at[1],
-                    calibration=calibration if calibration is not None else default_calibration(), catalog=catalog,
-                    max_num_seqs=cfg.max_num_seqs,
-                )  # fmt: skip
-                if sc is not None:
-                    perf = perf.with_measured(sc)
-                    scales_of[lab] = sc.to_dict()
+            perf, sc = with_measured_scales(
+                perf, model_id=m.id, gpu_id=gpu.id, engine=cfg.family,
+                at=measured_at(g.name, lab) if measured_at is not None else None, calibration=calibration,
+                catalog=catalog, max_num_seqs=cfg.max_num_seqs,
+            )  # fmt: skip
+            if sc is not None:
+                scales_of[lab] = sc.to_dict()
             plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
             perfs.append(perf)
             plans.append(plan)

@@ -113,8 +113,8 @@ def build_cluster(
     (``gpuyield.core.sim.measured``; the info dict's ``measured_step_scales``), and so has each model of a
     multiplexed group. A prefill or decode pool takes the scales of an aggregated replica of its shape (the
     same kernels). None: the step model alone."""
-    from gpuyield.core.perf import PerfModel, default_calibration
-    from gpuyield.core.sim.measured import measured_step_scales_cached
+    from gpuyield.core.perf import PerfModel
+    from gpuyield.core.sim.measured import with_measured_scales
 
     def resolve(name: str) -> str | None:
         found = catalog.find_model(name) if hasattr(catalog, "find_model") else None
@@ -161,16 +161,10 @@ def build_cluster(
                 perf = perf.with_speculative(pool.speculative.to_core())
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-        scales = None
-        at = point(("pool", pool.name))
-        if at is not None and pool.speculative is None:
-            scales = measured_step_scales_cached(
-                perf, model_id=model.id, gpu_id=gpu.id, engine=cfg.family, isl=at[0], osl=at[1],
-                calibration=calibration if calibration is not None else default_calibration(), catalog=catalog,
-                max_num_seqs=cfg.max_num_seqs,
-            )  # fmt: skip
-            if scales is not None:
-                perf = perf.with_measured(scales)
+        perf, scales = with_measured_scales(
+            perf, model_id=model.id, gpu_id=gpu.id, engine=cfg.family, at=point(("pool", pool.name)),
+            calibration=calibration, catalog=catalog, max_num_seqs=cfg.max_num_seqs,
+        )  # fmt: skip
         plan = perf.memory(cfg.gpu_memory_utilization, cfg.max_model_len, prefix_caching=cfg.enable_prefix_caching)
         cfg = engine_config_for_memory_plan(cfg, plan)
         try:

@@ -93,7 +93,7 @@ def _perf_model(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
     decoding, measured step scales at ``spec.measured_at``) and its measured step scales (or None)."""
     from gpuyield.core.perf import PerfModel, default_calibration
     from gpuyield.core.plan.space import checkpoint_weight_precision, default_kv_dtype
-    from gpuyield.core.sim.measured import measured_step_scales_cached
+    from gpuyield.core.sim.measured import with_measured_scales
 
     if spec.gpu is None:
         raise ConfigError("--gpu is required for engine timing (e.g. --gpu h100-sxm), or give --fixed-step-ms")
@@ -108,16 +108,10 @@ def _perf_model(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
             raise ConfigError("--measured-at: the measured points record no speculative setting, so their step "
                               "scales are plain decoding's; not with --spec-method (as simulate and plan)")
         return pm.with_speculative(spec.speculative), None
-    scales = None
-    if spec.measured_at is not None:
-        isl, osl = spec.measured_at
-        if isl < 1 or osl < 1:
-            raise ConfigError(f"--measured-at: expected two positive token counts, got {isl},{osl}")
-        scales = measured_step_scales_cached(pm, model_id=model_spec.id, gpu_id=gpu.id, engine=pm.engine, isl=isl,
-                                             osl=osl, calibration=cal, catalog=cat, max_num_seqs=spec.max_num_seqs)  # fmt: skip
-        if scales is not None:
-            pm = pm.with_measured(scales)
-    return pm, scales
+    if spec.measured_at is not None and min(spec.measured_at) < 1:
+        raise ConfigError(f"--measured-at: expected two positive token counts, got {spec.measured_at}")
+    return with_measured_scales(pm, model_id=model_spec.id, gpu_id=gpu.id, engine=pm.engine, at=spec.measured_at,
+                                calibration=cal, catalog=cat, max_num_seqs=spec.max_num_seqs)  # fmt: skip
 
 
 def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
