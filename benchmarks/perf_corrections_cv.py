@@ -52,7 +52,6 @@ from gpuyield.core.perf.validation import (
     build_corrections,
     deployment_key,
     error_summary,
-    measurement_content,
     row_measurement_id,
     validate_rows,
 )
@@ -112,22 +111,15 @@ def main() -> None:
     import random
 
     # groups holding copies of one measurement (one run filed under two model names or layout spellings) are held
-    # out together, except with --group row (whose point is what a copy on the training side buys)
-    parent: dict[str, str] = {}
+    # out together, as the learned stage's folds tie them, except with --group row (whose point is what a copy on
+    # the training side buys)
+    from gpuyield.edges.perf.learned import fold_aliases
+
+    tied = fold_aliases(rows, {r.index: group_of(r) for r in rows}) if args.group != "row" else {}
 
     def find(g: str) -> str:
-        while parent.get(g, g) != g:
-            g = parent[g]
-        return g
+        return tied.get(g, g)
 
-    if args.group != "row":
-        first: dict[object, str] = {}
-        for r in rows:
-            c = measurement_content(r)
-            if c is not None:
-                a, b = find(group_of(r)), find(first.setdefault(c, group_of(r)))
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
     groups = sorted({find(group_of(r)) for r in rows})
     random.Random(args.seed).shuffle(groups)
     fold_of = {g: i % args.folds for i, g in enumerate(groups)}

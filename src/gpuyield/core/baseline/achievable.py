@@ -99,10 +99,10 @@ def default_achievable(mix: WorkloadMix) -> Achievable | str:
     (the same latency), per GPU-hour. Prompts are taken at their full observed mean length (prefix-cache hits
     are not credited, so capacity is not overstated by cache luck). The step times are those of the engines'
     family (vLLM or SGLang; vLLM's for llama.cpp and for engines of several kinds) at the checkpoint's weight
-    precision with a BF16 KV cache (vLLM's default; FP8 where the model's engines accept no other), and each point of the ladder is corrected by the
-    calibration's measured operating points where they reach this model, GPU, engine and precision, as
-    ``gpuyield estimate --method analytic --kv-dtype bf16`` reports it; a corrected TPOT is never below the one
-    at fewer clients.
+    precision with a BF16 KV cache (vLLM's default; FP8 where the model's engines accept no other), and each
+    point of the ladder is corrected by the calibration's measured operating points where they reach this
+    model, GPU, engine and precision, as ``gpuyield estimate --method analytic --kv-dtype bf16`` reports it; a
+    corrected TPOT is never below the one at fewer clients.
     """
     return _perf_achievable(mix, None, None, True)
 

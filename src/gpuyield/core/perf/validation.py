@@ -48,6 +48,8 @@ __all__ = [
     "error_summary",
     "implausible_reason",
     "kv_dtype_for",
+    "measurement_content",
+    "measurement_copies",
     "measurement_floor",
     "parse_layout",
     "predict_row",
@@ -55,8 +57,6 @@ __all__ = [
     "repeat_floor",
     "residual_features",
     "row_from_mapping",
-    "measurement_content",
-    "measurement_copies",
     "row_measurement_id",
     "sweep_key",
     "validate_rows",
@@ -590,8 +590,8 @@ def correct_row(
     if ft != 1.0 and _sweep_measured(cal.corrections, key, row, exclude):
         # the query's own concurrency sweep is measured: its TTFT (much of it the benchmark's own queueing at
         # these lengths) is interpolated within the sweep, which the trees, fitted to carry residuals across
-        # sweeps, only blur (leave-one-out on e2e_train.csv: TTFT 23.1 % without them there, 24.7 % with; TPOT
-        # gains from them either way, and whole sweeps held out keep both)
+        # sweeps, only blur (leave-one-out on e2e_train.csv when this was chosen: TTFT 23.1 % without them there,
+        # 24.7 % with; TPOT gains from them either way, and whole sweeps held out keep both)
         ft = 1.0
     both = dataclasses.replace(
         corr, ttft_factor=corr.ttft_factor * ft, tpot_factor=corr.tpot_factor * fd, learned_factors=(ft, fd)
