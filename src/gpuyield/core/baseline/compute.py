@@ -394,6 +394,7 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
         device = next((g.device_name for g in gpus if g.device_name), None)
         model = dep.model_name or next((e.model_name for e in engs if e.model_name), None)
         mean_running = _engine_gauge_mean(engs, "running")
+        kinds = {e.kind for e in engs}
         mix = WorkloadMix(
             model_name=model,
             device_name=device,
@@ -407,7 +408,7 @@ def compute_baseline(inputs: BaselineInputs, achievable_fn: AchievableFn = defau
             observed_tpot_s=tpot_mean,
             observed_ttft_s=ttft.mean if ttft else None,
             mean_running=mean_running,
-            engine_kind=(kinds.pop() if len(kinds) == 1 else "mixed") if (kinds := {e.kind for e in engs}) else None,
+            engine_kind=(next(iter(kinds)) if len(kinds) == 1 else "mixed") if kinds else None,
         )
         capacity: Achievable | None = None
         achievable_tokens = productivity = None

@@ -539,17 +539,16 @@ def measurement_copies(rows: Iterable[MeasurementRow]) -> list[tuple[str, ...]]:
     under two names of one architecture, DeepSeek-R1 and -V3, or under two spellings of one layout). Leaving a
     row out leaves all of them out: a copy of a measurement is that measurement, and must not predict it."""
     rows = list(rows)
+    ids = [row_measurement_id(r) for r in rows]
+    contents = [measurement_content(r) for r in rows]
     by_content: dict[tuple[Any, ...], set[str]] = {}
-    for r in rows:
-        c = measurement_content(r)
+    for mid, c in zip(ids, contents, strict=True):
         if c is not None:
-            by_content.setdefault(c, set()).add(row_measurement_id(r))
-    out: list[tuple[str, ...]] = []
-    for r in rows:
-        own = row_measurement_id(r)
-        c = measurement_content(r)
-        out.append((own,) + tuple(sorted(by_content[c] - {own})) if c is not None else (own,))
-    return out
+            by_content.setdefault(c, set()).add(mid)
+    return [
+        (mid,) + tuple(sorted(by_content[c] - {mid})) if c is not None else (mid,)
+        for mid, c in zip(ids, contents, strict=True)
+    ]
 
 
 def correct_row(

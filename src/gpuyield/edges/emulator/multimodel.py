@@ -72,10 +72,10 @@ def transition_times(spec: EmulatorSpec, wake_ms: float | None = None, wake_l2_m
         raise ConfigError("several models need transition times: give --gpu (cost model) or --wake-ms")
     from gpuyield.core.catalog import default_catalog
     from gpuyield.core.sim.multiplex import transition_footprint
-    from gpuyield.edges.emulator.server import _perf_model
+    from gpuyield.edges.emulator.server import perf_model_for
 
     cat = default_catalog()
-    pm, _ = _perf_model(replace(spec, speculative=None, measured_at=None), cat)  # weights: as served
+    pm, _ = perf_model_for(replace(spec, speculative=None, measured_at=None), cat)  # weights: as served
     gpu = pm.gpu
     plan = pm.memory(spec.gpu_memory_utilization, spec.max_model_len)
     fp = transition_footprint(spec.model, gpu.id, spec.tp, plan.weights_gb, plan.runtime_reserve_gb, 1.0)

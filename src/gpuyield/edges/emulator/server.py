@@ -53,7 +53,7 @@ def _perf_step_model(
     from gpuyield.core.catalog import default_catalog
 
     cat = default_catalog()
-    pm, scales = _perf_model(spec, cat)
+    pm, scales = perf_model_for(spec, cat)
     blocks: int | None = None
     try:
         plan = pm.memory(
@@ -88,9 +88,10 @@ def _perf_step_model(
     return pm, blocks, (fixed_blocks, fixed_of, hit_tokens), overhead_s, desc
 
 
-def _perf_model(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
-    """The replica's PerfModel as ``simulate`` builds it (weight precision, KV dtype, calibration, speculative
-    decoding, measured step scales at ``spec.measured_at``) and its measured step scales (or None)."""
+def perf_model_for(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
+    """The replica's PerfModel as ``simulate`` builds the pool ``plan`` writes for the checkpoint (its weight
+    precision unless ``spec`` says, KV dtype, calibration, speculative decoding, measured step scales at
+    ``spec.measured_at``) and its measured step scales (or None)."""
     from gpuyield.core.perf import PerfModel, default_calibration
     from gpuyield.core.plan.space import checkpoint_weight_precision, default_kv_dtype
     from gpuyield.core.sim.measured import with_measured_scales
