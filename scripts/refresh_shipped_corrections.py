@@ -26,8 +26,8 @@ from pathlib import Path
 import yaml
 
 from gpuyield.core.catalog import default_catalog
-from gpuyield.core.perf.calibration import default_calibration
-from gpuyield.core.perf.corrections import CorrectionSettings, settings_with
+from gpuyield.core.perf.calibration import calibration_from_dict
+from gpuyield.core.perf.corrections import CorrectionSettings, MeasuredCorrections, settings_with
 from gpuyield.core.perf.validation import build_corrections
 from gpuyield.edges.perf.calibrate import load_measurements, lookups
 from gpuyield.errors import GpuyieldError
@@ -59,8 +59,16 @@ def main() -> None:
     if bool(args.set) != bool(args.why):
         ap.error("--set and --why go together: the settings' source says how each was chosen")
     csv = args.csv
-    cal = default_calibration()
-    settings = cal.corrections.settings if cal.corrections is not None else CorrectionSettings(source=SETTINGS_SOURCE)
+    # read the file itself, not default_calibration(): after a refit of the coefficients above the stored points
+    # are stale (and refused on load); only their settings carry over
+    data = yaml.load(SHIPPED.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    stored = data.pop("corrections", None)
+    cal = calibration_from_dict(data, str(SHIPPED))
+    settings = (
+        MeasuredCorrections.from_dict(stored, str(SHIPPED)).settings
+        if stored
+        else CorrectionSettings(source=SETTINGS_SOURCE)
+    )
     if args.set:
         try:
             changed = settings_with(settings, args.set)

@@ -462,3 +462,50 @@ def test_an_mxfp4_checkpoint_keeps_all_but_its_routed_experts_in_16_bits():
     gpt = CAT.model("openai/gpt-oss-120b")
     assert gpt.weight_bytes() / 1e9 == pytest.approx(65.2, abs=0.1)  # the published checkpoint's size
 
+
+
+def test_each_matrix_multiplies_in_the_dtype_it_is_held_in():
+    """A 4-bit release's bf16 matrices run bf16 GEMMs; MXFP4 experts are weight-only (W4A16) except on TensorRT-LLM on
+    FP4 GPUs (W4A8: MXFP4 x MXFP8, as AIConfigurator models gpt-oss on Blackwell); NVFP4 off FP4 GPUs is W4A16."""
+    from gpuyield.core.perf.model import compute_dtype_for, matrix_compute_dtype
+
+    b200, h100 = CAT.gpu("b200_sxm"), CAT.gpu("h100_sxm")
+    assert compute_dtype_for("nvfp4", b200) == "fp4" and compute_dtype_for("nvfp4", h100) == "bf16"
+    assert compute_dtype_for("fp8", h100) == "fp8" and compute_dtype_for("int4", b200) == "bf16"
+    assert matrix_compute_dtype("fp4", b200, mxfp4=True) == "bf16"
+    assert matrix_compute_dtype("fp4", b200, mxfp4=True, mxfp4_activation="fp8") == "fp8"
+    assert matrix_compute_dtype("fp4", h100, mxfp4=True, mxfp4_activation="fp8") == "bf16"
+    gpt = CAT.model("openai/gpt-oss-120b")
+    experts = next(g for g in gpt.gemm_shapes if g.group == "moe_expert")
+    attn = next(g for g in gpt.gemm_shapes if g.group == "attention")
+    assert (gpt.weight_dtype_of(experts, "fp4"), gpt.weight_dtype_of(attn, "fp4")) == ("fp4", "bf16")
+    # the engines' defaults: TensorRT-LLM promotes gpt-oss's experts to fp8 activations on Blackwell only
+    cal = default_calibration()
+    assert cal.engine("trtllm").mxfp4_activation_dtype == "fp8" and cal.engine("vllm").mxfp4_activation_dtype == "bf16"
+
+    def experts_s(gpu: str, engine: str, precision: str) -> float:  # a compute-bound expert prefill
+        pm = PerfModel.build(gpt, CAT.gpu(gpu), tp=1, weight_precision=precision, engine=engine)
+        return pm.step_breakdown(65536, 65536**2 / 2, 0, 0).ops["moe"]
+
+    # gpt-oss's 4-bit experts compute like bf16 weights in vLLM and SGLang everywhere, like fp8 weights in
+    # TensorRT-LLM on B200 and like bf16 ones on H100 (no FP4 tensor cores)
+    for gpu, engine, like in (("b200_sxm", "vllm", "bf16"), ("h100_sxm", "vllm", "bf16"), ("b200_sxm", "sglang", "bf16"),
+                              ("b200_sxm", "trtllm", "fp8"), ("h100_sxm", "trtllm", "bf16")):  # fmt: skip
+        assert experts_s(gpu, engine, "fp4") == pytest.approx(experts_s(gpu, engine, like), rel=1e-9)
+    assert experts_s("b200_sxm", "trtllm", "fp4") != pytest.approx(experts_s("b200_sxm", "trtllm", "bf16"), rel=0.05)
+    # DeepSeek-R1's NVFP4 release keeps its MLA projections bf16: they run at the bf16 peak, the experts at fp4's
+    r1 = CAT.model("deepseek-ai/DeepSeek-R1")
+    plain = r1.model_copy(update={"nvfp4_kept": {}})
+    kept, bare = (PerfModel.build(m, b200, tp=8, ep=8, weight_precision="fp4") for m in (r1, plain))
+    gk, gb = (pm.step_breakdown(8192, 8192**2 / 2, 0, 0).ops["gemm"] for pm in (kept, bare))
+    assert gk > 1.25 * gb
+    assert kept.step_breakdown(8192, 8192**2 / 2, 0, 0).ops["moe"] == pytest.approx(
+        bare.step_breakdown(8192, 8192**2 / 2, 0, 0).ops["moe"]
+    )
+
+
+def test_mxfp4_activation_dtype_is_validated_when_loaded():
+    d = calibration_to_dict(default_calibration())
+    d["engines"]["trtllm"]["mxfp4_activation_dtype"] = "fp4"
+    with pytest.raises(ConfigError, match="mxfp4_activation_dtype"):
+        calibration_from_dict(d)

@@ -953,9 +953,9 @@ class ModelSpec(BaseModel):
         return self.kv_bytes_for_context(context_tokens, kv_dtype) / context_tokens
 
     # ----------------------------------------------------------------- weights
-    def bytes_per_weight_of(self, gemm: GemmShape, precision: str) -> float:
-        """Bytes one weight of ``gemm`` takes in a deployment at weight ``precision``: the one rule the memory
-        model, the step model (``PerfModel``) and :meth:`weight_bytes` share.
+    def weight_dtype_of(self, gemm: GemmShape, precision: str) -> str:
+        """The dtype the matrix ``gemm`` is held in by a deployment at weight ``precision`` (a key of
+        ``WEIGHT_PRECISIONS``): the one rule :meth:`bytes_per_weight_of` charges and the step model computes in.
 
         A matrix pinned to a precision (``GemmShape.precision``) keeps it; routers stay 16-bit, and the LM head
         too unless the model's NVFP4 release quantises it (``nvfp4_kept``, at fp4/nvfp4); routed experts take
@@ -967,29 +967,34 @@ class ModelSpec(BaseModel):
         self_attn, shared_experts and the dense MLP; a dense model's AWQ/GPTQ quantises every linear layer); else
         ``precision``."""
         if gemm.precision is not None:
-            return bytes_per_weight(gemm.precision)
+            return gemm.precision.strip().lower()
         key = precision.strip().lower()
         if gemm.group == "lm_head":
-            head = self.nvfp4_kept_dtype(gemm, key)  # a release that quantises its LM head (Qwen3.6 NVFP4)
-            return bytes_per_weight(head) if head is not None else 2.0
+            return self.nvfp4_kept_dtype(gemm, key) or "bf16"  # a release that quantises its LM head (Qwen3.6)
         if gemm.group == "router":
-            return 2.0
-        if key == "int4" and self.int4_group_size:  # symmetric groups: a bf16 scale each, no zero points
-            quantised = 0.5 + 2.0 / self.int4_group_size
-        else:
-            quantised = bytes_per_weight(key)
+            return "bf16"
         if gemm.group == "moe_expert":
-            return quantised
+            return key
         kept = self.nvfp4_kept_dtype(gemm, key)
         if kept is not None:
-            return bytes_per_weight(kept)
+            return kept
         if gemm.group == "attention" and self.architecture == "gpt_oss":
-            return 2.0
+            return "bf16"
         if self.native_dtype == "mxfp4" and key in ("mxfp4", "fp4", "nvfp4"):
-            return bytes_per_weight(self.native_dense_dtype or "bf16")
+            return self.native_dense_dtype or "bf16"
         if key == "int4" and self.is_moe:
-            return 2.0
-        return quantised
+            return "bf16"
+        return key
+
+    def bytes_per_weight_of(self, gemm: GemmShape, precision: str) -> float:
+        """Bytes one weight of ``gemm`` takes in a deployment at weight ``precision``: the one rule the memory
+        model, the step model (``PerfModel``) and :meth:`weight_bytes` share. The dtype is
+        :meth:`weight_dtype_of`'s; an int4 matrix of a model with a known ``int4_group_size`` carries one bf16
+        scale per group (symmetric groups, no zero points) instead of AWQ/GPTQ's default."""
+        dtype = self.weight_dtype_of(gemm, precision)
+        if dtype == "int4" and gemm.precision is None and self.int4_group_size:
+            return 0.5 + 2.0 / self.int4_group_size
+        return bytes_per_weight(dtype)
 
     def weight_bytes(self, precision: str | None = None) -> float:
         """Bytes of weights at ``precision`` (default: the checkpoint's ``native_dtype``), each matrix at

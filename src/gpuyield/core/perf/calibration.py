@@ -25,6 +25,7 @@ from gpuyield.errors import CatalogError, ConfigError
 
 __all__ = [
     "KV_MEMORY_BASES",
+    "MXFP4_ACTIVATION_DTYPES",
     "Calibration",
     "EngineCoefficients",
     "GpuCoefficients",
@@ -37,6 +38,7 @@ __all__ = [
 
 SCHEMA = "gpuyield.perf.calibration/1"
 KV_MEMORY_BASES = ("total", "free")
+MXFP4_ACTIVATION_DTYPES = ("bf16", "fp8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,10 @@ class EngineCoefficients:
     # KvCacheConfig.free_gpu_memory_fraction, and SGLang, which sizes its static pool from the memory left
     # after weights and a reserve: KV = f x (capacity - weights - reserve)).
     kv_memory_basis: str = "total"
+    # What an MXFP4 checkpoint's routed experts (gpt-oss) multiply their activations in on GPUs with FP4 tensor
+    # cores: "bf16" (weight-only W4A16, vLLM's and SGLang's default MXFP4 MoE kernels) or "fp8" (TensorRT-LLM's
+    # W4A8 MXFP4 x MXFP8 on Blackwell). GPUs without FP4 tensor cores dequantise to bf16 in every engine.
+    mxfp4_activation_dtype: str = "bf16"
     ttft_sync_weight: float = 0.5  # share of the synchronized-start prefill queue the mean TTFT sees
     ttft_per_seq_s: float = 1e-5  # extra first-token latency per other running stream (frontend/detokeniser
     # work on every active stream's outputs delays a new request's admission and first token)
@@ -301,6 +307,10 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                     raise ConfigError(
                         f"{w}.{fname}: expected one of {', '.join(KV_MEMORY_BASES)}, got {kw[fname]!r}"
                     )
+                if fname == "mxfp4_activation_dtype" and kw[fname] not in MXFP4_ACTIVATION_DTYPES:
+                    raise ConfigError(
+                        f"{w}.{fname}: expected one of {', '.join(MXFP4_ACTIVATION_DTYPES)}, got {kw[fname]!r}"
+                    )
             elif isinstance(default, int):
                 try:
                     kw[fname] = int(e[fname])
@@ -352,6 +362,8 @@ def coefficients_fingerprint(cal: Calibration) -> str:
         e.pop("source", None)
         if not e.get("ttft_per_layer_s"):  # a file written before the term existed keeps its fingerprint
             e.pop("ttft_per_layer_s", None)
+        if e.get("mxfp4_activation_dtype") == "bf16":  # likewise a file written before this setting
+            e.pop("mxfp4_activation_dtype", None)
     for g in (body["gpus"] or {}).values():
         g.pop("source", None)
     return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -32,6 +32,7 @@ __all__ = [
     "PerfModel",
     "StepBreakdown",
     "compute_dtype_for",
+    "matrix_compute_dtype",
     "normalise_engine",
     "normalise_precision",
     "OPS",
@@ -99,16 +100,31 @@ def normalise_engine(text: str) -> str:
 
 
 def compute_dtype_for(weight_precision: str, gpu: Any) -> str:
-    """The tensor-core dtype GEMMs run in: fp8 weights → fp8; fp4 → fp4 where the GPU has it, else the
-    weights are dequantised (W4A8 on fp8 GPUs, W4A16 otherwise); int4 is weight-only (bf16 compute)."""
+    """The tensor-core dtype a GEMM on weights held at ``weight_precision`` runs in: fp8 (and int8) → fp8 where
+    the GPU has it; a 4-bit float → fp4 where the GPU has FP4 tensor cores, else the weights are dequantised to
+    bf16 (weight-only, as AIConfigurator 0.12.0 models NVFP4 off Blackwell: ``nvfp4_wo``); int4 is weight-only
+    (bf16); 16-bit weights run bf16. For an MXFP4 checkpoint's experts see :func:`matrix_compute_dtype`."""
     p = weight_precision.lower()
     if p in ("fp4", "nvfp4", "mxfp4"):
-        if _peak(gpu, "fp4") > 0:
-            return "fp4"
-        return "fp8" if _peak(gpu, "fp8") > 0 else "bf16"
+        return "fp4" if _peak(gpu, "fp4") > 0 else "bf16"
     if p in ("fp8", "int8"):
         return "fp8" if _peak(gpu, "fp8") > 0 else "bf16"
     return "bf16"
+
+
+def matrix_compute_dtype(stored: str, gpu: Any, *, mxfp4: bool = False, mxfp4_activation: str = "bf16") -> str:
+    """The tensor-core dtype of one matrix's GEMM, from the dtype it is held in (``ModelSpec.weight_dtype_of``).
+
+    A matrix of an MXFP4 checkpoint (``mxfp4``: gpt-oss's routed experts) is a weight-only format: on GPUs with
+    FP4 tensor cores it multiplies activations in the engine's ``mxfp4_activation_dtype`` (bf16: vLLM's and
+    SGLang's W4A16 kernels; fp8: TensorRT-LLM's W4A8 MXFP4 x MXFP8 on Blackwell), elsewhere in bf16
+    (AIConfigurator 0.12.0: ``w4a16_mxfp4``, "native data format for gpt oss"). Any other matrix:
+    :func:`compute_dtype_for`."""
+    if mxfp4:
+        if _peak(gpu, "fp4") > 0 and mxfp4_activation == "fp8" and _peak(gpu, "fp8") > 0:
+            return "fp8"
+        return "bf16"
+    return compute_dtype_for(stored, gpu)
 
 
 def _peak(gpu: Any, dtype: str) -> float:
@@ -218,12 +234,15 @@ class _Coeffs:
     bw: float
     gemm_curve: LogCurve
     mem_eff: float
-    # dense linear (attention projections, dense MLP, shared experts, router)
-    dense_flops_per_tok: float
+    # dense linear (attention projections, dense MLP, shared experts, router): (FLOPs per token, peak FLOP/s,
+    # efficiency curve) per compute dtype (a 4-bit release keeps some matrices 16-bit: they run bf16 GEMMs)
+    dense_groups: tuple[tuple[float, float, LogCurve], ...]
     dense_bytes: float
     # routed experts
     num_experts: int
     experts_per_tok: int
+    peak_e: float
+    expert_curve: LogCurve
     expert_flops_per_assign: float  # per token-expert assignment, per GPU (all MoE layers)
     expert_bytes_per_expert: float  # weights of one expert on one GPU (all MoE layers)
     experts_local: float
@@ -241,6 +260,8 @@ class _Coeffs:
     # LM head
     lm_flops_per_tok: float
     lm_bytes: float
+    peak_lm: float
+    lm_curve: LogCurve
     # comm
     n_allreduce: int
     ar_lat: float
@@ -449,26 +470,30 @@ class PerfModel:
         if bw <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
 
-        dense_flops = 0.0
+        dense_flops: dict[str, float] = {}  # per compute dtype
         dense_bytes = 0.0
         expert_params_per_expert = 0.0
         expert_weight_bytes_per_expert = 0.0  # at the deployment's precision (ModelSpec.bytes_per_weight_of)
+        expert_dtype = lm_dtype = self.compute_dtype
         lm_params = 0.0
         lm_bytes = 0.0
         for s in m.gemm_shapes:
             if s.group == "lm_head":
                 lm_params += s.n * s.k
                 lm_bytes += s.n * s.k * self._weight_elem_bytes(s) / tp
+                lm_dtype = self._matrix_compute_dtype(s)
                 continue
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 expert_weight_bytes_per_expert += s.n * s.k * s.num_layers * self._weight_elem_bytes(s)
+                expert_dtype = self._matrix_compute_dtype(s)
                 continue
             elem = self._weight_elem_bytes(s)
             p = s.n * s.k * s.num_layers
             # replicated matrices (engines' ReplicatedLinear): every GPU holds and runs them whole
             split = 1 if s.replicated else tp
-            dense_flops += 2.0 * p / split
+            dt = self._matrix_compute_dtype(s)
+            dense_flops[dt] = dense_flops.get(dt, 0.0) + 2.0 * p / split
             dense_bytes += p * elem / split
         full, sliding, linear = _layer_counts(m)
         # --- attention prefill FLOPs per unit of sum(new*(ctx+new/2)) on one GPU
@@ -603,10 +628,14 @@ class PerfModel:
             bw=bw,
             gemm_curve=_sanitise(gc.gemm_curve(self.compute_dtype)),
             mem_eff=gc.mem_bw_eff,
-            dense_flops_per_tok=dense_flops / pp,
+            dense_groups=tuple(
+                (f / pp, _peak(g, dt) or peak_attn, _sanitise(gc.gemm_curve(dt))) for dt, f in sorted(dense_flops.items())
+            ),
             dense_bytes=dense_bytes / pp,
             num_experts=E,
             experts_per_tok=k,
+            peak_e=_peak(g, expert_dtype) or peak_attn,
+            expert_curve=_sanitise(gc.gemm_curve(expert_dtype)),
             expert_flops_per_assign=expert_flops_per_assign / pp,
             expert_bytes_per_expert=expert_bytes_per_expert / pp,
             experts_local=experts_local,
@@ -620,6 +649,8 @@ class PerfModel:
             attn_decode_flops_s_per_ctx=s_flops_per_ctx / pp,
             lm_flops_per_tok=lm_flops_per_tok,
             lm_bytes=lm_bytes,
+            peak_lm=_peak(g, lm_dtype) or peak_attn,
+            lm_curve=_sanitise(gc.gemm_curve(lm_dtype)),
             n_allreduce=n_ar,
             ar_lat=gc.allreduce_latency_s,
             ar_s_per_byte=ar_s_per_byte,
@@ -655,19 +686,21 @@ class PerfModel:
             return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c.overhead_fixed_s * 0.0)
         pp = c.pp
         Tr = T / c.adp  # tokens per attention-DP rank
-        eff = c.gemm_curve(Tr)
         work = (P * c.prefill_scale + Dq) / c.adp  # prefill tokens weighted by the engine's fitted factor
         # dense linear layers
-        gemm = pp * max(c.dense_flops_per_tok * work / (c.peak_c * eff), c.dense_bytes / (c.bw * c.mem_eff))
+        gemm = pp * max(
+            sum(f * work / (pk * cv(Tr)) for f, pk, cv in c.dense_groups),
+            c.dense_bytes / (c.bw * c.mem_eff),
+        )
         # routed experts: expected distinct experts hit on one GPU; tokens per expert sets the efficiency
         moe = 0.0
         if c.num_experts:
             assigns = T * c.experts_per_tok
             hit = c.experts_local * (1.0 - (1.0 - c.experts_per_tok / c.num_experts) ** T)
             per_expert = assigns / c.num_experts
-            eff_e = c.gemm_curve(max(per_expert, 1.0))
+            eff_e = c.expert_curve(max(per_expert, 1.0))
             flops = c.expert_flops_per_assign * (P * c.prefill_scale + Dq) * c.experts_per_tok / c.ep
-            moe = pp * max(flops / (c.peak_c * eff_e), hit * c.expert_bytes_per_expert / (c.bw * c.mem_eff))
+            moe = pp * max(flops / (c.peak_e * eff_e), hit * c.expert_bytes_per_expert / (c.bw * c.mem_eff))
         # attention
         attn_p = 0.0
         if P > 0:
@@ -691,7 +724,7 @@ class PerfModel:
         # LM head: decode sequences plus (at most) one last prompt token per prefill step
         lm_tok = (Dq + (1.0 if P > 0 else 0.0)) / c.adp
         lm = max(
-            c.lm_flops_per_tok * lm_tok / (c.peak_c * c.gemm_curve(max(lm_tok, 1.0))),
+            c.lm_flops_per_tok * lm_tok / (c.peak_lm * c.lm_curve(max(lm_tok, 1.0))),
             c.lm_bytes / (c.bw * c.mem_eff),
         )
         comm_tp = (
@@ -829,7 +862,7 @@ class PerfModel:
         lo, hi = c.gemm_range
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
         # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term.
-        compute_binds = c.dense_flops_per_tok * tr / (c.peak_c * c.gemm_curve(tr)) >= c.dense_bytes / (
+        compute_binds = sum(f * tr / (pk * cv(tr)) for f, pk, cv in c.dense_groups) >= c.dense_bytes / (
             c.bw * c.mem_eff
         )
         if tr > hi or (0 < tr < lo and compute_binds):
@@ -951,6 +984,15 @@ class PerfModel:
             kv_bytes_window_per_seq=window_part,
             sliding_window_tokens=int(window) if (sliding or csa or hca) else 0,
             hybrid_block_tokens=hybrid_block,
+        )
+
+    def _matrix_compute_dtype(self, s: Any) -> str:
+        """The tensor-core dtype the matrix ``s`` multiplies in (:func:`matrix_compute_dtype` of the dtype
+        ``ModelSpec.weight_dtype_of`` holds it in): an MXFP4 checkpoint's 4-bit matrices run weight-only."""
+        stored = str(self.model.weight_dtype_of(s, self.weight_precision))
+        mx = stored == "mxfp4" or (stored == "fp4" and getattr(self.model, "native_dtype", None) == "mxfp4")
+        return matrix_compute_dtype(
+            stored, self.gpu, mxfp4=mx, mxfp4_activation=self.engine_coeffs.mxfp4_activation_dtype
         )
 
     def _weight_elem_bytes(self, s: Any) -> float:

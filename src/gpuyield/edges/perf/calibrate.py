@@ -40,7 +40,11 @@ __all__ = [
 # SGLang chunked_prefill_size 8192, TRT-LLM max_num_tokens 8192; block sizes 16/1/32 tokens). KV memory:
 # vLLM's --gpu-memory-utilization is a fraction of total memory; TRT-LLM's free_gpu_memory_fraction (default
 # 0.9) a fraction of what is free after the weights; SGLang sizes its static pool from what is left after
-# weights and a reserve for activations and CUDA graphs.
+# weights and a reserve for activations and CUDA graphs. MXFP4 experts (gpt-oss): TensorRT-LLM runs them W4A8
+# (MXFP4 x MXFP8) on Blackwell, as AIConfigurator 0.12.0 models its measurements (sdk/task_v2.py promotes gpt-oss
+# on Blackwell to w4a8_mxfp4_mxfp8); vLLM's and SGLang's MXFP4 MoE kernels take bf16 activations unless told
+# otherwise (vLLM's mxfp4_w4a16 quant config; the MXFP8-activation path is opt-in), and AIConfigurator's
+# default for gpt-oss is w4a16_mxfp4 ("native data format for gpt oss", sdk/common.py).
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
     "vllm": {"max_num_batched_tokens": 8192, "max_num_seqs": 1024, "block_size_tokens": 16},
     "sglang": {
@@ -54,6 +58,7 @@ ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_num_seqs": 2048,
         "block_size_tokens": 32,
         "kv_memory_basis": "free",
+        "mxfp4_activation_dtype": "fp8",
     },
 }
 
