@@ -504,6 +504,20 @@ def test_each_matrix_multiplies_in_the_dtype_it_is_held_in():
     )
 
 
+def test_the_lm_head_and_the_range_check_follow_the_matrices_own_dtypes():
+    """An NVFP4 LM head (Qwen3.6) multiplies at fp4, a 16-bit one at bf16 in the same fp4 deployment; the
+    out-of-range check looks up the table the dense matrices use (gpt-oss's bf16 attention on B300: from 512)."""
+    q = CAT.model("nvidia/Qwen3.6-27B-NVFP4")
+    wide = q.model_copy(update={"nvfp4_kept": {k: v for k, v in q.nvfp4_kept if k != "lm_head"}})
+    b200 = CAT.gpu("b200_sxm")
+    four, sixteen = (PerfModel.build(m, b200, tp=1, weight_precision="nvfp4", kv_dtype="fp8") for m in (q, wide))
+    t4, t16 = (pm.step_breakdown(0, 0.0, 4096, 4096 * 64).ops["lm_head"] for pm in (four, sixteen))  # compute-bound
+    assert t16 > 1.5 * t4
+    gpt = PerfModel.build(CAT.model("openai/gpt-oss-120b"), CAT.gpu("b300_sxm"), tp=1, weight_precision="mxfp4")
+    assert gpt.step_breakdown(600, 600 * 300, 0, 0).out_of_range == ()
+    assert gpt.step_breakdown(100_000, 1e9, 0, 0).out_of_range == ("gemm tokens 100000 outside measured [512, 32768]",)
+
+
 def test_mxfp4_activation_dtype_is_validated_when_loaded():
     d = calibration_to_dict(default_calibration())
     d["engines"]["trtllm"]["mxfp4_activation_dtype"] = "fp4"

@@ -144,7 +144,7 @@ def test_simulate_times_a_measured_deployment_with_its_scales() -> None:
     assert 20 < running < 256
     want = MeasuredStepScales.from_dict(sc).at(round(running))[1]
     ratio = on.summary["tpot_ms"]["p50"] / off.summary["tpot_ms"]["p50"]
-    assert abs(want - 1) > 0.05 and ratio == pytest.approx(want, rel=0.25)
+    assert abs(want - 1) > 0.2 and ratio == pytest.approx(want, rel=0.1)
     # an architecture without measured points simulates exactly as before
     llama = parse_deployment({"pools": [{"name": "l", "replicas": 1, "gpu": "h100_sxm",
                                          "model": "meta-llama/Llama-3.1-8B"}]})  # fmt: skip

@@ -115,7 +115,8 @@ def compute_dtype_for(weight_precision: str, gpu: Any) -> str:
 def matrix_compute_dtype(stored: str, gpu: Any, *, mxfp4: bool = False, mxfp4_activation: str = "bf16") -> str:
     """The tensor-core dtype of one matrix's GEMM, from the dtype it is held in (``ModelSpec.weight_dtype_of``).
 
-    A matrix of an MXFP4 checkpoint (``mxfp4``: gpt-oss's routed experts) is a weight-only format: on GPUs with
+    A matrix held in MXFP4 (``mxfp4``: the routed experts of an MXFP4 checkpoint such as gpt-oss, Kimi-K3 or
+    DeepSeek-V4, or any matrix deployed at ``mxfp4``) is a weight-only format: on GPUs with
     FP4 tensor cores it multiplies activations in the engine's ``mxfp4_activation_dtype`` (bf16: vLLM's and
     SGLang's W4A16 kernels; fp8: TensorRT-LLM's W4A8 MXFP4 x MXFP8 on Blackwell), elsewhere in bf16
     (AIConfigurator 0.12.0: ``w4a16_mxfp4``, "native data format for gpt oss"). Any other matrix:
@@ -229,10 +230,8 @@ class _Coeffs:
     adp: int
     ep: int
     moe_tp: int
-    peak_c: float
     peak_attn: float
     bw: float
-    gemm_curve: LogCurve
     mem_eff: float
     # dense linear (attention projections, dense MLP, shared experts, router): (FLOPs per token, peak FLOP/s,
     # efficiency curve) per compute dtype (a 4-bit release keeps some matrices 16-bit: they run bf16 GEMMs)
@@ -276,8 +275,6 @@ class _Coeffs:
     prefill_scale: float
     decode_scale: float
     decode_attn_scale: float
-    # measured ranges
-    gemm_range: tuple[float, float]
 
 
 def _sublayers(model: Any) -> int:
@@ -462,9 +459,8 @@ class PerfModel:
         moe_tp = (self.moe_tp or max(1, stage // ep)) if m.num_experts else 1
         stage = max(stage, moe_tp * ep) if m.num_experts else stage
         gc, ec = self.gpu_coeffs, self.engine_coeffs
-        peak_c = _peak(g, self.compute_dtype) or _peak(g, "bf16")
-        peak_attn = _peak(g, "bf16")
-        if peak_c <= 0 or peak_attn <= 0:
+        peak_attn = _peak(g, "bf16")  # attention, and every GEMM whose dtype the accelerator lacks
+        if peak_attn <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no bf16_dense_tflops; cannot time GEMMs")
         bw = float(g.memory_bandwidth_tb_s) * 1e12
         if bw <= 0:
@@ -486,7 +482,7 @@ class PerfModel:
             if s.group == "moe_expert":
                 expert_params_per_expert += s.n * s.k * s.num_layers
                 expert_weight_bytes_per_expert += s.n * s.k * s.num_layers * self._weight_elem_bytes(s)
-                expert_dtype = self._matrix_compute_dtype(s)
+                expert_dtype = self._matrix_compute_dtype(s)  # routed experts share one: the deployment's precision
                 continue
             elem = self._weight_elem_bytes(s)
             p = s.n * s.k * s.num_layers
@@ -623,10 +619,8 @@ class PerfModel:
             adp=adp,
             ep=ep,
             moe_tp=moe_tp,
-            peak_c=peak_c,
             peak_attn=peak_attn,
             bw=bw,
-            gemm_curve=_sanitise(gc.gemm_curve(self.compute_dtype)),
             mem_eff=gc.mem_bw_eff,
             dense_groups=tuple(
                 (f / pp, _peak(g, dt) or peak_attn, _sanitise(gc.gemm_curve(dt))) for dt, f in sorted(dense_flops.items())
@@ -663,7 +657,6 @@ class PerfModel:
             prefill_scale=ec.prefill_scale,
             decode_scale=ec.decode_scale,
             decode_attn_scale=ec.decode_attn_scale,
-            gemm_range=(gc.gemm_curve(self.compute_dtype).xs[0], gc.gemm_curve(self.compute_dtype).xs[-1]),
         )
 
     # ------------------------------------------------------------------ step time
@@ -859,14 +852,17 @@ class PerfModel:
         c = self._c
         # tokens through the GEMMs (verification: K + 1 per decoding sequence)
         tr = (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens) / c.adp
-        lo, hi = c.gemm_range
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
-        # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term.
+        # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term. Each
+        # compute dtype of the dense matrices is looked up in its own table.
         compute_binds = sum(f * tr / (pk * cv(tr)) for f, pk, cv in c.dense_groups) >= c.dense_bytes / (
             c.bw * c.mem_eff
         )
-        if tr > hi or (0 < tr < lo and compute_binds):
-            out.append(f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]")
+        for _f, _pk, cv in c.dense_groups:
+            lo, hi = cv.xs[0], cv.xs[-1]
+            msg = f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]"
+            if (tr > hi or (0 < tr < lo and compute_binds)) and msg not in out:
+                out.append(msg)
         return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
 
     # ------------------------------------------------------------------ memory
