@@ -608,8 +608,8 @@ class PerfModel:
         # fp8 dispatch + bf16 combine, averaged; every GPU of the stage sends its share of the tokens (the
         # tp ranks of one attention group split their replicated tokens before dispatch)
         a2a_bytes_per_tok = k * _dispatch_width(m) * 1.5 / stage  # latent MoE dispatches the latent vector
-        if n_a2a and moe_tp > 1 and adp == 1:
-            n_a2a = 0  # pure TP MoE: the all-reduce above already carries it
+        if n_a2a and adp == 1:
+            n_a2a = 0  # tokens replicated over the TP group: the MLP all-reduce above combines the experts' outputs
         overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * _layer_equivalents(m)
         if E:
             overhead_fixed += ec.moe_layer_overhead_s * int(getattr(m, "num_moe_layers", 0) or 0)
