@@ -195,3 +195,38 @@ def test_fit_engines_starts_every_fitted_group_from_the_per_layer_term(monkeypat
     assert {"vllm", "vllm:disagg", "vllm/fp8", "vllm/h100_sxm/fp8"} <= set(starts)
     for key, ec in starts.items():
         assert ec.ttft_overhead_s == 0.0 and ec.ttft_per_layer_s == pytest.approx(0.12 / 60), key
+
+
+def test_fit_engines_through_the_engine_model_leaves_the_burst_share_to_the_analytic_solver(monkeypatch):
+    import dataclasses
+
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf.calibration import default_calibration
+    from gpuyield.core.perf.validation import row_from_mapping
+    from gpuyield.edges.perf import calibrate
+    from gpuyield.errors import ConfigError
+
+    row = {
+        "gpu": "h100_sxm", "num_gpus": "1", "model": "meta-llama/Llama-3.1-8B", "engine": "vllm", "precision": "fp8",
+        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "1024", "osl": "256", "concurrency": "8", "num_requests": "",
+        "ttft_ms": "80", "tpot_ms": "9", "e2e_ms": "", "throughput_tok_s": "", "source": "t",
+    }  # fmt: skip
+    disagg = {**row, "layout": "disagg 1x prefill(tp1 adp1 ep1) + 1x decode(tp1 adp1 ep1)", "num_gpus": "2"}
+    rows = [row_from_mapping({**r, "concurrency": str(c)}, i) for i, (r, c) in
+            enumerate((r, c) for r in (row, disagg) for c in range(1, 31))]  # fmt: skip
+    calls: list[tuple[str, tuple[str, ...], str]] = []
+
+    def record(cal, engines, key, start, sub, lookups_, names, rounds, log, method="analytic"):
+        calls.append((key, tuple(names), method))
+        return dataclasses.replace(start, source=f"fitted on {len(sub)} end-to-end rows (loss 0.1{len(calls)})")
+
+    monkeypatch.setattr(calibrate, "_fit_group", record)
+    base = dataclasses.replace(default_calibration(), corrections=None)
+    out = calibrate.fit_engines(base, rows, default_catalog(), rounds=1, refine=False, method="sim")
+    family = [c for c in calls if c[0] == "vllm"]
+    assert family[0][2] == "sim" and "ttft_sync_weight" not in family[0][1] and "prefill_scale" in family[0][1]
+    assert family[1] == ("vllm", ("ttft_sync_weight",), "analytic")
+    assert [c[2] for c in calls if c[0] == "vllm:disagg"] == ["analytic"]
+    assert "ttft_sync_weight" in out.engines["vllm"].source
+    with pytest.raises(ConfigError, match="fit method"):
+        calibrate.fit_engines(base, rows, default_catalog(), method="exact")

@@ -67,6 +67,13 @@ def calibrate(
         help="Also fit efficiencies per (engine, precision) and (engine, GPU, precision) groups (tighter in "
         "sample, worse on held-out models in our cross-validation).",
     ),
+    fit_method: str = typer.Option(
+        "analytic",
+        "--fit-method",
+        help="Fit the aggregated engine families through the analytic solver (what `validate` scores; fast) or "
+        "through the engine model ('sim': what estimate, simulate and plan run; about 10 ms a row), the analytic "
+        "solver then fitting only its share of the synchronised burst.",
+    ),
     corrections: bool = typer.Option(
         True,
         "--corrections/--no-corrections",
@@ -147,7 +154,7 @@ def calibrate(
                     "a study's recording convention predicts its other rows; `gpuyield validate` gives the reasons"
                 )
             if fit:
-                cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine)
+                cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine, method=fit_method)
                 cal = dataclasses.replace(
                     cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"), corrections=None
                 )

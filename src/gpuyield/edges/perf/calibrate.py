@@ -204,12 +204,14 @@ COUPLED_MOVES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _loss(rows: Sequence[MeasurementRow], model_of: Any, gpu_of: Any, cal: Calibration) -> tuple[float, int]:
+def _loss(
+    rows: Sequence[MeasurementRow], model_of: Any, gpu_of: Any, cal: Calibration, method: str = "analytic"
+) -> tuple[float, int]:
     tot = 0.0
     n = 0
     for r in rows:
         try:
-            res = predict_row(r, model_of, gpu_of, cal)
+            res = predict_row(r, model_of, gpu_of, cal, method)
         except GpuyieldError:
             continue
         for key, pred in (("ttft_ms", res.ttft_ms), ("tpot_ms", res.tpot_ms)):
@@ -230,12 +232,13 @@ def _fit_group(
     names: Sequence[str],
     rounds: int,
     log: Callable[[str], None] | None,
+    method: str = "analytic",
 ) -> EngineCoefficients:
     model_of, gpu_of = lookups_
 
     def loss_of(ec: EngineCoefficients) -> float:
         trial = dataclasses.replace(cal, engines={**engines, key: ec})
-        return _loss(sub, model_of, gpu_of, trial)[0]
+        return _loss(sub, model_of, gpu_of, trial, method)[0]
 
     cur = start
     best = loss_of(cur)
@@ -271,8 +274,9 @@ def _fit_group(
                         break
                     best, cur = loss, trial
     if log:
-        log(f"{key}: {len(sub)} rows, loss {first:.4f} -> {best:.4f}")
-    return dataclasses.replace(cur, source=f"fitted on {len(sub)} end-to-end rows (loss {best:.4f})")
+        log(f"{key}: {len(sub)} rows, {method} loss {first:.4f} -> {best:.4f}")
+    how = "" if method == "analytic" else f", {method}"
+    return dataclasses.replace(cur, source=f"fitted on {len(sub)} end-to-end rows (loss {best:.4f}{how})")
 
 
 # Refined per (engine, precision) and (engine, gpu, precision): only the efficiencies, never scheduler limits.
@@ -313,9 +317,17 @@ def fit_engines(
     log: Callable[[str], None] | None = None,
     params: Sequence[str] | None = None,
     refine: bool = True,
+    method: str = "analytic",
 ) -> Calibration:
     """Coordinate-descent fit: engine-family constants, then efficiencies per (engine, precision) and per
-    (engine, gpu, precision) groups with at least ``MIN_GROUP_ROWS`` rows (see the module docstring)."""
+    (engine, gpu, precision) groups with at least ``MIN_GROUP_ROWS`` rows (see the module docstring).
+
+    ``method="sim"`` fits the aggregated families' constants through the engine model (what ``estimate``,
+    ``simulate`` and ``plan`` run; about 10 ms a row), then only the analytic solver's own term, the share of the
+    synchronised burst its mean TTFT sees (``ttft_sync_weight``, which the engine model simulates instead), through
+    the analytic solver; disaggregated pools, which both paths solve analytically, are fitted as before."""
+    if method not in ("analytic", "sim"):
+        raise ConfigError(f"fit method: expected analytic or sim, got {method!r}")
     engines = dict(cal.engines)
     names = list(params or FIT_PARAMETERS)
     lk = lookups(catalog, cal)
@@ -335,7 +347,17 @@ def fit_engines(
         start = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
         if "ttft_per_layer_s" in names:
             start = _per_layer_first_token(start)
-        engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, names, rounds, log)
+        if method == "sim":
+            sim_names = [n for n in names if n != "ttft_sync_weight"]
+            engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, sim_names, rounds, log, "sim")
+            if "ttft_sync_weight" in names:
+                through_sim = engines[eng].source
+                share = _fit_group(cal, engines, eng, engines[eng], sub, lk, ["ttft_sync_weight"], rounds, log)
+                engines[eng] = dataclasses.replace(
+                    share, source=f"{through_sim}; ttft_sync_weight {share.source.removeprefix('fitted on ')}"
+                )
+        else:
+            engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, names, rounds, log)
     # disaggregated pools: their own efficiencies and TTFT constants, starting from the family's
     for eng in sorted({fam(r) for r in rows if mode_of(r) == "disagg"}):
         sub = [r for r in rows if fam(r) == eng]
