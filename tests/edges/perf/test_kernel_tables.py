@@ -162,12 +162,25 @@ def test_the_fit_moves_a_constant_first_token_overhead_into_the_per_layer_term()
     assert "ttft_per_layer_s" in REFINE_PARAMETERS and "ttft_overhead_s" not in REFINE_PARAMETERS
 
 
+def _vllm_rows(per_layout: int) -> list:  # type: ignore[type-arg]
+    """Llama-3.1-8B vLLM rows at concurrency 1..per_layout, aggregated and 1P1D (the fit tests' input)."""
+    from gpuyield.core.perf.validation import row_from_mapping
+
+    row = {
+        "gpu": "h100_sxm", "num_gpus": "1", "model": "meta-llama/Llama-3.1-8B", "engine": "vllm", "precision": "fp8",
+        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "1024", "osl": "256", "concurrency": "8", "num_requests": "",
+        "ttft_ms": "80", "tpot_ms": "9", "e2e_ms": "", "throughput_tok_s": "", "source": "t",
+    }  # fmt: skip
+    disagg = {**row, "layout": "disagg 1x prefill(tp1 adp1 ep1) + 1x decode(tp1 adp1 ep1)", "num_gpus": "2"}
+    return [row_from_mapping({**r, "concurrency": str(c)}, i) for i, (r, c) in
+            enumerate((r, c) for r in (row, disagg) for c in range(1, per_layout + 1))]  # fmt: skip
+
+
 def test_fit_engines_starts_every_fitted_group_from_the_per_layer_term(monkeypatch):
     import dataclasses
 
     from gpuyield.core.catalog import default_catalog
     from gpuyield.core.perf.calibration import EngineCoefficients, default_calibration
-    from gpuyield.core.perf.validation import row_from_mapping
     from gpuyield.edges.perf import calibrate
 
     old = EngineCoefficients(ttft_overhead_s=0.12, ttft_per_layer_s=0.0)
@@ -176,14 +189,7 @@ def test_fit_engines_starts_every_fitted_group_from_the_per_layer_term(monkeypat
         corrections=None,
         engines={"vllm": old, "vllm:disagg": old, "vllm/fp8": old, "vllm/h100_sxm/fp8": old},
     )  # a calibration written before the per-layer term, with refined groups
-    row = {
-        "gpu": "h100_sxm", "num_gpus": "1", "model": "meta-llama/Llama-3.1-8B", "engine": "vllm", "precision": "fp8",
-        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "1024", "osl": "256", "concurrency": "8", "num_requests": "",
-        "ttft_ms": "80", "tpot_ms": "9", "e2e_ms": "", "throughput_tok_s": "", "source": "t",
-    }  # fmt: skip
-    disagg = {**row, "layout": "disagg 1x prefill(tp1 adp1 ep1) + 1x decode(tp1 adp1 ep1)", "num_gpus": "2"}
-    rows = [row_from_mapping({**r, "concurrency": str(c)}, i) for i, (r, c) in
-            enumerate((r, c) for r in (row, disagg) for c in range(1, 25))]  # fmt: skip
+    rows = _vllm_rows(24)
     starts: dict[str, EngineCoefficients] = {}
 
     def record(cal, engines, key, start, sub, lk, names, rounds, log):  # type: ignore[no-untyped-def]
@@ -202,18 +208,10 @@ def test_fit_engines_through_the_engine_model_leaves_the_burst_share_to_the_anal
 
     from gpuyield.core.catalog import default_catalog
     from gpuyield.core.perf.calibration import default_calibration
-    from gpuyield.core.perf.validation import row_from_mapping
     from gpuyield.edges.perf import calibrate
     from gpuyield.errors import ConfigError
 
-    row = {
-        "gpu": "h100_sxm", "num_gpus": "1", "model": "meta-llama/Llama-3.1-8B", "engine": "vllm", "precision": "fp8",
-        "layout": "agg tp1 pp1 adp1", "tp": "1", "isl": "1024", "osl": "256", "concurrency": "8", "num_requests": "",
-        "ttft_ms": "80", "tpot_ms": "9", "e2e_ms": "", "throughput_tok_s": "", "source": "t",
-    }  # fmt: skip
-    disagg = {**row, "layout": "disagg 1x prefill(tp1 adp1 ep1) + 1x decode(tp1 adp1 ep1)", "num_gpus": "2"}
-    rows = [row_from_mapping({**r, "concurrency": str(c)}, i) for i, (r, c) in
-            enumerate((r, c) for r in (row, disagg) for c in range(1, 31))]  # fmt: skip
+    rows = _vllm_rows(30)
     calls: list[tuple[str, tuple[str, ...], str]] = []
 
     def record(cal, engines, key, start, sub, lookups_, names, rounds, log, method="analytic"):
