@@ -325,7 +325,8 @@ def fit_engines(
     ``method="sim"`` fits the aggregated families' constants through the engine model (what ``estimate``,
     ``simulate`` and ``plan`` run; about 10 ms a row), then only the analytic solver's own term, the share of the
     synchronised burst its mean TTFT sees (``ttft_sync_weight``, which the engine model simulates instead), through
-    the analytic solver; disaggregated pools, which both paths solve analytically, are fitted as before."""
+    the analytic solver; disaggregated pools, which both paths solve analytically, and the ``refine`` groups are
+    fitted through the analytic solver as before."""
     if method not in ("analytic", "sim"):
         raise ConfigError(f"fit method: expected analytic or sim, got {method!r}")
     engines = dict(cal.engines)
