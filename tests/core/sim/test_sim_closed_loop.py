@@ -53,7 +53,7 @@ def test_with_the_real_performance_model() -> None:
     cat = default_catalog()
     perf = PerfModel.build(cat.model("meta-llama/Llama-3.1-8B"), cat.gpu("h100_sxm"))
     r = run_closed_loop(perf, EngineConfig.for_family("vllm"), isl=2000, osl=500, concurrency=32)
-    assert r.num_requests == 320 and r.num_measured == 320  # ten requests per client, all measured
+    assert r.num_requests == 96 and r.num_measured == 96  # three requests per client (fitted), all measured
     assert 0 < r.ttft_ms.p50 < 5_000 and 0 < r.tpot_ms.p50 < 200 and r.output_tok_s > 0
     with pytest.raises(DoesNotFitError):
         run_closed_loop(perf, EngineConfig.for_family("vllm"), isl=10_000_000, osl=10, concurrency=1)

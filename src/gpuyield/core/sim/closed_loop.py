@@ -15,15 +15,16 @@ unless ``num_gpu_blocks`` is given. Prefix caching is irrelevant here (prompts s
 Closed loop: ``concurrency`` clients each send a request, and the next one the moment the previous finishes,
 until ``num_requests`` have been sent. This follows the protocol of the benchmark clients that produce
 published numbers (vLLM's and SGLang's ``bench_serving``, genai-perf/aiperf at fixed concurrency): every
-client sends its first request at t = 0, ``num_requests`` defaults to ten per client (the usual
-``--num-prompts = 10 x concurrency``; at least 16, at most 4096 in total, and never fewer than the clients),
-and latencies are the mean over every request. The first wave is therefore a burst whose prompts queue
-behind each other, packed into steps by the token budget; its completions spread the later arrivals, so
-later waves queue far less. ``start_spread > 0`` instead starts client ``i`` at a seeded uniform offset in
-``[0, start_spread x T)`` (``T``: one request's zero-queue duration at full concurrency), and
-``exclude_warmup=True`` drops the first ``concurrency`` requests from the latencies, for a desynchronised
-steady state. Output throughput is measured over the steady window between the ``concurrency``-th
-completion and the last send, when concurrency is exactly C.
+client sends its first request at t = 0 and latencies are the mean over every request. ``num_requests``
+defaults to :data:`REQUESTS_PER_CLIENT` per client (at most :data:`MAX_REQUESTS` in total, never fewer than
+the clients): three, fitted to measured mean TTFTs (``sim/data/closed_loop.yaml``; ten, bench_serving's
+convention, weighed the first wave too little). The first wave is a burst whose prompts queue behind each
+other, packed into steps by the token budget; clients whose prompts shared a step finish together and send
+together again, so later waves stay partly packed. ``start_spread > 0`` instead starts client ``i`` at a
+seeded uniform offset in ``[0, start_spread x T)`` (``T``: one request's zero-queue duration at full
+concurrency), and ``exclude_warmup=True`` drops the first ``concurrency`` requests from the latencies, for a
+desynchronised steady state. Output throughput is measured over the steady window between the
+``concurrency``-th completion and the last send, when concurrency is exactly C.
 
 Offline (``offline=True``): all ``num_requests`` (default ``concurrency``) are queued at time 0; throughput is
 total output tokens over the makespan, latencies cover every request.
@@ -37,9 +38,11 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
+import yaml
 
 from gpuyield.core.sim.engine.config import ENGINE_FAMILIES, EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
@@ -49,6 +52,8 @@ from gpuyield.core.workload.stats import mean_p50_p90_p99
 from gpuyield.errors import ConfigError, DoesNotFitError
 
 __all__ = [
+    "MAX_REQUESTS",
+    "REQUESTS_PER_CLIENT",
     "ClosedLoopResult",
     "EngineEstimate",
     "LatencyStats",
@@ -93,6 +98,29 @@ class ClosedLoopResult:
     num_preemptions: int
     prefill_tok_s: float  # prompt tokens per second over the same window
     seed: int
+
+
+def _protocol(text: str | None = None) -> dict[str, Any]:
+    """The closed-loop benchmark protocol (``sim/data/closed_loop.yaml``, or ``text`` in its form), checked."""
+    if text is None:
+        text = resources.files("gpuyield.core.sim").joinpath("data/closed_loop.yaml").read_text()
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError("gpuyield/core/sim/data/closed_loop.yaml: expected a mapping")
+    for name in ("requests_per_client", "max_requests"):
+        v = data.get(name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"gpuyield/core/sim/data/closed_loop.yaml: {name} must be a positive integer, got {v!r}")
+    if not str(data.get("source") or "").strip():
+        raise ConfigError("gpuyield/core/sim/data/closed_loop.yaml: source is required (where the protocol comes from)")
+    return data
+
+
+_PROTOCOL = _protocol()
+# Requests each client sends by default (the first wave's share of the mean TTFT is one in this many), and the cap
+# on the total: the shipped protocol, fitted to measured mean TTFTs (``sim/data/closed_loop.yaml``).
+REQUESTS_PER_CLIENT: int = _PROTOCOL["requests_per_client"]
+MAX_REQUESTS: int = _PROTOCOL["max_requests"]
 
 
 def kv_blocks_from_memory_plan(plan: Any, block_size: int) -> int:
@@ -165,7 +193,7 @@ def run_closed_loop(
     if not 0.0 <= start_spread <= 10.0:
         raise ConfigError(f"start_spread must be in [0, 10] request durations, got {start_spread}")
     if num_requests is None:
-        num_requests = concurrency if offline else max(concurrency, min(max(10 * concurrency, 16), 4096))
+        num_requests = concurrency if offline else max(concurrency, min(REQUESTS_PER_CLIENT * concurrency, MAX_REQUESTS))
     if num_requests < 1:
         raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
     fixed_blocks = fixed_blocks_per_seq or 0
