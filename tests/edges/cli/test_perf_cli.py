@@ -672,6 +672,11 @@ def test_calibrate_no_fit_adds_measured_points_to_the_shipped_calibration(tmp_pa
     assert bad.exit_code == 2 and "--base" in bad.output
     bad = _run(["calibrate", "--base", "shipped", "--no-fit", "--out", str(tmp_path / "x.yaml")])
     assert bad.exit_code == 2 and "--measurements" in bad.output
+    bad = _run(["calibrate", "--base", "shipped", "--fit-method", "sim", "--out", str(tmp_path / "x.yaml")])
+    assert bad.exit_code == 2 and "--measurements" in bad.output  # nothing to fit through the engine model
+    bad = _run(["calibrate", "--base", "shipped", "--fit-method", "simulate", "--out", str(tmp_path / "x.yaml")])
+    assert bad.exit_code == 2 and "--fit-method" in bad.output
+    assert not (tmp_path / "x.yaml").exists()
 
 
 # 400 clients of 8,000-token prompts on one H100 cannot each finish a request every 5.3 s (compute floor)

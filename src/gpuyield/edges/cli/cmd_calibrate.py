@@ -135,6 +135,10 @@ def calibrate(
             raise ConfigError("give kernel tables (--from DIR) or a calibration to start from (--base FILE|shipped)")
         if not fit and (measurements is None or not corrections):
             raise ConfigError("--no-fit adds --measurements as measured operating points: give --measurements")
+        if fit_method not in ("analytic", "sim"):
+            raise ConfigError(f"--fit-method: expected 'analytic' or 'sim', got {fit_method!r}")
+        if fit_method != "analytic" and (measurements is None or not fit):
+            raise ConfigError("--fit-method sim chooses how --measurements are fitted: give --measurements (and --fit)")
         settings = start.corrections.settings if start.corrections is not None else CorrectionSettings()
         cal = start
         if from_:
