@@ -11,7 +11,12 @@ points) shows whether the model's decode step (``a``) or its prefill interferenc
 
 Prints one line per such group (engine, model, GPU, layout, ISL, concurrency): the measured and predicted ``a``
 (ms) and ``b`` (ms), their ratio, and a per-engine median of the ``b`` ratio. Groups whose measured ``b`` is not
-positive (noise larger than the interference) are listed but left out of the medians.
+positive (noise larger than the interference) are listed but left out of the medians. A repeated operating
+point counts with its first measurement (the file's repeats of these groups are identical).
+
+Caveat: the form lumps in how the decode step itself grows with the context a longer output brings (the mean
+context is ISL + OSL/2); with three output lengths the fit has one degree of freedom left, so read ``b`` as the
+interference to within that growth, the same on both sides of the ratio.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def main() -> None:
         key = (r["engine"], r["model"], r["gpu"], r["precision"], r["layout"], r["isl"], conc)
         groups[key].setdefault(r["osl"], (meas, pred))  # the first measurement of a repeated operating point
     ratios: dict[str, list[float]] = collections.defaultdict(list)
-    print(f"{'engine':7s} {'model':28s} {'gpu':9s} {'layout':32s} {'isl':>5s} {'C':>4s}  "
+    print(f"{'engine':7s} {'model':28s} {'gpu':9s} {'prec':5s} {'layout':32s} {'isl':>5s} {'C':>4s}  "
           "a meas/pred (ms)   b meas/pred (ms)   b ratio")  # fmt: skip
     for key, by_osl in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         if len(by_osl) < 3:
@@ -61,8 +66,8 @@ def main() -> None:
         ratio = bm / bp if bp > 0 and bm > 0 else float("nan")
         if ratio == ratio:
             ratios[str(key[0])].append(ratio)
-        engine, model, gpu, _, layout, isl, conc = key
-        print(f"{engine:7s} {str(model).split('/')[-1][:28]:28s} {gpu:9s} {layout:32s} {isl:5d} {conc:>4}  "
+        engine, model, gpu, precision, layout, isl, conc = key
+        print(f"{engine:7s} {str(model).split('/')[-1][:28]:28s} {gpu:9s} {precision:5s} {layout:32s} {isl:5d} {conc:>4}  "
               f"{am:6.1f} / {ap_:6.1f}   {bm:7.0f} / {bp:7.0f}   {ratio:5.2f}")  # fmt: skip
     for engine, rs in sorted(ratios.items()):
         print(f"{engine}: {len(rs)} groups, median measured/predicted interference {statistics.median(rs):.2f} "

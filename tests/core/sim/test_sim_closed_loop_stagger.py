@@ -30,6 +30,9 @@ def test_default_is_the_benchmark_protocol() -> None:
     assert steady.ttft_ms.mean < res.ttft_ms.mean < 3 * steady.ttft_ms.mean
     big = run_closed_loop(LinearStepModel(), cfg, isl=100, osl=20, concurrency=2000, num_gpu_blocks=100_000)
     assert big.num_requests == 4096  # bounded run time (3 x 2000 capped)
+    few = run_closed_loop(LinearStepModel(), EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192), isl=10,
+                          osl=2, concurrency=5000, num_gpu_blocks=100_000)  # fmt: skip
+    assert few.num_requests == 5000  # never fewer than the clients: each sends at least one
 
 
 def test_staggered_start_breaks_lock_step_waves() -> None:
@@ -58,5 +61,5 @@ def test_the_protocol_file_is_checked() -> None:
     assert _protocol(ok)["max_requests"] == 4096
     for bad in (ok.replace("3", "0"), ok.replace("3", "2.5"), ok.replace("4096", "true"), "requests_per_client: 3\n",
                 ok.replace("fitted", "''"), "- 1\n"):  # fmt: skip
-        with pytest.raises(ConfigError):
-            _protocol(bad)
+        with pytest.raises(ConfigError, match="test.yaml"):
+            _protocol(bad, where="test.yaml")

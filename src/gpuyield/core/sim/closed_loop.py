@@ -100,19 +100,20 @@ class ClosedLoopResult:
     seed: int
 
 
-def _protocol(text: str | None = None) -> dict[str, Any]:
-    """The closed-loop benchmark protocol (``sim/data/closed_loop.yaml``, or ``text`` in its form), checked."""
+def _protocol(text: str | None = None, where: str = "gpuyield/core/sim/data/closed_loop.yaml") -> dict[str, Any]:
+    """The closed-loop benchmark protocol (``sim/data/closed_loop.yaml``, or ``text`` in its form, named ``where``
+    in errors), checked."""
     if text is None:
         text = resources.files("gpuyield.core.sim").joinpath("data/closed_loop.yaml").read_text()
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
-        raise ConfigError("gpuyield/core/sim/data/closed_loop.yaml: expected a mapping")
+        raise ConfigError(f"{where}: expected a mapping")
     for name in ("requests_per_client", "max_requests"):
         v = data.get(name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"gpuyield/core/sim/data/closed_loop.yaml: {name} must be a positive integer, got {v!r}")
+            raise ConfigError(f"{where}: {name} must be a positive integer, got {v!r}")
     if not str(data.get("source") or "").strip():
-        raise ConfigError("gpuyield/core/sim/data/closed_loop.yaml: source is required (where the protocol comes from)")
+        raise ConfigError(f"{where}: source is required (where the protocol comes from)")
     return data
 
 

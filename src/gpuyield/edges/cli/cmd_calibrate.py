@@ -137,8 +137,10 @@ def calibrate(
             raise ConfigError("--no-fit adds --measurements as measured operating points: give --measurements")
         if fit_method not in ("analytic", "sim"):
             raise ConfigError(f"--fit-method: expected 'analytic' or 'sim', got {fit_method!r}")
-        if fit_method != "analytic" and (measurements is None or not fit):
-            raise ConfigError("--fit-method sim chooses how --measurements are fitted: give --measurements (and --fit)")
+        if fit_method != "analytic" and measurements is None:
+            raise ConfigError("--fit-method sim chooses how --measurements are fitted: give --measurements")
+        if fit_method != "analytic" and not fit:
+            raise ConfigError("--fit-method sim fits the engine constants, which --no-fit keeps: drop one of them")
         settings = start.corrections.settings if start.corrections is not None else CorrectionSettings()
         cal = start
         if from_:

@@ -428,7 +428,10 @@ def estimate(
     osl: int = typer.Option(..., "--osl", help="Output tokens per request."),
     concurrency: str = typer.Option(..., "--concurrency", help="Clients in the closed loop, or 'offline'."),
     num_requests: int | None = typer.Option(
-        None, "--num-requests", help="Requests to run (required with offline; closed loop: default 10 per client, at most 4096)."
+        None,
+        "--num-requests",
+        help="Requests to run (required with offline; closed loop: default 3 per client, at most 4096, "
+        "src/gpuyield/core/sim/data/closed_loop.yaml).",
     ),
     tp: int = typer.Option(1, "--tp", help="Tensor parallelism of attention (and dense MLP)."),
     pp: int = typer.Option(1, "--pp", help="Pipeline stages."),
