@@ -510,6 +510,12 @@ def test_estimate_layout_agg_matches_the_parallelism_options_and_disagg_is_analy
     rec = json.loads(pd.stdout)
     assert rec["num_gpus"] == 8 and "disaggregated" in rec["method"]
     assert any("analytic" in n for n in rec["notes"])
+    assert not any("P/D pools use" in n for n in rec["notes"])  # vLLM's P/D pools run the aggregated constants
+    # the shipped TensorRT-LLM P/D constants decode at half the aggregated family's: the answer says so
+    trt = json.loads(_run([*common, "--engine", "trtllm", "--layout",
+                           "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"]).stdout)  # fmt: skip
+    note = next(n for n in trt["notes"] if "P/D pools use the 'trtllm:disagg' constants" in n)
+    assert "x0.5 of the aggregated family's (x1)" in note and "up to 2x this" in note
     # validate reads the same deployment from a CSV row and predicts the same numbers
     row = {**FIXTURE[0], "num_gpus": "8", "layout": "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)",
            "tp": "", "isl": "1024", "osl": "256", "concurrency": "16"}  # fmt: skip

@@ -347,7 +347,35 @@ def layout_record(
     )
     if lay.kind == "disagg" and method == "sim":
         out["notes"].append("the engine model has no closed-loop P/D driver: disaggregated layouts use the analytic solver")
+    if lay.kind == "disagg":
+        note = _pd_decode_note(calibration, engine, out["gpu"], precision)
+        if note:
+            out["notes"].append(note)
     return out
+
+
+# A P/D family whose decode constant is this far below its aggregated family's gets a note (see _pd_decode_note).
+_PD_DECODE_NOTE_RATIO = 0.8
+
+
+def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str) -> str | None:
+    """A note when the calibration's P/D constants (``<engine>:disagg``) time decode steps well below its aggregated
+    ones: the shipped ones are fitted on P/D rows most of which decode about twice as fast as the kernel tables."""
+    from gpuyield.core.perf.model import normalise_engine
+
+    fam = normalise_engine(engine).partition(":")[0]
+    pd = calibration.engine_for(f"{fam}:disagg", gpu, precision)
+    agg = calibration.engine_for(fam, gpu, precision)
+    if pd is agg or agg.decode_scale <= 0 or pd.decode_scale >= _PD_DECODE_NOTE_RATIO * agg.decode_scale:
+        return None
+    return (
+        f"P/D pools use the '{fam}:disagg' constants, whose decode steps run at x{pd.decode_scale:.2g} of the aggregated "
+        f"family's (x{agg.decode_scale:.2g}): in the shipped calibration most of the P/D rows they were fitted on "
+        "(AIConfigurator's, worker counts unrecorded) decode about twice as fast as the kernel tables, probably with "
+        "speculative decoding the rows do not record, while P/D rows with recorded worker counts fit x1.0 "
+        "(docs/benchmarks.md, eighteenth pass); without speculative decoding TPOT may be up to "
+        f"{agg.decode_scale / pd.decode_scale:.2g}x this"
+    )
 
 
 def _print_results(rec: dict[str, Any]) -> bool:
