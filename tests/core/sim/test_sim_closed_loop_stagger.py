@@ -30,8 +30,7 @@ def test_default_is_the_benchmark_protocol() -> None:
     assert steady.ttft_ms.mean < res.ttft_ms.mean < 3 * steady.ttft_ms.mean
     big = run_closed_loop(LinearStepModel(), cfg, isl=100, osl=20, concurrency=2000, num_gpu_blocks=100_000)
     assert big.num_requests == 4096  # bounded run time (3 x 2000 capped)
-    few = run_closed_loop(LinearStepModel(), EngineConfig(max_num_seqs=256, max_num_batched_tokens=8192), isl=10,
-                          osl=2, concurrency=5000, num_gpu_blocks=100_000)  # fmt: skip
+    few = run_closed_loop(LinearStepModel(), cfg, isl=10, osl=2, concurrency=5000, num_gpu_blocks=100_000)
     assert few.num_requests == 5000  # never fewer than the clients: each sends at least one
 
 

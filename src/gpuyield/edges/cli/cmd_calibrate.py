@@ -102,7 +102,7 @@ def calibrate(
 
         from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, calibration_to_dict
         from gpuyield.core.perf.corrections import CorrectionSettings
-        from gpuyield.core.perf.validation import build_corrections, implausible_reason
+        from gpuyield.core.perf.validation import VALIDATION_METHODS, build_corrections, implausible_reason
         from gpuyield.edges.perf.calibrate import (
             ENGINE_DEFAULTS,
             fit_engines,
@@ -135,8 +135,8 @@ def calibrate(
             raise ConfigError("give kernel tables (--from DIR) or a calibration to start from (--base FILE|shipped)")
         if not fit and (measurements is None or not corrections):
             raise ConfigError("--no-fit adds --measurements as measured operating points: give --measurements")
-        if fit_method not in ("analytic", "sim"):
-            raise ConfigError(f"--fit-method: expected 'analytic' or 'sim', got {fit_method!r}")
+        if fit_method not in VALIDATION_METHODS:
+            raise ConfigError(f"--fit-method: expected one of {', '.join(VALIDATION_METHODS)}, got {fit_method!r}")
         if fit_method != "analytic" and measurements is None:
             raise ConfigError("--fit-method sim chooses how --measurements are fitted: give --measurements")
         if fit_method != "analytic" and not fit:

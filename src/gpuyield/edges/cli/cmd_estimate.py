@@ -366,7 +366,7 @@ def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str) -> 
     fam = normalise_engine(engine).partition(":")[0]
     pd = calibration.engine_for(f"{fam}:disagg", gpu, precision)
     agg = calibration.engine_for(fam, gpu, precision)
-    if pd is agg or agg.decode_scale <= 0 or pd.decode_scale >= _PD_DECODE_NOTE_RATIO * agg.decode_scale:
+    if pd is agg or pd.decode_scale >= _PD_DECODE_NOTE_RATIO * agg.decode_scale:  # scales are checked > 0
         return None
     return (
         f"P/D pools use the '{fam}:disagg' constants, whose decode steps run at x{pd.decode_scale:.2g} of the aggregated "

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients
-from gpuyield.core.perf.validation import MeasurementRow, predict_row, row_from_mapping
+from gpuyield.core.perf.validation import VALIDATION_METHODS, MeasurementRow, predict_row, row_from_mapping
 from gpuyield.edges.perf.kernel_tables import discover_devices, gpu_coefficients_from_tables, read_system_yaml
 from gpuyield.errors import CatalogError, ConfigError, GpuyieldError
 
@@ -327,8 +327,8 @@ def fit_engines(
     synchronised burst its mean TTFT sees (``ttft_sync_weight``, which the engine model simulates instead), through
     the analytic solver; disaggregated pools, which both paths solve analytically, and the ``refine`` groups are
     fitted through the analytic solver as before."""
-    if method not in ("analytic", "sim"):
-        raise ConfigError(f"fit method: expected analytic or sim, got {method!r}")
+    if method not in VALIDATION_METHODS:
+        raise ConfigError(f"fit method: expected one of {', '.join(VALIDATION_METHODS)}, got {method!r}")
     engines = dict(cal.engines)
     names = list(params or FIT_PARAMETERS)
     lk = lookups(catalog, cal)
