@@ -158,11 +158,6 @@ def _row(i: int, **kw: str):  # type: ignore[no-untyped-def]
     return row_from_mapping(base, i)
 
 
-def _in_sweep(factors: tuple[float, float]) -> tuple[float, float]:
-    """The learned factors a query gets when its own sweep has another measured point: TPOT's only."""
-    return 1.0, factors[1]
-
-
 def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data() -> None:
     rows = [_row(i, concurrency=str(c), isl=str(isl)) for i, (c, isl) in enumerate([(8, 1024), (16, 1024), (16, 8192), (32, 8192)])]
     table = dataclasses.replace(build_corrections(rows, CAT.model, CAT.gpu, BASE), learned=_stumps())
@@ -176,9 +171,10 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
         if "correction" not in rec:
             continue
         fold = sweep_fold(sweep_key(row, CAT.model, CAT.gpu), 2)
-        want = _in_sweep(_stumps().factors(_x(row.isl), fold))
+        want = _stumps().factors(_x(row.isl), fold)
         assert rec["correction"]["learned_factors"] == pytest.approx(list(want))
         assert rec["predicted_tpot_ms"] == pytest.approx(rec0["predicted_tpot_ms"] * want[1])
+        assert rec["predicted_ttft_ms"] == pytest.approx(rec0["predicted_ttft_ms"] * want[0])
         # kept, the row's own measurement is a measurement of the query itself: the learned model leaves it alone
         assert "learned_factors" not in rec_new["correction"]
     # a new query between measured ones gets the mean of the folds' ensembles
@@ -186,18 +182,18 @@ def test_validate_applies_the_ensemble_that_never_saw_the_rows_sweep_on_own_data
     res = predict_row(q, CAT.model, CAT.gpu, cal, "analytic")
     _, corr = correct_row(res, q, CAT.model, CAT.gpu, cal)
     assert corr is not None and not corr.at_query
-    assert corr.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024))))
+    assert corr.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
     # the fold's ensemble only when the caller says the row is the calibration's own (leaving points out alone
     # does not make it so)
     fold = sweep_fold(sweep_key(q, CAT.model, CAT.gpu), 2)
     _, corr_out = correct_row(res, q, CAT.model, CAT.gpu, cal, exclude=("nothing",))
     _, corr_own = correct_row(res, q, CAT.model, CAT.gpu, cal, own_data=True)
-    assert corr_out is not None and corr_out.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024))))
-    assert corr_own is not None and corr_own.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024), fold)))
+    assert corr_out is not None and corr_out.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
+    assert corr_own is not None and corr_own.learned_factors == pytest.approx(_stumps().factors(_x(1024), fold))
     # left out as own data, a row the table does not hold still gets the mean: no ensemble ever saw it
     mixed = validate_rows([*rows, q], CAT.model, CAT.gpu, cal, leave_own_out=True)
     assert mixed["own_rows"]["left_out"]
-    assert mixed["rows"][-1]["correction"]["learned_factors"] == pytest.approx(list(_in_sweep(_stumps().factors(_x(1024)))))
+    assert mixed["rows"][-1]["correction"]["learned_factors"] == pytest.approx(list(_stumps().factors(_x(1024))))
 
 
 def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_alone() -> None:
@@ -207,9 +203,10 @@ def test_estimate_path_notes_the_learned_share_and_unmeasured_models_are_left_al
     q = _row(2, concurrency="24", ttft_ms="", tpot_ms="")
     res = predict_row(q, CAT.model, CAT.gpu, cal, "analytic")
     out, corr = correct_row(res, q, CAT.model, CAT.gpu, cal)
-    assert corr is not None and corr.learned_factors == pytest.approx(_in_sweep(_stumps().factors(_x(1024))))
+    assert corr is not None and corr.learned_factors == pytest.approx(_stumps().factors(_x(1024)))
     assert "learned residual model" in out.notes[-1]
-    # a query whose own sweep (ISL, OSL) has no measured point gets the TTFT factor too
+    assert corr.learned_factors[0] != 1.0  # in its measured sweep too: both factors
+    # a query whose own sweep (ISL, OSL) has no measured point gets both as well
     far = _row(4, isl="2048", concurrency="24", ttft_ms="", tpot_ms="")
     _, corr_far = correct_row(predict_row(far, CAT.model, CAT.gpu, cal, "analytic"), far, CAT.model, CAT.gpu, cal)
     assert corr_far is not None and corr_far.learned_factors == pytest.approx(_stumps().factors(_x(2048)))

@@ -585,27 +585,14 @@ def correct_row(
     # the learned second stage: on a row whose own measurement is left out (the calibration's own data), the
     # ensemble that never saw its sweep; otherwise the mean of the folds' ensembles
     fold = learned.fold_of(sweep_key(row, model_of, gpu_of, key)) if own_data else None
+    # both factors wherever the trees run, the query's own sweep measured or not (leaving TTFT's out where the sweep
+    # had another measured point cost, on e2e_train.csv in 2026-12, 0.5 point of leave-one-out TTFT and 2 points with
+    # operating points held out: docs/benchmarks.md, eighteenth pass)
     ft, fd = learned.factors(residual_features(row, model_of, gpu_of, corrected, corr, key), fold)
-    if ft != 1.0 and _sweep_measured(cal.corrections, key, row, exclude):
-        # the query's own concurrency sweep is measured: its TTFT (much of it the benchmark's own queueing at
-        # these lengths) is interpolated within the sweep, which the trees, fitted to carry residuals across
-        # sweeps, only blur (leave-one-out on e2e_train.csv when this was chosen: TTFT 23.1 % without them there,
-        # 24.7 % with; TPOT gains from them either way, and whole sweeps held out keep both)
-        ft = 1.0
     both = dataclasses.replace(
         corr, ttft_factor=corr.ttft_factor * ft, tpot_factor=corr.tpot_factor * fd, learned_factors=(ft, fd)
     )
     return apply_correction(result, both), both
-
-
-def _sweep_measured(table: MeasuredCorrections, key: DeploymentKey, row: MeasurementRow, exclude: Sequence[str]) -> bool:
-    """Whether ``table`` holds a point with a measured TTFT of ``row``'s deployment at its ISL and OSL (another
-    concurrency of its sweep), measurements in ``exclude`` aside."""
-    left_out = set(exclude)
-    return any(
-        p.isl == row.isl and p.osl == row.osl and p.log_ttft is not None and p.measurement_id not in left_out
-        for p in table.deployments.get(key.text(), ())
-    )
 
 
 def sweep_key(row: MeasurementRow, model_of: ModelLookup, gpu_of: GpuLookup, key: DeploymentKey | None = None) -> str:
