@@ -613,6 +613,12 @@ class PerfModel:
         overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * _layer_equivalents(m)
         if E:
             overhead_fixed += ec.moe_layer_overhead_s * int(getattr(m, "num_moe_layers", 0) or 0)
+
+        def gemm_rate(dtype: str) -> tuple[float, LogCurve]:
+            # (peak FLOP/s, efficiency curve) of GEMMs in ``dtype``; bf16's peak where the accelerator lacks it
+            return _peak(g, dtype) or peak_attn, _sanitise(gc.gemm_curve(dtype))
+
+        expert_rate, lm_rate = gemm_rate(expert_dtype), gemm_rate(lm_dtype)
         return _Coeffs(
             tp=tp,
             pp=pp,
@@ -623,13 +629,13 @@ class PerfModel:
             bw=bw,
             mem_eff=gc.mem_bw_eff,
             dense_groups=tuple(
-                (f / pp, _peak(g, dt) or peak_attn, _sanitise(gc.gemm_curve(dt))) for dt, f in sorted(dense_flops.items())
+                (f / pp, *gemm_rate(dt)) for dt, f in sorted(dense_flops.items())
             ),
             dense_bytes=dense_bytes / pp,
             num_experts=E,
             experts_per_tok=k,
-            peak_e=_peak(g, expert_dtype) or peak_attn,
-            expert_curve=_sanitise(gc.gemm_curve(expert_dtype)),
+            peak_e=expert_rate[0],
+            expert_curve=expert_rate[1],
             expert_flops_per_assign=expert_flops_per_assign / pp,
             expert_bytes_per_expert=expert_bytes_per_expert / pp,
             experts_local=experts_local,
@@ -643,8 +649,8 @@ class PerfModel:
             attn_decode_flops_s_per_ctx=s_flops_per_ctx / pp,
             lm_flops_per_tok=lm_flops_per_tok,
             lm_bytes=lm_bytes,
-            peak_lm=_peak(g, lm_dtype) or peak_attn,
-            lm_curve=_sanitise(gc.gemm_curve(lm_dtype)),
+            peak_lm=lm_rate[0],
+            lm_curve=lm_rate[1],
             n_allreduce=n_ar,
             ar_lat=gc.allreduce_latency_s,
             ar_s_per_byte=ar_s_per_byte,
