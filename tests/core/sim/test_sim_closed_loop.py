@@ -102,3 +102,20 @@ def test_short_requests_fill_only_part_of_their_windows() -> None:
     long_out = estimate_closed_loop(pm, 256, 1024, 1000, max_num_seqs=1000)
     assert long_out.running_seqs == mem.max_concurrent_seqs(256 + 512, bounded_tokens=256 + 1024)
     assert long_out.running_seqs < mem.max_concurrent_seqs(256 + 512)
+
+
+def test_the_benchmark_engine_holds_its_requests_not_the_models_whole_context() -> None:
+    # Qwen3-32B at bf16 on one H100 leaves ~7.8 GB of KV: a 2 k-token benchmark fits, the model's 40,960-token
+    # context does not. The closed loop runs with max_model_len = isl + osl, as `estimate`'s memory report and
+    # the analytic solver do (it refused before, naming a max_model_len no `estimate` option sets); a config
+    # that sets its own max_model_len keeps vLLM's refusal.
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+
+    cat = default_catalog()
+    perf = PerfModel.build(cat.model("Qwen/Qwen3-32B"), cat.gpu("h100_sxm"), tp=1)
+    assert not perf.memory(0.9).fits and perf.memory(0.9, max_model_len=1024 + 128).fits
+    res = run_closed_loop(perf, EngineConfig.for_family("vllm"), isl=1024, osl=128, concurrency=4)
+    assert res.num_requests == 12 and res.tpot_ms.mean > 0
+    with pytest.raises(DoesNotFitError, match="max_model_len=40960"):
+        run_closed_loop(perf, EngineConfig.for_family("vllm", max_model_len=40960), isl=1024, osl=128, concurrency=4)

@@ -9,8 +9,9 @@ How to call it (performance engineer)::
     res = run_closed_loop(perf, cfg, isl=2000, osl=500, concurrency=64, offline=True)  # N requests at t=0
     res.ttft_ms.p50, res.tpot_ms.mean, res.output_tok_s
 
-KV capacity comes from ``perf.memory(cfg.gpu_memory_utilization)`` (``kv_capacity_tokens`` and ``fits``)
-unless ``num_gpu_blocks`` is given. Prefix caching is irrelevant here (prompts share nothing).
+KV capacity comes from ``perf.memory(cfg.gpu_memory_utilization, max_model_len)`` (``kv_capacity_tokens`` and
+``fits``; ``max_model_len`` is ``cfg.max_model_len``, else ``isl + osl``, as a benchmark sets it) unless
+``num_gpu_blocks`` is given. Prefix caching is irrelevant here (prompts share nothing).
 
 Closed loop: ``concurrency`` clients each send a request, and the next one the moment the previous finishes,
 until ``num_requests`` have been sent. This follows the protocol of the benchmark clients that produce
@@ -203,7 +204,13 @@ def run_closed_loop(
         memory = getattr(perf_model, "memory", None)
         if memory is None:
             raise ConfigError("num_gpu_blocks not given and the perf model has no memory(...)")
-        plan = memory(engine_config.gpu_memory_utilization, prefix_caching=engine_config.enable_prefix_caching)
+        # a benchmark of fixed lengths runs its engine with a context that holds them (--max-model-len), as
+        # estimate's memory report and the analytic solver assume, unless the config sets its own
+        plan = memory(
+            engine_config.gpu_memory_utilization,
+            engine_config.max_model_len or isl + osl,
+            prefix_caching=engine_config.enable_prefix_caching,
+        )
         num_gpu_blocks = kv_blocks_from_memory_plan(plan, engine_config.block_size)
         engine_config = engine_config_for_memory_plan(engine_config, plan)
         if fixed_blocks_per_seq is None:
