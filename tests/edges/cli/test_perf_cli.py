@@ -533,6 +533,42 @@ def test_estimate_layout_agg_matches_the_parallelism_options_and_disagg_is_analy
     assert too_big.exit_code == 2 and json.loads(too_big.stdout)["fits"] is False
 
 
+def test_estimate_layout_takes_the_engine_settings_the_parallelism_options_take():
+    # --kv-dtype, --gpu-memory-utilization, --max-num-seqs and --max-num-batched-tokens reached only the --tp path;
+    # with --layout they were dropped without a word. Now an aggregated layout answers exactly as --tp does ...
+    common = ["estimate", "--model", "Qwen/Qwen3-32B", "--gpu", "h100_sxm", "--isl", "2048", "--osl", "256",
+              "--concurrency", "64", "--precision", "bf16", "--json", "--no-corrections"]  # fmt: skip
+    settings = [["--max-num-seqs", "16"], ["--max-num-batched-tokens", "1024"], ["--kv-dtype", "fp8"],
+                ["--gpu-memory-utilization", "0.6"]]  # fmt: skip
+    plain = json.loads(_run([*common, "--layout", "agg tp2 pp1 adp1 moe_tp1 ep1"]).stdout)
+    for extra in settings:
+        for method in ("sim", "analytic"):
+            by_tp = _run([*common, "--method", method, "--tp", "2", *extra])
+            by_layout = _run([*common, "--method", method, "--layout", "agg tp2 pp1 adp1 moe_tp1 ep1", *extra])
+            assert by_tp.exit_code == 0 and by_layout.exit_code == 0, by_layout.output
+            a, b = json.loads(by_tp.stdout), json.loads(by_layout.stdout)
+            for k in ("ttft_ms", "tpot_ms", "throughput_tok_s"):
+                assert b[k] == pytest.approx(a[k], rel=1e-9), (extra, method, k)
+            assert b["memory"]["kv_capacity_tokens"] == a["memory"]["kv_capacity_tokens"]
+        assert (b["ttft_ms"], b["memory"]["kv_capacity_tokens"]) != (plain["ttft_ms"], plain["memory"]["kv_capacity_tokens"])
+    # ... and every pool of a disaggregated layout runs with them
+    pd = [*common, "--layout", "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"]
+    base = json.loads(_run(pd).stdout)
+    seqs = json.loads(_run([*pd, "--max-num-seqs", "16"]).stdout)
+    assert seqs["limited_by"] == "max_num_seqs" and seqs["running_seqs_per_replica"] == 16
+    assert base["limited_by"] == "concurrency" and seqs["ttft_ms"] > base["ttft_ms"]
+    kv = json.loads(_run([*pd, "--kv-dtype", "fp8"]).stdout)
+    assert kv["memory"]["kv_capacity_tokens"] == pytest.approx(2 * base["memory"]["kv_capacity_tokens"], rel=0.01)
+    mem = json.loads(_run([*pd, "--gpu-memory-utilization", "0.6"]).stdout)
+    assert mem["memory"]["kv_capacity_tokens"] < base["memory"]["kv_capacity_tokens"]
+    budget = json.loads(_run([*pd, "--max-num-batched-tokens", "512"]).stdout)
+    assert budget["ttft_ms"] > base["ttft_ms"] and budget["tpot_ms"] == pytest.approx(base["tpot_ms"])
+    # a value no engine takes is refused, not read as "the default" (0 and negatives were ignored)
+    for bad in (["--num-requests", "0"], ["--max-num-seqs", "0"], ["--max-num-batched-tokens", "-5"]):
+        r = _run([*common, "--tp", "2", *bad])
+        assert r.exit_code == 2 and bad[0] in r.output, (bad, r.output)
+
+
 def test_calibrate_with_measurements_stores_measured_operating_points(tmp_path):
     # refit from the shipped coefficients (no kernel tables needed): the shipped points are dropped as stale
     csv_path = tmp_path / "m.csv"
@@ -776,3 +812,4 @@ def test_baseline_capacity_is_the_analytic_estimate_at_its_concurrency() -> None
         )  # fmt: skip
         assert rec["measured_correction"] is not None
         assert got.output_tokens_per_gpu_hour == pytest.approx(rec["throughput_tok_s"] * 3600.0 / gpus, rel=1e-9)
+

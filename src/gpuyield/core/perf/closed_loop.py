@@ -223,8 +223,13 @@ def estimate_disaggregated(
     num_decode: int | None,
     kv_transfer_gb_s: float | None = None,
     gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
 ) -> ClosedLoopResult:
     """P/D-disaggregated deployment: ``num_prefill`` prefill replicas feed ``num_decode`` decode replicas.
+
+    ``max_num_seqs`` limits each decode replica's running sequences and ``max_num_batched_tokens`` each prefill
+    replica's tokens a step (None: the engine family's own, as in :func:`estimate_closed_loop`).
 
     Worker counts of ``None`` (unknown, e.g. AIConfigurator's ``0x``) mean: as many prefill replicas as
     keep the prefill pool's utilisation at the decode pool's request rate below one (the balanced
@@ -236,19 +241,21 @@ def estimate_disaggregated(
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     dmem = decode.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if num_decode is None:
-        cap, _ = _admission(decode, concurrency, isl, osl, dmem, None)
+        cap, _ = _admission(decode, concurrency, isl, osl, dmem, max_num_seqs)
         nd = max(1, math.ceil(concurrency / cap))
     else:
         nd = num_decode
     c = max(1, math.ceil(concurrency / nd))
-    n, limited = _admission(decode, c, isl, osl, dmem, None)
+    n, limited = _admission(decode, c, isl, osl, dmem, max_num_seqs)
     pmem = prefill.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if not pmem.fits:
         raise DoesNotFitError("prefill pool: " + pmem.reason)
     ctx_avg = isl + osl / 2.0
     t_dec = decode.step_time_s(0, 0.0, n, int(round(n * ctx_avg)))
     tpot = t_dec
-    wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0)
+    pe = prefill.engine_coeffs
+    batch_tok = max(1, max_num_batched_tokens or pe.max_num_batched_tokens)
+    wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok)
     # KV transfer of one prompt's cache from the prefill to the decode pool
     kv_bytes = float(decode.model.kv_bytes_for_context(isl, decode.kv_dtype))  # all layer kinds
     link = (kv_transfer_gb_s or float(getattr(decode.gpu, "inter_node_gb_s", 0) or 0) or 25.0) * 1e9
@@ -256,8 +263,6 @@ def estimate_disaggregated(
     transfer = kv_bytes / (link * min(prefill.num_gpus, decode.num_gpus))
     lifetime = wall + transfer + (osl - 1) * tpot
     rate = n * nd / lifetime  # requests/s across the decode pool
-    pe = prefill.engine_coeffs
-    batch_tok = max(1, pe.max_num_batched_tokens)
     # batched prefill on the prefill pool: tokens/s capacity of one prefill replica
     bw_wall, _ = prefill_time_s(prefill, min(batch_tok, max(isl, batch_tok)), 0.0, 0.0, batch_tok)
     tok_per_s = min(batch_tok, max(isl, batch_tok)) / bw_wall

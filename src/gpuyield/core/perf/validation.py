@@ -41,6 +41,7 @@ __all__ = [
     "Layout",
     "MeasurementRow",
     "PoolLayout",
+    "ServingSettings",
     "VALIDATION_METHODS",
     "build_corrections",
     "correct_row",
@@ -233,8 +234,27 @@ ModelLookup = Callable[[str], Any]
 GpuLookup = Callable[[str], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class ServingSettings:
+    """Engine settings a measurement row does not record but ``estimate --layout`` takes: the KV-cache dtype
+    (None: :func:`kv_dtype_for` the weight precision), the memory fraction the engine sizes its KV cache from,
+    and the scheduler's sequence and per-step token limits (None: the engine family's calibrated ones). They
+    reach every pool of the layout, aggregated or disaggregated, as ``estimate``'s own options reach its replica."""
+
+    kv_dtype: str | None = None
+    gpu_memory_utilization: float = 0.9
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+
+
 def _pool_model(
-    model: Any, gpu: Any, pool: PoolLayout, row: MeasurementRow, cal: Calibration, mode: str = "agg"
+    model: Any,
+    gpu: Any,
+    pool: PoolLayout,
+    row: MeasurementRow,
+    cal: Calibration,
+    mode: str = "agg",
+    kv_dtype: str | None = None,
 ) -> PerfModel:
     moe = bool(getattr(model, "num_experts", 0))
     ep = pool.ep if moe else 1
@@ -258,7 +278,7 @@ def _pool_model(
         ep=ep,
         attention_dp=adp,
         weight_precision=row.precision,
-        kv_dtype=kv_dtype_for(row.precision),
+        kv_dtype=kv_dtype or kv_dtype_for(row.precision),
         engine=row.engine if mode == "agg" else f"{row.engine}:{mode}",
         calibration=cal,
         moe_tp=moe_tp,
@@ -281,7 +301,7 @@ LEAVE_OWN_OUT_MODES: dict[str, bool | None] = {"auto": None, "yes": True, "no": 
 
 
 def _smallest_fitting_replica(
-    model: Any, gpu: Any, row: MeasurementRow, cal: Calibration
+    model: Any, gpu: Any, row: MeasurementRow, cal: Calibration, settings: ServingSettings
 ) -> tuple[PoolLayout, PerfModel]:
     """A bare ``agg`` row with no ``tp``: the smallest power-of-two TP (up to ``num_gpus``, or a node) whose
     replica holds the model, as a deployment would be sized; the row's GPUs are then that many replicas."""
@@ -289,8 +309,8 @@ def _smallest_fitting_replica(
     tp = 1
     while True:
         pool = PoolLayout(1, tp, ep=tp if getattr(model, "num_experts", 0) else 1)
-        perf = _pool_model(model, gpu, pool, row, cal)
-        if perf.memory().fits or tp * 2 > limit:
+        perf = _pool_model(model, gpu, pool, row, cal, kv_dtype=settings.kv_dtype)
+        if perf.memory(settings.gpu_memory_utilization).fits or tp * 2 > limit:
             return pool, perf
         tp *= 2
 
@@ -302,13 +322,15 @@ def predict_row(
     cal: Calibration,
     method: str = "analytic",
     speculative: Any = None,
+    settings: ServingSettings | None = None,
 ) -> ClosedLoopResult:
     """Predict one row; raises a :class:`GpuyieldError` whose message is the 'unsupported' reason.
 
     ``method="sim"`` predicts aggregated rows with the engine model, exactly as ``gpuyield estimate`` does
     (:func:`gpuyield.core.sim.estimate_with_engine_model`); disaggregated rows always use the analytic solver.
     ``speculative`` (a :class:`~gpuyield.core.perf.speculative.SpeculativeDecoding`, for ``estimate --layout``;
-    measurement rows record none) times the decoding pools' steps with it.
+    measurement rows record none) times the decoding pools' steps with it; ``settings`` (:class:`ServingSettings`,
+    also for ``estimate --layout``) the engine settings every pool runs with, where not the defaults.
     """
     if method not in VALIDATION_METHODS:
         raise ConfigError(f"validation method must be one of {', '.join(VALIDATION_METHODS)}, got '{method}'")
@@ -317,27 +339,33 @@ def predict_row(
     layout = parse_layout(row.layout, row.tp)
     if row.concurrency is None and not row.num_requests:
         raise ConfigError("offline row without num_requests")
+    st = settings or ServingSettings()
+    mem_f, seqs, budget = st.gpu_memory_utilization, st.max_num_seqs, st.max_num_batched_tokens
     if layout.kind == "agg":
         replica = layout.replica
         assert replica is not None
         if row.layout.strip().lower() == "agg" and row.tp is None:
-            replica, perf = _smallest_fitting_replica(model, gpu, row, cal)
+            replica, perf = _smallest_fitting_replica(model, gpu, row, cal, st)
         else:
-            perf = _pool_model(model, gpu, replica, row, cal)
+            perf = _pool_model(model, gpu, replica, row, cal, kv_dtype=st.kv_dtype)
         if speculative is not None:
             perf = perf.with_speculative(speculative)
         replicas = 1
         if row.num_gpus and row.num_gpus > replica.gpus and row.num_gpus % replica.gpus == 0:
             replicas = row.num_gpus // replica.gpus
         n_req = row.num_requests
-        analytic = estimate_closed_loop(perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas)
+        analytic = estimate_closed_loop(
+            perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas,
+            gpu_memory_utilization=mem_f, max_num_seqs=seqs, max_num_batched_tokens=budget,
+        )  # fmt: skip
         if method == "analytic":
             return analytic
         from gpuyield.core.sim.closed_loop import estimate_with_engine_model  # the simulator imports perf
 
         eng = estimate_with_engine_model(
-            perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas
-        )
+            perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas,
+            gpu_memory_utilization=mem_f, max_num_seqs=seqs, max_num_batched_tokens=budget,
+        )  # fmt: skip
         return dataclasses.replace(
             analytic,
             ttft_ms=eng.ttft_ms,
@@ -347,8 +375,8 @@ def predict_row(
             method=eng.method,
         )
     assert layout.prefill is not None and layout.decode is not None
-    pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg")
-    dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg")
+    pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg", kv_dtype=st.kv_dtype)
+    dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg", kv_dtype=st.kv_dtype)
     if speculative is not None:  # the decode pool's steps; the prefill pool never decodes
         dec = dec.with_speculative(speculative)
     conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)
@@ -360,6 +388,9 @@ def predict_row(
         conc,
         num_prefill=layout.prefill.count,
         num_decode=layout.decode.count,
+        gpu_memory_utilization=mem_f,
+        max_num_seqs=seqs,
+        max_num_batched_tokens=budget,
     )
 
 

@@ -281,10 +281,22 @@ def layout_record(
     method: str,
     corrections: bool = True,
     speculative: Any = None,
+    kv_dtype: str | None = None,
+    gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
 ) -> dict[str, Any]:
     """`estimate --layout`: one deployment in validate's layout syntax, predicted exactly as validate predicts a row
-    (``speculative``: the decoding pools' speculative decoding, which measurement rows never record)."""
-    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, parse_layout, predict_row
+    (``speculative``: the decoding pools' speculative decoding, which measurement rows never record; the KV dtype,
+    memory fraction and scheduler limits reach every pool, as ``estimate``'s options reach its replica)."""
+    from gpuyield.core.perf.validation import (
+        METRICS,
+        MeasurementRow,
+        ServingSettings,
+        correct_row,
+        parse_layout,
+        predict_row,
+    )
     from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.errors import ConfigError, DoesNotFitError
 
@@ -323,11 +335,12 @@ def layout_record(
         assert lay.replica is not None
         out["num_gpus"] = lay.replica.gpus
     try:
-        res = predict_row(row, model_of, gpu_of, calibration, method if lay.kind == "agg" else "analytic", speculative)
+        settings = ServingSettings(kv_dtype, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
+        res_method = method if lay.kind == "agg" else "analytic"
+        res = predict_row(row, model_of, gpu_of, calibration, res_method, speculative, settings)
     except DoesNotFitError as exc:
         out.update({"fits": False, "reason": str(exc), "notes": []})
         return out
-    res_method = method if lay.kind == "agg" else "analytic"
     apply = corrections and speculative is None  # the measured points record no speculative setting
     res, corr = correct_row(res, row, model_of, gpu_of, calibration, method=res_method) if apply else (res, None)
     out.update(
@@ -458,6 +471,7 @@ def estimate(
     num_requests: int | None = typer.Option(
         None,
         "--num-requests",
+        min=1,
         help="Requests to run (required with offline; closed loop: default 3 per client, at most 4096, "
         "src/gpuyield/core/sim/data/closed_loop.yaml).",
     ),
@@ -482,10 +496,10 @@ def estimate(
         0.9, "--gpu-memory-utilization", help="Fraction of GPU memory the engine uses."
     ),
     max_num_seqs: int | None = typer.Option(
-        None, "--max-num-seqs", help="Engine limit on running sequences."
+        None, "--max-num-seqs", min=1, help="Engine limit on running sequences."
     ),
     max_num_batched_tokens: int | None = typer.Option(
-        None, "--max-num-batched-tokens", help="Token budget per step."
+        None, "--max-num-batched-tokens", min=1, help="Token budget per step."
     ),
     method: str = typer.Option(
         "sim", "--method", help="sim (engine model) or analytic (validate's fast solver)."
@@ -538,7 +552,15 @@ def estimate(
         if layout is not None:
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
-            rec = layout_record(layout=layout, speculative=speculative, **common)
+            rec = layout_record(
+                layout=layout,
+                speculative=speculative,
+                kv_dtype=kv_dtype,
+                gpu_memory_utilization=gpu_memory_utilization,
+                max_num_seqs=max_num_seqs,
+                max_num_batched_tokens=max_num_batched_tokens,
+                **common,
+            )
         else:
             rec = estimate_record(
                 tp=tp,
