@@ -214,6 +214,19 @@ def test_bad_rows_name_the_field():
     assert row_from_mapping(_row(0, concurrency="offline"), 1).concurrency is None
 
 
+def test_a_measured_value_is_positive_or_blank():
+    # a negative, zero or infinite measurement is refused with its field (it was read as "not measured")
+    for bad in ("-5", "0", "inf"):
+        with pytest.raises(ConfigError, match=f"row 7: ttft_ms='{bad}' is not a positive measurement"):
+            row_from_mapping(_row(0, ttft_ms=bad), 7)
+    # blank, and NaN as exporters write a missing value, are "not measured"; so is the TPOT 0 of one output token
+    assert row_from_mapping(_row(0, ttft_ms="NaN"), 7).measured["ttft_ms"] is None
+    assert row_from_mapping(_row(0, tpot_ms=""), 7).measured["tpot_ms"] is None
+    assert row_from_mapping(_row(0, osl="1", tpot_ms="0"), 7).measured["tpot_ms"] is None
+    with pytest.raises(ConfigError, match="tpot_ms='0'"):
+        row_from_mapping(_row(0, osl="2", tpot_ms="0"), 7)
+
+
 def test_max_num_seqs_is_per_attention_dp_rank():
     m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
     p = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")

@@ -813,3 +813,16 @@ def test_baseline_capacity_is_the_analytic_estimate_at_its_concurrency() -> None
         assert rec["measured_correction"] is not None
         assert got.output_tokens_per_gpu_hour == pytest.approx(rec["throughput_tok_s"] * 3600.0 / gpus, rel=1e-9)
 
+
+def test_validate_lists_a_bad_measurement_with_its_row_once(tmp_path):
+    # a negative TTFT was read as "not measured" and the row scored on TPOT alone; it is listed as unsupported
+    # with its reason, and the text names the row once ("row 0: row 0: ..." before)
+    rows = [{**FIXTURE[0], "ttft_ms": "-5"}, FIXTURE[1]]
+    csv_path = tmp_path / "bad.csv"
+    _write_csv(csv_path, rows)
+    text = _run(["validate", "--measurements", str(csv_path), "--report", str(tmp_path / "r.html")])
+    assert text.exit_code == 0, text.output
+    assert "row 0: ttft_ms='-5' is not a positive measurement" in " ".join(text.output.split())
+    assert "row 0: row 0" not in text.output
+    rec = json.loads(_run(["validate", "--measurements", str(csv_path), "--report", "-", "--json"]).stdout)
+    assert [u["row"] for u in rec["unsupported"]] == [0] and [r["row"] for r in rec["rows"]] == [1]

@@ -185,15 +185,20 @@ def _opt_int(v: str | None, field: str, index: int) -> int | None:
     return int(f)
 
 
-def _opt_float(v: str | None, field: str, index: int) -> float | None:
+def _opt_float(v: str | None, field: str, index: int, zero_is_blank: bool = False) -> float | None:
+    """A measured value: blank (or NaN, as some exporters write a missing value) is not measured; anything else
+    must be a positive finite number (``zero_is_blank``: 0 also means not measured, e.g. the TPOT of a one-token
+    output)."""
     if v is None or str(v).strip() == "":
         return None
     try:
         f = float(v)
     except ValueError:
         raise ConfigError(f"row {index}: {field}='{v}' is not a number") from None
-    if not math.isfinite(f) or f <= 0:
+    if math.isnan(f) or (f == 0 and zero_is_blank):
         return None
+    if not math.isfinite(f) or f <= 0:
+        raise ConfigError(f"row {index}: {field}='{v}' is not a positive measurement (leave it blank if not measured)")
     return f
 
 
@@ -220,7 +225,7 @@ def row_from_mapping(d: Mapping[str, str], index: int) -> MeasurementRow:
         osl=osl,
         concurrency=conc,
         num_requests=_opt_int(d.get("num_requests"), "num_requests", index),
-        measured={k: _opt_float(d.get(k), k, index) for k in METRICS},
+        measured={k: _opt_float(d.get(k), k, index, zero_is_blank=k == "tpot_ms" and osl <= 1) for k in METRICS},
         source=str(d.get("source") or ""),
     )
 
