@@ -74,6 +74,25 @@ def test_disaggregated_has_no_prefill_interference_in_tpot():
     assert any("assumed" in n for n in unknown.notes)
 
 
+def test_disaggregated_pools_take_the_engine_limits():
+    # the decode pool admits at most max_num_seqs a replica (the rest wait for a seat, in TTFT); with unknown
+    # worker counts the limit sets how many decode replicas are assumed; the prefill pool's token budget chunks
+    # each prompt (more, smaller steps: a longer first token) and leaves TPOT alone
+    m = CAT.model("deepseek-ai/DeepSeek-R1")
+    g = CAT.gpu("b200_sxm")
+    pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    base = estimate_disaggregated(pre, dec, 4096, 512, 64, num_prefill=1, num_decode=1)
+    capped = estimate_disaggregated(pre, dec, 4096, 512, 64, num_prefill=1, num_decode=1, max_num_seqs=16)
+    assert base.limited_by == "concurrency" and base.running_seqs == 64
+    assert capped.limited_by == "max_num_seqs" and capped.running_seqs == 16
+    assert capped.ttft_ms > base.ttft_ms and capped.tpot_ms < base.tpot_ms
+    unknown = estimate_disaggregated(pre, dec, 4096, 512, 64, num_prefill=None, num_decode=None, max_num_seqs=16)
+    assert any("and 4 decode replica(s)" in n for n in unknown.notes)
+    small = estimate_disaggregated(pre, dec, 4096, 512, 64, num_prefill=1, num_decode=1, max_num_batched_tokens=512)
+    assert small.ttft_ms > base.ttft_ms and small.tpot_ms == pytest.approx(base.tpot_ms)
+
+
 @pytest.mark.parametrize(
     ("text", "kind", "tp", "adp", "ep"),
     [
