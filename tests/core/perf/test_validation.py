@@ -74,6 +74,21 @@ def test_disaggregated_has_no_prefill_interference_in_tpot():
     assert any("assumed" in n for n in unknown.notes)
 
 
+def test_serving_settings_are_checked():
+    from gpuyield.core.perf.validation import ServingSettings
+
+    assert ServingSettings(max_num_seqs=8, max_num_batched_tokens=8).max_num_seqs == 8
+    for kw, msg in (
+        ({"gpu_memory_utilization": 0.0}, "gpu_memory_utilization"),
+        ({"gpu_memory_utilization": 1.2}, "gpu_memory_utilization"),
+        ({"max_num_seqs": 0}, "max_num_seqs"),
+        ({"max_num_batched_tokens": -5}, "max_num_batched_tokens"),
+        ({"max_num_seqs": 32, "max_num_batched_tokens": 8}, "must be >= max_num_seqs"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            ServingSettings(**kw)  # type: ignore[arg-type]
+
+
 def test_disaggregated_pools_take_the_engine_limits():
     # the decode pool admits at most max_num_seqs a replica (the rest wait for a seat, in TTFT); with unknown
     # worker counts the limit sets how many decode replicas are assumed; the prefill pool's token budget chunks

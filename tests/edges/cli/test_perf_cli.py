@@ -540,7 +540,8 @@ def test_estimate_layout_takes_the_engine_settings_the_parallelism_options_take(
               "--concurrency", "64", "--precision", "bf16", "--json", "--no-corrections"]  # fmt: skip
     settings = [["--max-num-seqs", "16"], ["--max-num-batched-tokens", "1024"], ["--kv-dtype", "fp8"],
                 ["--gpu-memory-utilization", "0.6"]]  # fmt: skip
-    plain = json.loads(_run([*common, "--layout", "agg tp2 pp1 adp1 moe_tp1 ep1"]).stdout)
+    plain = json.loads(_run([*common, "--method", "analytic", "--layout", "agg tp2 pp1 adp1 moe_tp1 ep1"]).stdout)
+    assert plain["kv_dtype"] == "bf16"
     for extra in settings:
         for method in ("sim", "analytic"):
             by_tp = _run([*common, "--method", method, "--tp", "2", *extra])
@@ -550,7 +551,15 @@ def test_estimate_layout_takes_the_engine_settings_the_parallelism_options_take(
             for k in ("ttft_ms", "tpot_ms", "throughput_tok_s"):
                 assert b[k] == pytest.approx(a[k], rel=1e-9), (extra, method, k)
             assert b["memory"]["kv_capacity_tokens"] == a["memory"]["kv_capacity_tokens"]
-        assert (b["ttft_ms"], b["memory"]["kv_capacity_tokens"]) != (plain["ttft_ms"], plain["memory"]["kv_capacity_tokens"])
+        # each setting moves the answer it should (b: the analytic pass, as plain)
+        if extra[0] in ("--kv-dtype", "--gpu-memory-utilization"):
+            assert b["memory"]["kv_capacity_tokens"] != plain["memory"]["kv_capacity_tokens"]
+        elif extra[0] == "--max-num-seqs":  # 16 of 64 clients run: the rest queue
+            assert b["limited_by"] == "max_num_seqs" and b["ttft_ms"] > 2 * plain["ttft_ms"]
+        else:  # 1,024-token chunks instead of 8,192
+            assert b["ttft_ms"] != pytest.approx(plain["ttft_ms"], rel=0.01)
+        if extra[0] == "--kv-dtype":
+            assert b["kv_dtype"] == "fp8"
     # ... and every pool of a disaggregated layout runs with them
     pd = [*common, "--layout", "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"]
     base = json.loads(_run(pd).stdout)
@@ -567,6 +576,14 @@ def test_estimate_layout_takes_the_engine_settings_the_parallelism_options_take(
     for bad in (["--num-requests", "0"], ["--max-num-seqs", "0"], ["--max-num-batched-tokens", "-5"]):
         r = _run([*common, "--tp", "2", *bad])
         assert r.exit_code == 2 and bad[0] in r.output, (bad, r.output)
+    # a step budget below the running sequences cannot hold their decodes: refused on both paths (the engine
+    # model raised the budget to the limit and the analytic solver did not, so the two answers disagreed 3x)
+    for where in (["--tp", "2"], ["--layout", "agg tp2"], ["--layout", "disagg 1x prefill(tp2) + 1x decode(tp2)"]):
+        r = _run([*common, *where, "--max-num-seqs", "32", "--max-num-batched-tokens", "8"])
+        assert r.exit_code == 2 and "max_num_batched_tokens (8) must be >= max_num_seqs (32)" in r.output
+    # a bare `agg` is sized to the smallest TP holding the model and one request, and says what it chose
+    bare = json.loads(_run([*common, "--layout", "agg"]).stdout)
+    assert bare["num_gpus"] == 1 and any("bare 'agg'" in n and "1 GPU(s)" in n for n in bare["notes"])
 
 
 def test_calibrate_with_measurements_stores_measured_operating_points(tmp_path):

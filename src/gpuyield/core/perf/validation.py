@@ -251,6 +251,19 @@ class ServingSettings:
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if self.max_num_seqs and self.max_num_batched_tokens and self.max_num_batched_tokens < self.max_num_seqs:
+            raise ConfigError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs}):"
+                " every running sequence decodes a token in each step"
+            )
+
 
 def _pool_model(
     model: Any,
@@ -309,13 +322,15 @@ def _smallest_fitting_replica(
     model: Any, gpu: Any, row: MeasurementRow, cal: Calibration, settings: ServingSettings
 ) -> tuple[PoolLayout, PerfModel]:
     """A bare ``agg`` row with no ``tp``: the smallest power-of-two TP (up to ``num_gpus``, or a node) whose
-    replica holds the model, as a deployment would be sized; the row's GPUs are then that many replicas."""
+    replica holds the model and one request of the row's length (its engine started with ``--max-model-len`` at
+    ``isl + osl``, as every prediction assumes), as a deployment would be sized; the row's GPUs are then that many
+    replicas."""
     limit = row.num_gpus or int(getattr(gpu, "gpus_per_node", 0) or 8)
     tp = 1
     while True:
         pool = PoolLayout(1, tp, ep=tp if getattr(model, "num_experts", 0) else 1)
         perf = _pool_model(model, gpu, pool, row, cal, kv_dtype=settings.kv_dtype)
-        if perf.memory(settings.gpu_memory_utilization).fits or tp * 2 > limit:
+        if perf.memory(settings.gpu_memory_utilization, max_model_len=row.isl + row.osl).fits or tp * 2 > limit:
             return pool, perf
         tp *= 2
 

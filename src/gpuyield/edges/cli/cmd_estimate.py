@@ -103,7 +103,13 @@ def estimate_record(
     """Everything `estimate` reports, as plain data (also used by tests and benchmarks). ``speculative``: a
     :class:`gpuyield.core.perf.SpeculativeDecoding` (MTP/EAGLE/n-gram decode steps) or None."""
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
-    from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, kv_dtype_for
+    from gpuyield.core.perf.validation import (
+        METRICS,
+        MeasurementRow,
+        ServingSettings,
+        correct_row,
+        kv_dtype_for,
+    )
     from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.edges.perf.io import resolve_gpu
     from gpuyield.errors import ConfigError
@@ -114,6 +120,7 @@ def estimate_record(
         raise ConfigError(f"--method: expected 'sim' or 'analytic', got '{method}'")
     if replicas < 1:
         raise ConfigError(f"--replicas: expected >= 1, got {replicas}")
+    ServingSettings(kv_dtype, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)  # the same checks as --layout
     perf = PerfModel.build(
         spec,
         acc,
@@ -294,6 +301,7 @@ def layout_record(
         MeasurementRow,
         ServingSettings,
         correct_row,
+        kv_dtype_for,
         parse_layout,
         predict_row,
     )
@@ -316,6 +324,7 @@ def layout_record(
         "gpu": gpu_of(gpu).id,
         "engine": engine,
         "precision": precision,
+        "kv_dtype": kv_dtype or kv_dtype_for(precision),
         "layout": layout,
         "isl": isl,
         "osl": osl,
@@ -334,8 +343,8 @@ def layout_record(
     else:
         assert lay.replica is not None
         out["num_gpus"] = lay.replica.gpus
+    settings = ServingSettings(kv_dtype, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
     try:
-        settings = ServingSettings(kv_dtype, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
         res_method = method if lay.kind == "agg" else "analytic"
         res = predict_row(row, model_of, gpu_of, calibration, res_method, speculative, settings)
     except DoesNotFitError as exc:
@@ -343,6 +352,11 @@ def layout_record(
         return out
     apply = corrections and speculative is None  # the measured points record no speculative setting
     res, corr = correct_row(res, row, model_of, gpu_of, calibration, method=res_method) if apply else (res, None)
+    sized: list[str] = []
+    if lay.kind == "agg":
+        out["num_gpus"] = res.memory.num_gpus  # a bare `agg` is sized to the smallest TP that holds the model
+        if layout.strip().lower() == "agg":
+            sized.append(f"bare 'agg': sized to the smallest power-of-two TP that holds the model, {res.memory.num_gpus} GPU(s)")
     out.update(
         {
             "fits": True,
@@ -354,7 +368,7 @@ def layout_record(
             "running_seqs_per_replica": res.running_seqs,
             "limited_by": res.limited_by,
             "memory": res.memory,
-            "notes": list(res.notes) + ([_SPEC_POINTS_NOTE] if corrections and speculative is not None else []),
+            "notes": sized + list(res.notes) + ([_SPEC_POINTS_NOTE] if corrections and speculative is not None else []),
             "measured_correction": _correction_record(corr),
         }
     )
