@@ -62,11 +62,15 @@ def test_closed_loop_does_not_fit_is_explicit():
         estimate_closed_loop(p, 1024, 128, 4)
 
 
+def _r1_pools() -> tuple[PerfModel, PerfModel]:
+    """(prefill, decode) pools of DeepSeek-R1 at fp4 on 8 B200s, TensorRT-LLM."""
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
+    build = lambda: PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")  # noqa: E731
+    return build(), build()
+
+
 def test_disaggregated_has_no_prefill_interference_in_tpot():
-    m = CAT.model("deepseek-ai/DeepSeek-R1")
-    g = CAT.gpu("b200_sxm")
-    pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
-    dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    pre, dec = _r1_pools()
     d = estimate_disaggregated(pre, dec, 1024, 1024, 32, num_prefill=1, num_decode=1)
     agg = estimate_closed_loop(dec, 1024, 1024, 32)
     assert d.tpot_ms < agg.tpot_ms
@@ -93,10 +97,7 @@ def test_disaggregated_pools_take_the_engine_limits():
     # the decode pool admits at most max_num_seqs a replica (the rest wait for a seat, in TTFT); with unknown
     # worker counts the limit sets how many decode replicas are assumed; the prefill pool's token budget chunks
     # each prompt (more, smaller steps: a longer first token) and leaves TPOT alone
-    m = CAT.model("deepseek-ai/DeepSeek-R1")
-    g = CAT.gpu("b200_sxm")
-    pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
-    dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
+    pre, dec = _r1_pools()
     base = estimate_disaggregated(pre, dec, 4096, 512, 64, num_prefill=1, num_decode=1)
     capped = estimate_disaggregated(pre, dec, 4096, 512, 64, num_prefill=1, num_decode=1, max_num_seqs=16)
     assert base.limited_by == "concurrency" and base.running_seqs == 64

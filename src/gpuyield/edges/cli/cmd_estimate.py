@@ -562,31 +562,24 @@ def estimate(
             "num_requests": num_requests,
             "method": method,
             "corrections": corrections,
+            # engine settings: the --tp replica's and every pool of a --layout alike
+            "speculative": speculative,
+            "kv_dtype": kv_dtype,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
         }
         if layout is not None:
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
-            rec = layout_record(
-                layout=layout,
-                speculative=speculative,
-                kv_dtype=kv_dtype,
-                gpu_memory_utilization=gpu_memory_utilization,
-                max_num_seqs=max_num_seqs,
-                max_num_batched_tokens=max_num_batched_tokens,
-                **common,
-            )
+            rec = layout_record(layout=layout, **common)
         else:
             rec = estimate_record(
                 tp=tp,
                 pp=pp,
                 ep=ep,
                 attention_dp=attention_dp,
-                kv_dtype=kv_dtype,
                 replicas=replicas,
-                gpu_memory_utilization=gpu_memory_utilization,
-                max_num_seqs=max_num_seqs,
-                max_num_batched_tokens=max_num_batched_tokens,
-                speculative=speculative,
                 **common,
             )
         if json_out is not None:
