@@ -843,3 +843,4 @@ def test_validate_lists_a_bad_measurement_with_its_row_once(tmp_path):
     assert "row 0: row 0" not in text.output
     rec = json.loads(_run(["validate", "--measurements", str(csv_path), "--report", "-", "--json"]).stdout)
     assert [u["row"] for u in rec["unsupported"]] == [0] and [r["row"] for r in rec["rows"]] == [1]
+    assert rec["unsupported"][0]["reason"].startswith("ttft_ms='-5'")  # the record names its row once

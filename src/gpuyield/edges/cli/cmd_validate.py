@@ -135,7 +135,8 @@ def validate(
             console.print("per layout kind: " + "; ".join(f"{k} {_mapes(s)}" for k, s in kinds.items()))
         if result["unsupported"]:
             console.print(
-                f"{len(result['unsupported'])} unsupported rows (first: {_row_reason(result['unsupported'][0])})"
+                f"{len(result['unsupported'])} unsupported rows (first: row {result['unsupported'][0]['row']}: "
+                f"{result['unsupported'][0]['reason']})"
             )
         if result["implausible"]:
             first = result["implausible"][0]
@@ -192,13 +193,6 @@ def _mapes(summary: dict[str, Any]) -> str:
         ", ".join(f"{m} MAPE {100 * summary[m]['mape']:.1f}%" for m in ("ttft_ms", "tpot_ms") if summary[m]["n"])
         or "no rows left"
     )
-
-
-def _row_reason(entry: dict[str, Any]) -> str:
-    """``row N: reason``, once (a reason from reading the CSV already names its row)."""
-    reason = str(entry["reason"])
-    prefix = f"row {entry['row']}: "
-    return reason if reason.startswith(prefix) else prefix + reason
 
 
 def register(app: typer.Typer) -> None:

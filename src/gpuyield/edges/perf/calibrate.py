@@ -193,7 +193,8 @@ def load_measurements(path: Path, invalid: list[dict[str, Any]] | None = None) -
             except ConfigError as exc:
                 if invalid is None:
                     raise
-                invalid.append({"row": i, "reason": str(exc)})
+                # the record names its row; the message's own "row i: " would say it twice (text, JSON, report)
+                invalid.append({"row": i, "reason": str(exc).removeprefix(f"row {i}: ")})
         return rows
 
 # (a, b): try a × f together with b / f (keeps the prefill work, resp. the attention time, unchanged while
