@@ -87,10 +87,45 @@ def test_serving_settings_are_checked():
         ({"gpu_memory_utilization": 1.2}, "gpu_memory_utilization"),
         ({"max_num_seqs": 0}, "max_num_seqs"),
         ({"max_num_batched_tokens": -5}, "max_num_batched_tokens"),
-        ({"max_num_seqs": 32, "max_num_batched_tokens": 8}, "must be >= max_num_seqs"),
     ):
         with pytest.raises(ConfigError, match=msg):
             ServingSettings(**kw)  # type: ignore[arg-type]
+
+
+def test_scheduler_limits_one_rule_for_both_paths():
+    from types import SimpleNamespace
+
+    from gpuyield.core.perf.closed_loop import scheduler_limits
+    from gpuyield.core.sim.closed_loop import estimate_with_engine_model
+
+    own = SimpleNamespace(engine="vllm", engine_coeffs=SimpleNamespace(max_num_seqs=1024, max_num_batched_tokens=8192))
+    assert scheduler_limits(own) == (1024, 8192)
+    assert scheduler_limits(own, 16, 64) == (16, 64)
+    assert scheduler_limits(own, max_num_batched_tokens=2048) == (1024, 2048)
+    for seqs, budget, said in (
+        (32, 8, "max_num_batched_tokens 8 and max_num_seqs 32"),
+        (None, 512, "max_num_batched_tokens 512 and the engine's own max_num_seqs 1024"),
+        (9000, None, "max_num_seqs 9000 and the engine's own max_num_batched_tokens 8192"),
+    ):
+        with pytest.raises(ConfigError, match=said):
+            scheduler_limits(own, seqs, budget)
+    # SGLang and TensorRT-LLM take one setting alone: a step then carries at most the budget's worth of sequences
+    for family in ("sglang", "trtllm:disagg"):
+        other = SimpleNamespace(engine=family, engine_coeffs=own.engine_coeffs)
+        assert scheduler_limits(other, max_num_batched_tokens=512) == (512, 512)
+        assert scheduler_limits(other, max_num_seqs=9000) == (8192, 8192)
+        with pytest.raises(ConfigError, match="max_num_batched_tokens 8 and max_num_seqs 32"):
+            scheduler_limits(other, 32, 8)
+    # the analytic solver, the engine model and both pools of a P/D deployment refuse what the rule refuses
+    cat, cal = default_catalog(), default_calibration()
+    perf = PerfModel.build(cat.model("Qwen/Qwen3-8B"), cat.gpu("h100_sxm"), tp=1, calibration=cal)
+    bad = {"max_num_batched_tokens": perf.engine_coeffs.max_num_seqs - 1}
+    with pytest.raises(ConfigError, match="the engine's own max_num_seqs"):
+        estimate_closed_loop(perf, 512, 64, 8, **bad)
+    with pytest.raises(ConfigError, match="the engine's own max_num_seqs"):
+        estimate_with_engine_model(perf, 512, 64, 8, **bad)
+    with pytest.raises(ConfigError, match="the engine's own max_num_seqs"):
+        estimate_disaggregated(perf, perf, 512, 64, 8, num_prefill=1, num_decode=1, **bad)
 
 
 def test_disaggregated_pools_take_the_engine_limits():

@@ -570,17 +570,24 @@ def test_estimate_layout_takes_the_engine_settings_the_parallelism_options_take(
     assert kv["memory"]["kv_capacity_tokens"] == pytest.approx(2 * base["memory"]["kv_capacity_tokens"], rel=0.01)
     mem = json.loads(_run([*pd, "--gpu-memory-utilization", "0.6"]).stdout)
     assert mem["memory"]["kv_capacity_tokens"] < base["memory"]["kv_capacity_tokens"]
-    budget = json.loads(_run([*pd, "--max-num-batched-tokens", "512"]).stdout)
+    budget = json.loads(_run([*pd, "--max-num-batched-tokens", "512", "--max-num-seqs", "256"]).stdout)
     assert budget["ttft_ms"] > base["ttft_ms"] and budget["tpot_ms"] == pytest.approx(base["tpot_ms"])
     # a value no engine takes is refused, not read as "the default" (0 and negatives were ignored)
     for bad in (["--num-requests", "0"], ["--max-num-seqs", "0"], ["--max-num-batched-tokens", "-5"]):
         r = _run([*common, "--tp", "2", *bad])
         assert r.exit_code == 2 and bad[0] in r.output, (bad, r.output)
-    # a step budget below the running sequences cannot hold their decodes: refused on both paths (the engine
-    # model raised the budget to the limit and the analytic solver did not, so the two answers disagreed 3x)
+    # a step budget below the running sequences cannot hold their decodes: refused on both paths and every
+    # layout (the engine model raised the budget to the limit and the analytic solver did not, so the two
+    # answers disagreed 3x), also when only one is given and the engine's own other one breaks the rule
     for where in (["--tp", "2"], ["--layout", "agg tp2"], ["--layout", "disagg 1x prefill(tp2) + 1x decode(tp2)"]):
-        r = _run([*common, *where, "--max-num-seqs", "32", "--max-num-batched-tokens", "8"])
-        assert r.exit_code == 2 and "max_num_batched_tokens (8) must be >= max_num_seqs (32)" in r.output
+        for method in ("sim", "analytic"):
+            for bad, said in (
+                (["--max-num-seqs", "32", "--max-num-batched-tokens", "8"], "max_num_batched_tokens 8 and max_num_seqs 32"),
+                (["--max-num-batched-tokens", "8"], "max_num_batched_tokens 8 and the engine's own max_num_seqs"),
+                (["--max-num-seqs", "100000"], "max_num_seqs 100000 and the engine's own max_num_batched_tokens"),
+            ):
+                r = _run([*common, *where, "--method", method, *bad])
+                assert r.exit_code == 2 and said in r.output and "as vLLM requires" in r.output, (where, bad, r.output)
     # a bare `agg` is sized to the smallest TP holding the model and one request, and says what it chose
     bare = json.loads(_run([*common, "--layout", "agg"]).stdout)
     assert bare["num_gpus"] == 1 and any("bare 'agg'" in n and "1 GPU(s)" in n for n in bare["notes"])

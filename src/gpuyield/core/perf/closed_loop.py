@@ -29,7 +29,13 @@ from dataclasses import dataclass, field
 from gpuyield.core.perf.model import MemoryPlan, PerfModel
 from gpuyield.errors import ConfigError, DoesNotFitError
 
-__all__ = ["ClosedLoopResult", "estimate_closed_loop", "estimate_disaggregated", "prefill_time_s"]
+__all__ = [
+    "ClosedLoopResult",
+    "estimate_closed_loop",
+    "estimate_disaggregated",
+    "prefill_time_s",
+    "scheduler_limits",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +110,40 @@ def _check(isl: int, osl: int) -> None:
         raise ConfigError(f"osl must be >= 1, got {osl}")
 
 
-def _admission(
-    perf: PerfModel, c: int, isl: int, osl: int, mem: MemoryPlan, max_num_seqs: int | None
-) -> tuple[int, str]:
+def scheduler_limits(
+    perf: PerfModel, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None
+) -> tuple[int, int]:
+    """The running-sequence limit and the per-step token budget of ``perf``'s scheduler: each one given, else the
+    engine family's own (``perf.engine_coeffs``). Every running sequence decodes a token in each step, so the budget
+    must hold the limit. vLLM refuses a budget below the limit (its ``SchedulerConfig``), and so does this when
+    either was given; SGLang and TensorRT-LLM take one setting alone and a step then carries at most the budget's
+    worth of sequences (the limit is lowered to the budget); given both, below, is refused for every engine. The
+    analytic solver and the engine model both ask here, so they answer or refuse the same settings."""
+    ec = perf.engine_coeffs
+    seqs = int(max_num_seqs or ec.max_num_seqs)
+    budget = int(max_num_batched_tokens or ec.max_num_batched_tokens)
+    if not (max_num_seqs or max_num_batched_tokens) or budget >= seqs:
+        return seqs, budget
+    vllm = str(getattr(perf, "engine", "vllm")).split(":", 1)[0] == "vllm"
+    if max_num_seqs and max_num_batched_tokens:
+        given = f"max_num_batched_tokens {budget} and max_num_seqs {seqs}"
+    elif not vllm:
+        return budget, budget  # the engine's own limit is out of reach of a step this size
+    elif max_num_batched_tokens:
+        given = f"max_num_batched_tokens {budget} and the engine's own max_num_seqs {seqs}"
+    else:
+        given = f"max_num_seqs {seqs} and the engine's own max_num_batched_tokens {budget}"
+    raise ConfigError(
+        f"{given}: the token budget must be >= the sequence limit (every running sequence decodes a token in each "
+        "step), as vLLM requires; give both, the budget at least the limit"
+    )
+
+
+def _admission(perf: PerfModel, c: int, isl: int, osl: int, mem: MemoryPlan, max_num_seqs: int) -> tuple[int, str]:
     if not mem.fits:
         raise DoesNotFitError(mem.reason)
     # the batch limit is per scheduler: every attention-DP rank runs its own
-    mns = (max_num_seqs or perf.engine_coeffs.max_num_seqs) * perf.attention_dp
+    mns = max_num_seqs * perf.attention_dp
     # the growing cache at the mean context; the bounded one at the final length, as the engine model reserves it
     kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2), bounded_tokens=isl + osl)
     if kv_seqs < 1:
@@ -155,10 +188,10 @@ def estimate_closed_loop(
     if num_replicas < 1:
         raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
     c = max(1, math.ceil(c_total / num_replicas))
-    mem = perf.memory(gpu_memory_utilization, max_model_len=isl + osl)
-    n, limited = _admission(perf, c, isl, osl, mem, max_num_seqs)
     ec = perf.engine_coeffs
-    budget = max_num_batched_tokens or ec.max_num_batched_tokens
+    seqs, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
+    mem = perf.memory(gpu_memory_utilization, max_model_len=isl + osl)
+    n, limited = _admission(perf, c, isl, osl, mem, seqs)
     ctx_avg = isl + osl / 2.0
     sync_w = 1.0 if offline else ec.ttft_sync_weight
 
@@ -239,22 +272,23 @@ def estimate_disaggregated(
     _check(isl, osl)
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    # the settings reach both pools' schedulers (as one engine flag would)
+    seqs, _ = scheduler_limits(decode, max_num_seqs, max_num_batched_tokens)
+    _, batch_tok = scheduler_limits(prefill, max_num_seqs, max_num_batched_tokens)
     dmem = decode.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if num_decode is None:
-        cap, _ = _admission(decode, concurrency, isl, osl, dmem, max_num_seqs)
+        cap, _ = _admission(decode, concurrency, isl, osl, dmem, seqs)
         nd = max(1, math.ceil(concurrency / cap))
     else:
         nd = num_decode
     c = max(1, math.ceil(concurrency / nd))
-    n, limited = _admission(decode, c, isl, osl, dmem, max_num_seqs)
+    n, limited = _admission(decode, c, isl, osl, dmem, seqs)
     pmem = prefill.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if not pmem.fits:
         raise DoesNotFitError("prefill pool: " + pmem.reason)
     ctx_avg = isl + osl / 2.0
     t_dec = decode.step_time_s(0, 0.0, n, int(round(n * ctx_avg)))
     tpot = t_dec
-    pe = prefill.engine_coeffs
-    batch_tok = max(1, max_num_batched_tokens or pe.max_num_batched_tokens)
     wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok)
     # KV transfer of one prompt's cache from the prefill to the decode pool
     kv_bytes = float(decode.model.kv_bytes_for_context(isl, decode.kv_dtype))  # all layer kinds

@@ -244,7 +244,9 @@ class ServingSettings:
     """Engine settings a measurement row does not record but ``estimate --layout`` takes: the KV-cache dtype
     (None: :func:`kv_dtype_for` the weight precision), the memory fraction the engine sizes its KV cache from,
     and the scheduler's sequence and per-step token limits (None: the engine family's calibrated ones). They
-    reach every pool of the layout, aggregated or disaggregated, as ``estimate``'s own options reach its replica."""
+    reach every pool of the layout, aggregated or disaggregated, as ``estimate``'s own options reach its replica.
+    Each value is checked here; the budget against the sequence limit is checked where the engine's own
+    limits are known (:func:`gpuyield.core.perf.closed_loop.scheduler_limits`)."""
 
     kv_dtype: str | None = None
     gpu_memory_utilization: float = 0.9
@@ -258,11 +260,6 @@ class ServingSettings:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if self.max_num_seqs and self.max_num_batched_tokens and self.max_num_batched_tokens < self.max_num_seqs:
-            raise ConfigError(
-                f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs ({self.max_num_seqs}):"
-                " every running sequence decodes a token in each step"
-            )
 
 
 def _pool_model(

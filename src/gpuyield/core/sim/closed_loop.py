@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from gpuyield.core.perf.closed_loop import scheduler_limits
 from gpuyield.core.sim.engine.config import ENGINE_FAMILIES, EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
 from gpuyield.core.sim.engine.request import EngineRequest
@@ -343,12 +344,12 @@ def estimate_with_engine_model(
     """
     if num_replicas < 1:
         raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
-    ec = perf_model.engine_coeffs
     family = str(getattr(perf_model, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
+    seqs, budget = scheduler_limits(perf_model, max_num_seqs, max_num_batched_tokens)  # the analytic solver's rule
     cfg = EngineConfig.for_family(
         family if family in ENGINE_FAMILIES else "vllm",
-        max_num_seqs=max_num_seqs or min(ec.max_num_seqs, 1 << 16),
-        max_num_batched_tokens=max(max_num_batched_tokens or ec.max_num_batched_tokens, max_num_seqs or 1),
+        max_num_seqs=min(seqs, 1 << 16),
+        max_num_batched_tokens=max(budget, min(seqs, 1 << 16)),
         gpu_memory_utilization=gpu_memory_utilization,
     )
     c_rep = None if concurrency is None else max(1, -(-concurrency // num_replicas))
