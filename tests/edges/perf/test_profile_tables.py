@@ -1,4 +1,4 @@
-"""How `gpuyield profile` writes into a directory that already holds a profile (no torch needed)."""
+"""How `gpuyield profile` writes into a directory that already holds a profile, and keeps to its budget."""
 
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ def test_another_dtype_in_any_version_directory_is_refused(tmp_path):
     dev = tmp_path / "data" / "cpu"
     _write(dev / "gemm" / "torch" / "2.12.0" / "gemm_perf.csv", _GEMM_COLS, [_row("2.12.0", 1, 512, 0.5, "bfloat16")])
     with pytest.raises(ConfigError, match="would mix"):
-        _check_same_dtype(dev, "2.13.0", "float32")
-    _check_same_dtype(dev, "2.13.0", "bfloat16")  # the same dtype adds up
+        _check_same_dtype(dev, "torch", "float32")
+    _check_same_dtype(dev, "torch", "bfloat16")  # the same dtype adds up
+    # another backend's kernels in the same device directory: refused whatever the dtype
+    with pytest.raises(ConfigError, match="already holds a torch profile of this device; profiling numpy"):
+        _check_same_dtype(dev, "numpy", "bfloat16")
 
 
 def test_a_shape_that_would_overrun_the_budget_is_skipped() -> None:
@@ -64,14 +67,16 @@ def test_a_shape_that_would_overrun_the_budget_is_skipped() -> None:
     assert _would_overrun(now + 1.0, 0.0, 1e10, 1e12, 1e11, 5, setup_s=0.5)
 
 
-def test_profiling_a_wide_model_keeps_to_its_budget(tmp_path) -> None:
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_profiling_a_wide_model_keeps_to_its_budget(tmp_path, backend) -> None:
     """DeepSeek-V4-Flash's 64 query heads on one 512-wide KV head: its long prefills and batch-16 decode inputs
     (gigabytes on the CPU) used to run the profile past --budget-s and leave decode attention unmeasured."""
-    pytest.importorskip("torch")
+    if backend == "torch":
+        pytest.importorskip("torch")
     from gpuyield.core.catalog import default_catalog
     from gpuyield.edges.perf.profiler import run_profile
 
     res = run_profile(tmp_path / "prof", device="cpu", model=default_catalog().model("deepseek-ai/DeepSeek-V4-Flash"),
-                      budget_s=8.0)  # fmt: skip
+                      budget_s=8.0, backend=backend)  # fmt: skip
     assert res["elapsed_s"] < 8.0 * 1.25  # a busy machine slows kernels below the rates measured at the start
     assert res["generation_attention_rows"] > 0 and res["context_attention_rows"] > 0
