@@ -323,6 +323,24 @@ def test_chunked_prefill_off_raises_an_unset_budget_to_the_longest_sequence() ->
         EngineSpec(enable_chunked_prefill=False, max_model_len=32768, max_num_batched_tokens=8192).to_config()
 
 
+def test_a_lone_scheduler_knob_follows_the_rule_estimate_uses() -> None:
+    """simulate's engine configs resolve max_num_seqs and max_num_batched_tokens as `estimate` does
+    (resolve_scheduler_limits): a vLLM budget below the family's sequence limit is refused, SGLang and TensorRT-LLM
+    run at most the budget's worth of sequences, and both given below each other are refused everywhere."""
+    from gpuyield.core.sim.deployment import EngineSpec
+
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
+        EngineSpec(family="vllm", max_num_batched_tokens=64).to_config()
+    for family in ("sglang", "trtllm"):
+        cfg = EngineSpec(family=family, max_num_batched_tokens=64).to_config()
+        assert (cfg.max_num_seqs, cfg.max_num_batched_tokens) == (64, 64)
+        cfg = EngineSpec(family=family, max_num_seqs=10_000).to_config()
+        assert cfg.max_num_seqs == cfg.max_num_batched_tokens == 8192
+        with pytest.raises(ConfigError, match="max_num_batched_tokens 8 and max_num_seqs 32"):
+            EngineSpec(family=family, max_num_seqs=32, max_num_batched_tokens=8).to_config()
+    assert EngineSpec(family="vllm", max_num_seqs=128).to_config().max_num_seqs == 128  # within the budget: as given
+
+
 def test_a_memory_plan_with_hybrid_blocks_sets_the_prefix_hit_granule() -> None:
     """simulate, shared-GPU replicas and run_closed_loop take the granule from the memory plan: vLLM's pages for
     Nemotron-3 Nano on one H100 are 2,096 tokens; SGLang's plan has none."""

@@ -114,28 +114,15 @@ def scheduler_limits(
     perf: PerfModel, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None
 ) -> tuple[int, int]:
     """The running-sequence limit and the per-step token budget of ``perf``'s scheduler: each one given, else the
-    engine family's own (``perf.engine_coeffs``). Every running sequence decodes a token in each step, so the budget
-    must hold the limit. vLLM refuses a budget below the limit (its ``SchedulerConfig``), and so does this when
-    either was given; SGLang and TensorRT-LLM take one setting alone and a step then carries at most the budget's
-    worth of sequences (the limit is lowered to the budget); given both, below, is refused for every engine. The
-    analytic solver and the engine model both ask here, so they answer or refuse the same settings."""
+    engine family's own (``perf.engine_coeffs``), under the rule the engine model's configs follow too
+    (:func:`gpuyield.core.sim.engine.config.resolve_scheduler_limits`), so the analytic solver, the engine model
+    and ``simulate`` answer or refuse the same settings."""
+    from gpuyield.core.sim.engine.config import resolve_scheduler_limits  # the simulator imports this module
+
     ec = perf.engine_coeffs
-    seqs = int(max_num_seqs or ec.max_num_seqs)
-    budget = int(max_num_batched_tokens or ec.max_num_batched_tokens)
-    if not (max_num_seqs or max_num_batched_tokens) or budget >= seqs:
-        return seqs, budget
-    vllm = str(getattr(perf, "engine", "vllm")).split(":", 1)[0] == "vllm"
-    if max_num_seqs and max_num_batched_tokens:
-        given = f"max_num_batched_tokens {budget} and max_num_seqs {seqs}"
-    elif not vllm:
-        return budget, budget  # the engine's own limit is out of reach of a step this size
-    elif max_num_batched_tokens:
-        given = f"max_num_batched_tokens {budget} and the engine's own max_num_seqs {seqs}"
-    else:
-        given = f"max_num_seqs {seqs} and the engine's own max_num_batched_tokens {budget}"
-    raise ConfigError(
-        f"{given}: the token budget must be >= the sequence limit (every running sequence decodes a token in each "
-        "step), as vLLM requires; give both, the budget at least the limit"
+    family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
+    return resolve_scheduler_limits(
+        family, int(ec.max_num_seqs), int(ec.max_num_batched_tokens), max_num_seqs, max_num_batched_tokens
     )
 
 

@@ -22,7 +22,12 @@ from pydantic import (
     model_validator,
 )
 
-from gpuyield.core.sim.engine.config import EngineConfig, OffloadTierConfig, engine_family_defaults
+from gpuyield.core.sim.engine.config import (
+    EngineConfig,
+    OffloadTierConfig,
+    engine_family_defaults,
+    resolve_scheduler_limits,
+)
 from gpuyield.core.sim.multiplex import MultiplexSpec
 from gpuyield.errors import ConfigError
 
@@ -98,6 +103,11 @@ class EngineSpec(BaseModel):
             longest = self.max_model_len or model_max_len
             if longest:
                 base["max_num_batched_tokens"] = max(int(base.get("max_num_batched_tokens", 0) or 0), int(longest))
+        # one knob alone is checked against the family's other one, as `estimate` checks it
+        base["max_num_seqs"], base["max_num_batched_tokens"] = resolve_scheduler_limits(
+            self.family, int(base["max_num_seqs"]), int(base["max_num_batched_tokens"]), self.max_num_seqs,
+            self.max_num_batched_tokens,
+        )  # fmt: skip
         return EngineConfig(**base)
 
 

@@ -16,9 +16,41 @@ import yaml
 
 from gpuyield.errors import ConfigError
 
-__all__ = ["ENGINE_FAMILIES", "EngineConfig", "OffloadTierConfig", "engine_family_defaults"]
+__all__ = ["ENGINE_FAMILIES", "EngineConfig", "OffloadTierConfig", "engine_family_defaults", "resolve_scheduler_limits"]
 
 ENGINE_FAMILIES = ("vllm", "sglang", "trtllm")
+
+
+def resolve_scheduler_limits(
+    family: str,
+    own_max_num_seqs: int,
+    own_max_num_batched_tokens: int,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+) -> tuple[int, int]:
+    """(running-sequence limit, per-step token budget) of one scheduler: each one given, else the engine's own.
+
+    Every running sequence decodes a token in each step, so the budget must hold the limit. vLLM refuses a budget
+    below the limit (its ``SchedulerConfig``), and so does this when either was given; SGLang and TensorRT-LLM
+    take one setting alone, and a step then carries at most the budget's worth of sequences (the limit is lowered
+    to the budget); given both, a budget below the limit is refused for every engine. The engine's own pair is
+    trusted as it is. ``estimate`` (both paths) and ``simulate``'s engine configs all resolve here."""
+    seqs = int(max_num_seqs or own_max_num_seqs)
+    budget = int(max_num_batched_tokens or own_max_num_batched_tokens)
+    if not (max_num_seqs or max_num_batched_tokens) or budget >= seqs:
+        return seqs, budget
+    if max_num_seqs and max_num_batched_tokens:
+        given = f"max_num_batched_tokens {budget} and max_num_seqs {seqs}"
+    elif family != "vllm":
+        return budget, budget  # the engine's own limit is out of reach of a step this size
+    elif max_num_batched_tokens:
+        given = f"max_num_batched_tokens {budget} and the engine's own max_num_seqs {seqs}"
+    else:
+        given = f"max_num_seqs {seqs} and the engine's own max_num_batched_tokens {budget}"
+    raise ConfigError(
+        f"{given}: the token budget must be >= the sequence limit (every running sequence decodes a token in each "
+        "step), as vLLM requires; give both, the budget at least the limit"
+    )
 
 
 @dataclass(frozen=True, slots=True)
