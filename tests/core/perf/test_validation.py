@@ -109,13 +109,14 @@ def test_scheduler_limits_one_rule_for_both_paths():
     ):
         with pytest.raises(ConfigError, match=said):
             scheduler_limits(own, seqs, budget)
-    # SGLang and TensorRT-LLM take one setting alone: a step then carries at most the budget's worth of sequences
-    for family in ("sglang", "trtllm:disagg"):
-        other = SimpleNamespace(engine=family, engine_coeffs=own.engine_coeffs)
-        assert scheduler_limits(other, max_num_batched_tokens=512) == (512, 512)
-        assert scheduler_limits(other, max_num_seqs=9000) == (8192, 8192)
-        with pytest.raises(ConfigError, match="max_num_batched_tokens 8 and max_num_seqs 32"):
-            scheduler_limits(other, 32, 8)
+    # TensorRT-LLM's max_num_tokens counts decodes: the limit drops to the budget; SGLang's chunked-prefill size
+    # caps prompt chunks only: the model's one budget rises to the limit
+    trt = SimpleNamespace(engine="trtllm:disagg", engine_coeffs=own.engine_coeffs)
+    sgl = SimpleNamespace(engine="sglang", engine_coeffs=own.engine_coeffs)
+    for seqs, budget, want_trt, want_sgl in ((None, 512, (512, 512), (1024, 1024)), (9000, None, (8192, 8192),
+                                             (9000, 9000)), (32, 8, (8, 8), (32, 32))):  # fmt: skip
+        assert scheduler_limits(trt, seqs, budget) == want_trt
+        assert scheduler_limits(sgl, seqs, budget) == want_sgl
     # the analytic solver, the engine model and both pools of a P/D deployment refuse what the rule refuses
     cat, cal = default_catalog(), default_calibration()
     perf = PerfModel.build(cat.model("Qwen/Qwen3-8B"), cat.gpu("h100_sxm"), tp=1, calibration=cal)
@@ -126,6 +127,14 @@ def test_scheduler_limits_one_rule_for_both_paths():
         estimate_with_engine_model(perf, 512, 64, 8, **bad)
     with pytest.raises(ConfigError, match="the engine's own max_num_seqs"):
         estimate_disaggregated(perf, perf, 512, 64, 8, num_prefill=1, num_decode=1, **bad)
+    # a TensorRT-LLM replica with a budget of 16 runs 16 of 64 clients, and says why
+    trt_perf = PerfModel.build(cat.model("Qwen/Qwen3-8B"), cat.gpu("h100_sxm"), tp=1, engine="trtllm", calibration=cal)
+    for res in (estimate_closed_loop(trt_perf, 512, 64, 64, max_num_batched_tokens=16),
+                estimate_disaggregated(trt_perf, trt_perf, 512, 64, 64, num_prefill=1, num_decode=1,
+                                       max_num_batched_tokens=16)):  # fmt: skip
+        assert res.running_seqs == 16 and res.limited_by == "max_num_seqs"
+        assert any("max_num_seqs lowered to the token budget, 16" in n for n in res.notes), res.notes
+    assert estimate_with_engine_model(trt_perf, 512, 64, 64, max_num_batched_tokens=16).ttft_ms > 0
 
 
 def test_disaggregated_pools_take_the_engine_limits():

@@ -325,20 +325,27 @@ def test_chunked_prefill_off_raises_an_unset_budget_to_the_longest_sequence() ->
 
 def test_a_lone_scheduler_knob_follows_the_rule_estimate_uses() -> None:
     """simulate's engine configs resolve max_num_seqs and max_num_batched_tokens as `estimate` does
-    (resolve_scheduler_limits): a vLLM budget below the family's sequence limit is refused, SGLang and TensorRT-LLM
-    run at most the budget's worth of sequences, and both given below each other are refused everywhere."""
+    (resolve_scheduler_limits, against the family defaults): vLLM refuses a budget below the sequence limit,
+    TensorRT-LLM runs at most the budget's worth of sequences, SGLang's budget (prompt chunks only) rises to the
+    limit."""
     from gpuyield.core.sim.deployment import EngineSpec
 
     with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
         EngineSpec(family="vllm", max_num_batched_tokens=64).to_config()
-    for family in ("sglang", "trtllm"):
-        cfg = EngineSpec(family=family, max_num_batched_tokens=64).to_config()
-        assert (cfg.max_num_seqs, cfg.max_num_batched_tokens) == (64, 64)
-        cfg = EngineSpec(family=family, max_num_seqs=10_000).to_config()
-        assert cfg.max_num_seqs == cfg.max_num_batched_tokens == 8192
-        with pytest.raises(ConfigError, match="max_num_batched_tokens 8 and max_num_seqs 32"):
-            EngineSpec(family=family, max_num_seqs=32, max_num_batched_tokens=8).to_config()
-    assert EngineSpec(family="vllm", max_num_seqs=128).to_config().max_num_seqs == 128  # within the budget: as given
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 8 and max_num_seqs 32"):
+        EngineSpec(family="vllm", max_num_seqs=32, max_num_batched_tokens=8).to_config()
+
+    def limits(**kw: object) -> tuple[int, int]:
+        cfg = EngineSpec(**kw).to_config()  # type: ignore[arg-type]
+        return cfg.max_num_seqs, cfg.max_num_batched_tokens
+
+    assert limits(family="trtllm", max_num_batched_tokens=64) == (64, 64)
+    assert limits(family="trtllm", max_num_seqs=10_000) == (8192, 8192)
+    assert limits(family="trtllm", max_num_seqs=32, max_num_batched_tokens=8) == (8, 8)
+    assert limits(family="sglang", max_num_batched_tokens=64) == (1024, 1024)
+    assert limits(family="sglang", max_num_seqs=10_000) == (10_000, 10_000)
+    assert limits(family="sglang", max_num_seqs=32, max_num_batched_tokens=8) == (32, 32)
+    assert limits(family="vllm", max_num_seqs=128) == (128, 8192)  # within the budget: as given
 
 
 def test_a_memory_plan_with_hybrid_blocks_sets_the_prefix_hit_granule() -> None:

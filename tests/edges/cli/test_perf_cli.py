@@ -601,7 +601,16 @@ def test_estimate_layout_takes_the_engine_settings_the_parallelism_options_take(
                 (["--max-num-seqs", "100000"], "max_num_seqs 100000 and the engine's own max_num_batched_tokens"),
             ):
                 r = _run([*common, *where, "--method", method, *bad])
-                assert r.exit_code == 2 and said in r.output and "as vLLM requires" in r.output, (where, bad, r.output)
+                assert r.exit_code == 2 and said in r.output and "vLLM requires" in r.output, (where, bad, r.output)
+    # the same settings on TensorRT-LLM: its step carries at most the budget's tokens, so the limit drops to it
+    trt = json.loads(_run([*common, "--tp", "2", "--engine", "trtllm", "--max-num-batched-tokens", "8"]).stdout)
+    assert trt["running_seqs_per_replica"] == 8 and trt["limited_by"] == "max_num_seqs"
+    assert trt["prefill_step"]["num_prefill_tokens"] == 8  # the step shown is the budget's, not the family's
+    assert any("lowered to the token budget, 8" in n for n in trt["notes"]), trt["notes"]
+    # refused settings are the answer even where the model does not fit (DeepSeek-R1 on one H100)
+    big = _run(["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "h100_sxm", "--isl", "128", "--osl", "16",
+                "--concurrency", "4", "--max-num-seqs", "32", "--max-num-batched-tokens", "8"])  # fmt: skip
+    assert big.exit_code == 2 and "vLLM requires" in big.output
     # a bare `agg` is sized to the smallest TP holding the model and one request, and says what it chose
     bare = json.loads(_run([*common, "--layout", "agg"]).stdout)
     assert bare["num_gpus"] == 1 and any("bare 'agg'" in n and "1 GPU(s)" in n for n in bare["notes"])

@@ -117,3 +117,24 @@ def test_fleet_model_mode_passes_the_bounded_cache_to_the_engine() -> None:
     assert engine.kv.fixed_blocks == engine.config.fixed_blocks_per_seq
     # windows filled to the request's length: a short request holds less of them
     assert engine.kv.fixed_for(100, 10) < engine.kv.fixed_for(4000, 10) == engine.config.fixed_blocks_per_seq
+
+
+def test_emulator_scheduler_limits_follow_the_family_rule() -> None:
+    """Unset limits are the engine family's (as simulate's); one given alone is resolved by the rule estimate and
+    simulate use: vLLM refuses a budget below its sequence limit (it used to be raised silently), TensorRT-LLM runs at
+    most the budget's worth of sequences, SGLang's budget rises to the limit."""
+    from gpuyield.errors import ConfigError
+
+    def limits(**kw: object) -> tuple[int, int]:
+        emu = build_emulator(EmulatorSpec(model="m", fixed_step_ms=5, **kw))  # type: ignore[arg-type]
+        assert emu.engine is not None
+        return emu.engine.config.max_num_seqs, emu.engine.config.max_num_batched_tokens
+
+    assert limits() == (256, 8192) and limits(engine="sglang") == (1024, 8192)
+    assert limits(engine="trtllm", max_num_batched_tokens=64) == (64, 64)
+    assert limits(engine="sglang", max_num_batched_tokens=64) == (1024, 1024)
+    assert limits(max_num_seqs=64) == (64, 8192)
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
+        limits(max_num_batched_tokens=64)
+    with pytest.raises(ConfigError, match="--max-num-seqs must be >= 1"):
+        limits(max_num_seqs=0)

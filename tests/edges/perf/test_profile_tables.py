@@ -80,3 +80,29 @@ def test_profiling_a_wide_model_keeps_to_its_budget(tmp_path, backend) -> None:
                       budget_s=8.0, backend=backend)  # fmt: skip
     assert res["elapsed_s"] < 8.0 * 1.25  # a busy machine slows kernels below the rates measured at the start
     assert res["generation_attention_rows"] > 0 and res["context_attention_rows"] > 0
+
+
+def test_numpy_attention_is_softmax_attention() -> None:
+    """The numpy backend times a real attention: its output matches softmax(q k^T / sqrt(d)) v computed in float64,
+    causal with query i seeing keys 0..i (top-left, as torch's is_causal), for prefill, decode and unequal lengths."""
+    import numpy as np
+
+    from gpuyield.edges.perf.profiler import _Numpy
+
+    kb = _Numpy("cpu", "fp32")
+
+    def reference(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool) -> np.ndarray:
+        q, k, v = (x.astype(np.float64) for x in (q, k, v))
+        s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+        if causal:
+            i, j = np.indices(s.shape[-2:])
+            s = np.where(j > i, -np.inf, s)
+        w = np.exp(s - s.max(axis=-1, keepdims=True))
+        return (w / w.sum(axis=-1, keepdims=True)) @ v
+
+    for (lq, lk, causal) in ((64, 64, True), (1, 300, False), (16, 48, True), (8, 8, False)):
+        q, k, v = kb.randn(2, 3, lq, 32), kb.randn(2, 3, lk, 32), kb.randn(2, 3, lk, 24)
+        got = kb.sdpa(q, k, v, causal)
+        assert got.shape == (2, 3, lq, 24) and got.dtype == np.float32
+        np.testing.assert_allclose(got, reference(q, k, v, causal), rtol=1e-4, atol=1e-5)
+    assert kb.linear(kb.randn(4, 8), kb.randn(16, 8)).shape == (4, 16)  # y = x W^T, as torch's linear

@@ -126,6 +126,20 @@ def scheduler_limits(
     )
 
 
+def _limits_note(
+    perf: PerfModel, seqs: int, budget: int, max_num_seqs: int | None, max_num_batched_tokens: int | None
+) -> list[str]:
+    """A note when :func:`scheduler_limits` changed a limit the caller gave or the engine's own."""
+    ec = perf.engine_coeffs
+    if seqs != (max_num_seqs or ec.max_num_seqs):
+        return [f"max_num_seqs lowered to the token budget, {budget}: a TensorRT-LLM step carries at most "
+                "max_num_tokens tokens, decodes included"]  # fmt: skip
+    if budget != (max_num_batched_tokens or ec.max_num_batched_tokens):
+        return [f"token budget raised to max_num_seqs, {seqs}: SGLang's chunked-prefill size caps prompt chunks "
+                "only, and the model's one budget a step must hold every decode"]  # fmt: skip
+    return []
+
+
 def _admission(perf: PerfModel, c: int, isl: int, osl: int, mem: MemoryPlan, max_num_seqs: int) -> tuple[int, str]:
     if not mem.fits:
         raise DoesNotFitError(mem.reason)
@@ -217,6 +231,7 @@ def estimate_closed_loop(
     notes: list[str] = list(perf.notes) + _context_notes(perf, isl, osl)
     if limited != "concurrency":
         notes.append(f"admission limited by {limited}: {n} of {c} sequences run at once per replica")
+    notes += _limits_note(perf, seqs, budget, max_num_seqs, max_num_batched_tokens)
     return ClosedLoopResult(
         ttft_ms=ttft * 1e3,
         tpot_ms=tpot * 1e3,
@@ -260,8 +275,8 @@ def estimate_disaggregated(
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
     # the settings reach both pools' schedulers (as one engine flag would)
-    seqs, _ = scheduler_limits(decode, max_num_seqs, max_num_batched_tokens)
-    _, batch_tok = scheduler_limits(prefill, max_num_seqs, max_num_batched_tokens)
+    seqs, dec_budget = scheduler_limits(decode, max_num_seqs, max_num_batched_tokens)
+    pre_seqs, batch_tok = scheduler_limits(prefill, max_num_seqs, max_num_batched_tokens)
     dmem = decode.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if num_decode is None:
         cap, _ = _admission(decode, concurrency, isl, osl, dmem, seqs)
@@ -311,6 +326,8 @@ def estimate_disaggregated(
     e2e = ttft + (osl - 1) * tpot
     rate = nd * min(n / seat, c / e2e)
     notes = list(decode.notes) + _context_notes(decode, isl, osl)
+    for pool, perf_, s_, b_ in (("decode", decode, seqs, dec_budget), ("prefill", prefill, pre_seqs, batch_tok)):
+        notes += [f"{pool} pool: {n_}" for n_ in _limits_note(perf_, s_, b_, max_num_seqs, max_num_batched_tokens)]
     if num_prefill is None or num_decode is None:
         notes.append(f"worker counts unknown: assumed {np_} prefill and {nd} decode replica(s)")
     return ClosedLoopResult(

@@ -55,8 +55,10 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8001, "--port", help="TCP port."),
         host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
         served_model_name: str | None = typer.Option(None, "--served-model-name", help="Model name clients send (default: --model)."),
-        max_num_seqs: int = typer.Option(256, "--max-num-seqs", help="Max concurrent sequences in a batch."),
-        max_num_batched_tokens: int = typer.Option(8192, "--max-num-batched-tokens", help="Token budget per step."),
+        max_num_seqs: int | None = typer.Option(None, "--max-num-seqs", help="Max concurrent sequences in a batch "
+                                                "(default: the engine family's, vLLM 256)."),
+        max_num_batched_tokens: int | None = typer.Option(None, "--max-num-batched-tokens", help="Token budget per "
+                                                          "step (default: the engine family's, 8192)."),
         block_size: int = typer.Option(16, "--block-size", help="Tokens per KV block."),
         num_kv_blocks: int | None = typer.Option(None, "--num-kv-blocks", help="KV capacity in blocks (default: memory model, else 4096)."),
         max_model_len: int = typer.Option(32768, "--max-model-len", help="Max prompt + output tokens."),

@@ -103,6 +103,7 @@ def estimate_record(
     """Everything `estimate` reports, as plain data (also used by tests and benchmarks). ``speculative``: a
     :class:`gpuyield.core.perf.SpeculativeDecoding` (MTP/EAGLE/n-gram decode steps) or None."""
     from gpuyield.core.perf import PerfModel, estimate_closed_loop
+    from gpuyield.core.perf.closed_loop import scheduler_limits
     from gpuyield.core.perf.validation import (
         METRICS,
         MeasurementRow,
@@ -133,6 +134,8 @@ def estimate_record(
         engine=engine,
         calibration=calibration,
     )
+    # the scheduler limits are checked before memory: a refused setting is the answer even where the model does not fit
+    _, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
     spec_note = None
     if speculative is not None:
         perf = perf.with_speculative(speculative)
@@ -225,9 +228,7 @@ def estimate_record(
     n = max(1, int(analytic.running_seqs))
     ctx = isl + osl // 2
     bd = perf.step_breakdown(0, 0.0, n, n * ctx)
-    pre = perf.step_breakdown(
-        min(isl, ec.max_num_batched_tokens), min(isl, ec.max_num_batched_tokens) ** 2 / 2.0, 0, 0
-    )
+    pre = perf.step_breakdown(min(isl, budget), min(isl, budget) ** 2 / 2.0, 0, 0)
     out.update(result)
     out.update(
         {
@@ -241,7 +242,7 @@ def estimate_record(
                 "ops_ms": {k: v * 1e3 for k, v in bd.ops.items()},
             },
             "prefill_step": {
-                "num_prefill_tokens": min(isl, ec.max_num_batched_tokens),
+                "num_prefill_tokens": min(isl, budget),
                 "total_ms": pre.total_s * 1e3,
                 "ops_ms": {k: v * 1e3 for k, v in pre.ops.items()},
             },

@@ -117,8 +117,9 @@ class EmulatedEngine:
         c = self.config
         if not (c.first_token_overhead_s >= 0.0):  # also refuses NaN
             raise ValueError(f"first_token_overhead_s must be >= 0, got {c.first_token_overhead_s}")
+        # the limits as given: build_emulator resolved a lone one; the core config refuses a budget below the limit
         core_cfg = CoreEngineConfig(family=family, block_size=c.block_size_tokens, max_num_seqs=c.max_num_seqs,
-                                    max_num_batched_tokens=max(c.max_num_batched_tokens, c.max_num_seqs),
+                                    max_num_batched_tokens=c.max_num_batched_tokens,
                                     enable_prefix_caching=c.enable_prefix_caching, max_model_len=c.max_model_len,
                                     max_decode_run_steps=1)
         self.kv = KVCacheManager(

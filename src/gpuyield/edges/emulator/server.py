@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gpuyield.core.sim.engine.config import engine_family_defaults, resolve_scheduler_limits
 from gpuyield.edges.emulator.app import EmulatorApp, EmulatorSettings
 from gpuyield.edges.emulator.engine import EmulatedEngine, EngineConfig, FixedStepTime, StepTimeModel
 from gpuyield.edges.gateway.tokens import TokenCounter
@@ -22,8 +24,10 @@ class EmulatorSpec:
     tp: int = 1
     engine: str = "vllm"
     served_model_name: str | None = None
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192
+    # None: the engine family's default (sim/data/engine_families.yaml, as simulate takes it); one given alone is
+    # checked against the family's other one (resolve_scheduler_limits), as simulate and estimate check it
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
     block_size_tokens: int = 16
     num_kv_blocks: int | None = None  # default: from the memory model (engine timing) or 4096
     max_model_len: int = 32768
@@ -123,8 +127,12 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
     for label, v in (("--max-num-seqs", spec.max_num_seqs), ("--max-num-batched-tokens", spec.max_num_batched_tokens),
                      ("--block-size", spec.block_size_tokens), ("--max-model-len", spec.max_model_len),
                      ("--mean-output-tokens", spec.mean_output_tokens)):
-        if v < 1:
+        if v is not None and v < 1:
             raise ConfigError(f"{label} must be >= 1, got {v}")
+    own = engine_family_defaults(spec.engine)
+    seqs, budget = resolve_scheduler_limits(spec.engine, int(own["max_num_seqs"]), int(own["max_num_batched_tokens"]),
+                                            spec.max_num_seqs, spec.max_num_batched_tokens)  # fmt: skip
+    spec = dataclasses.replace(spec, max_num_seqs=seqs, max_num_batched_tokens=budget)
     if spec.speculative is not None and (spec.fixed_step_ms is not None or spec.fixed_delay_ms is not None):
         raise ConfigError("--spec-method times steps with the fleet model: not with --fixed-step-ms/--fixed-delay-ms")
     tokens = TokenCounter(spec.tokenizer, spec.block_size_tokens)

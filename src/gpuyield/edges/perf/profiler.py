@@ -209,11 +209,12 @@ class _Numpy:
         return inp @ w.T
 
     def sdpa(self, q: Any, k: Any, v: Any, causal: bool) -> Any:
-        """softmax(q k^T / sqrt(d)) v over (batch, heads, tokens, width) arrays; ``causal`` masks later keys."""
+        """softmax(q k^T / sqrt(d)) v over (batch, heads, tokens, width) arrays; ``causal`` masks key j for query i
+        when j > i (aligned top-left, as torch's ``is_causal``)."""
         np = self.np
         s = (q @ k.swapaxes(-1, -2)) * np.float32(1.0 / np.sqrt(q.shape[-1]))
         if causal:
-            s[..., np.triu(np.ones(s.shape[-2:], dtype=bool), k=1 + s.shape[-1] - s.shape[-2])] = -np.inf
+            s[..., np.triu(np.ones(s.shape[-2:], dtype=bool), k=1)] = -np.inf
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
@@ -364,7 +365,8 @@ def run_profile(
 def _check_same_dtype(base: Path, backend: str, dt_name: str) -> None:
     """Profiles of several models may share one --out (calibrate reads one table per device); profiles of
     different dtypes or kernel backends may not: calibrate would time both against one peak."""
-    others = sorted({p.parent.parent.name for p in base.glob("*/*/*/*.csv")} - {backend})
+    others = sorted({p.parent.parent.name for op in ("gemm", "attention") for p in base.glob(f"{op}/*/*/*.csv")}
+                    - {backend})  # fmt: skip
     if others:
         raise ConfigError(
             f"--out {base.parent.parent}: already holds a {', '.join(others)} profile of this device; profiling "

@@ -30,26 +30,36 @@ def resolve_scheduler_limits(
 ) -> tuple[int, int]:
     """(running-sequence limit, per-step token budget) of one scheduler: each one given, else the engine's own.
 
-    Every running sequence decodes a token in each step, so the budget must hold the limit. vLLM refuses a budget
-    below the limit (its ``SchedulerConfig``), and so does this when either was given; SGLang and TensorRT-LLM
-    take one setting alone, and a step then carries at most the budget's worth of sequences (the limit is lowered
-    to the budget); given both, a budget below the limit is refused for every engine. The engine's own pair is
-    trusted as it is. ``estimate`` (both paths) and ``simulate``'s engine configs all resolve here."""
+    The engine model runs one token budget a step for prompts and decodes alike, so the budget must hold the limit.
+    When a given value breaks that, each family's own reading applies:
+
+    - ``vllm``: refused, as vLLM's ``SchedulerConfig`` refuses ``max_num_batched_tokens < max_num_seqs``;
+    - ``trtllm``: ``max_num_tokens`` counts decode tokens too, so a step carries at most the budget's worth of
+      sequences: the limit is lowered to the budget;
+    - ``sglang``: ``--chunked-prefill-size`` caps prompt chunks only and decode batches are limited by
+      ``--max-running-requests`` alone: the budget is raised to the limit (so prompt chunks may then be larger than
+      asked: the engine model's single budget cannot keep the two apart).
+
+    The engine's own pair is taken as it is. ``estimate`` (both paths), ``simulate``'s engine configs and the
+    engine emulator resolve here, each against its own defaults (``estimate``: the calibration's engine limits;
+    ``simulate`` and the emulator: ``sim/data/engine_families.yaml``)."""
     seqs = int(max_num_seqs or own_max_num_seqs)
     budget = int(max_num_batched_tokens or own_max_num_batched_tokens)
     if not (max_num_seqs or max_num_batched_tokens) or budget >= seqs:
         return seqs, budget
+    if family == "trtllm":
+        return budget, budget
+    if family == "sglang":
+        return seqs, seqs
     if max_num_seqs and max_num_batched_tokens:
         given = f"max_num_batched_tokens {budget} and max_num_seqs {seqs}"
-    elif family != "vllm":
-        return budget, budget  # the engine's own limit is out of reach of a step this size
     elif max_num_batched_tokens:
         given = f"max_num_batched_tokens {budget} and the engine's own max_num_seqs {seqs}"
     else:
         given = f"max_num_seqs {seqs} and the engine's own max_num_batched_tokens {budget}"
     raise ConfigError(
-        f"{given}: the token budget must be >= the sequence limit (every running sequence decodes a token in each "
-        "step), as vLLM requires; give both, the budget at least the limit"
+        f"{given}: vLLM requires the token budget to be >= the sequence limit (every running sequence decodes a "
+        "token in each step); give both, the budget at least the limit"
     )
 
 
