@@ -10,7 +10,7 @@ import pytest
 from gpuyield.core.catalog import default_catalog
 from gpuyield.core.perf import PerfModel, estimate_closed_loop
 from gpuyield.core.perf.calibration import default_calibration
-from gpuyield.core.perf.closed_loop import estimate_disaggregated
+from gpuyield.core.perf.closed_loop import estimate_disaggregated, own_scheduler_limits
 from gpuyield.core.perf.validation import (
     error_summary,
     parse_layout,
@@ -120,7 +120,7 @@ def test_scheduler_limits_one_rule_for_both_paths():
     # the analytic solver, the engine model and both pools of a P/D deployment refuse what the rule refuses
     cat, cal = default_catalog(), default_calibration()
     perf = PerfModel.build(cat.model("Qwen/Qwen3-8B"), cat.gpu("h100_sxm"), tp=1, calibration=cal)
-    bad = {"max_num_batched_tokens": perf.engine_coeffs.max_num_seqs - 1}
+    bad = {"max_num_batched_tokens": own_scheduler_limits(perf)[0] - 1}
     with pytest.raises(ConfigError, match="the engine's own max_num_seqs"):
         estimate_closed_loop(perf, 512, 64, 8, **bad)
     with pytest.raises(ConfigError, match="the engine's own max_num_seqs"):
@@ -321,7 +321,7 @@ def test_disaggregated_decode_admission_wait_lands_in_ttft_and_unknown_counts_ad
     m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("b200_sxm")
     pre = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
     dec = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8", engine="trtllm")
-    cap = dec.engine_coeffs.max_num_seqs
+    cap = own_scheduler_limits(dec)[0]
     known = estimate_disaggregated(pre, dec, 1024, 1024, 2 * cap, num_prefill=4, num_decode=1)
     assert known.limited_by == "max_num_seqs" and known.queue_wait_ms > 0
     step_ms = dec.step_time_s(0, 0.0, cap, cap * 1536) * 1e3

@@ -330,8 +330,10 @@ def test_a_lone_scheduler_knob_follows_the_rule_estimate_uses() -> None:
     limit."""
     from gpuyield.core.sim.deployment import EngineSpec
 
-    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 1024"):
         EngineSpec(family="vllm", max_num_batched_tokens=64).to_config()
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
+        EngineSpec(family="vllm", max_num_batched_tokens=64).to_config(own_limits=(256, 2048))
     with pytest.raises(ConfigError, match="max_num_batched_tokens 8 and max_num_seqs 32"):
         EngineSpec(family="vllm", max_num_seqs=32, max_num_batched_tokens=8).to_config()
 
@@ -342,7 +344,7 @@ def test_a_lone_scheduler_knob_follows_the_rule_estimate_uses() -> None:
     assert limits(family="trtllm", max_num_batched_tokens=64) == (64, 64)
     assert limits(family="trtllm", max_num_seqs=10_000) == (8192, 8192)
     assert limits(family="trtllm", max_num_seqs=32, max_num_batched_tokens=8) == (8, 8)
-    assert limits(family="sglang", max_num_batched_tokens=64) == (1024, 1024)
+    assert limits(family="sglang", max_num_batched_tokens=64) == (4096, 4096)
     assert limits(family="sglang", max_num_seqs=10_000) == (10_000, 10_000)
     assert limits(family="sglang", max_num_seqs=32, max_num_batched_tokens=8) == (32, 32)
     assert limits(family="vllm", max_num_seqs=128) == (128, 8192)  # within the budget: as given

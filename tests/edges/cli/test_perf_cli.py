@@ -53,6 +53,21 @@ def test_estimate_json_reports_latency_memory_and_breakdown():
     assert "engine model" in rec["method"]
     ops = rec["decode_step"]["ops_ms"]
     assert abs(sum(ops.values()) - rec["decode_step"]["total_ms"]) < 1e-6
+    assert rec["scheduler_limits"] == {"max_num_seqs": 1024, "max_num_batched_tokens": 8192}
+
+
+def test_estimate_takes_the_engine_defaults_of_the_gpu():
+    """vLLM on a 48 GB L40S starts with 256 sequences and a 2,048-token budget (its get_batch_defaults), as
+    simulate's pools there do: the budget chunks a 4k prompt and 300 clients are held to 256."""
+    base = ["estimate", "--model", "Qwen/Qwen3-0.6B", "--gpu", "l40s", "--isl", "4096", "--osl", "64", "--json"]
+    r = _run([*base, "--concurrency", "300"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["scheduler_limits"] == {"max_num_seqs": 256, "max_num_batched_tokens": 2048}
+    assert rec["prefill_step"]["num_prefill_tokens"] == 2048
+    assert rec["running_seqs_per_replica"] <= 256
+    r = _run([*base, "--concurrency", "8", "--max-num-batched-tokens", "128"])
+    assert r.exit_code != 0 and "the engine's own max_num_seqs 256" in r.output
 
 
 def test_estimate_with_speculative_decoding_is_faster_per_token_and_says_so():

@@ -106,7 +106,7 @@ def test_naive_baseline_definition(local_plan: tuple[Path, dict[str, Any]]) -> N
     cat = default_catalog()
     cheapest = min(("h100_sxm", "l40s"), key=lambda g: cat.gpu_price(g).usd_per_gpu_hour)
     (pool,) = naive["pools"]
-    d = engine_family_defaults("vllm")
+    d = engine_family_defaults("vllm", cat.gpu(cheapest))  # the engine's defaults on that GPU
     assert naive["router"] == "round_robin" and pool["tp"] == 1 and pool["gpu"] == cheapest
     assert pool["enable_prefix_caching"] is True and pool["max_num_seqs"] == d["max_num_seqs"]
     assert pool["max_num_batched_tokens"] == d["max_num_batched_tokens"]

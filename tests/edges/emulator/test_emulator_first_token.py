@@ -130,11 +130,16 @@ def test_emulator_scheduler_limits_follow_the_family_rule() -> None:
         assert emu.engine is not None
         return emu.engine.config.max_num_seqs, emu.engine.config.max_num_batched_tokens
 
-    assert limits() == (256, 8192) and limits(engine="sglang") == (1024, 8192)
+    assert limits() == (1024, 8192) and limits(engine="sglang") == (4096, 8192)
     assert limits(engine="trtllm", max_num_batched_tokens=64) == (64, 64)
-    assert limits(engine="sglang", max_num_batched_tokens=64) == (1024, 1024)
+    assert limits(engine="sglang", max_num_batched_tokens=64) == (4096, 4096)
     assert limits(max_num_seqs=64) == (64, 8192)
-    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 1024"):
         limits(max_num_batched_tokens=64)
+    # on a given GPU the engine's own defaults there, as estimate and simulate take them: vLLM below 70 GiB
+    # (an L40S) 256 / 2048, SGLang's chunked prefill 16,384 tokens on a B200
+    assert limits(gpu="l40s") == (256, 2048) and limits(engine="sglang", gpu="b200_sxm") == (4096, 16384)
+    with pytest.raises(ConfigError, match="max_num_batched_tokens 64 and the engine's own max_num_seqs 256"):
+        limits(gpu="l40s", max_num_batched_tokens=64)
     with pytest.raises(ConfigError, match="--max-num-seqs must be >= 1"):
         limits(max_num_seqs=0)

@@ -103,8 +103,10 @@ class EngineCoefficients:
     per_seq_overhead_s: float = 10e-6  # per sequence in the batch (sampling, detokenise, bookkeeping)
     per_layer_overhead_s: float = 10e-6  # per decoder layer per step (launch gaps not hidden by graphs)
     moe_layer_overhead_s: float = 1e-6  # per MoE layer per step on top (routing, permute/unpermute kernels)
-    max_num_batched_tokens: int = 8192  # token budget per step (chunked prefill)
-    max_num_seqs: int = 1024
+    # The scheduler limits the measurements ran with, when a calibration pins them; None (the shipped file): the
+    # engine family's defaults on the GPU (sim/data/engine_families.yaml; core.sim.engine.scheduler_defaults)
+    max_num_batched_tokens: int | None = None  # token budget per step (chunked prefill)
+    max_num_seqs: int | None = None
     block_size_tokens: int = 16
     runtime_reserve_gb: float = 4.0  # activations, CUDA graphs, NCCL buffers, allocator slack per GPU
     # What ``gpu_memory_utilization`` is a fraction of when sizing the KV cache: "total" (vLLM's
@@ -237,6 +239,8 @@ def _curve_from(obj: Any, where: str) -> LogCurve:
 
 # first-token terms that may be exactly zero (the fit uses one or the other); every other float is > 0
 ZERO_ALLOWED_ENGINE_FIELDS = frozenset({"ttft_overhead_s", "ttft_per_layer_s"})
+# engine fields a calibration may leave out (or null): the engine family's defaults on the GPU then apply
+PINNED_LIMIT_FIELDS = frozenset({"max_num_seqs", "max_num_batched_tokens"})
 
 
 def _is_zero(value: Any) -> bool:
@@ -301,6 +305,8 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
             if fname not in e:
                 continue
             default = getattr(ebase, fname)
+            if fname in PINNED_LIMIT_FIELDS and e[fname] is None:
+                continue  # null: the family's defaults on the GPU, as when the key is absent
             if isinstance(default, str):
                 kw[fname] = str(e[fname])
                 if fname == "kv_memory_basis" and kw[fname] not in KV_MEMORY_BASES:
@@ -311,7 +317,7 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                     raise ConfigError(
                         f"{w}.{fname}: expected one of {', '.join(MXFP4_ACTIVATION_DTYPES)}, got {kw[fname]!r}"
                     )
-            elif isinstance(default, int):
+            elif isinstance(default, int) or fname in PINNED_LIMIT_FIELDS:
                 try:
                     kw[fname] = int(e[fname])
                 except (TypeError, ValueError):
@@ -322,6 +328,12 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                 kw[fname] = 0.0
             else:
                 kw[fname] = _check_fraction(e[fname], f"{w}.{fname}", hi=1e3)
+        if kw.get("max_num_batched_tokens", math.inf) < kw.get("max_num_seqs", 0):
+            raise ConfigError(
+                f"{w}: max_num_batched_tokens ({kw['max_num_batched_tokens']}) is below max_num_seqs "
+                f"({kw['max_num_seqs']}): every running sequence decodes a token in each step, so the budget must "
+                "hold the limit"
+            )
         engines[str(name).lower()] = EngineCoefficients(**kw)
     devices: dict[str, dict[str, float]] = {}
     for did, d in (data.get("devices") or {}).items():
@@ -351,8 +363,9 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
 
 
 def coefficients_fingerprint(cal: Calibration) -> str:
-    """A short hash of everything a prediction depends on in ``cal`` (GPU, engine and device coefficients;
-    not the sources or the corrections), to tell whether stored residuals still belong to it."""
+    """A short hash of everything a prediction depends on in ``cal`` (GPU, engine and device coefficients, and the
+    engine families' scheduler-limit defaults where an engine leaves its limits unpinned; not the sources or the
+    corrections), to tell whether stored residuals still belong to it."""
     import hashlib
     import json
 
@@ -366,6 +379,12 @@ def coefficients_fingerprint(cal: Calibration) -> str:
             e.pop("mxfp4_activation_dtype", None)
     for g in (body["gpus"] or {}).values():
         g.pop("source", None)
+    if not cal.engines or any(e.max_num_seqs is None or e.max_num_batched_tokens is None for e in cal.engines.values()):
+        # unpinned limits come from the engine families' defaults on each GPU: residuals belong to those too (a
+        # file that pins every limit, as `calibrate` wrote them before, keeps its fingerprint)
+        from gpuyield.core.sim.engine.config import scheduler_limit_rules
+
+        body["scheduler_limits"] = scheduler_limit_rules()
     return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -394,6 +413,7 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
         engines[name] = {
             f: (_r(getattr(e, f)) if isinstance(getattr(e, f), float) else getattr(e, f))
             for f in EngineCoefficients.__dataclass_fields__
+            if not (f in PINNED_LIMIT_FIELDS and getattr(e, f) is None)  # unpinned: the family's defaults
         }
     out: dict[str, Any] = {"schema": SCHEMA, "sources": list(cal.sources), "gpus": gpus, "engines": engines}
     if cal.devices:

@@ -33,6 +33,7 @@ __all__ = [
     "ClosedLoopResult",
     "estimate_closed_loop",
     "estimate_disaggregated",
+    "own_scheduler_limits",
     "prefill_time_s",
     "scheduler_limits",
 ]
@@ -76,8 +77,7 @@ def prefill_time_s(
     budget_tokens: int | None = None,
 ) -> tuple[float, float]:
     """(wall time, marginal time) of one prompt's prefill, chunked, mixed with a decode batch."""
-    ec = perf.engine_coeffs
-    budget = budget_tokens if budget_tokens is not None else ec.max_num_batched_tokens
+    budget = budget_tokens if budget_tokens is not None else own_scheduler_limits(perf)[1]
     d = int(round(num_decode_seqs))
     s = int(round(decode_ctx_tokens))
     base = perf.step_time_s(0, 0.0, d, s) if d > 0 else 0.0
@@ -114,27 +114,36 @@ def scheduler_limits(
     perf: PerfModel, max_num_seqs: int | None = None, max_num_batched_tokens: int | None = None
 ) -> tuple[int, int]:
     """The running-sequence limit and the per-step token budget of ``perf``'s scheduler: each one given, else the
-    engine family's own (``perf.engine_coeffs``), under the rule the engine model's configs follow too
+    engine's own (:func:`own_scheduler_limits`), under the rule the engine model's configs follow too
     (:func:`gpuyield.core.sim.engine.config.resolve_scheduler_limits`), so the analytic solver, the engine model
     and ``simulate`` answer or refuse the same settings."""
     from gpuyield.core.sim.engine.config import resolve_scheduler_limits  # the simulator imports this module
 
-    ec = perf.engine_coeffs
+    own_seqs, own_budget = own_scheduler_limits(perf)
     family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
-    return resolve_scheduler_limits(
-        family, int(ec.max_num_seqs), int(ec.max_num_batched_tokens), max_num_seqs, max_num_batched_tokens
-    )
+    return resolve_scheduler_limits(family, own_seqs, own_budget, max_num_seqs, max_num_batched_tokens)
+
+
+def own_scheduler_limits(perf: PerfModel) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens) ``perf``'s engine runs with when none is given: the calibration's
+    pinned limits, else the engine family's defaults on its GPU (``sim/data/engine_families.yaml``), the same
+    pair ``simulate``, ``plan`` and the emulator start from."""
+    from gpuyield.core.sim.engine.config import scheduler_defaults  # the simulator imports this module
+
+    ec = perf.engine_coeffs
+    family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]
+    return scheduler_defaults(family, getattr(perf, "gpu", None), ec.max_num_seqs, ec.max_num_batched_tokens)
 
 
 def _limits_note(
     perf: PerfModel, seqs: int, budget: int, max_num_seqs: int | None, max_num_batched_tokens: int | None
 ) -> list[str]:
     """A note when :func:`scheduler_limits` changed a limit the caller gave or the engine's own."""
-    ec = perf.engine_coeffs
-    if seqs != (max_num_seqs or ec.max_num_seqs):
+    own_seqs, own_budget = own_scheduler_limits(perf)
+    if seqs != (max_num_seqs or own_seqs):
         return [f"max_num_seqs lowered to the token budget, {budget}: a TensorRT-LLM step carries at most "
                 "max_num_tokens tokens, decodes included"]  # fmt: skip
-    if budget != (max_num_batched_tokens or ec.max_num_batched_tokens):
+    if budget != (max_num_batched_tokens or own_budget):
         return [f"token budget raised to max_num_seqs, {seqs}: SGLang's chunked-prefill size caps prompt chunks "
                 "only, and the model's one budget a step must hold every decode"]  # fmt: skip
     return []

@@ -79,10 +79,15 @@ class EngineSpec(BaseModel):
     offload: OffloadSpec | None = None
     max_decode_run_steps: int | None = Field(default=None, ge=1)
 
-    def to_config(self, model_max_len: int | None = None) -> EngineConfig:
+    def to_config(self, model_max_len: int | None = None, own_limits: tuple[int, int] | None = None) -> EngineConfig:
         """The engine config; with chunked prefill off and no token budget given, the budget rises to the longest
-        sequence (``max_model_len``, else the model's ``model_max_len``), as vLLM sets it."""
+        sequence (``max_model_len``, else the model's ``model_max_len``), as vLLM sets it. ``own_limits``: the
+        engine's own (max_num_seqs, max_num_batched_tokens) on its GPU
+        (:func:`gpuyield.core.perf.closed_loop.own_scheduler_limits`, as ``estimate`` takes them); None: the
+        family's defaults for a large data-centre GPU."""
         base: dict[str, Any] = dict(engine_family_defaults(self.family))
+        if own_limits is not None:
+            base["max_num_seqs"], base["max_num_batched_tokens"] = own_limits
         for k in (
             "block_size",
             "max_num_seqs",

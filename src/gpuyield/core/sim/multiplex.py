@@ -289,6 +289,7 @@ def build_multiplex(
     ``measured_step_scales``, per model)."""
     from gpuyield.core.perf import PerfModel
     from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
+    from gpuyield.core.sim.engine.config import scheduler_defaults
     from gpuyield.core.sim.measured import with_measured_scales
 
     interference = spec.co_residence_interference
@@ -309,7 +310,10 @@ def build_multiplex(
         except Exception as exc:
             raise ConfigError(f"{where}.engine: {exc}") from None
         models = [catalog.model(m) for m in g.model_archs]
-        cfg = eng.to_config(model_max_len=max(m.max_position_embeddings for m in models))
+        # the engine's own limits on this GPU, as `estimate` takes them (engine_families.yaml, or the calibration's)
+        ec = calibration.engine_for(eng.family, gpu.id, str(g.weight_precision or "")) if calibration else None
+        own = scheduler_defaults(eng.family, gpu, ec and ec.max_num_seqs, ec and ec.max_num_batched_tokens)
+        cfg = eng.to_config(model_max_len=max(m.max_position_embeddings for m in models), own_limits=own)
         labels = [m.id if isinstance(ref, str) else ref.name for ref, m in zip(g.models, models, strict=True)]
         perfs = []
         plans = []

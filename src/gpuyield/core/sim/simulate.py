@@ -114,6 +114,7 @@ def build_cluster(
     multiplexed group. A prefill or decode pool takes the scales of an aggregated replica of its shape (the
     same kernels). None: the step model alone."""
     from gpuyield.core.perf import PerfModel
+    from gpuyield.core.perf.closed_loop import own_scheduler_limits
     from gpuyield.core.sim.measured import with_measured_scales
 
     def resolve(name: str) -> str | None:
@@ -144,7 +145,6 @@ def build_cluster(
         where = f"pools[{pool.name}]"
         model = catalog.model(pool.model)
         gpu = calibration.accelerator(catalog, pool.gpu) if calibration is not None else catalog.gpu(pool.gpu)
-        cfg = pool.engine.to_config(model_max_len=model.max_position_embeddings)
         perf = PerfModel.build(
             model,
             gpu,
@@ -153,9 +153,11 @@ def build_cluster(
             ep=pool.ep,
             weight_precision=pool.weight_precision,
             kv_dtype=pool.kv_dtype,
-            engine=cfg.family,
+            engine=pool.engine.family,
             calibration=calibration,
         )
+        # the engine's own limits on this GPU, as `estimate` takes them (engine_families.yaml, or the calibration's)
+        cfg = pool.engine.to_config(model_max_len=model.max_position_embeddings, own_limits=own_scheduler_limits(perf))
         if pool.speculative is not None:
             try:
                 perf = perf.with_speculative(pool.speculative.to_core())
@@ -175,7 +177,8 @@ def build_cluster(
         pools_info.append(
             {"pool": pool.name, "role": pool.role, "gpu": gpu.id, "model": model.id, "replicas": pool.replicas,
              "gpus_per_replica": pool.gpus_per_replica, "num_gpu_blocks": blocks, "block_size": cfg.block_size,
-             "kv_capacity_tokens": blocks * cfg.block_size, "engine": cfg.family,
+             "kv_capacity_tokens": blocks * cfg.block_size, "engine": cfg.family, "max_num_seqs": cfg.max_num_seqs,
+             "max_num_batched_tokens": cfg.max_num_batched_tokens,
              "measured_step_scales": scales.to_dict() if scales is not None else None}
         )  # fmt: skip
         for k in range(pool.replicas):

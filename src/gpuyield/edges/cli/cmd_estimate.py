@@ -135,7 +135,7 @@ def estimate_record(
         calibration=calibration,
     )
     # the scheduler limits are checked before memory: a refused setting is the answer even where the model does not fit
-    _, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
+    seqs, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
     spec_note = None
     if speculative is not None:
         perf = perf.with_speculative(speculative)
@@ -235,6 +235,8 @@ def estimate_record(
             "fits": True,
             "running_seqs_per_replica": analytic.running_seqs,
             "limited_by": analytic.limited_by,
+            # what the replica's scheduler runs with: the values given, else the engine's own on this GPU
+            "scheduler_limits": {"max_num_seqs": seqs, "max_num_batched_tokens": budget},
             "decode_step": {
                 "num_decode_seqs": n,
                 "context_tokens": ctx,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gpuyield.core.sim.engine.config import engine_family_defaults, resolve_scheduler_limits
+from gpuyield.core.sim.engine.config import resolve_scheduler_limits, scheduler_defaults
 from gpuyield.edges.emulator.app import EmulatorApp, EmulatorSettings
 from gpuyield.edges.emulator.engine import EmulatedEngine, EngineConfig, FixedStepTime, StepTimeModel
 from gpuyield.edges.gateway.tokens import TokenCounter
@@ -24,8 +24,8 @@ class EmulatorSpec:
     tp: int = 1
     engine: str = "vllm"
     served_model_name: str | None = None
-    # None: the engine family's default (sim/data/engine_families.yaml, as simulate takes it); one given alone is
-    # checked against the family's other one (resolve_scheduler_limits), as simulate and estimate check it
+    # None: the engine's own on --gpu (sim/data/engine_families.yaml or the calibration's, as estimate and simulate
+    # take them); one given alone is checked against the other (resolve_scheduler_limits), as they check it
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     block_size_tokens: int = 16
@@ -119,6 +119,26 @@ def perf_model_for(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
                                 calibration=cal, catalog=cat, max_num_seqs=spec.max_num_seqs)  # fmt: skip
 
 
+def _own_limits(spec: EmulatorSpec) -> tuple[int, int]:
+    """The engine's own (max_num_seqs, max_num_batched_tokens) on ``spec.gpu``, as ``estimate`` and ``simulate``
+    take them: the calibration's pinned limits, else the family's defaults on that GPU (engine_families.yaml);
+    without a GPU (or one the catalogue and calibration do not know, reported where the model is built), the
+    family's defaults for a large data-centre GPU."""
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import default_calibration
+    from gpuyield.errors import CatalogError
+
+    if spec.gpu is None:
+        return scheduler_defaults(spec.engine)
+    cal = spec.calibration if spec.calibration is not None else default_calibration()
+    try:
+        gpu = cal.accelerator(default_catalog(), spec.gpu)
+    except CatalogError:
+        return scheduler_defaults(spec.engine)
+    ec = cal.engine_for(spec.engine, gpu.id, str(spec.weight_precision or ""))
+    return scheduler_defaults(spec.engine, gpu, ec.max_num_seqs, ec.max_num_batched_tokens)
+
+
 def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
     if spec.tp < 1:
         raise ConfigError(f"--tp must be >= 1, got {spec.tp}")
@@ -129,9 +149,9 @@ def build_emulator(spec: EmulatorSpec) -> EmulatorApp:
                      ("--mean-output-tokens", spec.mean_output_tokens)):
         if v is not None and v < 1:
             raise ConfigError(f"{label} must be >= 1, got {v}")
-    own = engine_family_defaults(spec.engine)
-    seqs, budget = resolve_scheduler_limits(spec.engine, int(own["max_num_seqs"]), int(own["max_num_batched_tokens"]),
-                                            spec.max_num_seqs, spec.max_num_batched_tokens)  # fmt: skip
+    own_seqs, own_budget = _own_limits(spec)
+    seqs, budget = resolve_scheduler_limits(spec.engine, own_seqs, own_budget, spec.max_num_seqs,
+                                            spec.max_num_batched_tokens)  # fmt: skip
     spec = dataclasses.replace(spec, max_num_seqs=seqs, max_num_batched_tokens=budget)
     if spec.speculative is not None and (spec.fixed_step_ms is not None or spec.fixed_delay_ms is not None):
         raise ConfigError("--spec-method times steps with the fleet model: not with --fixed-step-ms/--fixed-delay-ms")

@@ -36,8 +36,8 @@ __all__ = [
     "lookups",
 ]
 
-# Starting points (documented engine defaults: vLLM v1 max_num_batched_tokens 8192 for online serving,
-# SGLang chunked_prefill_size 8192, TRT-LLM max_num_tokens 8192; block sizes 16/1/32 tokens). KV memory:
+# Starting points (block sizes 16/1/32 tokens; the scheduler limits are not pinned: every row is estimated with
+# its engine's defaults on its GPU, sim/data/engine_families.yaml, as estimate and simulate take them). KV memory:
 # vLLM's --gpu-memory-utilization is a fraction of total memory; TRT-LLM's free_gpu_memory_fraction (default
 # 0.9) a fraction of what is free after the weights; SGLang sizes its static pool from what is left after
 # weights and a reserve for activations and CUDA graphs. MXFP4 experts (gpt-oss): TensorRT-LLM runs them W4A8
@@ -46,16 +46,12 @@ __all__ = [
 # otherwise (vLLM's mxfp4_w4a16 quant config; the MXFP8-activation path is opt-in), and AIConfigurator's
 # default for gpt-oss is w4a16_mxfp4 ("native data format for gpt oss", sdk/common.py).
 ENGINE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vllm": {"max_num_batched_tokens": 8192, "max_num_seqs": 1024, "block_size_tokens": 16},
+    "vllm": {"block_size_tokens": 16},
     "sglang": {
-        "max_num_batched_tokens": 8192,
-        "max_num_seqs": 4096,
         "block_size_tokens": 1,
         "kv_memory_basis": "free",
     },
     "trtllm": {
-        "max_num_batched_tokens": 8192,
-        "max_num_seqs": 2048,
         "block_size_tokens": 32,
         "kv_memory_basis": "free",
         "mxfp4_activation_dtype": "fp8",

@@ -6,6 +6,7 @@ from gpuyield.core.sim.engine.config import (
     EngineConfig,
     OffloadTierConfig,
     engine_family_defaults,
+    scheduler_defaults,
 )
 from gpuyield.core.sim.engine.kv_cache import KVCacheManager, OffloadTier
 from gpuyield.core.sim.engine.output import SchedulerOutput
@@ -27,4 +28,5 @@ __all__ = [
     "Scheduler",
     "SchedulerOutput",
     "engine_family_defaults",
+    "scheduler_defaults",
 ]

@@ -16,7 +16,15 @@ import yaml
 
 from gpuyield.errors import ConfigError
 
-__all__ = ["ENGINE_FAMILIES", "EngineConfig", "OffloadTierConfig", "engine_family_defaults", "resolve_scheduler_limits"]
+__all__ = [
+    "ENGINE_FAMILIES",
+    "EngineConfig",
+    "OffloadTierConfig",
+    "engine_family_defaults",
+    "resolve_scheduler_limits",
+    "scheduler_defaults",
+    "scheduler_limit_rules",
+]
 
 ENGINE_FAMILIES = ("vllm", "sglang", "trtllm")
 
@@ -41,8 +49,7 @@ def resolve_scheduler_limits(
       asked: the engine model's single budget cannot keep the two apart).
 
     The engine's own pair is taken as it is. ``estimate`` (both paths), ``simulate``'s engine configs and the
-    engine emulator resolve here, each against its own defaults (``estimate``: the calibration's engine limits;
-    ``simulate`` and the emulator: ``sim/data/engine_families.yaml``)."""
+    engine emulator resolve here, against the same own pair (:func:`scheduler_defaults`)."""
     seqs = int(max_num_seqs or own_max_num_seqs)
     budget = int(max_num_batched_tokens or own_max_num_batched_tokens)
     if not (max_num_seqs or max_num_batched_tokens) or budget >= seqs:
@@ -128,9 +135,10 @@ class EngineConfig:
             raise ConfigError(f"engine.max_decode_run_steps: must be >= 1, got {self.max_decode_run_steps}")
 
     @classmethod
-    def for_family(cls, family: str, **overrides: Any) -> EngineConfig:
-        """The family's documented defaults, with ``overrides`` applied."""
-        base = dict(engine_family_defaults(family))
+    def for_family(cls, family: str, accelerator: Any = None, **overrides: Any) -> EngineConfig:
+        """The family's documented defaults on ``accelerator`` (see :func:`engine_family_defaults`), with
+        ``overrides`` applied."""
+        base = dict(engine_family_defaults(family, accelerator))
         base.update({k: v for k, v in overrides.items() if v is not None})
         base["family"] = family
         return cls(**base)
@@ -143,9 +151,94 @@ def _families() -> dict[str, Any]:
     return data
 
 
-def engine_family_defaults(family: str) -> dict[str, Any]:
-    """Scheduler defaults of an engine family (from ``sim/data/engine_families.yaml``)."""
+_RULE_KEYS = frozenset({"device_ids", "memory_below_gib", "memory_at_least_gib", "name_contains"})
+_GIB = float(1 << 30)
+
+
+def _rule_matches(when: dict[str, Any], accelerator: Any) -> bool:
+    """Whether one ``device_rules`` condition holds for ``accelerator`` (any of its keys matching)."""
+    unknown = set(when) - _RULE_KEYS
+    if unknown:
+        raise ConfigError(f"engine_families.yaml: unknown device rule key(s) {sorted(unknown)}")
+    dev_id = str(getattr(accelerator, "id", "")).lower()
+    text = f"{dev_id} {str(getattr(accelerator, 'name', '')).lower()}"
+    gib = _memory_gib(accelerator)
+    return (
+        dev_id in {str(d).lower() for d in when.get("device_ids", ())}
+        or any(str(n).lower() in text for n in when.get("name_contains", ()))
+        or (gib is not None and "memory_below_gib" in when and gib < float(when["memory_below_gib"]))
+        or (gib is not None and "memory_at_least_gib" in when and gib >= float(when["memory_at_least_gib"]))
+    )
+
+
+def _memory_gib(accelerator: Any) -> float | None:
+    """The capacity the device reports, GiB (as the engines read it), or None when unknown."""
+    total = getattr(accelerator, "memory_capacity_bytes", None)
+    if total is None and getattr(accelerator, "memory_gb", None):
+        total = float(accelerator.memory_gb) * 1e9
+    return float(total) / _GIB if total else None
+
+
+def engine_family_defaults(family: str, accelerator: Any = None) -> dict[str, Any]:
+    """Scheduler defaults of an engine family (from ``sim/data/engine_families.yaml``) on ``accelerator`` (a
+    catalogue :class:`~gpuyield.core.catalog.Accelerator` or anything with its ``id``, ``name`` and memory): the
+    first of the family's ``device_rules`` that matches it replaces its keys, as the engines set some defaults
+    from the device they start on (vLLM's batch limits, SGLang's chunked-prefill size). None: the family's
+    defaults for a large data-centre GPU."""
     fams = _families()["families"]
     if family not in fams:
         raise ConfigError(f"engine.family: unknown engine {family!r}; expected one of {sorted(fams)}")
-    return dict(fams[family]["defaults"])
+    out = dict(fams[family]["defaults"])
+    if accelerator is not None:
+        for rule in fams[family].get("device_rules") or ():
+            if _rule_matches(dict(rule["when"]), accelerator):
+                out.update({k: v for k, v in rule.items() if k != "when"})
+                break
+    return out
+
+
+def scheduler_limit_rules() -> dict[str, Any]:
+    """Each family's scheduler-limit defaults and the device rules that set them (plain data): what a prediction
+    with unpinned limits depends on, for the calibration's coefficients fingerprint."""
+    keys = ("max_num_seqs", "max_num_batched_tokens")
+    out: dict[str, Any] = {}
+    for name, fam in sorted(_families()["families"].items()):
+        rules = [{"when": dict(r["when"]), **{k: r[k] for k in keys if k in r}} for r in fam.get("device_rules") or ()]
+        out[name] = {"defaults": {k: fam["defaults"][k] for k in keys}, "device_rules": rules}
+    return out
+
+
+def scheduler_defaults(
+    family: str,
+    accelerator: Any = None,
+    pinned_max_num_seqs: int | None = None,
+    pinned_max_num_batched_tokens: int | None = None,
+) -> tuple[int, int]:
+    """The engine's own (running-sequence limit, per-step token budget) before any setting is given: what a
+    calibration pins (the limits its measurements ran with), else the family's defaults on ``accelerator``
+    (:func:`engine_family_defaults`). ``estimate``, ``simulate``, ``plan`` and the emulator all start here, then
+    apply :func:`resolve_scheduler_limits` to what the user gave."""
+    fam = family if family in ENGINE_FAMILIES else "vllm"
+    key = (str(getattr(accelerator, "id", "")), str(getattr(accelerator, "name", "")), _memory_gib(accelerator))
+    seqs, budget = _device_limits(fam, key) if accelerator is not None else _device_limits(fam, None)
+    return int(pinned_max_num_seqs or seqs), int(pinned_max_num_batched_tokens or budget)
+
+
+@cache
+def _device_limits(family: str, key: tuple[str, str, float | None] | None) -> tuple[int, int]:
+    """The family's (max_num_seqs, max_num_batched_tokens) on a device known by (id, name, GiB); cached, as the
+    analytic solver asks for every prompt it times."""
+    acc = None if key is None else _DeviceKey(*key)
+    d = engine_family_defaults(family, acc)
+    return int(d["max_num_seqs"]), int(d["max_num_batched_tokens"])
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceKey:
+    id: str
+    name: str
+    gib: float | None
+
+    @property
+    def memory_capacity_bytes(self) -> float | None:
+        return None if self.gib is None else self.gib * _GIB
