@@ -68,6 +68,14 @@ def test_estimate_takes_the_engine_defaults_of_the_gpu():
     assert rec["running_seqs_per_replica"] <= 256
     r = _run([*base, "--concurrency", "8", "--max-num-batched-tokens", "128"])
     assert r.exit_code != 0 and "the engine's own max_num_seqs 256" in r.output
+    # --layout reports the pair its pools ran with, by the same rule
+    lay = ["estimate", "--model", "Qwen/Qwen3-0.6B", "--gpu", "l40s", "--layout", "agg tp1 pp1 adp1 moe_tp1 ep1",
+           "--isl", "1024", "--osl", "64", "--concurrency", "8", "--json"]  # fmt: skip
+    for extra, want in (([], (256, 2048)), (["--max-num-seqs", "64"], (64, 2048))):
+        r = _run([*lay, *extra])
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)["scheduler_limits"]
+        assert (got["max_num_seqs"], got["max_num_batched_tokens"]) == want
 
 
 def test_estimate_with_speculative_decoding_is_faster_per_token_and_says_so():

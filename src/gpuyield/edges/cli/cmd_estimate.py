@@ -370,6 +370,8 @@ def layout_record(
             "throughput_tok_s": res.throughput_tok_s,
             "running_seqs_per_replica": res.running_seqs,
             "limited_by": res.limited_by,
+            "scheduler_limits": _layout_scheduler_limits(calibration, gpu_of(gpu), engine, precision, lay.kind,
+                                                         max_num_seqs, max_num_batched_tokens),  # fmt: skip
             "memory": res.memory,
             "notes": sized + list(res.notes) + ([_SPEC_POINTS_NOTE] if corrections and speculative is not None else []),
             "measured_correction": _correction_record(corr),
@@ -382,6 +384,21 @@ def layout_record(
         if note:
             out["notes"].append(note)
     return out
+
+
+def _layout_scheduler_limits(
+    calibration: Any, gpu: Any, engine: str, precision: str, kind: str, seqs: int | None, budget: int | None
+) -> dict[str, int]:
+    """The limits every pool of a layout runs with (one pair: the pools share the GPU and the engine's constants):
+    the values given, else the engine's own there, under the rule ``estimate`` applies."""
+    from gpuyield.core.perf.model import normalise_engine
+    from gpuyield.core.sim.engine.config import resolve_scheduler_limits, scheduler_defaults
+
+    fam = normalise_engine(engine).partition(":")[0]
+    ec = calibration.engine_for(f"{fam}:disagg" if kind == "disagg" else fam, gpu.id, precision)
+    own = scheduler_defaults(fam, gpu, ec.max_num_seqs, ec.max_num_batched_tokens)
+    got_seqs, got_budget = resolve_scheduler_limits(fam, *own, seqs, budget)
+    return {"max_num_seqs": got_seqs, "max_num_batched_tokens": got_budget}
 
 
 # A P/D family whose decode constant is this far below its aggregated family's gets a note (see _pd_decode_note).
