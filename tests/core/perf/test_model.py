@@ -526,3 +526,9 @@ def test_mxfp4_activation_dtype_is_validated_when_loaded():
     d["engines"]["trtllm"]["mxfp4_activation_dtype"] = "fp4"
     with pytest.raises(ConfigError, match="mxfp4_activation_dtype"):
         calibration_from_dict(d)
+
+
+def test_a_gpu_without_a_published_tensor_rate_says_how_to_time_it() -> None:
+    """The A10G's tensor throughput is not published: its step times are refused, naming the two ways in."""
+    with pytest.raises(ConfigError, match=r"catalogue overlay \(--catalog FILE.*gpuyield profile --device cuda"):
+        PerfModel.build(CAT.model("Qwen/Qwen3-8B"), CAT.gpu("a10g"), tp=1).step_time_s(512, 512**2 / 2, 0, 0)

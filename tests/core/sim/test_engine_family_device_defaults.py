@@ -171,3 +171,4 @@ def test_a_null_pin_is_the_family_default_and_a_bad_one_is_refused() -> None:
         calibration_from_dict({"engines": {"vllm": {"max_num_batched_tokens": "lots"}}})
     with pytest.raises(ConfigError, match=r"max_num_batched_tokens \(64\) is below max_num_seqs \(128\)"):
         calibration_from_dict({"engines": {"vllm": {"max_num_seqs": 128, "max_num_batched_tokens": 64}}})
+

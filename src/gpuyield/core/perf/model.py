@@ -461,7 +461,13 @@ class PerfModel:
         gc, ec = self.gpu_coeffs, self.engine_coeffs
         peak_attn = _peak(g, "bf16")  # attention, and every GEMM whose dtype the accelerator lacks
         if peak_attn <= 0:
-            raise ConfigError(f"accelerator '{self.gpu_id}' has no bf16_dense_tflops; cannot time GEMMs")
+            raise ConfigError(
+                f"accelerator '{self.gpu_id}' has no bf16_dense_tflops (the catalogue has no published figure for "
+                "it), so prompts and GEMMs cannot be timed; give the figure in a catalogue overlay (--catalog FILE "
+                f"with an entry of id {self.gpu_id}, bf16_dense_tflops: N and its own source and as_of) or measure "
+                "the device (gpuyield profile --device cuda, then gpuyield calibrate --from that table, then "
+                "--calibration)"
+            )
         bw = float(g.memory_bandwidth_tb_s) * 1e12
         if bw <= 0:
             raise ConfigError(f"accelerator '{self.gpu_id}' has no memory_bandwidth_tb_s")
