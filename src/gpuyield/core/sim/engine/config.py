@@ -81,7 +81,11 @@ class OffloadTierConfig:
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
-    """Scheduler knobs of one replica. Names follow vLLM's engine arguments."""
+    """Scheduler knobs of one replica. Names follow vLLM's engine arguments.
+
+    The field defaults serve direct construction (tests, small scripts); every command builds its configs with the
+    engine family's defaults on the replica's GPU instead (:meth:`for_family`, ``EngineSpec.to_config``,
+    :func:`scheduler_defaults`, from ``sim/data/engine_families.yaml``)."""
 
     family: str = "vllm"  # "vllm" | "sglang" | "trtllm"
     block_size: int = 16  # tokens per KV block (SGLang's page size; TRT-LLM's tokens_per_block)
