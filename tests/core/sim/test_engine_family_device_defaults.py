@@ -39,6 +39,7 @@ CAT = default_catalog()
         ("vllm", "mi300x", (1024, 8192)),
         ("vllm", "l40s", (256, 2048)),  # 48 GB: below 70 GiB
         ("vllm", "a100_sxm", (256, 2048)),  # 80 GB, but an A100 (vLLM's name check)
+        ("vllm", "tpu_v5e", (256, 512)),  # TPUs: the chip's own budget
         # SGLang's chunked_prefill_size by memory: < 35 GiB 2048, < 60 GiB 4096, < 160 GiB 8192, else 16384
         ("sglang", "l4", (2048, 2048)),
         ("sglang", "l40s", (4096, 4096)),
@@ -117,27 +118,64 @@ def test_estimate_simulate_plan_and_emulator_start_from_one_pair(family: str, gp
     assert (naive.max_num_seqs, naive.max_num_batched_tokens) == own
 
 
+def _pinned(**engines: tuple[int, int]):  # type: ignore[no-untyped-def]
+    """The shipped calibration (no measured points) with ``engines``' limits pinned, through a YAML round trip."""
+    shipped = default_calibration()
+    table = dict(shipped.engines)
+    for key, (seqs, budget) in engines.items():
+        base = table.get(key.replace("__", "/"), table[key.split("__")[0]])
+        table[key.replace("__", "/")] = dataclasses.replace(base, max_num_seqs=seqs, max_num_batched_tokens=budget)
+    cal = dataclasses.replace(shipped, engines=table, corrections=None)
+    return calibration_from_dict(yaml.safe_load(yaml.safe_dump(calibration_to_dict(cal))))
+
+
 def test_a_calibration_that_pins_the_limits_is_followed_everywhere() -> None:
-    """A calibration fitted on measurements run with --max-num-seqs 64 keeps that limit: estimate admits 64 of 100
-    clients, and simulate, plan and the emulator start from the same pair; the pin survives a YAML round trip, and
-    the shipped calibration pins nothing."""
+    """A calibration fitted on measurements run with 64 sequences and a 4,096-token budget keeps them: estimate
+    admits 64 of 100 clients, and simulate, plan and the emulator start from the same pair; the pins survive a
+    YAML round trip, and the shipped calibration pins nothing."""
     shipped = default_calibration()
     assert all(e.max_num_seqs is None and e.max_num_batched_tokens is None for e in shipped.engines.values())
     assert not any("max_num_seqs" in e for e in calibration_to_dict(shipped)["engines"].values())
-    engines = dict(shipped.engines)
-    engines["vllm"] = dataclasses.replace(engines["vllm"], max_num_seqs=64)
-    pinned = dataclasses.replace(shipped, engines=engines, corrections=None)
-    again = calibration_from_dict(yaml.safe_load(yaml.safe_dump(calibration_to_dict(pinned))))
-    assert again.engines["vllm"].max_num_seqs == 64 and again.engines["vllm"].max_num_batched_tokens is None
+    again = _pinned(vllm=(64, 4096))
+    assert (again.engines["vllm"].max_num_seqs, again.engines["vllm"].max_num_batched_tokens) == (64, 4096)
     perf = PerfModel.build(CAT.model("Qwen/Qwen3-8B"), CAT.gpu("l40s"), tp=1, calibration=again)
-    assert own_scheduler_limits(perf) == (64, 2048)
+    assert own_scheduler_limits(perf) == (64, 4096)
     res = estimate_closed_loop(perf, 512, 64, 100)
     assert res.running_seqs == 64 and res.limited_by == "max_num_seqs"
-    assert _simulated_limits("l40s", "vllm", calibration=again) == (64, 2048)
+    assert _simulated_limits("l40s", "vllm", calibration=again) == (64, 4096)
     emu = build_emulator(EmulatorSpec(model="Qwen/Qwen3-8B", gpu="l40s", fixed_step_ms=5, calibration=again))
-    assert emu.engine is not None and emu.engine.config.max_num_seqs == 64
+    assert emu.engine is not None
+    assert (emu.engine.config.max_num_seqs, emu.engine.config.max_num_batched_tokens) == (64, 4096)
     naive = PlanContext(CAT, CAT.model("Qwen/Qwen3-8B"), "vllm", calibration=again).naive_pool("l40s", 1)
-    assert (naive.max_num_seqs, naive.max_num_batched_tokens) == (64, 2048)
+    assert (naive.max_num_seqs, naive.max_num_batched_tokens) == (64, 4096)
+    # a model the catalogue does not know (the emulator's fixed modes) takes the family-level pins on the GPU
+    emu = build_emulator(EmulatorSpec(model="my-model", gpu="l40s", fixed_step_ms=5, calibration=again))
+    assert emu.engine is not None and emu.engine.config.max_num_seqs == 64
+
+
+def test_pins_under_a_precision_key_reach_the_emulator_as_estimate() -> None:
+    """Pins under engines['vllm/fp8'] apply to an FP8 checkpoint only, on every path alike."""
+    cal = _pinned(vllm__fp8=(32, 4096))
+    fp8 = PerfModel.build(CAT.model("Qwen/Qwen3-8B"), CAT.gpu("h100_sxm"), tp=1, weight_precision="fp8",
+                          calibration=cal)  # fmt: skip
+    bf16 = PerfModel.build(CAT.model("Qwen/Qwen3-8B"), CAT.gpu("h100_sxm"), tp=1, calibration=cal)
+    assert own_scheduler_limits(fp8) == (32, 4096) and own_scheduler_limits(bf16) == (1024, 8192)
+    for name, want in (("Qwen/Qwen3-8B-FP8", (32, 4096)), ("Qwen/Qwen3-8B", (1024, 8192))):
+        emu = build_emulator(EmulatorSpec(model=name, gpu="h100_sxm", fixed_step_ms=5, calibration=cal))
+        assert emu.engine is not None
+        assert (emu.engine.config.max_num_seqs, emu.engine.config.max_num_batched_tokens) == want, name
+
+
+def test_a_multiplexed_group_and_an_unknown_emulator_gpu() -> None:
+    dep = parse_deployment({"multiplex": {"groups": [
+        {"name": "g", "gpu": "l40s", "replicas": 1, "models": ["Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B"]}]}})  # fmt: skip
+    _, info = build_cluster(dep, CAT)
+    (group,) = [i for i in info if i.get("group") == "g"]
+    assert (group["max_num_seqs"], group["max_num_batched_tokens"]) == (256, 2048)
+    from gpuyield.errors import CatalogError
+
+    with pytest.raises(CatalogError):
+        build_emulator(EmulatorSpec(model="Qwen/Qwen3-8B", gpu="l40", fixed_step_ms=5))  # a typo is not a GPU
 
 
 def test_the_fingerprint_covers_the_family_defaults_only_where_a_limit_is_unpinned(
@@ -162,13 +200,17 @@ def test_the_fingerprint_covers_the_family_defaults_only_where_a_limit_is_unpinn
 
 
 def test_a_null_pin_is_the_family_default_and_a_bad_one_is_refused() -> None:
-    base = {"engines": {"vllm": {"max_num_seqs": None, "max_num_batched_tokens": 4096}}}
-    cal = calibration_from_dict(base)
-    assert cal.engines["vllm"].max_num_seqs is None and cal.engines["vllm"].max_num_batched_tokens == 4096
+    cal = calibration_from_dict({"engines": {"vllm": {"max_num_seqs": None, "max_num_batched_tokens": None}}})
+    assert cal.engines["vllm"].max_num_seqs is None and cal.engines["vllm"].max_num_batched_tokens is None
+    # one limit alone would meet the GPU's other default, which could break the rule: both or neither
+    with pytest.raises(ConfigError, match="max_num_batched_tokens is pinned without max_num_seqs: pin both"):
+        calibration_from_dict({"engines": {"vllm": {"max_num_seqs": None, "max_num_batched_tokens": 4096}}})
+    with pytest.raises(ConfigError, match="max_num_seqs is pinned without max_num_batched_tokens"):
+        calibration_from_dict({"engines": {"vllm": {"max_num_seqs": 4096}}})
     with pytest.raises(ConfigError, match="max_num_seqs: expected a positive integer"):
-        calibration_from_dict({"engines": {"vllm": {"max_num_seqs": 0}}})
+        calibration_from_dict({"engines": {"vllm": {"max_num_seqs": 0, "max_num_batched_tokens": 64}}})
     with pytest.raises(ConfigError, match="max_num_batched_tokens: expected an integer"):
-        calibration_from_dict({"engines": {"vllm": {"max_num_batched_tokens": "lots"}}})
+        calibration_from_dict({"engines": {"vllm": {"max_num_seqs": 8, "max_num_batched_tokens": "lots"}}})
     with pytest.raises(ConfigError, match=r"max_num_batched_tokens \(64\) is below max_num_seqs \(128\)"):
         calibration_from_dict({"engines": {"vllm": {"max_num_seqs": 128, "max_num_batched_tokens": 64}}})
 

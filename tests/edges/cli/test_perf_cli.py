@@ -76,6 +76,12 @@ def test_estimate_takes_the_engine_defaults_of_the_gpu():
         assert r.exit_code == 0, r.output
         got = json.loads(r.stdout)["scheduler_limits"]
         assert (got["max_num_seqs"], got["max_num_batched_tokens"]) == want
+    # a P/D layout on a B200 with SGLang: its pools run SGLang's defaults there (chunked prefill 16,384)
+    r = _run(["estimate", "--model", "deepseek-ai/DeepSeek-R1", "--gpu", "b200_sxm", "--engine", "sglang",
+              "--precision", "fp4", "--layout", "disagg 1x prefill(tp4 adp1 ep4) + 2x decode(tp8 adp1 ep8)",
+              "--isl", "1024", "--osl", "256", "--concurrency", "64", "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["scheduler_limits"] == {"max_num_seqs": 4096, "max_num_batched_tokens": 16384}
 
 
 def test_estimate_with_speculative_decoding_is_faster_per_token_and_says_so():

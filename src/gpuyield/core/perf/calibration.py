@@ -328,6 +328,13 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                 kw[fname] = 0.0
             else:
                 kw[fname] = _check_fraction(e[fname], f"{w}.{fname}", hi=1e3)
+        pins = [f for f in sorted(PINNED_LIMIT_FIELDS) if f in kw]
+        if len(pins) == 1:
+            other = next(iter(PINNED_LIMIT_FIELDS - {pins[0]}))
+            raise ConfigError(
+                f"{w}: {pins[0]} is pinned without {other}: pin both (the limits the measurements ran with) or "
+                "neither (the engine family's defaults on each GPU, sim/data/engine_families.yaml)"
+            )
         if kw.get("max_num_batched_tokens", math.inf) < kw.get("max_num_seqs", 0):
             raise ConfigError(
                 f"{w}: max_num_batched_tokens ({kw['max_num_batched_tokens']}) is below max_num_seqs "
@@ -379,11 +386,13 @@ def coefficients_fingerprint(cal: Calibration) -> str:
             e.pop("mxfp4_activation_dtype", None)
     for g in (body["gpus"] or {}).values():
         g.pop("source", None)
-    if not cal.engines or any(e.max_num_seqs is None or e.max_num_batched_tokens is None for e in cal.engines.values()):
+    from gpuyield.core.sim.engine.config import ENGINE_FAMILIES, scheduler_limit_rules
+
+    if any(e.max_num_seqs is None for e in cal.engines.values()) or any(
+        cal.engine(f).max_num_seqs is None for f in ENGINE_FAMILIES  # a family without an entry: the defaults
+    ):
         # unpinned limits come from the engine families' defaults on each GPU: residuals belong to those too (a
         # file that pins every limit, as `calibrate` wrote them before, keeps its fingerprint)
-        from gpuyield.core.sim.engine.config import scheduler_limit_rules
-
         body["scheduler_limits"] = scheduler_limit_rules()
     return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 

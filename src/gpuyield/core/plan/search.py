@@ -5,8 +5,9 @@ Modes (:class:`~gpuyield.core.plan.spec.PlanMode`):
 
 - ``min-cost``: every screened candidate gets the smallest size its estimates allow; the ``top_k`` cheapest
   (kept diverse) and the naive baseline are verified by :func:`~gpuyield.core.plan.verify.verify_candidate`.
-  The plan is the cheapest verified point; the naive deployment is itself a point of the search space, so the
-  plan is never dearer than naive.
+  The plan is the cheapest verified point; the naive deployment is verified with the candidates and chosen when
+  it is the cheapest (its engine defaults may lie outside the knobs searched), so the plan is never dearer than
+  naive.
 - ``max-goodput`` (``--budget-usd-per-hour``) and ``capacity`` (``--max-gpus``, the fleet): each of the top
   candidates is sized to the largest level the budget / fleet allows, and
   :func:`~gpuyield.core.plan.verify.capacity_of` finds the largest traffic multiple it carries at the SLO.

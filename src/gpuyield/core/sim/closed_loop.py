@@ -337,7 +337,8 @@ def estimate_with_engine_model(
     """Closed-loop (or offline, ``concurrency=None``) estimate of ``num_replicas`` replicas by the engine model.
 
     The clients are split evenly over the replicas; each replica is simulated by :func:`run_closed_loop` with
-    the scheduler of the perf model's engine family and its limits (``perf_model.engine_coeffs``) unless given. The fitted first-token
+    the scheduler of the perf model's engine family and its own limits on its GPU
+    (:func:`gpuyield.core.perf.closed_loop.own_scheduler_limits`) unless given. The fitted first-token
     overhead (API server, tokenisation) is added to TTFT and E2E. Closed-loop throughput is Little's law on the
     mean end-to-end latency (every client always has one request in flight), robust to the first burst;
     offline throughput is total output over the makespan.

@@ -288,8 +288,8 @@ def build_multiplex(
     holds measured points of has its step times adjusted to them there, as a pool's are (info's
     ``measured_step_scales``, per model)."""
     from gpuyield.core.perf import PerfModel
+    from gpuyield.core.perf.closed_loop import own_scheduler_limits
     from gpuyield.core.sim.closed_loop import engine_config_for_memory_plan
-    from gpuyield.core.sim.engine.config import scheduler_defaults
     from gpuyield.core.sim.measured import with_measured_scales
 
     interference = spec.co_residence_interference
@@ -310,21 +310,23 @@ def build_multiplex(
         except Exception as exc:
             raise ConfigError(f"{where}.engine: {exc}") from None
         models = [catalog.model(m) for m in g.model_archs]
-        # the engine's own limits on this GPU, as `estimate` takes them (engine_families.yaml, or the calibration's)
-        ec = calibration.engine_for(eng.family, gpu.id, str(g.weight_precision or "")) if calibration else None
-        own = scheduler_defaults(eng.family, gpu, ec and ec.max_num_seqs, ec and ec.max_num_batched_tokens)
-        cfg = eng.to_config(model_max_len=max(m.max_position_embeddings for m in models), own_limits=own)
         labels = [m.id if isinstance(ref, str) else ref.name for ref, m in zip(g.models, models, strict=True)]
+        built = []
+        for ref, m in zip(g.models, models, strict=True):
+            prec = (ref.weight_precision if isinstance(ref, ModelRef) else None) or g.weight_precision
+            try:
+                built.append(PerfModel.build(m, gpu, tp=g.tp, weight_precision=prec, kv_dtype=g.kv_dtype,
+                                             engine=eng.family, calibration=calibration))  # fmt: skip
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.models[{m.id}]: {exc}") from None
+        # the engine's own limits on this GPU, as `estimate` takes them (engine_families.yaml, or the calibration's
+        # pins for the first model's precision): one engine configuration serves the group
+        cfg = eng.to_config(model_max_len=max(m.max_position_embeddings for m in models),
+                            own_limits=own_scheduler_limits(built[0]))  # fmt: skip
         perfs = []
         plans = []
         scales_of: dict[str, Any] = {}
-        for ref, m, lab in zip(g.models, models, labels, strict=True):
-            prec = (ref.weight_precision if isinstance(ref, ModelRef) else None) or g.weight_precision
-            try:
-                perf = PerfModel.build(m, gpu, tp=g.tp, weight_precision=prec, kv_dtype=g.kv_dtype,
-                                       engine=cfg.family, calibration=calibration)  # fmt: skip
-            except ConfigError as exc:
-                raise ConfigError(f"{where}.models[{m.id}]: {exc}") from None
+        for perf, m, lab in zip(built, models, labels, strict=True):
             perf, sc = with_measured_scales(
                 perf, model_id=m.id, gpu_id=gpu.id, engine=cfg.family,
                 at=measured_at(g.name, lab) if measured_at is not None else None, calibration=calibration,
@@ -383,6 +385,7 @@ def build_multiplex(
         fps0 = policies[f"{g.name}-0"].footprints()
         info.append({"group": g.name, "gpu": gpu.id, "tp": g.tp, "replicas": g.replicas,
                      "models": labels, "kv_budget_gb_per_gpu": kv_gb, "memory_gb": usable_gb * g.tp,
+                     "max_num_seqs": cfg.max_num_seqs, "max_num_batched_tokens": cfg.max_num_batched_tokens,
                      "measured_step_scales": {lab: scales_of.get(lab) for lab in labels},
                      "footprints": [{"model": f.model, "resident_gb": f.resident_bytes / 1e9, "wake_l1_s": f.wake_l1_s,
                                      "wake_l2_s": f.wake_l2_s, "cold_load_s": f.cold_load_s} for f in fps0]})  # fmt: skip

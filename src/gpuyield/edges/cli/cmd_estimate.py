@@ -391,11 +391,12 @@ def _layout_scheduler_limits(
 ) -> dict[str, int]:
     """The limits every pool of a layout runs with (one pair: the pools share the GPU and the engine's constants):
     the values given, else the engine's own there, under the rule ``estimate`` applies."""
-    from gpuyield.core.perf.model import normalise_engine
+    from gpuyield.core.perf.model import normalise_engine, normalise_precision
     from gpuyield.core.sim.engine.config import resolve_scheduler_limits, scheduler_defaults
 
     fam = normalise_engine(engine).partition(":")[0]
-    ec = calibration.engine_for(f"{fam}:disagg" if kind == "disagg" else fam, gpu.id, precision)
+    # the entry the pools' PerfModels take (core.perf.model: engine_for(engine, gpu id, normalised precision))
+    ec = calibration.engine_for(f"{fam}:disagg" if kind == "disagg" else fam, str(gpu.id), normalise_precision(precision))
     own = scheduler_defaults(fam, gpu, ec.max_num_seqs, ec.max_num_batched_tokens)
     got_seqs, got_budget = resolve_scheduler_limits(fam, *own, seqs, budget)
     return {"max_num_seqs": got_seqs, "max_num_batched_tokens": got_budget}

@@ -121,21 +121,22 @@ def perf_model_for(spec: EmulatorSpec, cat: Any) -> tuple[Any, Any]:
 
 def _own_limits(spec: EmulatorSpec) -> tuple[int, int]:
     """The engine's own (max_num_seqs, max_num_batched_tokens) on ``spec.gpu``, as ``estimate`` and ``simulate``
-    take them: the calibration's pinned limits, else the family's defaults on that GPU (engine_families.yaml);
-    without a GPU (or one the catalogue and calibration do not know, reported where the model is built), the
-    family's defaults for a large data-centre GPU."""
+    take them: those of the replica's PerfModel (the calibration's pinned limits for its engine, GPU and weight
+    precision, else the family's defaults on that GPU, engine_families.yaml). A model the catalogue does not know
+    (the fixed modes take any name) gets the GPU's defaults and the calibration's family-level pins; no --gpu, the
+    family's defaults for a large data-centre GPU. An unknown --gpu is an error, as it is for engine timing."""
     from gpuyield.core.catalog import default_catalog
     from gpuyield.core.perf import default_calibration
-    from gpuyield.errors import CatalogError
+    from gpuyield.core.perf.closed_loop import own_scheduler_limits
 
     if spec.gpu is None:
         return scheduler_defaults(spec.engine)
+    cat = default_catalog()
     cal = spec.calibration if spec.calibration is not None else default_calibration()
-    try:
-        gpu = cal.accelerator(default_catalog(), spec.gpu)
-    except CatalogError:
-        return scheduler_defaults(spec.engine)
-    ec = cal.engine_for(spec.engine, gpu.id, str(spec.weight_precision or ""))
+    gpu = cal.accelerator(cat, spec.gpu)
+    if cat.find_model(spec.model) is not None:
+        return own_scheduler_limits(perf_model_for(dataclasses.replace(spec, measured_at=None, speculative=None), cat)[0])
+    ec = cal.engine(spec.engine)
     return scheduler_defaults(spec.engine, gpu, ec.max_num_seqs, ec.max_num_batched_tokens)
 
 
