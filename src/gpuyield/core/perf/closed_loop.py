@@ -55,6 +55,9 @@ class ClosedLoopResult:
     memory: MemoryPlan
     method: str = "analytic closed-loop fixed point (gpuyield.core.perf.closed_loop)"
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # (max_num_seqs, max_num_batched_tokens) the scheduler ran with (scheduler_limits: given, else the engine's
+    # own on its GPU); a P/D pair: the decode pool's sequence limit and the prefill pool's token budget
+    scheduler_limits: tuple[int, int] | None = None
 
 
 def _chunks(isl: int, budget: int) -> list[tuple[int, float]]:
@@ -253,6 +256,7 @@ def estimate_closed_loop(
         limited_by=limited,
         memory=mem,
         notes=tuple(notes),
+        scheduler_limits=(seqs, budget),
     )
 
 
@@ -352,4 +356,5 @@ def estimate_disaggregated(
         memory=dmem,
         method="analytic disaggregated closed loop (gpuyield.core.perf.closed_loop)",
         notes=tuple(notes),
+        scheduler_limits=(seqs, batch_tok),
     )

@@ -236,7 +236,7 @@ def estimate_record(
             "running_seqs_per_replica": analytic.running_seqs,
             "limited_by": analytic.limited_by,
             # what the replica's scheduler runs with: the values given, else the engine's own on this GPU
-            "scheduler_limits": {"max_num_seqs": seqs, "max_num_batched_tokens": budget},
+            "scheduler_limits": _limits_record((seqs, budget)),
             "decode_step": {
                 "num_decode_seqs": n,
                 "context_tokens": ctx,
@@ -370,8 +370,7 @@ def layout_record(
             "throughput_tok_s": res.throughput_tok_s,
             "running_seqs_per_replica": res.running_seqs,
             "limited_by": res.limited_by,
-            "scheduler_limits": _layout_scheduler_limits(calibration, gpu_of(gpu), engine, precision, lay.kind,
-                                                         max_num_seqs, max_num_batched_tokens),  # fmt: skip
+            "scheduler_limits": _limits_record(res.scheduler_limits),
             "memory": res.memory,
             "notes": sized + list(res.notes) + ([_SPEC_POINTS_NOTE] if corrections and speculative is not None else []),
             "measured_correction": _correction_record(corr),
@@ -386,20 +385,9 @@ def layout_record(
     return out
 
 
-def _layout_scheduler_limits(
-    calibration: Any, gpu: Any, engine: str, precision: str, kind: str, seqs: int | None, budget: int | None
-) -> dict[str, int]:
-    """The limits every pool of a layout runs with (one pair: the pools share the GPU and the engine's constants):
-    the values given, else the engine's own there, under the rule ``estimate`` applies."""
-    from gpuyield.core.perf.model import normalise_engine, normalise_precision
-    from gpuyield.core.sim.engine.config import resolve_scheduler_limits, scheduler_defaults
-
-    fam = normalise_engine(engine).partition(":")[0]
-    # the entry the pools' PerfModels take (core.perf.model: engine_for(engine, gpu id, normalised precision))
-    ec = calibration.engine_for(f"{fam}:disagg" if kind == "disagg" else fam, str(gpu.id), normalise_precision(precision))
-    own = scheduler_defaults(fam, gpu, ec.max_num_seqs, ec.max_num_batched_tokens)
-    got_seqs, got_budget = resolve_scheduler_limits(fam, *own, seqs, budget)
-    return {"max_num_seqs": got_seqs, "max_num_batched_tokens": got_budget}
+def _limits_record(limits: tuple[int, int] | None) -> dict[str, int] | None:
+    """The scheduler limits a prediction ran with, as `estimate --json` reports them."""
+    return None if limits is None else {"max_num_seqs": limits[0], "max_num_batched_tokens": limits[1]}
 
 
 # A P/D family whose decode constant is this far below its aggregated family's gets a note (see _pd_decode_note).
