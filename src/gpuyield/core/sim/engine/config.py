@@ -83,9 +83,9 @@ class OffloadTierConfig:
 class EngineConfig:
     """Scheduler knobs of one replica. Names follow vLLM's engine arguments.
 
-    The field defaults serve direct construction (tests, small scripts); every command builds its configs with the
-    engine family's defaults on the replica's GPU instead (:meth:`for_family`, ``EngineSpec.to_config``,
-    :func:`scheduler_defaults`, from ``sim/data/engine_families.yaml``)."""
+    The field defaults serve direct construction (tests, small scripts); every command builds its configs from
+    ``sim/data/engine_families.yaml`` instead, with the scheduler limits of the replica's GPU
+    (:func:`scheduler_defaults`, through ``EngineSpec.to_config`` or :meth:`for_family` with the limits given)."""
 
     family: str = "vllm"  # "vllm" | "sglang" | "trtllm"
     block_size: int = 16  # tokens per KV block (SGLang's page size; TRT-LLM's tokens_per_block)
@@ -139,10 +139,10 @@ class EngineConfig:
             raise ConfigError(f"engine.max_decode_run_steps: must be >= 1, got {self.max_decode_run_steps}")
 
     @classmethod
-    def for_family(cls, family: str, accelerator: Any = None, **overrides: Any) -> EngineConfig:
-        """The family's documented defaults on ``accelerator`` (see :func:`engine_family_defaults`), with
-        ``overrides`` applied."""
-        base = dict(engine_family_defaults(family, accelerator))
+    def for_family(cls, family: str, **overrides: Any) -> EngineConfig:
+        """The family's documented defaults (a large data-centre GPU's limits; :func:`scheduler_defaults` gives
+        them on another device), with ``overrides`` applied."""
+        base = dict(engine_family_defaults(family))
         base.update({k: v for k, v in overrides.items() if v is not None})
         base["family"] = family
         return cls(**base)
