@@ -23,7 +23,7 @@ from gpuyield.core.plan.spec import ApiPrice, PlanRequest
 from gpuyield.core.plan.to_deployment import PD_LINK
 from gpuyield.core.policy.routing import POLICY_NAMES
 from gpuyield.core.sim.deployment import link_spec
-from gpuyield.core.sim.engine.config import engine_family_defaults, scheduler_defaults
+from gpuyield.core.sim.engine.config import engine_family_defaults
 from gpuyield.errors import CatalogError, ConfigError
 
 __all__ = [
@@ -190,18 +190,16 @@ class PlanContext:
         """One replica as the engine starts by default on ``gpu_id``: its own scheduler limits there (the
         calibration's pinned ones, else engine_families.yaml's for the GPU, as ``estimate`` and ``simulate`` take
         them) and its other defaults."""
-        from gpuyield.core.perf import default_calibration
+        from gpuyield.core.perf.closed_loop import own_scheduler_limits
 
-        gpu = self.catalog.gpu(gpu_id)
-        d = engine_family_defaults(self.engine, gpu)
         wp = planner_precision(self.checkpoint_dtype or self.model.native_dtype)
-        cal = self.calibration if self.calibration is not None else default_calibration()
-        ec = cal.engine_for(self.engine, gpu.id, wp)
-        seqs, budget = scheduler_defaults(self.engine, gpu, ec.max_num_seqs, ec.max_num_batched_tokens)
-        return PoolShape(
-            "mixed", gpu_id, tp, 1, tp if self.model.is_moe else 1, seqs, budget,
-            bool(d.get("enable_prefix_caching", True)), "none", wp, default_kv_dtype(self.model),
-        )
+        kvd = default_kv_dtype(self.model)
+        ep = tp if self.model.is_moe else 1
+        # the replica's PerfModel (built and cached for perf_for anyway) looks its calibration entry up
+        seqs, budget = own_scheduler_limits(self.perf_model(gpu_id, tp, 1, ep, wp, kvd))
+        d = engine_family_defaults(self.engine)
+        return PoolShape("mixed", gpu_id, tp, 1, ep, seqs, budget, bool(d.get("enable_prefix_caching", True)), "none",
+                         wp, kvd)  # fmt: skip
 
 
 def build_plan_inputs(
