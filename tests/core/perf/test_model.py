@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -532,3 +534,77 @@ def test_a_gpu_without_a_published_tensor_rate_says_how_to_time_it() -> None:
     """The A10G's tensor throughput is not published: its step times are refused, naming the two ways in."""
     with pytest.raises(ConfigError, match=r"catalogue overlay \(--catalog FILE.*gpuyield profile --device cuda"):
         PerfModel.build(CAT.model("Qwen/Qwen3-8B"), CAT.gpu("a10g"), tp=1).step_time_s(512, 512**2 / 2, 0, 0)
+
+
+def test_collective_table_interpolates_in_log_log_space_and_scales_past_its_largest_message():
+    from gpuyield.core.perf.calibration import CollectiveTable
+
+    t = CollectiveTable((1e3, 1e5, 1e7), (5e-6, 5e-6, 5e-4))
+    assert t(10.0) == 5e-6  # a latency floor below the smallest message
+    assert t(1e6) == pytest.approx(5e-5)  # halfway in log bytes between 5 us and 500 us: sqrt(5e-6 * 5e-4)
+    assert t(4e7) == pytest.approx(2e-3) and not t.in_range(4e7) and t.in_range(1e7)  # bandwidth-bound beyond
+    for bad in (((1e3, 1e2), (1e-6, 1e-6)), ((1e3,), (0.0,)), ((1e3, 1e4), (1e-6,))):
+        with pytest.raises(ConfigError):
+            CollectiveTable(*bad)
+
+
+def _with_own_allreduce(cal: Calibration, gpu_id: str, tables: dict[str, Any]) -> Calibration:
+    d = calibration_to_dict(dataclasses.replace(cal, corrections=None))
+    d["gpus"][gpu_id]["allreduce_tables"] = tables
+    return calibration_from_dict(d)
+
+
+def test_a_tp_all_reduce_takes_the_engines_own_kernel_time_where_measured_else_the_nccl_fit():
+    base = dataclasses.replace(default_calibration(), corrections=None)
+    flat = {"bytes": [1e3, 1e9], "seconds": [3e-6, 3e-6]}  # 3 us at any size: easy to see in the step
+    own = _with_own_allreduce(base, "h100_sxm", {"vllm": {2: flat, 8: {"bytes": [1e3, 1e9], "seconds": [12e-6, 12e-6]}}})
+    qwen = CAT.model("Qwen/Qwen3-32B")
+
+    def comm(cal: Calibration, tp: int, engine: str = "vllm") -> float:
+        m = PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=tp, engine=engine, calibration=cal)
+        return m.step_breakdown(0, 0.0, 8, 8000).ops["comm_tp"] / m.engine_coeffs.decode_scale
+
+    n_ar = 2 * qwen.num_layers
+    over = base.engine("vllm").allreduce_overhead_s
+    assert comm(own, 2) == pytest.approx(n_ar * (3e-6 + over))
+    # tp4 lies between the measured 2 and 8: interpolated in log space, sqrt(3 us * 12 us) = 6 us
+    assert comm(own, 4) == pytest.approx(n_ar * (6e-6 + over))
+    # another family, or a group larger than any measured, keeps the NCCL fit
+    none = _with_own_allreduce(base, "h100_sxm", {})
+    assert comm(own, 2, "sglang") == pytest.approx(comm(none, 2, "sglang"))
+    assert PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=2, engine="sglang", calibration=none)._c.ar_table is None
+    nccl = PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=16, calibration=own)
+    assert nccl._c.ar_table is None
+    # an overhead on top of every call, fitted by calibrate
+    more = dataclasses.replace(own, engines={**own.engines, "vllm": dataclasses.replace(own.engine("vllm"), allreduce_overhead_s=over + 1e-5)})
+    assert comm(more, 2) - comm(own, 2) == pytest.approx(n_ar * 1e-5)
+    # a message past the largest measured is scaled with its bytes and reported
+    small = _with_own_allreduce(base, "h100_sxm", {"vllm": {2: {"bytes": [1e3, 1e6], "seconds": [3e-6, 9e-6]}}})
+    m = PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=2, calibration=small)
+    assert any("all-reduce message" in s for s in m.step_breakdown(4096, 4096.0**2 / 2, 0, 0).out_of_range)
+    assert not any("all-reduce" in s for s in m.step_breakdown(0, 0.0, 8, 8000).out_of_range)
+
+
+def test_own_allreduce_tables_round_trip_validate_and_leave_older_files_fingerprints_alone():
+    from gpuyield.core.perf.calibration import coefficients_fingerprint
+
+    base = Calibration(gpus={"h100_sxm": default_calibration().gpu("h100_sxm")})
+    before = coefficients_fingerprint(dataclasses.replace(base, gpus={"h100_sxm": dataclasses.replace(base.gpu("h100_sxm"), allreduce_tables={})}))
+    d = calibration_to_dict(dataclasses.replace(base, gpus={"h100_sxm": dataclasses.replace(base.gpu("h100_sxm"), allreduce_tables={})}))
+    assert "allreduce_tables" not in d["gpus"]["h100_sxm"]  # written as before the tables existed
+    for e in d["engines"].values():
+        assert e.get("allreduce_overhead_s", 0) == 0
+    assert coefficients_fingerprint(calibration_from_dict(d)) == before
+    own = _with_own_allreduce(calibration_from_dict(d), "h100_sxm", {"trtllm": {4: {"bytes": [256, 1e6], "seconds": [3e-6, 2e-5]}}})
+    again = calibration_from_dict(calibration_to_dict(own))
+    assert again.gpu("h100_sxm").allreduce_tables["trtllm"][4](1e6) == pytest.approx(2e-5)
+    assert coefficients_fingerprint(again) != before
+    for bad, msg in (
+        ({"vllm": {1: {"bytes": [1.0], "seconds": [1e-6]}}}, "at least 2"),
+        ({"vllm": {"two": {"bytes": [1.0], "seconds": [1e-6]}}}, "integer"),
+        ({"vllm": {2: {"bytes": [2.0, 1.0], "seconds": [1e-6, 1e-6]}}}, "ascending"),
+        ({"vllm": {2: [1.0]}}, "bytes"),
+        ({"vllm": [2]}, "group size"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            _with_own_allreduce(calibration_from_dict(d), "h100_sxm", bad)

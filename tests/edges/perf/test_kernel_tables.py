@@ -201,6 +201,14 @@ def test_fit_engines_starts_every_fitted_group_from_the_per_layer_term(monkeypat
     assert {"vllm", "vllm:disagg", "vllm/fp8", "vllm/h100_sxm/fp8"} <= set(starts)
     for key, ec in starts.items():
         assert ec.ttft_overhead_s == 0.0 and ec.ttft_per_layer_s == pytest.approx(0.12 / 60), key
+    # the family fit also starts its all-reduce overhead above 0 (a multiplicative descent cannot leave 0), and
+    # keeps a fitted one
+    assert starts["vllm"].allreduce_overhead_s == calibrate.ALLREDUCE_OVERHEAD_START_S > 0
+    assert "allreduce_overhead_s" in calibrate.FIT_PARAMETERS
+    fitted = dataclasses.replace(base, engines={"vllm": dataclasses.replace(old, allreduce_overhead_s=3e-6)})
+    starts.clear()
+    calibrate.fit_engines(fitted, rows, default_catalog(), rounds=1, refine=False)
+    assert starts["vllm"].allreduce_overhead_s == 3e-6
 
 
 def test_fit_engines_through_the_engine_model_leaves_the_burst_share_to_the_analytic_solver(monkeypatch):
@@ -228,3 +236,40 @@ def test_fit_engines_through_the_engine_model_leaves_the_burst_share_to_the_anal
     assert "ttft_sync_weight" in out.engines["vllm"].source
     with pytest.raises(ConfigError, match="fit method"):
         calibrate.fit_engines(base, rows, default_catalog(), method="exact")
+
+
+def test_the_engines_own_all_reduce_tables_are_read_per_family_and_group_size(tmp_path):
+    """custom_allreduce_perf: the newest version per engine family, CUDA-graph rows where the table has them,
+    message_size in 16-bit elements (2 bytes each), latency in ms; other frameworks' tables are not engines'."""
+    _tree(tmp_path)
+    comm = tmp_path / "data" / "toy" / "comm"
+    cols = ["framework", "version", "kernel_source", "allreduce_dtype", "num_gpus", "message_size", "latency"]
+    rows = []
+    for n in (2, 8):
+        for size in (128, 4096, 1 << 20):
+            graph_us = (4.0 if n == 2 else 8.0) + size * 2 / 100e3  # 100 kB per us beyond the latency
+            rows.append(["vLLM", "0.2", "vLLM_custom_graph", "bfloat16", n, size, graph_us / 1e3])
+            rows.append(["vLLM", "0.2", "vLLM_custom_eager", "bfloat16", n, size, 5 * graph_us / 1e3])
+    _write(comm / "vllm" / "0.2" / "custom_allreduce_perf.csv", cols, rows)
+    # an older version of the same family is ignored
+    _write(comm / "vllm" / "0.1" / "custom_allreduce_perf.csv", cols, [["vLLM", "0.1", "vLLM_custom_graph", "bfloat16", 4, 128, 1.0]])
+    _write(
+        comm / "trtllm" / "1.0" / "custom_allreduce_perf.csv",
+        ["num_gpus", "message_size", "latency"],
+        [[4, 128, 0.003], [4, 128, 0.005], [4, 1024, 0.006]],
+    )
+    _write(comm / "oneccl" / "1.0" / "custom_allreduce_perf.csv", ["num_gpus", "message_size", "latency"], [[2, 128, 0.01]])
+    (dev,) = discover_devices(tmp_path)
+    gc, counts = gpu_coefficients_from_tables(dev, read_system_yaml(dev.system_yaml))
+    assert sorted(gc.allreduce_tables) == ["trtllm", "vllm"]
+    vllm = gc.allreduce_tables["vllm"]
+    assert sorted(vllm) == [2, 8]  # not 0.1's group of 4
+    assert vllm[2].sizes_bytes == (256.0, 8192.0, 2.0 * (1 << 20))
+    assert vllm[2](256.0) == pytest.approx((4.0 + 256 / 100e3) * 1e-6)  # the graph rows, not the eager ones
+    assert vllm[8](2.0 * (1 << 20)) == pytest.approx((8.0 + 2 * (1 << 20) / 100e3) * 1e-6)
+    assert gc.allreduce_tables["trtllm"][4](256.0) == pytest.approx(4e-6)  # the median of repeats
+    assert counts["custom_allreduce_rows"] == 6 + 3
+    fn, largest = gc.allreduce_time("vllm", 4)
+    assert largest == 2.0 * (1 << 20)
+    assert fn(256.0) == pytest.approx(((4.0 + 256 / 100e3) * (8.0 + 256 / 100e3)) ** 0.5 * 1e-6)
+    assert gc.allreduce_time("vllm", 16) is None and gc.allreduce_time("sglang", 2) is None

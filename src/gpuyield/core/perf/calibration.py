@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -27,6 +28,7 @@ __all__ = [
     "KV_MEMORY_BASES",
     "MXFP4_ACTIVATION_DTYPES",
     "Calibration",
+    "CollectiveTable",
     "EngineCoefficients",
     "GpuCoefficients",
     "LogCurve",
@@ -74,6 +76,40 @@ def _const_curve(y: float) -> LogCurve:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectiveTable:
+    """Measured seconds of one collective vs its message size in bytes, interpolated in log-log space.
+
+    Below the smallest size it is the smallest size's time (a latency floor); above the largest it grows in
+    proportion to the bytes (bandwidth-bound), and :meth:`in_range` says so."""
+
+    sizes_bytes: tuple[float, ...]  # ascending, > 0
+    seconds: tuple[float, ...]  # > 0
+
+    def __post_init__(self) -> None:
+        xs, ys = self.sizes_bytes, self.seconds
+        if len(xs) != len(ys) or not xs:
+            raise ConfigError("CollectiveTable: sizes_bytes and seconds must be non-empty and of equal length")
+        if any(x <= 0 for x in xs) or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ConfigError("CollectiveTable: sizes_bytes must be positive and strictly ascending")
+        if any(not y > 0 for y in ys):
+            raise ConfigError("CollectiveTable: seconds must be positive")
+
+    def __call__(self, nbytes: float) -> float:
+        xs, ys = self.sizes_bytes, self.seconds
+        if nbytes <= xs[0]:
+            return ys[0]
+        if nbytes >= xs[-1]:
+            return ys[-1] * nbytes / xs[-1]
+        i = bisect.bisect_right(xs, nbytes)
+        x0, x1 = xs[i - 1], xs[i]
+        w = (math.log(nbytes) - math.log(x0)) / (math.log(x1) - math.log(x0))
+        return math.exp(math.log(ys[i - 1]) + w * (math.log(ys[i]) - math.log(ys[i - 1])))
+
+    def in_range(self, nbytes: float) -> bool:
+        return nbytes <= self.sizes_bytes[-1]
+
+
+@dataclass(frozen=True, slots=True)
 class GpuCoefficients:
     """Measured efficiencies of one accelerator (fractions of its datasheet peaks)."""
 
@@ -84,7 +120,35 @@ class GpuCoefficients:
     attn_decode_bw_eff: float = 0.60  # decode attention KV reads: achieved / HBM bandwidth
     allreduce_latency_s: float = 10e-6  # per all-reduce call at small sizes
     allreduce_bw_eff: float = 0.55  # bus bandwidth achieved / interconnect_gb_s at large sizes
+    # The engines' own all-reduce kernels (vLLM's and SGLang's custom all-reduce in CUDA graphs, TensorRT-LLM's),
+    # measured per engine family and group size: family -> GPUs in the group -> seconds vs message bytes. Where
+    # a family and group size have one, a tensor-parallel all-reduce takes its time (the two fields above, fitted
+    # on NCCL's tables, serve the rest).
+    allreduce_tables: dict[str, dict[int, CollectiveTable]] = field(default_factory=dict)
     source: str = "generic defaults (no measured tables for this accelerator)"
+
+    def allreduce_time(self, family: str, num_gpus: int) -> tuple[Callable[[float], float], float] | None:
+        """(seconds vs bytes of one all-reduce over ``num_gpus`` GPUs in ``family``'s own kernel, the largest
+        message measured) from the measured group sizes, interpolated in log space between the two around
+        ``num_gpus``; None where ``num_gpus`` is outside the measured sizes or the family has no table (the NCCL
+        fit then applies)."""
+        tables = self.allreduce_tables.get(family.split(":", 1)[0].strip().lower())
+        if not tables or num_gpus < 2:
+            return None
+        if num_gpus in tables:
+            t = tables[num_gpus]
+            return t, t.sizes_bytes[-1]
+        lo = max((n for n in tables if n < num_gpus), default=None)
+        hi = min((n for n in tables if n > num_gpus), default=None)
+        if lo is None or hi is None:
+            return None
+        a, b = tables[lo], tables[hi]
+        w = math.log(num_gpus / lo) / math.log(hi / lo)
+
+        def between(nbytes: float) -> float:
+            return math.exp((1.0 - w) * math.log(a(nbytes)) + w * math.log(b(nbytes)))
+
+        return between, min(a.sizes_bytes[-1], b.sizes_bytes[-1])
 
     def gemm_curve(self, dtype: str) -> LogCurve:
         if dtype in self.gemm_eff:
@@ -131,6 +195,10 @@ class EngineCoefficients:
     decode_attn_scale: float = (
         1.0  # fitted multiplier on decode attention (KV reads grow with batch x context)
     )
+    # seconds a tensor-parallel all-reduce takes in a real step on top of its kernel's measured time: the
+    # microbenchmarks time back-to-back calls on ranks already in step; in a forward step every rank waits for
+    # the slowest one to arrive (fitted; 0 in a file written before the term)
+    allreduce_overhead_s: float = 0.0
     source: str = "generic defaults"
 
     def first_token_overhead_s(self, num_layers: float) -> float:
@@ -229,6 +297,37 @@ def _norm(s: str) -> str:
 
 
 # --------------------------------------------------------------------------- (de)serialisation
+def _collective_tables_from(obj: Any, where: str) -> dict[str, dict[int, CollectiveTable]]:
+    """``{family: {num_gpus: {bytes: [...], seconds: [...]}}}`` -> tables, every entry checked."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a mapping of engine family -> group size -> {{bytes, seconds}}")
+    out: dict[str, dict[int, CollectiveTable]] = {}
+    for fam, by_n in obj.items():
+        if not isinstance(by_n, dict):
+            raise ConfigError(f"{where}.{fam}: expected a mapping of group size -> {{bytes, seconds}}")
+        tables: dict[int, CollectiveTable] = {}
+        for n, t in by_n.items():
+            w = f"{where}.{fam}.{n}"
+            try:
+                num = int(n)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{w}: the group size must be an integer") from None
+            if num < 2:
+                raise ConfigError(f"{w}: the group size must be at least 2")
+            if not isinstance(t, dict) or "bytes" not in t or "seconds" not in t:
+                raise ConfigError(f"{w}: expected {{bytes: [...], seconds: [...]}}")
+            try:
+                tables[num] = CollectiveTable(
+                    tuple(float(x) for x in t["bytes"]), tuple(float(y) for y in t["seconds"])
+                )
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{w}: {exc}") from None
+        out[str(fam).strip().lower()] = tables
+    return out
+
+
 def _curve_from(obj: Any, where: str) -> LogCurve:
     if isinstance(obj, (int, float)):
         return _const_curve(float(obj))
@@ -237,8 +336,9 @@ def _curve_from(obj: Any, where: str) -> LogCurve:
     return LogCurve(tuple(float(x) for x in obj["tokens"]), tuple(float(y) for y in obj["eff"]))
 
 
-# first-token terms that may be exactly zero (the fit uses one or the other); every other float is > 0
-ZERO_ALLOWED_ENGINE_FIELDS = frozenset({"ttft_overhead_s", "ttft_per_layer_s"})
+# terms that may be exactly zero (the fit uses one first-token term or the other; an all-reduce overhead of 0 is
+# the kernel tables' own time); every other float is > 0
+ZERO_ALLOWED_ENGINE_FIELDS = frozenset({"ttft_overhead_s", "ttft_per_layer_s", "allreduce_overhead_s"})
 # engine fields a calibration may leave out (or null): the engine family's defaults on the GPU then apply
 PINNED_LIMIT_FIELDS = frozenset({"max_num_seqs", "max_num_batched_tokens"})
 
@@ -289,6 +389,7 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
             allreduce_bw_eff=_check_fraction(
                 g.get("allreduce_bw_eff", base.allreduce_bw_eff), f"{w}.allreduce_bw_eff"
             ),
+            allreduce_tables=_collective_tables_from(g.get("allreduce_tables"), f"{w}.allreduce_tables"),
             source=str(g.get("source", base.source)),
         )
     engines: dict[str, EngineCoefficients] = {}
@@ -384,6 +485,8 @@ def coefficients_fingerprint(cal: Calibration) -> str:
             e.pop("ttft_per_layer_s", None)
         if e.get("mxfp4_activation_dtype") == "bf16":  # likewise a file written before this setting
             e.pop("mxfp4_activation_dtype", None)
+        if not e.get("allreduce_overhead_s"):  # and before the all-reduce overhead
+            e.pop("allreduce_overhead_s", None)
     for g in (body["gpus"] or {}).values():
         g.pop("source", None)
     from gpuyield.core.sim.engine.config import ENGINE_FAMILIES, scheduler_limit_rules
@@ -417,6 +520,14 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
             "allreduce_bw_eff": _r(g.allreduce_bw_eff),
             "source": g.source,
         }
+        if g.allreduce_tables:  # a file without the engines' own tables is written (and fingerprinted) as before
+            gpus[gid]["allreduce_tables"] = {
+                fam: {  # group sizes as strings: the same keys in YAML and JSON
+                    str(n): {"bytes": [_r(x) for x in t.sizes_bytes], "seconds": [_r(y) for y in t.seconds]}
+                    for n, t in sorted(by_n.items())
+                }
+                for fam, by_n in sorted(g.allreduce_tables.items())
+            }
     engines: dict[str, Any] = {}
     for name, e in sorted(cal.engines.items()):
         engines[name] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,6 +267,11 @@ class _Coeffs:
     ar_lat: float
     ar_s_per_byte: float
     ar_bytes_per_tok: float
+    # the engine's own all-reduce kernel over the tp group (seconds vs bytes; None: the NCCL fit above), and what
+    # a real step adds to each call
+    ar_table: Callable[[float], float] | None
+    ar_table_max_bytes: float
+    ar_overhead_s: float
     n_a2a: int
     a2a_s_per_byte: float
     a2a_bytes_per_tok: float
@@ -607,6 +613,9 @@ class PerfModel:
         # the all-reduce runs inside one attention tensor-parallel group (tp GPUs), not the whole stage
         ar_s_per_byte = 2.0 * (tp - 1) / tp / (link_for(tp) * gc.allreduce_bw_eff) if tp > 1 else 0.0
         ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
+        # within one NVLink domain the engines run their own all-reduce kernels, measured per group size
+        own_ar = gc.allreduce_time(self.engine, tp) if tp > 1 else None
+        ar_table, ar_table_max_bytes = own_ar if own_ar is not None else (None, math.inf)
         n_moe = int(getattr(m, "num_moe_layers", 0) or 0)
         n_a2a = 2 * n_moe // pp if (E and (ep > 1 or adp > 1)) else 0
         link = link_for(stage)
@@ -661,6 +670,9 @@ class PerfModel:
             ar_lat=gc.allreduce_latency_s,
             ar_s_per_byte=ar_s_per_byte,
             ar_bytes_per_tok=ar_bytes_per_tok,
+            ar_table=ar_table,
+            ar_table_max_bytes=ar_table_max_bytes,
+            ar_overhead_s=ec.allreduce_overhead_s,
             n_a2a=n_a2a,
             a2a_s_per_byte=a2a_s_per_byte,
             a2a_bytes_per_tok=a2a_bytes_per_tok,
@@ -732,11 +744,11 @@ class PerfModel:
             c.lm_flops_per_tok * lm_tok / (c.peak_lm * c.lm_curve(max(lm_tok, 1.0))),
             c.lm_bytes / (c.bw * c.mem_eff),
         )
-        comm_tp = (
-            c.n_allreduce * (c.ar_lat + c.ar_s_per_byte * c.ar_bytes_per_tok * T) * pp
-            if c.n_allreduce
-            else 0.0
-        )
+        comm_tp = 0.0
+        if c.n_allreduce:
+            ar_bytes = c.ar_bytes_per_tok * T
+            one = c.ar_table(ar_bytes) if c.ar_table is not None else c.ar_lat + c.ar_s_per_byte * ar_bytes
+            comm_tp = c.n_allreduce * (one + c.ar_overhead_s) * pp
         comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * T) * pp if c.n_a2a else 0.0
         s = c.decode_scale
         overhead = c.overhead_fixed_s + c.overhead_per_seq_s * D
@@ -875,6 +887,12 @@ class PerfModel:
             msg = f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]"
             if (tr > hi or (0 < tr < lo and compute_binds)) and msg not in out:
                 out.append(msg)
+        ar_bytes = c.ar_bytes_per_tok * (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens)
+        if c.n_allreduce and ar_bytes > c.ar_table_max_bytes:
+            out.append(
+                f"all-reduce message {ar_bytes / 1e6:.0f} MB above the engine's measured "
+                f"{c.ar_table_max_bytes / 1e6:.0f} MB (time scaled with the bytes)"
+            )
         return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
 
     # ------------------------------------------------------------------ memory

@@ -70,6 +70,7 @@ FIT_PARAMETERS: dict[str, tuple[float, float, bool]] = {
     "ttft_sync_weight": (0.01, 1.0, True),
     "ttft_per_layer_s": (1e-6, 2e-2, True),
     "ttft_per_seq_s": (1e-7, 1e-2, True),
+    "allreduce_overhead_s": (1e-7, 1e-4, True),
 }
 
 
@@ -294,6 +295,11 @@ MIN_GROUP_ROWS = 20
 FIRST_TOKEN_REFERENCE_LAYERS = 60
 
 
+# Where the all-reduce overhead starts when the starting constants have none (a file written before the term, or
+# the families' defaults); only the descent's starting point, the fit moves it.
+ALLREDUCE_OVERHEAD_START_S = 10e-6
+
+
 def _per_layer_first_token(ec: EngineCoefficients) -> EngineCoefficients:
     """``ec`` with its constant first-token overhead moved into the per-layer term (the fitted one)."""
     if ec.ttft_per_layer_s > 0:
@@ -345,6 +351,9 @@ def fit_engines(
         start = engines.get(eng) or EngineCoefficients(**ENGINE_DEFAULTS.get(eng, {}))
         if "ttft_per_layer_s" in names:
             start = _per_layer_first_token(start)
+        if "allreduce_overhead_s" in names and start.allreduce_overhead_s <= 0:
+            # a multiplicative descent cannot leave 0: start from a few kernel launches' worth
+            start = dataclasses.replace(start, allreduce_overhead_s=ALLREDUCE_OVERHEAD_START_S)
         if method == "sim":
             sim_names = [n for n in names if n != "ttft_sync_weight"]
             engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, sim_names, rounds, log, "sim")

@@ -6,14 +6,19 @@ Accepted layout (AIConfigurator's ``systems/`` tree, and what ``gpuyield profile
     ROOT/data/<device>/gemm/<framework>/<version>/gemm_perf.{parquet,csv}
     ROOT/data/<device>/attention/<fw>/<ver>/{context,generation}_attention_perf.{parquet,csv}
     ROOT/data/<device>/comm/nccl/<ver>/nccl_perf.{parquet,csv}
+    ROOT/data/<device>/comm/<framework>/<ver>/custom_allreduce_perf.{parquet,csv}   (vllm, sglang, trtllm)
 
 Columns (latency in milliseconds): GEMM ``gemm_dtype, m, n, k, latency``; attention ``batch_size, isl,
 num_heads, num_key_value_heads, head_dim, attn_dtype, kv_cache_dtype, window_size, latency``; NCCL
-``op_name, num_gpus, message_size, latency``. ``ROOT`` may also be a single ``data/<device>`` directory.
+``op_name, num_gpus, message_size, latency``; an engine's own all-reduce ``num_gpus, message_size, latency`` and
+optionally ``kernel_source`` (the CUDA-graph rows are kept where the table has them) and ``allreduce_dtype``, its
+``message_size`` counting 16-bit elements (AIConfigurator's ``collection_meta.yaml``: "message_size counts BF16
+elements"). ``ROOT`` may also be a single ``data/<device>`` directory.
 
 From these, per device: the GEMM compute efficiency vs tokens (median over shapes of achieved / peak FLOP/s,
 in power-of-two token buckets, per dtype), the weight-streaming bandwidth efficiency (small-M GEMMs),
-prefill-attention FLOP efficiency, decode-attention bandwidth efficiency and all-reduce latency/bandwidth.
+prefill-attention FLOP efficiency, decode-attention bandwidth efficiency, all-reduce latency/bandwidth (NCCL) and,
+per engine family and group size, the engine's own all-reduce time vs message bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpuyield.core.perf.calibration import GpuCoefficients, LogCurve
+from gpuyield.core.perf.calibration import CollectiveTable, GpuCoefficients, LogCurve
 from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.errors import ConfigError
 
@@ -266,6 +271,9 @@ def gpu_coefficients_from_tables(
             effs = [r[1] * 2.0 * (nmax - 1) / nmax / (float(r[2]) / 1e3) / link for r in big]
             ar_eff = min(1.0, statistics.median(effs))
     counts["allreduce_rows"] = ar_rows
+    own_ar, own_rows = _engine_allreduce_tables(dev.data_dir / "comm")
+    if own_rows:
+        counts["custom_allreduce_rows"] = own_rows
     src = f"{dev.data_dir} (" + ", ".join(f"{k}={v}" for k, v in counts.items()) + ")"
     return (
         GpuCoefficients(
@@ -275,10 +283,47 @@ def gpu_coefficients_from_tables(
             attn_decode_bw_eff=attn_d,
             allreduce_latency_s=ar_lat,
             allreduce_bw_eff=ar_eff,
+            allreduce_tables=own_ar,
             source=src,
         ),
         counts,
     )
+
+
+# the engine families whose own all-reduce tables are read (comm/<family>/<version>/custom_allreduce_perf)
+_AR_FAMILIES = ("sglang", "trtllm", "vllm")
+_AR_DTYPES = ("bfloat16", "float16", "bf16", "fp16", "half")
+
+
+def _engine_allreduce_tables(comm_dir: Path) -> tuple[dict[str, dict[int, CollectiveTable]], int]:
+    """Per engine family (its newest version), per group size: median seconds vs message bytes of the engine's
+    own all-reduce, from CUDA-graph launches where the table has them (decode steps run in graphs)."""
+    out: dict[str, dict[int, CollectiveTable]] = {}
+    rows_read = 0
+    for f in _latest_tables(comm_dir, "custom_allreduce_perf"):
+        family = f.parent.parent.name.lower()
+        if family not in _AR_FAMILIES:
+            continue
+        cols = _columns(f)
+        where = ["latency > 0", "message_size > 0", "num_gpus >= 2"]
+        if "allreduce_dtype" in cols:
+            where.append("lower(allreduce_dtype) in (" + ", ".join(f"'{d}'" for d in _AR_DTYPES) + ")")
+        if "kernel_source" in cols and _query(
+            f, "select count(*) from {t} where lower(kernel_source) like '%graph%'"
+        )[0][0]:
+            where.append("lower(kernel_source) like '%graph%'")
+        rows = _query(f, "select num_gpus, message_size, latency from {t} where " + " and ".join(where))
+        rows_read += len(rows)
+        by: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for n, size, lat_ms in rows:
+            by[int(n)][float(size) * 2.0].append(float(lat_ms) / 1e3)  # 16-bit elements -> bytes; ms -> s
+        tables = {}
+        for n, pts in sorted(by.items()):
+            xs = sorted(pts)
+            tables[n] = CollectiveTable(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
+        if tables:
+            out[family] = tables
+    return out, rows_read
 
 
 def _bandwidth_fit(points: list[tuple[float, float]], bw: float) -> tuple[float, float]:
