@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -543,9 +545,27 @@ def test_collective_table_interpolates_in_log_log_space_and_scales_past_its_larg
     assert t(10.0) == 5e-6  # a latency floor below the smallest message
     assert t(1e6) == pytest.approx(5e-5)  # halfway in log bytes between 5 us and 500 us: sqrt(5e-6 * 5e-4)
     assert t(4e7) == pytest.approx(2e-3) and not t.in_range(4e7) and t.in_range(1e7)  # bandwidth-bound beyond
-    for bad in (((1e3, 1e2), (1e-6, 1e-6)), ((1e3,), (0.0,)), ((1e3, 1e4), (1e-6,))):
+    bad = (
+        ((1e3, 1e2), (1e-6, 1e-6)),
+        ((1e3,), (0.0,)),
+        ((1e3, 1e4), (1e-6,)),
+        ((1e3, float("nan")), (1e-6, 2e-6)),
+        ((1e3, 1e4), (2e-6, 1e-6)),  # a larger message may not take less time
+    )
+    for args in bad:
         with pytest.raises(ConfigError):
-            CollectiveTable(*bad)
+            CollectiveTable(*args)
+    # measured dips are taken out by the lower envelope: each size the least time at it or any larger size
+    env = CollectiveTable.lower_envelope((1e3, 1e4, 1e5, 1e6), (4e-6, 9e-6, 6e-6, 2e-5))
+    assert env.seconds == (4e-6, 6e-6, 6e-6, 2e-5)
+    # between two group sizes: the log-space blend on the union of their sizes, up to the smaller largest one
+    other = CollectiveTable((1e3, 1e5), (16e-6, 16e-6))
+    mid = env.blend(other, 0.5)
+    assert mid.sizes_bytes == (1e3, 1e4, 1e5)
+    assert mid(1e3) == pytest.approx(8e-6) and mid(1e5) == pytest.approx((6e-6 * 16e-6) ** 0.5)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(mid)) == mid
 
 
 def _with_own_allreduce(cal: Calibration, gpu_id: str, tables: dict[str, Any]) -> Calibration:
@@ -578,6 +598,22 @@ def test_a_tp_all_reduce_takes_the_engines_own_kernel_time_where_measured_else_t
     # an overhead on top of every call, fitted by calibrate
     more = dataclasses.replace(own, engines={**own.engines, "vllm": dataclasses.replace(own.engine("vllm"), allreduce_overhead_s=over + 1e-5)})
     assert comm(more, 2) - comm(own, 2) == pytest.approx(n_ar * 1e-5)
+    # the message is the step's tokens (per attention-DP rank) x hidden x 2 bytes: a table linear in the bytes
+    slope = {"bytes": [1e3, 1e10], "seconds": [1e-7, 1.0]}  # 10 GB/s
+    lin = _with_own_allreduce(base, "h100_sxm", {"vllm": {4: slope}})
+    kimi = CAT.model("moonshotai/Kimi-K2.5")
+    for adp in (1, 2):
+        m = PerfModel.build(kimi, CAT.gpu("h100_sxm"), tp=4, attention_dp=adp, ep=4 * adp, weight_precision="fp4",
+                            kv_dtype="fp8", calibration=lin)  # fmt: skip
+        got = m.step_breakdown(0, 0.0, 512, 512 * 1000).ops["comm_tp"] / m.engine_coeffs.decode_scale
+        one = 512 / adp * kimi.hidden_size * 2 / 10e9 + m.engine_coeffs.allreduce_overhead_s
+        assert got == pytest.approx(m._c.n_allreduce * one, rel=1e-9)
+    # a deployment mode (disaggregated pools) reads its family's tables
+    pool = PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=2, engine="vllm:disagg", calibration=own)
+    assert pool._c.ar_table is not None and pool._c.ar_table(1e4) == pytest.approx(3e-6)
+    # a group smaller than any measured one keeps the NCCL fit too
+    only8 = _with_own_allreduce(base, "h100_sxm", {"vllm": {8: flat}})
+    assert PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=4, calibration=only8)._c.ar_table is None
     # a message past the largest measured is scaled with its bytes and reported
     small = _with_own_allreduce(base, "h100_sxm", {"vllm": {2: {"bytes": [1e3, 1e6], "seconds": [3e-6, 9e-6]}}})
     m = PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=2, calibration=small)
@@ -588,23 +624,52 @@ def test_a_tp_all_reduce_takes_the_engines_own_kernel_time_where_measured_else_t
 def test_own_allreduce_tables_round_trip_validate_and_leave_older_files_fingerprints_alone():
     from gpuyield.core.perf.calibration import coefficients_fingerprint
 
-    base = Calibration(gpus={"h100_sxm": default_calibration().gpu("h100_sxm")})
-    before = coefficients_fingerprint(dataclasses.replace(base, gpus={"h100_sxm": dataclasses.replace(base.gpu("h100_sxm"), allreduce_tables={})}))
-    d = calibration_to_dict(dataclasses.replace(base, gpus={"h100_sxm": dataclasses.replace(base.gpu("h100_sxm"), allreduce_tables={})}))
+    gpu = dataclasses.replace(default_calibration().gpu("h100_sxm"), allreduce_tables={})
+    d = calibration_to_dict(Calibration(gpus={"h100_sxm": gpu}, engines={"vllm": default_calibration().engine("vllm")}))
     assert "allreduce_tables" not in d["gpus"]["h100_sxm"]  # written as before the tables existed
-    for e in d["engines"].values():
-        assert e.get("allreduce_overhead_s", 0) == 0
-    assert coefficients_fingerprint(calibration_from_dict(d)) == before
-    own = _with_own_allreduce(calibration_from_dict(d), "h100_sxm", {"trtllm": {4: {"bytes": [256, 1e6], "seconds": [3e-6, 2e-5]}}})
-    again = calibration_from_dict(calibration_to_dict(own))
-    assert again.gpu("h100_sxm").allreduce_tables["trtllm"][4](1e6) == pytest.approx(2e-5)
-    assert coefficients_fingerprint(again) != before
+    # a file written before the overhead (no key, or 0) has the fingerprint it had; a fitted overhead changes it
+    older = json.loads(json.dumps(d))
+    older["engines"]["vllm"].pop("allreduce_overhead_s")
+    zero = json.loads(json.dumps(d))
+    zero["engines"]["vllm"]["allreduce_overhead_s"] = 0
+    fitted = json.loads(json.dumps(d))
+    fitted["engines"]["vllm"]["allreduce_overhead_s"] = 8e-6
+    before = coefficients_fingerprint(calibration_from_dict(older))
+    assert coefficients_fingerprint(calibration_from_dict(zero)) == before
+    assert coefficients_fingerprint(calibration_from_dict(fitted)) != before
+    own = _with_own_allreduce(calibration_from_dict(zero), "h100_sxm",
+                              {"trtllm": {4: {"bytes": [256, 1e6], "seconds": [3e-6, 2e-5]}}})  # fmt: skip
+    for text in (json.dumps(calibration_to_dict(own)), yaml.safe_dump(calibration_to_dict(own))):
+        again = calibration_from_dict(yaml.safe_load(text))  # JSON is YAML: the same group-size keys either way
+        assert again.gpu("h100_sxm").allreduce_tables["trtllm"][4](1e6) == pytest.approx(2e-5)
+        assert calibration_to_dict(again) == calibration_to_dict(own)
+    assert coefficients_fingerprint(own) != before
+    one = {"bytes": [1.0], "seconds": [1e-6]}
     for bad, msg in (
-        ({"vllm": {1: {"bytes": [1.0], "seconds": [1e-6]}}}, "at least 2"),
-        ({"vllm": {"two": {"bytes": [1.0], "seconds": [1e-6]}}}, "integer"),
+        ({"vllm": {1: one}}, "at least 2"),
+        ({"vllm": {"two": one}}, "whole number"),
+        ({"vllm": {"2.5": one}}, "whole number"),
+        ({"vllm": {2: one, "2": one}}, "twice"),
+        ({"vllm": {2: one}, "VLLM": {2: one}}, "twice"),
+        ({"vlm": {2: one}}, "engine family"),
         ({"vllm": {2: {"bytes": [2.0, 1.0], "seconds": [1e-6, 1e-6]}}}, "ascending"),
+        ({"vllm": {2: {"bytes": [1.0, 2.0], "seconds": [2e-6, 1e-6]}}}, "not decrease"),
         ({"vllm": {2: [1.0]}}, "bytes"),
         ({"vllm": [2]}, "group size"),
     ):
         with pytest.raises(ConfigError, match=msg):
-            _with_own_allreduce(calibration_from_dict(d), "h100_sxm", bad)
+            _with_own_allreduce(calibration_from_dict(zero), "h100_sxm", bad)
+
+
+def test_a_step_with_the_shipped_all_reduce_tables_never_gets_faster_as_it_grows():
+    """The measured tables dip (b200 vLLM tp8: 26 us at 512 KB, 17 us at 1 MB); their lower envelope keeps the
+    step time monotone, which the planner's searches rely on."""
+    cal = default_calibration()
+    assert cal.gpu("b200_sxm").allreduce_tables["vllm"][8]  # the shipped file has the engines' own tables
+    for gpu, engine, tp in (("b200_sxm", "vllm", 8), ("h100_sxm", "sglang", 8), ("a100_sxm", "trtllm", 8)):
+        m = PerfModel.build(CAT.model("Qwen/Qwen3-32B"), CAT.gpu(gpu), tp=tp, engine=engine)
+        assert m._c.ar_table is not None
+        times = [m.step_time_s(0, 0.0, d, d * 64) for d in range(1, 400)]
+        assert all(b >= a for a, b in zip(times, times[1:], strict=False)), (gpu, engine)
+        prefill = [m.step_time_s(p, p * p / 2.0, 0, 0) for p in range(64, 16384, 64)]
+        assert all(b >= a for a, b in zip(prefill, prefill[1:], strict=False)), (gpu, engine)

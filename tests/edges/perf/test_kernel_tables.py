@@ -250,6 +250,11 @@ def test_the_engines_own_all_reduce_tables_are_read_per_family_and_group_size(tm
             graph_us = (4.0 if n == 2 else 8.0) + size * 2 / 100e3  # 100 kB per us beyond the latency
             rows.append(["vLLM", "0.2", "vLLM_custom_graph", "bfloat16", n, size, graph_us / 1e3])
             rows.append(["vLLM", "0.2", "vLLM_custom_eager", "bfloat16", n, size, 5 * graph_us / 1e3])
+    # a float32 row is not a 16-bit all-reduce; group 4 has eager rows only (kept: no graph rows to prefer); a dip
+    # at a larger size is taken out (the lower envelope)
+    rows.append(["vLLM", "0.2", "vLLM_custom_graph", "float32", 2, 128, 1e-6])
+    rows += [["vLLM", "0.2", "vLLM_custom_eager", "bfloat16", 4, size, us / 1e3]
+             for size, us in ((128, 20.0), (4096, 30.0), (1 << 20, 25.0))]  # fmt: skip
     _write(comm / "vllm" / "0.2" / "custom_allreduce_perf.csv", cols, rows)
     # an older version of the same family is ignored
     _write(comm / "vllm" / "0.1" / "custom_allreduce_perf.csv", cols, [["vLLM", "0.1", "vLLM_custom_graph", "bfloat16", 4, 128, 1.0]])
@@ -263,13 +268,15 @@ def test_the_engines_own_all_reduce_tables_are_read_per_family_and_group_size(tm
     gc, counts = gpu_coefficients_from_tables(dev, read_system_yaml(dev.system_yaml))
     assert sorted(gc.allreduce_tables) == ["trtllm", "vllm"]
     vllm = gc.allreduce_tables["vllm"]
-    assert sorted(vllm) == [2, 8]  # not 0.1's group of 4
+    assert sorted(vllm) == [2, 4, 8]
+    assert vllm[4].seconds == pytest.approx((20e-6, 25e-6, 25e-6))  # eager rows, 30 us dip-corrected to 25
     assert vllm[2].sizes_bytes == (256.0, 8192.0, 2.0 * (1 << 20))
     assert vllm[2](256.0) == pytest.approx((4.0 + 256 / 100e3) * 1e-6)  # the graph rows, not the eager ones
     assert vllm[8](2.0 * (1 << 20)) == pytest.approx((8.0 + 2 * (1 << 20) / 100e3) * 1e-6)
     assert gc.allreduce_tables["trtllm"][4](256.0) == pytest.approx(4e-6)  # the median of repeats
-    assert counts["custom_allreduce_rows"] == 6 + 3
-    fn, largest = gc.allreduce_time("vllm", 4)
-    assert largest == 2.0 * (1 << 20)
-    assert fn(256.0) == pytest.approx(((4.0 + 256 / 100e3) * (8.0 + 256 / 100e3)) ** 0.5 * 1e-6)
+    assert counts["custom_allreduce_rows"] == 6 + 3 + 3
+    six = gc.allreduce_time("vllm:disagg", 6)  # between 4 and 8, in log space; a deployment mode is its family's
+    assert six is not None and six.sizes_bytes[-1] == 2.0 * (1 << 20)
+    w = 0.5849625007211562  # log(6 / 4) / log(8 / 4)
+    assert six(256.0) == pytest.approx(20e-6 ** (1 - w) * ((8.0 + 256 / 100e3) * 1e-6) ** w)
     assert gc.allreduce_time("vllm", 16) is None and gc.allreduce_time("sglang", 2) is None

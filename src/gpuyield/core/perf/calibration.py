@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -25,6 +24,7 @@ from gpuyield.core.perf.corrections import MeasuredCorrections
 from gpuyield.errors import CatalogError, ConfigError
 
 __all__ = [
+    "ALLREDUCE_FAMILIES",
     "KV_MEMORY_BASES",
     "MXFP4_ACTIVATION_DTYPES",
     "Calibration",
@@ -80,19 +80,29 @@ class CollectiveTable:
     """Measured seconds of one collective vs its message size in bytes, interpolated in log-log space.
 
     Below the smallest size it is the smallest size's time (a latency floor); above the largest it grows in
-    proportion to the bytes (bandwidth-bound), and :meth:`in_range` says so."""
+    proportion to the bytes (bandwidth-bound), and :meth:`in_range` says so. The seconds never decrease with the
+    size (``calibrate`` takes the lower envelope of a measured table), so a step never gets faster as it grows."""
 
     sizes_bytes: tuple[float, ...]  # ascending, > 0
-    seconds: tuple[float, ...]  # > 0
+    seconds: tuple[float, ...]  # > 0, non-decreasing
+    _log_x: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _log_y: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         xs, ys = self.sizes_bytes, self.seconds
         if len(xs) != len(ys) or not xs:
             raise ConfigError("CollectiveTable: sizes_bytes and seconds must be non-empty and of equal length")
-        if any(x <= 0 for x in xs) or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
-            raise ConfigError("CollectiveTable: sizes_bytes must be positive and strictly ascending")
-        if any(not y > 0 for y in ys):
-            raise ConfigError("CollectiveTable: seconds must be positive")
+        if any(not (math.isfinite(x) and x > 0) for x in xs) or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ConfigError("CollectiveTable: sizes_bytes must be finite, positive and strictly ascending")
+        if any(not (math.isfinite(y) and y > 0) for y in ys):
+            raise ConfigError("CollectiveTable: seconds must be finite and positive")
+        if any(b < a for a, b in zip(ys, ys[1:], strict=False)):
+            raise ConfigError(
+                "CollectiveTable: seconds must not decrease as the message grows (take the lower envelope of a "
+                "measured table, as calibrate does)"
+            )
+        object.__setattr__(self, "_log_x", tuple(math.log(x) for x in xs))
+        object.__setattr__(self, "_log_y", tuple(math.log(y) for y in ys))
 
     def __call__(self, nbytes: float) -> float:
         xs, ys = self.sizes_bytes, self.seconds
@@ -101,12 +111,29 @@ class CollectiveTable:
         if nbytes >= xs[-1]:
             return ys[-1] * nbytes / xs[-1]
         i = bisect.bisect_right(xs, nbytes)
-        x0, x1 = xs[i - 1], xs[i]
-        w = (math.log(nbytes) - math.log(x0)) / (math.log(x1) - math.log(x0))
-        return math.exp(math.log(ys[i - 1]) + w * (math.log(ys[i]) - math.log(ys[i - 1])))
+        lx, ly = self._log_x, self._log_y
+        w = (math.log(nbytes) - lx[i - 1]) / (lx[i] - lx[i - 1])
+        return math.exp(ly[i - 1] + w * (ly[i] - ly[i - 1]))
 
     def in_range(self, nbytes: float) -> bool:
         return nbytes <= self.sizes_bytes[-1]
+
+    @staticmethod
+    def lower_envelope(sizes_bytes: tuple[float, ...], seconds: tuple[float, ...]) -> CollectiveTable:
+        """A table from measured times that may dip as the message grows (timing noise, a kernel switch): each
+        size takes the least time measured at it or any larger size."""
+        out = list(seconds)
+        for i in range(len(out) - 2, -1, -1):
+            out[i] = min(out[i], out[i + 1])
+        return CollectiveTable(tuple(sizes_bytes), tuple(out))
+
+    def blend(self, other: CollectiveTable, w: float) -> CollectiveTable:
+        """The table ``self^(1-w) x other^w`` (log-space interpolation between two group sizes) on the union of
+        both tables' sizes, up to the smaller largest size."""
+        top = min(self.sizes_bytes[-1], other.sizes_bytes[-1])
+        xs = sorted({x for x in (*self.sizes_bytes, *other.sizes_bytes) if x <= top})
+        ys = [math.exp((1.0 - w) * math.log(self(x)) + w * math.log(other(x))) for x in xs]
+        return CollectiveTable.lower_envelope(tuple(xs), tuple(ys))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,28 +154,21 @@ class GpuCoefficients:
     allreduce_tables: dict[str, dict[int, CollectiveTable]] = field(default_factory=dict)
     source: str = "generic defaults (no measured tables for this accelerator)"
 
-    def allreduce_time(self, family: str, num_gpus: int) -> tuple[Callable[[float], float], float] | None:
-        """(seconds vs bytes of one all-reduce over ``num_gpus`` GPUs in ``family``'s own kernel, the largest
-        message measured) from the measured group sizes, interpolated in log space between the two around
-        ``num_gpus``; None where ``num_gpus`` is outside the measured sizes or the family has no table (the NCCL
-        fit then applies)."""
+    def allreduce_time(self, family: str, num_gpus: int) -> CollectiveTable | None:
+        """Seconds vs bytes of one all-reduce over ``num_gpus`` GPUs in ``family``'s own kernel (``family`` may
+        carry a deployment mode, ``trtllm:disagg``): the measured group size's table, or the log-space blend of
+        the two measured sizes around ``num_gpus``; None where ``num_gpus`` is below or above every measured size
+        or the family has no table (the NCCL fit then applies)."""
         tables = self.allreduce_tables.get(family.split(":", 1)[0].strip().lower())
         if not tables or num_gpus < 2:
             return None
         if num_gpus in tables:
-            t = tables[num_gpus]
-            return t, t.sizes_bytes[-1]
+            return tables[num_gpus]
         lo = max((n for n in tables if n < num_gpus), default=None)
         hi = min((n for n in tables if n > num_gpus), default=None)
         if lo is None or hi is None:
             return None
-        a, b = tables[lo], tables[hi]
-        w = math.log(num_gpus / lo) / math.log(hi / lo)
-
-        def between(nbytes: float) -> float:
-            return math.exp((1.0 - w) * math.log(a(nbytes)) + w * math.log(b(nbytes)))
-
-        return between, min(a.sizes_bytes[-1], b.sizes_bytes[-1])
+        return tables[lo].blend(tables[hi], math.log(num_gpus / lo) / math.log(hi / lo))
 
     def gemm_curve(self, dtype: str) -> LogCurve:
         if dtype in self.gemm_eff:
@@ -297,6 +317,9 @@ def _norm(s: str) -> str:
 
 
 # --------------------------------------------------------------------------- (de)serialisation
+ALLREDUCE_FAMILIES = ("sglang", "trtllm", "vllm")  # engine families a GPU's allreduce_tables may list
+
+
 def _collective_tables_from(obj: Any, where: str) -> dict[str, dict[int, CollectiveTable]]:
     """``{family: {num_gpus: {bytes: [...], seconds: [...]}}}`` -> tables, every entry checked."""
     if obj is None:
@@ -305,17 +328,24 @@ def _collective_tables_from(obj: Any, where: str) -> dict[str, dict[int, Collect
         raise ConfigError(f"{where}: expected a mapping of engine family -> group size -> {{bytes, seconds}}")
     out: dict[str, dict[int, CollectiveTable]] = {}
     for fam, by_n in obj.items():
+        family = str(fam).strip().lower()
+        if family not in ALLREDUCE_FAMILIES:
+            raise ConfigError(f"{where}.{fam}: expected an engine family, one of {', '.join(ALLREDUCE_FAMILIES)}")
+        if family in out:
+            raise ConfigError(f"{where}.{fam}: {family} is listed twice")
         if not isinstance(by_n, dict):
             raise ConfigError(f"{where}.{fam}: expected a mapping of group size -> {{bytes, seconds}}")
         tables: dict[int, CollectiveTable] = {}
         for n, t in by_n.items():
             w = f"{where}.{fam}.{n}"
-            try:
-                num = int(n)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{w}: the group size must be an integer") from None
+            text = str(n).strip()
+            if not text.isdigit():
+                raise ConfigError(f"{w}: the group size must be a whole number of GPUs")
+            num = int(text)
             if num < 2:
                 raise ConfigError(f"{w}: the group size must be at least 2")
+            if num in tables:
+                raise ConfigError(f"{w}: group size {num} is listed twice")
             if not isinstance(t, dict) or "bytes" not in t or "seconds" not in t:
                 raise ConfigError(f"{w}: expected {{bytes: [...], seconds: [...]}}")
             try:
@@ -324,7 +354,7 @@ def _collective_tables_from(obj: Any, where: str) -> dict[str, dict[int, Collect
                 )
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{w}: {exc}") from None
-        out[str(fam).strip().lower()] = tables
+        out[family] = tables
     return out
 
 
@@ -504,6 +534,11 @@ def _r(x: float) -> float:
     return float(f"{x:.6g}")
 
 
+def _size(x: float) -> float | int:
+    """A message size as written: whole bytes exactly (rounding could merge two close sizes)."""
+    return int(x) if float(x).is_integer() else x
+
+
 def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
     """The YAML/JSON form of a calibration (inverse of :func:`calibration_from_dict`)."""
     gpus: dict[str, Any] = {}
@@ -523,7 +558,7 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
         if g.allreduce_tables:  # a file without the engines' own tables is written (and fingerprinted) as before
             gpus[gid]["allreduce_tables"] = {
                 fam: {  # group sizes as strings: the same keys in YAML and JSON
-                    str(n): {"bytes": [_r(x) for x in t.sizes_bytes], "seconds": [_r(y) for y in t.seconds]}
+                    str(n): {"bytes": [_size(x) for x in t.sizes_bytes], "seconds": [_r(y) for y in t.seconds]}
                     for n, t in sorted(by_n.items())
                 }
                 for fam, by_n in sorted(g.allreduce_tables.items())

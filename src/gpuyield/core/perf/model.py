@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gpuyield.core.catalog.model import WEIGHT_PRECISIONS
-from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, GpuCoefficients, LogCurve
+from gpuyield.core.perf.calibration import (
+    Calibration,
+    CollectiveTable,
+    EngineCoefficients,
+    GpuCoefficients,
+    LogCurve,
+)
 from gpuyield.core.perf.measured_steps import MeasuredStepScales
 from gpuyield.core.perf.speculative import SpeculativeDecoding
 from gpuyield.errors import ConfigError
@@ -269,8 +274,7 @@ class _Coeffs:
     ar_bytes_per_tok: float
     # the engine's own all-reduce kernel over the tp group (seconds vs bytes; None: the NCCL fit above), and what
     # a real step adds to each call
-    ar_table: Callable[[float], float] | None
-    ar_table_max_bytes: float
+    ar_table: CollectiveTable | None
     ar_overhead_s: float
     n_a2a: int
     a2a_s_per_byte: float
@@ -614,8 +618,7 @@ class PerfModel:
         ar_s_per_byte = 2.0 * (tp - 1) / tp / (link_for(tp) * gc.allreduce_bw_eff) if tp > 1 else 0.0
         ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
         # within one NVLink domain the engines run their own all-reduce kernels, measured per group size
-        own_ar = gc.allreduce_time(self.engine, tp) if tp > 1 else None
-        ar_table, ar_table_max_bytes = own_ar if own_ar is not None else (None, math.inf)
+        ar_table = gc.allreduce_time(self.engine, tp) if tp > 1 else None
         n_moe = int(getattr(m, "num_moe_layers", 0) or 0)
         n_a2a = 2 * n_moe // pp if (E and (ep > 1 or adp > 1)) else 0
         link = link_for(stage)
@@ -671,7 +674,6 @@ class PerfModel:
             ar_s_per_byte=ar_s_per_byte,
             ar_bytes_per_tok=ar_bytes_per_tok,
             ar_table=ar_table,
-            ar_table_max_bytes=ar_table_max_bytes,
             ar_overhead_s=ec.allreduce_overhead_s,
             n_a2a=n_a2a,
             a2a_s_per_byte=a2a_s_per_byte,
@@ -746,8 +748,10 @@ class PerfModel:
         )
         comm_tp = 0.0
         if c.n_allreduce:
-            ar_bytes = c.ar_bytes_per_tok * T
-            one = c.ar_table(ar_bytes) if c.ar_table is not None else c.ar_lat + c.ar_s_per_byte * ar_bytes
+            if c.ar_table is not None:
+                one = c.ar_table(c.ar_bytes_per_tok * T)
+            else:
+                one = c.ar_lat + c.ar_s_per_byte * c.ar_bytes_per_tok * T
             comm_tp = c.n_allreduce * (one + c.ar_overhead_s) * pp
         comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * T) * pp if c.n_a2a else 0.0
         s = c.decode_scale
@@ -888,10 +892,10 @@ class PerfModel:
             if (tr > hi or (0 < tr < lo and compute_binds)) and msg not in out:
                 out.append(msg)
         ar_bytes = c.ar_bytes_per_tok * (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens)
-        if c.n_allreduce and ar_bytes > c.ar_table_max_bytes:
+        if c.n_allreduce and c.ar_table is not None and not c.ar_table.in_range(ar_bytes):
             out.append(
                 f"all-reduce message {ar_bytes / 1e6:.0f} MB above the engine's measured "
-                f"{c.ar_table_max_bytes / 1e6:.0f} MB (time scaled with the bytes)"
+                f"{c.ar_table.sizes_bytes[-1] / 1e6:.0f} MB (time scaled with the bytes)"
             )
         return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
 

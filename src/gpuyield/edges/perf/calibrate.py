@@ -371,6 +371,10 @@ def fit_engines(
         if len(sub) < MIN_GROUP_ROWS:
             continue
         start = _per_layer_first_token(engines.get(eng) or engines[eng.split(":", 1)[0]])
+        if start.allreduce_overhead_s <= 0:  # not refitted per pool: the family's (an older file's pools have none)
+            family_ec = engines.get(eng.split(":", 1)[0])
+            if family_ec is not None:
+                start = dataclasses.replace(start, allreduce_overhead_s=family_ec.allreduce_overhead_s)
         engines[eng] = _fit_group(cal, engines, eng, start, sub, lk, REFINE_PARAMETERS, rounds, log)
     if refine:
         for level in ("precision", "gpu"):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuyield.core.perf.calibration import ALLREDUCE_FAMILIES as _AR_FAMILIES
 from gpuyield.core.perf.calibration import CollectiveTable, GpuCoefficients, LogCurve
 from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.errors import ConfigError
@@ -290,14 +291,15 @@ def gpu_coefficients_from_tables(
     )
 
 
-# the engine families whose own all-reduce tables are read (comm/<family>/<version>/custom_allreduce_perf)
-_AR_FAMILIES = ("sglang", "trtllm", "vllm")
+# the 16-bit dtypes of the engines' own all-reduce tables (comm/<family>/<version>/custom_allreduce_perf, read for
+# the families in ALLREDUCE_FAMILIES)
 _AR_DTYPES = ("bfloat16", "float16", "bf16", "fp16", "half")
 
 
 def _engine_allreduce_tables(comm_dir: Path) -> tuple[dict[str, dict[int, CollectiveTable]], int]:
     """Per engine family (its newest version), per group size: median seconds vs message bytes of the engine's
-    own all-reduce, from CUDA-graph launches where the table has them (decode steps run in graphs)."""
+    own all-reduce, from CUDA-graph launches where the group size has them (decode steps run in graphs), as the
+    lower envelope over the sizes (a larger message never takes less time; the tables dip here and there)."""
     out: dict[str, dict[int, CollectiveTable]] = {}
     rows_read = 0
     for f in _latest_tables(comm_dir, "custom_allreduce_perf"):
@@ -308,19 +310,22 @@ def _engine_allreduce_tables(comm_dir: Path) -> tuple[dict[str, dict[int, Collec
         where = ["latency > 0", "message_size > 0", "num_gpus >= 2"]
         if "allreduce_dtype" in cols:
             where.append("lower(allreduce_dtype) in (" + ", ".join(f"'{d}'" for d in _AR_DTYPES) + ")")
-        if "kernel_source" in cols and _query(
-            f, "select count(*) from {t} where lower(kernel_source) like '%graph%'"
-        )[0][0]:
-            where.append("lower(kernel_source) like '%graph%'")
-        rows = _query(f, "select num_gpus, message_size, latency from {t} where " + " and ".join(where))
-        rows_read += len(rows)
-        by: dict[int, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for n, size, lat_ms in rows:
-            by[int(n)][float(size) * 2.0].append(float(lat_ms) / 1e3)  # 16-bit elements -> bytes; ms -> s
+        source = "lower(kernel_source)" if "kernel_source" in cols else "''"
+        rows = _query(
+            f, f"select num_gpus, message_size, latency, {source} from {{t}} where " + " and ".join(where)
+        )
+        by: dict[int, dict[bool, dict[float, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
+        for n, size, lat_ms, src in rows:
+            # 16-bit elements -> bytes; ms -> s
+            by[int(n)]["graph" in str(src)][float(size) * 2.0].append(float(lat_ms) / 1e3)
         tables = {}
-        for n, pts in sorted(by.items()):
+        for n, kinds in sorted(by.items()):
+            pts = kinds[True] if kinds[True] else kinds[False]
+            rows_read += sum(len(v) for v in pts.values())
             xs = sorted(pts)
-            tables[n] = CollectiveTable(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
+            tables[n] = CollectiveTable.lower_envelope(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
         if tables:
             out[family] = tables
     return out, rows_read
