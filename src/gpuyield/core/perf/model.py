@@ -617,7 +617,7 @@ class PerfModel:
         # the all-reduce runs inside one attention tensor-parallel group (tp GPUs), not the whole stage
         ar_s_per_byte = 2.0 * (tp - 1) / tp / (link_for(tp) * gc.allreduce_bw_eff) if tp > 1 else 0.0
         ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
-        # within one NVLink domain the engines run their own all-reduce kernels, measured per group size
+        # the engine's own all-reduce kernel where it was measured for a group this size (else the NCCL fit above)
         ar_table = gc.allreduce_time(self.engine, tp) if tp > 1 else None
         n_moe = int(getattr(m, "num_moe_layers", 0) or 0)
         n_a2a = 2 * n_moe // pp if (E and (ep > 1 or adp > 1)) else 0
