@@ -568,9 +568,16 @@ def test_collective_table_interpolates_in_log_log_space_and_scales_past_its_larg
     assert pickle.loads(pickle.dumps(mid)) == mid
 
 
-def _with_own_allreduce(cal: Calibration, gpu_id: str, tables: dict[str, Any]) -> Calibration:
+def _with_own_allreduce(
+    cal: Calibration, gpu_id: str, tables: dict[str, Any], nccl: dict[str, Any] | None = None
+) -> Calibration:
+    """``cal`` with ``gpu_id``'s engine all-reduce tables replaced, and its NCCL tables (none by default: the
+    step then falls back to the NCCL fit)."""
     d = calibration_to_dict(dataclasses.replace(cal, corrections=None))
     d["gpus"][gpu_id]["allreduce_tables"] = tables
+    d["gpus"][gpu_id].pop("nccl_tables", None)
+    if nccl is not None:
+        d["gpus"][gpu_id]["nccl_tables"] = nccl
     return calibration_from_dict(d)
 
 
@@ -661,6 +668,84 @@ def test_own_allreduce_tables_round_trip_validate_and_leave_older_files_fingerpr
             _with_own_allreduce(calibration_from_dict(zero), "h100_sxm", bad)
 
 
+def test_without_an_engine_table_a_tp_all_reduce_takes_nccls_and_attention_dp_exchanges_tokens_by_gather():
+    """The fallback chain of a tensor-parallel all-reduce is the engine's own kernel, NCCL's measured all-reduce,
+    then the NCCL fit. Under attention DP inside a group NCCL measured, the expert token exchange is an all-gather
+    before the experts and a reduce-scatter after them, of the whole gathered buffer (every token's bf16 vector
+    of the dispatch width); wider groups keep the all-to-all bandwidth model."""
+    base = dataclasses.replace(default_calibration(), corrections=None)
+    qwen = CAT.model("Qwen/Qwen3-32B")
+    flat = {"bytes": [1e3, 1e9], "seconds": [5e-6, 5e-6]}
+    ar7 = {"bytes": [1e3, 1e9], "seconds": [7e-6, 7e-6]}
+    cal = _with_own_allreduce(base, "h100_sxm", {"vllm": {2: flat}}, nccl={"all_reduce": {"2": ar7, "4": ar7}})
+    over = cal.engine("sglang").allreduce_overhead_s
+
+    def comm_tp(engine: str, tp: int) -> float:
+        m = PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=tp, engine=engine, calibration=cal)
+        return m.step_breakdown(0, 0.0, 8, 8000).ops["comm_tp"] / m.engine_coeffs.decode_scale
+
+    n_ar = 2 * qwen.num_layers
+    assert comm_tp("sglang", 2) == pytest.approx(n_ar * (7e-6 + over))  # no SGLang table: NCCL's
+    assert comm_tp("vllm", 2) == pytest.approx(n_ar * (5e-6 + cal.engine("vllm").allreduce_overhead_s))
+    assert comm_tp("vllm", 4) == pytest.approx(n_ar * (7e-6 + cal.engine("vllm").allreduce_overhead_s))
+    assert PerfModel.build(qwen, CAT.gpu("h100_sxm"), tp=8, engine="sglang", calibration=cal)._c.ar_table is None
+    # the expert exchange under attention DP: all-gather + reduce-scatter, linear tables easy to read
+    gather = {"bytes": [1e3, 1e10], "seconds": [1e-7, 1.0]}  # 10 GB/s
+    scatter = {"bytes": [1e3, 1e10], "seconds": [2e-7, 2.0]}  # 5 GB/s
+    ds = CAT.model("deepseek-ai/DeepSeek-V3")
+    ep_cal = _with_own_allreduce(base, "h100_sxm", {}, nccl={"all_gather": {"8": gather}, "reduce_scatter": {"8": scatter}})
+    m = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8",
+                        calibration=ep_cal)  # fmt: skip
+    assert m._c.ep_gather is not None and m._c.n_a2a == 2 * ds.num_moe_layers
+    got = m.step_breakdown(0, 0.0, 256, 256 * 1000).ops["comm_ep"] / m.engine_coeffs.decode_scale
+    nbytes = 256 * ds.hidden_size * 2.0
+    pair = nbytes / 10e9 + nbytes / 5e9 + 2 * m.engine_coeffs.allreduce_overhead_s
+    assert got == pytest.approx(ds.num_moe_layers * pair, rel=1e-9)
+    # a group NCCL did not measure (16 GPUs), or a table missing one of the two ops: the bandwidth model
+    wide = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=16, ep=16, weight_precision="fp8",
+                           kv_dtype="fp8", calibration=ep_cal)  # fmt: skip
+    assert wide._c.ep_gather is None and wide._c.n_a2a
+    half = _with_own_allreduce(base, "h100_sxm", {}, nccl={"all_gather": {"8": gather}})
+    m2 = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8",
+                         calibration=half)  # fmt: skip
+    assert m2._c.ep_gather is None and m2._c.ep_scatter is None
+    # no attention DP: no exchange (the MLP all-reduce combines the experts' outputs)
+    assert PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=8, ep=8, weight_precision="fp8", calibration=ep_cal)._c.n_a2a == 0
+    # a gathered buffer past NCCL's largest message is scaled with its bytes and reported
+    small = _with_own_allreduce(base, "h100_sxm", {}, nccl={"all_gather": {"8": {"bytes": [1e3, 1e6], "seconds": [1e-5, 2e-5]}},
+                                                            "reduce_scatter": {"8": scatter}})  # fmt: skip
+    m3 = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8",
+                         calibration=small)  # fmt: skip
+    assert any("expert all-gather" in s for s in m3.step_breakdown(8192, 8192.0**2 / 2, 0, 0).out_of_range)
+    assert not any("expert all-gather" in s for s in m3.step_breakdown(0, 0.0, 8, 8000).out_of_range)
+
+
+def test_nccl_tables_round_trip_validate_and_a_file_without_them_keeps_its_fingerprint():
+    from gpuyield.core.perf.calibration import coefficients_fingerprint
+
+    gpu = dataclasses.replace(default_calibration().gpu("h100_sxm"), nccl_tables={})
+    cal = Calibration(gpus={"h100_sxm": gpu}, engines={"vllm": default_calibration().engine("vllm")})
+    d = calibration_to_dict(cal)
+    assert "nccl_tables" not in d["gpus"]["h100_sxm"]
+    before = coefficients_fingerprint(cal)
+    t = {"bytes": [512, 1e6], "seconds": [1e-5, 3e-5]}
+    with_t = _with_own_allreduce(cal, "h100_sxm", d["gpus"]["h100_sxm"].get("allreduce_tables", {}),
+                                 nccl={"all_gather": {"4": t, "8": t}, "reduce_scatter": {4: t}})  # fmt: skip
+    assert coefficients_fingerprint(with_t) != before
+    for text in (json.dumps(calibration_to_dict(with_t)), yaml.safe_dump(calibration_to_dict(with_t))):
+        again = calibration_from_dict(yaml.safe_load(text))
+        assert again.gpu("h100_sxm").nccl_time("all_gather", 6)(1e6) == pytest.approx(3e-5)  # blended 4..8
+        assert again.gpu("h100_sxm").nccl_time("reduce_scatter", 8) is None
+        assert calibration_to_dict(again) == calibration_to_dict(with_t)
+    for bad, msg in (
+        ({"alltoall": {"8": t}}, "NCCL operation"),
+        ({"all_gather": {"1": t}}, "at least 2"),
+        ({"all_gather": {"8": {"bytes": [2.0, 1.0], "seconds": [1e-6, 1e-6]}}}, "ascending"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            _with_own_allreduce(cal, "h100_sxm", {}, nccl=bad)
+
+
 def test_a_step_with_the_shipped_all_reduce_tables_never_gets_faster_as_it_grows():
     """The measured tables dip (b200 vLLM tp8: 26 us at 512 KB, 17 us at 1 MB); their lower envelope keeps the
     step time monotone, which the planner's searches rely on."""
@@ -673,3 +758,11 @@ def test_a_step_with_the_shipped_all_reduce_tables_never_gets_faster_as_it_grows
         assert all(b >= a for a, b in zip(times, times[1:], strict=False)), (gpu, engine)
         prefill = [m.step_time_s(p, p * p / 2.0, 0, 0) for p in range(64, 16384, 64)]
         assert all(b >= a for a, b in zip(prefill, prefill[1:], strict=False)), (gpu, engine)
+    # the expert token exchange under attention DP runs on NCCL's shipped all-gather and reduce-scatter tables
+    assert cal.gpu("b200_sxm").nccl_time("all_gather", 8) is not None
+    for gpu, engine in (("b200_sxm", "trtllm"), ("h200_sxm", "sglang")):
+        m = PerfModel.build(CAT.model("deepseek-ai/DeepSeek-V3"), CAT.gpu(gpu), tp=1, attention_dp=8, ep=8,
+                            engine=engine, weight_precision="fp8", kv_dtype="fp8")  # fmt: skip
+        assert m._c.ep_gather is not None and m._c.ep_scatter is not None
+        times = [m.step_time_s(0, 0.0, d, d * 64) for d in range(1, 400)]
+        assert all(b >= a for a, b in zip(times, times[1:], strict=False)), (gpu, engine)

@@ -19,9 +19,13 @@ def _run(kv_events: bool) -> dict:  # type: ignore[type-arg]
 
 
 def test_the_exact_view_finds_more_cached_prefixes_than_the_guess() -> None:
+    """More hits and a faster typical first token. The p99 is not pinned: the exact view concentrates a hot prefix
+    on the replica that holds it, and whether that costs or saves tail latency here has moved with each refit of
+    the shipped calibration (-12 % to +1 %, docs/benchmarks.md "Prefix routing on the engines' cache view")."""
     guess, exact = _run(False), _run(True)
     assert exact["prefix_cache_hit_rate"] > guess["prefix_cache_hit_rate"] + 0.01
-    assert exact["ttft_ms"]["p99"] < guess["ttft_ms"]["p99"]
+    assert exact["ttft_ms"]["mean"] < guess["ttft_ms"]["mean"]
+    assert exact["ttft_ms"]["p50"] < guess["ttft_ms"]["p50"]
 
 
 def test_kv_events_with_a_policy_that_ignores_prefixes_is_refused() -> None:

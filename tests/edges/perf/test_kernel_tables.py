@@ -280,3 +280,35 @@ def test_the_engines_own_all_reduce_tables_are_read_per_family_and_group_size(tm
     w = 0.5849625007211562  # log(6 / 4) / log(8 / 4)
     assert six(256.0) == pytest.approx(20e-6 ** (1 - w) * ((8.0 + 256 / 100e3) * 1e-6) ** w)
     assert gc.allreduce_time("vllm", 16) is None and gc.allreduce_time("sglang", 2) is None
+
+
+def test_nccl_tables_are_read_as_half_precision_bytes_per_operation_and_group_size(tmp_path):
+    """nccl_perf: message_size counts elements of nccl_dtype; the half rows are kept and read at 2 bytes each
+    (the int8 rows and alltoall are not read), as tables per operation and group size, and as the all-reduce fit's
+    latency (median at most 128 KiB) and bus-bandwidth efficiency (the three largest messages)."""
+    _tree(tmp_path)
+    cols = ["framework", "version", "op_name", "nccl_dtype", "num_gpus", "message_size", "latency"]
+    rows = []
+    link = 100e9  # the toy system's intra_node_bw
+    for op in ("all_gather", "all_reduce", "reduce_scatter", "alltoall"):
+        for n in (2, 8):
+            for elems in (256, 4096, 65536, 1 << 20, 1 << 24, 1 << 26, 1 << 27):
+                nbytes = 2.0 * elems
+                bus = 0.5 * link if op == "all_reduce" else link  # all-reduce: half the link, as bus bandwidth
+                s = 10e-6 + nbytes * 2.0 * (n - 1) / n / bus
+                rows.append(["NCCL", "2.0", op, "half", n, elems, s * 1e3])
+                rows.append(["NCCL", "2.0", op, "int8", n, elems, 3 * s * 1e3])  # would drag the fit down
+    _write(tmp_path / "data" / "toy" / "comm" / "nccl" / "2.0" / "nccl_perf.csv", cols, rows)
+    (dev,) = discover_devices(tmp_path)
+    gc, counts = gpu_coefficients_from_tables(dev, read_system_yaml(dev.system_yaml))
+    assert sorted(gc.nccl_tables) == ["all_gather", "all_reduce", "reduce_scatter"]
+    ag = gc.nccl_time("all_gather", 8)
+    assert ag is not None and ag.sizes_bytes[0] == 512.0 and ag.sizes_bytes[-1] == 2.0 * (1 << 27)
+    assert ag(2.0 * (1 << 20)) == pytest.approx(10e-6 + 2.0 * (1 << 20) * 2 * 7 / 8 / link)
+    assert gc.nccl_time("all_reduce", 4) is not None and gc.nccl_time("all_reduce", 16) is None
+    assert counts["nccl_table_rows"] == 3 * 2 * 7
+    assert counts["allreduce_rows"] == 2 * 7  # the half all-reduce rows
+    assert gc.allreduce_latency_s == pytest.approx(10e-6 + 2.0 * 4096 * 2 * 7 / 8 / (0.5 * link))  # median of 3
+    # bus bandwidth of the largest half messages read as bytes: the fit's efficiency is 0.5 of the link (the
+    # latency term takes a little)
+    assert 0.49 < gc.allreduce_bw_eff <= 0.5

@@ -27,6 +27,7 @@ __all__ = [
     "ALLREDUCE_FAMILIES",
     "KV_MEMORY_BASES",
     "MXFP4_ACTIVATION_DTYPES",
+    "NCCL_OPS",
     "Calibration",
     "CollectiveTable",
     "EngineCoefficients",
@@ -136,6 +137,20 @@ class CollectiveTable:
         return CollectiveTable.lower_envelope(tuple(xs), tuple(ys))
 
 
+def _table_for_group(tables: dict[int, CollectiveTable] | None, num_gpus: int) -> CollectiveTable | None:
+    """The table of a group of ``num_gpus`` GPUs: measured, or blended in log space between the two measured
+    sizes around it; None below or above every measured size."""
+    if not tables or num_gpus < 2:
+        return None
+    if num_gpus in tables:
+        return tables[num_gpus]
+    lo = max((n for n in tables if n < num_gpus), default=None)
+    hi = min((n for n in tables if n > num_gpus), default=None)
+    if lo is None or hi is None:
+        return None
+    return tables[lo].blend(tables[hi], math.log(num_gpus / lo) / math.log(hi / lo))
+
+
 @dataclass(frozen=True, slots=True)
 class GpuCoefficients:
     """Measured efficiencies of one accelerator (fractions of its datasheet peaks)."""
@@ -152,6 +167,12 @@ class GpuCoefficients:
     # a family and group size have one, a tensor-parallel all-reduce takes its time (the two fields above, fitted
     # on NCCL's tables, serve the rest).
     allreduce_tables: dict[str, dict[int, CollectiveTable]] = field(default_factory=dict)
+    # NCCL's own collectives (nccl-tests through AIConfigurator's collector, 16-bit elements), per operation
+    # (NCCL_OPS) and group size: op -> GPUs -> seconds vs message bytes (the whole buffer: the gathered output of
+    # an all-gather, the input of a reduce-scatter). The expert token exchange under attention DP is an
+    # all-gather before the experts and a reduce-scatter after them; an all-reduce without an engine table
+    # takes NCCL's.
+    nccl_tables: dict[str, dict[int, CollectiveTable]] = field(default_factory=dict)
     source: str = "generic defaults (no measured tables for this accelerator)"
 
     def allreduce_time(self, family: str, num_gpus: int) -> CollectiveTable | None:
@@ -159,16 +180,12 @@ class GpuCoefficients:
         carry a deployment mode, ``trtllm:disagg``): the measured group size's table, or the log-space blend of
         the two measured sizes around ``num_gpus``; None where ``num_gpus`` is below or above every measured size
         or the family has no table (the NCCL fit then applies)."""
-        tables = self.allreduce_tables.get(family.split(":", 1)[0].strip().lower())
-        if not tables or num_gpus < 2:
-            return None
-        if num_gpus in tables:
-            return tables[num_gpus]
-        lo = max((n for n in tables if n < num_gpus), default=None)
-        hi = min((n for n in tables if n > num_gpus), default=None)
-        if lo is None or hi is None:
-            return None
-        return tables[lo].blend(tables[hi], math.log(num_gpus / lo) / math.log(hi / lo))
+        return _table_for_group(self.allreduce_tables.get(family.split(":", 1)[0].strip().lower()), num_gpus)
+
+    def nccl_time(self, op: str, num_gpus: int) -> CollectiveTable | None:
+        """Seconds vs bytes of NCCL's ``op`` (one of NCCL_OPS) over ``num_gpus`` GPUs: the measured group size's
+        table or the log-space blend of the two around it; None outside the measured sizes."""
+        return _table_for_group(self.nccl_tables.get(op), num_gpus)
 
     def gemm_curve(self, dtype: str) -> LogCurve:
         if dtype in self.gemm_eff:
@@ -318,19 +335,23 @@ def _norm(s: str) -> str:
 
 # --------------------------------------------------------------------------- (de)serialisation
 ALLREDUCE_FAMILIES = ("sglang", "trtllm", "vllm")  # engine families a GPU's allreduce_tables may list
+NCCL_OPS = ("all_gather", "all_reduce", "reduce_scatter")  # the NCCL collectives a GPU's nccl_tables may list
 
 
-def _collective_tables_from(obj: Any, where: str) -> dict[str, dict[int, CollectiveTable]]:
-    """``{family: {num_gpus: {bytes: [...], seconds: [...]}}}`` -> tables, every entry checked."""
+def _collective_tables_from(
+    obj: Any, where: str, keys: tuple[str, ...] = ALLREDUCE_FAMILIES, what: str = "engine family"
+) -> dict[str, dict[int, CollectiveTable]]:
+    """``{key: {num_gpus: {bytes: [...], seconds: [...]}}}`` -> tables, every entry checked (``keys``: the
+    engine families of ``allreduce_tables`` or the NCCL operations of ``nccl_tables``)."""
     if obj is None:
         return {}
     if not isinstance(obj, dict):
-        raise ConfigError(f"{where}: expected a mapping of engine family -> group size -> {{bytes, seconds}}")
+        raise ConfigError(f"{where}: expected a mapping of {what} -> group size -> {{bytes, seconds}}")
     out: dict[str, dict[int, CollectiveTable]] = {}
     for fam, by_n in obj.items():
         family = str(fam).strip().lower()
-        if family not in ALLREDUCE_FAMILIES:
-            raise ConfigError(f"{where}.{fam}: expected an engine family, one of {', '.join(ALLREDUCE_FAMILIES)}")
+        if family not in keys:
+            raise ConfigError(f"{where}.{fam}: expected an {what}, one of {', '.join(keys)}")
         if family in out:
             raise ConfigError(f"{where}.{fam}: {family} is listed twice")
         if not isinstance(by_n, dict):
@@ -420,6 +441,9 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
                 g.get("allreduce_bw_eff", base.allreduce_bw_eff), f"{w}.allreduce_bw_eff"
             ),
             allreduce_tables=_collective_tables_from(g.get("allreduce_tables"), f"{w}.allreduce_tables"),
+            nccl_tables=_collective_tables_from(
+                g.get("nccl_tables"), f"{w}.nccl_tables", NCCL_OPS, "NCCL operation"
+            ),
             source=str(g.get("source", base.source)),
         )
     engines: dict[str, EngineCoefficients] = {}
@@ -555,14 +579,16 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
             "allreduce_bw_eff": _r(g.allreduce_bw_eff),
             "source": g.source,
         }
-        if g.allreduce_tables:  # a file without the engines' own tables is written (and fingerprinted) as before
-            gpus[gid]["allreduce_tables"] = {
-                fam: {  # group sizes as strings: the same keys in YAML and JSON
-                    str(n): {"bytes": [_size(x) for x in t.sizes_bytes], "seconds": [_r(y) for y in t.seconds]}
-                    for n, t in sorted(by_n.items())
+        # a file without measured collectives is written (and fingerprinted) as before
+        for key, tables in (("allreduce_tables", g.allreduce_tables), ("nccl_tables", g.nccl_tables)):
+            if tables:
+                gpus[gid][key] = {
+                    fam: {  # group sizes as strings: the same keys in YAML and JSON
+                        str(n): {"bytes": [_size(x) for x in t.sizes_bytes], "seconds": [_r(y) for y in t.seconds]}
+                        for n, t in sorted(by_n.items())
+                    }
+                    for fam, by_n in sorted(tables.items())
                 }
-                for fam, by_n in sorted(g.allreduce_tables.items())
-            }
     engines: dict[str, Any] = {}
     for name, e in sorted(cal.engines.items()):
         engines[name] = {

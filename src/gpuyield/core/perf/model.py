@@ -276,9 +276,14 @@ class _Coeffs:
     # a real step adds to each call
     ar_table: CollectiveTable | None
     ar_overhead_s: float
-    n_a2a: int
+    n_a2a: int  # expert token exchanges a step (two a MoE layer: dispatch and combine)
     a2a_s_per_byte: float
     a2a_bytes_per_tok: float
+    # NCCL's measured all-gather (dispatch) and reduce-scatter (combine) over the stage, where the exchange is
+    # one (attention DP inside a measured group); None: the all-to-all bandwidth model above
+    ep_gather: CollectiveTable | None
+    ep_scatter: CollectiveTable | None
+    ep_bytes_per_tok: float  # bytes a token adds to the gathered buffer
     # overheads
     overhead_fixed_s: float
     overhead_per_seq_s: float
@@ -617,8 +622,9 @@ class PerfModel:
         # the all-reduce runs inside one attention tensor-parallel group (tp GPUs), not the whole stage
         ar_s_per_byte = 2.0 * (tp - 1) / tp / (link_for(tp) * gc.allreduce_bw_eff) if tp > 1 else 0.0
         ar_bytes_per_tok = hidden * 2.0 / adp  # bf16 activations, tokens split over attention-DP ranks
-        # the engine's own all-reduce kernel where it was measured for a group this size (else the NCCL fit above)
-        ar_table = gc.allreduce_time(self.engine, tp) if tp > 1 else None
+        # the engine's own all-reduce kernel where it was measured for a group this size, else NCCL's measured
+        # all-reduce, else the NCCL fit above
+        ar_table = (gc.allreduce_time(self.engine, tp) or gc.nccl_time("all_reduce", tp)) if tp > 1 else None
         n_moe = int(getattr(m, "num_moe_layers", 0) or 0)
         n_a2a = 2 * n_moe // pp if (E and (ep > 1 or adp > 1)) else 0
         link = link_for(stage)
@@ -628,6 +634,16 @@ class PerfModel:
         a2a_bytes_per_tok = k * _dispatch_width(m) * 1.5 / stage  # latent MoE dispatches the latent vector
         if n_a2a and adp == 1:
             n_a2a = 0  # tokens replicated over the TP group: the MLP all-reduce above combines the experts' outputs
+        # Under attention DP inside a group NCCL measured, the engines exchange the tokens as vLLM's default
+        # all2all backend (allgather_reducescatter), TensorRT-LLM's and SGLang's DP attention do: an all-gather of
+        # every rank's tokens before the experts and a reduce-scatter of their outputs after, bf16 vectors of
+        # the dispatch width, the whole gathered buffer being the message. Elsewhere (wider groups: an
+        # all-to-all) the bandwidth model above stays.
+        ep_gather = gc.nccl_time("all_gather", stage) if n_a2a else None
+        ep_scatter = gc.nccl_time("reduce_scatter", stage) if n_a2a else None
+        if ep_gather is None or ep_scatter is None:
+            ep_gather = ep_scatter = None
+        ep_bytes_per_tok = _dispatch_width(m) * 2.0
         overhead_fixed = ec.step_overhead_s + ec.per_layer_overhead_s * _layer_equivalents(m)
         if E:
             overhead_fixed += ec.moe_layer_overhead_s * int(getattr(m, "num_moe_layers", 0) or 0)
@@ -678,6 +694,9 @@ class PerfModel:
             n_a2a=n_a2a,
             a2a_s_per_byte=a2a_s_per_byte,
             a2a_bytes_per_tok=a2a_bytes_per_tok,
+            ep_gather=ep_gather,
+            ep_scatter=ep_scatter,
+            ep_bytes_per_tok=ep_bytes_per_tok,
             overhead_fixed_s=overhead_fixed,
             overhead_per_seq_s=ec.per_seq_overhead_s,
             prefill_scale=ec.prefill_scale,
@@ -753,7 +772,14 @@ class PerfModel:
             else:
                 one = c.ar_lat + c.ar_s_per_byte * c.ar_bytes_per_tok * T
             comm_tp = c.n_allreduce * (one + c.ar_overhead_s) * pp
-        comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * T) * pp if c.n_a2a else 0.0
+        comm_ep = 0.0
+        if c.n_a2a:
+            if c.ep_gather is not None and c.ep_scatter is not None:
+                nbytes = c.ep_bytes_per_tok * T
+                pair = c.ep_gather(nbytes) + c.ep_scatter(nbytes) + 2.0 * c.ar_overhead_s
+                comm_ep = c.n_a2a / 2.0 * pair * pp
+            else:
+                comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * T) * pp
         s = c.decode_scale
         overhead = c.overhead_fixed_s + c.overhead_per_seq_s * D
         return (gemm * s, moe * s, attn_p * s, attn_d * s, comm_tp * s, comm_ep * s, lm * s, overhead)
@@ -894,8 +920,14 @@ class PerfModel:
         ar_bytes = c.ar_bytes_per_tok * (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens)
         if c.n_allreduce and c.ar_table is not None and not c.ar_table.in_range(ar_bytes):
             out.append(
-                f"all-reduce message {ar_bytes / 1e6:.0f} MB above the engine's measured "
+                f"all-reduce message {ar_bytes / 1e6:.0f} MB above the measured "
                 f"{c.ar_table.sizes_bytes[-1] / 1e6:.0f} MB (time scaled with the bytes)"
+            )
+        ep_bytes = c.ep_bytes_per_tok * (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens)
+        if c.n_a2a and c.ep_gather is not None and not c.ep_gather.in_range(ep_bytes):
+            out.append(
+                f"expert all-gather message {ep_bytes / 1e6:.0f} MB above NCCL's measured "
+                f"{c.ep_gather.sizes_bytes[-1] / 1e6:.0f} MB (time scaled with the bytes)"
             )
         return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
 

@@ -10,15 +10,17 @@ Accepted layout (AIConfigurator's ``systems/`` tree, and what ``gpuyield profile
 
 Columns (latency in milliseconds): GEMM ``gemm_dtype, m, n, k, latency``; attention ``batch_size, isl,
 num_heads, num_key_value_heads, head_dim, attn_dtype, kv_cache_dtype, window_size, latency``; NCCL
-``op_name, num_gpus, message_size, latency``; an engine's own all-reduce ``num_gpus, message_size, latency`` and
+``op_name, num_gpus, message_size, latency`` and optionally ``nccl_dtype`` (the ``half`` rows are kept where the
+table has them; ``message_size`` counts elements, read as 2 bytes each); an engine's own all-reduce ``num_gpus, message_size, latency`` and
 optionally ``kernel_source`` (the CUDA-graph rows are kept where the table has them) and ``allreduce_dtype``, its
 ``message_size`` counting 16-bit elements (AIConfigurator's ``collection_meta.yaml``: "message_size counts BF16
 elements"). ``ROOT`` may also be a single ``data/<device>`` directory.
 
 From these, per device: the GEMM compute efficiency vs tokens (median over shapes of achieved / peak FLOP/s,
 in power-of-two token buckets, per dtype), the weight-streaming bandwidth efficiency (small-M GEMMs),
-prefill-attention FLOP efficiency, decode-attention bandwidth efficiency, all-reduce latency/bandwidth (NCCL) and,
-per engine family and group size, the engine's own all-reduce time vs message bytes.
+prefill-attention FLOP efficiency, decode-attention bandwidth efficiency, all-reduce latency/bandwidth (NCCL), NCCL's
+all-gather, all-reduce and reduce-scatter time vs message bytes per group size and, per engine family and group
+size, the engine's own all-reduce time vs message bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuyield.core.perf.calibration import ALLREDUCE_FAMILIES as _AR_FAMILIES
+from gpuyield.core.perf.calibration import NCCL_OPS as _NCCL_OPS
 from gpuyield.core.perf.calibration import CollectiveTable, GpuCoefficients, LogCurve
 from gpuyield.edges.io.yaml_file import read_yaml
 from gpuyield.errors import ConfigError
@@ -256,15 +259,22 @@ def gpu_coefficients_from_tables(
     )
     link = spec.get("interconnect_gb_s", 0.0) * 1e9
     ar_rows = 0
+    nccl_tables: dict[str, dict[int, CollectiveTable]] = {}
     for f in nccl[-1:]:
+        # message_size counts elements of nccl_dtype (AIConfigurator's collector): the 16-bit rows, read as 2
+        # bytes an element, are what a bf16 activation exchange moves
+        half = "lower(nccl_dtype) = 'half' and " if "nccl_dtype" in _columns(f) else ""
         rows = _query(
-            f, "select num_gpus, message_size, latency from {t} where op_name = 'all_reduce' and latency > 0"
+            f,
+            "select num_gpus, message_size * 2, latency from {t} "
+            f"where {half}op_name = 'all_reduce' and latency > 0 and message_size > 0",
         )
+        nccl_tables = _nccl_tables(f, half)
         if not rows:
             continue
         ar_rows = len(rows)
         nmax = max(r[0] for r in rows)
-        small = [float(r[2]) / 1e3 for r in rows if r[0] == nmax and r[1] <= 65536]
+        small = [float(r[2]) / 1e3 for r in rows if r[0] == nmax and r[1] <= 131072]
         if small:
             ar_lat = statistics.median(small)
         if link > 0:
@@ -272,6 +282,8 @@ def gpu_coefficients_from_tables(
             effs = [r[1] * 2.0 * (nmax - 1) / nmax / (float(r[2]) / 1e3) / link for r in big]
             ar_eff = min(1.0, statistics.median(effs))
     counts["allreduce_rows"] = ar_rows
+    if nccl_tables:
+        counts["nccl_table_rows"] = sum(len(t.sizes_bytes) for by_n in nccl_tables.values() for t in by_n.values())
     own_ar, own_rows = _engine_allreduce_tables(dev.data_dir / "comm")
     if own_rows:
         counts["custom_allreduce_rows"] = own_rows
@@ -285,6 +297,7 @@ def gpu_coefficients_from_tables(
             allreduce_latency_s=ar_lat,
             allreduce_bw_eff=ar_eff,
             allreduce_tables=own_ar,
+            nccl_tables=nccl_tables,
             source=src,
         ),
         counts,
@@ -329,6 +342,27 @@ def _engine_allreduce_tables(comm_dir: Path) -> tuple[dict[str, dict[int, Collec
         if tables:
             out[family] = tables
     return out, rows_read
+
+
+def _nccl_tables(f: Path, half: str) -> dict[str, dict[int, CollectiveTable]]:
+    """Per NCCL operation (NCCL_OPS), per group size: median seconds vs message bytes of the 16-bit rows, as the
+    lower envelope over the sizes (``half``: the dtype filter, empty for a table without a dtype column)."""
+    rows = _query(
+        f,
+        "select op_name, num_gpus, message_size * 2, latency from {t} "
+        f"where {half}num_gpus >= 2 and message_size > 0 and latency > 0",
+    )
+    by: dict[str, dict[int, dict[float, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for op, n, nbytes, lat_ms in rows:
+        if str(op) in _NCCL_OPS:
+            by[str(op)][int(n)][float(nbytes)].append(float(lat_ms) / 1e3)
+    out: dict[str, dict[int, CollectiveTable]] = {}
+    for op, by_n in sorted(by.items()):
+        out[op] = {}
+        for n, pts in sorted(by_n.items()):
+            xs = sorted(pts)
+            out[op][n] = CollectiveTable.lower_envelope(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
+    return out
 
 
 def _bandwidth_fit(points: list[tuple[float, float]], bw: float) -> tuple[float, float]:
