@@ -709,15 +709,22 @@ def test_without_an_engine_table_a_tp_all_reduce_takes_nccls_and_attention_dp_ex
     m2 = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8",
                          calibration=half)  # fmt: skip
     assert m2._c.ep_gather is None and m2._c.ep_scatter is None
+    # attention TP inside the DP ranks (vLLM tp2 adp4): not the gather (AIConfigurator: custom all-reduce and NCCL
+    # per group there); the bandwidth model stays
+    tp2 = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=2, attention_dp=4, ep=8, weight_precision="fp8", kv_dtype="fp8",
+                          calibration=ep_cal)  # fmt: skip
+    assert tp2._c.n_a2a and tp2._c.ep_gather is None
     # no attention DP: no exchange (the MLP all-reduce combines the experts' outputs)
     assert PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=8, ep=8, weight_precision="fp8", calibration=ep_cal)._c.n_a2a == 0
     # a gathered buffer past NCCL's largest message is scaled with its bytes and reported
-    small = _with_own_allreduce(base, "h100_sxm", {}, nccl={"all_gather": {"8": {"bytes": [1e3, 1e6], "seconds": [1e-5, 2e-5]}},
-                                                            "reduce_scatter": {"8": scatter}})  # fmt: skip
-    m3 = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8",
-                         calibration=small)  # fmt: skip
-    assert any("expert all-gather" in s for s in m3.step_breakdown(8192, 8192.0**2 / 2, 0, 0).out_of_range)
-    assert not any("expert all-gather" in s for s in m3.step_breakdown(0, 0.0, 8, 8000).out_of_range)
+    # a gathered buffer past either table's largest message is scaled with its bytes and reported
+    short = {"bytes": [1e3, 1e6], "seconds": [1e-5, 2e-5]}
+    for nccl in ({"all_gather": {"8": short}, "reduce_scatter": {"8": scatter}},
+                 {"all_gather": {"8": gather}, "reduce_scatter": {"8": short}}):  # fmt: skip
+        m3 = PerfModel.build(ds, CAT.gpu("h100_sxm"), tp=1, attention_dp=8, ep=8, weight_precision="fp8",
+                             kv_dtype="fp8", calibration=_with_own_allreduce(base, "h100_sxm", {}, nccl=nccl))  # fmt: skip
+        assert any("expert all-gather" in s for s in m3.step_breakdown(8192, 8192.0**2 / 2, 0, 0).out_of_range)
+        assert not any("expert all-gather" in s for s in m3.step_breakdown(0, 0.0, 8, 8000).out_of_range)
 
 
 def test_nccl_tables_round_trip_validate_and_a_file_without_them_keeps_its_fingerprint():
@@ -729,12 +736,15 @@ def test_nccl_tables_round_trip_validate_and_a_file_without_them_keeps_its_finge
     assert "nccl_tables" not in d["gpus"]["h100_sxm"]
     before = coefficients_fingerprint(cal)
     t = {"bytes": [512, 1e6], "seconds": [1e-5, 3e-5]}
+    t8 = {"bytes": [512, 1e6], "seconds": [4e-5, 12e-5]}
     with_t = _with_own_allreduce(cal, "h100_sxm", d["gpus"]["h100_sxm"].get("allreduce_tables", {}),
-                                 nccl={"all_gather": {"4": t, "8": t}, "reduce_scatter": {4: t}})  # fmt: skip
+                                 nccl={"all_gather": {"4": t, "8": t8}, "reduce_scatter": {4: t}})  # fmt: skip
     assert coefficients_fingerprint(with_t) != before
+    w = math.log(6 / 4) / math.log(8 / 4)  # 6 GPUs: the log-space blend of the 4- and 8-GPU tables
     for text in (json.dumps(calibration_to_dict(with_t)), yaml.safe_dump(calibration_to_dict(with_t))):
         again = calibration_from_dict(yaml.safe_load(text))
-        assert again.gpu("h100_sxm").nccl_time("all_gather", 6)(1e6) == pytest.approx(3e-5)  # blended 4..8
+        assert again.gpu("h100_sxm").nccl_time("all_gather", 6)(1e6) == pytest.approx(3e-5 ** (1 - w) * 12e-5**w)
+        assert again.gpu("h100_sxm").nccl_time("all_gather", 4)(1e6) == pytest.approx(3e-5)
         assert again.gpu("h100_sxm").nccl_time("reduce_scatter", 8) is None
         assert calibration_to_dict(again) == calibration_to_dict(with_t)
     for bad, msg in (
@@ -766,3 +776,7 @@ def test_a_step_with_the_shipped_all_reduce_tables_never_gets_faster_as_it_grows
         assert m._c.ep_gather is not None and m._c.ep_scatter is not None
         times = [m.step_time_s(0, 0.0, d, d * 64) for d in range(1, 400)]
         assert all(b >= a for a, b in zip(times, times[1:], strict=False)), (gpu, engine)
+        # prefill steps up to 64 k tokens: a gathered buffer of 0.9 GB, past NCCL's largest measured message
+        prefill = [m.step_time_s(p, p * p / 2.0, 0, 0) for p in range(256, 65536, 256)]
+        assert all(b >= a for a, b in zip(prefill, prefill[1:], strict=False)), (gpu, engine)
+        assert any("expert all-gather" in s for s in m.step_breakdown(65536, 65536.0**2 / 2, 0, 0).out_of_range)

@@ -312,3 +312,19 @@ def test_nccl_tables_are_read_as_half_precision_bytes_per_operation_and_group_si
     # bus bandwidth of the largest half messages read as bytes: the fit's efficiency is 0.5 of the link (the
     # latency term takes a little)
     assert 0.49 < gc.allreduce_bw_eff <= 0.5
+
+
+def test_an_nccl_table_without_a_dtype_column_is_read_whole_at_two_bytes_an_element(tmp_path):
+    """A table without ``nccl_dtype`` (gpuyield profile writes none): every row counts, still 2 bytes an element."""
+    _tree(tmp_path)
+    rows = [[op, 4, elems, (5.0 + elems * 2 / 50e3) / 1e3]  # 5 us + 50 kB per us
+            for op in ("all_gather", "reduce_scatter") for elems in (256, 1 << 16, 1 << 20)]  # fmt: skip
+    _write(tmp_path / "data" / "toy" / "comm" / "nccl" / "1.0" / "nccl_perf.csv",
+           ["op_name", "num_gpus", "message_size", "latency"], rows)  # fmt: skip
+    (dev,) = discover_devices(tmp_path)
+    gc, counts = gpu_coefficients_from_tables(dev, read_system_yaml(dev.system_yaml))
+    rs = gc.nccl_time("reduce_scatter", 4)
+    assert rs is not None and rs.sizes_bytes == (512.0, 2.0 * (1 << 16), 2.0 * (1 << 20))
+    assert rs(2.0 * (1 << 20)) == pytest.approx((5.0 + 2.0 * (1 << 20) / 50e3) * 1e-6)
+    assert gc.nccl_time("all_reduce", 4) is None and counts["nccl_table_rows"] == 6
+    assert counts["allreduce_rows"] == 0  # no all-reduce rows: the fit keeps its defaults

@@ -634,13 +634,15 @@ class PerfModel:
         a2a_bytes_per_tok = k * _dispatch_width(m) * 1.5 / stage  # latent MoE dispatches the latent vector
         if n_a2a and adp == 1:
             n_a2a = 0  # tokens replicated over the TP group: the MLP all-reduce above combines the experts' outputs
-        # Under attention DP inside a group NCCL measured, the engines exchange the tokens as vLLM's default
-        # all2all backend (allgather_reducescatter), TensorRT-LLM's and SGLang's DP attention do: an all-gather of
-        # every rank's tokens before the experts and a reduce-scatter of their outputs after, bf16 vectors of
-        # the dispatch width, the whole gathered buffer being the message. Elsewhere (wider groups: an
-        # all-to-all) the bandwidth model above stays.
-        ep_gather = gc.nccl_time("all_gather", stage) if n_a2a else None
-        ep_scatter = gc.nccl_time("reduce_scatter", stage) if n_a2a else None
+        # Under attention DP without attention TP, over a group within NCCL's measured sizes, the engines exchange
+        # the tokens as vLLM's default all2all backend (allgather_reducescatter), TensorRT-LLM's and SGLang's DP
+        # attention do (and AIConfigurator's MoEDispatch models): an all-gather of every rank's tokens before the
+        # experts and a reduce-scatter of their outputs after, bf16 vectors of the dispatch width, the whole
+        # gathered buffer being the message. Elsewhere (attention TP inside DP ranks, or groups wider than NCCL
+        # measured) the all-to-all bandwidth model above stays.
+        gather_path = bool(n_a2a) and tp == 1
+        ep_gather = gc.nccl_time("all_gather", stage) if gather_path else None
+        ep_scatter = gc.nccl_time("reduce_scatter", stage) if gather_path else None
         if ep_gather is None or ep_scatter is None:
             ep_gather = ep_scatter = None
         ep_bytes_per_tok = _dispatch_width(m) * 2.0
@@ -917,18 +919,21 @@ class PerfModel:
             msg = f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]"
             if (tr > hi or (0 < tr < lo and compute_binds)) and msg not in out:
                 out.append(msg)
-        ar_bytes = c.ar_bytes_per_tok * (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens)
+        step_tokens = num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens
+        ar_bytes = c.ar_bytes_per_tok * step_tokens
         if c.n_allreduce and c.ar_table is not None and not c.ar_table.in_range(ar_bytes):
             out.append(
                 f"all-reduce message {ar_bytes / 1e6:.0f} MB above the measured "
                 f"{c.ar_table.sizes_bytes[-1] / 1e6:.0f} MB (time scaled with the bytes)"
             )
-        ep_bytes = c.ep_bytes_per_tok * (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens)
-        if c.n_a2a and c.ep_gather is not None and not c.ep_gather.in_range(ep_bytes):
-            out.append(
-                f"expert all-gather message {ep_bytes / 1e6:.0f} MB above NCCL's measured "
-                f"{c.ep_gather.sizes_bytes[-1] / 1e6:.0f} MB (time scaled with the bytes)"
-            )
+        if c.n_a2a and c.ep_gather is not None and c.ep_scatter is not None:
+            ep_bytes = c.ep_bytes_per_tok * step_tokens
+            top = min(c.ep_gather.sizes_bytes[-1], c.ep_scatter.sizes_bytes[-1])
+            if ep_bytes > top:
+                out.append(
+                    f"expert all-gather / reduce-scatter message {ep_bytes / 1e6:.0f} MB above NCCL's measured "
+                    f"{top / 1e6:.0f} MB (time scaled with the bytes)"
+                )
         return StepBreakdown(total_s=sum(vals), ops=ops, out_of_range=tuple(out))
 
     # ------------------------------------------------------------------ memory

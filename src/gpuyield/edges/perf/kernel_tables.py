@@ -10,8 +10,8 @@ Accepted layout (AIConfigurator's ``systems/`` tree, and what ``gpuyield profile
 
 Columns (latency in milliseconds): GEMM ``gemm_dtype, m, n, k, latency``; attention ``batch_size, isl,
 num_heads, num_key_value_heads, head_dim, attn_dtype, kv_cache_dtype, window_size, latency``; NCCL
-``op_name, num_gpus, message_size, latency`` and optionally ``nccl_dtype`` (the ``half`` rows are kept where the
-table has them; ``message_size`` counts elements, read as 2 bytes each); an engine's own all-reduce ``num_gpus, message_size, latency`` and
+``op_name, num_gpus, message_size, latency`` and optionally ``nccl_dtype`` (where the column exists only its ``half``
+rows are read; ``message_size`` counts elements, read as 2 bytes each); an engine's own all-reduce ``num_gpus, message_size, latency`` and
 optionally ``kernel_source`` (the CUDA-graph rows are kept where the table has them) and ``allreduce_dtype``, its
 ``message_size`` counting 16-bit elements (AIConfigurator's ``collection_meta.yaml``: "message_size counts BF16
 elements"). ``ROOT`` may also be a single ``data/<device>`` directory.
@@ -333,12 +333,9 @@ def _engine_allreduce_tables(comm_dir: Path) -> tuple[dict[str, dict[int, Collec
         for n, size, lat_ms, src in rows:
             # 16-bit elements -> bytes; ms -> s
             by[int(n)]["graph" in str(src)][float(size) * 2.0].append(float(lat_ms) / 1e3)
-        tables = {}
-        for n, kinds in sorted(by.items()):
-            pts = kinds[True] if kinds[True] else kinds[False]
-            rows_read += sum(len(v) for v in pts.values())
-            xs = sorted(pts)
-            tables[n] = CollectiveTable.lower_envelope(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
+        chosen = {n: (kinds[True] if kinds[True] else kinds[False]) for n, kinds in by.items()}
+        rows_read += sum(len(v) for pts in chosen.values() for v in pts.values())
+        tables = _tables_by_group(chosen)
         if tables:
             out[family] = tables
     return out, rows_read
@@ -356,12 +353,15 @@ def _nccl_tables(f: Path, half: str) -> dict[str, dict[int, CollectiveTable]]:
     for op, n, nbytes, lat_ms in rows:
         if str(op) in _NCCL_OPS:
             by[str(op)][int(n)][float(nbytes)].append(float(lat_ms) / 1e3)
-    out: dict[str, dict[int, CollectiveTable]] = {}
-    for op, by_n in sorted(by.items()):
-        out[op] = {}
-        for n, pts in sorted(by_n.items()):
-            xs = sorted(pts)
-            out[op][n] = CollectiveTable.lower_envelope(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
+    return {op: _tables_by_group(by_n) for op, by_n in sorted(by.items())}
+
+
+def _tables_by_group(by_n: dict[int, dict[float, list[float]]]) -> dict[int, CollectiveTable]:
+    """Group size -> message bytes -> measured seconds  =>  group size -> the lower envelope of the medians."""
+    out = {}
+    for n, pts in sorted(by_n.items()):
+        xs = sorted(pts)
+        out[n] = CollectiveTable.lower_envelope(tuple(xs), tuple(statistics.median(pts[x]) for x in xs))
     return out
 
 
