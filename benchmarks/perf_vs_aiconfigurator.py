@@ -45,6 +45,11 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=900.0)
     ap.add_argument("--out", default=None)
     ap.add_argument(
+        "--no-corrections",
+        action="store_true",
+        help="score gpuyield's step-time model alone (no measured points, no learned stage)",
+    )
+    ap.add_argument(
         "--reuse-aic",
         default=None,
         help="JSON from an earlier run: reuse its AIConfigurator predictions, rescore gpuyield",
@@ -121,7 +126,7 @@ def main() -> None:
                 "aiconfigurator": pred,
             }
         )
-    ours = validate_rows(ours_rows, mo, go, cal)
+    ours = validate_rows(ours_rows, mo, go, cal, corrections=not args.no_corrections)
     by_row = {x["row"]: x for x in ours["rows"]}
     for pr in per_row:
         o = by_row.get(pr["row"])
@@ -149,7 +154,7 @@ def rescore(args: argparse.Namespace) -> None:
     cat = default_catalog()
     cal = load_calibration(args.calibration)
     mo, go = lookups(cat, cal)
-    ours = validate_rows(chosen, mo, go, cal)
+    ours = validate_rows(chosen, mo, go, cal, corrections=not args.no_corrections)
     out = {k: prev[k] for k in ("rows_compared", "aiconfigurator_failed", "aiconfigurator")}
     out["gpuyield"] = {k: ours["summary"][k] for k in ("ttft_ms", "tpot_ms")}
     out["gpuyield_coverage"] = ours["coverage"]
