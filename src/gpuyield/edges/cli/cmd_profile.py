@@ -27,6 +27,12 @@ square/rectangular shape set is measured. Profiling several models into one --ou
 same tables (a re-measured shape replaces its old timing), so one `calibrate --from` root covers them all; a
 different --dtype or --backend into the same --out is refused.
 
+With several devices it also times the collectives a parallel step runs (all-reduce, all-gather, reduce-scatter of
+bf16 buffers over groups of 2, 4, ... ranks, through torch.distributed: NCCL on CUDA, one rank a GPU; gloo on the
+CPU, one rank a process), written as data/<device>/comm/nccl/<version>/nccl_perf.csv in the last fifth of the
+budget. --collectives N sets the largest group (default: every visible CUDA device when there are several, none
+on the CPU; 0 for none).
+
 Examples:
 
   gpuyield profile --device cpu --model tiny-llama --out prof/
@@ -36,6 +42,8 @@ Examples:
   gpuyield profile --device cpu --backend numpy --model tiny-llama --out prof-np/
 
   gpuyield profile --device cuda --model meta-llama/Llama-3.1-8B --out prof-h100/ && gpuyield calibrate --from prof-h100/ --base shipped --out calib.yaml
+
+  gpuyield profile --device cpu --model tiny-llama --collectives 2 --out prof/ --budget-s 90
 """
 
 
@@ -49,6 +57,12 @@ def profile(
     backend: str = typer.Option("torch", "--backend", help="torch (the [profile] extra) or numpy (CPU, fp32)."),
     budget_s: float = typer.Option(120.0, "--budget-s", help="Stop measuring after this many seconds."),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="Largest token count (GEMM M) measured."),
+    collectives: int | None = typer.Option(
+        None,
+        "--collectives",
+        help="Largest group (ranks) whose all-reduce, all-gather and reduce-scatter are timed; 0 for none "
+        "(default: every CUDA device when there are several, none on the CPU).",
+    ),
     catalog: list[str] | None = typer.Option(None, "--catalog", help=CATALOG_OPTION_HELP, metavar="FILE"),
     json_out: str | None = typer.Option(None, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -66,14 +80,17 @@ def profile(
                 console.print(f"[dim]{msg}[/dim]")
 
         summary = run_profile(
-            out, device=device, model=spec, dtype=dtype, tokens=tokens, budget_s=budget_s, log=log, backend=backend
+            out, device=device, model=spec, dtype=dtype, tokens=tokens, budget_s=budget_s, log=log, backend=backend,
+            collectives=collectives,
         )
         if json_out is not None:
             emit_json(summary, json_out)
         else:
             console.print(
                 f"wrote {out}: {summary['gemm_rows']} GEMM, {summary['context_attention_rows']} prefill-attention, "
-                f"{summary['generation_attention_rows']} decode-attention timings on {summary['device']} "
+                f"{summary['generation_attention_rows']} decode-attention"
+                + (f", {summary['collective_rows']} collective" if summary["collective_rows"] else "")
+                + f" timings on {summary['device']} "
                 f"({summary['backend']}) "
                 f"in {summary['elapsed_s']:.1f} s"
                 + (" (stopped by --budget-s)" if summary["stopped_by_budget"] else "")

