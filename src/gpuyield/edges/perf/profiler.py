@@ -265,12 +265,16 @@ def run_profile(
     if collectives is None:
         collectives = kb.torch.cuda.device_count() if isinstance(kb, _Torch) and device == "cuda" else 0
         collectives = collectives if collectives >= 2 else 0
+    if collectives:  # what cannot run is refused before anything is measured
+        from gpuyield.edges.perf.collectives import check_collectives
+
+        check_collectives(device, collectives)
     sync = kb.sync
     dev_id = kb.device_id()
     version = kb.version
     t_start = time.perf_counter()
     wall_end = time.time() + budget_s  # the collectives' ranks are other processes: they share the wall clock
-    core_s = budget_s * (0.8 if collectives else 1.0)  # the collectives take the last fifth
+    core_s = budget_s * (0.8 if collectives else 1.0)  # the collectives take what is left, at least the last fifth
     deadline = t_start + core_s
     dt_name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
     elem = 4 if dtype == "fp32" else 2
