@@ -475,3 +475,42 @@ def test_a_calibration_may_set_a_first_token_term_to_zero_but_not_below():
     d["engines"]["vllm"]["prefill_scale"] = 0
     with pytest.raises(ConfigError, match="prefill_scale"):
         calibration_from_dict(d)
+
+
+def test_a_pd_deployment_with_worker_counts_decodes_at_its_familys_speed(monkeypatch):
+    """The fitted P/D decode_scale (shipped: 0.5) is that of the campaign that did not record its worker counts; a
+    layout that gives them decodes at the aggregated family's speed, its prefill pool keeping the P/D constants."""
+    from gpuyield.core.perf import validation
+
+    seen: dict[str, tuple[float, float, str]] = {}
+    real = validation.estimate_disaggregated
+
+    def spy(pre, dec, *args, **kw):
+        seen["last"] = (pre.engine_coeffs.decode_scale, dec.engine_coeffs.decode_scale, dec.engine)
+        return real(pre, dec, *args, **kw)
+
+    monkeypatch.setattr(validation, "estimate_disaggregated", spy)
+    fam = CAL.engine_for("trtllm", "h100_sxm", "bf16").decode_scale
+    pd = CAL.engine_for("trtllm:disagg", "h100_sxm", "bf16").decode_scale
+    assert pd < fam  # the shipped calibration: the campaign decoded about twice as fast
+    tpot = {}
+    for counts in ("2x", "0x"):
+        layout = f"disagg {counts} prefill(tp2 adp1 ep1) + {counts[0] if counts == '0x' else '1'}x decode(tp4 adp1 ep1)"
+        row = row_from_mapping(_row(0, engine="trtllm", layout=layout, num_gpus="8" if counts == "2x" else "0", tp=""), 0)
+        tpot[counts] = validation.predict_row(row, CAT.model, CAT.gpu, CAL).tpot_ms
+        pre_s, dec_s, eng = seen["last"]
+        assert eng == "trtllm:disagg" and pre_s == pytest.approx(pd)
+        assert dec_s == pytest.approx(fam if counts == "2x" else pd), counts
+    assert tpot["2x"] > 1.5 * tpot["0x"]
+
+
+def test_with_decode_scale_rescales_every_op_and_refuses_nonsense():
+    p = _perf()
+    base = p.step_time_s(512, 512.0**2 / 2, 16, 16 * 1024)
+    half = p.with_decode_scale(p.engine_coeffs.decode_scale / 2)
+    assert half.step_time_s(512, 512.0**2 / 2, 16, 16 * 1024) < base
+    assert p.step_time_s(512, 512.0**2 / 2, 16, 16 * 1024) == base  # a copy: the original is unchanged
+    assert half.engine_coeffs.decode_scale == pytest.approx(p.engine_coeffs.decode_scale / 2)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="decode_scale"):
+            p.with_decode_scale(bad)

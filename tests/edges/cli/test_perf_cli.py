@@ -554,11 +554,22 @@ def test_estimate_layout_agg_matches_the_parallelism_options_and_disagg_is_analy
     assert rec["num_gpus"] == 8 and "disaggregated" in rec["method"]
     assert any("analytic" in n for n in rec["notes"])
     assert not any("P/D pools use" in n for n in rec["notes"])  # vLLM's P/D pools run the aggregated constants
-    # the shipped TensorRT-LLM P/D constants decode at half the aggregated family's: the answer says so
-    trt = json.loads(_run([*common, "--engine", "trtllm", "--layout",
+    # the shipped TensorRT-LLM P/D constants decode at half the aggregated family's: a layout without worker
+    # counts (as the campaign they were fitted on) runs them and says so; with counts the decode pool runs at the
+    # family's speed, and says that
+    trt0 = json.loads(_run([*common, "--engine", "trtllm", "--no-corrections", "--layout",
+                            "disagg 0x prefill(tp2 adp1 ep1) + 0x decode(tp4 adp1 ep1)"]).stdout)  # fmt: skip
+    from gpuyield.core.perf.calibration import default_calibration
+
+    pd_s = default_calibration().engine_for("trtllm:disagg", "h100_sxm", "bf16").decode_scale
+    assert pd_s < 0.8  # the shipped campaign constant (0.40 in the twenty-third pass)
+    note = next(n for n in trt0["notes"] if "P/D pools use the 'trtllm:disagg' constants" in n)
+    assert f"x{pd_s:.2g} of the aggregated family's (x1)" in note and f"up to {1 / pd_s:.2g}x this" in note
+    trt = json.loads(_run([*common, "--engine", "trtllm", "--no-corrections", "--layout",
                            "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"]).stdout)  # fmt: skip
-    note = next(n for n in trt["notes"] if "P/D pools use the 'trtllm:disagg' constants" in n)
-    assert "x0.5 of the aggregated family's (x1)" in note and "up to 2x this" in note
+    note = next(n for n in trt["notes"] if "decode pool runs at the aggregated family's decode speed (x1)" in n)
+    assert f"x{pd_s:.2g}" in note and "--speculative" in note
+    assert not any("P/D pools use" in n for n in trt["notes"])
     # validate reads the same deployment from a CSV row and predicts the same numbers
     row = {**FIXTURE[0], "num_gpus": "8", "layout": "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)",
            "tp": "", "isl": "1024", "osl": "256", "concurrency": "16"}  # fmt: skip

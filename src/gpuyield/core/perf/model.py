@@ -13,6 +13,7 @@ per-step, per-layer and per-sequence overhead (scheduler, launch gaps, sampling)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -816,6 +817,19 @@ class PerfModel:
         # costs carry the decode multiplier whether or not anything decodes (no jump at the first sequence)
         dec = self._step_ops(0, 0.0, max(1, num_decode_seqs), decode_ctx_tokens if num_decode_seqs > 0 else 0)
         return tuple(md * d + mp * max(0.0, f - d) for f, d in zip(full, dec, strict=True))
+
+    def with_decode_scale(self, decode_scale: float) -> PerfModel:
+        """This model with its engine's ``decode_scale`` (the multiplier on every op's device time) replaced. A copy;
+        a P/D deployment that records its worker counts decodes at its aggregated family's scale
+        (``gpuyield.core.perf.validation``)."""
+        import copy
+
+        if not (math.isfinite(decode_scale) and decode_scale > 0):
+            raise ConfigError(f"decode_scale must be a positive number, got {decode_scale!r}")
+        out = copy.copy(self)
+        out.engine_coeffs = dataclasses.replace(self.engine_coeffs, decode_scale=decode_scale)
+        out._c = dataclasses.replace(self._c, decode_scale=decode_scale)
+        return out
 
     def with_measured(self, scales: MeasuredStepScales | None) -> PerfModel:
         """This model with its step times scaled to measured operating points (``None``: the step model

@@ -379,7 +379,8 @@ def layout_record(
     if lay.kind == "disagg" and method == "sim":
         out["notes"].append("the engine model has no closed-loop P/D driver: disaggregated layouts use the analytic solver")
     if lay.kind == "disagg":
-        note = _pd_decode_note(calibration, engine, out["gpu"], precision)
+        counted = bool(lay.prefill and lay.prefill.count and lay.decode and lay.decode.count)
+        note = _pd_decode_note(calibration, engine, out["gpu"], precision, counted)
         if note:
             out["notes"].append(note)
     return out
@@ -394,9 +395,10 @@ def _limits_record(limits: tuple[int, int] | None) -> dict[str, int] | None:
 _PD_DECODE_NOTE_RATIO = 0.8
 
 
-def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str) -> str | None:
+def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str, counted: bool) -> str | None:
     """A note when the calibration's P/D constants (``<engine>:disagg``) time decode steps well below its aggregated
-    ones: the shipped ones are fitted on P/D rows most of which decode about twice as fast as the kernel tables."""
+    ones: the shipped ones are fitted on P/D rows most of which decode about twice as fast as the kernel tables.
+    ``counted``: the layout gives its worker counts, so its decode pool runs at the aggregated family's speed."""
     from gpuyield.core.perf.model import normalise_engine
 
     fam = normalise_engine(engine).partition(":")[0]
@@ -404,13 +406,20 @@ def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str) -> 
     agg = calibration.engine_for(fam, gpu, precision)
     if pd is agg or pd.decode_scale >= _PD_DECODE_NOTE_RATIO * agg.decode_scale:  # scales are checked > 0
         return None
+    if counted:
+        return (
+            f"the decode pool runs at the aggregated family's decode speed (x{agg.decode_scale:.2g}), as the measured "
+            f"P/D deployments that record their worker counts do; the '{fam}:disagg' constants' x{pd.decode_scale:.2g} "
+            "is that of a campaign that did not record them (probably with speculative decoding): give --speculative "
+            "if yours runs it (docs/benchmarks.md, twenty-third pass)"
+        )
     return (
         f"P/D pools use the '{fam}:disagg' constants, whose decode steps run at x{pd.decode_scale:.2g} of the aggregated "
         f"family's (x{agg.decode_scale:.2g}): in the shipped calibration most of the P/D rows they were fitted on "
-        "(AIConfigurator's, worker counts unrecorded) decode about twice as fast as the kernel tables, probably with "
-        "speculative decoding the rows do not record, while P/D rows with recorded worker counts fit x1.0 "
-        "(docs/benchmarks.md, eighteenth pass); without speculative decoding TPOT may be up to "
-        f"{agg.decode_scale / pd.decode_scale:.2g}x this"
+        "(AIConfigurator's, worker counts unrecorded, as in this layout) decode about twice as fast as the kernel "
+        "tables, probably with speculative decoding the rows do not record, while P/D rows with recorded worker "
+        "counts fit x1.0 (docs/benchmarks.md, eighteenth pass); without speculative decoding TPOT may be up to "
+        f"{agg.decode_scale / pd.decode_scale:.2g}x this; give the worker counts to decode at the family's speed"
     )
 
 
