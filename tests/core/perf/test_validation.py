@@ -514,3 +514,5 @@ def test_with_decode_scale_rescales_every_op_and_refuses_nonsense():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="decode_scale"):
             p.with_decode_scale(bad)
+    half.notes.append("only the copy's")
+    assert "only the copy's" not in p.notes  # the copy's notes are its own

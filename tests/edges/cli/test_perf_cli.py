@@ -567,9 +567,14 @@ def test_estimate_layout_agg_matches_the_parallelism_options_and_disagg_is_analy
     assert f"x{pd_s:.2g} of the aggregated family's (x1)" in note and f"up to {1 / pd_s:.2g}x this" in note
     trt = json.loads(_run([*common, "--engine", "trtllm", "--no-corrections", "--layout",
                            "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"]).stdout)  # fmt: skip
-    note = next(n for n in trt["notes"] if "decode pool runs at the aggregated family's decode speed (x1)" in n)
+    note = next(n for n in trt["notes"] if "decode pool runs with the aggregated family's decode_scale (x1)" in n)
     assert f"x{pd_s:.2g}" in note and "--speculative" in note
     assert not any("P/D pools use" in n for n in trt["notes"])
+    assert trt["tpot_ms"] > 1.5 * trt0["tpot_ms"]  # the counted layout's decode steps run at the kernels' speed
+    # the engine's spelling does not matter (normalised before the family's constants are looked up)
+    alias = json.loads(_run([*common, "--engine", "TensorRT-LLM", "--no-corrections", "--layout",
+                             "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"]).stdout)  # fmt: skip
+    assert alias["tpot_ms"] == pytest.approx(trt["tpot_ms"], rel=1e-9)
     # validate reads the same deployment from a CSV row and predicts the same numbers
     row = {**FIXTURE[0], "num_gpus": "8", "layout": "disagg 2x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)",
            "tp": "", "isl": "1024", "osl": "256", "concurrency": "16"}  # fmt: skip

@@ -826,7 +826,10 @@ class PerfModel:
 
         if not (math.isfinite(decode_scale) and decode_scale > 0):
             raise ConfigError(f"decode_scale must be a positive number, got {decode_scale!r}")
+        if self.measured is not None:  # its step scales were solved under the old decode_scale
+            raise ConfigError("with_decode_scale: set the decode scale before the measured step scales")
         out = copy.copy(self)
+        out.notes = list(self.notes)
         out.engine_coeffs = dataclasses.replace(self.engine_coeffs, decode_scale=decode_scale)
         out._c = dataclasses.replace(self._c, decode_scale=decode_scale)
         return out

@@ -395,11 +395,13 @@ def predict_row(
     pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg", kv_dtype=st.kv_dtype)
     dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg", kv_dtype=st.kv_dtype)
     if layout.prefill.count and layout.decode.count:
-        # A deployment that records its worker counts decodes at its aggregated family's speed: the fitted P/D
-        # decode_scale (about 0.5) is the speed of the measured campaign that did not record them (and, most
-        # likely, ran speculative decoding), while the P/D rows with counts sit at the kernels' speed
-        # (docs/benchmarks.md, eighteenth and twenty-third passes). The prefill pool keeps the P/D constants.
-        dec = dec.with_decode_scale(cal.engine_for(row.engine, dec.gpu_id, dec.weight_precision).decode_scale)
+        # A deployment that records both worker counts decodes with its aggregated family's decode_scale: the fitted
+        # P/D one (about 0.5) is the speed of the measured campaign that recorded neither (and, most likely, ran
+        # speculative decoding), while the P/D rows with counts sit at the kernels' speed (docs/benchmarks.md,
+        # eighteenth and twenty-third passes). The prefill pool, and the decode pool's other constants
+        # (decode_attn_scale), keep the P/D ones; a layout with one count unrecorded is read as the campaign's.
+        family = dec.engine.partition(":")[0]  # the normalised name ("TensorRT-LLM" -> "trtllm")
+        dec = dec.with_decode_scale(cal.engine_for(family, dec.gpu_id, dec.weight_precision).decode_scale)
     if speculative is not None:  # the decode pool's steps; the prefill pool never decodes
         dec = dec.with_speculative(speculative)
     conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)

@@ -408,7 +408,7 @@ def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str, cou
         return None
     if counted:
         return (
-            f"the decode pool runs at the aggregated family's decode speed (x{agg.decode_scale:.2g}), as the measured "
+            f"the decode pool runs with the aggregated family's decode_scale (x{agg.decode_scale:.2g}), as the measured "
             f"P/D deployments that record their worker counts do; the '{fam}:disagg' constants' x{pd.decode_scale:.2g} "
             "is that of a campaign that did not record them (probably with speculative decoding): give --speculative "
             "if yours runs it (docs/benchmarks.md, twenty-third pass)"
@@ -416,10 +416,10 @@ def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str, cou
     return (
         f"P/D pools use the '{fam}:disagg' constants, whose decode steps run at x{pd.decode_scale:.2g} of the aggregated "
         f"family's (x{agg.decode_scale:.2g}): in the shipped calibration most of the P/D rows they were fitted on "
-        "(AIConfigurator's, worker counts unrecorded, as in this layout) decode about twice as fast as the kernel "
+        "(AIConfigurator's, worker counts unrecorded, as in this layout) decode 2-2.5x as fast as the kernel "
         "tables, probably with speculative decoding the rows do not record, while P/D rows with recorded worker "
         "counts fit x1.0 (docs/benchmarks.md, eighteenth pass); without speculative decoding TPOT may be up to "
-        f"{agg.decode_scale / pd.decode_scale:.2g}x this; give the worker counts to decode at the family's speed"
+        f"{agg.decode_scale / pd.decode_scale:.2g}x this; give both worker counts to decode with the family's decode_scale"
     )
 
 
