@@ -107,6 +107,11 @@ class Layout:
     prefill: PoolLayout | None = None  # disagg
     decode: PoolLayout | None = None
 
+    @property
+    def worker_counts_known(self) -> bool:
+        """A disaggregated layout that records both worker counts (``2x prefill(...) + 1x decode(...)``)."""
+        return bool(self.kind == "disagg" and self.prefill and self.prefill.count and self.decode and self.decode.count)
+
 
 _TOKEN = re.compile(r"^(moe_tp|tp|pp|adp|ep)(\d+)$")
 _POOL = re.compile(r"^(\d+)x\s*(prefill|decode)\s*\(([^)]*)\)$")
@@ -394,7 +399,7 @@ def predict_row(
     assert layout.prefill is not None and layout.decode is not None
     pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg", kv_dtype=st.kv_dtype)
     dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg", kv_dtype=st.kv_dtype)
-    if layout.prefill.count and layout.decode.count:
+    if layout.worker_counts_known:
         # A deployment that records both worker counts decodes with its aggregated family's decode_scale: the fitted
         # P/D one (about 0.5) is the speed of the measured campaign that recorded neither (and, most likely, ran
         # speculative decoding), while the P/D rows with counts sit at the kernels' speed (docs/benchmarks.md,
@@ -694,7 +699,7 @@ def residual_features(
     f: dict[str, float] = {
         "engine_code": float(ENGINE_CODES.get(normalise_engine(row.engine).partition(":")[0], nan)),
         "disaggregated": float(layout.kind == "disagg"),
-        "worker_counts_unknown": float(layout.kind == "disagg" and not (n_pre and n_dec)),
+        "worker_counts_unknown": float(layout.kind == "disagg" and not layout.worker_counts_known),
         "tp": float(agg[0]),
         "pp": float(agg[1]),
         "adp": float(agg[2]),

@@ -379,8 +379,7 @@ def layout_record(
     if lay.kind == "disagg" and method == "sim":
         out["notes"].append("the engine model has no closed-loop P/D driver: disaggregated layouts use the analytic solver")
     if lay.kind == "disagg":
-        counted = bool(lay.prefill and lay.prefill.count and lay.decode and lay.decode.count)
-        note = _pd_decode_note(calibration, engine, out["gpu"], precision, counted)
+        note = _pd_decode_note(calibration, engine, out["gpu"], precision, lay.worker_counts_known)
         if note:
             out["notes"].append(note)
     return out
@@ -398,7 +397,8 @@ _PD_DECODE_NOTE_RATIO = 0.8
 def _pd_decode_note(calibration: Any, engine: str, gpu: str, precision: str, counted: bool) -> str | None:
     """A note when the calibration's P/D constants (``<engine>:disagg``) time decode steps well below its aggregated
     ones: the shipped ones are fitted on P/D rows most of which decode about twice as fast as the kernel tables.
-    ``counted``: the layout gives its worker counts, so its decode pool runs at the aggregated family's speed."""
+    ``counted``: the layout gives both worker counts, so its decode pool runs with the aggregated family's
+    decode_scale (``Layout.worker_counts_known``)."""
     from gpuyield.core.perf.model import normalise_engine
 
     fam = normalise_engine(engine).partition(":")[0]

@@ -29,9 +29,9 @@ different --dtype or --backend into the same --out is refused.
 
 With several devices it also times the collectives a parallel step runs (all-reduce, all-gather, reduce-scatter of
 bf16 buffers over groups of 2, 4, ... ranks, through torch.distributed: NCCL on CUDA, one rank a GPU; gloo on the
-CPU, one rank a process), written as data/<device>/comm/nccl/<version>/nccl_perf.csv in the last fifth of the
-budget. --collectives N sets the largest group (default: every visible CUDA device when there are several, none
-on the CPU; 0 for none).
+CPU, one rank a process), written as data/<device>/comm/nccl/<version>/nccl_perf.csv in what the kernels leave
+of the budget (at least its last fifth). --collectives N sets the largest group (default: every visible CUDA
+device when there are several, none on the CPU; 0 for none).
 
 Examples:
 
