@@ -248,7 +248,7 @@ def run_profile(
     ``backend``: ``torch`` (the ``[profile]`` extra) or ``numpy`` (CPU, fp32; see the module docstring).
     ``collectives``: the largest group whose all-reduce, all-gather and reduce-scatter are timed (groups of 2, 4, ...
     up to it; ``gpuyield.edges.perf.collectives``), 0 for none; None: every visible CUDA device when there are
-    several, none on the CPU. They take the last fifth of the budget."""
+    several, none on the CPU. They take what the kernels leave of the budget (at least its last fifth)."""
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device: expected 'cpu' or 'cuda', got '{device}'")
     if backend not in BACKENDS:
