@@ -75,5 +75,6 @@ def test_the_screen_and_the_simulator_time_a_measured_pool_alike() -> None:
     cluster, info = build_cluster(dep, CAT, calibration=cal, measured_at=(1024, 256))
     sim_step = cluster.rts[0].setup.step_model
     assert sim_step.measured == step_on.measured and info[0]["measured_step_scales"] == step_on.measured.to_dict()
-    # a decode (or prefill) pool takes the scales of an aggregated replica of its shape: the same kernels
+    # a decode (or prefill) pool takes the scales of an aggregated replica of its shape: the same kernels and, for
+    # vLLM (no P/D constants fitted), the same engine constants (PerfModel.build_pool)
     assert on.perf_for(PoolShape("decode", "h100_sxm", tp=4)).step.measured is step_on.measured  # type: ignore[union-attr]

@@ -43,6 +43,7 @@ __all__ = [
     "normalise_engine",
     "normalise_precision",
     "OPS",
+    "POOL_ROLES",
 ]
 
 OPS = ("gemm", "moe", "attn_prefill", "attn_decode", "comm_tp", "comm_ep", "lm_head", "overhead")
@@ -55,6 +56,8 @@ _GIB = 1024.0**3
 _WEIGHT_PRECISIONS = tuple(p for p in WEIGHT_PRECISIONS if p != "fp32")
 _KV_BYTES = {"bf16": 2.0, "fp16": 2.0, "auto": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp4": 0.5}
 ENGINES = ("vllm", "sglang", "trtllm")
+# what a serving pool does: "mixed" (an aggregated replica: prefill and decode), or one side of a P/D deployment
+POOL_ROLES = ("mixed", "prefill", "decode")
 # Other spellings of weight precisions found in checkpoint names, engine flags and benchmark tables. W4A8
 # (int4 weights, fp8 activations) has no entry: no precision above has both, so it is refused, not guessed.
 _PRECISION_ALIASES = {
@@ -457,6 +460,46 @@ class PerfModel:
             moe_tp=moe_tp,
         )
 
+    @classmethod
+    def build_pool(
+        cls,
+        model: Any,
+        gpu: Any,
+        role: str,
+        *,
+        engine: str = "vllm",
+        calibration: Calibration | None = None,
+        worker_counts_known: bool = True,
+        **kwargs: Any,
+    ) -> PerfModel:
+        """The performance model of one pool of ``role`` (:data:`POOL_ROLES`), the one rule ``estimate --layout``,
+        ``validate``, ``simulate`` and ``plan`` share. Other arguments as :meth:`build`.
+
+        - A ``mixed`` (aggregated) pool runs its engine family's constants.
+        - A ``prefill`` or ``decode`` pool of a P/D deployment runs the family's ``:disagg`` constants
+          (``Calibration.engine_for`` falls back to the family's where none were fitted).
+        - A ``decode`` pool whose deployment records both worker counts (``worker_counts_known``; always, in a
+          deployment that is simulated or planned) decodes at the family's aggregated ``decode_scale``. The
+          fitted P/D one (about 0.5) is the speed of the measured campaign that recorded neither count (and,
+          most likely, ran speculative decoding); the P/D rows with counts sit at the kernels' speed
+          (docs/benchmarks.md, eighteenth and twenty-third passes). Its other constants stay the P/D ones."""
+        from gpuyield.core.perf.calibration import default_calibration
+
+        if role not in POOL_ROLES:
+            raise ConfigError(f"pool role must be one of {', '.join(POOL_ROLES)}, got {role!r}")
+        cal = calibration if calibration is not None else default_calibration()
+        family = normalise_engine(engine).partition(":")[0]
+        mode = family if role == "mixed" else f"{family}:disagg"
+        perf = cls.build(model, gpu, engine=mode, calibration=cal, **kwargs)
+        if role == "decode" and worker_counts_known:
+            perf = perf.with_decode_scale(cal.engine_for(family, perf.gpu_id, perf.weight_precision).decode_scale)
+        return perf
+
+    @property
+    def family(self) -> str:
+        """The engine family (``vllm``, ``sglang``, ``trtllm``) without a deployment mode (``trtllm:disagg``)."""
+        return self.engine.partition(":")[0]
+
     @property
     def expert_gpus(self) -> int:
         """GPUs per stage the routed experts are spread over."""
@@ -821,7 +864,7 @@ class PerfModel:
     def with_decode_scale(self, decode_scale: float) -> PerfModel:
         """This model with its engine's ``decode_scale`` (the multiplier on every op's device time) replaced. A copy;
         a P/D deployment that records its worker counts decodes at its aggregated family's scale
-        (``gpuyield.core.perf.validation``)."""
+        (:meth:`build_pool`)."""
         import copy
 
         if not (math.isfinite(decode_scale) and decode_scale > 0):
@@ -1020,7 +1063,7 @@ class PerfModel:
             spec = self.speculative is not None and self.speculative.method != "ngram"
             fixed += m.compressor_state_bytes_per_sequence(speculative=spec) / shard_win / self.pp
         hybrid_block = 0
-        if linear and full and self.engine == "vllm":
+        if linear and full and self.family == "vllm":
             mla = bool(getattr(m, "uses_mla", False))
             pages = self._vllm_hybrid_pages(per_layer / shard, full, sliding, linear, prefix_caching, mla=mla)
             hybrid_block, state_bytes, kv_scale = pages

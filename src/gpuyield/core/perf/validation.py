@@ -273,8 +273,9 @@ def _pool_model(
     pool: PoolLayout,
     row: MeasurementRow,
     cal: Calibration,
-    mode: str = "agg",
+    role: str = "mixed",
     kv_dtype: str | None = None,
+    worker_counts_known: bool = True,
 ) -> PerfModel:
     moe = bool(getattr(model, "num_experts", 0))
     ep = pool.ep if moe else 1
@@ -290,16 +291,18 @@ def _pool_model(
             inter = int(getattr(model, "moe_intermediate_size", 0) or 0)
             if moe_tp and moe_tp > 1 and inter and inter % moe_tp:
                 ep, moe_tp = moe_tp * ep, 1
-    return PerfModel.build(
+    return PerfModel.build_pool(
         model,
         gpu,
+        role,
+        worker_counts_known=worker_counts_known,
         tp=tp,
         pp=pool.pp,
         ep=ep,
         attention_dp=adp,
         weight_precision=row.precision,
         kv_dtype=kv_dtype or kv_dtype_for(row.precision),
-        engine=row.engine if mode == "agg" else f"{row.engine}:{mode}",
+        engine=row.engine,
         calibration=cal,
         moe_tp=moe_tp,
     )
@@ -397,16 +400,9 @@ def predict_row(
             method=eng.method,
         )
     assert layout.prefill is not None and layout.decode is not None
-    pre = _pool_model(model, gpu, layout.prefill, row, cal, "disagg", kv_dtype=st.kv_dtype)
-    dec = _pool_model(model, gpu, layout.decode, row, cal, "disagg", kv_dtype=st.kv_dtype)
-    if layout.worker_counts_known:
-        # A deployment that records both worker counts decodes with its aggregated family's decode_scale: the fitted
-        # P/D one (about 0.5) is the speed of the measured campaign that recorded neither (and, most likely, ran
-        # speculative decoding), while the P/D rows with counts sit at the kernels' speed (docs/benchmarks.md,
-        # eighteenth and twenty-third passes). The prefill pool, and the decode pool's other constants
-        # (decode_attn_scale), keep the P/D ones; a layout with one count unrecorded is read as the campaign's.
-        family = dec.engine.partition(":")[0]  # the normalised name ("TensorRT-LLM" -> "trtllm")
-        dec = dec.with_decode_scale(cal.engine_for(family, dec.gpu_id, dec.weight_precision).decode_scale)
+    # the P/D rule of PerfModel.build_pool; a layout with a worker count unrecorded decodes as the campaign's
+    pre = _pool_model(model, gpu, layout.prefill, row, cal, "prefill", kv_dtype=st.kv_dtype)
+    dec = _pool_model(model, gpu, layout.decode, row, cal, "decode", st.kv_dtype, layout.worker_counts_known)
     if speculative is not None:  # the decode pool's steps; the prefill pool never decodes
         dec = dec.with_speculative(speculative)
     conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)

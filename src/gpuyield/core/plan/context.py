@@ -105,12 +105,17 @@ class PlanContext:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
-    def perf_model(self, gpu_id: str, tp: int, pp: int, ep: int, wp: str, kvd: str) -> PerfModel:
-        key = (gpu_id, tp, pp, ep, wp, kvd)
+    def perf_model(
+        self, gpu_id: str, tp: int, pp: int, ep: int, wp: str, kvd: str, role: str = "mixed"
+    ) -> PerfModel:
+        """The step model of one replica of a pool of ``role`` (a P/D pool runs the P/D constants:
+        ``PerfModel.build_pool``, as ``simulate`` builds it)."""
+        key = (gpu_id, tp, pp, ep, wp, kvd, role)
         pm = self._perf_cache.get(key)
         if pm is None:
-            pm = PerfModel.build(self.model, self.catalog.gpu(gpu_id), tp=tp, pp=pp, ep=ep,
-                                 weight_precision=wp, kv_dtype=kvd, engine=self.engine, calibration=self.calibration)
+            pm = PerfModel.build_pool(self.model, self.catalog.gpu(gpu_id), role, tp=tp, pp=pp, ep=ep,
+                                      weight_precision=wp, kv_dtype=kvd, engine=self.engine,
+                                      calibration=self.calibration)  # fmt: skip
             if self.speculative is not None:
                 pm = pm.with_speculative(self.speculative)
             self._perf_cache[key] = pm
@@ -128,7 +133,7 @@ class PlanContext:
         hit = self._replica_cache.get(pool)
         if hit is not None:
             return hit
-        pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
+        pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype, pool.role)
         scales = self.measured_scales(pool)  # None when off, speculative, or out of the points' reach
         if scales is not None:
             pm = pm.with_measured(scales)
@@ -162,7 +167,7 @@ class PlanContext:
 
         if self.measured_at is None or self.speculative is not None:
             return None
-        pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype)
+        pm = self.perf_model(pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype, pool.role)
         cal = self.calibration if self.calibration is not None else default_calibration()
         gpu = cal.accelerator(self.catalog, pool.gpu_id)
         return measured_step_scales_cached(

@@ -107,7 +107,7 @@ class SimulatorBinding:
         for pool in cand.pools:
             rp = self.ctx.perf_for(pool)  # the step times the screen and the simulator use (measured scales too)
             pm = rp.step if not isinstance(rp, str) else self.ctx.perf_model(
-                pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype
+                pool.gpu_id, pool.tp, pool.pp, pool.ep, pool.weight_precision, pool.kv_dtype, pool.role
             )
             budget = pool.max_num_batched_tokens
             # A full-budget prefill step of ~1k-token prompts: seconds per prompt token.

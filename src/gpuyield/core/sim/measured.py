@@ -237,12 +237,12 @@ def measured_step_scales_cached(
     perf: PerfModel, *, model_id: str, gpu_id: str, engine: str, isl: int, osl: int, calibration: Any,
     catalog: Any, max_num_seqs: int = 256,
 ) -> MeasuredStepScales | None:  # fmt: skip
-    """:func:`measured_step_scales` with the catalogue's lookups, remembered per (replica shape, operating
-    point, calibration and catalogue objects) for the life of the process: the planner's screen and every
-    simulation of a candidate ask for the same replica's scales."""
+    """:func:`measured_step_scales` with the catalogue's lookups, remembered per (replica shape and pool
+    constants, operating point, calibration and catalogue objects) for the life of the process: the planner's
+    screen and every simulation of a candidate ask for the same replica's scales."""
     key = (
-        model_id, gpu_id, engine, perf.tp, perf.pp, perf.ep, perf.attention_dp, perf.weight_precision,
-        perf.kv_dtype, int(isl), int(osl), int(max_num_seqs), id(calibration), id(catalog),
+        model_id, gpu_id, engine, perf.engine_coeffs, perf.tp, perf.pp, perf.ep, perf.attention_dp,
+        perf.weight_precision, perf.kv_dtype, int(isl), int(osl), int(max_num_seqs), id(calibration), id(catalog),
     )  # fmt: skip
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is calibration and hit[1] is catalog:

@@ -145,9 +145,10 @@ def build_cluster(
         where = f"pools[{pool.name}]"
         model = catalog.model(pool.model)
         gpu = calibration.accelerator(catalog, pool.gpu) if calibration is not None else catalog.gpu(pool.gpu)
-        perf = PerfModel.build(
+        perf = PerfModel.build_pool(  # a P/D pool runs the P/D constants, as `estimate --layout` does
             model,
             gpu,
+            pool.role,
             tp=pool.tp,
             pp=pool.pp,
             ep=pool.ep,
