@@ -96,3 +96,21 @@ def test_simulate_plan_and_validate_build_a_pd_pool_alike():
         for face, got in (("plan", planned[role]), ("simulate", simulated[role]), ("validate", seen[role])):
             assert got.engine_coeffs == want.engine_coeffs, (face, role)
             assert got.step_time_s(*step) == pytest.approx(want.step_time_s(*step)), (face, role)
+
+
+def test_model_rules_are_checked_when_a_calibration_loads():
+    from gpuyield.core.perf.calibration import MODEL_RULES, calibration_from_dict, calibration_to_dict
+
+    d = calibration_to_dict(CAL)
+    d.pop("corrections")
+    assert calibration_from_dict(d).model_rules == MODEL_RULES
+    d.pop("model_rules")
+    assert calibration_from_dict(d).model_rules == 0  # written before versions were kept
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ConfigError, match="model_rules"):
+            calibration_from_dict({**d, "model_rules": bad})
+    with pytest.raises(ConfigError, match="newer"):
+        calibration_from_dict({**d, "model_rules": MODEL_RULES + 1})
+    old = calibration_from_dict(d)
+    assert any("model's rules v0" in n for n in PerfModel.build(QWEN, H100, calibration=old).notes)
+    assert not any("model's rules" in n for n in PerfModel.build(QWEN, H100, calibration=CAL).notes)

@@ -940,3 +940,41 @@ def test_validate_lists_a_bad_measurement_with_its_row_once(tmp_path):
     rec = json.loads(_run(["validate", "--measurements", str(csv_path), "--report", "-", "--json"]).stdout)
     assert [u["row"] for u in rec["unsupported"]] == [0] and [r["row"] for r in rec["rows"]] == [1]
     assert rec["unsupported"][0]["reason"].startswith("ttft_ms='-5'")  # the record names its row once
+
+
+def test_a_calibration_fitted_under_older_model_rules_loads_with_a_note_until_refitted(tmp_path):
+    """A file records the model-rules version its engine constants were fitted under; an older one (or one
+    without the key, written before versions were kept) still loads, and estimate, validate and calibrate say to
+    refit it. Refitting writes this build's version; --no-fit keeps the base's constants and so its version."""
+    from gpuyield.core.perf.calibration import MODEL_RULES, calibration_to_dict
+
+    d = calibration_to_dict(default_calibration())
+    assert d["model_rules"] == MODEL_RULES  # the shipped file is fitted under this build's rules
+    d.pop("corrections")
+    d.pop("model_rules")
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(d, sort_keys=False))
+    args = ["estimate", "--model", "Qwen/Qwen3-32B", "--gpu", "h100_sxm", "--tp", "2", "--isl", "1024", "--osl",
+            "256", "--concurrency", "8", "--method", "analytic", "--json"]  # fmt: skip
+    stale = "fitted under the model's rules v0"
+    assert any(stale in n for n in json.loads(_run([*args, "--calibration", str(old)]).stdout)["notes"])
+    assert not any("model's rules" in n for n in json.loads(_run(args).stdout)["notes"])
+    csv_path = tmp_path / "m.csv"
+    _write_csv(csv_path, [r for r in FIXTURE if r["gpu"] == "h100_sxm"])
+    r = _run(["validate", "--measurements", str(csv_path), "--calibration", str(old), "--json"])
+    assert r.exit_code == 0, r.output
+    assert any(stale in n for n in json.loads(r.stdout)["calibration_notes"])
+    r = _run(["validate", "--measurements", str(csv_path), "--json"])
+    assert json.loads(r.stdout)["calibration_notes"] == []
+    kept, refit = tmp_path / "kept.yaml", tmp_path / "refit.yaml"
+    r = _run(["calibrate", "--base", str(old), "--measurements", str(csv_path), "--no-fit", "--out", str(kept),
+              "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["calibration"]["model_rules"] == 0 and any(stale in line for line in out["log"])
+    assert yaml.safe_load(kept.read_text())["model_rules"] == 0
+    r = _run(["calibrate", "--base", str(old), "--measurements", str(csv_path), "--rounds", "1",
+              "--no-corrections", "--out", str(refit), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(refit.read_text())["model_rules"] == MODEL_RULES
+    assert not any("model's rules" in line for line in json.loads(r.stdout)["log"])

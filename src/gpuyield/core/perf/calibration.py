@@ -33,13 +33,24 @@ __all__ = [
     "EngineCoefficients",
     "GpuCoefficients",
     "LogCurve",
+    "MODEL_RULES",
     "calibration_from_dict",
     "calibration_to_dict",
     "coefficients_fingerprint",
     "default_calibration",
+    "model_rules_note",
 ]
 
 SCHEMA = "gpuyield.perf.calibration/1"
+# The version of the rules that give the coefficients their meaning: how the step model times each op and which
+# constants a pool runs. Raise it with any change after which a calibration fitted before it predicts otherwise
+# than a refit would, and list the change below. A file records the version its engine constants were fitted
+# under (`model_rules`; none: 0, before versions were kept); an older one still loads, with a note to refit.
+MODEL_RULES = 1
+MODEL_RULES_CHANGES = {
+    1: "P/D pools with worker counts decode at the family's decode_scale; NCCL's tables read in bytes; the expert "
+    "exchange under attention DP as all-gather + reduce-scatter (docs/benchmarks.md, twenty-third pass)",
+}
 KV_MEMORY_BASES = ("total", "free")
 MXFP4_ACTIVATION_DTYPES = ("bf16", "fp8")
 
@@ -256,6 +267,8 @@ class Calibration:
     devices: dict[str, dict[str, float]] = field(default_factory=dict)
     # Residuals of measured deployments (``gpuyield calibrate --measurements``); see core/perf/corrections.py
     corrections: MeasuredCorrections | None = None
+    # the MODEL_RULES version the engine constants were fitted under
+    model_rules: int = MODEL_RULES
 
     def gpu(self, gpu_id: str) -> GpuCoefficients:
         key = _norm(gpu_id)
@@ -415,6 +428,14 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
     schema = data.get("schema", SCHEMA)
     if schema != SCHEMA:
         raise ConfigError(f"{where}: schema '{schema}' is not supported; expected '{SCHEMA}'")
+    rules = data.get("model_rules", 0)
+    if isinstance(rules, bool) or not isinstance(rules, int) or rules < 0:
+        raise ConfigError(f"{where}: model_rules: expected a non-negative integer, got {rules!r}")
+    if rules > MODEL_RULES:
+        raise ConfigError(
+            f"{where}: model_rules {rules} is newer than this gpuyield's ({MODEL_RULES}): the file was written by a "
+            "newer version, whose step model gives its coefficients another meaning; upgrade gpuyield"
+        )
     gpus: dict[str, GpuCoefficients] = {}
     base = GpuCoefficients()
     for gid, g in (data.get("gpus") or {}).items():
@@ -510,6 +531,7 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
         engines=engines,
         sources=tuple(str(s) for s in data.get("sources") or ()),
         devices=devices,
+        model_rules=rules,
     )
     if corrections is not None:
         have = coefficients_fingerprint(cal)
@@ -522,6 +544,19 @@ def calibration_from_dict(data: dict[str, Any], where: str = "calibration") -> C
             )
         cal = dataclasses.replace(cal, corrections=corrections)
     return cal
+
+
+def model_rules_note(cal: Calibration) -> str | None:
+    """A note when ``cal``'s engine constants were fitted under older model rules than this build's (None:
+    current)."""
+    if cal.model_rules >= MODEL_RULES:
+        return None
+    since = "; ".join(MODEL_RULES_CHANGES[v] for v in range(cal.model_rules + 1, MODEL_RULES + 1))
+    return (
+        f"this calibration's engine constants were fitted under the model's rules v{cal.model_rules} (this "
+        f"gpuyield: v{MODEL_RULES}; since: {since}); predictions may be off until they are refitted: gpuyield "
+        "calibrate --base FILE --measurements CSV"
+    )
 
 
 def coefficients_fingerprint(cal: Calibration) -> str:
@@ -596,7 +631,13 @@ def calibration_to_dict(cal: Calibration) -> dict[str, Any]:
             for f in EngineCoefficients.__dataclass_fields__
             if not (f in PINNED_LIMIT_FIELDS and getattr(e, f) is None)  # unpinned: the family's defaults
         }
-    out: dict[str, Any] = {"schema": SCHEMA, "sources": list(cal.sources), "gpus": gpus, "engines": engines}
+    out: dict[str, Any] = {
+        "schema": SCHEMA,
+        "model_rules": cal.model_rules,
+        "sources": list(cal.sources),
+        "gpus": gpus,
+        "engines": engines,
+    }
     if cal.devices:
         out["devices"] = {k: dict(sorted(v.items())) for k, v in sorted(cal.devices.items())}
     if cal.corrections is not None:

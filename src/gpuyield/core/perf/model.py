@@ -26,6 +26,7 @@ from gpuyield.core.perf.calibration import (
     EngineCoefficients,
     GpuCoefficients,
     LogCurve,
+    model_rules_note,
 )
 from gpuyield.core.perf.measured_steps import MeasuredStepScales
 from gpuyield.core.perf.speculative import SpeculativeDecoding
@@ -413,6 +414,8 @@ class PerfModel:
         self.measured: MeasuredStepScales | None = None  # step-level form of measured points (with_measured)
         if not calibration.has_gpu(self.gpu_id):
             self.notes.append(f"no measured kernel tables for '{self.gpu_id}': generic efficiencies used")
+        if (stale := model_rules_note(calibration)) is not None:
+            self.notes.append(stale)
         release = dict(getattr(model, "nvfp4_kept", ()))
         head = release.pop("lm_head", None)
         kept = [f"{k} {v}" for k, v in sorted(release.items())]

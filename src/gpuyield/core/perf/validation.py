@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from gpuyield.core.catalog.model import WEIGHT_PRECISIONS
 from gpuyield.core.perf.bounds import ClosedLoopFloor, closed_loop_floor
-from gpuyield.core.perf.calibration import Calibration, coefficients_fingerprint
+from gpuyield.core.perf.calibration import Calibration, coefficients_fingerprint, model_rules_note
 from gpuyield.core.perf.closed_loop import ClosedLoopResult, estimate_closed_loop, estimate_disaggregated
 from gpuyield.core.perf.corrections import (
     Correction,
@@ -1062,6 +1062,8 @@ def validate_rows(
         "summary": {k: error_summary(v) for k, v in pairs.items()},
         "coverage": (len(out_rows) / total) if total else 0.0,
         "num_rows": total,
+        # what the calibration says about itself: constants fitted under older model rules
+        "calibration_notes": [n for n in (model_rules_note(cal),) if n is not None],
         "corrected_rows": corrected,
         "learned_rows": learned_rows,
         "own_rows": own,

@@ -100,7 +100,13 @@ def calibrate(
 
         from rich.markup import escape
 
-        from gpuyield.core.perf.calibration import Calibration, EngineCoefficients, calibration_to_dict
+        from gpuyield.core.perf.calibration import (
+            MODEL_RULES,
+            Calibration,
+            EngineCoefficients,
+            calibration_to_dict,
+            model_rules_note,
+        )
         from gpuyield.core.perf.corrections import CorrectionSettings
         from gpuyield.core.perf.validation import VALIDATION_METHODS, build_corrections, implausible_reason
         from gpuyield.edges.perf.calibrate import (
@@ -120,9 +126,11 @@ def calibrate(
         start = Calibration()
         if base is not None:
             start = load_calibration(None if base == "shipped" else base)
-        if not start.engines:
+        if not start.engines:  # this build's starting constants: its rules
             start = dataclasses.replace(
-                start, engines={e: EngineCoefficients(**v) for e, v in ENGINE_DEFAULTS.items()}
+                start,
+                engines={e: EngineCoefficients(**v) for e, v in ENGINE_DEFAULTS.items()},
+                model_rules=MODEL_RULES,
             )
         logs: list[str] = []
 
@@ -162,7 +170,10 @@ def calibrate(
             if fit:
                 cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine, method=fit_method)
                 cal = dataclasses.replace(
-                    cal, sources=(*cal.sources, f"end-to-end fit: {measurements}"), corrections=None
+                    cal,
+                    sources=(*cal.sources, f"end-to-end fit: {measurements}"),
+                    corrections=None,
+                    model_rules=MODEL_RULES,  # fitted under this build's rules
                 )
             if corrections:
                 model_of, gpu_of = lookups(cat, cal)
@@ -198,6 +209,8 @@ def calibrate(
                         log(f"{exc}; written without it")
                 cal = dataclasses.replace(cal, corrections=table)
                 log(f"measured operating points: {len(table)} in {len(table.deployments)} deployment(s)")
+        if (stale := model_rules_note(cal)) is not None:  # the base's constants, kept as they were fitted
+            log(stale)
         header = (
             "# gpuyield performance-model calibration (written by `gpuyield calibrate`).\n"
             "# Derived from: " + "; ".join(cal.sources)

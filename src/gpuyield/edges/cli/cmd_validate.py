@@ -130,6 +130,8 @@ def validate(
                 f"{100 * s['bias']:+.1f}%",
             )
         console.print(t)
+        for note in result.get("calibration_notes") or ():
+            console.print(f"[yellow]note:[/yellow] {note}")
         kinds = result.get("summary_by_layout_kind") or {}
         if len(kinds) > 1:
             console.print("per layout kind: " + "; ".join(f"{k} {_mapes(s)}" for k, s in kinds.items()))
