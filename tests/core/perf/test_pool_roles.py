@@ -114,3 +114,28 @@ def test_model_rules_are_checked_when_a_calibration_loads():
     old = calibration_from_dict(d)
     assert any("model's rules v0" in n for n in PerfModel.build(QWEN, H100, calibration=old).notes)
     assert not any("model's rules" in n for n in PerfModel.build(QWEN, H100, calibration=CAL).notes)
+
+
+def test_every_model_rules_version_says_what_changed():
+    from gpuyield.core.perf.calibration import MODEL_RULES, MODEL_RULES_CHANGES
+
+    assert sorted(MODEL_RULES_CHANGES) == list(range(1, MODEL_RULES + 1))
+    assert all(text.strip() for text in MODEL_RULES_CHANGES.values())
+
+
+def test_a_pd_pools_measured_scales_are_solved_against_its_own_constants():
+    """The planner caches measured step scales per pool; a TensorRT-LLM decode pool (P/D constants) gets its own,
+    whichever pool asks first (the cache is keyed by the pool's engine constants)."""
+    from gpuyield.core.plan.context import PlanContext
+    from gpuyield.core.plan.space import PoolShape
+
+    dsr1 = CAT.model("deepseek-ai/DeepSeek-R1")
+    shape = dict(gpu_id="b200_sxm", tp=8, ep=8, weight_precision="fp4", kv_dtype="fp8")
+    scales = {}
+    for order in (("decode", "mixed"), ("mixed", "decode")):
+        ctx = PlanContext(CAT, dsr1, engine="trtllm", calibration=CAL, measured_at=(1024, 1024))
+        got = {role: ctx.measured_scales(PoolShape(role, **shape)) for role in order}  # type: ignore[arg-type]
+        assert got["mixed"] is not None and got["decode"] is not None
+        assert got["mixed"].decode != got["decode"].decode  # solved against different step models
+        scales[order] = got
+    assert scales[("decode", "mixed")] == scales[("mixed", "decode")]  # whichever asked first

@@ -123,3 +123,20 @@ def test_a_device_described_by_the_calibration_can_be_simulated(tmp_path: Path, 
     assert s["completed"] > 0 and s["pools"][0]["gpu"] == "cpu"
     unknown = run(*args)  # the shipped calibration does not describe a cpu device
     assert unknown.exit_code == 2 and "cpu" in unknown.output
+
+
+def test_simulate_names_a_calibration_fitted_under_older_model_rules(tmp_path: Path) -> None:
+    import yaml
+
+    from gpuyield.core.perf.calibration import calibration_to_dict, default_calibration
+
+    d = calibration_to_dict(default_calibration())
+    d.pop("corrections")
+    d.pop("model_rules")
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(d, sort_keys=False))
+    args = ["simulate", "--deployment", str(EXAMPLES / "llama8b-h100-x8.yaml"), "--workload", "builtin:azure-conv",
+            "--duration", "30", "--json", "-"]  # fmt: skip
+    stale = json.loads(run(*args, "--calibration", str(old)).stdout)
+    assert any("model's rules v0" in n for n in stale["calibration_notes"])
+    assert "calibration_notes" not in json.loads(run(*args).stdout)

@@ -160,8 +160,8 @@ class PlanContext:
     def measured_scales(self, pool: PoolShape) -> Any:
         """The measured step scales of a pool's replica shape at ``measured_at`` (None: no measured point
         reaches it, or adjustment off): the same numbers the simulator times that pool's steps with. A prefill
-        or decode pool's replica runs the kernels an aggregated replica of its shape runs, so it takes that
-        shape's scales."""
+        or decode pool's replica runs the kernels an aggregated replica of its shape runs, so its multipliers
+        are solved, against its own (P/D) step model, to that shape's targets."""
         from gpuyield.core.perf import default_calibration
         from gpuyield.core.sim.measured import measured_step_scales_cached
 

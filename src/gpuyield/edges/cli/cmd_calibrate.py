@@ -168,12 +168,19 @@ def calibrate(
                     "a study's recording convention predicts its other rows; `gpuyield validate` gives the reasons"
                 )
             if fit:
+                before = cal
                 cal = fit_engines(cal, rows, cat, rounds=rounds, log=log, refine=refine, method=fit_method)
+                # this build's rules only if no entry kept a base's constants fitted under older ones (fit_engines
+                # refits the families the CSV has rows of, a P/D family with enough of them)
+                kept = sorted(k for k, e in cal.engines.items() if before.engines.get(k) == e)
+                if kept and before.model_rules < MODEL_RULES:
+                    log(f"engine constants kept from the base (no or too few rows to refit them): {', '.join(kept)}; "
+                        f"the file keeps the base's model_rules v{before.model_rules}")  # fmt: skip
                 cal = dataclasses.replace(
                     cal,
                     sources=(*cal.sources, f"end-to-end fit: {measurements}"),
                     corrections=None,
-                    model_rules=MODEL_RULES,  # fitted under this build's rules
+                    model_rules=before.model_rules if kept else MODEL_RULES,
                 )
             if corrections:
                 model_of, gpu_of = lookups(cat, cal)
@@ -187,6 +194,9 @@ def calibrate(
                     with_sim=True,
                 )
                 if cal.corrections is not None:  # --no-fit: same coefficients, the base's points stay valid
+                    if cal.model_rules < MODEL_RULES:
+                        log(f"the base's measured points were computed under model rules v{cal.model_rules}, the new "
+                            f"ones under v{MODEL_RULES}: refit (without --no-fit) to make them agree")  # fmt: skip
                     table = cal.corrections.merged(table)
                     if table.learned is not None:
                         log("learned residual model: the base's, kept (not refitted on the merged points)")

@@ -271,6 +271,10 @@ def run_plan_command(
         bar.close()
         if executor == "ray":
             ex.shutdown()
+    from gpuyield.core.perf.calibration import model_rules_note
+
+    if (stale := model_rules_note(cal)) is not None:  # constants fitted under older rules: every candidate's timing
+        result.notes.append(stale)
     if speculative is None:  # the measured points record no speculative setting
         result.notes.extend(measured_cross_check(result, ctx, catalog, cal, profile))
     else:

@@ -189,6 +189,11 @@ def register(app: typer.Typer) -> None:
                     progress=advance, wall_clock=time.perf_counter, calibration=cal, measured=measured,
                 )  # fmt: skip
             cpu_s = time.process_time() - cpu0
+            from gpuyield.core.perf.calibration import model_rules_note
+
+            if (stale := model_rules_note(cal)) is not None:  # constants fitted under older rules
+                res.summary["calibration_notes"] = [stale]
+                err_console.print(f"[yellow]note:[/yellow] {stale}")
             res.summary["sim_cpu_s"] = cpu_s  # on a busy machine wall time overstates the simulator's cost
             res.summary["sim_requests_per_cpu_s"] = len(w) / cpu_s if cpu_s > 0 else None
             if records is not None:
