@@ -380,9 +380,22 @@ def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
         res[method] = json.loads(r.stdout)
         assert res[method]["method"] == method
     assert res["sim"]["coverage"] == res["analytic"]["coverage"]
+    pd_compared = 0
     for a_row, s_row in zip(res["analytic"]["rows"], res["sim"]["rows"], strict=True):
         if not a_row["layout"].startswith("agg"):
-            assert s_row["predicted_ttft_ms"] == a_row["predicted_ttft_ms"]  # disaggregated: analytic either way
+            # disaggregated: the engine model's P/D cluster, as `estimate --layout` runs it by default
+            assert s_row["predicted_ttft_ms"] != a_row["predicted_ttft_ms"]
+            est = _run([
+                "estimate", "--model", s_row["model"], "--gpu", s_row["gpu"], "--isl", str(s_row["isl"]),
+                "--osl", str(s_row["osl"]), "--concurrency", str(s_row["concurrency"]), "--engine", s_row["engine"],
+                "--precision", s_row["precision"], "--layout", s_row["layout"], "--json", "--no-corrections",
+                "--method", "sim",
+            ])  # fmt: skip
+            out = json.loads(est.stdout)
+            assert "P/D cluster" in out["method"]
+            assert out["ttft_ms"] == pytest.approx(s_row["predicted_ttft_ms"], rel=1e-9)
+            assert out["tpot_ms"] == pytest.approx(s_row["predicted_tpot_ms"], rel=1e-9)
+            pd_compared += 1
             continue
         est = _run([
             "estimate", "--model", s_row["model"], "--gpu", s_row["gpu"], "--isl", str(s_row["isl"]),
@@ -392,7 +405,7 @@ def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
         if est.exit_code == 0 and "ttft_ms" in json.loads(est.stdout):
             assert json.loads(est.stdout)["ttft_ms"] == pytest.approx(s_row["predicted_ttft_ms"], rel=1e-9)
             compared += 1
-    assert compared >= 1
+    assert compared >= 1 and pd_compared >= 1
     bad = _run(["validate", "--measurements", str(csv_path), "--report", "-", "--method", "exact"])
     assert bad.exit_code == 2 and "--method" in bad.output
 
@@ -976,5 +989,22 @@ def test_a_calibration_fitted_under_older_model_rules_loads_with_a_note_until_re
     r = _run(["calibrate", "--base", str(old), "--measurements", str(csv_path), "--rounds", "1",
               "--no-corrections", "--out", str(refit), "--json"])  # fmt: skip
     assert r.exit_code == 0, r.output
+    # the CSV has vLLM rows only: the other families keep the base's constants, and the file the base's rules
+    assert yaml.safe_load(refit.read_text())["model_rules"] == 0
+    log = json.loads(r.stdout)["log"]
+    assert any("kept from the base" in line and "trtllm" in line and "vllm," not in line for line in log)
+    assert any(stale in line for line in log)
+    d["engines"] = {"vllm": d["engines"]["vllm"]}  # a base of vLLM constants only: all refitted
+    old.write_text(yaml.safe_dump(d, sort_keys=False))
+    r = _run(["calibrate", "--base", str(old), "--measurements", str(csv_path), "--rounds", "1",
+              "--no-corrections", "--out", str(refit), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
     assert yaml.safe_load(refit.read_text())["model_rules"] == MODEL_RULES
-    assert not any("model's rules" in line for line in json.loads(r.stdout)["log"])
+    assert not any("model's rules" in line or "kept from the base" in line for line in json.loads(r.stdout)["log"])
+
+
+def test_estimate_refuses_a_deployment_mode_in_the_engine_name():
+    for extra in (["--tp", "2"], ["--layout", "disagg 1x prefill(tp2 adp1 ep1) + 1x decode(tp2 adp1 ep1)"]):
+        r = _run(["estimate", "--model", "Qwen/Qwen3-32B", "--gpu", "h100_sxm", "--isl", "1024",
+                  "--osl", "256", "--concurrency", "8", "--engine", "trtllm:disagg", *extra])  # fmt: skip
+        assert r.exit_code != 0 and "engine family" in r.output, r.output

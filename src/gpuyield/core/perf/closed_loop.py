@@ -58,6 +58,19 @@ class ClosedLoopResult:
     # (max_num_seqs, max_num_batched_tokens) the scheduler ran with (scheduler_limits: given, else the engine's
     # own on its GPU); a P/D pair: the decode pool's sequence limit and the prefill pool's token budget
     scheduler_limits: tuple[int, int] | None = None
+    # a P/D pair: the prefill and decode replicas it ran with (AIConfigurator's `0x`: the counts assumed)
+    pd_workers: tuple[int, int] | None = None
+
+
+# the P/D link a KV transfer takes when neither the caller nor the GPU says (GB/s per GPU)
+DEFAULT_PD_LINK_GB_S = 25.0
+
+
+def pd_link_gb_s(decode: PerfModel, kv_transfer_gb_s: float | None = None) -> float:
+    """GB/s per GPU of the link a prompt's KV cache crosses from the prefill to the decode pool: the caller's, else
+    the decode GPU's inter-node bandwidth, else :data:`DEFAULT_PD_LINK_GB_S`. Every GPU of the smaller pool sends or
+    receives its shard in parallel."""
+    return float(kv_transfer_gb_s or float(getattr(decode.gpu, "inter_node_gb_s", 0) or 0) or DEFAULT_PD_LINK_GB_S)
 
 
 def _chunks(isl: int, budget: int) -> list[tuple[int, float]]:
@@ -152,11 +165,16 @@ def _limits_note(
     return []
 
 
+def replica_seq_limit(perf: PerfModel, max_num_seqs: int) -> int:
+    """Sequences one replica runs at once under a ``max_num_seqs`` limit: the limit is per scheduler, and every
+    attention-DP rank runs its own (the analytic solver's admission and the engine model's replica alike)."""
+    return max_num_seqs * int(getattr(perf, "attention_dp", 1) or 1)
+
+
 def _admission(perf: PerfModel, c: int, isl: int, osl: int, mem: MemoryPlan, max_num_seqs: int) -> tuple[int, str]:
     if not mem.fits:
         raise DoesNotFitError(mem.reason)
-    # the batch limit is per scheduler: every attention-DP rank runs its own
-    mns = max_num_seqs * perf.attention_dp
+    mns = replica_seq_limit(perf, max_num_seqs)
     # the growing cache at the mean context; the bounded one at the final length, as the engine model reserves it
     kv_seqs = mem.max_concurrent_seqs(isl + max(1, osl // 2), bounded_tokens=isl + osl)
     if kv_seqs < 1:
@@ -307,7 +325,7 @@ def estimate_disaggregated(
     wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok)
     # KV transfer of one prompt's cache from the prefill to the decode pool
     kv_bytes = float(decode.model.kv_bytes_for_context(isl, decode.kv_dtype))  # all layer kinds
-    link = (kv_transfer_gb_s or float(getattr(decode.gpu, "inter_node_gb_s", 0) or 0) or 25.0) * 1e9
+    link = pd_link_gb_s(decode, kv_transfer_gb_s) * 1e9
     # every GPU of the smaller pool sends/receives its shard of the cache in parallel
     transfer = kv_bytes / (link * min(prefill.num_gpus, decode.num_gpus))
     lifetime = wall + transfer + (osl - 1) * tpot
@@ -357,4 +375,5 @@ def estimate_disaggregated(
         method="analytic disaggregated closed loop (gpuyield.core.perf.closed_loop)",
         notes=tuple(notes),
         scheduler_limits=(seqs, batch_tok),
+        pd_workers=(np_, nd),
     )

@@ -352,7 +352,9 @@ def predict_row(
     """Predict one row; raises a :class:`GpuyieldError` whose message is the 'unsupported' reason.
 
     ``method="sim"`` predicts aggregated rows with the engine model, exactly as ``gpuyield estimate`` does
-    (:func:`gpuyield.core.sim.estimate_with_engine_model`); disaggregated rows always use the analytic solver.
+    (:func:`gpuyield.core.sim.estimate_with_engine_model`), and disaggregated rows with the engine model's P/D
+    cluster (:func:`gpuyield.core.sim.closed_loop.estimate_disaggregated_with_engine_model`) at the worker counts
+    the analytic solver reads or, for ``0x``, assumes.
     ``speculative`` (a :class:`~gpuyield.core.perf.speculative.SpeculativeDecoding`, for ``estimate --layout``;
     measurement rows record none) times the decoding pools' steps with it; ``settings`` (:class:`ServingSettings`,
     also for ``estimate --layout``) the engine settings every pool runs with, where not the defaults.
@@ -406,7 +408,7 @@ def predict_row(
     if speculative is not None:  # the decode pool's steps; the prefill pool never decodes
         dec = dec.with_speculative(speculative)
     conc = row.concurrency if row.concurrency is not None else int(row.num_requests or 1)
-    return estimate_disaggregated(
+    analytic = estimate_disaggregated(
         pre,
         dec,
         row.isl,
@@ -417,6 +419,24 @@ def predict_row(
         gpu_memory_utilization=mem_f,
         max_num_seqs=seqs,
         max_num_batched_tokens=budget,
+    )
+    if method == "analytic":
+        return analytic
+    from gpuyield.core.sim.closed_loop import estimate_disaggregated_with_engine_model
+
+    assert analytic.pd_workers is not None
+    n_pre, n_dec = analytic.pd_workers  # the recorded counts, or those the analytic solver assumed for `0x`
+    eng = estimate_disaggregated_with_engine_model(
+        pre, dec, row.isl, row.osl, row.concurrency, num_prefill=n_pre, num_decode=n_dec,
+        num_requests=row.num_requests, gpu_memory_utilization=mem_f, max_num_seqs=seqs, max_num_batched_tokens=budget,
+    )  # fmt: skip
+    return dataclasses.replace(
+        analytic,
+        ttft_ms=eng.ttft_ms,
+        tpot_ms=eng.tpot_ms,
+        e2e_ms=eng.e2e_ms,
+        throughput_tok_s=eng.throughput_tok_s,
+        method=eng.method,
     )
 
 

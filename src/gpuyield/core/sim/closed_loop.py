@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -45,7 +46,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from gpuyield.core.perf.closed_loop import scheduler_limits
+from gpuyield.core.perf.closed_loop import replica_seq_limit, scheduler_limits
 from gpuyield.core.sim.engine.config import ENGINE_FAMILIES, EngineConfig
 from gpuyield.core.sim.engine.replica import ReplicaEngine
 from gpuyield.core.sim.engine.request import EngineRequest
@@ -59,6 +60,7 @@ __all__ = [
     "ClosedLoopResult",
     "EngineEstimate",
     "LatencyStats",
+    "estimate_disaggregated_with_engine_model",
     "estimate_with_engine_model",
     "fixed_blocks_of_memory_plan",
     "kv_blocks_from_memory_plan",
@@ -347,6 +349,7 @@ def estimate_with_engine_model(
         raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
     family = str(getattr(perf_model, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
     seqs, budget = scheduler_limits(perf_model, max_num_seqs, max_num_batched_tokens)  # the analytic solver's rule
+    seqs = replica_seq_limit(perf_model, seqs)  # one scheduler per attention-DP rank, as the analytic admission
     cfg = EngineConfig.for_family(
         family if family in ENGINE_FAMILIES else "vllm",
         max_num_seqs=min(seqs, 1 << 16),
@@ -371,4 +374,137 @@ def estimate_with_engine_model(
         sim_window_output_tok_s=res.output_tok_s * num_replicas,
         num_requests_simulated=res.num_requests * num_replicas,
         num_preemptions=res.num_preemptions,
+    )
+
+
+def estimate_disaggregated_with_engine_model(
+    prefill: Any,
+    decode: Any,
+    isl: int,
+    osl: int,
+    concurrency: int | None,
+    *,
+    num_prefill: int,
+    num_decode: int,
+    num_requests: int | None = None,
+    kv_transfer_gb_s: float | None = None,
+    gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int | None = None,
+    max_num_batched_tokens: int | None = None,
+    seed: int = 0,
+) -> EngineEstimate:
+    """Closed-loop (or offline, ``concurrency=None``) estimate of a P/D deployment by the engine model: the
+    cluster simulator that ``gpuyield simulate`` replays P/D deployments with, driven by a fixed number of clients.
+
+    ``num_prefill`` prefill replicas (``prefill``'s step model) feed ``num_decode`` decode replicas (``decode``'s)
+    over the P/D link (:func:`gpuyield.core.perf.closed_loop.pd_link_gb_s` per GPU, on as many GPUs as the smaller
+    replica has). Each pool's scheduler runs with the engine family's own limits on its GPU unless given (the
+    rule of :func:`gpuyield.core.perf.closed_loop.scheduler_limits`); both routers are round-robin, as vLLM's P/D
+    proxy, SGLang's router and TensorRT-LLM's disaggregated server route by default. The clients follow the
+    protocol of :func:`run_closed_loop` (every client's first request at t = 0, :data:`REQUESTS_PER_CLIENT`
+    requests each, at most :data:`MAX_REQUESTS` a decode replica); the decode engine computes every output token
+    and the client
+    streams from it, so the first token comes with the request's first decode step, plus the prefill engine's
+    first-token overhead. Throughput is Little's law on the mean end-to-end latency (closed loop) or total output
+    over the makespan (offline), as :func:`estimate_with_engine_model`. Round-robin routing splits the deployment
+    into ``gcd(num_prefill, num_decode)`` alike slices, each with its share of the clients; one is simulated."""
+    from gpuyield.core.perf.closed_loop import pd_link_gb_s
+    from gpuyield.core.policy.routing import make_policy
+    from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ReplicaSetup
+    from gpuyield.core.workload.workload import Workload, WorkloadMeta
+
+    if isl < 1 or osl < 1:
+        raise ConfigError(f"isl and osl must be >= 1, got isl={isl} osl={osl}")
+    if num_prefill < 1 or num_decode < 1:
+        raise ConfigError(f"a P/D deployment needs >= 1 replica a pool, got {num_prefill} prefill, {num_decode} decode")
+    offline = concurrency is None
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if num_requests is not None and num_requests < 1:
+        raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
+    # Round-robin routers split the deployment into g alike slices of num_prefill / g prefill and num_decode / g
+    # decode replicas, each serving its share of the clients (as estimate_with_engine_model splits them over
+    # aggregated replicas): one slice is simulated.
+    g = math.gcd(num_prefill, num_decode)
+    clients = None if concurrency is None else max(1, -(-concurrency // g))
+    if offline:
+        n = max(1, -(-(num_requests or 1) // g))
+    elif num_requests is not None:
+        n = max(1, -(-num_requests // g))
+    else:
+        assert clients is not None  # the closed-loop protocol per decode replica, as run_closed_loop's per replica
+        n = max(clients, min(REQUESTS_PER_CLIENT * clients, MAX_REQUESTS * (num_decode // g)))
+    setups: list[Any] = []
+    for role, perf, count in (("prefill", prefill, num_prefill // g), ("decode", decode, num_decode // g)):
+        family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]
+        seqs, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
+        seqs = replica_seq_limit(perf, seqs)
+        cfg = EngineConfig.for_family(
+            family if family in ENGINE_FAMILIES else "vllm",
+            max_num_seqs=min(seqs, 1 << 16),
+            max_num_batched_tokens=max(budget, min(seqs, 1 << 16)),
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+        plan = perf.memory(gpu_memory_utilization, isl + osl, prefix_caching=cfg.enable_prefix_caching)
+        try:
+            blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)
+        except DoesNotFitError as exc:
+            raise DoesNotFitError(f"{role} pool: {exc}") from None
+        cfg = engine_config_for_memory_plan(cfg, plan)
+        model = perf.model
+        # every prompt has isl tokens: its cache's size once, not at every transfer
+        prompt_bytes = functools.lru_cache(maxsize=8)(functools.partial(model.kv_bytes_for_context, kv_dtype=perf.kv_dtype))
+        for k in range(count):
+            setups.append(
+                ReplicaSetup(
+                    replica_id=f"{role}-{k}",
+                    pool=role,
+                    role=role,
+                    gpu=perf.gpu_id,
+                    model=model.id,
+                    engine_config=cfg,
+                    step_model=perf,
+                    num_gpu_blocks=blocks,
+                    kv_bytes_per_token=float(model.kv_bytes_per_token(perf.kv_dtype)),
+                    fixed_blocks_of=fixed_blocks_of_memory_plan(plan, cfg.block_size),
+                    kv_bytes_for_prompt=prompt_bytes,
+                    num_gpus=perf.num_gpus,
+                    tp=perf.num_gpus,  # the link: every GPU of a replica sends (receives) its shard
+                    first_token_overhead_s=float(perf.first_token_overhead_s),
+                )
+            )
+    cluster = Cluster(
+        setups,
+        make_policy("round_robin"),
+        decode_policy=make_policy("round_robin"),
+        link_bandwidth_bytes_per_s=pd_link_gb_s(decode, kv_transfer_gb_s) * 1e9,
+    )
+    w = Workload(
+        arrival_s=np.zeros(n),
+        input_tokens=np.full(n, isl),
+        output_tokens=np.full(n, osl),
+        meta=WorkloadMeta(name="closed-loop", source=f"{n} requests of {isl}/{osl} tokens"),
+    )
+    rec = cluster.run(w, closed_loop_clients=clients)
+    if (rec.status != STATUS_COMPLETED).any():
+        first = rec.reasons[int(rec.reject_reason[rec.status != STATUS_COMPLETED][0])]
+        raise DoesNotFitError(f"isl={isl} osl={osl}: {first}")
+    ttft = (rec.first_token_s - rec.arrival_s) * 1e3
+    e2e = (rec.finish_s - rec.arrival_s) * 1e3
+    tpot = (rec.finish_s - rec.first_token_s) * 1e3 / (osl - 1) if osl > 1 else np.zeros(0)
+    makespan = float(rec.finish_s.max())
+    out_tok_s = n * osl / makespan if makespan > 0 else float("nan")
+    slice_tok_s = out_tok_s if clients is None else clients * osl / (float(e2e.mean()) / 1e3)
+    ttft_s, tpot_s = LatencyStats.of(ttft), LatencyStats.of(tpot)
+    return EngineEstimate(
+        ttft_ms=ttft_s.mean,
+        ttft_p90_ms=ttft_s.p90,
+        tpot_ms=tpot_s.mean if osl > 1 else 0.0,
+        tpot_p90_ms=tpot_s.p90 if osl > 1 else 0.0,
+        e2e_ms=float(e2e.mean()),
+        throughput_tok_s=slice_tok_s * g,
+        sim_window_output_tok_s=out_tok_s * g,
+        num_requests_simulated=n * g,
+        num_preemptions=int(rec.preemptions.sum()),
+        method="engine model, P/D cluster (gpuyield.core.sim.Cluster, closed loop) + fitted first-token overhead",
     )

@@ -266,10 +266,40 @@ class Cluster:
         return entry, decode
 
     # ------------------------------------------------------------------ run
-    def run(self, w: Workload, progress: Callable[[int], None] | None = None, progress_every: int = 2000) -> ClusterRecords:
+    def run(
+        self,
+        w: Workload,
+        progress: Callable[[int], None] | None = None,
+        progress_every: int = 2000,
+        *,
+        closed_loop_clients: int | None = None,
+    ) -> ClusterRecords:
+        """Serve ``w`` and record every request's outcome.
+
+        ``closed_loop_clients`` (C) replays ``w`` as a closed loop instead, as a fixed-concurrency benchmark
+        drives a deployment: the first C requests arrive at their ``arrival_s``, and each later one the moment an
+        earlier request finishes (or is rejected), in index order; ``arrival_s`` of the records holds the times
+        they were sent."""
         n = len(w)
         arrival = w.arrival_s
         arr = arrival.tolist()
+        next_send = n  # closed loop: the next request a finished client sends
+        if closed_loop_clients is not None:
+            if closed_loop_clients < 1:
+                raise ConfigError(f"closed_loop_clients must be >= 1, got {closed_loop_clients}")
+            if self.residency is not None:
+                raise ConfigError("closed_loop_clients: not with models that sleep and wake (a held request has no "
+                                  "client to answer)")
+            next_send = min(closed_loop_clients, n)
+            arr[next_send:] = [_INF] * (n - next_send)
+
+        def send_next(t_s: float) -> None:
+            """Closed loop: the client whose request just ended sends the next one now."""
+            nonlocal next_send
+            if next_send < n:
+                arr[next_send] = t_s
+                next_send += 1
+
         inp = w.input_tokens.tolist()
         outl = w.output_tokens.tolist()
         mcodes = w.model_codes.tolist()
@@ -296,6 +326,7 @@ class Cluster:
                 reasons.append(why)
             status[i] = STATUS_REJECTED
             reason_col[i] = k
+            send_next(now)
 
         targets_by_code: dict[int, tuple[list[_Rt], list[_Rt]] | None] = {}
         snaps_by_code: dict[int, tuple[list[ReplicaSnapshot], list[ReplicaSnapshot]]] = {}
@@ -439,6 +470,8 @@ class Cluster:
         t_next = arr[0] if n else _INF
         while True:
             t_ev = heap[0][0] if heap else _INF
+            if i < n and t_next == _INF:
+                t_next = arr[i]  # closed loop: sent since
             if t_next <= t_ev:
                 if t_next == _INF:
                     break
@@ -503,6 +536,7 @@ class Cluster:
                         o_tok = outl[idx]
                         if o_tok < 1:
                             finish[idx] = t
+                            send_next(t)
                             replica_col[idx] = rt.idx
                             if admission is not None:
                                 release_ticket(idx, inp[idx] + o_tok, t)
@@ -527,6 +561,7 @@ class Cluster:
                         after(drt, drt.engine.add_request(der, t))
                         continue
                     finish[idx] = t
+                    send_next(t)
                     replica_col[idx] = rt.idx
                     preempt_col[idx] += er.num_preemptions
                     if admission is not None:
@@ -599,7 +634,7 @@ class Cluster:
             if sch.num_unfinished:
                 raise RuntimeError(f"replica {s.replica_id} ended with {sch.num_unfinished} unfinished requests")
         return ClusterRecords(
-            arrival_s=np.asarray(arrival, dtype=np.float64),
+            arrival_s=np.asarray(arr if closed_loop_clients is not None else arrival, dtype=np.float64),
             first_token_s=first_tok + first_overhead,
             finish_s=finish + first_overhead,
             input_tokens=np.asarray(w.input_tokens, dtype=np.int64),

@@ -20,9 +20,10 @@ behind itself), which the simulator models on its own arrivals: read as a step-t
 prefill up by 3–5× (Qwen3-32B on H100 with vLLM), which no kernel does.
 
 A grid point the corrections do not reach keeps multipliers of 1 there; a deployment they reach nowhere gets
-None (the step model alone). The scales are those of an aggregated replica of the shape: a prefill or decode
-pool of a disaggregated deployment runs the same kernels and takes them too (measured disaggregated rows are
-keyed by the whole deployment's worker counts, which one pool does not know, and are not used here).
+None (the step model alone). The targets are those of an aggregated replica of the shape: a prefill or decode
+pool of a disaggregated deployment runs the same kernels, so its multipliers are solved, against its own step
+model (the P/D constants, ``PerfModel.build_pool``), to the same targets (measured disaggregated rows are keyed by
+the whole deployment's worker counts, which one pool does not know, and are not used here).
 """
 
 from __future__ import annotations
@@ -166,8 +167,9 @@ def measured_step_scales(
     gpu_of: Callable[[str], Any],
     max_num_seqs: int = 256,
 ) -> MeasuredStepScales | None:
-    """The measured step scales of one aggregated replica (``perf``) at mean prompt ``isl`` and output ``osl``
-    tokens, or None when no measured point of its architecture, engine and precision reaches it."""
+    """The measured step scales of ``perf`` (an aggregated replica, or a P/D pool timed to the targets of an
+    aggregated replica of its shape) at mean prompt ``isl`` and output ``osl`` tokens, or None when no measured
+    point of its architecture, engine and precision reaches it."""
     from gpuyield.core.perf.validation import METRICS, MeasurementRow, correct_row, deployment_key
     from gpuyield.core.sim.closed_loop import estimate_with_engine_model
 

@@ -24,9 +24,10 @@ __all__ = ["estimate", "estimate_record", "layout_record", "parse_concurrency", 
 
 HELP = """Closed-loop TTFT, TPOT and output throughput of one replica (or N replicas) at fixed ISL/OSL.
 
-By default it runs the engine model (gpuyield.core.sim: continuous batching, chunked prefill, KV-block
-admission and preemption) with the calibrated step-time model; --method analytic uses the fast fixed-point
-solver that `validate` uses. Also reports memory (weights, KV capacity) and the step-time breakdown.
+By default (--method auto) it runs the engine model (gpuyield.core.sim: continuous batching, chunked prefill,
+KV-block admission and preemption) with the calibrated step-time model; a disaggregated --layout gets the analytic
+P/D solver, which is closer to the measured P/D rows (--method sim runs the engine model's P/D cluster instead).
+--method analytic uses the fast fixed-point solver that `validate` uses. Also reports memory (weights, KV capacity) and the step-time breakdown.
 
 Examples:
 
@@ -115,6 +116,7 @@ def estimate_record(
     from gpuyield.edges.perf.io import resolve_gpu
     from gpuyield.errors import ConfigError
 
+    _check_engine_family(engine)
     spec = catalog.model(model)
     acc = resolve_gpu(catalog, calibration, gpu)
     if method not in ("sim", "analytic"):
@@ -275,6 +277,24 @@ def _correction_record(corr: Any) -> dict[str, Any] | None:
     }
 
 
+# why `--method auto` answers a P/D layout with the analytic solver (docs/benchmarks.md, twenty-fourth pass)
+_PD_AUTO_NOTE = (
+    "disaggregated layout: the analytic P/D solver, which is closer to the measured P/D rows than the engine "
+    "model's P/D cluster (docs/benchmarks.md, twenty-fourth pass); --method sim runs the engine model"
+)
+
+
+def _check_engine_family(engine: str) -> None:
+    """``--engine`` names a family; the constants each pool runs follow its role (``PerfModel.build_pool``)."""
+    from gpuyield.errors import ConfigError
+
+    if ":" in engine:
+        raise ConfigError(
+            f"--engine: expected an engine family (vllm, sglang, trtllm), got {engine!r}; for a disaggregated "
+            "deployment give --layout 'disagg Nx prefill(...) + Mx decode(...)'"
+        )
+
+
 def layout_record(
     *,
     catalog: Any,
@@ -313,6 +333,7 @@ def layout_record(
 
     if method not in ("sim", "analytic"):
         raise ConfigError(f"--method: expected 'sim' or 'analytic', got '{method}'")
+    _check_engine_family(engine)
     lay = parse_layout(layout)  # a clear error for a malformed layout
     if concurrency is None and not num_requests:
         raise ConfigError("--concurrency offline needs --num-requests")
@@ -348,13 +369,12 @@ def layout_record(
         out["num_gpus"] = lay.replica.gpus
     settings = ServingSettings(kv_dtype, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)
     try:
-        res_method = method if lay.kind == "agg" else "analytic"
-        res = predict_row(row, model_of, gpu_of, calibration, res_method, speculative, settings)
+        res = predict_row(row, model_of, gpu_of, calibration, method, speculative, settings)
     except DoesNotFitError as exc:
         out.update({"fits": False, "reason": str(exc), "notes": []})
         return out
     apply = corrections and speculative is None  # the measured points record no speculative setting
-    res, corr = correct_row(res, row, model_of, gpu_of, calibration, method=res_method) if apply else (res, None)
+    res, corr = correct_row(res, row, model_of, gpu_of, calibration, method=method) if apply else (res, None)
     sized: list[str] = []
     if lay.kind == "agg":
         out["num_gpus"] = res.memory.num_gpus  # a bare `agg` is sized to the smallest TP that holds the model
@@ -376,8 +396,6 @@ def layout_record(
             "measured_correction": _correction_record(corr),
         }
     )
-    if lay.kind == "disagg" and method == "sim":
-        out["notes"].append("the engine model has no closed-loop P/D driver: disaggregated layouts use the analytic solver")
     if lay.kind == "disagg":
         note = _pd_decode_note(calibration, engine, out["gpu"], precision, lay.worker_counts_known)
         if note:
@@ -534,7 +552,10 @@ def estimate(
         None, "--max-num-batched-tokens", min=1, help="Token budget per step."
     ),
     method: str = typer.Option(
-        "sim", "--method", help="sim (engine model) or analytic (validate's fast solver)."
+        "auto",
+        "--method",
+        help="auto (the engine model; a disaggregated --layout the analytic P/D solver), sim (the engine model) or "
+        "analytic (validate's fast solver).",
     ),
     layout: str | None = typer.Option(
         None,
@@ -587,11 +608,22 @@ def estimate(
             "max_num_seqs": max_num_seqs,
             "max_num_batched_tokens": max_num_batched_tokens,
         }
+        if method not in ("auto", "sim", "analytic"):
+            raise ConfigError(f"--method: expected 'auto', 'sim' or 'analytic', got '{method}'")
         if layout is not None:
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
+            from gpuyield.core.perf.validation import parse_layout
+
+            pd = parse_layout(layout).kind == "disagg"
+            if method == "auto":
+                common["method"] = "analytic" if pd else "sim"
             rec = layout_record(layout=layout, **common)
+            if method == "auto" and pd:
+                rec.setdefault("notes", []).append(_PD_AUTO_NOTE)
         else:
+            if method == "auto":
+                common["method"] = "sim"
             rec = estimate_record(
                 tp=tp,
                 pp=pp,
