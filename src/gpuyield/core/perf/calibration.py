@@ -46,10 +46,12 @@ SCHEMA = "gpuyield.perf.calibration/1"
 # constants a pool runs. Raise it with any change after which a calibration fitted before it predicts otherwise
 # than a refit would, and list the change below. A file records the version its engine constants were fitted
 # under (`model_rules`; none: 0, before versions were kept); an older one still loads, with a note to refit.
-MODEL_RULES = 1
+MODEL_RULES = 2
 MODEL_RULES_CHANGES = {
     1: "P/D pools with worker counts decode at the family's decode_scale; NCCL's tables read in bytes; the expert "
     "exchange under attention DP as all-gather + reduce-scatter (docs/benchmarks.md, twenty-third pass)",
+    2: "the engine model gives every attention-DP rank its own max_num_seqs and runs P/D rows through its P/D "
+    "cluster, so stored engine-model residuals differ (docs/benchmarks.md, twenty-fourth pass)",
 }
 KV_MEMORY_BASES = ("total", "free")
 MXFP4_ACTIVATION_DTYPES = ("bf16", "fp8")
