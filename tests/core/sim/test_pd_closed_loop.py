@@ -1,5 +1,5 @@
 """The engine model's closed loop beyond one replica: the cluster driven by a fixed number of clients, and the P/D
-estimate built on it (``estimate --layout 'disagg ...'``'s default method)."""
+estimate built on it (``estimate --layout 'disagg ...' --method sim``, ``validate --method sim``)."""
 
 from __future__ import annotations
 
@@ -37,19 +37,24 @@ def test_a_one_replica_cluster_in_closed_loop_is_run_closed_loop():
     cfg = EngineConfig.for_family("vllm", max_num_seqs=64, max_num_batched_tokens=4096)
     plan = perf.memory(cfg.gpu_memory_utilization, 2048 + 256)
     blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)
-    setup = ReplicaSetup("r-0", "r", "mixed", "h100_sxm", QWEN.id, cfg, perf, blocks)
+    overhead_s = 0.05  # the first-token overhead the records carry; it does not delay the client's next request
+    setup = ReplicaSetup("r-0", "r", "mixed", "h100_sxm", QWEN.id, cfg, perf, blocks, first_token_overhead_s=overhead_s)
     clients, n = 24, 72
     rec = Cluster([setup], make_policy("round_robin")).run(_workload(n, 2048, 256), closed_loop_clients=clients)
     ref = run_closed_loop(perf, cfg, 2048, 256, clients, num_requests=n, num_gpu_blocks=blocks)
     assert (rec.status == 0).all()
     ttft = (rec.first_token_s - rec.arrival_s) * 1e3
-    assert ttft.mean() == pytest.approx(ref.ttft_ms.mean, rel=1e-9)
-    assert ((rec.finish_s - rec.arrival_s) * 1e3).mean() == pytest.approx(ref.e2e_ms.mean, rel=1e-9)
-    # the first wave at t = 0, every later request the moment an earlier one finished
+    assert ttft.mean() == pytest.approx(ref.ttft_ms.mean + overhead_s * 1e3, rel=1e-9)
+    assert ((rec.finish_s - rec.arrival_s) * 1e3).mean() == pytest.approx(ref.e2e_ms.mean + overhead_s * 1e3, rel=1e-9)
+    # the first wave at t = 0, every later request the moment an earlier one's last token left the engine
     assert (rec.arrival_s[:clients] == 0).all() and (np.sort(rec.arrival_s[clients:]) > 0).all()
-    assert set(rec.arrival_s[clients:]) <= set(rec.finish_s)
+    assert set(np.round(rec.arrival_s[clients:], 9)) <= set(np.round(rec.finish_s - overhead_s, 9))
     with pytest.raises(ConfigError, match="closed_loop_clients"):
         Cluster([setup], make_policy("round_robin")).run(_workload(4, 8, 8), closed_loop_clients=0)
+    staggered = _workload(4, 8, 8)
+    staggered.arrival_s[1:] = 100.0  # a first wave that does not arrive together has no closed-loop reading
+    with pytest.raises(ConfigError, match="first wave"):
+        Cluster([setup], make_policy("round_robin")).run(staggered, closed_loop_clients=2)
 
 
 def _pools(engine: str = "vllm") -> tuple[PerfModel, PerfModel]:
@@ -78,6 +83,18 @@ def test_alike_slices_of_a_pd_deployment_are_simulated_once():
     two = estimate_disaggregated_with_engine_model(pre, dec, 1024, 256, 32, num_prefill=2, num_decode=4)
     assert two.ttft_ms == pytest.approx(one.ttft_ms) and two.tpot_ms == pytest.approx(one.tpot_ms)
     assert two.throughput_tok_s == pytest.approx(2 * one.throughput_tok_s)
+    # a client count the slices cannot share evenly is simulated whole: one client is one client's throughput
+    lone = [estimate_disaggregated_with_engine_model(pre, dec, 1024, 256, 1, num_prefill=k, num_decode=k)
+            for k in (1, 2)]  # fmt: skip
+    assert lone[1].throughput_tok_s == pytest.approx(lone[0].throughput_tok_s, rel=1e-6)
+    # Little's law counts the clients that have a request: 64 clients of 8 requests are 8
+    few = estimate_disaggregated_with_engine_model(pre, dec, 1024, 256, 64, num_prefill=1, num_decode=1,
+                                                   num_requests=8)  # fmt: skip
+    eight = estimate_disaggregated_with_engine_model(pre, dec, 1024, 256, 8, num_prefill=1, num_decode=1,
+                                                     num_requests=8)  # fmt: skip
+    assert few.throughput_tok_s == pytest.approx(eight.throughput_tok_s)
+    # the P/D cluster's throughput is Little's law on the engine's cycle, as the aggregated path's
+    assert one.throughput_tok_s == pytest.approx(16 * 256 / ((one.e2e_ms / 1e3) - pre.first_token_overhead_s))
     # offline: every request at t = 0, throughput over the makespan
     off = estimate_disaggregated_with_engine_model(pre, dec, 1024, 256, None, num_prefill=1, num_decode=1,
                                                    num_requests=8)  # fmt: skip

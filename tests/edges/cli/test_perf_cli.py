@@ -383,7 +383,7 @@ def test_validate_method_sim_runs_the_engine_model_like_estimate(tmp_path):
     pd_compared = 0
     for a_row, s_row in zip(res["analytic"]["rows"], res["sim"]["rows"], strict=True):
         if not a_row["layout"].startswith("agg"):
-            # disaggregated: the engine model's P/D cluster, as `estimate --layout` runs it by default
+            # disaggregated: the engine model's P/D cluster, as `estimate --layout ... --method sim` runs it
             assert s_row["predicted_ttft_ms"] != a_row["predicted_ttft_ms"]
             est = _run([
                 "estimate", "--model", s_row["model"], "--gpu", s_row["gpu"], "--isl", str(s_row["isl"]),

@@ -809,7 +809,7 @@ def build_corrections(
         if lt is None and ld is None:
             continue
         st = sd = None
-        if with_sim and row.layout.strip().lower().startswith("agg"):
+        if with_sim:  # the engine model's own residual (a P/D row's: its P/D cluster's)
             sres = predicted(row, "sim")
             if sres is not None:
                 st = _log_ratio(mt, sres.ttft_ms)

@@ -362,7 +362,8 @@ def estimate_with_engine_model(
     res = run_closed_loop(perf_model, cfg, isl, osl, c_rep or n_rep or 1, num_requests=n_rep, offline=offline,
                           seed=seed)  # fmt: skip
     overhead_ms = float(perf_model.first_token_overhead_s) * 1e3
-    per_replica_tok_s = res.output_tok_s if c_rep is None else c_rep * osl / (res.e2e_ms.mean / 1e3)
+    # Little's law: the clients that really have a request in flight (no more than the requests)
+    per_replica_tok_s = res.output_tok_s if c_rep is None else min(c_rep, res.num_requests) * osl / (res.e2e_ms.mean / 1e3)
     throughput = per_replica_tok_s * num_replicas
     return EngineEstimate(
         ttft_ms=res.ttft_ms.mean + overhead_ms,
@@ -423,14 +424,17 @@ def estimate_disaggregated_with_engine_model(
     if num_requests is not None and num_requests < 1:
         raise ConfigError(f"num_requests must be >= 1, got {num_requests}")
     # Round-robin routers split the deployment into g alike slices of num_prefill / g prefill and num_decode / g
-    # decode replicas, each serving its share of the clients (as estimate_with_engine_model splits them over
-    # aggregated replicas): one slice is simulated.
+    # decode replicas, each serving an equal share of the clients (or requests): one slice is simulated. g divides
+    # the clients and the requests too, so the slices are exactly alike.
     g = math.gcd(num_prefill, num_decode)
-    clients = None if concurrency is None else max(1, -(-concurrency // g))
+    for k in (concurrency, num_requests):
+        if k is not None:
+            g = math.gcd(g, k)
+    clients = None if concurrency is None else concurrency // g
     if offline:
-        n = max(1, -(-(num_requests or 1) // g))
+        n = (num_requests or 1) // g
     elif num_requests is not None:
-        n = max(1, -(-num_requests // g))
+        n = num_requests // g
     else:
         assert clients is not None  # the closed-loop protocol per decode replica, as run_closed_loop's per replica
         n = max(clients, min(REQUESTS_PER_CLIENT * clients, MAX_REQUESTS * (num_decode // g)))
@@ -494,7 +498,10 @@ def estimate_disaggregated_with_engine_model(
     tpot = (rec.finish_s - rec.first_token_s) * 1e3 / (osl - 1) if osl > 1 else np.zeros(0)
     makespan = float(rec.finish_s.max())
     out_tok_s = n * osl / makespan if makespan > 0 else float("nan")
-    slice_tok_s = out_tok_s if clients is None else clients * osl / (float(e2e.mean()) / 1e3)
+    # Little's law on the clients' cycle: a client sends again when its last token leaves the engine, before the
+    # first-token overhead the records carry (as estimate_with_engine_model, whose run excludes it)
+    cycle_s = float(e2e.mean()) / 1e3 - float(prefill.first_token_overhead_s)
+    slice_tok_s = out_tok_s if clients is None else min(clients, n) * osl / cycle_s
     ttft_s, tpot_s = LatencyStats.of(ttft), LatencyStats.of(tpot)
     return EngineEstimate(
         ttft_ms=ttft_s.mean,

@@ -277,9 +277,10 @@ class Cluster:
         """Serve ``w`` and record every request's outcome.
 
         ``closed_loop_clients`` (C) replays ``w`` as a closed loop instead, as a fixed-concurrency benchmark
-        drives a deployment: the first C requests arrive at their ``arrival_s``, and each later one the moment an
-        earlier request finishes (or is rejected), in index order; ``arrival_s`` of the records holds the times
-        they were sent."""
+        drives a deployment: the first C requests arrive together at their (equal) ``arrival_s``, and each later one
+        the moment an earlier request's last token leaves its engine (or it is rejected), in index order; the
+        first-token overhead a replica adds to the records (``ReplicaSetup.first_token_overhead_s``) does not delay
+        it. ``arrival_s`` of the records holds the times they were sent."""
         n = len(w)
         arrival = w.arrival_s
         arr = arrival.tolist()
@@ -290,6 +291,9 @@ class Cluster:
             if self.residency is not None:
                 raise ConfigError("closed_loop_clients: not with models that sleep and wake (a held request has no "
                                   "client to answer)")
+            if n and any(a != arr[0] for a in arr[: min(closed_loop_clients, n)]):
+                raise ConfigError("closed_loop_clients: the first wave must arrive together (every client's first "
+                                  "request at the same time), as a fixed-concurrency benchmark sends it")
             next_send = min(closed_loop_clients, n)
             arr[next_send:] = [_INF] * (n - next_send)
 

@@ -328,8 +328,9 @@ def fit_engines(
     ``method="sim"`` fits the aggregated families' constants through the engine model (what ``estimate``,
     ``simulate`` and ``plan`` run; about 10 ms a row), then only the analytic solver's own term, the share of the
     synchronised burst its mean TTFT sees (``ttft_sync_weight``, which the engine model simulates instead), through
-    the analytic solver; disaggregated pools, which both paths solve analytically, and the ``refine`` groups are
-    fitted through the analytic solver as before."""
+    the analytic solver; the disaggregated pools' own constants and the ``refine`` groups are fitted through the
+    analytic solver as before. (A family with fewer than ``MIN_GROUP_ROWS`` aggregated rows is fitted on all its
+    rows, its P/D rows then through the engine model's P/D cluster, which is much slower.)"""
     if method not in VALIDATION_METHODS:
         raise ConfigError(f"fit method: expected one of {', '.join(VALIDATION_METHODS)}, got {method!r}")
     engines = dict(cal.engines)
