@@ -115,3 +115,21 @@ def test_every_attention_dp_rank_schedules_its_own_batch_in_the_engine_model():
     assert narrow.ttft_ms == pytest.approx(wide.ttft_ms) and narrow.tpot_ms == pytest.approx(wide.tpot_ms)
     starved = estimate_with_engine_model(perf, 1024, 128, 64, max_num_seqs=4, max_num_batched_tokens=8192)
     assert starved.ttft_ms > 2 * narrow.ttft_ms  # 64 clients, 32 seats: half wait a whole request
+
+
+def test_assumed_decode_workers_admit_every_client_under_the_familys_kv_admission():
+    """A `0x` layout's decode workers are as many as admit every client at once: at the mean context for an engine
+    that allocates KV as tokens come (vLLM), at the whole length for one that reserves a request's whole output
+    before admitting it (TensorRT-LLM's GUARANTEED_NO_EVICT), as the engine model's schedulers do."""
+    import math
+
+    from gpuyield.core.perf.closed_loop import replica_seq_limit
+
+    isl, osl, c = 1024, 8192, 4096
+    for engine, length in (("vllm", isl + osl // 2), ("trtllm", isl + osl)):
+        pre, dec = _pools(engine)
+        res = estimate_disaggregated(pre, dec, isl, osl, c, num_prefill=None, num_decode=None)
+        mem = dec.memory(0.9, max_model_len=isl + osl)
+        seats = replica_seq_limit(dec, res.scheduler_limits[0])  # type: ignore[index]
+        cap = min(c, seats, mem.max_concurrent_seqs(length, bounded_tokens=isl + osl))
+        assert res.pd_workers is not None and res.pd_workers[1] == max(1, math.ceil(c / cap)), engine

@@ -51,7 +51,9 @@ MODEL_RULES_CHANGES = {
     1: "P/D pools with worker counts decode at the family's decode_scale; NCCL's tables read in bytes; the expert "
     "exchange under attention DP as all-gather + reduce-scatter (docs/benchmarks.md, twenty-third pass)",
     2: "the engine model gives every attention-DP rank its own max_num_seqs and runs P/D rows through its P/D "
-    "cluster, so stored engine-model residuals differ (docs/benchmarks.md, twenty-fourth pass)",
+    "cluster, so stored engine-model residuals differ; the decode workers assumed for a P/D layout without counts "
+    "admit every client under the family's KV admission (TensorRT-LLM reserves the whole output) "
+    "(docs/benchmarks.md, twenty-fourth pass)",
 }
 KV_MEMORY_BASES = ("total", "free")
 MXFP4_ACTIVATION_DTYPES = ("bf16", "fp8")

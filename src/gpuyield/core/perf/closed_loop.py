@@ -171,6 +171,19 @@ def replica_seq_limit(perf: PerfModel, max_num_seqs: int) -> int:
     return max_num_seqs * int(getattr(perf, "attention_dp", 1) or 1)
 
 
+def _reserves_whole_output(perf: PerfModel) -> bool:
+    """Whether ``perf``'s engine family admits a request only when KV for its whole output fits (TensorRT-LLM's
+    GUARANTEED_NO_EVICT: ``kv_admission: max_output`` in ``sim/data/engine_families.yaml``), as the engine model's
+    scheduler does."""
+    from gpuyield.core.sim.engine.config import (  # the simulator imports this module
+        ENGINE_FAMILIES,
+        EngineConfig,
+    )
+
+    family = perf.family
+    return family in ENGINE_FAMILIES and EngineConfig.for_family(family).kv_admission == "max_output"
+
+
 def _admission(perf: PerfModel, c: int, isl: int, osl: int, mem: MemoryPlan, max_num_seqs: int) -> tuple[int, str]:
     if not mem.fits:
         raise DoesNotFitError(mem.reason)
@@ -300,7 +313,8 @@ def estimate_disaggregated(
     Worker counts of ``None`` (unknown, e.g. AIConfigurator's ``0x``) mean: as many prefill replicas as
     keep the prefill pool's utilisation at the decode pool's request rate below one (the balanced
     deployment a planner would pick), and as many decode replicas as admit every client at once (one when
-    a single replica holds them all).
+    a single replica holds them all) under the family's KV admission: at the mean context, or at the whole
+    length for an engine that reserves a request's whole output before admitting it (TensorRT-LLM).
     """
     _check(isl, osl)
     if concurrency < 1:
@@ -311,6 +325,8 @@ def estimate_disaggregated(
     dmem = decode.memory(gpu_memory_utilization, max_model_len=isl + osl)
     if num_decode is None:
         cap, _ = _admission(decode, concurrency, isl, osl, dmem, seqs)
+        if _reserves_whole_output(decode):  # its scheduler admits a request only with KV for all of its tokens
+            cap = max(1, min(cap, dmem.max_concurrent_seqs(isl + osl, bounded_tokens=isl + osl)))
         nd = max(1, math.ceil(concurrency / cap))
     else:
         nd = num_decode

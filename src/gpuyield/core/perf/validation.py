@@ -393,14 +393,7 @@ def predict_row(
             perf, row.isl, row.osl, row.concurrency, num_requests=n_req, num_replicas=replicas,
             gpu_memory_utilization=mem_f, max_num_seqs=seqs, max_num_batched_tokens=budget,
         )  # fmt: skip
-        return dataclasses.replace(
-            analytic,
-            ttft_ms=eng.ttft_ms,
-            tpot_ms=eng.tpot_ms,
-            e2e_ms=eng.e2e_ms,
-            throughput_tok_s=eng.throughput_tok_s,
-            method=eng.method,
-        )
+        return _engine_answer(analytic, eng)
     assert layout.prefill is not None and layout.decode is not None
     # the P/D rule of PerfModel.build_pool; a layout with a worker count unrecorded decodes as the campaign's
     pre = _pool_model(model, gpu, layout.prefill, row, cal, "prefill", kv_dtype=st.kv_dtype)
@@ -430,6 +423,11 @@ def predict_row(
         pre, dec, row.isl, row.osl, row.concurrency, num_prefill=n_pre, num_decode=n_dec,
         num_requests=row.num_requests, gpu_memory_utilization=mem_f, max_num_seqs=seqs, max_num_batched_tokens=budget,
     )  # fmt: skip
+    return _engine_answer(analytic, eng)
+
+
+def _engine_answer(analytic: ClosedLoopResult, eng: Any) -> ClosedLoopResult:
+    """The analytic result (memory, limits, notes) with the engine model's latencies, throughput and method."""
     return dataclasses.replace(
         analytic,
         ttft_ms=eng.ttft_ms,
