@@ -323,6 +323,23 @@ class EngineEstimate:
     method: str = "engine model (gpuyield.core.sim.run_closed_loop) + fitted first-token overhead"
 
 
+def _engine_config(
+    perf: Any, max_num_seqs: int | None, max_num_batched_tokens: int | None, gpu_memory_utilization: float
+) -> EngineConfig:
+    """The engine config one replica of ``perf`` runs with in the engine model: its family's scheduler, under the
+    analytic solver's limit rule (:func:`gpuyield.core.perf.closed_loop.scheduler_limits`), one ``max_num_seqs``
+    per attention-DP rank (:func:`~gpuyield.core.perf.closed_loop.replica_seq_limit`)."""
+    family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
+    seqs, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
+    seqs = replica_seq_limit(perf, seqs)
+    return EngineConfig.for_family(
+        family if family in ENGINE_FAMILIES else "vllm",
+        max_num_seqs=min(seqs, 1 << 16),
+        max_num_batched_tokens=max(budget, min(seqs, 1 << 16)),
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+
+
 def estimate_with_engine_model(
     perf_model: Any,
     isl: int,
@@ -347,15 +364,7 @@ def estimate_with_engine_model(
     """
     if num_replicas < 1:
         raise ConfigError(f"num_replicas must be >= 1, got {num_replicas}")
-    family = str(getattr(perf_model, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
-    seqs, budget = scheduler_limits(perf_model, max_num_seqs, max_num_batched_tokens)  # the analytic solver's rule
-    seqs = replica_seq_limit(perf_model, seqs)  # one scheduler per attention-DP rank, as the analytic admission
-    cfg = EngineConfig.for_family(
-        family if family in ENGINE_FAMILIES else "vllm",
-        max_num_seqs=min(seqs, 1 << 16),
-        max_num_batched_tokens=max(budget, min(seqs, 1 << 16)),
-        gpu_memory_utilization=gpu_memory_utilization,
-    )
+    cfg = _engine_config(perf_model, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization)
     c_rep = None if concurrency is None else max(1, -(-concurrency // num_replicas))
     n_rep = None if num_requests is None else max(1, -(-num_requests // num_replicas))
     offline = c_rep is None
@@ -404,11 +413,11 @@ def estimate_disaggregated_with_engine_model(
     proxy, SGLang's router and TensorRT-LLM's disaggregated server route by default. The clients follow the
     protocol of :func:`run_closed_loop` (every client's first request at t = 0, :data:`REQUESTS_PER_CLIENT`
     requests each, at most :data:`MAX_REQUESTS` a decode replica); the decode engine computes every output token
-    and the client
-    streams from it, so the first token comes with the request's first decode step, plus the prefill engine's
-    first-token overhead. Throughput is Little's law on the mean end-to-end latency (closed loop) or total output
+    and the client streams from it, so the first token comes with the request's first decode step, plus the
+    prefill engine's first-token overhead. Throughput is Little's law on the mean end-to-end latency (closed loop) or total output
     over the makespan (offline), as :func:`estimate_with_engine_model`. Round-robin routing splits the deployment
-    into ``gcd(num_prefill, num_decode)`` alike slices, each with its share of the clients; one is simulated."""
+    into alike slices (the greatest common divisor of the worker counts, the clients and the requests), each with
+    its share of the clients; one is simulated."""
     from gpuyield.core.perf.closed_loop import pd_link_gb_s
     from gpuyield.core.policy.routing import make_policy
     from gpuyield.core.sim.cluster import STATUS_COMPLETED, Cluster, ReplicaSetup
@@ -440,15 +449,7 @@ def estimate_disaggregated_with_engine_model(
         n = max(clients, min(REQUESTS_PER_CLIENT * clients, MAX_REQUESTS * (num_decode // g)))
     setups: list[Any] = []
     for role, perf, count in (("prefill", prefill, num_prefill // g), ("decode", decode, num_decode // g)):
-        family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]
-        seqs, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
-        seqs = replica_seq_limit(perf, seqs)
-        cfg = EngineConfig.for_family(
-            family if family in ENGINE_FAMILIES else "vllm",
-            max_num_seqs=min(seqs, 1 << 16),
-            max_num_batched_tokens=max(budget, min(seqs, 1 << 16)),
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
+        cfg = _engine_config(perf, max_num_seqs, max_num_batched_tokens, gpu_memory_utilization)
         plan = perf.memory(gpu_memory_utilization, isl + osl, prefix_caching=cfg.enable_prefix_caching)
         try:
             blocks = kv_blocks_from_memory_plan(plan, cfg.block_size)
