@@ -168,10 +168,15 @@ def test_capacity_mode_with_owned_hardware(tmp_path: Path) -> None:
 
 def test_plan_records_and_uses_the_calibration(tmp_path: Path, calibration_file) -> None:  # type: ignore[no-untyped-def]
     slow = calibration_file(decode_factor=2.0)
+    stale = yaml.safe_load(slow.read_text())
+    del stale["model_rules"]  # written before rule versions were kept: the plan says to refit it
+    slow.write_text(yaml.safe_dump(stale, sort_keys=False))
     small = {**ARGS, "head": 200, "gpus": "h100_sxm", "top_k": 2, "disaggregated": False, "report": False}
     base = run_plan_command(out=str(tmp_path / "base"), **small)
     slowed = run_plan_command(out=str(tmp_path / "slow"), calibration=str(slow), **small)
     assert base["calibration"] == "shipped" and slowed["calibration"] == str(slow)
+    assert any("model's rules v0" in n for n in slowed["notes"])
+    assert not any("model's rules" in n for n in base["notes"])
     # twice-as-slow steps: the verified plan decodes slower, on at least as many GPUs
     assert slowed["best"]["verified"]["tpot_p99_ms"] > 1.5 * base["best"]["verified"]["tpot_p99_ms"]
     assert slowed["best"]["num_gpus"] >= base["best"]["num_gpus"]
