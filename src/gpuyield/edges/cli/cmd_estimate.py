@@ -119,8 +119,9 @@ def estimate_record(
     _check_engine_family(engine)
     spec = catalog.model(model)
     acc = resolve_gpu(catalog, calibration, gpu)
-    if method not in ("sim", "analytic"):
-        raise ConfigError(f"--method: expected 'sim' or 'analytic', got '{method}'")
+    if method not in _METHODS:
+        raise ConfigError(f"--method: expected 'auto', 'sim' or 'analytic', got '{method}'")
+    method = "sim" if method == "auto" else method  # auto: the engine model for an aggregated replica
     if replicas < 1:
         raise ConfigError(f"--replicas: expected >= 1, got {replicas}")
     ServingSettings(kv_dtype, gpu_memory_utilization, max_num_seqs, max_num_batched_tokens)  # the same checks as --layout
@@ -277,6 +278,7 @@ def _correction_record(corr: Any) -> dict[str, Any] | None:
     }
 
 
+_METHODS = ("auto", "sim", "analytic")
 # why `--method auto` answers a P/D layout with the analytic solver (docs/benchmarks.md, twenty-fourth pass)
 _PD_AUTO_NOTE = (
     "disaggregated layout: the analytic P/D solver, which is closer to the measured P/D rows than the engine "
@@ -331,10 +333,13 @@ def layout_record(
     from gpuyield.edges.perf.calibrate import lookups
     from gpuyield.errors import ConfigError, DoesNotFitError
 
-    if method not in ("sim", "analytic"):
-        raise ConfigError(f"--method: expected 'sim' or 'analytic', got '{method}'")
+    if method not in _METHODS:
+        raise ConfigError(f"--method: expected 'auto', 'sim' or 'analytic', got '{method}'")
     _check_engine_family(engine)
     lay = parse_layout(layout)  # a clear error for a malformed layout
+    auto_pd = method == "auto" and lay.kind == "disagg"  # auto: the analytic P/D solver, with a note saying why
+    if method == "auto":
+        method = "analytic" if auto_pd else "sim"
     if concurrency is None and not num_requests:
         raise ConfigError("--concurrency offline needs --num-requests")
     model_of, gpu_of = lookups(catalog, calibration)
@@ -371,7 +376,7 @@ def layout_record(
     try:
         res = predict_row(row, model_of, gpu_of, calibration, method, speculative, settings)
     except DoesNotFitError as exc:
-        out.update({"fits": False, "reason": str(exc), "notes": []})
+        out.update({"fits": False, "reason": str(exc), "notes": [_PD_AUTO_NOTE] if auto_pd else []})
         return out
     apply = corrections and speculative is None  # the measured points record no speculative setting
     res, corr = correct_row(res, row, model_of, gpu_of, calibration, method=method) if apply else (res, None)
@@ -400,6 +405,8 @@ def layout_record(
         note = _pd_decode_note(calibration, engine, out["gpu"], precision, lay.worker_counts_known)
         if note:
             out["notes"].append(note)
+    if auto_pd:
+        out["notes"].append(_PD_AUTO_NOTE)
     return out
 
 
@@ -608,22 +615,11 @@ def estimate(
             "max_num_seqs": max_num_seqs,
             "max_num_batched_tokens": max_num_batched_tokens,
         }
-        if method not in ("auto", "sim", "analytic"):
-            raise ConfigError(f"--method: expected 'auto', 'sim' or 'analytic', got '{method}'")
         if layout is not None:
             if (tp, pp, ep, attention_dp, replicas) != (1, 1, 1, 1, 1):
                 raise ConfigError("--layout replaces --tp/--pp/--ep/--attention-dp/--replicas: give one or the other")
-            from gpuyield.core.perf.validation import parse_layout
-
-            pd = parse_layout(layout).kind == "disagg"
-            if method == "auto":
-                common["method"] = "analytic" if pd else "sim"
             rec = layout_record(layout=layout, **common)
-            if method == "auto" and pd:
-                rec.setdefault("notes", []).append(_PD_AUTO_NOTE)
         else:
-            if method == "auto":
-                common["method"] = "sim"
             rec = estimate_record(
                 tp=tp,
                 pp=pp,
