@@ -12,7 +12,9 @@ from gpuyield.core.perf import PerfModel, estimate_closed_loop
 from gpuyield.core.perf.calibration import default_calibration
 from gpuyield.core.perf.closed_loop import estimate_disaggregated, own_scheduler_limits
 from gpuyield.core.perf.validation import (
+    LAYOUT_KINDS,
     error_summary,
+    layout_kind,
     parse_layout,
     repeat_floor,
     row_from_mapping,
@@ -264,6 +266,33 @@ def test_repeat_floor_is_the_error_no_model_of_the_inputs_can_remove():
     # a layout written with other spacing or case is the same input
     raw[1]["layout"] = "  " + raw[1]["layout"].upper()
     assert repeat_floor([row_from_mapping(r, i) for i, r in enumerate(raw)])["rows"] == 2
+
+
+def test_errors_and_repeat_floor_are_split_by_layout_kind_with_unrecorded_counts_apart():
+    """A P/D layout recorded without its worker counts (``0x``) is its own kind: its rows' errors and repeat
+    floor are reported apart from the P/D rows whose counts are known; the kinds' rows add up to the summary."""
+    pd_known = "disagg 1x prefill(tp2 adp1 ep1) + 1x decode(tp4 adp1 ep1)"
+    pd_zero = "disagg 0x prefill(tp2 adp1 ep1) + 0x decode(tp4 adp1 ep1)"
+    raw = [
+        _row(0),
+        _row(1, engine="trtllm", layout=pd_known, num_gpus="6", tp=""),
+        _row(2, engine="trtllm", layout=pd_zero, num_gpus="0", tp="", tpot_ms="10"),
+        _row(3, engine="trtllm", layout=pd_zero, num_gpus="0", tp="", tpot_ms="20"),  # another run, other counts
+        _row(4, layout="not a layout"),
+    ]
+    rows = [row_from_mapping(r, i) for i, r in enumerate(raw)]
+    assert [layout_kind(r) for r in rows] == ["agg", "disagg", "disagg_counts_unknown", "disagg_counts_unknown", "not"]
+    assert set(LAYOUT_KINDS) == {"agg", "disagg", "disagg_counts_unknown"}
+    res = validate_rows(rows, CAT.model, CAT.gpu, CAL)
+    kinds = res["summary_by_layout_kind"]
+    assert set(kinds) == set(LAYOUT_KINDS)  # the unparsable row is unsupported, never scored
+    assert [kinds[k]["tpot_ms"]["n"] for k in LAYOUT_KINDS] == [1, 1, 2]
+    assert sum(k["ttft_ms"]["n"] for k in kinds.values()) == res["summary"]["ttft_ms"]["n"] == 4
+    floors = res["repeat_floor_by_layout_kind"]
+    assert floors["disagg_counts_unknown"] == repeat_floor(rows[2:4])
+    assert floors["disagg_counts_unknown"]["tpot_ms"]["twin_mape"] == pytest.approx((1.0 + 0.5) / 2)
+    assert floors["agg"]["rows"] == floors["disagg"]["rows"] == 0
+    assert res["repeat_floor"]["rows"] == 2
 
 
 def test_repeat_floor_leaves_out_only_verbatim_copies_and_ignores_missing_values():

@@ -328,7 +328,7 @@ def test_validate_json_shape_and_report(tmp_path):
     assert res["implausible"] == []  # every fixture row is physically possible
     # the same errors split by layout kind: their row counts add up to the summary's
     kinds = res["summary_by_layout_kind"]
-    assert set(kinds) <= {"agg", "disagg"} and kinds
+    assert set(kinds) <= {"agg", "disagg", "disagg_counts_unknown"} and kinds
     assert sum(k["ttft_ms"]["n"] for k in kinds.values()) == res["summary"]["ttft_ms"]["n"]
     assert set(res["summary"]) == {"ttft_ms", "tpot_ms", "e2e_ms", "throughput_tok_s"}
     for s in res["summary"].values():

@@ -37,6 +37,7 @@ from gpuyield.errors import ConfigError, GpuyieldError
 
 __all__ = [
     "CSV_COLUMNS",
+    "LAYOUT_KINDS",
     "METRICS",
     "Layout",
     "MeasurementRow",
@@ -52,6 +53,7 @@ __all__ = [
     "measurement_content",
     "measurement_copies",
     "measurement_floor",
+    "layout_kind",
     "parse_layout",
     "predict_row",
     "prediction_cache_key",
@@ -860,6 +862,22 @@ def error_summary(pairs: Sequence[tuple[float, float]]) -> dict[str, float | int
     }
 
 
+LAYOUT_KINDS = ("agg", "disagg", "disagg_counts_unknown")
+
+
+def layout_kind(row: MeasurementRow) -> str:
+    """``agg``, ``disagg``, or ``disagg_counts_unknown`` (a P/D layout recorded without its worker counts, e.g.
+    AIConfigurator's ``0x``: the counts, which set the decode batch and the queueing, are not in the row); the
+    row's first layout word when the layout does not parse (it is then unsupported anyway)."""
+    try:
+        layout = parse_layout(row.layout, row.tp)
+    except GpuyieldError:
+        return (row.layout.lower().split() or ["?"])[0]
+    if layout.kind == "disagg" and not layout.worker_counts_known:
+        return "disagg_counts_unknown"
+    return layout.kind
+
+
 def repeat_floor(rows: Sequence[MeasurementRow]) -> dict[str, Any]:
     """How much of a file's error no model of its inputs can remove: rows that share every input column with a row
     measured with other values (another worker count behind a ``0x`` layout, MTP on or off, another batch limit:
@@ -988,7 +1006,8 @@ def validate_rows(
     plain_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}  # before the corrections
     implausible: list[dict[str, Any]] = []
     plausible_pairs: dict[str, list[tuple[float, float]]] = {k: [] for k in METRICS}
-    kind_pairs: dict[str, dict[str, list[tuple[float, float]]]] = {}  # per layout kind: agg, disagg
+    kind_pairs: dict[str, dict[str, list[tuple[float, float]]]] = {}  # per layout_kind
+    kind_rows: dict[str, list[MeasurementRow]] = {}
     predictions: list[ClosedLoopResult | str] = []
     for row in rows:
         key = (
@@ -1062,7 +1081,8 @@ def validate_rows(
                 rec[f"predicted_{k}"] = getattr(final, k)
                 rec[f"measured_{k}"] = row.measured[k]
             _score(pairs, final, row)
-            kind = (row.layout.lower().split() or ["?"])[0]
+            kind = layout_kind(row)
+            kind_rows.setdefault(kind, []).append(row)
             _score(kind_pairs.setdefault(kind, {k: [] for k in METRICS}), final, row)
             why = implausible_reason(row, model_of, gpu_of)
             if why is None:
@@ -1094,9 +1114,11 @@ def validate_rows(
         "summary_plausible": {k: error_summary(v) for k, v in plausible_pairs.items()},
         # rows whose inputs repeat with other measured values: the error no model of the inputs can remove
         "repeat_floor": repeat_floor([r for r, p in zip(rows, predictions, strict=True) if not isinstance(p, str)]),
-        # the same errors per layout kind (aggregated vs disaggregated deployments)
+        # the same errors per layout kind (layout_kind: aggregated, disaggregated, disaggregated with its worker
+        # counts unrecorded), and each kind's own repeat floor
         "summary_by_layout_kind": {
             kind: {k: error_summary(v) for k, v in kp.items()} for kind, kp in sorted(kind_pairs.items())
         },
+        "repeat_floor_by_layout_kind": {kind: repeat_floor(kr) for kind, kr in sorted(kind_rows.items())},
         "rows": out_rows,
     }
