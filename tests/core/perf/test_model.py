@@ -780,3 +780,42 @@ def test_a_step_with_the_shipped_all_reduce_tables_never_gets_faster_as_it_grows
         prefill = [m.step_time_s(p, p * p / 2.0, 0, 0) for p in range(256, 65536, 256)]
         assert all(b >= a for a, b in zip(prefill, prefill[1:], strict=False)), (gpu, engine)
         assert any("expert all-gather" in s for s in m.step_breakdown(65536, 65536.0**2 / 2, 0, 0).out_of_range)
+
+
+def test_attention_dp_times_a_step_by_its_busiest_rank():
+    """Attention DP places whole prompts on ranks: one prompt's prefill runs its attention and dense layers on
+    one rank (the others wait at the expert exchange), so it is slower than the same tokens spread over every
+    rank; as many prompts as ranks is the spread case exactly; without attention DP the count changes nothing."""
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("h200_sxm")
+    adp = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8")
+    tp = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp8", kv_dtype="fp8")
+    args = (8192, 8192.0**2 / 2, 16, 16 * 4096)
+    spread = adp.step_time_s(*args)
+    assert adp.step_time_s(*args, prefill_seqs=8) == pytest.approx(spread, rel=1e-12)
+    assert adp.step_time_s(*args, prefill_seqs=16) == pytest.approx(spread, rel=1e-12)
+    one = adp.step_time_s(*args, prefill_seqs=1)
+    nine = adp.step_time_s(*args, prefill_seqs=9)  # two of the nine on one rank
+    assert one > nine > spread
+    # the prompt's own rank does all of its attention: attention time scales with the rank's share
+    a1 = adp.step_breakdown(8192, 8192.0**2 / 2, 0, 0).ops["attn_prefill"]
+    assert adp._ops(8192, 8192.0**2 / 2, 0, 0, 1.0, 1)[2] == pytest.approx(8 * a1, rel=1e-12)
+    # one prompt alone on a tp8 replica is faster than on one rank of an attention-DP replica of the same GPUs
+    assert tp.step_time_s(8192, 8192.0**2 / 2, 0, 0, prefill_seqs=1) < adp.step_time_s(
+        8192, 8192.0**2 / 2, 0, 0, prefill_seqs=1
+    )
+    for k in (1, 3, None):  # no attention DP: the prompt count does not matter
+        assert tp.step_time_s(*args, prefill_seqs=k) == tp.step_time_s(*args)
+    # decode-only steps ignore it too
+    assert adp.step_time_s(0, 0.0, 16, 16 * 4096, prefill_seqs=1) == adp.step_time_s(0, 0.0, 16, 16 * 4096)
+
+
+def test_one_prompts_prefill_latency_is_its_ranks_and_its_cost_is_the_replicas_share():
+    from gpuyield.core.perf.closed_loop import prefill_time_s
+
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("h200_sxm")
+    adp = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8")
+    tp = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp8", kv_dtype="fp8")
+    alone, marg = prefill_time_s(adp, 8192, 4, 4 * 2048, 2048)
+    spread, marg_s = prefill_time_s(adp, 8192, 4, 4 * 2048, 2048, alone=False)
+    assert alone > 2 * spread and marg == pytest.approx(marg_s, rel=1e-12)
+    assert prefill_time_s(tp, 8192, 4, 4 * 2048, 2048) == prefill_time_s(tp, 8192, 4, 4 * 2048, 2048, alone=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -372,7 +373,8 @@ def test_disaggregated_decode_admission_wait_lands_in_ttft_and_unknown_counts_ad
 
 
 def test_wide_tensor_parallel_layouts_run_attention_data_parallel():
-    """tp48 cannot shard 128 attention heads; the row is modelled as 48 attention-DP ranks + EP48."""
+    """tp48 cannot shard 128 attention heads, nor tp64 stay inside a node: the rows are modelled as attention-DP
+    ranks of the widest tensor parallelism that fits both, with the experts expert-parallel over all GPUs."""
     from gpuyield.core.perf.validation import MeasurementRow, _pool_model
 
     m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("gb200")
@@ -383,8 +385,20 @@ def test_wide_tensor_parallel_layouts_run_attention_data_parallel():
     )
     lay = parse_layout(row.layout, 48)
     assert lay.replica is not None
-    p = _pool_model(m, g, lay.replica, row, CAL)
-    assert (p.tp, p.attention_dp, p.ep, p.moe_tp) == (1, 48, 48, 1)
+    p = _pool_model(m, g, lay.replica, row, CAL)  # gb200 trays of 4 GPUs: 12 attention-DP ranks of tp4
+    assert (p.tp, p.attention_dp, p.ep, p.moe_tp) == (4, 12, 48, 1)
+    # wider than a node: node-wide tensor-parallel groups, one attention-DP rank each
+    lay64 = parse_layout("agg tp64 pp1 adp1 moe_tp8 ep8", 64)
+    assert lay64.replica is not None
+    for engine in ("sglang", "trtllm", "vllm"):
+        p = _pool_model(m, CAT.gpu("b200_sxm"), lay64.replica, dataclasses.replace(row, engine=engine), CAL)
+        assert (p.tp, p.attention_dp, p.ep, p.moe_tp) == (8, 8, 8, 8), engine
+    # a degree that does not divide the heads keeps the widest one that does (Qwen3-32B: 64 heads)
+    q = CAT.model("Qwen/Qwen3-32B")
+    lay24 = parse_layout("agg tp24 pp1 adp1 moe_tp1 ep1", 24)
+    assert lay24.replica is not None
+    p = _pool_model(q, CAT.gpu("h100_sxm"), lay24.replica, dataclasses.replace(row, model=q.id), CAL)
+    assert (p.tp, p.attention_dp) == (8, 3)
     # a tp that shards the heads inside one node is left alone
     lay8 = parse_layout("agg tp8 pp1 adp1 moe_tp8 ep1", 8)
     assert lay8.replica is not None

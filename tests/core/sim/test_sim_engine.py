@@ -39,6 +39,62 @@ def test_chunked_prefill_respects_budget_and_running_first() -> None:
     assert out.num_scheduled_tokens <= 64
 
 
+def test_a_prompt_takes_at_most_its_chunk_cap_a_step_and_the_budget_goes_to_the_next() -> None:
+    """An attention-DP replica's rank budget: one prompt takes at most ``max_prefill_chunk_tokens`` a step, the
+    rest of the replica's budget goes to other prompts (on other ranks); without chunking the cap does nothing."""
+    eng = make_engine(max_num_batched_tokens=128, max_num_seqs=8, max_prefill_chunk_tokens=48)
+    a, b, c = make_requests(3, prompt=100, output=3)
+    eng.add_request(a, 0.0)
+    out = eng.run
+    assert out is not None and out.prefill_num_new_tokens == [48]  # alone: its cap, not the budget
+    eng.add_request(b, 0.0)
+    eng.add_request(c, 0.0)
+    eng.complete_run()  # a (running first) 48 of its 52, b 48, c the budget's last 32
+    out = eng.run
+    assert out is not None and out.prefill_num_new_tokens == [48, 48, 32]
+    eng.complete_run()  # a 4, b 48 of its 52, c 48 of its 68
+    out = eng.run
+    assert out is not None and out.prefill_num_new_tokens == [4, 48, 48]
+    with pytest.raises(ConfigError, match="max_prefill_chunk_tokens"):
+        EngineConfig(max_prefill_chunk_tokens=0)
+    eng = make_engine(max_num_batched_tokens=128, max_num_seqs=8, max_prefill_chunk_tokens=48, enable_chunked_prefill=False)
+    (r,) = make_requests(1, prompt=100, output=3)
+    eng.add_request(r, 0.0)
+    assert eng.run is not None and eng.run.prefill_num_new_tokens == [100]
+
+
+def test_an_attention_dp_replica_has_every_ranks_budget_and_passes_each_steps_prompts() -> None:
+    from gpuyield.core.catalog import default_catalog
+    from gpuyield.core.perf import PerfModel
+    from gpuyield.core.perf.closed_loop import scheduler_limits
+    from gpuyield.core.sim.closed_loop import _engine_config
+
+    cat = default_catalog()
+    m, g = cat.model("deepseek-ai/DeepSeek-R1"), cat.gpu("h200_sxm")
+    adp = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8", engine="sglang")
+    seqs, budget = scheduler_limits(adp, None, None)
+    cfg = _engine_config(adp, None, None, 0.9)
+    assert cfg.max_num_batched_tokens == 8 * budget and cfg.max_prefill_chunk_tokens == budget
+    assert cfg.max_num_seqs == 8 * seqs
+    tp = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp8", kv_dtype="fp8", engine="sglang")
+    cfg = _engine_config(tp, None, None, 0.9)
+    assert cfg.max_prefill_chunk_tokens is None and cfg.max_num_batched_tokens == scheduler_limits(tp, None, None)[1]
+    # the replica times a step with prefill chunks by its busiest rank: one lone prompt, all on one rank
+    seen: list[object] = []
+
+    class Spy:
+        attention_dp = 8
+
+        def step_time_s(self, p: int, a: float, d: int, s: int, prefill_seqs: int | None = None) -> float:
+            seen.append(prefill_seqs)
+            return adp.step_time_s(p, a, d, s, prefill_seqs=prefill_seqs)
+
+    eng = ReplicaEngine(EngineConfig(max_num_batched_tokens=4096, max_num_seqs=8), Spy(), num_gpu_blocks=4096)
+    (r,) = make_requests(1, prompt=1000, output=2)
+    eng.add_request(r, 0.0)
+    assert seen == [1]
+
+
 def test_no_chunked_prefill_waits_for_budget() -> None:
     eng = make_engine(max_num_batched_tokens=64, max_num_seqs=8, enable_chunked_prefill=False)
     (r,) = make_requests(1, prompt=100, output=3)

@@ -91,19 +91,26 @@ def prefill_time_s(
     num_decode_seqs: float = 0.0,
     decode_ctx_tokens: float = 0.0,
     budget_tokens: int | None = None,
+    *,
+    alone: bool = True,
 ) -> tuple[float, float]:
-    """(wall time, marginal time) of one prompt's prefill, chunked, mixed with a decode batch."""
+    """(wall time, marginal time) of one prompt's prefill, chunked, mixed with a decode batch.
+
+    The wall time is the prompt's own latency: under attention DP its chunks run on one rank (``alone``; False
+    spreads them over the ranks, a replica's prefill throughput). The marginal time is its share of the
+    replica's device time (always spread), what it costs the other requests."""
     budget = budget_tokens if budget_tokens is not None else own_scheduler_limits(perf)[1]
     d = int(round(num_decode_seqs))
     s = int(round(decode_ctx_tokens))
     base = perf.step_time_s(0, 0.0, d, s) if d > 0 else 0.0
+    one_rank = alone and int(getattr(perf, "attention_dp", 1) or 1) > 1
     wall = 0.0
     marg = 0.0
     # decodes take their share of the token budget (K + 1 each when verifying K draft tokens); prompts always
     # progress by at least 1/8 of it
     for n, a in _chunks(isl, max(budget // 8, budget - d * perf.decode_budget_tokens, 1)):
         t = perf.step_time_s(n, a, d, s)
-        wall += t
+        wall += perf.step_time_s(n, a, d, s, prefill_seqs=1) if one_rank else t
         marg += t - base
     return wall, marg
 
@@ -347,7 +354,7 @@ def estimate_disaggregated(
     lifetime = wall + transfer + (osl - 1) * tpot
     rate = n * nd / lifetime  # requests/s across the decode pool
     # batched prefill on the prefill pool: tokens/s capacity of one prefill replica
-    bw_wall, _ = prefill_time_s(prefill, min(batch_tok, max(isl, batch_tok)), 0.0, 0.0, batch_tok)
+    bw_wall, _ = prefill_time_s(prefill, min(batch_tok, max(isl, batch_tok)), 0.0, 0.0, batch_tok, alone=False)
     tok_per_s = min(batch_tok, max(isl, batch_tok)) / bw_wall
     np_ = num_prefill or max(1, math.ceil(rate * isl / (0.8 * tok_per_s)))
     rho = min(0.95, rate * isl / (np_ * tok_per_s))

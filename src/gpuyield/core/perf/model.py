@@ -3,7 +3,10 @@
 One *replica* is ``tp * pp * attention_dp`` GPUs. Per pipeline stage, attention and dense MLPs are split
 ``tp`` ways and replicated over ``attention_dp`` ranks (each rank runs its share of the sequences); routed
 experts are spread over the ``tp * attention_dp`` GPUs of the stage, ``ep`` ways expert-parallel and
-``tp * attention_dp / ep`` ways tensor-parallel inside each expert.
+``tp * attention_dp / ep`` ways tensor-parallel inside each expert. Attention DP places whole requests on
+ranks and a step lasts as long as its busiest rank: decodes spread evenly, but a prompt's prefill chunk runs on
+its own rank (``step_time_s(..., prefill_seqs=k)``: k prompts put ``ceil(k / attention_dp)`` on one rank; None
+spreads the tokens evenly, a full replica's prefill throughput), and the collectives pad to that rank.
 
 Each op is timed as ``max(FLOPs / (peak × eff_compute(M)), bytes / (bandwidth × eff_memory))`` where the
 efficiencies come from measured kernel tables (see :mod:`gpuyield.core.perf.calibration`) and ``M`` is the
@@ -761,9 +764,11 @@ class PerfModel:
         num_decode_seqs: int,
         decode_ctx_tokens: int,
         queries_per_seq: float = 1.0,
+        prefill_seqs: int | None = None,
     ) -> tuple[float, float, float, float, float, float, float, float]:
         """Per-op seconds of one forward step; ``queries_per_seq`` > 1: each decoding sequence runs that many
-        positions (speculative verification), over one read of its KV."""
+        positions (speculative verification), over one read of its KV. ``prefill_seqs``: how many prompts the
+        prefill tokens belong to (None: enough to spread them evenly over the attention-DP ranks)."""
         c = self._c
         P = float(num_prefill_tokens)
         D = float(num_decode_seqs)
@@ -772,8 +777,16 @@ class PerfModel:
         if T <= 0:
             return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c.overhead_fixed_s * 0.0)
         pp = c.pp
-        Tr = T / c.adp  # tokens per attention-DP rank
-        work = (P * c.prefill_scale + Dq) / c.adp  # prefill tokens weighted by the engine's fitted factor
+        # Attention DP places whole requests on ranks, and a step lasts as long as its busiest rank: k prompts
+        # over adp ranks put ceil(k / adp) of them on one rank (one prompt: all of its tokens on one GPU's
+        # attention and dense layers); decodes are spread evenly.
+        share = 1.0 / c.adp
+        if prefill_seqs is not None and P > 0 and c.adp > 1:
+            k = max(1, int(prefill_seqs))
+            share = math.ceil(k / c.adp) / k
+        Tr = P * share + Dq / c.adp  # tokens on the busiest attention-DP rank
+        work = P * c.prefill_scale * share + Dq / c.adp  # prefill tokens weighted by the engine's fitted factor
+        t_pad = Tr * c.adp  # collectives pad every rank to the busiest one (T itself when spread evenly)
         # dense linear layers
         gemm = pp * max(
             sum(f * work / (pk * cv(Tr)) for f, pk, cv in c.dense_groups),
@@ -793,6 +806,8 @@ class PerfModel:
         if P > 0:
             attn_p = (
                 pp
+                * share
+                * c.adp  # the per-token constants are spread over the attention-DP ranks
                 * c.prefill_scale
                 * (
                     c.attn_prefill_flops_per_sq * prefill_attn_tokens_sq
@@ -817,18 +832,18 @@ class PerfModel:
         comm_tp = 0.0
         if c.n_allreduce:
             if c.ar_table is not None:
-                one = c.ar_table(c.ar_bytes_per_tok * T)
+                one = c.ar_table(c.ar_bytes_per_tok * t_pad)
             else:
-                one = c.ar_lat + c.ar_s_per_byte * c.ar_bytes_per_tok * T
+                one = c.ar_lat + c.ar_s_per_byte * c.ar_bytes_per_tok * t_pad
             comm_tp = c.n_allreduce * (one + c.ar_overhead_s) * pp
         comm_ep = 0.0
         if c.n_a2a:
             if c.ep_gather is not None and c.ep_scatter is not None:
-                nbytes = c.ep_bytes_per_tok * T
+                nbytes = c.ep_bytes_per_tok * t_pad
                 pair = c.ep_gather(nbytes) + c.ep_scatter(nbytes) + 2.0 * c.ar_overhead_s
                 comm_ep = c.n_a2a / 2.0 * pair * pp
             else:
-                comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * T) * pp
+                comm_ep = c.n_a2a * (c.ar_lat + c.a2a_s_per_byte * c.a2a_bytes_per_tok * t_pad) * pp
         s = c.decode_scale
         overhead = c.overhead_fixed_s + c.overhead_per_seq_s * D
         return (gemm * s, moe * s, attn_p * s, attn_d * s, comm_tp * s, comm_ep * s, lm * s, overhead)
@@ -839,22 +854,31 @@ class PerfModel:
         prefill_attn_tokens_sq: float,
         num_decode_seqs: int,
         decode_ctx_tokens: int,
+        prefill_seqs: int | None = None,
     ) -> float:
         """Seconds of one forward step (see the package docstring for the argument meanings). With
         speculative decoding (:meth:`with_speculative`) a step's decode part is charged per output token: its
-        verification and drafting divided by the tokens a step yields (``gpuyield.core.perf.speculative``)."""
+        verification and drafting divided by the tokens a step yields (``gpuyield.core.perf.speculative``).
+        ``prefill_seqs``: the prompts the prefill tokens belong to, which matters under attention DP (whole
+        prompts sit on one rank); None spreads them evenly over the ranks (a full replica's throughput)."""
+        args = (num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, prefill_seqs)
         if self.measured is None:
-            return sum(self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
-        return sum(self._measured_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens))
+            return sum(self._step_ops(*args))
+        return sum(self._measured_ops(*args))
 
     def _measured_ops(
-        self, num_prefill_tokens: int, prefill_attn_tokens_sq: float, num_decode_seqs: int, decode_ctx_tokens: int
+        self,
+        num_prefill_tokens: int,
+        prefill_attn_tokens_sq: float,
+        num_decode_seqs: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int | None = None,
     ) -> tuple[float, ...]:
         """Per-op seconds with the measured step scales: the decoding sequences' part of the step (what the
         step would take without its prefill chunks; at least one sequence's, the fixed costs) times the decode
         multiplier, the rest times the prefill multiplier (``gpuyield.core.perf.measured_steps``)."""
         assert self.measured is not None
-        full = self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        full = self._step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, prefill_seqs)
         mp, md = self.measured.at(num_decode_seqs)
         if num_prefill_tokens <= 0:
             return tuple(v * md for v in full)
@@ -897,14 +921,21 @@ class PerfModel:
         return max(c.attn_decode_bytes_s_per_ctx, c.attn_decode_flops_s_per_ctx * queries_per_seq)
 
     def _step_ops(
-        self, num_prefill_tokens: int, prefill_attn_tokens_sq: float, num_decode_seqs: int, decode_ctx_tokens: int
+        self,
+        num_prefill_tokens: int,
+        prefill_attn_tokens_sq: float,
+        num_decode_seqs: int,
+        decode_ctx_tokens: int,
+        prefill_seqs: int | None = None,
     ) -> tuple[float, ...]:
         spec = self.speculative
         if spec is None or num_decode_seqs <= 0:
-            return self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+            return self._ops(
+                num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, 1.0, prefill_seqs
+            )
         q = float(spec.positions_per_seq)
         # the real step: the prefill chunks and every decoding sequence's K + 1 positions in one forward pass ...
-        full = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, q)
+        full = self._ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, q, prefill_seqs)
         # ... after K drafter passes over the decoding sequences: draft_layers of the target's layers (GEMMs,
         # experts, attention, collectives) and an LM head each; the fixed step overhead is the real step's
         k = spec.num_draft_tokens
@@ -921,7 +952,7 @@ class PerfModel:
         # keep their own step's cost, shared weight reads and overhead included. Monotone in every argument
         # and affine in the decode context, like a plain step.
         pre = (
-            self._ops(num_prefill_tokens, prefill_attn_tokens_sq, 0, 0)
+            self._ops(num_prefill_tokens, prefill_attn_tokens_sq, 0, 0, 1.0, prefill_seqs)
             if num_prefill_tokens > 0
             else (0.0,) * len(OPS)
         )

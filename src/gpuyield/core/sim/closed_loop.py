@@ -328,14 +328,17 @@ def _engine_config(
 ) -> EngineConfig:
     """The engine config one replica of ``perf`` runs with in the engine model: its family's scheduler, under the
     analytic solver's limit rule (:func:`gpuyield.core.perf.closed_loop.scheduler_limits`), one ``max_num_seqs``
-    per attention-DP rank (:func:`~gpuyield.core.perf.closed_loop.replica_seq_limit`)."""
+    (:func:`~gpuyield.core.perf.closed_loop.replica_seq_limit`) and one token budget per attention-DP rank, a
+    prompt taking at most one rank's budget a step (it sits on one rank)."""
     family = str(getattr(perf, "engine", "vllm")).split(":", 1)[0]  # "trtllm:disagg" -> "trtllm"
     seqs, budget = scheduler_limits(perf, max_num_seqs, max_num_batched_tokens)
     seqs = replica_seq_limit(perf, seqs)
+    adp = int(getattr(perf, "attention_dp", 1) or 1)
     return EngineConfig.for_family(
         family if family in ENGINE_FAMILIES else "vllm",
         max_num_seqs=min(seqs, 1 << 16),
-        max_num_batched_tokens=max(budget, min(seqs, 1 << 16)),
+        max_num_batched_tokens=max(budget * adp, min(seqs, 1 << 16)),
+        max_prefill_chunk_tokens=budget if adp > 1 else None,
         gpu_memory_utilization=gpu_memory_utilization,
     )
 

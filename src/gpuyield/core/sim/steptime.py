@@ -8,6 +8,10 @@ performance model's internals. ``step_time_s`` takes one engine iteration in agg
 - ``num_decode_seqs``: sequences generating one token this step;
 - ``decode_ctx_tokens``: sum of those sequences' context lengths (tokens attended, including the new one).
 
+A model with attention-DP ranks (an ``attention_dp`` attribute above 1, as a ``PerfModel`` has) also takes
+``prefill_seqs``, the number of prompts the step's prefill tokens belong to: each prompt sits on one rank, and the
+replica passes it for every step with prefill chunks.
+
 Analytic decode runs assume ``step_time_s`` is affine in ``decode_ctx_tokens`` for a fixed batch over the
 span of one run (true of every roofline/linear-fit model: decode attention reads KV bytes proportional to the
 context). The run time is then exact from two evaluations (first and last step); for a model that is only

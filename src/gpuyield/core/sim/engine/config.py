@@ -105,6 +105,10 @@ class EngineConfig:
     # prefix-cache hits count in whole multiples of this many tokens: vLLM caches a hybrid (linear-attention) model's
     # prefixes at its raised block (MemoryPlan.hybrid_block_tokens); 0 = any whole block
     prefix_hit_tokens: int = 0
+    # Most tokens one prompt computes in a step (None: the step budget). A replica of attention-DP ranks runs one
+    # scheduler per rank: the engine model holds it as one scheduler with every rank's budget and seats, and a
+    # prompt, which sits on one rank, takes at most one rank's budget a step.
+    max_prefill_chunk_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.family not in ENGINE_FAMILIES:
@@ -129,6 +133,8 @@ class EngineConfig:
                 f"({self.max_model_len}) with chunked prefill off; raise the budget or lower max_model_len, as vLLM "
                 "requires"
             )
+        if self.max_prefill_chunk_tokens is not None and self.max_prefill_chunk_tokens < 1:
+            raise ConfigError(f"engine.max_prefill_chunk_tokens: must be >= 1, got {self.max_prefill_chunk_tokens}")
         if self.kv_admission not in ("on_demand", "max_output"):
             raise ConfigError(f"engine.kv_admission: expected 'on_demand' or 'max_output', got {self.kv_admission!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

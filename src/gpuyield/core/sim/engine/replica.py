@@ -49,6 +49,9 @@ class ReplicaEngine:
         )
         # a PerfModel says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(config, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
+        # a PerfModel with attention-DP ranks times a step by its busiest rank, which needs the number of prompts
+        # its prefill tokens belong to (whole prompts sit on one rank); other step models take the aggregate form
+        self._per_rank_prefill = int(getattr(step_model, "attention_dp", 1) or 1) > 1
         self.num_gpu_blocks = num_gpu_blocks
         # num_decode_seqs -> (step time at zero context, seconds per context token) of a pure-decode step,
         # or None when the model is not affine in the context for that batch (then each run asks it twice)
@@ -151,7 +154,11 @@ class ReplicaEngine:
                         last = self.step_model.step_time_s(0, 0.0, n, out.decode_ctx_tokens + (k - 1) * n)
                         b = (last - a) / (k - 1)
         else:
-            a = self.step_model.step_time_s(out.num_prefill_tokens, out.prefill_attn_tokens_sq, n, out.decode_ctx_tokens)
+            args = (out.num_prefill_tokens, out.prefill_attn_tokens_sq, n, out.decode_ctx_tokens)
+            if self._per_rank_prefill:
+                a = self.step_model.step_time_s(*args, prefill_seqs=len(out.prefill_reqs))  # type: ignore[call-arg]
+            else:
+                a = self.step_model.step_time_s(*args)
         if out.load_tokens and self.kv.offload is not None:
             a += out.load_tokens * self.kv.offload.s_per_token
         self._a = a

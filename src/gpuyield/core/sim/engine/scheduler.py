@@ -44,6 +44,9 @@ class Scheduler:
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.chunked = config.enable_chunked_prefill
+        # most tokens one prompt computes a step (an attention-DP rank's budget; EngineConfig)
+        cap = config.max_prefill_chunk_tokens
+        self.chunk_cap = cap if (cap is not None and self.chunked) else 1 << 60
         self.max_run = config.max_decode_run_steps or (1 << 60)
         self.reserve_output = config.kv_admission == "max_output"
         # step-budget tokens one decoding request takes: 1, or K + 1 when the step model verifies K draft tokens
@@ -160,7 +163,7 @@ class Scheduler:
                     break
                 if req.status != _RUNNING:  # preempted earlier in this loop
                     continue
-                num_new = req.num_tokens - req.num_computed_tokens
+                num_new = min(req.num_tokens - req.num_computed_tokens, self.chunk_cap)
                 if num_new > budget:
                     num_new = budget
                 ok = True
@@ -245,8 +248,7 @@ class Scheduler:
             num_new = req.num_tokens - num_hit_tokens
             if not self.chunked and num_new > budget:
                 break
-            if num_new > budget:
-                num_new = budget
+            num_new = min(num_new, budget, self.chunk_cap)
             if not kv.allocate_admit(req, hits, num_load, num_new):
                 self._head_needs_blocks = True
                 break
