@@ -809,6 +809,46 @@ def test_attention_dp_times_a_step_by_its_busiest_rank():
     assert adp.step_time_s(0, 0.0, 16, 16 * 4096, prefill_seqs=1) == adp.step_time_s(0, 0.0, 16, 16 * 4096)
 
 
+def test_the_busiest_rank_holds_the_largest_prompts_first():
+    from gpuyield.core.perf.model import busiest_rank_share
+
+    assert busiest_rank_share(1, 8) == 1.0 and busiest_rank_share(8, 8) == pytest.approx(1 / 8)
+    assert busiest_rank_share(9, 8) == pytest.approx(2 / 9) and busiest_rank_share(3, 1) == 1.0
+    # a prompt's tail beside a full chunk: the full chunk's rank is the busiest
+    assert busiest_rank_share((64, 4096), 8) == pytest.approx(4096 / 4160)
+    # largest first onto the least loaded: 48 | 48, then 32 beside one of them
+    assert busiest_rank_share((32, 48, 48), 2) == pytest.approx(80 / 128)
+    assert busiest_rank_share((0, 0), 4) == pytest.approx(1 / 4)
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("h200_sxm")
+    adp = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8")
+    attn = 4096.0**2 / 2 + 64 * 4000.0
+    assert adp.step_time_s(4160, attn, 0, 0, prefill_seqs=(64, 4096)) > adp.step_time_s(4160, attn, 0, 0, prefill_seqs=2)
+    assert adp.step_time_s(4160, attn, 0, 0, prefill_seqs=[4096, 64]) == adp.step_time_s(
+        4160, attn, 0, 0, prefill_seqs=(64, 4096)
+    )
+
+
+def test_speculative_and_measured_steps_keep_the_busiest_rank():
+    """The speculative wrapper's prefill part and the measured step scales' prefill part are timed on the
+    prompt's own rank too (not spread): both stay slower for a lone prompt than for the same tokens spread."""
+    from gpuyield.core.perf.measured_steps import MeasuredStepScales
+
+    m, g = CAT.model("deepseek-ai/DeepSeek-R1"), CAT.gpu("h200_sxm")
+    adp = PerfModel.build(m, g, tp=1, attention_dp=8, ep=8, weight_precision="fp8", kv_dtype="fp8")
+    args = (4096, 4096.0**2 / 2, 16, 16 * 2048)
+    spec = adp.with_speculative(SpeculativeDecoding("mtp", 1, 0.8))
+    scaled = adp.with_measured(MeasuredStepScales((1, 64), (0.5, 0.5), (2.0, 2.0), 1024, 256, 1.0, 1, True))
+    for model in (adp, spec, scaled):
+        one, spread = model.step_time_s(*args, prefill_seqs=1), model.step_time_s(*args)
+        assert one > 1.5 * spread
+    # the prefill part alone carries the change: with no prompt in the step the count changes nothing
+    for model in (spec, scaled):
+        assert model.step_time_s(0, 0.0, 16, 16 * 2048, prefill_seqs=1) == model.step_time_s(0, 0.0, 16, 16 * 2048)
+    # the breakdown that `estimate` prints times the same step
+    bd = adp.step_breakdown(*args, prefill_seqs=1)
+    assert bd.total_s == pytest.approx(adp.step_time_s(*args, prefill_seqs=1), rel=1e-12)
+
+
 def test_one_prompts_prefill_latency_is_its_ranks_and_its_cost_is_the_replicas_share():
     from gpuyield.core.perf.closed_loop import prefill_time_s
 

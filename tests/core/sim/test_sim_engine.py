@@ -57,10 +57,17 @@ def test_a_prompt_takes_at_most_its_chunk_cap_a_step_and_the_budget_goes_to_the_
     assert out is not None and out.prefill_num_new_tokens == [4, 48, 48]
     with pytest.raises(ConfigError, match="max_prefill_chunk_tokens"):
         EngineConfig(max_prefill_chunk_tokens=0)
-    eng = make_engine(max_num_batched_tokens=128, max_num_seqs=8, max_prefill_chunk_tokens=48, enable_chunked_prefill=False)
-    (r,) = make_requests(1, prompt=100, output=3)
+    # without chunking a prompt above one rank's budget never runs (and the replica says why up front)
+    unchunked = {"max_num_batched_tokens": 256, "max_prefill_chunk_tokens": 128, "enable_chunked_prefill": False}
+    eng = make_engine(max_num_seqs=8, **unchunked)
+    (r,) = make_requests(1, prompt=200, output=3)
+    assert "a rank's budget 128" in (eng.can_ever_fit(200, 3) or "")
     eng.add_request(r, 0.0)
-    assert eng.run is not None and eng.run.prefill_num_new_tokens == [100]
+    assert eng.run is None
+    (r,) = make_requests(1, prompt=100, output=3, start=1)
+    eng = make_engine(max_num_seqs=8, **unchunked)
+    eng.add_request(r, 0.0)
+    assert eng.run is not None and eng.run.prefill_num_new_tokens == [100]  # whole, unchunked
 
 
 def test_an_attention_dp_replica_has_every_ranks_budget_and_passes_each_steps_prompts() -> None:
@@ -79,7 +86,7 @@ def test_an_attention_dp_replica_has_every_ranks_budget_and_passes_each_steps_pr
     tp = PerfModel.build(m, g, tp=8, ep=8, weight_precision="fp8", kv_dtype="fp8", engine="sglang")
     cfg = _engine_config(tp, None, None, 0.9)
     assert cfg.max_prefill_chunk_tokens is None and cfg.max_num_batched_tokens == scheduler_limits(tp, None, None)[1]
-    # the replica times a step with prefill chunks by its busiest rank: one lone prompt, all on one rank
+    # the replica times a step with prefill chunks by its busiest rank
     seen: list[object] = []
 
     class Spy:
@@ -89,10 +96,18 @@ def test_an_attention_dp_replica_has_every_ranks_budget_and_passes_each_steps_pr
             seen.append(prefill_seqs)
             return adp.step_time_s(p, a, d, s, prefill_seqs=prefill_seqs)
 
-    eng = ReplicaEngine(EngineConfig(max_num_batched_tokens=4096, max_num_seqs=8), Spy(), num_gpu_blocks=4096)
-    (r,) = make_requests(1, prompt=1000, output=2)
-    eng.add_request(r, 0.0)
-    assert seen == [1]
+    eng = ReplicaEngine(
+        EngineConfig(max_num_batched_tokens=4096, max_num_seqs=8, max_prefill_chunk_tokens=1500), Spy(), 4096
+    )
+    a, b = make_requests(2, prompt=2000, output=2)
+    eng.add_request(a, 0.0)
+    assert seen == [(1500,)]  # each step's chunks, one per prompt: the busiest rank holds the largest
+    eng.add_request(b, 0.0)
+    eng.complete_run()
+    assert seen[-1] == (500, 1500)
+    assert eng.run is not None
+    want = adp.step_time_s(2000, eng.run.prefill_attn_tokens_sq, 0, 0, prefill_seqs=(500, 1500))
+    assert eng._a == pytest.approx(want)
 
 
 def test_no_chunked_prefill_waits_for_budget() -> None:

@@ -103,12 +103,15 @@ def prefill_time_s(
     d = int(round(num_decode_seqs))
     s = int(round(decode_ctx_tokens))
     base = perf.step_time_s(0, 0.0, d, s) if d > 0 else 0.0
-    one_rank = alone and int(getattr(perf, "attention_dp", 1) or 1) > 1
+    ranks = int(getattr(perf, "attention_dp", 1) or 1)
+    one_rank = alone and ranks > 1
     wall = 0.0
     marg = 0.0
-    # decodes take their share of the token budget (K + 1 each when verifying K draft tokens); prompts always
-    # progress by at least 1/8 of it
-    for n, a in _chunks(isl, max(budget // 8, budget - d * perf.decode_budget_tokens, 1)):
+    # decodes take their share of the token budget (K + 1 each when verifying K draft tokens): the budget is one
+    # scheduler's, an attention-DP rank's, next to that rank's share of the decodes; prompts always progress by
+    # at least 1/8 of it
+    rank_decodes = d // ranks if ranks > 1 else d
+    for n, a in _chunks(isl, max(budget // 8, budget - rank_decodes * perf.decode_budget_tokens, 1)):
         t = perf.step_time_s(n, a, d, s)
         wall += perf.step_time_s(n, a, d, s, prefill_seqs=1) if one_rank else t
         marg += t - base
@@ -345,7 +348,9 @@ def estimate_disaggregated(
     ctx_avg = isl + osl / 2.0
     t_dec = decode.step_time_s(0, 0.0, n, int(round(n * ctx_avg)))
     tpot = t_dec
-    wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok)
+    wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok)  # the prompt's own latency (its rank's)
+    # the prefill pool's service time per prompt when prompts queue: spread over its attention-DP ranks
+    served, _ = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok, alone=False)
     # KV transfer of one prompt's cache from the prefill to the decode pool
     kv_bytes = float(decode.model.kv_bytes_for_context(isl, decode.kv_dtype))  # all layer kinds
     link = pd_link_gb_s(decode, kv_transfer_gb_s) * 1e9
@@ -353,13 +358,16 @@ def estimate_disaggregated(
     transfer = kv_bytes / (link * min(prefill.num_gpus, decode.num_gpus))
     lifetime = wall + transfer + (osl - 1) * tpot
     rate = n * nd / lifetime  # requests/s across the decode pool
-    # batched prefill on the prefill pool: tokens/s capacity of one prefill replica
-    bw_wall, _ = prefill_time_s(prefill, min(batch_tok, max(isl, batch_tok)), 0.0, 0.0, batch_tok, alone=False)
-    tok_per_s = min(batch_tok, max(isl, batch_tok)) / bw_wall
+    # batched prefill on the prefill pool: tokens/s capacity of one prefill replica, every attention-DP rank
+    # filling its own budget with prompts of its own (as the engine model's replica does)
+    ranks = int(getattr(prefill, "attention_dp", 1) or 1)
+    bw_tok = batch_tok * ranks
+    bw_wall = prefill.step_time_s(bw_tok, ranks * batch_tok * batch_tok / 2.0, 0, 0)
+    tok_per_s = bw_tok / bw_wall
     np_ = num_prefill or max(1, math.ceil(rate * isl / (0.8 * tok_per_s)))
     rho = min(0.95, rate * isl / (np_ * tok_per_s))
     wait = (
-        rho / (2.0 * (1.0 - rho)) * wall
+        rho / (2.0 * (1.0 - rho)) * served
         + prefill.engine_coeffs.ttft_sync_weight * (c - 1) / 2.0 * isl / (np_ * tok_per_s) * nd
     )
     ttft = wall + transfer + wait

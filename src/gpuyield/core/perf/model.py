@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,31 @@ __all__ = [
 ]
 
 OPS = ("gemm", "moe", "attn_prefill", "attn_decode", "comm_tp", "comm_ep", "lm_head", "overhead")
+
+# prompts a step's prefill tokens belong to: a count of equal chunks, or each chunk's tokens (None: spread evenly)
+PrefillSeqs = int | Sequence[int] | None
+
+
+def busiest_rank_share(prefill_seqs: int | Sequence[int], ranks: int) -> float:
+    """The share of a step's prefill tokens on its busiest attention-DP rank: whole prompts go to ranks, each
+    to the least loaded (largest first), so ``k`` equal chunks put ``ceil(k / ranks)`` on one rank and a large
+    chunk beside small ones loads its rank with all of its tokens. The prompts' attention work is taken to
+    split in the same proportion."""
+    if ranks <= 1:
+        return 1.0
+    if isinstance(prefill_seqs, int):
+        k = max(1, prefill_seqs)
+        return math.ceil(k / ranks) / k
+    chunks = sorted((max(0, int(n)) for n in prefill_seqs), reverse=True)
+    total = sum(chunks)
+    if total <= 0:
+        return 1.0 / ranks
+    loads = [0] * ranks
+    for n in chunks:
+        i = loads.index(min(loads))
+        loads[i] += n
+    return max(loads) / total
+
 
 _GB = 1e9
 _GIB = 1024.0**3
@@ -764,11 +790,12 @@ class PerfModel:
         num_decode_seqs: int,
         decode_ctx_tokens: int,
         queries_per_seq: float = 1.0,
-        prefill_seqs: int | None = None,
+        prefill_seqs: PrefillSeqs = None,
     ) -> tuple[float, float, float, float, float, float, float, float]:
         """Per-op seconds of one forward step; ``queries_per_seq`` > 1: each decoding sequence runs that many
-        positions (speculative verification), over one read of its KV. ``prefill_seqs``: how many prompts the
-        prefill tokens belong to (None: enough to spread them evenly over the attention-DP ranks)."""
+        positions (speculative verification), over one read of its KV. ``prefill_seqs``: the prompts the
+        prefill tokens belong to (see :func:`busiest_rank_share`; None spreads them evenly over the attention-DP
+        ranks)."""
         c = self._c
         P = float(num_prefill_tokens)
         D = float(num_decode_seqs)
@@ -782,8 +809,7 @@ class PerfModel:
         # attention and dense layers); decodes are spread evenly.
         share = 1.0 / c.adp
         if prefill_seqs is not None and P > 0 and c.adp > 1:
-            k = max(1, int(prefill_seqs))
-            share = math.ceil(k / c.adp) / k
+            share = busiest_rank_share(prefill_seqs, c.adp)
         Tr = P * share + Dq / c.adp  # tokens on the busiest attention-DP rank
         work = P * c.prefill_scale * share + Dq / c.adp  # prefill tokens weighted by the engine's fitted factor
         t_pad = Tr * c.adp  # collectives pad every rank to the busiest one (T itself when spread evenly)
@@ -854,13 +880,14 @@ class PerfModel:
         prefill_attn_tokens_sq: float,
         num_decode_seqs: int,
         decode_ctx_tokens: int,
-        prefill_seqs: int | None = None,
+        prefill_seqs: PrefillSeqs = None,
     ) -> float:
         """Seconds of one forward step (see the package docstring for the argument meanings). With
         speculative decoding (:meth:`with_speculative`) a step's decode part is charged per output token: its
         verification and drafting divided by the tokens a step yields (``gpuyield.core.perf.speculative``).
-        ``prefill_seqs``: the prompts the prefill tokens belong to, which matters under attention DP (whole
-        prompts sit on one rank); None spreads them evenly over the ranks (a full replica's throughput)."""
+        ``prefill_seqs``: the prompts the prefill tokens belong to, a count of equal chunks or each chunk's tokens,
+        which matters under attention DP (whole prompts sit on one rank; :func:`busiest_rank_share`); None
+        spreads them evenly over the ranks (a full replica's throughput)."""
         args = (num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, prefill_seqs)
         if self.measured is None:
             return sum(self._step_ops(*args))
@@ -872,7 +899,7 @@ class PerfModel:
         prefill_attn_tokens_sq: float,
         num_decode_seqs: int,
         decode_ctx_tokens: int,
-        prefill_seqs: int | None = None,
+        prefill_seqs: PrefillSeqs = None,
     ) -> tuple[float, ...]:
         """Per-op seconds with the measured step scales: the decoding sequences' part of the step (what the
         step would take without its prefill chunks; at least one sequence's, the fixed costs) times the decode
@@ -926,7 +953,7 @@ class PerfModel:
         prefill_attn_tokens_sq: float,
         num_decode_seqs: int,
         decode_ctx_tokens: int,
-        prefill_seqs: int | None = None,
+        prefill_seqs: PrefillSeqs = None,
     ) -> tuple[float, ...]:
         spec = self.speculative
         if spec is None or num_decode_seqs <= 0:
@@ -993,15 +1020,20 @@ class PerfModel:
         prefill_attn_tokens_sq: float,
         num_decode_seqs: int,
         decode_ctx_tokens: int,
+        prefill_seqs: PrefillSeqs = None,
     ) -> StepBreakdown:
-        """Seconds per op for one step, and which lookups fell outside the measured ranges."""
+        """Seconds per op for one step (``prefill_seqs`` as in :meth:`step_time_s`), and which lookups fell
+        outside the measured ranges."""
         step_ops = self._step_ops if self.measured is None else self._measured_ops
-        vals = step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens)
+        vals = step_ops(num_prefill_tokens, prefill_attn_tokens_sq, num_decode_seqs, decode_ctx_tokens, prefill_seqs)
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c
-        # tokens through the GEMMs (verification: K + 1 per decoding sequence)
-        tr = (num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens) / c.adp
+        share = 1.0 / c.adp
+        if prefill_seqs is not None and num_prefill_tokens > 0 and c.adp > 1:
+            share = busiest_rank_share(prefill_seqs, c.adp)
+        # tokens through the GEMMs on the busiest rank (verification: K + 1 per decoding sequence)
+        tr = num_prefill_tokens * share + num_decode_seqs * self.decode_budget_tokens / c.adp
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
         # the compute term (at the clamped efficiency) would bind rather than the weight-streaming term. Each
         # compute dtype of the dense matrices is looked up in its own table.
@@ -1013,7 +1045,7 @@ class PerfModel:
             msg = f"gemm tokens {tr:g} outside measured [{lo:g}, {hi:g}]"
             if (tr > hi or (0 < tr < lo and compute_binds)) and msg not in out:
                 out.append(msg)
-        step_tokens = num_prefill_tokens + num_decode_seqs * self.decode_budget_tokens
+        step_tokens = tr * c.adp  # collectives pad every rank to the busiest one
         ar_bytes = c.ar_bytes_per_tok * step_tokens
         if c.n_allreduce and c.ar_table is not None and not c.ar_table.in_range(ar_bytes):
             out.append(

@@ -283,14 +283,14 @@ def _pool_model(
     ep = pool.ep if moe else 1
     tp, adp, moe_tp = pool.tp, pool.adp, pool.moe_tp if moe else None
     # A tensor-parallel degree that does not divide the attention heads cannot shard attention, and one wider
-    # than a node would all-reduce every layer over the network: engines run such wide deployments (e.g.
-    # "tp48" of a 128-head model, "tp64" on 8-GPU nodes) attention-data-parallel, with the experts spread
-    # expert-parallel over the same GPUs. Each attention-DP rank keeps the widest tensor parallelism that divides
-    # both the heads and the degree within a node (tp64 on 8-GPU nodes: 8 ranks of tp8; tp48 of 128 heads on
-    # 4-GPU GB200 trays: 12 ranks of tp4). The rows record no attention DP, so this is the model's reading of
-    # them: it fits every engine family's wide rows better than one attention rank per GPU (TensorRT-LLM's only
-    # attention-DP form) now that a prompt's prefill runs on its own rank (fit loss 0.234 -> 0.228, against
-    # 0.232 with one rank per GPU; SGLang 0.215 -> 0.213).
+    # than a node (``gpus_per_node``: 8, or a GB200 tray's 4 though NVLink spans 72) would all-reduce every
+    # layer beyond it. The model reads such wide deployments ("tp48" of a 128-head model, "tp64" on 8-GPU nodes,
+    # "tp8" on GB200) as attention-data-parallel, the experts expert-parallel over all the GPUs, each rank
+    # keeping the widest tensor parallelism that divides both the heads and the degree within a node (tp64 on
+    # 8-GPU nodes: 8 ranks of tp8; tp48 on GB200: 12 ranks of tp4). The rows record no attention DP: this
+    # reading is kept because it fits them, better than one rank per GPU (TensorRT-LLM's only attention-DP form)
+    # once a prompt's prefill runs on its own rank (refit loss TensorRT-LLM 0.234 -> 0.228, against 0.232 with
+    # one rank per GPU; SGLang 0.215 -> 0.213).
     heads = int(getattr(model, "num_attention_heads", 0) or 0)
     per_node = int(getattr(gpu, "gpus_per_node", 0) or 8)
     if tp > 1 and adp == 1 and heads and (heads % tp or tp > per_node):

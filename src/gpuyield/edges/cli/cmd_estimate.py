@@ -231,7 +231,8 @@ def estimate_record(
     n = max(1, int(analytic.running_seqs))
     ctx = isl + osl // 2
     bd = perf.step_breakdown(0, 0.0, n, n * ctx)
-    pre = perf.step_breakdown(min(isl, budget), min(isl, budget) ** 2 / 2.0, 0, 0)
+    # one prompt's first chunk alone: on its own rank under attention DP, as its TTFT counts it
+    pre = perf.step_breakdown(min(isl, budget), min(isl, budget) ** 2 / 2.0, 0, 0, prefill_seqs=1)
     out.update(result)
     out.update(
         {

@@ -124,7 +124,8 @@ class EngineConfig:
         if (
             not self.enable_chunked_prefill
             and self.max_model_len is not None
-            and self.max_num_batched_tokens < self.max_model_len
+            and min(self.max_num_batched_tokens, self.max_prefill_chunk_tokens or self.max_num_batched_tokens)
+            < self.max_model_len
         ):
             # vLLM refuses this (SchedulerConfig.verify_max_model_len): without chunking a sequence, and a preempted
             # one recomputed whole, must fit one step's budget

@@ -86,13 +86,13 @@ class ReplicaEngine:
         if mml is not None and total > mml:
             return f"prompt+output {total} tokens > max_model_len {mml}"
         cfg = self.config
-        if not cfg.enable_chunked_prefill and total > cfg.max_num_batched_tokens:
+        step = min(cfg.max_num_batched_tokens, cfg.max_prefill_chunk_tokens or cfg.max_num_batched_tokens)
+        if not cfg.enable_chunked_prefill and total > step:
             # a preempted request is recomputed whole (prompt and the output so far) in one step, so without
-            # chunking vLLM limits sequences to the budget (max_model_len <= max_num_batched_tokens)
-            return (
-                f"prompt+output {total} tokens > max_num_batched_tokens {cfg.max_num_batched_tokens} "
-                "with chunked prefill off"
-            )
+            # chunking vLLM limits sequences to the budget (max_model_len <= max_num_batched_tokens); under
+            # attention DP, to one rank's
+            name = "max_num_batched_tokens" if step == cfg.max_num_batched_tokens else "a rank's budget"
+            return f"prompt+output {total} tokens > {name} {step} with chunked prefill off"
         need = -(-total // self.config.block_size) + self.kv.fixed_for(num_prompt_tokens, num_output_tokens)
         if need > self.num_gpu_blocks:
             return f"needs {need} KV blocks, replica has {self.num_gpu_blocks}"
@@ -156,7 +156,8 @@ class ReplicaEngine:
         else:
             args = (out.num_prefill_tokens, out.prefill_attn_tokens_sq, n, out.decode_ctx_tokens)
             if self._per_rank_prefill:
-                a = self.step_model.step_time_s(*args, prefill_seqs=len(out.prefill_reqs))  # type: ignore[call-arg]
+                chunks = tuple(out.prefill_num_new_tokens)  # each prompt's chunk: the busiest rank holds the largest
+                a = self.step_model.step_time_s(*args, prefill_seqs=chunks)  # type: ignore[call-arg]
             else:
                 a = self.step_model.step_time_s(*args)
         if out.load_tokens and self.kv.offload is not None:

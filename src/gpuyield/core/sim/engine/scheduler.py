@@ -44,9 +44,10 @@ class Scheduler:
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.chunked = config.enable_chunked_prefill
-        # most tokens one prompt computes a step (an attention-DP rank's budget; EngineConfig)
+        # most tokens one prompt computes a step (an attention-DP rank's budget; EngineConfig): with chunked
+        # prefill off, a prompt above it waits as one above the step budget does
         cap = config.max_prefill_chunk_tokens
-        self.chunk_cap = cap if (cap is not None and self.chunked) else 1 << 60
+        self.chunk_cap = cap if cap is not None else 1 << 60
         self.max_run = config.max_decode_run_steps or (1 << 60)
         self.reserve_output = config.kv_admission == "max_output"
         # step-budget tokens one decoding request takes: 1, or K + 1 when the step model verifies K draft tokens
@@ -246,7 +247,7 @@ class Scheduler:
             unit_tokens = req.unit_blocks * self.block_size
             num_hit_tokens = (len(hits) + num_load) * unit_tokens
             num_new = req.num_tokens - num_hit_tokens
-            if not self.chunked and num_new > budget:
+            if not self.chunked and num_new > min(budget, self.chunk_cap):
                 break
             num_new = min(num_new, budget, self.chunk_cap)
             if not kv.allocate_admit(req, hits, num_load, num_new):
