@@ -350,7 +350,8 @@ def estimate_disaggregated(
     tpot = t_dec
     wall, marg = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok)  # the prompt's own latency (its rank's)
     # the prefill pool's service time per prompt when prompts queue: spread over its attention-DP ranks
-    served, _ = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok, alone=False)
+    ranks = int(getattr(prefill, "attention_dp", 1) or 1)
+    served = prefill_time_s(prefill, isl, 0.0, 0.0, batch_tok, alone=False)[0] if ranks > 1 else wall
     # KV transfer of one prompt's cache from the prefill to the decode pool
     kv_bytes = float(decode.model.kv_bytes_for_context(isl, decode.kv_dtype))  # all layer kinds
     link = pd_link_gb_s(decode, kv_transfer_gb_s) * 1e9
@@ -360,7 +361,6 @@ def estimate_disaggregated(
     rate = n * nd / lifetime  # requests/s across the decode pool
     # batched prefill on the prefill pool: tokens/s capacity of one prefill replica, every attention-DP rank
     # filling its own budget with prompts of its own (as the engine model's replica does)
-    ranks = int(getattr(prefill, "attention_dp", 1) or 1)
     bw_tok = batch_tok * ranks
     bw_wall = prefill.step_time_s(bw_tok, ranks * batch_tok * batch_tok / 2.0, 0, 0)
     tok_per_s = bw_tok / bw_wall

@@ -5,8 +5,9 @@ One *replica* is ``tp * pp * attention_dp`` GPUs. Per pipeline stage, attention 
 experts are spread over the ``tp * attention_dp`` GPUs of the stage, ``ep`` ways expert-parallel and
 ``tp * attention_dp / ep`` ways tensor-parallel inside each expert. Attention DP places whole requests on
 ranks and a step lasts as long as its busiest rank: decodes spread evenly, but a prompt's prefill chunk runs on
-its own rank (``step_time_s(..., prefill_seqs=k)``: k prompts put ``ceil(k / attention_dp)`` on one rank; None
-spreads the tokens evenly, a full replica's prefill throughput), and the collectives pad to that rank.
+its own rank (``step_time_s(..., prefill_seqs=...)``, the prompts' count or chunk sizes: see
+:func:`busiest_rank_share`; None spreads the tokens evenly, a full replica's prefill throughput), and the
+collectives pad to that rank.
 
 Each op is timed as ``max(FLOPs / (peak × eff_compute(M)), bytes / (bandwidth × eff_memory))`` where the
 efficiencies come from measured kernel tables (see :mod:`gpuyield.core.perf.calibration`) and ``M`` is the
@@ -804,12 +805,10 @@ class PerfModel:
         if T <= 0:
             return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, c.overhead_fixed_s * 0.0)
         pp = c.pp
-        # Attention DP places whole requests on ranks, and a step lasts as long as its busiest rank: k prompts
-        # over adp ranks put ceil(k / adp) of them on one rank (one prompt: all of its tokens on one GPU's
-        # attention and dense layers); decodes are spread evenly.
-        share = 1.0 / c.adp
-        if prefill_seqs is not None and P > 0 and c.adp > 1:
-            share = busiest_rank_share(prefill_seqs, c.adp)
+        # Attention DP places whole requests on ranks, and a step lasts as long as its busiest rank: its share of
+        # the prompts' tokens (one prompt: all of them, through one rank's attention and dense layers); decodes
+        # are spread evenly.
+        share = self._prefill_share(num_prefill_tokens, prefill_seqs)
         Tr = P * share + Dq / c.adp  # tokens on the busiest attention-DP rank
         work = P * c.prefill_scale * share + Dq / c.adp  # prefill tokens weighted by the engine's fitted factor
         t_pad = Tr * c.adp  # collectives pad every rank to the busiest one (T itself when spread evenly)
@@ -943,6 +942,13 @@ class PerfModel:
             out.notes.append(scales.describe())
         return out
 
+    def _prefill_share(self, num_prefill_tokens: float, prefill_seqs: PrefillSeqs) -> float:
+        """The share of a step's prefill tokens on its busiest attention-DP rank (1/adp: spread evenly)."""
+        adp = self._c.adp
+        if prefill_seqs is None or num_prefill_tokens <= 0 or adp <= 1:
+            return 1.0 / adp
+        return busiest_rank_share(prefill_seqs, adp)
+
     def _attn_per_ctx(self, queries_per_seq: float) -> float:
         c = self._c
         return max(c.attn_decode_bytes_s_per_ctx, c.attn_decode_flops_s_per_ctx * queries_per_seq)
@@ -1029,9 +1035,7 @@ class PerfModel:
         ops = dict(zip(OPS, vals, strict=True))
         out: list[str] = []
         c = self._c
-        share = 1.0 / c.adp
-        if prefill_seqs is not None and num_prefill_tokens > 0 and c.adp > 1:
-            share = busiest_rank_share(prefill_seqs, c.adp)
+        share = self._prefill_share(num_prefill_tokens, prefill_seqs)
         # tokens through the GEMMs on the busiest rank (verification: K + 1 per decoding sequence)
         tr = num_prefill_tokens * share + num_decode_seqs * self.decode_budget_tokens / c.adp
         # Below the first knot the tables hold no compute-bound GEMMs: that is only an extrapolation when
