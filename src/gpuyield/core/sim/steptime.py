@@ -9,8 +9,8 @@ performance model's internals. ``step_time_s`` takes one engine iteration in agg
 - ``decode_ctx_tokens``: sum of those sequences' context lengths (tokens attended, including the new one).
 
 A model with attention-DP ranks (an ``attention_dp`` attribute above 1, as a ``PerfModel`` has) also takes
-``prefill_seqs``, the number of prompts the step's prefill tokens belong to: each prompt sits on one rank, and the
-replica passes it for every step with prefill chunks.
+``prefill_seqs``, each prompt's chunk in the step: a prompt sits on one rank and the step lasts as long as the
+busiest one; the replica passes it for every step with prefill chunks.
 
 Analytic decode runs assume ``step_time_s`` is affine in ``decode_ctx_tokens`` for a fixed batch over the
 span of one run (true of every roofline/linear-fit model: decode attention reads KV bytes proportional to the

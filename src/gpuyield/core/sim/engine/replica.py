@@ -49,8 +49,8 @@ class ReplicaEngine:
         )
         # a PerfModel says what a decoding request takes of the budget (K + 1 with speculative decoding)
         self.scheduler = Scheduler(config, self.kv, int(getattr(step_model, "decode_budget_tokens", 1)))
-        # a PerfModel with attention-DP ranks times a step by its busiest rank, which needs the number of prompts
-        # its prefill tokens belong to (whole prompts sit on one rank); other step models take the aggregate form
+        # a PerfModel with attention-DP ranks times a step by its busiest rank, which needs each prompt's chunk
+        # (whole prompts sit on one rank); other step models take the aggregate form
         self._per_rank_prefill = int(getattr(step_model, "attention_dp", 1) or 1) > 1
         self.num_gpu_blocks = num_gpu_blocks
         # num_decode_seqs -> (step time at zero context, seconds per context token) of a pure-decode step,
@@ -156,7 +156,7 @@ class ReplicaEngine:
         else:
             args = (out.num_prefill_tokens, out.prefill_attn_tokens_sq, n, out.decode_ctx_tokens)
             if self._per_rank_prefill:
-                chunks = tuple(out.prefill_num_new_tokens)  # each prompt's chunk: the busiest rank holds the largest
+                chunks = tuple(out.prefill_num_new_tokens)
                 a = self.step_model.step_time_s(*args, prefill_seqs=chunks)  # type: ignore[call-arg]
             else:
                 a = self.step_model.step_time_s(*args)

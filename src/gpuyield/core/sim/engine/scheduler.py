@@ -164,9 +164,7 @@ class Scheduler:
                     break
                 if req.status != _RUNNING:  # preempted earlier in this loop
                     continue
-                num_new = min(req.num_tokens - req.num_computed_tokens, self.chunk_cap)
-                if num_new > budget:
-                    num_new = budget
+                num_new = min(req.num_tokens - req.num_computed_tokens, budget, self.chunk_cap)
                 ok = True
                 while not self.kv.allocate_running(req, num_new):
                     victim = self._pick_victim()
